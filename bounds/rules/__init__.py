@@ -1,0 +1,29 @@
+"""Op rules, one module per op family. Registered explicitly through ALL_RULE_MODULES."""
+
+from bounds.rules import (
+    arithmetic,
+    exp_log,
+    gelu,
+    linear,
+    periodic,
+    piecewise,
+    pooling,
+    relu,
+    s_shaped,
+    shape,
+    softmax,
+)
+
+ALL_RULE_MODULES = (
+    linear,
+    arithmetic,
+    shape,
+    pooling,
+    relu,
+    piecewise,
+    s_shaped,
+    periodic,
+    gelu,
+    exp_log,
+    softmax,
+)

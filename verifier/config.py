@@ -1,0 +1,32 @@
+"""One explicit configuration object for a verification run; presets are named constructors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["auto", "attack", "incomplete", "bab", "milp"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class AttackConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    restarts: int = Field(10, ge=0)
+    steps: int = Field(50, ge=0)
+    random_samples: int = Field(256, ge=0)
+    time_share: float = Field(0.1, gt=0, le=1)
+
+
+class VerifyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    timeout: float = Field(300.0, gt=0)
+    method: Method = "auto"
+    device: Device = "auto"
+    seed: int = 0
+    check_model: bool = True  # differential check of the IR against onnxruntime
+    attack: AttackConfig = AttackConfig()
+
+    @classmethod
+    def quick(cls, timeout: float = 30.0) -> VerifyConfig:
+        return cls(timeout=timeout)

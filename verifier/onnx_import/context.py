@@ -1,0 +1,106 @@
+"""State shared by converters while one ONNX graph is imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from bounds.graph import Node, Shape
+from verifier.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Dyn:
+    """A dynamic (input-dependent) value: the IR value name and its static per-sample shape."""
+
+    name: str
+    shape: Shape
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+Value = Dyn | np.ndarray
+
+
+class ConvertContext:
+    """Maps ONNX value names to constants or IR values, and collects emitted IR nodes."""
+
+    def __init__(self, opset: int):
+        self.opset = opset
+        self.values: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self._counter = 0
+
+    # -- reading ---------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return name != "" and name in self.values
+
+    def value(self, name: str) -> Value:
+        if name not in self.values:
+            raise ModelError(f"value {name!r} is used before it is defined")
+        return self.values[name]
+
+    def const(self, name: str, what: str = "") -> np.ndarray:
+        """An input that must be constant (shape tensors, weights given as initializers...)."""
+        v = self.value(name)
+        if isinstance(v, Dyn):
+            raise ModelError(f"{what or name!r} must be a constant, but depends on the input")
+        return v
+
+    def optional_const(self, node: onnx.NodeProto, pos: int, default=None):
+        if len(node.input) <= pos or node.input[pos] == "":
+            return default
+        return self.const(node.input[pos], f"input {pos} of {node.op_type} node {node.name!r}")
+
+    @staticmethod
+    def attr(node: onnx.NodeProto, name: str, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                value = onnx.helper.get_attribute_value(a)
+                if isinstance(value, bytes):
+                    return value.decode()
+                if isinstance(value, onnx.TensorProto):
+                    return numpy_helper.to_array(value)
+                return value
+        return default
+
+    # -- writing ---------------------------------------------------------------------------
+    def bind(self, onnx_name: str, value: Value) -> None:
+        if isinstance(value, np.ndarray) or isinstance(value, Dyn):
+            self.values[onnx_name] = value
+        else:
+            self.values[onnx_name] = np.asarray(value)
+
+    def emit(
+        self,
+        op: str,
+        inputs: list[Value | None],
+        shape: Shape,
+        attrs: dict | None = None,
+        hint: str = "",
+    ) -> Dyn:
+        """Append an IR node. Constant inputs (numpy arrays) are stored inline in the node."""
+        names: list[str | None] = []
+        consts: dict[int, np.ndarray] = {}
+        for pos, v in enumerate(inputs):
+            if isinstance(v, Dyn):
+                names.append(v.name)
+            else:
+                names.append(None)
+                if v is not None:
+                    consts[pos] = np.asarray(v)
+        self._counter += 1
+        name = f"{hint or op.lower()}_{self._counter}"
+        self.nodes.append(Node(name, op, tuple(names), tuple(shape), attrs or {}, consts))
+        return Dyn(name, tuple(int(d) for d in shape))
+
+
+def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ModelError(f"{what} {axis} out of range for rank {rank}")
+    return axis % rank if rank else 0

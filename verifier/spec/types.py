@@ -1,0 +1,60 @@
+"""Normalised properties: input boxes, each with an output condition in DNF.
+
+VNN-LIB states the *unsafe* set: the property is violated (``sat``) when some input x in a
+region's box makes the region's output condition true. The condition is a disjunction of
+conjunctions of linear constraints ``coef @ y <= rhs`` over the flattened outputs y.
+
+Conjunctions are stored stacked per region, ``coef[D, K, n_out]`` and ``rhs[D, K]``, padded
+with all-zero rows whose rhs is +inf (``0 <= inf`` is always true, so padding never changes
+a conjunction). This keeps a 60,000-disjunct spec as two arrays instead of 60,000 objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class OutputCondition:
+    """Disjunction over d of (all k: coef[d, k] @ y <= rhs[d, k])."""
+
+    coef: np.ndarray  # float64 [D, K, n_out]
+    rhs: np.ndarray  # float64 [D, K]
+
+    @property
+    def n_disjuncts(self) -> int:
+        return int(self.coef.shape[0])
+
+    def holds(self, y: np.ndarray) -> bool:
+        """Exact check on one flattened output vector (float64 arithmetic)."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        lhs = self.coef @ y
+        return bool(np.any(np.all(lhs <= self.rhs, axis=1)))
+
+
+@dataclass(frozen=True, eq=False)
+class InputRegion:
+    """An axis-aligned box over the flattened model input, with its output condition."""
+
+    lower: np.ndarray  # float64 [n_in]
+    upper: np.ndarray  # float64 [n_in]
+    condition: OutputCondition
+
+    def contains(self, x: np.ndarray) -> bool:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        return bool(np.all(x >= self.lower) and np.all(x <= self.upper))
+
+
+@dataclass(frozen=True, eq=False)
+class Spec:
+    regions: tuple[InputRegion, ...]
+    n_inputs: int
+    n_outputs: int
+    version: str = "1.0"
+    source: str = ""
+
+    def violated_by(self, x: np.ndarray, y: np.ndarray) -> bool:
+        """True when x lies in some region's box and y satisfies that region's condition."""
+        return any(r.contains(x) and r.condition.holds(y) for r in self.regions)
