@@ -21,5 +21,5 @@ def _rule(op, forward, doc):
 
 
 RULES = (
-    _rule("Reshape", _reshape, "reshape to the node's static shape (Flatten, Squeeze, ... map here)"),
+    _rule("Reshape", _reshape, "reshape to the static shape"),
 )
