@@ -1,0 +1,76 @@
+"""The attack objective: how far an output is from the unsafe set of an output condition.
+
+A region's condition is OR_d AND_k coef[d, k] @ y <= rhs[d, k]. For one disjunct the loss is
+max_k (coef[d, k] @ y - rhs[d, k]): it is <= 0 exactly when every row holds. Over disjuncts the
+loss is the min, so ``loss(y) <= 0`` iff the condition holds on y (up to float rounding, which
+is why counterexamples are re-checked with onnxruntime). Padding rows (rhs = +inf) never count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bounds.engine.forward import run_graph
+from bounds.graph import Graph
+from verifier.spec.types import OutputCondition
+
+# Disjunct chunk so that B * D * K stays below this many elements per matmul.
+_MAX_LHS_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class TorchCondition:
+    """An OutputCondition as torch tensors: coef [D*K, n_out], rhs [D, K], mask [D, K]."""
+
+    coef: torch.Tensor
+    rhs: torch.Tensor
+    active: torch.Tensor
+
+    @classmethod
+    def from_condition(
+        cls, cond: OutputCondition, device: str | torch.device, dtype: torch.dtype
+    ) -> TorchCondition:
+        d, k, n = cond.coef.shape
+        active = np.isfinite(cond.rhs)
+        rhs = np.where(active, cond.rhs, 0.0)
+        return cls(
+            coef=torch.as_tensor(cond.coef.reshape(d * k, n), device=device, dtype=dtype),
+            rhs=torch.as_tensor(rhs, device=device, dtype=dtype),
+            active=torch.as_tensor(active, device=device),
+        )
+
+    def loss(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss [B] for flattened outputs y [B, n_out]; <= 0 iff the condition holds."""
+        d, k = self.rhs.shape
+        if d == 0:
+            return torch.full((y.shape[0],), math.inf, device=y.device, dtype=y.dtype)
+        step = max(1, _MAX_LHS_ELEMENTS // max(1, y.shape[0] * k))
+        parts = []
+        for s in range(0, d, step):
+            e = min(d, s + step)
+            lhs = (y @ self.coef[s * k:e * k].T).reshape(y.shape[0], e - s, k)
+            gap = torch.where(self.active[s:e], lhs - self.rhs[s:e], -torch.inf)
+            parts.append(gap.amax(dim=2).amin(dim=1))
+        return torch.stack(parts, dim=1).amin(dim=1) if len(parts) > 1 else parts[0]
+
+
+def graph_outputs(graph: Graph, x: torch.Tensor) -> torch.Tensor:
+    """Flattened, concatenated outputs [B, n_out] of the graph on flattened inputs x [B, n_in]."""
+    inputs, offset = [], 0
+    for info in graph.inputs:
+        size = math.prod(info.shape)
+        inputs.append(x[:, offset:offset + size].reshape(x.shape[0], *info.shape))
+        offset += size
+    outs = run_graph(graph, *inputs)
+    return torch.cat([o.reshape(o.shape[0], -1) for o in outs], dim=1)
+
+
+def sample_bytes(graph: Graph) -> int:
+    """Rough memory per sample of a forward+backward pass (float32, every value kept)."""
+    values = sum(math.prod(t.shape) for t in graph.inputs)
+    values += sum(math.prod(n.shape) for n in graph.nodes)
+    return 4 * 3 * max(1, values)

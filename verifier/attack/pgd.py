@@ -1,0 +1,170 @@
+"""Batched projected gradient descent over many input boxes at once.
+
+``attack_boxes`` is the entry point shared by falsification and branch-and-bound: every box gets
+``restarts`` starting points (the first at ``init`` when given, the rest uniform), each
+takes signed-gradient steps on the objective of ``objective.TorchCondition`` with a cosine-
+decaying step size, and is projected back onto the box after every step. The loss is hinged at
+``-margin`` so points go slightly past the boundary of the unsafe set, far enough that float32
+rounding differences between our IR and onnxruntime do not undo the violation, and then stop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bounds.graph import Graph
+from verifier.attack.objective import TorchCondition, graph_outputs, sample_bytes
+from verifier.spec.types import OutputCondition
+from verifier.validate import float32_box
+
+# Step sizes as fractions of the box width: cosine decay from STEP_MAX to STEP_MIN.
+STEP_MAX = 0.2
+STEP_MIN = 0.002
+# Target depth below zero, relative to 1 + max |output|.
+MARGIN_REL = 1e-5
+# Memory for one forward+backward batch.
+BATCH_BYTES = 256 << 20
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Best point found per box (inside the float32 box) and its IR loss (<= 0: violation)."""
+
+    x: torch.Tensor  # [B, n]
+    loss: torch.Tensor  # [B]
+
+
+def float32_boxes(lower: np.ndarray, upper: np.ndarray, device, dtype=torch.float32):
+    """torch versions of ``validate.float32_box`` for [B, n] float64 numpy bounds."""
+    lo, hi = float32_box(lower, upper)
+    return (torch.as_tensor(lo, device=device, dtype=dtype),
+            torch.as_tensor(hi, device=device, dtype=dtype))
+
+
+def batch_size(graph: Graph) -> int:
+    """Samples per forward+backward pass so that one pass stays within BATCH_BYTES."""
+    return int(max(1, min(MAX_BATCH, BATCH_BYTES // sample_bytes(graph))))
+
+
+def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """IR loss [B] of the points x [B, n], in chunks, without gradients."""
+    with torch.no_grad():
+        return torch.cat([cond.loss(graph_outputs(graph, x[s:s + chunk]))
+                          for s in range(0, len(x), chunk)])
+
+
+def _step_fraction(t: int, steps: int) -> float:
+    return STEP_MIN + (STEP_MAX - STEP_MIN) * 0.5 * (1.0 + math.cos(math.pi * t / max(1, steps)))
+
+
+def pgd(
+    graph: Graph,
+    cond: TorchCondition,
+    x: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    steps: int,
+    deadline: float = math.inf,
+    stop_on_any: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run PGD from x [B, n] in boxes lo/hi [B, n]; returns the best points and their losses.
+
+    Stops early once every sample (or, with ``stop_on_any``, some sample) is below -margin,
+    or when ``deadline`` (time.monotonic) has passed; the time is checked before every step.
+    """
+    width = hi - lo
+    best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
+    for t in range(steps + 1):
+        if time.monotonic() >= deadline:
+            break
+        x = x.detach().requires_grad_(True)
+        y = graph_outputs(graph, x)
+        loss = cond.loss(y)
+        with torch.no_grad():
+            better = loss < best_loss
+            best_x[better], best_loss[better] = x[better], loss[better]
+            margin = MARGIN_REL * (1.0 + y.abs().amax(dim=1))
+            deep = best_loss <= -margin
+            if (deep.any() if stop_on_any else deep.all()) or t == steps:
+                break
+        hinged = torch.maximum(loss, -margin)
+        (grad,) = torch.autograd.grad(hinged.sum(), x)
+        with torch.no_grad():
+            x = x - _step_fraction(t, steps) * width * torch.sign(grad)
+            x = torch.minimum(torch.maximum(x, lo), hi)
+    return best_x.detach(), best_loss.detach()
+
+
+def uniform(lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Uniform points in the boxes, clamped so float rounding cannot leave the box."""
+    u = torch.rand(lo.shape, generator=gen, device=lo.device, dtype=lo.dtype)
+    return torch.minimum(torch.maximum(lo + u * (hi - lo), lo), hi)
+
+
+def centre(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.maximum(lo + 0.5 * (hi - lo), lo), hi)
+
+
+def attack_boxes(
+    graph: Graph,
+    lower,
+    upper,
+    condition: OutputCondition | TorchCondition,
+    steps: int,
+    restarts: int,
+    *,
+    init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    deadline: float = math.inf,
+    stop_on_any: bool = False,
+) -> AttackResult:
+    """PGD with ``restarts`` starting points on each of many sub-boxes ``lower/upper[B, n]``.
+
+    ``lower``/``upper`` are float64 numpy arrays (snapped to float32 boxes here) or float32
+    tensors that already are float32 boxes. Returns per box the best point and its IR loss; a
+    loss <= 0 means the IR sees a violation, which the caller must re-check with
+    ``verifier.validate``. All boxes share one output condition. The time is checked between
+    steps; boxes not reached before ``deadline`` come back with loss +inf.
+    """
+    if isinstance(lower, np.ndarray):
+        device = generator.device if generator is not None else "cpu"
+        lo, hi = float32_boxes(np.atleast_2d(lower), np.atleast_2d(upper), device)
+    else:
+        lo, hi = lower, upper
+    cond = condition
+    if isinstance(condition, OutputCondition):
+        cond = TorchCondition.from_condition(condition, lo.device, lo.dtype)
+    n_box, restarts = len(lo), max(1, restarts)
+    best_x = centre(lo, hi)
+    best_loss = torch.full((n_box,), math.inf, device=lo.device, dtype=lo.dtype)
+    chunk = batch_size(graph)
+    # Sample s belongs to box s % n_box, so every box gets its first start before any second.
+    total = n_box * restarts
+    for s in range(0, total, chunk):
+        if time.monotonic() >= deadline:
+            break
+        idx = torch.arange(s, min(total, s + chunk), device=lo.device)
+        box = idx % n_box
+        x0 = uniform(lo[box], hi[box], generator)
+        if init is not None:
+            first = idx < n_box
+            x0[first] = init[box[first]]
+        x, loss = pgd(graph, cond, x0, lo[box], hi[box], steps, deadline, stop_on_any)
+        _reduce_best(best_x, best_loss, box, x, loss)
+        if stop_on_any and bool((loss <= 0).any()):
+            break
+    return AttackResult(best_x, best_loss)
+
+
+def _reduce_best(best_x, best_loss, box, x, loss) -> None:
+    """Per box, keep the lowest-loss point among the new samples and the old best."""
+    low = best_loss.scatter_reduce(0, box, loss, reduce="amin", include_self=True)
+    wins = (loss == low[box]) & (loss < best_loss[box])
+    best_x[box[wins]] = x[wins]  # ties carry equal losses, so any winner will do
+    best_loss.copy_(low)

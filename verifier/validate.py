@@ -1,0 +1,224 @@
+"""Counterexample validation against onnxruntime, with zero tolerance on the input box.
+
+A candidate is accepted only when
+
+* its float32 value lies inside a region's box *exactly* (float64 comparison of the float32
+  values against the float64 bounds), and
+* onnxruntime, run on the original ONNX model with that float32 input, produces an output on
+  which the region's output condition holds (float64 arithmetic on the float32 outputs).
+
+Candidates are first snapped into the box: a candidate within rounding distance of the box
+(see ``SNAP_REL``) is clipped to the float32 box (``float32_box``), so a bound such as 0.1, which
+float32 cannot represent, never makes a genuine counterexample fail; a candidate clearly outside
+the box is rejected. ``Counterexample.x`` holds the float32 values in a float64 array, so that
+``repr(float(v))`` prints the exact value that onnxruntime ran on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+
+import numpy as np
+
+from verifier.onnx_import.loader import ImportedModel
+from verifier.result import Counterexample
+from verifier.spec.types import InputRegion, Spec
+
+log = logging.getLogger(__name__)
+
+# A coordinate at most SNAP_REL * (1 + |bound|) outside the box counts as float rounding.
+SNAP_REL = 1e-6
+
+_SESSIONS: dict[bytes, object] = {}
+_LOCK = threading.Lock()
+_MAX_SESSIONS = 8
+
+
+def ort_session(onnx_bytes: bytes):
+    """A cached onnxruntime CPU session (one intra-op thread) keyed by a hash of the model bytes."""
+    import onnxruntime as ort
+
+    key = hashlib.sha256(onnx_bytes).digest()
+    with _LOCK:
+        sess = _SESSIONS.get(key)
+        if sess is None:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+            if len(_SESSIONS) >= _MAX_SESSIONS:
+                _SESSIONS.pop(next(iter(_SESSIONS)))
+            _SESSIONS[key] = sess
+        return sess
+
+
+def float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tightest float32 box inside the float64 box [lower, upper].
+
+    Rounding a float64 bound to float32 may step outside the box; then the neighbouring float32
+    towards the inside is taken. Where no float32 lies in [lower, upper] the returned lower
+    exceeds the returned upper (see ``float32_box_empty``).
+    """
+    lower = np.asarray(lower, dtype=np.float64)
+    upper = np.asarray(upper, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        lo = lower.astype(np.float32)
+        hi = upper.astype(np.float32)
+    lo = np.where(lo.astype(np.float64) < lower, np.nextafter(lo, np.float32(np.inf)), lo)
+    hi = np.where(hi.astype(np.float64) > upper, np.nextafter(hi, np.float32(-np.inf)), hi)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def float32_box_empty(lo32: np.ndarray, hi32: np.ndarray) -> np.ndarray:
+    """Boolean over leading axes: True where some coordinate has no float32 inside the box."""
+    return np.any(lo32 > hi32, axis=-1)
+
+
+def snap_into_box(x: np.ndarray, region: InputRegion) -> np.ndarray | None:
+    """``x`` as float32 clipped into the region's float32 box, or None when x is clearly outside
+    (farther than rounding distance) or the box holds no float32 point."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    slack = SNAP_REL * (1.0 + np.maximum(np.abs(region.lower), np.abs(region.upper)))
+    if np.any(x < region.lower - slack) or np.any(x > region.upper + slack):
+        return None
+    lo32, hi32 = float32_box(region.lower, region.upper)
+    if np.any(lo32 > hi32):
+        return None
+    x32 = np.clip(x.astype(np.float32), lo32, hi32)
+    if not region.contains(x32):  # defensive: float32_box guarantees this
+        return None
+    return x32
+
+
+def _input_dtype(sess, i: int):
+    return np.float64 if sess.get_inputs()[i].type == "tensor(double)" else np.float32
+
+
+def run_onnx(model: ImportedModel, x: np.ndarray) -> np.ndarray:
+    """Run onnxruntime on one flattened input; returns the flattened, concatenated outputs
+    as float64 (exact copies of the model's float32 values)."""
+    sess = ort_session(model.onnx_bytes)
+    x = np.asarray(x).reshape(-1)
+    feeds, offset = {}, 0
+    for i, (name, shape) in enumerate(zip(model.input_names, model.onnx_input_shapes, strict=True)):
+        size = math.prod(shape)
+        part = x[offset:offset + size].reshape(shape)
+        feeds[name] = part.astype(_input_dtype(sess, i))
+        offset += size
+    if offset != x.size:
+        raise ValueError(f"input has {x.size} values, the model takes {offset}")
+    outs = sess.run(list(model.output_names), feeds)
+    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])
+
+
+def _check_region(model: ImportedModel, spec: Spec, x: np.ndarray, r: int):
+    region = spec.regions[r]
+    x32 = snap_into_box(x, region)
+    if x32 is None:
+        return None
+    y = run_onnx(model, x32)
+    if y.size != spec.n_outputs:
+        raise ValueError(f"model produced {y.size} outputs, the spec has {spec.n_outputs}")
+    if not region.condition.holds(y):
+        return None
+    return Counterexample(x=x32.astype(np.float64), y=y, region=r)
+
+
+def _candidate_regions(spec: Spec, x: np.ndarray) -> list[int]:
+    """Regions whose box contains x up to rounding slack, nearest first."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    found = []
+    for r, reg in enumerate(spec.regions):
+        slack = SNAP_REL * (1.0 + np.maximum(np.abs(reg.lower), np.abs(reg.upper)))
+        excess = np.maximum(reg.lower - x, x - reg.upper)
+        if np.all(excess <= slack):
+            found.append((float(np.max(excess)), r))
+    return [r for _, r in sorted(found)]
+
+
+def validate_counterexample(
+    model: ImportedModel, spec: Spec, x: np.ndarray, region: int | None = None
+) -> Counterexample | None:
+    """Re-check a candidate counterexample with onnxruntime; None unless it truly violates.
+
+    ``region`` restricts the check to one region (the attack knows which box it searched);
+    otherwise every region whose box holds x (up to rounding, see module doc) is tried.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.size != spec.n_inputs:
+        raise ValueError(f"candidate has {x.size} values, the spec has {spec.n_inputs} inputs")
+    if not np.all(np.isfinite(x)):
+        return None
+    regions = [region] if region is not None else _candidate_regions(spec, x)
+    for r in regions:
+        cex = _check_region(model, spec, x, r)
+        if cex is not None:
+            return cex
+    return None
+
+
+def _batchable(model: ImportedModel) -> bool:
+    """True when the ONNX model has one input whose leading dimension is symbolic."""
+    sess = ort_session(model.onnx_bytes)
+    inputs = sess.get_inputs()
+    return len(inputs) == 1 and len(inputs[0].shape) > 1 and not isinstance(inputs[0].shape[0], int)
+
+
+def run_onnx_batch(model: ImportedModel, xs: np.ndarray) -> np.ndarray:
+    """Outputs ``[B, n_out]`` for flattened inputs ``xs[B, n]``: one onnxruntime call when the
+    model has a symbolic batch axis, else one call per row."""
+    xs = np.asarray(xs).reshape(len(xs), -1)
+    if len(xs) > 1 and _batchable(model):
+        sess = ort_session(model.onnx_bytes)
+        shape = (len(xs), *model.onnx_input_shapes[0][1:])
+        try:
+            outs = sess.run(list(model.output_names),
+                            {model.input_names[0]: xs.reshape(shape).astype(_input_dtype(sess, 0))})
+            flat = [np.asarray(o, dtype=np.float64).reshape(len(xs), -1) for o in outs]
+            return np.concatenate(flat, axis=1)
+        except Exception as exc:  # the graph may hard-code batch 1 in a Reshape
+            log.debug("batched onnxruntime call failed (%s); running row by row", exc)
+    return np.stack([run_onnx(model, x) for x in xs])
+
+
+def validate_batch(
+    model: ImportedModel,
+    spec: Spec,
+    xs: np.ndarray,
+    regions: np.ndarray | None = None,
+    limit: int | None = None,
+) -> Counterexample | None:
+    """The first of the candidates ``xs[B, n]`` that validates (in order), or None.
+
+    ``regions[B]`` names the region each candidate belongs to (else all holding regions are
+    tried, row by row). Candidates are snapped into their box, screened with one batched
+    onnxruntime call where the model allows it, and the first hit is confirmed by an unbatched
+    call, whose output is the one reported. ``limit`` caps how many candidates are tried.
+    """
+    xs = np.asarray(xs, dtype=np.float64).reshape(len(xs), -1)
+    if limit is not None:
+        xs = xs[:limit]
+        regions = None if regions is None else regions[:limit]
+    if regions is None or len(xs) <= 1 or not _batchable(model):
+        for i in range(len(xs)):
+            r = None if regions is None else int(regions[i])
+            cex = validate_counterexample(model, spec, xs[i], region=r)
+            if cex is not None:
+                return cex
+        return None
+    snapped = [snap_into_box(x, spec.regions[int(r)]) for x, r in zip(xs, regions, strict=True)]
+    keep = [i for i, s in enumerate(snapped) if s is not None]
+    if not keep:
+        return None
+    ys = run_onnx_batch(model, np.stack([snapped[i] for i in keep]))
+    for j, i in enumerate(keep):
+        r = int(regions[i])
+        if spec.regions[r].condition.holds(ys[j]):
+            cex = _check_region(model, spec, snapped[i], r)
+            if cex is not None:
+                return cex
+    return None
