@@ -27,7 +27,8 @@ def node_args(node, values: dict, device, dtype) -> list:
     args = []
     for pos, name in enumerate(node.inputs):
         if name is None:
-            args.append(as_tensor(node.consts[pos], device, dtype))
+            const = node.consts.get(pos)
+            args.append(None if const is None else as_tensor(const, device, dtype))
         else:
             args.append(values[name])
     return args

@@ -1,0 +1,267 @@
+"""CROWN: backward linear bound propagation through the graph.
+
+For a start value z and coefficients A (``[B, S, *shape(z)]``) we compute a lower bound of A.z
+over the input box by walking the graph backwards: affine nodes pass A through exactly (their
+own ``backward`` or the vector-Jacobian product of ``forward``), elementwise nonlinear nodes
+replace themselves by their linear relaxation (upper plane where A < 0, lower plane where
+A >= 0), and a node with no backward rule is concretised with its interval bounds (always sound,
+just looser). Float32 rounding enters as a bounded perturbation at each node (see rounding.py).
+
+Intermediate bounds: values that feed a relaxed node need interval bounds; they are computed
+in topological order, by CROWN for the positions where it can matter (unstable Relu inputs,
+all positions of other nonlinearities) and by IBP otherwise, and intersected with any given
+per-domain constraints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from bounds.engine.constants import as_tensor, node_args
+from bounds.engine.forward_linear import (
+    constant_functions,
+    identity_functions,
+    propagate_functions,
+)
+from bounds.engine.ibp import intersect, propagate_node
+from bounds.graph import Graph, Node
+from bounds.registry import rules
+from bounds.types import Interval
+
+# Largest number of coefficient elements one backward pass may hold (memory budget).
+MAX_COEF_ELEMENTS = 1 << 24
+
+
+@dataclass
+class BoundState:
+    """Everything one bound computation accumulates for a batch of B domains."""
+
+    graph: Graph
+    box: Interval  # input box, [B, *input_shape]
+    bounds: dict[str, Interval] = field(default_factory=dict)
+    deltas: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    alphas: dict[str, torch.Tensor] = field(default_factory=dict)  # for the final backward only
+    relax_cache: dict[str, object] = field(default_factory=dict)
+    zero_output: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def device(self):
+        return self.box.lower.device
+
+    @property
+    def dtype(self):
+        return self.box.lower.dtype
+
+    @property
+    def batch(self) -> int:
+        return self.box.lower.shape[0]
+
+
+def relaxed_inputs(graph: Graph) -> list[str]:
+    """Values whose bounds a relaxation needs (inputs of nodes with a ``relax`` rule)."""
+    registry = rules()
+    needed = []
+    for node in graph.nodes:
+        rule = registry.get(node.op, node.name)
+        if rule.relax is not None and node.dynamic_inputs:
+            needed.append(node.dynamic_inputs[0])
+    return list(dict.fromkeys(needed))
+
+
+def _unsqueeze_spec(t: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    return t if t.dim() == coef.dim() else t.unsqueeze(1)
+
+
+def _sum_spec(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(2).sum(-1)
+
+
+def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
+    x = state.bounds[node.dynamic_inputs[0]]
+    if use_alpha and node.name in state.alphas:
+        alpha = state.alphas[node.name]
+        return rule.relax(node, x.lower.unsqueeze(1), x.upper.unsqueeze(1), alpha)
+    hit = state.relax_cache.get(node.name)
+    if hit is None:
+        hit = rule.relax(node, x.lower, x.upper)
+        state.relax_cache[node.name] = hit
+    return hit
+
+
+def _vjp(state: BoundState, node: Node, rule, coef: torch.Tensor):
+    """Backward step of an affine node from its forward: A -> A J, offset A . f(0)."""
+    b, s = coef.shape[:2]
+    graph = state.graph
+    primals, full = [], []
+    for pos, name in enumerate(node.inputs):
+        if name is None:
+            full.append(as_tensor(node.consts[pos], state.device, state.dtype))
+        else:
+            p = torch.zeros((b * s, *graph.shape_of(name)), device=state.device,
+                            dtype=state.dtype, requires_grad=True)
+            primals.append(p)
+            full.append(p)
+    with torch.enable_grad():
+        out = rule.forward(node, full)
+        grads = torch.autograd.grad(out, primals, coef.reshape(b * s, *node.shape),
+                                    create_graph=coef.requires_grad, allow_unused=True)
+    result = []
+    for name, g in zip(node.dynamic_inputs, grads, strict=True):
+        shape = graph.shape_of(name)
+        result.append(None if g is None else g.reshape(b, s, *shape))
+    zero = state.zero_output.get(node.name)
+    if zero is None:
+        with torch.no_grad():
+            zeros = [torch.zeros((1, *graph.shape_of(n)), device=state.device, dtype=state.dtype)
+                     for n in node.dynamic_inputs]
+            it = iter(zeros)
+            zero = rule.forward(node, [a if node.inputs[i] is None else next(it)
+                                       for i, a in enumerate(full)])[0].detach()
+        state.zero_output[node.name] = zero
+    offset = None if not torch.any(zero != 0) else _sum_spec(coef * zero)
+    return result, offset
+
+
+def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha: bool):
+    """Returns (list of coef per dynamic input, offset [B,S] or None)."""
+    rule = rules().get(node.op, node.name)
+    if rule.relax is not None and rule.traits.elementwise:
+        rel = _relaxation(state, node, rule, use_alpha)
+        pos, neg = coef.clamp(min=0), coef.clamp(max=0)
+        new = pos * _unsqueeze_spec(rel.lower_slope, coef) + neg * _unsqueeze_spec(
+            rel.upper_slope, coef)
+        offset = _sum_spec(pos * _unsqueeze_spec(rel.lower_offset, coef)
+                           + neg * _unsqueeze_spec(rel.upper_offset, coef))
+        return [new], offset
+    if rule.backward is not None:
+        args = node_args(node, state.bounds, state.device, state.dtype)
+        coefs, offset = rule.backward(node, coef, args)
+        dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
+        return dyn, offset
+    if rule.traits.affine and _affine_here(node):
+        return _vjp(state, node, rule, coef)
+    return None, None  # concretise with the node's interval
+
+
+def _affine_here(node: Node) -> bool:
+    """Mul/Div/MatMul are affine only with a constant operand (Div: constant divisor)."""
+    if node.op in ("Mul", "MatMul"):
+        return len(node.dynamic_inputs) == 1
+    if node.op == "Div":
+        return node.inputs[1] is None
+    return True
+
+
+def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
+    lo = box.lower.unsqueeze(1)
+    hi = box.upper.unsqueeze(1)
+    return _sum_spec(coef.clamp(min=0) * lo + coef.clamp(max=0) * hi)
+
+
+def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
+                   use_alpha: bool = False) -> torch.Tensor:
+    """Lower bound of coef . value(start) over the box: ``[B, S]``."""
+    graph = state.graph
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    pending: dict[str, torch.Tensor] = {start: coef}
+    total = torch.zeros(coef.shape[:2], device=state.device, dtype=state.dtype)
+    for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
+        a = pending.pop(node.name, None)
+        if a is None:
+            continue
+        delta = state.deltas.get(node.name)
+        if delta is not None:
+            total = total - _sum_spec(a.abs() * delta.unsqueeze(1))
+        coefs, offset = _backward_node(state, node, a, use_alpha)
+        if coefs is None:
+            total = total + _concretize(a, state.bounds[node.name])
+            continue
+        if offset is not None:
+            total = total + offset
+        for name, c in zip(node.dynamic_inputs, coefs, strict=True):
+            if c is None:
+                continue
+            pending[name] = pending[name] + c if name in pending else c
+    input_name = graph.inputs[0].name
+    for name, a in pending.items():
+        if name != input_name:
+            raise RuntimeError(f"backward pass left coefficients on {name!r}")
+        total = total + _concretize(a, state.bounds[input_name])
+    return total
+
+
+def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
+    """Flat indices (over the static shape) whose bounds CROWN should tighten."""
+    consumers = [rules().get(n.op, n.name) for n in graph.consumers(name)]
+    lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
+    only_relu = all(r.op == "Relu" for r in consumers)
+    if only_relu:
+        mask = ((lower < 0) & (upper > 0)).any(0)
+    else:
+        mask = (upper > lower).any(0)
+    return mask.nonzero().flatten()
+
+
+def crown_interval(state: BoundState, name: str, positions: torch.Tensor) -> Interval | None:
+    """CROWN bounds of the selected flat positions of value ``name`` (others: +-inf)."""
+    shape = state.graph.shape_of(name)
+    numel = math.prod(shape)
+    b, k = state.batch, positions.numel()
+    if k == 0:
+        return None
+    lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
+    upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
+    chunk = max(1, MAX_COEF_ELEMENTS // max(1, 2 * b * _largest_numel(state.graph)))
+    for start in range(0, k, chunk):
+        idx = positions[start: start + chunk]
+        m = idx.numel()
+        eye = torch.zeros((m, numel), device=state.device, dtype=state.dtype)
+        eye[torch.arange(m), idx] = 1.0
+        coef = torch.cat([eye, -eye]).unsqueeze(0).expand(b, 2 * m, numel)
+        res = backward_bound(state, name, coef.reshape(b, 2 * m, *shape))
+        lower[:, idx] = res[:, :m]
+        upper[:, idx] = -res[:, m:]
+    return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
+
+
+def _largest_numel(graph: Graph) -> int:
+    return max(math.prod(n.shape) for n in graph.nodes)
+
+
+def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,
+                         method: str = "crown") -> None:
+    """Fill ``state.bounds`` for every value.
+
+    ``method``: "ibp" (intervals only), "forward" (IBP intersected with forward-mode linear
+    bounds, cheap for low-dimensional inputs) or "crown" (IBP, then backward CROWN for the
+    values that relaxations need).
+    """
+    graph, given = state.graph, given or {}
+    need = set(relaxed_inputs(graph)) if method == "crown" else set()
+    info = graph.inputs[0]
+    state.bounds[info.name] = Interval(state.box.lower.reshape(-1, *info.shape),
+                                       state.box.upper.reshape(-1, *info.shape))
+    funcs = {}
+    if method == "forward":
+        funcs[info.name] = identity_functions(state.box, info.shape)
+    d = state.box.lower[0].numel()
+    for node in graph.nodes:
+        out, delta = propagate_node(graph, node, state.bounds, state.device, state.dtype)
+        state.deltas[node.name] = delta
+        if method == "forward":
+            f = propagate_functions(node, funcs, state.bounds, state.device, state.dtype)
+            if f is not None:
+                f = f.widen(delta)
+                out = intersect(out, f.concretize(state.box))
+            out = intersect(out, given.get(node.name))
+            funcs[node.name] = f if f is not None else constant_functions(out, d)
+        out = intersect(out, given.get(node.name))
+        state.bounds[node.name] = out
+        if node.name in need:
+            refined = crown_interval(state, node.name,
+                                     _positions_to_refine(graph, node.name, out))
+            if refined is not None:
+                state.bounds[node.name] = intersect(out, refined)

@@ -1,0 +1,77 @@
+"""Floating-point soundness: how far the float32 network can stray from exact arithmetic.
+
+Our engines compute in float64 and bound the *real-valued* network. The network that
+onnxruntime runs is float32, so every node's computed value may differ from the exact value of
+its (computed) inputs by a rounding error ``e`` with ``|e| <= delta``. We treat ``e`` as an extra
+bounded perturbation entering at each node: IBP widens each interval by ``delta`` and the
+backward (CROWN) pass subtracts ``|A| . delta`` from the bound at each node it passes. Since the
+engines then bound ``f(x) + sum of perturbations`` for all perturbations within their boxes, the
+float32 network's outputs are enclosed whatever rounding happened.
+
+Error model (u = 2**-24, the float32 unit roundoff):
+* dot products over n terms plus a bias, in any summation order (FMA or not, blocked or not):
+  |e| <= gamma(n+1) * (|W| |x| + |b|), gamma(k) = k u / (1 - k u)  [Higham, Accuracy and
+  Stability of Numerical Algorithms, Thm 3.1]; |x| is bounded by max(|lower|, |upper|);
+* elementwise arithmetic (Add, Sub, Mul, Div, Neg-free): at most two roundings: 2u |y|;
+* data movement (reshape, transpose, slicing, padding, Relu, max) is exact: 0;
+* every other op (transcendental functions, whose implementations in onnxruntime promise no
+  error bound): 2**-19 |y| + 2**-23 absolute, a deliberately generous allowance.
+The float64 arithmetic of the engines themselves (relative error ~1e-16 per operation) is
+covered by a final relative margin in ``final_margin``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bounds.types import Interval
+
+U32 = 2.0**-24
+EXACT_OPS = frozenset({
+    "Reshape", "Transpose", "Concat", "Slice", "Gather", "Expand", "Tile", "Pad", "Resize",
+    "Where", "Relu", "Neg", "Abs", "MaxPool", "ReduceMax", "Sign", "Floor", "Clip", "Identity",
+})
+ELEMENTWISE_ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "LeakyRelu"})
+DOT_OPS = frozenset({
+    "Linear", "Conv", "ConvTranspose", "MatMul", "AveragePool", "GlobalAveragePool",
+    "ReduceSum", "ReduceMean",
+})
+
+
+def gamma(n: int) -> float:
+    return n * U32 / (1 - n * U32)
+
+
+def _magnitude(x: Interval) -> torch.Tensor:
+    return torch.maximum(x.lower.abs(), x.upper.abs())
+
+
+def _reduction_length(node, in_shape: tuple[int, ...]) -> int:
+    if node.op == "Linear":
+        return int(node.consts[1].shape[1])
+    if node.op in ("Conv", "ConvTranspose") and 1 in node.consts:
+        w = node.consts[1]
+        return int(math.prod(w.shape[1:])) * (w.shape[0] if node.op == "ConvTranspose" else 1)
+    return int(math.prod(in_shape)) if in_shape else 1
+
+
+def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Tensor | None:
+    """Bound |e| on the float32 rounding error of ``node``; None when the op is exact."""
+    op = node.op
+    if op in EXACT_OPS:
+        return None
+    if op in ELEMENTWISE_ARITHMETIC:
+        return 2 * U32 * _magnitude(out)
+    if op in DOT_OPS:
+        abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
+        # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
+        scale = rule.forward(node, abs_args)
+        return gamma(_reduction_length(node, in_shape) + 1) * scale
+    return 2.0**-19 * _magnitude(out) + 2.0**-23
+
+
+def final_margin(lower: torch.Tensor) -> torch.Tensor:
+    """Outward margin for the engines' own float64 arithmetic on a final lower bound."""
+    return lower - 1e-9 * (1 + lower.abs())
