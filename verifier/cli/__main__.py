@@ -1,0 +1,5 @@
+"""python -m verifier.cli"""
+
+from verifier.cli import entry
+
+entry()
