@@ -15,7 +15,10 @@ def as_tensor(array: np.ndarray, device: torch.device | str, dtype: torch.dtype)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is array:
         return hit[1]
-    tensor = torch.as_tensor(np.ascontiguousarray(array), device=device)
+    contiguous = np.ascontiguousarray(array)
+    if not contiguous.flags.writeable:  # torch warns on read-only buffers (broadcast views)
+        contiguous = contiguous.copy()
+    tensor = torch.as_tensor(contiguous, device=device)
     if target is not None:
         tensor = tensor.to(target)
     _CACHE[key] = (array, tensor)  # keeping `array` alive keeps its id() unique

@@ -1,13 +1,37 @@
-"""Elementwise arithmetic with broadcasting: Add, Sub, Neg (affine in every dynamic input).
+"""Elementwise arithmetic with broadcasting: Add, Sub, Neg, Mul, Div, Where.
 
 Add/Sub: exact IBP [l1 + l2, u1 + u2] / [l1 - u2, u1 - l2]; backward passes A to each operand
 (negated for the subtrahend), reduced over broadcast axes by the engine's generic VJP.
+Mul/Div: affine when exactly one operand is dynamic (and, for Div, the divisor is the
+constant; the importer turns c / x into c * Reciprocal(x)). IBP by a constant c is sign-aware:
+[min(c l, c u), max(c l, c u)]. Two dynamic operands: the interval product (min/max of the four
+end products); division by an interval that contains 0 is unbounded (inf).
+Where: the condition is a constant, so each output element copies one operand: affine and
+monotone, IBP selects the ends.
+
+Affinity of Mul, Div and MatMul depends on the node, not the op: ``node_is_affine`` is the
+single place that decides it (``OpTraits.affine`` is False for those three ops).
 """
 
 from __future__ import annotations
 
+import torch
+
 from bounds.registry import OpRule, OpTraits
 from bounds.types import Interval
+
+NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
+
+
+def node_is_affine(node, rule=None) -> bool:
+    """True when ``node``'s output is affine in its dynamic inputs (constants fixed)."""
+    if rule is not None and rule.traits.affine:
+        return True
+    if node.op in NODE_AFFINE_OPS:
+        if len(node.dynamic_inputs) != 1:
+            return False
+        return node.op != "Div" or node.is_const(1)
+    return False
 
 
 def _lo(a):
@@ -30,6 +54,43 @@ def _neg_ibp(node, args):
     return Interval(-args[0].upper, -args[0].lower)
 
 
+def _product_ibp(a, b) -> Interval:
+    """Interval product; constant operands are zero-width intervals."""
+    if not isinstance(a, Interval) or not isinstance(b, Interval):
+        x, c = (a, b) if isinstance(a, Interval) else (b, a)
+        lo, hi = x.lower * c, x.upper * c
+        return Interval(torch.minimum(lo, hi), torch.maximum(lo, hi))
+    prods = torch.stack(torch.broadcast_tensors(
+        a.lower * b.lower, a.lower * b.upper, a.upper * b.lower, a.upper * b.upper))
+    return Interval(prods.amin(0), prods.amax(0))
+
+
+def _mul_ibp(node, args):
+    return _product_ibp(args[0], args[1])
+
+
+def _div_ibp(node, args):
+    a, b = args
+    if not isinstance(b, Interval):
+        lo, hi = _lo(a) / b, _hi(a) / b
+        return Interval(torch.minimum(lo, hi), torch.maximum(lo, hi))
+    crosses = (b.lower <= 0) & (b.upper >= 0)
+    recip = Interval(1.0 / b.upper, 1.0 / b.lower)
+    out = _product_ibp(a, recip) if isinstance(a, Interval) else _product_ibp(recip, a)
+    inf = torch.full_like(out.upper, float("inf"))
+    return Interval(torch.where(crosses, -inf, out.lower), torch.where(crosses, inf, out.upper))
+
+
+def _where_forward(node, args):
+    return torch.where(args[0].bool(), args[1], args[2])
+
+
+def _where_ibp(node, args):
+    cond = args[0].bool()
+    return Interval(torch.where(cond, _lo(args[1]), _lo(args[2])),
+                    torch.where(cond, _hi(args[1]), _hi(args[2])))
+
+
 RULES = (
     OpRule("Add", forward=lambda node, a: a[0] + a[1], ibp=_add_ibp,
            traits=OpTraits(affine=True, monotone=True, elementwise=True), doc="x + y"),
@@ -37,4 +98,11 @@ RULES = (
            traits=OpTraits(affine=True, elementwise=True), doc="x - y"),
     OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp,
            traits=OpTraits(affine=True, elementwise=True), doc="-x"),
+    OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp,
+           traits=OpTraits(elementwise=True), doc="x * y (affine if one operand is constant)"),
+    OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp,
+           traits=OpTraits(elementwise=True), doc="x / c (affine for a constant divisor)"),
+    OpRule("Where", forward=_where_forward, ibp=_where_ibp,
+           traits=OpTraits(affine=True, monotone=True, elementwise=True),
+           doc="select x or y by a constant condition"),
 )

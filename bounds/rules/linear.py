@@ -1,15 +1,27 @@
-"""Affine ops with weights: Linear (Gemm/MatMul with a constant right operand, plus bias).
+"""Affine ops with weights: Linear, Conv, ConvTranspose, MatMul.
 
 Linear: y = x W^T + b over the last axis; W is consts[1] with shape [out, in], b is consts[2].
-IBP: centre/radius form, y in [W c + b - |W| r, W c + b + |W| r]; exact for a box.
-Backward: a bound A.y becomes (A W).x + A.b.
+Conv / ConvTranspose: y = W * x + b (cross-correlation / its transpose); W is consts[1], b is
+consts[2]; attrs ``strides``, ``dilations``, ``group`` and ONNX-ordered ``pads`` (begins then
+ends; asymmetric pads are applied explicitly), ConvTranspose also ``output_padding``.
+IBP for all weighted ops: centre/radius form, y in [W c + b - |W| r, W c + b + |W| r]; exact for
+a box because each output is a fixed linear form of the input.
+MatMul: torch.matmul with numpy broadcasting; it is affine (IBP centre/radius with |M|) when one
+operand is a constant, see ``bounds.rules.arithmetic.node_is_affine``; with two dynamic operands
+IBP uses the interval product of each term (sound, elementwise min/max of the four products).
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from bounds.registry import OpRule, OpTraits
 from bounds.rules.common import sum_to_batch_spec
 from bounds.types import Interval
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _linear_forward(node, args):
@@ -37,15 +49,99 @@ def _linear_backward(node, coef, args):
     return [coef @ w, None, None][: len(args)], offset
 
 
+def _merge(x: torch.Tensor, spatial: int) -> torch.Tensor:
+    """[B, *lead, C, *spatial] -> [B * prod(lead), C, *spatial] for torch's conv functions."""
+    return x.reshape(-1, *x.shape[x.dim() - spatial - 1:])
+
+
+def _split(y: torch.Tensor, batch: int, shape) -> torch.Tensor:
+    return y.reshape(batch, *shape)
+
+
+def _pad_explicit(x: torch.Tensor, pads, value: float = 0.0) -> torch.Tensor:
+    """Apply ONNX-ordered pads (x1_begin, x2_begin, ..., x1_end, ...) to the trailing axes."""
+    n = len(pads) // 2
+    if not any(pads):
+        return x
+    torch_pads: list[int] = []
+    for i in reversed(range(n)):
+        torch_pads += [int(pads[i]), int(pads[i + n])]
+    return F.pad(x, torch_pads, value=value)
+
+
+def _conv_forward(node, args, bias=True):
+    x, w = args[0], args[1]
+    spatial = w.dim() - 2
+    a = node.attrs
+    xm = _pad_explicit(_merge(x, spatial), a["pads"])
+    y = _CONV[spatial](xm, w, args[2] if bias and len(args) > 2 else None,
+                       stride=tuple(a["strides"]), dilation=tuple(a["dilations"]),
+                       groups=int(a["group"]))
+    return _split(y, x.shape[0], node.shape)
+
+
+def _conv_t_forward(node, args, bias=True):
+    x, w = args[0], args[1]
+    spatial = w.dim() - 2
+    a = node.attrs
+    y = _CONV_T[spatial](_merge(x, spatial), w, None, stride=tuple(a["strides"]),
+                         dilation=tuple(a["dilations"]), groups=int(a["group"]))
+    # Output padding adds zeros at the end, then the ONNX pads crop from both ends.
+    pads, extra = a["pads"], a["output_padding"]
+    y = _pad_explicit(y, [0] * spatial + [int(e) for e in extra])
+    for i in range(spatial):
+        axis = 2 + i
+        size = node.shape[len(node.shape) - spatial + i]
+        y = y.narrow(axis, int(pads[i]), size)
+    if bias and len(args) > 2 and args[2] is not None:
+        y = y + args[2].reshape(-1, *([1] * spatial))
+    return _split(y, x.shape[0], node.shape)
+
+
+def _weighted_ibp(forward):
+    """Centre/radius IBP for y = W x + b where ``forward(node, args, bias)`` applies W."""
+
+    def ibp(node, args):
+        x = args[0]
+        center = forward(node, [x.center, *args[1:]], True)
+        radius = forward(node, [x.radius, args[1].abs()], False)
+        return Interval(center - radius, center + radius)
+
+    return ibp
+
+
+def _matmul_forward(node, args):
+    return torch.matmul(args[0], args[1])
+
+
+def _matmul_ibp(node, args):
+    a, b = args
+    if not isinstance(a, Interval) and not isinstance(b, Interval):
+        out = torch.matmul(a, b)
+        return Interval(out, out)
+    if not isinstance(a, Interval):  # constant left: y = M x
+        c = torch.matmul(a, b.center)
+        r = torch.matmul(a.abs(), b.radius)
+        return Interval(c - r, c + r)
+    if not isinstance(b, Interval):  # constant right: y = x M
+        c = torch.matmul(a.center, b)
+        r = torch.matmul(a.radius, b.abs())
+        return Interval(c - r, c + r)
+    # Both dynamic: sum over k of interval products a[..., i, k] * b[..., k, j].
+    al, au = a.lower.unsqueeze(-1), a.upper.unsqueeze(-1)
+    bl, bu = b.lower.unsqueeze(-3), b.upper.unsqueeze(-3)
+    prods = torch.stack([al * bl, al * bu, au * bl, au * bu])
+    return Interval(prods.amin(0).sum(-2), prods.amax(0).sum(-2))
+
+
 RULES = (
-    OpRule(
-        "Linear",
-        forward=_linear_forward,
-        ibp=_linear_ibp,
-        backward=_linear_backward,
-        traits=OpTraits(affine=True),
-        doc="y = x W^T + b over the last axis",
-    ),
+    OpRule("Linear", forward=_linear_forward, ibp=_linear_ibp, backward=_linear_backward,
+           traits=OpTraits(affine=True), doc="y = x W^T + b over the last axis"),
+    OpRule("Conv", forward=lambda n, a: _conv_forward(n, a), ibp=_weighted_ibp(_conv_forward),
+           traits=OpTraits(affine=True), doc="y = W * x + b (N-d cross-correlation)"),
+    OpRule("ConvTranspose", forward=lambda n, a: _conv_t_forward(n, a),
+           ibp=_weighted_ibp(_conv_t_forward), traits=OpTraits(affine=True),
+           doc="y = W^T * x + b (transposed convolution)"),
+    OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(),
+           doc="y = a @ b (affine when one operand is constant)"),
 )
-
-

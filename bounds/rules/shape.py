@@ -1,9 +1,20 @@
-"""Shape ops: they only move, copy or select elements, so they are affine and monotone.
+"""Shape ops: they only move, copy or select elements (Pad may add a constant), so they are
+affine and monotone: IBP applies the op to both ends; CROWN's backward step is the generic VJP
+of ``forward``.
 
-IBP applies the op to both ends; CROWN's backward step is the generic VJP of ``forward``.
+Attributes (set by the importer, axes refer to the static per-sample shape):
+Reshape(); Transpose(perm); Concat(axis); Slice(axes, starts, ends, steps) with starts/ends
+already clamped as ONNX does; Gather(axis) with non-negative constant indices in consts[1];
+Expand() and Tile(repeats) on operands of the output rank; Pad(pads, mode, value) with ONNX
+pad order over all static axes; Resize(indices): per axis, the source index of every output
+position (nearest-neighbour resizing is a gather) or None to keep the axis.
 """
 
 from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 from bounds.registry import OpRule, OpTraits
 from bounds.rules.common import ibp_monotone
@@ -16,10 +27,106 @@ def _reshape(node, args):
     return x.reshape(x.shape[0], *node.shape)
 
 
+def _transpose(node, args):
+    return args[0].permute(0, *(int(p) + 1 for p in node.attrs["perm"]))
+
+
+def _batch_size(node, args) -> int:
+    for pos, a in enumerate(args):
+        if not node.is_const(pos):
+            return a.shape[0]
+    raise ValueError(f"node {node.name} has no dynamic input")
+
+
+def _concat(node, args):
+    batch = _batch_size(node, args)
+    parts = [a.expand(batch, *a.shape) if node.is_const(pos) else a for pos, a in enumerate(args)]
+    return torch.cat(parts, dim=int(node.attrs["axis"]) + 1)
+
+
+def _slice(node, args):
+    x = args[0]
+    a = node.attrs
+    for axis, start, end, step in zip(a["axes"], a["starts"], a["ends"], a["steps"], strict=True):
+        dim = int(axis) + 1
+        if step > 0:
+            index = [slice(None)] * x.dim()
+            index[dim] = slice(int(start), int(end), int(step))
+            x = x[tuple(index)]
+        else:
+            idx = torch.arange(int(start), int(end), int(step), device=x.device)
+            x = x.index_select(dim, idx)
+    return x
+
+
+def _gather(node, args):
+    x, idx = args[0], args[1]
+    out = x.index_select(int(node.attrs["axis"]) + 1, idx.reshape(-1).long())
+    return out.reshape(x.shape[0], *node.shape)
+
+
+def _expand(node, args):
+    return args[0].expand(args[0].shape[0], *node.shape)
+
+
+def _tile(node, args):
+    return args[0].repeat(1, *(int(r) for r in node.attrs["repeats"]))
+
+
+def _select_indices(x: torch.Tensor, per_axis) -> torch.Tensor:
+    for axis, idx in enumerate(per_axis):
+        if idx is not None:
+            x = x.index_select(axis + 1, torch.as_tensor(idx, device=x.device, dtype=torch.long))
+    return x
+
+
+def pad_indices(size: int, begin: int, end: int, mode: str) -> np.ndarray:
+    """Source index of every output position of an edge- or reflect-padded axis."""
+    pos = np.arange(-begin, size + end)
+    if mode == "edge":
+        return np.clip(pos, 0, size - 1)
+    if size == 1:
+        return np.zeros_like(pos)
+    period = 2 * (size - 1)
+    pos = np.mod(pos, period)
+    return np.where(pos >= size, period - pos, pos)
+
+
+def _pad(node, args):
+    x = args[0]
+    pads = [int(p) for p in node.attrs["pads"]]
+    rank = len(pads) // 2
+    mode = node.attrs.get("mode", "constant")
+    if mode == "constant":
+        torch_pads: list[int] = []
+        for i in reversed(range(rank)):
+            torch_pads += [pads[i], pads[i + rank]]
+        return F.pad(x, torch_pads, value=float(node.attrs.get("value", 0.0)))
+    per_axis = []
+    for i in range(rank):
+        if pads[i] == 0 and pads[i + rank] == 0:
+            per_axis.append(None)
+        else:
+            per_axis.append(pad_indices(x.shape[i + 1], pads[i], pads[i + rank], mode))
+    return _select_indices(x, per_axis)
+
+
+def _resize(node, args):
+    return _select_indices(args[0], node.attrs["indices"])
+
+
 def _rule(op, forward, doc):
     return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=_SHAPE, doc=doc)
 
 
 RULES = (
     _rule("Reshape", _reshape, "reshape to the static shape"),
+    _rule("Transpose", _transpose, "permute axes"),
+    _rule("Concat", _concat, "concatenate along an axis"),
+    _rule("Slice", _slice, "strided slice"),
+    _rule("Gather", _gather, "select constant indices along an axis"),
+    _rule("Expand", _expand, "broadcast to the static shape"),
+    _rule("Tile", _tile, "repeat along each axis"),
+    _rule("Pad", _pad, "pad with a constant, by reflection or by the edge value"),
+    _rule("Resize", _resize, "nearest-neighbour resize (a gather per axis)"),
 )

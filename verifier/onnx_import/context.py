@@ -52,6 +52,12 @@ class ConvertContext:
             raise ModelError(f"{what or name!r} must be a constant, but depends on the input")
         return v
 
+    def optional(self, node: onnx.NodeProto, pos: int):
+        """Input ``pos`` of ``node`` (constant or dynamic), or None when it is absent."""
+        if len(node.input) <= pos or node.input[pos] == "":
+            return None
+        return self.value(node.input[pos])
+
     def optional_const(self, node: onnx.NodeProto, pos: int, default=None):
         if len(node.input) <= pos or node.input[pos] == "":
             return default
@@ -85,6 +91,9 @@ class ConvertContext:
         hint: str = "",
     ) -> Dyn:
         """Append an IR node. Constant inputs (numpy arrays) are stored inline in the node."""
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # absent optional inputs (e.g. no bias)
+            inputs.pop()
         names: list[str | None] = []
         consts: dict[int, np.ndarray] = {}
         for pos, v in enumerate(inputs):
@@ -98,6 +107,15 @@ class ConvertContext:
         name = f"{hint or op.lower()}_{self._counter}"
         self.nodes.append(Node(name, op, tuple(names), tuple(shape), attrs or {}, consts))
         return Dyn(name, tuple(int(d) for d in shape))
+
+
+def shape_of(value: Value) -> Shape:
+    """Static per-sample shape of a dynamic value, or the shape of a constant."""
+    return value.shape if isinstance(value, Dyn) else tuple(np.shape(value))
+
+
+def is_dyn(value) -> bool:
+    return isinstance(value, Dyn)
 
 
 def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:

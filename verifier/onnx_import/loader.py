@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from bounds.graph import Graph, TensorInfo
 from verifier.errors import ModelError, UnsupportedOpError
 from verifier.onnx_import.context import ConvertContext, Dyn
+from verifier.onnx_import.fold import fold_node
 from verifier.onnx_import.registry import find_converter
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,10 @@ def import_proto(
             raise ModelError(f"node {node.name!r} uses custom domain {node.domain!r}")
         convert = find_converter(node.op_type, opset, node.name or node.op_type)
         try:
-            convert(ctx, node)
+            if _all_constant(ctx, node):
+                fold_node(ctx, node)
+            else:
+                convert(ctx, node)
         except (ModelError, UnsupportedOpError):
             raise
         except Exception as exc:
@@ -144,6 +148,12 @@ def import_proto(
         onnx_input_shapes=tuple(t.shape for t in inputs),
         path=label,
     )
+
+
+def _all_constant(ctx: ConvertContext, node) -> bool:
+    """True when every present input is a constant (and there is at least one input)."""
+    present = [name for name in node.input if name]
+    return bool(present) and all(not isinstance(ctx.value(n), Dyn) for n in present)
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:

@@ -3,10 +3,13 @@
 A converter is registered with ``@converter("Gemm", 1)``; for a model of opset N the converter
 with the largest since_version <= N is used. Converters are plain functions
 ``fn(ctx: ConvertContext, node: onnx.NodeProto) -> None`` that read inputs through ``ctx`` and
-bind each ONNX output to a constant (numpy) or to a new IR node.
+bind each ONNX output to a constant (numpy) or to a new IR node. Nodes whose inputs are all
+constants never reach a converter: the loader folds them (verifier/onnx_import/fold.py).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 from bounds.registry import Registry, UnsupportedOpError
 
@@ -16,13 +19,25 @@ CONVERTERS = Registry("ONNX converter")
 def converter(op_type: str, since_version: int = 1):
     def register(fn):
         CONVERTERS.register((op_type, since_version), fn)
+        _versions.cache_clear()
         return fn
 
     return register
 
 
+@cache
+def _versions() -> dict[str, list[int]]:
+    table: dict[str, list[int]] = {}
+    for op, version in CONVERTERS.keys():
+        table.setdefault(op, []).append(version)
+    return table
+
+
 def find_converter(op_type: str, opset: int, node_name: str = ""):
-    versions = [v for (op, v) in CONVERTERS.keys() if op == op_type and v <= opset]
+    """The converter for ``op_type`` at ``opset``; UnsupportedOpError names op, node and list."""
+    from verifier.onnx_import import converters  # noqa: F401  (explicit registration)
+
+    versions = [v for v in _versions().get(op_type, ()) if v <= opset]
     if not versions:
         raise UnsupportedOpError(op_type, node_name, supported_ops())
     return CONVERTERS.get((op_type, max(versions)))
