@@ -7,6 +7,11 @@ conjunctions of linear constraints ``coef @ y <= rhs`` over the flattened output
 Conjunctions are stored stacked per region, ``coef[D, K, n_out]`` and ``rhs[D, K]``, padded
 with all-zero rows whose rhs is +inf (``0 <= inf`` is always true, so padding never changes
 a conjunction). This keeps a 60,000-disjunct spec as two arrays instead of 60,000 objects.
+
+Strict comparisons (``<``, ``>``) are stored as ``<=`` rows: bounding the closure of the unsafe
+set is what refutes it (the boundary has no volume, and proving the closure empty proves the
+set empty). ``strict[d, k]`` marks them so that :meth:`OutputCondition.holds`, the exact check
+of a counterexample, still uses ``<`` there; ``strict`` is None when no row is strict.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class OutputCondition:
 
     coef: np.ndarray  # float64 [D, K, n_out]
     rhs: np.ndarray  # float64 [D, K]
+    strict: np.ndarray | None = None  # bool [D, K]: the row is ``<`` (None: all ``<=``)
 
     @property
     def n_disjuncts(self) -> int:
@@ -31,7 +37,10 @@ class OutputCondition:
         """Exact check on one flattened output vector (float64 arithmetic)."""
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         lhs = self.coef @ y
-        return bool(np.any(np.all(lhs <= self.rhs, axis=1)))
+        ok = lhs <= self.rhs
+        if self.strict is not None:
+            ok &= ~self.strict | (lhs < self.rhs)
+        return bool(np.any(np.all(ok, axis=1)))
 
 
 @dataclass(frozen=True, eq=False)

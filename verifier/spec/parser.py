@@ -1,0 +1,353 @@
+"""Recursive-descent parser for VNN-LIB 1.0 and 2.0 assertions.
+
+The parser turns the token list straight into compact atoms and DNFs, without an AST:
+
+* every comparison becomes one or two *atoms*, ``sum_i c_i v_i <= b`` (``strict`` for ``<``):
+  an input atom is a bound on one input (``id < 0``), an output atom a linear constraint over
+  outputs (``id >= 0``, deduplicated);
+* every formula becomes its DNF, a list of conjunctions (tuples of atom ids): ``[()]`` is true,
+  ``[]`` is false. ``or`` concatenates, ``and`` multiplies (with a size cap).
+
+Top-level asserts and the children of top-level ``and``s are kept apart as a list of
+conjuncts, so the usual VNN-COMP shape (thousands of input-bound asserts plus one ``or`` over
+outputs) is never multiplied out. Variables are coded as ints: input ``i`` is ``2*i``, output
+``j`` is ``2*j + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from verifier.errors import SpecError
+from verifier.spec.declarations import Declarations
+from verifier.spec.tokens import describe, error_at, tokenize
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.']*").fullmatch
+_COMPARISONS = frozenset({"<=", ">=", "<", ">", "=", "==", "!=", "distinct"})
+_SKIPPED = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
+MAX_DEPTH = 200
+Dnf = list[tuple[int, ...]]
+
+
+class Parser:
+    """Parses one VNN-LIB text into declarations, atoms and top-level conjuncts."""
+
+    def __init__(self, text: str, source: str = "", max_terms: int = 1_000_000):
+        self.text, self.source, self.max_terms = text, source, max_terms
+        self.toks = tokenize(text)
+        self.n = len(self.toks)
+        self.i = 0
+        self.cmd_start = 0
+        self.decls = Declarations(self)
+        # input atoms: bound on input xv[k]; upper if xu[k] else lower
+        self.xv: list[int] = []
+        self.xu: list[bool] = []
+        self.xval: list[float] = []
+        # output atoms: sparse row, rhs, strict
+        self.ykey: dict[tuple, int] = {}
+        self.yrows: list[tuple[tuple[int, float], ...]] = []
+        self.yb: list[float] = []
+        self.ys: list[bool] = []
+        self.base: list[int] = []  # atoms of conjuncts that are single conjunctions
+        self.ors: list[Dnf] = []  # conjuncts with several disjuncts
+        self.false = False  # some top-level conjunct is false
+        self.n_asserts = 0
+        self.declarations_only = False  # stop at the first assert (load_query_info)
+
+    # -- errors and token helpers ----------------------------------------------------------
+
+    def err(self, message: str, index: int | None = None) -> SpecError:
+        return error_at(self.text, self.source, self.i if index is None else index, message)
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < self.n else None
+
+    def expect(self, tok: str) -> None:
+        got = self.peek()
+        if got != tok:
+            extra = ""
+            if got is None and tok == ")":
+                from verifier.spec.tokens import line_col, token_offset
+
+                line, col = line_col(self.text, token_offset(self.text, self.cmd_start))
+                extra = f" (unbalanced parentheses: the '(' at {line}:{col} is never closed)"
+            raise self.err(f"expected {tok!r} but found {describe(got)}{extra}")
+        self.i += 1
+
+    def next_token(self, what: str) -> str:
+        tok = self.peek()
+        if tok is None or tok in "()":
+            raise self.err(f"expected {what} but found {describe(tok)}")
+        self.i += 1
+        return tok
+
+    def skip_balanced(self) -> None:
+        """Skip the rest of a command whose '(' and keyword were consumed."""
+        depth = 1
+        while depth:
+            tok = self.peek()
+            if tok is None:
+                self.expect(")")
+            depth += (tok == "(") - (tok == ")")
+            self.i += 1
+
+    # -- commands --------------------------------------------------------------------------
+
+    def parse(self) -> Parser:
+        if not self.toks:
+            raise SpecError(f"{self.source or '<spec>'}: empty spec (no declarations, no asserts)")
+        while self.i < self.n:
+            self.cmd_start = self.i
+            if self.toks[self.i] != "(":
+                raise self.err(f"expected '(' but found {describe(self.toks[self.i])}")
+            self.i += 1
+            cmd = self.next_token("a command")
+            if cmd == "assert":
+                if self.declarations_only:
+                    return self
+                self.n_asserts += 1
+                self.conjuncts(0)
+                self.expect(")")
+            elif cmd in _SKIPPED:
+                self.skip_balanced()
+            elif not self.decls.command(cmd):
+                raise self.err(f"unknown command {cmd!r}", self.i - 1)
+        if self.n_asserts == 0:
+            raise SpecError(f"{self.source or '<spec>'}: the spec has no assert")
+        return self
+
+    def conjuncts(self, depth: int) -> None:
+        """Parse one asserted formula, splitting top-level ``and``s into separate conjuncts."""
+        if self.peek() == "(" and self.i + 1 < self.n and self.toks[self.i + 1] == "and":
+            self.i += 2
+            while self.peek() != ")":
+                if self.peek() is None:
+                    self.expect(")")
+                self.conjuncts(depth + 1)
+            self.i += 1
+            return
+        dnf = self.formula(depth)
+        if not dnf:
+            self.false = True
+        elif len(dnf) == 1:
+            self.base.extend(dnf[0])
+        else:
+            self.ors.append(dnf)
+
+    # -- formulas --------------------------------------------------------------------------
+
+    def formula(self, depth: int) -> Dnf:
+        tok = self.peek()
+        if tok != "(":
+            if tok in ("true", "false"):
+                self.i += 1
+                return [()] if tok == "true" else []
+            raise self.err(f"expected a formula '(' but found {describe(tok)}")
+        start = self.i
+        self.i += 1
+        op = self.next_token("'and', 'or' or a comparison")
+        if depth > MAX_DEPTH:
+            raise self.err(f"formula nested more than {MAX_DEPTH} deep", start)
+        if op == "and" or op == "or":
+            parts = []
+            while self.peek() != ")":
+                if self.peek() is None:
+                    self.expect(")")
+                parts.append(self.formula(depth + 1))
+            self.i += 1
+            return self.conj(parts, start) if op == "and" else self.disj(parts, start)
+        if op in _COMPARISONS:
+            return self.comparison(op, start, depth)
+        raise self.err(f"expected 'and', 'or' or a comparison but found {describe(op)}", start + 1)
+
+    def disj(self, parts: list[Dnf], at: int) -> Dnf:
+        out: Dnf = []
+        for p in parts:
+            out.extend(p)
+        if len(out) > self.max_terms:
+            raise self.err(f"formula has more than {self.max_terms} disjuncts", at)
+        return out
+
+    def conj(self, parts: list[Dnf], at: int) -> Dnf:
+        out: Dnf = [()]
+        for p in sorted(parts, key=len):
+            if len(p) == 1:
+                t = p[0]
+                out = [a + t for a in out]
+                continue
+            if len(out) * len(p) > self.max_terms:
+                raise self.err(
+                    f"converting this formula to DNF gives more than {self.max_terms} "
+                    "disjuncts (product of 'or's); simplify the spec", at)
+            out = [a + b for a in out for b in p]
+        return out
+
+    def comparison(self, op: str, start: int, depth: int) -> Dnf:
+        args = []
+        while self.peek() != ")":
+            if self.peek() is None:
+                self.expect(")")
+            args.append(self.arith(depth + 1))
+        self.i += 1
+        if len(args) < 2:
+            raise self.err(f"{op!r} needs two arguments, found {len(args)}", start + 1)
+        if len(args) == 2:
+            return self.compare2(op, args[0], args[1], start)
+        if op in ("!=", "distinct"):
+            raise self.err(f"{op!r} with more than two arguments is not supported", start + 1)
+        pairs = zip(args[:-1], args[1:], strict=True)
+        return self.conj([self.compare2(op, a, b, start) for a, b in pairs], start)
+
+    def compare2(self, op: str, lhs, rhs, at: int) -> Dnf:
+        if op in ("<=", "<"):
+            return _term(self.le(lhs, rhs, op == "<", at))
+        if op in (">=", ">"):
+            return _term(self.le(rhs, lhs, op == ">", at))
+        if op in ("=", "=="):
+            return _term(self.le(lhs, rhs, False, at), self.le(rhs, lhs, False, at))
+        # a != b  <=>  a < b  or  a > b
+        return _term(self.le(lhs, rhs, True, at)) + _term(self.le(rhs, lhs, True, at))
+
+    # -- atoms -----------------------------------------------------------------------------
+
+    def le(self, lhs, rhs, strict: bool, at: int) -> int | bool:
+        """Atom id for ``lhs <= rhs`` (``<`` if strict), or its truth value if constant."""
+        if type(lhs) is int and type(rhs) is float:  # fast path: variable vs constant
+            coefs, b = {lhs: 1.0}, rhs
+        elif type(lhs) is float and type(rhs) is int:
+            coefs, b = {rhs: -1.0}, -lhs
+        else:
+            lc, lk = _lin(lhs)
+            rc, rk = _lin(rhs)
+            coefs = dict(lc)
+            for v, c in rc.items():
+                coefs[v] = coefs.get(v, 0.0) - c
+            coefs = {v: c for v, c in coefs.items() if c != 0.0}
+            b = rk - lk
+        if not coefs:
+            return 0.0 < b if strict else 0.0 <= b
+        if not math.isfinite(b):
+            raise self.err("constant out of range (not a finite float64)", at)
+        return self.atom(coefs, b, strict, at)
+
+    def atom(self, coefs: dict[int, float], b: float, strict: bool, at: int) -> int:
+        odd = [v & 1 for v in coefs]
+        if not any(odd):
+            if len(coefs) > 1:
+                names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
+                raise self.err(f"unsupported: linear constraint over several inputs ({names}); "
+                               "only bounds on single inputs are supported", at)
+            ((v, c),) = coefs.items()
+            # closure: x < b is bounded as x <= b (see verifier/spec/__init__.py)
+            val = b / c
+            if abs(math.frexp(c)[0]) != 0.5:  # division inexact: round outward
+                val = math.nextafter(val, math.inf if c > 0 else -math.inf)
+            self.xv.append(v >> 1)
+            self.xu.append(c > 0)
+            self.xval.append(val)
+            return -len(self.xv)
+        if not all(odd):
+            names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
+            raise self.err(f"unsupported: constraint mixes inputs and outputs ({names})", at)
+        row = tuple(sorted((v >> 1, c) for v, c in coefs.items()))
+        key = (row, b, strict)
+        k = self.ykey.get(key)
+        if k is None:
+            k = self.ykey[key] = len(self.yrows)
+            self.yrows.append(row)
+            self.yb.append(b)
+            self.ys.append(strict)
+        return k
+
+    # -- arithmetic ------------------------------------------------------------------------
+
+    def arith(self, depth: int):
+        """A variable code (int), a constant (float) or a linear form ``(coefs, const)``."""
+        tok = self.peek()
+        if tok is None:
+            raise self.err("expected a number or variable but found end of file")
+        if tok != "(":
+            self.i += 1
+            v = self.decls.vars.get(tok)
+            if v is not None:
+                return v
+            if _NUMBER(tok):
+                val = float(tok)
+                if not math.isfinite(val):
+                    raise self.err(f"constant {tok} is out of float64 range", self.i - 1)
+                return val
+            if "[" in tok:
+                return self.decls.indexed(tok, self.i - 1)
+            if tok == ")":
+                raise self.err("expected a number or variable but found ')'", self.i - 1)
+            if _NAME(tok):
+                raise self.err(f"unknown variable {tok!r}", self.i - 1)
+            raise self.err(f"expected a number or variable but found {describe(tok)}", self.i - 1)
+        start = self.i
+        self.i += 1
+        op = self.next_token("an arithmetic operator")
+        if depth > MAX_DEPTH:
+            raise self.err(f"expression nested more than {MAX_DEPTH} deep", start)
+        args = []
+        while self.peek() != ")":
+            if self.peek() is None:
+                self.expect(")")
+            args.append(self.arith(depth + 1))
+        self.i += 1
+        if not args:
+            raise self.err(f"{op!r} needs arguments", start + 1)
+        if op == "+":
+            return _sum(args, 1.0)
+        if op == "-":
+            if len(args) == 1:
+                return _scale(args[0], -1.0)
+            return _sum([args[0], _sum(args[1:], -1.0)], 1.0)
+        if op == "*":
+            return self.product(args, start)
+        raise self.err(f"unsupported arithmetic operator {op!r} (supported: + - *)", start + 1)
+
+    def product(self, args: list, at: int):
+        factor, term = 1.0, None
+        for a in args:
+            if type(a) is float:
+                factor *= a
+            elif term is None:
+                term = a
+            else:
+                raise self.err("unsupported: product of two non-constant terms (nonlinear)", at)
+        return factor if term is None else _scale(term, factor)
+
+
+def _term(*atoms: int | bool) -> Dnf:
+    """DNF of the conjunction of atoms (``True``/``False`` for constant comparisons)."""
+    if any(a is False for a in atoms):
+        return []
+    return [tuple(a for a in atoms if a is not True)]
+
+
+def _lin(a) -> tuple[dict[int, float], float]:
+    if type(a) is int:
+        return {a: 1.0}, 0.0
+    if type(a) is float:
+        return {}, a
+    return a
+
+
+def _scale(a, s: float):
+    if type(a) is float:
+        return a * s
+    coefs, k = _lin(a)
+    return {v: c * s for v, c in coefs.items()}, k * s
+
+
+def _sum(args: list, sign: float):
+    coefs: dict[int, float] = {}
+    k = 0.0
+    for a in args:
+        ac, ak = _lin(a)
+        k += sign * ak
+        for v, c in ac.items():
+            coefs[v] = coefs.get(v, 0.0) + sign * c
+    return (coefs, k) if coefs else k

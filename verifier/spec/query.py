@@ -1,0 +1,57 @@
+"""What a VNN-LIB 2.0 query declares: networks and their typed tensors (for the CLI).
+
+VNN-LIB 1.0 files declare no network; their :class:`QueryInfo` has ``version == "1.0"`` and no
+networks (the single input is ``X_0..X_{n-1}``, the single output ``Y_0..Y_{m-1}``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from verifier.spec.types import Spec
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """One ``declare-input`` / ``declare-hidden`` / ``declare-output`` of a 2.0 network."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    kind: str  # "input" | "hidden" | "output"
+    onnx_name: str | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class NetworkDecl:
+    """A ``declare-network``: its name, tensors, and ``isomorphic-to``/``equal-to`` claims."""
+
+    name: str
+    inputs: tuple[TensorDecl, ...]
+    outputs: tuple[TensorDecl, ...]
+    hidden: tuple[TensorDecl, ...] = ()
+    equivalences: tuple[tuple[str, str], ...] = ()  # (relation, other network name)
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    """The declarations of a query: its VNN-LIB version and (2.0) the networks it names."""
+
+    version: str
+    networks: tuple[NetworkDecl, ...] = ()
+
+    def network(self, name: str) -> NetworkDecl | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+
+@dataclass(frozen=True, eq=False)
+class Query:
+    """A parsed query: the normalised :class:`Spec` and the declarations it came from."""
+
+    spec: Spec
+    info: QueryInfo
