@@ -1,3 +1,137 @@
-"""Placeholder module: rules are added by the work on this op family."""
+"""Exp, Log, Reciprocal, Sqrt and Pow with a constant exponent.
 
-RULES = ()
+Convex pieces (Exp, Reciprocal on x > 0, x^p with p(p-1) >= 0 on x >= 0, even p everywhere):
+tangent at d below, chord above; concave pieces (Log, Sqrt, Reciprocal on x < 0, ...): the
+reverse; odd integer p >= 3 across 0: two planes parallel to the chord. Sound for any slope s:
+offsets are the exact extremes of f(x) - s x at l, u and the roots of f'(x) = s, which are in
+closed form here (log s, 1/s, +-sqrt(-1/s), 1/(4 s^2), +-|s/p|^(1/(p-1))).
+IBP: exact range, the same extremes with s = 0 (endpoints, and 0 for even powers).
+alpha (optional, in [0, 1]): tangent point d = l + alpha (u - l); midpoint by default.
+Domains (DomainError, a ValueError, otherwise): Log x > 0; Sqrt x >= 0; Reciprocal and
+negative integer powers x != 0 (l > 0 or u < 0); non-integer powers x >= 0 (x > 0 if p < 0).
+Exp of an input whose image overflows raises DomainError in relax (IBP returns +inf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bounds.registry import OpRule, OpTraits
+from bounds.rules.tangents import Curve, ibp_curve, relax_curve
+
+
+def _const(sign: float):
+    return lambda l, u: torch.full_like(l, sign)
+
+
+def _nan_unless(ok, x):
+    return torch.where(ok, x, torch.full_like(x, float("nan")))
+
+
+def _positive(l, u):
+    return l > 0
+
+
+def _nonzero(l, u):
+    return (l > 0) | (u < 0)
+
+
+EXP = Curve("Exp", torch.exp, torch.exp, lambda s, l, u: [torch.log(s)], _const(1.0))
+LOG = Curve("Log", torch.log, torch.reciprocal, lambda s, l, u: [1 / s], _const(-1.0),
+            in_domain=_positive, domain_text="needs x > 0")
+SQRT = Curve("Sqrt", torch.sqrt, lambda x: 0.5 / torch.sqrt(x),
+             lambda s, l, u: [_nan_unless(s > 0, 0.25 / (s * s))], _const(-1.0),
+             in_domain=lambda l, u: l >= 0, domain_text="needs x >= 0")
+
+
+def _recip_crit(s, l, u):
+    r = torch.sqrt(-1 / s)
+    return [r, -r]
+
+
+RECIPROCAL = Curve("Reciprocal", torch.reciprocal, lambda x: -1 / (x * x), _recip_crit,
+                   lambda l, u: torch.where(l > 0, 1.0, -1.0).to(l.dtype), in_domain=_nonzero,
+                   domain_text="needs an interval not containing 0")
+
+
+def pow_curve(p: float) -> Curve:
+    """x^p for a constant p (see the module docstring for domains and curvature)."""
+    integer = float(p).is_integer()
+    pos_sign = math.copysign(1.0, p * (p - 1)) if p * (p - 1) != 0 else 0.0
+    neg_sign = pos_sign * (1.0 if integer and int(p) % 2 == 0 else -1.0)
+    across = 1.0 if integer and p >= 2 and int(p) % 2 == 0 else 0.0
+
+    def f(x):
+        return torch.pow(x, p) if p != 0 else torch.ones_like(x)
+
+    def df(x):
+        return p * torch.pow(x, p - 1) if p not in (0, 1) else torch.full_like(x, float(p))
+
+    def crit(s, l, u):
+        if p in (0, 1):
+            return []
+        r = torch.pow((s / p).abs(), 1.0 / (p - 1))
+        return [r, -r, torch.zeros_like(r)]
+
+    def curvature(l, u):
+        one = torch.ones_like(l)
+        inner = torch.where(u <= 0, neg_sign * one, across * one)
+        return torch.where(l >= 0, pos_sign * one, inner)
+
+    if integer and p >= 0:
+        domain, text = None, ""
+    elif integer:
+        domain, text = _nonzero, f"x^{p:g} needs an interval not containing 0"
+    elif p > 0:
+        domain, text = (lambda l, u: l >= 0), f"x^{p:g} needs x >= 0"
+    else:
+        domain, text = _positive, f"x^{p:g} needs x > 0"
+    return Curve(f"Pow({p:g})", f, df, crit, curvature, in_domain=domain, domain_text=text)
+
+
+def _exponent(node) -> float:
+    p = node.attrs.get("exponent")
+    if p is None:
+        raise ValueError(f"Pow node {node.name}: needs a constant 'exponent' attribute")
+    return float(p)
+
+
+def _simple(op: str, curve: Curve, fwd, traits: OpTraits) -> OpRule:
+    def forward(node, args):
+        return fwd(args[0])
+
+    def ibp(node, args):
+        return ibp_curve(curve, op, args[0])
+
+    def relax(node, lower, upper, alpha=None):
+        return relax_curve(curve, op, lower, upper, alpha)
+
+    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits,
+                  doc=f"{op}: tangent/chord relaxation, alpha = tangent point in [0, 1]")
+
+
+def _pow_forward(node, args):
+    return torch.pow(args[0], _exponent(node))
+
+
+def _pow_ibp(node, args):
+    return ibp_curve(pow_curve(_exponent(node)), "Pow", args[0])
+
+
+def _pow_relax(node, lower, upper, alpha=None):
+    return relax_curve(pow_curve(_exponent(node)), "Pow", lower, upper, alpha)
+
+
+_EL = {"elementwise": True, "splittable": True}
+RULES = (
+    _simple("Exp", EXP, torch.exp, OpTraits(monotone=True, convex=True, **_EL)),
+    _simple("Log", LOG, torch.log,
+            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL)),
+    _simple("Sqrt", SQRT, torch.sqrt,
+            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL)),
+    _simple("Reciprocal", RECIPROCAL, torch.reciprocal, OpTraits(**_EL)),
+    OpRule("Pow", forward=_pow_forward, ibp=_pow_ibp, relax=_pow_relax,
+           traits=OpTraits(**_EL), doc="x^p, constant p: tangent/chord relaxation"),
+)

@@ -1,3 +1,166 @@
-"""Placeholder module: rules are added by the work on this op family."""
+"""Piecewise-linear and step activations: LeakyRelu, Abs, Clip, Sign, Floor.
 
-RULES = ()
+LeakyRelu(a) = max(x, a x) for a <= 1 (convex; min(x, a x), concave, for a > 1); Abs is the
+a = -1 case. Clip(min, max) has kinks at min and max. For these, f(x) - s x is piecewise linear,
+so its extremes over [l, u] lie at l, u or a kink: offsets are exact for every slope (see
+``bounds.rules.tangents``), hence sound. Slopes: the chord on the convex side's upper plane
+(concave side's lower plane), and on the kink side a slope between the two piece slopes
+(Relu-style); with both Clip kinks inside, two chord-parallel planes.
+alpha (optional, in [0, 1]): the kink-side slope, s = a + alpha (1 - a) for LeakyRelu, 2 alpha - 1
+for Abs, alpha itself for Clip (both planes when both kinks lie inside [l, u]).
+Sign and Floor are steps: Sign uses the constant planes sign(l) <= f <= sign(u) (exact when
+stable); Floor uses x - 1 < floor(x) <= x with exact offsets when u - l >= 1, else the constant
+planes floor(l), floor(u). No alpha for the steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bounds.registry import OpRule, OpTraits
+from bounds.rules.tangents import F64, Curve, chord_slope, finish_planes, ibp_curve, margin
+from bounds.types import Interval, Relaxation
+
+
+def _leaky_curve(a: float) -> Curve:
+    return Curve(
+        f"LeakyRelu({a:g})",
+        lambda x: torch.where(x >= 0, x, a * x),
+        lambda x: torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, a)),
+        lambda s, l, u: [torch.zeros_like(l)],
+        lambda l, u: torch.full_like(l, 1.0 if a <= 1 else -1.0),
+    )
+
+
+def _leaky_relax(op: str, a: float, lower, upper, alpha) -> Relaxation:
+    curve = _leaky_curve(a)
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    chord = chord_slope(curve, l, u)
+    if alpha is None:
+        kink = torch.where(u > -l, torch.ones_like(l), torch.full_like(l, a))
+    else:
+        kink = a + alpha.to(F64).clamp(0, 1) * (1 - a)
+    stable = (l >= 0) | (u <= 0)
+    kink = torch.where(stable, chord, kink)
+    s_lo, s_up = (kink, chord) if a <= 1 else (chord, kink)
+    return finish_planes(curve, op, s_lo, s_up, l, u, lower.dtype)
+
+
+def _leaky_alpha(node) -> float:
+    return float(node.attrs.get("alpha", 0.01))
+
+
+def _clip_bounds(node) -> tuple[float, float]:
+    lo, hi = node.attrs.get("min"), node.attrs.get("max")
+    lo = -math.inf if lo is None else float(lo)
+    hi = math.inf if hi is None else float(hi)
+    return lo, hi
+
+
+def _clip_curve(lo: float, hi: float) -> Curve:
+    def df(x):
+        return ((x >= lo) & (x <= hi)).to(x.dtype)
+
+    kinks = [v for v in (lo, hi) if math.isfinite(v)]
+    return Curve(
+        "Clip",
+        lambda x: x.clamp(lo, hi),
+        df,
+        lambda s, l, u: [torch.full_like(l, v) for v in kinks],
+        lambda l, u: torch.zeros_like(l),
+    )
+
+
+def _clip_relax(node, lower, upper, alpha=None) -> Relaxation:
+    lo, hi = _clip_bounds(node)
+    curve = _clip_curve(lo, hi)
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    chord = chord_slope(curve, l, u)
+    cross_lo, cross_hi = (l < lo) & (u > lo), (l < hi) & (u > hi)
+    if alpha is None:
+        kink_lo = (u - lo > lo - l).to(F64)
+        kink_hi = (hi - l > u - hi).to(F64)
+        both_lo = both_hi = chord
+    else:
+        kink_lo = kink_hi = both_lo = both_hi = alpha.to(F64).clamp(0, 1)
+    only_lo, only_hi, both = cross_lo & ~cross_hi, cross_hi & ~cross_lo, cross_lo & cross_hi
+    s_lo = torch.where(only_lo, kink_lo, torch.where(both, both_lo, chord))
+    s_up = torch.where(only_hi, kink_hi, torch.where(both, both_hi, chord))
+    return finish_planes(curve, "Clip", s_lo, s_up, l, u, lower.dtype)
+
+
+def _constant_planes(lo_val, up_val, dtype) -> Relaxation:
+    zero = torch.zeros_like(lo_val, dtype=dtype)
+    return Relaxation(zero, lo_val.to(dtype), zero, up_val.to(dtype))
+
+
+def _sign_relax(node, lower, upper, alpha=None) -> Relaxation:
+    return _constant_planes(torch.sign(lower), torch.sign(upper), lower.dtype)
+
+
+def _floor_relax(node, lower, upper, alpha=None) -> Relaxation:
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    fl, fu = torch.floor(l), torch.floor(u)
+    steps = fu > fl
+    # slope-1 planes: sup of floor(x) - x is 0 at an integer in (l, u] else floor(l) - l;
+    # its inf is -1 (approached just left of an integer in (l, u]) else floor(l) - u.
+    up_off = torch.where(steps, torch.zeros_like(l), fl - l)
+    lo_off = torch.where(steps, -torch.ones_like(l), fl - u)
+    one = torch.ones_like(l)
+    mag = torch.maximum(l.abs(), u.abs())
+    lo_off = lo_off - margin(lo_off, one, mag, lower.dtype)
+    up_off = up_off + margin(up_off, one, mag, lower.dtype)
+    wide = (u - l) >= 1
+    zero = torch.zeros_like(l)
+    out = (torch.where(wide, one, zero), torch.where(wide, lo_off, fl),
+           torch.where(wide, one, zero), torch.where(wide, up_off, fu))
+    return Relaxation(*(t.to(lower.dtype) for t in out))
+
+
+def _monotone_ibp(fn):
+    def ibp(node, args):
+        return Interval(fn(args[0].lower), fn(args[0].upper))
+
+    return ibp
+
+
+def _leaky_forward(node, args):
+    return torch.nn.functional.leaky_relu(args[0], _leaky_alpha(node))
+
+
+def _leaky_ibp(node, args):
+    return ibp_curve(_leaky_curve(_leaky_alpha(node)), "LeakyRelu", args[0])
+
+
+def _clip_forward(node, args):
+    lo, hi = _clip_bounds(node)
+    return args[0].clamp(None if lo == -math.inf else lo, None if hi == math.inf else hi)
+
+
+def _clip_ibp(node, args):
+    return Interval(_clip_forward(node, [args[0].lower]), _clip_forward(node, [args[0].upper]))
+
+
+_PWL = {"elementwise": True, "piecewise_linear": True, "splittable": True}
+RULES = (
+    OpRule("LeakyRelu", forward=_leaky_forward, ibp=_leaky_ibp,
+           relax=lambda node, lower, upper, alpha=None: _leaky_relax(
+               "LeakyRelu", _leaky_alpha(node), lower, upper, alpha),
+           traits=OpTraits(**_PWL), doc="max(x, a x); Relu-style planes, alpha = slope"),
+    OpRule("Abs", forward=lambda node, args: args[0].abs(), ibp=lambda node, args: ibp_curve(
+               _leaky_curve(-1.0), "Abs", args[0]),
+           relax=lambda node, lower, upper, alpha=None: _leaky_relax(
+               "Abs", -1.0, lower, upper, alpha),
+           traits=OpTraits(convex=True, **_PWL), doc="|x|; chord above, slope 2 alpha - 1 below"),
+    OpRule("Clip", forward=_clip_forward, ibp=_clip_ibp, relax=_clip_relax,
+           traits=OpTraits(monotone=True, **_PWL), doc="clamp(x, min, max); two kinks"),
+    OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
+           relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True, splittable=True),
+           doc="sign(x); constant IBP planes"),
+    OpRule("Floor", forward=lambda node, args: torch.floor(args[0]),
+           ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
+           traits=OpTraits(monotone=True, elementwise=True, splittable=True),
+           doc="floor(x); x - 1 < floor(x) <= x planes or constants"),
+)
