@@ -1,68 +1,171 @@
-"""Graph simplification passes. Each takes a Graph and returns an equivalent, simpler Graph."""
+"""Graph simplification passes. Each takes a Graph and returns an equivalent, simpler Graph.
+
+* ``drop_noop_reshapes``: Reshape to the same shape disappears; Reshape of a Reshape reads the
+  original value (the ONNX Identity/Dropout nodes never reach the IR: the importer binds them
+  through).
+* ``clip_to_relu``: Clip(0, inf) is Relu.
+* ``fuse_affine_followers``: Linear/Conv followed by Add/Sub/Mul/Div with a constant that varies
+  only along the output-feature axis (Linear: last axis; Conv: channel axis) folds into the
+  weights and bias. This fuses MatMul+Add, Conv+bias and inference BatchNormalization (which the
+  importer emits as Mul+Add).
+* ``fold_input_normalisation``: (x - m) / s feeding a Linear/Conv folds into it, when m and s
+  vary only along its input-feature axis (Sub into a Conv only without padding, where zero
+  padding would otherwise see the shifted values). The Sub/Div first moves past Reshapes.
+* ``drop_dead_nodes``: nodes that no output depends on.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from bounds.graph import Graph, Node
+from verifier.ir.rewrite import Rewriter, feature_vector
+
+_FOLLOWERS = ("Add", "Sub", "Mul", "Div")
 
 
-def _replace_nodes(graph: Graph, nodes: list[Node], renames: dict[str, str]) -> Graph:
-    def rn(name):
-        while name in renames:
-            name = renames[name]
-        return name
-
-    fixed = [
-        Node(n.name, n.op, tuple(rn(i) if i is not None else None for i in n.inputs), n.shape,
-             n.attrs, n.consts)
-        for n in nodes
-    ]
-    outputs = tuple(type(o)(rn(o.name), o.shape, o.onnx_name, o.layout_note)
-                    for o in graph.outputs)
-    return Graph(graph.inputs, outputs, tuple(fixed), graph.opset, graph.metadata)
-
-
-def _single_consumer(graph: Graph, name: str) -> bool:
-    is_output = any(o.name == name for o in graph.outputs)
-    return not is_output and len(graph.consumers(name)) == 1
-
-
-def fuse_linear_add(graph: Graph) -> Graph:
-    """Linear followed by Add of a constant vector over the last axis -> Linear with that bias."""
-    nodes, renames, dropped = [], {}, set()
-    by_name = {n.name: n for n in graph.nodes}
-    for node in graph.nodes:
-        if node.name in dropped:
+def drop_noop_reshapes(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op != "Reshape":
             continue
-        nodes.append(node)
-    result = []
-    for node in nodes:
-        if node.op == "Add" and len(node.consts) == 1:
-            dyn = node.dynamic_inputs[0]
-            src = by_name.get(dyn)
-            const = next(iter(node.consts.values()))
-            out = node.shape[-1] if node.shape else 0
-            if (src is not None and src.op == "Linear" and _single_consumer(graph, dyn)
-                    and const.size == out and const.shape[-1:] == (out,)
-                    and src.shape == node.shape):
-                bias = src.consts.get(2)
-                new_bias = const.reshape(-1).astype(np.float32)
-                if bias is not None:
-                    new_bias = bias + new_bias
-                fused = Node(src.name, "Linear", (src.inputs[0], None, None), src.shape,
-                             src.attrs, {1: src.consts[1], 2: new_bias})
-                result[result.index(src)] = fused
-                renames[node.name] = src.name
-                continue
-        result.append(node)
-    return _replace_nodes(graph, result, renames)
+        src_shape = rw.shape_of(node.inputs[0])
+        if src_shape == node.shape:
+            rw.alias(node, node.inputs[0])
+            continue
+        src = rw.producer(node.inputs[0])
+        if src is not None and src.op == "Reshape":
+            rw.replace(node, Node(node.name, "Reshape", (src.inputs[0],), node.shape))
+    return rw.graph()
 
 
-PASSES = (fuse_linear_add,)
+def clip_to_relu(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if (node.op == "Clip" and node.attrs.get("min") == 0.0
+                and node.attrs.get("max") == float("inf")):
+            rw.replace(node, Node(node.name, "Relu", node.inputs, node.shape))
+    return rw.graph()
+
+
+def _fuse_one(src: Node, node: Node) -> Node | None:
+    """src (Linear/Conv) followed by node (const Add/Sub/Mul/Div) -> fused src, or None."""
+    const_pos = 1 - node.inputs.index(src.name)
+    if const_pos not in node.consts or node.shape != src.shape:
+        return None
+    if node.op in ("Sub", "Div") and const_pos != 1:
+        return None
+    axis = len(src.shape) - 1 if src.op == "Linear" else 1
+    vec = feature_vector(node.consts[const_pos], src.shape, axis)
+    if vec is None:
+        return None
+    w = src.consts[1].astype(np.float64)
+    b = src.consts[2].astype(np.float64) if 2 in src.consts else np.zeros(w.shape[0])
+    if node.op in ("Mul", "Div"):
+        scale = vec if node.op == "Mul" else 1.0 / vec
+        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = b * scale
+    else:
+        b = b + vec if node.op == "Add" else b - vec
+    consts = {1: w.astype(np.float32), 2: b.astype(np.float32)}
+    return Node(src.name, src.op, (src.inputs[0], None, None), src.shape, src.attrs, consts)
+
+
+def fuse_affine_followers(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op not in _FOLLOWERS or len(node.dynamic_inputs) != 1:
+            continue
+        src = rw.producer(node.dynamic_inputs[0])
+        if src is None or src.op not in ("Linear", "Conv") or not rw.single_use(src.name):
+            continue
+        fused = _fuse_one(src, node)
+        if fused is not None:
+            rw.replace(src, fused)
+            rw.alias(node, src.name)
+    return rw.graph()
+
+
+def _sink_scalar_through_reshape(rw: Rewriter, node: Node) -> bool:
+    """Sub/Div by a constant followed by a Reshape: apply the Reshape first (the constant,
+    broadcast to the full shape, is reshaped the same way; a scalar stays a scalar)."""
+    consumer = rw.only_consumer(node.name)
+    if consumer is None or consumer.op != "Reshape":
+        return False
+    if rw.shape_of(node.inputs[0]) != node.shape:
+        return False
+    const = node.consts[1]
+    if const.size == 1:
+        const = const.reshape((1,) * len(consumer.shape))
+    else:
+        const = np.broadcast_to(const, node.shape).reshape(consumer.shape).copy()
+    moved = Node(consumer.name + "_pre", "Reshape", (node.inputs[0],), consumer.shape)
+    op = Node(consumer.name, node.op, (moved.name, None), consumer.shape, {}, {1: const})
+    rw.remove(node)
+    rw.replace(consumer, op, before=[moved])
+    return True
+
+
+def _fold_into_weighted(rw: Rewriter, node: Node) -> bool:
+    target = rw.only_consumer(node.name)
+    if target is None or target.op not in ("Linear", "Conv") or target.inputs[0] != node.name:
+        return False
+    axis = len(node.shape) - 1 if target.op == "Linear" else 1
+    vec = feature_vector(node.consts[1], node.shape, axis)
+    if vec is None:
+        return False
+    w = target.consts[1].astype(np.float64)
+    b = target.consts[2].astype(np.float64) if 2 in target.consts else np.zeros(w.shape[0])
+    expand = (1, -1) + (1,) * (w.ndim - 2)
+    if node.op == "Div":
+        w = w / vec.reshape(expand)
+    else:
+        if target.op == "Conv" and any(target.attrs["pads"]):
+            return False
+        if target.op == "Conv" and target.attrs["group"] != 1:
+            return False
+        b = b - (w * vec.reshape(expand)).reshape(w.shape[0], -1).sum(axis=1)
+    fused = Node(target.name, target.op, (node.inputs[0], None, None), target.shape,
+                 target.attrs, {1: w.astype(np.float32), 2: b.astype(np.float32)})
+    rw.remove(node)
+    rw.replace(target, fused)
+    return True
+
+
+def fold_input_normalisation(graph: Graph) -> Graph:
+    for _ in range(8):  # each round folds or moves one Sub/Div per chain
+        rw = Rewriter(graph)
+        changed = False
+        for node in rw.iter():
+            if (node.op in ("Sub", "Div") and node.inputs[0] is not None and 1 in node.consts
+                    and rw.single_use(node.name)):
+                changed |= _fold_into_weighted(rw, node) or _sink_scalar_through_reshape(rw, node)
+                if changed:
+                    break
+        if not changed:
+            return graph
+        graph = rw.graph()
+    return graph
+
+
+def drop_dead_nodes(graph: Graph) -> Graph:
+    live = {o.name for o in graph.outputs}
+    keep = []
+    for node in reversed(graph.nodes):
+        if node.name in live:
+            keep.append(node)
+            live.update(node.dynamic_inputs)
+    if len(keep) == len(graph.nodes):
+        return graph
+    return Graph(graph.inputs, graph.outputs, tuple(reversed(keep)), graph.opset, graph.metadata)
+
+
+PASSES = (drop_noop_reshapes, clip_to_relu, fuse_affine_followers, fold_input_normalisation,
+          drop_noop_reshapes, drop_dead_nodes)
 
 
 def simplify_graph(graph: Graph) -> Graph:
+    """Run every pass in order; the result computes the same function as ``graph``."""
     for simplify in PASSES:
         graph = simplify(graph)
     return graph

@@ -1,0 +1,68 @@
+"""onnxruntime sessions for imported models, created once per model and shared.
+
+The attack, counterexample validation and the differential check all run the original ONNX
+model; ``ort_session`` caches one single-threaded session per model bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+_SESSIONS: OrderedDict[bytes, object] = OrderedDict()
+_MAX_SESSIONS = 8
+
+
+def ort_session(model):
+    """A cached ``onnxruntime.InferenceSession`` for ``model`` (an ImportedModel or bytes)."""
+    data = model if isinstance(model, bytes) else model.onnx_bytes
+    session = _SESSIONS.get(data)
+    if session is not None:
+        _SESSIONS.move_to_end(data)
+        return session
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    _SESSIONS[data] = session
+    if len(_SESSIONS) > _MAX_SESSIONS:
+        _SESSIONS.popitem(last=False)
+    return session
+
+
+def _input_dtype(type_str: str):
+    return np.float64 if "double" in type_str else np.float32
+
+
+def run_ort(model, flat_points: np.ndarray) -> list[np.ndarray]:
+    """Run the ONNX model on flattened input points ``[N, n_in]`` (inputs concatenated in
+    order). Returns one array ``[N, size_k]`` per ONNX output, flattened per point."""
+    session = ort_session(model)
+    shapes = model.onnx_input_shapes
+    sizes = [math.prod(s) for s in shapes]
+    metas = session.get_inputs()
+    batched = all(len(m.shape) > 0 and not isinstance(m.shape[0], int) for m in metas)
+    points = np.asarray(flat_points)
+    if batched and all(len(s) > 0 and s[0] == 1 for s in shapes):
+        return [o.reshape(len(points), -1) for o in session.run(None, _feeds(model, metas, points,
+                                                                             sizes, batch=True))]
+    rows: list[list[np.ndarray]] = []
+    for point in points:
+        outs = session.run(None, _feeds(model, metas, point[None], sizes, batch=False))
+        rows.append([o.reshape(-1) for o in outs])
+    return [np.stack([r[k] for r in rows]) for k in range(len(rows[0]))]
+
+
+def _feeds(model, metas, points, sizes, batch: bool) -> dict:
+    feeds, start = {}, 0
+    for meta, shape, size in zip(metas, model.onnx_input_shapes, sizes, strict=True):
+        chunk = points[:, start:start + size]
+        start += size
+        target = (len(points), *shape[1:]) if batch else shape
+        feeds[meta.name] = chunk.reshape(target).astype(_input_dtype(meta.type))
+    return feeds
