@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 from verifier.errors import SpecError
 from verifier.spec.declarations import Declarations
@@ -26,6 +27,7 @@ from verifier.spec.tokens import describe, error_at, tokenize
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.']*").fullmatch
 _COMPARISONS = frozenset({"<=", ">=", "<", ">", "=", "==", "!=", "distinct"})
+_SIMPLE = frozenset({"<=", ">=", "<", ">"})
 _SKIPPED = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
 MAX_DEPTH = 200
 Dnf = list[tuple[int, ...]]
@@ -98,8 +100,26 @@ class Parser:
     def parse(self) -> Parser:
         if not self.toks:
             raise SpecError(f"{self.source or '<spec>'}: empty spec (no declarations, no asserts)")
-        while self.i < self.n:
-            self.cmd_start = self.i
+        toks, n = self.toks, self.n
+        while self.i < n:
+            i = self.cmd_start = self.i
+            if (i + 7 < n and toks[i + 1] == "assert" and toks[i + 3] in _SIMPLE
+                    and toks[i + 6] == ")" and toks[i + 7] == ")" and toks[i + 2] == "("
+                    and toks[i + 4] not in "()" and toks[i + 5] not in "()"):
+                # fast path: (assert (op atom atom)), the input bounds of VNN-COMP specs
+                self.n_asserts += 1
+                lhs, rhs = self.leaf(toks[i + 4], i + 4), self.leaf(toks[i + 5], i + 5)
+                strict = toks[i + 3] in ("<", ">")
+                if toks[i + 3][0] == "<":
+                    a = self.le(lhs, rhs, strict, i + 2)
+                else:
+                    a = self.le(rhs, lhs, strict, i + 2)
+                if a is False:
+                    self.false = True
+                elif a is not True:
+                    self.base.append(a)
+                self.i = i + 8
+                continue
             if self.toks[self.i] != "(":
                 raise self.err(f"expected '(' but found {describe(self.toks[self.i])}")
             self.i += 1
@@ -185,6 +205,12 @@ class Parser:
         return out
 
     def comparison(self, op: str, start: int, depth: int) -> Dnf:
+        toks, i = self.toks, self.i
+        if i + 2 < self.n and toks[i + 2] == ")" and toks[i] != "(" and toks[i + 1] != "(":
+            # fast path: (op atom atom), the shape of nearly every VNN-COMP comparison
+            lhs, rhs = self.leaf(toks[i], i), self.leaf(toks[i + 1], i + 1)
+            self.i = i + 3
+            return self.compare2(op, lhs, rhs, start)
         args = []
         while self.peek() != ")":
             if self.peek() is None:
@@ -215,8 +241,12 @@ class Parser:
     def le(self, lhs, rhs, strict: bool, at: int) -> int | bool:
         """Atom id for ``lhs <= rhs`` (``<`` if strict), or its truth value if constant."""
         if type(lhs) is int and type(rhs) is float:  # fast path: variable vs constant
+            if not lhs & 1:
+                return self.xbound(lhs >> 1, True, rhs)
             coefs, b = {lhs: 1.0}, rhs
         elif type(lhs) is float and type(rhs) is int:
+            if not rhs & 1:
+                return self.xbound(rhs >> 1, False, lhs)
             coefs, b = {rhs: -1.0}, -lhs
         else:
             lc, lk = _lin(lhs)
@@ -242,12 +272,10 @@ class Parser:
             ((v, c),) = coefs.items()
             # closure: x < b is bounded as x <= b (see verifier/spec/__init__.py)
             val = b / c
-            if abs(math.frexp(c)[0]) != 0.5:  # division inexact: round outward
+            if c not in (1.0, -1.0) and Fraction(val) * Fraction(c) != Fraction(b):
+                # the quotient was rounded: widen the bound by one ulp, outward
                 val = math.nextafter(val, math.inf if c > 0 else -math.inf)
-            self.xv.append(v >> 1)
-            self.xu.append(c > 0)
-            self.xval.append(val)
-            return -len(self.xv)
+            return self.xbound(v >> 1, c > 0, val)
         if not all(odd):
             names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
             raise self.err(f"unsupported: constraint mixes inputs and outputs ({names})", at)
@@ -261,6 +289,13 @@ class Parser:
             self.ys.append(strict)
         return k
 
+    def xbound(self, index: int, upper: bool, value: float) -> int:
+        """Atom id of ``x[index] <= value`` (upper) or ``x[index] >= value``."""
+        self.xv.append(index)
+        self.xu.append(upper)
+        self.xval.append(value)
+        return -len(self.xv)
+
     # -- arithmetic ------------------------------------------------------------------------
 
     def arith(self, depth: int):
@@ -270,21 +305,7 @@ class Parser:
             raise self.err("expected a number or variable but found end of file")
         if tok != "(":
             self.i += 1
-            v = self.decls.vars.get(tok)
-            if v is not None:
-                return v
-            if _NUMBER(tok):
-                val = float(tok)
-                if not math.isfinite(val):
-                    raise self.err(f"constant {tok} is out of float64 range", self.i - 1)
-                return val
-            if "[" in tok:
-                return self.decls.indexed(tok, self.i - 1)
-            if tok == ")":
-                raise self.err("expected a number or variable but found ')'", self.i - 1)
-            if _NAME(tok):
-                raise self.err(f"unknown variable {tok!r}", self.i - 1)
-            raise self.err(f"expected a number or variable but found {describe(tok)}", self.i - 1)
+            return self.leaf(tok, self.i - 1)
         start = self.i
         self.i += 1
         op = self.next_token("an arithmetic operator")
@@ -307,6 +328,24 @@ class Parser:
         if op == "*":
             return self.product(args, start)
         raise self.err(f"unsupported arithmetic operator {op!r} (supported: + - *)", start + 1)
+
+    def leaf(self, tok: str, at: int):
+        """A variable code (int) or a finite constant (float) for one token."""
+        v = self.decls.vars.get(tok)
+        if v is not None:
+            return v
+        if _NUMBER(tok):
+            val = float(tok)
+            if not math.isfinite(val):
+                raise self.err(f"constant {tok} is out of float64 range", at)
+            return val
+        if "[" in tok:
+            return self.decls.indexed(tok, at)
+        if tok == ")":
+            raise self.err("expected a number or variable but found ')'", at)
+        if _NAME(tok):
+            raise self.err(f"unknown variable {tok!r}", at)
+        raise self.err(f"expected a number or variable but found {describe(tok)}", at)
 
     def product(self, args: list, at: int):
         factor, term = 1.0, None

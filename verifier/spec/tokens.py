@@ -18,16 +18,26 @@ import re
 from verifier.errors import SpecError
 
 _TOKEN = re.compile(
-    r'"[^"\n]*"'  # quoted string
-    r"|[^\s()\[\];\"]*\[[^\]\n();]*\]"  # name[indices] or [shape]
-    r"|[^\s();]+"  # symbol, keyword, number
-    r"|[()]"
+    r"[()]"
+    r"|[^\s()\[\];\"]+(?:\[[^\]\n();]*\])?"  # symbol, keyword, number, name[indices]
+    r"|\[[^\]\n();]*\]"  # [shape]
+    r'|"[^"\n]*"'  # quoted string
     r"|;[^\n]*"  # comment
+    r"|[^\s();]+"  # anything else up to a delimiter (an unclosed '[' or '"')
 )
+
+
+_COMMENT = re.compile(r";[^\n]*")
 
 
 def tokenize(text: str) -> list[str]:
     """All tokens of ``text`` in order, comments removed."""
+    if '"' not in text and "[" not in text:
+        # Same tokens as the regex gives when there are no strings or brackets (``str.split``
+        # and ``\s`` agree on whitespace), about ten times faster (all of VNN-LIB 1.0).
+        if ";" in text:
+            text = _COMMENT.sub(" ", text)
+        return text.replace("(", " ( ").replace(")", " ) ").split()
     toks = _TOKEN.findall(text)
     if any(t[0] == ";" for t in toks):
         toks = [t for t in toks if t[0] != ";"]
