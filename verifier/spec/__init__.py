@@ -25,6 +25,7 @@ Semantics chosen here:
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from pathlib import Path
 
@@ -61,28 +62,21 @@ def read_text(path: str | Path, max_bytes: int = MAX_BYTES) -> str:
 
 
 def _gunzip(f, max_bytes: int, path) -> bytes:
-    """Decompress every gzip member, refusing output above max_bytes (gzip bombs)."""
-    out = bytearray()
-    d = zlib.decompressobj(wbits=31)
+    """Decompress every gzip member, refusing output above max_bytes (gzip bombs).
+
+    ``GzipFile.read(n)`` decompresses in bounded steps, so memory stays near ``max_bytes``.
+    """
     try:
-        while True:
-            chunk = d.unconsumed_tail or f.read(1 << 16)
-            if not chunk:
-                break
-            out += d.decompress(chunk, max_bytes + 1 - len(out))
-            if len(out) > max_bytes:
-                raise SpecError(f"spec {path} decompresses to more than {max_bytes} bytes "
-                                "(refused as a possible gzip bomb)")
-            if d.eof:
-                rest = d.unused_data
-                d = zlib.decompressobj(wbits=31)
-                if rest:
-                    out += d.decompress(rest, max_bytes + 1 - len(out))
-        if not d.eof and out:
-            raise SpecError(f"spec {path}: truncated gzip stream")
-    except zlib.error as e:
+        with gzip.GzipFile(fileobj=f) as g:
+            data = g.read(max_bytes + 1)
+    except EOFError:
+        raise SpecError(f"spec {path}: truncated gzip stream") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
         raise SpecError(f"spec {path}: corrupt gzip data ({e})") from None
-    return bytes(out)
+    if len(data) > max_bytes:
+        raise SpecError(f"spec {path} decompresses to more than {max_bytes} bytes "
+                        "(refused as a possible gzip bomb)")
+    return data
 
 
 def parse_query(text: str, source: str = "", max_terms: int = MAX_TERMS) -> Query:

@@ -206,7 +206,7 @@ class Parser:
 
     def comparison(self, op: str, start: int, depth: int) -> Dnf:
         toks, i = self.toks, self.i
-        if i + 2 < self.n and toks[i + 2] == ")" and toks[i] != "(" and toks[i + 1] != "(":
+        if i + 2 < self.n and toks[i + 2] == ")" and toks[i] != "(" and toks[i + 1] not in "()":
             # fast path: (op atom atom), the shape of nearly every VNN-COMP comparison
             lhs, rhs = self.leaf(toks[i], i), self.leaf(toks[i + 1], i + 1)
             self.i = i + 3
