@@ -11,16 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 
 def number(value: float) -> str:
     """A lossless decimal for one value."""
     return repr(float(value))
 
 
-def vnncomp_counterexample(x: np.ndarray, y: np.ndarray) -> str:
+def vnncomp_counterexample(x, y) -> str:
     """``((X_0 v)\\n (X_1 v)\\n ... (Y_0 v) ...)``: flattened row-major input then output."""
+    import numpy as np
+
     items = [f"(X_{i} {number(v)})" for i, v in enumerate(np.asarray(x).reshape(-1))]
     items += [f"(Y_{i} {number(v)})" for i, v in enumerate(np.asarray(y).reshape(-1))]
     return "(" + "\n ".join(items) + ")"
@@ -94,8 +94,10 @@ def default_variables(model) -> tuple[list[Variable], list[Variable]]:
     return named("X", ins), named("Y", outs)
 
 
-def vnnlib2_assignment(variables: Sequence[Variable], values: np.ndarray) -> str:
+def vnnlib2_assignment(variables: Sequence[Variable], values) -> str:
     """VNN-LIB 2.0 command-line assignment: ``NAME TYPE [d0,d1]`` then one value per line."""
+    import numpy as np
+
     values = np.asarray(values).reshape(-1)
     lines, pos = [], 0
     for var in variables:
