@@ -99,7 +99,7 @@ def conv_transpose(ctx: ConvertContext, node) -> None:
         out_shape = [size * strides[i] for i, size in enumerate(x.shape[2:])]
     if out_shape is not None:
         total = [f - o for f, o in zip(full, out_shape, strict=True)]
-        begin = [t - t // 2 if auto == "SAME_LOWER" else t // 2 for t in total]
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
         pads = begin + [t - bg for t, bg in zip(total, begin, strict=True)]
     else:
         pads = [int(p) for p in ctx.attr(node, "pads") or [0] * (2 * n)]

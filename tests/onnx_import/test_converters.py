@@ -1,0 +1,211 @@
+"""One-node (or few-node) ONNX models per converter, compared with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from tests.onnx_import.onnx_util import compare, make_model, one_node, rand
+
+X4 = {"x": (1, 3, 6, 6)}
+X2 = {"x": (1, 5)}
+I64 = np.int64
+
+
+def _i(*v):
+    return np.array(v, dtype=I64)
+
+
+CASES = {
+    # arithmetic with constants and two dynamic operands
+    "add_const_bcast": lambda: one_node("Add", X4, {"c": rand(3, 1, 1)}),
+    "sub_const_left": lambda: one_node("Sub", {}, None) if False else make_model(
+        [helper.make_node("Sub", ["c", "x"], ["y"])], X2, ["y"], {"c": rand(5)}),
+    "mul_const": lambda: one_node("Mul", X4, {"c": rand(1, 3, 1, 1)}),
+    "div_const": lambda: one_node("Div", X4, {"c": rand(6, low=0.5, high=2.0)}),
+    "add_two_dyn": lambda: one_node("Add", {"x": (1, 3, 4), "z": (1, 1, 4)}),
+    "mul_two_dyn": lambda: one_node("Mul", {"x": (1, 4), "z": (4,)}),
+    "div_two_dyn": lambda: one_node("Div", {"x": (1, 4), "z": (1, 4)}),
+    "neg": lambda: one_node("Neg", X2),
+    "pow2": lambda: one_node("Pow", X2, {"e": np.array(2.0, np.float32)}),
+    "where": lambda: one_node("Where", {}, None) if False else make_model(
+        [helper.make_node("Where", ["cond", "x", "c"], ["y"])], X2, ["y"],
+        {"cond": np.array([True, False, True, False, True]), "c": rand(1, 5)}),
+    # Gemm / MatMul
+    "gemm_transb": lambda: one_node("Gemm", X2, {"w": rand(4, 5), "b": rand(4)}, transB=1),
+    "gemm_alpha_beta": lambda: one_node("Gemm", X2, {"w": rand(5, 3), "b": rand(1, 3)},
+                                        alpha=0.5, beta=2.0),
+    "gemm_transa": lambda: one_node("Gemm", {"x": (5, 1)}, {"w": rand(5, 3), "b": rand(3)},
+                                    transA=1),
+    "gemm_no_bias": lambda: one_node("Gemm", X2, {"w": rand(5, 3)}),
+    "gemm_dyn_b": lambda: make_model([helper.make_node("Gemm", ["a", "x", "c"], ["y"])],
+                                     {"x": (4, 3)}, ["y"], {"a": rand(2, 4), "c": rand(3)}),
+    "matmul_const_right": lambda: one_node("MatMul", {"x": (1, 2, 5)}, {"w": rand(5, 3)}),
+    "matmul_const_left": lambda: make_model([helper.make_node("MatMul", ["w", "x"], ["y"])],
+                                            {"x": (1, 5, 3)}, ["y"], {"w": rand(4, 5)}),
+    "matmul_both_dyn": lambda: one_node("MatMul", {"x": (1, 2, 3, 4), "z": (1, 2, 4, 5)}),
+    "matmul_1d": lambda: one_node("MatMul", {"x": (4,)}, {"w": rand(4, 3)}),
+    "matmul_1d_right": lambda: one_node("MatMul", {"x": (2, 4), "z": (4,)}),
+    "matmul_const_3d": lambda: one_node("MatMul", {"x": (1, 2, 5)}, {"w": rand(2, 5, 3)}),
+    # convolutions
+    "conv2d": lambda: one_node("Conv", X4, {"w": rand(4, 3, 3, 3), "b": rand(4)},
+                               pads=[1, 0, 2, 1], strides=[2, 1]),
+    "conv2d_groups_dil": lambda: one_node("Conv", {"x": (1, 4, 7, 7)}, {"w": rand(6, 2, 2, 2)},
+                                          group=2, dilations=[2, 1]),
+    "conv2d_same": lambda: one_node("Conv", X4, {"w": rand(2, 3, 3, 3)}, auto_pad="SAME_UPPER",
+                                    strides=[2, 2]),
+    "conv1d": lambda: one_node("Conv", {"x": (1, 2, 9)}, {"w": rand(3, 2, 3), "b": rand(3)},
+                               pads=[1, 1], strides=[2]),
+    "conv_transpose": lambda: one_node("ConvTranspose", {"x": (1, 2, 4, 4)},
+                                       {"w": rand(2, 3, 3, 3), "b": rand(3)}, strides=[2, 2],
+                                       pads=[1, 0, 0, 1], output_padding=[1, 0]),
+    "conv_transpose_group": lambda: one_node("ConvTranspose", {"x": (1, 4, 3, 3)},
+                                             {"w": rand(4, 1, 2, 2)}, group=2,
+                                             dilations=[2, 1]),
+    "conv_transpose_1d_shape": lambda: one_node("ConvTranspose", {"x": (1, 2, 5)},
+                                                {"w": rand(2, 2, 3)}, strides=[2],
+                                                output_shape=[10]),
+    "batchnorm": lambda: one_node("BatchNormalization", X4,
+                                  {"s": rand(3), "b": rand(3), "m": rand(3),
+                                   "v": rand(3, low=0.5, high=1.5)}, epsilon=1e-3),
+    # shape ops
+    "flatten": lambda: one_node("Flatten", X4, axis=2),
+    "reshape": lambda: one_node("Reshape", X4, {"s": _i(0, -1, 12)}),
+    "reshape_v1": lambda: one_node("Reshape", X4, opset=4, shape=[1, 108]),
+    "squeeze11": lambda: one_node("Squeeze", {"x": (1, 3, 1, 2)}, opset=11, axes=[2]),
+    "squeeze13": lambda: one_node("Squeeze", {"x": (1, 3, 1, 2)}, {"a": _i(-2)}),
+    "squeeze_all": lambda: one_node("Squeeze", {"x": (1, 3, 1, 2)}),
+    "unsqueeze11": lambda: one_node("Unsqueeze", X2, opset=11, axes=[0, 3]),
+    "unsqueeze13": lambda: one_node("Unsqueeze", X2, {"a": _i(1, -1)}),
+    "transpose_nhwc": lambda: one_node("Transpose", {"x": (1, 5, 6, 3)}, perm=[0, 3, 1, 2]),
+    "transpose_default": lambda: one_node("Transpose", {"x": (2, 3, 4)}),
+    "concat_const": lambda: one_node("Concat", {"x": (1, 2, 3), "z": (1, 1, 3)},
+                                     {"c": rand(1, 2, 3)}, axis=1),
+    "slice9": lambda: one_node("Slice", X4, opset=9, starts=[1, -4], ends=[3, 100],
+                               axes=[1, 3]),
+    "slice13_steps": lambda: one_node("Slice", X4, {"s": _i(5, 0), "e": _i(-100, 3),
+                                                    "a": _i(3, 2), "t": _i(-2, 1)}),
+    "split11": lambda: one_node("Split", {"x": (1, 6, 2)}, opset=11, n_out=2, axis=1,
+                                split=[2, 4]),
+    "split13": lambda: one_node("Split", {"x": (1, 6, 2)}, {"s": _i(1, 5)}, n_out=2, axis=1),
+    "split18": lambda: one_node("Split", {"x": (1, 7, 2)}, opset=18, n_out=3, axis=1,
+                                num_outputs=3),
+    "gather_vec": lambda: one_node("Gather", X4, {"i": _i(2, -1, 0)}, axis=1),
+    "gather_scalar": lambda: one_node("Gather", X4, {"i": np.array(3, I64)}, axis=3),
+    "expand": lambda: one_node("Expand", {"x": (1, 3, 1)}, {"s": _i(2, 1, 3, 4)}),
+    "tile": lambda: one_node("Tile", {"x": (1, 2, 3)}, {"r": _i(1, 3, 2)}),
+    # padding, pooling, resizing, reductions
+    "pad2": lambda: one_node("Pad", X4, opset=2, pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.5),
+    "pad11_const": lambda: one_node("Pad", X4, {"p": _i(0, 1, 1, 0, 0, 0, 2, -1),
+                                                "v": np.array(1.5, np.float32)}, opset=11),
+    "pad_reflect": lambda: one_node("Pad", X4, {"p": _i(0, 0, 2, 1, 0, 0, 1, 3)}, mode="reflect"),
+    "pad_edge": lambda: one_node("Pad", X4, {"p": _i(0, 0, 2, 1, 0, 0, 1, 3)}, mode="edge"),
+    "pad18_axes": lambda: make_model(
+        [helper.make_node("Pad", ["x", "p", "", "a"], ["y"])], X4, ["y"],
+        {"p": _i(1, 2, 3, 0), "a": _i(2, 3)}, opset=18),
+    "avgpool": lambda: one_node("AveragePool", X4, kernel_shape=[3, 3], strides=[2, 2]),
+    "avgpool_pads": lambda: one_node("AveragePool", X4, kernel_shape=[3, 2],
+                                     pads=[1, 0, 1, 1], strides=[2, 1]),
+    "avgpool_include_pad": lambda: one_node("AveragePool", X4, kernel_shape=[3, 3],
+                                            pads=[1, 1, 1, 1], count_include_pad=1),
+    "avgpool_ceil": lambda: one_node("AveragePool", {"x": (1, 2, 7, 7)}, kernel_shape=[3, 3],
+                                     strides=[2, 2], ceil_mode=1, pads=[1, 1, 0, 0]),
+    "avgpool_1d": lambda: one_node("AveragePool", {"x": (1, 2, 9)}, kernel_shape=[2],
+                                   strides=[2]),
+    "maxpool": lambda: one_node("MaxPool", X4, kernel_shape=[2, 2], strides=[2, 2]),
+    "maxpool_pads_dil_ceil": lambda: one_node("MaxPool", {"x": (1, 2, 8, 8)},
+                                              kernel_shape=[2, 3], pads=[1, 0, 1, 2],
+                                              dilations=[2, 1], strides=[2, 2], ceil_mode=1),
+    "maxpool_same": lambda: one_node("MaxPool", X4, kernel_shape=[3, 3], strides=[2, 2],
+                                     auto_pad="SAME_UPPER"),
+    "global_avg": lambda: one_node("GlobalAveragePool", X4),
+    "global_max": lambda: one_node("GlobalMaxPool", X4),
+    "reducesum11": lambda: one_node("ReduceSum", X4, opset=11, axes=[1, -1], keepdims=0),
+    "reducesum13": lambda: one_node("ReduceSum", X4, {"a": _i(2)}),
+    "reducesum13_all": lambda: one_node("ReduceSum", X4, keepdims=0),
+    "reducemean13": lambda: one_node("ReduceMean", X4, axes=[2, 3]),
+    "reducemean18": lambda: one_node("ReduceMean", X4, {"a": _i(1)}, opset=18, keepdims=0),
+    "reducemax13": lambda: one_node("ReduceMax", X4, axes=[1]),
+    "reducemax18": lambda: one_node("ReduceMax", X4, {"a": _i(-1, 2)}, opset=18),
+    "softmax11": lambda: one_node("Softmax", {"x": (1, 3, 4)}, opset=11, axis=1),
+    "softmax13": lambda: one_node("Softmax", {"x": (1, 3, 4)}, axis=1),
+    "softmax13_last": lambda: one_node("Softmax", X2),
+    "resize_scales": lambda: make_model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], X4, ["y"],
+        {"s": np.array([1, 1, 2, 1.5], np.float32)}),
+    "resize_sizes": lambda: make_model(
+        [helper.make_node("Resize", ["x", "", "", "s"], ["y"], mode="nearest",
+                          coordinate_transformation_mode="half_pixel",
+                          nearest_mode="round_prefer_ceil")], X4, ["y"], {"s": _i(1, 3, 4, 9)}),
+    "upsample9": lambda: one_node("Upsample", X4, {"s": np.array([1, 1, 2, 3], np.float32)},
+                                  opset=9),
+    "identity_dropout": lambda: make_model(
+        [helper.make_node("Identity", ["x"], ["t"]), helper.make_node("Dropout", ["t"], ["y"])],
+        X2, ["y"]),
+}
+
+UNARY = ["Relu", "Abs", "Sign", "Floor", "Sigmoid", "Tanh", "Atan", "Erf", "Sin", "Cos", "Exp"]
+POSITIVE = ["Log", "Reciprocal", "Sqrt"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_converter_matches_onnxruntime(name):
+    compare(CASES[name]())
+
+
+@pytest.mark.parametrize("op", UNARY)
+def test_unary(op):
+    compare(one_node(op, {"x": (1, 3, 5)}), n=6, low=-3.0, high=3.0)
+
+
+@pytest.mark.parametrize("op", POSITIVE)
+def test_unary_positive_domain(op):
+    compare(one_node(op, {"x": (1, 7)}), low=0.1, high=4.0)
+
+
+@pytest.mark.parametrize("opset,attrs,inits", [
+    (6, {"min": -0.5, "max": 1.0}, None),
+    (13, {}, {"lo": np.array(-0.25, np.float32), "hi": np.array(0.75, np.float32)}),
+    (13, {}, {"lo": np.array(0.0, np.float32)}),
+])
+def test_clip(opset, attrs, inits):
+    compare(one_node("Clip", X2, inits, opset=opset, **attrs))
+
+
+def test_leaky_relu_and_gelu():
+    compare(one_node("LeakyRelu", X2, alpha=0.2))
+    compare(one_node("Gelu", X2, opset=20))
+    compare(one_node("Gelu", X2, opset=20, approximate="tanh"))
+
+
+def test_pow_other_exponent():
+    compare(one_node("Pow", X2, {"e": np.array([3.0], np.float32)}))
+
+
+def test_constant_subgraph_folds():
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape, Constant, ConstantOfShape and Cast
+    all fold to constants; only the Reshape and Add of the input remain."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Constant", [], ["zero"], value_int=0),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+        helper.make_node("Constant", [], ["m1"], value_ints=[-1]),
+        helper.make_node("Concat", ["n1", "m1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("ConstantOfShape", ["k"], ["ones"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("Cast", ["ones"], ["onesd"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["r", "onesd"], ["y"]),
+    ]
+    model = make_model(nodes, X4, ["y"], {"ax": _i(0), "k": _i(1, 108)}, batch_symbolic=True)
+    compare(model)
+
+
+def test_nhwc_symbolic_batch():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w"], ["y"])]
+    model = make_model(nodes, {"x": (1, 6, 6, 3)}, ["y"], {"w": rand(2, 3, 3, 3)},
+                       batch_symbolic=True)
+    compare(model)
