@@ -1,0 +1,116 @@
+"""Graph passes: the simplified graph computes the same as the unsimplified one."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper
+
+from bounds.engine.forward import run_graph
+from bounds.graph import Graph, Node, TensorInfo
+from tests.onnx_import.onnx_util import compare, make_model, rand
+from verifier.ir.passes import clip_to_relu, drop_dead_nodes, simplify_graph
+from verifier.onnx_import.loader import import_proto
+
+
+def _both(model: onnx.ModelProto):
+    data = model.SerializeToString()
+    raw = import_proto(onnx.load_model_from_string(data), data, simplify=False).graph
+    return raw, simplify_graph(raw)
+
+
+def _same(a: Graph, b: Graph, low=-1.0, high=1.0, tol=1e-5):
+    x = torch.from_numpy(np.random.default_rng(0).uniform(
+        low, high, (5, *a.inputs[0].shape)).astype(np.float32))
+    for ya, yb in zip(run_graph(a, x), run_graph(b, x), strict=True):
+        assert torch.allclose(ya, yb, atol=tol, rtol=tol)
+
+
+def _ops(graph: Graph) -> list[str]:
+    return [n.op for n in graph.nodes]
+
+
+def test_matmul_add_fuses_to_linear():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Add", ["h", "b"], ["y"])]
+    raw, simple = _both(make_model(nodes, {"x": (1, 4)}, ["y"], {"w": rand(4, 3), "b": rand(3)}))
+    assert _ops(simple) == ["Linear"] and 2 in simple.nodes[0].consts
+    _same(raw, simple)
+
+
+def test_conv_bias_add_and_batchnorm_fold_into_conv():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "cb"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "s", "b", "m", "v"], ["y"])]
+    inits = {"w": rand(4, 2, 3, 3), "cb": rand(1, 4, 1, 1), "s": rand(4), "b": rand(4),
+             "m": rand(4), "v": rand(4, low=0.5, high=1.5)}
+    model = make_model(nodes, {"x": (1, 2, 5, 5)}, ["y"], inits)
+    raw, simple = _both(model)
+    assert _ops(simple) == ["Conv"]
+    _same(raw, simple)
+    compare(model)
+
+
+def test_batchnorm_with_two_consumers_stays_mul_add():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Add", ["r", "n"], ["y"])]
+    inits = {"w": rand(2, 2, 1, 1), "s": rand(2), "b": rand(2), "m": rand(2),
+             "v": rand(2, low=0.5, high=1.5)}
+    raw, simple = _both(make_model(nodes, {"x": (1, 2, 3, 3)}, ["y"], inits))
+    assert "Mul" in _ops(simple)
+    _same(raw, simple)
+
+
+def test_input_normalisation_folds_into_first_linear():
+    nodes = [helper.make_node("Sub", ["x", "m"], ["s"]),
+             helper.make_node("Div", ["s", "d"], ["n"]),
+             helper.make_node("Flatten", ["n"], ["f"]),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    inits = {"m": np.full((1, 1, 1, 1), 0.13, np.float32),
+             "d": np.full((1, 1, 1, 1), 0.31, np.float32), "w": rand(3, 8), "b": rand(3)}
+    raw, simple = _both(make_model(nodes, {"x": (1, 2, 2, 2)}, ["y"], inits))
+    assert _ops(simple) == ["Reshape", "Linear"]
+    _same(raw, simple)
+
+
+def test_per_channel_normalisation_into_unpadded_conv_only():
+    def model(pads):
+        nodes = [helper.make_node("Sub", ["x", "m"], ["s"]),
+                 helper.make_node("Div", ["s", "d"], ["n"]),
+                 helper.make_node("Conv", ["n", "w"], ["y"], pads=pads)]
+        inits = {"m": rand(1, 3, 1, 1), "d": rand(1, 3, 1, 1, low=0.5, high=2.0),
+                 "w": rand(2, 3, 2, 2)}
+        return make_model(nodes, {"x": (1, 3, 4, 4)}, ["y"], inits)
+
+    raw, simple = _both(model([0, 0, 0, 0]))
+    assert _ops(simple) == ["Conv"]
+    _same(raw, simple)
+    raw, simple = _both(model([1, 1, 1, 1]))
+    assert _ops(simple) == ["Sub", "Conv"]  # Div folds, Sub would change the zero padding
+    _same(raw, simple)
+
+
+def test_clip_zero_inf_becomes_relu():
+    node = Node("c", "Clip", ("x",), (1, 3), {"min": 0.0, "max": float("inf")})
+    g = Graph((TensorInfo("x", (1, 3)),), (TensorInfo("c", (1, 3)),), (node,))
+    assert _ops(clip_to_relu(g)) == ["Relu"]
+    bounded = Node("c", "Clip", ("x",), (1, 3), {"min": 0.0, "max": 6.0})
+    g = Graph((TensorInfo("x", (1, 3)),), (TensorInfo("c", (1, 3)),), (bounded,))
+    assert _ops(clip_to_relu(g)) == ["Clip"]
+
+
+def test_noop_and_chained_reshapes_and_dead_nodes():
+    nodes = [helper.make_node("Identity", ["x"], ["i"]),
+             helper.make_node("Reshape", ["i", "s1"], ["r1"]),
+             helper.make_node("Reshape", ["r1", "s2"], ["r2"]),
+             helper.make_node("Split", ["x", "sp"], ["a", "b"], axis=1),
+             helper.make_node("Relu", ["r2"], ["y"])]
+    inits = {"s1": np.array([1, 6], np.int64), "s2": np.array([2, 3], np.int64),
+             "sp": np.array([3, 3], np.int64)}
+    raw, simple = _both(make_model(nodes, {"x": (1, 6)}, ["y"], inits))
+    assert _ops(simple) == ["Reshape", "Relu"]
+    _same(raw, simple)
+    assert drop_dead_nodes(simple) is simple

@@ -1,0 +1,89 @@
+"""Bad models raise ModelError / UnsupportedOpError with a message naming the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.onnx_import.onnx_util import make_model, one_node
+from verifier.errors import ModelError, UnsupportedOpError
+from verifier.onnx_import.loader import import_proto, load_model, parse_model_bytes
+
+
+def _import(model: onnx.ModelProto):
+    data = model.SerializeToString()
+    return import_proto(parse_model_bytes(data), data)
+
+
+def test_malformed_bytes(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x07garbage\xff\xff\xff")
+    with pytest.raises(ModelError, match="not a valid ONNX"):
+        load_model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="cannot read model"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_external_data_refused():
+    model = one_node("Add", {"x": (1, 3)}, {"c": np.ones(3, np.float32)})
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    with pytest.raises(ModelError, match="external data"):
+        parse_model_bytes(model.SerializeToString())
+
+
+def test_unsupported_op_names_op_node_and_list():
+    model = one_node("Hardmax", {"x": (1, 4)})
+    with pytest.raises(UnsupportedOpError) as info:
+        _import(model)
+    message = str(info.value)
+    assert "Hardmax" in message and "the_hardmax" in message
+    assert "supported:" in message and "Conv" in message
+
+
+def test_custom_domain():
+    node = helper.make_node("MyOp", ["x"], ["y"], domain="com.example", name="custom")
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.example", 1)])
+    with pytest.raises(ModelError, match="com.example"):
+        _import(model)
+
+
+def test_dynamic_weights_refused():
+    model = one_node("Conv", {"x": (1, 1, 4, 4), "w": (1, 1, 2, 2)})
+    with pytest.raises(ModelError, match="input-dependent weights"):
+        _import(model)
+
+
+def test_symbolic_inner_dimension():
+    vi = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    with pytest.raises(ModelError, match="symbolic dimension"):
+        _import(helper.make_model(graph))
+
+
+def test_constant_output_refused():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]),
+             helper.make_node("Identity", ["c"], ["z"])]
+    model = make_model(nodes, {"x": (1, 2)}, ["y", "z"], {"c": np.ones(2, np.float32)})
+    with pytest.raises(ModelError, match="does not depend on the input"):
+        _import(model)
+
+
+def test_conversion_failure_is_model_error():
+    model = one_node("Reshape", {"x": (1, 6)}, {"s": np.array([4, 4], np.int64)})
+    with pytest.raises(ModelError, match="reshape"):
+        _import(model)
+

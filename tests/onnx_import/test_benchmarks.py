@@ -1,0 +1,52 @@
+"""Every benchmark model imports and agrees with onnxruntime (differential check on [0, 1])."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bounds.registry import rules
+from tests.conftest import BENCHMARKS
+from verifier.onnx_import.check import differential_check
+from verifier.onnx_import.loader import load_model
+from verifier.spec.types import InputRegion, OutputCondition, Spec
+
+ALL_MODELS = sorted(BENCHMARKS.glob("*/onnx/*.onnx")) if BENCHMARKS.is_dir() else []
+
+
+def _first_per_benchmark(paths: list[Path]) -> list[Path]:
+    seen, out = set(), []
+    for p in paths:
+        if p.parent.parent.name not in seen:
+            seen.add(p.parent.parent.name)
+            out.append(p)
+    return out
+
+
+def unit_box_spec(model) -> Spec:
+    n_in = sum(math.prod(t.shape) for t in model.graph.inputs)
+    n_out = sum(math.prod(t.shape) for t in model.graph.outputs)
+    condition = OutputCondition(np.zeros((1, 1, n_out)), np.full((1, 1), np.inf))
+    return Spec((InputRegion(np.zeros(n_in), np.ones(n_in), condition),), n_in, n_out)
+
+
+def check_model(path: Path) -> float:
+    model = load_model(path)
+    missing = [op for op in model.graph.op_types if op not in rules()]
+    if missing:
+        pytest.skip(f"no rule yet for {missing}")
+    return differential_check(model, unit_box_spec(model), seed=0, n_random=8)
+
+
+@pytest.mark.parametrize("path", _first_per_benchmark(ALL_MODELS), ids=lambda p: p.name)
+def test_one_model_per_benchmark(path, benchmarks_dir):
+    assert check_model(path) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ALL_MODELS, ids=lambda p: p.name)
+def test_every_benchmark_model(path, benchmarks_dir):
+    assert check_model(path) <= 1e-4
