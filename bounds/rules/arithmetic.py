@@ -9,8 +9,9 @@ end products); division by an interval that contains 0 is unbounded (inf).
 Where: the condition is a constant, so each output element copies one operand: affine and
 monotone, IBP selects the ends.
 
-Affinity of Mul, Div and MatMul depends on the node, not the op: ``node_is_affine`` is the
-single place that decides it (``OpTraits.affine`` is False for those three ops).
+Affinity of Mul, Div and MatMul depends on the node, not the op: their ``OpTraits.affine`` is
+True meaning "affine when exactly one operand is dynamic (Div: the divisor is the constant)";
+engines must also check the node, e.g. with ``node_is_affine``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
 
 def node_is_affine(node, rule=None) -> bool:
     """True when ``node``'s output is affine in its dynamic inputs (constants fixed)."""
-    if rule is not None and rule.traits.affine:
-        return True
     if node.op in NODE_AFFINE_OPS:
         if len(node.dynamic_inputs) != 1:
             return False
-        return node.op != "Div" or node.is_const(1)
-    return False
+        return node.op != "Div" or node.inputs[1] is None
+    return rule is not None and rule.traits.affine
 
 
 def _lo(a):
@@ -99,9 +98,11 @@ RULES = (
     OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp,
            traits=OpTraits(affine=True, elementwise=True), doc="-x"),
     OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp,
-           traits=OpTraits(elementwise=True), doc="x * y (affine if one operand is constant)"),
+           traits=OpTraits(affine=True, elementwise=True),
+           doc="x * y (affine if one operand is constant)"),
     OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp,
-           traits=OpTraits(elementwise=True), doc="x / c (affine for a constant divisor)"),
+           traits=OpTraits(affine=True, elementwise=True),
+           doc="x / c (affine for a constant divisor)"),
     OpRule("Where", forward=_where_forward, ibp=_where_ibp,
            traits=OpTraits(affine=True, monotone=True, elementwise=True),
            doc="select x or y by a constant condition"),

@@ -7,7 +7,8 @@ ends; asymmetric pads are applied explicitly), ConvTranspose also ``output_paddi
 IBP for all weighted ops: centre/radius form, y in [W c + b - |W| r, W c + b + |W| r]; exact for
 a box because each output is a fixed linear form of the input.
 MatMul: torch.matmul with numpy broadcasting; it is affine (IBP centre/radius with |M|) when one
-operand is a constant, see ``bounds.rules.arithmetic.node_is_affine``; with two dynamic operands
+operand is a constant (traits.affine=True holds only then, see
+``bounds.rules.arithmetic.node_is_affine``); with two dynamic operands
 IBP uses the interval product of each term (sound, elementwise min/max of the four products).
 """
 
@@ -142,6 +143,6 @@ RULES = (
     OpRule("ConvTranspose", forward=lambda n, a: _conv_t_forward(n, a),
            ibp=_weighted_ibp(_conv_t_forward), traits=OpTraits(affine=True),
            doc="y = W^T * x + b (transposed convolution)"),
-    OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(),
+    OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(affine=True),
            doc="y = a @ b (affine when one operand is constant)"),
 )
