@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version())
         return 0
     if not args.command:
-        parser.print_usage(sys.stderr)
-        print(f"{NAME}: error: a command is required (verify, supports, bench)", file=sys.stderr)
+        print(f"{NAME}: error: a command is required (verify, supports, bench); see --help",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return args.run(args)

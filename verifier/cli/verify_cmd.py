@@ -173,20 +173,25 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, model_path: str, spec_path
     _check_files(model_path, spec_path)
     timer = _watchdog(emitter, args.timeout + OVERRUN_GRACE_S - clock.since_start())
     try:
-        import torch  # noqa: F401  (the pipeline needs it; imported here so the lap shows it)
-
-        clock.lap("import_torch")
-        from verifier.config import VerifyConfig
+        # Model and spec first: bad input is reported before paying for the torch import.
         from verifier.onnx_import.loader import load_model
-        from verifier.pipeline import verify
 
-        clock.lap("import_nncert")
         model = load_model(model_path)
         clock.lap("load_model")
         spec, info = load_query(spec_path)
         clock.lap("parse_spec")
         if network is not None:
             _check_network_name(info, network)
+        from verifier.pipeline import check_spec_matches
+
+        check_spec_matches(model, spec)
+        import torch  # noqa: F401  (the pipeline needs it; imported here so the lap shows it)
+
+        clock.lap("import_torch")
+        from verifier.config import VerifyConfig
+        from verifier.pipeline import verify
+
+        clock.lap("import_nncert")
         remaining = args.timeout - clock.since_start()
         if remaining <= 0.01:
             emitter.emit("timeout")

@@ -1,0 +1,135 @@
+"""Bad input: exit status 2, exactly one line on stderr naming the problem, no traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from cli_util import EXAMPLES, assert_one_line_error, has_ops, needs_spec, run_nncert
+from onnx import TensorProto, helper, numpy_helper
+
+MODEL = EXAMPLES / "tiny.onnx"
+SAT = EXAMPLES / "tiny_sat.vnnlib"
+CANDIDATE_UNSUPPORTED = ("Hardmax", "LpNormalization", "TopK", "NonMaxSuppression", "Einsum")
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def _spec(tmp_path, n_in: int = 2, bounded: bool = True):
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
+    for i in range(n_in):
+        lines.append(f"(assert (>= X_{i} 0.0))")
+        if bounded or i == 0:
+            lines.append(f"(assert (<= X_{i} 1.0))")
+    lines.append("(assert (>= Y_1 0.9))")
+    return _write(tmp_path / "spec.vnnlib", "\n".join(lines) + "\n")
+
+
+def _model_with(tmp_path, op: str, external: bool = False):
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])
+    weight = numpy_helper.from_array(np.eye(2, dtype=np.float32), "W")
+    if external:
+        weight.data_location = TensorProto.EXTERNAL
+        weight.ClearField("raw_data")
+        entry = weight.external_data.add()
+        entry.key, entry.value = "location", "weights.bin"
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["H"], name="mm"),
+             helper.make_node(op, ["H"], ["Y"], name="the_node")]
+    graph = helper.make_graph(nodes, "g", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_missing_model(tmp_path):
+    line = assert_one_line_error(run_nncert("verify", tmp_path / "nope.onnx", SAT))
+    assert "nope.onnx" in line
+
+
+def test_missing_spec(tmp_path):
+    line = assert_one_line_error(run_nncert("verify", MODEL, tmp_path / "nope.vnnlib"))
+    assert "nope.vnnlib" in line
+
+
+def test_directory_as_model(tmp_path):
+    assert_one_line_error(run_nncert("verify", tmp_path, SAT))
+
+
+def test_malformed_protobuf(tmp_path):
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\x08\xff\xff\xff this is not an onnx model \x00\x01")
+    results = tmp_path / "results.txt"
+    proc = run_nncert("verify", bad, SAT, "--results-file", results)
+    line = assert_one_line_error(proc)
+    assert "garbage.onnx" in line
+    assert proc.stdout == ""  # bad input: no verdict on stdout ...
+    assert results.read_text() == "error\n"  # ... but the harness's results file says error
+
+
+def test_external_data(tmp_path):
+    line = assert_one_line_error(run_nncert("verify", _model_with(tmp_path, "Relu", True), SAT))
+    assert "external" in line
+
+
+def test_unsupported_op(tmp_path):
+    op = next((o for o in CANDIDATE_UNSUPPORTED if not has_ops(o)), None)
+    if op is None:
+        pytest.skip("every candidate op is supported")
+    line = assert_one_line_error(run_nncert("verify", _model_with(tmp_path, op), SAT))
+    assert op in line and "the_node" in line and "supported" in line
+
+
+@needs_spec
+def test_broken_spec(tmp_path):
+    spec = _write(tmp_path / "broken.vnnlib", "(declare-const X_0 Real)\n(assert (<= X_0 \n")
+    assert_one_line_error(run_nncert("verify", MODEL, spec))
+
+
+@needs_spec
+def test_unbounded_spec(tmp_path):
+    line = assert_one_line_error(run_nncert("verify", MODEL, _spec(tmp_path, bounded=False)))
+    assert "X_1" in line or "bound" in line
+
+
+@needs_spec
+def test_spec_does_not_match_model(tmp_path):
+    line = assert_one_line_error(run_nncert("verify", MODEL, _spec(tmp_path, n_in=3)))
+    assert "3" in line
+
+
+def test_network_option_syntax():
+    assert_one_line_error(run_nncert("verify", SAT, "--network", "no-equals-sign"))
+
+
+def test_wrong_argument_count():
+    assert_one_line_error(run_nncert("verify", MODEL))
+
+
+@needs_spec
+def test_undeclared_network_name():
+    proc = run_nncert("verify", EXAMPLES / "tiny_sat_v2.vnnlib", "--network", f"other={MODEL}")
+    assert "other" in assert_one_line_error(proc)
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "abc", "nan"])
+def test_bad_timeout(value):
+    assert_one_line_error(run_nncert("verify", MODEL, SAT, "--timeout", value))
+
+
+def test_bench_missing_suite(tmp_path):
+    assert_one_line_error(run_nncert("bench", tmp_path / "nothing"))
+
+
+def test_bench_malformed_csv(tmp_path):
+    _write(tmp_path / "instances.csv", "only-one-column\n")
+    assert "instances.csv" in assert_one_line_error(run_nncert("bench", tmp_path))
+
+
+def test_model_file_is_valid_onnx_fixture():
+    onnx.checker.check_model(onnx.load(str(MODEL)))
