@@ -41,7 +41,10 @@ def _nonzero(l, u):
 EXP = Curve("Exp", torch.exp, torch.exp, lambda s, l, u: [torch.log(s)], _const(1.0))
 LOG = Curve("Log", torch.log, torch.reciprocal, lambda s, l, u: [1 / s], _const(-1.0),
             in_domain=_positive, domain_text="needs x > 0")
-SQRT = Curve("Sqrt", torch.sqrt, lambda x: 0.5 / torch.sqrt(x),
+# derivatives singular at 0 are evaluated at max(x, TINY): a finite value and a finite gradient
+# for alpha-CROWN (any slope is sound, offsets being exact)
+TINY = 1e-300
+SQRT = Curve("Sqrt", torch.sqrt, lambda x: 0.5 / torch.sqrt(x.clamp(min=TINY)),
              lambda s, l, u: [_nan_unless(s > 0, 0.25 / (s * s))], _const(-1.0),
              in_domain=lambda l, u: l >= 0, domain_text="needs x >= 0")
 
@@ -67,7 +70,9 @@ def pow_curve(p: float) -> Curve:
         return torch.pow(x, p) if p != 0 else torch.ones_like(x)
 
     def df(x):
-        return p * torch.pow(x, p - 1) if p not in (0, 1) else torch.full_like(x, float(p))
+        if p in (0, 1):
+            return torch.full_like(x, float(p))
+        return p * torch.pow(x if integer else x.clamp(min=TINY), p - 1)
 
     def crit(s, l, u):
         if p in (0, 1):

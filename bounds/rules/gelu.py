@@ -26,20 +26,27 @@ _C3 = 0.044715
 
 
 def _erf_f(x):
-    return x * 0.5 * (1 + torch.erf(x * _INV_SQRT2))
+    # x Phi(x) with Phi = erfc(-x / sqrt 2) / 2: no cancellation for x << 0 (1 + erf would lose
+    # every digit there)
+    return x * 0.5 * torch.special.erfc(-x * _INV_SQRT2)
 
 
 def _erf_df(x):
-    return 0.5 * (1 + torch.erf(x * _INV_SQRT2)) + x * _INV_SQRT2PI * torch.exp(-0.5 * x * x)
+    return 0.5 * torch.special.erfc(-x * _INV_SQRT2) + x * _INV_SQRT2PI * torch.exp(-0.5 * x * x)
+
+
+def _tanh_arg(x):
+    return _K * (x + _C3 * x**3)
 
 
 def _tanh_f(x):
-    return 0.5 * x * (1 + torch.tanh(_K * (x + _C3 * x**3)))
+    # 0.5 x (1 + tanh(v)) = x sigmoid(2 v), accurate for x << 0
+    return x * torch.sigmoid(2 * _tanh_arg(x))
 
 
 def _tanh_df(x):
-    t = torch.tanh(_K * (x + _C3 * x**3))
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K * (1 + 3 * _C3 * x * x)
+    sg = torch.sigmoid(2 * _tanh_arg(x))
+    return sg + 2 * x * sg * (1 - sg) * _K * (1 + 3 * _C3 * x * x)
 
 
 def _tanh_ddf(x: float) -> float:
@@ -91,7 +98,9 @@ def _mode(node) -> str:
 
 
 def _forward(node, args):
-    return torch.nn.functional.gelu(args[0], approximate=_mode(node))
+    # the same cancellation-free forms as the relaxation (torch's gelu loses digits for x << 0)
+    f = _erf_f if _mode(node) == "none" else _tanh_f
+    return f(args[0])
 
 
 def _ibp(node, args):
