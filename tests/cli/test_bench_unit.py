@@ -1,0 +1,75 @@
+"""verifier.bench without running anything: discovery, expected answers, scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verifier import bench
+
+
+def _suite(root: Path, name: str, expected: str | None = None) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "instances.csv").write_text("onnx/a.onnx,vnnlib/p.vnnlib,60\n"
+                                          "onnx/b.onnx,vnnlib/q.vnnlib.gz,120.5\n")
+    if expected is not None:
+        (folder / "expected.csv").write_text(expected)
+    return folder
+
+
+def test_find_suites(tmp_path):
+    a = _suite(tmp_path, "a")
+    _suite(tmp_path, "b")
+    assert bench.find_suites(a) == [a / "instances.csv"]
+    assert bench.find_suites(a / "instances.csv") == [a / "instances.csv"]
+    assert [p.parent.name for p in bench.find_suites(tmp_path)] == ["a", "b"]
+    with pytest.raises(bench.BenchInputError):
+        bench.find_suites(tmp_path / "a" / "nothing")
+
+
+def test_read_instances_joins_expected(tmp_path):
+    folder = _suite(tmp_path, "s", "onnx,vnnlib,expected,note\n"
+                                   "onnx/a.onnx,vnnlib/p.vnnlib,violated,x\n"
+                                   "./onnx/b.onnx,vnnlib/q.vnnlib.gz,unknown,\n")
+    first, second = bench.read_instances(folder / "instances.csv")
+    assert (first.benchmark, first.timeout, first.expected) == ("s", 60.0, "sat")
+    assert first.onnx_path == folder / "onnx/a.onnx"
+    assert (second.timeout, second.expected) == (120.5, "unknown")
+    assert bench.effective_timeout(second, 30) == 30 and bench.effective_timeout(first, None) == 60
+
+
+def test_select(tmp_path):
+    instances = bench.read_instances(_suite(tmp_path, "s") / "instances.csv")
+    assert [i.onnx for i in bench.select(instances, "q\\.vnnlib")] == ["onnx/b.onnx"]
+    assert [i.onnx for i in bench.select(instances, "a\\.onnx")] == ["onnx/a.onnx"]
+    assert len(bench.select(instances, None, 1)) == 1
+
+
+def _outcome(result: str, expected: str, time_s: float = 1.0) -> bench.Outcome:
+    inst = bench.Instance("s", "m.onnx", "p.vnnlib", Path("m"), Path("p"), 60, expected)
+    return bench.Outcome(inst, result, time_s, 60)
+
+
+@pytest.mark.parametrize(("result", "expected", "correct", "points"), [
+    ("sat", "sat", "yes", 10), ("unsat", "unsat", "yes", 10), ("sat", "unsat", "no", -150),
+    ("unsat", "sat", "no", -150), ("unsat", "unknown", "", 0), ("unknown", "sat", "", 0),
+    ("timeout", "unsat", "", 0), ("error", "sat", "", 0), ("sat", "", "", 0),
+])
+def test_scoring(result, expected, correct, points):
+    outcome = _outcome(result, expected)
+    assert (outcome.correct, outcome.points) == (correct, points)
+
+
+def test_tally_and_csv(tmp_path):
+    outcomes = [_outcome("sat", "sat", 1.0), _outcome("unsat", "sat", 3.0),
+                _outcome("timeout", "unsat", 2.0), _outcome("unknown", "", 10.0)]
+    per, total = bench.tally(outcomes)
+    assert list(per) == ["s"]
+    assert (total.instances, total.incorrect, total.score) == (4, 1, -140)
+    assert total.median_time == 2.5 and total.total_time == 16.0
+    out = tmp_path / "r.csv"
+    bench.write_csv(out, outcomes)
+    assert out.read_text().splitlines()[0].startswith(
+        "benchmark,onnx,vnnlib,result,time_s,expected,correct")
