@@ -5,8 +5,10 @@ Phases, for every group of regions sharing one output condition:
 1. cheap points: each box's centre, its lower and upper corner, ``random_samples`` uniform
    points and a quarter as many random vertices;
 2. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the first
-   start of the first round at the best cheap point; later rounds use fresh random starts and
-   run until the time budget is spent.
+   start of the first round at the best cheap point; later rounds use fresh random starts,
+   alternate coarse and fine step sizes, double their restarts while a round stays short
+   (small networks run a step on a thousand points as fast as on one) and run until the time
+   budget is spent.
 
 Every point the IR (torch, float32) sees as a violation is re-checked with onnxruntime by
 ``verifier.validate``; only a validated point is returned, rejected ones are skipped.
@@ -20,6 +22,7 @@ out.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -29,7 +32,14 @@ import numpy as np
 import torch
 
 from verifier.attack.objective import TorchCondition
-from verifier.attack.pgd import attack_boxes, batch_size, evaluate, float32_boxes, uniform
+from verifier.attack.pgd import (
+    attack_boxes,
+    batch_size,
+    evaluate,
+    float32_boxes,
+    reduce_best,
+    uniform,
+)
 from verifier.config import AttackConfig
 from verifier.onnx_import.loader import ImportedModel
 from verifier.result import Counterexample
@@ -40,6 +50,9 @@ log = logging.getLogger(__name__)
 
 # Candidates re-checked with onnxruntime per group and phase (best IR loss first).
 VALIDATE_PER_ROUND = 8
+# PGD rounds cycle through these step-size scales: coarse steps find far corners (L-inf
+# robustness), fine steps follow narrow unsafe pockets (ACAS Xu).
+STEP_SCALES = (1.0, 0.1)
 
 
 @dataclass
@@ -51,8 +64,9 @@ class _Group:
     lo: torch.Tensor  # [R, n]
     hi: torch.Tensor
     tcond: TorchCondition
-    best_x: torch.Tensor | None = None  # best cheap point per region
+    best_x: torch.Tensor | None = None  # best point so far per region
     best_loss: torch.Tensor | None = None
+    restarts: int = 0  # PGD restarts per box in the next round (0: the config's)
 
 
 def _condition_key(cond: OutputCondition) -> tuple:
@@ -125,13 +139,12 @@ class _Search:
         if self.config.steps == 0 or self.config.restarts == 0:
             return None
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
-        first = True
-        while not self.out_of_time():
+        for round_ in itertools.count():
+            scale = STEP_SCALES[round_ % len(STEP_SCALES)]
             for group in groups:
-                cex = self.pgd_round(group, first)
+                cex = self.pgd_round(group, round_ == 0, scale)
                 if cex is not None or self.out_of_time():
                     return cex
-            first = False
         return None
 
     def out_of_time(self) -> bool:
@@ -141,52 +154,60 @@ class _Search:
         """Centres, corners, uniform points and random vertices of every box in the group."""
         lo, hi = group.lo, group.hi
         n_box = len(lo)
-        fixed = [lo + 0.5 * (hi - lo), lo, hi]
-        n_uniform = self.config.random_samples
-        n_vertex = n_uniform // 4
-        chunk = batch_size(self.graph)
-        best_x = torch.minimum(torch.maximum(fixed[0], lo), hi)
-        best_loss = torch.full((n_box,), math.inf, device=lo.device)
-        for k in range(len(fixed) + n_uniform + n_vertex):
+        kinds = ["centre", "lower", "upper"] + ["uniform"] * self.config.random_samples
+        kinds += ["vertex"] * (self.config.random_samples // 4)
+        group.best_x = torch.minimum(torch.maximum(lo + 0.5 * (hi - lo), lo), hi)
+        group.best_loss = torch.full((n_box,), math.inf, device=lo.device)
+        per_batch = max(1, batch_size(self.graph) // n_box)
+        for s in range(0, len(kinds), per_batch):
             if self.out_of_time():
                 break
-            if k < len(fixed):
-                x = torch.minimum(torch.maximum(fixed[k], lo), hi)
-            elif k < len(fixed) + n_uniform:
-                x = uniform(lo, hi, self.gen)
-            else:
-                bits = torch.rand(lo.shape, generator=self.gen, device=lo.device) < 0.5
-                x = torch.where(bits, hi, lo)
-            loss = torch.nan_to_num(evaluate(self.graph, group.tcond, x, chunk), nan=math.inf)
-            better = loss < best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best_x[better] = x[better]
-            if bool((loss <= 0).any()):
-                cex = self.check(group, x, loss)
-                if cex is not None:
-                    return cex
-        group.best_x, group.best_loss = best_x, best_loss
+            x = torch.cat([self._point(kind, lo, hi) for kind in kinds[s:s + per_batch]])
+            loss = torch.nan_to_num(evaluate(self.graph, group.tcond, x, len(x)), nan=math.inf)
+            box = torch.arange(len(x), device=lo.device) % n_box
+            reduce_best(group.best_x, group.best_loss, box, x, loss)
+            cex = self.check(group, x, loss, box)
+            if cex is not None:
+                return cex
         return None
 
-    def pgd_round(self, group: _Group, first: bool) -> Counterexample | None:
+    def _point(self, kind: str, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        if kind == "uniform":
+            return uniform(lo, hi, self.gen)
+        if kind == "vertex":
+            return torch.where(torch.rand(lo.shape, generator=self.gen, device=lo.device) < 0.5,
+                               hi, lo)
+        if kind == "centre":
+            return torch.minimum(torch.maximum(lo + 0.5 * (hi - lo), lo), hi)
+        return lo.clone() if kind == "lower" else hi.clone()
+
+    def pgd_round(self, group: _Group, first: bool, scale: float) -> Counterexample | None:
+        """One PGD round; restarts double each round while a round stays short."""
+        start = time.monotonic()
+        restarts = group.restarts or self.config.restarts
         res = attack_boxes(
             self.graph, group.lo, group.hi, group.tcond,
-            steps=self.config.steps, restarts=self.config.restarts,
+            steps=self.config.steps, restarts=restarts,
             init=group.best_x if first else None, generator=self.gen,
-            deadline=self.stop, stop_on_any=True,
+            deadline=self.stop, stop_on_any=True, step_scale=scale,
         )
-        if group.best_loss is not None:
-            group.best_loss = torch.minimum(group.best_loss, res.loss)
-        return self.check(group, res.x, res.loss)
+        took = time.monotonic() - start
+        cap = max(self.config.restarts, batch_size(self.graph) // len(group.lo))
+        if took < 0.25 * (self.stop - time.monotonic()):
+            group.restarts = min(cap, 2 * restarts)
+        box = torch.arange(len(group.lo), device=group.lo.device)
+        return self.check(group, res.x, res.loss, box)
 
-    def check(self, group: _Group, x: torch.Tensor, loss: torch.Tensor) -> Counterexample | None:
-        """Re-check the most violating candidates (IR loss <= 0) with onnxruntime."""
+    def check(self, group: _Group, x: torch.Tensor, loss: torch.Tensor,
+              box: torch.Tensor) -> Counterexample | None:
+        """Re-check the most violating candidates (IR loss <= 0) with onnxruntime;
+        ``box[i]`` is the group-local box of x[i]."""
         hits = torch.nonzero(loss <= 0).flatten()
         if len(hits) == 0:
             return None
         hits = hits[torch.argsort(loss[hits])][:VALIDATE_PER_ROUND]
         xs = x[hits].detach().cpu().numpy().astype(np.float64)
-        regions = group.regions[hits.cpu().numpy()]
+        regions = group.regions[box[hits].cpu().numpy()]
         self.checked += len(hits)
         cex = validate_batch(self.model, self.spec, xs, regions)
         if cex is None:

@@ -43,8 +43,12 @@ class TorchCondition:
             active=torch.as_tensor(active, device=device),
         )
 
-    def loss(self, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss [B] for flattened outputs y [B, n_out]; <= 0 iff the condition holds."""
+    def loss(self, y: torch.Tensor, push_all: bool = False) -> torch.Tensor:
+        """Per-sample loss [B] for flattened outputs y [B, n_out]; <= 0 iff the condition holds.
+
+        ``push_all`` adds the sum of the positive row gaps to each disjunct's max, which keeps
+        the sign of the loss but gives every violated row a gradient (better for descent).
+        """
         d, k = self.rhs.shape
         if d == 0:
             return torch.full((y.shape[0],), math.inf, device=y.device, dtype=y.dtype)
@@ -54,7 +58,10 @@ class TorchCondition:
             e = min(d, s + step)
             lhs = (y @ self.coef[s * k:e * k].T).reshape(y.shape[0], e - s, k)
             gap = torch.where(self.active[s:e], lhs - self.rhs[s:e], -torch.inf)
-            parts.append(gap.amax(dim=2).amin(dim=1))
+            value = gap.amax(dim=2)
+            if push_all:
+                value = value + torch.relu(gap).sum(dim=2)
+            parts.append(value.amin(dim=1))
         return torch.stack(parts, dim=1).amin(dim=1) if len(parts) > 1 else parts[0]
 
 

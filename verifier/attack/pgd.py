@@ -30,6 +30,7 @@ MARGIN_REL = 1e-5
 # Memory for one forward+backward batch.
 BATCH_BYTES = 256 << 20
 MAX_BATCH = 4096
+PUSH_ALL = True
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int) ->
                           for s in range(0, len(x), chunk)])
 
 
-def _step_fraction(t: int, steps: int) -> float:
-    return STEP_MIN + (STEP_MAX - STEP_MIN) * 0.5 * (1.0 + math.cos(math.pi * t / max(1, steps)))
+def _step_fraction(t: int, steps: int, scale: float = 1.0) -> float:
+    cosine = 0.5 * (1.0 + math.cos(math.pi * t / max(1, steps)))
+    return scale * (STEP_MIN + (STEP_MAX - STEP_MIN) * cosine)
 
 
 def pgd(
@@ -72,11 +74,13 @@ def pgd(
     steps: int,
     deadline: float = math.inf,
     stop_on_any: bool = False,
+    step_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run PGD from x [B, n] in boxes lo/hi [B, n]; returns the best points and their losses.
 
     Stops early once every sample (or, with ``stop_on_any``, some sample) is below -margin,
     or when ``deadline`` (time.monotonic) has passed; the time is checked before every step.
+    Step sizes are ``step_scale`` times the default schedule (fractions of the box width).
     """
     width = hi - lo
     best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
@@ -93,10 +97,10 @@ def pgd(
             deep = best_loss <= -margin
             if (deep.any() if stop_on_any else deep.all()) or t == steps:
                 break
-        hinged = torch.maximum(loss, -margin)
+        hinged = torch.maximum(cond.loss(y, push_all=PUSH_ALL), -margin)
         (grad,) = torch.autograd.grad(hinged.sum(), x)
         with torch.no_grad():
-            x = x - _step_fraction(t, steps) * width * torch.sign(grad)
+            x = x - _step_fraction(t, steps, step_scale) * width * torch.sign(grad)
             x = torch.minimum(torch.maximum(x, lo), hi)
     return best_x.detach(), best_loss.detach()
 
@@ -123,6 +127,7 @@ def attack_boxes(
     generator: torch.Generator | None = None,
     deadline: float = math.inf,
     stop_on_any: bool = False,
+    step_scale: float = 1.0,
 ) -> AttackResult:
     """PGD with ``restarts`` starting points on each of many sub-boxes ``lower/upper[B, n]``.
 
@@ -130,7 +135,8 @@ def attack_boxes(
     tensors that already are float32 boxes. Returns per box the best point and its IR loss; a
     loss <= 0 means the IR sees a violation, which the caller must re-check with
     ``verifier.validate``. All boxes share one output condition. The time is checked between
-    steps; boxes not reached before ``deadline`` come back with loss +inf.
+    steps; boxes not reached before ``deadline`` come back with loss +inf. ``step_scale``
+    multiplies the step-size schedule (falsification alternates coarse and fine rounds).
     """
     if isinstance(lower, np.ndarray):
         device = generator.device if generator is not None else "cpu"
@@ -155,14 +161,15 @@ def attack_boxes(
         if init is not None:
             first = idx < n_box
             x0[first] = init[box[first]]
-        x, loss = pgd(graph, cond, x0, lo[box], hi[box], steps, deadline, stop_on_any)
-        _reduce_best(best_x, best_loss, box, x, loss)
+        x, loss = pgd(graph, cond, x0, lo[box], hi[box], steps, deadline, stop_on_any,
+                      step_scale)
+        reduce_best(best_x, best_loss, box, x, loss)
         if stop_on_any and bool((loss <= 0).any()):
             break
     return AttackResult(best_x, best_loss)
 
 
-def _reduce_best(best_x, best_loss, box, x, loss) -> None:
+def reduce_best(best_x, best_loss, box, x, loss) -> None:
     """Per box, keep the lowest-loss point among the new samples and the old best."""
     low = best_loss.scatter_reduce(0, box, loss, reduce="amin", include_self=True)
     wins = (loss == low[box]) & (loss < best_loss[box])
