@@ -49,21 +49,19 @@ def build_spec(p: Parser, version: str) -> Spec:
                     src, int((~keep).sum()))
     _check_bounded(p, lower[keep], upper[keep], src)
     table = _OutputTable(p, n_out)
-    regions: dict[bytes, tuple[np.ndarray, np.ndarray, list]] = {}
+    merged: dict[bytes, tuple[int, list]] = {}  # equal boxes are one region
     for g, ys in enumerate(groups.values()):
-        if not keep[g]:
-            continue
-        key = lower[g].tobytes() + upper[g].tobytes()
-        regions.setdefault(key, (lower[g], upper[g], []))[2].extend(ys)
-    cache: dict[tuple, OutputCondition] = {}
-    out = []
-    for lo, hi, ys in regions.values():
-        key = tuple(ys)
-        if key not in cache:
-            cache[key] = table.condition(_multiply(ys, out_factor, p.max_terms, src), base_y)
-        cond = cache[key]
-        if cond.n_disjuncts:
-            out.append(InputRegion(lo, hi, cond))
+        if keep[g]:
+            key = lower[g].tobytes() + upper[g].tobytes()
+            entry = merged.get(key)
+            if entry is None:
+                merged[key] = (g, list(ys))
+            else:
+                entry[1].extend(ys)
+    conds = table.conditions(
+        [_multiply(ys, out_factor, p.max_terms, src) for _, ys in merged.values()], base_y)
+    out = [InputRegion(lower[g], upper[g], c)
+           for (g, _), c in zip(merged.values(), conds, strict=True) if c.n_disjuncts]
     if not out:
         log.info("%s: no input region left: the property holds trivially", src)
     return Spec(tuple(out), n_in, n_out, version, p.source)
@@ -151,14 +149,27 @@ class _OutputTable:
         self.n_out = n_out
         self.src = p.source or "<spec>"
 
-    def condition(self, terms: Dnf, base_y: tuple[int, ...]) -> OutputCondition:
+    def conditions(self, term_lists: list[Dnf], base_y: tuple[int, ...]) -> list[OutputCondition]:
+        """One condition per list of conjunctions (each AND ``base_y``), built in one batch.
+
+        Equal lists share one condition; all conditions are views of stacked arrays.
+        """
+        unique = list(dict.fromkeys(tuple(t) for t in term_lists))
+        terms = [t for u in unique for t in u]
         width = max(1, len(base_y) + max((len(t) for t in terms), default=0))
         if len(terms) * width * (self.n_out + 2) > MAX_ELEMENTS:
-            raise SpecError(f"{self.src}: output condition of {len(terms)} disjuncts x "
-                            f"{width} constraints x {self.n_out} outputs is too large")
+            raise SpecError(f"{self.src}: output conditions of {len(terms)} disjuncts x "
+                            f"{width} constraints x {self.n_out} outputs are too large")
         pad = (self.pad,) * width
-        rows = [t + base_y + pad[: width - len(t) - len(base_y)] for t in terms]
+        nb = len(base_y)
+        rows = [t + base_y + pad[: width - len(t) - nb] for t in terms]
         idx = np.asarray(rows, dtype=np.int64).reshape(len(terms), width)
-        strict = self.strict[idx]
-        return OutputCondition(self.coef[idx], self.rhs[idx],
-                               strict=strict if strict.any() else None)
+        coef, rhs, strict = self.coef[idx], self.rhs[idx], self.strict[idx]
+        ends = np.cumsum([len(u) for u in unique])
+        n_strict = np.concatenate([[0], np.cumsum(strict.any(axis=1))])
+        made = {}
+        for u, end in zip(unique, ends.tolist(), strict=True):
+            start = end - len(u)
+            st = strict[start:end] if n_strict[end] > n_strict[start] else None
+            made[u] = OutputCondition(coef[start:end], rhs[start:end], strict=st)
+        return [made[tuple(t)] for t in term_lists]

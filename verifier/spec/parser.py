@@ -171,16 +171,49 @@ class Parser:
         if depth > MAX_DEPTH:
             raise self.err(f"formula nested more than {MAX_DEPTH} deep", start)
         if op == "and" or op == "or":
-            parts = []
-            while self.peek() != ")":
-                if self.peek() is None:
-                    self.expect(")")
-                parts.append(self.formula(depth + 1))
-            self.i += 1
-            return self.conj(parts, start) if op == "and" else self.disj(parts, start)
+            return self.connective(op == "and", start, depth)
         if op in _COMPARISONS:
             return self.comparison(op, start, depth)
         raise self.err(f"expected 'and', 'or' or a comparison but found {describe(op)}", start + 1)
+
+    def connective(self, is_and: bool, start: int, depth: int) -> Dnf:
+        """The children of an ``and``/``or`` (its '(' and keyword consumed) and its DNF."""
+        toks, n = self.toks, self.n
+        parts: list[Dnf] = []
+        atoms: list[int] = []  # simple comparisons, kept out of the DNF machinery
+        false = False
+        while True:
+            j = self.i
+            tok = toks[j] if j < n else None
+            if tok == ")":
+                break
+            if (tok == "(" and j + 4 < n and toks[j + 4] == ")" and toks[j + 1] in _SIMPLE
+                    and toks[j + 2] not in "()" and toks[j + 3] not in "()"):
+                a = self.simple(toks[j + 1], toks[j + 2], toks[j + 3], j)
+                self.i = j + 5
+                if not is_and:  # keep the order of disjuncts
+                    parts.append([] if a is False else [()] if a is True else [(a,)])
+                elif a is False:
+                    false = True
+                elif a is not True:
+                    atoms.append(a)
+                continue
+            if tok is None:
+                self.expect(")")
+            parts.append(self.formula(depth + 1))
+        self.i += 1
+        if is_and:
+            if false:
+                return []
+            return self.conj(parts + [[tuple(atoms)]], start) if parts else [tuple(atoms)]
+        return self.disj(parts, start)
+
+    def simple(self, op: str, a: str, b: str, at: int) -> int | bool:
+        """Atom of ``(op a b)`` for op in <=, >=, <, > with two plain tokens."""
+        lhs, rhs = self.leaf(a, at + 2), self.leaf(b, at + 3)
+        if op[0] == "<":
+            return self.le(lhs, rhs, op == "<", at)
+        return self.le(rhs, lhs, op == ">", at)
 
     def disj(self, parts: list[Dnf], at: int) -> Dnf:
         out: Dnf = []
@@ -240,22 +273,26 @@ class Parser:
 
     def le(self, lhs, rhs, strict: bool, at: int) -> int | bool:
         """Atom id for ``lhs <= rhs`` (``<`` if strict), or its truth value if constant."""
-        if type(lhs) is int and type(rhs) is float:  # fast path: variable vs constant
-            if not lhs & 1:
-                return self.xbound(lhs >> 1, True, rhs)
-            coefs, b = {lhs: 1.0}, rhs
-        elif type(lhs) is float and type(rhs) is int:
-            if not rhs & 1:
-                return self.xbound(rhs >> 1, False, lhs)
-            coefs, b = {rhs: -1.0}, -lhs
-        else:
-            lc, lk = _lin(lhs)
-            rc, rk = _lin(rhs)
-            coefs = dict(lc)
-            for v, c in rc.items():
-                coefs[v] = coefs.get(v, 0.0) - c
-            coefs = {v: c for v, c in coefs.items() if c != 0.0}
-            b = rk - lk
+        tl, tr = type(lhs), type(rhs)
+        if tl is int and tr is float:  # fast paths: variable vs constant, output vs output
+            if lhs & 1:
+                return self.yatom(((lhs >> 1, 1.0),), rhs, strict)
+            return self.xbound(lhs >> 1, True, rhs)
+        if tl is float and tr is int:
+            if rhs & 1:
+                return self.yatom(((rhs >> 1, -1.0),), -lhs, strict)
+            return self.xbound(rhs >> 1, False, lhs)
+        if tl is int and tr is int and lhs & rhs & 1 and lhs != rhs:
+            j, k = lhs >> 1, rhs >> 1
+            return self.yatom(((j, 1.0), (k, -1.0)) if j < k else ((k, -1.0), (j, 1.0)),
+                              0.0, strict)
+        lc, lk = _lin(lhs)
+        rc, rk = _lin(rhs)
+        coefs = dict(lc)
+        for v, c in rc.items():
+            coefs[v] = coefs.get(v, 0.0) - c
+        coefs = {v: c for v, c in coefs.items() if c != 0.0}
+        b = rk - lk
         if not coefs:
             return 0.0 < b if strict else 0.0 <= b
         if not math.isfinite(b):
@@ -279,7 +316,10 @@ class Parser:
         if not all(odd):
             names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
             raise self.err(f"unsupported: constraint mixes inputs and outputs ({names})", at)
-        row = tuple(sorted((v >> 1, c) for v, c in coefs.items()))
+        return self.yatom(tuple(sorted((v >> 1, c) for v, c in coefs.items())), b, strict)
+
+    def yatom(self, row: tuple[tuple[int, float], ...], b: float, strict: bool) -> int:
+        """Atom id of ``sum c * y[j] <= b`` over ``row = ((j, c), ...)``, deduplicated."""
         key = (row, b, strict)
         k = self.ykey.get(key)
         if k is None:
