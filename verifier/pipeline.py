@@ -1,12 +1,15 @@
 """verify(model, spec, config) -> VerificationResult: the public entry point.
 
-Stages: import and check the model, parse the spec, falsify (attack), bound (incomplete),
-branch-and-bound. Each stage either settles the answer or hands on what it learned.
+Stages: import and check the model, falsify (attack), bound each input region (CROWN, then
+alpha-CROWN), then branch-and-bound on what is left. Each stage either settles the answer or
+hands on. ``unsat`` needs every disjunct of every region refuted by a sound bound; ``sat`` needs
+a counterexample that onnxruntime confirms.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -17,6 +20,9 @@ from verifier.result import VerificationResult
 from verifier.spec.types import Spec
 
 log = logging.getLogger(__name__)
+
+# Inputs up to this size are verified by splitting the input box.
+INPUT_SPLIT_MAX_INPUTS = 16
 
 
 def resolve_device(device: str) -> str:
@@ -41,8 +47,6 @@ def load_inputs(model, spec) -> tuple[ImportedModel, Spec]:
 
 
 def check_spec_matches(model: ImportedModel, spec: Spec) -> None:
-    import math
-
     n_in = sum(math.prod(t.shape) for t in model.graph.inputs)
     n_out = sum(math.prod(t.shape) for t in model.graph.outputs)
     if spec.n_inputs != n_in:
@@ -51,8 +55,11 @@ def check_spec_matches(model: ImportedModel, spec: Spec) -> None:
         raise SpecError(f"spec declares {spec.n_outputs} output variables, the model has {n_out}")
 
 
-def verify(model, spec, config: VerifyConfig | None = None) -> VerificationResult:
-    """Verify ``spec`` on ``model`` (paths or loaded objects). Raises NncertError on bad input."""
+def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> VerificationResult:
+    """Verify ``spec`` on ``model`` (paths or loaded objects). Raises NncertError on bad input.
+
+    ``progress``: optional callable receiving branch-and-bound progress events (dicts).
+    """
     config = config or VerifyConfig()
     start = time.monotonic()
     deadline = start + config.timeout
@@ -62,7 +69,12 @@ def verify(model, spec, config: VerifyConfig | None = None) -> VerificationResul
         from verifier.onnx_import.check import differential_check
 
         differential_check(model, spec, seed=config.seed)
-    result = _run_methods(model, spec, config, device, deadline)
+    if not spec.regions:
+        result = VerificationResult("unsat", method="spec", message="every input box is empty")
+    else:
+        from verifier.strategy import run_methods
+
+        result = run_methods(model, spec, config, device, deadline, progress)
     return VerificationResult(
         verdict=result.verdict,
         counterexample=result.counterexample,
@@ -71,17 +83,3 @@ def verify(model, spec, config: VerifyConfig | None = None) -> VerificationResul
         message=result.message,
         stats=result.stats,
     )
-
-
-def _run_methods(model, spec, config, device, deadline) -> VerificationResult:
-    from verifier.attack import falsify
-
-    cex = falsify(model, spec, deadline, config.attack, device=device, seed=config.seed)
-    if cex is not None:
-        return VerificationResult("sat", cex, method="attack")
-    if time.monotonic() >= deadline:
-        return VerificationResult("timeout", method="attack")
-    if config.method == "attack":
-        return VerificationResult("unknown", method="attack", message="no counterexample found")
-    return VerificationResult("unknown", method=config.method,
-                              message="no complete method has settled the property")

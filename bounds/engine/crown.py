@@ -46,6 +46,7 @@ class BoundState:
     alphas: dict[str, torch.Tensor] = field(default_factory=dict)  # for the final backward only
     relax_cache: dict[str, object] = field(default_factory=dict)
     zero_output: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_coef: torch.Tensor | None = None
 
     @property
     def device(self):
@@ -77,6 +78,16 @@ def _unsqueeze_spec(t: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
 
 def _sum_spec(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).sum(-1)
+
+
+def _dot(coef: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """sum over positions of coef [B, S, *shape] * values ([B, *shape] or [B, S, *shape])."""
+    if values.dim() == coef.dim():
+        return _sum_spec(coef * values)
+    b, s = coef.shape[:2]
+    if values.shape[0] != b:
+        values = values.expand(b, *values.shape[1:])
+    return torch.bmm(coef.reshape(b, s, -1), values.reshape(b, -1, 1)).squeeze(-1)
 
 
 def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
@@ -130,12 +141,14 @@ def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha:
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         rel = _relaxation(state, node, rule, use_alpha)
-        pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-        new = pos * _unsqueeze_spec(rel.lower_slope, coef) + neg * _unsqueeze_spec(
-            rel.upper_slope, coef)
-        offset = _sum_spec(pos * _unsqueeze_spec(rel.lower_offset, coef)
-                           + neg * _unsqueeze_spec(rel.upper_offset, coef))
-        return [new], offset
+        nonneg = coef >= 0
+        slope = torch.where(nonneg, _unsqueeze_spec(rel.lower_slope, coef),
+                            _unsqueeze_spec(rel.upper_slope, coef))
+        pos = torch.where(nonneg, coef, 0)
+        offset = _dot(coef - pos, rel.upper_offset)
+        if use_alpha or bool(rel.lower_offset.any()):
+            offset = offset + _dot(pos, rel.lower_offset)
+        return [coef * slope], offset
     if rule.backward is not None:
         args = node_args(node, state.bounds, state.device, state.dtype)
         coefs, offset = rule.backward(node, coef, args)
@@ -162,8 +175,12 @@ def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
 
 
 def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
-                   use_alpha: bool = False) -> torch.Tensor:
-    """Lower bound of coef . value(start) over the box: ``[B, S]``."""
+                   use_alpha: bool = False, keep_input_coef: bool = False) -> torch.Tensor:
+    """Lower bound of coef . value(start) over the box: ``[B, S]``.
+
+    With ``keep_input_coef`` the linear coefficients reaching the input (``[B, S, *in]``)
+    are stored in ``state.input_coef`` (branching heuristics read them).
+    """
     graph = state.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     pending: dict[str, torch.Tensor] = {start: coef}
@@ -174,7 +191,7 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
             continue
         delta = state.deltas.get(node.name)
         if delta is not None:
-            total = total - _sum_spec(a.abs() * delta.unsqueeze(1))
+            total = total - _dot(a.abs(), delta)
         coefs, offset = _backward_node(state, node, a, use_alpha)
         if coefs is None:
             total = total + _concretize(a, state.bounds[node.name])
@@ -189,6 +206,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     for name, a in pending.items():
         if name != input_name:
             raise RuntimeError(f"backward pass left coefficients on {name!r}")
+        if keep_input_coef:
+            state.input_coef = a
         total = total + _concretize(a, state.bounds[input_name])
     return total
 
@@ -227,6 +246,15 @@ def crown_interval(state: BoundState, name: str, positions: torch.Tensor) -> Int
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
 
 
+def _downstream_of_relaxations(graph: Graph) -> set[str]:
+    registry, below = rules(), set()
+    for node in graph.nodes:
+        if any(n in below for n in node.dynamic_inputs) or (
+                registry.get(node.op, node.name).relax is not None):
+            below.add(node.name)
+    return below
+
+
 def _largest_numel(graph: Graph) -> int:
     return max(math.prod(n.shape) for n in graph.nodes)
 
@@ -240,7 +268,9 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
     values that relaxations need).
     """
     graph, given = state.graph, given or {}
-    need = set(relaxed_inputs(graph)) if method == "crown" else set()
+    # Values with no relaxed node upstream are affine in the input: IBP is already exact.
+    need = (set(relaxed_inputs(graph)) & _downstream_of_relaxations(graph)
+            if method == "crown" else set())
     info = graph.inputs[0]
     state.bounds[info.name] = Interval(state.box.lower.reshape(-1, *info.shape),
                                        state.box.upper.reshape(-1, *info.shape))
