@@ -44,6 +44,7 @@ def known_sat(bench_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def _load(onnx_path: Path, vnnlib_path: Path, cache: dict):
+    import verifier.onnx_import.converters  # noqa: F401  (register converters before importing)
     from verifier.onnx_import.loader import load_model
     from verifier.pipeline import check_spec_matches
     from verifier.spec import load_spec

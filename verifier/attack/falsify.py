@@ -70,7 +70,8 @@ class _Group:
 
 
 def _condition_key(cond: OutputCondition) -> tuple:
-    return (cond.coef.shape, cond.coef.tobytes(), cond.rhs.tobytes())
+    strict = b"" if cond.strict is None else np.asarray(cond.strict).tobytes()
+    return (cond.coef.shape, cond.coef.tobytes(), cond.rhs.tobytes(), strict)
 
 
 def group_regions(spec: Spec, device) -> list[_Group]:
