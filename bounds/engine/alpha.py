@@ -13,8 +13,21 @@ import torch
 from bounds.engine.crown import BoundState, backward_bound
 
 # op -> (initial alpha from the input bounds, allowed range)
+def _half(lo, up):
+    return torch.full_like(lo, 0.5)
+
+
+def _crown_relu_like(lo, up):
+    return (up > -lo).to(lo.dtype)
+
+
+# For the smooth ops alpha places the tangent point at l + alpha (u - l) (see bounds/rules).
 ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
-    "Relu": (lambda lo, up: (up > -lo).to(lo.dtype), (0.0, 1.0)),
+    "Relu": (_crown_relu_like, (0.0, 1.0)),
+    "LeakyRelu": (_crown_relu_like, (0.0, 1.0)),
+    **{op: (_half, (0.0, 1.0)) for op in (
+        "Sigmoid", "Tanh", "Atan", "Erf", "Sin", "Cos", "Gelu", "Exp", "Log", "Sqrt",
+        "Reciprocal", "Pow")},
 }
 
 

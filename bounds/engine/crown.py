@@ -29,6 +29,7 @@ from bounds.engine.forward_linear import (
 from bounds.engine.ibp import intersect, propagate_node
 from bounds.graph import Graph, Node
 from bounds.registry import rules
+from bounds.rules.arithmetic import node_is_affine
 from bounds.types import Interval
 
 # Largest number of coefficient elements one backward pass may hold (memory budget).
@@ -152,20 +153,13 @@ def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha:
     if rule.backward is not None:
         args = node_args(node, state.bounds, state.device, state.dtype)
         coefs, offset = rule.backward(node, coef, args)
+        if coefs is None:  # the rule declines (e.g. a product of two dynamic values)
+            return None, None
         dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
         return dyn, offset
-    if rule.traits.affine and _affine_here(node):
+    if node_is_affine(node, rule):
         return _vjp(state, node, rule, coef)
     return None, None  # concretise with the node's interval
-
-
-def _affine_here(node: Node) -> bool:
-    """Mul/Div/MatMul are affine only with a constant operand (Div: constant divisor)."""
-    if node.op in ("Mul", "MatMul"):
-        return len(node.dynamic_inputs) == 1
-    if node.op == "Div":
-        return node.inputs[1] is None
-    return True
 
 
 def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:

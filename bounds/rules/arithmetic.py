@@ -1,7 +1,7 @@
 """Elementwise arithmetic with broadcasting: Add, Sub, Neg, Mul, Div, Where.
 
 Add/Sub: exact IBP [l1 + l2, u1 + u2] / [l1 - u2, u1 - l2]; backward passes A to each operand
-(negated for the subtrahend), reduced over broadcast axes by the engine's generic VJP.
+(negated for the subtrahend) and sums it over broadcast axes; a constant operand c adds A.c.
 Mul/Div: affine when exactly one operand is dynamic (and, for Div, the divisor is the
 constant; the importer turns c / x into c * Reciprocal(x)). IBP by a constant c is sign-aware:
 [min(c l, c u), max(c l, c u)]. Two dynamic operands: the interval product (min/max of the four
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules.common import reduce_to_operand, static_shape, sum_to_batch_spec
 from bounds.types import Interval
 
 NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
@@ -90,17 +91,52 @@ def _where_ibp(node, args):
                     torch.where(cond, _hi(args[1]), _hi(args[2])))
 
 
+def _linear_combination_backward(signs):
+    """Backward of sign[0] * a + sign[1] * b where either operand may be a constant."""
+
+    def backward(node, coef, args):
+        coefs, offset = [], None
+        for sign, arg, name in zip(signs, args, node.inputs, strict=True):
+            if name is None:
+                term = sum_to_batch_spec(coef * arg) * sign
+                offset = term if offset is None else offset + term
+                coefs.append(None)
+            else:
+                coefs.append(reduce_to_operand(coef * sign, static_shape(arg)))
+        return coefs, offset
+
+    return backward
+
+
+def _scale_backward(node, coef, args):
+    """x * c or x / c: A -> A * c (or A / c) summed over broadcast axes; else not affine."""
+    if not node_is_affine(node):
+        return None, None
+    pos = 0 if node.inputs[0] is not None else 1
+    const = args[1 - pos]
+    scaled = coef / const if node.op == "Div" else coef * const
+    coefs = [None, None]
+    coefs[pos] = reduce_to_operand(scaled, static_shape(args[pos]))
+    return coefs, None
+
+
+def _neg_backward(node, coef, args):
+    return [-coef], None
+
+
 RULES = (
     OpRule("Add", forward=lambda node, a: a[0] + a[1], ibp=_add_ibp,
+           backward=_linear_combination_backward((1.0, 1.0)),
            traits=OpTraits(affine=True, monotone=True, elementwise=True), doc="x + y"),
     OpRule("Sub", forward=lambda node, a: a[0] - a[1], ibp=_sub_ibp,
+           backward=_linear_combination_backward((1.0, -1.0)),
            traits=OpTraits(affine=True, elementwise=True), doc="x - y"),
-    OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp,
+    OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp, backward=_neg_backward,
            traits=OpTraits(affine=True, elementwise=True), doc="-x"),
-    OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp,
+    OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp, backward=_scale_backward,
            traits=OpTraits(affine=True, elementwise=True),
            doc="x * y (affine if one operand is constant)"),
-    OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp,
+    OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp, backward=_scale_backward,
            traits=OpTraits(affine=True, elementwise=True),
            doc="x / c (affine for a constant divisor)"),
     OpRule("Where", forward=_where_forward, ibp=_where_ibp,

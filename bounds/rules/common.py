@@ -26,3 +26,19 @@ def ibp_monotone(forward):
 def sum_to_batch_spec(t: torch.Tensor) -> torch.Tensor:
     """Sum all axes after the first two ([B, S, ...] -> [B, S])."""
     return t.flatten(2).sum(-1) if t.dim() > 2 else t
+
+
+def reduce_to_operand(coef: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Sum a backward coefficient [B, S, *out] over the axes an operand was broadcast along.
+
+    Operands have the output's rank (the importer aligns ranks), so broadcast axes are those
+    where the operand has size 1 and the output does not.
+    """
+    axes = tuple(i + 2 for i, d in enumerate(shape) if d == 1 and coef.shape[i + 2] != 1)
+    return coef.sum(dim=axes, keepdim=True) if axes else coef
+
+
+def static_shape(arg) -> tuple[int, ...]:
+    """Per-sample shape of a dynamic argument (an Interval or a batched tensor)."""
+    t = arg.lower if isinstance(arg, Interval) else arg
+    return tuple(t.shape[1:])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bounds.registry import OpRule, OpTraits
-from bounds.rules.common import ibp_monotone
+from bounds.rules.common import ibp_monotone, static_shape
 
 _SHAPE = OpTraits(affine=True, monotone=True)
 
@@ -115,12 +115,17 @@ def _resize(node, args):
     return _select_indices(args[0], node.attrs["indices"])
 
 
-def _rule(op, forward, doc):
-    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=_SHAPE, doc=doc)
+def _rule(op, forward, doc, backward=None):
+    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=_SHAPE, doc=doc,
+                  backward=backward)
+
+
+def _reshape_backward(node, coef, args):
+    return [coef.reshape(*coef.shape[:2], *static_shape(args[0]))], None
 
 
 RULES = (
-    _rule("Reshape", _reshape, "reshape to the static shape"),
+    _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward),
     _rule("Transpose", _transpose, "permute axes"),
     _rule("Concat", _concat, "concatenate along an axis"),
     _rule("Slice", _slice, "strided slice"),
