@@ -73,3 +73,16 @@ def test_tally_and_csv(tmp_path):
     bench.write_csv(out, outcomes)
     assert out.read_text().splitlines()[0].startswith(
         "benchmark,onnx,vnnlib,result,time_s,expected,correct")
+
+
+def test_error_classification():
+    from verifier.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, classify_error
+    from verifier.errors import ModelError, UnsupportedOpError
+
+    assert classify_error(ModelError("bad\nmodel")) == ("bad model", EXIT_BAD_INPUT)
+    assert classify_error(UnsupportedOpError("Foo", "n1", ["Relu"]))[1] == EXIT_BAD_INPUT
+    missing = FileNotFoundError(2, "No such file or directory", "x.onnx")
+    assert classify_error(missing) == ("cannot read x.onnx: No such file or directory",
+                                       EXIT_BAD_INPUT)
+    message, status = classify_error(ZeroDivisionError("boom"))
+    assert status == EXIT_INTERNAL and message == "internal error: ZeroDivisionError: boom"
