@@ -1,0 +1,10 @@
+"""CI robustness gates: local-robustness specs, ``nncert gate`` and its reports.
+
+* :mod:`verifier.gate.data`: sample sets (``.npz`` with ``x``/``y``, or a folder with
+  ``labels.csv``) checked against the model's input shape.
+* :mod:`verifier.gate.specs`: VNN-LIB 1.0 local-robustness properties (L-inf box, clipped).
+* :mod:`verifier.gate.gate`: verify every sample with :func:`verifier.verify`, count outcomes,
+  apply the thresholds.
+* :mod:`verifier.gate.reports`: JSON summary, JUnit XML, SARIF 2.1.0.
+* :mod:`verifier.gate.cli`: the ``spec robustness`` and ``gate`` subcommands.
+"""
