@@ -1,0 +1,53 @@
+"""``create_app(settings)``: the FastAPI application; nothing is built at import time.
+
+The lifespan opens the store (recovering jobs left running), starts the worker pool and
+stops it again on shutdown, so a TestClient used as a context manager leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from server.artifacts import Artifacts
+from server.deps import caller
+from server.errors import install_handlers
+from server.jobs import JobManager
+from server.middleware import BodySizeLimit
+from server.routes import meta, models, verifications
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for ``settings`` (store, artifacts and workers start with the lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.data_dir, max_attempts=settings.max_attempts)
+        artifacts = Artifacts(settings.data_dir)
+        jobs = JobManager(settings, store, artifacts)
+        app.state.store, app.state.artifacts, app.state.jobs = store, artifacts, jobs
+        jobs.start()
+        log.info("nncert service: data in %s, %d worker(s)", settings.data_dir, settings.workers)
+        try:
+            yield
+        finally:
+            jobs.stop()
+            store.close()
+
+    app = FastAPI(title="nncert", version="1", lifespan=lifespan,
+                  description="Neural-network verification service: ONNX + VNN-LIB -> verdict.")
+    app.state.settings = settings
+    install_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(meta.router)
+    app.include_router(models.router, dependencies=[Depends(caller)])
+    app.include_router(verifications.router, dependencies=[Depends(caller)])
+    return app

@@ -1,0 +1,122 @@
+"""Checks applied to uploads before they are accepted: size caps, model import, spec parse.
+
+A model is accepted only when it parses, has no external data or custom domains, stays under
+the node/parameter/opset caps and converts to the IR. A spec is accepted only when it parses
+under the size and term caps (gzip decompressed with a bounded output) and matches the
+model's input and output sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import Counter
+
+from fastapi import UploadFile
+
+from server.errors import ApiError
+from server.settings import Settings
+
+CHUNK = 1 << 20
+
+
+async def read_capped(upload: UploadFile, cap: int, what: str) -> bytes:
+    """The bytes of an uploaded file, 413 past ``cap``."""
+    parts, total = [], 0
+    while chunk := await upload.read(CHUNK):
+        total += len(chunk)
+        if total > cap:
+            raise ApiError(413, f"{what} is larger than the limit of {cap} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def gunzip_capped(data: bytes, cap: int, what: str) -> bytes:
+    """Decompress gzip ``data`` (every member) without producing more than ``cap`` bytes."""
+    out, total = [], 0
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            chunk = d.decompress(data, cap + 1 - total)
+        except zlib.error as exc:
+            raise ApiError(400, f"{what}: corrupt gzip data ({exc})") from None
+        total += len(chunk)
+        out.append(chunk)
+        if total > cap or d.unconsumed_tail:
+            raise ApiError(413, f"{what} decompresses to more than {cap} bytes "
+                                "(refused as a possible gzip bomb)")
+        if not d.eof:
+            raise ApiError(400, f"{what}: truncated gzip stream")
+        data = d.unused_data
+    return b"".join(out)
+
+
+def spec_text(data: bytes, settings: Settings, what: str = "spec") -> str:
+    """Decoded spec text from plain or gzip bytes, within the size cap."""
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip_capped(data, settings.max_spec_bytes, what)
+    if len(data) > settings.max_spec_bytes:
+        raise ApiError(413, f"{what} is larger than the limit of {settings.max_spec_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"{what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def check_spec(text: str, summary: dict, settings: Settings) -> None:
+    """Parse the spec and check it against the model's sizes (422 with the parser's message)."""
+    from verifier.errors import SpecError
+    from verifier.spec import parse_vnnlib
+
+    try:
+        spec = parse_vnnlib(text, "spec", max_terms=settings.max_spec_terms)
+    except SpecError as exc:
+        raise ApiError(422, f"invalid VNN-LIB spec: {exc}") from None
+    n_in = sum(math.prod(t["shape"]) for t in summary["inputs"])
+    n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
+    if spec.n_inputs != n_in:
+        raise ApiError(422, f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
+    if spec.n_outputs != n_out:
+        raise ApiError(422, f"spec declares {spec.n_outputs} output variables, "
+                            f"the model has {n_out}")
+
+
+def check_model(data: bytes, digest: str, settings: Settings) -> dict:
+    """Parse, cap and import an ONNX model; the summary dict of :class:`ModelSummary`.
+
+    Malformed protobuf -> 400; refused or unsupported model -> 422.
+    """
+    import numpy as np
+
+    from verifier.errors import ModelError, UnsupportedOpError
+    from verifier.onnx_import.loader import import_proto, opset_of, parse_model_bytes
+
+    try:
+        proto = parse_model_bytes(data, "uploaded model")
+    except ModelError as exc:
+        raise ApiError(400, str(exc)) from None
+    nodes = len(proto.graph.node)
+    if nodes > settings.max_nodes:
+        raise ApiError(422, f"model has {nodes} nodes, above the limit of {settings.max_nodes}")
+    params = sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in proto.graph.initializer)
+    if params > settings.max_parameters:
+        raise ApiError(422, f"model has {params} parameters, above the limit of "
+                            f"{settings.max_parameters}")
+    opset = opset_of(proto)
+    if opset > settings.max_opset:
+        raise ApiError(422, f"model opset {opset} is above the supported {settings.max_opset}")
+    try:
+        imported = import_proto(proto, data, "uploaded model")
+    except (ModelError, UnsupportedOpError) as exc:
+        raise ApiError(422, f"model refused: {exc}") from None
+    graph = imported.graph
+    return {
+        "id": digest,
+        "size_bytes": len(data),
+        "opset": opset,
+        "inputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)} for t in graph.inputs],
+        "outputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)}
+                    for t in graph.outputs],
+        "ops": dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
+        "parameters": params,
+    }

@@ -1,0 +1,122 @@
+"""``/v1/verifications``: submit, read, list, cancel jobs and fetch VNN-COMP results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.deps import ArtifactsDep, CallerDep, JobsDep, SettingsDep, StoreDep, require_form
+from server.errors import ApiError
+from server.intake import check_spec, read_capped, spec_text
+from server.routes.models import accept_model, known_model
+from server.schemas import Device, JobOptions, JobOut, JobPage, Method, Status
+from server.store import IdempotencyConflict, Job, Store
+
+router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
+
+
+def job_or_404(job_id: str, store: Store) -> Job:
+    job = store.get_job(job_id)
+    if job is None:
+        raise ApiError(404, f"no verification job with id {job_id!r}")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             dependencies=[Depends(require_form)])
+async def submit(
+    response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
+    jobs: JobsDep, owner: CallerDep,
+    model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
+    model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
+    spec: Annotated[UploadFile | None, File(description="VNN-LIB file (.gz allowed)")] = None,
+    spec_text_field: Annotated[str | None, Form(alias="spec_text")] = None,
+    timeout: Annotated[float | None, Form(gt=0)] = None,
+    method: Annotated[Method, Form()] = "auto",
+    device: Annotated[Device, Form()] = "auto",
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    if (model is None) == (model_id is None):
+        raise ApiError(422, "send exactly one of 'model' (a file) and 'model_id'")
+    if (spec is None) == (spec_text_field is None):
+        raise ApiError(422, "send exactly one of 'spec' (a file) and 'spec_text'")
+    limit = timeout if timeout is not None else settings.default_timeout
+    if limit > settings.max_timeout:
+        raise ApiError(422, f"timeout {limit} s is above the limit of {settings.max_timeout} s")
+    options = JobOptions(timeout=limit, method=method, device=device)
+    if model is not None:
+        summary = await accept_model(model, settings, store, artifacts)
+    else:
+        summary = known_model(model_id, store)
+    if spec is not None:
+        raw = await read_capped(spec, settings.max_spec_bytes, "spec")
+    else:
+        raw = spec_text_field.encode("utf-8")
+    text = spec_text(raw, settings)
+    await run_in_threadpool(check_spec, text, summary, settings)
+    spec_id = artifacts.put("specs", text.encode("utf-8"))
+    request_hash = hashlib.sha256(json.dumps(
+        [summary["id"], spec_id, options.model_dump()], sort_keys=True).encode()).hexdigest()
+    try:
+        job, created = store.create_job(summary["id"], spec_id, options.model_dump(), owner,
+                                        idempotency_key, request_hash)
+    except IdempotencyConflict:
+        raise ApiError(409, "this Idempotency-Key was already used for a different "
+                            "request") from None
+    if created:
+        jobs.notify()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/verifications/{job.id}"
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(store: StoreDep, owner: CallerDep,
+              status: Annotated[Status | None, Query()] = None,
+              cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobPage:
+    found = store.list_jobs(status, int(cursor) if cursor else None, limit + 1)
+    page = found[:limit]
+    next_cursor = str(page[-1].seq) if len(found) > limit else None
+    return JobPage(items=[JobOut.of(j) for j in page], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, store: StoreDep, owner: CallerDep) -> JobOut:
+    return JobOut.of(job_or_404(job_id, store))
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, owner: CallerDep) -> JobOut:
+    before = store.cancel(job_id)
+    if before is None:
+        raise ApiError(404, f"no verification job with id {job_id!r}")
+    if before not in ("queued", "running"):
+        raise ApiError(409, f"job {job_id} is already {before}; only queued or running jobs "
+                            "can be cancelled")
+    if before == "running":
+        jobs.cancel(job_id)
+    return JobOut.of(job_or_404(job_id, store))
+
+
+@router.get("/{job_id}/results", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}}})
+def results(job_id: str, store: StoreDep, owner: CallerDep) -> PlainTextResponse:
+    """The VNN-COMP results file: the verdict line, then the counterexample after ``sat``."""
+    from types import SimpleNamespace
+
+    from verifier.cli.output import vnncomp_result_text
+
+    job = job_or_404(job_id, store)
+    if job.status == "failed":
+        return PlainTextResponse("error\n")
+    if job.status != "done":
+        raise ApiError(409, f"job {job_id} is {job.status}; results exist once it is done")
+    cex = SimpleNamespace(**job.counterexample) if job.counterexample else None
+    return PlainTextResponse(vnncomp_result_text(job.verdict or "unknown", cex))

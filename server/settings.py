@@ -1,0 +1,85 @@
+"""Service settings: one explicit object handed to ``create_app`` (no globals, no import-time I/O).
+
+API keys are never kept in clear: :meth:`Settings.with_api_keys` stores their SHA-256 digests
+and :meth:`Settings.key_allowed` compares digests in constant time. Keys are random tokens
+chosen by the operator, so a fast unsalted hash is adequate (nothing to brute-force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB = 1 << 20
+DEFAULT_RUNNER = "server.worker:run_verification"
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key (hex SHA-256)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class Settings(BaseModel):
+    """Everything the service needs; presets are classmethods."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # 0 workers: accept and queue jobs, run none (another process may serve the queue).
+    workers: int = Field(1, ge=0, le=256)
+    # Limits (bytes, counts, seconds).
+    max_request_bytes: int = Field(256 * MIB, gt=0)
+    max_model_bytes: int = Field(128 * MIB, gt=0)
+    max_spec_bytes: int = Field(64 * MIB, gt=0)
+    max_spec_terms: int = Field(100_000, gt=0)
+    max_nodes: int = Field(100_000, gt=0)
+    max_parameters: int = Field(200_000_000, gt=0)
+    max_opset: int = Field(23, gt=0)
+    default_timeout: float = Field(300.0, gt=0)
+    max_timeout: float = Field(3600.0, gt=0)
+    kill_grace_s: float = Field(30.0, ge=0)  # past timeout + grace the worker is killed
+    max_attempts: int = Field(3, ge=1)  # re-queues after restarts before a job is failed
+    api_key_hashes: tuple[str, ...] = ()
+    # "module:function" run in the worker process for each job (tests swap it).
+    job_runner: str = DEFAULT_RUNNER
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.api_key_hashes)
+
+    def key_allowed(self, key: str) -> bool:
+        """True when ``key`` is one of the configured API keys (constant-time comparison)."""
+        digest = hash_key(key)
+        return any(hmac.compare_digest(digest, h) for h in self.api_key_hashes)
+
+    @staticmethod
+    def hashed(keys: Iterable[str]) -> tuple[str, ...]:
+        return tuple(hash_key(k.strip()) for k in keys if k.strip())
+
+    @classmethod
+    def with_api_keys(cls, keys: Iterable[str], **fields) -> Settings:
+        """Settings whose API keys are ``keys`` (hashed here; the clear keys are not kept)."""
+        return cls(api_key_hashes=cls.hashed(keys), **fields)
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Settings from ``NNCERT_DATA_DIR``, ``NNCERT_WORKERS``, ``NNCERT_API_KEYS``
+        (comma-separated) and ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
+        fields: dict = {"data_dir": Path(os.environ.get("NNCERT_DATA_DIR", "nncert-data"))}
+        if "NNCERT_WORKERS" in os.environ:
+            fields["workers"] = int(os.environ["NNCERT_WORKERS"])
+        keys = [k for k in os.environ.get("NNCERT_API_KEYS", "").split(",") if k.strip()]
+        key_file = os.environ.get("NNCERT_API_KEYS_FILE")
+        if key_file:
+            keys += Path(key_file).read_text().splitlines()
+        if keys:
+            fields["api_key_hashes"] = cls.hashed(keys)
+        fields.update(overrides)
+        return cls(**fields)

@@ -1,0 +1,88 @@
+"""Code that runs inside a worker process (started with ``spawn``).
+
+Kept light at import time: the verifier is imported by the default runner when the first job
+arrives, so a worker with a test runner starts quickly. Messages to the parent, over a pipe:
+``("ready",)``, ``("progress", job_id, dict)``, ``("result", job_id, dict)`` and
+``("failed", job_id, reason)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+def load_runner(spec: str) -> Callable[[dict, Callable[[dict], None]], dict]:
+    """Import ``module:function``."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_verification(task: dict, progress: Callable[[dict], None]) -> dict:
+    """The default runner: ``verifier.verify`` on the stored model and spec files."""
+    from verifier.config import VerifyConfig
+    from verifier.pipeline import verify
+
+    config = VerifyConfig(timeout=task["timeout"], method=task["method"], device=task["device"])
+    result = verify(task["model_path"], task["spec_path"], config, progress=progress)
+    cex = None
+    if result.counterexample is not None:
+        cex = {"x": [float(v) for v in result.counterexample.x.reshape(-1)],
+               "y": [float(v) for v in result.counterexample.y.reshape(-1)]}
+    return {"verdict": result.verdict, "counterexample": cex, "time_s": result.time_s,
+            "method": result.method, "message": result.message}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else str(f)
+
+
+def worker_main(conn, runner_spec: str) -> None:
+    """Loop: receive ``(job_id, task)``, run it, send the outcome; ``None`` or EOF stops."""
+    from verifier.errors import NncertError
+
+    runner = load_runner(runner_spec)
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job_id, task = message
+        last = [0.0]
+
+        def progress(event: dict, job_id: str = job_id, last: list = last) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S:
+                last[0] = now
+                conn.send(("progress", job_id, _json_safe(event)))
+
+        try:
+            outcome = runner(task, progress)
+        except NncertError as exc:
+            conn.send(("failed", job_id, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - reported as the job's failure reason
+            log.exception("job %s raised", job_id)
+            conn.send(("failed", job_id, f"internal error: {type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("result", job_id, outcome))
