@@ -24,7 +24,7 @@ from verifier.result import VerificationResult
 log = logging.getLogger(__name__)
 
 INPUT_SPLIT_MAX_INPUTS = 16
-FIRST_ATTACK_MAX_S = 1.0
+FIRST_ATTACK_MAX_S = 0.5
 DTYPE = torch.float64
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BENCHMARKS
+from tests.conftest import BENCHMARKS
 
 from verifier.spec import load_spec
 
