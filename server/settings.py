@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIB = 1 << 20
 DEFAULT_RUNNER = "server.worker:run_verification"
@@ -49,6 +49,13 @@ class Settings(BaseModel):
     api_key_hashes: tuple[str, ...] = ()
     # "module:function" run in the worker process for each job (tests swap it).
     job_runner: str = DEFAULT_RUNNER
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_timeout > self.max_timeout:
+            raise ValueError(f"default_timeout {self.default_timeout} is above max_timeout "
+                             f"{self.max_timeout}")
+        return self
 
     @property
     def auth_required(self) -> bool:

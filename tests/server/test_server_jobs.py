@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from server_util import (SPEC_SAT, SPEC_UNSAT, client_for, settings_for, submit,
-                         tiny_model_bytes, wait_final)
+from server_util import (
+    SPEC_SAT,
+    SPEC_UNSAT,
+    client_for,
+    settings_for,
+    submit,
+    tiny_model_bytes,
+    wait_final,
+)
 
 from verifier.config import VerifyConfig
 from verifier.onnx_import.loader import import_proto

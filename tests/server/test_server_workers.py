@@ -1,0 +1,50 @@
+"""Worker failures, cancellation and hard timeouts, with stand-in runners (no verifier)."""
+
+from __future__ import annotations
+
+import time
+
+from server_util import SPEC_UNSAT, client_for, settings_for, submit, wait_final
+
+
+def wait_status(client, job_id: str, status: str, timeout: float = 30.0) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/verifications/{job_id}").json()
+        if job["status"] == status or time.monotonic() > end:
+            return job
+        time.sleep(0.05)
+
+
+def test_crashing_job_fails_and_worker_restarts(tmp_path):
+    settings = settings_for(tmp_path, job_runner="runners:crash")
+    with client_for(settings) as client:
+        for _ in range(2):  # the second job needs the restarted worker
+            job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+            assert job["status"] == "failed" and job["verdict"] == "error"
+            assert "exit code 3" in job["message"]
+            assert client.get(f"/v1/verifications/{job['id']}/results").text == "error\n"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_raising_job_fails_with_reason(tmp_path):
+    with client_for(settings_for(tmp_path, job_runner="runners:boom")) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+        assert job["status"] == "failed"
+        assert job["message"] == "internal error: RuntimeError: boom"
+
+
+def test_cancel_running_and_kill_after_timeout(tmp_path):
+    settings = settings_for(tmp_path, job_runner="runners:sleepy", kill_grace_s=0.5)
+    with client_for(settings) as client:
+        job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
+        running = wait_status(client, job_id, "running")
+        assert running["status"] == "running"
+        assert wait_status(client, job_id, "x", timeout=1.5)["progress"] is not None
+        r = client.delete(f"/v1/verifications/{job_id}")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        # The worker is killed and replaced: the next job runs (and is killed past its timeout).
+        job = wait_final(client, submit(client, SPEC_UNSAT, timeout=0.5).json()["id"])
+        assert job["status"] == "done" and job["verdict"] == "timeout"
+        assert client.get(f"/v1/verifications/{job['id']}/results").text == "timeout\n"
+        assert client.get(f"/v1/verifications/{job_id}").json()["status"] == "cancelled"
