@@ -7,8 +7,8 @@ SNC/MNC, arithmetic BND/OUTC/LIN/POLY.
 
 What nncert answers, and why:
 * element types ``float32`` and ``real``: counterexamples are re-checked in float32 by
-  onnxruntime; ``unsat`` comes from bound propagation in floating point, which (like the other
-  VNN-COMP tools) does not model float32 rounding of the network itself.
+  onnxruntime; ``unsat`` comes from bound propagation in float64 that adds a bound on the
+  network's own float32 rounding error at every node (bounds/engine/rounding.py).
 * theories: one network, one input and one output tensor, no hidden nodes, input boxes with
   linear output constraints (BND and OUTC; linear output combinations work too, but linear
   constraints that mix inputs, the rest of LIN, do not).
