@@ -1,0 +1,85 @@
+"""``nncert serve``: run the verification service with uvicorn.
+
+Registered by ``verifier/cli`` through :func:`add_serve_command`; fastapi and uvicorn are
+imported only when the command runs. With no API keys configured the server refuses to bind
+anything but a loopback address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_serve_command(subparsers, common: argparse.ArgumentParser | None = None) -> None:
+    """Add ``serve`` to an argparse subparsers object (``common``: shared parent options)."""
+    p = subparsers.add_parser(
+        "serve", parents=[common] if common is not None else [],
+        help="run the HTTP verification service",
+        description="Run the verification service (REST API under /v1, docs at /docs).")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (non-loopback needs API keys; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="job store and artifacts (default $NNCERT_DATA_DIR or ./nncert-data)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument("--executor", choices=["local"], default="local",
+                   help="where jobs run (local process pool)")
+    p.add_argument("--api-keys-file", type=Path, default=None,
+                   help="file with one API key a line (also $NNCERT_API_KEYS[_FILE])")
+    p.add_argument("--max-request-mb", type=int, default=None,
+                   help="largest accepted request body, in MiB")
+    p.set_defaults(run=serve_main)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Settings from the environment, then the command line."""
+    from server.settings import MIB, Settings
+    from verifier.cli.common import UsageError
+
+    overrides: dict = {"host": args.host, "port": args.port}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.max_request_mb is not None:
+        overrides["max_request_bytes"] = args.max_request_mb * MIB
+    settings = Settings.from_env(**overrides)
+    if args.api_keys_file is not None:
+        try:
+            keys = args.api_keys_file.read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read --api-keys-file: {exc.strerror or exc}") from None
+        settings = settings.model_copy(
+            update={"api_key_hashes": settings.api_key_hashes + Settings.hashed(keys)})
+    if not settings.auth_required and not is_loopback(settings.host):
+        raise UsageError(f"refusing to bind {settings.host} without API keys: configure keys "
+                         "(--api-keys-file or NNCERT_API_KEYS) or bind 127.0.0.1")
+    return settings
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run the service until interrupted; the exit status."""
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings_from_args(args)
+    log.info("serving on http://%s:%d (data in %s)", settings.host, settings.port,
+             settings.data_dir)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info" if getattr(args, "verbose", 0) else "warning")
+    return 0

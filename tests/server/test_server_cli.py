@@ -1,0 +1,69 @@
+"""``nncert serve`` wiring: argument parsing, the loopback rule, a real uvicorn smoke run."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.cli import add_serve_command, is_loopback, settings_from_args
+from verifier.cli.common import UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_command(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["serve", *argv])
+
+
+def test_settings_from_args(tmp_path, monkeypatch):
+    monkeypatch.delenv("NNCERT_API_KEYS", raising=False)
+    monkeypatch.delenv("NNCERT_API_KEYS_FILE", raising=False)
+    s = settings_from_args(parse(["--data-dir", str(tmp_path), "--workers", "3",
+                                  "--max-request-mb", "2"]))
+    assert (s.data_dir, s.workers, s.host, s.max_request_bytes) == (tmp_path, 3, "127.0.0.1",
+                                                                   2 << 20)
+    with pytest.raises(UsageError, match="without API keys"):
+        settings_from_args(parse(["--host", "0.0.0.0", "--data-dir", str(tmp_path)]))
+    keys = tmp_path / "keys"
+    keys.write_text("k1\n\nk2\n")
+    s = settings_from_args(parse(["--host", "0.0.0.0", "--api-keys-file", str(keys)]))
+    assert s.key_allowed("k2") and not s.key_allowed("k3") and len(s.api_key_hashes) == 2
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+
+
+def test_real_server_smoke(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys; from server.cli import serve_main, add_serve_command; import argparse;"
+            "p = argparse.ArgumentParser(); add_serve_command(p.add_subparsers());"
+            "sys.exit(serve_main(p.parse_args(sys.argv[1:])))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port),
+                             "--data-dir", str(tmp_path), "--workers", "0"], cwd=ROOT)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < end, "server did not start"
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["status"] == "ready"
+        assert (tmp_path / "nncert.sqlite3").exists()
+    finally:
+        proc.terminate()
+        proc.wait(10)
