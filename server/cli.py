@@ -73,10 +73,15 @@ def settings_from_args(args: argparse.Namespace):
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run the service until interrupted; the exit status."""
-    import uvicorn
+    from verifier.cli.common import UsageError
 
-    from server.app import create_app
+    try:
+        import uvicorn
 
+        from server.app import create_app
+    except ImportError as exc:
+        raise UsageError(f"nncert serve needs the server extra (pip install 'nncert[server]'): "
+                         f"{exc}") from None
     settings = settings_from_args(args)
     log.info("serving on http://%s:%d (data in %s)", settings.host, settings.port,
              settings.data_dir)

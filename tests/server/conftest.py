@@ -6,6 +6,8 @@ import multiprocessing
 
 import pytest
 
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def no_leftover_workers():
