@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.add_parser(sub, common)
     supports_cmd.add_parser(sub, common)
     bench_cmd.add_parser(sub, common)
+    from verifier.gate.cli import add_parsers as add_gate_parsers
+
+    add_gate_parsers(sub, common)
+    # The service sits above the verifier; this lazy, CLI-only import is the one exception to
+    # the server -> verifier direction (fastapi/uvicorn load only when `serve` runs).
+    from server.cli import add_serve_command
+
+    add_serve_command(sub, common)
     return parser
 
 
@@ -81,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version())
         return 0
     if not args.command:
-        print(f"{NAME}: error: a command is required (verify, supports, bench); see --help",
+        print(f"{NAME}: error: a command is required (verify, supports, bench, spec, gate, serve); see --help",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
