@@ -1,0 +1,184 @@
+"""MILP backends: HiGHS (highspy, open source, the default) and Gurobi (gurobipy, optional).
+
+``solve(model, time_limit, backend)`` with backend ``auto`` tries Gurobi when gurobipy imports
+and falls back to HiGHS when it is absent or refuses the model (the pip package's restricted
+license limits model size and raises ``GurobiError`` at optimisation time); ``gurobi`` asks for
+Gurobi but still falls back rather than fail; ``highs`` uses HiGHS only. Both run one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from verifier.milp.model import MilpModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "highs", "gurobi")
+_GUROBI_MISSING: str | None = None  # why gurobipy cannot be imported (cached)
+_HIGHS_QUIET = False
+_HIGHS_LOCK = threading.Lock()
+
+
+@dataclass
+class SolveResult:
+    """status: optimal | feasible (a solution, not proven optimal) | infeasible | timeout |
+    error; ``x`` the solution (when there is one)."""
+
+    status: str
+    x: np.ndarray | None = None
+    objective: float = math.nan
+    backend: str = ""
+    nodes: int = 0
+    note: str = ""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot solve this model here (not installed, license limit, ...)."""
+
+
+def _new_highs():
+    """A Highs object. The first one in a process prints a banner on the C-level stdout, which
+    would corrupt the CLI's first output line, so that construction writes to stderr instead."""
+    global _HIGHS_QUIET
+    import highspy
+
+    if _HIGHS_QUIET:
+        return highspy.Highs()
+    with _HIGHS_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(2, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _HIGHS_QUIET = True
+    return h
+
+
+def _highs(model: MilpModel, time_limit: float) -> SolveResult:
+    import highspy
+
+    a = model.arrays()
+    h = _new_highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("time_limit", max(float(time_limit), 0.01))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = model.n_cols, model.n_rows
+    lp.col_cost_ = a["cost"]
+    lp.col_lower_, lp.col_upper_ = a["col_lo"], a["col_hi"]
+    lp.row_lower_, lp.row_upper_ = a["row_lo"], a["row_hi"]
+    csr = a["A"]
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = csr.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = csr.indices.astype(np.int32)
+    lp.a_matrix_.value_ = csr.data
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_cols, model.n_rows
+    if a["integer"].any():
+        kind = highspy.HighsVarType
+        lp.integrality_ = [kind.kInteger if i else kind.kContinuous for i in a["integer"]]
+    h.passModel(lp)
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    nodes = int(getattr(info, "mip_node_count", 0) or 0)
+    has_sol = info.primal_solution_status == 2
+    x = np.array(h.getSolution().col_value) if has_sol else None
+    ms = highspy.HighsModelStatus
+    if status == ms.kOptimal:
+        return SolveResult("optimal", x, info.objective_function_value, "highs", nodes)
+    if status == ms.kInfeasible:
+        return SolveResult("infeasible", None, math.inf, "highs", nodes)
+    if status in (ms.kTimeLimit, ms.kInterrupt, ms.kIterationLimit, ms.kSolutionLimit):
+        if x is not None:
+            return SolveResult("feasible", x, info.objective_function_value, "highs", nodes)
+        return SolveResult("timeout", None, math.nan, "highs", nodes)
+    return SolveResult("error", x, math.nan, "highs", nodes, note=h.modelStatusToString(status))
+
+
+def _import_gurobi():
+    global _GUROBI_MISSING
+    if _GUROBI_MISSING is not None:
+        raise BackendUnavailable(_GUROBI_MISSING)
+    try:
+        import gurobipy
+    except ImportError as exc:
+        _GUROBI_MISSING = f"gurobipy not importable: {exc}"
+        raise BackendUnavailable(_GUROBI_MISSING) from None
+    return gurobipy
+
+
+def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
+    gp = _import_gurobi()
+    grb = gp.GRB
+    a = model.arrays()
+    try:
+        env = gp.Env(empty=True)
+        env.setParam("OutputFlag", 0)
+        env.start()
+        try:
+            m = gp.Model(env=env)
+            m.Params.Threads = 1
+            m.Params.Seed = 0
+            m.Params.TimeLimit = max(float(time_limit), 0.01)
+            vtype = np.where(a["integer"], grb.INTEGER, grb.CONTINUOUS)
+            lo = np.where(np.isfinite(a["col_lo"]), a["col_lo"], -grb.INFINITY)
+            hi = np.where(np.isfinite(a["col_hi"]), a["col_hi"], grb.INFINITY)
+            v = m.addMVar(model.n_cols, lb=lo, ub=hi, vtype=vtype)
+            csr = a["A"]
+            up = np.isfinite(a["row_hi"])
+            dn = np.isfinite(a["row_lo"])
+            if up.any():
+                m.addMConstr(csr[up], v, "<", a["row_hi"][up])
+            if dn.any():
+                m.addMConstr(csr[dn], v, ">", a["row_lo"][dn])
+            m.setObjective(a["cost"] @ v, grb.MINIMIZE)
+            m.optimize()
+            return _gurobi_result(m, v, grb)
+        finally:
+            env.dispose()
+    except gp.GurobiError as exc:
+        raise BackendUnavailable(f"gurobi refused the model: {exc}") from None
+
+
+def _gurobi_result(m, v, grb) -> SolveResult:
+    nodes = int(m.NodeCount) if m.Status != grb.LOADED else 0
+    x = np.array(v.X) if m.SolCount > 0 else None
+    if m.Status == grb.OPTIMAL:
+        return SolveResult("optimal", x, float(m.ObjVal), "gurobi", nodes)
+    if m.Status in (grb.INFEASIBLE, grb.INF_OR_UNBD):
+        # INF_OR_UNBD cannot be unbounded here: every column has finite bounds.
+        return SolveResult("infeasible", None, math.inf, "gurobi", nodes)
+    if m.Status in (grb.TIME_LIMIT, grb.INTERRUPTED, grb.NODE_LIMIT, grb.SOLUTION_LIMIT):
+        if x is not None:
+            return SolveResult("feasible", x, float(m.ObjVal), "gurobi", nodes)
+        return SolveResult("timeout", None, math.nan, "gurobi", nodes)
+    return SolveResult("error", x, math.nan, "gurobi", nodes, note=f"status {m.Status}")
+
+
+def solve(model: MilpModel, time_limit: float, backend: str = "auto") -> SolveResult:
+    """Minimise the model's objective with the chosen backend (see module doc for fallback)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown MILP backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    note = ""
+    if backend in ("auto", "gurobi"):
+        try:
+            return _gurobi(model, time_limit)
+        except BackendUnavailable as exc:
+            note = str(exc)
+            level = logging.WARNING if backend == "gurobi" else logging.DEBUG
+            log.log(level, "%s; falling back to HiGHS", note)
+    result = _highs(model, time_limit)
+    result.note = note or result.note
+    return result

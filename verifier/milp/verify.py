@@ -1,0 +1,156 @@
+"""Complete verification by MILP: ``milp_verify(model, spec, deadline, backend)``.
+
+Per input region: CROWN bounds (intermediate bounds for the big-M constants, and a cheap first
+try that may already refute some disjuncts), one encoding of the network, then one solve per
+open disjunct d of
+
+    minimise t  s.t.  x in box,  y = net(x),  coef[d, k] @ y - t <= rhs[d, k] + tol_k (all k),
+                      -cap <= t <= 0.
+
+Infeasible means no x in the box satisfies disjunct d (``unsat`` for it). Soundness for the
+float32 network: the encoding adds each node's float32 rounding allowance (see encode.py), and
+``tol_k = |coef[d, k]| @ delta_out + ABS_TOL + REL_TOL |rhs|`` also absorbs the solver's own
+feasibility tolerances (HiGHS and Gurobi default to 1e-6 on rows, 1e-6/1e-5 on integrality; a
+looser MILP only admits more points, so those can only cost a proof, never fake one, except a
+row violation within the feasibility tolerance, which the tolerance in the rhs covers).
+A solution is only a candidate: ``sat`` requires onnxruntime to confirm it
+(``validate_counterexample``); otherwise the disjunct stays ``unknown``. Minimising t (down to
+``-cap``) pushes candidates inside the unsafe set, away from the boundary where float32 and
+strict inequalities could reject them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.types import Interval
+from verifier.milp.backends import solve
+from verifier.milp.encode import Encoding, MilpUnsupportedError, check_supported, encode
+from verifier.milp.model import INF, Expr
+from verifier.onnx_import.loader import ImportedModel
+from verifier.result import Counterexample
+from verifier.spec.types import InputRegion, Spec
+
+log = logging.getLogger(__name__)
+
+ABS_TOL = 1e-6
+REL_TOL = 1e-6
+CAP_REL = 1e-3
+
+
+@dataclass(frozen=True)
+class MilpOptions:
+    backend: str = "auto"
+    float_errors: bool = True  # encode float32 rounding (off only for exact-arithmetic tests)
+    use_crown: bool = True  # skip disjuncts that CROWN already refutes
+
+
+def _region_bounds(graph, region: InputRegion, refute: bool):
+    """CROWN intermediate bounds and the per-disjunct refutation mask for one region."""
+    cond = region.condition
+    d, k, n_out = cond.coef.shape
+    shape = graph.inputs[0].shape
+    lo = torch.as_tensor(region.lower, dtype=torch.float64).reshape(1, *shape)
+    hi = torch.as_tensor(region.upper, dtype=torch.float64).reshape(1, *shape)
+    coef = torch.as_tensor(cond.coef.reshape(1, d * k, n_out), dtype=torch.float64)
+    rhs = torch.as_tensor(cond.rhs.reshape(1, d * k), dtype=torch.float64)
+    res = bound_spec(graph, Interval(lo, hi), coef, rhs, BoundOptions(method="crown"))
+    refuted = (res.lower.reshape(d, k) > 0).any(-1).numpy()
+    if not refute:
+        refuted[:] = False
+    return res, refuted
+
+
+def _disjunct_model(enc: Encoding, coef: np.ndarray, rhs: np.ndarray):
+    """The encoding plus the rows of one disjunct and the objective variable t."""
+    keep = np.isfinite(rhs)
+    coef, rhs = coef[keep], rhs[keep]
+    m = enc.model.copy()
+    scale = float(np.max(np.abs(rhs), initial=0.0))
+    t = m.add_vars([-CAP_REL * (1.0 + scale)], [0.0], name="t")
+    if coef.shape[0]:
+        out = enc.output
+        tol = np.abs(coef) @ enc.output_delta + ABS_TOL + REL_TOL * np.abs(rhs)
+        lhs = Expr(np.concatenate([out.idx, t]),
+                   np.hstack([coef @ out.mat, -np.ones((coef.shape[0], 1))]), coef @ out.const)
+        m.add_rows(lhs, -INF, rhs + tol)
+    m.objective = {int(t[0]): 1.0}
+    return m
+
+
+def _validate(model: ImportedModel, spec: Spec, x: np.ndarray, region: int):
+    from verifier.validate import validate_counterexample
+
+    return validate_counterexample(model, spec, x, region=region)
+
+
+def _solve_region(model, spec, r: int, deadline: float, opts: MilpOptions, stats: dict):
+    """'unsat' | 'unknown' | 'timeout' for region r, or a validated Counterexample."""
+    graph = model.graph
+    region = spec.regions[r]
+    t0 = time.monotonic()
+    res, refuted = _region_bounds(graph, region, opts.use_crown)
+    enc = encode(graph, region.lower, region.upper, res.intermediate, res.state.deltas,
+                 opts.float_errors)
+    rs = {"bounds_s": round(time.monotonic() - t0, 4), "vars": enc.model.n_cols,
+          "rows": enc.model.n_rows, "binaries": enc.model.n_binaries,
+          "crown_refuted": int(refuted.sum()), "solves": [], "disjuncts": int(refuted.size)}
+    stats[f"region_{r}"] = rs
+    open_verdict = "unsat"
+    for d in np.flatnonzero(~refuted):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        m = _disjunct_model(enc, region.condition.coef[d], region.condition.rhs[d])
+        t1 = time.monotonic()
+        out = solve(m, left, opts.backend)
+        rs["solves"].append({"disjunct": int(d), "status": out.status, "backend": out.backend,
+                             "nodes": out.nodes, "s": round(time.monotonic() - t1, 4),
+                             **({"note": out.note} if out.note else {})})
+        if out.status == "infeasible":
+            continue
+        if out.x is not None:
+            cex = _validate(model, spec, out.x[enc.inputs], r)
+            if cex is not None:
+                return cex
+            log.info("region %d disjunct %d: MILP candidate (t=%g) failed validation",
+                     r, d, out.objective)
+            open_verdict = "unknown"
+        elif out.status == "timeout":
+            return "timeout"
+        else:
+            open_verdict = "unknown"
+    return open_verdict
+
+
+def milp_verify(model: ImportedModel, spec: Spec, deadline: float, backend: str = "auto",
+                options: MilpOptions | None = None
+                ) -> tuple[str, Counterexample | None, dict]:
+    """Decide the property by MILP: ('sat', validated counterexample, stats), ('unsat', None,
+    stats), or 'unknown' / 'timeout'. Unsupported ops give 'unknown' with stats['reason']."""
+    opts = options or MilpOptions(backend=backend)
+    stats: dict = {"backend": opts.backend}
+    try:
+        check_supported(model.graph)
+    except MilpUnsupportedError as exc:
+        stats["reason"] = str(exc)
+        return "unknown", None, stats
+    verdict = "unsat"
+    for r in range(len(spec.regions)):
+        if time.monotonic() >= deadline:
+            return "timeout", None, stats
+        out = _solve_region(model, spec, r, deadline, opts, stats)
+        if isinstance(out, Counterexample):
+            return "sat", out, stats
+        if out == "timeout":
+            return "timeout", None, stats
+        if out == "unknown":
+            verdict = "unknown"
+    return verdict, None, stats
+
