@@ -169,11 +169,16 @@ def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
 
 
 def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
-                   use_alpha: bool = False, keep_input_coef: bool = False) -> torch.Tensor:
+                   use_alpha: bool = False, keep_input_coef: bool = False,
+                   extra: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound of coef . value(start) over the box: ``[B, S]``.
 
     With ``keep_input_coef`` the linear coefficients reaching the input (``[B, S, *in]``)
     are stored in ``state.input_coef`` (branching heuristics read them).
+    ``extra[name]`` (``[B, S, *shape]``) is added to the coefficients reaching value ``name``:
+    the terms lambda . g(value) of a Lagrangian for constraints g(value) <= 0 that hold on the
+    domain (e.g. beta-CROWN's split constraints). With lambda . g <= 0 on the domain, the bound
+    stays a valid lower bound for every choice of lambda that keeps that sign.
     """
     graph = state.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
@@ -181,6 +186,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     total = torch.zeros(coef.shape[:2], device=state.device, dtype=state.dtype)
     for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
         a = pending.pop(node.name, None)
+        if extra is not None and node.name in extra:
+            a = extra[node.name] if a is None else a + extra[node.name]
         if a is None:
             continue
         delta = state.deltas.get(node.name)
@@ -254,12 +261,14 @@ def _largest_numel(graph: Graph) -> int:
 
 
 def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,
-                         method: str = "crown") -> None:
+                         method: str = "crown", reuse_given: bool = False) -> None:
     """Fill ``state.bounds`` for every value.
 
     ``method``: "ibp" (intervals only), "forward" (IBP intersected with forward-mode linear
     bounds, cheap for low-dimensional inputs) or "crown" (IBP, then backward CROWN for the
-    values that relaxations need).
+    values that relaxations need). ``given`` bounds are intersected in; with ``reuse_given``
+    a value that has given bounds is not refined by CROWN again (branch-and-bound children
+    reuse their parent's intermediate bounds).
     """
     graph, given = state.graph, given or {}
     # Values with no relaxed node upstream are affine in the input: IBP is already exact.
@@ -284,7 +293,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
             funcs[node.name] = f if f is not None else constant_functions(out, d)
         out = intersect(out, given.get(node.name))
         state.bounds[node.name] = out
-        if node.name in need:
+        if node.name in need and not (reuse_given and node.name in given):
             refined = crown_interval(state, node.name,
                                      _positions_to_refine(graph, node.name, out))
             if refined is not None:
