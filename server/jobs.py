@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,8 +89,9 @@ class JobManager:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=worker_main, args=(child, self.settings.job_runner),
-                                    name=f"nncert-worker-{slot.index}", daemon=True)
+        process = self._ctx.Process(
+            target=worker_main, args=(child, self.settings.job_runner, os.getpid()),
+            name=f"nncert-worker-{slot.index}", daemon=True)
         process.start()
         child.close()
         slot.process, slot.conn, slot.ready, slot.job = process, parent, False, None

@@ -4,6 +4,10 @@ Kept light at import time: the verifier is imported by the default runner when t
 arrives, so a worker with a test runner starts quickly. Messages to the parent, over a pipe:
 ``("ready",)``, ``("progress", job_id, dict)``, ``("result", job_id, dict)`` and
 ``("failed", job_id, reason)``.
+
+A worker never outlives its server: a watchdog thread ends the process as soon as its parent
+is gone (after ``kill -9`` of the server the pipe is not read while a job runs, so EOF alone
+would not stop it until the job ended).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +24,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+PARENT_CHECK_S = 0.5
+ORPHAN_EXIT_CODE = 70
 
 
 def load_runner(spec: str) -> Callable[[dict, Callable[[dict], None]], dict]:
@@ -55,10 +63,32 @@ def _json_safe(value: Any) -> Any:
     return f if math.isfinite(f) else str(f)
 
 
-def worker_main(conn, runner_spec: str) -> None:
-    """Loop: receive ``(job_id, task)``, run it, send the outcome; ``None`` or EOF stops."""
+def exit_with_parent(parent_pid: int, interval: float = PARENT_CHECK_S) -> threading.Thread:
+    """Start a daemon thread that ends this process once ``parent_pid`` is no longer its
+    parent (the parent died and the process was re-parented)."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                log.warning("server process %d is gone: worker %d exits", parent_pid,
+                            os.getpid())
+                os._exit(ORPHAN_EXIT_CODE)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="nncert-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
+    """Loop: receive ``(job_id, task)``, run it, send the outcome; ``None`` or EOF stops.
+
+    ``parent_pid``: the server's pid; the worker exits on its own when that process dies.
+    """
     from verifier.errors import NncertError
 
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     runner = load_runner(runner_spec)
     conn.send(("ready",))
     while True:
