@@ -13,11 +13,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from server.artifacts import Artifacts
-from server.deps import caller
+from server.deps import caller, rate_limit
 from server.errors import install_handlers
 from server.jobs import JobManager
+from server.metrics import Metrics
 from server.middleware import BodySizeLimit
-from server.routes import meta, models, verifications
+from server.ratelimit import RateLimiter
+from server.routes import events, meta, models, page, verifications
 from server.settings import Settings
 from server.store import Store
 
@@ -32,7 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.data_dir, max_attempts=settings.max_attempts)
         artifacts = Artifacts(settings.data_dir)
-        jobs = JobManager(settings, store, artifacts)
+        jobs = JobManager(settings, store, artifacts, app.state.metrics)
         app.state.store, app.state.artifacts, app.state.jobs = store, artifacts, jobs
         jobs.start()
         log.info("nncert service: data in %s, %d worker(s)", settings.data_dir, settings.workers)
@@ -45,9 +47,15 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="nncert", version="1", lifespan=lifespan,
                   description="Neural-network verification service: ONNX + VNN-LIB -> verdict.")
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+                         if settings.rate_limit_per_s > 0 else None)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    guarded = [Depends(caller), Depends(rate_limit)]
     app.include_router(meta.router)
-    app.include_router(models.router, dependencies=[Depends(caller)])
-    app.include_router(verifications.router, dependencies=[Depends(caller)])
+    app.include_router(page.router)
+    app.include_router(models.router, dependencies=guarded)
+    app.include_router(events.router, dependencies=guarded)
+    app.include_router(verifications.router, dependencies=guarded)
     return app

@@ -42,6 +42,10 @@ def add_serve_command(subparsers, common: argparse.ArgumentParser | None = None)
                    help="file with one API key a line (also $NNCERT_API_KEYS[_FILE])")
     p.add_argument("--max-request-mb", type=int, default=None,
                    help="largest accepted request body, in MiB")
+    p.add_argument("--rate-limit", type=float, default=None, metavar="PER_S",
+                   help="requests a second per API key (or client address); 0 = off (default)")
+    p.add_argument("--rate-burst", type=int, default=None,
+                   help="requests a caller may make at once before the rate applies")
     p.set_defaults(run=serve_main)
 
 
@@ -57,6 +61,10 @@ def settings_from_args(args: argparse.Namespace):
         overrides["workers"] = args.workers
     if args.max_request_mb is not None:
         overrides["max_request_bytes"] = args.max_request_mb * MIB
+    if getattr(args, "rate_limit", None) is not None:
+        overrides["rate_limit_per_s"] = args.rate_limit
+    if getattr(args, "rate_burst", None) is not None:
+        overrides["rate_limit_burst"] = args.rate_burst
     settings = Settings.from_env(**overrides)
     if args.api_keys_file is not None:
         try:

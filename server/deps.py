@@ -1,7 +1,8 @@
-"""Typed dependencies shared by the routes (settings, store, artifacts, jobs, caller)."""
+"""Typed dependencies shared by the routes (settings, store, artifacts, jobs, caller, limits)."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -9,6 +10,7 @@ from fastapi import Depends, Header, Request
 from server.artifacts import Artifacts
 from server.errors import ApiError
 from server.jobs import JobManager
+from server.metrics import Metrics
 from server.settings import Settings, hash_key
 from server.store import Store
 
@@ -29,10 +31,15 @@ def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 def caller(settings: SettingsDep,
@@ -56,6 +63,24 @@ def caller(settings: SettingsDep,
 
 
 CallerDep = Annotated[str, Depends(caller)]
+
+
+def rate_limit(request: Request, identity: CallerDep, metrics: MetricsDep) -> None:
+    """429 with ``Retry-After`` once the caller's token bucket is empty (when limits are on).
+
+    Callers are told apart by API key, or by client address when no keys are configured.
+    """
+    limiter = request.app.state.limiter
+    if limiter is None:
+        return
+    if not identity:
+        identity = "addr:" + (request.client.host if request.client else "?")
+    wait = limiter.take(identity)
+    if wait > 0:
+        metrics.request_limited()
+        seconds = max(1, math.ceil(wait))
+        raise ApiError(429, f"rate limit exceeded: retry in {seconds} s",
+                       {"Retry-After": str(seconds)})
 
 
 def require_multipart(request: Request) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from server.artifacts import Artifacts
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import Job, Store
 from server.worker import worker_main
@@ -42,10 +43,12 @@ class Slot:
 class JobManager:
     """Runs queued jobs from ``store`` on ``settings.workers`` processes."""
 
-    def __init__(self, settings: Settings, store: Store, artifacts: Artifacts):
+    def __init__(self, settings: Settings, store: Store, artifacts: Artifacts,
+                 metrics: Metrics | None = None):
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
+        self.metrics = metrics or Metrics()
         self._ctx = mp.get_context("spawn")
         self._slots = [Slot(i) for i in range(settings.workers)]
         self._wake = threading.Event()
@@ -176,10 +179,18 @@ class JobManager:
                               counterexample=out.get("counterexample"),
                               message=out.get("message", ""), method_used=out.get("method", ""),
                               time_s=out.get("time_s"))
-            slot.job = None
+            self._finished(slot, out["verdict"])
         elif kind == "failed":
             self.store.finish(job_id, "failed", verdict="error", message=message[2])
-            slot.job = None
+            self._finished(slot, "failed")
+
+    def _finished(self, slot: Slot, outcome: str) -> None:
+        """Count a finished job in the metrics and free its slot."""
+        job = slot.job
+        if job is not None:
+            started = job.started_at
+            self.metrics.job_finished(outcome, time.time() - started if started else None)
+        slot.job = None
 
     def _check_slots(self) -> None:
         with self._lock:
@@ -196,6 +207,7 @@ class JobManager:
                 if job is not None:
                     reason = f"worker process died (exit code {code}) while running the job"
                     self.store.finish(job.id, "failed", verdict="error", message=reason)
+                    self._finished(slot, "failed")
                     log.warning("job %s: %s", job.id, reason)
                 else:
                     log.warning("worker %d exited (code %s); restarting", slot.index, code)
@@ -205,4 +217,5 @@ class JobManager:
                 self.store.finish(job.id, "done", verdict="timeout",
                                   message="killed after its timeout",
                                   time_s=time.time() - (job.started_at or time.time()))
+                self._finished(slot, "timeout")
                 self._restart(slot)

@@ -83,13 +83,17 @@ class JobOut(BaseModel):
             options=JobOptions(**job.options), progress=job.progress, attempts=job.attempts,
             time_s=job.time_s, created_at=ts(job.created_at), updated_at=ts(job.updated_at),
             started_at=ts(job.started_at), finished_at=ts(job.finished_at),
-            links={"self": base, "results": base + "/results"},
+            links={"self": base, "results": base + "/results", "events": base + "/events"},
         )
 
 
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class JobBatch(BaseModel):
+    items: list[JobOut] = Field(description="one job per spec, in the order sent")
 
 
 class OpsOut(BaseModel):

@@ -47,6 +47,12 @@ class Settings(BaseModel):
     kill_grace_s: float = Field(30.0, ge=0)  # past timeout + grace the worker is killed
     max_attempts: int = Field(3, ge=1)  # re-queues after restarts before a job is failed
     api_key_hashes: tuple[str, ...] = ()
+    # Per-caller token bucket: requests a second (0 turns limits off) and burst size.
+    rate_limit_per_s: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(60, ge=1)
+    max_batch: int = Field(32, ge=1, le=1000)  # specs in one batch submission
+    events_poll_s: float = Field(0.5, gt=0)  # how often an event stream looks at its job
+    events_keepalive_s: float = Field(15.0, gt=0)
     # "module:function" run in the worker process for each job (tests swap it).
     job_runner: str = DEFAULT_RUNNER
 
@@ -77,11 +83,14 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        """Settings from ``NNCERT_DATA_DIR``, ``NNCERT_WORKERS``, ``NNCERT_API_KEYS``
-        (comma-separated) and ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
+        """Settings from ``NNCERT_DATA_DIR``, ``NNCERT_WORKERS``, ``NNCERT_RATE_LIMIT``,
+        ``NNCERT_RATE_BURST``, ``NNCERT_API_KEYS`` (comma-separated) and
+        ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
         fields: dict = {"data_dir": Path(os.environ.get("NNCERT_DATA_DIR", "nncert-data"))}
-        if "NNCERT_WORKERS" in os.environ:
-            fields["workers"] = int(os.environ["NNCERT_WORKERS"])
+        for var, name in (("NNCERT_WORKERS", "workers"), ("NNCERT_RATE_LIMIT", "rate_limit_per_s"),
+                          ("NNCERT_RATE_BURST", "rate_limit_burst")):
+            if var in os.environ:
+                fields[name] = os.environ[var]
         keys = [k for k in os.environ.get("NNCERT_API_KEYS", "").split(",") if k.strip()]
         key_file = os.environ.get("NNCERT_API_KEYS_FILE")
         if key_file:

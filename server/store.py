@@ -234,6 +234,11 @@ class Store:
     def count(self, status: str) -> int:
         return self._exec("SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0]
 
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each status (statuses with none are left out)."""
+        rows = self._exec("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {row[0]: row[1] for row in rows}
+
     # -- models -----------------------------------------------------------------------------
     def put_model(self, model_id: str, size: int, summary: dict) -> None:
         self._exec("INSERT OR IGNORE INTO models (id, size, summary, created_at)"

@@ -1,11 +1,13 @@
-"""``/v1/ops``, ``/healthz`` (the process answers) and ``/readyz`` (store and workers up)."""
+"""``/v1/ops``, ``/healthz`` (the process answers), ``/readyz`` (store and workers up) and
+``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from server.deps import JobsDep, SettingsDep, StoreDep, caller
+from server.deps import JobsDep, MetricsDep, SettingsDep, StoreDep, caller
+from server.metrics import CONTENT_TYPE
 from server.schemas import Health, OpsOut
 
 router = APIRouter(tags=["meta"])
@@ -34,3 +36,12 @@ def readyz(settings: SettingsDep, store: StoreDep, jobs: JobsDep):
     body = Health(status="ready" if ready else "no worker running", workers=alive,
                   queued=queued, running=running)
     return body if ready else JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(caller)],
+            responses={200: {"content": {CONTENT_TYPE: {}}}})
+def metrics(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
+            counters: MetricsDep) -> PlainTextResponse:
+    """Jobs by status, queue length, workers, job durations (histogram), 429s."""
+    text = counters.render(store.counts(), jobs.alive(), settings.workers)
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -1,4 +1,5 @@
-"""``/v1/verifications``: submit, read, list, cancel jobs and fetch VNN-COMP results."""
+"""``/v1/verifications``: submit (one spec or a batch), read, list, cancel jobs and fetch
+VNN-COMP results."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, Upl
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.deps import ArtifactsDep, CallerDep, JobsDep, SettingsDep, StoreDep, require_form
+from server.artifacts import Artifacts
+from server.deps import (
+    ArtifactsDep,
+    CallerDep,
+    JobsDep,
+    MetricsDep,
+    SettingsDep,
+    StoreDep,
+    require_form,
+)
 from server.errors import ApiError
 from server.intake import check_spec, read_capped, spec_text
 from server.routes.models import accept_model, known_model
-from server.schemas import Device, JobOptions, JobOut, JobPage, Method, Status
+from server.schemas import Device, JobBatch, JobOptions, JobOut, JobPage, Method, Status
+from server.settings import Settings
 from server.store import IdempotencyConflict, Job, Store
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
@@ -27,11 +38,51 @@ def job_or_404(job_id: str, store: Store) -> Job:
     return job
 
 
+def checked_options(timeout: float | None, method: str, device: str,
+                    settings: Settings) -> JobOptions:
+    limit = timeout if timeout is not None else settings.default_timeout
+    if limit > settings.max_timeout:
+        raise ApiError(422, f"timeout {limit} s is above the limit of {settings.max_timeout} s")
+    return JobOptions(timeout=limit, method=method, device=device)
+
+
+async def model_summary(model: UploadFile | None, model_id: str | None, settings: Settings,
+                        store: Store, artifacts: Artifacts) -> dict:
+    """The summary of the uploaded model or of ``model_id`` (exactly one must be given)."""
+    if (model is None) == (model_id is None):
+        raise ApiError(422, "send exactly one of 'model' (a file) and 'model_id'")
+    if model is not None:
+        return await accept_model(model, settings, store, artifacts)
+    return known_model(model_id, store)
+
+
+async def accepted_spec(raw: bytes, summary: dict, settings: Settings, artifacts: Artifacts,
+                        what: str = "spec") -> str:
+    """Decode, parse and check a spec against the model, store it; its id."""
+    text = spec_text(raw, settings, what)
+    await run_in_threadpool(check_spec, text, summary, settings)
+    return artifacts.put("specs", text.encode("utf-8"))
+
+
+def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, owner: str,
+            idempotency_key: str | None) -> tuple[Job, bool]:
+    """Create the job (or find the one this idempotency key made); 409 on a key reused for a
+    different request."""
+    request_hash = hashlib.sha256(json.dumps(
+        [summary["id"], spec_id, options.model_dump()], sort_keys=True).encode()).hexdigest()
+    try:
+        return store.create_job(summary["id"], spec_id, options.model_dump(), owner,
+                                idempotency_key, request_hash)
+    except IdempotencyConflict:
+        raise ApiError(409, "this Idempotency-Key was already used for a different "
+                            "request") from None
+
+
 @router.post("", status_code=202, response_model=JobOut,
              dependencies=[Depends(require_form)])
 async def submit(
     response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
-    jobs: JobsDep, owner: CallerDep,
+    jobs: JobsDep, metrics: MetricsDep, owner: CallerDep,
     model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
     model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
     spec: Annotated[UploadFile | None, File(description="VNN-LIB file (.gz allowed)")] = None,
@@ -41,39 +92,63 @@ async def submit(
     device: Annotated[Device, Form()] = "auto",
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    if (model is None) == (model_id is None):
-        raise ApiError(422, "send exactly one of 'model' (a file) and 'model_id'")
     if (spec is None) == (spec_text_field is None):
         raise ApiError(422, "send exactly one of 'spec' (a file) and 'spec_text'")
-    limit = timeout if timeout is not None else settings.default_timeout
-    if limit > settings.max_timeout:
-        raise ApiError(422, f"timeout {limit} s is above the limit of {settings.max_timeout} s")
-    options = JobOptions(timeout=limit, method=method, device=device)
-    if model is not None:
-        summary = await accept_model(model, settings, store, artifacts)
-    else:
-        summary = known_model(model_id, store)
+    options = checked_options(timeout, method, device, settings)
+    summary = await model_summary(model, model_id, settings, store, artifacts)
     if spec is not None:
         raw = await read_capped(spec, settings.max_spec_bytes, "spec")
     else:
         raw = spec_text_field.encode("utf-8")
-    text = spec_text(raw, settings)
-    await run_in_threadpool(check_spec, text, summary, settings)
-    spec_id = artifacts.put("specs", text.encode("utf-8"))
-    request_hash = hashlib.sha256(json.dumps(
-        [summary["id"], spec_id, options.model_dump()], sort_keys=True).encode()).hexdigest()
-    try:
-        job, created = store.create_job(summary["id"], spec_id, options.model_dump(), owner,
-                                        idempotency_key, request_hash)
-    except IdempotencyConflict:
-        raise ApiError(409, "this Idempotency-Key was already used for a different "
-                            "request") from None
+    spec_id = await accepted_spec(raw, summary, settings, artifacts)
+    job, created = enqueue(store, summary, spec_id, options, owner, idempotency_key)
     if created:
+        metrics.job_submitted()
         jobs.notify()
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/verifications/{job.id}"
     return JobOut.of(job)
+
+
+@router.post("/batch", status_code=202, response_model=JobBatch,
+             dependencies=[Depends(require_form)])
+async def submit_batch(
+    settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep, jobs: JobsDep,
+    metrics: MetricsDep, owner: CallerDep,
+    model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
+    model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
+    specs: Annotated[list[UploadFile] | None,
+                     File(description="VNN-LIB files (.gz allowed)")] = None,
+    spec_texts: Annotated[list[str] | None, Form(description="VNN-LIB texts")] = None,
+    timeout: Annotated[float | None, Form(gt=0)] = None,
+    method: Annotated[Method, Form()] = "auto",
+    device: Annotated[Device, Form()] = "auto",
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobBatch:
+    """One job per spec, all on the same model and options. Every spec is checked before any
+    job is created, so a batch is accepted whole or not at all. With an ``Idempotency-Key``,
+    spec number i uses the key ``KEY#i``."""
+    uploads, texts = specs or [], spec_texts or []
+    count = len(uploads) + len(texts)
+    if count == 0:
+        raise ApiError(422, "send at least one spec ('specs' files or 'spec_texts' fields)")
+    if count > settings.max_batch:
+        raise ApiError(422, f"{count} specs in one batch; the limit is {settings.max_batch}")
+    options = checked_options(timeout, method, device, settings)
+    summary = await model_summary(model, model_id, settings, store, artifacts)
+    raws = [await read_capped(u, settings.max_spec_bytes, f"spec {i}")
+            for i, u in enumerate(uploads)] + [t.encode("utf-8") for t in texts]
+    spec_ids = [await accepted_spec(raw, summary, settings, artifacts, f"spec {i}")
+                for i, raw in enumerate(raws)]
+    made = [enqueue(store, summary, spec_id, options, owner,
+                    f"{idempotency_key}#{i}" if idempotency_key else None)
+            for i, spec_id in enumerate(spec_ids)]
+    created = sum(1 for _, new in made if new)
+    if created:
+        metrics.job_submitted(created)
+        jobs.notify()
+    return JobBatch(items=[JobOut.of(job) for job, _ in made])
 
 
 @router.get("", response_model=JobPage)

@@ -28,9 +28,11 @@ def test_settings_from_args(tmp_path, monkeypatch):
     monkeypatch.delenv("NNCERT_API_KEYS", raising=False)
     monkeypatch.delenv("NNCERT_API_KEYS_FILE", raising=False)
     s = settings_from_args(parse(["--data-dir", str(tmp_path), "--workers", "3",
-                                  "--max-request-mb", "2"]))
+                                  "--max-request-mb", "2", "--rate-limit", "5",
+                                  "--rate-burst", "7"]))
     assert (s.data_dir, s.workers, s.host, s.max_request_bytes) == (tmp_path, 3, "127.0.0.1",
                                                                    2 << 20)
+    assert (s.rate_limit_per_s, s.rate_limit_burst) == (5.0, 7)
     with pytest.raises(UsageError, match="without API keys"):
         settings_from_args(parse(["--host", "0.0.0.0", "--data-dir", str(tmp_path)]))
     keys = tmp_path / "keys"
