@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "highs", "gurobi")
 _GUROBI_MISSING: str | None = None  # why gurobipy cannot be imported (cached)
 _HIGHS_QUIET = False
+_GUROBI_ENV = None
+_GUROBI_LOCK = threading.Lock()
+# Integrality tolerance: a binary off by eps moves a big-M row by eps * M, and ReLU bounds of
+# 100s are common, so the solvers' defaults (1e-6, 1e-5) give fake optima; 1e-9 is Gurobi's
+# smallest allowed value. Candidates are re-solved with the binaries fixed anyway (verify.py).
+INT_TOL = 1e-9
 _HIGHS_LOCK = threading.Lock()
 
 
@@ -73,6 +79,7 @@ def _highs(model: MilpModel, time_limit: float) -> SolveResult:
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)
+    h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = model.n_cols, model.n_rows
@@ -119,18 +126,28 @@ def _import_gurobi():
     return gurobipy
 
 
+def _gurobi_env(gp):
+    """One quiet Gurobi environment per process (starting one checks the license: slow)."""
+    global _GUROBI_ENV
+    if _GUROBI_ENV is None:
+        env = gp.Env(empty=True)
+        env.setParam("OutputFlag", 0)
+        env.start()
+        _GUROBI_ENV = env
+    return _GUROBI_ENV
+
+
 def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
     gp = _import_gurobi()
     grb = gp.GRB
     a = model.arrays()
     try:
-        env = gp.Env(empty=True)
-        env.setParam("OutputFlag", 0)
-        env.start()
+        with _GUROBI_LOCK:
+            m = gp.Model(env=_gurobi_env(gp))
         try:
-            m = gp.Model(env=env)
             m.Params.Threads = 1
             m.Params.Seed = 0
+            m.Params.IntFeasTol = INT_TOL
             m.Params.TimeLimit = max(float(time_limit), 0.01)
             vtype = np.where(a["integer"], grb.INTEGER, grb.CONTINUOUS)
             lo = np.where(np.isfinite(a["col_lo"]), a["col_lo"], -grb.INFINITY)
@@ -147,7 +164,7 @@ def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
             m.optimize()
             return _gurobi_result(m, v, grb)
         finally:
-            env.dispose()
+            m.dispose()
     except gp.GurobiError as exc:
         raise BackendUnavailable(f"gurobi refused the model: {exc}") from None
 

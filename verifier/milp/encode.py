@@ -9,7 +9,8 @@
   no reachable point.
 * Float32 rounding: with ``float_errors`` each node whose rounding model (bounds/engine/rounding)
   allows an error |e| <= delta gets a fresh variable z with ``x - delta <= z <= x + delta``
-  (the output node's delta is handed back for the caller to add to the spec's right-hand side).
+  For dot-product nodes (Linear, Conv, ...) the allowance gamma(n+1) (|W| |x| + |b|) is kept as
+  an affine expression of the input (|x| = x after a ReLU), far tighter than its interval value.
   The MILP then over-approximates every float32 execution, as the bound engines do.
 Any other op raises ``MilpUnsupportedError``, which callers turn into ``unknown``.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
+from bounds.engine.rounding import DOT_OPS, _reduction_length, gamma
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -42,7 +44,6 @@ class Encoding:
     model: MilpModel
     inputs: np.ndarray  # column indices of the flattened input
     output: Expr
-    output_delta: np.ndarray  # [n_out] float32 rounding allowance of the output node (0: exact)
     n_unstable: int
 
 
@@ -133,12 +134,41 @@ def _relu(model: MilpModel, x: Expr, lower: np.ndarray, upper: np.ndarray) -> tu
     return stack_rows(parts, n), int(idx_u.size)
 
 
-def _materialise(model: MilpModel, x: Expr, lower, upper, delta) -> Expr:
-    """A fresh variable z per position with |z - x| <= delta (a bounded rounding error)."""
+def _materialise(model: MilpModel, x: Expr, lower, upper, err: Expr | np.ndarray) -> Expr:
+    """A fresh variable z per position with |z - x| <= err (a bounded rounding error); ``err``
+    is a constant array or an affine expression that is nonnegative wherever it matters."""
     z = model.add_vars(lower, upper)
     diff = Expr(np.concatenate([x.idx, z]), np.hstack([x.mat, -np.eye(x.size)]), x.const)
-    model.add_rows(diff, -delta, delta)
+    if isinstance(err, np.ndarray):
+        model.add_rows(diff, -err, err)
+        return Expr.variables(z)
+    model.add_rows(combine([(1.0, diff), (-1.0, err)]), -INF, 0.0)  # x - z <= err
+    model.add_rows(combine([(1.0, diff), (1.0, err)]), 0.0, INF)  # x - z >= -err
     return Expr.variables(z)
+
+
+def _magnitude(x: Expr, lower: np.ndarray, upper: np.ndarray) -> Expr:
+    """An affine m >= |x| on the box: x where x >= 0, -x where x <= 0, else max(|l|, |u|)."""
+    pos, neg = lower >= 0, (upper <= 0) & (lower < 0)
+    scale = np.where(pos, 1.0, np.where(neg, -1.0, 0.0))
+    const = np.where(pos | neg, 0.0, np.maximum(np.abs(lower), np.abs(upper)))
+    e = combine([(scale, x)])
+    return Expr(e.idx, e.mat, e.const + const)
+
+
+def _dot_error(graph: Graph, node: Node, values: dict, bounds: dict) -> Expr | None:
+    """Rounding error bound of a dot-product node as an affine expression of its input,
+    gamma(n+1) (|W| m + |b|) with m >= |x| (rounding.py's model with |x| kept symbolic: on the
+    nonnegative outputs of a ReLU this is far tighter than the interval magnitude)."""
+    if node.op not in DOT_OPS or len(node.dynamic_inputs) != 1 or not node.consts:
+        return None
+    src = node.dynamic_inputs[0]
+    mag = _magnitude(values[src], _flat(bounds[src].lower), _flat(bounds[src].upper))
+    abs_node = Node(node.name, node.op, node.inputs, node.shape, node.attrs,
+                    {p: np.abs(c) for p, c in node.consts.items()})
+    scaled = _affine(graph, abs_node, {src: mag})
+    g = gamma(_reduction_length(node, graph.shape_of(src)) + 1)
+    return Expr(scaled.idx, g * scaled.mat, g * scaled.const)
 
 
 def _flat(t: torch.Tensor | None) -> np.ndarray | None:
@@ -157,7 +187,6 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     x_idx = model.add_vars(lower, upper, name="x")
     values = {graph.inputs[0].name: Expr.variables(x_idx)}
     out_name = graph.outputs[0].name
-    out_delta = np.zeros(math.prod(graph.outputs[0].shape))
     n_unstable = 0
     for node in graph.nodes:
         if node.op == "Relu":
@@ -169,10 +198,9 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
             expr = _affine(graph, node, values)
         delta = _flat(deltas.get(node.name)) if float_errors else None
         if delta is not None and np.any(delta > 0):
-            if node.name == out_name:
-                out_delta = delta
-            else:
-                box = bounds[node.name]
-                expr = _materialise(model, expr, _flat(box.lower), _flat(box.upper), delta)
+            box = bounds[node.name]
+            err = _dot_error(graph, node, values, bounds)
+            expr = _materialise(model, expr, _flat(box.lower), _flat(box.upper),
+                                delta if err is None else err)
         values[node.name] = expr
-    return Encoding(model, x_idx, values[out_name], out_delta, n_unstable)
+    return Encoding(model, x_idx, values[out_name], n_unstable)

@@ -135,6 +135,15 @@ class MilpModel:
                          dict(self.names), list(self._rows), list(self._row_lo),
                          list(self._row_hi), self.n_cols, self.n_rows, dict(self.objective))
 
+    def with_integers_fixed(self, x: np.ndarray) -> MilpModel:
+        """A continuous copy with every integer column fixed at ``round(x)`` (an LP)."""
+        m = self.copy()
+        lo, hi = np.concatenate(self.col_lo), np.concatenate(self.col_hi)
+        ints = np.concatenate(self.col_int)
+        lo[ints] = hi[ints] = np.clip(np.round(x[ints]), lo[ints], hi[ints])
+        m.col_lo, m.col_hi, m.col_int = [lo], [hi], [np.zeros(self.n_cols, dtype=bool)]
+        return m
+
     @property
     def n_binaries(self) -> int:
         return int(sum(int(a.sum()) for a in self.col_int))

@@ -9,7 +9,7 @@ open disjunct d of
 
 Infeasible means no x in the box satisfies disjunct d (``unsat`` for it). Soundness for the
 float32 network: the encoding adds each node's float32 rounding allowance (see encode.py), and
-``tol_k = |coef[d, k]| @ delta_out + ABS_TOL + REL_TOL |rhs|`` also absorbs the solver's own
+``tol_k = ABS_TOL + REL_TOL |rhs|`` absorbs the solver's own
 feasibility tolerances (HiGHS and Gurobi default to 1e-6 on rows, 1e-6/1e-5 on integrality; a
 looser MILP only admits more points, so those can only cost a proof, never fake one, except a
 row violation within the feasibility tolerance, which the tolerance in the rhs covers).
@@ -67,8 +67,12 @@ def _region_bounds(graph, region: InputRegion, refute: bool):
     return res, refuted
 
 
-def _disjunct_model(enc: Encoding, coef: np.ndarray, rhs: np.ndarray):
-    """The encoding plus the rows of one disjunct and the objective variable t."""
+def _disjunct_model(enc: Encoding, coef: np.ndarray, rhs: np.ndarray, sound: bool = True):
+    """The encoding plus the rows of one disjunct and the objective variable t.
+
+    ``sound``: the rows get the tolerance for the output's rounding and the solver's
+    feasibility slack (a proof model); otherwise no tolerance (a search model on an exact
+    encoding, whose points are real-arithmetic counterexamples)."""
     keep = np.isfinite(rhs)
     coef, rhs = coef[keep], rhs[keep]
     m = enc.model.copy()
@@ -76,7 +80,9 @@ def _disjunct_model(enc: Encoding, coef: np.ndarray, rhs: np.ndarray):
     t = m.add_vars([-CAP_REL * (1.0 + scale)], [0.0], name="t")
     if coef.shape[0]:
         out = enc.output
-        tol = np.abs(coef) @ enc.output_delta + ABS_TOL + REL_TOL * np.abs(rhs)
+        tol = 0.0
+        if sound:
+            tol = ABS_TOL + REL_TOL * np.abs(rhs)
         lhs = Expr(np.concatenate([out.idx, t]),
                    np.hstack([coef @ out.mat, -np.ones((coef.shape[0], 1))]), coef @ out.const)
         m.add_rows(lhs, -INF, rhs + tol)
@@ -90,43 +96,80 @@ def _validate(model: ImportedModel, spec: Spec, x: np.ndarray, region: int):
     return validate_counterexample(model, spec, x, region=region)
 
 
-def _solve_region(model, spec, r: int, deadline: float, opts: MilpOptions, stats: dict):
-    """'unsat' | 'unknown' | 'timeout' for region r, or a validated Counterexample."""
-    graph = model.graph
-    region = spec.regions[r]
-    t0 = time.monotonic()
-    res, refuted = _region_bounds(graph, region, opts.use_crown)
-    enc = encode(graph, region.lower, region.upper, res.intermediate, res.state.deltas,
-                 opts.float_errors)
-    rs = {"bounds_s": round(time.monotonic() - t0, 4), "vars": enc.model.n_cols,
-          "rows": enc.model.n_rows, "binaries": enc.model.n_binaries,
-          "crown_refuted": int(refuted.sum()), "solves": [], "disjuncts": int(refuted.size)}
-    stats[f"region_{r}"] = rs
-    open_verdict = "unsat"
-    for d in np.flatnonzero(~refuted):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return "timeout"
-        m = _disjunct_model(enc, region.condition.coef[d], region.condition.rhs[d])
+class _Region:
+    """One region's encodings and the solves made on them (recorded in ``stats``)."""
+
+    def __init__(self, model, spec, r: int, deadline: float, opts: MilpOptions, stats: dict):
+        self.model, self.spec, self.r, self.deadline, self.opts = model, spec, r, deadline, opts
+        region = spec.regions[r]
+        t0 = time.monotonic()
+        self.bounds, self.refuted = _region_bounds(model.graph, region, opts.use_crown)
+        self.enc = self._encode(opts.float_errors)
+        self.exact: Encoding | None = None if opts.float_errors else self.enc
+        self.stats = {"bounds_s": round(time.monotonic() - t0, 4), "vars": self.enc.model.n_cols,
+                      "rows": self.enc.model.n_rows, "binaries": self.enc.model.n_binaries,
+                      "crown_refuted": int(self.refuted.sum()),
+                      "disjuncts": int(self.refuted.size), "solves": []}
+        stats[f"region_{r}"] = self.stats
+
+    def _encode(self, float_errors: bool) -> Encoding:
+        region = self.spec.regions[self.r]
+        return encode(self.model.graph, region.lower, region.upper, self.bounds.intermediate,
+                      self.bounds.state.deltas, float_errors)
+
+    def _solve(self, m, d: int, phase: str):
         t1 = time.monotonic()
-        out = solve(m, left, opts.backend)
-        rs["solves"].append({"disjunct": int(d), "status": out.status, "backend": out.backend,
-                             "nodes": out.nodes, "s": round(time.monotonic() - t1, 4),
-                             **({"note": out.note} if out.note else {})})
+        out = solve(m, max(self.deadline - t1, 0.01), self.opts.backend)
+        self.stats["solves"].append({"disjunct": d, "phase": phase, "status": out.status,
+                                     "backend": out.backend, "nodes": out.nodes,
+                                     "s": round(time.monotonic() - t1, 4),
+                                     **({"note": out.note} if out.note else {})})
+        return out
+
+    def _try(self, enc: Encoding, m, out):
+        """Validate a solution's input; else re-solve the LP with its binaries fixed (exact on
+        that activation pattern, so integrality slack cannot fake a point) and validate that."""
+        cex = _validate(self.model, self.spec, out.x[enc.inputs], self.r)
+        if cex is not None or enc.model.n_binaries == 0:
+            return cex
+        lp = self._solve(m.with_integers_fixed(out.x), -1, "lp-fixed")
+        if lp.x is None or not lp.objective <= 0:
+            return None
+        return _validate(self.model, self.spec, lp.x[enc.inputs], self.r)
+
+    def disjunct(self, d: int):
+        """'unsat' | 'unknown' | 'timeout' for disjunct d, or a validated Counterexample."""
+        cond = self.spec.regions[self.r].condition
+        m = _disjunct_model(self.enc, cond.coef[d], cond.rhs[d], sound=True)
+        out = self._solve(m, d, "proof")
         if out.status == "infeasible":
-            continue
+            return "unsat"
+        if out.x is None:
+            return "timeout" if out.status == "timeout" else "unknown"
+        cex = self._try(self.enc, m, out)
+        if cex is not None or self.exact is self.enc:
+            return cex or "unknown"
+        # The proof model's point may use its rounding slack: search the exact encoding.
+        self.exact = self.exact or self._encode(False)
+        m = _disjunct_model(self.exact, cond.coef[d], cond.rhs[d], sound=False)
+        out = self._solve(m, d, "search")
         if out.x is not None:
-            cex = _validate(model, spec, out.x[enc.inputs], r)
-            if cex is not None:
-                return cex
-            log.info("region %d disjunct %d: MILP candidate (t=%g) failed validation",
-                     r, d, out.objective)
-            open_verdict = "unknown"
-        elif out.status == "timeout":
-            return "timeout"
-        else:
-            open_verdict = "unknown"
-    return open_verdict
+            cex = self._try(self.exact, m, out)
+        if cex is None:
+            log.info("region %d disjunct %d: no MILP candidate validated", self.r, d)
+        return cex or ("timeout" if out.status == "timeout" else "unknown")
+
+    def run(self):
+        verdict = "unsat"
+        for d in np.flatnonzero(~self.refuted):
+            if time.monotonic() >= self.deadline:
+                return "timeout"
+            out = self.disjunct(int(d))
+            if isinstance(out, Counterexample) or out == "timeout":
+                return out
+            if out == "unknown":
+                verdict = "unknown"
+        return verdict
 
 
 def milp_verify(model: ImportedModel, spec: Spec, deadline: float, backend: str = "auto",
@@ -145,7 +188,7 @@ def milp_verify(model: ImportedModel, spec: Spec, deadline: float, backend: str 
     for r in range(len(spec.regions)):
         if time.monotonic() >= deadline:
             return "timeout", None, stats
-        out = _solve_region(model, spec, r, deadline, opts, stats)
+        out = _Region(model, spec, r, deadline, opts, stats).run()
         if isinstance(out, Counterexample):
             return "sat", out, stats
         if out == "timeout":

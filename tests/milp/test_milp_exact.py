@@ -1,0 +1,152 @@
+"""MILP verdicts on random tiny ReLU networks against exact activation-pattern enumeration."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.forward import run_graph
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.types import Interval
+from tests.milp.nets import (
+    make_spec,
+    mlp_forward,
+    onnx_cnn,
+    onnx_mlp,
+    oracle_min_t,
+    random_layers,
+)
+from verifier.milp import MilpOptions, milp_verify
+from verifier.milp.backends import solve
+from verifier.milp.encode import encode
+
+MARGIN = 1e-4  # cases with |t*| below this are too close to the boundary to demand an answer
+ARCHS = [[2, 4, 2], [3, 3, 3, 2], [2, 2, 3, 2, 3], [3, 6, 2]]
+
+
+def _case(seed: int):
+    """A random net, box and DNF spec whose threshold lies near the sampled outputs."""
+    rng = np.random.default_rng(seed)
+    sizes = ARCHS[seed % len(ARCHS)]
+    layers = random_layers(sizes, rng)
+    n_in, n_out = sizes[0], sizes[-1]
+    centre = rng.uniform(-1, 1, n_in)
+    radius = rng.uniform(0.1, 1.0, n_in)
+    lower, upper = centre - radius, centre + radius
+    d, k = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    coef = rng.normal(size=(d, k, n_out))
+    ys = np.array([mlp_forward(layers, x) for x in rng.uniform(lower, upper, (64, n_in))])
+    # rhs between the sampled min and max of each row: a mix of sat and unsat cases
+    vals = np.einsum("dko,so->sdk", coef, ys)
+    q = rng.uniform(-0.3, 0.4, size=(d, k))
+    rhs = vals.min(0) + q * (vals.max(0) - vals.min(0))
+    return layers, lower, upper, coef, rhs
+
+
+@functools.cache
+def _expected_for(seed: int) -> str | None:
+    return _expected(*_case(seed))
+
+
+def _expected(layers, lower, upper, coef, rhs) -> str | None:
+    ts = [oracle_min_t(layers, lower, upper, coef[i], rhs[i]) for i in range(coef.shape[0])]
+    if min(ts) < -MARGIN:
+        return "sat"
+    if min(ts) > MARGIN:
+        return "unsat"
+    return None
+
+
+SEEDS = range(24)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_mlp_matches_enumeration(seed):
+    layers, lower, upper, coef, rhs = _case(seed)
+    expected = _expected_for(seed)
+    if expected is None:
+        pytest.skip("too close to the decision boundary")
+    model = onnx_mlp(layers)
+    spec = make_spec([(lower, upper)], coef, rhs)
+    for opts in (MilpOptions(backend="highs", use_crown=False),
+                 MilpOptions(backend="highs", float_errors=False, use_crown=False),
+                 MilpOptions(backend="auto")):
+        verdict, cex, stats = milp_verify(model, spec, time.monotonic() + 60, options=opts)
+        assert verdict == expected, (opts, stats)
+        if verdict == "sat":
+            assert spec.regions[cex.region].contains(cex.x)
+            assert spec.regions[cex.region].condition.holds(mlp_forward(layers, cex.x))
+
+
+def test_random_cases_cover_both_verdicts():
+    seen = {_expected_for(s) for s in SEEDS}
+    assert {"sat", "unsat"} <= seen
+
+
+def test_several_regions_sat_in_second():
+    rng = np.random.default_rng(7)
+    layers = random_layers([2, 4, 2], rng)
+    model = onnx_mlp(layers)
+    x0 = np.array([0.5, -0.5])
+    y0 = mlp_forward(layers, x0)
+    coef = np.array([[[1.0, -1.0]]])
+    rhs = np.array([[y0[0] - y0[1] + 1e-2]])
+    far = (np.array([5.0, 5.0]), np.array([5.0, 5.0]))  # a point box whose output misses
+    if (coef[0, 0] @ mlp_forward(layers, far[0])) <= rhs[0, 0]:
+        pytest.skip("far box happens to violate too")
+    spec = make_spec([far, (x0 - 0.01, x0 + 0.01)], coef, rhs)
+    verdict, cex, _ = milp_verify(model, spec, time.monotonic() + 30, backend="highs")
+    assert verdict == "sat" and cex.region == 1
+
+
+def _fixed_input_output(model, x: np.ndarray, lower, upper) -> np.ndarray:
+    """Solve the encoding with the input columns fixed at x; return the output's value."""
+    graph = model.graph
+    shape = graph.inputs[0].shape
+    box = Interval(torch.as_tensor(lower).reshape(1, *shape),
+                   torch.as_tensor(upper).reshape(1, *shape))
+    n_out = int(np.prod(graph.outputs[0].shape))
+    res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
+                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
+    enc = encode(graph, lower, upper, res.intermediate, res.state.deltas, float_errors=False)
+    m = enc.model.copy()
+    m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
+    out = solve(m, 30, "highs")
+    assert out.status == "optimal"
+    return enc.output.mat @ out.x[enc.output.idx] + enc.output.const
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_encoding_is_exact_at_points(kind):
+    rng = np.random.default_rng(3)
+    model = onnx_mlp(random_layers([3, 5, 4, 2], rng)) if kind == "mlp" else onnx_cnn(3)
+    n = int(np.prod(model.graph.inputs[0].shape))
+    lower, upper = -np.ones(n), np.ones(n)
+    for x in rng.uniform(lower, upper, (5, n)):
+        want = run_graph(model.graph, torch.as_tensor(x).reshape(1, *model.graph.inputs[0].shape))
+        got = _fixed_input_output(model, x, lower, upper)
+        np.testing.assert_allclose(got, want[0].reshape(-1).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cnn_verdicts_are_consistent_with_sampling(seed):
+    """Small CNN (Sub, Conv, Flatten, Gemm): thresholds at sampled outputs give sat (validated
+    in onnxruntime); thresholds far below every sample's CROWN bound stay unsat."""
+    model = onnx_cnn(seed)
+    rng = np.random.default_rng(seed)
+    lower, upper = -np.ones(9), np.ones(9)
+    xs = rng.uniform(lower, upper, (256, 9))
+    ys = run_graph(model.graph, torch.as_tensor(xs).reshape(-1, 1, 1, 3, 3))[0].reshape(256, 2)
+    gap = (ys[:, 0] - ys[:, 1]).numpy()
+    coef = np.array([[[-1.0, 1.0]]])  # unsafe: y0 - y1 >= threshold
+    sat_spec = make_spec([(lower, upper)], coef, [[-(gap.max() - 1e-3)]])
+    verdict, cex, _ = milp_verify(model, sat_spec, time.monotonic() + 60, backend="highs")
+    assert verdict == "sat" and cex is not None
+    opts = MilpOptions(backend="highs", use_crown=False)
+    verdict, _, stats = milp_verify(model, make_spec([(lower, upper)], coef, [[-100.0]]),
+                                    time.monotonic() + 60, options=opts)
+    assert verdict == "unsat", stats
