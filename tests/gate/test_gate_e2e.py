@@ -32,8 +32,10 @@ def passing(digits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def failing(digits, tmp_path_factory):
-    return _gate(digits, tmp_path_factory.mktemp("fail"), LARGE_EPS, "--clip", "0,1",
-                 "--timeout-per-sample", "30")
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("fail")
+    return _gate(digits, out, LARGE_EPS, "--clip", "0,1", "--timeout-per-sample", "30",
+                 "--report", str(out / "report"))
 
 
 def _check_sarif_structure(sarif: dict, model_name: str) -> None:
@@ -120,6 +122,14 @@ def test_large_eps_gate_fails_on_real_counterexample(digits, failing):
     assert len(falsified) == summary["counts"]["falsified"]
     assert all(r["level"] == "error" for r in falsified)
     assert any(r["ruleId"] == "gate/thresholds" for r in results)
+
+
+def test_gate_report_page_and_plot(digits, failing, tmp_path_factory):
+    from test_radius import _check_page
+
+    junit_path = next(tmp_path_factory.getbasetemp().glob("fail*/report.junit"))
+    text = _check_page(junit_path.parent / "report", {"outcomes.png"})
+    assert "GATE FAILED" in text and "falsified" in text
 
 
 def test_thresholds_can_tolerate_falsified_samples(digits, capsys):

@@ -76,3 +76,29 @@ def test_subprocess_exit_status_and_one_line(digits, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_report_without_matplotlib_is_a_clear_usage_error(digits, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    for cmd in (_gate(digits, "--eps", "0.01", "--report", tmp_path / "r"),
+                ["radius", "--model", digits.model, "--data", digits.data, "--report",
+                 tmp_path / "r"]):
+        assert _rc(cmd) == 2
+        err = capsys.readouterr().err
+        assert "matplotlib" in err and "pip install" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_api_key_needs_server(digits, capsys):
+    assert _rc(_gate(digits, "--eps", "0.01", "--api-key", "k")) == 2
+    assert "--server" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_exit_2(digits, capsys):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert _rc(_gate(digits, "--eps", "0.01", "--server", f"http://127.0.0.1:{port}")) == 2
+    assert "cannot reach" in capsys.readouterr().err

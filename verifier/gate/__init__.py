@@ -1,4 +1,4 @@
-"""CI robustness gates: local-robustness specs, ``nncert gate`` and its reports.
+"""CI robustness gates: local-robustness specs, ``nncert gate``, ``nncert radius``, reports.
 
 * :mod:`verifier.gate.data`: sample sets (``.npz`` with ``x``/``y``, or a folder with
   ``labels.csv``) checked against the model's input shape.
@@ -6,5 +6,8 @@
 * :mod:`verifier.gate.gate`: verify every sample with :func:`verifier.verify`, count outcomes,
   apply the thresholds.
 * :mod:`verifier.gate.reports`: JSON summary, JUnit XML, SARIF 2.1.0.
-* :mod:`verifier.gate.cli`: the ``spec robustness`` and ``gate`` subcommands.
+* :mod:`verifier.gate.radius`: certified / falsified radius per sample by bisection.
+* :mod:`verifier.gate.remote`: the gate's verifications run by an nncert service.
+* :mod:`verifier.gate.plots`: ``--report DIR`` (HTML page, matplotlib PNGs).
+* :mod:`verifier.gate.cli`: the ``spec robustness``, ``gate`` and ``radius`` subcommands.
 """

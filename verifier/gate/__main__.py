@@ -1,4 +1,4 @@
-"""python -m verifier.gate {spec robustness,gate} ..."""
+"""python -m verifier.gate {spec robustness,gate,radius} ..."""
 
 import sys
 

@@ -1,10 +1,11 @@
-"""``nncert spec robustness`` and ``nncert gate``.
+"""``nncert spec robustness``, ``nncert gate`` and ``nncert radius``.
 
 Registered on the main parser by :func:`add_parsers` (``verifier/cli/__init__.py``); also runs
-on its own as ``python -m verifier.gate {spec robustness,gate} ...`` (:func:`main`).
+on its own as ``python -m verifier.gate {spec robustness,gate,radius} ...`` (:func:`main`).
 
-Exit status: ``gate`` 0 when the thresholds hold, 1 when they do not; both commands 2 on
-usage or input errors (one line on stderr), 3 on an internal error.
+Exit status: ``gate`` 0 when the thresholds hold, 1 when they do not; every command 2 on
+usage or input errors (one line on stderr; an unreachable or refusing ``--server`` too), 3 on
+an internal error.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,11 +74,13 @@ def count(text: str) -> int:
     return value
 
 
-def _ball_args(p: argparse.ArgumentParser) -> None:
+def _ball_args(p: argparse.ArgumentParser, eps: bool = True) -> None:
     p.add_argument("--model", required=True, metavar="M.onnx", help="the ONNX classifier")
     p.add_argument("--data", required=True, metavar="DATA",
                    help=".npz with x [N, ...] and y [N], or a folder with labels.csv")
-    p.add_argument("--eps", required=True, type=eps_value, metavar="E", help="L-inf radius")
+    if eps:
+        p.add_argument("--eps", required=True, type=eps_value, metavar="E",
+                       help="L-inf radius")
     p.add_argument("--norm", choices=["inf"], default="inf", help="perturbation norm (inf)")
     p.add_argument("--clip", type=clip_value, metavar="LO,HI",
                    help="intersect the ball with [LO, HI] (the valid input range)")
@@ -118,7 +122,42 @@ def add_parsers(sub, common) -> None:
     gate.add_argument("--no-model-check", action="store_true",
                       help="skip the differential check of the model against onnxruntime")
     gate.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    gate.add_argument("--report", metavar="DIR",
+                      help="write index.html and outcomes.png (needs matplotlib)")
+    gate.add_argument("--server", metavar="URL",
+                      help="run the verifications on an nncert service (nncert serve)")
+    gate.add_argument("--api-key", metavar="K",
+                      help="API key for --server (default $NNCERT_API_KEY)")
     gate.set_defaults(run=run_gate_cmd)
+    _add_radius_parser(sub, common)
+
+
+def _add_radius_parser(sub, common) -> None:
+    rad = sub.add_parser("radius", parents=[common], help="certified radius per sample",
+                         description="Per sample, the largest L-inf radius proved robust and "
+                                     "the smallest with a validated counterexample (bisection); "
+                                     "CSV: sample,label,certified_eps,falsified_eps,status,"
+                                     "time_s.")
+    _ball_args(rad, eps=False)
+    rad.add_argument("--max-eps", type=positive_float, default=0.1, metavar="E",
+                     help="largest radius searched (default 0.1)")
+    rad.add_argument("--tol", type=positive_float, default=1e-3, metavar="T",
+                     help="stop when falsified - certified <= T (default 0.001)")
+    rad.add_argument("--timeout-per-sample", type=positive_float, default=60.0, metavar="S",
+                     help="time for all verifications of one sample (default 60)")
+    rad.add_argument("--timeout-per-call", type=positive_float, metavar="S",
+                     help="time for one verification (default a quarter of the sample's)")
+    rad.add_argument("--out", metavar="F", help="write the CSV (default: stdout table only)")
+    rad.add_argument("--json", metavar="F",
+                     help="write JSON: brackets, verification calls, counterexamples")
+    rad.add_argument("--report", metavar="DIR",
+                     help="write index.html and the certified-accuracy plots (matplotlib)")
+    rad.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rad.add_argument("--seed", type=int, default=0)
+    rad.add_argument("--no-model-check", action="store_true",
+                     help="skip the differential check of the model against onnxruntime")
+    rad.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    rad.set_defaults(run=run_radius_cmd)
 
 
 def _spec_missing(args) -> int:
@@ -132,7 +171,7 @@ def _load(args):
     from verifier.gate.specs import BallOptions
     from verifier.onnx_import.loader import load_model
 
-    ball = BallOptions(args.eps, args.norm, args.clip)
+    ball = BallOptions(getattr(args, "eps", 0.0), args.norm, args.clip)
     model = load_model(args.model)
     n_out = output_count(model)
     dataset = load_dataset(args.data, model.onnx_input_shapes[0], n_out)
@@ -163,7 +202,8 @@ class _Progress:
     def __call__(self, done: int, total: int, outcome) -> None:
         width = 30
         bar = "#" * (width * done // total) + "." * (width - width * done // total)
-        text = f"[{bar}] {done}/{total} {outcome.name}: {outcome.outcome}"
+        what = getattr(outcome, "outcome", None) or getattr(outcome, "status", "")
+        text = f"[{bar}] {done}/{total} {outcome.name}: {what}"
         if self.tty:
             sys.stderr.write("\r" + text.ljust(79) + ("\n" if done == total else ""))
         elif done == total or done % max(1, total // 20) == 0:
@@ -176,12 +216,26 @@ def run_gate_cmd(args) -> int:
     from verifier.gate import reports
     from verifier.gate.gate import Thresholds, format_table, run_gate
 
+    if args.api_key and not args.server:
+        raise UsageError("--api-key needs --server URL")
+    if args.report:
+        from verifier.gate.plots import require_matplotlib
+
+        require_matplotlib()
     thresholds = Thresholds(args.min_certified, args.max_falsified, args.allow_unknown)
     model, dataset, ball, _ = _load(args)
-    config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device, seed=args.seed,
-                          check_model=not args.no_model_check)
-    summary = run_gate(model, dataset, ball, thresholds, config, str(args.data),
-                       progress=None if args.no_progress else _Progress())
+    progress = None if args.no_progress else _Progress()
+    if args.server:
+        from verifier.gate.remote import RemoteOptions, run_gate_remote
+
+        key = args.api_key or os.environ.get("NNCERT_API_KEY") or None
+        opts = RemoteOptions(args.server, key, args.timeout_per_sample, args.device)
+        summary = run_gate_remote(model, dataset, ball, thresholds, opts, str(args.data),
+                                  progress)
+    else:
+        config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device,
+                              seed=args.seed, check_model=not args.no_model_check)
+        summary = run_gate(model, dataset, ball, thresholds, config, str(args.data), progress)
     sys.stdout.write(format_table(summary))
     sys.stdout.flush()
     if args.json:
@@ -190,7 +244,41 @@ def run_gate_cmd(args) -> int:
         reports.write_junit(summary, args.junit)
     if args.sarif:
         reports.write_sarif(summary, args.sarif)
+    if args.report:
+        from verifier.gate.plots import write_gate_report
+
+        write_gate_report(summary, args.report)
     return EXIT_OK if summary.passed else EXIT_INCORRECT
+
+
+def run_radius_cmd(args) -> int:
+    from verifier.config import VerifyConfig
+    from verifier.gate.radius import RadiusOptions, format_radius_table, run_radius, write_csv
+
+    if args.report:
+        from verifier.gate.plots import require_matplotlib
+
+        require_matplotlib()
+    opts = RadiusOptions(args.max_eps, args.tol, args.timeout_per_sample, args.timeout_per_call,
+                         args.clip, args.norm)
+    model, dataset, _, _ = _load(args)
+    config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device, seed=args.seed,
+                          check_model=not args.no_model_check)
+    results = run_radius(model, dataset, opts, config,
+                         progress=None if args.no_progress else _Progress())
+    sys.stdout.write(format_radius_table(results, opts))
+    sys.stdout.flush()
+    if args.out:
+        write_csv(results, args.out)
+    if args.json:
+        from verifier.gate.radius import write_json
+
+        write_json(results, opts, args.json)
+    if args.report:
+        from verifier.gate.plots import write_radius_report
+
+        write_radius_report(results, opts.max_eps, args.report)
+    return EXIT_OK
 
 
 class _Parser(argparse.ArgumentParser):
