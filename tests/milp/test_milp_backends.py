@@ -1,0 +1,146 @@
+"""Backends: HiGHS and Gurobi agree; gurobipy's absence or license limit falls back to HiGHS."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+
+import verifier.milp.backends as backends
+from tests.milp.nets import make_spec, onnx_mlp, random_layers
+from verifier.milp import MilpOptions, milp_verify
+from verifier.milp.encode import MilpUnsupportedError, check_supported
+from verifier.milp.model import Expr, MilpModel
+
+
+def _knapsack() -> MilpModel:
+    """max x0 + 2 x1 (min the negative) with x0 + x1 <= 1.5, x binary: optimum -2."""
+    m = MilpModel()
+    x = m.add_vars([0, 0], [1, 1], integer=True)
+    m.add_rows(Expr(x, np.array([[1.0, 1.0]]), np.zeros(1)), -np.inf, 1.5)
+    m.objective = {int(x[0]): -1.0, int(x[1]): -2.0}
+    return m
+
+
+def test_highs_solves_small_milp():
+    out = backends.solve(_knapsack(), 10, "highs")
+    assert out.status == "optimal" and out.objective == pytest.approx(-2.0)
+    assert out.backend == "highs"
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown MILP backend"):
+        backends.solve(_knapsack(), 10, "cplex")
+
+
+@pytest.fixture
+def no_gurobipy(monkeypatch):
+    """Make ``import gurobipy`` fail, whether or not it is installed."""
+    monkeypatch.setattr(backends, "_GUROBI_MISSING", None)
+    monkeypatch.setitem(sys.modules, "gurobipy", None)
+
+
+@pytest.fixture
+def limited_gurobipy(monkeypatch):
+    """A stand-in gurobipy whose every model hits the size-limited license error."""
+
+    class GurobiError(Exception):
+        pass
+
+    class Env:
+        def __init__(self, empty=False):
+            pass
+
+        def setParam(self, *_):
+            pass
+
+        def start(self):
+            pass
+
+    def model(env=None):
+        raise GurobiError("Model too large for size-limited license; visit "
+                          "https://gurobi.com/unrestricted for more information")
+
+    fake = types.SimpleNamespace(GurobiError=GurobiError, Env=Env, Model=model, GRB=None)
+    monkeypatch.setattr(backends, "_GUROBI_MISSING", None)
+    monkeypatch.setattr(backends, "_GUROBI_ENV", None)
+    monkeypatch.setitem(sys.modules, "gurobipy", fake)
+
+
+@pytest.mark.parametrize("backend", ["auto", "gurobi"])
+def test_missing_gurobipy_falls_back(no_gurobipy, backend):
+    out = backends.solve(_knapsack(), 10, backend)
+    assert out.backend == "highs" and out.status == "optimal"
+    assert "gurobipy not importable" in out.note
+
+
+@pytest.mark.parametrize("backend", ["auto", "gurobi"])
+def test_license_limit_falls_back(limited_gurobipy, backend):
+    out = backends.solve(_knapsack(), 10, backend)
+    assert out.backend == "highs" and out.status == "optimal"
+    assert "size-limited" in out.note
+
+
+def test_verdict_unchanged_under_fallback(limited_gurobipy):
+    layers = random_layers([2, 4, 2], np.random.default_rng(1))
+    spec = make_spec([(-np.ones(2), np.ones(2))], [[[1.0, -1.0]]], [[100.0]])
+    verdict, cex, stats = milp_verify(onnx_mlp(layers), spec, time.monotonic() + 30,
+                                      options=MilpOptions(use_crown=False))
+    assert verdict == "sat" and cex is not None
+    solves = stats["region_0"]["solves"]
+    assert solves and all(s["backend"] == "highs" for s in solves)
+
+
+def test_backends_agree_when_gurobi_is_usable():
+    pytest.importorskip("gurobipy")
+    try:
+        out_g = backends._gurobi(_knapsack(), 10)
+    except backends.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    out_h = backends.solve(_knapsack(), 10, "highs")
+    assert out_g.status == out_h.status == "optimal"
+    assert out_g.objective == pytest.approx(out_h.objective)
+
+
+def test_unsupported_op_gives_unknown():
+    from bounds.graph import Graph, Node, TensorInfo
+    from verifier.onnx_import.loader import ImportedModel
+
+    graph = Graph((TensorInfo("x", (1, 2)),), (TensorInfo("s", (1, 2)),),
+                  (Node("s", "Sigmoid", ("x",), (1, 2)),))
+    with pytest.raises(MilpUnsupportedError, match="Sigmoid"):
+        check_supported(graph)
+    model = ImportedModel(graph, b"", ("x",), ("s",), ((1, 2),))
+    spec = make_spec([(-np.ones(2), np.ones(2))], [[[1.0, 0.0]]], [[0.0]])
+    verdict, cex, stats = milp_verify(model, spec, time.monotonic() + 5)
+    assert verdict == "unknown" and cex is None and "Sigmoid" in stats["reason"]
+
+
+def _instances(root, names):
+    with open(root / "expected.csv") as f:
+        rows = {(r["onnx"], r["vnnlib"]): r["expected"] for r in csv.DictReader(f)}
+    return [(o, v, rows[(o, v)]) for o, v in names]
+
+
+TEST_SET = [("onnx/test_nano.onnx", "vnnlib/test_nano.vnnlib"),
+            ("onnx/test_tiny.onnx", "vnnlib/test_tiny.vnnlib"),
+            ("onnx/test_small.onnx", "vnnlib/test_small.vnnlib"),
+            ("onnx/test_sat.onnx", "vnnlib/test_prop.vnnlib"),
+            ("onnx/test_unsat.onnx", "vnnlib/test_prop.vnnlib")]
+
+
+@pytest.mark.parametrize(("backend", "use_crown"), [("highs", False), ("auto", True)])
+def test_benchmark_test_set(benchmarks_dir, backend, use_crown):
+    from verifier.onnx_import.loader import load_model
+    from verifier.spec import load_spec
+
+    root = benchmarks_dir / "test"
+    for onnx_path, vnnlib, expected in _instances(root, TEST_SET):
+        model, spec = load_model(root / onnx_path), load_spec(root / vnnlib)
+        opts = MilpOptions(backend=backend, use_crown=use_crown)
+        verdict, _, stats = milp_verify(model, spec, time.monotonic() + 60, options=opts)
+        assert verdict == expected, (onnx_path, stats)
