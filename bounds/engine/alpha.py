@@ -31,10 +31,14 @@ ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
 }
 
 
-def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None) -> dict:
-    """One alpha tensor [B, S, *shape] per optimisable node, warm-started where shapes match."""
+def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None,
+                before: str | None = None) -> dict:
+    """One alpha tensor [B, S, *shape] per optimisable node (upstream of ``before`` if given),
+    warm-started where shapes match."""
     alphas = {}
     for node in state.graph.nodes:
+        if node.name == before:
+            break
         if node.op not in ALPHA_OPS:
             continue
         x = state.bounds[node.dynamic_inputs[0]]
@@ -57,24 +61,23 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
                    lr: float = 0.1, warm: dict | None = None,
                    stop: Callable[[torch.Tensor], bool] | None = None):
     """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas)."""
-    alphas = init_alphas(state, coef.shape[1], warm)
+    alphas = init_alphas(state, coef.shape[1], warm, before=start)
     if not alphas or iterations <= 0:
         with torch.no_grad():
             state.alphas = {k: v.detach() for k, v in alphas.items()}
             return backward_bound(state, start, coef, use_alpha=bool(alphas)), alphas
     optimizer = torch.optim.Adam(list(alphas.values()), lr=lr)
-    best = None
+    # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
+    # point for smooth ops can be looser than it.
+    with torch.no_grad():
+        best = backward_bound(state, start, coef)
     best_alphas = {k: v.detach().clone() for k, v in alphas.items()}
     for _ in range(iterations):
         state.alphas = alphas
         lower = backward_bound(state, start, coef, use_alpha=True)
         detached = lower.detach()
-        if best is None:
-            best = detached.clone()
-            improved = torch.ones_like(best, dtype=torch.bool)
-        else:
-            improved = detached > best
-            best = torch.maximum(best, detached)
+        improved = detached > best
+        best = torch.maximum(best, detached)
         for k, v in alphas.items():
             mask = improved.reshape(*improved.shape, *([1] * (v.dim() - 2)))
             best_alphas[k] = torch.where(mask, v.detach(), best_alphas[k])

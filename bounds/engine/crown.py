@@ -225,8 +225,13 @@ def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.T
     return mask.nonzero().flatten()
 
 
-def crown_interval(state: BoundState, name: str, positions: torch.Tensor) -> Interval | None:
-    """CROWN bounds of the selected flat positions of value ``name`` (others: +-inf)."""
+def crown_interval(state: BoundState, name: str, positions: torch.Tensor,
+                   alpha_iterations: int = 0) -> Interval | None:
+    """CROWN bounds of the selected flat positions of value ``name`` (others: +-inf).
+
+    With ``alpha_iterations`` > 0 the relaxations upstream are optimised (alpha-CROWN) for
+    these bounds, with alphas private to this value.
+    """
     shape = state.graph.shape_of(name)
     numel = math.prod(shape)
     b, k = state.batch, positions.numel()
@@ -241,7 +246,14 @@ def crown_interval(state: BoundState, name: str, positions: torch.Tensor) -> Int
         eye = torch.zeros((m, numel), device=state.device, dtype=state.dtype)
         eye[torch.arange(m), idx] = 1.0
         coef = torch.cat([eye, -eye]).unsqueeze(0).expand(b, 2 * m, numel)
-        res = backward_bound(state, name, coef.reshape(b, 2 * m, *shape))
+        coef = coef.reshape(b, 2 * m, *shape)
+        if alpha_iterations > 0:
+            from bounds.engine.alpha import optimize_alpha
+
+            with torch.enable_grad():
+                res, _ = optimize_alpha(state, name, coef, alpha_iterations)
+        else:
+            res = backward_bound(state, name, coef)
         lower[:, idx] = res[:, :m]
         upper[:, idx] = -res[:, m:]
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
@@ -261,12 +273,14 @@ def _largest_numel(graph: Graph) -> int:
 
 
 def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,
-                         method: str = "crown", reuse_given: bool = False) -> None:
+                         method: str = "crown", reuse_given: bool = False,
+                         alpha_iterations: int = 0) -> None:
     """Fill ``state.bounds`` for every value.
 
     ``method``: "ibp" (intervals only), "forward" (IBP intersected with forward-mode linear
     bounds, cheap for low-dimensional inputs) or "crown" (IBP, then backward CROWN for the
-    values that relaxations need). ``given`` bounds are intersected in; with ``reuse_given``
+    values that relaxations need; alpha-optimised when ``alpha_iterations`` > 0).
+    ``given`` bounds are intersected in; with ``reuse_given``
     a value that has given bounds is not refined by CROWN again (branch-and-bound children
     reuse their parent's intermediate bounds).
     """
@@ -295,6 +309,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
         state.bounds[node.name] = out
         if node.name in need and not (reuse_given and node.name in given):
             refined = crown_interval(state, node.name,
-                                     _positions_to_refine(graph, node.name, out))
+                                     _positions_to_refine(graph, node.name, out),
+                                     alpha_iterations)
             if refined is not None:
                 state.bounds[node.name] = intersect(out, refined)

@@ -25,6 +25,8 @@ class BoundOptions:
     alpha_iterations: int = 20
     alpha_lr: float = 0.1
     intermediate: Literal["auto", "ibp", "forward", "crown"] = "auto"
+    # alpha-CROWN iterations spent on each intermediate value (0: plain CROWN there).
+    intermediate_alpha_iterations: int = 0
 
     def intermediate_method(self, input_size: int) -> str:
         if self.method == "ibp":
@@ -68,8 +70,9 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     rhs = rhs.expand(b, rhs.shape[-1]).to(box.lower)
     state = BoundState(graph, box)
     with torch.no_grad():
-        compute_intermediate(state, given,
-                             options.intermediate_method(box.lower[0].numel()))
+        compute_intermediate(state, given, options.intermediate_method(box.lower[0].numel()),
+                             alpha_iterations=(options.intermediate_alpha_iterations
+                                               if options.method == "alpha" else 0))
     out_name = graph.outputs[0].name
     out_shape = graph.outputs[0].shape
     full_coef = coef.reshape(b, coef.shape[1], *out_shape)
