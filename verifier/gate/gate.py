@@ -121,7 +121,8 @@ def run_gate(model, dataset: Dataset, ball: BallOptions, thresholds: Thresholds,
     """Verify every sample of ``dataset`` in-process; returns the summary.
 
     ``model``: an ONNX path or an already loaded ``ImportedModel``. The differential check
-    against onnxruntime (when ``config.check_model``) runs on the first sample only.
+    against onnxruntime (when ``config.check_model``) runs once, on the first sample's ball,
+    before (and outside the time budget of) the first verification.
     """
     if isinstance(model, str | Path):
         from verifier.onnx_import.loader import load_model
@@ -130,9 +131,15 @@ def run_gate(model, dataset: Dataset, ball: BallOptions, thresholds: Thresholds,
     n_out = output_count(model)
     summary = GateSummary(model.path, data_label, ball, thresholds)
     start = time.monotonic()
+    if config.check_model:  # once, outside the first sample's time budget
+        from verifier.onnx_import.check import differential_check
+
+        lower, upper = input_box(dataset.x[0], ball)
+        differential_check(model, _parse(lower, upper, int(dataset.y[0]), n_out, 0),
+                           seed=config.seed)
+    config = config.model_copy(update={"check_model": False})
     for i in range(len(dataset)):
-        cfg = config if i == 0 else config.model_copy(update={"check_model": False})
-        outcome = verify_sample(model, dataset, i, ball, n_out, cfg)
+        outcome = verify_sample(model, dataset, i, ball, n_out, config)
         summary.samples.append(outcome)
         if progress is not None:
             progress(i + 1, len(dataset), outcome)
@@ -150,11 +157,10 @@ def verify_sample(model, dataset: Dataset, i: int, ball: BallOptions, n_out: int
                   config: VerifyConfig) -> SampleOutcome:
     """Build sample ``i``'s property, verify it, map the verdict to an outcome."""
     from verifier.pipeline import verify
-    from verifier.spec import parse_vnnlib
 
     label = int(dataset.y[i])
     lower, upper = input_box(dataset.x[i], ball)
-    spec = parse_vnnlib(robustness_vnnlib(lower, upper, label, n_out), f"<sample {i}>")
+    spec = _parse(lower, upper, label, n_out, i)
     t0 = time.monotonic()
     try:
         res = verify(model, spec, config)
@@ -171,6 +177,12 @@ def verify_sample(model, dataset: Dataset, i: int, ball: BallOptions, n_out: int
         cex_x=None if cex is None else np.asarray(cex.x, dtype=np.float64).reshape(-1),
         cex_y=None if cex is None else np.asarray(cex.y, dtype=np.float64).reshape(-1),
     )
+
+
+def _parse(lower: np.ndarray, upper: np.ndarray, label: int, n_out: int, i: int):
+    from verifier.spec import parse_vnnlib
+
+    return parse_vnnlib(robustness_vnnlib(lower, upper, label, n_out), f"<sample {i}>")
 
 
 def format_table(summary: GateSummary, max_listed: int = 20) -> str:

@@ -55,6 +55,7 @@ def gate_outcome_plot(summary, path: Path) -> None:
                                    gridspec_kw={"width_ratios": [1, 2.2]})
     ax1.bar(OUTCOMES, [counts[o] for o in OUTCOMES], color=[COLOURS[o] for o in OUTCOMES])
     ax1.set_ylabel("samples")
+    ax1.yaxis.get_major_locator().set_params(integer=True)
     ax1.set_title(f"outcomes at eps {summary.ball.eps:g} "
                   f"(certified {100 * summary.certified_accuracy:.1f}%)")
     ax1.tick_params(axis="x", rotation=30)
