@@ -7,6 +7,8 @@ Files: digits_mlp.onnx (64-16-10 ReLU MLP, input [1, 64] in [0, 1]), digits_samp
 (x [3, 64], y [3]), untargeted/ (eps 0.02, clipped to [0, 1], one spec per sample) and
 targeted/ (eps 0.02, sample 0 only, one spec per other class), each with instances.csv.
 Then e.g.: nncert gate --model digits_mlp.onnx --data digits_samples.npz --eps 0.02 --clip 0,1
+or: nncert radius --model digits_mlp.onnx --data digits_samples.npz --clip 0,1 --max-eps 0.3
+--tol 0.005 --out radius.csv --report radius_report   (see docs/ci-gate.md)
 """
 
 from __future__ import annotations
