@@ -12,6 +12,7 @@ import torch
 
 from bounds.engine.crown import BoundState, backward_bound
 
+
 # op -> (initial alpha from the input bounds, allowed range)
 def _half(lo, up):
     return torch.full_like(lo, 0.5)
