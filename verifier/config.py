@@ -25,6 +25,7 @@ class VerifyConfig(BaseModel):
     device: Device = "auto"
     seed: int = 0
     check_model: bool = True  # differential check of the IR against onnxruntime
+    milp_backend: Literal["auto", "highs", "gurobi"] = "auto"
     attack: AttackConfig = AttackConfig()
 
     @classmethod

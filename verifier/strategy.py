@@ -45,15 +45,25 @@ INCOMPLETE_CASCADE = (
 )
 
 
+DEEP_COST_FACTOR = 8.0
+
+
 def region_refuted(graph, problem: RegionProblem, deadline: float) -> bool:
-    """Incomplete verification of one region by the bound cascade."""
+    """Incomplete verification of one region by the bound cascade.
+
+    A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
+    step took (the bound engines do not watch the deadline themselves).
+    """
     shape = graph.inputs[0].shape
     box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
+    last_cost = 0.0
     for options in INCOMPLETE_CASCADE:
-        if time.monotonic() >= deadline:
+        if deadline - time.monotonic() < DEEP_COST_FACTOR * last_cost:
             return False
+        start = time.monotonic()
         res = bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
                          options)
+        last_cost = time.monotonic() - start
         if bool(problem.refuted_disjuncts(res.lower).all()):
             log.info("region %d refuted by %s", problem.index, options)
             return True
@@ -83,6 +93,12 @@ def run_methods(model, spec, config, device, deadline, progress=None) -> Verific
     if method == "attack":
         return VerificationResult("unknown", method="attack",
                                   message="no counterexample found")
+    if method == "milp":
+        from verifier.milp import milp_verify
+
+        verdict, cex, stats = milp_verify(model, spec, deadline, backend=config.milp_backend)
+        return VerificationResult(verdict, cex, method="milp", stats=stats,
+                                  message=stats.get("reason", ""))
     graph = model.graph
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]

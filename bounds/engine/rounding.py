@@ -49,7 +49,7 @@ def _magnitude(x: Interval) -> torch.Tensor:
     return torch.maximum(x.lower.abs(), x.upper.abs())
 
 
-def _reduction_length(node, in_shape: tuple[int, ...]) -> int:
+def reduction_length(node, in_shape: tuple[int, ...]) -> int:
     if node.op == "Linear":
         return int(node.consts[1].shape[1])
     if node.op in ("Conv", "ConvTranspose") and 1 in node.consts:
@@ -69,7 +69,7 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
         # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
         scale = rule.forward(node, abs_args)
-        return gamma(_reduction_length(node, in_shape) + 1) * scale
+        return gamma(reduction_length(node, in_shape) + 1) * scale
     delta = 2.0**-19 * _magnitude(out) + 2.0**-23
     if op == "Gelu":  # x * Phi(x): measured float32 error grows like eps32 * |x|
         delta = delta + 2.0**-19 * _magnitude(args[0])

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
-from bounds.engine.rounding import DOT_OPS, _reduction_length, gamma
+from bounds.engine.rounding import DOT_OPS, reduction_length, gamma
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -167,7 +167,7 @@ def _dot_error(graph: Graph, node: Node, values: dict, bounds: dict) -> Expr | N
     abs_node = Node(node.name, node.op, node.inputs, node.shape, node.attrs,
                     {p: np.abs(c) for p, c in node.consts.items()})
     scaled = _affine(graph, abs_node, {src: mag})
-    g = gamma(_reduction_length(node, graph.shape_of(src)) + 1)
+    g = gamma(reduction_length(node, graph.shape_of(src)) + 1)
     return Expr(scaled.idx, g * scaled.mat, g * scaled.const)
 
 
