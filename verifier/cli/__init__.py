@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version())
         return 0
     if not args.command:
-        print(f"{NAME}: error: a command is required (verify, supports, bench, spec, gate, radius, serve); see --help",
-              file=sys.stderr)
+        print(f"{NAME}: error: a command is required (verify, supports, bench, spec, gate,"
+              " radius, serve); see --help", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         status = args.run(args)

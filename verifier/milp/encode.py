@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
-from bounds.engine.rounding import DOT_OPS, reduction_length, gamma
+from bounds.engine.rounding import DOT_OPS, gamma, reduction_length
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
