@@ -9,6 +9,7 @@ model's input and output sizes.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import Counter
 
@@ -18,6 +19,8 @@ from server.errors import ApiError
 from server.settings import Settings
 
 CHUNK = 1 << 20
+_V1_VAR = re.compile(r"(?<![A-Za-z0-9_.])([XY])_([0-9]+)(?![A-Za-z0-9_])")
+_V2_SHAPE = re.compile(r"\(\s*declare-(?:input|output|hidden)\s+\S+\s+\S+\s+\[([0-9,\s]*)\]")
 
 
 async def read_capped(upload: UploadFile, cap: int, what: str) -> bytes:
@@ -63,22 +66,49 @@ def spec_text(data: bytes, settings: Settings, what: str = "spec") -> str:
         raise ApiError(400, f"{what} is not UTF-8 text (byte {exc.start})") from None
 
 
+def prescan_spec(text: str, n_in: int, n_out: int, settings: Settings) -> None:
+    """Refuse, before parsing, variable indices and declared shapes whose size alone could
+    exhaust memory: ``X_i``/``Y_j`` beyond the model's sizes, 2.0 tensors above the cap."""
+    for match in ([] if "declare-network" in text else _V1_VAR.finditer(text)):
+        kind, index = match.group(1), int(match.group(2))
+        size = n_in if kind == "X" else n_out
+        if index >= size:
+            raise ApiError(422, f"spec refers to {kind}_{index}, but the model has only {size} "
+                                f"{'input' if kind == 'X' else 'output'} value(s)")
+    for match in _V2_SHAPE.finditer(text):
+        dims = [int(d) for d in match.group(1).replace(" ", "").split(",") if d]
+        if math.prod(dims) > settings.max_tensor_elements:
+            raise ApiError(422, f"spec declares a tensor of shape [{match.group(1)}], above the "
+                                f"limit of {settings.max_tensor_elements} elements")
+
+
 def check_spec(text: str, summary: dict, settings: Settings) -> None:
     """Parse the spec and check it against the model's sizes (422 with the parser's message)."""
     from verifier.errors import SpecError
     from verifier.spec import parse_vnnlib
 
+    n_in = sum(math.prod(t["shape"]) for t in summary["inputs"])
+    n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
+    prescan_spec(text, n_in, n_out, settings)
     try:
         spec = parse_vnnlib(text, "spec", max_terms=settings.max_spec_terms)
     except SpecError as exc:
         raise ApiError(422, f"invalid VNN-LIB spec: {exc}") from None
-    n_in = sum(math.prod(t["shape"]) for t in summary["inputs"])
-    n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
+    except (MemoryError, RecursionError):
+        raise ApiError(422, "spec is too large or too deeply nested to parse") from None
     if spec.n_inputs != n_in:
         raise ApiError(422, f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
     if spec.n_outputs != n_out:
         raise ApiError(422, f"spec declares {spec.n_outputs} output variables, "
                             f"the model has {n_out}")
+
+
+def check_sizes(tensors, settings: Settings) -> None:
+    """422 when a tensor (name, dims) has more elements than ``settings.max_tensor_elements``."""
+    for name, dims in tensors:
+        if math.prod(max(int(d), 1) for d in dims) > settings.max_tensor_elements:
+            raise ApiError(422, f"tensor {name!r} of shape {list(dims)} has more than "
+                                f"{settings.max_tensor_elements} elements")
 
 
 def check_model(data: bytes, digest: str, settings: Settings) -> dict:
@@ -105,11 +135,17 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
     opset = opset_of(proto)
     if opset > settings.max_opset:
         raise ApiError(422, f"model opset {opset} is above the supported {settings.max_opset}")
+    declared = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
+    check_sizes(((v.name, [d.dim_value for d in v.type.tensor_type.shape.dim])
+                 for v in declared), settings)
     try:
         imported = import_proto(proto, data, "uploaded model")
     except (ModelError, UnsupportedOpError) as exc:
         raise ApiError(422, f"model refused: {exc}") from None
+    except (MemoryError, RecursionError):
+        raise ApiError(422, "model refused: importing it needs too much memory") from None
     graph = imported.graph
+    check_sizes(((n.name, list(n.shape)) for n in graph.nodes), settings)
     return {
         "id": digest,
         "size_bytes": len(data),

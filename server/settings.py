@@ -42,6 +42,7 @@ class Settings(BaseModel):
     max_nodes: int = Field(100_000, gt=0)
     max_parameters: int = Field(200_000_000, gt=0)
     max_opset: int = Field(23, gt=0)
+    max_tensor_elements: int = Field(1 << 26, gt=0)  # per tensor (model and spec declarations)
     default_timeout: float = Field(300.0, gt=0)
     max_timeout: float = Field(3600.0, gt=0)
     kill_grace_s: float = Field(30.0, ge=0)  # past timeout + grace the worker is killed
