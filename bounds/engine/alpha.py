@@ -84,6 +84,8 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
             best_alphas[k] = torch.where(mask, v.detach(), best_alphas[k])
         if stop is not None and stop(best):
             break
+        if not lower.requires_grad:  # no alpha reaches this bound (stable or cut off)
+            break
         optimizer.zero_grad()
         (-lower.sum()).backward()
         optimizer.step()

@@ -187,3 +187,18 @@ def test_alpha_on_intermediate_values_is_sound(activation):
     # Not asserted: deep <= plain elementwise. Tighter upstream bounds change the default
     # relaxations downstream, and CROWN is not monotone in them for S-shaped functions.
     assert plain.lower.shape == deep.lower.shape
+
+
+def test_alpha_with_every_relu_stable_returns_the_crown_bound():
+    # All pre-activations positive on the box: no alpha reaches the bound (regression: the
+    # optimiser used to call backward() on a bound without a gradient).
+    w1 = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([5.0, 5.0])
+    w2 = np.array([[1.0, -1.0]]), np.zeros(1)
+    graph = mlp([w1, w2])
+    box = _box([-1, -1], [1, 1], (1, 2))
+    coef = torch.tensor([[[1.0]]], dtype=F64)
+    rhs = torch.zeros((1, 1), dtype=F64)
+    alpha = bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha")).lower
+    crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+    assert abs(alpha.item() - crown.item()) < 1e-9
+    assert abs(crown.item() + 2.0) < 1e-5

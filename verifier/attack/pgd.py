@@ -98,6 +98,8 @@ def pgd(
             if (deep.any() if stop_on_any else deep.all()) or t == steps:
                 break
         hinged = torch.maximum(cond.loss(y, push_all=PUSH_ALL), -margin)
+        if not hinged.requires_grad:  # the loss does not depend on x here: nothing to follow
+            break
         (grad,) = torch.autograd.grad(hinged.sum(), x)
         with torch.no_grad():
             x = x - _step_fraction(t, steps, step_scale) * width * torch.sign(grad)
