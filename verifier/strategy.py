@@ -1,8 +1,8 @@
 """Which methods run, in which order, for a loaded model and spec (``--method``).
 
 auto: a short attack; CROWN then alpha-CROWN on every input region; for regions left open,
-input-split branch-and-bound when the input is small (<= INPUT_SPLIT_MAX_INPUTS values);
-a longer attack with the time left otherwise (ReLU-split BaB is not part of this version).
+input-split branch-and-bound when the input is small (<= INPUT_SPLIT_MAX_INPUTS values),
+ReLU-split branch-and-bound (beta-CROWN) otherwise; a last attack when that gives up.
 """
 
 from __future__ import annotations

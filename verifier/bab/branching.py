@@ -1,0 +1,139 @@
+"""Which unstable ReLU to split: a BaBSR-like score from the linear bounds, and FSB filtering.
+
+Score (our variant of the idea in Bunel et al., "Branch and bound for piecewise linear neural
+network verification", JMLR 2020): in the backward pass a lower bound meets each unstable Relu
+with coefficients A at its output. Where A < 0 the upper chord is used, and its intercept
+-l u / (u - l) costs A * intercept in the bound; splitting the neuron makes the Relu exact and
+removes that cost. Where A > 0 the lower line alpha z is used, whose largest gap to the Relu on
+[l, u] is max(-alpha l, (1 - alpha) u); splitting removes that looseness too, which we weigh
+less since the optimiser can move alpha. Scores are summed over the spec rows that still matter.
+
+Filtered strong branching (FSB): the top-k neurons by that score are each tried on both
+children with a cheap bound (parent bounds, alphas and betas, no optimisation); the neuron whose
+worse child is best wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from bounds.engine.crown import BoundState, backward_bound
+from bounds.graph import Graph
+from bounds.rules.relu import relu_relax
+from bounds.types import Relaxation
+
+LOWER_GAP_WEIGHT = 0.25
+PROBE_OFFSET = 1e-30  # makes the probe pass read the lower-plane offsets (not a sound bound)
+
+
+@dataclass(frozen=True)
+class ReluLayer:
+    relu: str  # the Relu node
+    value: str  # its input value z (split constraints and given bounds live here)
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def relu_layers(graph: Graph) -> list[ReluLayer]:
+    """Relu nodes in topological order, one per distinct input value."""
+    layers, seen = [], set()
+    for node in graph.nodes:
+        if node.op == "Relu" and node.dynamic_inputs and node.dynamic_inputs[0] not in seen:
+            value = node.dynamic_inputs[0]
+            seen.add(value)
+            layers.append(ReluLayer(node.name, value, tuple(graph.shape_of(value))))
+    return layers
+
+
+def relu_output_coefs(state: BoundState, start: str, coef: torch.Tensor,
+                      layers: list[ReluLayer], alphas: dict, extra: dict | None) -> dict:
+    """Backward coefficients A [B, S, *shape] reaching each Relu output in one bound pass.
+
+    Reads them as gradients of the bound w.r.t. the relaxation offsets (the bound is linear in
+    them, with slope min(A, 0) for the upper and max(A, 0) for the lower offset).
+    """
+    b, s = coef.shape[:2]
+    leaves = []
+    for layer in layers:
+        x = state.bounds[layer.value]
+        alpha = alphas.get(layer.relu)
+        lo, up = x.lower.unsqueeze(1), x.upper.unsqueeze(1)
+        rel = relu_relax(None, lo, up, None if alpha is None else alpha.to(lo))
+        shape = (b, s, *layer.shape)
+        low_off = torch.full(shape, PROBE_OFFSET, device=lo.device, dtype=lo.dtype,
+                             requires_grad=True)
+        up_off = rel.upper_offset.expand(shape).detach().clone().requires_grad_(True)
+        state.relax_cache[layer.relu] = Relaxation(rel.lower_slope.expand(shape), low_off,
+                                                   rel.upper_slope.expand(shape), up_off)
+        leaves += [low_off, up_off]
+    try:
+        with torch.enable_grad():
+            bound = backward_bound(state, start, coef, use_alpha=False, extra=extra,
+                                   keep_input_coef=True)
+            grads = torch.autograd.grad(bound.sum(), leaves, allow_unused=True)
+    finally:
+        for layer in layers:
+            state.relax_cache.pop(layer.relu, None)
+    if state.input_coef is not None:
+        state.input_coef = state.input_coef.detach()
+    out = {}
+    for i, layer in enumerate(layers):
+        parts = [g if g is not None else torch.zeros_like(leaves[2 * i + j])
+                 for j, g in enumerate(grads[2 * i: 2 * i + 2])]
+        out[layer.relu] = parts[0] + parts[1]
+    return out
+
+
+def babsr_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,
+                 row_weight: torch.Tensor) -> torch.Tensor:
+    """Scores [B, total neurons] (layers concatenated); -inf where a neuron is not unstable."""
+    w = row_weight.to(state.dtype)
+    parts = []
+    for layer in layers:
+        x = state.bounds[layer.value]
+        lo, up = x.lower.unsqueeze(1), x.upper.unsqueeze(1)
+        unstable = (x.lower < 0) & (x.upper > 0)
+        width = torch.where((up - lo) > 0, up - lo, torch.ones_like(up))
+        intercept = torch.where(unstable.unsqueeze(1), -lo * up / width, torch.zeros_like(up))
+        a = coefs[layer.relu]
+        alpha = alphas.get(layer.relu)
+        alpha = (up > -lo).to(up) if alpha is None else alpha.to(up)
+        gap = torch.maximum(-alpha * lo, (1 - alpha) * up).clamp(min=0)
+        per_row = torch.relu(-a) * intercept + LOWER_GAP_WEIGHT * torch.relu(a) * gap
+        score = (per_row.flatten(2) * w.unsqueeze(-1)).sum(1)
+        # Neurons that no open row sees still must be splittable: a tiny width-based score.
+        score = score + 1e-9 * torch.minimum(-x.lower, x.upper).flatten(1).clamp(min=0)
+        parts.append(torch.where(unstable.flatten(1), score, torch.full_like(score, -math.inf)))
+    return torch.cat(parts, dim=1)
+
+
+def decode(layers: list[ReluLayer], index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global neuron indices [N] -> (layer index [N], flat position in that layer [N])."""
+    sizes = torch.tensor([lay.numel for lay in layers], device=index.device)
+    ends = torch.cumsum(sizes, 0)
+    layer = torch.searchsorted(ends, index.contiguous(), right=True)
+    start = ends[layer] - sizes[layer]
+    return layer, index - start
+
+
+def top_candidates(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices [B, k], valid [B, k]) of the k best-scored neurons per domain."""
+    k = max(1, min(k, scores.shape[1]))
+    values, idx = torch.topk(scores, k, dim=1)
+    return idx, torch.isfinite(values)
+
+
+def pick_fsb(candidates: torch.Tensor, valid: torch.Tensor, active_margin: torch.Tensor,
+             inactive_margin: torch.Tensor) -> torch.Tensor:
+    """Per domain the candidate [B] whose worse child has the best margin (ties: BaBSR order)."""
+    worse = torch.minimum(active_margin, inactive_margin)
+    worse = torch.where(valid, worse, torch.full_like(worse, -math.inf))
+    # Among refuted-both candidates (inf) prefer the first; argmax returns the first maximum.
+    best = torch.argmax(worse, dim=1)
+    return candidates.gather(1, best.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,94 @@
+"""ReLU-split sub-domains as stacked tensors: split decisions, bounds and warm starts.
+
+A domain is the region box plus one split code per Relu input neuron (0 free, +1 active
+z >= 0, -1 inactive z <= 0). Each carries the interval bounds of every Relu input found so far
+(the parent's, tightened by its own splits), the alphas and betas of its last bound (warm starts
+for its children), its spec-row lower bounds and the disjuncts already refuted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from verifier.bab.branching import ReluLayer, decode
+
+STORE_DTYPE = torch.float32  # warm starts need no precision; halves the queue's memory
+
+
+@dataclass
+class ReluDomains:
+    splits: dict[str, torch.Tensor]  # Relu input value -> int8 [N, *shape]
+    lower: dict[str, torch.Tensor]  # Relu input value -> [N, *shape]
+    upper: dict[str, torch.Tensor]
+    alphas: dict[str, torch.Tensor]  # node -> [N, S, *shape] (STORE_DTYPE)
+    betas: dict[str, torch.Tensor]  # Relu input value -> [N, S, *shape] (STORE_DTYPE)
+    bound: torch.Tensor  # [N, S] lower bounds of coef @ y - rhs
+    margin: torch.Tensor  # [N] smaller = further from a proof
+    refuted: torch.Tensor  # [N, D] bool
+    candidates: torch.Tensor  # [N, k] global neuron indices to branch on, -1 = none
+    depth: torch.Tensor  # [N] number of splits
+
+    def __len__(self) -> int:
+        return self.margin.shape[0]
+
+    def _map(self, fn) -> ReluDomains:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = {k: fn(t) for k, t in v.items()} if isinstance(v, dict) else fn(v)
+        return ReluDomains(**out)
+
+    def select(self, idx: torch.Tensor) -> ReluDomains:
+        return self._map(lambda t: t[idx])
+
+    def repeat(self, times: int) -> ReluDomains:
+        return self._map(lambda t: t.repeat(times, *([1] * (t.dim() - 1))))
+
+    def extend(self, other: ReluDomains) -> None:
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for k in mine:
+                    mine[k] = torch.cat([mine[k], theirs[k]])
+            else:
+                setattr(self, f.name, torch.cat([mine, theirs]))
+
+    def take_worst(self, n: int) -> ReluDomains:
+        """Remove and return the n domains with the smallest margin."""
+        order = torch.argsort(self.margin)
+        taken, rest = self.select(order[:n]), self.select(order[n:])
+        for f in fields(self):
+            setattr(self, f.name, getattr(rest, f.name))
+        return taken
+
+    def nbytes(self) -> int:
+        total = 0
+        for f in fields(self):
+            v = getattr(self, f.name)
+            for t in (v.values() if isinstance(v, dict) else (v,)):
+                total += t.numel() * t.element_size()
+        return total
+
+
+def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor) -> ReluDomains:
+    """Two children per domain (first all active, then all inactive) split at ``choice`` [N]."""
+    n = len(dom)
+    kids = dom.repeat(2)
+    layer_idx, pos = decode(layers, choice)
+    rows = torch.arange(2 * n, device=choice.device)
+    li, p = layer_idx.repeat(2), pos.repeat(2)
+    sign = torch.cat([torch.ones(n, device=choice.device), -torch.ones(n, device=choice.device)])
+    for j, layer in enumerate(layers):
+        m = li == j
+        if not bool(m.any()):
+            continue
+        r, q, sg = rows[m], p[m], sign[m]
+        kids.splits[layer.value].reshape(2 * n, -1)[r, q] = sg.to(torch.int8)
+        lo = kids.lower[layer.value].reshape(2 * n, -1)
+        up = kids.upper[layer.value].reshape(2 * n, -1)
+        lo[r, q] = torch.where(sg > 0, lo[r, q].clamp(min=0), lo[r, q])
+        up[r, q] = torch.where(sg < 0, up[r, q].clamp(max=0), up[r, q])
+    kids.depth = kids.depth + 1
+    return kids

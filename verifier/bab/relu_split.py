@@ -1,0 +1,354 @@
+"""Branch-and-bound by splitting unstable ReLUs (beta-CROWN style), for any input size.
+
+Each step takes the worst-bounded domains, picks one unstable neuron per domain (BaBSR-like
+score, optionally filtered strong branching), and bounds both children in one batch: their
+intermediate bounds start from the parent's with the split applied (an empty interval proves
+the child infeasible), and their final bound optimises alpha and beta jointly, warm-started from
+the parent. A child's bound is never worse than its parent's (the parent's bound holds on it
+too). Counterexamples come from the input points that minimise the domains' linear bounds and
+from a short attack on the region box every few steps; onnxruntime validates them before sat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.forward import run_graph
+from bounds.engine.rounding import final_margin
+from bounds.engine.spec_bounds import _ibp_lower
+from bounds.types import Interval
+from verifier.bab.beta import BetaOptions, optimize_alpha_beta, split_extra, split_signs
+from verifier.bab.branching import (
+    babsr_scores,
+    pick_fsb,
+    relu_layers,
+    relu_output_coefs,
+    top_candidates,
+)
+from verifier.bab.input_split import BabOutcome
+from verifier.bab.problem import RegionProblem
+from verifier.bab.progress import Progress
+from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReluSplitOptions:
+    batch: int = 64
+    max_domains: int = 500_000
+    memory_bytes: int = 2 << 30  # the queue's tensors
+    branching: Literal["babsr", "fsb"] = "fsb"
+    fsb_candidates: int = 3
+    intermediate: Literal["reuse", "recompute"] = "reuse"
+    beta: BetaOptions = BetaOptions()
+    root_iterations: int = 30
+    stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
+    attack_every: int = 8  # steps between attacks on the region box
+    seed: int = 0
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    steps: int = 0
+    stuck: int = 0
+    max_depth: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class ReluSplitSearch:
+    def __init__(self, graph, problem: RegionProblem, deadline: float,
+                 options: ReluSplitOptions, progress: Progress,
+                 validate: Callable[[torch.Tensor], object | None],
+                 attack: Callable[[int, float], torch.Tensor | None] | None = None):
+        """``validate(x [N, d])`` returns a checked counterexample or None; ``attack(seed,
+        deadline)`` returns candidate points [M, d] (the IR sees a violation) or None."""
+        self.graph, self.problem, self.deadline = graph, problem, deadline
+        self.options, self.progress = options, progress
+        self.validate, self.attack = validate, attack
+        self.layers = relu_layers(graph)
+        self.input_shape = graph.inputs[0].shape
+        self.out_name = graph.outputs[0].name
+        self.counters = _Counters()
+
+    # ---- bounding -------------------------------------------------------------------------
+    def _spec(self, n: int):
+        p, shape = self.problem, self.graph.outputs[0].shape
+        coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
+        return coef, coef.reshape(n, coef.shape[1], *shape), p.rhs.unsqueeze(0).expand(n, -1)
+
+    def _state(self, dom: ReluDomains, reuse: bool) -> BoundState:
+        n, shape = len(dom), self.input_shape
+        box = Interval(self.problem.lower.reshape(1, *shape).expand(n, *shape),
+                       self.problem.upper.reshape(1, *shape).expand(n, *shape))
+        state = BoundState(self.graph, box)
+        given = {v: Interval(dom.lower[v], dom.upper[v]) for v in dom.lower}
+        with torch.no_grad():
+            compute_intermediate(state, given, "crown", reuse_given=reuse)
+        return state
+
+    def _infeasible(self, state: BoundState) -> torch.Tensor:
+        empty = torch.zeros(state.batch, dtype=torch.bool, device=state.device)
+        for iv in state.bounds.values():
+            empty |= (iv.lower > iv.upper).flatten(1).any(1)
+        return empty
+
+    def _open_rows(self, refuted: torch.Tensor) -> torch.Tensor:
+        p = self.problem
+        rows = (~refuted).repeat_interleave(p.n_rows, dim=1)
+        return rows & torch.isfinite(p.rhs).unsqueeze(0)
+
+    def bound(self, dom: ReluDomains, iterations: int, reuse: bool) -> ReluDomains:
+        """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
+
+        Only spec rows still open in some domain of the batch are optimised (refuted
+        disjuncts stay refuted in every descendant); the others keep their old values.
+        """
+        n, p = len(dom), self.problem
+        if n == 0:
+            return dom
+        state = self._state(dom, reuse)
+        infeasible = self._infeasible(state)
+        coef, full_coef, rhs = self._spec(n)
+        weight = self._open_rows(dom.refuted) & ~infeasible.unsqueeze(1)
+        rows = weight.any(0).nonzero().flatten()
+        lower = _ibp_lower(state.bounds[self.out_name], coef)
+        sub_alphas, sub_betas = {}, {}
+        if len(rows):
+            def stop(best):
+                full = lower.clone()
+                full[:, rows] = torch.maximum(full[:, rows], best)
+                full = torch.maximum(final_margin(full - rhs), dom.bound)
+                return bool((dom.refuted | infeasible.unsqueeze(1)
+                             | p.refuted_disjuncts(full)).all())
+
+            best, sub_alphas, sub_betas = optimize_alpha_beta(
+                state, self.out_name, full_coef[:, rows], dom.splits,
+                replace(self.options.beta, iterations=iterations),
+                {k: v[:, rows].to(state.dtype) for k, v in dom.alphas.items()},
+                {k: v[:, rows].to(state.dtype) for k, v in dom.betas.items()},
+                weight[:, rows], stop, self.deadline)
+            lower[:, rows] = torch.maximum(lower[:, rows], best)
+        lower = torch.maximum(final_margin(lower - rhs), dom.bound)
+        lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
+        refuted = dom.refuted | p.refuted_disjuncts(lower)
+        out = ReluDomains(
+            dict(dom.splits),
+            {lay.value: state.bounds[lay.value].lower for lay in self.layers},
+            {lay.value: state.bounds[lay.value].upper for lay in self.layers},
+            self._merge_rows(dom.alphas, sub_alphas, rows, n),
+            self._merge_rows(dom.betas, sub_betas, rows, n, beta=True),
+            lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
+        keep = ~refuted.all(1)
+        self.counters.done += n
+        if bool(keep.any()):
+            self._branch_scores(state, out, sub_alphas, sub_betas, rows, keep)
+        return out.select(keep)
+
+    def _merge_rows(self, old: dict, new: dict, rows: torch.Tensor, n: int,
+                    beta: bool = False) -> dict:
+        """Full-row warm starts: the old values, with the optimised rows replaced (betas: one
+        slot per Relu value, zero until split, so that all domains share the same keys)."""
+        s, dev = self.problem.coef.shape[0], self.problem.coef.device
+        shapes = {k: v.shape[2:] for k, v in new.items()}
+        if beta:
+            shapes.update({lay.value: lay.shape for lay in self.layers})
+        merged = {}
+        for k in {*old, *new, *shapes}:
+            if k in old:
+                base = old[k].clone()
+            else:
+                base = torch.zeros((n, s, *shapes[k]), dtype=STORE_DTYPE, device=dev)
+            if k in new:
+                base[:, rows] = new[k].detach().to(STORE_DTYPE)
+            merged[k] = base
+        return merged
+
+    def _branch_scores(self, state, out: ReluDomains, alphas, betas, rows, keep) -> None:
+        """Candidates (top-k BaBSR) for every domain, and primal points to test."""
+        _, full_coef, _ = self._spec(len(out))
+        signs = split_signs(out.splits, state.dtype)
+        extra = split_extra(betas, signs) if betas else None
+        alphas = {k: v.detach() for k, v in alphas.items()}
+        coefs = relu_output_coefs(state, self.out_name, full_coef[:, rows], self.layers,
+                                  alphas, extra)
+        weight = self._open_rows(out.refuted)[:, rows]
+        scores = babsr_scores(state, self.layers, coefs, alphas, weight)
+        k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
+        idx, valid = top_candidates(scores, k)
+        out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
+        self._primal_points(state.input_coef, out.bound[:, rows], weight, keep)
+
+    def _primal_points(self, input_coef, bound, weight, keep) -> None:
+        """Input corners minimising each open domain's weakest row; stash IR violations."""
+        if input_coef is None:
+            return
+        masked = torch.where(weight, bound, torch.full_like(bound, math.inf))
+        row = torch.argmin(masked, dim=1)
+        c = input_coef[torch.arange(len(bound)), row].flatten(1)[keep]
+        lo, hi = self.problem.lower.unsqueeze(0), self.problem.upper.unsqueeze(0)
+        x = torch.where(c >= 0, lo, hi)
+        self._check_points(x)
+
+    def _check_points(self, x: torch.Tensor) -> None:
+        if len(x) == 0 or self.counters.extra.get("cex") is not None:
+            return
+        x = torch.maximum(torch.minimum(x.float().to(x.dtype), self.problem.upper),
+                          self.problem.lower)
+        with torch.no_grad():
+            y = run_graph(self.graph, x.reshape(len(x), *self.input_shape))[0]
+        hit = self.problem.violated(y.reshape(len(x), -1))
+        if bool(hit.any()):
+            cex = self.validate(x[hit])
+            if cex is not None:
+                self.counters.extra["cex"] = cex
+
+    # ---- branching ------------------------------------------------------------------------
+    def choose(self, dom: ReluDomains) -> torch.Tensor:
+        """One global neuron index per domain (-1: nothing left to split)."""
+        cand = dom.candidates
+        first = cand[:, 0]
+        if self.options.branching != "fsb" or cand.shape[1] == 1:
+            return first
+        valid = cand >= 0
+        k = cand.shape[1]
+        kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first))
+                for j in range(k)]
+        margins = self._cheap_margin(kids)  # [k, 2, N]
+        return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
+                           first)
+
+    def _cheap_margin(self, kids: list[ReluDomains]) -> torch.Tensor:
+        """Bound with the parents' alphas and betas and no optimisation: [k, 2, N] margins."""
+        allk = kids[0]
+        for other in kids[1:]:
+            allk.extend(other)
+        state = self._state(allk, reuse=True)
+        infeasible = self._infeasible(state)
+        _, full_coef, rhs = self._spec(len(allk))
+        rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
+        state.alphas = {k: v[:, rows].to(state.dtype) for k, v in allk.alphas.items()}
+        signs = split_signs(allk.splits, state.dtype)
+        betas = {v: allk.betas[v][:, rows].to(state.dtype) for v in signs}
+        with torch.no_grad():
+            sub = backward_bound(state, self.out_name, full_coef[:, rows],
+                                 use_alpha=bool(state.alphas),
+                                 extra=split_extra(betas, signs) if betas else None)
+        lower = allk.bound.clone()
+        lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
+        lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
+        refuted = allk.refuted | self.problem.refuted_disjuncts(lower)
+        margin = self.problem.margin(lower, refuted)
+        return margin.reshape(len(kids), 2, -1)
+
+    # ---- search ---------------------------------------------------------------------------
+    def root(self) -> ReluDomains:
+        p = self.problem
+        dev, s = p.lower.device, p.coef.shape[0]
+        empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
+                 for lay in self.layers}
+        inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
+        dom = ReluDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
+                          torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
+                          torch.full((1, 1), -1, device=dev), torch.zeros(1, dtype=torch.long))
+        out = self.bound(dom, self.options.root_iterations, reuse=False)
+        return out
+
+    def run(self) -> BabOutcome:
+        """Search until every domain is refuted, a counterexample validates, or time is up."""
+        opts, c = self.options, self.counters
+        if not self.layers:
+            return BabOutcome("unknown", stats={"stopped": "no Relu to split"})
+        if time.monotonic() >= self.deadline:
+            return BabOutcome("timeout", stats={"stopped": "deadline before the root bound"})
+        queue = self.root()
+        cap = None
+        while len(queue) or c.extra.get("cex") is not None:
+            if c.extra.get("cex") is not None:
+                return BabOutcome("sat", c.extra["cex"], self._stats(queue))
+            if time.monotonic() >= self.deadline:
+                return BabOutcome("timeout", stats=self._stats(queue))
+            if cap is None:
+                cap = min(opts.max_domains,
+                          max(2 * opts.batch, opts.memory_bytes * len(queue)
+                              // max(1, queue.nbytes())))
+            batch = queue.take_worst(opts.batch)
+            choice = self.choose(batch)
+            stuck = choice < 0
+            if bool(stuck.any()):
+                self._resolve_stuck(batch.select(stuck))
+                batch, choice = batch.select(~stuck), choice[~stuck]
+            if len(batch):
+                kids = split_domains(batch, self.layers, choice)
+                reuse = opts.intermediate == "reuse"
+                queue.extend(self.bound(kids, opts.beta.iterations, reuse))
+                c.max_depth = max(c.max_depth, int(kids.depth.max()))
+            c.steps += 1
+            self.progress.update(c.done, len(queue),
+                                 float(queue.margin.min()) if len(queue) else None)
+            if len(queue) > cap:
+                return self._give_up(queue, "domain/memory budget")
+            if self.attack is not None and c.steps % opts.attack_every == 0:
+                self._run_attack()
+        if c.stuck:
+            return self._give_up(queue, "unsplittable open domains")
+        return BabOutcome("unsat", stats=self._stats(queue))
+
+    def _give_up(self, queue: ReluDomains, reason: str) -> BabOutcome:
+        """No proof is coming: one last attack before answering unknown."""
+        for attempt in range(3 if self.attack is not None else 0):
+            if self.counters.extra.get("cex") is not None or time.monotonic() >= self.deadline:
+                break
+            self._run_attack(attempt + 1)
+        cex = self.counters.extra.get("cex")
+        if cex is not None:
+            return BabOutcome("sat", cex, self._stats(queue))
+        return BabOutcome("unknown", stats=self._stats(queue, reason))
+
+    def _resolve_stuck(self, dom: ReluDomains) -> None:
+        """Every Relu is fixed: the bound is an LP dual; optimise it much longer."""
+        rest = self.bound(dom, self.options.stuck_iterations, reuse=True)
+        self.counters.stuck += len(rest)
+
+    def _run_attack(self, salt: int = 0) -> None:
+        seed = self.options.seed + 7919 * self.counters.steps + 104729 * salt
+        budget = min(2.0, max(0.0, self.deadline - time.monotonic()))
+        x = self.attack(seed, time.monotonic() + budget)
+        if x is not None and len(x):
+            cex = self.validate(x)
+            if cex is not None:
+                self.counters.extra["cex"] = cex
+
+    def _stats(self, queue: ReluDomains, reason: str = "") -> dict:
+        c = self.counters
+        stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
+                 "max_depth": c.max_depth, "unsplittable_open": c.stuck}
+        if reason:
+            stats["stopped"] = reason
+        self.progress.update(c.done, len(queue),
+                             float(queue.margin.min()) if len(queue) else None, force=True)
+        return stats
+
+
+def region_attack(graph, region, steps: int, restarts: int, device) -> Callable:
+    """``attack(seed, deadline)`` for a search: PGD with fresh random restarts on the region
+    box; returns the points the IR sees as violations (to be validated) or None."""
+    from verifier.attack import attack_boxes
+
+    def attack(seed: int, deadline: float) -> torch.Tensor | None:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        res = attack_boxes(graph, region.lower[None], region.upper[None], region.condition,
+                           steps, restarts, generator=gen, deadline=deadline, stop_on_any=True)
+        hit = res.loss <= 0
+        return res.x[hit] if bool(hit.any()) else None
+
+    return attack
