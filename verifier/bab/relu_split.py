@@ -259,7 +259,8 @@ class ReluSplitSearch:
         inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
         dom = ReluDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
-                          torch.full((1, 1), -1, device=dev), torch.zeros(1, dtype=torch.long))
+                          torch.full((1, 1), -1, device=dev),
+                          torch.zeros(1, dtype=torch.long, device=dev))
         out = self.bound(dom, self.options.root_iterations, reuse=False)
         return out
 
