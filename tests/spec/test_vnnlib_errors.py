@@ -135,3 +135,10 @@ def test_missing_file():
         load_spec("/nonexistent/x.vnnlib")
     with pytest.raises(SpecError):
         load_query_info("/nonexistent/x.vnnlib")
+
+
+def test_huge_variable_index_is_refused_without_allocating():
+    text = ("(declare-const X_99999999999 Real)\n(declare-const Y_0 Real)\n"
+            "(assert (<= X_99999999999 1))\n(assert (>= X_99999999999 0))\n(assert (<= Y_0 0))\n")
+    with pytest.raises(SpecError, match="X_0 is not declared"):
+        parse_vnnlib(text)

@@ -198,11 +198,11 @@ class Declarations:
             for label, idx in (("input", self.v1_inputs), ("output", self.v1_outputs)):
                 if not idx:
                     raise SpecError(f"{src}: no {label} variables declared")
-                missing = sorted(set(range(max(idx) + 1)) - idx)
-                if missing:
+                gap = _first_gap(idx)
+                if gap is not None:
                     var = "X" if label == "input" else "Y"
                     raise SpecError(f"{src}: {label} variables are not numbered from 0 without "
-                                    f"gaps: {var}_{missing[0]} is not declared")
+                                    f"gaps: {var}_{gap} is not declared")
             return len(self.v1_inputs), len(self.v1_outputs)
         if len(self.networks) != 1:
             names = ", ".join(n.name for n in self.networks) or "none"
@@ -214,3 +214,17 @@ class Declarations:
                             f"and one output tensor (has {len(net.inputs)} and "
                             f"{len(net.outputs)})")
         return math.prod(net.inputs[0].shape), math.prod(net.outputs[0].shape)
+
+
+def _first_gap(indices: set[int]) -> int | None:
+    """The smallest non-negative integer missing from ``indices`` below its maximum, or None.
+
+    Walks the sorted indices, so memory stays proportional to what was declared (a declared
+    X_99999999999 must not allocate a range of that size).
+    """
+    expected = 0
+    for i in sorted(indices):
+        if i != expected:
+            return expected
+        expected += 1
+    return None
