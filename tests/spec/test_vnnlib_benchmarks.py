@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import BENCHMARKS
 
+from tests.conftest import BENCHMARKS
 from verifier.spec import load_spec
 
 SIZES = {  # benchmark: (n_inputs, n_outputs)
