@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import helper
 
@@ -114,3 +115,33 @@ def test_noop_and_chained_reshapes_and_dead_nodes():
     assert _ops(simple) == ["Reshape", "Relu"]
     _same(raw, simple)
     assert drop_dead_nodes(simple) is simple
+
+
+def _gelu_nodes(scale_op: str, product_order: tuple[str, str]):
+    scale = (helper.make_node("Div", ["h", "sqrt2"], ["d"]) if scale_op == "Div"
+             else helper.make_node("Mul", ["h", "inv_sqrt2"], ["d"]))
+    return [helper.make_node("MatMul", ["x", "w"], ["h"]), scale,
+            helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["a"]),
+            helper.make_node("Mul", list(product_order), ["p"]),
+            helper.make_node("Mul", ["p", "half"], ["y"])]
+
+
+@pytest.mark.parametrize("scale_op", ["Div", "Mul"])
+@pytest.mark.parametrize("order", [("h", "a"), ("a", "h")])
+def test_exported_gelu_decomposition_fuses_to_gelu(scale_op, order):
+    consts = {"w": rand(4, 3), "sqrt2": np.float32(2 ** 0.5), "inv_sqrt2": np.float32(2 ** -0.5),
+              "one": np.float32(1.0), "half": np.float32(0.5)}
+    model = make_model(_gelu_nodes(scale_op, order), {"x": (1, 4)}, ["y"], consts, opset=17)
+    raw, simple = _both(model)
+    assert _ops(simple) == ["Linear", "Gelu"]
+    _same(raw, simple, low=-4.0, high=4.0)
+    compare(model, low=-4.0, high=4.0)
+
+
+def test_gelu_lookalike_with_other_constants_is_left_alone():
+    consts = {"w": rand(4, 3), "sqrt2": np.float32(1.5), "one": np.float32(1.0),
+              "half": np.float32(0.5)}
+    model = make_model(_gelu_nodes("Div", ("h", "a")), {"x": (1, 4)}, ["y"], consts, opset=17)
+    _, simple = _both(model)
+    assert "Gelu" not in _ops(simple)

@@ -11,6 +11,9 @@
 * ``fold_input_normalisation``: (x - m) / s feeding a Linear/Conv folds into it, when m and s
   vary only along its input-feature axis (Sub into a Conv only without padding, where zero
   padding would otherwise see the shifted values). The Sub/Div first moves past Reshapes.
+* ``fuse_gelu``: the exporters' decomposition 0.5 * (x * (1 + erf(x / sqrt 2))) becomes one Gelu
+  node, so the bound engines relax GELU as one function instead of bounding a product of two
+  perturbed values.
 * ``drop_dead_nodes``: nodes that no output depends on.
 """
 
@@ -148,6 +151,45 @@ def fold_input_normalisation(graph: Graph) -> Graph:
     return graph
 
 
+def _const_scalar(node: Node, value: float) -> bool:
+    """True when ``node`` has exactly one constant operand, a scalar close to ``value``."""
+    if len(node.consts) != 1:
+        return False
+    (c,) = node.consts.values()
+    return c.size == 1 and abs(float(c.reshape(())) - value) <= 1e-6 * max(1.0, abs(value))
+
+
+def _gelu_input(rw: Rewriter, prod: Node) -> str | None:
+    """For prod = x * (1 + erf(x / sqrt 2)) (operands in either order), return x."""
+    if prod.op != "Mul" or len(prod.dynamic_inputs) != 2:
+        return None
+    for x, other in (prod.inputs, prod.inputs[::-1]):
+        add = rw.get(other)
+        if add is None or add.op != "Add" or not _const_scalar(add, 1.0):
+            continue
+        erf = rw.get(add.dynamic_inputs[0])
+        if erf is None or erf.op != "Erf":
+            continue
+        scale = rw.get(erf.inputs[0])
+        if scale is not None and scale.dynamic_inputs == (x,) and (
+                (scale.op == "Div" and 1 in scale.consts and _const_scalar(scale, 2 ** 0.5))
+                or (scale.op == "Mul" and _const_scalar(scale, 2 ** -0.5))):
+            return x
+    return None
+
+
+def fuse_gelu(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op != "Mul" or len(node.dynamic_inputs) != 1 or not _const_scalar(node, 0.5):
+            continue
+        prod = rw.get(node.dynamic_inputs[0])
+        x = _gelu_input(rw, prod) if prod is not None and rw.single_use(prod.name) else None
+        if x is not None and rw.shape_of(x) == node.shape:
+            rw.replace(node, Node(node.name, "Gelu", (x,), node.shape, {"approximate": "none"}))
+    return drop_dead_nodes(rw.graph())
+
+
 def drop_dead_nodes(graph: Graph) -> Graph:
     live = {o.name for o in graph.outputs}
     keep = []
@@ -160,8 +202,8 @@ def drop_dead_nodes(graph: Graph) -> Graph:
     return Graph(graph.inputs, graph.outputs, tuple(reversed(keep)), graph.opset, graph.metadata)
 
 
-PASSES = (drop_noop_reshapes, clip_to_relu, fuse_affine_followers, fold_input_normalisation,
-          drop_noop_reshapes, drop_dead_nodes)
+PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_affine_followers,
+          fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
 
 
 def simplify_graph(graph: Graph) -> Graph:
