@@ -214,39 +214,44 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
 
 
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
-    """Flat indices (over the static shape) whose bounds CROWN should tighten."""
+    """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
     consumers = [rules().get(n.op, n.name) for n in graph.consumers(name)]
     lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
-    only_relu = all(r.op == "Relu" for r in consumers)
-    if only_relu:
-        mask = ((lower < 0) & (upper > 0)).any(0)
-    else:
-        mask = (upper > lower).any(0)
-    return mask.nonzero().flatten()
+    if all(r.op == "Relu" for r in consumers):
+        return (lower < 0) & (upper > 0)  # stable Relus are exact: their bounds do not matter
+    return upper > lower
 
 
-def crown_interval(state: BoundState, name: str, positions: torch.Tensor,
+def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
                    alpha_iterations: int = 0) -> Interval | None:
-    """CROWN bounds of the selected flat positions of value ``name`` (others: +-inf).
+    """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
+    +-inf).
 
+    Each domain bounds only its own selected positions: rows are gathered per domain and
+    padded to the largest count in the batch (padding rows are computed and discarded), so
+    the cost follows the busiest domain, not the union over the batch.
     With ``alpha_iterations`` > 0 the relaxations upstream are optimised (alpha-CROWN) for
     these bounds, with alphas private to this value.
     """
     shape = state.graph.shape_of(name)
     numel = math.prod(shape)
-    b, k = state.batch, positions.numel()
+    b = state.batch
+    counts = mask.sum(1)
+    k = int(counts.max()) if b else 0
     if k == 0:
         return None
+    # Per domain: its selected positions first (stable sort keeps index order), then padding.
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
     lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
     chunk = max(1, MAX_COEF_ELEMENTS // max(1, 2 * b * _largest_numel(state.graph)))
+    rows = torch.arange(b, device=state.device).unsqueeze(1)
     for start in range(0, k, chunk):
-        idx = positions[start: start + chunk]
-        m = idx.numel()
-        eye = torch.zeros((m, numel), device=state.device, dtype=state.dtype)
-        eye[torch.arange(m), idx] = 1.0
-        coef = torch.cat([eye, -eye]).unsqueeze(0).expand(b, 2 * m, numel)
-        coef = coef.reshape(b, 2 * m, *shape)
+        idx = order[:, start: start + chunk]  # [B, m]
+        m = idx.shape[1]
+        onehot = torch.zeros((b, m, numel), device=state.device, dtype=state.dtype)
+        onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
+        coef = torch.cat([onehot, -onehot], dim=1).reshape(b, 2 * m, *shape)
         if alpha_iterations > 0:
             from bounds.engine.alpha import optimize_alpha
 
@@ -254,8 +259,10 @@ def crown_interval(state: BoundState, name: str, positions: torch.Tensor,
                 res, _ = optimize_alpha(state, name, coef, alpha_iterations)
         else:
             res = backward_bound(state, name, coef)
-        lower[:, idx] = res[:, :m]
-        upper[:, idx] = -res[:, m:]
+        valid = (torch.arange(start, start + m, device=state.device).unsqueeze(0)
+                 < counts.unsqueeze(1))
+        lower[rows, idx] = torch.where(valid, res[:, :m], lower[rows, idx])
+        upper[rows, idx] = torch.where(valid, -res[:, m:], upper[rows, idx])
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
 
 
