@@ -85,7 +85,8 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     elif options.method == "alpha":
         # alpha's starting point is not always CROWN's default relaxation: keep both.
         with torch.no_grad():
-            lower = torch.maximum(lower, backward_bound(state, out_name, full_coef))
+            lower = torch.maximum(lower, backward_bound(state, out_name, full_coef,
+                                                        keep_input_coef=True))
 
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False
