@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class InputSplitOptions:
     batch: int = 512
     max_domains: int = 2_000_000
+    strong_branching: bool = True  # bound both halves of each candidate split, keep the best
     bounds: BoundOptions = BoundOptions(method="crown")
 
 
@@ -65,19 +66,24 @@ class BabOutcome:
     stats: dict = field(default_factory=dict)
 
 
-def split_dimension(input_coef: torch.Tensor | None, lower, upper, problem, refuted):
-    """Per domain, the input dimension with the largest |coef| x width on open rows."""
+def split_candidates(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
+                     root_width: torch.Tensor) -> torch.Tensor:
+    """Per domain, [N, 2] candidate dimensions to bisect: the one the linear bound is most
+    sensitive to (|coef| x width summed over open rows) and the widest relative to the region.
+
+    The sensitivity choice alone is blind to relaxation looseness (unstable neurons), which
+    shrinking a wide dimension reduces: on ACAS Xu prop_1 it kept one dimension at half its
+    width through thousands of splits. Strong branching picks between the two candidates.
+    """
     width = upper - lower
+    widest = torch.argmax(width / root_width, dim=1)
     if input_coef is None:
-        return torch.argmax(width, dim=1)
+        return torch.stack([widest, widest], 1)
     coef = input_coef.flatten(2).abs()  # [B, S, d]
     open_rows = (~refuted).repeat_interleave(problem.n_rows, dim=1)  # [B, S]
-    score = (coef * open_rows.unsqueeze(-1)).sum(1) * width
-    score = torch.where(width > 0, score, torch.full_like(score, -1.0))
-    best = torch.argmax(score, dim=1)
-    # A domain whose bound does not depend on any input still needs splitting: widest dim.
-    flat = score.max(1).values <= 0
-    return torch.where(flat, torch.argmax(width, dim=1), best)
+    sens = (coef * open_rows.unsqueeze(-1)).sum(1) * width
+    sens = torch.where(width > 0, sens, torch.full_like(sens, -1.0))
+    return torch.stack([torch.argmax(sens, dim=1), widest], 1)
 
 
 def bisect(domains: Domains, dims: torch.Tensor) -> Domains:
@@ -144,9 +150,30 @@ class InputSplitSearch:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            dims = split_dimension(coef, batch.lower, batch.upper, p, batch.refuted)
+            dims = split_candidates(coef, batch.lower, batch.upper, p, batch.refuted,
+                                    p.upper - p.lower)
+            if self.options.strong_branching:
+                dims = self.strong_dims(batch, dims)
+            else:
+                dims = dims[:, 0]
             queue.extend(bisect(batch, dims))
         return BabOutcome("unsat", stats=self._stats(done, queue))
+
+    def strong_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
+        """Per domain, the candidate dimension whose worse half has the best bound.
+
+        ``candidates`` [N, k]: the dimensions to try per domain (both halves of each are
+        bounded in one batch per candidate column).
+        """
+        n = len(batch)
+        worst = []
+        for j in range(candidates.shape[1]):
+            kids = bisect(batch, candidates[:, j])
+            res, refuted = self.bound(kids)
+            margin = self.problem.margin(res.lower, refuted)
+            worst.append(torch.minimum(margin[:n], margin[n:]))
+        best = torch.argmax(torch.stack(worst, 1), dim=1)
+        return candidates[torch.arange(n, device=candidates.device), best]
 
     @staticmethod
     def _stats(done: int, queue: Domains, reason: str = "") -> dict:
