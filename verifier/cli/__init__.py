@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommands register their own options)."""
-    from verifier.cli import bench_cmd, supports_cmd, verify_cmd
+    from verifier.cli import bench_cmd, supports_cmd, tables_cmd, verify_cmd
 
     common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.add_parser(sub, common)
     supports_cmd.add_parser(sub, common)
     bench_cmd.add_parser(sub, common)
+    tables_cmd.add_parser(sub, common)
     from verifier.gate.cli import add_parsers as add_gate_parsers
 
     add_gate_parsers(sub, common)
