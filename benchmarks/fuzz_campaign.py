@@ -63,6 +63,10 @@ def _summary(results: list[dict], methods, wall: float, timeout: float) -> str:
         lines.append(f"method {m:<10} " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
                      + f"  (total {sum(times):.0f} s, max {max(times, default=0):.1f} s, "
                      f"{over} over timeout+{OVERRUN_S:g} s)")
+    for m in methods:
+        paths = Counter(r["notes"].get(m, "-") for r in done if r["verdicts"].get(m) != "error")
+        lines.append(f"  {m} answered by: " + ", ".join(f"{k} {v}" for k, v in
+                                                       sorted(paths.items())))
     by_net = defaultdict(Counter)
     for r in done:
         for m in methods:

@@ -108,6 +108,13 @@ def _run_method(model_path: Path, spec_path: Path, method: str, timeout: float):
     return verify(model_path, spec_path, config)
 
 
+def _backends(stats: dict) -> str:
+    """Which MILP backends solved (the ``milp`` method's Gurobi vs the HiGHS oracle)."""
+    used = {s.get("backend") for v in stats.values() if isinstance(v, dict)
+            for s in v.get("solves", [])}
+    return f"[{','.join(sorted(b for b in used if b))}]" if used else ""
+
+
 def run_case(case: Case, methods=METHODS, timeout: float = 3.0,
              workdir: Path | None = None) -> CaseResult:
     """Oracle and methods on one case (files written to ``workdir`` or a temporary folder)."""
@@ -134,7 +141,7 @@ def run_case(case: Case, methods=METHODS, timeout: float = 3.0,
                     if not ok:
                         res.disagreements.append(f"{method}: sat counterexample fails the "
                                                  "independent onnxruntime check")
-                res.notes[method] = out.method
+                res.notes[method] = out.method + _backends(out.stats)
             except Exception as exc:  # an error is reported, never a silent pass
                 verdict = "error"
                 res.notes[method] = f"{type(exc).__name__}: {exc}"
