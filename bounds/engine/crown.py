@@ -16,6 +16,7 @@ per-domain constraints.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,8 @@ class BoundState:
     relax_cache: dict[str, object] = field(default_factory=dict)
     zero_output: dict[str, torch.Tensor] = field(default_factory=dict)
     input_coef: torch.Tensor | None = None
+    kept_coef: dict[str, torch.Tensor] = field(default_factory=dict)  # backward_bound keep_coef
+    infeasible: torch.Tensor | None = None  # [B] bool: some value's interval came out empty
 
     @property
     def device(self):
@@ -170,11 +173,15 @@ def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
 
 def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
                    use_alpha: bool = False, keep_input_coef: bool = False,
-                   extra: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                   extra: dict[str, torch.Tensor] | None = None,
+                   keep_coef: Collection[str] | None = None) -> torch.Tensor:
     """Lower bound of coef . value(start) over the box: ``[B, S]``.
 
     With ``keep_input_coef`` the linear coefficients reaching the input (``[B, S, *in]``)
     are stored in ``state.input_coef`` (branching heuristics read them).
+    ``keep_coef`` names values whose total coefficients (``[B, S, *shape]``, extra included)
+    are stored in ``state.kept_coef[name]`` as the pass reaches them (a value that no
+    coefficient reaches is left out); ``state.kept_coef`` is cleared first.
     ``extra[name]`` (``[B, S, *shape]``) is added to the coefficients reaching value ``name``:
     the terms lambda . g(value) of a Lagrangian for constraints g(value) <= 0 that hold on the
     domain (e.g. beta-CROWN's split constraints). With lambda . g <= 0 on the domain, the bound
@@ -184,12 +191,17 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     pending: dict[str, torch.Tensor] = {start: coef}
     total = torch.zeros(coef.shape[:2], device=state.device, dtype=state.dtype)
+    keep = set(keep_coef or ())
+    if keep_coef is not None:
+        state.kept_coef = {}
     for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
         a = pending.pop(node.name, None)
         if extra is not None and node.name in extra:
             a = extra[node.name] if a is None else a + extra[node.name]
         if a is None:
             continue
+        if node.name in keep:
+            state.kept_coef[node.name] = a
         delta = state.deltas.get(node.name)
         if delta is not None:
             total = total - _dot(a.abs(), delta)
@@ -209,6 +221,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
             raise RuntimeError(f"backward pass left coefficients on {name!r}")
         if keep_input_coef:
             state.input_coef = a
+        if name in keep:
+            state.kept_coef[name] = a
         total = total + _concretize(a, state.bounds[input_name])
     return total
 
@@ -279,17 +293,68 @@ def _largest_numel(graph: Graph) -> int:
     return max(math.prod(n.shape) for n in graph.nodes)
 
 
+ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
+
+
+def _reused_rows(reuse_given: ReuseGiven, given: dict, name: str) -> torch.Tensor | bool:
+    """Which domains keep ``given[name]`` as is: True (all), False (none) or a [B] mask."""
+    if name not in given or reuse_given is False:
+        return False
+    if reuse_given is True:
+        return True
+    if isinstance(reuse_given, Mapping):
+        rows = reuse_given.get(name)
+        return False if rows is None else rows
+    return name in reuse_given
+
+
+def _select_rows(state: BoundState, rows: torch.Tensor) -> BoundState:
+    """The domains ``rows`` [B] bool of ``state`` as a state of their own (bounds so far)."""
+    b = state.batch
+
+    def pick(t):
+        return t[rows] if t is not None and t.dim() > 0 and t.shape[0] == b else t
+
+    sub = BoundState(state.graph, Interval(state.box.lower[rows], state.box.upper[rows]))
+    sub.bounds = {k: Interval(pick(v.lower), pick(v.upper)) for k, v in state.bounds.items()}
+    sub.deltas = {k: pick(d) for k, d in state.deltas.items()}
+    sub.zero_output = state.zero_output
+    return sub
+
+
+def _refine(state: BoundState, name: str, mask: torch.Tensor,
+            alpha_iterations: int) -> Interval | None:
+    """crown_interval over only the domains with a selected position (the others: +-inf)."""
+    rows = mask.any(1)
+    if bool(rows.all()):
+        return crown_interval(state, name, mask, alpha_iterations)
+    if not bool(rows.any()):
+        return None
+    part = crown_interval(_select_rows(state, rows), name, mask[rows], alpha_iterations)
+    if part is None:
+        return None
+    shape = (state.batch, *state.graph.shape_of(name))
+    lower = torch.full(shape, -math.inf, device=state.device, dtype=state.dtype)
+    upper = torch.full(shape, math.inf, device=state.device, dtype=state.dtype)
+    lower[rows], upper[rows] = part.lower, part.upper
+    return Interval(lower, upper)
+
+
 def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,
-                         method: str = "crown", reuse_given: bool = False,
+                         method: str = "crown", reuse_given: ReuseGiven = False,
                          alpha_iterations: int = 0) -> None:
-    """Fill ``state.bounds`` for every value.
+    """Fill ``state.bounds`` for every value, and ``state.infeasible`` ([B] bool: a domain
+    where some value's interval is empty, i.e. the given constraints contradict each other).
 
     ``method``: "ibp" (intervals only), "forward" (IBP intersected with forward-mode linear
     bounds, cheap for low-dimensional inputs) or "crown" (IBP, then backward CROWN for the
     values that relaxations need; alpha-optimised when ``alpha_iterations`` > 0).
-    ``given`` bounds are intersected in; with ``reuse_given``
-    a value that has given bounds is not refined by CROWN again (branch-and-bound children
-    reuse their parent's intermediate bounds).
+    ``given`` bounds are intersected in. ``reuse_given`` says where a value's given bounds are
+    kept without a CROWN refinement (branch-and-bound children reuse their parent's
+    intermediate bounds): True for every given value, a collection of value names, or a
+    mapping name -> [B] bool (per domain; True = reuse). Reuse only skips work: the result
+    is never looser than the given bounds, and never looser than IBP.
+    Domains found infeasible are not refined further (any bound is sound on an empty set).
     """
     graph, given = state.graph, given or {}
     # Values with no relaxed node upstream are affine in the input: IBP is already exact.
@@ -298,6 +363,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
     info = graph.inputs[0]
     state.bounds[info.name] = Interval(state.box.lower.reshape(-1, *info.shape),
                                        state.box.upper.reshape(-1, *info.shape))
+    state.infeasible = torch.zeros(state.batch, dtype=torch.bool, device=state.device)
     funcs = {}
     if method == "forward":
         funcs[info.name] = identity_functions(state.box, info.shape)
@@ -314,9 +380,14 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
             funcs[node.name] = f if f is not None else constant_functions(out, d)
         out = intersect(out, given.get(node.name))
         state.bounds[node.name] = out
-        if node.name in need and not (reuse_given and node.name in given):
-            refined = crown_interval(state, node.name,
-                                     _positions_to_refine(graph, node.name, out),
-                                     alpha_iterations)
+        reuse = _reused_rows(reuse_given, given, node.name)
+        if node.name in need and reuse is not True:
+            mask = _positions_to_refine(graph, node.name, out) & ~state.infeasible.unsqueeze(1)
+            if reuse is not False:
+                mask = mask & ~reuse.to(mask.device).unsqueeze(1)
+            refined = _refine(state, node.name, mask, alpha_iterations)
             if refined is not None:
-                state.bounds[node.name] = intersect(out, refined)
+                out = intersect(out, refined)
+                state.bounds[node.name] = out
+        empty = out.lower > out.upper
+        state.infeasible |= empty.reshape(empty.shape[0], -1).any(1)

@@ -22,11 +22,8 @@ import torch
 
 from bounds.engine.crown import BoundState, backward_bound
 from bounds.graph import Graph
-from bounds.rules.relu import relu_relax
-from bounds.types import Relaxation
 
 LOWER_GAP_WEIGHT = 0.25
-PROBE_OFFSET = 1e-30  # makes the probe pass read the lower-plane offsets (not a sound bound)
 
 
 @dataclass(frozen=True)
@@ -53,41 +50,21 @@ def relu_layers(graph: Graph) -> list[ReluLayer]:
 
 def relu_output_coefs(state: BoundState, start: str, coef: torch.Tensor,
                       layers: list[ReluLayer], alphas: dict, extra: dict | None) -> dict:
-    """Backward coefficients A [B, S, *shape] reaching each Relu output in one bound pass.
-
-    Reads them as gradients of the bound w.r.t. the relaxation offsets (the bound is linear in
-    them, with slope min(A, 0) for the upper and max(A, 0) for the lower offset).
-    """
+    """Backward coefficients A [B, S, *shape] reaching each Relu output in one bound pass
+    (with ``alphas`` and the split terms ``extra``); the input coefficients of that pass are
+    left in ``state.input_coef``."""
     b, s = coef.shape[:2]
-    leaves = []
-    for layer in layers:
-        x = state.bounds[layer.value]
-        alpha = alphas.get(layer.relu)
-        lo, up = x.lower.unsqueeze(1), x.upper.unsqueeze(1)
-        rel = relu_relax(None, lo, up, None if alpha is None else alpha.to(lo))
-        shape = (b, s, *layer.shape)
-        low_off = torch.full(shape, PROBE_OFFSET, device=lo.device, dtype=lo.dtype,
-                             requires_grad=True)
-        up_off = rel.upper_offset.expand(shape).detach().clone().requires_grad_(True)
-        state.relax_cache[layer.relu] = Relaxation(rel.lower_slope.expand(shape), low_off,
-                                                   rel.upper_slope.expand(shape), up_off)
-        leaves += [low_off, up_off]
+    state.alphas = {k: v.to(state.dtype) for k, v in alphas.items()}
     try:
-        with torch.enable_grad():
-            bound = backward_bound(state, start, coef, use_alpha=False, extra=extra,
-                                   keep_input_coef=True)
-            grads = torch.autograd.grad(bound.sum(), leaves, allow_unused=True)
+        with torch.no_grad():
+            backward_bound(state, start, coef, use_alpha=bool(state.alphas), extra=extra,
+                           keep_input_coef=True, keep_coef={lay.relu for lay in layers})
     finally:
-        for layer in layers:
-            state.relax_cache.pop(layer.relu, None)
-    if state.input_coef is not None:
-        state.input_coef = state.input_coef.detach()
-    out = {}
-    for i, layer in enumerate(layers):
-        parts = [g if g is not None else torch.zeros_like(leaves[2 * i + j])
-                 for j, g in enumerate(grads[2 * i: 2 * i + 2])]
-        out[layer.relu] = parts[0] + parts[1]
-    return out
+        state.alphas = {}
+    kept = state.kept_coef
+    return {lay.relu: kept[lay.relu] if lay.relu in kept else
+            torch.zeros((b, s, *lay.shape), device=coef.device, dtype=coef.dtype)
+            for lay in layers}
 
 
 def babsr_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,
