@@ -1,0 +1,97 @@
+"""Input-split branch-and-bound against exact answers on tiny ReLU networks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.forward import run_graph
+from tests.bab.exact import exact_min, exact_sat
+from tests.bab.test_relu_split import region_for, tiny_net
+from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
+from verifier.bab.problem import RegionProblem
+from verifier.bab.progress import Progress
+from verifier.spec.types import InputRegion
+
+pytest.importorskip("scipy")
+
+
+def make_search(graph, region: InputRegion, deadline_s: float = 30.0,
+                progress: Progress | None = None, **opts) -> InputSplitSearch:
+    problem = RegionProblem.from_region(0, region, "cpu", torch.float64)
+
+    def validate(x: torch.Tensor):
+        """The IR in float64 stands in for onnxruntime here."""
+        y = run_graph(graph, x.double().reshape(len(x), *graph.inputs[0].shape))[0]
+        hit = problem.violated(y.reshape(len(x), -1))
+        return x[hit][0] if bool(hit.any()) else None
+
+    return InputSplitSearch(graph, problem, time.monotonic() + deadline_s,
+                            InputSplitOptions(**opts), progress or Progress(), validate)
+
+
+# (seed, delta relative to the exact minimum, strong branching)
+CASES = [(s, d, s % 2 == 0) for s in range(6) for d in (-0.03, 0.03)]
+
+
+@pytest.mark.parametrize(("seed", "delta", "strong"), CASES)
+def test_single_row_matches_exact(seed, delta, strong):
+    graph, exact = tiny_net(seed, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    region = region_for(exact, 3, c[None, None], [[m + delta]])
+    out = make_search(graph, region, strong_branching=strong).run()
+    assert out.verdict == ("sat" if delta > 0 else "unsat"), out.stats
+
+
+@pytest.mark.parametrize("seed", [30, 31, 32])
+def test_disjunctions_and_conjunctions_match_exact(seed):
+    graph, exact = tiny_net(seed, n_in=2, hidden=(4, 4))
+    lo, hi = -np.ones(2), np.ones(2)
+    rows = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    mins = [exact_min(exact, lo, hi, r) for r in rows]
+    rng = np.random.default_rng(seed)
+    for coef, rhs in (
+        (rows[:, None, :], np.array([[mins[0] - 0.03], [mins[1] + rng.choice([-1, 1]) * 0.03]])),
+        (rows[None], np.array([[mins[0] + 0.2, mins[1] + 0.2]])),
+    ):
+        truth = "sat" if exact_sat(exact, lo, hi, coef, rhs) else "unsat"
+        # Input splitting shrinks boxes until bounds are exact enough: it is complete here
+        # (including conjunctions that are empty only as a whole).
+        out = make_search(graph, region_for(exact, 2, coef, rhs)).run()
+        assert out.verdict == truth, (coef, rhs, out.stats)
+
+
+def _hard_unsat():
+    graph, exact = tiny_net(4, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    return graph, region_for(exact, 3, c[None, None], [[m - 0.002]])
+
+
+def test_deadline_in_the_past_returns_timeout_quickly():
+    graph, region = _hard_unsat()
+    start = time.monotonic()
+    out = make_search(graph, region, deadline_s=-1.0).run()
+    assert out.verdict == "timeout"
+    assert time.monotonic() - start < 2.0
+
+
+def test_tiny_domain_budget_gives_unknown_never_wrong():
+    graph, region = _hard_unsat()
+    out = make_search(graph, region, batch=1, max_domains=2).run()
+    assert out.verdict in ("unknown", "unsat")
+    if out.verdict == "unknown":
+        assert out.stats["stopped"] == "domain budget"
+
+
+def test_progress_callback_receives_events():
+    graph, region = _hard_unsat()
+    events: list[dict] = []
+    out = make_search(graph, region, progress=Progress(events.append, every_s=0.0)).run()
+    assert out.verdict == "unsat"
+    assert events and {"domains_done", "domains_queued", "global_bound",
+                       "elapsed_s"} <= set(events[-1])
