@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version())
         return 0
     if not args.command:
-        print(f"{NAME}: error: a command is required (verify, supports, bench, spec, gate,"
+        print(f"{NAME}: error: a command is required (verify, supports, bench, spec, gate, tables,"
               " radius, serve); see --help", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
