@@ -43,6 +43,9 @@ class Domains:
     def __len__(self) -> int:
         return self.lower.shape[0]
 
+    def select(self, idx) -> Domains:
+        return Domains(self.lower[idx], self.upper[idx], self.margin[idx], self.refuted[idx])
+
     def take_worst(self, n: int) -> Domains:
         """Remove and return the n domains with the smallest margin."""
         order = torch.argsort(self.margin)
@@ -64,6 +67,11 @@ class BabOutcome:
     verdict: str  # "unsat" | "sat" | "unknown" | "timeout"
     counterexample: object | None = None  # validated by the caller's validator
     stats: dict = field(default_factory=dict)
+
+
+# Strong branching is tried only where the widest dimension is this many times wider (relative
+# to the region) than the sensitivity choice: elsewhere the cheap choice is kept.
+STRONG_RATIO = 16.0
 
 
 def split_candidates(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
@@ -150,14 +158,25 @@ class InputSplitSearch:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            dims = split_candidates(coef, batch.lower, batch.upper, p, batch.refuted,
-                                    p.upper - p.lower)
-            if self.options.strong_branching:
-                dims = self.strong_dims(batch, dims)
-            else:
-                dims = dims[:, 0]
+            dims = self.choose_dims(batch, split_candidates(
+                coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower))
             queue.extend(bisect(batch, dims))
         return BabOutcome("unsat", stats=self._stats(done, queue))
+
+    def choose_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
+        """The sensitivity choice, unless the widest dimension is STRONG_RATIO times wider
+        (relative to the region) than it: then strong branching decides between the two."""
+        dims = candidates[:, 0]
+        if not self.options.strong_branching:
+            return dims
+        rel = (batch.upper - batch.lower) / (self.problem.upper - self.problem.lower)
+        rows = torch.arange(len(batch), device=dims.device)
+        contested = rel[rows, candidates[:, 1]] > STRONG_RATIO * rel[rows, candidates[:, 0]]
+        if contested.any():
+            idx = contested.nonzero().flatten()
+            dims = dims.clone()
+            dims[idx] = self.strong_dims(batch.select(idx), candidates[idx])
+        return dims
 
     def strong_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
         """Per domain, the candidate dimension whose worse half has the best bound.
