@@ -73,7 +73,22 @@ def test_single_row_matches_exact(seed, delta, branching):
     assert out.verdict == truth, out.stats
 
 
-@pytest.mark.parametrize(("seed", "intermediate"), [(10, "reuse"), (11, "recompute")])
+@pytest.mark.parametrize(("seed", "delta", "intermediate"),
+                         [(30, -0.05, "downstream"), (31, -0.05, "downstream"),
+                          (30, 0.05, "downstream"), (31, -0.05, "recompute")])
+def test_deeper_net_intermediate_modes_match_exact(seed, delta, intermediate):
+    """Three hidden layers, so splits in early layers recompute the later layers' bounds."""
+    graph, exact = tiny_net(seed, n_in=3, hidden=(5, 5, 5))
+    c = np.array([0.0, 1.0, -1.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    region = region_for(exact, 3, c[None, None], [[m + delta]])
+    out = make_search(graph, region, attack=delta > 0, intermediate=intermediate,
+                      root_alpha_iterations=5).run()
+    assert out.verdict == ("sat" if delta > 0 else "unsat"), out.stats
+
+
+@pytest.mark.parametrize(("seed", "intermediate"),
+                         [(10, "reuse"), (11, "recompute"), (12, "downstream")])
 def test_disjunctions_and_conjunctions_match_exact(seed, intermediate):
     graph, exact = tiny_net(seed, n_in=3, hidden=(5, 4))
     lo, hi = -np.ones(3), np.ones(3)

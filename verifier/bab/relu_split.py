@@ -28,6 +28,7 @@ from bounds.types import Interval
 from verifier.bab.beta import BetaOptions, optimize_alpha_beta, split_extra, split_signs
 from verifier.bab.branching import (
     babsr_scores,
+    decode,
     pick_fsb,
     relu_layers,
     relu_output_coefs,
@@ -48,7 +49,12 @@ class ReluSplitOptions:
     memory_bytes: int = 2 << 30  # the queue's tensors
     branching: Literal["babsr", "fsb"] = "fsb"
     fsb_candidates: int = 3
-    intermediate: Literal["reuse", "recompute"] = "reuse"
+    # Children's intermediate bounds: "reuse" the parent's (split applied), "downstream":
+    # CROWN again for the Relu layers after the newly split one (upstream bounds cannot
+    # change: CROWN there does not see the split), "recompute": CROWN for every layer.
+    intermediate: Literal["reuse", "downstream", "recompute"] = "downstream"
+    # alpha-CROWN iterations per intermediate value at the root (tighter bounds to start from).
+    root_alpha_iterations: int = 20
     beta: BetaOptions = BetaOptions()
     root_iterations: int = 30
     stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
@@ -86,28 +92,30 @@ class ReluSplitSearch:
         coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
         return coef, coef.reshape(n, coef.shape[1], *shape), p.rhs.unsqueeze(0).expand(n, -1)
 
-    def _state(self, dom: ReluDomains, reuse: bool) -> BoundState:
+    def _state(self, dom: ReluDomains, reuse: bool | torch.Tensor,
+               alpha_iterations: int = 0) -> BoundState:
+        """Intermediate bounds of the domains. ``reuse``: True keeps every given (parent)
+        bound, False recomputes all, a tensor [N] of layer indices recomputes, per domain,
+        only the Relu layers after that index (its newest split)."""
         n, shape = len(dom), self.input_shape
         box = Interval(self.problem.lower.reshape(1, *shape).expand(n, *shape),
                        self.problem.upper.reshape(1, *shape).expand(n, *shape))
         state = BoundState(self.graph, box)
         given = {v: Interval(dom.lower[v], dom.upper[v]) for v in dom.lower}
+        if isinstance(reuse, torch.Tensor):
+            reuse = {lay.value: reuse >= j for j, lay in enumerate(self.layers)}
         with torch.no_grad():
-            compute_intermediate(state, given, "crown", reuse_given=reuse)
+            compute_intermediate(state, given, "crown", reuse_given=reuse,
+                                 alpha_iterations=alpha_iterations)
         return state
-
-    def _infeasible(self, state: BoundState) -> torch.Tensor:
-        empty = torch.zeros(state.batch, dtype=torch.bool, device=state.device)
-        for iv in state.bounds.values():
-            empty |= (iv.lower > iv.upper).flatten(1).any(1)
-        return empty
 
     def _open_rows(self, refuted: torch.Tensor) -> torch.Tensor:
         p = self.problem
         rows = (~refuted).repeat_interleave(p.n_rows, dim=1)
         return rows & torch.isfinite(p.rhs).unsqueeze(0)
 
-    def bound(self, dom: ReluDomains, iterations: int, reuse: bool) -> ReluDomains:
+    def bound(self, dom: ReluDomains, iterations: int, reuse: bool | torch.Tensor,
+              intermediate_alpha: int = 0) -> ReluDomains:
         """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
 
         Only spec rows still open in some domain of the batch are optimised (refuted
@@ -116,8 +124,8 @@ class ReluSplitSearch:
         n, p = len(dom), self.problem
         if n == 0:
             return dom
-        state = self._state(dom, reuse)
-        infeasible = self._infeasible(state)
+        state = self._state(dom, reuse, intermediate_alpha)
+        infeasible = state.infeasible
         coef, full_coef, rhs = self._spec(n)
         weight = self._open_rows(dom.refuted) & ~infeasible.unsqueeze(1)
         rows = weight.any(0).nonzero().flatten()
@@ -233,7 +241,7 @@ class ReluSplitSearch:
         for other in kids[1:]:
             allk.extend(other)
         state = self._state(allk, reuse=True)
-        infeasible = self._infeasible(state)
+        infeasible = state.infeasible
         _, full_coef, rhs = self._spec(len(allk))
         rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
         state.alphas = {k: v[:, rows].to(state.dtype) for k, v in allk.alphas.items()}
@@ -261,8 +269,8 @@ class ReluSplitSearch:
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
-        out = self.bound(dom, self.options.root_iterations, reuse=False)
-        return out
+        return self.bound(dom, self.options.root_iterations, reuse=False,
+                          intermediate_alpha=self.options.root_alpha_iterations)
 
     def run(self) -> BabOutcome:
         """Search until every domain is refuted, a counterexample validates, or time is up."""
@@ -290,8 +298,7 @@ class ReluSplitSearch:
                 batch, choice = batch.select(~stuck), choice[~stuck]
             if len(batch):
                 kids = split_domains(batch, self.layers, choice)
-                reuse = opts.intermediate == "reuse"
-                queue.extend(self.bound(kids, opts.beta.iterations, reuse))
+                queue.extend(self.bound(kids, opts.beta.iterations, self._reuse(choice)))
                 c.max_depth = max(c.max_depth, int(kids.depth.max()))
             c.steps += 1
             self.progress.update(c.done, len(queue),
@@ -303,6 +310,14 @@ class ReluSplitSearch:
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
+
+    def _reuse(self, choice: torch.Tensor) -> bool | torch.Tensor:
+        """``_state``'s reuse for the children of a split at ``choice`` [N]."""
+        mode = self.options.intermediate
+        if mode != "downstream":
+            return mode == "reuse"
+        layer, _ = decode(self.layers, choice)
+        return layer.repeat(2)
 
     def _give_up(self, queue: ReluDomains, reason: str) -> BabOutcome:
         """No proof is coming: one last attack before answering unknown."""
