@@ -71,7 +71,7 @@ class BabOutcome:
 
 # Strong branching is tried only where the widest dimension is this many times wider (relative
 # to the region) than the sensitivity choice: elsewhere the cheap choice is kept.
-STRONG_RATIO = 16.0
+STRONG_RATIO = 64.0
 
 
 def split_candidates(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
