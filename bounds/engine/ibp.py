@@ -19,7 +19,8 @@ def node_ibp(node: Node, rule: OpRule, args: list) -> Interval:
         lows = [a.lower if isinstance(a, Interval) else a for a in args]
         ups = [a.upper if isinstance(a, Interval) else a for a in args]
         return Interval(rule.forward(node, lows), rule.forward(node, ups))
-    raise NotImplementedError(f"op {node.op} has neither an ibp rule nor a monotone trait")
+    raise TypeError(f"rule for {node.op} (node {node.name!r}) has neither an ibp function nor"
+                    " a monotone trait; the registry's soundness harness should have caught it")
 
 
 def widen(interval: Interval, delta: torch.Tensor | None) -> Interval:

@@ -19,7 +19,7 @@ import math
 import torch
 
 from bounds.registry import OpRule, OpTraits
-from bounds.rules.tangents import Curve, ibp_curve, relax_curve
+from bounds.rules.tangents import Curve, curve_rule, ibp_curve, relax_curve
 
 
 def _const(sign: float):
@@ -104,17 +104,8 @@ def _exponent(node) -> float:
 
 
 def _simple(op: str, curve: Curve, fwd, traits: OpTraits) -> OpRule:
-    def forward(node, args):
-        return fwd(args[0])
-
-    def ibp(node, args):
-        return ibp_curve(curve, op, args[0])
-
-    def relax(node, lower, upper, alpha=None):
-        return relax_curve(curve, op, lower, upper, alpha)
-
-    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits,
-                  doc=f"{op}: tangent/chord relaxation, alpha = tangent point in [0, 1]")
+    return curve_rule(op, curve, fwd, traits,
+                      f"{op}: tangent/chord relaxation, alpha = tangent point in [0, 1]")
 
 
 def _pow_forward(node, args):

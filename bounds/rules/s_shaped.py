@@ -20,9 +20,8 @@ import torch
 from bounds.registry import OpRule, OpTraits
 from bounds.rules.tangents import (
     Curve,
+    curve_rule,
     even_crit,
-    ibp_curve,
-    relax_curve,
     sshape_crossing,
     sshape_curvature,
 )
@@ -71,19 +70,8 @@ _FORWARD = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Atan": torch.atan, "E
 
 
 def _rule(op: str) -> OpRule:
-    curve, fwd = CURVES[op], _FORWARD[op]
-
-    def forward(node, args):
-        return fwd(args[0])
-
-    def ibp(node, args):
-        return ibp_curve(curve, op, args[0])
-
-    def relax(node, lower, upper, alpha=None):
-        return relax_curve(curve, op, lower, upper, alpha)
-
-    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=_TRAITS,
-                  doc=f"{op}: S-shaped; tangent/chord relaxation, alpha = tangent point in [0, 1]")
+    return curve_rule(op, CURVES[op], _FORWARD[op], _TRAITS,
+                      f"{op}: S-shaped; tangent/chord relaxation, alpha = tangent point in [0, 1]")
 
 
 RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))

@@ -235,3 +235,20 @@ def even_crit(r: Callable[[torch.Tensor], torch.Tensor]):
         return [x, -x]
 
     return crit
+
+
+def curve_rule(op: str, curve: Curve, fwd, traits, doc: str):
+    """The OpRule of an elementwise function given by ``curve`` (forward ``fwd``): IBP and the
+    tangent/chord relaxation come from the curve; alpha is the tangent point in [0, 1]."""
+    from bounds.registry import OpRule
+
+    def forward(node, args):
+        return fwd(args[0])
+
+    def ibp(node, args):
+        return ibp_curve(curve, op, args[0])
+
+    def relax(node, lower, upper, alpha=None):
+        return relax_curve(curve, op, lower, upper, alpha)
+
+    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits, doc=doc)
