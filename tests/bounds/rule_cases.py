@@ -1,11 +1,13 @@
 """Soundness cases for every registered op rule: how to build one node and its reference.
 
 A case names the IR op, the node's attrs and inline constants, the per-sample input shape (one
-dynamic input, at position ``dyn_pos``), the box range to draw inputs from (inside the op's
-domain), special points worth straddling (kinks, inflections, integers), and how to build the
-one-node ONNX model that onnxruntime evaluates as the reference (``onnx_inputs``: "x" for the
-dynamic input, arrays for initializers, "" for an omitted optional input). ``numpy_ref`` is the
-float64 reference where onnxruntime has no double kernel (Atan, Erf, LeakyRelu, exact Gelu).
+dynamic input, at position ``dyn_pos``, or several in ``operands``), the box range to draw
+inputs from (inside the op's domain), special points worth straddling (kinks, inflections,
+integers), and how to build the one-node ONNX model that onnxruntime evaluates as the reference
+(``onnx_inputs``: "x" (or "x<pos>") for a dynamic input, arrays for initializers, "" for an
+omitted optional input). ``numpy_ref`` is the float64 reference where onnxruntime has no double
+kernel (Atan, Erf, LeakyRelu, exact Gelu, Conv, ConvTranspose, AveragePool, Resize) or does not
+broadcast over the batch axis (Concat with a constant).
 Ops registered without a case must be listed in ``PENDING`` (the meta-test reports them).
 """
 
@@ -43,6 +45,9 @@ class RuleCase:
     # static shapes keep ONNX's batch axis as a leading 1 (bounds/graph.py); for ops that care
     # (NCHW pooling) the ONNX model's batch axis is that 1, our sample axis merged into it
     merge_batch: bool = False
+    # several dynamic inputs: {position: per-sample shape}; they are drawn as one flat vector
+    # (in_shape = (total size,)) cut in order of position, and named "x<pos>" in onnx_inputs
+    operands: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple:
@@ -164,14 +169,188 @@ AFFINE = [
              onnx_inputs=("x", np.array([1, 2, 1], dtype=np.int64)), nonlinear=False),
 ]
 
-CASES: list[RuleCase] = NONLINEAR + AFFINE
+
+# ---------------------------------------------------------------- float64 numpy references for
+# ops onnxruntime has no double kernel for (Conv, ConvTranspose, AveragePool, Resize); written
+# from the ONNX operator definitions, not from our rules (the onnxruntime float32 test checks them)
+def _conv_ref(w, b, strides, pads, dilations, group):
+    sp = w.ndim - 2
+
+    def ref(x):
+        x = np.pad(x[:, 0], [(0, 0), (0, 0)] + [(pads[i], pads[i + sp]) for i in range(sp)])
+        span = [(w.shape[2 + i] - 1) * dilations[i] + 1 for i in range(sp)]
+        win = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + sp)))
+        win = win[(slice(None),) * 2 + tuple(slice(None, None, s) for s in strides)
+                  + tuple(slice(None, None, d) for d in dilations)]
+        cg, og = x.shape[1] // group, w.shape[0] // group
+        outs = [np.einsum("nchwij,ocij->nohw", win[:, g * cg:(g + 1) * cg],
+                          w[g * og:(g + 1) * og]) for g in range(group)]
+        return np.concatenate(outs, 1) + b.reshape(1, -1, 1, 1)
+
+    return ref
+
+
+def _conv_t_ref(w, b, strides, pads, output_padding):
+    """2-d, group 1, dilation 1: scatter every input cell through the kernel, then crop."""
+
+    def ref(x):
+        x = x[:, 0]
+        n, _, h, wd = x.shape
+        kh, kw = w.shape[2:]
+        full = (n, w.shape[1], (h - 1) * strides[0] + kh + output_padding[0],
+                (wd - 1) * strides[1] + kw + output_padding[1])
+        out = np.zeros(full)
+        for i in range(kh):
+            for j in range(kw):
+                out[:, :, i:i + (h - 1) * strides[0] + 1:strides[0],
+                    j:j + (wd - 1) * strides[1] + 1:strides[1]] += np.einsum(
+                        "nchw,co->nohw", x, w[:, :, i, j])
+        out = out[:, :, pads[0]:full[2] - pads[2], pads[1]:full[3] - pads[3]]
+        return out + b.reshape(1, -1, 1, 1)
+
+    return ref
+
+
+def _avg_pool_ref(kernel, strides, pads, out_hw, count_include_pad):
+    """2-d window means; windows may run past the padding (ceil_mode); cells there never
+    count, padded cells count when count_include_pad."""
+
+    def ref(x):
+        x = x[:, 0]
+        h, wd = x.shape[2:]
+        out = np.zeros((*x.shape[:2], *out_hw))
+        for oh in range(out_hw[0]):
+            for ow in range(out_hw[1]):
+                r0, c0 = oh * strides[0] - pads[0], ow * strides[1] - pads[1]
+                r1, c1 = r0 + kernel[0], c0 + kernel[1]
+                cells = x[:, :, max(r0, 0):min(r1, h), max(c0, 0):min(c1, wd)]
+                if count_include_pad:
+                    rows = min(r1, h + pads[2]) - max(r0, -pads[0])
+                    cols = min(c1, wd + pads[3]) - max(c0, -pads[1])
+                else:
+                    rows, cols = cells.shape[2], cells.shape[3]
+                out[:, :, oh, ow] = cells.sum(axis=(2, 3)) / (rows * cols)
+        return out
+
+    return ref
+
+
+def _resize_nearest_ref(scales, out_shape):
+    """ONNX Resize, mode nearest, half_pixel coordinates, round_prefer_floor."""
+
+    def ref(x):
+        x = x[:, 0]
+        for axis, (scale, size) in enumerate(zip(scales, out_shape, strict=True)):
+            src = (np.arange(size) + 0.5) / scale - 0.5
+            idx = np.clip(np.ceil(src - 0.5), 0, x.shape[axis + 1] - 1).astype(int)
+            x = np.take(x, idx, axis=axis + 1)
+        return x
+
+    return ref
+
+
+_CW, _CB = _w(3, 2, 3, 3), _w(3)
+_GW, _GB = _w(4, 2, 2, 2), _w(4)
+_TW, _TB = _w(2, 3, 3, 3), _w(3)
+_M34, _M43 = _w(3, 4), _w(4, 3)
+_C22 = _w(2, 2)
+_COND = RNG.random((3, 4)) < 0.5
+_C34 = _w(3, 4)
+_I64 = np.int64
+_POOL = {"kernel_shape": (3, 2), "strides": (2, 2), "pads": (1, 0, 0, 1), "dilations": (1, 1),
+         "extra": (1, 0), "count_include_pad": 0}
+_ONNX_POOL = {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 1], "ceil_mode": 1}
+_POOL_PAD = {"kernel_shape": (3, 3), "strides": (1, 1), "pads": (1, 1, 1, 1),
+             "dilations": (1, 1), "extra": (0, 0), "count_include_pad": 1}
+
+
+def _affine(op, label, **kw) -> RuleCase:
+    kw.setdefault("scale", 1e4)
+    return RuleCase(op, label, nonlinear=False, **kw)
+
+
+STRUCTURED = [
+    _affine("Conv", "Conv(stride,pads)", in_shape=(1, 2, 5, 5), out_shape=(1, 3, 2, 4),
+            attrs={"strides": (2, 1), "dilations": (1, 1), "group": 1, "pads": (1, 0, 0, 1)},
+            consts={1: _CW, 2: _CB}, domain=(-1e3, 1e3), scale=3e4, merge_batch=True,
+            onnx_attrs={"strides": [2, 1], "pads": [1, 0, 0, 1]}, onnx_inputs=("x", _CW, _CB),
+            numpy_ref=_conv_ref(_CW, _CB, (2, 1), (1, 0, 0, 1), (1, 1), 1)),
+    _affine("Conv", "Conv(group,dilation)", in_shape=(1, 4, 5, 5), out_shape=(1, 4, 3, 3),
+            attrs={"strides": (1, 1), "dilations": (2, 2), "group": 2, "pads": (0, 0, 0, 0)},
+            consts={1: _GW, 2: _GB}, domain=(-1e3, 1e3), scale=3e4, merge_batch=True,
+            onnx_attrs={"dilations": [2, 2], "group": 2}, onnx_inputs=("x", _GW, _GB),
+            numpy_ref=_conv_ref(_GW, _GB, (1, 1), (0, 0, 0, 0), (2, 2), 2)),
+    _affine("ConvTranspose", "ConvTranspose", in_shape=(1, 2, 3, 3), out_shape=(1, 3, 7, 6),
+            attrs={"strides": (2, 2), "dilations": (1, 1), "group": 1, "pads": (1, 0, 0, 1),
+                   "output_padding": (1, 0)},
+            consts={1: _TW, 2: _TB}, domain=(-1e3, 1e3), scale=3e4, merge_batch=True,
+            onnx_attrs={"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 0]},
+            onnx_inputs=("x", _TW, _TB),
+            numpy_ref=_conv_t_ref(_TW, _TB, (2, 2), (1, 0, 0, 1), (1, 0))),
+    _affine("MaxPool", "MaxPool(ceil,pads)", in_shape=(1, 2, 5, 5), out_shape=(1, 2, 3, 3),
+            attrs=_POOL, onnx_attrs=_ONNX_POOL, merge_batch=True, scale=2.0**-10),
+    _affine("MaxPool", "MaxPool(dilation)", in_shape=(1, 2, 5, 5), out_shape=(1, 2, 3, 3),
+            attrs={**_POOL, "kernel_shape": (2, 2), "strides": (1, 1), "pads": (0, 0, 0, 0),
+                   "dilations": (2, 2), "extra": (0, 0)},
+            onnx_attrs={"kernel_shape": [2, 2], "dilations": [2, 2]}, merge_batch=True,
+            scale=2.0**-10),
+    _affine("AveragePool", "AveragePool(ceil,pads)", in_shape=(1, 2, 5, 5),
+            out_shape=(1, 2, 3, 3), attrs=_POOL, onnx_attrs=_ONNX_POOL, merge_batch=True,
+            numpy_ref=_avg_pool_ref((3, 2), (2, 2), (1, 0, 0, 1), (3, 3), False)),
+    _affine("AveragePool", "AveragePool(count_pad)", in_shape=(1, 2, 5, 5),
+            out_shape=(1, 2, 5, 5), attrs=_POOL_PAD, merge_batch=True,
+            onnx_attrs={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+            numpy_ref=_avg_pool_ref((3, 3), (1, 1), (1, 1, 1, 1), (5, 5), True)),
+    _affine("MatMul", "MatMul(x,c)", in_shape=(2, 3), out_shape=(2, 4), consts={1: _M34},
+            onnx_inputs=("x", _M34), domain=(-1e3, 1e3)),
+    _affine("MatMul", "MatMul(c,x)", in_shape=(3, 2), out_shape=(4, 2), consts={0: _M43},
+            dyn_pos=1, onnx_inputs=(_M43, "x"), domain=(-1e3, 1e3)),
+    _affine("MatMul", "MatMul(x,y)", in_shape=(18,), out_shape=(2, 4),
+            operands={0: (2, 3), 1: (3, 4)}, onnx_inputs=("x0", "x1"), domain=(-1e2, 1e2),
+            scale=1e5),
+    _affine("Concat", "Concat(x,c)", in_shape=(2, 3), out_shape=(2, 5), attrs={"axis": 1},
+            consts={1: _C22}, onnx_attrs={"axis": 2}, onnx_inputs=("x", _C22),
+            # onnxruntime's Concat does not broadcast the constant over the batch axis
+            numpy_ref=lambda x: np.concatenate([x, np.broadcast_to(_C22, (len(x), 2, 2))], 2)),
+    _affine("Concat", "Concat(x,y)", in_shape=(12,), out_shape=(5, 2), attrs={"axis": 0},
+            operands={0: (2, 2), 1: (3, 2)}, onnx_attrs={"axis": 1}, onnx_inputs=("x0", "x1")),
+    _affine("Slice", "Slice(steps)", in_shape=(4, 6), out_shape=(2, 3),
+            attrs={"axes": (0, 1), "starts": (0, 5), "ends": (4, -1), "steps": (2, -2)},
+            onnx_inputs=("x", np.array([0, 5], _I64), np.array([4, -100], _I64),
+                         np.array([1, 2], _I64), np.array([2, -2], _I64))),
+    _affine("Gather", "Gather", in_shape=(4, 6), out_shape=(4, 2, 2), attrs={"axis": 1},
+            consts={1: np.array([[0, 3], [5, 5]], _I64)}, onnx_attrs={"axis": 2},
+            onnx_inputs=("x", np.array([[0, 3], [5, 5]], _I64))),
+    _affine("Pad", "Pad(constant)", in_shape=(3, 4), out_shape=(6, 6),
+            attrs={"pads": (1, 0, 2, 2), "mode": "constant", "value": 1.5},
+            onnx_attrs={"mode": "constant"},
+            onnx_inputs=("x", np.array([0, 1, 0, 0, 2, 2], _I64), np.array(1.5))),
+    _affine("Pad", "Pad(reflect)", in_shape=(3, 4), out_shape=(6, 6),
+            attrs={"pads": (1, 0, 2, 2), "mode": "reflect", "value": 0.0},
+            onnx_attrs={"mode": "reflect"},
+            onnx_inputs=("x", np.array([0, 1, 0, 0, 2, 2], _I64))),
+    _affine("Pad", "Pad(edge)", in_shape=(3, 4), out_shape=(5, 7),
+            attrs={"pads": (0, 2, 2, 1), "mode": "edge", "value": 0.0},
+            onnx_attrs={"mode": "edge"},
+            onnx_inputs=("x", np.array([0, 0, 2, 0, 2, 1], _I64))),
+    _affine("Expand", "Expand", in_shape=(3, 1), out_shape=(3, 4),
+            onnx_inputs=("x", np.array([3, 4], _I64))),
+    _affine("Where", "Where(c,x,c)", in_shape=(3, 4), consts={0: _COND, 2: _C34}, dyn_pos=1,
+            onnx_inputs=(_COND, "x", _C34)),
+    _affine("Where", "Where(c,x,y)", in_shape=(24,), out_shape=(3, 4), consts={0: _COND},
+            operands={1: (3, 4), 2: (3, 4)}, onnx_inputs=(_COND, "x1", "x2")),
+    _affine("Resize", "Resize(nearest)", in_shape=(1, 2, 3, 3), out_shape=(1, 2, 6, 4),
+            attrs={"indices": (None, None, (0, 0, 1, 1, 2, 2), (0, 0, 1, 2))},
+            onnx_attrs={"mode": "nearest"}, merge_batch=True,
+            onnx_inputs=("x", "", np.array([1.0, 1.0, 2.0, 1.5], np.float32)),
+            numpy_ref=_resize_nearest_ref((1.0, 2.0, 1.5), (2, 6, 4))),
+]
+
+CASES: list[RuleCase] = NONLINEAR + AFFINE + STRUCTURED
 
 # Registered ops whose cases are not written yet (their IR conventions were still moving);
 # the meta-test skips, naming them, instead of failing. Shrink this list as cases land.
-PENDING = frozenset({
-    "AveragePool", "Concat", "Conv", "ConvTranspose", "Expand", "Gather", "MatMul", "MaxPool",
-    "Pad", "Resize", "Slice", "Where",
-})
+PENDING: frozenset[str] = frozenset()
 
 # Soundness failures found in rules this suite does not own, reported to their owners:
 # (case label, check, dtype name) -> why. A listed check that fails is reported as xfail.

@@ -40,16 +40,47 @@ _PARAMS = [pytest.param(c, d, id=f"{c.label}-{str(d)[6:]}") for c in CASES for d
            if c.nonlinear or d == torch.float64]
 
 
+def _dynamic(case: RuleCase) -> dict:
+    """{input position: per-sample shape} of the case's dynamic inputs."""
+    return dict(case.operands) if case.operands else {case.dyn_pos: case.in_shape}
+
+
+def _name(case: RuleCase, pos: int) -> str:
+    return f"x{pos}" if case.operands else "x"
+
+
+def _split(case: RuleCase, x):
+    """{position: part} of a batched [B, *in_shape] tensor or Interval (several operands are
+    drawn as one flat vector, cut in order of position)."""
+    if not case.operands:
+        return {case.dyn_pos: x}
+    if isinstance(x, Interval):
+        lo, hi = _split(case, x.lower), _split(case, x.upper)
+        return {pos: Interval(lo[pos], hi[pos]) for pos in lo}
+    out, start = {}, 0
+    for pos, shape in sorted(case.operands.items()):
+        size = int(np.prod(shape))
+        out[pos] = x[:, start:start + size].reshape(x.shape[0], *shape)
+        start += size
+    return out
+
+
+def _n_inputs(case: RuleCase) -> int:
+    return max([*_dynamic(case), *case.consts]) + 1
+
+
 def _node(case: RuleCase) -> Node:
-    inputs = [None] * (max([case.dyn_pos, *case.consts]) + 1)
-    inputs[case.dyn_pos] = "x"
+    inputs = [None] * _n_inputs(case)
+    for pos in _dynamic(case):
+        inputs[pos] = _name(case, pos)
     return Node("y", case.op, tuple(inputs), case.shape, dict(case.attrs), dict(case.consts))
 
 
 def _args(case: RuleCase, x, dtype):
+    parts = _split(case, x)
     out = []
-    for pos in range(max([case.dyn_pos, *case.consts]) + 1):
-        out.append(x if pos == case.dyn_pos else torch.as_tensor(case.consts[pos], dtype=dtype))
+    for pos in range(_n_inputs(case)):
+        out.append(parts[pos] if pos in parts else torch.as_tensor(case.consts[pos], dtype=dtype))
     return out
 
 
@@ -59,7 +90,11 @@ def _onnx_shape(case: RuleCase) -> tuple:
 
 
 def _run_onnx(case: RuleCase, sess, x: np.ndarray) -> np.ndarray:
-    out = sess.run(None, {"x": x.reshape(-1, *_onnx_shape(case))})[0]
+    if case.operands:
+        feed = {_name(case, pos): part for pos, part in _split(case, x).items()}
+    else:
+        feed = {"x": x.reshape(-1, *_onnx_shape(case))}
+    out = sess.run(None, feed)[0]
     return out.reshape(x.shape[0], *case.shape)
 
 
@@ -78,8 +113,11 @@ def _session(label: str, double: bool):
         names.append(f"c{i}")
         inits.append(onnx.numpy_helper.from_array(arr, f"c{i}"))
     node = helper.make_node(case.onnx_op or case.op, names, ["out"], **case.onnx_attrs)
+    shapes = dict(_dynamic(case)) if case.operands else {case.dyn_pos: _onnx_shape(case)}
+    inputs = [helper.make_tensor_value_info(_name(case, pos), elem, [None, *shape])
+              for pos, shape in sorted(shapes.items())]
     graph = helper.make_graph(
-        [node], "one", [helper.make_tensor_value_info("x", elem, [None, *_onnx_shape(case)])],
+        [node], "one", inputs,
         [helper.make_tensor_value_info("out", elem, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
     model.ir_version = 9
