@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from bounds.graph import Graph, Node, TensorInfo
+from tests.onnx_builders import gemm_relu_mlp
 from verifier.onnx_import.loader import ImportedModel
 from verifier.spec.types import InputRegion, OutputCondition, Spec
 
@@ -29,25 +28,8 @@ def mlp_graph(layers: list[tuple[np.ndarray, np.ndarray]]) -> Graph:
 
 def mlp_model(layers: list[tuple[np.ndarray, np.ndarray]], batch: int | str = 1) -> ImportedModel:
     """Gemm/Relu MLP (no Relu after the last layer): ONNX bytes plus its hand-built IR."""
-    n_in, n_out = layers[0][0].shape[1], layers[-1][0].shape[0]
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(layers):
-        inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
-        out = "y" if i == len(layers) - 1 else f"z{i}"
-        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out], transB=1))
-        if i < len(layers) - 1:
-            nodes.append(helper.make_node("Relu", [out], [f"h{i}"]))
-            prev = f"h{i}"
-    graph = helper.make_graph(
-        nodes, "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, n_in])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n_out])],
-        inits,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
+    n_in = layers[0][0].shape[1]
+    proto = gemm_relu_mlp(layers, batch)
     return ImportedModel(mlp_graph(layers), proto.SerializeToString(), ("x",), ("y",),
                          ((1, n_in),), "mlp")
 

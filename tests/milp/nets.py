@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import linprog
 
+from tests.onnx_builders import gemm_relu_mlp
 from verifier.onnx_import.loader import ImportedModel, import_proto
 from verifier.spec.types import InputRegion, OutputCondition, Spec
 
@@ -44,16 +45,8 @@ def random_layers(sizes: list[int], rng: np.random.Generator) -> Layers:
 
 def onnx_mlp(layers: Layers) -> ImportedModel:
     """Gemm + Relu MLP with no Relu after the last layer."""
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(layers):
-        inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
-        out = "y" if i == len(layers) - 1 else f"z{i}"
-        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out], transB=1))
-        if i < len(layers) - 1:
-            nodes.append(helper.make_node("Relu", [out], [f"h{i}"]))
-            prev = f"h{i}"
-    return _model(nodes, inits, (1, layers[0][0].shape[1]), (1, layers[-1][0].shape[0]))
+    proto = gemm_relu_mlp(layers)
+    return import_proto(proto, proto.SerializeToString(), "milp-test")
 
 
 def onnx_cnn(seed: int) -> ImportedModel:
