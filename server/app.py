@@ -1,7 +1,8 @@
 """``create_app(settings)``: the FastAPI application; nothing is built at import time.
 
-The lifespan opens the store (recovering jobs left running), starts the worker pool and
-stops it again on shutdown, so a TestClient used as a context manager leaves no process behind.
+The lifespan opens the store (recovering jobs left running), starts the executor (local
+worker pool or Ray) and stops it again on shutdown, so a TestClient used as a context manager
+leaves no process behind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import Depends, FastAPI
 from server.artifacts import Artifacts
 from server.deps import caller, rate_limit
 from server.errors import install_handlers
-from server.jobs import JobManager
+from server.executor import make_executor
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit
 from server.ratelimit import RateLimiter
@@ -34,10 +35,15 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.data_dir, max_attempts=settings.max_attempts)
         artifacts = Artifacts(settings.data_dir)
-        jobs = JobManager(settings, store, artifacts, app.state.metrics)
+        jobs = make_executor(settings, store, artifacts, app.state.metrics)
         app.state.store, app.state.artifacts, app.state.jobs = store, artifacts, jobs
-        jobs.start()
-        log.info("nncert service: data in %s, %d worker(s)", settings.data_dir, settings.workers)
+        try:
+            jobs.start()
+        except BaseException:
+            store.close()
+            raise
+        log.info("nncert service: data in %s, %d worker(s), %s executor", settings.data_dir,
+                 settings.workers, settings.executor)
         try:
             yield
         finally:

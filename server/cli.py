@@ -36,8 +36,15 @@ def add_serve_command(subparsers, common: argparse.ArgumentParser | None = None)
     p.add_argument("--data-dir", type=Path, default=None,
                    help="job store and artifacts (default $NNCERT_DATA_DIR or ./nncert-data)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
-    p.add_argument("--executor", choices=["local"], default="local",
-                   help="where jobs run (local process pool)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where jobs run: a local process pool (default) or Ray tasks")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster for --executor ray: HOST:PORT of the head, "
+                        "ray://HOST:10001, auto, or local (default: a private local instance)")
+    p.add_argument("--job-memory-mb", type=int, default=None, metavar="MIB",
+                   help="memory limit of each job (resident set size; default 4096)")
+    p.add_argument("--max-job-memory-mb", type=int, default=None, metavar="MIB",
+                   help="the most a job may ask for with the memory_mb option (default 16384)")
     p.add_argument("--api-keys-file", type=Path, default=None,
                    help="file with one API key a line (also $NNCERT_API_KEYS[_FILE])")
     p.add_argument("--max-request-mb", type=int, default=None,
@@ -59,13 +66,21 @@ def settings_from_args(args: argparse.Namespace):
         overrides["data_dir"] = args.data_dir
     if args.workers is not None:
         overrides["workers"] = args.workers
+    for name in ("executor", "ray_address", "job_memory_mb", "max_job_memory_mb"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     if args.max_request_mb is not None:
         overrides["max_request_bytes"] = args.max_request_mb * MIB
     if getattr(args, "rate_limit", None) is not None:
         overrides["rate_limit_per_s"] = args.rate_limit
     if getattr(args, "rate_burst", None) is not None:
         overrides["rate_limit_burst"] = args.rate_burst
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        raise UsageError(f"invalid settings: {exc}") from None
+    if settings.ray_address and settings.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
     if args.api_keys_file is not None:
         try:
             keys = args.api_keys_file.read_text().splitlines()

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 
 from server.artifacts import Artifacts
 from server.errors import ApiError
-from server.jobs import JobManager
+from server.executor import Executor
 from server.metrics import Metrics
 from server.settings import Settings, hash_key
 from server.store import Store
@@ -27,7 +27,7 @@ def get_artifacts(request: Request) -> Artifacts:
     return request.app.state.artifacts
 
 
-def get_jobs(request: Request) -> JobManager:
+def get_jobs(request: Request) -> Executor:
     return request.app.state.jobs
 
 
@@ -38,7 +38,7 @@ def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
+JobsDep = Annotated[Executor, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 

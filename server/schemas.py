@@ -44,6 +44,7 @@ class JobOptions(BaseModel):
     timeout: float = Field(gt=0)
     method: Method = "auto"
     device: Device = "auto"
+    memory_mb: int | None = Field(None, ge=1, description="memory limit of the job (MiB)")
 
 
 class Counterexample(BaseModel):

@@ -12,6 +12,7 @@ import hmac
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,7 +34,18 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     # 0 workers: accept and queue jobs, run none (another process may serve the queue).
+    # With the Ray executor: how many jobs are handed to the cluster at once.
     workers: int = Field(1, ge=0, le=256)
+    # Where jobs run: "local" worker processes, or Ray tasks on the cluster at ray_address
+    # ("HOST:PORT" of a head's GCS, "ray://HOST:10001" for Ray Client, "auto", or None/"local"
+    # for a private single-machine Ray instance).
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_namespace: str = "nncert"
+    # Per-job memory limit (resident set size, MiB; 0 = none): the default and the most a job
+    # may ask for with the memory_mb option.
+    job_memory_mb: int = Field(4096, ge=0)
+    max_job_memory_mb: int = Field(16384, ge=0)
     # Limits (bytes, counts, seconds).
     max_request_bytes: int = Field(256 * MIB, gt=0)
     max_model_bytes: int = Field(128 * MIB, gt=0)
@@ -62,6 +74,9 @@ class Settings(BaseModel):
         if self.default_timeout > self.max_timeout:
             raise ValueError(f"default_timeout {self.default_timeout} is above max_timeout "
                              f"{self.max_timeout}")
+        if self.max_job_memory_mb and not 0 < self.job_memory_mb <= self.max_job_memory_mb:
+            raise ValueError(f"job_memory_mb {self.job_memory_mb} must be between 1 and "
+                             f"max_job_memory_mb {self.max_job_memory_mb} (0 and 0: no limits)")
         return self
 
     @property
@@ -85,11 +100,15 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         """Settings from ``NNCERT_DATA_DIR``, ``NNCERT_WORKERS``, ``NNCERT_RATE_LIMIT``,
-        ``NNCERT_RATE_BURST``, ``NNCERT_API_KEYS`` (comma-separated) and
-        ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
+        ``NNCERT_RATE_BURST``, ``NNCERT_EXECUTOR``, ``NNCERT_RAY_ADDRESS``,
+        ``NNCERT_JOB_MEMORY_MB``, ``NNCERT_MAX_JOB_MEMORY_MB``, ``NNCERT_API_KEYS``
+        (comma-separated) and ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
         fields: dict = {"data_dir": Path(os.environ.get("NNCERT_DATA_DIR", "nncert-data"))}
         for var, name in (("NNCERT_WORKERS", "workers"), ("NNCERT_RATE_LIMIT", "rate_limit_per_s"),
-                          ("NNCERT_RATE_BURST", "rate_limit_burst")):
+                          ("NNCERT_RATE_BURST", "rate_limit_burst"),
+                          ("NNCERT_EXECUTOR", "executor"), ("NNCERT_RAY_ADDRESS", "ray_address"),
+                          ("NNCERT_JOB_MEMORY_MB", "job_memory_mb"),
+                          ("NNCERT_MAX_JOB_MEMORY_MB", "max_job_memory_mb")):
             if var in os.environ:
                 fields[name] = os.environ[var]
         keys = [k for k in os.environ.get("NNCERT_API_KEYS", "").split(",") if k.strip()]

@@ -80,13 +80,40 @@ def exit_with_parent(parent_pid: int, interval: float = PARENT_CHECK_S) -> threa
     return thread
 
 
+def throttled(send: Callable[[dict], None],
+              interval: float = PROGRESS_INTERVAL_S) -> Callable[[dict], None]:
+    """A progress callback that passes on at most one event per ``interval`` seconds
+    (JSON-safe)."""
+    last = [0.0]
+
+    def progress(event: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval:
+            last[0] = now
+            send(_json_safe(event))
+
+    return progress
+
+
+def run_task(runner: Callable[[dict, Callable[[dict], None]], dict], job_id: str, task: dict,
+             progress: Callable[[dict], None]) -> tuple[str, Any]:
+    """Run one job: ``("result", outcome)`` or ``("failed", reason)``; never raises."""
+    from verifier.errors import NncertError
+
+    try:
+        return "result", runner(task, progress)
+    except NncertError as exc:
+        return "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported as the job's failure reason
+        log.exception("job %s raised", job_id)
+        return "failed", f"internal error: {type(exc).__name__}: {exc}"
+
+
 def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
     """Loop: receive ``(job_id, task)``, run it, send the outcome; ``None`` or EOF stops.
 
     ``parent_pid``: the server's pid; the worker exits on its own when that process dies.
     """
-    from verifier.errors import NncertError
-
     if parent_pid is not None:
         exit_with_parent(parent_pid)
     runner = load_runner(runner_spec)
@@ -99,20 +126,6 @@ def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
         if message is None:
             return
         job_id, task = message
-        last = [0.0]
-
-        def progress(event: dict, job_id: str = job_id, last: list = last) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S:
-                last[0] = now
-                conn.send(("progress", job_id, _json_safe(event)))
-
-        try:
-            outcome = runner(task, progress)
-        except NncertError as exc:
-            conn.send(("failed", job_id, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - reported as the job's failure reason
-            log.exception("job %s raised", job_id)
-            conn.send(("failed", job_id, f"internal error: {type(exc).__name__}: {exc}"))
-        else:
-            conn.send(("result", job_id, outcome))
+        progress = throttled(lambda event, job_id=job_id: conn.send(("progress", job_id, event)))
+        kind, payload = run_task(runner, job_id, task, progress)
+        conn.send((kind, job_id, payload))

@@ -38,12 +38,17 @@ def job_or_404(job_id: str, store: Store) -> Job:
     return job
 
 
-def checked_options(timeout: float | None, method: str, device: str,
+def checked_options(timeout: float | None, method: str, device: str, memory_mb: int | None,
                     settings: Settings) -> JobOptions:
+    """The job's options with the server's defaults filled in; 422 past the server's limits."""
     limit = timeout if timeout is not None else settings.default_timeout
     if limit > settings.max_timeout:
         raise ApiError(422, f"timeout {limit} s is above the limit of {settings.max_timeout} s")
-    return JobOptions(timeout=limit, method=method, device=device)
+    memory = memory_mb if memory_mb is not None else settings.job_memory_mb
+    if settings.max_job_memory_mb and memory > settings.max_job_memory_mb:
+        raise ApiError(422, f"memory_mb {memory} MiB is above the limit of "
+                            f"{settings.max_job_memory_mb} MiB")
+    return JobOptions(timeout=limit, method=method, device=device, memory_mb=memory or None)
 
 
 async def model_summary(model: UploadFile | None, model_id: str | None, settings: Settings,
@@ -90,11 +95,12 @@ async def submit(
     timeout: Annotated[float | None, Form(gt=0)] = None,
     method: Annotated[Method, Form()] = "auto",
     device: Annotated[Device, Form()] = "auto",
+    memory_mb: Annotated[int | None, Form(ge=1, description="memory limit (MiB)")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     if (spec is None) == (spec_text_field is None):
         raise ApiError(422, "send exactly one of 'spec' (a file) and 'spec_text'")
-    options = checked_options(timeout, method, device, settings)
+    options = checked_options(timeout, method, device, memory_mb, settings)
     summary = await model_summary(model, model_id, settings, store, artifacts)
     if spec is not None:
         raw = await read_capped(spec, settings.max_spec_bytes, "spec")
@@ -124,6 +130,7 @@ async def submit_batch(
     timeout: Annotated[float | None, Form(gt=0)] = None,
     method: Annotated[Method, Form()] = "auto",
     device: Annotated[Device, Form()] = "auto",
+    memory_mb: Annotated[int | None, Form(ge=1, description="memory limit (MiB)")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobBatch:
     """One job per spec, all on the same model and options. Every spec is checked before any
@@ -135,7 +142,7 @@ async def submit_batch(
         raise ApiError(422, "send at least one spec ('specs' files or 'spec_texts' fields)")
     if count > settings.max_batch:
         raise ApiError(422, f"{count} specs in one batch; the limit is {settings.max_batch}")
-    options = checked_options(timeout, method, device, settings)
+    options = checked_options(timeout, method, device, memory_mb, settings)
     summary = await model_summary(model, model_id, settings, store, artifacts)
     raws = [await read_capped(u, settings.max_spec_bytes, f"spec {i}")
             for i, u in enumerate(uploads)] + [t.encode("utf-8") for t in texts]

@@ -1,0 +1,79 @@
+"""Per-job memory limits: resident set size read from ``/proc``, and a watchdog thread.
+
+Why a watchdog on RSS and not ``RLIMIT_AS``/``RLIMIT_DATA``: torch and the CUDA runtime reserve
+large ranges of virtual address space they never touch (and glibc reserves an arena per thread),
+so an address-space limit of a few GiB makes ``import torch`` or the first CUDA call fail long
+before the job uses that much memory, and a failed allocation surfaces as an arbitrary
+``MemoryError``/``RuntimeError`` deep in the verifier. RSS is what the machine actually gives
+the job. The local pool reads its workers' RSS from the server process (a job that holds the
+GIL cannot stall that check); the Ray executor runs :class:`MemoryWatchdog` inside the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+WATCH_INTERVAL_S = 0.1
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Resident set size of ``pid`` (default: this process) in bytes; None when unknown
+    (the process is gone, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def limit_message(limit_mb: int) -> str:
+    """The failure reason recorded for a job that went over its memory limit."""
+    return f"memory limit of {limit_mb} MiB exceeded"
+
+
+def over_limit(pid: int | None, limit_mb: int | None) -> bool:
+    """True when ``pid`` uses more than ``limit_mb`` MiB (never for a limit of None or 0)."""
+    if not limit_mb:
+        return False
+    rss = rss_bytes(pid)
+    return rss is not None and rss > limit_mb * MIB
+
+
+class MemoryWatchdog:
+    """A daemon thread that calls ``on_exceed(limit_mb)`` once this process's RSS passes
+    ``limit_mb`` MiB. ``on_exceed`` is expected to end the process (``os._exit``): only that
+    returns the memory promptly. Use as a context manager around the job."""
+
+    def __init__(self, limit_mb: int | None, on_exceed: Callable[[int], None],
+                 interval: float = WATCH_INTERVAL_S):
+        self.limit_mb = limit_mb
+        self.on_exceed = on_exceed
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            if over_limit(None, self.limit_mb):
+                log.warning("job over its memory limit of %s MiB", self.limit_mb)
+                self.on_exceed(self.limit_mb)
+                return
+
+    def __enter__(self) -> MemoryWatchdog:
+        if self.limit_mb:
+            self._thread = threading.Thread(target=self._watch, name="nncert-memory-watch",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
