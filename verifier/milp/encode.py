@@ -3,16 +3,19 @@
 * Affine nodes (Linear, Conv, Reshape, Add/Sub with constants, ... : whatever the registry marks
   affine) are encoded exactly: the node's own ``forward`` applied to the columns of its input
   expression gives its linear part, applied to the constant part gives its offset.
-* Relu: stable neurons need no binary (active: y = x, inactive: y = 0); an unstable neuron with
-  pre-activation bounds l < 0 < u gets y >= 0, y >= x, y <= u a, y <= x - l (1 - a), a binary.
-  The bounds come from our (sound) CROWN intermediate bounds, so the big-M constraints cut off
-  no reachable point.
+* Relu, LeakyRelu, Abs, Clip, MaxPool, ReduceMax: exact big-M encodings (activations.py) whose
+  constants come from our (sound) CROWN intermediate bounds, so they cut off no reachable point;
+  stable neurons need no binary.
+* Other elementwise nonlinearities with a ``relax`` rule (Sigmoid, Tanh, ...): the rule's linear
+  planes at the node's input bounds (a sound outer relaxation; ``Encoding.exact`` is then False
+  and a MILP point is only a candidate).
 * Float32 rounding: with ``float_errors`` each node whose rounding model (bounds/engine/rounding)
   allows an error |e| <= delta gets a fresh variable z with ``x - delta <= z <= x + delta``
   For dot-product nodes (Linear, Conv, ...) the allowance gamma(n+1) (|W| |x| + |b|) is kept as
   an affine expression of the input (|x| = x after a ReLU), far tighter than its interval value.
   The MILP then over-approximates every float32 execution, as the bound engines do.
-Any other op raises ``MilpUnsupportedError``, which callers turn into ``unknown``.
+Any other op (Softmax, products of two variables, ...) raises ``MilpUnsupportedError``, which
+callers turn into ``unknown``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from bounds.engine.rounding import DOT_OPS, gamma, reduction_length
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
-from verifier.milp.model import INF, Expr, MilpModel, stack_rows, union_idx
+from verifier.milp import activations as act
+from verifier.milp.activations import combine
+from verifier.milp.model import INF, Expr, MilpModel, union_idx
 
 DTYPE = torch.float64
 
@@ -44,7 +49,8 @@ class Encoding:
     model: MilpModel
     inputs: np.ndarray  # column indices of the flattened input
     output: Expr
-    n_unstable: int
+    n_unstable: int  # binaries of the piecewise-linear ops
+    exact: bool = True  # False when some op is only relaxed (a MILP point is then a candidate)
 
 
 def unsupported_ops(graph: Graph) -> list[str]:
@@ -52,12 +58,19 @@ def unsupported_ops(graph: Graph) -> list[str]:
     registry = rules()
     bad = []
     for node in graph.nodes:
-        if node.op == "Relu":
+        if node.op in act.EXACT_OPS and len(node.dynamic_inputs) == 1:
             continue
         rule = registry.get(node.op, node.name) if node.op in registry else None
-        if rule is None or not node_is_affine(node, rule):
+        if rule is None or not (node_is_affine(node, rule) or act.can_relax(node)):
             bad.append(node.op)
     return sorted(set(bad))
+
+
+def is_exact(graph: Graph) -> bool:
+    """Whether the encoding of ``graph`` is exact (no op only relaxed)."""
+    registry = rules()
+    return all(node.op in act.EXACT_OPS or node_is_affine(node, registry.get(node.op, node.name))
+               for node in graph.nodes)
 
 
 def check_supported(graph: Graph) -> None:
@@ -66,18 +79,6 @@ def check_supported(graph: Graph) -> None:
     bad = unsupported_ops(graph)
     if bad:
         raise MilpUnsupportedError(f"MILP encoding does not support op(s): {', '.join(bad)}")
-
-
-def combine(terms: list[tuple[np.ndarray | float, Expr]]) -> Expr:
-    """sum_i scale_i * expr_i with per-position (or scalar) scales."""
-    idx = union_idx([e for _, e in terms])
-    n = terms[0][1].size
-    mat, const = np.zeros((n, len(idx))), np.zeros(n)
-    for scale, e in terms:
-        s = np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,))
-        mat += s[:, None] * e.on(idx)
-        const += s * e.const
-    return Expr(idx, mat, const)
 
 
 def _affine(graph: Graph, node: Node, values: dict[str, Expr]) -> Expr:
@@ -111,27 +112,6 @@ def _affine(graph: Graph, node: Node, values: dict[str, Expr]) -> Expr:
     mat = linear.reshape(m, n_out).T.numpy().copy()
     mat[np.abs(mat) < 1e-300] = 0.0
     return Expr(idx, mat, offset.reshape(-1).numpy().astype(np.float64))
-
-
-def _relu(model: MilpModel, x: Expr, lower: np.ndarray, upper: np.ndarray) -> tuple[Expr, int]:
-    """Big-M encoding of y = max(x, 0) for x in [lower, upper]; returns (y, #binaries)."""
-    active = lower >= 0
-    unstable = ~active & (upper > 0)
-    n = x.size
-    idx_a, idx_u = np.flatnonzero(active), np.flatnonzero(unstable)
-    parts = []
-    if idx_a.size:
-        parts.append((idx_a, x.rows(idx_a)))
-    if idx_u.size:
-        lo, hi, xu = lower[idx_u], upper[idx_u], x.rows(idx_u)
-        y = Expr.variables(model.add_vars(np.zeros(idx_u.size), hi))
-        a = Expr.variables(model.add_vars(np.zeros(idx_u.size), np.ones(idx_u.size),
-                                          integer=True))
-        model.add_rows(combine([(1.0, y), (-1.0, xu)]), 0.0, INF)  # y >= x
-        model.add_rows(combine([(1.0, y), (-hi, a)]), -INF, 0.0)  # y <= u a
-        model.add_rows(combine([(1.0, y), (-1.0, xu), (-lo, a)]), -INF, -lo)  # y <= x - l(1-a)
-        parts.append((idx_u, y))
-    return stack_rows(parts, n), int(idx_u.size)
 
 
 def _materialise(model: MilpModel, x: Expr, lower, upper, err: Expr | np.ndarray) -> Expr:
@@ -187,15 +167,19 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     x_idx = model.add_vars(lower, upper, name="x")
     values = {graph.inputs[0].name: Expr.variables(x_idx)}
     out_name = graph.outputs[0].name
-    n_unstable = 0
+    n_unstable, exact = 0, True
     for node in graph.nodes:
-        if node.op == "Relu":
-            src = node.dynamic_inputs[0]
-            box = bounds[src]
-            expr, k = _relu(model, values[src], _flat(box.lower), _flat(box.upper))
+        if node.op in act.EXACT_OPS:
+            expr, k = _piecewise(graph, node, model, values, bounds)
             n_unstable += k
-        else:
+        elif node_is_affine(node, rules().get(node.op, node.name)):
             expr = _affine(graph, node, values)
+        else:
+            src = node.dynamic_inputs[0]
+            expr = act.relaxed(model, node, values[src], _flat(bounds[src].lower),
+                               _flat(bounds[src].upper), _flat(bounds[node.name].lower),
+                               _flat(bounds[node.name].upper))
+            exact = False
         delta = _flat(deltas.get(node.name)) if float_errors else None
         if delta is not None and np.any(delta > 0):
             box = bounds[node.name]
@@ -203,4 +187,21 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
             expr = _materialise(model, expr, _flat(box.lower), _flat(box.upper),
                                 delta if err is None else err)
         values[node.name] = expr
-    return Encoding(model, x_idx, values[out_name], n_unstable)
+    return Encoding(model, x_idx, values[out_name], n_unstable, exact)
+
+
+def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds: dict):
+    """(expression, #binaries) of a piecewise-linear node (see activations.py)."""
+    src = node.dynamic_inputs[0]
+    x, lo, hi = values[src], _flat(bounds[src].lower), _flat(bounds[src].upper)
+    if node.op == "Relu":
+        return act.relu(model, x, lo, hi)
+    if node.op == "LeakyRelu":
+        return act.leaky_relu(model, x, lo, hi, float(node.attrs.get("alpha", 0.01)))
+    if node.op == "Abs":
+        return act.absolute(model, x, lo, hi)
+    if node.op == "Clip":
+        c_lo, c_hi = node.attrs.get("min"), node.attrs.get("max")
+        return act.clip(model, x, lo, hi, -INF if c_lo is None else float(c_lo),
+                        INF if c_hi is None else float(c_hi))
+    return act.maximum(model, x, lo, hi, act.windows(graph, node))
