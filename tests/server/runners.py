@@ -34,3 +34,14 @@ def stepper(task: dict, progress) -> dict:
     cex = None if unsat else {"x": [1.0, 0.5], "y": [1.5]}
     return {"verdict": "unsat" if unsat else "sat", "counterexample": cex, "time_s": 1.4,
             "method": "stub", "message": ""}
+
+
+def hog(task: dict, progress) -> dict:
+    """Touches memory 32 MiB at a time up to 2 GiB, then idles: past any small memory limit."""
+    held = []
+    for i in range(64):
+        held.append(b"\x01" * (32 << 20))
+        progress({"mib": 32 * (i + 1)})
+        time.sleep(0.01)
+    time.sleep(60)
+    return {"verdict": "unknown"}

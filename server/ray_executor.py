@@ -1,0 +1,241 @@
+"""The Ray executor: each job is one Ray task on a cluster; outcomes land in the same store.
+
+The server process is the Ray driver. Its dispatcher thread claims queued jobs while fewer than
+``settings.workers`` are in flight and submits each as a task (``num_cpus=1``, plus
+``num_gpus=1`` when the job asks for device ``cuda``; ``max_retries=0``: a job that killed its
+worker is reported, not silently rerun). Tasks report progress, their start and a memory-limit
+breach to a small actor (:class:`ProgressBoard`, no CPU) that the dispatcher drains.
+
+* cancellation and timeouts: ``ray.cancel(force=True)`` ends the worker process running the
+  task (the timeout clock starts when the task starts, not while it waits for resources);
+* memory limit: :class:`server.memory.MemoryWatchdog` inside the task; past the limit it
+  reports the reason to the board and ends the worker process, so the memory is returned;
+* a worker that dies (crash, ``os._exit``, Ray's out-of-memory killer) fails the job with the
+  reason; the server keeps going;
+* stop: tasks in flight are cancelled and their jobs stay ``running`` in the store, so the
+  next start re-queues them (attempts kept), as with the local pool.
+
+The cluster's workers must be able to import ``server`` and ``verifier`` (the same nncert
+install as the server: see docker/compose.yaml), and the job runner's module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.executor import POLL_S, Executor
+from server.memory import MemoryWatchdog, limit_message
+from server.store import Job
+from server.worker import load_runner, run_task, throttled
+
+log = logging.getLogger(__name__)
+
+MEMORY_EXIT_CODE = 71
+
+
+def import_ray():
+    """The ``ray`` module, or a RuntimeError that says how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("the Ray executor needs ray (pip install 'nncert[ray]'): "
+                           f"{exc}") from None
+    return ray
+
+
+class ProgressBoard:
+    """A Ray actor collecting what tasks report: started jobs, the latest progress event of
+    each job, and failure reasons of tasks that ended their own process."""
+
+    def __init__(self) -> None:
+        self._started: list[str] = []
+        self._progress: dict[str, dict] = {}
+        self._failures: dict[str, str] = {}
+
+    def started(self, job_id: str) -> None:
+        self._started.append(job_id)
+
+    def put(self, job_id: str, event: dict) -> None:
+        self._progress[job_id] = event
+
+    def fail(self, job_id: str, reason: str) -> None:
+        self._failures[job_id] = reason
+
+    def take(self) -> tuple[list[str], dict[str, dict]]:
+        """Started jobs and progress events since the last call."""
+        started, progress = self._started, self._progress
+        self._started, self._progress = [], {}
+        return started, progress
+
+    def failure(self, job_id: str) -> str | None:
+        return self._failures.pop(job_id, None)
+
+
+def run_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str, Any]:
+    """The body of a job's Ray task: ``("result", outcome)`` or ``("failed", reason)``."""
+    import ray
+
+    board.started.remote(job_id)
+
+    def exceeded(limit_mb: int) -> None:
+        try:
+            ray.get(board.fail.remote(job_id, limit_message(limit_mb)), timeout=10)
+        finally:
+            os._exit(MEMORY_EXIT_CODE)
+
+    progress = throttled(lambda event: board.put.remote(job_id, event))
+    with MemoryWatchdog(task.get("memory_mb"), exceeded):
+        runner = load_runner(runner_spec)
+        return run_task(runner, job_id, task, progress)
+
+
+@dataclass
+class InFlight:
+    """A job handed to Ray and its task."""
+
+    job: Job
+    ref: Any
+    deadline: float | None = None  # set once the task has started
+
+
+class RayExecutor(Executor):
+    """Runs queued jobs as Ray tasks on the cluster at ``settings.ray_address``."""
+
+    name = "ray"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inflight: dict[str, InFlight] = {}
+        self._ray = None
+        self._own_connection = False
+        self._board = None
+        self._task = None
+
+    def alive(self) -> int:
+        return self.settings.workers if self._ray is not None else 0
+
+    # -- connection ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        ray = import_ray()
+        address = self.settings.ray_address
+        if not ray.is_initialized():
+            kwargs: dict = {"namespace": self.settings.ray_namespace, "log_to_driver": False}
+            if address in (None, "local"):
+                kwargs.update(address="local", include_dashboard=False)
+            else:
+                kwargs["address"] = address
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:
+                raise RuntimeError(f"cannot connect to the Ray cluster at {address or 'local'}:"
+                                   f" {exc}") from exc
+            self._own_connection = True
+        self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self._task = ray.remote(max_retries=0)(run_job)
+        self._ray = ray
+        log.info("Ray executor: cluster %s, resources %s", address or "local",
+                 ray.cluster_resources())
+
+    def _close(self, timeout: float) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        for item in self._inflight.values():
+            self._kill(item)
+        self._inflight.clear()
+        try:
+            ray.kill(self._board)
+        except Exception:  # noqa: BLE001 - the cluster may be gone already
+            log.debug("could not end the progress board", exc_info=True)
+        if self._own_connection:
+            ray.shutdown()
+        self._ray = None
+
+    def _kill(self, item: InFlight) -> None:
+        try:
+            self._ray.cancel(item.ref, force=True)
+        except Exception:  # noqa: BLE001 - finished or unknown tasks cannot be cancelled
+            log.debug("cancel of job %s's task failed", item.job.id, exc_info=True)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def _step(self) -> None:
+        for job_id in self._take_cancelled():
+            item = self._inflight.pop(job_id, None)
+            if item is not None:
+                log.info("job %s cancelled: cancelling its Ray task", job_id)
+                self._kill(item)
+        self._submit()
+        self._read_board()
+        refs = [item.ref for item in self._inflight.values()]
+        if not refs:
+            self._wake.wait(POLL_S)
+            return
+        ready, _ = self._ray.wait(refs, num_returns=1, timeout=POLL_S, fetch_local=False)
+        if ready:
+            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = set(ready)
+        for item in [i for i in self._inflight.values() if i.ref in done]:
+            self._collect(item)
+        now = time.monotonic()
+        for item in list(self._inflight.values()):
+            if item.deadline is not None and now > item.deadline:
+                self._kill(item)
+                del self._inflight[item.job.id]
+                self.record_timeout(item.job)
+
+    def _submit(self) -> None:
+        while not self._stop.is_set() and len(self._inflight) < self.settings.workers:
+            job = self.store.claim_next()
+            if job is None:
+                return
+            gpus = 1 if job.options.get("device") == "cuda" else 0
+            if gpus and not self._ray.cluster_resources().get("GPU"):
+                self.record_failure(job, "the job asks for device cuda but the Ray cluster "
+                                         "has no GPU")
+                continue
+            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=f"nncert-job-{job.id}"
+                                     ).remote(job.id, self.task_for(job),
+                                              self.settings.job_runner, self._board)
+            self._inflight[job.id] = InFlight(job, ref)
+            log.info("job %s -> Ray task (attempt %d, %d GPU)", job.id, job.attempts, gpus)
+
+    def _read_board(self) -> None:
+        started, progress = self._ray.get(self._board.take.remote())
+        for job_id in started:
+            item = self._inflight.get(job_id)
+            if item is not None and item.deadline is None:
+                item.deadline = self.deadline_for(item.job)
+        for job_id, event in progress.items():
+            if job_id in self._inflight:
+                self.store.set_progress(job_id, event)
+
+    def _collect(self, item: InFlight) -> None:
+        ray = self._ray
+        del self._inflight[item.job.id]
+        try:
+            kind, payload = ray.get(item.ref, timeout=0)
+        except ray.exceptions.TaskCancelledError:
+            return
+        except ray.exceptions.RayError as exc:
+            self.record_failure(item.job, self._death_reason(item.job, exc))
+            return
+        if kind == "result":
+            self.record_result(item.job, payload)
+        else:
+            self.record_failure(item.job, payload)
+
+    def _death_reason(self, job: Job, exc: Exception) -> str:
+        """Why a task ended without an outcome: the memory limit, Ray's out-of-memory
+        killer, or a crash of its worker process."""
+        reason = self._ray.get(self._board.failure.remote(job.id))
+        if reason:
+            return reason
+        if isinstance(exc, self._ray.exceptions.OutOfMemoryError):
+            return "the Ray node ran out of memory and killed the job's worker"
+        first = str(exc).strip().splitlines()
+        detail = f": {first[0]}" if first else ""
+        return f"Ray worker died while running the job ({type(exc).__name__}{detail})"

@@ -1,0 +1,133 @@
+"""The Ray executor against a real Ray head on 127.0.0.1 (one head for the module).
+
+Jobs go through the app (``TestClient(create_app(settings))`` with ``executor="ray"``): the
+benchmark instances get the verdicts the local executor gives, cancellation and timeouts end
+the Ray task, crashing, raising and memory-hungry tasks are recorded ``failed`` with their
+reason, and jobs left running by a stopped server are re-queued by the next one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from server_util import SPEC_SAT, SPEC_UNSAT, client_for, settings_for, submit, wait_final
+from test_server_restart import instances
+
+pytest.importorskip("ray", reason="the ray extra is not installed")
+
+from ray_head import ray_head  # noqa: E402 - after the skip: it needs nothing from ray
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        with ray_head(num_cpus=2) as address:
+            yield address
+
+
+def ray_settings(path, address: str, **fields):
+    fields.setdefault("workers", 2)
+    return settings_for(path, executor="ray", ray_address=address, **fields)
+
+
+def wait_status(client, job_id: str, status: str, timeout: float = 60.0) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/verifications/{job_id}").json()
+        if job["status"] == status or time.monotonic() > end:
+            return job
+        time.sleep(0.05)
+
+
+def run_all(client, pairs) -> list[dict]:
+    ids = []
+    for model, spec in pairs:
+        files = {"model": (model.name, model.read_bytes()), "spec": (spec.name, spec.read_bytes())}
+        r = client.post("/v1/verifications", files=files, data={"timeout": "60"})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return [wait_final(client, job_id, timeout=240) for job_id in ids]
+
+
+def test_benchmark_verdicts_match_local_executor(ray_address, benchmarks_dir, tmp_path):
+    pairs = instances(benchmarks_dir)
+    with client_for(ray_settings(tmp_path / "ray", ray_address)) as client:
+        assert client.get("/readyz").json()["workers"] == 2
+        on_ray = run_all(client, pairs)
+        results = [client.get(f"/v1/verifications/{j['id']}/results").text for j in on_ray]
+    with client_for(settings_for(tmp_path / "local", workers=2)) as client:
+        local = run_all(client, pairs)
+    assert [j["status"] for j in on_ray] == ["done"] * len(pairs), on_ray
+    assert [j["verdict"] for j in on_ray] == [j["verdict"] for j in local]
+    assert [r.splitlines()[0] for r in results] == [j["verdict"] for j in local]
+    sat = [j for j in on_ray if j["verdict"] == "sat"]
+    assert sat and all(j["counterexample"]["x"] for j in sat)
+
+
+def test_stand_in_runner_progress_and_counterexample(ray_address, tmp_path):
+    with client_for(ray_settings(tmp_path, ray_address, job_runner="runners:stepper")) as client:
+        unsat = submit(client, SPEC_UNSAT).json()["id"]
+        sat = submit(client, SPEC_SAT).json()["id"]
+        end = time.monotonic() + 60
+        while client.get(f"/v1/verifications/{unsat}").json()["progress"] is None:
+            assert time.monotonic() < end, "no progress reported"
+            time.sleep(0.05)
+        a, b = wait_final(client, unsat), wait_final(client, sat)
+    assert (a["verdict"], b["verdict"]) == ("unsat", "sat")
+    assert b["counterexample"] == {"x": [1.0, 0.5], "y": [1.5]} and a["attempts"] == 1
+
+
+def test_cancel_and_timeout_end_the_task(ray_address, tmp_path):
+    settings = ray_settings(tmp_path, ray_address, job_runner="runners:sleepy",
+                            kill_grace_s=0.5)
+    with client_for(settings) as client:
+        job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
+        assert wait_status(client, job_id, "running")["status"] == "running"
+        r = client.delete(f"/v1/verifications/{job_id}")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        job = wait_final(client, submit(client, SPEC_UNSAT, timeout=1).json()["id"])
+        assert job["status"] == "done" and job["verdict"] == "timeout", job
+        assert client.get(f"/v1/verifications/{job_id}").json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("runner, reason", [
+    ("runners:crash", "Ray worker died while running the job"),
+    ("runners:boom", "internal error: RuntimeError: boom"),
+])
+def test_failing_tasks_are_recorded(ray_address, tmp_path, runner, reason):
+    with client_for(ray_settings(tmp_path, ray_address, job_runner=runner)) as client:
+        for _ in range(2):  # the server keeps going after the first
+            job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+            assert job["status"] == "failed" and job["verdict"] == "error"
+            assert job["message"].startswith(reason), job["message"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_memory_limit_fails_the_job(ray_address, tmp_path):
+    settings = ray_settings(tmp_path, ray_address, job_runner="runners:hog")
+    with client_for(settings) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT, memory_mb=400).json()["id"])
+        assert job["status"] == "failed", job
+        assert job["message"] == "memory limit of 400 MiB exceeded"
+        assert job["options"]["memory_mb"] == 400
+
+
+def test_cuda_job_without_gpu_fails(ray_address, tmp_path):
+    settings = ray_settings(tmp_path, ray_address, job_runner="runners:stepper")
+    with client_for(settings) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT, device="cuda").json()["id"])
+    assert job["status"] == "failed" and "no GPU" in job["message"]
+
+
+def test_restart_requeues_running_jobs(ray_address, tmp_path):
+    first = ray_settings(tmp_path, ray_address, job_runner="runners:sleepy")
+    with client_for(first) as client:
+        job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
+        assert wait_status(client, job_id, "running")["status"] == "running"
+    second = ray_settings(tmp_path, ray_address, job_runner="runners:stepper")
+    with client_for(second) as client:
+        job = wait_final(client, job_id)
+    assert (job["status"], job["verdict"], job["attempts"]) == ("done", "unsat", 2)
