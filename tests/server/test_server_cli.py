@@ -41,6 +41,30 @@ def test_settings_from_args(tmp_path, monkeypatch):
     assert s.key_allowed("k2") and not s.key_allowed("k3") and len(s.api_key_hashes) == 2
 
 
+def test_executor_and_memory_flags(tmp_path, monkeypatch):
+    for var in ("NNCERT_EXECUTOR", "NNCERT_RAY_ADDRESS", "NNCERT_JOB_MEMORY_MB",
+                "NNCERT_MAX_JOB_MEMORY_MB"):
+        monkeypatch.delenv(var, raising=False)
+    s = settings_from_args(parse(["--data-dir", str(tmp_path)]))
+    assert (s.executor, s.ray_address, s.job_memory_mb, s.max_job_memory_mb) == (
+        "local", None, 4096, 16384)
+    s = settings_from_args(parse(["--data-dir", str(tmp_path), "--executor", "ray",
+                                  "--ray-address", "127.0.0.1:6379", "--job-memory-mb", "512",
+                                  "--max-job-memory-mb", "1024"]))
+    assert (s.executor, s.ray_address, s.job_memory_mb, s.max_job_memory_mb) == (
+        "ray", "127.0.0.1:6379", 512, 1024)
+    with pytest.raises(UsageError, match="needs --executor ray"):
+        settings_from_args(parse(["--data-dir", str(tmp_path), "--ray-address", "auto"]))
+    with pytest.raises(UsageError, match="job_memory_mb 2048 must be between"):
+        settings_from_args(parse(["--data-dir", str(tmp_path), "--job-memory-mb", "2048",
+                                  "--max-job-memory-mb", "1024"]))
+    monkeypatch.setenv("NNCERT_EXECUTOR", "ray")
+    monkeypatch.setenv("NNCERT_JOB_MEMORY_MB", "0")
+    monkeypatch.setenv("NNCERT_MAX_JOB_MEMORY_MB", "0")
+    s = settings_from_args(parse(["--data-dir", str(tmp_path)]))
+    assert (s.executor, s.job_memory_mb, s.max_job_memory_mb) == ("ray", 0, 0)
+
+
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")

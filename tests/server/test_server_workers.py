@@ -48,3 +48,36 @@ def test_cancel_running_and_kill_after_timeout(tmp_path):
         assert job["status"] == "done" and job["verdict"] == "timeout"
         assert client.get(f"/v1/verifications/{job['id']}/results").text == "timeout\n"
         assert client.get(f"/v1/verifications/{job_id}").json()["status"] == "cancelled"
+
+
+def test_memory_limit_fails_the_job_and_the_pool_goes_on(tmp_path):
+    settings = settings_for(tmp_path, job_runner="runners:hog", job_memory_mb=300,
+                            max_job_memory_mb=1000)
+    with client_for(settings) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+        assert job["status"] == "failed" and job["verdict"] == "error"
+        assert job["message"] == "memory limit of 300 MiB exceeded"
+        assert job["options"]["memory_mb"] == 300  # the server default, filled in
+        job = wait_final(client, submit(client, SPEC_UNSAT, memory_mb=200).json()["id"])
+        assert job["message"] == "memory limit of 200 MiB exceeded"
+        r = submit(client, SPEC_UNSAT, memory_mb=1001)
+        assert r.status_code == 422 and "above the limit of 1000 MiB" in r.text
+        assert client.get("/readyz").json()["workers"] == 1
+
+
+def test_job_under_its_memory_limit_finishes(tmp_path):
+    settings = settings_for(tmp_path, job_runner="runners:stepper", job_memory_mb=1000)
+    with client_for(settings) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+    assert (job["status"], job["verdict"]) == ("done", "unsat")
+
+
+def test_real_verification_over_its_memory_limit(tmp_path):
+    """The verifier itself (torch loaded, tiny model) needs about 300 MiB: 200 is too little.
+    The next job, under the 4096 MiB default, gets its verdict from a fresh worker."""
+    with client_for(settings_for(tmp_path)) as client:
+        job = wait_final(client, submit(client, SPEC_UNSAT, memory_mb=200).json()["id"])
+        assert (job["status"], job["message"]) == ("failed", "memory limit of 200 MiB exceeded")
+        job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
+        assert (job["status"], job["verdict"]) == ("done", "unsat"), job
+        assert job["options"]["memory_mb"] == 4096
