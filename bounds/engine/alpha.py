@@ -1,4 +1,5 @@
-"""alpha-CROWN: optimise the free relaxation parameters (Relu lower slopes) by gradient ascent.
+"""alpha-CROWN: optimise the free relaxation parameters by gradient ascent (Relu lower slopes,
+tangent points of smooth ops, window-max lower planes, McCormick plane mixing of products).
 
 Any alpha in the allowed range gives a sound bound, so optimisation only ever tightens: we keep
 the best bound (and its alphas) seen per domain and spec row, and return them for warm starts.
@@ -10,7 +11,10 @@ from collections.abc import Callable
 
 import torch
 
+from bounds.engine.constants import node_args
 from bounds.engine.crown import BoundState, backward_bound
+from bounds.rules.bilinear import product_alpha_init
+from bounds.rules.pooling import max_alpha_init
 
 
 # op -> (initial alpha from the input bounds, allowed range)
@@ -32,19 +36,45 @@ ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
 }
 
 
+# Nodes whose backward rule takes alpha (shape rule-specific, [B, S, ...]): op ->
+# (initial alpha from (node, args, n_spec), or None where the node has none; allowed range).
+# MaxPool/ReduceMax: lower-plane weights over each window (normalised by the rule);
+# Mul/Div/MatMul of two dynamic operands: McCormick plane mixing (t, t') per product.
+STRUCTURED_ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
+    "MaxPool": (max_alpha_init, (0.0, 1.0)),
+    "ReduceMax": (max_alpha_init, (0.0, 1.0)),
+    **{op: (product_alpha_init, (0.0, 1.0)) for op in ("Mul", "Div", "MatMul")},
+}
+
+
+def _alpha_range(op: str) -> tuple[float, float]:
+    return (ALPHA_OPS.get(op) or STRUCTURED_ALPHA_OPS[op])[1]
+
+
+def _initial(state: BoundState, node, n_spec: int) -> torch.Tensor | None:
+    if node.op in ALPHA_OPS:
+        x = state.bounds[node.dynamic_inputs[0]]
+        init, _ = ALPHA_OPS[node.op]
+        return init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
+    if node.op in STRUCTURED_ALPHA_OPS and len(node.dynamic_inputs) == (
+            1 if node.op in ("MaxPool", "ReduceMax") else 2):
+        args = node_args(node, state.bounds, state.device, state.dtype)
+        return STRUCTURED_ALPHA_OPS[node.op][0](node, args, n_spec)
+    return None
+
+
 def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None,
                 before: str | None = None) -> dict:
-    """One alpha tensor [B, S, *shape] per optimisable node (upstream of ``before`` if given),
-    warm-started where shapes match."""
+    """One alpha tensor ([B, S, *shape] for elementwise ops, rule-specific for window max and
+    products) per optimisable node (upstream of ``before`` if given), warm-started where
+    shapes match."""
     alphas = {}
     for node in state.graph.nodes:
         if node.name == before:
             break
-        if node.op not in ALPHA_OPS:
+        start = _initial(state, node, n_spec)
+        if start is None:
             continue
-        x = state.bounds[node.dynamic_inputs[0]]
-        init, _ = ALPHA_OPS[node.op]
-        start = init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
         if warm is not None and node.name in warm and warm[node.name].shape == start.shape:
             start = warm[node.name]
         alphas[node.name] = start.detach().clone().requires_grad_(True)
@@ -54,7 +84,7 @@ def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None,
 def _clip_(alphas: dict, state: BoundState) -> None:
     with torch.no_grad():
         for name, a in alphas.items():
-            lo, hi = ALPHA_OPS[state.graph.node(name).op][1]
+            lo, hi = _alpha_range(state.graph.node(name).op)
             a.clamp_(lo, hi)
 
 

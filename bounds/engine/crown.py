@@ -31,6 +31,7 @@ from bounds.engine.ibp import intersect, propagate_node
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
+from bounds.rules.tangents import DomainError
 from bounds.types import Interval
 
 # Largest number of coefficient elements one backward pass may hold (memory budget).
@@ -65,14 +66,22 @@ class BoundState:
         return self.box.lower.shape[0]
 
 
+def is_relaxed(node: Node, rule) -> bool:
+    """True when CROWN's step through ``node`` depends on its inputs' bounds: an elementwise
+    ``relax`` rule, or a non-affine node with its own ``backward`` (window max, products)."""
+    if rule.relax is not None:
+        return True
+    return rule.backward is not None and not node_is_affine(node, rule)
+
+
 def relaxed_inputs(graph: Graph) -> list[str]:
-    """Values whose bounds a relaxation needs (inputs of nodes with a ``relax`` rule)."""
+    """Values whose bounds a relaxation needs (inputs of nodes that CROWN relaxes)."""
     registry = rules()
     needed = []
     for node in graph.nodes:
         rule = registry.get(node.op, node.name)
-        if rule.relax is not None and node.dynamic_inputs:
-            needed.append(node.dynamic_inputs[0])
+        if node.dynamic_inputs and is_relaxed(node, rule):
+            needed.extend(node.dynamic_inputs if rule.relax is None else node.dynamic_inputs[:1])
     return list(dict.fromkeys(needed))
 
 
@@ -95,14 +104,18 @@ def _dot(coef: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
+    """The node's planes, or None where they would overflow (DomainError: concretise)."""
     x = state.bounds[node.dynamic_inputs[0]]
-    if use_alpha and node.name in state.alphas:
-        alpha = state.alphas[node.name]
-        return rule.relax(node, x.lower.unsqueeze(1), x.upper.unsqueeze(1), alpha)
-    hit = state.relax_cache.get(node.name)
-    if hit is None:
+    try:
+        if use_alpha and node.name in state.alphas:
+            alpha = state.alphas[node.name]
+            return rule.relax(node, x.lower.unsqueeze(1), x.upper.unsqueeze(1), alpha)
+        if node.name in state.relax_cache:
+            return state.relax_cache[node.name]
         hit = rule.relax(node, x.lower, x.upper)
-        state.relax_cache[node.name] = hit
+    except DomainError:
+        hit = None
+    state.relax_cache[node.name] = hit
     return hit
 
 
@@ -145,6 +158,8 @@ def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha:
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         rel = _relaxation(state, node, rule, use_alpha)
+        if rel is None:
+            return None, None
         nonneg = coef >= 0
         slope = torch.where(nonneg, _unsqueeze_spec(rel.lower_slope, coef),
                             _unsqueeze_spec(rel.upper_slope, coef))
@@ -155,11 +170,14 @@ def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha:
         return [coef * slope], offset
     if rule.backward is not None:
         args = node_args(node, state.bounds, state.device, state.dtype)
-        coefs, offset = rule.backward(node, coef, args)
-        if coefs is None:  # the rule declines (e.g. a product of two dynamic values)
-            return None, None
-        dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
-        return dyn, offset
+        if use_alpha and node.name in state.alphas:
+            coefs, offset = rule.backward(node, coef, args, alpha=state.alphas[node.name])
+        else:
+            coefs, offset = rule.backward(node, coef, args)
+        if coefs is not None:
+            dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
+            return dyn, offset
+        # the rule declines (unbounded operands, ...): affine nodes still have their VJP
     if node_is_affine(node, rule):
         return _vjp(state, node, rule, coef)
     return None, None  # concretise with the node's interval
@@ -168,7 +186,11 @@ def _backward_node(state: BoundState, node: Node, coef: torch.Tensor, use_alpha:
 def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
     lo = box.lower.unsqueeze(1)
     hi = box.upper.unsqueeze(1)
-    return _sum_spec(coef.clamp(min=0) * lo + coef.clamp(max=0) * hi)
+    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
+        return _sum_spec(coef.clamp(min=0) * lo + coef.clamp(max=0) * hi)
+    # unbounded ends: skip the 0 * inf products of the unused end
+    terms = torch.where(coef > 0, coef * lo, torch.where(coef < 0, coef * hi, 0.0))
+    return _sum_spec(terms)
 
 
 def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
@@ -204,6 +226,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
             state.kept_coef[node.name] = a
         delta = state.deltas.get(node.name)
         if delta is not None:
+            if not bool(torch.isfinite(delta).all()):
+                delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
             total = total - _dot(a.abs(), delta)
         coefs, offset = _backward_node(state, node, a, use_alpha)
         if coefs is None:
@@ -280,17 +304,40 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
 
 
-def _downstream_of_relaxations(graph: Graph) -> set[str]:
-    registry, below = rules(), set()
+def _values_ibp_bounds_exactly(graph: Graph) -> set[str]:
+    """Values whose IBP interval is already their exact range, so CROWN cannot tighten it:
+    values affine in the input with no nonlinearity upstream, and elementwise relaxed functions
+    of such values (the affine image of a box is an interval, mapped exactly by the rule)."""
+    registry = rules()
+    affine = {graph.inputs[0].name}
+    exact = set(affine)
     for node in graph.nodes:
-        if any(n in below for n in node.dynamic_inputs) or (
-                registry.get(node.op, node.name).relax is not None):
-            below.add(node.name)
-    return below
+        rule = registry.get(node.op, node.name)
+        ins = node.dynamic_inputs
+        if all(n in affine for n in ins) and node_is_affine(node, rule):
+            affine.add(node.name)
+            exact.add(node.name)
+        elif (rule.relax is not None and rule.traits.elementwise and len(ins) == 1
+              and ins[0] in affine):
+            exact.add(node.name)
+    return exact
+
+
+def _backward_footprint(graph: Graph, node: Node) -> int:
+    """Coefficient elements per spec row that the backward step through ``node`` holds: the
+    value itself, every product a_ik b_kj of a two-operand MatMul, every window cell of a
+    MaxPool."""
+    size = math.prod(node.shape)
+    if node.op == "MatMul" and len(node.dynamic_inputs) == 2:
+        k = graph.shape_of(node.dynamic_inputs[0])[-1]
+        return size * k
+    if node.op == "MaxPool":
+        return size * math.prod(int(k) for k in node.attrs["kernel_shape"])
+    return size
 
 
 def _largest_numel(graph: Graph) -> int:
-    return max(math.prod(n.shape) for n in graph.nodes)
+    return max(_backward_footprint(graph, n) for n in graph.nodes)
 
 
 ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
@@ -358,7 +405,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
     """
     graph, given = state.graph, given or {}
     # Values with no relaxed node upstream are affine in the input: IBP is already exact.
-    need = (set(relaxed_inputs(graph)) & _downstream_of_relaxations(graph)
+    need = (set(relaxed_inputs(graph)) - _values_ibp_bounds_exactly(graph)
             if method == "crown" else set())
     info = graph.inputs[0]
     state.bounds[info.name] = Interval(state.box.lower.reshape(-1, *info.shape),

@@ -14,6 +14,7 @@ from bounds.engine.alpha import optimize_alpha
 from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
 from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
+from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 
 Method = Literal["ibp", "crown", "alpha"]
@@ -68,7 +69,8 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     b = box.lower.shape[0]
     coef = coef.expand(b, *coef.shape[1:]).to(box.lower)
     rhs = rhs.expand(b, rhs.shape[-1]).to(box.lower)
-    state = BoundState(graph, box)
+    # Softmax is bounded through its exp / sum / reciprocal form (same value names).
+    state = BoundState(expand_softmax(graph), box)
     with torch.no_grad():
         compute_intermediate(state, given, options.intermediate_method(box.lower[0].numel()),
                              alpha_iterations=(options.intermediate_alpha_iterations

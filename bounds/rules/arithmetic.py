@@ -5,7 +5,8 @@ Add/Sub: exact IBP [l1 + l2, u1 + u2] / [l1 - u2, u1 - l2]; backward passes A to
 Mul/Div: affine when exactly one operand is dynamic (and, for Div, the divisor is the
 constant; the importer turns c / x into c * Reciprocal(x)). IBP by a constant c is sign-aware:
 [min(c l, c u), max(c l, c u)]. Two dynamic operands: the interval product (min/max of the four
-end products); division by an interval that contains 0 is unbounded (inf).
+end products); division by an interval that contains 0 is unbounded (inf). Their CROWN backward
+uses McCormick planes (see ``bounds.rules.bilinear``).
 Where: the condition is a constant, so each output element copies one operand: affine and
 monotone, IBP selects the ends.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules import bilinear
 from bounds.rules.common import reduce_to_operand, static_shape, sum_to_batch_spec
 from bounds.types import Interval
 
@@ -108,10 +110,14 @@ def _linear_combination_backward(signs):
     return backward
 
 
-def _scale_backward(node, coef, args):
-    """x * c or x / c: A -> A * c (or A / c) summed over broadcast axes; else not affine."""
+def _scale_backward(node, coef, args, alpha=None):
+    """x * c or x / c: A -> A * c (or A / c) summed over broadcast axes; products and
+    quotients of two dynamic operands: McCormick planes (``bounds.rules.bilinear``)."""
     if not node_is_affine(node):
-        return None, None
+        if len(node.dynamic_inputs) != 2:
+            return None, None  # c / x never reaches here: the importer emits c * Reciprocal(x)
+        fn = bilinear.mul_backward if node.op == "Mul" else bilinear.div_backward
+        return fn(node, coef, args, alpha)
     pos = 0 if node.inputs[0] is not None else 1
     const = args[1 - pos]
     scaled = coef / const if node.op == "Div" else coef * const

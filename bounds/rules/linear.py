@@ -9,7 +9,9 @@ a box because each output is a fixed linear form of the input.
 MatMul: torch.matmul with numpy broadcasting; it is affine (IBP centre/radius with |M|) when one
 operand is a constant (traits.affine=True holds only then, see
 ``bounds.rules.arithmetic.node_is_affine``); with two dynamic operands
-IBP uses the interval product of each term (sound, elementwise min/max of the four products).
+IBP uses the interval product of each term (sound, elementwise min/max of the four products)
+and CROWN relaxes every product a_ik b_kj by McCormick planes (``bounds.rules.bilinear``); with
+one constant operand the backward declines and the engine uses the vector-Jacobian product.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules.bilinear import matmul_backward
 from bounds.rules.common import sum_to_batch_spec
 from bounds.types import Interval
 
@@ -135,6 +138,13 @@ def _matmul_ibp(node, args):
     return Interval(prods.amin(0).sum(-2), prods.amax(0).sum(-2))
 
 
+def _matmul_backward(node, coef, args, alpha=None):
+    """Two dynamic operands: McCormick; one: decline, so the engine takes the exact VJP."""
+    if len(node.dynamic_inputs) != 2:
+        return None, None
+    return matmul_backward(node, coef, args, alpha)
+
+
 RULES = (
     OpRule("Linear", forward=_linear_forward, ibp=_linear_ibp, backward=_linear_backward,
            traits=OpTraits(affine=True), doc="y = x W^T + b over the last axis"),
@@ -144,5 +154,6 @@ RULES = (
            ibp=_weighted_ibp(_conv_t_forward), traits=OpTraits(affine=True),
            doc="y = W^T * x + b (transposed convolution)"),
     OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(affine=True),
+           backward=_matmul_backward,
            doc="y = a @ b (affine when one operand is constant)"),
 )

@@ -2,7 +2,10 @@
 
 AveragePool, GlobalAveragePool, ReduceSum, ReduceMean are fixed nonnegative linear maps
 (affine and monotone: IBP is the map applied to both ends, exact for a box). MaxPool and
-ReduceMax are monotone (IBP = max of lowers, max of uppers), not affine.
+ReduceMax are monotone (IBP = max of lowers, max of uppers), not affine; their CROWN backward
+relaxes each window's max linearly (``bounds.rules.max_relax``: lower plane a convex
+combination of the window's inputs, upper plane the chord of max(x_j, second largest upper))
+and maps the window coefficients back to input positions (index scatter; padding cells drop).
 
 Pool attrs (set by the importer): kernel_shape, strides, dilations, ONNX-ordered ``pads`` and
 ``extra`` (zeros appended at the end of each spatial axis so ceil_mode windows are complete).
@@ -12,11 +15,16 @@ AveragePool divides the window sum by the number of counted cells: the padded ce
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 import torch.nn.functional as F
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules import max_relax
 from bounds.rules.common import ibp_monotone
+from bounds.types import Interval
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
@@ -91,19 +99,120 @@ _reduce_sum = _reduce(lambda x, d, k: x.sum(dim=d, keepdim=k))
 _reduce_mean = _reduce(lambda x, d, k: x.mean(dim=d, keepdim=k))
 _reduce_max = _reduce(lambda x, d, k: x.amax(dim=d, keepdim=k))
 
+@functools.lru_cache(maxsize=64)
+def _window_index(in_sp: tuple, kernel: tuple, strides: tuple, dilations: tuple,
+                  begin: tuple, end: tuple) -> torch.Tensor:
+    """[O, K] flat input position of every window cell (padding cells: prod(in_sp))."""
+    numel = math.prod(in_sp)
+    padded = [b + n + e for b, n, e in zip(begin, in_sp, end, strict=True)]
+    grid = torch.full(padded, numel, dtype=torch.long)
+    inner = tuple(slice(b, b + n) for b, n in zip(begin, in_sp, strict=True))
+    grid[inner] = torch.arange(numel).reshape(in_sp)
+    for axis, (k, s, d) in enumerate(zip(kernel, strides, dilations, strict=True)):
+        grid = grid.unfold(axis, (k - 1) * d + 1, s)
+    spatial = len(in_sp)
+    grid = grid[(Ellipsis, *(slice(None, None, d) for d in dilations))]
+    out_sp = grid.shape[:spatial]
+    return grid.reshape(math.prod(out_sp), -1)
+
+
+def _pool_windows(node, x: Interval):
+    """(index [O, K], lead size L, window lower/upper [B, L*O, K]) of a MaxPool node."""
+    a = node.attrs
+    spatial = len(a["kernel_shape"])
+    in_shape = tuple(x.lower.shape[1:])
+    in_sp = in_shape[len(in_shape) - spatial:]
+    begin, end = _pool_pads(a, spatial)
+    idx = _window_index(in_sp, tuple(a["kernel_shape"]), tuple(a["strides"]),
+                        tuple(a["dilations"]), tuple(begin), tuple(end)).to(x.lower.device)
+    b, hw = x.lower.shape[0], math.prod(in_sp)
+    lead = math.prod(in_shape) // hw
+    pad = torch.full((b, lead, 1), -math.inf, dtype=x.lower.dtype, device=x.lower.device)
+
+    def windows(t):
+        return torch.cat([t.reshape(b, lead, hw), pad], -1)[:, :, idx].reshape(b, -1, idx.shape[1])
+
+    return idx, lead, windows(x.lower), windows(x.upper)
+
+
+def _finite(x: Interval) -> bool:
+    return bool(torch.isfinite(x.lower).all()) and bool(torch.isfinite(x.upper).all())
+
+
+def _maxpool_backward(node, coef, args, alpha=None):
+    """y = window max: window coefficients from ``max_relax``, scattered back to positions."""
+    x = args[0]
+    if not _finite(x):
+        return None, None
+    idx, lead, lo, up = _pool_windows(node, x)
+    b, s = coef.shape[:2]
+    win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
+    hw = x.lower[0].numel() // lead
+    out = torch.zeros((b, s, lead, hw + 1), dtype=coef.dtype, device=coef.device)
+    flat = idx.reshape(-1).expand(b, s, lead, -1)
+    out = out.scatter_add(-1, flat, win.reshape(b, s, lead, -1))
+    return [out[..., :hw].reshape(b, s, *x.lower.shape[1:])], offset
+
+
+def _reduce_layout(node, shape: tuple):
+    """(permutation of the batched input putting reduced axes last, kept sizes, K)."""
+    axes = sorted(int(d) for d in node.attrs["axes"])
+    kept = [i for i in range(len(shape)) if i not in axes]
+    perm = [0] + [i + 1 for i in kept] + [i + 1 for i in axes]
+    return perm, [shape[i] for i in kept], math.prod(shape[i] for i in axes)
+
+
+def _reduce_windows(node, x: Interval):
+    shape = tuple(x.lower.shape[1:])
+    perm, kept, k = _reduce_layout(node, shape)
+    b = x.lower.shape[0]
+    return (x.lower.permute(perm).reshape(b, -1, k), x.upper.permute(perm).reshape(b, -1, k))
+
+
+def _reducemax_backward(node, coef, args, alpha=None):
+    """y = max over ``axes``: the reduced axes form one window per kept position."""
+    x = args[0]
+    if not node.attrs["axes"]:
+        return [coef], None
+    if not _finite(x):
+        return None, None
+    shape = tuple(x.lower.shape[1:])
+    perm, kept, k = _reduce_layout(node, shape)
+    lo, up = _reduce_windows(node, x)
+    b, s = coef.shape[:2]
+    win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
+    moved = win.reshape(b, s, *kept, *[shape[p - 1] for p in perm[1 + len(kept):]])
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return [moved.permute([0] + [i + 1 for i in inverse]).contiguous()], offset
+
+
+def max_alpha_init(node, args, n_spec: int) -> torch.Tensor | None:
+    """Initial alpha [B, S, R, K] of a MaxPool/ReduceMax node (the default lower plane)."""
+    x = args[0]
+    if not _finite(x) or (node.op == "ReduceMax" and not node.attrs["axes"]):
+        return None
+    lo = _pool_windows(node, x)[2] if node.op == "MaxPool" else _reduce_windows(node, x)[0]
+    return max_relax.initial_alpha(lo, n_spec)
+
+
 _LINEAR = OpTraits(affine=True, monotone=True)
 _MONO = OpTraits(monotone=True)
 
 
-def _rule(op, forward, traits, doc):
-    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=traits, doc=doc)
+def _rule(op, forward, traits, doc, backward=None):
+    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=traits, doc=doc,
+                  backward=backward)
 
 
 RULES = (
     _rule("AveragePool", _avg_forward, _LINEAR, "window mean"),
     _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes"),
-    _rule("MaxPool", _max_forward, _MONO, "window max"),
+    _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
+          "max(x_j, m)", _maxpool_backward),
     _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes"),
     _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes"),
-    _rule("ReduceMax", _reduce_max, _MONO, "max over axes"),
+    _rule("ReduceMax", _reduce_max, _MONO, "max over axes (MaxPool's planes)",
+          _reducemax_backward),
 )

@@ -4,14 +4,30 @@ IBP: y_i increases in x_i and decreases in every x_j (j != i), so
 y_i >= exp(l_i) / (exp(l_i) + sum_{j!=i} exp(u_j)) and y_i <= exp(u_i) / (exp(u_i) +
 sum_{j!=i} exp(l_j)). Computed stably by shifting with the maximum upper bound along the axis;
 the sums over j != i are formed directly (no cancelling subtraction) and widened by a few ulps.
+
+CROWN: ``expand_softmax`` rewrites each Softmax (axis length <= MAX_EXPANDED_AXIS) as
+y_i = 1 / sum_j exp(x_j - x_i): a Linear node for all differences z_ij = x_j - x_i, Exp,
+ReduceSum over j, Clip(min=1), Reciprocal. Every piece has a relaxation, the differences get
+their own (CROWN-refined) bounds and no product of two perturbed values appears. The exact sum
+s_i is >= 1 (the term j = i is exp(0)), so the Clip is the identity on it; it keeps Reciprocal
+in its domain when rounding allowances or an overflowing Exp make the sum's interval unbounded.
+The last node keeps the Softmax's name, so every other value keeps its name and bounds; its
+rounding allowance (Reciprocal's, the same as Softmax's) covers the float32 softmax, the other
+pieces only widen the bounds further.
 """
 
 from __future__ import annotations
 
+import weakref
+
+import numpy as np
 import torch
 
+from bounds.graph import Graph, Node
 from bounds.registry import OpRule, OpTraits
 from bounds.types import Interval
+
+MAX_EXPANDED_AXIS = 64
 
 
 def _forward(node, args):
@@ -38,6 +54,60 @@ def _ibp(node, args):
     lower = (lower * (1 - margin)).clamp_min(0.0)
     upper = torch.nan_to_num(upper * (1 + margin), nan=1.0).clamp_max(1.0)
     return Interval(lower, upper)
+
+
+def _differences(n: int) -> np.ndarray:
+    """[n * n, n] weights with row i * n + j = e_j - e_i (row i * n + i is all zero)."""
+    eye = np.eye(n, dtype=np.float32)
+    return (eye[None, :, :] - eye[:, None, :]).reshape(n * n, n)
+
+
+def _expand_one(node: Node) -> list[Node]:
+    shape, axis = node.shape, int(node.attrs["axis"])
+    n, rank, p = shape[axis], len(shape), f"{node.name}/softmax"
+    nodes, cur = [], node.inputs[0]
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    moved = tuple(shape[i] for i in perm)
+    if axis != rank - 1:
+        nodes.append(Node(f"{p}/in", "Transpose", (cur,), moved, {"perm": tuple(perm)}))
+        cur = f"{p}/in"
+    square = (*moved, n)
+    nodes += [
+        Node(f"{p}/diff", "Linear", (cur, None), (*moved[:-1], n * n), {}, {1: _differences(n)}),
+        Node(f"{p}/square", "Reshape", (f"{p}/diff",), square),
+        Node(f"{p}/exp", "Exp", (f"{p}/square",), square),
+        Node(f"{p}/sum", "ReduceSum", (f"{p}/exp",), moved, {"axes": (rank,), "keepdims": False}),
+        Node(f"{p}/atleast1", "Clip", (f"{p}/sum",), moved, {"min": 1.0, "max": None}),
+    ]
+    if axis == rank - 1:
+        return [*nodes, Node(node.name, "Reciprocal", (f"{p}/atleast1",), shape)]
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return [*nodes, Node(f"{p}/recip", "Reciprocal", (f"{p}/atleast1",), moved),
+            Node(node.name, "Transpose", (f"{p}/recip",), shape, {"perm": inverse})]
+
+
+_EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def expand_softmax(graph: Graph) -> Graph:
+    """``graph`` with every Softmax of a dynamic input (axis length <= MAX_EXPANDED_AXIS)
+    rewritten as Reciprocal(ReduceSum(Exp(x_j - x_i))) (see the module docstring); the same
+    graph object when there is none. Cached per graph."""
+    hit = _EXPANDED.get(graph)
+    if hit is not None:
+        return hit
+    nodes, changed = [], False
+    for node in graph.nodes:
+        if (node.op == "Softmax" and node.dynamic_inputs
+                and node.shape[int(node.attrs["axis"])] <= MAX_EXPANDED_AXIS):
+            nodes += _expand_one(node)
+            changed = True
+        else:
+            nodes.append(node)
+    out = Graph(graph.inputs, graph.outputs, tuple(nodes), graph.opset, graph.metadata) \
+        if changed else graph
+    _EXPANDED[graph] = out
+    return out
 
 
 RULES = (

@@ -86,7 +86,10 @@ def extreme(curve: Curve, s: torch.Tensor, lower: torch.Tensor, upper: torch.Ten
         cands = [lower, upper] + [clamp_into(c, lower, upper) for c in curve.crit(s, lower, upper)]
         shape = torch.broadcast_shapes(s.shape, lower.shape, upper.shape)
         cands = torch.stack([torch.broadcast_to(c, shape) for c in cands])
-    vals = curve.f(cands) - s.unsqueeze(0) * cands
+    slope_term = s.unsqueeze(0) * cands
+    # a zero slope at an infinite end (e.g. Reciprocal on [1, inf]) contributes 0, not NaN
+    slope_term = torch.where(s.unsqueeze(0) == 0, torch.zeros_like(slope_term), slope_term)
+    vals = curve.f(cands) - slope_term
     return vals.amax(0) if largest else vals.amin(0)
 
 

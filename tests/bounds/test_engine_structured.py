@@ -1,0 +1,128 @@
+"""Engine invariants through window max, products of perturbed values and softmax: every method
+encloses sampled outputs (and every intermediate value), CROWN is never looser than IBP on the
+final bound and alpha never looser than CROWN, and CROWN's backward pass really goes through
+these ops (coefficients reach the input instead of being concretised at the op)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.forward import run_graph
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.rules.softmax import expand_softmax
+from bounds.types import Interval
+from tests.bounds import structured_nets as nets
+
+F64 = torch.float64
+NETS = {
+    "maxpool": lambda s: nets.maxpool_cnn(s),
+    "maxpool-deep": lambda s: nets.maxpool_cnn(s, deep=True),
+    "reducemax": nets.reducemax_net,
+    "products": nets.product_net,
+    "attention": nets.attention_net,
+    "softmax": nets.softmax_net,
+    "softmax-middle-axis": lambda s: nets.softmax_net(s, axis_last=False),
+}
+
+
+def _box(graph, seed: int, width: float) -> Interval:
+    rng = np.random.default_rng(seed)
+    shape = graph.inputs[0].shape
+    c = rng.normal(size=shape)
+    lo = torch.as_tensor(c - width, dtype=torch.float32).to(F64).unsqueeze(0)
+    hi = torch.as_tensor(c + width, dtype=torch.float32).to(F64).unsqueeze(0)
+    return Interval(lo, hi)
+
+
+def _sample(box: Interval, n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = box.lower[0], box.upper[0]
+    u = torch.rand((n, *lo.shape), generator=gen, dtype=F64)
+    u[:64] = (u[:64] > 0.5).to(F64)
+    pts = (lo + (hi - lo) * u).float()
+    return torch.minimum(torch.maximum(pts, lo.float()), hi.float())
+
+
+def _spec(graph, seed: int):
+    rng = np.random.default_rng(seed)
+    n_out = int(np.prod(graph.outputs[0].shape))
+    coef = torch.as_tensor(rng.normal(size=(1, 4, n_out)), dtype=F64)
+    return coef, torch.zeros((1, 4), dtype=F64)
+
+
+def _bounds(graph, box, coef, rhs):
+    return {m: bound_spec(graph, box, coef, rhs, BoundOptions(method=m, alpha_iterations=15))
+            for m in ("ibp", "crown", "alpha")}
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("net", list(NETS))
+def test_methods_enclose_samples_and_are_ordered(net, seed):
+    graph = NETS[net](seed)
+    box = _box(graph, seed, width=0.3)
+    coef, rhs = _spec(graph, seed)
+    res = _bounds(graph, box, coef, rhs)
+    xs = _sample(box, 3000, seed)
+    values = run_graph(graph, xs, keep_all=True)
+    ys = values[graph.outputs[0].name].reshape(len(xs), -1).double() @ coef[0].T
+    for method, r in res.items():
+        assert torch.all(ys.min(0).values >= r.lower[0]), (method, ys.min(0).values, r.lower)
+        for name, v in values.items():
+            iv = r.intermediate[name]
+            v = v.double()
+            assert torch.all(v >= iv.lower - 1e-12) and torch.all(v <= iv.upper + 1e-12), name
+    assert torch.all(res["crown"].lower >= res["ibp"].lower)
+    assert torch.all(res["alpha"].lower >= res["crown"].lower)
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_crown_passes_through_the_op(net):
+    graph = expand_softmax(NETS[net](0))
+    box = _box(graph, 0, width=0.3)
+    coef, _ = _spec(graph, 0)
+    state = BoundState(graph, box)
+    with torch.no_grad():
+        compute_intermediate(state, None, "crown")
+        full = coef.reshape(1, 4, *graph.outputs[0].shape)
+        backward_bound(state, graph.outputs[0].name, full, keep_input_coef=True)
+    assert state.input_coef is not None and bool(state.input_coef.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("net", ["maxpool", "maxpool-deep", "products", "attention", "softmax"])
+def test_crown_tighter_than_ibp_on_small_boxes(net):
+    """Across seeds, CROWN's bounds beat IBP's on average (the relaxations carry information)."""
+    gain = []
+    for seed in range(3):
+        graph = NETS[net](seed)
+        box = _box(graph, seed, width=0.05)
+        coef, rhs = _spec(graph, seed)
+        ibp = bound_spec(graph, box, coef, rhs, BoundOptions(method="ibp")).lower
+        crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+        gain.append(float((crown - ibp).mean()))
+    assert np.mean(gain) > 0, gain
+
+
+@pytest.mark.parametrize("net", ["softmax", "softmax-middle-axis", "attention"])
+def test_softmax_expansion_computes_softmax(net):
+    graph = NETS[net](1)
+    expanded = expand_softmax(graph)
+    assert "Softmax" not in expanded.op_types and expand_softmax(graph) is expanded
+    xs = _sample(_box(graph, 1, 2.0), 200, 1).double()
+    want = run_graph(graph, xs)[0]
+    got = run_graph(expanded, xs)[0]
+    assert torch.allclose(want, got, rtol=1e-12, atol=1e-12)
+
+
+def test_wide_softmax_inputs_stay_sound():
+    """Differences beyond exp's range: Exp cannot be relaxed there; bounds stay sound."""
+    graph = nets.softmax_net(2)
+    box = _box(graph, 2, width=400.0)
+    coef, rhs = _spec(graph, 2)
+    res = _bounds(graph, box, coef, rhs)
+    xs = _sample(box, 1000, 2)
+    ys = run_graph(graph, xs)[0].reshape(len(xs), -1).double() @ coef[0].T
+    for r in res.values():
+        assert torch.all(ys.min(0).values >= r.lower[0])
