@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from server_util import SPEC_SAT, SPEC_UNSAT, client_for, settings_for, submit, wait_final
 from test_server_restart import instances
@@ -42,28 +43,31 @@ def wait_status(client, job_id: str, status: str, timeout: float = 60.0) -> dict
         time.sleep(0.05)
 
 
-def run_all(client, pairs) -> list[dict]:
+def submit_all(client, pairs) -> list[str]:
     ids = []
     for model, spec in pairs:
         files = {"model": (model.name, model.read_bytes()), "spec": (spec.name, spec.read_bytes())}
         r = client.post("/v1/verifications", files=files, data={"timeout": "60"})
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
-    return [wait_final(client, job_id, timeout=240) for job_id in ids]
+    return ids
 
 
 def test_benchmark_verdicts_match_local_executor(ray_address, benchmarks_dir, tmp_path):
+    """Both executors run the instances at the same time (2 Ray CPUs, 2 local workers)."""
     pairs = instances(benchmarks_dir)
-    with client_for(ray_settings(tmp_path / "ray", ray_address)) as client:
-        assert client.get("/readyz").json()["workers"] == 2
-        on_ray = run_all(client, pairs)
-        results = [client.get(f"/v1/verifications/{j['id']}/results").text for j in on_ray]
-    with client_for(settings_for(tmp_path / "local", workers=2)) as client:
-        local = run_all(client, pairs)
-    assert [j["status"] for j in on_ray] == ["done"] * len(pairs), on_ray
-    assert [j["verdict"] for j in on_ray] == [j["verdict"] for j in local]
-    assert [r.splitlines()[0] for r in results] == [j["verdict"] for j in local]
-    sat = [j for j in on_ray if j["verdict"] == "sat"]
+    with (client_for(ray_settings(tmp_path / "ray", ray_address)) as on_ray,
+          client_for(settings_for(tmp_path / "local", workers=2)) as local):
+        assert on_ray.get("/readyz").json()["workers"] == 2
+        ray_ids, local_ids = submit_all(on_ray, pairs), submit_all(local, pairs)
+        ray_jobs = [wait_final(on_ray, job_id, timeout=240) for job_id in ray_ids]
+        local_jobs = [wait_final(local, job_id, timeout=240) for job_id in local_ids]
+        results = [on_ray.get(f"/v1/verifications/{j}/results").text for j in ray_ids]
+    expected = [j["verdict"] for j in local_jobs]
+    assert [j["status"] for j in ray_jobs] == ["done"] * len(pairs), ray_jobs
+    assert [j["verdict"] for j in ray_jobs] == expected
+    assert [r.splitlines()[0] for r in results] == expected
+    sat = [j for j in ray_jobs if j["verdict"] == "sat"]
     assert sat and all(j["counterexample"]["x"] for j in sat)
 
 
@@ -131,3 +135,23 @@ def test_restart_requeues_running_jobs(ray_address, tmp_path):
     with client_for(second) as client:
         job = wait_final(client, job_id)
     assert (job["status"], job["verdict"], job["attempts"]) == ("done", "unsat", 2)
+
+
+def test_nncert_serve_with_ray_executor(ray_address, tmp_path):
+    """``nncert serve --executor ray --ray-address ADDR``: a real server process, a real job."""
+    from live import LiveServer
+    from server_util import tiny_model_bytes
+
+    extra = ("--executor", "ray", "--ray-address", ray_address)
+    with LiveServer(tmp_path, workers=1, extra=extra) as server:
+        files = {"model": ("net.onnx", tiny_model_bytes())}
+        r = httpx.post(server.url + "/v1/verifications", files=files,
+                       data={"spec_text": SPEC_SAT, "timeout": "30"}, timeout=30)
+        assert r.status_code == 202, r.text
+        url = server.url + r.headers["Location"]
+        end = time.monotonic() + 120
+        while (job := httpx.get(url, timeout=10).json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < end, job
+            time.sleep(0.1)
+    assert (job["status"], job["verdict"]) == ("done", "sat"), job
+    assert len(job["counterexample"]["x"]) == 2
