@@ -133,12 +133,16 @@ class LocalPool(Executor):
             return
         if kind == "progress":
             self.store.set_progress(job.id, message[2])
-        elif kind == "result":
+            return
+        if kind == "result":
             self.record_result(job, message[2])
-            slot.job = None
         elif kind == "failed":
             self.record_failure(job, message[2])
-            slot.job = None
+        slot.job = None
+        if over_limit(slot.process.pid, self.settings.worker_recycle_mb):
+            log.info("worker %d holds more than %d MiB after job %s: replacing it", slot.index,
+                     self.settings.worker_recycle_mb, job.id)
+            self._restart(slot)
 
     def _check_slots(self) -> None:
         cancelled = self._take_cancelled()

@@ -121,7 +121,7 @@ class RayExecutor(Executor):
     # -- connection ---------------------------------------------------------------------------
     def _open(self) -> None:
         ray = import_ray()
-        address = self.settings.ray_address
+        address = self.settings.ray_address or None
         if not ray.is_initialized():
             kwargs: dict = {"namespace": self.settings.ray_namespace, "log_to_driver": False}
             if address in (None, "local"):
@@ -134,11 +134,15 @@ class RayExecutor(Executor):
                 raise RuntimeError(f"cannot connect to the Ray cluster at {address or 'local'}:"
                                    f" {exc}") from exc
             self._own_connection = True
-        self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self._board = self._new_board(ray)
         self._task = ray.remote(max_retries=0)(run_job)
         self._ray = ray
         log.info("Ray executor: cluster %s, resources %s", address or "local",
                  ray.cluster_resources())
+
+    @staticmethod
+    def _new_board(ray):
+        return ray.remote(num_cpus=0, max_restarts=-1)(ProgressBoard).remote()
 
     def _close(self, timeout: float) -> None:
         ray = self._ray
@@ -204,7 +208,11 @@ class RayExecutor(Executor):
             log.info("job %s -> Ray task (attempt %d, %d GPU)", job.id, job.attempts, gpus)
 
     def _read_board(self) -> None:
-        started, progress = self._ray.get(self._board.take.remote())
+        try:
+            started, progress = self._ray.get(self._board.take.remote(), timeout=10)
+        except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
+            log.warning("the progress board did not answer (Ray restarts it)", exc_info=True)
+            return
         for job_id in started:
             item = self._inflight.get(job_id)
             if item is not None and item.deadline is None:
@@ -231,7 +239,10 @@ class RayExecutor(Executor):
     def _death_reason(self, job: Job, exc: Exception) -> str:
         """Why a task ended without an outcome: the memory limit, Ray's out-of-memory
         killer, or a crash of its worker process."""
-        reason = self._ray.get(self._board.failure.remote(job.id))
+        try:
+            reason = self._ray.get(self._board.failure.remote(job.id), timeout=10)
+        except self._ray.exceptions.RayError:
+            reason = None
         if reason:
             return reason
         if isinstance(exc, self._ray.exceptions.OutOfMemoryError):

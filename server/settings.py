@@ -46,6 +46,9 @@ class Settings(BaseModel):
     # may ask for with the memory_mb option.
     job_memory_mb: int = Field(4096, ge=0)
     max_job_memory_mb: int = Field(16384, ge=0)
+    # A local worker that holds more than this after a job (freed memory the allocator keeps)
+    # is replaced by a fresh process, so the next job starts from a clean slate (0: never).
+    worker_recycle_mb: int = Field(1024, ge=0)
     # Limits (bytes, counts, seconds).
     max_request_bytes: int = Field(256 * MIB, gt=0)
     max_model_bytes: int = Field(128 * MIB, gt=0)

@@ -45,3 +45,12 @@ def hog(task: dict, progress) -> dict:
         time.sleep(0.01)
     time.sleep(60)
     return {"verdict": "unknown"}
+
+
+_KEPT: list[bytes] = []
+
+
+def leaky(task: dict, progress) -> dict:
+    """Keeps 256 MiB alive after it returns; the message is the worker's pid."""
+    _KEPT.append(b"\x01" * (256 << 20))
+    return {"verdict": "unknown", "message": str(os.getpid())}

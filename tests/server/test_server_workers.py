@@ -81,3 +81,16 @@ def test_real_verification_over_its_memory_limit(tmp_path):
         job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
         assert (job["status"], job["verdict"]) == ("done", "unsat"), job
         assert job["options"]["memory_mb"] == 4096
+
+
+def test_worker_holding_memory_after_a_job_is_replaced(tmp_path):
+    settings = settings_for(tmp_path, job_runner="runners:leaky", worker_recycle_mb=200)
+    with client_for(settings) as client:
+        pids = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"])["message"]
+                for _ in range(2)]
+    assert pids[0] != pids[1]
+    kept = settings_for(tmp_path / "kept", job_runner="runners:leaky", worker_recycle_mb=0)
+    with client_for(kept) as client:
+        pids = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"])["message"]
+                for _ in range(2)]
+    assert pids[0] == pids[1]
