@@ -40,7 +40,8 @@ def ray_head(num_cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
         proc = subprocess.Popen(
             [ray_cli, "start", "--head", "--block", f"--port={port}",
              "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+             "--object-store-memory=200000000", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={temp}"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         end = time.monotonic() + timeout

@@ -29,6 +29,20 @@ def ray_address():
             yield address
 
 
+@pytest.fixture(scope="module")
+def ray_driver(ray_address):
+    """This process connected to the head once: the apps' executors reuse the connection (and
+    so the Ray workers), which saves a driver and worker start per test. The executor's own
+    ``ray.init`` is covered by the ``nncert serve`` test."""
+    import ray
+
+    ray.init(address=ray_address, namespace="nncert", log_to_driver=False)
+    try:
+        yield ray_address
+    finally:
+        ray.shutdown()
+
+
 def ray_settings(path, address: str, **fields):
     fields.setdefault("workers", 2)
     return settings_for(path, executor="ray", ray_address=address, **fields)
@@ -53,10 +67,10 @@ def submit_all(client, pairs) -> list[str]:
     return ids
 
 
-def test_benchmark_verdicts_match_local_executor(ray_address, benchmarks_dir, tmp_path):
+def test_benchmark_verdicts_match_local_executor(ray_driver, benchmarks_dir, tmp_path):
     """Both executors run the instances at the same time (2 Ray CPUs, 2 local workers)."""
     pairs = instances(benchmarks_dir)
-    with (client_for(ray_settings(tmp_path / "ray", ray_address)) as on_ray,
+    with (client_for(ray_settings(tmp_path / "ray", ray_driver)) as on_ray,
           client_for(settings_for(tmp_path / "local", workers=2)) as local):
         assert on_ray.get("/readyz").json()["workers"] == 2
         ray_ids, local_ids = submit_all(on_ray, pairs), submit_all(local, pairs)
@@ -71,8 +85,8 @@ def test_benchmark_verdicts_match_local_executor(ray_address, benchmarks_dir, tm
     assert sat and all(j["counterexample"]["x"] for j in sat)
 
 
-def test_stand_in_runner_progress_and_counterexample(ray_address, tmp_path):
-    with client_for(ray_settings(tmp_path, ray_address, job_runner="runners:stepper")) as client:
+def test_stand_in_runner_progress_and_counterexample(ray_driver, tmp_path):
+    with client_for(ray_settings(tmp_path, ray_driver, job_runner="runners:stepper")) as client:
         unsat = submit(client, SPEC_UNSAT).json()["id"]
         sat = submit(client, SPEC_SAT).json()["id"]
         end = time.monotonic() + 60
@@ -84,8 +98,8 @@ def test_stand_in_runner_progress_and_counterexample(ray_address, tmp_path):
     assert b["counterexample"] == {"x": [1.0, 0.5], "y": [1.5]} and a["attempts"] == 1
 
 
-def test_cancel_and_timeout_end_the_task(ray_address, tmp_path):
-    settings = ray_settings(tmp_path, ray_address, job_runner="runners:sleepy",
+def test_cancel_and_timeout_end_the_task(ray_driver, tmp_path):
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:sleepy",
                             kill_grace_s=0.5)
     with client_for(settings) as client:
         job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
@@ -101,8 +115,8 @@ def test_cancel_and_timeout_end_the_task(ray_address, tmp_path):
     ("runners:crash", "Ray worker died while running the job"),
     ("runners:boom", "internal error: RuntimeError: boom"),
 ])
-def test_failing_tasks_are_recorded(ray_address, tmp_path, runner, reason):
-    with client_for(ray_settings(tmp_path, ray_address, job_runner=runner)) as client:
+def test_failing_tasks_are_recorded(ray_driver, tmp_path, runner, reason):
+    with client_for(ray_settings(tmp_path, ray_driver, job_runner=runner)) as client:
         for _ in range(2):  # the server keeps going after the first
             job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
             assert job["status"] == "failed" and job["verdict"] == "error"
@@ -110,8 +124,8 @@ def test_failing_tasks_are_recorded(ray_address, tmp_path, runner, reason):
         assert client.get("/healthz").status_code == 200
 
 
-def test_memory_limit_fails_the_job(ray_address, tmp_path):
-    settings = ray_settings(tmp_path, ray_address, job_runner="runners:hog")
+def test_memory_limit_fails_the_job(ray_driver, tmp_path):
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:hog")
     with client_for(settings) as client:
         job = wait_final(client, submit(client, SPEC_UNSAT, memory_mb=400).json()["id"])
         assert job["status"] == "failed", job
@@ -119,19 +133,19 @@ def test_memory_limit_fails_the_job(ray_address, tmp_path):
         assert job["options"]["memory_mb"] == 400
 
 
-def test_cuda_job_without_gpu_fails(ray_address, tmp_path):
-    settings = ray_settings(tmp_path, ray_address, job_runner="runners:stepper")
+def test_cuda_job_without_gpu_fails(ray_driver, tmp_path):
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:stepper")
     with client_for(settings) as client:
         job = wait_final(client, submit(client, SPEC_UNSAT, device="cuda").json()["id"])
     assert job["status"] == "failed" and "no GPU" in job["message"]
 
 
-def test_restart_requeues_running_jobs(ray_address, tmp_path):
-    first = ray_settings(tmp_path, ray_address, job_runner="runners:sleepy")
+def test_restart_requeues_running_jobs(ray_driver, tmp_path):
+    first = ray_settings(tmp_path, ray_driver, job_runner="runners:sleepy")
     with client_for(first) as client:
         job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
         assert wait_status(client, job_id, "running")["status"] == "running"
-    second = ray_settings(tmp_path, ray_address, job_runner="runners:stepper")
+    second = ray_settings(tmp_path, ray_driver, job_runner="runners:stepper")
     with client_for(second) as client:
         job = wait_final(client, job_id)
     assert (job["status"], job["verdict"], job["attempts"]) == ("done", "unsat", 2)
