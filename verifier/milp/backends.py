@@ -199,3 +199,88 @@ def solve(model: MilpModel, time_limit: float, backend: str = "auto") -> SolveRe
     result = _highs(model, time_limit)
     result.note = note or result.note
     return result
+
+
+class HighsBounder:
+    """One HiGHS model, many linear objectives: sound lower bounds of ``c @ v`` over the model.
+
+    LP mode (integrality dropped, the default): the bound is not the solver's objective but the
+    weak-duality value ``sum_i min(y_i lo_i, y_i hi_i) + sum_j min(d_j l_j, d_j u_j)`` with
+    ``d = c - A^T y`` for the solver's row duals ``y``. That holds for *any* ``y``, so solver
+    tolerances cannot make it unsound (only loose); it is evaluated in float64 and widened by a
+    relative 1e-9. MILP mode: HiGHS's MIP dual bound, widened by ``1e-6 (1 + |b|)`` (its
+    feasibility tolerance: sound up to the solver's own LP tolerances, not rigorous).
+    Successive objectives warm-start from the previous basis.
+    """
+
+    def __init__(self, model: MilpModel, integer: bool = False):
+        import highspy
+
+        self.a = model.arrays()
+        self.integer = bool(integer and self.a["integer"].any())
+        self.h = _new_highs()
+        h = self.h
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        h.setOptionValue("random_seed", 0)
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = model.n_cols, model.n_rows
+        lp.col_cost_ = np.zeros(model.n_cols)
+        lp.col_lower_, lp.col_upper_ = self.a["col_lo"], self.a["col_hi"]
+        lp.row_lower_, lp.row_upper_ = self.a["row_lo"], self.a["row_hi"]
+        csr = self.a["A"]
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = csr.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = csr.indices.astype(np.int32)
+        lp.a_matrix_.value_ = csr.data
+        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_cols, model.n_rows
+        if self.integer:
+            kind = highspy.HighsVarType
+            lp.integrality_ = [kind.kInteger if i else kind.kContinuous
+                               for i in self.a["integer"]]
+            h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
+        h.passModel(lp)
+        self._cost_idx = np.zeros(0, dtype=np.int32)
+        self.csc = csr.tocsc()
+
+    def minimum(self, idx: np.ndarray, coef: np.ndarray, time_limit: float) -> float:
+        """A sound lower bound of ``coef @ v[idx]`` over the model (``-inf`` when unsure)."""
+        import highspy
+
+        h = self.h
+        if self._cost_idx.size:
+            h.changeColsCost(self._cost_idx.size, self._cost_idx, np.zeros(self._cost_idx.size))
+        idx = np.asarray(idx, dtype=np.int32)
+        h.changeColsCost(idx.size, idx, np.asarray(coef, dtype=np.float64))
+        self._cost_idx = idx
+        # HiGHS's clock runs over the object's life, not per run()
+        h.setOptionValue("time_limit", h.getRunTime() + max(float(time_limit), 0.01))
+        h.run()
+        status = h.getModelStatus()
+        if self.integer:
+            info = h.getInfo()
+            bound = float(info.mip_dual_bound)
+            if status == highspy.HighsModelStatus.kInfeasible:
+                return math.inf
+            return bound - 1e-6 * (1 + abs(bound)) if math.isfinite(bound) else -math.inf
+        if status == highspy.HighsModelStatus.kInfeasible:
+            return math.inf
+        if status != highspy.HighsModelStatus.kOptimal:
+            return -math.inf
+        y = np.asarray(h.getSolution().row_dual)
+        cost = np.zeros(len(self.a["cost"]))
+        cost[idx] = coef
+        return max(self._dual_value(cost, y), self._dual_value(cost, -y))
+
+    def _dual_value(self, cost: np.ndarray, y: np.ndarray) -> float:
+        a = self.a
+        y = np.where((y > 0) & ~np.isfinite(a["row_lo"]), 0.0, y)
+        y = np.where((y < 0) & ~np.isfinite(a["row_hi"]), 0.0, y)
+        d = cost - self.csc.T @ y
+        with np.errstate(invalid="ignore"):
+            rows = np.where(y > 0, y * a["row_lo"], np.where(y < 0, y * a["row_hi"], 0.0))
+            cols = np.where(d > 0, d * a["col_lo"], np.where(d < 0, d * a["col_hi"], 0.0))
+        total = float(rows.sum() + cols.sum())
+        if not math.isfinite(total):
+            return -math.inf
+        return total - 1e-9 * (1.0 + float(np.abs(rows).sum() + np.abs(cols).sum()))

@@ -55,9 +55,13 @@ class Encoding:
 
 def unsupported_ops(graph: Graph) -> list[str]:
     """The ops of ``graph`` the encoding cannot handle (empty when it can encode all)."""
+    return _unsupported(graph.nodes)
+
+
+def _unsupported(nodes) -> list[str]:
     registry = rules()
     bad = []
-    for node in graph.nodes:
+    for node in nodes:
         if node.op in act.EXACT_OPS and len(node.dynamic_inputs) == 1:
             continue
         rule = registry.get(node.op, node.name) if node.op in registry else None
@@ -156,13 +160,20 @@ def _flat(t: torch.Tensor | None) -> np.ndarray | None:
 
 
 def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, deltas: dict,
-           float_errors: bool = True) -> Encoding:
+           float_errors: bool = True, upto: str | None = None) -> Encoding:
     """MILP of ``graph`` for flattened inputs in [lower, upper].
 
     ``bounds`` maps value names to sound ``Interval``s with batch 1 (e.g. ``bound_spec(...)
     .intermediate``, rounding included) and ``deltas`` to rounding allowances (``state.deltas``).
+    ``upto``: stop after that value, which becomes the encoding's output (bound refinement).
     """
-    check_supported(graph)
+    if upto is None:
+        check_supported(graph)
+    else:
+        names = [n.name for n in graph.nodes]
+        bad = _unsupported(graph.nodes[:names.index(upto) + 1])
+        if bad:
+            raise MilpUnsupportedError(f"MILP encoding does not support op(s): {', '.join(bad)}")
     model = MilpModel()
     x_idx = model.add_vars(lower, upper, name="x")
     values = {graph.inputs[0].name: Expr.variables(x_idx)}
@@ -187,6 +198,9 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
             expr = _materialise(model, expr, _flat(box.lower), _flat(box.upper),
                                 delta if err is None else err)
         values[node.name] = expr
+        if node.name == upto:
+            out_name = upto
+            break
     return Encoding(model, x_idx, values[out_name], n_unstable, exact)
 
 

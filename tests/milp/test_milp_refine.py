@@ -1,0 +1,140 @@
+"""Bound refinement by LP/MILP (verifier/milp/refine.py) and the size rule for ``auto``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.forward import run_graph
+from tests.milp.nets import make_spec, onnx_mlp, random_layers
+from verifier.milp.backends import HighsBounder, solve
+from verifier.milp.model import Expr, MilpModel
+from verifier.milp.refine import (
+    RefineOptions,
+    _crown,
+    count_unstable,
+    kink_inputs,
+    milp_suits,
+    refine_bounds,
+    refine_for_bab,
+)
+
+
+def _net(seed: int):
+    layers = random_layers([4, 12, 12, 12, 2], np.random.default_rng(seed))
+    for w, _ in layers:
+        w *= 1.5  # more unstable neurons
+    return onnx_mlp([(w.astype(np.float32).astype(np.float64), b) for w, b in layers])
+
+
+def _box(seed: int):
+    rng = np.random.default_rng(50 + seed)
+    centre = rng.uniform(-1, 1, 4)
+    return centre - 0.6, centre + 0.6
+
+
+def _samples(model, lower, upper, n=3000):
+    xs = np.random.default_rng(0).uniform(lower, upper, (n, lower.size))
+    with torch.no_grad():
+        return run_graph(model.graph, torch.as_tensor(xs), keep_all=True)
+
+
+@pytest.mark.parametrize("mode", ["lp", "milp"])
+@pytest.mark.parametrize("seed", range(3))
+def test_refined_bounds_are_sound_and_never_looser(mode, seed):
+    model = _net(seed)
+    lower, upper = _box(seed)
+    res = _crown(model.graph, lower, upper)
+    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.state.deltas,
+                        time.monotonic() + 60,
+                        RefineOptions(mode=mode, max_layers=3 if mode == "lp" else 1))
+    names = kink_inputs(model.graph, skip_affine=True)
+    assert set(out) <= set(names) and out
+    values = _samples(model, lower, upper)
+    gain = 0.0
+    for name, iv in out.items():
+        old = res.intermediate[name]
+        assert torch.all(iv.lower >= old.lower) and torch.all(iv.upper <= old.upper)
+        v = values[name].reshape(len(values[name]), -1)
+        assert torch.all(v >= iv.lower.reshape(1, -1) - 1e-9)
+        assert torch.all(v <= iv.upper.reshape(1, -1) + 1e-9)
+        gain += float(((old.upper - old.lower) - (iv.upper - iv.lower)).sum())
+    assert gain > 0
+
+
+def test_first_layer_is_not_refined():
+    """Values affine in the input have exact interval bounds: nothing to refine there."""
+    model = _net(0)
+    names = kink_inputs(model.graph)
+    assert names[0] not in kink_inputs(model.graph, skip_affine=True)
+    assert kink_inputs(model.graph, skip_affine=True) == names[1:]
+
+
+def test_milp_refinement_is_at_least_as_tight_as_lp():
+    model = _net(1)
+    lower, upper = _box(1)
+    res = _crown(model.graph, lower, upper)
+    args = (model.graph, lower, upper, res.intermediate, res.state.deltas)
+    lp = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="lp", max_layers=1))
+    mi = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="milp", max_layers=1))
+    for name in lp:
+        assert torch.all(mi[name].lower >= lp[name].lower - 1e-6)
+        assert torch.all(mi[name].upper <= lp[name].upper + 1e-6)
+
+
+def test_deadline_in_the_past_refines_nothing():
+    model = _net(2)
+    lower, upper = _box(2)
+    res = _crown(model.graph, lower, upper)
+    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.state.deltas,
+                        time.monotonic() - 1)
+    assert out == {}
+
+
+def test_refine_for_bab_matches_the_problem_tensors():
+    from verifier.bab.problem import RegionProblem
+
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
+    out = refine_for_bab(model.graph, problem, time.monotonic() + 30, share=0.5)
+    assert out
+    for iv in out.values():
+        assert iv.lower.dtype == torch.float64 and iv.lower.shape[0] == 1
+
+
+def test_weak_duality_bound_matches_the_lp_optimum():
+    """min x0 + x1 subject to x0 + 2 x1 >= 1, x in [0, 1]^2: optimum 0.5."""
+    m = MilpModel()
+    x = m.add_vars([0, 0], [1, 1])
+    m.add_rows(Expr(x, np.array([[1.0, 2.0]]), np.zeros(1)), 1.0, np.inf)
+    bounder = HighsBounder(m)
+    value = bounder.minimum(x, np.array([1.0, 1.0]), 10)
+    assert value <= 0.5 and value == pytest.approx(0.5, abs=1e-7)
+    # a second objective on the same model (warm start): max x0 - x1 -> min -x0 + x1 = -1
+    assert bounder.minimum(x, np.array([-1.0, 1.0]), 10) == pytest.approx(-1.0, abs=1e-7)
+    m.objective = {0: 1.0, 1: 1.0}
+    assert solve(m, 10, "highs").objective == pytest.approx(0.5)
+
+
+def test_milp_suits_counts_unstable_neurons():
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    n = count_unstable(model.graph, _crown(model.graph, lower, upper).intermediate)
+    assert n > 0
+    assert milp_suits(model.graph, spec, max_binaries=n)
+    assert not milp_suits(model.graph, spec, max_binaries=n - 1)
+
+
+def test_milp_suits_refuses_unsupported_ops():
+    from bounds.graph import Graph, Node, TensorInfo
+
+    graph = Graph((TensorInfo("x", (1, 2)),), (TensorInfo("s", (1, 2)),),
+                  (Node("s", "Mul", ("x", "x"), (1, 2)),))
+    spec = make_spec([(-np.ones(2), np.ones(2))], [[[1.0, 0.0]]], [[0.0]])
+    assert not milp_suits(graph, spec)

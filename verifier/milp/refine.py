@@ -1,0 +1,173 @@
+"""Bound refinement by LP/MILP for small dense networks, and the size rule for using MILP.
+
+``refine_bounds(graph, lower, upper, bounds, deltas, deadline)`` tightens the pre-activation
+bounds of the first piecewise-linear layers (Relu, LeakyRelu, Abs): layer by layer, the network
+up to that layer's input is encoded (verify.py's encoding: float32 rounding included, big-M
+constants from the bounds refined so far) and each unstable neuron's value is minimised and
+maximised. LP mode (default) drops integrality, which gives the best single-neuron (triangle)
+relaxation bound given the earlier layers' bounds; its bounds are weak-duality values (see
+``backends.HighsBounder``), sound whatever the solver's tolerances. MILP mode keeps the
+binaries and uses the solver's dual bound, stopping each neuron at a time limit (still a bound).
+New bounds are intersected with the old ones, so refinement never loosens anything.
+
+``refine_for_bab(graph, problem, deadline, share)`` is the hook for ReLU-split branch-and-bound:
+CROWN bounds of the region, the size rule, then refinement within ``share`` of the time left.
+
+``milp_suits(graph, bounds)``: the model-based rule for ``auto``: the MILP encoding applies
+(supported ops) and the number of binaries it would need (unstable neurons after CROWN, max
+candidates) is at most ``MILP_MAX_BINARIES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.graph import Graph
+from bounds.registry import rules
+from bounds.rules.arithmetic import node_is_affine
+from bounds.types import Interval
+from verifier.milp.backends import HighsBounder
+from verifier.milp.encode import encode, unsupported_ops
+
+log = logging.getLogger(__name__)
+
+KINK_AT_ZERO = ("Relu", "LeakyRelu", "Abs")
+MILP_MAX_BINARIES = 64
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    mode: Literal["lp", "milp"] = "lp"
+    max_layers: int = 2  # refine the first layers that have unstable neurons
+    max_unstable: int = 2000  # applicability: unstable neurons (after CROWN) in the whole net
+    neuron_time_s: float = 1.0  # per solve (MILP mode mostly)
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    return t.detach().reshape(-1).double().cpu().numpy()
+
+
+def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
+    """Input values of the Relu-like nodes (kink at 0), in graph order, without repeats.
+    ``skip_affine``: leave out values affine in the network input (their interval bounds over
+    a box are exact already: nothing to refine)."""
+    out: list[str] = []
+    nonlinear: set[str] = set()
+    for node in graph.nodes:
+        src = node.dynamic_inputs[0] if node.dynamic_inputs else None
+        after_kink = any(v in nonlinear for v in node.dynamic_inputs)
+        if node.op in KINK_AT_ZERO and src not in out and (after_kink or not skip_affine):
+            out.append(src)
+        if after_kink or not node_is_affine(node, rules().get(node.op, node.name)):
+            nonlinear.add(node.name)
+    return out
+
+
+def count_unstable(graph: Graph, bounds: dict) -> int:
+    """Unstable Relu-like neurons (l < 0 < u) under ``bounds``."""
+    total = 0
+    for name in kink_inputs(graph):
+        lo, hi = _flat(bounds[name].lower), _flat(bounds[name].upper)
+        total += int(((lo < 0) & (hi > 0)).sum())
+    return total
+
+
+def _refine_layer(graph, lower, upper, current, deltas, name, deadline, opts) -> Interval | None:
+    iv = current[name]
+    lo, hi = _flat(iv.lower), _flat(iv.upper)
+    unstable = np.flatnonzero((lo < 0) & (hi > 0))
+    if unstable.size == 0:
+        return None
+    enc = encode(graph, lower, upper, current, deltas, float_errors=True, upto=name)
+    out = enc.output
+    bounder = HighsBounder(enc.model, integer=opts.mode == "milp")
+    new_lo, new_hi = lo.copy(), hi.copy()
+    first = True  # the cold start takes far longer than the warm-started solves after it
+    # widest first: those gain most when the time share runs out part way
+    for j in unstable[np.argsort(-(hi - lo)[unstable])]:
+        for sign in (1.0, -1.0):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            limit = left if first else min(left, opts.neuron_time_s)
+            v = bounder.minimum(out.idx, sign * out.mat[j], limit)
+            first = False
+            if sign > 0:
+                new_lo[j] = max(new_lo[j], v + out.const[j])
+            else:
+                new_hi[j] = min(new_hi[j], -v + out.const[j])
+    shape = iv.lower.shape
+    return Interval(torch.as_tensor(new_lo, dtype=iv.lower.dtype).reshape(shape),
+                    torch.as_tensor(new_hi, dtype=iv.upper.dtype).reshape(shape))
+
+
+def refine_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict,
+                  deltas: dict, deadline: float, options: RefineOptions | None = None
+                  ) -> dict[str, Interval]:
+    """Tightened Intervals (batch 1) of Relu-like input values, keyed by value name; only the
+    values it refined. ``bounds``/``deltas``: CROWN's intermediate bounds and rounding
+    allowances for the box [lower, upper] (flattened). Stops at ``deadline``."""
+    opts = options or RefineOptions()
+    if unsupported_ops(graph) or count_unstable(graph, bounds) > opts.max_unstable:
+        return {}
+    current, out, layers = dict(bounds), {}, 0
+    for name in kink_inputs(graph, skip_affine=True):
+        if layers >= opts.max_layers or time.monotonic() >= deadline:
+            break
+        iv = _refine_layer(graph, lower, upper, current, deltas, name, deadline, opts)
+        if iv is None:
+            continue
+        layers += 1
+        current[name] = out[name] = iv
+    return out
+
+
+def refine_for_bab(graph: Graph, problem, deadline: float, share: float = 0.2,
+                   options: RefineOptions | None = None) -> dict[str, Interval]:
+    """Refined bounds for a branch-and-bound ``RegionProblem`` (``lower``/``upper`` tensors of
+    its box), within ``share`` of the time to ``deadline``; {} when the net does not qualify."""
+    start = time.monotonic()
+    stop = start + share * max(deadline - start, 0.0)
+    if unsupported_ops(graph):
+        return {}
+    lower = problem.lower.detach().double().cpu().reshape(-1).numpy()
+    upper = problem.upper.detach().double().cpu().reshape(-1).numpy()
+    res = _crown(graph, lower, upper)
+    refined = refine_bounds(graph, lower, upper, res.intermediate, res.state.deltas, stop,
+                            options)
+    log.info("MILP refinement: %d values in %.2f s", len(refined), time.monotonic() - start)
+    dev, dtype = problem.lower.device, problem.lower.dtype
+    return {k: Interval(v.lower.to(dev, dtype), v.upper.to(dev, dtype))
+            for k, v in refined.items()}
+
+
+def _crown(graph: Graph, lower: np.ndarray, upper: np.ndarray):
+    shape = graph.inputs[0].shape
+    n_out = math.prod(graph.outputs[0].shape)
+    box = Interval(torch.as_tensor(lower, dtype=torch.float64).reshape(1, *shape),
+                   torch.as_tensor(upper, dtype=torch.float64).reshape(1, *shape))
+    zero = torch.zeros(1, 1, n_out, dtype=torch.float64)
+    return bound_spec(graph, box, zero, torch.zeros(1, 1, dtype=torch.float64),
+                      BoundOptions(method="crown"))
+
+
+def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES) -> bool:
+    """Whether ``auto`` should decide ``spec`` by MILP: every op encodable, and in every input
+    region at most ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries;
+    MaxPool/Clip nets are left to the other methods)."""
+    if unsupported_ops(graph) or any(n.op in ("MaxPool", "ReduceMax", "Clip")
+                                     for n in graph.nodes):
+        return False
+    for region in spec.regions:
+        res = _crown(graph, np.asarray(region.lower, float), np.asarray(region.upper, float))
+        if count_unstable(graph, res.intermediate) > max_binaries:
+            return False
+    return True
