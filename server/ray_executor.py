@@ -135,7 +135,7 @@ class RayExecutor(Executor):
                                    f" {exc}") from exc
             self._own_connection = True
         self._board = self._new_board(ray)
-        self._task = ray.remote(max_retries=0)(run_job)
+        self._task = ray.remote(max_retries=0, max_calls=self.settings.ray_max_calls)(run_job)
         self._ray = ray
         log.info("Ray executor: cluster %s, resources %s", address or "local",
                  ray.cluster_resources())

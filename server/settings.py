@@ -42,6 +42,10 @@ class Settings(BaseModel):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     ray_namespace: str = "nncert"
+    # Jobs a Ray worker process runs before Ray replaces it (0: no limit). 1 gives every job a
+    # fresh process: no memory (or GPU memory) left over from the previous job counts against
+    # its limit, at the price of a process start and imports per job.
+    ray_max_calls: int = Field(1, ge=0)
     # Per-job memory limit (resident set size, MiB; 0 = none): the default and the most a job
     # may ask for with the memory_mb option.
     job_memory_mb: int = Field(4096, ge=0)

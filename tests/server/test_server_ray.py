@@ -45,6 +45,7 @@ def ray_driver(ray_address):
 
 def ray_settings(path, address: str, **fields):
     fields.setdefault("workers", 2)
+    fields.setdefault("ray_max_calls", 0)  # reuse Ray workers: faster tests
     return settings_for(path, executor="ray", ray_address=address, **fields)
 
 
@@ -131,6 +132,15 @@ def test_memory_limit_fails_the_job(ray_driver, tmp_path):
         assert job["status"] == "failed", job
         assert job["message"] == "memory limit of 400 MiB exceeded"
         assert job["options"]["memory_mb"] == 400
+
+
+def test_every_job_gets_a_fresh_worker_by_default(ray_driver, tmp_path):
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:leaky", workers=1,
+                            ray_max_calls=1)
+    with client_for(settings) as client:
+        jobs = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"]) for _ in range(2)]
+    assert [j["status"] for j in jobs] == ["done", "done"]
+    assert jobs[0]["message"] != jobs[1]["message"]  # the worker pids
 
 
 def test_cuda_job_without_gpu_fails(ray_driver, tmp_path):
