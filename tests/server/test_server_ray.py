@@ -179,3 +179,68 @@ def test_nncert_serve_with_ray_executor(ray_address, tmp_path):
             time.sleep(0.1)
     assert (job["status"], job["verdict"]) == ("done", "sat"), job
     assert len(job["counterexample"]["x"]) == 2
+
+
+SERVER_SCRIPT = """
+import sys, time
+from pathlib import Path
+from server_util import client_for, settings_for, submit
+settings = settings_for(Path(sys.argv[1]), executor="ray", ray_address=sys.argv[2],
+                        job_runner="runners:sleepy")
+with client_for(settings) as client:
+    job_id = submit(client, timeout=100).json()["id"]
+    while client.get(f"/v1/verifications/{job_id}").json()["progress"] is None:
+        time.sleep(0.05)
+    print(job_id, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_kill9_of_the_server_ends_its_tasks_and_requeues(ray_address, tmp_path):
+    """A server (Ray driver) that gets SIGKILL mid-job: Ray ends its task, and the next
+    server re-queues the job (attempt 2) and finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from live import ROOT, alive
+    from ray_head import HERE
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]))
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(tmp_path), ray_address],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        job_id = proc.stdout.readline().strip()
+        assert job_id, "the server did not start its job"
+        task_pids = [p for p in _pids_named(f"nncert-job-{job_id}")]
+        assert task_pids, "no Ray worker runs the job"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    end = time.monotonic() + 30
+    while any(alive(pid) for pid in task_pids):
+        assert time.monotonic() < end, "the Ray task outlived its driver"
+        time.sleep(0.1)
+    settings = settings_for(tmp_path, executor="ray", ray_address=ray_address,
+                            job_runner="runners:stepper")
+    with client_for(settings) as client:
+        job = wait_final(client, job_id)
+    assert (job["status"], job["verdict"], job["attempts"]) == ("done", "unsat", 2)
+
+
+def _pids_named(fragment: str) -> list[int]:
+    """Processes whose command line contains ``fragment`` (Ray names a task's worker after
+    the task)."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if fragment in cmd:
+                found.append(int(entry.name))
+    return found
