@@ -4,13 +4,16 @@ For a start value z and coefficients A (``[B, S, *shape(z)]``) we compute a lowe
 over the input box by walking the graph backwards: affine nodes pass A through exactly (their
 own ``backward`` or the vector-Jacobian product of ``forward``), elementwise nonlinear nodes
 replace themselves by their linear relaxation (upper plane where A < 0, lower plane where
-A >= 0), and a node with no backward rule is concretised with its interval bounds (always sound,
-just looser). Float32 rounding enters as a bounded perturbation at each node (see rounding.py).
+A >= 0), nonlinear nodes with a ``backward`` rule (window max, products of two perturbed values)
+relax themselves from their inputs' bounds (with ``alpha=`` under alpha-CROWN), and a node with
+no backward rule, or whose planes would overflow, is concretised with its interval bounds
+(always sound, just looser). Float32 rounding enters as a bounded perturbation at each node
+(see rounding.py).
 
 Intermediate bounds: values that feed a relaxed node need interval bounds; they are computed
 in topological order, by CROWN for the positions where it can matter (unstable Relu inputs,
-all positions of other nonlinearities) and by IBP otherwise, and intersected with any given
-per-domain constraints.
+all positions of other nonlinearities; never for values whose IBP interval is already exact)
+and by IBP otherwise, and intersected with any given per-domain constraints.
 """
 
 from __future__ import annotations
@@ -226,8 +229,6 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
             state.kept_coef[node.name] = a
         delta = state.deltas.get(node.name)
         if delta is not None:
-            if not bool(torch.isfinite(delta).all()):
-                delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
             total = total - _dot(a.abs(), delta)
         coefs, offset = _backward_node(state, node, a, use_alpha)
         if coefs is None:
@@ -417,6 +418,8 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
     d = state.box.lower[0].numel()
     for node in graph.nodes:
         out, delta = propagate_node(graph, node, state.bounds, state.device, state.dtype)
+        if delta is not None:  # an unbounded value's allowance: huge, never 0 * inf = NaN
+            delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
         state.deltas[node.name] = delta
         if method == "forward":
             f = propagate_functions(node, funcs, state.bounds, state.device, state.dtype)

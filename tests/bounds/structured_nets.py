@@ -62,14 +62,15 @@ def reducemax_net(seed: int) -> Graph:
 
 
 def product_net(seed: int) -> Graph:
-    """a * b and a / (sigmoid(c) + 0.5) of linear branches, then Linear."""
+    """a * b, a / (sigmoid(c) + 0.5) and b * b of linear branches, then Linear."""
     b = _Builder(seed, (1, 4))
     x1, x2, x3 = (b.linear(f"lin{i}", "x", 5) for i in range(3))
     prod = b.add("prod", "Mul", (x1, x2), (1, 5))
     sig = b.add("sig", "Sigmoid", (x3,), (1, 5))
     den = b.add("den", "Add", (sig, None), (1, 5), {}, {1: np.full((1, 1), 0.5, np.float32)})
     quot = b.add("quot", "Div", (x1, den), (1, 5))
-    both = b.add("both", "Add", (prod, quot), (1, 5))
+    sq = b.add("sq", "Mul", (x2, x2), (1, 5))  # one value twice: coefficients add up
+    both = b.add("both", "Add", (b.add("pq", "Add", (prod, quot), (1, 5)), sq), (1, 5))
     r = b.add("relu", "Relu", (b.linear("mix", both, 6),), (1, 6))
     return b.graph(b.linear("out", r, 3))
 
