@@ -18,6 +18,16 @@ class AttackConfig(BaseModel):
     time_share: float = Field(0.1, gt=0, le=1)
 
 
+class BabConfig(BaseModel):
+    """Branch-and-bound over neurons (GenBaB for general nonlinearities, beta-CROWN for Relus)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    nonlinear: bool = True  # also split Sigmoid/Tanh/Sin/GELU/... neurons (GenBaB)
+    points: Literal["optimized", "midpoint"] = "optimized"  # lookup tables or midpoints
+    heuristic: Literal["bbps", "width"] = "bbps"  # nonlinear neuron choice: estimate/baseline
+    branching: Literal["babsr", "fsb"] = "fsb"  # top-1 by score, or filtered strong branching
+
+
 class VerifyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     timeout: float = Field(300.0, gt=0)
@@ -27,6 +37,7 @@ class VerifyConfig(BaseModel):
     check_model: bool = True  # differential check of the IR against onnxruntime
     milp_backend: Literal["auto", "highs", "gurobi"] = "auto"
     attack: AttackConfig = AttackConfig()
+    bab: BabConfig = BabConfig()
 
     @classmethod
     def quick(cls, timeout: float = 30.0) -> VerifyConfig:

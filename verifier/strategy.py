@@ -2,7 +2,9 @@
 
 auto: a short attack; CROWN then alpha-CROWN on every input region; for regions left open,
 input-split branch-and-bound when the input is small (<= INPUT_SPLIT_MAX_INPUTS values),
-ReLU-split branch-and-bound (beta-CROWN) otherwise; a last attack when that gives up.
+neuron-split branch-and-bound otherwise: beta-CROWN ReLU splits, and with general
+nonlinearities (Sigmoid, Tanh, Sin, GELU, ...) GenBaB splits of their input intervals in the
+same search (``config.bab``); a last attack when that gives up.
 """
 
 from __future__ import annotations
@@ -150,24 +152,38 @@ def _input_split(model, spec, problems, deadline, progress_cb) -> VerificationRe
     return VerificationResult("unsat", method="bab-input", stats=stats)
 
 
-def _relu_split(model, spec, config, problems, deadline, progress_cb, device):
-    """ReLU-split branch-and-bound per open region; unknown regions end in a last attack."""
-    from verifier.bab.relu_split import ReluSplitOptions, ReluSplitSearch, region_attack
+def neuron_split_options(config):
+    """The neuron-split search's options from ``config.bab`` (GenBaB switches)."""
+    from verifier.bab.relu_split import ReluSplitOptions
 
+    bab = config.bab
+    return ReluSplitOptions(seed=config.seed, nonlinear=bab.nonlinear, points=bab.points,
+                            heuristic=bab.heuristic, branching=bab.branching)
+
+
+def _relu_split(model, spec, config, problems, deadline, progress_cb, device):
+    """Neuron-split branch-and-bound (ReLU and, with general nonlinearities, GenBaB) per open
+    region; unknown regions end in a last attack."""
+    from verifier.bab.nonlinear import has_nonlinear_splits
+    from verifier.bab.relu_split import ReluSplitSearch, region_attack
+
+    options = neuron_split_options(config)
+    name = "bab-genbab" if options.nonlinear and has_nonlinear_splits(model.graph) \
+        else "bab-relu"
     stats: dict = {}
     for p in problems:
         attack = region_attack(model.graph, spec.regions[p.index], config.attack.steps,
                                config.attack.restarts, device)
-        search = ReluSplitSearch(model.graph, p, deadline, ReluSplitOptions(seed=config.seed),
-                                 Progress(progress_cb, label=f"relu-split region {p.index}"),
+        search = ReluSplitSearch(model.graph, p, deadline, options,
+                                 Progress(progress_cb, label=f"{name} region {p.index}"),
                                  _validator(model, spec, p.index), attack)
         outcome = search.run()
         stats[f"region_{p.index}"] = outcome.stats
         if outcome.verdict in ("sat", "timeout"):
             return VerificationResult(outcome.verdict, outcome.counterexample,
-                                      method="bab-relu", stats=stats)
+                                      method=name, stats=stats)
         if outcome.verdict != "unsat":
-            result = _last_attack(model, spec, config, device, deadline, "bab-relu")
+            result = _last_attack(model, spec, config, device, deadline, name)
             return VerificationResult(result.verdict, result.counterexample, method=result.method,
                                       message=result.message, stats=stats)
-    return VerificationResult("unsat", method="bab-relu", stats=stats)
+    return VerificationResult("unsat", method=name, stats=stats)

@@ -31,7 +31,8 @@ import torch
 from bounds.lookup.build import DEFAULT_DIR, TableError, check_bytes, read_manifest
 from bounds.lookup.objective import RELU_LIKE
 
-__all__ = ["TableError", "TableStore", "branch_points", "default_store", "table_key"]
+__all__ = ["TableError", "TableStore", "branch_points", "default_store", "strictly_inside",
+           "table_key"]
 
 F64 = torch.float64
 #: Looked-up fractions are kept in [T_MIN, 1 - T_MIN] so that neither half is degenerate.
@@ -147,7 +148,7 @@ def _interpolate(table: Table, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor
     return torch.where(den > 1e-9, t, torch.full_like(t, 0.5))
 
 
-def _strictly_inside(p: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def strictly_inside(p: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """Clamp into (lower, upper) in the input dtype; the midpoint where nothing fits."""
     lo_in, hi_in = torch.nextafter(lower, upper), torch.nextafter(upper, lower)
     mid = lower + (upper - lower) / 2
@@ -170,12 +171,12 @@ def branch_points(op: str, lower: torch.Tensor, upper: torch.Tensor, *,
     mid = lower + (upper - lower) / 2
     if op in RELU_LIKE:
         crossing = (lower < 0) & (upper > 0)
-        return _strictly_inside(torch.where(crossing, torch.zeros_like(mid), mid), lower, upper)
+        return strictly_inside(torch.where(crossing, torch.zeros_like(mid), mid), lower, upper)
     table = (store or default_store()).get(table_key(op, attrs))
     if table is None or lower.numel() == 0:
-        return _strictly_inside(mid, lower, upper)
+        return strictly_inside(mid, lower, upper)
     l, u = lower.to(F64), upper.to(F64)
     inside = (l >= table.lo) & (u <= table.hi) & (l < u)
     t = _interpolate(table, l, u).clamp(T_MIN, 1 - T_MIN)
     p = torch.where(inside, l + t * (u - l), l + (u - l) / 2).to(dtype)
-    return _strictly_inside(p, lower, upper)
+    return strictly_inside(p, lower, upper)

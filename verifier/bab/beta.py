@@ -6,6 +6,11 @@ the backward pass as a Lagrangian term ``beta * s * z`` at the value z (``backwa
 ``extra``). For every beta >= 0 that term is <= 0 on the domain, so the bound stays sound and
 optimisation (projected gradient ascent) can only tighten it; we keep the best iterate per
 domain and spec row, as alpha-CROWN does.
+
+GenBaB splits of general nonlinear neurons restrict z to [l, p] or [p, u]; besides tightening
+the relaxation, the constraints ``z - u <= 0`` and ``l - z <= 0`` enter the same way, as
+``beta * (s z + r)`` with a constant r (:func:`split_terms`): without them the final bound
+would not know that the split also cuts the input region.
 """
 
 from __future__ import annotations
@@ -28,27 +33,78 @@ class BetaOptions:
     lr_decay: float = 0.98
 
 
-def split_signs(splits: dict[str, torch.Tensor], dtype) -> dict[str, torch.Tensor]:
-    """s per split neuron ([B, 1, *shape]): +1 inactive, -1 active, 0 free (split codes +-1/0)."""
-    return {name: (-s.to(dtype)).unsqueeze(1) for name, s in splits.items() if bool(s.any())}
+Term = tuple[str, torch.Tensor, torch.Tensor | None]  # (value, s [B,1,*], r [B,1,*] or None)
 
 
-def init_betas(signs: dict[str, torch.Tensor], n_spec: int,
+def split_terms(splits: dict[str, torch.Tensor], dtype,
+                intervals: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+                ) -> dict[str, Term]:
+    """Split constraints ``s * z + r <= 0`` per beta key: ``key -> (value z, s, r)``.
+
+    Relu values (codes +1 active / -1 inactive / 0 free): key = value, s = -code, r = None
+    (0). Values in ``intervals`` (general nonlinear splits, GenBaB) carry flags: bit 1 = a
+    split gave this domain its lower bound l (z >= l: key ``value|lo``, s = -1, r = l), bit 2
+    its upper bound u (z <= u: key ``value|up``, s = +1, r = -u); (l, u) are the domain's
+    bounds of z, so both constraints hold on it. Entries without the flag have s = r = 0.
+    """
+    terms: dict[str, Term] = {}
+    for name, code in splits.items():
+        if not bool(code.any()):
+            continue
+        if intervals is None or name not in intervals:
+            terms[name] = (name, (-code.to(dtype)).unsqueeze(1), None)
+            continue
+        lower, upper = intervals[name]
+        for bit, key, sign, bound in ((1, "|lo", -1.0, lower), (2, "|up", 1.0, -upper)):
+            flag = (code & bit) != 0
+            if bool(flag.any()):
+                s_ = (sign * flag.to(dtype)).unsqueeze(1)
+                r = torch.where(flag, bound.to(dtype), torch.zeros_like(bound, dtype=dtype))
+                terms[name + key] = (name, s_, r.unsqueeze(1))
+    return terms
+
+
+def split_signs(splits: dict[str, torch.Tensor], dtype) -> dict[str, Term]:
+    """Relu split constraints only (see :func:`split_terms`)."""
+    return split_terms(splits, dtype)
+
+
+def init_betas(terms: dict[str, Term], n_spec: int,
                warm: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """One beta tensor [B, S, *shape] per split value, warm-started where shapes match."""
+    """One beta tensor [B, S, *shape] per split key, warm-started where shapes match."""
     betas = {}
-    for name, s in signs.items():
+    for key, (_, s, _) in terms.items():
         shape = (s.shape[0], n_spec, *s.shape[2:])
         start = torch.zeros(shape, device=s.device, dtype=s.dtype)
-        if warm is not None and name in warm and warm[name].shape == shape:
-            start = warm[name].to(s.dtype) * (s != 0)
-        betas[name] = start.detach().clone().requires_grad_(True)
+        if warm is not None and key in warm and warm[key].shape == shape:
+            start = warm[key].to(s.dtype) * (s != 0)
+        betas[key] = start.detach().clone().requires_grad_(True)
     return betas
 
 
-def split_extra(betas: dict[str, torch.Tensor], signs: dict[str, torch.Tensor]) -> dict:
-    """``backward_bound`` extra coefficients: beta * s at each split value."""
-    return {name: b * signs[name] for name, b in betas.items()}
+def split_extra(betas: dict[str, torch.Tensor], terms: dict[str, Term]):
+    """``backward_bound`` extra coefficients (sum of beta * s per value) and the constant
+    [B, S] sum of beta * r that must be added to its bound (None when all r are 0)."""
+    extra: dict[str, torch.Tensor] = {}
+    const = None
+    for key, b in betas.items():
+        value, s, r = terms[key]
+        c = b * s
+        extra[value] = extra[value] + c if value in extra else c
+        if r is not None:
+            k = (b * r).flatten(2).sum(-1)
+            const = k if const is None else const + k
+    return extra, const
+
+
+def split_bound(state: BoundState, start: str, coef: torch.Tensor, use_alpha: bool,
+                betas: dict[str, torch.Tensor], terms: dict[str, Term], **kw) -> torch.Tensor:
+    """``backward_bound`` with the split constraints' Lagrangian terms (and constants)."""
+    if not betas:
+        return backward_bound(state, start, coef, use_alpha=use_alpha, **kw)
+    extra, const = split_extra(betas, terms)
+    lower = backward_bound(state, start, coef, use_alpha=use_alpha, extra=extra, **kw)
+    return lower if const is None else lower + const
 
 
 def _keep_best(best: dict, current: dict, improved: torch.Tensor) -> None:
@@ -62,17 +118,19 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
                         warm_alphas: dict | None = None, warm_betas: dict | None = None,
                         row_weight: torch.Tensor | None = None,
                         stop: Callable[[torch.Tensor], bool] | None = None,
-                        deadline: float = float("inf")):
+                        deadline: float = float("inf"),
+                        intervals: dict | None = None):
     """Best lower bounds of coef . value(start) over alpha and beta >= 0.
 
     Returns (lower [B, S], alphas, betas). ``row_weight`` [B, S] (0/1) selects the rows whose
     sum is maximised (rows of already refuted disjuncts need no work); ``stop(best)`` ends the
-    loop early.
+    loop early. ``intervals``: value -> (lower, upper) [B, *shape] of the values with general
+    nonlinear splits (see :func:`split_terms`).
     """
     n_spec = coef.shape[1]
     alphas = init_alphas(state, n_spec, warm_alphas)
-    signs = split_signs(splits, state.dtype)
-    betas = init_betas(signs, n_spec, warm_betas)
+    terms = split_terms(splits, state.dtype, intervals)
+    betas = init_betas(terms, n_spec, warm_betas)
     weight = torch.ones(coef.shape[:2], device=coef.device, dtype=coef.dtype) \
         if row_weight is None else row_weight.to(coef)
     groups = [g for g in ({"params": list(alphas.values()), "lr": options.lr_alpha},
@@ -85,8 +143,7 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
     best_betas = {k: v.detach().clone() for k, v in betas.items()}
     for it in range(max(1, options.iterations)):
         state.alphas = alphas
-        lower = backward_bound(state, start, coef, use_alpha=bool(alphas),
-                               extra=split_extra(betas, signs) if betas else None)
+        lower = split_bound(state, start, coef, bool(alphas), betas, terms)
         detached = lower.detach()
         improved = torch.ones_like(detached, dtype=torch.bool) if best is None \
             else detached > best

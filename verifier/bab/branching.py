@@ -16,7 +16,8 @@ worse child is best wins.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,13 +29,22 @@ LOWER_GAP_WEIGHT = 0.25
 
 @dataclass(frozen=True)
 class ReluLayer:
-    relu: str  # the Relu node
+    """A layer of splittable neurons: the nonlinear node ``relu`` (a Relu, or with GenBaB a
+    general nonlinearity ``op``) and its input value, where splits and given bounds live."""
+
+    relu: str  # the node (Relu or another splittable nonlinearity)
     value: str  # its input value z (split constraints and given bounds live here)
     shape: tuple[int, ...]
+    op: str = "Relu"
+    attrs: Mapping = field(default_factory=dict)
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def is_relu(self) -> bool:
+        return self.op == "Relu"
 
 
 def relu_layers(graph: Graph) -> list[ReluLayer]:

@@ -2,12 +2,14 @@
 
 A domain is the region box plus one split code per Relu input neuron (0 free, +1 active
 z >= 0, -1 inactive z <= 0). Each carries the interval bounds of every Relu input found so far
-(the parent's, tightened by its own splits), the alphas and betas of its last bound (warm starts
-for its children), its spec-row lower bounds and the disjuncts already refuted.
+(the parent's, tightened by its own splits; with GenBaB also the inputs of general nonlinear
+layers, whose splits are interval tightenings only), the alphas and betas of its last bound
+(warm starts for its children), its spec-row lower bounds and the disjuncts already refuted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -19,8 +21,8 @@ STORE_DTYPE = torch.float32  # warm starts need no precision; halves the queue's
 
 @dataclass
 class ReluDomains:
-    splits: dict[str, torch.Tensor]  # Relu input value -> int8 [N, *shape]
-    lower: dict[str, torch.Tensor]  # Relu input value -> [N, *shape]
+    splits: dict[str, torch.Tensor]  # split value -> int8 [N, *shape] (Relu codes / flags)
+    lower: dict[str, torch.Tensor]  # input value of a split layer (Relu or not) -> [N, *shape]
     upper: dict[str, torch.Tensor]
     alphas: dict[str, torch.Tensor]  # node -> [N, S, *shape] (STORE_DTYPE)
     betas: dict[str, torch.Tensor]  # Relu input value -> [N, S, *shape] (STORE_DTYPE)
@@ -72,8 +74,18 @@ class ReluDomains:
         return total
 
 
-def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor) -> ReluDomains:
-    """Two children per domain (first all active, then all inactive) split at ``choice`` [N]."""
+PointFn = Callable[[ReluLayer, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor,
+                  points: PointFn | None = None) -> ReluDomains:
+    """Two children per domain split at ``choice`` [N]: first all upper halves (Relu active,
+    z >= 0; nonlinear z in [p, u]), then all lower halves (Relu inactive, z <= 0; z in [l, p]).
+
+    Nonlinear neurons are split at ``points(layer, l, u)`` (strictly inside (l, u), so both
+    halves are non-empty and together cover [l, u]); their split flags record which bound a
+    split set (1: the lower, 2: the upper; for beta terms, see ``beta.split_terms``).
+    """
     n = len(dom)
     kids = dom.repeat(2)
     layer_idx, pos = decode(layers, choice)
@@ -85,10 +97,20 @@ def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tenso
         if not bool(m.any()):
             continue
         r, q, sg = rows[m], p[m], sign[m]
-        kids.splits[layer.value].reshape(2 * n, -1)[r, q] = sg.to(torch.int8)
         lo = kids.lower[layer.value].reshape(2 * n, -1)
         up = kids.upper[layer.value].reshape(2 * n, -1)
-        lo[r, q] = torch.where(sg > 0, lo[r, q].clamp(min=0), lo[r, q])
-        up[r, q] = torch.where(sg < 0, up[r, q].clamp(max=0), up[r, q])
+        l0, u0 = lo[r, q], up[r, q]
+        if layer.is_relu:
+            kids.splits[layer.value].reshape(2 * n, -1)[r, q] = sg.to(torch.int8)
+            lo[r, q] = torch.where(sg > 0, l0.clamp(min=0), l0)
+            up[r, q] = torch.where(sg < 0, u0.clamp(max=0), u0)
+            continue
+        if points is None:
+            raise ValueError(f"split of nonlinear layer {layer.relu!r} needs split points")
+        pt = points(layer, l0, u0)
+        lo[r, q] = torch.where(sg > 0, pt, l0)
+        up[r, q] = torch.where(sg < 0, pt, u0)
+        flags = kids.splits[layer.value].reshape(2 * n, -1)
+        flags[r, q] = flags[r, q] | torch.where(sg > 0, 1, 2).to(torch.int8)
     kids.depth = kids.depth + 1
     return kids

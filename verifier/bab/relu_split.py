@@ -20,21 +20,27 @@ from typing import Literal
 
 import torch
 
-from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.crown import BoundState, compute_intermediate
 from bounds.engine.forward import run_graph
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import _ibp_lower
 from bounds.types import Interval
-from verifier.bab.beta import BetaOptions, optimize_alpha_beta, split_extra, split_signs
+from verifier.bab.beta import (
+    BetaOptions,
+    optimize_alpha_beta,
+    split_bound,
+    split_extra,
+    split_terms,
+)
 from verifier.bab.branching import (
     babsr_scores,
     decode,
     pick_fsb,
-    relu_layers,
     relu_output_coefs,
     top_candidates,
 )
 from verifier.bab.input_split import BabOutcome
+from verifier.bab.nonlinear import Heuristic, PointMode, SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains
@@ -60,6 +66,13 @@ class ReluSplitOptions:
     stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
     attack_every: int = 8  # steps between attacks on the region box
     seed: int = 0
+    # GenBaB: also split general nonlinear neurons (Sigmoid, Tanh, Sin, GELU, ...), at points
+    # from the lookup tables ("optimized") or midpoints, chosen by the BBPS-style estimate or
+    # the width baseline (networks with only Relus keep BaBSR scores).
+    nonlinear: bool = True
+    points: PointMode = "optimized"
+    heuristic: Heuristic = "bbps"
+    multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
 
 
 @dataclass
@@ -81,7 +94,9 @@ class ReluSplitSearch:
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress = options, progress
         self.validate, self.attack = validate, attack
-        self.layers = relu_layers(graph)
+        self.layers = split_layers(graph, options.nonlinear)
+        self.relu_only = all(lay.is_relu for lay in self.layers)
+        self.points = SplitPoints(options.points)
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
         self.counters = _Counters()
@@ -144,7 +159,7 @@ class ReluSplitSearch:
                 replace(self.options.beta, iterations=iterations),
                 {k: v[:, rows].to(state.dtype) for k, v in dom.alphas.items()},
                 {k: v[:, rows].to(state.dtype) for k, v in dom.betas.items()},
-                weight[:, rows], stop, self.deadline)
+                weight[:, rows], stop, self.deadline, self._intervals(state.bounds))
             lower[:, rows] = torch.maximum(lower[:, rows], best)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -162,6 +177,11 @@ class ReluSplitSearch:
             self._branch_scores(state, out, sub_alphas, sub_betas, rows, keep)
         return out.select(keep)
 
+    def _intervals(self, bounds: dict) -> dict:
+        """Bounds of the general nonlinear split values (their split constraints' ends)."""
+        return {lay.value: (bounds[lay.value].lower, bounds[lay.value].upper)
+                for lay in self.layers if not lay.is_relu}
+
     def _merge_rows(self, old: dict, new: dict, rows: torch.Tensor, n: int,
                     beta: bool = False) -> dict:
         """Full-row warm starts: the old values, with the optimised rows replaced (betas: one
@@ -169,7 +189,9 @@ class ReluSplitSearch:
         s, dev = self.problem.coef.shape[0], self.problem.coef.device
         shapes = {k: v.shape[2:] for k, v in new.items()}
         if beta:
-            shapes.update({lay.value: lay.shape for lay in self.layers})
+            for lay in self.layers:
+                keys = [lay.value] if lay.is_relu else [lay.value + "|lo", lay.value + "|up"]
+                shapes.update({key: lay.shape for key in keys})
         merged = {}
         for k in {*old, *new, *shapes}:
             if k in old:
@@ -184,14 +206,20 @@ class ReluSplitSearch:
     def _branch_scores(self, state, out: ReluDomains, alphas, betas, rows, keep) -> None:
         """Candidates (top-k BaBSR) for every domain, and primal points to test."""
         _, full_coef, _ = self._spec(len(out))
-        signs = split_signs(out.splits, state.dtype)
-        extra = split_extra(betas, signs) if betas else None
+        terms = split_terms(out.splits, state.dtype, self._intervals(state.bounds))
+        extra = split_extra(betas, terms)[0] if betas else None
         alphas = {k: v.detach() for k, v in alphas.items()}
         coefs = relu_output_coefs(state, self.out_name, full_coef[:, rows], self.layers,
                                   alphas, extra)
         weight = self._open_rows(out.refuted)[:, rows]
-        scores = babsr_scores(state, self.layers, coefs, alphas, weight)
+        if self.relu_only:
+            scores = babsr_scores(state, self.layers, coefs, alphas, weight)
+        else:
+            scores = split_scores(state, self.layers, coefs, alphas, weight,
+                                  self.options.heuristic, self.points)
         k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
+        if not self.relu_only:
+            k = max(k, self.options.multi_split)
         idx, valid = top_candidates(scores, k)
         out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
         self._primal_points(state.input_coef, out.bound[:, rows], weight, keep)
@@ -223,14 +251,14 @@ class ReluSplitSearch:
     # ---- branching ------------------------------------------------------------------------
     def choose(self, dom: ReluDomains) -> torch.Tensor:
         """One global neuron index per domain (-1: nothing left to split)."""
-        cand = dom.candidates
+        cand = dom.candidates[:, :self.options.fsb_candidates]
         first = cand[:, 0]
         if self.options.branching != "fsb" or cand.shape[1] == 1:
             return first
         valid = cand >= 0
         k = cand.shape[1]
-        kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first))
-                for j in range(k)]
+        kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first),
+                              self.points) for j in range(k)]
         margins = self._cheap_margin(kids)  # [k, 2, N]
         return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
                            first)
@@ -245,12 +273,11 @@ class ReluSplitSearch:
         _, full_coef, rhs = self._spec(len(allk))
         rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
         state.alphas = {k: v[:, rows].to(state.dtype) for k, v in allk.alphas.items()}
-        signs = split_signs(allk.splits, state.dtype)
-        betas = {v: allk.betas[v][:, rows].to(state.dtype) for v in signs}
+        terms = split_terms(allk.splits, state.dtype, self._intervals(state.bounds))
+        betas = {k: allk.betas[k][:, rows].to(state.dtype) for k in terms}
         with torch.no_grad():
-            sub = backward_bound(state, self.out_name, full_coef[:, rows],
-                                 use_alpha=bool(state.alphas),
-                                 extra=split_extra(betas, signs) if betas else None)
+            sub = split_bound(state, self.out_name, full_coef[:, rows], bool(state.alphas),
+                              betas, terms)
         lower = allk.bound.clone()
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -276,7 +303,7 @@ class ReluSplitSearch:
         """Search until every domain is refuted, a counterexample validates, or time is up."""
         opts, c = self.options, self.counters
         if not self.layers:
-            return BabOutcome("unknown", stats={"stopped": "no Relu to split"})
+            return BabOutcome("unknown", stats={"stopped": "no neuron to split"})
         if time.monotonic() >= self.deadline:
             return BabOutcome("timeout", stats={"stopped": "deadline before the root bound"})
         queue = self.root()
@@ -297,8 +324,8 @@ class ReluSplitSearch:
                 self._resolve_stuck(batch.select(stuck))
                 batch, choice = batch.select(~stuck), choice[~stuck]
             if len(batch):
-                kids = split_domains(batch, self.layers, choice)
-                queue.extend(self.bound(kids, opts.beta.iterations, self._reuse(choice)))
+                kids, reuse = self._split(batch, choice)
+                queue.extend(self.bound(kids, opts.beta.iterations, reuse))
                 c.max_depth = max(c.max_depth, int(kids.depth.max()))
             c.steps += 1
             self.progress.update(c.done, len(queue),
@@ -311,13 +338,34 @@ class ReluSplitSearch:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
 
-    def _reuse(self, choice: torch.Tensor) -> bool | torch.Tensor:
-        """``_state``'s reuse for the children of a split at ``choice`` [N]."""
+    def _split(self, batch: ReluDomains, choice: torch.Tensor):
+        """Children of ``batch`` split at ``choice`` [N], and ``_state``'s reuse for them.
+
+        With general nonlinear layers, while the children fill less than a batch, each domain
+        is also split at its next-best distinct candidates (up to ``multi_split`` neurons,
+        2**k children): the bound engine costs about the same for 2 or 64 domains.
+        """
+        n = len(batch)
+        kids = split_domains(batch, self.layers, choice, self.points)
+        first, _ = decode(self.layers, choice)
+        used = [choice]
+        cand = batch.candidates
+        for j in range(cand.shape[1] if not self.relu_only else 0):
+            if len(used) >= self.options.multi_split or 2 * len(kids) > self.options.batch:
+                break
+            c = cand[:, j]
+            ok = c >= 0
+            for u in used:
+                ok = ok & (c != u)
+            if not bool(ok.all()):
+                continue
+            used.append(c)
+            kids = split_domains(kids, self.layers, c.repeat(len(kids) // n), self.points)
+            first = torch.minimum(first, decode(self.layers, c)[0])
         mode = self.options.intermediate
         if mode != "downstream":
-            return mode == "reuse"
-        layer, _ = decode(self.layers, choice)
-        return layer.repeat(2)
+            return kids, mode == "reuse"
+        return kids, first.repeat(len(kids) // n)
 
     def _give_up(self, queue: ReluDomains, reason: str) -> BabOutcome:
         """No proof is coming: one last attack before answering unknown."""

@@ -1,0 +1,157 @@
+"""GenBaB: branching on general nonlinear neurons, next to ReLU splits, in one search.
+
+Idea from Shi et al., "Neural Network Verification with Branch-and-Bound for General
+Nonlinearities" (TACAS 2025); our own formulation. A neuron z of a Sigmoid, Tanh, Sin, GELU, ...
+layer with interval [l, u] is split at a point p strictly inside: the children carry [l, p] and
+[p, u] as given bounds of z, so each half gets its own (tighter) linear relaxation and the
+bounds downstream are recomputed from it. l < p < u makes both halves non-empty and their union
+is [l, u], so no point of the parent is lost (interval tightening alone is sound; no beta
+multipliers are needed). Relu neurons keep their sign splits with beta-CROWN.
+
+Split points come from the pre-optimised lookup tables (``bounds.lookup``) or, for the ablation,
+the midpoint. Which neuron to split is scored from the last backward pass only
+(:func:`split_scores`): no extra bound propagation per candidate.
+
+BBPS-style score (our variant of the bound-propagation-based estimate): the final bound meets
+neuron j with coefficient A_j (per spec row) at its output and uses the lower plane where
+A_j >= 0, the upper plane where A_j < 0. Replacing the parent's plane by a child's changes that
+term by A_j * (child plane - parent plane)(z), linear in z; we take its mean over the child's
+interval (its value at the child's midpoint), sum it over the spec rows still open, and score
+the neuron by its worse child. For a Relu this is half of BaBSR's intercept score, so ReLU and
+nonlinear candidates compete in the same units. Baseline ("width"): sum |A_j| (u - l) for
+nonlinear neurons, BaBSR for Relus.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from bounds.engine.crown import BoundState
+from bounds.graph import Graph
+from bounds.lookup.tables import branch_points, strictly_inside
+from bounds.registry import rules
+from verifier.bab.branching import ReluLayer, babsr_scores
+
+# Ops with a branching-point table; splitting their input interval tightens the relaxation.
+SPLIT_OPS = frozenset({"Sigmoid", "Tanh", "Atan", "Erf", "Gelu", "Sin", "Cos", "Exp", "Log",
+                       "Sqrt"})
+# Narrower intervals are not split again (their relaxation is already almost exact).
+MIN_WIDTH = 1e-6
+
+PointMode = Literal["optimized", "midpoint"]
+Heuristic = Literal["bbps", "width"]
+
+
+def split_layers(graph: Graph, nonlinear: bool = True) -> list[ReluLayer]:
+    """Splittable layers in topological order, one per distinct input value: Relus, and with
+    ``nonlinear`` the general nonlinearities of :data:`SPLIT_OPS`."""
+    layers, seen = [], set()
+    for node in graph.nodes:
+        if not node.dynamic_inputs or node.dynamic_inputs[0] in seen:
+            continue
+        if node.op != "Relu" and not (nonlinear and node.op in SPLIT_OPS):
+            continue
+        value = node.dynamic_inputs[0]
+        seen.add(value)
+        layers.append(ReluLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
+                                dict(node.attrs)))
+    return layers
+
+
+def has_nonlinear_splits(graph: Graph) -> bool:
+    """Whether the graph has general nonlinear neurons that GenBaB can split."""
+    return any(node.op in SPLIT_OPS and node.dynamic_inputs for node in graph.nodes)
+
+
+class SplitPoints:
+    """Where to split a nonlinear neuron's interval: table lookup ("optimized") or midpoint."""
+
+    def __init__(self, mode: PointMode = "optimized"):
+        self.mode = mode
+
+    def __call__(self, layer: ReluLayer, lower: torch.Tensor,
+                 upper: torch.Tensor) -> torch.Tensor:
+        """Points strictly inside (lower, upper) (the midpoint where no float fits)."""
+        if self.mode == "midpoint" or layer.is_relu:
+            mid = lower + (upper - lower) / 2
+            if layer.is_relu:
+                mid = torch.where((lower < 0) & (upper > 0), torch.zeros_like(mid), mid)
+            return strictly_inside(mid, lower, upper)
+        return branch_points(layer.op, lower, upper, attrs=layer.attrs)
+
+
+def splittable(layer: ReluLayer, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """[B, numel] candidates: unstable Relus; nonlinear neurons wider than MIN_WIDTH."""
+    lower, upper = lower.flatten(1), upper.flatten(1)
+    if layer.is_relu:
+        return (lower < 0) & (upper > 0)
+    return (upper - lower) > MIN_WIDTH
+
+
+def _plane(rel, lower_side: bool, z: torch.Tensor) -> torch.Tensor:
+    if lower_side:
+        return rel.lower_slope * z + rel.lower_offset
+    return rel.upper_slope * z + rel.upper_offset
+
+
+def _relax(node, lower, upper, alpha=None):
+    rule = rules().get(node.op, node.name)
+    if alpha is None:
+        return rule.relax(node, lower, upper)
+    return rule.relax(node, lower.unsqueeze(1), upper.unsqueeze(1), alpha)
+
+
+def _child_gain(node, parent, lower, upper, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """[B, numel]: sum over open rows of A * (child plane - parent plane) at the child's mid."""
+    child = _relax(node, lower, upper)
+    mid = ((lower + upper) / 2).unsqueeze(1)
+
+    def expand(rel):
+        return type(rel)(*(t if t.dim() == a.dim() else t.unsqueeze(1) for t in (
+            rel.lower_slope, rel.lower_offset, rel.upper_slope, rel.upper_offset)))
+
+    child, parent = expand(child), expand(parent)
+    gain_low = _plane(child, True, mid) - _plane(parent, True, mid)
+    gain_up = _plane(parent, False, mid) - _plane(child, False, mid)
+    per_row = torch.relu(a) * gain_low + torch.relu(-a) * gain_up
+    per_row = torch.nan_to_num(per_row, nan=0.0, posinf=0.0, neginf=0.0)
+    return (per_row.flatten(2) * w.unsqueeze(-1)).sum(1)
+
+
+def _bbps_layer(node, layer, lower, upper, a, alpha, w, points: SplitPoints) -> torch.Tensor:
+    parent = _relax(node, lower, upper, alpha)
+    p = points(layer, lower, upper)
+    left = _child_gain(node, parent, lower, p, a, w)
+    right = _child_gain(node, parent, p, upper, a, w)
+    return torch.minimum(left, right)
+
+
+def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,
+                 row_weight: torch.Tensor, heuristic: Heuristic,
+                 points: SplitPoints) -> torch.Tensor:
+    """Scores [B, total neurons] (layers concatenated, as ``decode`` reads them); -inf where a
+    neuron cannot be split. ``coefs[layer.relu]``: the backward coefficients [B, S, *shape]
+    at each layer's output; ``alphas``: the relaxation parameters of that pass."""
+    w = row_weight.to(state.dtype)
+    parts = []
+    for layer in layers:
+        x = state.bounds[layer.value]
+        mask = splittable(layer, x.lower, x.upper)
+        a = coefs[layer.relu]
+        if heuristic == "width" and layer.is_relu:
+            parts.append(babsr_scores(state, [layer], coefs, alphas, row_weight))
+            continue
+        if heuristic == "width":
+            width = (x.upper - x.lower).unsqueeze(1)
+            score = ((a.abs() * width).flatten(2) * w.unsqueeze(-1)).sum(1)
+        else:
+            alpha = alphas.get(layer.relu)
+            score = _bbps_layer(state.graph.node(layer.relu), layer, x.lower, x.upper, a,
+                                None if alpha is None else alpha.to(state.dtype), w, points)
+        # Neurons that no open row sees still must be splittable: a tiny width-based score.
+        score = score.flatten(1) + 1e-9 * (x.upper - x.lower).flatten(1).clamp(max=1e3)
+        parts.append(torch.where(mask, score, torch.full_like(score, -math.inf)))
+    return torch.cat(parts, dim=1)
