@@ -2,11 +2,16 @@
 
 Why a watchdog on RSS and not ``RLIMIT_AS``/``RLIMIT_DATA``: torch and the CUDA runtime reserve
 large ranges of virtual address space they never touch (and glibc reserves an arena per thread),
-so an address-space limit of a few GiB makes ``import torch`` or the first CUDA call fail long
-before the job uses that much memory, and a failed allocation surfaces as an arbitrary
-``MemoryError``/``RuntimeError`` deep in the verifier. RSS is what the machine actually gives
-the job. The local pool reads its workers' RSS from the server process (a job that holds the
-GIL cannot stall that check); the Ray executor runs :class:`MemoryWatchdog` inside the task.
+so a limit on address space fails a job long before it uses that much memory, and a failed
+allocation surfaces as an arbitrary ``MemoryError``/``RuntimeError`` deep in the verifier.
+Measured with CPU torch 2.13 on the tiny test model: 301 MiB resident, 1.65 GiB virtual
+(VmPeak); under RLIMIT_DATA = 1 GiB the same verification dies with a bare ``MemoryError`` at
+250 MiB resident (a CUDA context reserves far more address space still). RSS is what the
+machine actually gives the job.
+
+The local pool reads its workers' RSS from the server process on every dispatcher round (about
+5 times a second; a job that holds the GIL cannot stall that check); the Ray executor runs
+:class:`MemoryWatchdog` inside the task (10 times a second).
 """
 
 from __future__ import annotations

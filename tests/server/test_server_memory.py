@@ -1,0 +1,40 @@
+"""The memory-limit helpers: RSS from /proc and the in-process watchdog (no worker needed)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from server.memory import MIB, MemoryWatchdog, limit_message, over_limit, rss_bytes
+
+
+def test_rss_of_this_process_and_of_a_missing_one():
+    rss = rss_bytes()
+    assert rss is not None and 10 * MIB < rss < 64 * 1024 * MIB
+    assert rss_bytes(os.getpid()) is not None
+    assert rss_bytes(2**22 + 12345) is None  # above pid_max: never a process
+
+
+def test_over_limit():
+    assert over_limit(None, 1) and not over_limit(None, 10**7)
+    assert not over_limit(None, 0) and not over_limit(None, None)  # no limit
+    assert not over_limit(2**22 + 12345, 1)  # gone: nothing to enforce
+    assert limit_message(300) == "memory limit of 300 MiB exceeded"
+
+
+def test_watchdog_fires_once_past_the_limit():
+    fired = threading.Event()
+    seen: list[int] = []
+
+    def exceeded(limit: int) -> None:
+        seen.append(limit)
+        fired.set()
+
+    with MemoryWatchdog(1, exceeded, interval=0.01):
+        assert fired.wait(5)
+    assert seen == [1]
+    quiet = threading.Event()
+    with MemoryWatchdog(10**7, lambda _: quiet.set(), interval=0.01):
+        assert not quiet.wait(0.1)
+    with MemoryWatchdog(0, lambda _: quiet.set(), interval=0.01) as dog:
+        assert dog._thread is None  # no limit: no thread
