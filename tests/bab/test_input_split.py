@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 
 import numpy as np
@@ -95,3 +97,35 @@ def test_progress_callback_receives_events():
     assert out.verdict == "unsat"
     assert events and {"domains_done", "domains_queued", "global_bound",
                        "elapsed_s"} <= set(events[-1])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_clip_keeps_every_point_where_the_linear_bounds_allow_a_violation(seed):
+    """Sampled points (and box corners) with L_s(x) <= 0 for all rows of an open disjunct
+    must stay inside the clipped box; a refuted disjunct keeps nothing."""
+    from verifier.bab.input_clip import clip_boxes
+
+    gen = torch.Generator().manual_seed(seed)
+    n, n_disj, rows, d = 4, 3, 2, 3
+    lower = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    upper = lower + torch.rand(n, d, generator=gen, dtype=torch.float64) * 2
+    upper[:, 0] = lower[:, 0]  # a zero-width dimension
+    a = torch.randn(n, n_disj * rows, d, generator=gen, dtype=torch.float64)
+    a[:, :, 1] = 0.0  # a dimension no row depends on
+    c = torch.randn(n, n_disj * rows, generator=gen, dtype=torch.float64)
+    c[:, 1] = -math.inf  # a padding row
+    refuted = torch.zeros(n, n_disj, dtype=torch.bool)
+    refuted[:, 2] = True
+    lo, hi = clip_boxes(lower, upper, a, c, n_disj, refuted)
+    assert bool((lo >= lower).all()) and bool((hi <= upper).all())
+    t = torch.rand(n, 20000, d, generator=gen, dtype=torch.float64)
+    t[:, :8] = torch.tensor(list(itertools.product((0.0, 1.0), repeat=d)), dtype=torch.float64)
+    x = lower.unsqueeze(1) + t * (upper - lower).unsqueeze(1)  # [n, P, d]
+    vals = torch.einsum("nsd,npd->nps", a, x) + c.unsqueeze(1)  # [n, P, S]
+    allowed = (vals.reshape(n, -1, n_disj, rows) <= 0).all(-1) & ~refuted.unsqueeze(1)
+    possible = allowed.any(-1)  # [n, P]
+    inside = ((x >= lo.unsqueeze(1)) & (x <= hi.unsqueeze(1))).all(-1)
+    assert bool(inside[possible].all())
+    assert bool(possible.any()), "the sample should contain possible violations"
+    shrunk = (hi - lo) < (upper - lower) - 1e-9
+    assert bool(shrunk.any()), "the clip should cut something in these random cases"

@@ -4,6 +4,8 @@ Domains are sub-boxes held as stacked tensors. Each step bounds a batch of the w
 domains at once, drops those whose every disjunct is refuted, looks for a real counterexample at
 the centres of the rest, and bisects each remaining domain along the input dimension whose
 width contributes most to its bound (|linear coefficient| x width, from the CROWN pass).
+After bounding, each open domain is clipped to the part of its box where its rows' linear
+lower bounds still allow a violation (input_clip.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
 from bounds.engine.forward import run_graph
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.engine.rounding import final_margin
+from bounds.engine.spec_bounds import BoundOptions, _ibp_lower, bound_spec
 from bounds.types import Interval
+from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 
@@ -28,6 +33,7 @@ class InputSplitOptions:
     batch: int = 512
     max_domains: int = 2_000_000
     strong_branching: bool = True  # bound both halves of each candidate split, keep the best
+    clip: bool = True  # shrink domains to where the linear bounds allow a violation
     bounds: BoundOptions = BoundOptions(method="crown")
 
 
@@ -49,10 +55,9 @@ class Domains:
     def take_worst(self, n: int) -> Domains:
         """Remove and return the n domains with the smallest margin."""
         order = torch.argsort(self.margin)
-        pick, rest = order[:n], order[n:]
-        taken = Domains(self.lower[pick], self.upper[pick], self.margin[pick], self.refuted[pick])
-        self.lower, self.upper = self.lower[rest], self.upper[rest]
-        self.margin, self.refuted = self.margin[rest], self.refuted[rest]
+        taken, rest = self.select(order[:n]), self.select(order[n:])
+        self.lower, self.upper, self.margin = rest.lower, rest.upper, rest.margin
+        self.refuted = rest.refuted
         return taken
 
     def extend(self, other: Domains) -> None:
@@ -105,6 +110,14 @@ def bisect(domains: Domains, dims: torch.Tensor) -> Domains:
                    domains.margin.repeat(2), domains.refuted.repeat(2, 1))
 
 
+@dataclass
+class _Bounded:
+    lower: torch.Tensor  # [N, S] lower bounds of row value - rhs
+    refuted: torch.Tensor  # [N, D]
+    state: BoundState
+    linear_c: torch.Tensor | None  # [N, S] constants of the rows' linear lower bounds
+
+
 class InputSplitSearch:
     def __init__(self, graph, problem: RegionProblem, deadline: float,
                  options: InputSplitOptions, progress: Progress, validate):
@@ -112,14 +125,45 @@ class InputSplitSearch:
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress, self.validate = options, progress, validate
         self.input_shape = graph.inputs[0].shape
+        self.clipped_away = 0  # domains the clip emptied
 
-    def bound(self, dom: Domains):
-        box = Interval(dom.lower.reshape(len(dom), *self.input_shape),
-                       dom.upper.reshape(len(dom), *self.input_shape))
-        res = bound_spec(self.graph, box, self.problem.coef.unsqueeze(0),
-                         self.problem.rhs.unsqueeze(0), self.options.bounds)
-        refuted = dom.refuted | self.problem.refuted_disjuncts(res.lower)
-        return res, refuted
+    def bound(self, dom: Domains) -> _Bounded:
+        shape, p = self.input_shape, self.problem
+        n = len(dom)
+        box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
+        if self.options.bounds.method != "crown":
+            res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
+                             self.options.bounds)
+            return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower),
+                            res.state, None)
+        out = self.graph.outputs[0]
+        coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
+        state = BoundState(self.graph, box)
+        with torch.no_grad():
+            compute_intermediate(state, None, "crown")
+            crown = backward_bound(state, out.name, coef.reshape(n, coef.shape[1], *out.shape),
+                                   keep_input_coef=True)
+        rhs = p.rhs.unsqueeze(0)
+        lower = final_margin(torch.maximum(_ibp_lower(state.bounds[out.name], coef), crown) - rhs)
+        # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
+        linear_c = None
+        if state.input_coef is not None:
+            a = state.input_coef.flatten(2)
+            linear_c = final_margin(crown - rhs) - concretize_min(a, dom.lower, dom.upper)
+        return _Bounded(lower, dom.refuted | p.refuted_disjuncts(lower), state, linear_c)
+
+    def clip_keep(self, dom: Domains, a: torch.Tensor | None,
+                  c: torch.Tensor | None) -> torch.Tensor | None:
+        """Shrink the domains' boxes (in place) to where a violation is still possible;
+        returns the mask of domains left non-empty (None: all of them)."""
+        if not self.options.clip or a is None or c is None or not len(dom):
+            return None
+        lo, hi = clip_boxes(dom.lower, dom.upper, a.flatten(2), c, self.problem.n_disjuncts,
+                            dom.refuted)
+        keep = (lo <= hi).all(1)
+        dom.lower = torch.where(keep.unsqueeze(1), lo, dom.lower)
+        dom.upper = torch.where(keep.unsqueeze(1), hi, dom.upper)
+        return None if bool(keep.all()) else keep
 
     def find_violation(self, dom: Domains) -> torch.Tensor | None:
         """Centres (rounded to float32, kept in the box) the IR says violate the property."""
@@ -141,12 +185,19 @@ class InputSplitSearch:
             if time.monotonic() >= self.deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             batch = queue.take_worst(self.options.batch)
-            res, refuted = self.bound(batch)
-            open_ = ~refuted.all(1)
+            res = self.bound(batch)
+            open_ = ~res.refuted.all(1)
             done += len(batch)
-            batch = Domains(batch.lower[open_], batch.upper[open_],
-                            p.margin(res.lower[open_], refuted[open_]), refuted[open_])
             coef = res.state.input_coef[open_] if res.state.input_coef is not None else None
+            batch = Domains(batch.lower[open_], batch.upper[open_],
+                            p.margin(res.lower[open_], res.refuted[open_]), res.refuted[open_])
+            before = len(batch)
+            kept = self.clip_keep(batch, coef, None if res.linear_c is None
+                                  else res.linear_c[open_])
+            batch = batch.select(kept) if kept is not None else batch
+            if coef is not None and kept is not None:
+                coef = coef[kept]
+            self.clipped_away += before - len(batch)
             self.progress.update(done, len(queue) + 2 * len(batch),
                                  float(batch.margin.min()) if len(batch) else None)
             if not len(batch):
@@ -188,15 +239,15 @@ class InputSplitSearch:
         worst = []
         for j in range(candidates.shape[1]):
             kids = bisect(batch, candidates[:, j])
-            res, refuted = self.bound(kids)
-            margin = self.problem.margin(res.lower, refuted)
+            res = self.bound(kids)
+            margin = self.problem.margin(res.lower, res.refuted)
             worst.append(torch.minimum(margin[:n], margin[n:]))
         best = torch.argmax(torch.stack(worst, 1), dim=1)
         return candidates[torch.arange(n, device=candidates.device), best]
 
-    @staticmethod
-    def _stats(done: int, queue: Domains, reason: str = "") -> dict:
-        stats = {"domains_bounded": done, "domains_queued": len(queue)}
+    def _stats(self, done: int, queue: Domains, reason: str = "") -> dict:
+        stats = {"domains_bounded": done, "domains_queued": len(queue),
+                 "domains_clipped_away": self.clipped_away}
         if reason:
             stats["stopped"] = reason
         return stats
