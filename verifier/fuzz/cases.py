@@ -31,7 +31,7 @@ NET_KINDS = ("mlp", "mixed", "cnn")
 NET_WEIGHTS = (0.45, 0.25, 0.30)
 MODES = ("near", "far", "raw")
 MODE_WEIGHTS = (0.6, 0.25, 0.15)
-OPTIMUM_TIME_S = 60.0
+OPTIMUM_TIME_S = 20.0
 
 
 @dataclass(frozen=True)
