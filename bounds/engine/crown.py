@@ -199,7 +199,8 @@ def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
 def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
                    use_alpha: bool = False, keep_input_coef: bool = False,
                    extra: dict[str, torch.Tensor] | None = None,
-                   keep_coef: Collection[str] | None = None) -> torch.Tensor:
+                   keep_coef: Collection[str] | None = None,
+                   concretize_at: Collection[str] = ()) -> torch.Tensor:
     """Lower bound of coef . value(start) over the box: ``[B, S]``.
 
     With ``keep_input_coef`` the linear coefficients reaching the input (``[B, S, *in]``)
@@ -211,6 +212,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     the terms lambda . g(value) of a Lagrangian for constraints g(value) <= 0 that hold on the
     domain (e.g. beta-CROWN's split constraints). With lambda . g <= 0 on the domain, the bound
     stays a valid lower bound for every choice of lambda that keeps that sign.
+    ``concretize_at`` names values where the pass stops and uses their interval bounds
+    instead of relaxing them (always sound; tighter where a relaxation is loose).
     """
     graph = state.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
@@ -230,7 +233,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
         delta = state.deltas.get(node.name)
         if delta is not None:
             total = total - _dot(a.abs(), delta)
-        coefs, offset = _backward_node(state, node, a, use_alpha)
+        coefs, offset = ((None, None) if node.name in concretize_at
+                         else _backward_node(state, node, a, use_alpha))
         if coefs is None:
             total = total + _concretize(a, state.bounds[node.name])
             continue
@@ -305,21 +309,32 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
 
 
+# Ops that map a box onto a box (coordinates stay independent): moves and per-coordinate
+# affine maps with constants.
+_BOX_PRESERVING = frozenset({"Reshape", "Transpose", "Neg", "Add", "Sub", "Mul", "Div"})
+
+
 def _values_ibp_bounds_exactly(graph: Graph) -> set[str]:
-    """Values whose IBP interval is already their exact range, so CROWN cannot tighten it:
-    values affine in the input with no nonlinearity upstream, and elementwise relaxed functions
-    of such values (the affine image of a box is an interval, mapped exactly by the rule)."""
+    """Values whose IBP interval is already their exact range, so CROWN cannot tighten it.
+
+    A box stays a box under moves and per-coordinate affine maps; one affine map of a box has
+    exact IBP bounds per coordinate (each coordinate's range is attained), and so does an
+    elementwise relaxed function of such a coordinate. A second mixing map (Linear after Linear)
+    is not exact under IBP and gets refined.
+    """
     registry = rules()
-    affine = {graph.inputs[0].name}
-    exact = set(affine)
+    box = {graph.inputs[0].name}
+    exact = set(box)
     for node in graph.nodes:
         rule = registry.get(node.op, node.name)
         ins = node.dynamic_inputs
-        if all(n in affine for n in ins) and node_is_affine(node, rule):
-            affine.add(node.name)
+        if len(ins) != 1 or ins[0] not in exact:
+            continue
+        if ins[0] in box and node_is_affine(node, rule):
             exact.add(node.name)
-        elif (rule.relax is not None and rule.traits.elementwise and len(ins) == 1
-              and ins[0] in affine):
+            if node.op in _BOX_PRESERVING:
+                box.add(node.name)
+        elif rule.relax is not None and rule.traits.elementwise:
             exact.add(node.name)
     return exact
 

@@ -12,6 +12,7 @@ import torch
 
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
 from bounds.rules.softmax import expand_softmax
@@ -56,6 +57,42 @@ def _ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
     return (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
 
 
+def structured_relaxations(graph: Graph) -> list[str]:
+    """Values whose CROWN step relaxes several inputs at once (window max, products of two
+    perturbed values) and the outputs of expanded Softmax nodes: where concretising with the
+    interval can beat relaxing on wide domains."""
+    names = []
+    for node in graph.nodes:
+        if node.op in ("MaxPool", "ReduceMax") or (
+                node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
+            names.append(node.name)
+        elif node.op == "Softmax":
+            names.append(node.name)
+    return names
+
+
+def _with_softmax_ibp(graph: Graph, box: Interval, given: dict | None) -> dict:
+    """``given`` plus the Softmax rule's own (exact-range) IBP interval of every Softmax output,
+    which the expanded form's IBP only matches up to its pieces' rounding allowances."""
+    ibp = ibp_bounds(graph, box, given)
+    out = dict(given or {})
+    for node in graph.nodes:
+        if node.op == "Softmax":
+            out[node.name] = intersect(ibp[node.name], out.get(node.name))
+    return out
+
+
+def _crown_lower(state: BoundState, out_name: str, coef: torch.Tensor, original: Graph):
+    """CROWN through every relaxation, and (per spec row, the better of the two) CROWN that
+    stops at the structured relaxations and uses their intervals, as CROWN did before they
+    had relaxations: never looser than that on the final bound."""
+    lower = backward_bound(state, out_name, coef, keep_input_coef=True)
+    stops = structured_relaxations(original)
+    if stops:
+        lower = torch.maximum(lower, backward_bound(state, out_name, coef, concretize_at=stops))
+    return lower
+
+
 def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tensor,
                options: BoundOptions = BoundOptions(), given: dict | None = None,
                warm_alphas: dict | None = None, stop=None) -> SpecBounds:
@@ -70,8 +107,11 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     coef = coef.expand(b, *coef.shape[1:]).to(box.lower)
     rhs = rhs.expand(b, rhs.shape[-1]).to(box.lower)
     # Softmax is bounded through its exp / sum / reciprocal form (same value names).
-    state = BoundState(expand_softmax(graph), box)
+    expanded = expand_softmax(graph)
+    state = BoundState(expanded, box)
     with torch.no_grad():
+        if expanded is not graph:
+            given = _with_softmax_ibp(graph, box, given)
         compute_intermediate(state, given, options.intermediate_method(box.lower[0].numel()),
                              alpha_iterations=(options.intermediate_alpha_iterations
                                                if options.method == "alpha" else 0))
@@ -82,13 +122,11 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     alphas: dict = {}
     if options.method == "crown":
         with torch.no_grad():
-            lower = torch.maximum(lower, backward_bound(state, out_name, full_coef,
-                                                       keep_input_coef=True))
+            lower = torch.maximum(lower, _crown_lower(state, out_name, full_coef, graph))
     elif options.method == "alpha":
         # alpha's starting point is not always CROWN's default relaxation: keep both.
         with torch.no_grad():
-            lower = torch.maximum(lower, backward_bound(state, out_name, full_coef,
-                                                        keep_input_coef=True))
+            lower = torch.maximum(lower, _crown_lower(state, out_name, full_coef, graph))
 
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False
