@@ -1,6 +1,7 @@
 """Load test for the verification service: many small jobs at once, none may be lost.
 
     python -m benchmarks.load_service --spawn --workers 2 --jobs 200
+    python -m benchmarks.load_service --spawn --executor ray [--ray-address HOST:PORT] --jobs 50
     python -m benchmarks.load_service --url http://127.0.0.1:8000 [--api-key K]
 
 ``--spawn`` starts ``nncert serve`` on a fresh data directory (and stops it afterwards);
@@ -58,7 +59,9 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {p[0]:.3f} s  p90 {p[1]:.3f} s  p99 {p[2]:.3f} s  max {max(values):.3f} s"
 
 
-def spawn_server(workers: int, data_dir: Path) -> tuple[subprocess.Popen, str]:
+def spawn_server(workers: int, data_dir: Path,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """``nncert serve`` on a free loopback port (``extra``: more serve options)."""
     import socket
 
     with socket.socket() as s:
@@ -66,7 +69,7 @@ def spawn_server(workers: int, data_dir: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "verifier.cli", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--workers", str(workers)],
+         str(data_dir), "--workers", str(workers), *extra],
         env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 60
@@ -176,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000")
     where.add_argument("--spawn", action="store_true", help="start nncert serve for the run")
     parser.add_argument("--workers", type=int, default=2, help="workers of a spawned server")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="executor of a spawned server")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster of a spawned server (default: a private local one)")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight")
     parser.add_argument("--job-timeout", type=float, default=60.0)
@@ -185,9 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         return 0 if asyncio.run(run(args.url.rstrip("/"), args)) else 1
     with tempfile.TemporaryDirectory(prefix="nncert-load-") as tmp:
-        proc, url = spawn_server(args.workers, Path(tmp))
+        extra = ("--executor", args.executor)
+        if args.ray_address:
+            extra += ("--ray-address", args.ray_address)
+        proc, url = spawn_server(args.workers, Path(tmp), extra)
         try:
-            print(f"spawned nncert serve at {url} with {args.workers} worker(s)")
+            print(f"spawned nncert serve at {url} with {args.workers} worker(s), "
+                  f"{args.executor} executor")
             ok = asyncio.run(run(url, args))
         finally:
             proc.terminate()

@@ -16,6 +16,9 @@ The local pool reads its workers' RSS from the server process on every dispatche
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import threading
@@ -49,6 +52,16 @@ def over_limit(pid: int | None, limit_mb: int | None) -> bool:
         return False
     rss = rss_bytes(pid)
     return rss is not None and rss > limit_mb * MIB
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``),
+    so that a reused worker process starts its next job close to its baseline RSS."""
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class MemoryWatchdog:

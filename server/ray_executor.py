@@ -3,8 +3,10 @@
 The server process is the Ray driver. Its dispatcher thread claims queued jobs while fewer than
 ``settings.workers`` are in flight and submits each as a task (``num_cpus=1``, plus
 ``num_gpus=1`` when the job asks for device ``cuda``; ``max_retries=0``: a job that killed its
-worker is reported, not silently rerun). Tasks report progress, their start and a memory-limit
-breach to a small actor (:class:`ProgressBoard`, no CPU) that the dispatcher drains.
+worker is reported, not silently rerun; worker processes are reused, except for GPU jobs, which
+always get a fresh one, and ``settings.ray_max_calls`` can limit reuse). Tasks report progress,
+their start and a memory-limit breach to a small actor (:class:`ProgressBoard`, no CPU) that
+the dispatcher drains.
 
 * cancellation and timeouts: ``ray.cancel(force=True)`` ends the worker process running the
   task (the timeout clock starts when the task starts, not while it waits for resources);
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from server.executor import POLL_S, Executor
-from server.memory import MemoryWatchdog, limit_message
+from server.memory import MemoryWatchdog, limit_message, release_memory
 from server.store import Job
 from server.worker import load_runner, run_task, throttled
 
@@ -88,9 +92,28 @@ def run_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str,
             os._exit(MEMORY_EXIT_CODE)
 
     progress = throttled(lambda event: board.put.remote(job_id, event))
-    with MemoryWatchdog(task.get("memory_mb"), exceeded):
-        runner = load_runner(runner_spec)
-        return run_task(runner, job_id, task, progress)
+    try:
+        with MemoryWatchdog(task.get("memory_mb"), exceeded):
+            runner = load_runner(runner_spec)
+            return run_task(runner, job_id, task, progress)
+    finally:
+        release_memory()  # the worker may run the next job
+
+
+def run_gpu_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str, Any]:
+    """:func:`run_job` for jobs that hold a GPU (a separate Ray function so that it always
+    gets a fresh worker process, which returns the GPU memory torch caches)."""
+    return run_job(job_id, task, runner_spec, board)
+
+
+def init_keeping_sigterm(ray, **kwargs) -> None:
+    """``ray.init``, then give SIGTERM back to whoever handled it before (uvicorn's graceful
+    shutdown): in the main thread Ray replaces that handler with one that exits at once."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(**kwargs)
+    if main and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -114,6 +137,7 @@ class RayExecutor(Executor):
         self._own_connection = False
         self._board = None
         self._task = None
+        self._gpu_task = None
 
     def alive(self) -> int:
         return self.settings.workers if self._ray is not None else 0
@@ -129,13 +153,14 @@ class RayExecutor(Executor):
             else:
                 kwargs["address"] = address
             try:
-                ray.init(**kwargs)
+                init_keeping_sigterm(ray, **kwargs)
             except Exception as exc:
                 raise RuntimeError(f"cannot connect to the Ray cluster at {address or 'local'}:"
                                    f" {exc}") from exc
             self._own_connection = True
         self._board = self._new_board(ray)
         self._task = ray.remote(max_retries=0, max_calls=self.settings.ray_max_calls)(run_job)
+        self._gpu_task = ray.remote(max_retries=0, max_calls=1)(run_gpu_job)
         self._ray = ray
         log.info("Ray executor: cluster %s, resources %s", address or "local",
                  ray.cluster_resources())
@@ -201,9 +226,10 @@ class RayExecutor(Executor):
                 self.record_failure(job, "the job asks for device cuda but the Ray cluster "
                                          "has no GPU")
                 continue
-            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=f"nncert-job-{job.id}"
-                                     ).remote(job.id, self.task_for(job),
-                                              self.settings.job_runner, self._board)
+            function = self._gpu_task if gpus else self._task
+            ref = function.options(num_cpus=1, num_gpus=gpus, name=f"nncert-job-{job.id}"
+                                   ).remote(job.id, self.task_for(job), self.settings.job_runner,
+                                            self._board)
             self._inflight[job.id] = InFlight(job, ref)
             log.info("job %s -> Ray task (attempt %d, %d GPU)", job.id, job.attempts, gpus)
 

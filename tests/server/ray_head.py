@@ -27,8 +27,10 @@ READY_LINE = "Ray runtime started"
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
-    """Start a head, yield its address (``127.0.0.1:PORT``), stop it."""
+def ray_head(num_cpus: int = 2, num_gpus: int = 0, timeout: float = 120.0) -> Iterator[str]:
+    """Start a head, yield its address (``127.0.0.1:PORT``), stop it. ``num_gpus`` GPUs are
+    declared whether or not the machine has them (Ray trusts the declaration: enough to test
+    that GPU jobs ask for and get one)."""
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="nrt", dir="/tmp"))
     log_path = temp / "head.log"
@@ -39,7 +41,7 @@ def ray_head(num_cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [ray_cli, "start", "--head", "--block", f"--port={port}",
-             "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
+             "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
              "--object-store-memory=200000000", "--include-dashboard=false",
              "--disable-usage-stats", f"--temp-dir={temp}"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

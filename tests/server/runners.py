@@ -54,3 +54,14 @@ def leaky(task: dict, progress) -> dict:
     """Keeps 256 MiB alive after it returns; the message is the worker's pid."""
     _KEPT.append(b"\x01" * (256 << 20))
     return {"verdict": "unknown", "message": str(os.getpid())}
+
+
+def gpu_probe(task: dict, progress) -> dict:
+    """Reports the GPUs Ray gave the task and the worker's pid (in the message, as JSON)."""
+    import json
+
+    import ray
+
+    info = {"gpus": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
+            "device": task["device"]}
+    return {"verdict": "unknown", "message": json.dumps(info)}

@@ -38,3 +38,13 @@ def test_watchdog_fires_once_past_the_limit():
         assert not quiet.wait(0.1)
     with MemoryWatchdog(0, lambda _: quiet.set(), interval=0.01) as dog:
         assert dog._thread is None  # no limit: no thread
+
+
+def test_release_memory_returns_freed_heap():
+    from server.memory import release_memory
+
+    chunks = [bytearray(b"\x01" * 100_000) for _ in range(2000)]  # ~200 MB of small blocks
+    before = rss_bytes()
+    del chunks
+    release_memory()
+    assert rss_bytes() < before - 100 * MIB

@@ -8,6 +8,7 @@ reason, and jobs left running by a stopped server are re-queued by the next one.
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -25,7 +26,7 @@ def ray_address():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        with ray_head(num_cpus=2) as address:
+        with ray_head(num_cpus=2, num_gpus=1) as address:  # a declared GPU, not a real one
             yield address
 
 
@@ -45,7 +46,6 @@ def ray_driver(ray_address):
 
 def ray_settings(path, address: str, **fields):
     fields.setdefault("workers", 2)
-    fields.setdefault("ray_max_calls", 0)  # reuse Ray workers: faster tests
     return settings_for(path, executor="ray", ray_address=address, **fields)
 
 
@@ -134,7 +134,7 @@ def test_memory_limit_fails_the_job(ray_driver, tmp_path):
         assert job["options"]["memory_mb"] == 400
 
 
-def test_every_job_gets_a_fresh_worker_by_default(ray_driver, tmp_path):
+def test_ray_max_calls_one_gives_every_job_a_fresh_worker(ray_driver, tmp_path):
     settings = ray_settings(tmp_path, ray_driver, job_runner="runners:leaky", workers=1,
                             ray_max_calls=1)
     with client_for(settings) as client:
@@ -143,7 +143,20 @@ def test_every_job_gets_a_fresh_worker_by_default(ray_driver, tmp_path):
     assert jobs[0]["message"] != jobs[1]["message"]  # the worker pids
 
 
-def test_cuda_job_without_gpu_fails(ray_driver, tmp_path):
+def test_cuda_jobs_get_a_gpu_and_a_fresh_worker(ray_driver, tmp_path):
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:gpu_probe", workers=1)
+    with client_for(settings) as client:
+        jobs = [wait_final(client, submit(client, SPEC_UNSAT, device=device).json()["id"])
+                for device in ("cuda", "cuda", "cpu")]
+    info = [json.loads(j["message"]) for j in jobs]
+    assert [i["gpus"] for i in info] == [["0"], ["0"], []], info
+    assert info[0]["pid"] != info[1]["pid"]  # GPU jobs never share a worker process
+
+
+def test_cuda_job_on_a_cluster_without_gpu_fails(ray_driver, tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     settings = ray_settings(tmp_path, ray_driver, job_runner="runners:stepper")
     with client_for(settings) as client:
         job = wait_final(client, submit(client, SPEC_UNSAT, device="cuda").json()["id"])
