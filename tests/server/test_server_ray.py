@@ -9,6 +9,7 @@ reason, and jobs left running by a stopped server are re-queued by the next one.
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import httpx
@@ -190,6 +191,10 @@ def test_nncert_serve_with_ray_executor(ray_address, tmp_path):
         while (job := httpx.get(url, timeout=10).json())["status"] not in ("done", "failed"):
             assert time.monotonic() < end, job
             time.sleep(0.1)
+        # SIGTERM goes to uvicorn's graceful shutdown, which re-raises the signal when done
+        # (-15); Ray's own handler, had it stayed in place, exits at once with status 15.
+        server.proc.terminate()
+        assert server.proc.wait(30) == -signal.SIGTERM
     assert (job["status"], job["verdict"]) == ("done", "sat"), job
     assert len(job["counterexample"]["x"]) == 2
 
@@ -213,7 +218,6 @@ def test_kill9_of_the_server_ends_its_tasks_and_requeues(ray_address, tmp_path):
     """A server (Ray driver) that gets SIGKILL mid-job: Ray ends its task, and the next
     server re-queues the job (attempt 2) and finishes it."""
     import os
-    import signal
     import subprocess
     import sys
 
