@@ -330,10 +330,12 @@ def _values_ibp_bounds_exactly(graph: Graph) -> set[str]:
         ins = node.dynamic_inputs
         if len(ins) != 1 or ins[0] not in exact:
             continue
-        if ins[0] in box and node_is_affine(node, rule):
+        if node.op in _BOX_PRESERVING and node_is_affine(node, rule):
+            exact.add(node.name)  # per coordinate: exact ranges stay exact
+            if ins[0] in box and math.prod(graph.shape_of(ins[0])) == math.prod(node.shape):
+                box.add(node.name)  # (a broadcast copy would make coordinates dependent)
+        elif ins[0] in box and node_is_affine(node, rule):
             exact.add(node.name)
-            if node.op in _BOX_PRESERVING:
-                box.add(node.name)
         elif rule.relax is not None and rule.traits.elementwise:
             exact.add(node.name)
     return exact
