@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 INPUT_SPLIT_MAX_INPUTS = 16
 FIRST_ATTACK_MAX_S = 0.5
+GENBAB_ATTACK_MAX_S = 3.0
 DTYPE = torch.float64
 
 
@@ -171,6 +172,11 @@ def _relu_split(model, spec, config, problems, deadline, progress_cb, device):
     name = "bab-genbab" if options.nonlinear and has_nonlinear_splits(model.graph) \
         else "bab-relu"
     stats: dict = {}
+    if name == "bab-genbab":  # smooth networks: the first short attack often misses
+        budget = min(GENBAB_ATTACK_MAX_S, 0.1 * (deadline - time.monotonic()))
+        cex = _attack(model, spec, config, device, deadline, budget)
+        if cex is not None:
+            return VerificationResult("sat", cex, method="attack")
     for p in problems:
         attack = region_attack(model.graph, spec.regions[p.index], config.attack.steps,
                                config.attack.restarts, device)

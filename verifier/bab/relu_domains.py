@@ -114,3 +114,28 @@ def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tenso
         flags[r, q] = flags[r, q] | torch.where(sg > 0, 1, 2).to(torch.int8)
     kids.depth = kids.depth + 1
     return kids
+
+
+def split_more(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor,
+               points: PointFn | None, extra: int, batch: int):
+    """:func:`split_domains` at ``choice`` [N], then at up to ``extra`` further distinct
+    candidates of each domain (``dom.candidates`` order) while the children fill less than
+    ``batch``: 2**k children per domain (the bound engine costs about the same for 2 or 64
+    domains). Returns (children, per parent the smallest layer index split [N])."""
+    n = len(dom)
+    kids = split_domains(dom, layers, choice, points)
+    first, _ = decode(layers, choice)
+    used = [choice]
+    for j in range(dom.candidates.shape[1] if extra > 0 else 0):
+        if len(used) > extra or 2 * len(kids) > batch:
+            break
+        c = dom.candidates[:, j]
+        ok = c >= 0
+        for u in used:
+            ok = ok & (c != u)
+        if not bool(ok.all()):
+            continue
+        used.append(c)
+        kids = split_domains(kids, layers, c.repeat(len(kids) // n), points)
+        first = torch.minimum(first, decode(layers, c)[0])
+    return kids, first

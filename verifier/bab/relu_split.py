@@ -34,7 +34,6 @@ from verifier.bab.beta import (
 )
 from verifier.bab.branching import (
     babsr_scores,
-    decode,
     pick_fsb,
     relu_output_coefs,
     top_candidates,
@@ -43,7 +42,10 @@ from verifier.bab.input_split import BabOutcome
 from verifier.bab.nonlinear import Heuristic, PointMode, SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
-from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains
+from verifier.bab.region_attack import region_attack
+
+__all__ = ["ReluSplitOptions", "ReluSplitSearch", "region_attack"]
+from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains, split_more
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class ReluSplitOptions:
     root_iterations: int = 30
     stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
     attack_every: int = 8  # steps between attacks on the region box
+    # GenBaB steps (many children each) are slow: attack at least this often (seconds).
+    attack_every_s: float = 4.0
     seed: int = 0
     # GenBaB: also split general nonlinear neurons (Sigmoid, Tanh, Sin, GELU, ...), at points
     # from the lookup tables ("optimized") or midpoints, chosen by the BBPS-style estimate or
@@ -332,40 +336,22 @@ class ReluSplitSearch:
                                  float(queue.margin.min()) if len(queue) else None)
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
-            if self.attack is not None and c.steps % opts.attack_every == 0:
+            if self.attack is not None and self._attack_due():
                 self._run_attack()
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
 
     def _split(self, batch: ReluDomains, choice: torch.Tensor):
-        """Children of ``batch`` split at ``choice`` [N], and ``_state``'s reuse for them.
-
-        With general nonlinear layers, while the children fill less than a batch, each domain
-        is also split at its next-best distinct candidates (up to ``multi_split`` neurons,
-        2**k children): the bound engine costs about the same for 2 or 64 domains.
-        """
-        n = len(batch)
-        kids = split_domains(batch, self.layers, choice, self.points)
-        first, _ = decode(self.layers, choice)
-        used = [choice]
-        cand = batch.candidates
-        for j in range(cand.shape[1] if not self.relu_only else 0):
-            if len(used) >= self.options.multi_split or 2 * len(kids) > self.options.batch:
-                break
-            c = cand[:, j]
-            ok = c >= 0
-            for u in used:
-                ok = ok & (c != u)
-            if not bool(ok.all()):
-                continue
-            used.append(c)
-            kids = split_domains(kids, self.layers, c.repeat(len(kids) // n), self.points)
-            first = torch.minimum(first, decode(self.layers, c)[0])
+        """Children of ``batch`` split at ``choice`` [N] (GenBaB: and at more candidates while
+        batches are small), and ``_state``'s reuse for them."""
+        extra = 0 if self.relu_only else self.options.multi_split - 1
+        kids, first = split_more(batch, self.layers, choice, self.points, extra,
+                                 self.options.batch)
         mode = self.options.intermediate
         if mode != "downstream":
             return kids, mode == "reuse"
-        return kids, first.repeat(len(kids) // n)
+        return kids, first.repeat(len(kids) // len(batch))
 
     def _give_up(self, queue: ReluDomains, reason: str) -> BabOutcome:
         """No proof is coming: one last attack before answering unknown."""
@@ -383,7 +369,14 @@ class ReluSplitSearch:
         rest = self.bound(dom, self.options.stuck_iterations, reuse=True)
         self.counters.stuck += len(rest)
 
+    def _attack_due(self) -> bool:
+        if self.counters.steps % self.options.attack_every == 0:
+            return True
+        last = self.counters.extra.get("last_attack", self.progress.start)
+        return not self.relu_only and time.monotonic() - last >= self.options.attack_every_s
+
     def _run_attack(self, salt: int = 0) -> None:
+        self.counters.extra["last_attack"] = time.monotonic()
         seed = self.options.seed + 7919 * self.counters.steps + 104729 * salt
         budget = min(2.0, max(0.0, self.deadline - time.monotonic()))
         x = self.attack(seed, time.monotonic() + budget)
@@ -401,18 +394,3 @@ class ReluSplitSearch:
         self.progress.update(c.done, len(queue),
                              float(queue.margin.min()) if len(queue) else None, force=True)
         return stats
-
-
-def region_attack(graph, region, steps: int, restarts: int, device) -> Callable:
-    """``attack(seed, deadline)`` for a search: PGD with fresh random restarts on the region
-    box; returns the points the IR sees as violations (to be validated) or None."""
-    from verifier.attack import attack_boxes
-
-    def attack(seed: int, deadline: float) -> torch.Tensor | None:
-        gen = torch.Generator(device=device).manual_seed(seed)
-        res = attack_boxes(graph, region.lower[None], region.upper[None], region.condition,
-                           steps, restarts, generator=gen, deadline=deadline, stop_on_any=True)
-        hit = res.loss <= 0
-        return res.x[hit] if bool(hit.any()) else None
-
-    return attack
