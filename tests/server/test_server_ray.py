@@ -9,6 +9,7 @@ reason, and jobs left running by a stopped server are re-queued by the next one.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -17,7 +18,8 @@ import pytest
 from server_util import SPEC_SAT, SPEC_UNSAT, client_for, settings_for, submit, wait_final
 from test_server_restart import instances
 
-pytest.importorskip("ray", reason="the ray extra is not installed")
+if os.environ.get("NNCERT_REQUIRE_RAY") != "1":  # CI sets it: there a missing ray fails
+    pytest.importorskip("ray", reason="the ray extra is not installed")
 
 from ray_head import ray_head  # noqa: E402 - after the skip: it needs nothing from ray
 
