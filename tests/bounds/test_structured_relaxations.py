@@ -76,6 +76,11 @@ CASES = {
                               {0: (1, 2, 5, 4)}, (1, 2, 3, 3),
                               lambda a: _pool_ref(a[0][:, 0], (3, 3), (2, 1), (1, 1, 1, 0),
                                                   (1, 1))[:, None]),
+    "MaxPool(ceil mode)": ("MaxPool", _pool_attrs((3, 2), (2, 2), (1, 0, 0, 1), (1, 1), (1, 0)),
+                           {0: (1, 2, 5, 5)}, (1, 2, 3, 3),
+                           # ceil mode: the extra end row is padding like the pads
+                           lambda a: _pool_ref(a[0][:, 0], (3, 2), (2, 2), (1, 0, 1, 1),
+                                               (1, 1))[:, None]),
     "MaxPool(dilation)": ("MaxPool", _pool_attrs((2, 2), (1, 1), (0, 0, 0, 0), (2, 2)),
                           {0: (1, 1, 5, 5)}, (1, 1, 3, 3),
                           lambda a: _pool_ref(a[0][:, 0], (2, 2), (1, 1), (0, 0, 0, 0),
