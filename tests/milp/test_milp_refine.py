@@ -20,6 +20,7 @@ from verifier.milp.refine import (
     milp_suits,
     refine_bounds,
     refine_for_bab,
+    root_bounds,
 )
 
 
@@ -105,6 +106,9 @@ def test_refine_for_bab_matches_the_problem_tensors():
     assert out
     for iv in out.values():
         assert iv.lower.dtype == torch.float64 and iv.lower.shape[0] == 1
+    assert root_bounds(model.graph, problem, time.monotonic() + 30, 0.0) == ({}, {})
+    lower, upper = root_bounds(model.graph, problem, time.monotonic() + 30, 0.5)
+    assert set(lower) == set(upper) == set(out)
 
 
 def test_weak_duality_bound_matches_the_lp_optimum():
@@ -138,3 +142,16 @@ def test_milp_suits_refuses_unsupported_ops():
                   (Node("s", "Mul", ("x", "x"), (1, 2)),))
     spec = make_spec([(-np.ones(2), np.ones(2))], [[[1.0, 0.0]]], [[0.0]])
     assert not milp_suits(graph, spec)
+
+
+def test_auto_milp_decides_small_nets_and_declines_large_ones(monkeypatch):
+    import verifier.milp.refine as refine
+
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[1e3]])  # trivially sat
+    verdict, cex, _ = refine.auto_milp(model, spec, time.monotonic() + 30)
+    assert verdict == "sat" and cex is not None
+    monkeypatch.setattr(refine, "MILP_MAX_BINARIES", 0)
+    monkeypatch.setattr(refine.milp_suits, "__defaults__", (0,))
+    assert refine.auto_milp(model, spec, time.monotonic() + 30) is None
