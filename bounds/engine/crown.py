@@ -19,7 +19,7 @@ and by IBP otherwise, and intersected with any given per-domain constraints.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -200,7 +200,8 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
                    use_alpha: bool = False, keep_input_coef: bool = False,
                    extra: dict[str, torch.Tensor] | None = None,
                    keep_coef: Collection[str] | None = None,
-                   concretize_at: Collection[str] = ()) -> torch.Tensor:
+                   concretize_at: Collection[str] | Mapping[str, Callable] = ()
+                   ) -> torch.Tensor:
     """Lower bound of coef . value(start) over the box: ``[B, S]``.
 
     With ``keep_input_coef`` the linear coefficients reaching the input (``[B, S, *in]``)
@@ -213,7 +214,9 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     domain (e.g. beta-CROWN's split constraints). With lambda . g <= 0 on the domain, the bound
     stays a valid lower bound for every choice of lambda that keeps that sign.
     ``concretize_at`` names values where the pass stops and uses their interval bounds
-    instead of relaxing them (always sound; tighter where a relaxation is loose).
+    instead of relaxing them (always sound; tighter where a relaxation is loose); a mapping
+    may give, per value, a function (coef, interval) -> [B, S] lower bound of coef . value
+    that also uses known facts about it (None: the interval alone).
     """
     graph = state.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
@@ -233,8 +236,11 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
         delta = state.deltas.get(node.name)
         if delta is not None:
             total = total - _dot(a.abs(), delta)
-        coefs, offset = ((None, None) if node.name in concretize_at
-                         else _backward_node(state, node, a, use_alpha))
+        if node.name in concretize_at:
+            fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
+            total = total + (fn or _concretize)(a, state.bounds[node.name])
+            continue
+        coefs, offset = _backward_node(state, node, a, use_alpha)
         if coefs is None:
             total = total + _concretize(a, state.bounds[node.name])
             continue

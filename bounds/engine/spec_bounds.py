@@ -5,6 +5,8 @@ This is the engines' public entry point: ``bound_spec(graph, box, coef, rhs, opt
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +17,7 @@ from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
 from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
-from bounds.rules.softmax import expand_softmax
+from bounds.rules.softmax import expand_softmax, simplex_lower
 from bounds.types import Interval
 
 Method = Literal["ibp", "crown", "alpha"]
@@ -57,17 +59,18 @@ def _ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
     return (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
 
 
-def structured_relaxations(graph: Graph) -> list[str]:
+def structured_relaxations(graph: Graph) -> dict[str, Callable | None]:
     """Values whose CROWN step relaxes several inputs at once (window max, products of two
     perturbed values) and the outputs of expanded Softmax nodes: where concretising with the
-    interval can beat relaxing on wide domains."""
-    names = []
+    interval can beat relaxing on wide domains. Softmax outputs map to their concretisation
+    on the simplex (``simplex_lower``), the others to None (the interval)."""
+    names: dict[str, Callable | None] = {}
     for node in graph.nodes:
         if node.op in ("MaxPool", "ReduceMax") or (
                 node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
-            names.append(node.name)
+            names[node.name] = None
         elif node.op == "Softmax":
-            names.append(node.name)
+            names[node.name] = functools.partial(simplex_lower, axis=int(node.attrs["axis"]))
     return names
 
 

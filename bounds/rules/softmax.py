@@ -86,6 +86,30 @@ def _expand_one(node: Node) -> list[Node]:
             Node(node.name, "Transpose", (f"{p}/recip",), shape, {"perm": inverse})]
 
 
+def simplex_lower(coef: torch.Tensor, box: Interval, axis: int) -> torch.Tensor:
+    """Lower bound [B, S] of coef . y for softmax outputs y (``axis`` static) in ``box``, using
+    sum_i y_i = 1 along the axis: min c . y over {l <= y <= u, sum y = 1} is a fractional
+    knapsack, solved exactly by filling y from l upwards in order of increasing c. Falls back
+    to the interval bound where the box misses the simplex (then any bound is sound) or is
+    unbounded. The fact holds for the exact softmax; float32 rounding of the stored value is
+    the engine's separate allowance."""
+    dim = axis + 2
+    c = coef.movedim(dim, -1)
+    lo = box.lower.unsqueeze(1).movedim(dim, -1).expand_as(c)
+    hi = box.upper.unsqueeze(1).movedim(dim, -1).expand_as(c)
+    plain = (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
+    if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
+        return plain.flatten(2).sum(-1)
+    order = c.argsort(-1)
+    cap = (hi - lo).clamp(min=0).gather(-1, order)
+    mass = (1.0 - lo.sum(-1, keepdim=True)).clamp(min=0)
+    fill = torch.minimum((mass - (cap.cumsum(-1) - cap)).clamp(min=0), cap)
+    knap = (c * lo).sum(-1) + (c.gather(-1, order) * fill).sum(-1)
+    feasible = (lo.sum(-1) <= 1) & (hi.sum(-1) >= 1)
+    best = torch.where(feasible, torch.maximum(knap, plain), plain)
+    return best.flatten(2).sum(-1)
+
+
 _EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -99,3 +99,11 @@ def softmax_net(seed: int, axis_last: bool = True) -> Graph:
         s = b.add("sm3", "Softmax", (h,), (1, 3, 2), {"axis": 1})
         s = b.add("sm", "Reshape", (s,), (1, 6))
     return b.graph(b.linear("out", s, 3))
+
+
+def softmax_classifier(seed: int) -> Graph:
+    """Linear -> Relu -> Linear -> Softmax as the output (specs on probabilities)."""
+    b = _Builder(seed, (1, 4))
+    r = b.add("relu0", "Relu", (b.linear("lin0", "x", 8),), (1, 8))
+    return b.graph(b.add("probs", "Softmax", (b.linear("logits", r, 4, scale=2.0),), (1, 4),
+                         {"axis": 1}))

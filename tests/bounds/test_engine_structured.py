@@ -25,6 +25,7 @@ NETS = {
     "attention": nets.attention_net,
     "softmax": nets.softmax_net,
     "softmax-middle-axis": lambda s: nets.softmax_net(s, axis_last=False),
+    "softmax-output": nets.softmax_classifier,
 }
 
 
@@ -172,3 +173,20 @@ def test_linear_after_linear_is_refined():
     crown = state.bounds["lin1"]
     assert torch.all(crown.lower >= ibp.lower) and torch.all(crown.upper <= ibp.upper)
     assert bool((crown.upper - crown.lower < ibp.upper - ibp.lower - 1e-6).any())
+
+
+def test_softmax_output_bound_uses_the_simplex():
+    """Specs on probabilities: y_0 - y_1 and y_2 - y_3 are bounded tighter than by the output
+    intervals alone (sum y = 1 rules out most corners of the box)."""
+    gains = []
+    for seed in range(3):
+        graph = nets.softmax_classifier(seed)
+        box = _box(graph, seed, width=0.5)
+        coef = torch.tensor([[[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]], dtype=F64)
+        rhs = torch.zeros((1, 2), dtype=F64)
+        ibp = bound_spec(graph, box, coef, rhs, BoundOptions(method="ibp")).lower
+        crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+        ys = run_graph(graph, _sample(box, 2000, seed))[0].reshape(-1, 4).double() @ coef[0].T
+        assert torch.all(ys.min(0).values >= crown[0])
+        gains.append(float((crown - ibp).min()))
+    assert min(gains) >= 0 and max(gains) > 1e-3, gains

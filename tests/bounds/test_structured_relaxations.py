@@ -212,3 +212,39 @@ def test_products_decline_unbounded_operands():
     coefs, off = rules().get("Mul").backward(node, torch.ones(1, 1, 2, dtype=torch.float64),
                                              [x, x])
     assert coefs is None and off is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_simplex_lower_is_the_lp_optimum(seed):
+    """min c . y over {box, sum y = 1} by the greedy fill equals scipy's LP optimum, and is a
+    lower bound at sampled softmax outputs inside the box."""
+    from scipy.optimize import linprog
+
+    from bounds.rules.softmax import simplex_lower
+
+    rng = np.random.default_rng(seed)
+    n, b, s = 5, 6, 3
+    y0 = rng.dirichlet(np.ones(n), size=b)  # a simplex point inside every box
+    lo = np.clip(y0 - rng.uniform(0, 0.4, (b, n)) * (rng.random((b, n)) < 0.8), 0, 1)
+    hi = np.clip(y0 + rng.uniform(0, 0.4, (b, n)), 0, 1)
+    lo[0], hi[0] = y0[0], y0[0]  # zero-width box
+    coef = rng.normal(size=(b, s, n))
+    box = Interval(torch.as_tensor(lo).reshape(b, 1, n), torch.as_tensor(hi).reshape(b, 1, n))
+    got = simplex_lower(torch.as_tensor(coef).reshape(b, s, 1, n), box, axis=1)
+    for i in range(b):
+        for k in range(s):
+            lp = linprog(coef[i, k], A_eq=np.ones((1, n)), b_eq=[1.0],
+                         bounds=list(zip(lo[i], hi[i], strict=True)), method="highs")
+            assert lp.status == 0
+            assert abs(got[i, k].item() - lp.fun) < 1e-9 * (1 + abs(lp.fun))
+    plain = (np.clip(coef, 0, None) * lo[:, None] + np.clip(coef, None, 0) * hi[:, None]).sum(-1)
+    assert np.all(got.numpy() >= plain - 1e-12)
+
+
+def test_simplex_lower_falls_back_off_the_simplex():
+    from bounds.rules.softmax import simplex_lower
+
+    box = Interval(torch.tensor([[[0.6, 0.6]]], dtype=torch.float64),
+                   torch.tensor([[[0.9, 0.9]]], dtype=torch.float64))  # sum of lowers > 1
+    coef = torch.tensor([[[[1.0, -1.0]]]], dtype=torch.float64)
+    assert abs(simplex_lower(coef, box, axis=1).item() - (0.6 - 0.9)) < 1e-12
