@@ -13,7 +13,12 @@ from typing import Literal
 import torch
 
 from bounds.engine.alpha import optimize_alpha
-from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.crown import (
+    BoundState,
+    backward_bound,
+    compute_intermediate,
+    window_and_product_nodes,
+)
 from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
@@ -64,12 +69,9 @@ def structured_relaxations(graph: Graph) -> dict[str, Callable | None]:
     perturbed values) and the outputs of expanded Softmax nodes: where concretising with the
     interval can beat relaxing on wide domains. Softmax outputs map to their concretisation
     on the simplex (``simplex_lower``), the others to None (the interval)."""
-    names: dict[str, Callable | None] = {}
+    names: dict[str, Callable | None] = dict.fromkeys(window_and_product_nodes(graph))
     for node in graph.nodes:
-        if node.op in ("MaxPool", "ReduceMax") or (
-                node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
-            names[node.name] = None
-        elif node.op == "Softmax":
+        if node.op == "Softmax":
             names[node.name] = functools.partial(simplex_lower, axis=int(node.attrs["axis"]))
     return names
 
