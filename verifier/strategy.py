@@ -51,11 +51,13 @@ INCOMPLETE_CASCADE = (
 DEEP_COST_FACTOR = 8.0
 
 
-def region_refuted(graph, problem: RegionProblem, deadline: float) -> bool:
+def region_refuted(graph, problem: RegionProblem, deadline: float,
+                   costs: dict[int, float] | None = None) -> bool:
     """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
-    step took (the bound engines do not watch the deadline themselves).
+    step took (the bound engines do not watch the deadline themselves). ``costs`` receives
+    the largest time each cascade step took (step index -> seconds).
     """
     shape = graph.inputs[0].shape
     box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
@@ -67,6 +69,9 @@ def region_refuted(graph, problem: RegionProblem, deadline: float) -> bool:
         res = bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
                          options)
         last_cost = time.monotonic() - start
+        if costs is not None:
+            i = INCOMPLETE_CASCADE.index(options)
+            costs[i] = max(costs.get(i, 0.0), last_cost)
         if bool(problem.refuted_disjuncts(res.lower).all()):
             log.info("region %d refuted by %s", problem.index, options)
             return True
@@ -106,19 +111,20 @@ def run_methods(model, spec, config, device, deadline, progress=None) -> Verific
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
-    open_problems = []
+    open_problems, costs = [], {}
     for p in problems:
         if time.monotonic() >= deadline:
             return VerificationResult("timeout", method="incomplete")
         # Small inputs go straight to input splitting, whose first step is the same bound.
         if (method == "incomplete" or not small_input) and region_refuted(
-                graph, p, deadline):
+                graph, p, deadline, costs):
             continue
         open_problems.append(p)
     if not open_problems:
         return VerificationResult("unsat", method="incomplete")
     if method in ("auto", "bab") and not small_input:
-        return _relu_split(model, spec, config, open_problems, deadline, progress, device)
+        return _relu_split(model, spec, config, open_problems, deadline, progress, device,
+                           costs)
     if method == "incomplete" or not small_input:
         return _last_attack(model, spec, config, device, deadline, method)
     return _input_split(model, spec, open_problems, deadline, progress)
@@ -153,16 +159,27 @@ def _input_split(model, spec, problems, deadline, progress_cb) -> VerificationRe
     return VerificationResult("unsat", method="bab-input", stats=stats)
 
 
-def neuron_split_options(config):
+def neuron_split_options(config, **overrides):
     """The neuron-split search's options from ``config.bab`` (GenBaB switches)."""
     from verifier.bab.relu_split import ReluSplitOptions
 
     bab = config.bab
     return ReluSplitOptions(seed=config.seed, nonlinear=bab.nonlinear, points=bab.points,
-                            heuristic=bab.heuristic, branching=bab.branching)
+                            heuristic=bab.heuristic, branching=bab.branching, **overrides)
 
 
-def _relu_split(model, spec, config, problems, deadline, progress_cb, device):
+def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
+    """alpha-CROWN iterations per intermediate value at a GenBaB root, from what the
+    cascade's intermediate-alpha step (5 iterations) cost: the engines do not watch the
+    deadline, and 20 iterations on a deep smooth net can outlast it."""
+    step = len(INCOMPLETE_CASCADE) - 1
+    if step not in costs:
+        return 0
+    cost = costs[step]
+    return 20 if remaining > 12 * cost else 5 if remaining > 4 * cost else 0
+
+
+def _relu_split(model, spec, config, problems, deadline, progress_cb, device, costs=None):
     """Neuron-split branch-and-bound (ReLU and, with general nonlinearities, GenBaB) per open
     region; unknown regions end in a last attack."""
     from verifier.bab.nonlinear import has_nonlinear_splits
@@ -171,6 +188,9 @@ def _relu_split(model, spec, config, problems, deadline, progress_cb, device):
     options = neuron_split_options(config)
     name = "bab-genbab" if options.nonlinear and has_nonlinear_splits(model.graph) \
         else "bab-relu"
+    if name == "bab-genbab" and costs is not None:
+        options = neuron_split_options(config, root_alpha_iterations=_root_alpha_iterations(
+            costs, deadline - time.monotonic()))
     stats: dict = {}
     if name == "bab-genbab":  # smooth networks: the first short attack often misses
         budget = min(GENBAB_ATTACK_MAX_S, 0.1 * (deadline - time.monotonic()))

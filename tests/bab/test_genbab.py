@@ -261,3 +261,50 @@ def test_scores_are_finite_only_for_candidates():
             ok = splittable(lay, root.lower[lay.value], root.upper[lay.value])[0, q]
             assert bool(ok) and not math.isnan(float(root.bound[0, 0]))
     assert SPLIT_OPS >= {"Sigmoid", "Tanh", "Sin", "Gelu"}
+
+
+# ---- strategy: auto uses GenBaB on smooth networks -------------------------------------------
+def test_auto_strategy_uses_genbab_on_tanh_onnx(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from tests.onnx_builders import gemm_relu_mlp
+    from verifier.config import BabConfig, VerifyConfig
+    from verifier.onnx_import.loader import load_model
+    from verifier.pipeline import verify
+
+    rng = np.random.default_rng(11)
+    sizes = [20, 8, 8, 2]
+    layers = [(rng.normal(size=(o, i)) * 2 / np.sqrt(i), rng.normal(size=o) * 0.3)
+              for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    proto = gemm_relu_mlp(layers)
+    for node in proto.graph.node:
+        if node.op_type == "Relu":
+            node.op_type = "Tanh"
+    path = tmp_path / "tanh.onnx"
+    onnx.save(proto, path)
+    graph = load_model(str(path)).graph
+    c = np.array([1.0, -1.0])
+    m, _ = sampled_min(_scaled(graph, 0.3), c)
+    lb = alpha_lower(_scaled(graph, 0.3), c)
+    rhs = lb + 0.3 * (m - lb)
+    box = "\n".join(f"(declare-const X_{i} Real)\n(assert (<= X_{i} 0.3))\n"
+                    f"(assert (>= X_{i} -0.3))" for i in range(20))
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text(box + "\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+                    f"(assert (<= (- Y_0 Y_1) {rhs!r}))\n")
+    res = verify(str(path), str(spec), VerifyConfig(timeout=60))
+    assert res.verdict in ("unsat", "sat"), res
+    if res.verdict == "unsat":
+        assert res.method == "bab-genbab"
+    off = verify(str(path), str(spec), VerifyConfig(timeout=10, bab=BabConfig(nonlinear=False)))
+    assert off.verdict != "unsat" or off.method == "incomplete"
+
+
+def _scaled(graph: Graph, r: float) -> Graph:
+    """``graph`` on [-r, r]^d seen as a graph on [-1, 1]^d (a first Linear scaling by r)."""
+    d = graph.inputs[0].shape[-1]
+    scale = Node("scale_in", "Linear", ("x_unit", None, None), (1, d), {},
+                 {1: (np.eye(d) * r).astype(np.float32), 2: np.zeros(d, np.float32)})
+    nodes = [scale] + [Node(n.name, n.op, tuple("scale_in" if i == graph.inputs[0].name else i
+                                                 for i in n.inputs), n.shape, n.attrs, n.consts)
+                       for n in graph.nodes]
+    return Graph((TensorInfo("x_unit", (1, d)),), graph.outputs, tuple(nodes))
