@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.analysis import (
+    largest_numel,
+    relaxed_inputs,
+    values_ibp_bounds_exactly,
+)
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.forward_linear import (
     constant_functions,
@@ -67,25 +72,6 @@ class BoundState:
     @property
     def batch(self) -> int:
         return self.box.lower.shape[0]
-
-
-def is_relaxed(node: Node, rule) -> bool:
-    """True when CROWN's step through ``node`` depends on its inputs' bounds: an elementwise
-    ``relax`` rule, or a non-affine node with its own ``backward`` (window max, products)."""
-    if rule.relax is not None:
-        return True
-    return rule.backward is not None and not node_is_affine(node, rule)
-
-
-def relaxed_inputs(graph: Graph) -> list[str]:
-    """Values whose bounds a relaxation needs (inputs of nodes that CROWN relaxes)."""
-    registry = rules()
-    needed = []
-    for node in graph.nodes:
-        rule = registry.get(node.op, node.name)
-        if node.dynamic_inputs and is_relaxed(node, rule):
-            needed.extend(node.dynamic_inputs if rule.relax is None else node.dynamic_inputs[:1])
-    return list(dict.fromkeys(needed))
 
 
 def _unsqueeze_spec(t: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
@@ -262,20 +248,6 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     return total
 
 
-def window_and_product_nodes(graph: Graph, before: str | None = None) -> list[str]:
-    """Window max nodes and products of two perturbed values (upstream of ``before``): where
-    CROWN may concretise instead of relaxing. (Doing so for intermediate bounds too was
-    measured to change nothing on the test networks, so only the final bound does it.)"""
-    names = []
-    for node in graph.nodes:
-        if node.name == before:
-            break
-        if node.op in ("MaxPool", "ReduceMax") or (
-                node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
-            names.append(node.name)
-    return names
-
-
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
     """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
     consumers = [rules().get(n.op, n.name) for n in graph.consumers(name)]
@@ -307,7 +279,7 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
     lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
-    chunk = max(1, MAX_COEF_ELEMENTS // max(1, 2 * b * _largest_numel(state.graph)))
+    chunk = max(1, MAX_COEF_ELEMENTS // max(1, 2 * b * largest_numel(state.graph)))
     rows = torch.arange(b, device=state.device).unsqueeze(1)
     for start in range(0, k, chunk):
         idx = order[:, start: start + chunk]  # [B, m]
@@ -327,55 +299,6 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
         lower[rows, idx] = torch.where(valid, res[:, :m], lower[rows, idx])
         upper[rows, idx] = torch.where(valid, -res[:, m:], upper[rows, idx])
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
-
-
-# Ops that map a box onto a box (coordinates stay independent): moves and per-coordinate
-# affine maps with constants.
-_BOX_PRESERVING = frozenset({"Reshape", "Transpose", "Neg", "Add", "Sub", "Mul", "Div"})
-
-
-def _values_ibp_bounds_exactly(graph: Graph) -> set[str]:
-    """Values whose IBP interval is already their exact range, so CROWN cannot tighten it.
-
-    A box stays a box under moves and per-coordinate affine maps; one affine map of a box has
-    exact IBP bounds per coordinate (each coordinate's range is attained), and so does an
-    elementwise relaxed function of such a coordinate. A second mixing map (Linear after Linear)
-    is not exact under IBP and gets refined.
-    """
-    registry = rules()
-    box = {graph.inputs[0].name}
-    exact = set(box)
-    for node in graph.nodes:
-        rule = registry.get(node.op, node.name)
-        ins = node.dynamic_inputs
-        if len(ins) != 1 or ins[0] not in exact:
-            continue
-        if node.op in _BOX_PRESERVING and node_is_affine(node, rule):
-            exact.add(node.name)  # per coordinate: exact ranges stay exact
-            if ins[0] in box and math.prod(graph.shape_of(ins[0])) == math.prod(node.shape):
-                box.add(node.name)  # (a broadcast copy would make coordinates dependent)
-        elif ins[0] in box and node_is_affine(node, rule):
-            exact.add(node.name)
-        elif rule.relax is not None and rule.traits.elementwise:
-            exact.add(node.name)
-    return exact
-
-
-def _backward_footprint(graph: Graph, node: Node) -> int:
-    """Coefficient elements per spec row that the backward step through ``node`` holds: the
-    value itself, every product a_ik b_kj of a two-operand MatMul, every window cell of a
-    MaxPool."""
-    size = math.prod(node.shape)
-    if node.op == "MatMul" and len(node.dynamic_inputs) == 2:
-        k = graph.shape_of(node.dynamic_inputs[0])[-1]
-        return size * k
-    if node.op == "MaxPool":
-        return size * math.prod(int(k) for k in node.attrs["kernel_shape"])
-    return size
-
-
-def _largest_numel(graph: Graph) -> int:
-    return max(_backward_footprint(graph, n) for n in graph.nodes)
 
 
 ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
@@ -443,7 +366,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
     """
     graph, given = state.graph, given or {}
     # Values with no relaxed node upstream are affine in the input: IBP is already exact.
-    need = (set(relaxed_inputs(graph)) - _values_ibp_bounds_exactly(graph)
+    need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
             if method == "crown" else set())
     info = graph.inputs[0]
     state.bounds[info.name] = Interval(state.box.lower.reshape(-1, *info.shape),

@@ -13,11 +13,11 @@ from typing import Literal
 import torch
 
 from bounds.engine.alpha import optimize_alpha
+from bounds.engine.analysis import window_and_product_nodes
 from bounds.engine.crown import (
     BoundState,
     backward_bound,
     compute_intermediate,
-    window_and_product_nodes,
 )
 from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.rounding import final_margin

@@ -1,0 +1,93 @@
+"""What the bound engines need to know about a graph's structure (no tensors here): which
+values relaxations need bounds for, which values IBP already bounds exactly, where CROWN may
+concretise instead of relaxing, and how large a backward pass's coefficients get."""
+
+from __future__ import annotations
+
+import math
+
+from bounds.graph import Graph, Node
+from bounds.registry import rules
+from bounds.rules.arithmetic import node_is_affine
+
+
+def is_relaxed(node: Node, rule) -> bool:
+    """True when CROWN's step through ``node`` depends on its inputs' bounds: an elementwise
+    ``relax`` rule, or a non-affine node with its own ``backward`` (window max, products)."""
+    if rule.relax is not None:
+        return True
+    return rule.backward is not None and not node_is_affine(node, rule)
+
+
+def relaxed_inputs(graph: Graph) -> list[str]:
+    """Values whose bounds a relaxation needs (inputs of nodes that CROWN relaxes)."""
+    registry = rules()
+    needed = []
+    for node in graph.nodes:
+        rule = registry.get(node.op, node.name)
+        if node.dynamic_inputs and is_relaxed(node, rule):
+            needed.extend(node.dynamic_inputs if rule.relax is None else node.dynamic_inputs[:1])
+    return list(dict.fromkeys(needed))
+
+
+def window_and_product_nodes(graph: Graph, before: str | None = None) -> list[str]:
+    """Window max nodes and products of two perturbed values (upstream of ``before``): where
+    CROWN may concretise instead of relaxing. (Doing so for intermediate bounds too was
+    measured to change nothing on the test networks, so only the final bound does it.)"""
+    names = []
+    for node in graph.nodes:
+        if node.name == before:
+            break
+        if node.op in ("MaxPool", "ReduceMax") or (
+                node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
+            names.append(node.name)
+    return names
+
+
+# Ops that map a box onto a box (coordinates stay independent): moves and per-coordinate
+# affine maps with constants.
+_BOX_PRESERVING = frozenset({"Reshape", "Transpose", "Neg", "Add", "Sub", "Mul", "Div"})
+
+
+def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
+    """Values whose IBP interval is already their exact range, so CROWN cannot tighten it.
+
+    A box stays a box under moves and per-coordinate affine maps; one affine map of a box has
+    exact IBP bounds per coordinate (each coordinate's range is attained), and so does an
+    elementwise relaxed function of such a coordinate. A second mixing map (Linear after Linear)
+    is not exact under IBP and gets refined.
+    """
+    registry = rules()
+    box = {graph.inputs[0].name}
+    exact = set(box)
+    for node in graph.nodes:
+        rule = registry.get(node.op, node.name)
+        ins = node.dynamic_inputs
+        if len(ins) != 1 or ins[0] not in exact:
+            continue
+        if node.op in _BOX_PRESERVING and node_is_affine(node, rule):
+            exact.add(node.name)  # per coordinate: exact ranges stay exact
+            if ins[0] in box and math.prod(graph.shape_of(ins[0])) == math.prod(node.shape):
+                box.add(node.name)  # (a broadcast copy would make coordinates dependent)
+        elif ins[0] in box and node_is_affine(node, rule):
+            exact.add(node.name)
+        elif rule.relax is not None and rule.traits.elementwise:
+            exact.add(node.name)
+    return exact
+
+
+def backward_footprint(graph: Graph, node: Node) -> int:
+    """Coefficient elements per spec row that the backward step through ``node`` holds: the
+    value itself, every product a_ik b_kj of a two-operand MatMul, every window cell of a
+    MaxPool."""
+    size = math.prod(node.shape)
+    if node.op == "MatMul" and len(node.dynamic_inputs) == 2:
+        k = graph.shape_of(node.dynamic_inputs[0])[-1]
+        return size * k
+    if node.op == "MaxPool":
+        return size * math.prod(int(k) for k in node.attrs["kernel_shape"])
+    return size
+
+
+def largest_numel(graph: Graph) -> int:
+    return max(backward_footprint(graph, n) for n in graph.nodes)
