@@ -315,8 +315,10 @@ class ReluSplitSearch:
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
                 return BabOutcome("sat", c.extra["cex"], self._stats(queue))
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() + c.extra.get("step_s", 0.0) >= self.deadline:
+                # (GenBaB) the engines do not watch the deadline: no step that cannot finish
                 return BabOutcome("timeout", stats=self._stats(queue))
+            started = time.monotonic()
             if cap is None:
                 cap = min(opts.max_domains,
                           max(2 * opts.batch, opts.memory_bytes * len(queue)
@@ -332,6 +334,8 @@ class ReluSplitSearch:
                 queue.extend(self.bound(kids, opts.beta.iterations, reuse))
                 c.max_depth = max(c.max_depth, int(kids.depth.max()))
             c.steps += 1
+            if not self.relu_only:
+                c.extra["step_s"] = time.monotonic() - started
             self.progress.update(c.done, len(queue),
                                  float(queue.margin.min()) if len(queue) else None)
             if len(queue) > cap:
