@@ -122,6 +122,12 @@ def run_methods(model, spec, config, device, deadline, progress=None) -> Verific
         open_problems.append(p)
     if not open_problems:
         return VerificationResult("unsat", method="incomplete")
+    if method == "auto":  # small models: MILP decides (verifier.milp.refine.milp_suits)
+        from verifier.milp.refine import auto_milp
+
+        decided = auto_milp(model, spec, deadline, config.milp_backend)
+        if decided is not None:
+            return VerificationResult(decided[0], decided[1], method="milp", stats=decided[2])
     if method in ("auto", "bab") and not small_input:
         return _relu_split(model, spec, config, open_problems, deadline, progress, device,
                            costs)

@@ -46,6 +46,7 @@ from verifier.bab.region_attack import region_attack
 
 __all__ = ["ReluSplitOptions", "ReluSplitSearch", "region_attack"]
 from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains, split_more
+from verifier.milp.refine import root_bounds
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class ReluSplitOptions:
     points: PointMode = "optimized"
     heuristic: Heuristic = "bbps"
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
+    milp_refine_share: float = 0.0  # time share for LP refinement of root bounds (milp/refine)
 
 
 @dataclass
@@ -296,7 +298,8 @@ class ReluSplitSearch:
         empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
                  for lay in self.layers}
         inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
-        dom = ReluDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
+        lower, upper = root_bounds(self.graph, p, self.deadline, self.options.milp_refine_share)
+        dom = ReluDomains(empty, lower, upper, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
