@@ -82,6 +82,7 @@ class BenchOptions:
     grace: float = 5.0
     check_model: bool = True
     worker_start_timeout: float = 300.0
+    bab: dict = field(default_factory=dict)  # VerifyConfig.bab fields
 
 
 # -- discovery ----------------------------------------------------------------------------------
@@ -163,12 +164,13 @@ def run_task(task: dict) -> dict:
     """Verify one instance in this process; never raises (errors become ``error`` answers)."""
     start = time.monotonic()
     try:
-        from verifier.config import VerifyConfig
+        from verifier.config import BabConfig, VerifyConfig
         from verifier.pipeline import verify
 
         config = VerifyConfig(timeout=task["timeout"], method=task["method"],
                               device=task["device"], seed=task["seed"],
-                              check_model=task["check_model"])
+                              check_model=task["check_model"],
+                              bab=BabConfig(**task.get("bab", {})))
         result = verify(task["onnx"], task["vnnlib"], config)
         return {"result": result.verdict, "time_s": time.monotonic() - start,
                 "method": result.method, "message": result.message}
@@ -241,7 +243,8 @@ class Worker:
 def _task(instance: Instance, opts: BenchOptions) -> dict:
     return {"onnx": str(instance.onnx_path), "vnnlib": str(instance.vnnlib_path),
             "timeout": effective_timeout(instance, opts.timeout_cap), "method": opts.method,
-            "device": opts.device, "seed": opts.seed, "check_model": opts.check_model}
+            "device": opts.device, "seed": opts.seed, "check_model": opts.check_model,
+            "bab": dict(opts.bab)}
 
 
 def _outcome(instance: Instance, answer: dict, timeout: float) -> Outcome:

@@ -86,3 +86,31 @@ def test_error_classification():
                                        EXIT_BAD_INPUT)
     message, status = classify_error(ZeroDivisionError("boom"))
     assert status == EXIT_INTERNAL and message == "internal error: ZeroDivisionError: boom"
+
+
+def test_bab_flags_reach_the_config(monkeypatch):
+    """--bab-* flags become VerifyConfig.bab in the bench worker (and verify's parser)."""
+    import argparse
+
+    from verifier.cli.common import add_bab_arguments, bab_settings
+    from verifier.config import BabConfig
+
+    p = argparse.ArgumentParser()
+    add_bab_arguments(p)
+    args = p.parse_args(["--no-nonlinear-bab", "--bab-points", "midpoint",
+                         "--bab-heuristic", "width", "--bab-branching", "babsr"])
+    settings = bab_settings(args)
+    assert BabConfig(**settings) == BabConfig(nonlinear=False, points="midpoint",
+                                              heuristic="width", branching="babsr")
+    seen = {}
+
+    def fake_verify(onnx, vnnlib, config):
+        seen["bab"] = config.bab
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("verifier.pipeline.verify", fake_verify)
+    instance = bench.Instance("b", "m.onnx", "s.vnnlib", Path("m.onnx"), Path("s.vnnlib"), 10.0)
+    task = bench._task(instance, bench.BenchOptions(bab=settings))
+    answer = bench.run_task(task)
+    assert answer["result"] == "error"
+    assert seen["bab"] == BabConfig(**settings)

@@ -12,7 +12,14 @@ import re
 import sys
 import time
 
-from verifier.cli.common import EXIT_INCORRECT, EXIT_OK, UsageError, positive_float
+from verifier.cli.common import (
+    EXIT_INCORRECT,
+    EXIT_OK,
+    UsageError,
+    add_bab_arguments,
+    bab_settings,
+    positive_float,
+)
 
 VERDICT_COLUMNS = ("unsat", "sat", "unknown", "timeout", "error")
 
@@ -41,6 +48,7 @@ def add_parser(sub, common) -> None:
                    help="run in this process (no hard timeout; for profiling)")
     p.add_argument("--grace", type=positive_float, default=5.0, metavar="S",
                    help="kill a worker this long after an instance's timeout (default 5)")
+    add_bab_arguments(p)
     p.add_argument("--no-model-check", action="store_true",
                    help="skip the differential check of each model against onnxruntime")
     p.set_defaults(run=run)
@@ -120,7 +128,7 @@ def run(args) -> int:
     opts = bench.BenchOptions(
         timeout_cap=args.timeout_cap, method=args.method, device=args.device, seed=args.seed,
         jobs=args.jobs, isolate=args.isolate, in_process=args.in_process, grace=args.grace,
-        check_model=not args.no_model_check,
+        check_model=not args.no_model_check, bab=bab_settings(args),
     )
     progress = Progress(len(instances))
     outcomes = bench.run_instances(instances, opts, on_result=progress.update)

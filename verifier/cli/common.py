@@ -100,3 +100,22 @@ class Stopwatch:
     def report(self) -> str:
         parts = " ".join(f"{k}={v:.3f}s" for k, v in self.laps.items())
         return f"{parts} total={self.since_start():.3f}s"
+
+
+def add_bab_arguments(p: argparse.ArgumentParser) -> None:
+    """Branch-and-bound switches (VerifyConfig.bab), for ablations and hard cases."""
+    g = p.add_argument_group("branch-and-bound")
+    g.add_argument("--no-nonlinear-bab", action="store_true",
+                   help="split only Relu neurons (no GenBaB splits of Sigmoid/Tanh/...)")
+    g.add_argument("--bab-points", choices=["optimized", "midpoint"], default="optimized",
+                   help="branching points of nonlinear neurons: lookup tables or midpoints")
+    g.add_argument("--bab-heuristic", choices=["bbps", "width"], default="bbps",
+                   help="nonlinear neuron choice: bound-improvement estimate or width baseline")
+    g.add_argument("--bab-branching", choices=["fsb", "babsr"], default="fsb",
+                   help="filtered strong branching or top score only")
+
+
+def bab_settings(args: argparse.Namespace) -> dict:
+    """The --bab-* flags as VerifyConfig.bab fields (plain values: they cross processes)."""
+    return {"nonlinear": not args.no_nonlinear_bab, "points": args.bab_points,
+            "heuristic": args.bab_heuristic, "branching": args.bab_branching}

@@ -24,6 +24,8 @@ from verifier.cli.common import (
     OVERRUN_GRACE_S,
     Stopwatch,
     UsageError,
+    add_bab_arguments,
+    bab_settings,
     classify_error,
     positive_float,
 )
@@ -57,6 +59,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-model-check", action="store_true",
                    help="skip the differential check of the imported model against onnxruntime")
+    add_bab_arguments(p)
     p.add_argument("--profile-startup", action="store_true",
                    help="print stage timings (import, load model, parse spec, ...) on stderr")
     p.set_defaults(run=run)
@@ -188,7 +191,7 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, model_path: str, spec_path
         import torch  # noqa: F401  (the pipeline needs it; imported here so the lap shows it)
 
         clock.lap("import_torch")
-        from verifier.config import VerifyConfig
+        from verifier.config import BabConfig, VerifyConfig
         from verifier.pipeline import verify
 
         clock.lap("import_nncert")
@@ -201,7 +204,8 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, model_path: str, spec_path
             check = not _timed_check(model, spec, args.seed, clock)
             remaining = args.timeout - clock.since_start()
         config = VerifyConfig(timeout=max(remaining, 0.01), method=args.method,
-                              device=args.device, seed=args.seed, check_model=check)
+                              device=args.device, seed=args.seed, check_model=check,
+                              bab=BabConfig(**bab_settings(args)))
         ready = clock.since_start()
         result = verify(model, spec, config)
         clock.lap("verify")
