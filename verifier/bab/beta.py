@@ -153,6 +153,8 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
         last = it + 1 >= options.iterations or optimizer is None
         if last or (stop is not None and stop(best)) or time.monotonic() >= deadline:
             break
+        if not lower.requires_grad:  # no alpha or beta reaches the bound: nothing to optimise
+            break
         optimizer.zero_grad()
         (-torch.where(weight > 0, lower, 0).sum()).backward()
         optimizer.step()
