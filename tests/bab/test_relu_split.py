@@ -197,3 +197,28 @@ def test_progress_callback_receives_events():
                        "elapsed_s"} <= set(events[-1])
     assert events[-1]["domains_done"] >= 1
     assert all(e["global_bound"] is None or not math.isnan(e["global_bound"]) for e in events)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_softmax_output_is_relaxed_and_verdicts_match_sampling(seed):
+    """A softmax classifier: the search bounds the expanded softmax (no interval fallback),
+    never claims unsat below the sampled minimum, never sat above the true one."""
+    from tests.bounds.structured_nets import softmax_classifier
+
+    graph = softmax_classifier(seed)
+    n_in = 4
+    lo, hi = -0.5, 0.5
+    x = torch.rand(20000, 1, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(
+        seed)) * (hi - lo) + lo
+    y = run_graph(graph, x)[0].reshape(len(x), -1)
+    c = np.array([1.0, -1.0, 0.0, 0.0])
+    sampled_min = float((y @ torch.tensor(c)).min())
+    for delta, forbidden in ((0.02, "unsat"), (-0.3, "sat")):
+        region = InputRegion(np.full((1, n_in), lo).reshape(-1), np.full(n_in, hi),
+                             OutputCondition(c[None, None], np.array([[sampled_min + delta]])))
+        search = make_search(graph, region, deadline_s=20.0)
+        assert all(n.op != "Softmax" for n in search.graph.nodes)
+        out = search.run()
+        assert out.verdict != forbidden, (delta, out.stats)
+        if delta > 0:
+            assert out.verdict == "sat", out.stats

@@ -24,6 +24,7 @@ from bounds.engine.crown import BoundState, compute_intermediate
 from bounds.engine.forward import run_graph
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import _ibp_lower
+from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 from verifier.bab.beta import (
     BetaOptions,
@@ -97,6 +98,9 @@ class ReluSplitSearch:
                  attack: Callable[[int, float], torch.Tensor | None] | None = None):
         """``validate(x [N, d])`` returns a checked counterexample or None; ``attack(seed,
         deadline)`` returns candidate points [M, d] (the IR sees a violation) or None."""
+        # Softmax as Exp / ReduceSum / Reciprocal, as bound_spec does, so CROWN relaxes it
+        # here too (value names are kept; the same graph when there is no Softmax).
+        graph = expand_softmax(graph)
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress = options, progress
         self.validate, self.attack = validate, attack
