@@ -5,7 +5,6 @@ that incomplete bounds alone cannot give, and the ablation switches."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Graph, Node, TensorInfo
 from bounds.registry import rules
 from bounds.types import Interval
-from tests.bab.test_relu_split import region_for
+from tests.bab.test_relu_split import make_search, region_for
 from verifier.bab.branching import decode
 from verifier.bab.nonlinear import (
     SPLIT_OPS,
@@ -25,10 +24,8 @@ from verifier.bab.nonlinear import (
     split_layers,
     splittable,
 )
-from verifier.bab.problem import RegionProblem
-from verifier.bab.progress import Progress
 from verifier.bab.relu_domains import split_domains
-from verifier.bab.relu_split import ReluSplitOptions, ReluSplitSearch, region_attack
+from verifier.bab.relu_split import ReluSplitSearch
 
 F64 = torch.float64
 
@@ -75,21 +72,10 @@ def alpha_lower(graph: Graph, c: np.ndarray) -> float:
 
 def search(graph: Graph, region, deadline_s: float = 20.0, attack: bool = True,
            **opts) -> ReluSplitSearch:
-    cond = region.condition
-    d, k, n_out = cond.coef.shape
-    problem = RegionProblem(0, torch.tensor(region.lower), torch.tensor(region.upper),
-                            torch.tensor(cond.coef.reshape(d * k, n_out)),
-                            torch.tensor(cond.rhs.reshape(d * k)), d, k)
-
-    def validate(x: torch.Tensor):
-        y = run_graph(graph, x.double().reshape(len(x), *graph.inputs[0].shape))[0]
-        hit = problem.violated(y.reshape(len(x), -1))
-        return x[hit][0] if bool(hit.any()) else None
-
-    atk = region_attack(graph, region, 30, 8, "cpu") if attack else None
+    """The ReLU-split tests' search with a shorter attack and root alpha (smooth nets)."""
     opts.setdefault("root_alpha_iterations", 5)
-    return ReluSplitSearch(graph, problem, time.monotonic() + deadline_s,
-                           ReluSplitOptions(**opts), Progress(), validate, atk)
+    return make_search(graph, region, deadline_s, attack, attack_steps=30, attack_restarts=8,
+                       **opts)
 
 
 # ---- split points and the relaxations of both halves ----------------------------------------

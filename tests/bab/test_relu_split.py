@@ -35,7 +35,8 @@ def tiny_net(seed: int, n_in: int = 4, hidden=(5, 5), n_out: int = 3):
 
 
 def make_search(graph, region: InputRegion, deadline_s: float = 30.0, attack: bool = True,
-                progress: Progress | None = None, **opts) -> ReluSplitSearch:
+                progress: Progress | None = None, attack_steps: int = 50,
+                attack_restarts: int = 16, **opts) -> ReluSplitSearch:
     cond = region.condition
     d, k, n_out = cond.coef.shape
     problem = RegionProblem(0, torch.tensor(region.lower), torch.tensor(region.upper),
@@ -48,7 +49,7 @@ def make_search(graph, region: InputRegion, deadline_s: float = 30.0, attack: bo
         hit = problem.violated(y.reshape(len(x), -1))
         return x[hit][0] if bool(hit.any()) else None
 
-    atk = region_attack(graph, region, 50, 16, "cpu") if attack else None
+    atk = region_attack(graph, region, attack_steps, attack_restarts, "cpu") if attack else None
     return ReluSplitSearch(graph, problem, time.monotonic() + deadline_s,
                            ReluSplitOptions(**opts), progress or Progress(), validate, atk)
 

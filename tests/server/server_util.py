@@ -85,3 +85,13 @@ def wait_final(client: TestClient, job_id: str, timeout: float = 60.0,
         if time.monotonic() > end:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
         time.sleep(0.1)
+
+
+def wait_status(client, job_id: str, status: str, timeout: float = 60.0) -> dict:
+    """Poll a job until it has ``status`` (or ``timeout`` s passed); returns the job."""
+    end = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/verifications/{job_id}").json()
+        if job["status"] == status or time.monotonic() > end:
+            return job
+        time.sleep(0.05)

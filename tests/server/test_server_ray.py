@@ -15,7 +15,15 @@ import time
 
 import httpx
 import pytest
-from server_util import SPEC_SAT, SPEC_UNSAT, client_for, settings_for, submit, wait_final
+from server_util import (
+    SPEC_SAT,
+    SPEC_UNSAT,
+    client_for,
+    settings_for,
+    submit,
+    wait_final,
+    wait_status,
+)
 from test_server_restart import instances
 
 if os.environ.get("NNCERT_REQUIRE_RAY") != "1":  # CI sets it: there a missing ray fails
@@ -50,15 +58,6 @@ def ray_driver(ray_address):
 def ray_settings(path, address: str, **fields):
     fields.setdefault("workers", 2)
     return settings_for(path, executor="ray", ray_address=address, **fields)
-
-
-def wait_status(client, job_id: str, status: str, timeout: float = 60.0) -> dict:
-    end = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/verifications/{job_id}").json()
-        if job["status"] == status or time.monotonic() > end:
-            return job
-        time.sleep(0.05)
 
 
 def submit_all(client, pairs) -> list[str]:

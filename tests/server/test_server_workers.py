@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from server_util import SPEC_UNSAT, client_for, settings_for, submit, wait_final
-
-
-def wait_status(client, job_id: str, status: str, timeout: float = 30.0) -> dict:
-    end = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/verifications/{job_id}").json()
-        if job["status"] == status or time.monotonic() > end:
-            return job
-        time.sleep(0.05)
+from server_util import SPEC_UNSAT, client_for, settings_for, submit, wait_final, wait_status
 
 
 def test_crashing_job_fails_and_worker_restarts(tmp_path):
@@ -38,7 +27,7 @@ def test_cancel_running_and_kill_after_timeout(tmp_path):
     settings = settings_for(tmp_path, job_runner="runners:sleepy", kill_grace_s=0.5)
     with client_for(settings) as client:
         job_id = submit(client, SPEC_UNSAT, timeout=100).json()["id"]
-        running = wait_status(client, job_id, "running")
+        running = wait_status(client, job_id, "running", timeout=30.0)
         assert running["status"] == "running"
         assert wait_status(client, job_id, "x", timeout=1.5)["progress"] is not None
         r = client.delete(f"/v1/verifications/{job_id}")
