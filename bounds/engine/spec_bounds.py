@@ -52,6 +52,10 @@ class SpecBounds:
     lower: torch.Tensor  # [B, S]: lower bound of (C y - rhs); > 0 refutes the row
     state: BoundState
     alphas: dict
+    # [B, S] the lower bound of (C y - rhs) that the CROWN pass whose input coefficients are
+    # in state.input_coef reached (min over the box of that linear function): input-split
+    # branch-and-bound clips domains with it. None when no such pass ran.
+    linear_lower: torch.Tensor | None = None
 
     @property
     def intermediate(self) -> dict[str, Interval]:
@@ -90,12 +94,14 @@ def _with_softmax_ibp(graph: Graph, box: Interval, given: dict | None) -> dict:
 def _crown_lower(state: BoundState, out_name: str, coef: torch.Tensor, original: Graph):
     """CROWN through every relaxation, and (per spec row, the better of the two) CROWN that
     stops at the structured relaxations and uses their intervals, as CROWN did before they
-    had relaxations: never looser than that on the final bound."""
-    lower = backward_bound(state, out_name, coef, keep_input_coef=True)
+    had relaxations: never looser than that on the final bound.
+    Returns (lower, the first pass's bound: the one state.input_coef belongs to)."""
+    linear = backward_bound(state, out_name, coef, keep_input_coef=True)
+    lower = linear
     stops = structured_relaxations(original)
     if stops:
         lower = torch.maximum(lower, backward_bound(state, out_name, coef, concretize_at=stops))
-    return lower
+    return lower, linear
 
 
 def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tensor,
@@ -125,13 +131,13 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     full_coef = coef.reshape(b, coef.shape[1], *out_shape)
     lower = _ibp_lower(state.bounds[out_name], coef)
     alphas: dict = {}
-    if options.method == "crown":
+    linear = None
+    if options.method in ("crown", "alpha"):
+        # (alpha's starting point is not always CROWN's default relaxation: keep both.)
         with torch.no_grad():
-            lower = torch.maximum(lower, _crown_lower(state, out_name, full_coef, graph))
-    elif options.method == "alpha":
-        # alpha's starting point is not always CROWN's default relaxation: keep both.
-        with torch.no_grad():
-            lower = torch.maximum(lower, _crown_lower(state, out_name, full_coef, graph))
+            crown, linear = _crown_lower(state, out_name, full_coef, graph)
+            lower = torch.maximum(lower, crown)
+    if options.method == "alpha":
 
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False
@@ -140,4 +146,5 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
                                       options.alpha_lr, warm_alphas, stop_when)
         lower = torch.maximum(lower, best)
     lower = final_margin(lower - rhs)
-    return SpecBounds(lower.detach(), state, alphas)
+    linear_lower = None if linear is None else final_margin(linear - rhs)
+    return SpecBounds(lower.detach(), state, alphas, linear_lower)

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.crown import BoundState
 from bounds.engine.forward import run_graph
-from bounds.engine.rounding import final_margin
-from bounds.engine.spec_bounds import BoundOptions, _ibp_lower, bound_spec
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.problem import RegionProblem
@@ -131,26 +130,15 @@ class InputSplitSearch:
         shape, p = self.input_shape, self.problem
         n = len(dom)
         box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
-        if self.options.bounds.method != "crown":
-            res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
-                             self.options.bounds)
-            return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower),
-                            res.state, None)
-        out = self.graph.outputs[0]
-        coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
-        state = BoundState(self.graph, box)
-        with torch.no_grad():
-            compute_intermediate(state, None, "crown")
-            crown = backward_bound(state, out.name, coef.reshape(n, coef.shape[1], *out.shape),
-                                   keep_input_coef=True)
-        rhs = p.rhs.unsqueeze(0)
-        lower = final_margin(torch.maximum(_ibp_lower(state.bounds[out.name], coef), crown) - rhs)
+        res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
+                         self.options.bounds)
         # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
         linear_c = None
-        if state.input_coef is not None:
-            a = state.input_coef.flatten(2)
-            linear_c = final_margin(crown - rhs) - concretize_min(a, dom.lower, dom.upper)
-        return _Bounded(lower, dom.refuted | p.refuted_disjuncts(lower), state, linear_c)
+        if res.linear_lower is not None and res.state.input_coef is not None:
+            a = res.state.input_coef.flatten(2)
+            linear_c = res.linear_lower - concretize_min(a, dom.lower, dom.upper)
+        return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower), res.state,
+                        linear_c)
 
     def clip_keep(self, dom: Domains, a: torch.Tensor | None,
                   c: torch.Tensor | None) -> torch.Tensor | None:
