@@ -47,6 +47,28 @@ MAX_COEF_ELEMENTS = 1 << 24
 
 
 @dataclass
+class LinearBounds:
+    """a_lo . x + c_lo <= value <= a_hi . x + c_hi for every x in the box the bounds were
+    computed on (hence on every sub-box). ``a_*`` [B, numel, d], ``c_*`` [B, numel]; positions
+    without a linear bound have a = 0 and c = -inf / +inf."""
+
+    a_lo: torch.Tensor
+    c_lo: torch.Tensor
+    a_hi: torch.Tensor
+    c_hi: torch.Tensor
+
+    def concretize(self, lower: torch.Tensor, upper: torch.Tensor, shape) -> Interval:
+        """Interval of the value over the boxes [B, d] (B matching the bounds' batch)."""
+        lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+        vlo = self.c_lo + torch.minimum(self.a_lo * lo, self.a_lo * hi).sum(-1)
+        vhi = self.c_hi + torch.maximum(self.a_hi * lo, self.a_hi * hi).sum(-1)
+        return Interval(vlo.reshape(-1, *shape), vhi.reshape(-1, *shape))
+
+    def select(self, idx) -> LinearBounds:
+        return LinearBounds(self.a_lo[idx], self.c_lo[idx], self.a_hi[idx], self.c_hi[idx])
+
+
+@dataclass
 class BoundState:
     """Everything one bound computation accumulates for a batch of B domains."""
 
@@ -60,6 +82,9 @@ class BoundState:
     input_coef: torch.Tensor | None = None
     kept_coef: dict[str, torch.Tensor] = field(default_factory=dict)  # backward_bound keep_coef
     infeasible: torch.Tensor | None = None  # [B] bool: some value's interval came out empty
+    # When not None, crown_interval records here, per refined value, the linear bounds in the
+    # input that CROWN found (see LinearBounds): input splitting concretises them over sub-boxes.
+    linear_bounds: dict[str, LinearBounds] | None = None
 
     @property
     def device(self):
@@ -293,12 +318,41 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
             with torch.enable_grad():
                 res, _ = optimize_alpha(state, name, coef, alpha_iterations)
         else:
-            res = backward_bound(state, name, coef)
+            record = state.linear_bounds is not None
+            res = backward_bound(state, name, coef, keep_input_coef=record)
         valid = (torch.arange(start, start + m, device=state.device).unsqueeze(0)
                  < counts.unsqueeze(1))
         lower[rows, idx] = torch.where(valid, res[:, :m], lower[rows, idx])
         upper[rows, idx] = torch.where(valid, -res[:, m:], upper[rows, idx])
+        if alpha_iterations == 0 and state.linear_bounds is not None:
+            _record_linear(state, name, numel, idx, valid, res)
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
+
+
+def _record_linear(state: BoundState, name: str, numel: int, idx: torch.Tensor,
+                   valid: torch.Tensor, res: torch.Tensor) -> None:
+    """Store the input coefficients of the rows just bounded (``idx`` [B, m] positions, lower
+    rows then negated upper rows in ``res``) in ``state.linear_bounds[name]``."""
+    a, state.input_coef = state.input_coef, None
+    if a is None:  # no coefficient reached the input: nothing linear to keep
+        return
+    b, m = idx.shape
+    d = state.box.lower[0].numel()
+    a = a.reshape(b, 2 * m, d)
+    lo, hi = state.box.lower.reshape(b, 1, d), state.box.upper.reshape(b, 1, d)
+    c = res - torch.minimum(a * lo, a * hi).sum(-1)  # constant of each row's lower bound
+    rec = state.linear_bounds.get(name)
+    if rec is None:
+        zeros = torch.zeros((b, numel, d), device=state.device, dtype=state.dtype)
+        inf = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
+        rec = state.linear_bounds[name] = LinearBounds(zeros, -inf, zeros.clone(), inf.clone())
+    rows = torch.arange(b, device=state.device).unsqueeze(1)
+    keep = valid.unsqueeze(-1)
+    rec.a_lo[rows, idx] = torch.where(keep, a[:, :m], rec.a_lo[rows, idx])
+    rec.c_lo[rows, idx] = torch.where(valid, c[:, :m], rec.c_lo[rows, idx])
+    # upper bound: value <= -(lower bound of -value) = -a x - c
+    rec.a_hi[rows, idx] = torch.where(keep, -a[:, m:], rec.a_hi[rows, idx])
+    rec.c_hi[rows, idx] = torch.where(valid, -c[:, m:], rec.c_hi[rows, idx])
 
 
 ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
@@ -338,14 +392,31 @@ def _refine(state: BoundState, name: str, mask: torch.Tensor,
         return crown_interval(state, name, mask, alpha_iterations)
     if not bool(rows.any()):
         return None
-    part = crown_interval(_select_rows(state, rows), name, mask[rows], alpha_iterations)
+    sub = _select_rows(state, rows)
+    if state.linear_bounds is not None:
+        sub.linear_bounds = {}
+    part = crown_interval(sub, name, mask[rows], alpha_iterations)
     if part is None:
         return None
+    if sub.linear_bounds:
+        _scatter_linear(state, name, rows, sub.linear_bounds[name])
     shape = (state.batch, *state.graph.shape_of(name))
     lower = torch.full(shape, -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full(shape, math.inf, device=state.device, dtype=state.dtype)
     lower[rows], upper[rows] = part.lower, part.upper
     return Interval(lower, upper)
+
+
+def _scatter_linear(state: BoundState, name: str, rows: torch.Tensor,
+                    part: LinearBounds) -> None:
+    """Linear bounds recorded for the domains ``rows`` [B] bool, into the full batch."""
+    b = state.batch
+    a = torch.zeros((b, *part.a_lo.shape[1:]), device=state.device, dtype=state.dtype)
+    c = torch.full((b, part.c_lo.shape[1]), math.inf, device=state.device, dtype=state.dtype)
+    full = LinearBounds(a, -c, a.clone(), c.clone())
+    full.a_lo[rows], full.c_lo[rows] = part.a_lo, part.c_lo
+    full.a_hi[rows], full.c_hi[rows] = part.a_hi, part.c_hi
+    state.linear_bounds[name] = full
 
 
 def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,

@@ -106,11 +106,14 @@ def _crown_lower(state: BoundState, out_name: str, coef: torch.Tensor, original:
 
 def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tensor,
                options: BoundOptions = BoundOptions(), given: dict | None = None,
-               warm_alphas: dict | None = None, stop=None) -> SpecBounds:
+               warm_alphas: dict | None = None, stop=None,
+               record_linear: bool = False) -> SpecBounds:
     """Sound lower bounds of ``coef @ y - rhs`` for y = graph(x), x in ``box``.
 
     ``box`` tensors are ``[B, *input_shape]``; ``coef`` is ``[B, S, n_out]`` and ``rhs``
     ``[B, S]`` (a leading 1 broadcasts). Rows padded with rhs = +inf get -inf.
+    With ``record_linear`` the intermediate values' CROWN linear bounds in the input are kept
+    in ``state.linear_bounds`` (meant for low-dimensional inputs: [B, numel, d] per value).
     """
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         raise ValueError("bound engines support one graph input and one output")
@@ -120,6 +123,8 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     # Softmax is bounded through its exp / sum / reciprocal form (same value names).
     expanded = expand_softmax(graph)
     state = BoundState(expanded, box)
+    if record_linear:
+        state.linear_bounds = {}
     with torch.no_grad():
         if expanded is not graph:
             given = _with_softmax_ibp(graph, box, given)
