@@ -37,6 +37,9 @@ class ReluLayer:
     shape: tuple[int, ...]
     op: str = "Relu"
     attrs: Mapping = field(default_factory=dict)
+    # GenBaB: products (node, operand position) that also take this value as an operand;
+    # op is ``verifier.bab.products.PRODUCT`` (relu: the first of them) when only they do.
+    products: tuple[tuple[str, int], ...] = ()
 
     @property
     def numel(self) -> int:
@@ -60,21 +63,24 @@ def relu_layers(graph: Graph) -> list[ReluLayer]:
 
 def relu_output_coefs(state: BoundState, start: str, coef: torch.Tensor,
                       layers: list[ReluLayer], alphas: dict, extra: dict | None) -> dict:
-    """Backward coefficients A [B, S, *shape] reaching each Relu output in one bound pass
+    """Backward coefficients A [B, S, *shape] reaching each Relu output (and each product
+    a layer's value feeds) in one bound pass
     (with ``alphas`` and the split terms ``extra``); the input coefficients of that pass are
     left in ``state.input_coef``."""
     b, s = coef.shape[:2]
+    names = {lay.relu for lay in layers} | {n for lay in layers for n, _ in lay.products}
     state.alphas = {k: v.to(state.dtype) for k, v in alphas.items()}
     try:
         with torch.no_grad():
             backward_bound(state, start, coef, use_alpha=bool(state.alphas), extra=extra,
-                           keep_input_coef=True, keep_coef={lay.relu for lay in layers})
+                           keep_input_coef=True, keep_coef=names)
     finally:
         state.alphas = {}
     kept = state.kept_coef
-    return {lay.relu: kept[lay.relu] if lay.relu in kept else
-            torch.zeros((b, s, *lay.shape), device=coef.device, dtype=coef.dtype)
-            for lay in layers}
+    return {name: kept[name] if name in kept else
+            torch.zeros((b, s, *state.graph.shape_of(name)), device=coef.device,
+                        dtype=coef.dtype)
+            for name in names}
 
 
 def babsr_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,

@@ -20,6 +20,10 @@ interval (its value at the child's midpoint), sum it over the spec rows still op
 the neuron by its worse child. For a Relu this is half of BaBSR's intercept score, so ReLU and
 nonlinear candidates compete in the same units. Baseline ("width"): sum |A_j| (u - l) for
 nonlinear neurons, BaBSR for Relus.
+
+Products of two perturbed values (Mul / MatMul) are candidates too: an element of an operand
+value is split the same way (interval tightening, at the midpoint: ``bounds.lookup.products``),
+which tightens the McCormick planes downstream; scores in :mod:`verifier.bab.products`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import torch
 
 from bounds.engine.crown import BoundState
 from bounds.graph import Graph
+from bounds.lookup.products import product_points
 from bounds.lookup.tables import branch_points, strictly_inside
 from bounds.registry import rules
 from verifier.bab.branching import ReluLayer, babsr_scores
+from verifier.bab.products import PRODUCT, product_score, product_uses
 
 # Ops with a branching-point table; splitting their input interval tightens the relaxation.
 SPLIT_OPS = frozenset({"Sigmoid", "Tanh", "Atan", "Erf", "Gelu", "Sin", "Cos", "Exp", "Log",
@@ -45,25 +51,37 @@ PointMode = Literal["optimized", "midpoint"]
 Heuristic = Literal["bbps", "width"]
 
 
-def split_layers(graph: Graph, nonlinear: bool = True) -> list[ReluLayer]:
-    """Splittable layers in topological order, one per distinct input value: Relus, and with
-    ``nonlinear`` the general nonlinearities of :data:`SPLIT_OPS`."""
-    layers, seen = [], set()
+def split_layers(graph: Graph, nonlinear: bool = True,
+                 products: bool | None = None) -> list[ReluLayer]:
+    """Splittable layers in the topological order of their values, one per distinct value:
+    Relu inputs, with ``nonlinear`` the inputs of the general nonlinearities of
+    :data:`SPLIT_OPS`, and with ``products`` (default: ``nonlinear``) the operands of products
+    of two perturbed values. A value that feeds several of these gets one layer (one split
+    record): its first Relu / split-op consumer decides how it is split, and the products it
+    feeds are listed in ``products`` (their gains are added to its score)."""
+    products = nonlinear if products is None else products
+    uses = product_uses(graph) if products else {}
+    found: dict[str, ReluLayer] = {}
     for node in graph.nodes:
-        if not node.dynamic_inputs or node.dynamic_inputs[0] in seen:
+        if not node.dynamic_inputs or node.dynamic_inputs[0] in found:
             continue
         if node.op != "Relu" and not (nonlinear and node.op in SPLIT_OPS):
             continue
         value = node.dynamic_inputs[0]
-        seen.add(value)
-        layers.append(ReluLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
-                                dict(node.attrs)))
-    return layers
+        found[value] = ReluLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
+                                 dict(node.attrs), uses.get(value, ()))
+    for value, use in uses.items():
+        if value not in found:
+            found[value] = ReluLayer(use[0][0], value, tuple(graph.shape_of(value)), PRODUCT,
+                                     {}, use)
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(found.values(), key=lambda lay: order.get(lay.value, -1))
 
 
 def has_nonlinear_splits(graph: Graph) -> bool:
-    """Whether the graph has general nonlinear neurons that GenBaB can split."""
-    return any(node.op in SPLIT_OPS and node.dynamic_inputs for node in graph.nodes)
+    """Whether the graph has general nonlinear neurons or products that GenBaB can split."""
+    return any(node.op in SPLIT_OPS and node.dynamic_inputs for node in graph.nodes) or \
+        bool(product_uses(graph))
 
 
 class SplitPoints:
@@ -75,6 +93,8 @@ class SplitPoints:
     def __call__(self, layer: ReluLayer, lower: torch.Tensor,
                  upper: torch.Tensor) -> torch.Tensor:
         """Points strictly inside (lower, upper) (the midpoint where no float fits)."""
+        if layer.op == PRODUCT:
+            return product_points(lower, upper)
         if self.mode == "midpoint" or layer.is_relu:
             mid = lower + (upper - lower) / 2
             if layer.is_relu:
@@ -141,17 +161,24 @@ def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas
         x = state.bounds[layer.value]
         mask = splittable(layer, x.lower, x.upper)
         a = coefs[layer.relu]
-        if heuristic == "width" and layer.is_relu:
-            parts.append(babsr_scores(state, [layer], coefs, alphas, row_weight))
-            continue
-        if heuristic == "width":
+        if layer.op == PRODUCT:
+            score = torch.zeros_like(mask, dtype=w.dtype)
+        elif heuristic == "width" and layer.is_relu:
+            score = babsr_scores(state, [layer], coefs, alphas, row_weight)
+            score = torch.where(torch.isfinite(score), score, torch.zeros_like(score))
+        elif heuristic == "width":
             width = (x.upper - x.lower).unsqueeze(1)
             score = ((a.abs() * width).flatten(2) * w.unsqueeze(-1)).sum(1)
         else:
             alpha = alphas.get(layer.relu)
             score = _bbps_layer(state.graph.node(layer.relu), layer, x.lower, x.upper, a,
                                 None if alpha is None else alpha.to(state.dtype), w, points)
+        score = score.flatten(1)
+        if layer.products:
+            p = points(layer, x.lower, x.upper)
+            score = score + product_score(state.graph, state.bounds, layer.value,
+                                          layer.products, coefs, alphas, w, p, heuristic)
         # Neurons that no open row sees still must be splittable: a tiny width-based score.
-        score = score.flatten(1) + 1e-9 * (x.upper - x.lower).flatten(1).clamp(max=1e3)
+        score = score + 1e-9 * (x.upper - x.lower).flatten(1).clamp(max=1e3)
         parts.append(torch.where(mask, score, torch.full_like(score, -math.inf)))
     return torch.cat(parts, dim=1)

@@ -78,6 +78,9 @@ class ReluSplitOptions:
     nonlinear: bool = True
     points: PointMode = "optimized"
     heuristic: Heuristic = "bbps"
+    # GenBaB: also split operands of products of two perturbed values (Mul / MatMul); only
+    # with ``nonlinear``.
+    products: bool = True
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
     milp_refine_share: float = 0.0  # time share for LP refinement of root bounds (milp/refine)
 
@@ -104,8 +107,9 @@ class ReluSplitSearch:
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress = options, progress
         self.validate, self.attack = validate, attack
-        self.layers = split_layers(graph, options.nonlinear)
-        self.relu_only = all(lay.is_relu for lay in self.layers)
+        self.layers = split_layers(graph, options.nonlinear,
+                                   options.nonlinear and options.products)
+        self.relu_only = all(lay.is_relu and not lay.products for lay in self.layers)
         self.points = SplitPoints(options.points)
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
