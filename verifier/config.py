@@ -23,6 +23,7 @@ class BabConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     nonlinear: bool = True  # also split Sigmoid/Tanh/Sin/GELU/... neurons (GenBaB)
+    products: bool = True  # with nonlinear: also split operands of x*y products (Mul, MatMul)
     points: Literal["optimized", "midpoint"] = "optimized"  # lookup tables or midpoints
     heuristic: Literal["bbps", "width"] = "bbps"  # nonlinear neuron choice: estimate/baseline
     branching: Literal["babsr", "fsb"] = "fsb"  # top-1 by score, or filtered strong branching

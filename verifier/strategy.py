@@ -170,7 +170,8 @@ def neuron_split_options(config, **overrides):
     from verifier.bab.relu_split import ReluSplitOptions
 
     bab = config.bab
-    return ReluSplitOptions(seed=config.seed, nonlinear=bab.nonlinear, points=bab.points,
+    return ReluSplitOptions(seed=config.seed, nonlinear=bab.nonlinear, products=bab.products,
+                            points=bab.points,
                             heuristic=bab.heuristic, branching=bab.branching, **overrides)
 
 

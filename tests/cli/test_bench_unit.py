@@ -98,10 +98,13 @@ def test_bab_flags_reach_the_config(monkeypatch):
     p = argparse.ArgumentParser()
     add_bab_arguments(p)
     args = p.parse_args(["--no-nonlinear-bab", "--bab-points", "midpoint",
-                         "--bab-heuristic", "width", "--bab-branching", "babsr"])
+                         "--bab-heuristic", "width", "--bab-branching", "babsr",
+                         "--no-product-bab"])
     settings = bab_settings(args)
-    assert BabConfig(**settings) == BabConfig(nonlinear=False, points="midpoint",
-                                              heuristic="width", branching="babsr")
+    assert BabConfig(**settings) == BabConfig(nonlinear=False, products=False,
+                                              points="midpoint", heuristic="width",
+                                              branching="babsr")
+    assert bab_settings(p.parse_args([]))["products"] is True
     seen = {}
 
     def fake_verify(onnx, vnnlib, config):

@@ -107,6 +107,8 @@ def add_bab_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("branch-and-bound")
     g.add_argument("--no-nonlinear-bab", action="store_true",
                    help="split only Relu neurons (no GenBaB splits of Sigmoid/Tanh/...)")
+    g.add_argument("--no-product-bab", action="store_true",
+                   help="do not split operands of products of two perturbed values (Mul, MatMul)")
     g.add_argument("--bab-points", choices=["optimized", "midpoint"], default="optimized",
                    help="branching points of nonlinear neurons: lookup tables or midpoints")
     g.add_argument("--bab-heuristic", choices=["bbps", "width"], default="bbps",
@@ -117,5 +119,6 @@ def add_bab_arguments(p: argparse.ArgumentParser) -> None:
 
 def bab_settings(args: argparse.Namespace) -> dict:
     """The --bab-* flags as VerifyConfig.bab fields (plain values: they cross processes)."""
-    return {"nonlinear": not args.no_nonlinear_bab, "points": args.bab_points,
+    return {"nonlinear": not args.no_nonlinear_bab, "products": not args.no_product_bab,
+            "points": args.bab_points,
             "heuristic": args.bab_heuristic, "branching": args.bab_branching}
