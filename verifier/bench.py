@@ -147,12 +147,28 @@ def read_instances(csv_path: Path) -> list[Instance]:
 
 
 def select(instances: Iterable[Instance], pattern: str | None = None,
-           limit: int | None = None) -> list[Instance]:
-    """Keep instances whose onnx or vnnlib path matches ``pattern`` (re.search), first ``limit``."""
+           limit: int | None = None, sample: int | None = None) -> list[Instance]:
+    """Keep instances whose onnx or vnnlib path matches ``pattern`` (re.search); of those,
+    ``sample`` spread evenly over each suite (its first, its last and equal steps between:
+    every model and property region gets a say, unlike the first N), then the first ``limit``."""
     regex = re.compile(pattern) if pattern else None
     chosen = [i for i in instances
               if regex is None or regex.search(i.onnx) or regex.search(i.vnnlib)]
+    if sample is not None:
+        suites: dict[str, list[Instance]] = {}
+        for i in chosen:
+            suites.setdefault(i.benchmark, []).append(i)
+        chosen = [i for group in suites.values() for i in _spread(group, sample)]
     return chosen[:limit] if limit is not None else chosen
+
+
+def _spread(items: list, n: int) -> list:
+    """n items at evenly spaced positions (all of them when n >= len)."""
+    if n >= len(items):
+        return list(items)
+    if n <= 1:
+        return items[:n]
+    return [items[round(k * (len(items) - 1) / (n - 1))] for k in range(n)]
 
 
 def effective_timeout(instance: Instance, cap: float | None) -> float:

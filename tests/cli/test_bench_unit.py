@@ -47,6 +47,20 @@ def test_select(tmp_path):
     assert len(bench.select(instances, None, 1)) == 1
 
 
+def test_sample_spreads_over_each_suite():
+    def inst(bm, k):
+        return bench.Instance(bm, f"m{k}.onnx", f"p{k}.vnnlib", Path("m"), Path("p"), 1.0)
+
+    items = [inst("a", k) for k in range(10)] + [inst("b", k) for k in range(3)]
+    picked = bench.select(items, sample=4)
+    assert [(i.benchmark, i.onnx) for i in picked] == [
+        ("a", "m0.onnx"), ("a", "m3.onnx"), ("a", "m6.onnx"), ("a", "m9.onnx"),
+        ("b", "m0.onnx"), ("b", "m1.onnx"), ("b", "m2.onnx")]
+    assert len(bench.select(items, sample=1)) == 2
+    assert [i.onnx for i in bench.select(items, "m[0-4]", sample=2)] == [
+        "m0.onnx", "m4.onnx", "m0.onnx", "m2.onnx"]
+
+
 def _outcome(result: str, expected: str, time_s: float = 1.0) -> bench.Outcome:
     inst = bench.Instance("s", "m.onnx", "p.vnnlib", Path("m"), Path("p"), 60, expected)
     return bench.Outcome(inst, result, time_s, 60)

@@ -37,6 +37,8 @@ def add_parser(sub, common) -> None:
     p.add_argument("--filter", metavar="REGEX",
                    help="keep instances whose onnx or vnnlib path matches (re.search)")
     p.add_argument("--limit", type=int, metavar="N", help="keep the first N instances")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="keep N instances per suite, evenly spread over its instances.csv")
     p.add_argument("--method", choices=["auto", "attack", "incomplete", "bab", "milp"],
                    default="auto")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -113,6 +115,8 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be >= 1")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     try:
@@ -124,7 +128,7 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     except re.error as exc:
         raise UsageError(f"bad --filter regex {args.filter!r}: {exc}") from None
-    instances = bench.select(instances, args.filter, args.limit)
+    instances = bench.select(instances, args.filter, args.limit, args.sample)
     opts = bench.BenchOptions(
         timeout_cap=args.timeout_cap, method=args.method, device=args.device, seed=args.seed,
         jobs=args.jobs, isolate=args.isolate, in_process=args.in_process, grace=args.grace,
