@@ -133,7 +133,7 @@ def run_methods(model, spec, config, device, deadline, progress=None) -> Verific
                            costs)
     if method == "incomplete" or not small_input:
         return _last_attack(model, spec, config, device, deadline, method)
-    return _input_split(model, spec, open_problems, deadline, progress)
+    return _input_split(model, spec, config, open_problems, deadline, progress)
 
 
 def _last_attack(model, spec, config, device, deadline, method) -> VerificationResult:
@@ -149,12 +149,16 @@ def _last_attack(model, spec, config, device, deadline, method) -> VerificationR
                               message="bounds did not settle the property")
 
 
-def _input_split(model, spec, problems, deadline, progress_cb) -> VerificationResult:
+def _input_split(model, spec, config, problems, deadline, progress_cb) -> VerificationResult:
+    from verifier.bab.region_attack import box_attack
+
     stats: dict = {}
     for p in problems:
         progress = Progress(progress_cb, label=f"input-split region {p.index}")
+        attack = box_attack(model.graph, spec.regions[p.index], config.attack.steps,
+                            max(1, config.attack.restarts // 5))
         search = InputSplitSearch(model.graph, p, deadline, InputSplitOptions(), progress,
-                                  _validator(model, spec, p.index))
+                                  _validator(model, spec, p.index), attack)
         outcome = search.run()
         stats[f"region_{p.index}"] = outcome.stats
         if outcome.verdict == "sat":

@@ -32,11 +32,22 @@ class InputSplitOptions:
     batch: int = 512
     max_domains: int = 2_000_000
     strong_branching: bool = True  # bound both halves of each candidate split, keep the best
-    # choose the split dimension by a cheap look-ahead: both halves of every dimension bounded
-    # with the parent's intermediate linear bounds concretised over them (no CROWN refinement)
+    # First phase: choose the split dimension by a cheap look-ahead (lookahead_dims). It
+    # wins big on most ACAS Xu properties and loses on a few; when it has not finished after
+    # max(lookahead_min_s, lookahead_share x the time left), the search starts again from the
+    # root with the sensitivity choice (a restart, so each phase's tree is its own).
     lookahead: bool = True
+    lookahead_share: float = 0.15
+    lookahead_min_s: float = 8.0
+    # a look-ahead estimate counts only when it beats the parent's bound by this fraction
+    lookahead_min_gain: float = 0.02
     clip: bool = True  # shrink domains to where the linear bounds allow a violation
     bounds: BoundOptions = BoundOptions(method="crown")
+    # PGD inside the worst domains every few steps (counterexamples in small regions that the
+    # domain centres and the opening attack miss)
+    attack_every: int = 4
+    attack_domains: int = 32
+    attack_max_s: float = 0.5
 
 
 @dataclass
@@ -122,19 +133,22 @@ class _Bounded:
 
 class InputSplitSearch:
     def __init__(self, graph, problem: RegionProblem, deadline: float,
-                 options: InputSplitOptions, progress: Progress, validate):
-        """``validate(x [N, d] float32 tensor)`` returns a checked counterexample or None."""
+                 options: InputSplitOptions, progress: Progress, validate, attack=None):
+        """``validate(x [N, d] float32 tensor)`` returns a checked counterexample or None;
+        ``attack(lower, upper, seed, deadline)`` (region_attack.box_attack) returns candidate
+        points inside the given sub-boxes or None."""
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress, self.validate = options, progress, validate
+        self.attack, self.steps = attack, 0
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
 
-    def bound(self, dom: Domains) -> _Bounded:
+    def bound(self, dom: Domains, record_linear: bool = False) -> _Bounded:
         shape, p = self.input_shape, self.problem
         n = len(dom)
         box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
         res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
-                         self.options.bounds, record_linear=self.options.lookahead)
+                         self.options.bounds, record_linear=record_linear)
         # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
         linear_c = None
         if res.linear_lower is not None and res.state.input_coef is not None:
@@ -166,6 +180,23 @@ class InputSplitSearch:
         return x[hit] if hit.any() else None
 
     def run(self) -> BabOutcome:
+        opts = self.options
+        if not opts.lookahead:
+            return self.search(False, self.deadline)
+        left = self.deadline - time.monotonic()
+        phase_end = time.monotonic() + min(left, max(opts.lookahead_min_s,
+                                                     opts.lookahead_share * left))
+        first = self.search(True, phase_end)
+        if first.verdict in ("sat", "unsat") or time.monotonic() >= self.deadline:
+            return first
+        log.info("look-ahead branching open after %d domains; restarting with the "
+                 "sensitivity choice", first.stats.get("domains_bounded", 0))
+        second = self.search(False, self.deadline)
+        second.stats["lookahead_phase"] = first.stats
+        return second
+
+    def search(self, lookahead: bool, deadline: float) -> BabOutcome:
+        """One branch-and-bound from the root until ``deadline`` (verdict timeout then)."""
         p = self.problem
         dev = p.lower.device
         queue = Domains(p.lower.unsqueeze(0), p.upper.unsqueeze(0),
@@ -173,10 +204,10 @@ class InputSplitSearch:
                         torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev))
         done = 0
         while len(queue):
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             batch = queue.take_worst(self.options.batch)
-            res = self.bound(batch)
+            res = self.bound(batch, record_linear=lookahead)
             open_ = ~res.refuted.all(1)
             done += len(batch)
             coef = res.state.input_coef[open_] if res.state.input_coef is not None else None
@@ -194,29 +225,45 @@ class InputSplitSearch:
             if not len(batch):
                 continue
             candidates = self.find_violation(batch)
+            if candidates is None and self._attack_due():
+                candidates = self.attack_worst(batch)
             if candidates is not None:
                 cex = self.validate(candidates)
                 if cex is not None:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            if self.options.lookahead and res.state.linear_bounds is not None:
+            if lookahead and res.state.linear_bounds is not None:
                 lin = {k: v.select(open_) for k, v in res.state.linear_bounds.items()}
                 if kept is not None:
                     lin = {k: v.select(kept) for k, v in lin.items()}
-                dims = self.lookahead_dims(batch, lin)
+                dims = self.lookahead_dims(batch, lin, coef)
             else:
-                dims = self.choose_dims(batch, split_candidates(
-                    coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower))
+                dims = self.sensitivity_dims(batch, coef)
             queue.extend(bisect(batch, dims))
         return BabOutcome("unsat", stats=self._stats(done, queue))
 
-    def lookahead_dims(self, batch: Domains, lin: dict[str, LinearBounds]) -> torch.Tensor:
-        """Per domain, the dimension whose worse half has the best estimated bound.
+    def _attack_due(self) -> bool:
+        self.steps += 1
+        return self.attack is not None and self.steps % self.options.attack_every == 0
 
-        The halves of every dimension are bounded by one final CROWN pass over IBP intervals
-        intersected with the parent's intermediate linear bounds concretised over each half
-        (valid there: a half is a sub-box of the parent). Much cheaper than bounding them.
+    def attack_worst(self, batch: Domains) -> torch.Tensor | None:
+        """PGD inside the worst-bounded open domains of the batch (a short time slice)."""
+        worst = torch.argsort(batch.margin)[: self.options.attack_domains]
+        stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
+        return self.attack(batch.lower[worst], batch.upper[worst], self.steps, stop)
+
+    def lookahead_dims(self, batch: Domains, lin: dict[str, LinearBounds],
+                       coef: torch.Tensor | None) -> torch.Tensor:
+        """Per domain, the dimension whose halves have the best estimated bounds.
+
+        Both halves of every dimension are bounded by one final CROWN pass over forward-mode
+        intermediate bounds, intersected with the parent's intermediate CROWN linear bounds
+        concretised over each half (valid there: a half is a sub-box of the parent). Far
+        cheaper than bounding them, and far rougher: where no estimate beats the parent's
+        bound by ``lookahead_min_gain``, the sensitivity choice decides instead.
+        Score: the sum of the halves' margins, a refuted half counting 0 (the worse half
+        alone ties whenever one half keeps the parent's worst point).
         """
         n, d = batch.lower.shape
         dev = batch.lower.device
@@ -225,21 +272,31 @@ class InputSplitSearch:
         lower = torch.cat([k.lower for k in kids])  # [d * 2n]: dim-major, then half, domain
         upper = torch.cat([k.upper for k in kids])
         parent = torch.arange(n, device=dev).repeat(2 * d)
-        graph = self.graph
+        graph, p = self.graph, self.problem
         given = {name: rec.select(parent).concretize(lower, upper, graph.shape_of(name))
                  for name, rec in lin.items()}
-        shape = self.input_shape
-        box = Interval(lower.reshape(-1, *shape), upper.reshape(-1, *shape))
-        p = self.problem
+        box = Interval(lower.reshape(-1, *self.input_shape), upper.reshape(-1, *self.input_shape))
         res = bound_spec(graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
-                         BoundOptions(method="crown", intermediate="ibp"), given=given)
+                         BoundOptions(method="crown", intermediate="forward"), given=given)
         refuted = batch.refuted[parent] | p.refuted_disjuncts(res.lower)
-        # both halves count (the worse one alone ties whenever one half keeps the parent's
-        # worst point); a refuted half counts as 0, however large its margin
-        margin = p.margin(res.lower, refuted).clamp(max=0).reshape(d, 2, n).sum(1)  # [d, n]
-        width = (batch.upper - batch.lower).T  # [d, n]
-        margin = torch.where(width > 0, margin, torch.full_like(margin, -float("inf")))
-        return torch.argmax(margin, dim=0)
+        halves = p.margin(res.lower, refuted).clamp(max=0).reshape(d, 2, n)
+        score = halves.sum(1)  # [d, n]
+        width = (batch.upper - batch.lower).T
+        score = torch.where(width > 0, score, torch.full_like(score, -float("inf")))
+        best, dims = score.max(0)
+        base = 2 * batch.margin.clamp(max=0)
+        informative = best - base > self.options.lookahead_min_gain * base.abs()
+        if not bool(informative.all()):
+            idx = (~informative).nonzero().flatten()
+            dims = dims.clone()
+            dims[idx] = self.sensitivity_dims(batch.select(idx),
+                                              None if coef is None else coef[idx])
+        return dims
+
+    def sensitivity_dims(self, batch: Domains, coef: torch.Tensor | None) -> torch.Tensor:
+        p = self.problem
+        return self.choose_dims(batch, split_candidates(
+            coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower))
 
     def choose_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
         """The sensitivity choice, unless the widest dimension is STRONG_RATIO times wider

@@ -20,3 +20,21 @@ def region_attack(graph, region, steps: int, restarts: int, device) -> Callable:
         return res.x[hit] if bool(hit.any()) else None
 
     return attack
+
+
+def box_attack(graph, region, steps: int, restarts: int) -> Callable:
+    """``attack(lower, upper, seed, deadline)`` for input splitting: PGD inside each of the
+    sub-boxes ``lower/upper [N, d]`` (float64; snapped inward to float32 boxes) with
+    ``restarts`` random starts each; returns the points the IR sees as violations (to be
+    validated) or None."""
+    from verifier.attack import attack_boxes
+
+    def attack(lower: torch.Tensor, upper: torch.Tensor, seed: int,
+               deadline: float) -> torch.Tensor | None:
+        gen = torch.Generator(device=lower.device).manual_seed(seed)
+        res = attack_boxes(graph, lower.cpu().numpy(), upper.cpu().numpy(), region.condition,
+                           steps, restarts, generator=gen, deadline=deadline, stop_on_any=True)
+        hit = res.loss <= 0
+        return res.x[hit] if bool(hit.any()) else None
+
+    return attack
