@@ -180,9 +180,22 @@ def test_search_attacks_the_worst_domains():
     region = region_for(exact, 3, c[None, None], [[m + 1e-3]])
     search = make_search(graph, region, attack_every=1)
     search.attack = box_attack(graph, region, steps=30, restarts=4)
-    search.find_violation = lambda dom: None  # only the attack may find it
+    centres = search.find_violation
+    search.find_violation = lambda dom: (None, centres(dom)[1])  # only the attack may find it
     checked = []
     validate = search.validate
     search.validate = lambda x: checked.append(len(x)) or validate(x)
     out = search.run()
     assert out.verdict == "sat" and checked
+
+
+def test_violation_loss_matches_violated():
+    graph, exact = tiny_net(1, n_in=3, hidden=(5, 4))
+    rows = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    region = region_for(exact, 3, rows[:, None, :], np.array([[0.1], [-0.2]]))
+    problem = RegionProblem.from_region(0, region, "cpu", torch.float64)
+    y = torch.randn((200, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss = problem.violation_loss(y)
+    assert torch.equal(loss <= 0, problem.violated(y))
+    lhs = y @ problem.coef.T - problem.rhs  # two disjuncts of one row each
+    assert torch.allclose(loss, lhs.min(1).values)

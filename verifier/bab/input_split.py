@@ -170,14 +170,16 @@ class InputSplitSearch:
         dom.upper = torch.where(keep.unsqueeze(1), hi, dom.upper)
         return None if bool(keep.all()) else keep
 
-    def find_violation(self, dom: Domains) -> torch.Tensor | None:
-        """Centres (rounded to float32, kept in the box) the IR says violate the property."""
+    def find_violation(self, dom: Domains) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Centres (rounded to float32, kept in the box) the IR says violate the property,
+        and every centre's violation loss (<= 0: violated)."""
         x = ((dom.lower + dom.upper) / 2).float()
         x = torch.minimum(torch.maximum(x, dom.lower.float()), dom.upper.float())
         with torch.no_grad():
             y = run_graph(self.graph, x.reshape(len(dom), *self.input_shape).to(dom.lower))[0]
-        hit = self.problem.violated(y.reshape(len(dom), -1))
-        return x[hit] if hit.any() else None
+        loss = self.problem.violation_loss(y.reshape(len(dom), -1))
+        hit = loss <= 0
+        return (x[hit] if hit.any() else None), loss
 
     def run(self) -> BabOutcome:
         opts = self.options
@@ -224,9 +226,9 @@ class InputSplitSearch:
                                  float(batch.margin.min()) if len(batch) else None)
             if not len(batch):
                 continue
-            candidates = self.find_violation(batch)
+            candidates, centre_loss = self.find_violation(batch)
             if candidates is None and self._attack_due():
-                candidates = self.attack_worst(batch)
+                candidates = self.attack_promising(batch, centre_loss)
             if candidates is not None:
                 cex = self.validate(candidates)
                 if cex is not None:
@@ -247,11 +249,15 @@ class InputSplitSearch:
         self.steps += 1
         return self.attack is not None and self.steps % self.options.attack_every == 0
 
-    def attack_worst(self, batch: Domains) -> torch.Tensor | None:
-        """PGD inside the worst-bounded open domains of the batch (a short time slice)."""
-        worst = torch.argsort(batch.margin)[: self.options.attack_domains]
+    def attack_promising(self, batch: Domains, centre_loss: torch.Tensor) -> torch.Tensor | None:
+        """PGD (a short time slice) inside the batch's most promising domains: half of them
+        the worst-bounded, half those whose centre comes closest to a violation (a small
+        violating region can sit in a domain whose bound is not among the worst)."""
+        k = self.options.attack_domains
+        pick = torch.cat([torch.argsort(batch.margin)[: k - k // 2],
+                          torch.argsort(centre_loss)[: k // 2]]).unique()
         stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
-        return self.attack(batch.lower[worst], batch.upper[worst], self.steps, stop)
+        return self.attack(batch.lower[pick], batch.upper[pick], self.steps, stop)
 
     def lookahead_dims(self, batch: Domains, lin: dict[str, LinearBounds],
                        coef: torch.Tensor | None) -> torch.Tensor:
