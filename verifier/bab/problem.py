@@ -57,28 +57,3 @@ class RegionProblem:
         lhs = y.to(self.coef.dtype) @ self.coef.T - self.rhs
         ok = (lhs <= 0).reshape(y.shape[0], self.n_disjuncts, self.n_rows).all(-1)
         return ok.any(-1)
-
-    def with_row_sums(self, max_rows: int = 6) -> RegionProblem:
-        """The same problem with implied rows added to each disjunct: the sum of every pair
-        of its rows and of all its rows (a disjunct's rows all <= 0 imply their sums <= 0, so
-        the violation set is unchanged). A sum can be refuted where no single row is: when
-        different rows are needed in different parts of a domain. Disjuncts of one row, or
-        of more than ``max_rows``, are left as they are."""
-        k = self.n_rows
-        if k < 2 or k > max_rows:
-            return self
-        combos = [[i, j] for i in range(k) for j in range(i + 1, k)]
-        if k > 2:
-            combos.append(list(range(k)))
-        mix = torch.zeros((len(combos), k), dtype=self.coef.dtype, device=self.coef.device)
-        for r, rows in enumerate(combos):
-            mix[r, rows] = 1.0
-        d, n_out = self.n_disjuncts, self.coef.shape[1]
-        coef = self.coef.reshape(d, k, n_out)
-        rhs = self.rhs.reshape(d, k)
-        coef = torch.cat([coef, mix @ coef], 1)  # [D, K + C, n_out]
-        rhs = torch.cat([rhs, rhs @ mix.T], 1)
-        k2 = coef.shape[1]
-        return RegionProblem(self.index, self.lower, self.upper, coef.reshape(d * k2, n_out),
-                             rhs.reshape(d * k2), d, k2)
-
