@@ -199,3 +199,25 @@ def test_violation_loss_matches_violated():
     assert torch.equal(loss <= 0, problem.violated(y))
     lhs = y @ problem.coef.T - problem.rhs  # two disjuncts of one row each
     assert torch.allclose(loss, lhs.min(1).values)
+
+
+def test_children_inherit_linear_bounds_only_within_the_memory_cap():
+    graph, region = _hard_unsat()
+    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_domains=10_000)
+    seen = []
+    bound = search.bound
+
+    def spy(dom, record_linear=False):
+        seen.append(dom.lin is not None)
+        return bound(dom, record_linear)
+
+    search.bound = spy
+    assert search.run().verdict == "unsat"
+    assert seen[0] is False and any(seen[1:])
+    graph, region = _hard_unsat()
+    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_domains=0)
+    seen.clear()
+    bound = search.bound
+    search.bound = spy
+    assert search.run().verdict == "unsat"
+    assert not any(seen)

@@ -2,10 +2,16 @@
 
 Domains are sub-boxes held as stacked tensors. Each step bounds a batch of the worst-bounded
 domains at once, drops those whose every disjunct is refuted, looks for a real counterexample at
-the centres of the rest, and bisects each remaining domain along the input dimension whose
-width contributes most to its bound (|linear coefficient| x width, from the CROWN pass).
-After bounding, each open domain is clipped to the part of its box where its rows' linear
-lower bounds still allow a violation (input_clip.py).
+the centres of the rest (and every few steps by PGD inside the most promising ones), and
+bisects each remaining domain. After bounding, each open domain is clipped to the part of its
+box where its rows' linear lower bounds still allow a violation (input_clip.py).
+
+Which dimension to bisect: first by a cheap look-ahead over every dimension (lookahead_dims);
+children then also inherit their parent's intermediate linear bounds, whose concretisation
+over the child box tightens its intervals before CROWN (fewer unstable neurons to refine).
+If that phase has not finished in its time share, the search restarts from the root choosing
+the dimension whose width contributes most to the bound (|linear coefficient| x width), with
+strong branching between that and the widest dimension where they disagree a lot.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class InputSplitOptions:
     attack_every: int = 4
     attack_domains: int = 32
     attack_max_s: float = 0.5
+    # queued domains up to which children carry their parent's intermediate linear bounds
+    # (~24 KB each on ACAS Xu)
+    inherit_max_domains: int = 50_000
 
 
 @dataclass
@@ -58,26 +67,62 @@ class Domains:
     upper: torch.Tensor
     margin: torch.Tensor  # [N], smaller = further from a proof
     refuted: torch.Tensor  # [N, D] bool
+    # intermediate linear bounds inherited from the parent (valid on the sub-box), or None
+    lin: dict[str, LinearBounds] | None = None
 
     def __len__(self) -> int:
         return self.lower.shape[0]
 
     def select(self, idx) -> Domains:
-        return Domains(self.lower[idx], self.upper[idx], self.margin[idx], self.refuted[idx])
+        lin = None if self.lin is None else {k: v.select(idx) for k, v in self.lin.items()}
+        return Domains(self.lower[idx], self.upper[idx], self.margin[idx], self.refuted[idx],
+                       lin)
 
     def take_worst(self, n: int) -> Domains:
         """Remove and return the n domains with the smallest margin."""
         order = torch.argsort(self.margin)
         taken, rest = self.select(order[:n]), self.select(order[n:])
         self.lower, self.upper, self.margin = rest.lower, rest.upper, rest.margin
-        self.refuted = rest.refuted
+        self.refuted, self.lin = rest.refuted, rest.lin
         return taken
 
     def extend(self, other: Domains) -> None:
+        if not len(self):
+            self.lin = other.lin
+        elif (self.lin is not None and other.lin is not None
+              and self.lin.keys() == other.lin.keys()):
+            self.lin = {k: _cat_linear(v, other.lin[k]) for k, v in self.lin.items()}
+        else:  # carried by all queued domains or by none
+            self.lin = None
         self.lower = torch.cat([self.lower, other.lower])
         self.upper = torch.cat([self.upper, other.upper])
         self.margin = torch.cat([self.margin, other.margin])
         self.refuted = torch.cat([self.refuted, other.refuted])
+
+
+def _cat_linear(a: LinearBounds, b: LinearBounds) -> LinearBounds:
+    return LinearBounds(torch.cat([a.a_lo, b.a_lo]), torch.cat([a.c_lo, b.c_lo]),
+                        torch.cat([a.a_hi, b.a_hi]), torch.cat([a.c_hi, b.c_hi]))
+
+
+def _merge_linear(new: dict[str, LinearBounds],
+                  old: dict[str, LinearBounds] | None) -> dict[str, LinearBounds]:
+    """Per position, the fresh linear bound where there is one, else the inherited one (both
+    valid on the domain: the inherited one on a box containing it)."""
+    if not old:
+        return new
+    out = dict(old)
+    for name, rec in new.items():
+        prev = old.get(name)
+        if prev is None:
+            out[name] = rec
+            continue
+        lo, hi = torch.isfinite(rec.c_lo), torch.isfinite(rec.c_hi)
+        out[name] = LinearBounds(torch.where(lo.unsqueeze(-1), rec.a_lo, prev.a_lo),
+                                 torch.where(lo, rec.c_lo, prev.c_lo),
+                                 torch.where(hi.unsqueeze(-1), rec.a_hi, prev.a_hi),
+                                 torch.where(hi, rec.c_hi, prev.c_hi))
+    return out
 
 
 @dataclass
@@ -119,8 +164,10 @@ def bisect(domains: Domains, dims: torch.Tensor) -> Domains:
     left_upper[rows, dims] = mid
     right_lower = domains.lower.clone()
     right_lower[rows, dims] = mid
+    lin = None if domains.lin is None else {
+        k: v.select(torch.cat([rows, rows])) for k, v in domains.lin.items()}
     return Domains(torch.cat([domains.lower, right_lower]), torch.cat([left_upper, domains.upper]),
-                   domains.margin.repeat(2), domains.refuted.repeat(2, 1))
+                   domains.margin.repeat(2), domains.refuted.repeat(2, 1), lin)
 
 
 @dataclass
@@ -147,8 +194,12 @@ class InputSplitSearch:
         shape, p = self.input_shape, self.problem
         n = len(dom)
         box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
+        given = None
+        if dom.lin is not None:  # the parent's linear bounds over this box: fewer unstable
+            given = {k: v.concretize(dom.lower, dom.upper, self.graph.shape_of(k))
+                     for k, v in dom.lin.items()}
         res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
-                         self.options.bounds, record_linear=record_linear)
+                         self.options.bounds, given=given, record_linear=record_linear)
         # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
         linear_c = None
         if res.linear_lower is not None and res.state.input_coef is not None:
@@ -209,6 +260,7 @@ class InputSplitSearch:
             if time.monotonic() >= deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             batch = queue.take_worst(self.options.batch)
+            parent_lin = batch.lin
             res = self.bound(batch, record_linear=lookahead)
             open_ = ~res.refuted.all(1)
             done += len(batch)
@@ -236,10 +288,13 @@ class InputSplitSearch:
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
             if lookahead and res.state.linear_bounds is not None:
-                lin = {k: v.select(open_) for k, v in res.state.linear_bounds.items()}
+                lin = _merge_linear(res.state.linear_bounds, parent_lin)
+                lin = {k: v.select(open_) for k, v in lin.items()}
                 if kept is not None:
                     lin = {k: v.select(kept) for k, v in lin.items()}
                 dims = self.lookahead_dims(batch, lin, coef)
+                if len(queue) < self.options.inherit_max_domains:
+                    batch.lin = lin
             else:
                 dims = self.sensitivity_dims(batch, coef)
             queue.extend(bisect(batch, dims))
