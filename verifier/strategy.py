@@ -89,6 +89,21 @@ def _validator(model, spec, region: int):
 
 
 def run_methods(model, spec, config, device, deadline, progress=None) -> VerificationResult:
+    """The methods ``config.method`` names, in order, until one settles the property; the
+    bound engines stop at ``deadline`` too (a bound computation in flight then ends the run
+    with ``timeout``)."""
+    from bounds.engine.deadline import DeadlineExceeded, engine_deadline
+
+    try:
+        with engine_deadline(deadline):
+            return _run_methods(model, spec, config, device, deadline, progress)
+    except DeadlineExceeded:
+        log.info("bound computation stopped at the deadline")
+        return VerificationResult("timeout", method=config.method,
+                                  message="deadline reached during a bound computation")
+
+
+def _run_methods(model, spec, config, device, deadline, progress=None) -> VerificationResult:
     method = config.method
     remaining = deadline - time.monotonic()
     attack_budget = remaining if method == "attack" else min(

@@ -13,6 +13,7 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.crown import BoundState, backward_bound
+from bounds.engine.deadline import check_deadline
 from bounds.rules.bilinear import product_alpha_init
 from bounds.rules.pooling import max_alpha_init
 
@@ -104,6 +105,7 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
         best = backward_bound(state, start, coef)
     best_alphas = {k: v.detach().clone() for k, v in alphas.items()}
     for _ in range(iterations):
+        check_deadline()
         state.alphas = alphas
         lower = backward_bound(state, start, coef, use_alpha=True)
         detached = lower.detach()

@@ -30,6 +30,7 @@ from bounds.engine.analysis import (
     values_ibp_bounds_exactly,
 )
 from bounds.engine.constants import as_tensor, node_args
+from bounds.engine.deadline import check_deadline
 from bounds.engine.forward_linear import (
     constant_functions,
     identity_functions,
@@ -237,6 +238,7 @@ def backward_bound(state: BoundState, start: str, coef: torch.Tensor,
     if keep_coef is not None:
         state.kept_coef = {}
     for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
+        check_deadline()
         a = pending.pop(node.name, None)
         if extra is not None and node.name in extra:
             a = extra[node.name] if a is None else a + extra[node.name]
@@ -448,6 +450,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
         funcs[info.name] = identity_functions(state.box, info.shape)
     d = state.box.lower[0].numel()
     for node in graph.nodes:
+        check_deadline()
         out, delta = propagate_node(graph, node, state.bounds, state.device, state.dtype)
         if delta is not None:  # an unbounded value's allowance: huge, never 0 * inf = NaN
             delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
