@@ -305,11 +305,12 @@ class InputSplitSearch:
         return self.attack is not None and self.steps % self.options.attack_every == 0
 
     def attack_promising(self, batch: Domains, centre_loss: torch.Tensor) -> torch.Tensor | None:
-        """PGD (a short time slice) inside the batch's most promising domains: half of them
-        the worst-bounded, half those whose centre comes closest to a violation (a small
-        violating region can sit in a domain whose bound is not among the worst)."""
+        """PGD (a short time slice) inside the batch's most promising domains: the
+        ``attack_domains`` worst-bounded, and half as many whose centre comes closest to a
+        violation (a small violating region can sit in a domain whose bound is not among
+        the worst)."""
         k = self.options.attack_domains
-        pick = torch.cat([torch.argsort(batch.margin)[: k - k // 2],
+        pick = torch.cat([torch.argsort(batch.margin)[:k],
                           torch.argsort(centre_loss)[: k // 2]]).unique()
         stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
         return self.attack(batch.lower[pick], batch.upper[pick], self.steps, stop)
