@@ -47,6 +47,12 @@ from bounds.types import Interval
 MAX_COEF_ELEMENTS = 1 << 24
 
 
+def box_min(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """min over the boxes of a . x: a [N, S, d], lower/upper [N, d] -> [N, S]."""
+    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+    return torch.minimum(a * lo, a * hi).sum(-1)
+
+
 @dataclass
 class LinearBounds:
     """a_lo . x + c_lo <= value <= a_hi . x + c_hi for every x in the box the bounds were
@@ -60,9 +66,8 @@ class LinearBounds:
 
     def concretize(self, lower: torch.Tensor, upper: torch.Tensor, shape) -> Interval:
         """Interval of the value over the boxes [B, d] (B matching the bounds' batch)."""
-        lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
-        vlo = self.c_lo + torch.minimum(self.a_lo * lo, self.a_lo * hi).sum(-1)
-        vhi = self.c_hi + torch.maximum(self.a_hi * lo, self.a_hi * hi).sum(-1)
+        vlo = self.c_lo + box_min(self.a_lo, lower, upper)
+        vhi = self.c_hi - box_min(-self.a_hi, lower, upper)
         return Interval(vlo.reshape(-1, *shape), vhi.reshape(-1, *shape))
 
     def select(self, idx) -> LinearBounds:
@@ -341,8 +346,8 @@ def _record_linear(state: BoundState, name: str, numel: int, idx: torch.Tensor,
     b, m = idx.shape
     d = state.box.lower[0].numel()
     a = a.reshape(b, 2 * m, d)
-    lo, hi = state.box.lower.reshape(b, 1, d), state.box.upper.reshape(b, 1, d)
-    c = res - torch.minimum(a * lo, a * hi).sum(-1)  # constant of each row's lower bound
+    # constant of each row's lower bound
+    c = res - box_min(a, state.box.lower.reshape(b, d), state.box.upper.reshape(b, d))
     rec = state.linear_bounds.get(name)
     if rec is None:
         zeros = torch.zeros((b, numel, d), device=state.device, dtype=state.dtype)
