@@ -203,7 +203,7 @@ def test_violation_loss_matches_violated():
 
 def test_children_inherit_linear_bounds_only_within_the_memory_cap():
     graph, region = _hard_unsat()
-    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_domains=10_000)
+    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_bytes=10 << 20)
     seen = []
     bound = search.bound
 
@@ -215,7 +215,7 @@ def test_children_inherit_linear_bounds_only_within_the_memory_cap():
     assert search.run().verdict == "unsat"
     assert seen[0] is False and any(seen[1:])
     graph, region = _hard_unsat()
-    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_domains=0)
+    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_bytes=0)
     seen.clear()
     bound = search.bound
     search.bound = spy

@@ -6,9 +6,12 @@ the centres of the rest (and every few steps by PGD inside the most promising on
 bisects each remaining domain. After bounding, each open domain is clipped to the part of its
 box where its rows' linear lower bounds still allow a violation (input_clip.py).
 
-Which dimension to bisect: first by a cheap look-ahead over every dimension (lookahead_dims);
-children then also inherit their parent's intermediate linear bounds, whose concretisation
-over the child box tightens its intervals before CROWN (fewer unstable neurons to refine).
+Children inherit their parent's intermediate linear bounds, whose concretisation over the
+child box tightens its intervals before CROWN (fewer unstable neurons to refine), while the
+queue's copies of them fit a memory budget; the queue keeps domains in slots (slot_queue.py)
+so that taking the worst ones does not copy all the others.
+
+Which dimension to bisect: first by a cheap look-ahead over every dimension (lookahead_dims).
 If that phase has not finished in its time share, the search restarts from the root choosing
 the dimension whose width contributes most to the bound (|linear coefficient| x width), with
 strong branching between that and the widest dimension where they disagree a lot.
@@ -29,6 +32,7 @@ from bounds.types import Interval
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
+from verifier.bab.slot_queue import SlotQueue
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,11 @@ class InputSplitOptions:
     attack_every: int = 4
     attack_domains: int = 32
     attack_max_s: float = 0.5
-    # queued domains up to which children carry their parent's intermediate linear bounds
-    # (~24 KB each on ACAS Xu)
-    inherit_max_domains: int = 50_000
+    # Children carry their parent's intermediate linear bounds (concretised over the child's
+    # box before CROWN: fewer unstable neurons to refine), until the queue's copies of them
+    # exceed inherit_max_bytes (~30 KB per domain on ACAS Xu)
+    inherit: bool = True
+    inherit_max_bytes: int = 2 << 30
 
 
 @dataclass
@@ -78,31 +84,25 @@ class Domains:
         return Domains(self.lower[idx], self.upper[idx], self.margin[idx], self.refuted[idx],
                        lin)
 
-    def take_worst(self, n: int) -> Domains:
-        """Remove and return the n domains with the smallest margin."""
-        order = torch.argsort(self.margin)
-        taken, rest = self.select(order[:n]), self.select(order[n:])
-        self.lower, self.upper, self.margin = rest.lower, rest.upper, rest.margin
-        self.refuted, self.lin = rest.refuted, rest.lin
-        return taken
+    def fields(self) -> dict[str, torch.Tensor]:
+        out = {"lower": self.lower, "upper": self.upper, "refuted": self.refuted}
+        for name, rec in (self.lin or {}).items():
+            for part in _LINEAR_PARTS:
+                out[f"lin/{name}/{part}"] = getattr(rec, part)
+        return out
 
-    def extend(self, other: Domains) -> None:
-        if not len(self):
-            self.lin = other.lin
-        elif (self.lin is not None and other.lin is not None
-              and self.lin.keys() == other.lin.keys()):
-            self.lin = {k: _cat_linear(v, other.lin[k]) for k, v in self.lin.items()}
-        else:  # carried by all queued domains or by none
-            self.lin = None
-        self.lower = torch.cat([self.lower, other.lower])
-        self.upper = torch.cat([self.upper, other.upper])
-        self.margin = torch.cat([self.margin, other.margin])
-        self.refuted = torch.cat([self.refuted, other.refuted])
+    @classmethod
+    def from_fields(cls, fields: dict[str, torch.Tensor], margin: torch.Tensor) -> Domains:
+        lin: dict[str, dict] = {}
+        for key, t in fields.items():
+            if key.startswith("lin/"):
+                _, name, part = key.split("/")
+                lin.setdefault(name, {})[part] = t
+        return cls(fields["lower"], fields["upper"], margin, fields["refuted"],
+                   {k: LinearBounds(**v) for k, v in lin.items()} or None)
 
 
-def _cat_linear(a: LinearBounds, b: LinearBounds) -> LinearBounds:
-    return LinearBounds(torch.cat([a.a_lo, b.a_lo]), torch.cat([a.c_lo, b.c_lo]),
-                        torch.cat([a.a_hi, b.a_hi]), torch.cat([a.c_hi, b.c_hi]))
+_LINEAR_PARTS = ("a_lo", "c_lo", "a_hi", "c_hi")
 
 
 def _merge_linear(new: dict[str, LinearBounds],
@@ -123,6 +123,41 @@ def _merge_linear(new: dict[str, LinearBounds],
                                  torch.where(hi.unsqueeze(-1), rec.a_hi, prev.a_hi),
                                  torch.where(hi, rec.c_hi, prev.c_hi))
     return out
+
+
+def _nothing_known(field: str) -> float:
+    """Queue fill for a domain without inherited linear bounds: a = 0, c = -inf / +inf (the
+    interval they give, (-inf, inf), constrains nothing)."""
+    if field.endswith("c_lo"):
+        return -float("inf")
+    if field.endswith("c_hi"):
+        return float("inf")
+    return 0.0
+
+
+class DomainQueue:
+    """Queued input-split domains (slot storage, see slot_queue.py), worst-bounded first."""
+
+    def __init__(self, first: Domains):
+        self.slots = SlotQueue(fill=_nothing_known)
+        self.push(first)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def push(self, dom: Domains) -> None:
+        self.slots.push(dom.fields(), dom.margin)
+
+    def take_worst(self, n: int) -> Domains:
+        fields, margin = self.slots.pop_smallest(n)
+        return Domains.from_fields(fields, margin)
+
+    def linear_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for k, t in self.slots.fields.items()
+                   if k.startswith("lin/"))
+
+    def drop_linear(self) -> None:
+        self.slots.drop([k for k in self.slots.fields if k.startswith("lin/")])
 
 
 @dataclass
@@ -252,16 +287,18 @@ class InputSplitSearch:
         """One branch-and-bound from the root until ``deadline`` (verdict timeout then)."""
         p = self.problem
         dev = p.lower.device
-        queue = Domains(p.lower.unsqueeze(0), p.upper.unsqueeze(0),
-                        torch.full((1,), -float("inf"), device=dev),
-                        torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev))
+        queue = DomainQueue(Domains(p.lower.unsqueeze(0), p.upper.unsqueeze(0),
+                                    torch.full((1,), -float("inf"), device=dev),
+                                    torch.zeros((1, p.n_disjuncts), dtype=torch.bool,
+                                                device=dev)))
         done = 0
+        inherit = self.options.inherit
         while len(queue):
             if time.monotonic() >= deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             batch = queue.take_worst(self.options.batch)
             parent_lin = batch.lin
-            res = self.bound(batch, record_linear=lookahead)
+            res = self.bound(batch, record_linear=lookahead or inherit)
             open_ = ~res.refuted.all(1)
             done += len(batch)
             coef = res.state.input_coef[open_] if res.state.input_coef is not None else None
@@ -287,17 +324,26 @@ class InputSplitSearch:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            if lookahead and res.state.linear_bounds is not None:
+            lin = None
+            if res.state.linear_bounds is not None:
                 lin = _merge_linear(res.state.linear_bounds, parent_lin)
                 lin = {k: v.select(open_) for k, v in lin.items()}
                 if kept is not None:
                     lin = {k: v.select(kept) for k, v in lin.items()}
+                children_bytes = 2 * sum(t.numel() * t.element_size() for rec in lin.values()
+                                         for t in vars(rec).values())
+                if inherit and (queue.linear_bytes() + children_bytes
+                                > self.options.inherit_max_bytes):
+                    log.info("input split: %d domains queued, children stop inheriting "
+                             "linear bounds (memory budget)", len(queue))
+                    inherit = False
+                    queue.drop_linear()
+                batch.lin = lin if inherit else None
+            if lookahead and lin is not None:
                 dims = self.lookahead_dims(batch, lin, coef)
-                if len(queue) < self.options.inherit_max_domains:
-                    batch.lin = lin
             else:
                 dims = self.sensitivity_dims(batch, coef)
-            queue.extend(bisect(batch, dims))
+            queue.push(bisect(batch, dims))
         return BabOutcome("unsat", stats=self._stats(done, queue))
 
     def _attack_due(self) -> bool:
@@ -391,7 +437,7 @@ class InputSplitSearch:
         best = torch.argmax(torch.stack(worst, 1), dim=1)
         return candidates[torch.arange(n, device=candidates.device), best]
 
-    def _stats(self, done: int, queue: Domains, reason: str = "") -> dict:
+    def _stats(self, done: int, queue: DomainQueue, reason: str = "") -> dict:
         stats = {"domains_bounded": done, "domains_queued": len(queue),
                  "domains_clipped_away": self.clipped_away}
         if reason:
