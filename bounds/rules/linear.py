@@ -49,7 +49,8 @@ def _linear_backward(node, coef, args):
     bias = args[2] if len(args) > 2 else None
     offset = None
     if bias is not None:
-        offset = sum_to_batch_spec(coef * bias)
+        # a matrix-vector product where the bias is one vector (no [B, S, ...] temporary)
+        offset = sum_to_batch_spec(coef @ bias if bias.dim() == 1 else coef * bias)
     return [coef @ w, None, None][: len(args)], offset
 
 
