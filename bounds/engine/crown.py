@@ -290,16 +290,30 @@ def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.T
     return upper > lower
 
 
+# Cost of one packed pass element beyond its rows (gathering its domain's bounds and
+# relaxations), in units of one coefficient row.
+PACK_OVERHEAD_ROWS = 2
+
+
+def _rows_per_pass(counts: torch.Tensor, k: int) -> int:
+    """Rows m per pass element minimising (m + overhead) x number of elements, where a
+    domain with c selected positions takes ceil(c / m) elements."""
+    c = counts[counts > 0].to(torch.float64)
+    m = torch.arange(1, k + 1, dtype=torch.float64, device=c.device)
+    elements = torch.ceil(c.unsqueeze(0) / m.unsqueeze(1)).sum(1)
+    return int(torch.argmin((m + PACK_OVERHEAD_ROWS) * elements)) + 1
+
+
 def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
                    alpha_iterations: int = 0) -> Interval | None:
     """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
     +-inf).
 
-    Each domain bounds only its own selected positions: rows are gathered per domain and
-    padded to the largest count in the batch (padding rows are computed and discarded), so
-    the cost follows the busiest domain, not the union over the batch.
-    With ``alpha_iterations`` > 0 the relaxations upstream are optimised (alpha-CROWN) for
-    these bounds, with alphas private to this value.
+    Each domain bounds only its own selected positions. They are packed m to a pass element
+    (a domain with c positions takes ceil(c / m) elements, each a copy of the domain's
+    bounds), with m chosen per call: counts vary a lot between domains (ACAS Xu deep in
+    input splitting: 7 on average, 22 at most), and padding every domain to the busiest one
+    computed three times the rows needed.
     """
     shape = state.graph.shape_of(name)
     numel = math.prod(shape)
@@ -310,57 +324,69 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
         return None
     # Per domain: its selected positions first (stable sort keeps index order), then padding.
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
+    m = _rows_per_pass(counts, k)
+    per_domain = torch.div(counts + m - 1, m, rounding_mode="floor")  # elements per domain
+    dom = torch.repeat_interleave(torch.arange(b, device=state.device), per_domain)  # [V]
+    first = torch.cumsum(per_domain, 0) - per_domain  # each domain's first element
+    part = torch.arange(dom.shape[0], device=state.device) - first[dom]
+    cols = part.unsqueeze(1) * m + torch.arange(m, device=state.device)  # [V, m]
+    valid = cols < counts[dom].unsqueeze(1)
+    idx = order[dom.unsqueeze(1), cols.clamp(max=k - 1)]  # [V, m] positions
     lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
-    chunk = max(1, MAX_COEF_ELEMENTS // max(1, 2 * b * largest_numel(state.graph)))
-    rows = torch.arange(b, device=state.device).unsqueeze(1)
-    for start in range(0, k, chunk):
-        idx = order[:, start: start + chunk]  # [B, m]
-        m = idx.shape[1]
-        onehot = torch.zeros((b, m, numel), device=state.device, dtype=state.dtype)
-        onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
-        coef = torch.cat([onehot, -onehot], dim=1).reshape(b, 2 * m, *shape)
+    step = max(1, MAX_COEF_ELEMENTS // max(1, 2 * m * largest_numel(state.graph)))
+    identity = dom.shape[0] == b and bool((per_domain == 1).all())
+    for start in range(0, dom.shape[0], step):
+        sl = slice(start, start + step)
+        d, i, ok = dom[sl], idx[sl], valid[sl]
+        sub = state if identity and step >= b else _select_rows(state, d)
+        v = d.shape[0]
+        onehot = torch.zeros((v, m, numel), device=state.device, dtype=state.dtype)
+        onehot.scatter_(2, i.unsqueeze(-1), 1.0)
+        coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
+        record = alpha_iterations == 0 and state.linear_bounds is not None
         if alpha_iterations > 0:
             from bounds.engine.alpha import optimize_alpha
 
             with torch.enable_grad():
-                res, _ = optimize_alpha(state, name, coef, alpha_iterations)
+                res, _ = optimize_alpha(sub, name, coef, alpha_iterations)
         else:
-            record = state.linear_bounds is not None
-            res = backward_bound(state, name, coef, keep_input_coef=record)
-        valid = (torch.arange(start, start + m, device=state.device).unsqueeze(0)
-                 < counts.unsqueeze(1))
-        lower[rows, idx] = torch.where(valid, res[:, :m], lower[rows, idx])
-        upper[rows, idx] = torch.where(valid, -res[:, m:], upper[rows, idx])
-        if alpha_iterations == 0 and state.linear_bounds is not None:
-            _record_linear(state, name, numel, idx, valid, res)
+            res = backward_bound(sub, name, coef, keep_input_coef=record)
+        rows = d.unsqueeze(1).expand(-1, m)[ok]
+        lower[rows, i[ok]] = res[:, :m][ok]
+        upper[rows, i[ok]] = -res[:, m:][ok]
+        if record:
+            _record_linear(state, sub, name, numel, d, i, ok, res)
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
 
 
-def _record_linear(state: BoundState, name: str, numel: int, idx: torch.Tensor,
-                   valid: torch.Tensor, res: torch.Tensor) -> None:
-    """Store the input coefficients of the rows just bounded (``idx`` [B, m] positions, lower
-    rows then negated upper rows in ``res``) in ``state.linear_bounds[name]``."""
-    a, state.input_coef = state.input_coef, None
+def _record_linear(state: BoundState, sub: BoundState, name: str, numel: int,
+                   dom: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor,
+                   res: torch.Tensor) -> None:
+    """Store the input coefficients of the rows ``sub`` just bounded in
+    ``state.linear_bounds[name]``: pass element e is domain ``dom[e]``, its rows are positions
+    ``idx[e]`` where ``valid[e]`` (lower rows, then negated upper rows, in ``res``)."""
+    a, sub.input_coef = sub.input_coef, None
     if a is None:  # no coefficient reached the input: nothing linear to keep
         return
-    b, m = idx.shape
+    v, m = idx.shape
     d = state.box.lower[0].numel()
-    a = a.reshape(b, 2 * m, d)
+    a = a.reshape(v, 2 * m, d)
     # constant of each row's lower bound
-    c = res - box_min(a, state.box.lower.reshape(b, d), state.box.upper.reshape(b, d))
+    c = res - box_min(a, sub.box.lower.reshape(v, d), sub.box.upper.reshape(v, d))
     rec = state.linear_bounds.get(name)
     if rec is None:
+        b = state.batch
         zeros = torch.zeros((b, numel, d), device=state.device, dtype=state.dtype)
         inf = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
         rec = state.linear_bounds[name] = LinearBounds(zeros, -inf, zeros.clone(), inf.clone())
-    rows = torch.arange(b, device=state.device).unsqueeze(1)
-    keep = valid.unsqueeze(-1)
-    rec.a_lo[rows, idx] = torch.where(keep, a[:, :m], rec.a_lo[rows, idx])
-    rec.c_lo[rows, idx] = torch.where(valid, c[:, :m], rec.c_lo[rows, idx])
+    rows = dom.unsqueeze(1).expand(-1, m)[valid]
+    pos = idx[valid]
+    rec.a_lo[rows, pos] = a[:, :m][valid]
+    rec.c_lo[rows, pos] = c[:, :m][valid]
     # upper bound: value <= -(lower bound of -value) = -a x - c
-    rec.a_hi[rows, idx] = torch.where(keep, -a[:, m:], rec.a_hi[rows, idx])
-    rec.c_hi[rows, idx] = torch.where(valid, -c[:, m:], rec.c_hi[rows, idx])
+    rec.a_hi[rows, pos] = -a[:, m:][valid]
+    rec.c_hi[rows, pos] = -c[:, m:][valid]
 
 
 ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
@@ -390,41 +416,6 @@ def _select_rows(state: BoundState, rows: torch.Tensor) -> BoundState:
     sub.deltas = {k: pick(d) for k, d in state.deltas.items()}
     sub.zero_output = state.zero_output
     return sub
-
-
-def _refine(state: BoundState, name: str, mask: torch.Tensor,
-            alpha_iterations: int) -> Interval | None:
-    """crown_interval over only the domains with a selected position (the others: +-inf)."""
-    rows = mask.any(1)
-    if bool(rows.all()):
-        return crown_interval(state, name, mask, alpha_iterations)
-    if not bool(rows.any()):
-        return None
-    sub = _select_rows(state, rows)
-    if state.linear_bounds is not None:
-        sub.linear_bounds = {}
-    part = crown_interval(sub, name, mask[rows], alpha_iterations)
-    if part is None:
-        return None
-    if sub.linear_bounds:
-        _scatter_linear(state, name, rows, sub.linear_bounds[name])
-    shape = (state.batch, *state.graph.shape_of(name))
-    lower = torch.full(shape, -math.inf, device=state.device, dtype=state.dtype)
-    upper = torch.full(shape, math.inf, device=state.device, dtype=state.dtype)
-    lower[rows], upper[rows] = part.lower, part.upper
-    return Interval(lower, upper)
-
-
-def _scatter_linear(state: BoundState, name: str, rows: torch.Tensor,
-                    part: LinearBounds) -> None:
-    """Linear bounds recorded for the domains ``rows`` [B] bool, into the full batch."""
-    b = state.batch
-    a = torch.zeros((b, *part.a_lo.shape[1:]), device=state.device, dtype=state.dtype)
-    c = torch.full((b, part.c_lo.shape[1]), math.inf, device=state.device, dtype=state.dtype)
-    full = LinearBounds(a, -c, a.clone(), c.clone())
-    full.a_lo[rows], full.c_lo[rows] = part.a_lo, part.c_lo
-    full.a_hi[rows], full.c_hi[rows] = part.a_hi, part.c_hi
-    state.linear_bounds[name] = full
 
 
 def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = None,
@@ -475,7 +466,7 @@ def compute_intermediate(state: BoundState, given: dict[str, Interval] | None = 
             mask = _positions_to_refine(graph, node.name, out) & ~state.infeasible.unsqueeze(1)
             if reuse is not False:
                 mask = mask & ~reuse.to(mask.device).unsqueeze(1)
-            refined = _refine(state, node.name, mask, alpha_iterations)
+            refined = crown_interval(state, node.name, mask, alpha_iterations)
             if refined is not None:
                 out = intersect(out, refined)
                 state.bounds[node.name] = out

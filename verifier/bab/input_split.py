@@ -30,6 +30,7 @@ from bounds.engine.forward import run_graph
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from verifier.bab.input_clip import clip_boxes, concretize_min
+from verifier.bab.memory import memory_budget
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.slot_queue import SlotQueue
@@ -60,9 +61,10 @@ class InputSplitOptions:
     attack_max_s: float = 0.5
     # Children carry their parent's intermediate linear bounds (concretised over the child's
     # box before CROWN: fewer unstable neurons to refine), until the queue's copies of them
-    # exceed inherit_max_bytes (~30 KB per domain on ACAS Xu)
+    # exceed inherit_max_bytes (~30 KB per domain on ACAS Xu; capped at a quarter of the
+    # memory available when the search starts)
     inherit: bool = True
-    inherit_max_bytes: int = 2 << 30
+    inherit_max_bytes: int = 4 << 30
 
 
 @dataclass
@@ -293,6 +295,7 @@ class InputSplitSearch:
                                                 device=dev)))
         done = 0
         inherit = self.options.inherit
+        inherit_budget = memory_budget(self.options.inherit_max_bytes)
         while len(queue):
             if time.monotonic() >= deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
@@ -333,7 +336,7 @@ class InputSplitSearch:
                 children_bytes = 2 * sum(t.numel() * t.element_size() for rec in lin.values()
                                          for t in vars(rec).values())
                 if inherit and (queue.linear_bytes() + children_bytes
-                                > self.options.inherit_max_bytes):
+                                > inherit_budget):
                     log.info("input split: %d domains queued, children stop inheriting "
                              "linear bounds (memory budget)", len(queue))
                     inherit = False
