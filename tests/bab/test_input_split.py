@@ -221,3 +221,41 @@ def test_children_inherit_linear_bounds_only_within_the_memory_cap():
     search.bound = spy
     assert search.run().verdict == "unsat"
     assert not any(seen)
+
+
+def test_sensitivity_floor_lets_a_wide_dimension_with_a_tiny_coefficient_be_split():
+    """|a| x width alone never splits a wide dimension whose coefficient is near zero (the
+    relaxation's looseness there is invisible to it); the floor relative to the row's largest
+    coefficient does, and leaves clear choices alone."""
+    from verifier.bab.input_split import split_candidates
+
+    graph, exact = tiny_net(0, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    problem = RegionProblem.from_region(0, region_for(exact, 3, c[None, None], [[0.0]]),
+                                        "cpu", torch.float64)
+    lower = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    upper = torch.tensor([[1e-3, 0.5, 1e-3], [1e-3, 0.5, 1e-3]], dtype=torch.float64)
+    # [N, S=1, d]: domain 0 barely depends on the wide dimension 1; domain 1 not at all
+    # along dimension 2, clearly along dimension 0
+    coef = torch.tensor([[[1.0, 1e-4, 0.5]], [[2.0, 1e-4, 0.0]]], dtype=torch.float64)
+    refuted = torch.zeros((2, 1), dtype=torch.bool)
+    root = torch.ones(3, dtype=torch.float64)
+    plain = split_candidates(coef, lower, upper, problem, refuted, root)
+    floored = split_candidates(coef, lower, upper, problem, refuted, root, floor=0.05)
+    assert plain[:, 0].tolist() == [0, 0]
+    assert floored[:, 0].tolist() == [1, 1]  # 0.05 x 1.0 x 0.5 > 1.0 x 1e-3
+    upper[:, 1] = 0.01  # now narrow: 0.05 x 2 x 0.01 = 1e-3 < 2e-3 of dimension 0
+    assert split_candidates(coef, lower, upper, problem, refuted, root,
+                            floor=0.05)[:, 0].tolist() == [0, 0]
+
+
+def test_batch_fits_the_memory_budget():
+    from verifier.bab.input_split import BYTES_PER_ACTIVATION_DIM, batch_size
+
+    graph, _ = tiny_net(0, n_in=3, hidden=(5, 4))
+    activations = sum(math.prod(node.shape) for node in graph.nodes)
+    per_domain = BYTES_PER_ACTIVATION_DIM * 4 * activations
+    assert batch_size(graph, InputSplitOptions(batch=64)) == 64
+    assert batch_size(graph, InputSplitOptions(batch=64,
+                                               batch_max_bytes=10 * per_domain)) == 10
+    assert batch_size(graph, InputSplitOptions(batch=64, batch_max_bytes=1)) == 1

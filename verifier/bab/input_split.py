@@ -11,15 +11,16 @@ child box tightens its intervals before CROWN (fewer unstable neurons to refine)
 queue's copies of them fit a memory budget; the queue keeps domains in slots (slot_queue.py)
 so that taking the worst ones does not copy all the others.
 
-Which dimension to bisect: first by a cheap look-ahead over every dimension (lookahead_dims).
-If that phase has not finished in its time share, the search restarts from the root choosing
-the dimension whose width contributes most to the bound (|linear coefficient| x width), with
-strong branching between that and the widest dimension where they disagree a lot.
+Which dimension to bisect: the one whose width contributes most to the bound (|linear
+coefficient| x width, the coefficient floored relative to the row's largest). Optional: a
+first phase choosing by a cheap look-ahead over every dimension (lookahead_dims), and strong
+branching between the sensitivity choice and the widest dimension where they disagree a lot.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -40,14 +41,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InputSplitOptions:
-    batch: int = 512
+    # domains bounded per step (fewer where the model's size and the memory available ask
+    # for it: batch_size)
+    batch: int = 2048
+    batch_max_bytes: int = 2 << 30
     max_domains: int = 2_000_000
-    strong_branching: bool = True  # bound both halves of each candidate split, keep the best
-    # First phase: choose the split dimension by a cheap look-ahead (lookahead_dims). It
-    # wins big on most ACAS Xu properties and loses on a few; when it has not finished after
-    # max(lookahead_min_s, lookahead_share x the time left), the search starts again from the
-    # root with the sensitivity choice (a restart, so each phase's tree is its own).
-    lookahead: bool = True
+    # bound both halves of the sensitivity and the widest dimension where they disagree a
+    # lot, keep the better (off: the coefficient floor below does its job at no cost)
+    strong_branching: bool = False
+    # The sensitivity choice scores dimension i by |a_i| x width_i with |a_i| floored at this
+    # fraction of the row's largest |a_j| (see split_candidates)
+    sensitivity_floor: float = 0.05
+    # Optional first phase: choose the split dimension by a cheap look-ahead (lookahead_dims);
+    # when it has not finished after max(lookahead_min_s, lookahead_share x the time left),
+    # the search starts again from the root with the sensitivity choice. Off: since the
+    # sensitivity choice has its coefficient floor, the phase only costs time (ACAS Xu, 186
+    # instances, 116 s cap: 521.7 s in all with it, 347.6 s without).
+    lookahead: bool = False
     lookahead_share: float = 0.15
     lookahead_min_s: float = 8.0
     # a look-ahead estimate counts only when it beats the parent's bound by this fraction
@@ -175,23 +185,43 @@ STRONG_RATIO = 64.0
 
 
 def split_candidates(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
-                     root_width: torch.Tensor) -> torch.Tensor:
+                     root_width: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     """Per domain, [N, 2] candidate dimensions to bisect: the one the linear bound is most
     sensitive to (|coef| x width summed over open rows) and the widest relative to the region.
 
     The sensitivity choice alone is blind to relaxation looseness (unstable neurons), which
-    shrinking a wide dimension reduces: on ACAS Xu prop_1 it kept one dimension at half its
-    width through thousands of splits. Strong branching picks between the two candidates.
+    shrinking a wide dimension reduces: the linear bound can have a near-zero coefficient on
+    a dimension whose width drives the unstable neurons (ACAS Xu 3_3 prop_2: |a| ~ 1e-4 on the
+    one dimension left wide, a 0.008 gap between the bound and the true minimum on boxes tiny
+    in every other dimension). Each |a_i| is therefore floored at ``floor`` x the row's
+    largest |a_j| (alpha-beta-CROWN floors it at an absolute 0.01; relative to the row the
+    floor does not depend on the scale of the outputs).
     """
     width = upper - lower
     widest = torch.argmax(width / root_width, dim=1)
     if input_coef is None:
         return torch.stack([widest, widest], 1)
     coef = input_coef.flatten(2).abs()  # [B, S, d]
+    if floor > 0:
+        coef = torch.maximum(coef, floor * coef.amax(-1, keepdim=True))
     open_rows = (~refuted).repeat_interleave(problem.n_rows, dim=1)  # [B, S]
     sens = (coef * open_rows.unsqueeze(-1)).sum(1) * width
     sens = torch.where(width > 0, sens, torch.full_like(sens, -1.0))
     return torch.stack([torch.argmax(sens, dim=1), widest], 1)
+
+
+# Bytes one domain's bound needs, per activation and input dimension: float64 lower and upper
+# coefficients, with room for the copies the engine makes between layers.
+BYTES_PER_ACTIVATION_DIM = 64
+
+
+def batch_size(graph, options: InputSplitOptions) -> int:
+    """``options.batch`` domains, fewer where their CROWN coefficients (one per activation
+    and input dimension) would not fit the memory budget."""
+    d = math.prod(graph.inputs[0].shape)
+    activations = sum(math.prod(node.shape) for node in graph.nodes)
+    per_domain = BYTES_PER_ACTIVATION_DIM * (d + 1) * max(activations, 1)
+    return max(1, min(options.batch, memory_budget(options.batch_max_bytes) // per_domain))
 
 
 def bisect(domains: Domains, dims: torch.Tensor) -> Domains:
@@ -226,6 +256,7 @@ class InputSplitSearch:
         self.attack, self.steps = attack, 0
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
+        self.batch = batch_size(graph, options)
 
     def bound(self, dom: Domains, record_linear: bool = False) -> _Bounded:
         shape, p = self.input_shape, self.problem
@@ -299,7 +330,7 @@ class InputSplitSearch:
         while len(queue):
             if time.monotonic() >= deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
-            batch = queue.take_worst(self.options.batch)
+            batch = queue.take_worst(self.batch)
             parent_lin = batch.lin
             res = self.bound(batch, record_linear=lookahead or inherit)
             open_ = ~res.refuted.all(1)
@@ -407,7 +438,8 @@ class InputSplitSearch:
     def sensitivity_dims(self, batch: Domains, coef: torch.Tensor | None) -> torch.Tensor:
         p = self.problem
         return self.choose_dims(batch, split_candidates(
-            coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower))
+            coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower,
+            self.options.sensitivity_floor))
 
     def choose_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
         """The sensitivity choice, unless the widest dimension is STRONG_RATIO times wider
