@@ -336,6 +336,7 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
     step = max(1, MAX_COEF_ELEMENTS // max(1, 2 * m * largest_numel(state.graph)))
     identity = dom.shape[0] == b and bool((per_domain == 1).all())
+    record = alpha_iterations == 0 and state.linear_bounds is not None
     for start in range(0, dom.shape[0], step):
         sl = slice(start, start + step)
         d, i, ok = dom[sl], idx[sl], valid[sl]
@@ -344,7 +345,6 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
         onehot = torch.zeros((v, m, numel), device=state.device, dtype=state.dtype)
         onehot.scatter_(2, i.unsqueeze(-1), 1.0)
         coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
-        record = alpha_iterations == 0 and state.linear_bounds is not None
         if alpha_iterations > 0:
             from bounds.engine.alpha import optimize_alpha
 

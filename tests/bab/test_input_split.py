@@ -35,17 +35,17 @@ def make_search(graph, region: InputRegion, deadline_s: float = 30.0,
                             InputSplitOptions(**opts), progress or Progress(), validate)
 
 
-# (seed, delta relative to the exact minimum, strong branching)
-CASES = [(s, d, s % 2 == 0) for s in range(6) for d in (-0.03, 0.03)]
+# (seed, delta relative to the exact minimum, the split choice's coefficient floor)
+CASES = [(s, d, 0.05 if s % 2 == 0 else 0.0) for s in range(6) for d in (-0.03, 0.03)]
 
 
-@pytest.mark.parametrize(("seed", "delta", "strong"), CASES)
-def test_single_row_matches_exact(seed, delta, strong):
+@pytest.mark.parametrize(("seed", "delta", "floor"), CASES)
+def test_single_row_matches_exact(seed, delta, floor):
     graph, exact = tiny_net(seed, n_in=3, hidden=(5, 4))
     c = np.array([1.0, -1.0, 0.0])
     m = exact_min(exact, -np.ones(3), np.ones(3), c)
     region = region_for(exact, 3, c[None, None], [[m + delta]])
-    out = make_search(graph, region, strong_branching=strong).run()
+    out = make_search(graph, region, sensitivity_floor=floor).run()
     assert out.verdict == ("sat" if delta > 0 else "unsat"), out.stats
 
 
@@ -132,22 +132,17 @@ def test_clip_keeps_every_point_where_the_linear_bounds_allow_a_violation(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-@pytest.mark.parametrize("mode", ["lookahead", "sensitivity", "restart"])
-def test_branching_phases_match_exact(seed, mode):
-    """Look-ahead branching, sensitivity branching, and a look-ahead phase cut short (the
-    search restarts from the root with the sensitivity choice) all give the exact answer."""
+@pytest.mark.parametrize("inherit", [True, False])
+def test_close_thresholds_match_exact(seed, inherit):
+    """Thresholds 0.01 either side of the exact minimum, with and without children
+    inheriting their parent's linear bounds."""
     graph, exact = tiny_net(seed, n_in=3, hidden=(5, 4))
     c = np.array([1.0, -1.0, 0.0])
     m = exact_min(exact, -np.ones(3), np.ones(3), c)
-    opts = {"lookahead": mode != "sensitivity"}
-    if mode == "restart":
-        opts.update(lookahead_min_s=0.0, lookahead_share=0.0)
     for delta, truth in ((-0.01, "unsat"), (0.01, "sat")):
         region = region_for(exact, 3, c[None, None], [[m + delta]])
-        out = make_search(graph, region, **opts).run()
-        assert out.verdict == truth, (mode, delta, out.stats)
-        if mode == "restart":
-            assert "lookahead_phase" in out.stats
+        out = make_search(graph, region, inherit=inherit).run()
+        assert out.verdict == truth, (inherit, delta, out.stats)
 
 
 def test_box_attack_returns_violations_inside_the_boxes():
@@ -203,7 +198,7 @@ def test_violation_loss_matches_violated():
 
 def test_children_inherit_linear_bounds_only_within_the_memory_cap():
     graph, region = _hard_unsat()
-    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_bytes=10 << 20)
+    search = make_search(graph, region, inherit_max_bytes=10 << 20)
     seen = []
     bound = search.bound
 
@@ -215,7 +210,7 @@ def test_children_inherit_linear_bounds_only_within_the_memory_cap():
     assert search.run().verdict == "unsat"
     assert seen[0] is False and any(seen[1:])
     graph, region = _hard_unsat()
-    search = make_search(graph, region, lookahead_min_s=1e9, inherit_max_bytes=0)
+    search = make_search(graph, region, inherit_max_bytes=0)
     seen.clear()
     bound = search.bound
     search.bound = spy
@@ -227,7 +222,7 @@ def test_sensitivity_floor_lets_a_wide_dimension_with_a_tiny_coefficient_be_spli
     """|a| x width alone never splits a wide dimension whose coefficient is near zero (the
     relaxation's looseness there is invisible to it); the floor relative to the row's largest
     coefficient does, and leaves clear choices alone."""
-    from verifier.bab.input_split import split_candidates
+    from verifier.bab.input_split import split_dims
 
     graph, exact = tiny_net(0, n_in=3, hidden=(5, 4))
     c = np.array([1.0, -1.0, 0.0])
@@ -240,13 +235,13 @@ def test_sensitivity_floor_lets_a_wide_dimension_with_a_tiny_coefficient_be_spli
     coef = torch.tensor([[[1.0, 1e-4, 0.5]], [[2.0, 1e-4, 0.0]]], dtype=torch.float64)
     refuted = torch.zeros((2, 1), dtype=torch.bool)
     root = torch.ones(3, dtype=torch.float64)
-    plain = split_candidates(coef, lower, upper, problem, refuted, root)
-    floored = split_candidates(coef, lower, upper, problem, refuted, root, floor=0.05)
-    assert plain[:, 0].tolist() == [0, 0]
-    assert floored[:, 0].tolist() == [1, 1]  # 0.05 x 1.0 x 0.5 > 1.0 x 1e-3
+    plain = split_dims(coef, lower, upper, problem, refuted, root)
+    floored = split_dims(coef, lower, upper, problem, refuted, root, floor=0.05)
+    assert plain.tolist() == [0, 0]
+    assert floored.tolist() == [1, 1]  # 0.05 x 1.0 x 0.5 > 1.0 x 1e-3
     upper[:, 1] = 0.01  # now narrow: 0.05 x 2 x 0.01 = 1e-3 < 2e-3 of dimension 0
-    assert split_candidates(coef, lower, upper, problem, refuted, root,
-                            floor=0.05)[:, 0].tolist() == [0, 0]
+    assert split_dims(coef, lower, upper, problem, refuted, root,
+                      floor=0.05).tolist() == [0, 0]
 
 
 def test_batch_fits_the_memory_budget():

@@ -12,9 +12,7 @@ queue's copies of them fit a memory budget; the queue keeps domains in slots (sl
 so that taking the worst ones does not copy all the others.
 
 Which dimension to bisect: the one whose width contributes most to the bound (|linear
-coefficient| x width, the coefficient floored relative to the row's largest). Optional: a
-first phase choosing by a cheap look-ahead over every dimension (lookahead_dims), and strong
-branching between the sensitivity choice and the widest dimension where they disagree a lot.
+coefficient| x width, the coefficient floored relative to the row's largest: split_dims).
 """
 
 from __future__ import annotations
@@ -46,22 +44,9 @@ class InputSplitOptions:
     batch: int = 2048
     batch_max_bytes: int = 2 << 30
     max_domains: int = 2_000_000
-    # bound both halves of the sensitivity and the widest dimension where they disagree a
-    # lot, keep the better (off: the coefficient floor below does its job at no cost)
-    strong_branching: bool = False
-    # The sensitivity choice scores dimension i by |a_i| x width_i with |a_i| floored at this
-    # fraction of the row's largest |a_j| (see split_candidates)
+    # The split dimension scores |a_i| x width_i with |a_i| floored at this fraction of the
+    # row's largest |a_j| (see split_dims)
     sensitivity_floor: float = 0.05
-    # Optional first phase: choose the split dimension by a cheap look-ahead (lookahead_dims);
-    # when it has not finished after max(lookahead_min_s, lookahead_share x the time left),
-    # the search starts again from the root with the sensitivity choice. Off: since the
-    # sensitivity choice has its coefficient floor, the phase only costs time (ACAS Xu, 186
-    # instances, 116 s cap: 521.7 s in all with it, 347.6 s without).
-    lookahead: bool = False
-    lookahead_share: float = 0.15
-    lookahead_min_s: float = 8.0
-    # a look-ahead estimate counts only when it beats the parent's bound by this fraction
-    lookahead_min_gain: float = 0.02
     clip: bool = True  # shrink domains to where the linear bounds allow a violation
     bounds: BoundOptions = BoundOptions(method="crown")
     # PGD inside the worst domains every few steps (counterexamples in small regions that the
@@ -165,8 +150,7 @@ class DomainQueue:
         return Domains.from_fields(fields, margin)
 
     def linear_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for k, t in self.slots.fields.items()
-                   if k.startswith("lin/"))
+        return self.slots.nbytes("lin/")
 
     def drop_linear(self) -> None:
         self.slots.drop([k for k in self.slots.fields if k.startswith("lin/")])
@@ -179,35 +163,33 @@ class BabOutcome:
     stats: dict = field(default_factory=dict)
 
 
-# Strong branching is tried only where the widest dimension is this many times wider (relative
-# to the region) than the sensitivity choice: elsewhere the cheap choice is kept.
-STRONG_RATIO = 64.0
+def split_dims(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
+               root_width: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Per domain [N], the dimension to bisect: the one the linear bound is most sensitive
+    to (|coef| x width summed over open rows); the widest relative to the region where no
+    coefficient reached the input.
 
-
-def split_candidates(input_coef: torch.Tensor | None, lower, upper, problem, refuted,
-                     root_width: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
-    """Per domain, [N, 2] candidate dimensions to bisect: the one the linear bound is most
-    sensitive to (|coef| x width summed over open rows) and the widest relative to the region.
-
-    The sensitivity choice alone is blind to relaxation looseness (unstable neurons), which
+    |coef| x width alone is blind to relaxation looseness (unstable neurons), which
     shrinking a wide dimension reduces: the linear bound can have a near-zero coefficient on
     a dimension whose width drives the unstable neurons (ACAS Xu 3_3 prop_2: |a| ~ 1e-4 on the
     one dimension left wide, a 0.008 gap between the bound and the true minimum on boxes tiny
     in every other dimension). Each |a_i| is therefore floored at ``floor`` x the row's
     largest |a_j| (alpha-beta-CROWN floors it at an absolute 0.01; relative to the row the
-    floor does not depend on the scale of the outputs).
+    floor does not depend on the scale of the outputs). With the floor, two earlier aids only
+    cost time and were removed: a first phase choosing by a cheap look-ahead (ACAS Xu, 186
+    instances, 116 s cap: 521.7 s in all with it, 347.6 s without) and strong branching
+    against the widest dimension (3_3 prop_2: a quarter of the domains bounded in 35 s).
     """
     width = upper - lower
-    widest = torch.argmax(width / root_width, dim=1)
     if input_coef is None:
-        return torch.stack([widest, widest], 1)
+        return torch.argmax(width / root_width, dim=1)
     coef = input_coef.flatten(2).abs()  # [B, S, d]
     if floor > 0:
         coef = torch.maximum(coef, floor * coef.amax(-1, keepdim=True))
     open_rows = (~refuted).repeat_interleave(problem.n_rows, dim=1)  # [B, S]
     sens = (coef * open_rows.unsqueeze(-1)).sum(1) * width
     sens = torch.where(width > 0, sens, torch.full_like(sens, -1.0))
-    return torch.stack([torch.argmax(sens, dim=1), widest], 1)
+    return torch.argmax(sens, dim=1)
 
 
 # Bytes one domain's bound needs, per activation and input dimension: float64 lower and upper
@@ -301,23 +283,7 @@ class InputSplitSearch:
         return (x[hit] if hit.any() else None), loss
 
     def run(self) -> BabOutcome:
-        opts = self.options
-        if not opts.lookahead:
-            return self.search(False, self.deadline)
-        left = self.deadline - time.monotonic()
-        phase_end = time.monotonic() + min(left, max(opts.lookahead_min_s,
-                                                     opts.lookahead_share * left))
-        first = self.search(True, phase_end)
-        if first.verdict in ("sat", "unsat") or time.monotonic() >= self.deadline:
-            return first
-        log.info("look-ahead branching open after %d domains; restarting with the "
-                 "sensitivity choice", first.stats.get("domains_bounded", 0))
-        second = self.search(False, self.deadline)
-        second.stats["lookahead_phase"] = first.stats
-        return second
-
-    def search(self, lookahead: bool, deadline: float) -> BabOutcome:
-        """One branch-and-bound from the root until ``deadline`` (verdict timeout then)."""
+        """Branch-and-bound from the root until the deadline (verdict timeout then)."""
         p = self.problem
         dev = p.lower.device
         queue = DomainQueue(Domains(p.lower.unsqueeze(0), p.upper.unsqueeze(0),
@@ -328,11 +294,11 @@ class InputSplitSearch:
         inherit = self.options.inherit
         inherit_budget = memory_budget(self.options.inherit_max_bytes)
         while len(queue):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= self.deadline:
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             batch = queue.take_worst(self.batch)
             parent_lin = batch.lin
-            res = self.bound(batch, record_linear=lookahead or inherit)
+            res = self.bound(batch, record_linear=inherit)
             open_ = ~res.refuted.all(1)
             done += len(batch)
             coef = res.state.input_coef[open_] if res.state.input_coef is not None else None
@@ -358,26 +324,22 @@ class InputSplitSearch:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            lin = None
-            if res.state.linear_bounds is not None:
+            if inherit and res.state.linear_bounds is not None:
                 lin = _merge_linear(res.state.linear_bounds, parent_lin)
                 lin = {k: v.select(open_) for k, v in lin.items()}
                 if kept is not None:
                     lin = {k: v.select(kept) for k, v in lin.items()}
                 children_bytes = 2 * sum(t.numel() * t.element_size() for rec in lin.values()
                                          for t in vars(rec).values())
-                if inherit and (queue.linear_bytes() + children_bytes
-                                > inherit_budget):
+                if queue.linear_bytes() + children_bytes > inherit_budget:
                     log.info("input split: %d domains queued, children stop inheriting "
                              "linear bounds (memory budget)", len(queue))
                     inherit = False
                     queue.drop_linear()
                 batch.lin = lin if inherit else None
-            if lookahead and lin is not None:
-                dims = self.lookahead_dims(batch, lin, coef)
-            else:
-                dims = self.sensitivity_dims(batch, coef)
-            queue.push(bisect(batch, dims))
+            queue.push(bisect(batch, split_dims(
+                coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower,
+                self.options.sensitivity_floor)))
         return BabOutcome("unsat", stats=self._stats(done, queue))
 
     def _attack_due(self) -> bool:
@@ -394,83 +356,6 @@ class InputSplitSearch:
                           torch.argsort(centre_loss)[: k // 2]]).unique()
         stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
         return self.attack(batch.lower[pick], batch.upper[pick], self.steps, stop)
-
-    def lookahead_dims(self, batch: Domains, lin: dict[str, LinearBounds],
-                       coef: torch.Tensor | None) -> torch.Tensor:
-        """Per domain, the dimension whose halves have the best estimated bounds.
-
-        Both halves of every dimension are bounded by one final CROWN pass over forward-mode
-        intermediate bounds, intersected with the parent's intermediate CROWN linear bounds
-        concretised over each half (valid there: a half is a sub-box of the parent). Far
-        cheaper than bounding them, and far rougher: where no estimate beats the parent's
-        bound by ``lookahead_min_gain``, the sensitivity choice decides instead.
-        Score: the sum of the halves' margins, a refuted half counting 0 (the worse half
-        alone ties whenever one half keeps the parent's worst point).
-        """
-        n, d = batch.lower.shape
-        dev = batch.lower.device
-        kids = [bisect(batch, torch.full((n,), j, device=dev, dtype=torch.long))
-                for j in range(d)]
-        lower = torch.cat([k.lower for k in kids])  # [d * 2n]: dim-major, then half, domain
-        upper = torch.cat([k.upper for k in kids])
-        parent = torch.arange(n, device=dev).repeat(2 * d)
-        graph, p = self.graph, self.problem
-        given = {name: rec.select(parent).concretize(lower, upper, graph.shape_of(name))
-                 for name, rec in lin.items()}
-        box = Interval(lower.reshape(-1, *self.input_shape), upper.reshape(-1, *self.input_shape))
-        res = bound_spec(graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
-                         BoundOptions(method="crown", intermediate="forward"), given=given)
-        refuted = batch.refuted[parent] | p.refuted_disjuncts(res.lower)
-        halves = p.margin(res.lower, refuted).clamp(max=0).reshape(d, 2, n)
-        score = halves.sum(1)  # [d, n]
-        width = (batch.upper - batch.lower).T
-        score = torch.where(width > 0, score, torch.full_like(score, -float("inf")))
-        best, dims = score.max(0)
-        base = 2 * batch.margin.clamp(max=0)
-        informative = best - base > self.options.lookahead_min_gain * base.abs()
-        if not bool(informative.all()):
-            idx = (~informative).nonzero().flatten()
-            dims = dims.clone()
-            dims[idx] = self.sensitivity_dims(batch.select(idx),
-                                              None if coef is None else coef[idx])
-        return dims
-
-    def sensitivity_dims(self, batch: Domains, coef: torch.Tensor | None) -> torch.Tensor:
-        p = self.problem
-        return self.choose_dims(batch, split_candidates(
-            coef, batch.lower, batch.upper, p, batch.refuted, p.upper - p.lower,
-            self.options.sensitivity_floor))
-
-    def choose_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
-        """The sensitivity choice, unless the widest dimension is STRONG_RATIO times wider
-        (relative to the region) than it: then strong branching decides between the two."""
-        dims = candidates[:, 0]
-        if not self.options.strong_branching:
-            return dims
-        rel = (batch.upper - batch.lower) / (self.problem.upper - self.problem.lower)
-        rows = torch.arange(len(batch), device=dims.device)
-        contested = rel[rows, candidates[:, 1]] > STRONG_RATIO * rel[rows, candidates[:, 0]]
-        if contested.any():
-            idx = contested.nonzero().flatten()
-            dims = dims.clone()
-            dims[idx] = self.strong_dims(batch.select(idx), candidates[idx])
-        return dims
-
-    def strong_dims(self, batch: Domains, candidates: torch.Tensor) -> torch.Tensor:
-        """Per domain, the candidate dimension whose worse half has the best bound.
-
-        ``candidates`` [N, k]: the dimensions to try per domain (both halves of each are
-        bounded in one batch per candidate column).
-        """
-        n = len(batch)
-        worst = []
-        for j in range(candidates.shape[1]):
-            kids = bisect(batch, candidates[:, j])
-            res = self.bound(kids)
-            margin = self.problem.margin(res.lower, res.refuted)
-            worst.append(torch.minimum(margin[:n], margin[n:]))
-        best = torch.argmax(torch.stack(worst, 1), dim=1)
-        return candidates[torch.arange(n, device=candidates.device), best]
 
     def _stats(self, done: int, queue: DomainQueue, reason: str = "") -> dict:
         stats = {"domains_bounded": done, "domains_queued": len(queue),

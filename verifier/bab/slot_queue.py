@@ -35,8 +35,10 @@ class SlotQueue:
     def capacity(self) -> int:
         return 0 if self.priority is None else self.priority.shape[0]
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.fields.values())
+    def nbytes(self, prefix: str = "") -> int:
+        """Bytes held by the fields whose name starts with ``prefix``."""
+        return sum(t.numel() * t.element_size() for name, t in self.fields.items()
+                   if name.startswith(prefix))
 
     def push(self, fields: dict[str, torch.Tensor], priority: torch.Tensor) -> None:
         n = priority.shape[0]
