@@ -171,7 +171,7 @@ def _input_split(model, spec, config, problems, deadline, progress_cb) -> Verifi
     for p in problems:
         progress = Progress(progress_cb, label=f"input-split region {p.index}")
         attack = box_attack(model.graph, spec.regions[p.index], config.attack.steps,
-                            max(1, config.attack.restarts // 5))
+                            max(1, config.attack.restarts // 5), config.seed)
         search = InputSplitSearch(model.graph, p, deadline, InputSplitOptions(), progress,
                                   _validator(model, spec, p.index), attack)
         outcome = search.run()

@@ -164,3 +164,21 @@ def test_two_outputs_are_flattened_in_order():
     cex = _falsify(model, spec)
     assert cex is not None and cex.y.shape == (5,) and cex.x[0] <= -0.9
     assert spec.violated_by(cex.x, cex.y)
+
+
+def test_start_points_stay_in_the_box_and_half_start_on_faces():
+    from verifier.attack.pgd import FACE_PROB, FACE_SHARE, start_points
+
+    gen = torch.Generator().manual_seed(0)
+    n, d = 20000, 6
+    lo = torch.rand((n, d), generator=gen) - 1.0
+    hi = lo + torch.rand((n, d), generator=gen) + 0.01
+    x = start_points(lo, hi, gen)
+    assert bool(((x >= lo) & (x <= hi)).all())
+    at_lo, at_hi = x == lo, x == hi
+    on_face = (at_lo | at_hi).any(1).float().mean().item()
+    expected = FACE_SHARE * (1 - (1 - FACE_PROB) ** d)
+    assert abs(on_face - expected) < 0.02
+    # among face starts, each coordinate sits at its lower and its upper bound equally often
+    assert abs(at_lo.float().mean().item() - at_hi.float().mean().item()) < 0.01
+    assert abs(at_lo.float().mean().item() - FACE_SHARE * FACE_PROB / 2) < 0.01

@@ -184,6 +184,50 @@ def test_search_attacks_the_worst_domains():
     assert out.verdict == "sat" and checked
 
 
+def test_region_attack_keeps_to_its_time_share():
+    """Whole-region attacks run only once the search's time pays for them: a search that
+    cannot end (sat, but blind to counterexamples) runs to its deadline."""
+    graph, exact = tiny_net(2, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    region = region_for(exact, 3, c[None, None], [[m + 0.05]])
+    search = make_search(graph, region, deadline_s=2.0, attack_every=10**9,
+                         region_attack_share=0.1, attack_max_s=0.05)
+    search.find_violation = lambda dom: (None, torch.ones(len(dom), dtype=torch.float64))
+    search.validate = lambda x: None
+    calls = []
+
+    def attack(lower, upper, seed, deadline, restarts=None):
+        calls.append((lower.shape[0], restarts))
+        time.sleep(max(0.0, deadline - time.monotonic()))  # spends its whole slice
+        return None
+
+    search.attack = attack
+    out = search.run()
+    elapsed = time.monotonic() - search.start
+    assert out.verdict in ("timeout", "unknown"), out.stats
+    assert len(calls) >= 2 and all(n == 1 and r > 1 for n, r in calls)  # one box, many starts
+    assert search.region_attack_s <= 0.1 * elapsed + 0.05
+
+
+def test_region_attack_finds_a_violation_the_domains_miss():
+    """A thin sat region, centres blind and no per-domain attacks: the whole-region attack
+    finds it."""
+    from verifier.bab.region_attack import box_attack
+
+    graph, exact = tiny_net(2, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    region = region_for(exact, 3, c[None, None], [[m + 1e-3]])
+    search = make_search(graph, region, attack_every=10**9, region_attack_share=1.0,
+                         attack_max_s=0.2)
+    search.attack = box_attack(graph, region, steps=30, restarts=4)
+    centres = search.find_violation
+    search.find_violation = lambda dom: (None, centres(dom)[1])
+    out = search.run()
+    assert out.verdict == "sat" and search.region_attack_s > 0
+
+
 def test_violation_loss_matches_violated():
     graph, exact = tiny_net(1, n_in=3, hidden=(5, 4))
     rows = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])

@@ -1,9 +1,10 @@
 """Batched projected gradient descent over many input boxes at once.
 
 ``attack_boxes`` is the entry point shared by falsification and branch-and-bound: every box gets
-``restarts`` starting points (the first at ``init`` when given, the rest uniform), each
-takes signed-gradient steps on the objective of ``objective.TorchCondition`` with a cosine-
-decaying step size, and is projected back onto the box after every step. The loss is hinged at
+``restarts`` starting points (the first at ``init`` when given; the rest uniform in the box,
+or for half of them on random faces: start_points), each takes signed-gradient steps on the
+objective of ``objective.TorchCondition`` with a cosine-decaying step size, and is projected
+back onto the box after every step. The loss is hinged at
 ``-margin`` so points go slightly past the boundary of the unsafe set, far enough that float32
 rounding differences between our IR and onnxruntime do not undo the violation, and then stop.
 """
@@ -31,6 +32,14 @@ MARGIN_REL = 1e-5
 BATCH_BYTES = 256 << 20
 MAX_BATCH = 4096
 PUSH_ALL = True
+# Share of PGD starts placed on random faces of the box, and the probability that each of
+# their coordinates sits at a bound (half lower, half upper). Over a wide box the extremes of
+# a piecewise-linear network often lie on its faces: on ACAS Xu 1_9 prop_7 the violating
+# inputs lie within about 1% of four faces; 2M uniform points held 2 of them, 20k face
+# points about 45 (falsify found it in 1 s for 16 of 16 seeds, against 0 of 20 in 0.5 s
+# and 1 of 10 in 2 s with uniform starts only).
+FACE_SHARE = 0.5
+FACE_PROB = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,17 @@ def uniform(lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator | None) -> 
     return torch.minimum(torch.maximum(lo + u * (hi - lo), lo), hi)
 
 
+def start_points(lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """PGD starts: half uniform in the box, half on random faces (each coordinate at its lower
+    or upper bound with probability FACE_PROB / 2 each, else uniform)."""
+    x = uniform(lo, hi, gen)
+    r = torch.rand(lo.shape, generator=gen, device=lo.device, dtype=lo.dtype)
+    on_face = torch.rand(lo.shape[:1], generator=gen, device=lo.device) < FACE_SHARE
+    r = torch.where(on_face.unsqueeze(1), r, torch.ones_like(r))
+    x = torch.where(r < FACE_PROB / 2, lo, x)
+    return torch.where((r >= FACE_PROB / 2) & (r < FACE_PROB), hi, x)
+
+
 def centre(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.maximum(lo + 0.5 * (hi - lo), lo), hi)
 
@@ -159,7 +179,7 @@ def attack_boxes(
             break
         idx = torch.arange(s, min(total, s + chunk), device=lo.device)
         box = idx % n_box
-        x0 = uniform(lo[box], hi[box], generator)
+        x0 = start_points(lo[box], hi[box], generator)
         if init is not None:
             first = idx < n_box
             x0[first] = init[box[first]]

@@ -2,9 +2,10 @@
 
 Domains are sub-boxes held as stacked tensors. Each step bounds a batch of the worst-bounded
 domains at once, drops those whose every disjunct is refuted, looks for a real counterexample at
-the centres of the rest (and every few steps by PGD inside the most promising ones), and
-bisects each remaining domain. After bounding, each open domain is clipped to the part of its
-box where its rows' linear lower bounds still allow a violation (input_clip.py).
+the centres of the rest (every few steps also by PGD inside the most promising ones, and
+within a time share by PGD on the whole region), and bisects each remaining domain. After
+bounding, each open domain is clipped to the part of its box where its rows' linear lower
+bounds still allow a violation (input_clip.py).
 
 Children inherit their parent's intermediate linear bounds, whose concretisation over the
 child box tightens its intervals before CROWN (fewer unstable neurons to refine), while the
@@ -54,6 +55,11 @@ class InputSplitOptions:
     attack_every: int = 4
     attack_domains: int = 32
     attack_max_s: float = 0.5
+    # PGD on the whole region box (a batch of starts, at most attack_max_s a time) while its
+    # time stays within this share of the search's: a counterexample in a pocket that the
+    # domains have not isolated yet (ACAS Xu 1_9 prop_7: nothing refuted in 116 s of
+    # splitting, the opening attack too short to find the pocket)
+    region_attack_share: float = 0.1
     # Children carry their parent's intermediate linear bounds (concretised over the child's
     # box before CROWN: fewer unstable neurons to refine), until the queue's copies of them
     # exceed inherit_max_bytes (~30 KB per domain on ACAS Xu; capped at a quarter of the
@@ -236,6 +242,8 @@ class InputSplitSearch:
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress, self.validate = options, progress, validate
         self.attack, self.steps = attack, 0
+        self.start = time.monotonic()
+        self.region_attack_s = 0.0  # time spent on whole-region attacks
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
         self.batch = batch_size(graph, options)
@@ -318,6 +326,8 @@ class InputSplitSearch:
             candidates, centre_loss = self.find_violation(batch)
             if candidates is None and self._attack_due():
                 candidates = self.attack_promising(batch, centre_loss)
+            if candidates is None and self._region_attack_due():
+                candidates = self.attack_region()
             if candidates is not None:
                 cex = self.validate(candidates)
                 if cex is not None:
@@ -356,6 +366,27 @@ class InputSplitSearch:
                           torch.argsort(centre_loss)[: k // 2]]).unique()
         stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
         return self.attack(batch.lower[pick], batch.upper[pick], self.steps, stop)
+
+    def _region_attack_due(self) -> bool:
+        """Due once the search's time pays for a whole attack within the share."""
+        if self.attack is None or self.options.region_attack_share <= 0:
+            return False
+        elapsed = time.monotonic() - self.start
+        spend = self.region_attack_s + self.options.attack_max_s
+        return spend <= self.options.region_attack_share * elapsed
+
+    def attack_region(self) -> torch.Tensor | None:
+        """PGD from a full batch of starts on the whole region box."""
+        from verifier.attack.pgd import batch_size as pgd_batch
+
+        began = time.monotonic()
+        stop = min(self.deadline, began + self.options.attack_max_s)
+        p = self.problem
+        try:
+            return self.attack(p.lower[None], p.upper[None], self.steps, stop,
+                               restarts=pgd_batch(self.graph))
+        finally:
+            self.region_attack_s += time.monotonic() - began
 
     def _stats(self, done: int, queue: DomainQueue, reason: str = "") -> dict:
         stats = {"domains_bounded": done, "domains_queued": len(queue),
