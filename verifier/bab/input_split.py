@@ -390,7 +390,8 @@ class InputSplitSearch:
 
     def _stats(self, done: int, queue: DomainQueue, reason: str = "") -> dict:
         stats = {"domains_bounded": done, "domains_queued": len(queue),
-                 "domains_clipped_away": self.clipped_away}
+                 "domains_clipped_away": self.clipped_away,
+                 "region_attack_s": round(self.region_attack_s, 3)}
         if reason:
             stats["stopped"] = reason
         return stats
