@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from bounds.engine.adam import Adam
 from bounds.engine.constants import node_args
 from bounds.engine.crown import BoundState, backward_bound
 from bounds.engine.deadline import check_deadline
@@ -98,7 +99,7 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
         with torch.no_grad():
             state.alphas = {k: v.detach() for k, v in alphas.items()}
             return backward_bound(state, start, coef, use_alpha=bool(alphas)), alphas
-    optimizer = torch.optim.Adam(list(alphas.values()), lr=lr)
+    optimizer = Adam([(list(alphas.values()), lr)])
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
     # point for smooth ops can be looser than it.
     with torch.no_grad():

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.adam import Adam
 from bounds.engine.alpha import _clip_, init_alphas
 from bounds.engine.crown import BoundState, backward_bound
 
@@ -133,11 +134,9 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
     betas = init_betas(terms, n_spec, warm_betas)
     weight = torch.ones(coef.shape[:2], device=coef.device, dtype=coef.dtype) \
         if row_weight is None else row_weight.to(coef)
-    groups = [g for g in ({"params": list(alphas.values()), "lr": options.lr_alpha},
-                          {"params": list(betas.values()), "lr": options.lr_beta}) if g["params"]]
-    optimizer = torch.optim.Adam(groups) if groups else None
-    sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay) \
-        if optimizer is not None else None
+    groups = [(params, lr) for params, lr in ((list(alphas.values()), options.lr_alpha),
+                                              (list(betas.values()), options.lr_beta)) if params]
+    optimizer = Adam(groups, decay=options.lr_decay) if groups else None
     best = None
     best_alphas = {k: v.detach().clone() for k, v in alphas.items()}
     best_betas = {k: v.detach().clone() for k, v in betas.items()}
@@ -158,7 +157,6 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
         optimizer.zero_grad()
         (-torch.where(weight > 0, lower, 0).sum()).backward()
         optimizer.step()
-        sched.step()
         _clip_(alphas, state)
         with torch.no_grad():
             for b in betas.values():

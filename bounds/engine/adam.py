@@ -1,0 +1,48 @@
+"""Adam for the alpha/beta optimisations.
+
+torch.optim.Adam computes the same steps, but its first construction in a process imports
+torch._dynamo: about 2 s on CPU, paid by every one-instance-per-process run (VNN-COMP style)
+that reaches alpha-CROWN. The update below follows Kingma & Ba (2015) with torch's placement of
+epsilon (outside the bias-corrected square root), so trajectories match torch.optim.Adam.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Adam:
+    """Adam over groups of leaf tensors, each group with its own step size; every ``step``
+    multiplies the step sizes by ``decay`` (an exponential schedule, 1.0: constant)."""
+
+    def __init__(self, groups: list[tuple[list[torch.Tensor], float]],
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 decay: float = 1.0) -> None:
+        self.groups = [(list(params), float(lr)) for params, lr in groups]
+        self.beta1, self.beta2 = betas
+        self.eps, self.decay = eps, decay
+        self.steps = 0
+        self.moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        for params, _ in self.groups:
+            for p in params:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        correction1 = 1.0 - self.beta1 ** self.steps
+        root_correction2 = math.sqrt(1.0 - self.beta2 ** self.steps)
+        for params, lr in self.groups:
+            for p in params:
+                if p.grad is None:
+                    continue
+                m, v = self.moments.setdefault(id(p), (torch.zeros_like(p), torch.zeros_like(p)))
+                m.mul_(self.beta1).add_(p.grad, alpha=1.0 - self.beta1)
+                v.mul_(self.beta2).addcmul_(p.grad, p.grad, value=1.0 - self.beta2)
+                denom = (v.sqrt() / root_correction2).add_(self.eps)
+                p.addcdiv_(m, denom, value=-lr / correction1)
+        self.groups = [(params, lr * self.decay) for params, lr in self.groups]
