@@ -197,8 +197,8 @@ def test_region_attack_keeps_to_its_time_share():
     search.validate = lambda x: None
     calls = []
 
-    def attack(lower, upper, seed, deadline, restarts=None):
-        calls.append((lower.shape[0], restarts))
+    def attack(lower, upper, salt, deadline, full_batch=False):
+        calls.append((lower.shape[0], full_batch))
         time.sleep(max(0.0, deadline - time.monotonic()))  # spends its whole slice
         return None
 
@@ -206,7 +206,7 @@ def test_region_attack_keeps_to_its_time_share():
     out = search.run()
     elapsed = time.monotonic() - search.start
     assert out.verdict in ("timeout", "unknown"), out.stats
-    assert len(calls) >= 2 and all(n == 1 and r > 1 for n, r in calls)  # one box, many starts
+    assert len(calls) >= 2 and all(n == 1 and full for n, full in calls)  # one box, many starts
     assert search.region_attack_s <= 0.1 * elapsed + 0.05
 
 

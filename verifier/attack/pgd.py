@@ -128,7 +128,7 @@ def start_points(lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator | None
     x = uniform(lo, hi, gen)
     r = torch.rand(lo.shape, generator=gen, device=lo.device, dtype=lo.dtype)
     on_face = torch.rand(lo.shape[:1], generator=gen, device=lo.device) < FACE_SHARE
-    r = torch.where(on_face.unsqueeze(1), r, torch.ones_like(r))
+    r = torch.where(on_face.unsqueeze(1), r, 1.0)  # 1.0: no coordinate at a bound
     x = torch.where(r < FACE_PROB / 2, lo, x)
     return torch.where((r >= FACE_PROB / 2) & (r < FACE_PROB), hi, x)
 

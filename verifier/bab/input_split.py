@@ -237,8 +237,8 @@ class InputSplitSearch:
     def __init__(self, graph, problem: RegionProblem, deadline: float,
                  options: InputSplitOptions, progress: Progress, validate, attack=None):
         """``validate(x [N, d] float32 tensor)`` returns a checked counterexample or None;
-        ``attack(lower, upper, seed, deadline)`` (region_attack.box_attack) returns candidate
-        points inside the given sub-boxes or None."""
+        ``attack(lower, upper, salt, deadline, full_batch)`` (region_attack.box_attack)
+        returns candidate points inside the given sub-boxes or None."""
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress, self.validate = options, progress, validate
         self.attack, self.steps = attack, 0
@@ -364,8 +364,12 @@ class InputSplitSearch:
         k = self.options.attack_domains
         pick = torch.cat([torch.argsort(batch.margin)[:k],
                           torch.argsort(centre_loss)[: k // 2]]).unique()
+        return self._attack_slice(batch.lower[pick], batch.upper[pick])
+
+    def _attack_slice(self, lower, upper, full_batch: bool = False) -> torch.Tensor | None:
+        """The attack on the boxes for at most ``attack_max_s``."""
         stop = min(self.deadline, time.monotonic() + self.options.attack_max_s)
-        return self.attack(batch.lower[pick], batch.upper[pick], self.steps, stop)
+        return self.attack(lower, upper, self.steps, stop, full_batch=full_batch)
 
     def _region_attack_due(self) -> bool:
         """Due once the search's time pays for a whole attack within the share."""
@@ -377,14 +381,10 @@ class InputSplitSearch:
 
     def attack_region(self) -> torch.Tensor | None:
         """PGD from a full batch of starts on the whole region box."""
-        from verifier.attack.pgd import batch_size as pgd_batch
-
         began = time.monotonic()
-        stop = min(self.deadline, began + self.options.attack_max_s)
-        p = self.problem
         try:
-            return self.attack(p.lower[None], p.upper[None], self.steps, stop,
-                               restarts=pgd_batch(self.graph))
+            return self._attack_slice(self.problem.lower[None], self.problem.upper[None],
+                                      full_batch=True)
         finally:
             self.region_attack_s += time.monotonic() - began
 

@@ -23,21 +23,21 @@ def region_attack(graph, region, steps: int, restarts: int, device) -> Callable:
 
 
 def box_attack(graph, region, steps: int, restarts: int, seed: int = 0) -> Callable:
-    """``attack(lower, upper, seed, deadline, restarts=None)`` for input splitting: PGD inside
-    each of the sub-boxes ``lower/upper [N, d]`` (float64; snapped inward to float32 boxes)
-    with ``restarts`` random starts each (unless the call asks for another number); returns
-    the points the IR sees as violations (to be validated) or None. The call's ``seed``
-    is mixed with the run's ``seed``."""
+    """``attack(lower, upper, salt, deadline, full_batch=False)`` for input splitting: PGD
+    inside each of the sub-boxes ``lower/upper [N, d]`` (float64; snapped inward to float32
+    boxes) with ``restarts`` random starts each, or with ``full_batch`` as many as one PGD
+    pass holds; returns the points the IR sees as violations (to be validated) or None. The
+    generator seed mixes the run's ``seed`` with the call's ``salt``."""
     from verifier.attack import attack_boxes
+    from verifier.attack.pgd import batch_size
 
-    default_restarts, base_seed = restarts, seed
-
-    def attack(lower: torch.Tensor, upper: torch.Tensor, seed: int, deadline: float,
-               restarts: int | None = None) -> torch.Tensor | None:
-        gen = torch.Generator(device=lower.device).manual_seed(base_seed * 1_000_003 + seed)
+    def attack(lower: torch.Tensor, upper: torch.Tensor, salt: int, deadline: float,
+               full_batch: bool = False) -> torch.Tensor | None:
+        gen = torch.Generator(device=lower.device).manual_seed(seed * 1_000_003 + salt)
+        starts = batch_size(graph) // len(lower) if full_batch else restarts
         res = attack_boxes(graph, lower.cpu().numpy(), upper.cpu().numpy(), region.condition,
-                           steps, restarts or default_restarts, generator=gen,
-                           deadline=deadline, stop_on_any=True)
+                           steps, max(restarts, starts), generator=gen, deadline=deadline,
+                           stop_on_any=True)
         hit = res.loss <= 0
         return res.x[hit] if bool(hit.any()) else None
 
