@@ -1,17 +1,21 @@
-"""Counterexample validation against onnxruntime, with zero tolerance on the input box.
+"""Counterexample validation against onnxruntime, with a stated tolerance on the input box.
 
-A candidate is accepted only when
+The spec's box is over the reals; the network is a float32 program. A candidate is accepted
+only when
 
-* its float32 value lies inside a region's box *exactly* (float64 comparison of the float32
-  values against the float64 bounds), and
+* its float32 value lies inside a region's box, or -- only where the box holds no float32 value
+  in some coordinate (a coordinate pinned to 0.1, say) -- at the float32 nearest to it, at a
+  distance within the current box tolerance (``box_tolerance``: the VNN-COMP checker's 1e-4
+  absolute by default, 0 in strict mode); the distance is reported in
+  ``Counterexample.box_distance`` (0: the point lies in the real box), and
 * onnxruntime, run on the original ONNX model with that float32 input, produces an output on
   which the region's output condition holds (float64 arithmetic on the float32 outputs).
 
 Candidates are first snapped into the box: a candidate within rounding distance of the box
-(see ``SNAP_REL``) is clipped to the float32 box (``float32_box``), so a bound such as 0.1, which
-float32 cannot represent, never makes a genuine counterexample fail; a candidate clearly outside
-the box is rejected. ``Counterexample.x`` holds the float32 values in a float64 array, so that
-``repr(float(v))`` prints the exact value that onnxruntime ran on.
+(see ``SNAP_REL``) is clipped to the float32 box the attacks search (``attack_float32_box``), so
+a bound such as 0.1, which float32 cannot represent, never makes a genuine counterexample fail;
+a candidate clearly outside the box is rejected. ``Counterexample.x`` holds the float32 values
+in a float64 array, so that ``repr(float(v))`` prints the exact value that onnxruntime ran on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import hashlib
 import logging
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -29,8 +36,14 @@ from verifier.spec.types import InputRegion, Spec
 
 log = logging.getLogger(__name__)
 
-# A coordinate at most SNAP_REL * (1 + |bound|) outside the box counts as float rounding.
+# A coordinate at most SNAP_REL * (1 + |bound|) outside the box counts as float rounding
+# (a float32 ulp is 2**-23 relative, so the nearest float32 to a bound is always within it).
 SNAP_REL = 1e-6
+# The VNN-COMP counterexample checker accepts inputs within this absolute distance of the box.
+VNNCOMP_BOX_TOL = 1e-4
+# How far outside the real box a validated input may lie: set per run by ``box_tolerance``
+# (a context variable, so concurrent runs in one process do not share it).
+_BOX_TOL: ContextVar[float] = ContextVar("box_tolerance", default=VNNCOMP_BOX_TOL)
 
 _SESSIONS: dict[bytes, object] = {}
 _LOCK = threading.Lock()
@@ -73,23 +86,67 @@ def float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.nd
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
+def nearest_float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 points nearest to the real box [lower, upper]: ``float32_box`` where a
+    coordinate's interval holds a float32 value, else the two float32 neighbours of the
+    interval (the one below ``lower`` and the one above ``upper``). Never empty."""
+    lo, hi = float32_box(lower, upper)
+    # In an empty coordinate float32_box's lower is the float32 just above ``upper`` and its
+    # upper the float32 just below ``lower``: swapped, they are the two neighbours.
+    empty = lo > hi
+    return np.where(empty, hi, lo), np.where(empty, lo, hi)
+
+
+def attack_float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 box attacks search and candidates are clipped to: the nearest float32
+    points (``nearest_float32_box``) while the run accepts a box distance, else the float32
+    points inside the box (empty, lower > upper, where the box holds none)."""
+    if current_box_tolerance() > 0:
+        return nearest_float32_box(lower, upper)
+    return float32_box(lower, upper)
+
+
+def box_distance(x: np.ndarray, region: InputRegion) -> float:
+    """Largest distance (float64) by which a coordinate of x lies outside the region's box."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    excess = np.maximum(region.lower - x, x - region.upper)
+    return float(max(0.0, np.max(excess, initial=0.0)))
+
+
+def current_box_tolerance() -> float:
+    """How far outside the real box a counterexample may lie in the current run."""
+    return _BOX_TOL.get()
+
+
+@contextmanager
+def box_tolerance(tolerance: float) -> Iterator[None]:
+    """Validate with this box tolerance inside the block (0: strict, the VNN-COMP 2026 mode)."""
+    token = _BOX_TOL.set(float(tolerance))
+    try:
+        yield
+    finally:
+        _BOX_TOL.reset(token)
+
+
 def float32_box_empty(lo32: np.ndarray, hi32: np.ndarray) -> np.ndarray:
     """Boolean over leading axes: True where some coordinate has no float32 inside the box."""
     return np.any(lo32 > hi32, axis=-1)
 
 
 def snap_into_box(x: np.ndarray, region: InputRegion) -> np.ndarray | None:
-    """``x`` as float32 clipped into the region's float32 box, or None when x is clearly outside
-    (farther than rounding distance) or the box holds no float32 point."""
+    """``x`` as float32 clipped into the region's attack box (``attack_float32_box``), or None
+    when x is clearly outside (farther than rounding distance), the box holds no float32 point
+    in strict mode, or the result lies farther outside the real box than the tolerance."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     slack = SNAP_REL * (1.0 + np.maximum(np.abs(region.lower), np.abs(region.upper)))
     if np.any(x < region.lower - slack) or np.any(x > region.upper + slack):
         return None
-    lo32, hi32 = float32_box(region.lower, region.upper)
+    lo32, hi32 = attack_float32_box(region.lower, region.upper)
     if np.any(lo32 > hi32):
         return None
-    x32 = np.clip(x.astype(np.float32), lo32, hi32)
-    if not region.contains(x32):  # defensive: float32_box guarantees this
+    with np.errstate(over="ignore"):
+        x32 = np.clip(x.astype(np.float32), lo32, hi32)
+    if box_distance(x32, region) > current_box_tolerance():
         return None
     return x32
 
@@ -125,7 +182,11 @@ def _check_region(model: ImportedModel, spec: Spec, x: np.ndarray, r: int):
         raise ValueError(f"model produced {y.size} outputs, the spec has {spec.n_outputs}")
     if not region.condition.holds(y):
         return None
-    return Counterexample(x=x32.astype(np.float64), y=y, region=r)
+    distance = box_distance(x32, region)
+    if distance > 0:
+        log.info("counterexample lies %.3g outside the real box of region %d (tolerance %.3g)",
+                 distance, r, current_box_tolerance())
+    return Counterexample(x=x32.astype(np.float64), y=y, region=r, box_distance=distance)
 
 
 def _candidate_regions(spec: Spec, x: np.ndarray) -> list[int]:

@@ -6,6 +6,8 @@ import numpy as np
 from conftest import abs_net, gap_spec, make_spec
 
 from verifier.validate import (
+    VNNCOMP_BOX_TOL,
+    box_tolerance,
     float32_box,
     run_onnx,
     run_onnx_batch,
@@ -65,9 +67,25 @@ def test_snaps_bound_rounding_into_box(net):
     assert np.float32(cex.x[0]) == cex.x[0]
 
 
-def test_box_without_float32_point_rejects(net):
+def test_box_without_float32_point_uses_nearest_float32(net):
+    # [0.1, 0.1 + 1e-12] holds no float32: the nearest float32 is accepted (VNN-COMP checker's
+    # tolerance) and the distance it needed is reported; strict mode refuses it.
     spec = make_spec([0.1, 0.0], [0.1 + 1e-12, 0.0], [[[-1.0, 0.0]]], [[0.0]])
-    assert validate_counterexample(net, spec, np.array([0.1, 0.0])) is None
+    cex = validate_counterexample(net, spec, np.array([0.1, 0.0]))
+    assert cex is not None
+    assert cex.x[0] == float(np.float32(0.1))
+    assert cex.box_distance == float(np.float32(0.1)) - (0.1 + 1e-12)  # above the upper bound
+    assert 0 < cex.box_distance <= VNNCOMP_BOX_TOL
+    with box_tolerance(0.0):
+        assert validate_counterexample(net, spec, np.array([0.1, 0.0])) is None
+
+
+def test_point_inside_box_reports_zero_distance(net):
+    cex = validate_counterexample(net, gap_spec(1.5), np.array([-0.9, -0.5]))
+    assert cex is not None and cex.box_distance == 0.0
+    with box_tolerance(0.0):
+        cex = validate_counterexample(net, gap_spec(1.5), np.array([-0.9, -0.5]))
+    assert cex is not None and cex.box_distance == 0.0
 
 
 def test_batch_fixed_and_symbolic_batch():

@@ -44,7 +44,7 @@ from verifier.config import AttackConfig
 from verifier.onnx_import.loader import ImportedModel
 from verifier.result import Counterexample
 from verifier.spec.types import OutputCondition, Spec
-from verifier.validate import float32_box, float32_box_empty, validate_batch
+from verifier.validate import attack_float32_box, float32_box_empty, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def _condition_key(cond: OutputCondition) -> tuple:
 
 
 def group_regions(spec: Spec, device) -> list[_Group]:
-    """Group regions by equal output condition; regions with no float32 point are dropped."""
+    """Group regions by equal output condition, each box as the float32 points nearest to it;
+    only in strict mode (no box tolerance) are regions with no float32 point dropped."""
     by_key: dict[tuple, list[int]] = {}
     for r, region in enumerate(spec.regions):
         by_key.setdefault(_condition_key(region.condition), []).append(r)
@@ -83,9 +84,10 @@ def group_regions(spec: Spec, device) -> list[_Group]:
     for members in by_key.values():
         lower = np.stack([spec.regions[r].lower for r in members])
         upper = np.stack([spec.regions[r].upper for r in members])
-        empty = float32_box_empty(*float32_box(lower, upper))
+        empty = float32_box_empty(*attack_float32_box(lower, upper))
         if empty.any():
-            log.info("%d region(s) contain no float32 point; not attacked", int(empty.sum()))
+            log.info("%d region(s) contain no float32 point and the box tolerance is 0 "
+                     "(strict); not attacked", int(empty.sum()))
         keep = np.flatnonzero(~empty)
         if len(keep) == 0:
             continue
@@ -133,6 +135,8 @@ class _Search:
         self.checked = 0
 
     def run(self, groups: list[_Group]) -> Counterexample | None:
+        if not groups:  # nothing to attack: the rounds below would spin without a group
+            return None
         for group in groups:
             cex = self.cheap_points(group)
             if cex is not None or self.out_of_time():
@@ -141,6 +145,8 @@ class _Search:
             return None
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
         for round_ in itertools.count():
+            if self.out_of_time():
+                return None
             scale = STEP_SCALES[round_ % len(STEP_SCALES)]
             for group in groups:
                 cex = self.pgd_round(group, round_ == 0, scale)

@@ -21,7 +21,7 @@ import torch
 from bounds.graph import Graph
 from verifier.attack.objective import TorchCondition, graph_outputs, sample_bytes
 from verifier.spec.types import OutputCondition
-from verifier.validate import float32_box
+from verifier.validate import attack_float32_box
 
 # Step sizes as fractions of the box width: cosine decay from STEP_MAX to STEP_MIN.
 STEP_MAX = 0.2
@@ -51,8 +51,9 @@ class AttackResult:
 
 
 def float32_boxes(lower: np.ndarray, upper: np.ndarray, device, dtype=torch.float32):
-    """torch versions of ``validate.float32_box`` for [B, n] float64 numpy bounds."""
-    lo, hi = float32_box(lower, upper)
+    """torch versions of ``validate.attack_float32_box`` (the float32 points nearest to the
+    real box, or inside it in strict mode) for [B, n] float64 numpy bounds."""
+    lo, hi = attack_float32_box(lower, upper)
     return (torch.as_tensor(lo, device=device, dtype=dtype),
             torch.as_tensor(hi, device=device, dtype=dtype))
 
