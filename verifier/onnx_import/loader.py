@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -29,6 +31,9 @@ class ImportedModel:
     output_names: tuple[str, ...]
     onnx_input_shapes: tuple[tuple[int, ...], ...]  # symbolic dims set to 1
     path: str = ""
+    # ONNX value name -> IR value of the same tensor, for the values that survive
+    # simplification unchanged (the differential check locates a divergence with it).
+    value_names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def read_model_proto(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
@@ -136,6 +141,7 @@ def import_proto(
             raise ModelError(f"output {vi.name!r} does not depend on the input")
         outputs.append(TensorInfo(value.name, value.shape, onnx_name=vi.name))
     graph = Graph(tuple(inputs), tuple(outputs), tuple(ctx.nodes), opset=opset)
+    raw = graph
     if simplify:
         from verifier.ir.passes import simplify_graph
 
@@ -147,7 +153,36 @@ def import_proto(
         output_names=tuple(t.onnx_name for t in outputs),
         onnx_input_shapes=tuple(t.shape for t in inputs),
         path=label,
+        value_names=MappingProxyType(surviving_value_names(ctx.values, raw, graph)),
     )
+
+
+def surviving_value_names(values: dict, raw: Graph, graph: Graph) -> dict[str, str]:
+    """ONNX name -> IR value name, for each dynamic ONNX value whose IR node is still in
+    ``graph`` computing what it computed in ``raw``.
+
+    The passes keep a node's name when they rewrite it (a Linear that absorbed the following
+    Add now computes the Add's value), so a name alone is not enough: a node counts as the same
+    value only with the same op, attributes and constant arrays. Its inputs may have been
+    renamed; the passes rename a value only to one that computes the same tensor.
+    """
+    before = {n.name: n for n in raw.nodes}
+    kept = {t.name for t in graph.inputs}
+    kept.update(n.name for n in graph.nodes if _unchanged(before.get(n.name), n))
+    return {onnx_name: v.name for onnx_name, v in values.items()
+            if isinstance(v, Dyn) and v.name in kept}
+
+
+def _unchanged(old, new) -> bool:
+    return (old is not None and old.op == new.op and old.attrs.keys() == new.attrs.keys()
+            and all(_same(old.attrs[k], new.attrs[k]) for k in old.attrs)
+            and old.consts.keys() == new.consts.keys()
+            and all(old.consts[k] is new.consts[k] for k in old.consts))
+
+
+def _same(a, b) -> bool:
+    """Attribute equality that also works for array-valued attributes."""
+    return a is b or bool(np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
 
 
 def _all_constant(ctx: ConvertContext, node) -> bool:
