@@ -22,27 +22,47 @@ def ort_session(model):
     if session is not None:
         _SESSIONS.move_to_end(data)
         return session
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = _new_session(data)
     _SESSIONS[data] = session
     if len(_SESSIONS) > _MAX_SESSIONS:
         _SESSIONS.popitem(last=False)
     return session
 
 
+def _new_session(data: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def session_exposing(model, names: list[str]):
+    """An uncached session of ``model`` whose outputs are the model's own followed by the
+    intermediate ONNX values ``names`` (to see where two evaluations part ways)."""
+    import onnx
+
+    proto = onnx.load_model_from_string(model.onnx_bytes)
+    present = {o.name for o in proto.graph.output}
+    for name in names:
+        if name not in present:
+            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    return _new_session(proto.SerializeToString())
+
+
 def _input_dtype(type_str: str):
     return np.float64 if "double" in type_str else np.float32
 
 
-def run_ort(model, flat_points: np.ndarray) -> list[np.ndarray]:
+def run_ort(model, flat_points: np.ndarray, session=None) -> list[np.ndarray]:
     """Run the ONNX model on flattened input points ``[N, n_in]`` (inputs concatenated in
-    order). Returns one array ``[N, size_k]`` per ONNX output, flattened per point."""
-    session = ort_session(model)
+    order). Returns one array ``[N, size_k]`` per session output, flattened per point.
+
+    ``session``: another session of the same model (default: the cached one)."""
+    session = session or ort_session(model)
     shapes = model.onnx_input_shapes
     sizes = [math.prod(s) for s in shapes]
     metas = session.get_inputs()
