@@ -1,0 +1,67 @@
+"""Cases of the unusual-model campaign: a random model (unusual_nets.py) and a random property
+(unusual_specs.py), deterministic in ``(seed, index)``, and their files on disk."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from verifier.fuzz.specs import PropSpec, to_vnnlib
+from verifier.fuzz.unusual_nets import UnusualNet, random_unusual_net
+from verifier.fuzz.unusual_specs import (
+    GZIP_SHARE,
+    SPEC_WEIGHTS,
+    UNUSUAL_SPEC_KINDS,
+    random_unusual_prop,
+)
+
+
+@dataclass(frozen=True)
+class UnusualCase:
+    seed: int
+    index: int
+    net: UnusualNet
+    prop: PropSpec
+    placement: str  # robust | easy | beyond | beyond+one (see unusual_specs.py)
+    gz: bool
+    vnnlib: str
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.seed}:{self.index}"
+
+    @property
+    def spec_kind(self) -> str:
+        return self.prop.kind
+
+
+def make_unusual_case(seed: int, index: int, kind: str | None = None,
+                      blocks: tuple[str, ...] = ()) -> UnusualCase:
+    """The case ``(seed, index)``; ``kind``/``blocks`` force the spec kind / model blocks."""
+    rng = np.random.default_rng([seed, index, 16])
+    net = random_unusual_net(rng, blocks)
+    kind = kind or str(rng.choice(UNUSUAL_SPEC_KINDS, p=SPEC_WEIGHTS))
+    prop, placement = random_unusual_prop(kind, net.onnx_bytes, net.input_shape, net.n_out, rng)
+    gz = bool(rng.random() < GZIP_SHARE[kind])
+    comment = (f"nncert unusual-model campaign case {seed}:{index}\nmodel: {net.arch}\n"
+               f"spec: {kind} ({placement}), {len(prop.boxes)} box(es), "
+               f"{prop.coef.shape[0]} disjunct(s)")
+    return UnusualCase(seed, index, net, prop, placement, gz,
+                       to_vnnlib(prop, net.n_in, net.n_out, comment))
+
+
+def write_case(case: UnusualCase, folder: Path) -> tuple[Path, Path]:
+    """model.onnx and spec.vnnlib[.gz] in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.onnx"
+    model.write_bytes(case.net.onnx_bytes)
+    if case.gz:
+        spec = folder / "spec.vnnlib.gz"
+        spec.write_bytes(gzip.compress(case.vnnlib.encode(), mtime=0))
+    else:
+        spec = folder / "spec.vnnlib"
+        spec.write_text(case.vnnlib)
+    return model, spec

@@ -1,0 +1,111 @@
+"""Random properties for the unusual-model campaign (as ``PropSpec``, written by specs.to_vnnlib).
+
+Kinds (``UNUSUAL_SPEC_KINDS``):
+
+* ``box``: one box around a point;
+* ``pinned``: one box in which all but 1-3 coordinates are pinned (lower == upper) to random
+  float64 values that no float32 equals, as in sensor-window specs;
+* ``boxes``: 2-4 boxes (a disjunction of input boxes) sharing one condition;
+* ``disjuncts``: one box and 1,000-5,000 one-row disjuncts.
+
+The condition is either the robustness form (``y_label - y_j <= 0`` for j != label, label the
+argmax at the centre) or random linear rows whose thresholds are placed from sampled outputs:
+``easy`` inside the sampled range (sampling finds a violation), ``beyond`` below the sampled
+minimum by 2-100 % of the sampled range (often unsat, sometimes not). Any kind may be written
+gzip-compressed (``.vnnlib.gz``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verifier.fuzz.specs import PropSpec
+from verifier.fuzz.unusual_oracle import box_points, ort_outputs
+
+UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts")
+SPEC_WEIGHTS = (0.3, 0.3, 0.2, 0.2)
+GZIP_SHARE = {"box": 0.25, "pinned": 0.25, "boxes": 0.25, "disjuncts": 0.6}
+
+
+def not_float32(values: np.ndarray) -> np.ndarray:
+    """``values`` nudged (by 1e-12 relative) wherever a float32 happens to equal them."""
+    exact = values.astype(np.float32).astype(np.float64) == values
+    return np.where(exact, values * (1 + 1e-12) + 1e-13, values)
+
+
+def _box(centre: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    eps = rng.uniform(0.01, 0.3) * (rng.uniform(0.3, 1.0, centre.size) if rng.random() < 0.5
+                                    else 1.0)
+    return centre - eps, centre + eps
+
+
+def _pinned_box(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    centre = not_float32(rng.uniform(-1, 1, n))
+    lower, upper = centre.copy(), centre.copy()
+    free = rng.choice(n, size=int(rng.integers(1, min(3, n) + 1)), replace=False)
+    eps = rng.uniform(0.05, 0.5, free.size)
+    lower[free], upper[free] = centre[free] - eps, centre[free] + eps
+    return lower, upper
+
+
+def random_boxes(kind: str, n: int, rng) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    if kind == "pinned":
+        return (_pinned_box(n, rng),)
+    count = int(rng.integers(2, 5)) if kind == "boxes" else 1
+    centres = [rng.uniform(-1, 1, n) for _ in range(count)]
+    if rng.random() < 0.5:
+        centres = [np.round(c, 3) for c in centres]
+    return tuple(_box(c, rng) for c in centres)
+
+
+def _robust(n_out: int, label: int) -> tuple[np.ndarray, np.ndarray]:
+    others = [j for j in range(n_out) if j != label]
+    coef = np.zeros((len(others), 1, n_out))
+    for d, j in enumerate(others):
+        coef[d, 0, label], coef[d, 0, j] = 1.0, -1.0
+    return coef, np.zeros((len(others), 1))
+
+
+def _place(vals: np.ndarray, rng, easy: bool) -> np.ndarray:
+    """Thresholds from sampled row values ``vals[S, D, K]`` (module doc: easy / beyond)."""
+    lo, hi = vals.min(0), vals.max(0)
+    span = np.maximum(hi - lo, 1e-3)
+    q = rng.uniform(0.1, 0.9, lo.shape) if easy else -rng.uniform(0.02, 1.0, lo.shape)
+    return np.round(lo + q * span, 6)
+
+
+def _rows(kind: str, n_out: int, rng) -> np.ndarray:
+    if kind == "disjuncts":
+        d = int(rng.integers(1000, 5001))
+        coef = np.zeros((d, 1, n_out))
+        pairs = np.stack([rng.choice(n_out, 2, replace=False) for _ in range(d)])
+        coef[np.arange(d), 0, pairs[:, 0]] = 1.0
+        coef[np.arange(d), 0, pairs[:, 1]] = -np.round(rng.uniform(0.2, 2.0, d), 3)
+        return coef
+    d, k = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    coef = np.round(rng.normal(size=(d, k, n_out)), 3)
+    coef[np.abs(coef).sum(-1) == 0] = 1.0
+    return coef
+
+
+def random_unusual_prop(kind: str, onnx_bytes: bytes, input_shape, n_out: int, rng
+                        ) -> tuple[PropSpec, str]:
+    """A property of ``kind`` for the model, and how its thresholds were placed."""
+    n = int(np.prod(input_shape))
+    boxes = random_boxes(kind, n, rng)
+    pts = np.concatenate([box_points(lo, hi, 48, 16, rng)[0] for lo, hi in boxes])
+    ys = ort_outputs(onnx_bytes, pts, input_shape)
+    if kind != "disjuncts" and rng.random() < 0.4:
+        centre = (boxes[0][0] + boxes[0][1]) / 2
+        label = int(np.argmax(ort_outputs(onnx_bytes, centre[None], input_shape)[0]))
+        coef, rhs = _robust(n_out, label)
+        return PropSpec(kind, boxes, coef, rhs, pairwise=True), "robust"
+    coef = _rows(kind, n_out, rng)
+    vals = np.einsum("dko,so->sdk", coef, ys)
+    placement = "easy" if rng.random() < 0.4 else "beyond"
+    rhs = _place(vals, rng, placement == "easy")
+    if kind == "disjuncts" and placement == "beyond" and rng.random() < 0.3:
+        d = int(rng.integers(len(rhs)))  # one reachable row hidden among thousands
+        rhs[d] = _place(vals[:, d:d + 1], rng, True)[0]
+        placement = "beyond+one"
+    return PropSpec(kind, boxes, coef, rhs), placement

@@ -1,0 +1,94 @@
+"""Tasks that run inside the campaign's worker process (verifier/fuzz/worker.py).
+
+* ``import_check``: our importer on the model file, then our graph evaluated (float32 and
+  float64) against onnxruntime outputs that the parent computed; a refusal is returned with its
+  message, never raised.
+* ``verify``: ``nncert verify`` (method auto, differential check on) on the files, timed here
+  from the call to the answer, as a user would time it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bounds.registry import UnsupportedOpError
+from verifier.errors import NncertError
+
+# The clean refusals: the CLI prints one line and exits 2 (verifier/cli/common.classify_error).
+REFUSALS = (NncertError, UnsupportedOpError)
+IMPORT_TOL = 1e-3  # relative to max(1, |ort|): far above float32 reordering in these tiny nets
+
+
+def warm_up() -> None:
+    """Import the verifier's stages before the first clock starts (as bench's worker does):
+    a campaign measures deadlines, not the one-off import of torch and the pipeline."""
+    import verifier.pipeline  # noqa: F401
+    import verifier.strategy  # noqa: F401
+
+
+def _graph_outputs(model, points: np.ndarray, dtype) -> np.ndarray:
+    import torch
+
+    from bounds.engine.forward import run_graph
+
+    shape = model.graph.inputs[0].shape
+    x = torch.as_tensor(points, dtype=dtype).reshape(len(points), *shape)
+    with torch.no_grad():
+        (out,) = run_graph(model.graph, x)
+    return out.reshape(len(points), -1).double().numpy()
+
+
+def _worst(ours: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
+    err = np.abs(ours - ref) / np.maximum(1.0, np.abs(ref))
+    err = np.where(np.isnan(err), np.inf, err).max(axis=1)
+    at = int(np.argmax(err))
+    return float(err[at]), at
+
+
+def import_check(model_path: str, points: list, ref: list) -> dict:
+    """{'status': 'ok'|'mismatch'|'refused', 'message', 'error', 'point'} (module doc)."""
+    import torch
+
+    from verifier.onnx_import.loader import load_model
+
+    try:
+        model = load_model(model_path)
+    except REFUSALS as exc:
+        return {"status": "refused", "message": f"{type(exc).__name__}: {exc}"}
+    pts, ref_arr = np.asarray(points, np.float64), np.asarray(ref, np.float64)
+    best = (np.inf, 0)
+    for dtype in (torch.float32, torch.float64):
+        try:
+            best = min(best, _worst(_graph_outputs(model, pts, dtype), ref_arr))
+        except Exception as exc:  # noqa: BLE001 - an evaluation crash is a finding
+            return {"status": "crash", "message": f"forward ({dtype}): "
+                                                  f"{type(exc).__name__}: {exc}"}
+    status = "ok" if best[0] <= IMPORT_TOL else "mismatch"
+    return {"status": status, "message": f"relative error {best[0]:.3g} at point {best[1]}",
+            "error": best[0], "point": best[1]}
+
+
+def verify(model_path: str, spec_path: str, timeout: float, seed: int = 0) -> dict:
+    """One verification run; exceptions become 'refused' (REFUSALS) or 'crash'."""
+    from verifier.config import VerifyConfig
+    from verifier.pipeline import verify as run_verify
+
+    start = time.monotonic()
+    try:
+        config = VerifyConfig(timeout=timeout, method="auto", device="cpu", seed=seed)
+        res = run_verify(model_path, spec_path, config)
+    except REFUSALS as exc:
+        return {"status": "refused", "message": f"{type(exc).__name__}: {exc}",
+                "time_s": time.monotonic() - start}
+    except Exception as exc:  # noqa: BLE001 - a crash is a finding, recorded by the parent
+        return {"status": "crash", "message": f"{type(exc).__name__}: {exc}",
+                "time_s": time.monotonic() - start}
+    cex = res.counterexample
+    return {"status": res.verdict, "message": res.message, "method": res.method,
+            "time_s": time.monotonic() - start,
+            "x": None if cex is None else np.asarray(cex.x, np.float64).tolist()}
+
+
+TASKS = {"import_check": import_check, "verify": verify}
