@@ -56,6 +56,10 @@ class Outcome:
     timeout_s: float
     method: str = ""
     message: str = ""
+    # Wall time the parent measured beyond ``timeout_s`` (0 when on time), and whether the
+    # worker had to be killed for overrunning it by the grace period.
+    overrun_s: float = 0.0
+    killed: bool = False
 
     @property
     def correct(self) -> str:
@@ -263,9 +267,12 @@ def _task(instance: Instance, opts: BenchOptions) -> dict:
             "bab": dict(opts.bab)}
 
 
-def _outcome(instance: Instance, answer: dict, timeout: float) -> Outcome:
+def _outcome(instance: Instance, answer: dict, timeout: float, wall_s: float,
+             killed: bool = False) -> Outcome:
+    """The row for ``answer``; ``wall_s`` is the parent's own measure of the instance's run."""
     return Outcome(instance, answer["result"], float(answer["time_s"]), timeout,
-                   answer.get("method", ""), answer.get("message", ""))
+                   answer.get("method", ""), answer.get("message", ""),
+                   overrun_s=max(0.0, wall_s - timeout), killed=killed)
 
 
 def _run_serial(items: list[tuple[int, Instance]], opts: BenchOptions,
@@ -275,19 +282,27 @@ def _run_serial(items: list[tuple[int, Instance]], opts: BenchOptions,
         for index, instance in items:
             task = _task(instance, opts)
             if opts.in_process:
-                done(index, _outcome(instance, run_task(task), task["timeout"]))
+                start = time.monotonic()
+                answer = run_task(task)
+                done(index, _outcome(instance, answer, task["timeout"],
+                                     time.monotonic() - start))
                 continue
             if worker is None or not worker.alive():
                 worker = Worker(opts.worker_start_timeout)
             start = time.monotonic()
             answer = worker.run(task, task["timeout"] + opts.grace)
-            if answer is None:
-                answer = {"result": "timeout", "time_s": time.monotonic() - start,
+            wall = time.monotonic() - start
+            killed = answer is None
+            if killed:
+                log.warning("%s %s: worker killed %.1f s after its %g s timeout",
+                            instance.onnx, instance.vnnlib, wall - task["timeout"],
+                            task["timeout"])
+                answer = {"result": "timeout", "time_s": wall,
                           "message": f"killed after overrunning its timeout by {opts.grace:g} s"}
-            if answer is None or opts.isolate or not worker.alive():
+            if killed or opts.isolate or not worker.alive():
                 worker.close()
                 worker = None
-            done(index, _outcome(instance, answer, task["timeout"]))
+            done(index, _outcome(instance, answer, task["timeout"], wall, killed))
     finally:
         if worker is not None:
             worker.close()
@@ -338,9 +353,13 @@ class Tally:
     incorrect: int = 0
     times: list[float] = field(default_factory=list)
     score: int = 0
+    killed: int = 0
+    max_overrun_s: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
         self.instances += 1
+        self.killed += outcome.killed
+        self.max_overrun_s = max(self.max_overrun_s, outcome.overrun_s)
         self.counts[outcome.result] = self.counts.get(outcome.result, 0) + 1
         self.incorrect += outcome.correct == "no"
         self.times.append(outcome.time_s)
@@ -373,7 +392,7 @@ def tally(outcomes: Iterable[Outcome]) -> tuple[dict[str, Tally], Tally]:
 
 
 CSV_FIELDS = ("benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct",
-              "timeout_s", "method", "message")
+              "timeout_s", "overrun_s", "killed", "method", "message")
 
 
 def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
@@ -383,4 +402,5 @@ def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:
             i = o.instance
             writer.writerow([i.benchmark, i.onnx, i.vnnlib, o.result, f"{o.time_s:.3f}",
-                             i.expected, o.correct, f"{o.timeout_s:g}", o.method, o.message])
+                             i.expected, o.correct, f"{o.timeout_s:g}", f"{o.overrun_s:.3f}",
+                             "yes" if o.killed else "", o.method, o.message])

@@ -32,7 +32,7 @@ DTYPE = torch.float64
 
 
 def _attack(model, spec, config, device, deadline, budget_s):
-    from verifier.attack import falsify
+    from verifier.attack.falsify import falsify
 
     return falsify(model, spec, deadline, config.attack, device=device, seed=config.seed,
                    budget_s=budget_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,44 @@ def test_tally_and_csv(tmp_path):
     out = tmp_path / "r.csv"
     bench.write_csv(out, outcomes)
     assert out.read_text().splitlines()[0].startswith(
-        "benchmark,onnx,vnnlib,result,time_s,expected,correct")
+        "benchmark,onnx,vnnlib,result,time_s,expected,correct,timeout_s,overrun_s,killed")
+
+
+def test_overrun_is_measured_by_the_parent_and_tallied():
+    """overrun_s is the parent's wall time past the timeout (never negative); the tally keeps
+    the worst overrun and counts killed workers."""
+    inst = bench.Instance("s", "a.onnx", "b.vnnlib", Path("a.onnx"), Path("b.vnnlib"), 10.0)
+    answer = {"result": "timeout", "time_s": 10.2}
+    on_time = bench._outcome(inst, answer, 10.0, wall_s=9.5)
+    late = bench._outcome(inst, answer, 10.0, wall_s=12.25)
+    killed = bench._outcome(inst, answer, 10.0, wall_s=15.0, killed=True)
+    assert on_time.overrun_s == 0.0 and late.overrun_s == 2.25
+    _, total = bench.tally([on_time, late, killed])
+    assert (total.killed, total.max_overrun_s) == (1, 5.0)
+
+
+def test_hung_worker_is_killed_and_its_overrun_recorded(monkeypatch):
+    """A worker that never answers is killed after timeout + grace; the row says so."""
+    inst = bench.Instance("s", "a.onnx", "b.vnnlib", Path("a.onnx"), Path("b.vnnlib"), 0.05)
+
+    class Hung:
+        def __init__(self, start_timeout):
+            pass
+
+        def run(self, task, hard_limit):
+            time.sleep(hard_limit)
+            return None
+
+        def alive(self):
+            return True
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench, "Worker", Hung)
+    (outcome,) = bench.run_instances([inst], bench.BenchOptions(grace=0.05))
+    assert outcome.result == "timeout" and outcome.killed
+    assert outcome.overrun_s >= 0.04
 
 
 def test_error_classification():

@@ -10,7 +10,8 @@ import pytest
 from cli_util import EXAMPLES, assert_one_line_error, needs_pipeline, run_nncert
 
 SUMMARY = re.compile(r"^summary: instances=(\d+) unsat=(\d+) sat=(\d+) unknown=(\d+) "
-                     r"timeout=(\d+) error=(\d+) incorrect=(\d+) time_s=[\d.]+ score=(-?\d+)$")
+                     r"timeout=(\d+) error=(\d+) incorrect=(\d+) time_s=[\d.]+ score=(-?\d+) "
+                     r"killed=(\d+) max_overrun_s=[\d.]+$")
 
 
 def summary(proc) -> dict[str, int]:
@@ -18,7 +19,8 @@ def summary(proc) -> dict[str, int]:
     assert sum(line.startswith("summary:") for line in proc.stdout.splitlines()) == 1
     match = SUMMARY.match(last)
     assert match, last
-    keys = ("instances", "unsat", "sat", "unknown", "timeout", "error", "incorrect", "score")
+    keys = ("instances", "unsat", "sat", "unknown", "timeout", "error", "incorrect", "score",
+            "killed")
     return dict(zip(keys, map(int, match.groups()), strict=True))
 
 
@@ -105,6 +107,8 @@ def test_folder_of_suites_and_hard_kill(tmp_path):
     table = rows(out)
     assert [r["benchmark"] for r in table] == ["a", "a", "b", "b"]
     assert all(r["result"] == "timeout" for r in table), table
+    assert all(float(r["overrun_s"]) >= 0 for r in table), table
+    assert summary(proc)["killed"] == sum(r["killed"] == "yes" for r in table)
 
 
 def test_bad_filter_regex(tmp_path):

@@ -1,7 +1,9 @@
 """``nncert bench``: run VNN-COMP suites, compare with expected.csv, print a table and a summary.
 
 stdout: the per-benchmark table, then exactly one line
-``summary: instances=N unsat=U sat=S unknown=K timeout=T error=E incorrect=I time_s=X score=Z``.
+``summary: instances=N unsat=U sat=S unknown=K timeout=T error=E incorrect=I time_s=X score=Z
+killed=W max_overrun_s=O`` (workers killed for overrunning timeout + grace; the largest wall
+time past an instance's timeout, as the parent measured it).
 stderr: progress (a bar on a terminal, one line per instance otherwise) and logs.
 Exit status 1 when any answer contradicts expected.csv, 2 when the suite cannot be read.
 """
@@ -67,6 +69,8 @@ class Progress:
         self.done += 1
         name = f"{outcome.instance.benchmark}/{outcome.instance.onnx} {outcome.instance.vnnlib}"
         status = f"{outcome.result} {outcome.time_s:.1f}s"
+        if outcome.overrun_s > 0:
+            status += f" (over by {outcome.overrun_s:.1f}s{', killed' if outcome.killed else ''})"
         if outcome.correct == "no":
             status += f" INCORRECT (expected {outcome.instance.expected})"
         if outcome.result == "error" and outcome.message:
@@ -88,12 +92,12 @@ class Progress:
 def format_table(per: dict, total) -> str:
     """A fixed-width per-benchmark table with a total row."""
     head = ("benchmark", "instances", *VERDICT_COLUMNS, "incorrect", "time_s", "median_s",
-            "score")
+            "score", "killed", "max_overrun_s")
     rows = []
     for name, t in [*per.items(), ("TOTAL", total)]:
         rows.append((name, str(t.instances), *(str(t.count(v)) for v in VERDICT_COLUMNS),
                      str(t.incorrect), f"{t.total_time:.1f}", f"{t.median_time:.2f}",
-                     str(t.score)))
+                     str(t.score), str(t.killed), f"{t.max_overrun_s:.2f}"))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def fmt(row) -> str:
@@ -107,7 +111,8 @@ def format_table(per: dict, total) -> str:
 def summary_line(total) -> str:
     counts = " ".join(f"{v}={total.count(v)}" for v in VERDICT_COLUMNS)
     return (f"summary: instances={total.instances} {counts} incorrect={total.incorrect} "
-            f"time_s={total.total_time:.1f} score={total.score}")
+            f"time_s={total.total_time:.1f} score={total.score} killed={total.killed} "
+            f"max_overrun_s={total.max_overrun_s:.2f}")
 
 
 def run(args) -> int:
