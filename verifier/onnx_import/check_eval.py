@@ -6,9 +6,9 @@ zero-width box of each point through interval bound propagation with the roundin
 a value then contains every float32 evaluation of the IR at that point, whatever the summation
 order, so its distance from the float64 value is how far float32 arithmetic alone may move it.
 
-``first_divergence`` locates where onnxruntime and the IR part ways: it exposes the ONNX values
-that map to IR values (``ImportedModel.value_names``) as extra outputs and compares them in
-graph order with the same allowance.
+``compared_values`` lists the IR values the check compares with onnxruntime: the outputs and
+the intermediate values that map to ONNX values (``ImportedModel.value_names``), which
+onnxruntime exposes as extra outputs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.ibp import propagate_node, widen
-from bounds.engine.rounding import U32
+from bounds.engine.rounding import U32, rounding_error
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.types import Interval
@@ -68,28 +68,76 @@ def split_inputs(graph: Graph, points: np.ndarray) -> list[torch.Tensor]:
     return tensors
 
 
-def enclose(graph: Graph, points: np.ndarray, keep: set[str] = frozenset(),
+def enclose(graph: Graph, points: np.ndarray, seeds: dict[str, np.ndarray] | None = None,
             stop: float | None = None) -> dict[str, Enclosed]:
-    """Float64 values and float32 enclosures of the graph outputs and of the values in
-    ``keep`` at ``points``. Raises OutOfTime once ``time.monotonic()`` passes ``stop``."""
+    """Float64 values and float32 enclosures at ``points`` of the graph outputs and of the
+    values in ``seeds``.
+
+    ``seeds`` maps IR values to onnxruntime's values of the same tensors (``[B, size]``): once
+    such a value is computed and recorded, its readers see onnxruntime's value instead, as a
+    zero-width box. Each recorded value is then our evaluation of one segment of the graph
+    from onnxruntime's own inputs, and its allowance covers only that segment's rounding: a
+    worst-case enclosure propagated through a whole deep network grows with the product of the
+    weight magnitudes (hundreds of times the value on a 9-layer MLP) and would accept anything.
+    Raises OutOfTime once ``time.monotonic()`` passes ``stop``.
+    """
+    seeds = seeds or {}
     inputs = split_inputs(graph, points)
     values = {t.name: x for t, x in zip(graph.inputs, inputs, strict=True)}
-    boxes = {name: Interval(x, x) for name, x in values.items()}
-    wanted = keep | {o.name for o in graph.outputs}
+    # None: the value is a point (no rounding yet since the last seed); most nodes read points,
+    # and a point's enclosure is its value plus the node's own rounding, with no interval pass.
+    boxes: dict[str, Interval | None] = dict.fromkeys(values)
+    recorded = {o.name for o in graph.outputs} | set(seeds)
     last_use = _last_use(graph)
     registry = rules()
+    out: dict[str, Enclosed] = {}
     with torch.no_grad():
         for index, node in enumerate(graph.nodes):
             if stop is not None and time.monotonic() > stop:
                 raise OutOfTime(f"stopped before node {node.name!r}")
             rule = registry.get(node.op, node.name)
-            values[node.name] = rule.forward(node, node_args(node, values, "cpu", torch.float64))
-            boxes[node.name] = _node_interval(graph, node, rule, boxes)
-            for name in node.dynamic_inputs:
-                if last_use[name] == index and name not in wanted:
+            value = rule.forward(node, node_args(node, values, "cpu", torch.float64))
+            if all(boxes[name] is None for name in node.dynamic_inputs):
+                box = _point_interval(graph, node, rule, values, value)
+            else:
+                box = _node_interval(graph, node, rule, _filled(boxes, values))
+            if node.name in recorded:
+                out[node.name] = Enclosed(value, *_ends(box, value))
+            if node.name in seeds:
+                value, box = _as_like(seeds[node.name], value), None
+            values[node.name], boxes[node.name] = value, box
+            for name in set(node.dynamic_inputs):
+                if last_use[name] == index:
                     del values[name], boxes[name]
-    return {name: Enclosed(values[name], boxes[name].lower, boxes[name].upper)
-            for name in wanted if name in values}
+    return out
+
+
+def _point_interval(graph: Graph, node: Node, rule, values: dict, value: torch.Tensor):
+    """The enclosure of a node whose inputs are points: its value widened by its own rounding
+    error bound (None when the op is exact, so the value stays a point)."""
+    args = [Interval(a, a) if name is not None else a
+            for name, a in zip(node.inputs, node_args(node, values, "cpu", torch.float64),
+                               strict=True)]
+    in_shape = graph.shape_of(node.dynamic_inputs[0]) if node.dynamic_inputs else ()
+    delta = rounding_error(node, rule, args, Interval(value, value), in_shape)
+    return None if delta is None else widen(Interval(value, value), delta)
+
+
+def _filled(boxes: dict, values: dict) -> dict:
+    """Boxes with points as zero-width intervals (for a node that reads an interval)."""
+    return {k: Interval(values[k], values[k]) if b is None else b for k, b in boxes.items()}
+
+
+def _ends(box: Interval | None, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (value, value) if box is None else (box.lower, box.upper)
+
+
+def _as_like(seed: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """onnxruntime's value in the shape and dtype of our own value of the same tensor."""
+    tensor = torch.as_tensor(np.ascontiguousarray(seed))
+    if like.dtype.is_floating_point:
+        tensor = tensor.to(torch.float64)
+    return tensor.to(like.dtype).reshape(like.shape)
 
 
 def _last_use(graph: Graph) -> dict[str, int]:
@@ -133,38 +181,14 @@ def excess(ours: np.ndarray, allowance: np.ndarray, ref: np.ndarray) -> np.ndarr
     return np.where(np.isnan(ratio), np.inf, ratio)
 
 
-def first_divergence(model, point: np.ndarray, slack: float, stop: float | None) -> str:
-    """Where the IR and onnxruntime first part ways at ``point`` ([1, n_in]): the first IR
-    value, in graph order, whose mapped ONNX value lies beyond ``slack`` x its allowance."""
-    from verifier.onnx_import.ort import run_ort, session_exposing
-
-    graph = model.graph
-    to_onnx = _mapped_values(model)
-    if not to_onnx:
-        return "no intermediate ONNX value maps to an IR value"
-    session = session_exposing(model, list(to_onnx.values()))
-    names = [o.name for o in session.get_outputs()]
-    refs = dict(zip(names, run_ort(model, point, session=session), strict=True))
-    enclosed = enclose(graph, point, keep=set(to_onnx), stop=stop)
-    for node in graph.nodes:
-        onnx_name = to_onnx.get(node.name)
-        if onnx_name is None or refs[onnx_name].size != math.prod(node.shape):
-            continue
-        ours, allowance = enclosed[node.name].flat()
-        ratio = excess(ours, allowance, refs[onnx_name])
-        at = int(np.argmax(ratio))
-        if ratio.flat[at] > slack:
-            return (f"ONNX value {onnx_name!r} (IR node {node.name!r}, {node.op}):"
-                    f" |difference| {abs(ours.flat[at] - float(refs[onnx_name].flat[at])):.3g},"
-                    f" float32 allowance {allowance.flat[at]:.3g}")
-    return "every intermediate ONNX value that maps to an IR value agrees"
-
-
-def _mapped_values(model) -> dict[str, str]:
-    """IR node name -> one ONNX value name of the same tensor (graph inputs excluded)."""
+def compared_values(model) -> dict[str, str]:
+    """IR value -> one ONNX value name of the same tensor: the graph outputs and every node
+    value that survived simplification unchanged (``ImportedModel.value_names``)."""
     nodes = {n.name for n in model.graph.nodes}
     out: dict[str, str] = {}
     for onnx_name, ir_name in model.value_names.items():
         if ir_name in nodes:
             out.setdefault(ir_name, onnx_name)
+    for info, onnx_name in zip(model.graph.outputs, model.output_names, strict=True):
+        out[info.name] = onnx_name
     return out

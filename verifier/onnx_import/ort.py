@@ -13,6 +13,7 @@ import numpy as np
 
 _SESSIONS: OrderedDict[bytes, object] = OrderedDict()
 _MAX_SESSIONS = 8
+_EXPOSING: dict[str, object] = {}
 
 
 def ort_session(model):
@@ -40,11 +41,19 @@ def _new_session(data: bytes):
 
 
 def session_exposing(model, names: list[str]):
-    """An uncached session of ``model`` whose outputs are the model's own followed by the
-    intermediate ONNX values ``names`` (to see where two evaluations part ways)."""
+    """A session of ``model`` whose outputs are the model's own followed by the intermediate
+    ONNX values ``names`` (to see where two evaluations part ways); the latest one is kept."""
+    key = (model.onnx_bytes, tuple(names))
+    if _EXPOSING.get("key") != key:
+        _EXPOSING.clear()
+        _EXPOSING.update(key=key, session=_exposing(model.onnx_bytes, names))
+    return _EXPOSING["session"]
+
+
+def _exposing(data: bytes, names: list[str]):
     import onnx
 
-    proto = onnx.load_model_from_string(model.onnx_bytes)
+    proto = onnx.load_model_from_string(data)
     present = {o.name for o in proto.graph.output}
     for name in names:
         if name not in present:
