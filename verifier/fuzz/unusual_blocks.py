@@ -25,7 +25,7 @@ def conv_transpose(b) -> None:
     """ConvTranspose, stride 2 when the output stays small (the generator-network layer)."""
     _, c, h, w = b.shape
     k = int(b.rng.integers(2, 4))
-    s = 2 if (h - 1) * 2 + k <= 9 and b.rng.random() < 0.6 else 1
+    s = 2 if (h - 1) * 2 + k <= 2 * b.width and b.rng.random() < 0.6 else 1
     oc = int(b.rng.integers(1, 3))
     wt = _weights(b, (c, oc, k, k), 2.0)
     bias = (b.rng.normal(size=oc) * 0.2).astype(F32)
@@ -121,8 +121,8 @@ def _big(shape) -> bool:
 
 
 IMAGE_BLOCKS = {
-    "convtranspose": (conv_transpose, lambda s: s[2] <= 5),
-    "resize": (resize, lambda s: s[2] <= 4),
+    "convtranspose": (conv_transpose, lambda s: s[2] <= 20),
+    "resize": (resize, lambda s: s[2] <= 10),
     "batchnorm": (batch_norm, lambda s: True),
     "scatter_patch": (scatter_patch, lambda s: True),
     "scatter_channel": (scatter_channel, lambda s: s[1] >= 2),

@@ -40,7 +40,7 @@ from verifier.fuzz.worker import TaskWorker
 OVERRUN_S = 1.0
 GRACE_S = 4.0
 IMPORT_LIMIT_S = 60.0
-HULL_MARGIN = 1e-3
+HULL_MARGIN = 1e-4
 N_RANDOM, N_VERTEX, N_IMPORT_POINTS = 600, 128, 24
 
 

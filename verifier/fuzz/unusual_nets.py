@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from verifier.fuzz.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
 
 OPSET = 13
+LARGE_SHARE = 0.12
 F32 = np.float32
 
 
@@ -51,6 +52,7 @@ class Builder:
     ops: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     count: int = 0
+    width: int = 8  # widest hidden Gemm; larger models stress deadlines, not soundness
 
     def fresh(self, stem: str) -> str:
         self.count += 1
@@ -64,7 +66,7 @@ class Builder:
     def node(self, op: str, inputs: list[str], featured: bool = True, **attrs) -> str:
         """Append a node; its output name is returned. ``featured``: count the op as tested."""
         out = self.fresh(op.lower() + "_")
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         if featured and op not in self.ops:
             self.ops.append(op)
         return out
@@ -86,15 +88,20 @@ class Builder:
                      (1, int(np.prod(self.shape[1:]))))
 
 
-def _input_layout(b: Builder) -> tuple[int, ...]:
-    """Draw the input shape; an NHWC input is transposed to NCHW first (featured)."""
+def _input_layout(b: Builder, large: bool, image: bool) -> tuple[int, ...]:
+    """Draw the input shape (``image``: an image one); an NHWC input is transposed to NCHW
+    first (featured)."""
     r = b.rng.random()
+    if image:
+        r = 0.4 + 0.6 * r
     if r < 0.4:
-        shape = (1, int(b.rng.integers(3, 13)))
+        shape = (1, int(b.rng.integers(48, 257) if large else b.rng.integers(3, 13)))
         b.set("x", shape)
         b.parts.append(f"vec{shape[1]}")
         return shape
     c, hw = int(b.rng.integers(1, 3)), int(b.rng.integers(2, 5))
+    if large:
+        c, hw = 3, int(b.rng.integers(8, 17))
     if r < 0.75:
         b.set("x", (1, c, hw, hw))
         b.parts.append(f"img{c}x{hw}x{hw}")
@@ -125,32 +132,43 @@ def _to_proto(b: Builder, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     return proto
 
 
+def _forced_blocks(b: Builder, blocks: tuple[str, ...]) -> None:
+    for name in blocks:
+        table = IMAGE_BLOCKS if name in IMAGE_BLOCKS else VECTOR_BLOCKS
+        if table is IMAGE_BLOCKS and (len(b.shape) != 4 or not table[name][1](b.shape)):
+            raise ValueError(f"block {name!r} does not fit a {b.shape} tensor")
+        if table is VECTOR_BLOCKS:
+            b.flatten()
+            if b.shape[1] > 3 * b.width:
+                b.gemm(b.width)
+        table[name][0](b)
+        b.parts.append(name)
+
+
+def _random_blocks(b: Builder) -> None:
+    if len(b.shape) == 4:
+        for _ in range(int(b.rng.integers(1, 3))):
+            _pick(b, IMAGE_BLOCKS, lambda ok: ok(b.shape))
+    b.flatten()
+    for _ in range(int(b.rng.integers(1, 4))):
+        if b.shape[1] > 3 * b.width or b.rng.random() < 0.5:
+            b.gemm(int(b.rng.integers(3, b.width + 1)))
+        _pick(b, VECTOR_BLOCKS, lambda ok: ok(b.shape))
+
+
 def random_unusual_net(rng: np.random.Generator, blocks: tuple[str, ...] = ()) -> UnusualNet:
-    """A random model (see module doc). ``blocks`` forces these vector/image blocks (tests)."""
-    b = Builder(rng)
-    input_shape = _input_layout(b)
+    """A random model (see module doc). ``blocks`` forces these vector/image blocks (tests;
+    ValueError when an image block does not fit the drawn input).
+    One model in LARGE_SHARE is larger (inputs of 48-768 values, hidden width 16-64)."""
+    large = bool(rng.random() < LARGE_SHARE)
+    b = Builder(rng, width=int(rng.integers(16, 65)) if large else 8)
+    input_shape = _input_layout(b, large, any(name in IMAGE_BLOCKS for name in blocks))
     if blocks:
-        for name in blocks:
-            table = IMAGE_BLOCKS if name in IMAGE_BLOCKS else VECTOR_BLOCKS
-            if table is IMAGE_BLOCKS and len(b.shape) != 4:
-                continue
-            if table is VECTOR_BLOCKS:
-                b.flatten()
-                if b.shape[1] > 24:
-                    b.gemm(12)
-            table[name][0](b)
-            b.parts.append(name)
+        _forced_blocks(b, blocks)
     else:
-        if len(b.shape) == 4:
-            for _ in range(int(rng.integers(1, 3))):
-                _pick(b, IMAGE_BLOCKS, lambda ok: ok(b.shape))
-        b.flatten()
-        for _ in range(int(rng.integers(1, 4))):
-            if b.shape[1] > 24 or rng.random() < 0.5:
-                b.gemm(int(rng.integers(3, 9)))
-            _pick(b, VECTOR_BLOCKS, lambda ok: ok(b.shape))
+        _random_blocks(b)
     b.flatten()
     b.gemm(int(rng.integers(2, 5)))
     proto = _to_proto(b, input_shape)
     return UnusualNet(proto.SerializeToString(), input_shape, b.shape[1], tuple(b.ops),
-                      " ".join(b.parts))
+                      ("large " if large else "") + " ".join(b.parts))
