@@ -110,12 +110,14 @@ class Executor(ABC):
         return int(value) if value is not None else self.settings.job_memory_mb
 
     def task_for(self, job: Job) -> dict:
-        """What the runner receives: stored file paths, the options, the memory limit."""
+        """What the runner receives: stored file paths, the options, the memory limit and
+        whether to check the model against onnxruntime."""
         return {
             "model_path": str(self.artifacts.path("models", job.model_id)),
             "spec_path": str(self.artifacts.path("specs", job.spec_id)),
             **job.options,
             "memory_mb": self.memory_mb(job),
+            "check_model": self.settings.check_model,
         }
 
     def deadline_for(self, job: Job) -> float:

@@ -76,6 +76,9 @@ class Settings(BaseModel):
     events_keepalive_s: float = Field(15.0, gt=0)
     # "module:function" run in the worker process for each job (tests swap it).
     job_runner: str = DEFAULT_RUNNER
+    # Differential check of each imported model against onnxruntime before verifying. Off
+    # skips it (each job logs a warning): a wrong import then goes unnoticed.
+    check_model: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -110,7 +113,7 @@ class Settings(BaseModel):
         """Settings from ``NNCERT_DATA_DIR``, ``NNCERT_WORKERS``, ``NNCERT_RATE_LIMIT``,
         ``NNCERT_RATE_BURST``, ``NNCERT_EXECUTOR``, ``NNCERT_RAY_ADDRESS``,
         ``NNCERT_JOB_MEMORY_MB``, ``NNCERT_MAX_JOB_MEMORY_MB``, ``NNCERT_RAY_MAX_CALLS``,
-        ``NNCERT_API_KEYS``
+        ``NNCERT_CHECK_MODEL`` (0/false skips the model check), ``NNCERT_API_KEYS``
         (comma-separated) and ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
         fields: dict = {"data_dir": Path(os.environ.get("NNCERT_DATA_DIR", "nncert-data"))}
         for var, name in (("NNCERT_WORKERS", "workers"), ("NNCERT_RATE_LIMIT", "rate_limit_per_s"),
@@ -118,7 +121,8 @@ class Settings(BaseModel):
                           ("NNCERT_EXECUTOR", "executor"), ("NNCERT_RAY_ADDRESS", "ray_address"),
                           ("NNCERT_JOB_MEMORY_MB", "job_memory_mb"),
                           ("NNCERT_MAX_JOB_MEMORY_MB", "max_job_memory_mb"),
-                          ("NNCERT_RAY_MAX_CALLS", "ray_max_calls")):
+                          ("NNCERT_RAY_MAX_CALLS", "ray_max_calls"),
+                          ("NNCERT_CHECK_MODEL", "check_model")):
             if var in os.environ:
                 fields[name] = os.environ[var]
         keys = [k for k in os.environ.get("NNCERT_API_KEYS", "").split(",") if k.strip()]

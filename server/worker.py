@@ -39,7 +39,12 @@ def run_verification(task: dict, progress: Callable[[dict], None]) -> dict:
     from verifier.config import VerifyConfig
     from verifier.pipeline import verify
 
-    config = VerifyConfig(timeout=task["timeout"], method=task["method"], device=task["device"])
+    check = task.get("check_model", True)
+    if not check:
+        log.warning("job on %s: model check against onnxruntime skipped (check_model=False)",
+                    task["model_path"])
+    config = VerifyConfig(timeout=task["timeout"], method=task["method"], device=task["device"],
+                          check_model=check)
     result = verify(task["model_path"], task["spec_path"], config, progress=progress)
     cex = None
     if result.counterexample is not None:
