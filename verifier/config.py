@@ -36,6 +36,9 @@ class VerifyConfig(BaseModel):
     device: Device = "auto"
     seed: int = 0
     check_model: bool = True  # differential check of the IR against onnxruntime
+    # Counterexamples must lie in the real box itself (VNN-COMP 2026 mode); by default the
+    # nearest float32 to a box that holds none is accepted within the checker's 1e-4.
+    strict_box: bool = False
     milp_backend: Literal["auto", "highs", "gurobi"] = "auto"
     attack: AttackConfig = AttackConfig()
     bab: BabConfig = BabConfig()

@@ -4,6 +4,17 @@ Stages: import and check the model, falsify (attack), bound each input region (C
 alpha-CROWN), then branch-and-bound on what is left. Each stage either settles the answer or
 hands on. ``unsat`` needs every disjunct of every region refuted by a sound bound; ``sat`` needs
 a counterexample that onnxruntime confirms.
+
+A model that onnxruntime runs is always attacked, even when it cannot be bounded: when the
+importer refuses it (``OrtModel``: only onnxruntime evaluates it), when our IR disagrees
+with onnxruntime, or when the graph holds an op without a bound rule, the whole budget goes
+to attacks and the answer is ``sat`` or ``unknown`` with a message naming what stopped the
+bounds.
+
+Box semantics (README, "Semantics of real-valued boxes"): bounds are computed over the real
+box; attacks search the float32 points nearest to it; a counterexample outside the real box
+(only where the box holds no float32 value) is accepted within the VNN-COMP checker's 1e-4,
+or not at all with ``config.strict_box``.
 """
 
 from __future__ import annotations
@@ -11,18 +22,135 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from verifier.config import VerifyConfig
-from verifier.errors import NncertError, SpecError
-from verifier.onnx_import.loader import ImportedModel, load_model
+from verifier.errors import (
+    ModelError,
+    ModelMismatchError,
+    NncertError,
+    SpecError,
+    UnsupportedOpError,
+)
+from verifier.onnx_import.loader import ImportedModel
 from verifier.result import VerificationResult
 from verifier.spec.types import Spec
+from verifier.validate import VNNCOMP_BOX_TOL, box_tolerance
 
 log = logging.getLogger(__name__)
 
 # Inputs up to this size are verified by splitting the input box.
 INPUT_SPLIT_MAX_INPUTS = 16
+# Share of an attack-only run given to PGD on the IR (when the IR runs); the rest goes to the
+# black-box search on onnxruntime, which also handles piecewise-constant graphs.
+IR_ATTACK_SHARE = 0.5
+
+# onnxruntime input element types a VNN-LIB real-valued input can be fed as.
+_FLOAT_INPUTS = ("tensor(float)", "tensor(double)")
+
+
+@dataclass(frozen=True)
+class OrtModel:
+    """An ONNX model run by onnxruntime only: names and static shapes of its inputs (symbolic
+    batch axis set to 1) and outputs, and ``reason``, the importer's refusal."""
+
+    onnx_bytes: bytes
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    onnx_input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    reason: str
+    path: str = ""
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(math.prod(s) for s in self.onnx_input_shapes)
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(math.prod(s) for s in self.output_shapes)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """A one-line reason from an importer error (the list of supported ops left out)."""
+    if isinstance(exc, UnsupportedOpError):
+        where = f" (node {exc.node!r})" if exc.node else ""
+        return f"no converter for operator {exc.op!r}{where}"
+    return " ".join(str(exc).split())
+
+
+def _static_input_shape(name: str, shape) -> tuple[int, ...] | None:
+    """Static shape of an onnxruntime input: a symbolic leading axis becomes 1; None when
+    another axis is symbolic (the spec then cannot say how many values the input has)."""
+    dims = []
+    for axis, d in enumerate(shape):
+        if isinstance(d, int) and d > 0:
+            dims.append(d)
+        elif axis == 0:
+            dims.append(1)
+        else:
+            log.info("input %r has a symbolic axis %d; onnxruntime fallback not possible",
+                     name, axis)
+            return None
+    return tuple(dims)
+
+
+def _feeds(session, shapes: list[tuple[int, ...]]) -> dict:
+    feeds = {}
+    for info, shape in zip(session.get_inputs(), shapes, strict=True):
+        dtype = np.float64 if info.type == "tensor(double)" else np.float32
+        feeds[info.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def ort_only_model(data: bytes, label: str, reason: str) -> OrtModel | None:
+    """An OrtModel when onnxruntime loads ``data`` and runs it on a zero input with real-valued
+    inputs and numeric outputs; None otherwise (the caller then keeps the importer's error)."""
+    from verifier.validate import ort_session
+
+    try:
+        session = ort_session(data)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        log.info("onnxruntime cannot load %s either: %s", label or "the model", exc)
+        return None
+    inputs = session.get_inputs()
+    if not inputs or any(i.type not in _FLOAT_INPUTS for i in inputs):
+        log.info("%s has an input that is not real-valued", label or "the model")
+        return None
+    shapes = [_static_input_shape(i.name, i.shape) for i in inputs]
+    if any(s is None for s in shapes):
+        return None
+    names = [o.name for o in session.get_outputs()]
+    try:
+        outs = session.run(names, _feeds(session, shapes))
+    except Exception as exc:  # noqa: BLE001  (any failure means: onnxruntime cannot run it)
+        log.info("onnxruntime cannot run %s: %s", label or "the model", exc)
+        return None
+    if any(not np.issubdtype(np.asarray(o).dtype, np.number) for o in outs):
+        log.info("%s has a non-numeric output", label or "the model")
+        return None
+    return OrtModel(data, tuple(i.name for i in inputs), tuple(names), tuple(shapes),
+                    tuple(tuple(np.asarray(o).shape) for o in outs), reason, label)
+
+
+def load_runnable_model(path) -> object:
+    """The imported model (``ImportedModel``) when the importer takes it, else an OrtModel
+    when onnxruntime runs it; otherwise the importer's error is raised (bad input)."""
+    from verifier.onnx_import.loader import import_proto, read_model_proto
+
+    proto, data = read_model_proto(path)  # unreadable or malformed files: raised here
+    try:
+        return import_proto(proto, data, str(path))
+    except (ModelError, UnsupportedOpError) as exc:
+        fallback = ort_only_model(data, str(path), refusal_reason(exc))
+        if fallback is None:
+            raise
+        log.warning("the importer refused %s (%s); onnxruntime runs it, so it is attacked "
+                    "but not bounded", path, fallback.reason)
+        return fallback
 
 
 def resolve_device(device: str) -> str:
@@ -35,9 +163,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_inputs(model, spec) -> tuple[ImportedModel, Spec]:
+def load_inputs(model, spec) -> tuple[ImportedModel | OrtModel, Spec]:
+    """Load paths (a model the importer refuses but onnxruntime runs becomes an OrtModel)."""
     if isinstance(model, str | Path):
-        model = load_model(model)
+        model = load_runnable_model(model)
     if isinstance(spec, str | Path):
         from verifier.spec import load_spec
 
@@ -46,13 +175,35 @@ def load_inputs(model, spec) -> tuple[ImportedModel, Spec]:
     return model, spec
 
 
-def check_spec_matches(model: ImportedModel, spec: Spec) -> None:
+def model_sizes(model: ImportedModel | OrtModel) -> tuple[int, int]:
+    """Number of flattened input and output values of the model."""
+    if isinstance(model, OrtModel):
+        return model.n_inputs, model.n_outputs
     n_in = sum(math.prod(t.shape) for t in model.graph.inputs)
     n_out = sum(math.prod(t.shape) for t in model.graph.outputs)
+    return n_in, n_out
+
+
+def check_spec_matches(model: ImportedModel | OrtModel, spec: Spec) -> None:
+    n_in, n_out = model_sizes(model)
     if spec.n_inputs != n_in:
         raise SpecError(f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
     if spec.n_outputs != n_out:
         raise SpecError(f"spec declares {spec.n_outputs} output variables, the model has {n_out}")
+
+
+def ops_without_bound_rule(model: ImportedModel) -> list[str]:
+    """IR ops (sorted) that the bound engines cannot bound: no rule, or a rule with neither an
+    ``ibp`` function nor the monotone trait."""
+    from bounds.registry import rules
+
+    registry = rules()
+    missing = set()
+    for node in model.graph.nodes:
+        rule = registry.get(node.op) if node.op in registry else None
+        if rule is None or (rule.ibp is None and not rule.traits.monotone):
+            missing.add(node.op)
+    return sorted(missing)
 
 
 def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> VerificationResult:
@@ -64,22 +215,94 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     start = time.monotonic()
     deadline = start + config.timeout
     model, spec = load_inputs(model, spec)
-    device = resolve_device(config.device)
-    if config.check_model:
-        from verifier.onnx_import.check import differential_check
-
-        differential_check(model, spec, seed=config.seed)
-    if not spec.regions:
-        result = VerificationResult("unsat", method="spec", message="every input box is empty")
-    else:
-        from verifier.strategy import run_methods
-
-        result = run_methods(model, spec, config, device, deadline, progress)
+    with box_tolerance(0.0 if config.strict_box else VNNCOMP_BOX_TOL):
+        result = _verify_loaded(model, spec, config, deadline, progress)
+    stats = dict(result.stats)
+    if result.counterexample is not None:
+        distance = result.counterexample.box_distance
+        stats["cex_box_distance"] = distance
+        log.info("counterexample validated with box tolerance %.3g (distance outside the "
+                 "real box: %.3g)", 0.0 if config.strict_box else VNNCOMP_BOX_TOL, distance)
     return VerificationResult(
         verdict=result.verdict,
         counterexample=result.counterexample,
         time_s=time.monotonic() - start,
         method=result.method,
         message=result.message,
-        stats=result.stats,
+        stats=stats,
     )
+
+
+def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
+                   progress) -> VerificationResult:
+    if not spec.regions:
+        return VerificationResult("unsat", method="spec", message="every input box is empty")
+    device = resolve_device(config.device)
+    if isinstance(model, OrtModel):
+        return attack_only(model, spec, config, device, deadline,
+                           f"the importer refused the model: {model.reason}")
+    if config.check_model:
+        mismatch = _model_mismatch(model, spec, config)
+        if mismatch is not None:
+            return attack_only(mismatch[0], spec, config, device, deadline, mismatch[1])
+    missing = ops_without_bound_rule(model)
+    if missing:
+        return attack_only(model, spec, config, device, deadline,
+                           f"no bound rule for {', '.join(missing)}")
+    from verifier.strategy import run_methods
+
+    try:
+        return run_methods(model, spec, config, device, deadline, progress)
+    except UnsupportedOpError as exc:  # a stage met an op it cannot handle: attack instead
+        return attack_only(model, spec, config, device, deadline,
+                           f"bounds stopped: {' '.join(str(exc).split(';')[0].split())}")
+
+
+def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig):
+    """None when the IR agrees with onnxruntime; else (model to attack, reason): an OrtModel
+    when onnxruntime runs the model, since our IR cannot be trusted then. Raises the
+    mismatch error when onnxruntime cannot run the model on its own either."""
+    from verifier.onnx_import.check import differential_check
+
+    try:
+        differential_check(model, spec, seed=config.seed)
+        return None
+    except ModelMismatchError as exc:
+        reason = f"the imported model disagrees with onnxruntime: {' '.join(str(exc).split())}"
+        fallback = ort_only_model(model.onnx_bytes, model.path, reason)
+        if fallback is None:
+            raise
+        log.warning("%s; attacking with onnxruntime only", reason)
+        return fallback, reason
+
+
+def attack_only(model, spec: Spec, config: VerifyConfig, device: str, deadline: float,
+                why: str) -> VerificationResult:
+    """Spend the whole budget on attacks: PGD on the IR for a share when the IR runs, then
+    the black-box search on onnxruntime. ``sat`` or ``unknown`` (saying ``why`` the model
+    was not bounded); ``timeout`` only when the deadline had passed before the attacks."""
+    from verifier.attack import falsify, falsify_blackbox
+
+    log.info("%s: attacking only", why)
+    stats = {"attack_only": why}
+    if time.monotonic() >= deadline:
+        return VerificationResult("timeout", method="attack", message=why, stats=stats)
+    cex = None
+    if isinstance(model, ImportedModel) and _ir_runs(model):
+        budget = IR_ATTACK_SHARE * (deadline - time.monotonic())
+        cex = falsify(model, spec, deadline, config.attack, device=device, seed=config.seed,
+                      budget_s=budget)
+    if cex is None:
+        cex = falsify_blackbox(model, spec, deadline, seed=config.seed)
+    if cex is not None:
+        return VerificationResult("sat", cex, method="attack", message=why, stats=stats)
+    return VerificationResult("unknown", method="attack", stats=stats,
+                              message=f"{why}; no counterexample found")
+
+
+def _ir_runs(model: ImportedModel) -> bool:
+    """True when every IR op has a forward rule (PGD needs to run the graph)."""
+    from bounds.registry import rules
+
+    registry = rules()
+    return all(node.op in registry for node in model.graph.nodes)

@@ -48,12 +48,19 @@ _BOX_TOL: ContextVar[float] = ContextVar("box_tolerance", default=VNNCOMP_BOX_TO
 _SESSIONS: dict[bytes, object] = {}
 _LOCK = threading.Lock()
 _MAX_SESSIONS = 8
+# The most recent (model bytes object, session): repeated calls for one model skip the hash.
+_LAST_SESSION: tuple[bytes, object] | None = None
 
 
 def ort_session(onnx_bytes: bytes):
     """A cached onnxruntime CPU session (one intra-op thread) keyed by a hash of the model bytes."""
     import onnxruntime as ort
 
+    global _LAST_SESSION
+    last = _LAST_SESSION  # one read of an immutable pair: safe across threads
+    # Hashing a large model on every call costs milliseconds; the same bytes object skips it.
+    if last is not None and last[0] is onnx_bytes:
+        return last[1]
     key = hashlib.sha256(onnx_bytes).digest()
     with _LOCK:
         sess = _SESSIONS.get(key)
@@ -66,6 +73,7 @@ def ort_session(onnx_bytes: bytes):
             if len(_SESSIONS) >= _MAX_SESSIONS:
                 _SESSIONS.pop(next(iter(_SESSIONS)))
             _SESSIONS[key] = sess
+        _LAST_SESSION = (onnx_bytes, sess)
         return sess
 
 
@@ -222,7 +230,7 @@ def validate_counterexample(
     return None
 
 
-def _batchable(model: ImportedModel) -> bool:
+def is_batchable(model: ImportedModel) -> bool:
     """True when the ONNX model has one input whose leading dimension is symbolic."""
     sess = ort_session(model.onnx_bytes)
     inputs = sess.get_inputs()
@@ -233,7 +241,7 @@ def run_onnx_batch(model: ImportedModel, xs: np.ndarray) -> np.ndarray:
     """Outputs ``[B, n_out]`` for flattened inputs ``xs[B, n]``: one onnxruntime call when the
     model has a symbolic batch axis, else one call per row."""
     xs = np.asarray(xs).reshape(len(xs), -1)
-    if len(xs) > 1 and _batchable(model):
+    if len(xs) > 1 and is_batchable(model):
         sess = ort_session(model.onnx_bytes)
         shape = (len(xs), *model.onnx_input_shapes[0][1:])
         try:
@@ -264,7 +272,7 @@ def validate_batch(
     if limit is not None:
         xs = xs[:limit]
         regions = None if regions is None else regions[:limit]
-    if regions is None or len(xs) <= 1 or not _batchable(model):
+    if regions is None or len(xs) <= 1 or not is_batchable(model):
         for i in range(len(xs)):
             r = None if regions is None else int(regions[i])
             cex = validate_counterexample(model, spec, xs[i], region=r)

@@ -82,9 +82,14 @@ def declared_variables(info) -> tuple[list[Variable], list[Variable]] | None:
 
 
 def default_variables(model) -> tuple[list[Variable], list[Variable]]:
-    """Variables named after the model (X, Y; or X_i, Y_j when there are several)."""
-    ins = [t.shape for t in model.graph.inputs]
-    outs = [t.shape for t in model.graph.outputs]
+    """Variables named after the model (X, Y; or X_i, Y_j when there are several). ``model``
+    is an ImportedModel, or an OrtModel (no IR graph: shapes as onnxruntime reports them)."""
+    graph = getattr(model, "graph", None)
+    if graph is None:
+        ins, outs = list(model.onnx_input_shapes), list(model.output_shapes)
+    else:
+        ins = [t.shape for t in graph.inputs]
+        outs = [t.shape for t in graph.outputs]
 
     def named(prefix: str, shapes: Sequence[tuple[int, ...]]) -> list[Variable]:
         if len(shapes) == 1:
