@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 
 
 class UnsupportedOpError(Exception):
-    """An op has no rule. Names the op, the node and what is supported."""
+    """An op has no rule, or this use of it is not handled (``reason``, e.g. an input-dependent
+    operand that must be constant). Names the op, the node and what is supported."""
 
-    def __init__(self, op: str, node: str = "", known: Iterable[str] = ()):
-        self.op, self.node, self.known = op, node, sorted(set(known))
+    def __init__(self, op: str, node: str = "", known: Iterable[str] = (), reason: str = ""):
+        self.op, self.node, self.known, self.reason = op, node, sorted(set(known)), reason
         where = f" (node {node!r})" if node else ""
-        super().__init__(
-            f"unsupported operator {op!r}{where}; supported: {', '.join(self.known)}"
-        )
+        if reason:
+            super().__init__(f"unsupported use of operator {op!r}{where}: {reason}")
+        else:
+            super().__init__(
+                f"unsupported operator {op!r}{where}; supported: {', '.join(self.known)}"
+            )
 
 
 @dataclass(frozen=True)

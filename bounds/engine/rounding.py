@@ -13,7 +13,8 @@ Error model (u = 2**-24, the float32 unit roundoff):
   |e| <= gamma(n+1) * (|W| |x| + |b|), gamma(k) = k u / (1 - k u)  [Higham, Accuracy and
   Stability of Numerical Algorithms, Thm 3.1]; |x| is bounded by max(|lower|, |upper|);
 * elementwise arithmetic (Add, Sub, Mul, Div, Neg-free): at most two roundings: 2u |y|;
-* data movement (reshape, transpose, slicing, padding, Relu, max) is exact: 0;
+* data movement (reshape, transpose, slicing, padding, Relu, max), comparisons, logic and
+  index ops (ArgMax, OneHot, Cast to integers) are exact: 0;
 * every other op (transcendental functions, whose implementations in onnxruntime promise no
   error bound): 2**-19 |y| + 2**-23 absolute, a deliberately generous allowance (Gelu also
   2**-19 |x|: its tanh form was measured off by ~eps32 |x| at x = -4.4).
@@ -33,6 +34,9 @@ U32 = 2.0**-24
 EXACT_OPS = frozenset({
     "Reshape", "Transpose", "Concat", "Slice", "Gather", "Expand", "Tile", "Pad", "Resize",
     "Where", "Relu", "Neg", "Abs", "MaxPool", "ReduceMax", "Sign", "Floor", "Clip", "Identity",
+    # comparisons, logic, selection, truncation and index ops round nothing; Cast's rule models
+    # the rounding to float16/bfloat16 itself
+    "Equal", "Greater", "GreaterOrEqual", "And", "Or", "Select", "Cast", "ArgMax", "OneHot",
 })
 ELEMENTWISE_ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "LeakyRelu"})
 DOT_OPS = frozenset({

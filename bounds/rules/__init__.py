@@ -2,9 +2,11 @@
 
 from bounds.rules import (
     arithmetic,
+    discrete,
     exp_log,
     gelu,
     linear,
+    logic,
     periodic,
     piecewise,
     pooling,
@@ -26,4 +28,6 @@ ALL_RULE_MODULES = (
     gelu,
     exp_log,
     softmax,
+    logic,
+    discrete,
 )

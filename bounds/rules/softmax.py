@@ -25,6 +25,7 @@ import torch
 
 from bounds.graph import Graph, Node
 from bounds.registry import OpRule, OpTraits
+from bounds.rules.common import sum_to_batch_spec
 from bounds.types import Interval
 
 MAX_EXPANDED_AXIS = 64
@@ -99,7 +100,7 @@ def simplex_lower(coef: torch.Tensor, box: Interval, axis: int) -> torch.Tensor:
     hi = box.upper.unsqueeze(1).movedim(dim, -1).expand_as(c)
     plain = (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
     if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
-        return plain.flatten(2).sum(-1)
+        return sum_to_batch_spec(plain)
     order = c.argsort(-1)
     cap = (hi - lo).clamp(min=0).gather(-1, order)
     mass = (1.0 - lo.sum(-1, keepdim=True)).clamp(min=0)
@@ -107,7 +108,7 @@ def simplex_lower(coef: torch.Tensor, box: Interval, axis: int) -> torch.Tensor:
     knap = (c * lo).sum(-1) + (c.gather(-1, order) * fill).sum(-1)
     feasible = (lo.sum(-1) <= 1) & (hi.sum(-1) >= 1)
     best = torch.where(feasible, torch.maximum(knap, plain), plain)
-    return best.flatten(2).sum(-1)
+    return sum_to_batch_spec(best)  # a rank-1 softmax leaves [B, S] already
 
 
 _EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from onnx import TensorProto
 from scipy import special
 
 RNG = np.random.default_rng(1234)
@@ -346,7 +347,109 @@ STRUCTURED = [
             numpy_ref=_resize_nearest_ref((1.0, 2.0, 1.5), (2, 6, 4))),
 ]
 
-CASES: list[RuleCase] = NONLINEAR + AFFINE + STRUCTURED
+# ---------------------------------------------------------------- piecewise-constant ops: the
+# references are numpy (onnxruntime's outputs are bool/int, which the float harness cannot
+# read); tests/onnx_import/test_converters.py compares the imported ops with onnxruntime
+_INTS6 = np.array([0.0, 1.0, -2.0, 3.0, 0.0, 1.0])
+
+
+def _cut(x, sizes):
+    """Split flat samples [N, sum(sizes)] into operands (the harness draws them as one)."""
+    return np.split(x, np.cumsum(sizes)[:-1], axis=1)
+
+
+def _pair(fn):
+    return lambda x: fn(*_cut(x, (6, 6))).astype(np.float64)
+
+
+def _step(op, label, **kw) -> RuleCase:
+    kw.setdefault("domain", (-4.0, 4.0))
+    kw.setdefault("specials", (0.0, 1.0, -2.0, 3.0))
+    return RuleCase(op, label, **kw)
+
+
+def _two(op, label, fn) -> RuleCase:
+    return _step(op, label, in_shape=(12,), out_shape=(6,), operands={0: (6,), 1: (6,)},
+                 onnx_inputs=("x0", "x1"), numpy_ref=_pair(fn))
+
+
+def _argmax_ref(axis, keepdims, last):
+    def ref(x):
+        ax = axis + 1
+        idx = (x.shape[ax] - 1 - np.argmax(np.flip(x, ax), ax)) if last else np.argmax(x, ax)
+        return np.expand_dims(idx, ax).astype(np.float64) if keepdims else idx.astype(np.float64)
+
+    return ref
+
+
+def _onehot_ref(depth, on, off):
+    def ref(x):
+        idx = np.trunc(x)
+        idx = np.where(idx < 0, idx + depth, idx)
+        return np.where(idx[..., None] == np.arange(depth), on, off)
+
+    return ref
+
+
+def _cast_int_ref(low, high):
+    """Out-of-range casts are unspecified in ONNX; onnxruntime (x86) was seen to give int32's
+    minimum past int32's range and to wrap narrower types around: -300 -> int8 -44."""
+    def ref(x):
+        t = np.trunc(x)
+        t = np.where((t < -2.0**31) | (t >= 2.0**31), -2.0**31, t)
+        return np.mod(t - low, high - low + 1) + low
+
+    return ref
+
+
+DISCRETE = [
+    _step("Equal", "Equal(x,c)", consts={1: _INTS6}, onnx_inputs=("x", _INTS6),
+          numpy_ref=lambda x: (x == _INTS6).astype(np.float64)),
+    _two("Equal", "Equal(x,y)", np.equal),
+    _two("Greater", "Greater(x,y)", np.greater),
+    _step("Greater", "Greater(c,x)", consts={0: _INTS6}, dyn_pos=1, onnx_inputs=(_INTS6, "x"),
+          numpy_ref=lambda x: (_INTS6 > x).astype(np.float64)),
+    _two("GreaterOrEqual", "GreaterOrEqual(x,y)", np.greater_equal),
+    _two("And", "And(x,y)", lambda a, b: (a != 0) & (b != 0)),
+    _two("Or", "Or(x,y)", lambda a, b: (a != 0) | (b != 0)),
+    _step("Select", "Select(c,x,y)", in_shape=(18,), out_shape=(6,),
+          operands={0: (6,), 1: (6,), 2: (6,)}, onnx_op="Where",
+          onnx_inputs=("x0", "x1", "x2"), domain=(-1.0, 1.0), specials=(0.0,),
+          numpy_ref=lambda x: np.where(_cut(x, (6, 6, 6))[0] != 0, *_cut(x, (6, 6, 6))[1:])),
+    _step("Select", "Select(c,x,const)", in_shape=(12,), out_shape=(6,),
+          operands={0: (6,), 1: (6,)}, consts={2: _INTS6}, onnx_op="Where",
+          onnx_inputs=("x0", "x1", _INTS6), specials=(0.0,),
+          numpy_ref=lambda x: np.where(_cut(x, (6, 6))[0] != 0, _cut(x, (6, 6))[1], _INTS6)),
+    _step("Cast", "Cast(int32)",
+          attrs={"to": "int", "min": -2.0**31, "max": 2.0**31 - 1, "via": 32},
+          onnx_attrs={"to": TensorProto.INT32}, domain=(-1e4, 1e4),
+          numpy_ref=_cast_int_ref(-2.0**31, 2.0**31 - 1)),
+    _step("Cast", "Cast(int8, out of range)",
+          attrs={"to": "int", "min": -128.0, "max": 127.0, "via": 32},
+          onnx_attrs={"to": TensorProto.INT8}, domain=(-300.0, 300.0),
+          specials=(0.0, 127.0, 128.0, -128.0, -129.0), numpy_ref=_cast_int_ref(-128.0, 127.0)),
+    _step("Cast", "Cast(bool)", attrs={"to": "bool"}, onnx_attrs={"to": TensorProto.BOOL},
+          numpy_ref=lambda x: (x != 0).astype(np.float64)),
+    _step("Cast", "Cast(float16)", attrs={"to": "float16"},
+          onnx_attrs={"to": TensorProto.FLOAT16}, domain=(-6.5e4, 6.5e4),
+          specials=(0.0, 1.0, 2049.0, 65504.0),
+          # the network rounds its float32 value (a float64 point stands for float32(point))
+          numpy_ref=lambda x: x.astype(np.float32).astype(np.float16).astype(np.float64)),
+    _step("ArgMax", "ArgMax(axis 1)", in_shape=(3, 4), out_shape=(3,),
+          attrs={"axis": 1, "keepdims": 0, "last": 0}, onnx_attrs={"axis": 2, "keepdims": 0},
+          numpy_ref=_argmax_ref(1, False, False)),
+    _step("ArgMax", "ArgMax(axis 0, keepdims, last)", in_shape=(3, 4), out_shape=(1, 4),
+          attrs={"axis": 0, "keepdims": 1, "last": 1}, domain=(-1.0, 1.0), specials=(0.0,),
+          onnx_attrs={"axis": 1, "keepdims": 1, "select_last_index": 1},
+          numpy_ref=_argmax_ref(0, True, True)),
+    _step("OneHot", "OneHot(depth 3)", in_shape=(4,), out_shape=(4, 3),
+          attrs={"depth": 3, "axis": 1, "on": 5.0, "off": -1.0}, domain=(-4.5, 4.5),
+          specials=(0.0, 1.0, 2.0, -1.0, -3.0, 3.0),
+          onnx_inputs=("x", np.array(3, np.int64), np.array([-1.0, 5.0])),
+          numpy_ref=_onehot_ref(3, 5.0, -1.0)),
+]
+
+CASES: list[RuleCase] = NONLINEAR + AFFINE + STRUCTURED + DISCRETE
 
 # Registered ops whose cases are not written yet (their IR conventions were still moving);
 # the meta-test skips, naming them, instead of failing. Shrink this list as cases land.

@@ -61,8 +61,20 @@ def test_custom_domain():
 
 
 def test_dynamic_weights_refused():
+    """A valid model we cannot import: UnsupportedOpError naming the op, node and the reason
+    (the attack can still run it in onnxruntime)."""
     model = one_node("Conv", {"x": (1, 1, 4, 4), "w": (1, 1, 2, 2)})
-    with pytest.raises(ModelError, match="input-dependent weights"):
+    with pytest.raises(UnsupportedOpError, match="'Conv' .*'the_conv'.*input-dependent weights"):
+        _import(model)
+
+
+@pytest.mark.parametrize("op,inputs", [
+    ("Reshape", {"x": (1, 4), "s": (2,)}),
+    ("Range", {"x": (), "s": (), "d": ()}),
+])
+def test_operand_that_must_be_constant_names_the_op(op, inputs):
+    model = one_node(op, inputs)
+    with pytest.raises(UnsupportedOpError, match=f"'{op}' .*input"):
         _import(model)
 
 

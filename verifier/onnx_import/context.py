@@ -9,7 +9,18 @@ import onnx
 from onnx import numpy_helper
 
 from bounds.graph import Node, Shape
-from verifier.errors import ModelError
+from verifier.errors import ModelError, UnsupportedOpError
+
+
+class DynamicOperandError(ModelError):
+    """An operand that must be constant (a shape, weights, indices...) depends on the input.
+    The converter registry re-raises it as an UnsupportedOpError naming the op and node: the
+    model may be valid, we just cannot import this use of the op."""
+
+
+def unsupported(node: onnx.NodeProto, reason: str) -> UnsupportedOpError:
+    """The error for a use of ``node``'s op that the importer does not handle."""
+    return UnsupportedOpError(node.op_type, node.name, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,8 @@ class ConvertContext:
         """An input that must be constant (shape tensors, weights given as initializers...)."""
         v = self.value(name)
         if isinstance(v, Dyn):
-            raise ModelError(f"{what or name!r} must be a constant, but depends on the input")
+            raise DynamicOperandError(f"{what or repr(name)} must be a constant, but depends on"
+                                      " the input")
         return v
 
     def optional(self, node: onnx.NodeProto, pos: int):

@@ -40,7 +40,21 @@ def find_converter(op_type: str, opset: int, node_name: str = ""):
     versions = [v for v in _versions().get(op_type, ()) if v <= opset]
     if not versions:
         raise UnsupportedOpError(op_type, node_name, supported_ops())
-    return CONVERTERS.get((op_type, max(versions)))
+    return _naming_dynamic_operands(CONVERTERS.get((op_type, max(versions))))
+
+
+def _naming_dynamic_operands(convert):
+    """``convert`` with a DynamicOperandError (an operand that must be constant is not)
+    re-raised as an UnsupportedOpError naming the op and the node."""
+    from verifier.onnx_import.context import DynamicOperandError
+
+    def run(ctx, node) -> None:
+        try:
+            convert(ctx, node)
+        except DynamicOperandError as exc:
+            raise UnsupportedOpError(node.op_type, node.name, reason=str(exc)) from None
+
+    return run
 
 
 def supported_ops() -> list[str]:

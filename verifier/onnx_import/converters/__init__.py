@@ -6,8 +6,9 @@ from verifier.onnx_import.converters import (
     basic,
     conv,
     linear,
+    logic,
     pooling,
     shape,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "conv", "linear", "pooling", "shape"]
+__all__ = ["activations", "arithmetic", "basic", "conv", "linear", "logic", "pooling", "shape"]

@@ -1,4 +1,4 @@
-"""Broadcasting elementwise arithmetic: Add, Sub, Mul, Div, Neg, Pow, Where.
+"""Broadcasting elementwise arithmetic: Add, Sub, Mul, Div, Neg, Pow.
 
 Every operand of an emitted node gets the output's rank (constants carry no batch axis, so
 right-aligned broadcasting matches ONNX only then). ``c / x`` with a constant numerator becomes
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, shape_of
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
 from verifier.onnx_import.registry import converter
 
 
@@ -64,26 +63,30 @@ converter("Neg", 13)(neg)
 
 @converter("Pow", 1)
 def power(ctx: ConvertContext, node) -> None:
-    """x ** c with a constant scalar exponent -> IR Pow(exponent=c)."""
+    """x ** c with a constant exponent -> IR Pow(exponent=c); an input-dependent exponent e
+    becomes Exp(e * ln c) for a constant positive base c and Exp(e * Log(x)) for a dynamic
+    base x, which the Log rule requires to be positive (else its bounds raise a DomainError
+    naming the node); ONNX's pow of a negative base has no such form and is refused."""
     x, e = ctx.value(node.input[0]), ctx.value(node.input[1])
-    if isinstance(e, Dyn) or not isinstance(x, Dyn):
-        raise ModelError(f"Pow node {node.name!r}: only a dynamic base with a constant exponent"
-                         " is supported")
-    if np.size(e) != 1:
-        raise ModelError(f"Pow node {node.name!r}: the exponent must be a scalar")
-    exponent = float(np.ravel(e)[0])
-    if exponent == 1.0:
-        ctx.bind(node.output[0], x)
+    if isinstance(e, Dyn):
+        ctx.bind(node.output[0], _dynamic_exponent(ctx, node, x, e))
         return
+    values = np.unique(np.asarray(e, dtype=np.float64))
+    if values.size != 1:
+        raise unsupported(node, "an exponent tensor with different values")
+    exponent = float(values[0])
     out_shape = broadcast_shape(x.shape, np.shape(e))
-    y = ctx.emit("Pow", [x], x.shape, {"exponent": exponent})
+    y = x if exponent == 1.0 else ctx.emit("Pow", [x], x.shape, {"exponent": exponent})
     ctx.bind(node.output[0], align_rank(ctx, y, len(out_shape)))
 
 
-@converter("Where", 9)
-def where(ctx: ConvertContext, node) -> None:
-    cond, x, y = (ctx.value(n) for n in node.input)
-    if isinstance(cond, Dyn):
-        raise ModelError(f"Where node {node.name!r}: an input-dependent condition is not"
-                         " supported")
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Where", [np.asarray(cond, dtype=bool), x, y]))
+def _dynamic_exponent(ctx: ConvertContext, node, base, exponent: Dyn) -> Dyn:
+    if isinstance(base, Dyn):
+        log = ctx.emit("Log", [base], base.shape, hint="pow_base_log")
+    else:
+        base = np.asarray(base, dtype=np.float64)
+        if np.any(base <= 0):
+            raise unsupported(node, "an input-dependent exponent of a base that is not positive")
+        log = np.log(base)
+    product = emit_broadcast(ctx, "Mul", [exponent, log])
+    return ctx.emit("Exp", [product], product.shape, hint="pow")

@@ -1,16 +1,12 @@
-"""Constant, Identity, Dropout, Shape, ConstantOfShape, Cast, Equal."""
+"""Constant, Identity, Dropout, Shape, Size, and the constant-only ConstantOfShape and Range."""
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, shape_of
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
 from verifier.onnx_import.registry import converter
-
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                onnx.TensorProto.BFLOAT16)
 
 
 @converter("Constant", 1)
@@ -53,28 +49,16 @@ def size(ctx: ConvertContext, node) -> None:
                                         dtype=np.int64))
 
 
-@converter("Cast", 1)
-def cast(ctx: ConvertContext, node) -> None:
-    """A cast between float types is the identity (we compute in one float dtype)."""
-    x = ctx.value(node.input[0])
-    to = ctx.attr(node, "to")
-    if to not in _FLOAT_TYPES:
-        raise ModelError(
-            f"Cast node {node.name!r} casts an input-dependent value to a non-float type"
-        )
-    ctx.bind(node.output[0], x)
+def _const_only(ctx: ConvertContext, node) -> None:
+    """Ops whose output shape would depend on input values: only their constant form (folded
+    at import) is supported; listed apart by ``constant_only_ops``."""
+    raise unsupported(node, "an input-dependent operand would make the output's shape depend"
+                      " on the input; only a constant one (folded at import) is supported")
 
 
-def _const_only(op: str):
-    def convert(ctx: ConvertContext, node) -> None:
-        raise ModelError(f"{op} node {node.name!r} has an input-dependent operand; only constant"
-                         f" {op} (folded at import) is supported")
-
-    return convert
-
-
-for _op in ("Equal", "ConstantOfShape", "Less", "Greater", "Not", "And", "Or", "Range"):
-    converter(_op, 1)(_const_only(_op))
+CONSTANT_ONLY = ("ConstantOfShape", "Range")
+for _op in CONSTANT_ONLY:
+    converter(_op, 1)(_const_only)
 
 
 def dyn_or_none(value) -> Dyn | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn
+from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.registry import converter
 
@@ -48,11 +48,10 @@ def _conv_common(ctx, node, x: Dyn, kernel):
 def _weights(ctx, node):
     w = ctx.value(node.input[1])
     if isinstance(w, Dyn):
-        raise ModelError(f"{node.op_type} node {node.name!r}: input-dependent weights are not"
-                         " supported")
+        raise unsupported(node, "input-dependent weights")
     b = ctx.optional(node, 2)
     if isinstance(b, Dyn):
-        raise ModelError(f"{node.op_type} node {node.name!r}: input-dependent bias")
+        raise unsupported(node, "an input-dependent bias")
     w = np.asarray(w, dtype=np.float32)
     return w, None if b is None else np.asarray(b, dtype=np.float32).reshape(-1)
 

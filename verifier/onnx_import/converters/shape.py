@@ -8,7 +8,13 @@ import math
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, shape_of
+from verifier.onnx_import.context import (
+    ConvertContext,
+    Dyn,
+    normalize_axis,
+    shape_of,
+    unsupported,
+)
 from verifier.onnx_import.registry import converter
 
 
@@ -217,7 +223,7 @@ for _version in (2, 11, 13, 18):
 def gather(ctx: ConvertContext, node) -> None:
     x, idx = ctx.value(node.input[0]), ctx.value(node.input[1])
     if isinstance(idx, Dyn):
-        raise ModelError(f"Gather node {node.name!r}: input-dependent indices are not supported")
+        raise unsupported(node, "input-dependent indices")
     axis = normalize_axis(ctx.attr(node, "axis", 0), x.rank)
     idx = np.asarray(idx, dtype=np.int64)
     dim = x.shape[axis]
