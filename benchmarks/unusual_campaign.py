@@ -35,7 +35,7 @@ from verifier.fuzz.unusual_harness import UnusualResult, run_unusual_case  # noq
 log = logging.getLogger("unusual_campaign")
 OUTCOMES = ("sat", "unsat", "unknown", "timeout", "error", "refused", "killed")
 PROBLEMS = ("disagreement", "overrun", "import-mismatch", "import-crash", "import-killed",
-            "unclear-refusal")
+            "unclear-refusal", "mismatch-refusal")
 
 
 def _table(title: str, groups: dict[str, list[dict]]) -> list[str]:
@@ -74,7 +74,10 @@ def summary(rows: list[dict], wall: float) -> str:
     lines += ["", *_table("featured op", by_op), "", *_table("spec kind", by_kind), ""]
     times = sorted(r["time_s"] for r in rows)
     if times:
-        lines.append(f"verify time: median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s")
+        lines.append(f"verify time: median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s"
+                     f"; parent wall max {max(r['wall_s'] for r in rows):.2f} s")
+    checks = Counter(r["cex_check"].split(":")[0] for r in rows if r["outcome"] == "sat")
+    lines.append("sat counterexamples: " + ", ".join(f"{k} {v}" for k, v in sorted(checks.items())))
     for cls in PROBLEMS:
         hit = [r for r in rows if any(p.startswith(cls) for p in r["problems"])]
         lines.append(f"{cls.upper()}: {len(hit)}")

@@ -148,3 +148,23 @@ def test_fast_slice_has_no_disagreement_overrun_or_silent_import_mismatch(slice_
 
 def test_fast_slice_mixes_spec_kinds(slice_results):
     assert len({r.spec_kind for r in slice_results}) >= 3
+
+
+def test_upsample_models_use_opset_9_and_run():
+    import onnx
+
+    from verifier.fuzz.unusual_nets import random_upsample_net
+
+    net = random_upsample_net(np.random.default_rng(0))
+    assert onnx.load_from_string(net.onnx_bytes).opset_import[0].version == 9
+    assert ort_outputs(net.onnx_bytes, np.zeros((1, net.n_in)), net.input_shape).shape == (
+        1, net.n_out)
+
+
+def test_judge_lists_a_mismatch_refusal_of_a_model_that_imports_right():
+    case = make_unusual_case(SEED, 0)
+    res = new_result(case)
+    res.import_status = "ok"
+    judge(case, res, {"status": "refused", "time_s": 0.1, "message": "ModelMismatchError: "
+                      "disagrees at 'Add': relative error 2.5e-08"}, timeout=2.0)
+    assert res.problem_classes() == {"mismatch-refusal"}

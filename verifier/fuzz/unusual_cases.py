@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from verifier.fuzz.specs import PropSpec, to_vnnlib
-from verifier.fuzz.unusual_nets import UnusualNet, random_unusual_net
+from verifier.fuzz.unusual_nets import UnusualNet, random_unusual_net, random_upsample_net
 from verifier.fuzz.unusual_specs import (
     GZIP_SHARE,
     SPEC_WEIGHTS,
     UNUSUAL_SPEC_KINDS,
     random_unusual_prop,
 )
+
+UPSAMPLE_SHARE = 0.05  # opset-9 models with Upsample
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,10 @@ def make_unusual_case(seed: int, index: int, kind: str | None = None,
                       blocks: tuple[str, ...] = ()) -> UnusualCase:
     """The case ``(seed, index)``; ``kind``/``blocks`` force the spec kind / model blocks."""
     rng = np.random.default_rng([seed, index, 16])
-    net = random_unusual_net(rng, blocks)
+    if not blocks and rng.random() < UPSAMPLE_SHARE:
+        net = random_upsample_net(rng)
+    else:
+        net = random_unusual_net(rng, blocks)
     kind = kind or str(rng.choice(UNUSUAL_SPEC_KINDS, p=SPEC_WEIGHTS))
     prop, placement = random_unusual_prop(kind, net.onnx_bytes, net.input_shape, net.n_out, rng)
     gz = bool(rng.random() < GZIP_SHARE[kind])

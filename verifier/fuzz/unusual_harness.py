@@ -14,7 +14,9 @@ exit-2 refusal) or ``killed``. Problems, by class:
   continuous there, real points of the box then violate too);
 * ``overrun``: the answer came later than timeout + ``OVERRUN_S`` (killed runs included);
 * ``import-mismatch``: our imported graph disagrees with onnxruntime and nothing refused it;
-* ``unclear-refusal``: a refusal that names neither an op of the model nor a mismatch size.
+* ``unclear-refusal``: a refusal that names neither an op of the model nor a mismatch size;
+* ``mismatch-refusal``: the differential check refused a model whose import our own comparison
+  found within IMPORT_TOL of onnxruntime (a false refusal, item 2 of issue 16).
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ def judge(case: UnusualCase, res: UnusualResult, answer: dict | None, timeout: f
     elif res.outcome == "unsat" and res.sampled_hull > HULL_MARGIN:
         res.problems.append(f"disagreement: unsat, a point within one ulp of a pinned box "
                             f"violates by {res.sampled_hull:.3g}")
+    if (res.outcome == "refused" and "ModelMismatchError" in res.message
+            and res.import_status == "ok"):
+        res.problems.append(f"mismatch-refusal: {res.message[:200]} (our comparison: "
+                            f"{res.import_message})")
     if res.outcome == "refused" and not refusal_is_clear(
             res.message, model_op_types(case.net.onnx_bytes)):
         res.problems.append(f"unclear-refusal: {res.message[:200]}")

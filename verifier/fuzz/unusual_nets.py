@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier.fuzz.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
+from verifier.fuzz.unusual_blocks import batch_norm as blocks_batch_norm
 
 OPSET = 13
 LARGE_SHARE = 0.12
@@ -120,12 +121,12 @@ def _pick(b: Builder, blocks: dict, fits) -> str:
     return name
 
 
-def _to_proto(b: Builder, input_shape: tuple[int, ...]) -> onnx.ModelProto:
+def _to_proto(b: Builder, input_shape: tuple[int, ...], opset: int = OPSET) -> onnx.ModelProto:
     graph = helper.make_graph(
         b.nodes, "unusual",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
         [helper.make_tensor_value_info(b.cur, TensorProto.FLOAT, list(b.shape))], b.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="nncert-unusual-fuzz")
     proto.ir_version = 8
     onnx.checker.check_model(proto, full_check=True)
@@ -154,6 +155,22 @@ def _random_blocks(b: Builder) -> None:
         if b.shape[1] > 3 * b.width or b.rng.random() < 0.5:
             b.gemm(int(b.rng.integers(3, b.width + 1)))
         _pick(b, VECTOR_BLOCKS, lambda ok: ok(b.shape))
+
+
+def random_upsample_net(rng: np.random.Generator) -> UnusualNet:
+    """An opset-9 model with Upsample (removed from later opsets, still in older generator
+    networks): image -> Upsample x2 (nearest) -> BatchNormalization -> LeakyRelu -> Gemm."""
+    b = Builder(rng)
+    c, hw = int(rng.integers(1, 3)), int(rng.integers(2, 5))
+    b.set("x", (1, c, hw, hw))
+    up = b.node("Upsample", ["x", b.const([1.0, 1.0, 2.0, 2.0])], mode="nearest")
+    b.set(up, (1, c, 2 * hw, 2 * hw))
+    blocks_batch_norm(b)
+    b.flatten()
+    b.gemm(int(rng.integers(2, 5)))
+    proto = _to_proto(b, (1, c, hw, hw), opset=9)
+    return UnusualNet(proto.SerializeToString(), (1, c, hw, hw), b.shape[1], tuple(b.ops),
+                      f"opset9 img{c}x{hw}x{hw} upsample batchnorm")
 
 
 def random_unusual_net(rng: np.random.Generator, blocks: tuple[str, ...] = ()) -> UnusualNet:
