@@ -52,12 +52,15 @@ DEEP_COST_FACTOR = 8.0
 
 
 def region_refuted(graph, problem: RegionProblem, deadline: float,
-                   costs: dict[int, float] | None = None) -> bool:
+                   costs: dict[int, float] | None = None,
+                   unstable: dict[int, int] | None = None) -> bool:
     """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
-    step took (the bound engines do not watch the deadline themselves). ``costs`` receives
-    the largest time each cascade step took (step index -> seconds).
+    step took (a step the engines' deadline stops ends the whole run). ``costs`` receives
+    the largest time each cascade step took (step index -> seconds); ``unstable`` receives the
+    region's unstable Relu-like neurons after the first (CROWN) step, which ``auto``'s MILP
+    choice reads instead of a bound pass of its own.
     """
     shape = graph.inputs[0].shape
     box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
@@ -69,9 +72,13 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
         res = bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
                          options)
         last_cost = time.monotonic() - start
+        i = INCOMPLETE_CASCADE.index(options)
         if costs is not None:
-            i = INCOMPLETE_CASCADE.index(options)
             costs[i] = max(costs.get(i, 0.0), last_cost)
+        if unstable is not None and i == 0:
+            from verifier.milp.refine import count_unstable
+
+            unstable[problem.index] = count_unstable(graph, res.intermediate)
         if bool(problem.refuted_disjuncts(res.lower).all()):
             log.info("region %d refuted by %s", problem.index, options)
             return True
@@ -126,13 +133,13 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
-    open_problems, costs = [], {}
+    open_problems, costs, unstable = [], {}, {}
     for p in problems:
         if time.monotonic() >= deadline:
             return VerificationResult("timeout", method="incomplete")
         # Small inputs go straight to input splitting, whose first step is the same bound.
         if (method == "incomplete" or not small_input) and region_refuted(
-                graph, p, deadline, costs):
+                graph, p, deadline, costs, unstable):
             continue
         open_problems.append(p)
     if not open_problems:
@@ -140,7 +147,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     if method == "auto":  # small models: MILP decides (verifier.milp.refine.milp_suits)
         from verifier.milp.refine import auto_milp
 
-        decided = auto_milp(model, spec, deadline, config.milp_backend)
+        decided = auto_milp(model, spec, deadline, config.milp_backend, unstable)
         if decided is not None:
             return VerificationResult(decided[0], decided[1], method="milp", stats=decided[2])
     if method in ("auto", "bab") and not small_input:

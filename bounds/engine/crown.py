@@ -18,7 +18,9 @@ and by IBP otherwise, and intersected with any given per-domain constraints.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -30,7 +32,7 @@ from bounds.engine.analysis import (
     values_ibp_bounds_exactly,
 )
 from bounds.engine.constants import as_tensor, node_args
-from bounds.engine.deadline import check_deadline
+from bounds.engine.deadline import check_deadline, shared_rates, time_left
 from bounds.engine.forward_linear import (
     constant_functions,
     identity_functions,
@@ -43,8 +45,14 @@ from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.tangents import DomainError
 from bounds.types import Interval
 
+log = logging.getLogger(__name__)
+
 # Largest number of coefficient elements one backward pass may hold (memory budget).
 MAX_COEF_ELEMENTS = 1 << 24
+# One value's CROWN refinement may use at most this share of the time left to the deadline;
+# the rest is for later values and the final bound. Positions it leaves keep their (sound)
+# interval bounds.
+REFINE_TIME_SHARE = 0.5
 
 
 def box_min(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -91,6 +99,8 @@ class BoundState:
     # When not None, crown_interval records here, per refined value, the linear bounds in the
     # input that CROWN found (see LinearBounds): input splitting concretises them over sub-boxes.
     linear_bounds: dict[str, LinearBounds] | None = None
+    # Measured seconds per unit of work (see _fits) when no deadline block shares them.
+    rates: dict[object, float] = field(default_factory=dict)
 
     @property
     def device(self):
@@ -295,11 +305,12 @@ def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.T
 PACK_OVERHEAD_ROWS = 2
 
 
-def _rows_per_pass(counts: torch.Tensor, k: int) -> int:
-    """Rows m per pass element minimising (m + overhead) x number of elements, where a
-    domain with c selected positions takes ceil(c / m) elements."""
+def _rows_per_pass(counts: torch.Tensor, k: int, most: int | None = None) -> int:
+    """Rows m <= ``most`` per pass element minimising (m + overhead) x number of elements,
+    where a domain with c selected positions takes ceil(c / m) elements. (Without the cap a
+    lone domain with 43k unstable positions packed them all into one 43k x 43k element.)"""
     c = counts[counts > 0].to(torch.float64)
-    m = torch.arange(1, k + 1, dtype=torch.float64, device=c.device)
+    m = torch.arange(1, min(k, most or k) + 1, dtype=torch.float64, device=c.device)
     elements = torch.ceil(c.unsqueeze(0) / m.unsqueeze(1)).sum(1)
     return int(torch.argmin((m + PACK_OVERHEAD_ROWS) * elements)) + 1
 
@@ -313,7 +324,10 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     (a domain with c positions takes ceil(c / m) elements, each a copy of the domain's
     bounds), with m chosen per call: counts vary a lot between domains (ACAS Xu deep in
     input splitting: 7 on average, 22 at most), and padding every domain to the busiest one
-    computed three times the rows needed.
+    computed three times the rows needed. Elements go through the backward pass in chunks
+    that hold at most MAX_COEF_ELEMENTS coefficients; the refinement is not started, or
+    stops after a chunk, when what is left would take more than REFINE_TIME_SHARE of the time
+    to the engines' deadline (those positions stay +-inf: the caller keeps their intervals).
     """
     shape = state.graph.shape_of(name)
     numel = math.prod(shape)
@@ -322,42 +336,103 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     k = int(counts.max()) if b else 0
     if k == 0:
         return None
-    # Per domain: its selected positions first (stable sort keeps index order), then padding.
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
-    m = _rows_per_pass(counts, k)
-    per_domain = torch.div(counts + m - 1, m, rounding_mode="floor")  # elements per domain
-    dom = torch.repeat_interleave(torch.arange(b, device=state.device), per_domain)  # [V]
-    first = torch.cumsum(per_domain, 0) - per_domain  # each domain's first element
-    part = torch.arange(dom.shape[0], device=state.device) - first[dom]
-    cols = part.unsqueeze(1) * m + torch.arange(m, device=state.device)  # [V, m]
-    valid = cols < counts[dom].unsqueeze(1)
-    idx = order[dom.unsqueeze(1), cols.clamp(max=k - 1)]  # [V, m] positions
+    width = largest_numel(state.graph)
+    m = _rows_per_pass(counts, k, max(1, MAX_COEF_ELEMENTS // max(1, 2 * width)))
+    dom, idx, valid, per_domain = _pack(mask, counts, k, m)
+    depth = _backward_size(state.graph, name)
+    if not _fits(state, 2 * m * dom.shape[0] * depth, name):
+        return None
     lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
-    step = max(1, MAX_COEF_ELEMENTS // max(1, 2 * m * largest_numel(state.graph)))
+    step = max(1, MAX_COEF_ELEMENTS // max(1, 2 * m * width))
     identity = dom.shape[0] == b and bool((per_domain == 1).all())
     record = alpha_iterations == 0 and state.linear_bounds is not None
     for start in range(0, dom.shape[0], step):
+        if start and not _fits(state, 2 * m * (dom.shape[0] - start) * depth, name):
+            break
+        began = time.monotonic()
         sl = slice(start, start + step)
         d, i, ok = dom[sl], idx[sl], valid[sl]
         sub = state if identity and step >= b else _select_rows(state, d)
-        v = d.shape[0]
-        onehot = torch.zeros((v, m, numel), device=state.device, dtype=state.dtype)
-        onehot.scatter_(2, i.unsqueeze(-1), 1.0)
-        coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
-        if alpha_iterations > 0:
-            from bounds.engine.alpha import optimize_alpha
-
-            with torch.enable_grad():
-                res, _ = optimize_alpha(sub, name, coef, alpha_iterations)
-        else:
-            res = backward_bound(sub, name, coef, keep_input_coef=record)
+        res = _bound_rows(sub, name, i, m, alpha_iterations, record)
         rows = d.unsqueeze(1).expand(-1, m)[ok]
         lower[rows, i[ok]] = res[:, :m][ok]
         upper[rows, i[ok]] = -res[:, m:][ok]
         if record:
             _record_linear(state, sub, name, numel, d, i, ok, res)
+        _rates(state)[_rate_key(state)] = (time.monotonic() - began) / (
+            2 * m * d.shape[0] * depth)
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape))
+
+
+def _pack(mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
+    """Pass elements for ``crown_interval``: (domain [V], positions [V, m], valid [V, m],
+    elements per domain [B])."""
+    device = mask.device
+    # Per domain: its selected positions first (stable sort keeps index order), then padding.
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
+    per_domain = torch.div(counts + m - 1, m, rounding_mode="floor")
+    dom = torch.repeat_interleave(torch.arange(mask.shape[0], device=device), per_domain)
+    first = torch.cumsum(per_domain, 0) - per_domain  # each domain's first element
+    part = torch.arange(dom.shape[0], device=device) - first[dom]
+    cols = part.unsqueeze(1) * m + torch.arange(m, device=device)  # [V, m]
+    valid = cols < counts[dom].unsqueeze(1)
+    idx = order[dom.unsqueeze(1), cols.clamp(max=k - 1)]
+    return dom, idx, valid, per_domain
+
+
+def _backward_size(graph: Graph, name: str) -> int:
+    """Values' elements a backward pass from value ``name`` may visit: the work per
+    coefficient row, up to a per-op factor."""
+    total = 0
+    for node in graph.nodes:
+        total += math.prod(node.shape)
+        if node.name == name:
+            break
+    return max(1, total)
+
+
+def _rates(state: BoundState) -> dict:
+    shared = shared_rates()
+    return state.rates if shared is None else shared
+
+
+def _rate_key(state: BoundState) -> tuple:
+    graph = state.graph
+    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), graph.nodes[-1].name)
+
+
+def _fits(state: BoundState, work: int, name: str) -> bool:
+    """Whether ``work`` (coefficient rows x values' elements of backward passes) fits in
+    REFINE_TIME_SHARE of the time left, at the rate last measured on this graph (unknown
+    rate: yes; the first chunk measures it and the engines' deadline checks bound it)."""
+    rate = _rates(state).get(_rate_key(state))
+    if rate is None:
+        return True
+    need, left = rate * work, time_left()
+    if need <= REFINE_TIME_SHARE * left:
+        return True
+    log.info("CROWN bounds of %s left to intervals: about %.1f s needed, %.1f s left",
+             name, need, left)
+    return False
+
+
+def _bound_rows(sub: BoundState, name: str, idx: torch.Tensor, m: int,
+                alpha_iterations: int, record: bool) -> torch.Tensor:
+    """Lower bounds of +value and -value at positions ``idx`` [V, m] of each pass element:
+    ``[V, 2m]``."""
+    shape = sub.graph.shape_of(name)
+    v = idx.shape[0]
+    onehot = torch.zeros((v, m, math.prod(shape)), device=sub.device, dtype=sub.dtype)
+    onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
+    coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
+    if alpha_iterations > 0:
+        from bounds.engine.alpha import optimize_alpha
+
+        with torch.enable_grad():
+            res, _ = optimize_alpha(sub, name, coef, alpha_iterations)
+        return res
+    return backward_bound(sub, name, coef, keep_input_coef=record)
 
 
 def _record_linear(state: BoundState, sub: BoundState, name: str, numel: int,

@@ -5,17 +5,27 @@ look at the clock between calls. Callers that must answer in time set a deadline
 engines (a context variable, so threads and nested calls keep their own), and the engines
 raise :class:`DeadlineExceeded` at their next check past it: between graph nodes, chunks of
 intermediate bounds and alpha iterations. A half-finished bound is never returned.
+Optional refinements (CROWN bounds of intermediate values) read :func:`time_left` and are
+skipped, or stopped after a chunk, when what they still need would not fit: the interval
+bounds they would have tightened stay sound.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "bound_engine_deadline", default=None)
+
+
+# Measured costs (seconds per unit of work, by kind of work) that the engines share between
+# the bound computations of one deadline block: a later pass estimates from an earlier one.
+_RATES: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "bound_engine_rates", default=None)
 
 
 class DeadlineExceeded(Exception):  # noqa: N818 - reads as the event it reports
@@ -26,10 +36,11 @@ class DeadlineExceeded(Exception):  # noqa: N818 - reads as the event it reports
 def engine_deadline(deadline: float | None) -> Iterator[None]:
     """Within the block, bound computations stop (raise) once ``time.monotonic()`` passes
     ``deadline`` (None: no deadline)."""
-    token = _DEADLINE.set(deadline)
+    token, rates = _DEADLINE.set(deadline), _RATES.set({})
     try:
         yield
     finally:
+        _RATES.reset(rates)
         _DEADLINE.reset(token)
 
 
@@ -38,3 +49,15 @@ def check_deadline() -> None:
     deadline = _DEADLINE.get()
     if deadline is not None and time.monotonic() >= deadline:
         raise DeadlineExceeded(f"bound computation stopped at its deadline ({deadline:.1f})")
+
+
+def time_left() -> float:
+    """Seconds until the current deadline (inf when none is set): lets a long computation
+    decide not to start, or to stop after the chunk it just did, rather than run into it."""
+    deadline = _DEADLINE.get()
+    return math.inf if deadline is None else deadline - time.monotonic()
+
+
+def shared_rates() -> dict | None:
+    """The measured-cost memo of the current deadline block (None outside one)."""
+    return _RATES.get()

@@ -155,3 +155,72 @@ def test_auto_milp_decides_small_nets_and_declines_large_ones(monkeypatch):
     monkeypatch.setattr(refine, "MILP_MAX_BINARIES", 0)
     monkeypatch.setattr(refine.milp_suits, "__defaults__", (0,))
     assert refine.auto_milp(model, spec, time.monotonic() + 30) is None
+
+
+def _count_crown_passes(monkeypatch) -> dict:
+    """Counts refine's own CROWN passes (the 'full bound pass' the MILP choice must avoid)."""
+    import verifier.milp.refine as refine
+
+    calls = {"n": 0}
+    real = refine._crown
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine, "_crown", counted)
+    return calls
+
+
+def test_milp_suits_decides_from_given_counts_without_a_bound_pass(monkeypatch):
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper), (lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    calls = _count_crown_passes(monkeypatch)
+    assert milp_suits(model.graph, spec, max_binaries=5, unstable={0: 5, 1: 3})
+    assert not milp_suits(model.graph, spec, max_binaries=5, unstable={0: 5, 1: 6})
+    assert calls["n"] == 0
+    # a region without a count gets one pass of its own
+    assert milp_suits(model.graph, spec, unstable={0: 1}, deadline=time.monotonic() + 30)
+    assert calls["n"] == 1
+
+
+def test_milp_suits_size_prefilter_needs_no_bound_pass(monkeypatch):
+    import verifier.milp.refine as refine
+
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    calls = _count_crown_passes(monkeypatch)
+    monkeypatch.setattr(refine, "MILP_MAX_KINK_NEURONS", refine.kink_neurons(model.graph) - 1)
+    assert not milp_suits(model.graph, spec, max_binaries=10_000)
+    assert calls["n"] == 0
+
+
+def test_milp_suits_pass_stops_within_its_time_share(monkeypatch):
+    """The counting pass runs under a deadline of its own: one that cannot end in time
+    means no MILP, not a stage that overruns (deadline already due: the pass stops at once)."""
+    model = _net(0)
+    lower, upper = _box(0)
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    calls = _count_crown_passes(monkeypatch)
+    assert not milp_suits(model.graph, spec, max_binaries=10_000, deadline=time.monotonic())
+    assert calls["n"] == 1
+
+
+def test_auto_uses_the_cascade_counts(monkeypatch):
+    """``auto`` on a net too big for input splitting: the MILP choice reads the unstable
+    counts of the cascade's CROWN step, it runs no CROWN pass of its own."""
+    import verifier.strategy as strategy
+    from verifier.config import VerifyConfig
+
+    layers = random_layers([20, 12, 12, 2], np.random.default_rng(3))
+    model = onnx_mlp([(w.astype(np.float32).astype(np.float64), b) for w, b in layers])
+    lo = np.full(20, -0.5)
+    spec = make_spec([(lo, -lo)], [[[1.0, -1.0]]], [[1e3]])  # sat, but only MILP may say so
+    monkeypatch.setattr(strategy, "_attack", lambda *args, **kwargs: None)
+    calls = _count_crown_passes(monkeypatch)
+    result = strategy.run_methods(model, spec, VerifyConfig(timeout=30), "cpu",
+                                  time.monotonic() + 30)
+    assert result.verdict == "sat" and result.method == "milp"
+    assert calls["n"] == 0

@@ -14,11 +14,16 @@ New bounds are intersected with the old ones, so refinement never loosens anythi
 CROWN bounds of the region, the size rule, then refinement within ``share`` of the time left
 (``root_bounds`` gives the same as the root domain's lower/upper dicts).
 
-``milp_suits(graph, bounds)``: the model-based rule for ``auto``: the MILP encoding applies
-(supported ops) and the number of binaries it would need (unstable neurons after CROWN, max
-candidates) is at most ``MILP_MAX_BINARIES``; ``auto_milp`` is that step of ``auto``. The
-threshold is conservative: on mnistfc 256x2 (2 layers) MILP beat BaB at 95 unstable neurons, on
-ACAS Xu (6 layers) it timed out at 102-110 where input-split BaB took 2-10 s.
+``milp_suits(graph, spec, unstable=..., deadline=...)``: the model-based rule for ``auto``: the
+MILP encoding applies (supported ops), the net has at most MILP_MAX_KINK_NEURONS Relu-like
+neurons (a size prefilter that needs no bound pass), and the number of binaries it would need
+(unstable neurons after CROWN, max candidates) is at most ``MILP_MAX_BINARIES``; ``auto_milp``
+is that step of ``auto``. The counts come from the CROWN pass the caller's cascade already ran
+(``unstable``); a region without one gets its own CROWN pass, stopped after MILP_DECIDE_SHARE
+of the time left (then MILP is not used): choosing a method never costs a full pass on a big
+net (a CIFAR-size CNN behind a 16-input layer spent over 300 s in that pass). The threshold is
+conservative: on mnistfc 256x2 (2 layers) MILP beat BaB at 95 unstable neurons, on ACAS Xu (6
+layers) it timed out at 102-110 where input-split BaB took 2-10 s.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
+from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Graph
 from bounds.registry import rules
@@ -44,6 +52,11 @@ log = logging.getLogger(__name__)
 
 KINK_AT_ZERO = ("Relu", "LeakyRelu", "Abs")
 MILP_MAX_BINARIES = 64
+# Size prefilter of ``milp_suits`` (Relu-like neurons in the whole net; ACAS Xu 300, mnistfc
+# 256x6 1536, ERAN 9x200 1800): larger nets are never decided by MILP, without a bound pass.
+MILP_MAX_KINK_NEURONS = 4096
+# Share of the time left that ``milp_suits`` may spend on CROWN passes of its own.
+MILP_DECIDE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -162,18 +175,46 @@ def _crown(graph: Graph, lower: np.ndarray, upper: np.ndarray):
                       BoundOptions(method="crown"))
 
 
-def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES) -> bool:
-    """Whether ``auto`` should decide ``spec`` by MILP: every op encodable, and in every input
-    region at most ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries;
-    MaxPool/Clip nets are left to the other methods)."""
+def kink_neurons(graph: Graph) -> int:
+    """Relu-like neurons in the net (elements of their input values): no bound pass needed."""
+    return sum(math.prod(graph.shape_of(name)) for name in kink_inputs(graph))
+
+
+def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
+               unstable: Mapping[int, int] | None = None, deadline: float | None = None
+               ) -> bool:
+    """Whether ``auto`` should decide ``spec`` by MILP: every op encodable, at most
+    MILP_MAX_KINK_NEURONS Relu-like neurons, and in every input region at most
+    ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries; MaxPool/Clip
+    nets are left to the other methods). ``unstable[i]``: region i's count from a CROWN pass
+    already run; other regions get a pass within MILP_DECIDE_SHARE of the time to
+    ``deadline`` (no answer in time: MILP is not used)."""
     if unsupported_ops(graph) or any(n.op in ("MaxPool", "ReduceMax", "Clip")
                                      for n in graph.nodes):
         return False
-    for region in spec.regions:
-        res = _crown(graph, np.asarray(region.lower, float), np.asarray(region.upper, float))
-        if count_unstable(graph, res.intermediate) > max_binaries:
+    if kink_neurons(graph) > MILP_MAX_KINK_NEURONS:
+        return False
+    stop = None if deadline is None else \
+        time.monotonic() + MILP_DECIDE_SHARE * max(deadline - time.monotonic(), 0.0)
+    for index, region in enumerate(spec.regions):
+        count = (unstable or {}).get(index)
+        if count is None:
+            count = _unstable_after_crown(graph, region, stop)
+        if count is None or count > max_binaries:
             return False
     return True
+
+
+def _unstable_after_crown(graph: Graph, region, stop: float | None) -> int | None:
+    """Unstable Relu-like neurons of ``region`` after CROWN; None when the pass does not end
+    by ``stop``."""
+    try:
+        with nullcontext() if stop is None else engine_deadline(stop):
+            res = _crown(graph, np.asarray(region.lower, float), np.asarray(region.upper, float))
+    except DeadlineExceeded:
+        log.info("MILP not chosen: the CROWN pass to count unstable neurons did not fit")
+        return None
+    return count_unstable(graph, res.intermediate)
 
 
 def root_bounds(graph: Graph, problem, deadline: float, share: float
@@ -189,13 +230,15 @@ def root_bounds(graph: Graph, problem, deadline: float, share: float
 AUTO_MILP_SHARE = 0.5
 
 
-def auto_milp(model, spec, deadline: float, backend: str = "auto"):
+def auto_milp(model, spec, deadline: float, backend: str = "auto",
+              unstable: Mapping[int, int] | None = None):
     """``auto``'s MILP step: when ``milp_suits`` the model, ``milp_verify`` within
     AUTO_MILP_SHARE of the time left; (verdict, counterexample, stats) for a ``sat`` or
-    ``unsat`` answer, else None (the caller goes on with its bounds / branch-and-bound)."""
+    ``unsat`` answer, else None (the caller goes on with its bounds / branch-and-bound).
+    ``unstable``: per region, unstable neurons after the caller's CROWN pass."""
     from verifier.milp.verify import milp_verify
 
-    if not milp_suits(model.graph, spec):
+    if not milp_suits(model.graph, spec, unstable=unstable, deadline=deadline):
         return None
     stop = time.monotonic() + AUTO_MILP_SHARE * max(deadline - time.monotonic(), 0.0)
     verdict, cex, stats = milp_verify(model, spec, stop, backend=backend)
