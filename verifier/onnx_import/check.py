@@ -64,6 +64,7 @@ _ALL_CORNERS_DIM = 6
 _RANDOM_CORNERS = 16
 _MAX_REGIONS = 16
 _MAX_BATCH = 64
+_BATCH_BYTES = 512 << 20  # memory for one batch: onnxruntime's values, ours and enclosures
 _now = time.monotonic  # the clock (tests substitute a fake one)
 
 
@@ -129,6 +130,7 @@ def run_check(model, spec, seed: int = 0, n_random: int = 8,
     points, kinds = plan_points(spec, seed, n_random)
     budget_end = None if deadline is None else start + BUDGET_SHARE * max(deadline - start, 0)
     worst_ratio = worst_relative = 0.0
+    largest = _largest_batch(model.graph)
     done, batch, hard_stop = 0, 1, deadline
     while done < len(points) and batch > 0:
         chunk = slice(done, done + batch)
@@ -140,20 +142,28 @@ def run_check(model, spec, seed: int = 0, n_random: int = 8,
         worst_ratio, worst_relative = max(worst_ratio, ratio), max(worst_relative, relative)
         done += batch
         per_point = (_now() - t0) / batch
-        batch, hard_stop = _next_batch(per_point, budget_end, len(points) - done, deadline)
+        left = min(len(points) - done, largest)
+        batch, hard_stop = _next_batch(per_point, budget_end, left, deadline)
     report = CheckReport(worst_ratio, worst_relative, done, len(points), _now() - start)
     _log_report(report)
     return report
 
 
+def _largest_batch(graph) -> int:
+    """Points per batch within _BATCH_BYTES: every value may be held at once by onnxruntime
+    (float32) and by us (float64 value and enclosure ends), 32 bytes an element is ample."""
+    elements = sum(math.prod(n.shape) for n in graph.nodes)
+    return max(1, min(_MAX_BATCH, _BATCH_BYTES // max(32 * elements, 1)))
+
+
 def _next_batch(per_point: float, budget_end: float | None, left: int,
                 deadline: float | None) -> tuple[int, float | None]:
-    """Size of the next batch and the time at which it is abandoned."""
+    """Size of the next batch (at most ``left``) and the time at which it is abandoned."""
     if budget_end is None:
-        return min(left, _MAX_BATCH), None
+        return left, None
     fit = int((budget_end - _now()) / max(per_point, 1e-6))
     hard_stop = min(deadline, budget_end + (budget_end - _now()))
-    return max(0, min(left, fit, _MAX_BATCH)), hard_stop
+    return max(0, min(left, fit)), hard_stop
 
 
 def _log_report(report: CheckReport) -> None:
@@ -200,11 +210,12 @@ def _ort_values(model, points: np.ndarray, names: list[str]) -> dict[str, np.nda
 
     try:
         session = session_exposing(model, names)
+        values = run_ort(model, points, session=session)
     except Exception as exc:  # noqa: BLE001 - fall back to the model's own outputs
         log.debug("onnxruntime cannot expose intermediate values (%s); outputs only", exc)
         session = ort_session(model)
-    out_names = [o.name for o in session.get_outputs()]
-    return dict(zip(out_names, run_ort(model, points, session=session), strict=True))
+        values = run_ort(model, points, session=session)
+    return dict(zip((o.name for o in session.get_outputs()), values, strict=True))
 
 
 def _relative(ours: np.ndarray, ref: np.ndarray) -> float:
