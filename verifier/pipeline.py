@@ -19,6 +19,7 @@ or not at all with ``config.strict_box``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -38,15 +39,15 @@ from verifier.errors import (
 from verifier.onnx_import.loader import ImportedModel
 from verifier.result import VerificationResult
 from verifier.spec.types import Spec
-from verifier.validate import VNNCOMP_BOX_TOL, box_tolerance
+from verifier.validate import VNNCOMP_BOX_TOL, box_tolerance, has_attack_point
 
 log = logging.getLogger(__name__)
 
 # Inputs up to this size are verified by splitting the input box.
 INPUT_SPLIT_MAX_INPUTS = 16
-# Share of an attack-only run given to PGD on the IR (when the IR runs); the rest goes to the
-# black-box search on onnxruntime, which also handles piecewise-constant graphs.
-IR_ATTACK_SHARE = 0.5
+# First time slice of an attack-only run's alternation of PGD on the IR and the black-box
+# search on onnxruntime (slices double after each pair).
+ATTACK_SLICE_S = 1.0
 
 # onnxruntime input element types a VNN-LIB real-valued input can be fed as.
 _FLOAT_INPUTS = ("tensor(float)", "tensor(double)")
@@ -278,22 +279,35 @@ def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig):
 
 def attack_only(model, spec: Spec, config: VerifyConfig, device: str, deadline: float,
                 why: str) -> VerificationResult:
-    """Spend the whole budget on attacks: PGD on the IR for a share when the IR runs, then
-    the black-box search on onnxruntime. ``sat`` or ``unknown`` (saying ``why`` the model
-    was not bounded); ``timeout`` only when the deadline had passed before the attacks."""
+    """Spend the whole budget on attacks: ``sat`` or ``unknown`` (saying ``why`` the model was
+    not bounded); ``timeout`` only when the deadline had passed before the attacks.
+
+    When the IR runs, PGD on it and the black-box search on onnxruntime alternate in slices
+    that double (PGD suits smooth graphs, the black-box search piecewise-constant ones, and
+    neither may starve the other); otherwise the black-box search gets all of it.
+    """
     from verifier.attack import falsify, falsify_blackbox
 
     log.info("%s: attacking only", why)
     stats = {"attack_only": why}
     if time.monotonic() >= deadline:
         return VerificationResult("timeout", method="attack", message=why, stats=stats)
+    if not any(has_attack_point(r) for r in spec.regions):  # strict mode, pinned off-float32
+        return VerificationResult("unknown", method="attack", stats=stats,
+                                  message=f"{why}; no input box holds a float32 point")
+    ir_runs = isinstance(model, ImportedModel) and _ir_runs(model)
+    slice_s = ATTACK_SLICE_S if ir_runs else math.inf
     cex = None
-    if isinstance(model, ImportedModel) and _ir_runs(model):
-        budget = IR_ATTACK_SHARE * (deadline - time.monotonic())
-        cex = falsify(model, spec, deadline, config.attack, device=device, seed=config.seed,
-                      budget_s=budget)
-    if cex is None:
-        cex = falsify_blackbox(model, spec, deadline, seed=config.seed)
+    for turn in itertools.count():
+        if cex is not None or time.monotonic() >= deadline:
+            break
+        seed = config.seed + turn
+        if ir_runs and turn % 2 == 0:
+            cex = falsify(model, spec, deadline, config.attack, device=device, seed=seed,
+                          budget_s=slice_s)
+        else:
+            cex = falsify_blackbox(model, spec, deadline, seed=seed, budget_s=slice_s)
+            slice_s *= 2
     if cex is not None:
         return VerificationResult("sat", cex, method="attack", message=why, stats=stats)
     return VerificationResult("unknown", method="attack", stats=stats,

@@ -114,6 +114,12 @@ def attack_float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray
     return float32_box(lower, upper)
 
 
+def has_attack_point(region: InputRegion) -> bool:
+    """True when the region's attack box holds a float32 point (always, unless strict)."""
+    lo, hi = attack_float32_box(region.lower, region.upper)
+    return not bool(np.any(lo > hi))
+
+
 def box_distance(x: np.ndarray, region: InputRegion) -> float:
     """Largest distance (float64) by which a coordinate of x lies outside the region's box."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)

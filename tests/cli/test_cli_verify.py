@@ -72,3 +72,61 @@ def test_profile_startup_line():
     assert len(profile) == 1
     for stage in ("startup", "import_torch", "load_model", "parse_spec", "ready"):
         assert f" {stage}=" in profile[0]
+
+
+def _mod_model(path) -> None:
+    """y = fmod(x0 + x1, 0.7): ``Mod`` has no converter, onnxruntime runs it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["s"], transB=1),
+             helper.make_node("Mod", ["s", "m"], ["y"], fmod=1)]
+    inits = [numpy_helper.from_array(np.ones((1, 2), np.float32), "w"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "b"),
+             numpy_helper.from_array(np.full((1, 1), 0.7, np.float32), "m")]
+    graph = helper.make_graph(
+        nodes, "mod", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+
+
+_MOD_SPEC = """(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const Y_0 Real)
+(assert (>= X_0 0.0))
+(assert (<= X_0 0.5))
+(assert (>= X_1 -0.4298715077881821))
+(assert (<= X_1 -0.4298715077881821))
+(assert (>= Y_0 {threshold}))
+"""
+
+
+@needs_pipeline
+def test_model_the_importer_refuses_is_attacked(tmp_path):
+    # X_1 is pinned to a value no float32 equals; fmod(x0 + x1, 0.7) >= 0.05 needs x0 >= 0.48.
+    model, spec = tmp_path / "mod.onnx", tmp_path / "sat.vnnlib"
+    _mod_model(model)
+    spec.write_text(_MOD_SPEC.format(threshold=0.05))
+    proc = run_nncert("verify", model, spec, "--timeout", "30", "--no-check")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "sat"
+    assert "import check against onnxruntime was skipped" in proc.stderr
+    values = {(k, int(i)): float(v) for k, i, v in PAIR.findall(proc.stdout)}
+    assert sorted(values) == [("X", 0), ("X", 1), ("Y", 0)]
+    assert 0 < abs(values["X", 1] + 0.4298715077881821) <= 1e-4 and values["Y", 0] >= 0.05
+    strict = run_nncert("verify", model, spec, "--timeout", "30", "--strict-box")
+    assert strict.returncode == 0, strict.stderr
+    assert strict.stdout == "unknown\n"  # the only points it could answer lie off the box
+
+
+@needs_pipeline
+def test_model_the_importer_refuses_unknown_names_the_op(tmp_path):
+    model, spec = tmp_path / "mod.onnx", tmp_path / "unsat.vnnlib"
+    _mod_model(model)
+    spec.write_text(_MOD_SPEC.format(threshold=0.75))  # fmod(., 0.7) < 0.7: never
+    proc = run_nncert("-v", "verify", model, spec, "--timeout", "12")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "unknown\n"
+    assert "'Mod'" in proc.stderr
