@@ -76,3 +76,91 @@ def test_pipeline_answers_timeout_when_the_engines_stop(monkeypatch):
     result = strategy.run_methods(None, None, VerifyConfig(), "cpu", time.monotonic() + 1)
     assert result.verdict == "timeout"
     assert "deadline" in result.message
+
+
+def _wide_problem():
+    """One domain with many unstable positions per layer: the refinement runs in chunks."""
+    graph = random_mlp([6, 64, 64, 3], seed=1)
+    box = Interval(-torch.ones((1, 1, 6), dtype=F64), torch.ones((1, 1, 6), dtype=F64))
+    return graph, box, torch.ones((1, 1, 3), dtype=F64), torch.zeros((1, 1), dtype=F64)
+
+
+def _samples_inside(graph, box, res, n=2000):
+    from bounds.engine.forward import run_graph
+
+    x = box.lower + (box.upper - box.lower) * torch.rand((n, *box.lower.shape[1:]), dtype=F64,
+                                                         generator=torch.Generator().manual_seed(0))
+    values = run_graph(graph, x, keep_all=True)
+    assert set(res.intermediate) <= set(values) | {graph.inputs[0].name}
+    for name, iv in res.intermediate.items():
+        if name in values:
+            v = values[name]
+            assert bool((v >= iv.lower - 1e-9).all() and (v <= iv.upper + 1e-9).all()), name
+
+
+def test_refinement_chunks_respect_the_memory_budget(monkeypatch):
+    """A lone domain with many unstable positions: no pass element holds more coefficients
+    than MAX_COEF_ELEMENTS (rows per element are capped, not all packed into one)."""
+    import bounds.engine.crown as crown
+
+    graph, box, coef, rhs = _wide_problem()
+    budget = 2 * 8 * 64  # 8 rows of the widest value (64) and their negations
+    monkeypatch.setattr(crown, "MAX_COEF_ELEMENTS", budget)
+    sizes = []
+    real = crown.backward_bound
+
+    def watched(state, start, c, *args, **kwargs):
+        sizes.append(c.numel())
+        return real(state, start, c, *args, **kwargs)
+
+    monkeypatch.setattr(crown, "backward_bound", watched)
+    res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
+    assert len(sizes) > 2 and max(sizes) <= budget
+    _samples_inside(graph, box, res)
+
+
+def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch):
+    """A slow first chunk makes the rest of the value's refinement look too long for the
+    time left: it stops there (no deadline is reached, no exception), later values are not
+    refined at all, and every bound stays sound (unrefined positions keep their intervals)."""
+    import bounds.engine.crown as crown
+
+    graph, box, coef, rhs = _wide_problem()
+    monkeypatch.setattr(crown, "MAX_COEF_ELEMENTS", 2 * 8 * 64)
+    calls = {"n": 0}
+    real = crown.backward_bound
+
+    def slow_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crown, "backward_bound", slow_first)
+    with engine_deadline(time.monotonic() + 3.0):
+        res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
+                                                             intermediate="crown"))
+    # The first hidden layer is affine in the input (exact intervals, nothing to refine); the
+    # second has up to 64 unstable positions, 8 rows per chunk: only its slow first chunk ran.
+    assert calls["n"] == 1
+    _samples_inside(graph, box, res)
+    full = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
+    assert bool((res.lower <= full.lower + 1e-9).all())
+
+
+def test_measured_rate_is_shared_within_a_deadline_block():
+    """A later bound computation in the same deadline block estimates from the rate an
+    earlier one measured: with a rate that cannot fit, no refinement starts (IBP's bound)."""
+    from bounds.engine.deadline import shared_rates
+
+    graph, box, coef, rhs = _wide_problem()
+    ibp = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="ibp"))
+    with engine_deadline(time.monotonic() + 60):
+        bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
+        rates = shared_rates()
+        assert rates, "the first computation measured its refinement rate"
+        for key in rates:
+            rates[key] = 1e6  # seconds per unit: nothing fits
+        res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
+                                                             intermediate="crown"))
+    assert torch.equal(res.lower, ibp.lower)
