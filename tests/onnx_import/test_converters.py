@@ -209,3 +209,94 @@ def test_nhwc_symbolic_batch():
     model = make_model(nodes, {"x": (1, 6, 6, 3)}, ["y"], {"w": rand(2, 3, 3, 3)},
                        batch_symbolic=True)
     compare(model)
+
+
+# ---------------------------------------------------------------- ops on input-dependent values
+def _cast_back(nodes, inputs=X2, inits=None, opset=13):
+    """``nodes`` end in value "b" (bool or int); the model casts it to float as "y"."""
+    last = helper.make_node("Cast", ["b"], ["y"], to=TensorProto.FLOAT)
+    return make_model([*nodes, last], inputs, ["y"], inits, opset)
+
+
+def _scaled_cast(to, scale=200.0):
+    """Cast(x * scale) to an integer type: out-of-range values for the narrow types."""
+    return _cast_back([helper.make_node("Mul", ["x", "k"], ["t"]),
+                       helper.make_node("Cast", ["t"], ["b"], to=to)],
+                      inits={"k": np.float32(scale)})
+
+
+def _ties(op, **attrs):
+    """Floor(2 x) has ties, so the first/last index rule matters."""
+    return _cast_back([helper.make_node("Mul", ["x", "two"], ["t"]),
+                       helper.make_node("Floor", ["t"], ["f"]),
+                       helper.make_node(op, ["f"], ["b"], **attrs)],
+                      {"x": (1, 3, 5)}, {"two": np.float32(2.0)})
+
+
+DYNAMIC_CASES = {
+    "less_swaps": lambda: _cast_back([helper.make_node("Less", ["x", "z"], ["b"])],
+                                     {"x": (1, 5), "z": (1, 5)}),
+    "less_or_equal_const": lambda: _cast_back(
+        [helper.make_node("Floor", ["x"], ["f"]),
+         helper.make_node("LessOrEqual", ["f", "c"], ["b"])],
+        inits={"c": np.array([0, 1, -1, 0, 1], np.float32)}),
+    "xor": lambda: _cast_back([helper.make_node("Greater", ["x", "z"], ["p"]),
+                               helper.make_node("Greater", ["z", "x"], ["q"]),
+                               helper.make_node("Xor", ["p", "q"], ["b"])],
+                              {"x": (1, 5), "z": (1, 5)}),
+    "where_dynamic_const_branch": lambda: make_model(
+        [helper.make_node("Greater", ["x", "z"], ["p"]),
+         helper.make_node("Where", ["p", "c", "x"], ["y"])],
+        {"x": (1, 5), "z": (5,)}, ["y"], {"c": rand(1, 5)}),
+    "cast_int8_wraps": lambda: _scaled_cast(TensorProto.INT8),
+    "cast_uint8_wraps": lambda: _scaled_cast(TensorProto.UINT8),
+    "cast_int32_truncates": lambda: _scaled_cast(TensorProto.INT32, 7.3),
+    "cast_int64": lambda: _scaled_cast(TensorProto.INT64, 1e4),
+    "cast_bool": lambda: _cast_back([helper.make_node("Floor", ["x"], ["f"]),
+                                     helper.make_node("Cast", ["f"], ["b"],
+                                                      to=TensorProto.BOOL)]),
+    "cast_float16": lambda: make_model(
+        [helper.make_node("Mul", ["x", "k"], ["t"]),
+         helper.make_node("Cast", ["t"], ["h"], to=TensorProto.FLOAT16),
+         helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)], X2, ["y"],
+        {"k": np.float32(1234.567)}),
+    "argmax_ties_first": lambda: _ties("ArgMax", axis=2, keepdims=0),
+    "argmax_ties_last": lambda: _ties("ArgMax", axis=1, select_last_index=1),
+    "argmin_ties_last_neg_axis": lambda: _ties("ArgMin", axis=-1, select_last_index=1),
+    "onehot_negative_and_out_of_range": lambda: make_model(
+        [helper.make_node("Mul", ["x", "k"], ["t"]),
+         helper.make_node("Cast", ["t"], ["f"], to=TensorProto.INT64),
+         helper.make_node("OneHot", ["f", "d", "v"], ["y"], axis=0)],
+        X2, ["y"], {"k": np.float32(2.5), "d": _i(3), "v": np.array([-1.0, 2.0], np.float32)}),
+    "pow_dynamic_base_and_exponent": lambda: make_model(
+        [helper.make_node("Exp", ["x"], ["b"]), helper.make_node("Pow", ["b", "z"], ["y"])],
+        {"x": (1, 5), "z": (1, 5)}, ["y"]),
+    "pow_constant_base_array": lambda: make_model(
+        [helper.make_node("Pow", ["c", "x"], ["y"])], X2, ["y"],
+        {"c": np.array([0.5, 1.0, 2.0, 3.0, 10.0], np.float32)}),
+    "pow_exponent_array_equal_values": lambda: one_node(
+        "Pow", X2, {"e": np.array([2.0, 2.0, 2.0, 2.0, 2.0], np.float32)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC_CASES))
+def test_dynamic_value_converter_matches_onnxruntime(name):
+    compare(DYNAMIC_CASES[name](), n=16)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: make_model([helper.make_node("Pow", ["c", "x"], ["y"])], X2, ["y"],
+                        {"c": np.float32(-2.0)}), "base that is not positive"),
+    (lambda: _cast_back([helper.make_node("Cast", ["x"], ["b"], to=TensorProto.STRING)]),
+     "cast of an input-dependent value to STRING"),
+    (lambda: one_node("Pow", X2, {"e": np.array([1, 2, 3, 2, 1], np.float32)}),
+     "different values"),
+])
+def test_unsupported_uses_name_op_and_reason(build, match):
+    from verifier.errors import UnsupportedOpError
+    from verifier.onnx_import.loader import import_proto
+
+    model = build()
+    data = model.SerializeToString()
+    with pytest.raises(UnsupportedOpError, match=match):
+        import_proto(model, data)

@@ -1,7 +1,10 @@
 """``nncert supports --CAPABILITY``: the VNN-LIB 2.0 capability queries.
 
 Each query prints its answer on stdout, one item per line. The operator list comes from the
-importer's converter registry (no hand-kept list). Theory names follow the VNN-LIB 2.0 draft:
+importer's converter registry (no hand-kept list): every op it converts when an operand depends
+on the input (tests/onnx_import/test_supported_ops.py imports and verifies one model per op);
+ops whose output shape would depend on input values (Range, ConstantOfShape) fold when constant
+but are not listed. Theory names follow the VNN-LIB 2.0 draft:
 hidden nodes NH/H, inputs and outputs SIO/MIO, networks SNET/MENET/MINET/MNET, node comparisons
 SNC/MNC, arithmetic BND/OUTC/LIN/POLY.
 
@@ -72,9 +75,9 @@ def add_parser(sub, common) -> None:
 def answer(capability: str) -> list[str]:
     """The lines printed for one capability."""
     if capability == "onnx-operators":
-        from verifier.onnx_import.registry import supported_ops
+        from verifier.onnx_import.registry import listed_ops
 
-        return list(supported_ops())
+        return listed_ops()
     if capability == "onnx-opset-versions":
         import onnx.defs
 

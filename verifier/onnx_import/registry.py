@@ -14,11 +14,16 @@ from functools import cache
 from bounds.registry import Registry, UnsupportedOpError
 
 CONVERTERS = Registry("ONNX converter")
+# Ops imported only when all their operands are constant (folded): their output's shape would
+# depend on input values otherwise. ``nncert supports --onnx-operators`` leaves them out.
+CONSTANT_ONLY: set[str] = set()
 
 
-def converter(op_type: str, since_version: int = 1):
+def converter(op_type: str, since_version: int = 1, constant_only: bool = False):
     def register(fn):
         CONVERTERS.register((op_type, since_version), fn)
+        if constant_only:
+            CONSTANT_ONLY.add(op_type)
         _versions.cache_clear()
         return fn
 
@@ -61,3 +66,9 @@ def supported_ops() -> list[str]:
     from verifier.onnx_import import converters  # noqa: F401  (explicit registration)
 
     return sorted({op for (op, _) in CONVERTERS.keys()})
+
+
+def listed_ops() -> list[str]:
+    """The ops ``nncert supports --onnx-operators`` lists: those imported with input-dependent
+    operands (constant-only ops fold, but are not claimed)."""
+    return [op for op in supported_ops() if op not in CONSTANT_ONLY]

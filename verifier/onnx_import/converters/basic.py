@@ -51,14 +51,13 @@ def size(ctx: ConvertContext, node) -> None:
 
 def _const_only(ctx: ConvertContext, node) -> None:
     """Ops whose output shape would depend on input values: only their constant form (folded
-    at import) is supported; listed apart by ``constant_only_ops``."""
+    at import) is supported, and ``supports`` does not list them."""
     raise unsupported(node, "an input-dependent operand would make the output's shape depend"
                       " on the input; only a constant one (folded at import) is supported")
 
 
-CONSTANT_ONLY = ("ConstantOfShape", "Range")
-for _op in CONSTANT_ONLY:
-    converter(_op, 1)(_const_only)
+for _op in ("ConstantOfShape", "Range"):
+    converter(_op, 1, constant_only=True)(_const_only)
 
 
 def dyn_or_none(value) -> Dyn | None:

@@ -1,0 +1,133 @@
+"""One small model per ONNX op that ``nncert supports --onnx-operators`` lists, with the op's
+operands depending on the input; bool/int results are cast back to float for the comparison.
+
+``OP_MODELS[op]`` is ``(build, low, high)``: a model builder and the input range to sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from tests.onnx_import.onnx_util import make_model, one_node, rand
+
+X = {"x": (1, 4)}
+IMG = {"x": (1, 2, 4, 4)}
+F = TensorProto.FLOAT
+
+
+def _i(*v):
+    return np.array(v, dtype=np.int64)
+
+
+def _n(op, ins, out, **attrs):
+    return helper.make_node(op, ins, [out], **attrs)
+
+
+def _to_float(nodes, inputs=X, inits=None, opset=13, out="b"):
+    """``nodes`` end in value ``out`` (bool/int); the model casts it to float as ``y``."""
+    return make_model([*nodes, _n("Cast", [out], "y", to=F)], inputs, ["y"], inits, opset)
+
+
+def _cmp(op):
+    """op(int(3 x), c): integer-valued operands, so Equal is sometimes true."""
+    return lambda: _to_float([_n("Mul", ["x", "three"], "t"), _n("Cast", ["t"], "i", to=F),
+                              _n("Floor", ["i"], "f"), _n(op, ["f", "c"], "b")],
+                             inits={"three": np.float32(3.0),
+                                    "c": np.array([0, 1, -1, 2], np.float32)})
+
+
+def _logic(op):
+    return lambda: _to_float([_n("Greater", ["x", "z"], "p"), _n("Less", ["x", "h"], "q"),
+                              _n(op, ["p", "q"], "b")],
+                             inits={"z": np.float32(0.0), "h": np.float32(0.5)})
+
+
+def _shape_mul(op):
+    """x * float(op(x)[...]): a shape value computed from the input tensor."""
+    nodes = [_n(op, ["x"], "s"), _n("Cast", ["s"], "sf", to=F), _n("ReduceSum", ["sf"], "k",
+                                                                     keepdims=0),
+             _n("Mul", ["x", "k"], "y")]
+    return lambda: make_model(nodes, X, ["y"])
+
+
+def _unary(op, **attrs):
+    return lambda: one_node(op, X, **attrs)
+
+
+def _binary(op):
+    return lambda: one_node(op, X, {"c": rand(4, low=0.5, high=1.5)})
+
+
+OP_MODELS: dict = {
+    **{op: (_unary(op), -2.0, 2.0) for op in (
+        "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
+        "Tanh", "Identity", "Dropout")},
+    **{op: (_unary(op), 0.25, 4.0) for op in ("Log", "Reciprocal", "Sqrt")},
+    **{op: (_binary(op), -2.0, 2.0) for op in ("Add", "Sub", "Mul", "Div")},
+    **{op: (_cmp(op), -1.0, 1.0) for op in (
+        "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")},
+    **{op: (_logic(op), -1.0, 1.0) for op in ("And", "Or", "Xor")},
+    **{op: (_shape_mul(op), -1.0, 1.0) for op in ("Shape", "Size")},
+    "LeakyRelu": (_unary("LeakyRelu", alpha=0.1), -2.0, 2.0),
+    "Gelu": (lambda: one_node("Gelu", X, opset=20), -2.0, 2.0),
+    "Clip": (lambda: one_node("Clip", X, {"lo": np.float32(-0.5), "hi": np.float32(0.5)}),
+             -2.0, 2.0),
+    "Not": (lambda: _to_float([_n("Greater", ["x", "z"], "p"), _n("Not", ["p"], "b")],
+                              inits={"z": np.float32(0.0)}), -1.0, 1.0),
+    "Where": (lambda: make_model([_n("Greater", ["x", "z"], "p"), _n("Neg", ["x"], "m"),
+                                  _n("Where", ["p", "x", "m"], "y")], X, ["y"],
+                                 {"z": np.float32(0.0)}), -1.0, 1.0),
+    "Cast": (lambda: _to_float([_n("Mul", ["x", "k"], "t"), _n("Cast", ["t"], "b",
+                                                                 to=TensorProto.INT32)],
+                               inits={"k": np.float32(3.0)}), -2.0, 2.0),
+    "ArgMax": (lambda: _to_float([_n("ArgMax", ["x"], "b", axis=1)]), -1.0, 1.0),
+    "ArgMin": (lambda: _to_float([_n("ArgMin", ["x"], "b", axis=1, keepdims=0)]), -1.0, 1.0),
+    "OneHot": (lambda: make_model([_n("ArgMax", ["x"], "a", axis=1),
+                                   _n("OneHot", ["a", "d", "v"], "y")], X, ["y"],
+                                  {"d": _i(4), "v": np.array([0, 1], np.float32)}), -1.0, 1.0),
+    "Pow": (lambda: make_model([_n("Pow", ["x", "two"], "p"), _n("Pow", ["c", "x"], "q"),
+                                _n("Add", ["p", "q"], "y")], X, ["y"],
+                               {"two": np.float32(2.0), "c": np.float32(1.5)}), -1.0, 1.0),
+    "Constant": (lambda: make_model([helper.make_node("Constant", [], ["c"],
+                                                      value_floats=[0.5, 1, 2, 3]),
+                                     _n("Add", ["x", "c"], "y")], X, ["y"]), -1.0, 1.0),
+    "Gemm": (lambda: one_node("Gemm", X, {"w": rand(3, 4), "b": rand(3)}, transB=1), -1.0, 1.0),
+    "MatMul": (lambda: one_node("MatMul", X, {"w": rand(4, 3)}), -1.0, 1.0),
+    "Conv": (lambda: one_node("Conv", IMG, {"w": rand(3, 2, 3, 3)}, pads=[1, 1, 1, 1]),
+             -1.0, 1.0),
+    "ConvTranspose": (lambda: one_node("ConvTranspose", IMG, {"w": rand(2, 1, 2, 2)},
+                                       strides=[2, 2]), -1.0, 1.0),
+    "BatchNormalization": (lambda: one_node("BatchNormalization", IMG, {
+        "s": rand(2), "b": rand(2), "m": rand(2), "v": rand(2, low=0.5, high=1.5)}), -1.0, 1.0),
+    "AveragePool": (lambda: one_node("AveragePool", IMG, kernel_shape=[2, 2]), -1.0, 1.0),
+    "MaxPool": (lambda: one_node("MaxPool", IMG, kernel_shape=[2, 2], strides=[2, 2]),
+                -1.0, 1.0),
+    "GlobalAveragePool": (lambda: one_node("GlobalAveragePool", IMG), -1.0, 1.0),
+    "GlobalMaxPool": (lambda: one_node("GlobalMaxPool", IMG), -1.0, 1.0),
+    "ReduceSum": (lambda: one_node("ReduceSum", IMG, {"a": _i(1)}), -1.0, 1.0),
+    "ReduceMean": (lambda: one_node("ReduceMean", IMG, axes=[2, 3]), -1.0, 1.0),
+    "ReduceMax": (lambda: one_node("ReduceMax", IMG, axes=[1]), -1.0, 1.0),
+    # a rank-1 tensor (no batch axis in the model)
+    "Softmax": (lambda: one_node("Softmax", {"x": (4,)}), -2.0, 2.0),
+    "Flatten": (lambda: one_node("Flatten", IMG), -1.0, 1.0),
+    "Reshape": (lambda: one_node("Reshape", IMG, {"s": _i(1, -1)}), -1.0, 1.0),
+    "Squeeze": (lambda: one_node("Squeeze", {"x": (1, 4, 1)}, {"a": _i(2)}), -1.0, 1.0),
+    "Unsqueeze": (lambda: one_node("Unsqueeze", X, {"a": _i(1)}), -1.0, 1.0),
+    "Transpose": (lambda: one_node("Transpose", IMG, perm=[0, 2, 3, 1]), -1.0, 1.0),
+    "Concat": (lambda: make_model([_n("Neg", ["x"], "m"), _n("Concat", ["x", "m"], "y",
+                                                              axis=1)], X, ["y"]), -1.0, 1.0),
+    "Slice": (lambda: one_node("Slice", X, {"s": _i(1), "e": _i(3), "a": _i(1)}), -1.0, 1.0),
+    "Split": (lambda: make_model([helper.make_node("Split", ["x", "s"], ["p", "q"], axis=1),
+                                  _n("Sub", ["p", "q"], "y")], X, ["y"], {"s": _i(2, 2)}),
+              -1.0, 1.0),
+    "Gather": (lambda: one_node("Gather", X, {"i": _i(3, 0)}, axis=1), -1.0, 1.0),
+    "Expand": (lambda: one_node("Expand", {"x": (1, 1, 4)}, {"s": _i(1, 3, 4)}), -1.0, 1.0),
+    "Tile": (lambda: one_node("Tile", X, {"r": _i(1, 2)}), -1.0, 1.0),
+    "Pad": (lambda: one_node("Pad", X, {"p": _i(0, 1, 0, 2)}), -1.0, 1.0),
+    "Resize": (lambda: make_model([helper.make_node("Resize", ["x", "", "s"], ["y"],
+                                                    mode="nearest")], IMG, ["y"],
+                                  {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
+    "Upsample": (lambda: one_node("Upsample", IMG, {"s": np.array([1, 1, 2, 2], np.float32)},
+                                  opset=9), -1.0, 1.0),
+}
