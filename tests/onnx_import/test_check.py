@@ -157,7 +157,7 @@ def test_points_fit_the_time_share(monkeypatch):
     monkeypatch.setattr(check, "_check_batch", fake_batch)
     model = _gemm_model()
     report = run_check(model, unit_box_spec(model), deadline=clock.now + 100)
-    assert calls[0] == 1 and report.points == sum(calls) == 5 < report.planned
+    assert calls[0] == 1 and 2 <= report.points == sum(calls) <= 5 < report.planned
     assert clock.now <= 1000.0 + check.BUDGET_SHARE * 100
     calls.clear()
     assert run_check(model, unit_box_spec(model)).points == report.planned
