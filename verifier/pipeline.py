@@ -257,6 +257,18 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
     except UnsupportedOpError as exc:  # a stage met an op it cannot handle: attack instead
         return attack_only(model, spec, config, device, deadline,
                            f"bounds stopped: {' '.join(str(exc).split(';')[0].split())}")
+    except (NncertError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001  (a bug in a bound stage must not cost the attack)
+        # Logged with its traceback and named in the message, so that campaigns still see it;
+        # attacks do not depend on the bound stages, and a validated sat stays sound.
+        log.exception("internal error in the bound stages; attacking for the time left")
+        result = attack_only(model, spec, config, device, deadline,
+                             f"internal error in the bound stages: {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}")
+        return VerificationResult(result.verdict, result.counterexample, method=result.method,
+                                  message=result.message,
+                                  stats={**result.stats, "internal_error": type(exc).__name__})
 
 
 def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig):

@@ -206,3 +206,18 @@ def test_blackbox_finds_a_corner_violation():
     spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0]]], [[-1.99]])
     cex = falsify_blackbox(sum_net(2), spec, time.monotonic() + 20)
     assert cex is not None and spec.violated_by(cex.x, cex.y)
+
+
+def test_bug_in_a_bound_stage_still_ends_in_an_attack(monkeypatch):
+    def broken(*args, **kwargs):
+        raise IndexError("planted bug")
+
+    monkeypatch.setattr("verifier.strategy.run_methods", broken)
+    spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0]]], [[-1.99]])
+    result = verify(sum_net(2), spec, VerifyConfig(timeout=20))
+    assert result.verdict == "sat", result
+    unsat_spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0]]], [[-2.5]])
+    result = verify(sum_net(2), unsat_spec, VerifyConfig(timeout=2))
+    assert result.verdict == "unknown", result
+    assert "internal error" in result.message and "planted bug" in result.message
+    assert result.stats["internal_error"] == "IndexError"
