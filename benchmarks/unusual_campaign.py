@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from verifier.fuzz.unusual_cases import make_unusual_case, write_case  # noqa: E402
 from verifier.fuzz.unusual_harness import UnusualResult, run_unusual_case  # noqa: E402
+from verifier.fuzz.unusual_nets import LARGE_SHARE  # noqa: E402
 
 log = logging.getLogger("unusual_campaign")
 OUTCOMES = ("sat", "unsat", "unknown", "timeout", "error", "refused", "killed")
@@ -102,7 +103,7 @@ def _run_slice(indices: list[int], args, sink, lock, results: list) -> None:
     worker = None
     try:
         for index in indices:
-            case = make_unusual_case(args.seed, index)
+            case = make_unusual_case(args.seed, index, large_share=args.large_share)
             res, worker = run_unusual_case(case, worker, args.timeout)
             row = asdict(res)
             with lock:
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="first case index")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes side by side")
+    ap.add_argument("--large-share", type=float, default=LARGE_SHARE,
+                    help="share of larger models (deadline stress); case ids depend on it")
     ap.add_argument("--json", type=Path, help="write every case result here (JSON lines)")
     ap.add_argument("--out", type=Path, help="save failing cases (model, spec, result) here")
     ap.add_argument("--case", help="run one case SEED:INDEX and print its details")
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.case:
         seed, index = (int(v) for v in args.case.split(":"))
-        case = make_unusual_case(seed, index)
+        case = make_unusual_case(seed, index, large_share=args.large_share)
         print(case.vnnlib[:3000])
         res, worker = run_unusual_case(case, None, args.timeout)
         worker.close()

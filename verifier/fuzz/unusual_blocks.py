@@ -172,8 +172,10 @@ def where_equal(b) -> None:
     b.set(b.node("Where", [cond, b.cur, b.node("Neg", [b.cur], False)]), b.shape)
 
 
-def where_greater(b) -> None:
-    cond = b.node("Greater", [b.cur, b.const(float(b.rng.uniform(-0.5, 0.5)))])
+def where_compare(b) -> None:
+    """Where(z > t, z, 0.3 z) with any of the four order comparisons."""
+    op = str(b.rng.choice(["Greater", "Less", "GreaterOrEqual", "LessOrEqual"]))
+    cond = b.node(op, [b.cur, b.const(float(b.rng.uniform(-0.5, 0.5)))])
     b.set(b.node("Where", [cond, b.cur, b.node("Mul", [b.cur, b.const(0.3)], False)]), b.shape)
 
 
@@ -198,9 +200,10 @@ def cast_float(b) -> None:
 
 
 def cast_int(b) -> None:
-    """float(int32(3 z)): truncation toward zero."""
+    """float(int(3 z)): truncation toward zero (int32 / int64), or z != 0 (bool)."""
     scaled = b.node("Mul", [b.cur, b.const(3.0)], False)
-    ints = b.node("Cast", [scaled], to=TensorProto.INT32)
+    to = int(b.rng.choice([TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL]))
+    ints = b.node("Cast", [scaled], to=to)
     b.set(b.node("Cast", [ints], to=TensorProto.FLOAT), b.shape)
 
 
@@ -280,7 +283,7 @@ VECTOR_BLOCKS = {
     "pow_const": (pow_const, lambda s: True),
     "pow_dynamic": (pow_dynamic, lambda s: True),
     "where_equal": (where_equal, lambda s: True),
-    "where_greater": (where_greater, lambda s: True),
+    "where_compare": (where_compare, lambda s: True),
     "argmax_onehot": (argmax_onehot, lambda s: s[1] >= 2),
     "argmax_cast": (argmax_cast, lambda s: s[1] >= 2),
     "cast_float": (cast_float, lambda s: True),

@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from verifier.fuzz.specs import PropSpec, to_vnnlib
-from verifier.fuzz.unusual_nets import UnusualNet, random_unusual_net, random_upsample_net
+from verifier.fuzz.unusual_nets import (
+    LARGE_SHARE,
+    UnusualNet,
+    random_unusual_net,
+    random_upsample_net,
+)
 from verifier.fuzz.unusual_specs import (
     GZIP_SHARE,
     SPEC_WEIGHTS,
@@ -41,13 +46,15 @@ class UnusualCase:
 
 
 def make_unusual_case(seed: int, index: int, kind: str | None = None,
-                      blocks: tuple[str, ...] = ()) -> UnusualCase:
-    """The case ``(seed, index)``; ``kind``/``blocks`` force the spec kind / model blocks."""
+                      blocks: tuple[str, ...] = (), large_share: float = LARGE_SHARE
+                      ) -> UnusualCase:
+    """The case ``(seed, index)``; ``kind``/``blocks`` force the spec kind / model blocks,
+    ``large_share`` the share of larger models (the default keeps case ids stable)."""
     rng = np.random.default_rng([seed, index, 16])
     if not blocks and rng.random() < UPSAMPLE_SHARE:
         net = random_upsample_net(rng)
     else:
-        net = random_unusual_net(rng, blocks)
+        net = random_unusual_net(rng, blocks, large_share)
     kind = kind or str(rng.choice(UNUSUAL_SPEC_KINDS, p=SPEC_WEIGHTS))
     prop, placement = random_unusual_prop(kind, net.onnx_bytes, net.input_shape, net.n_out, rng)
     gz = bool(rng.random() < GZIP_SHARE[kind])

@@ -173,11 +173,12 @@ def random_upsample_net(rng: np.random.Generator) -> UnusualNet:
                       f"opset9 img{c}x{hw}x{hw} upsample batchnorm")
 
 
-def random_unusual_net(rng: np.random.Generator, blocks: tuple[str, ...] = ()) -> UnusualNet:
+def random_unusual_net(rng: np.random.Generator, blocks: tuple[str, ...] = (),
+                       large_share: float = LARGE_SHARE) -> UnusualNet:
     """A random model (see module doc). ``blocks`` forces these vector/image blocks (tests;
     ValueError when an image block does not fit the drawn input).
-    One model in LARGE_SHARE is larger (inputs of 48-768 values, hidden width 16-64)."""
-    large = bool(rng.random() < LARGE_SHARE)
+    A share ``large_share`` is larger (inputs of 48-768 values, hidden width 16-64)."""
+    large = bool(rng.random() < large_share)
     b = Builder(rng, width=int(rng.integers(16, 65)) if large else 8)
     input_shape = _input_layout(b, large, any(name in IMAGE_BLOCKS for name in blocks))
     if blocks:

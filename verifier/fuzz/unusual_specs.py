@@ -5,7 +5,8 @@ Kinds (``UNUSUAL_SPEC_KINDS``):
 * ``box``: one box around a point;
 * ``pinned``: one box in which all but 1-3 coordinates are pinned (lower == upper) to random
   float64 values that no float32 equals, as in sensor-window specs;
-* ``boxes``: 2-4 boxes (a disjunction of input boxes) sharing one condition;
+* ``boxes``: 2-4 boxes (a disjunction of input boxes, 30 % of them pinned) sharing one
+  condition;
 * ``disjuncts``: one box and 1,000-5,000 one-row disjuncts.
 
 The condition is either the robustness form (``y_label - y_j <= 0`` for j != label, label the
@@ -24,6 +25,7 @@ from verifier.fuzz.unusual_oracle import box_points, ort_outputs
 
 UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts")
 SPEC_WEIGHTS = (0.3, 0.3, 0.2, 0.2)
+PINNED_BOX_SHARE = 0.3  # of the boxes of a ``boxes`` property
 GZIP_SHARE = {"box": 0.25, "pinned": 0.25, "boxes": 0.25, "disjuncts": 0.6}
 
 
@@ -49,13 +51,16 @@ def _pinned_box(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_boxes(kind: str, n: int, rng) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The input boxes of a property of ``kind`` (``boxes``: some may be pinned ones)."""
     if kind == "pinned":
         return (_pinned_box(n, rng),)
     count = int(rng.integers(2, 5)) if kind == "boxes" else 1
     centres = [rng.uniform(-1, 1, n) for _ in range(count)]
     if rng.random() < 0.5:
         centres = [np.round(c, 3) for c in centres]
-    return tuple(_box(c, rng) for c in centres)
+    pinned = rng.random(count) < (PINNED_BOX_SHARE if kind == "boxes" else 0.0)
+    return tuple(_pinned_box(n, rng) if pin else _box(c, rng)
+                 for c, pin in zip(centres, pinned, strict=True))
 
 
 def _robust(n_out: int, label: int) -> tuple[np.ndarray, np.ndarray]:
