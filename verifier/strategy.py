@@ -21,6 +21,7 @@ from bounds.types import Interval
 from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
+from verifier.bab.region_batch import refute_in_batches
 from verifier.result import VerificationResult
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,11 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
     open_problems, costs, unstable = [], {}, {}
+    # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
+    batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
     for p in problems:
+        if p.index in batch_refuted:
+            continue
         if time.monotonic() >= deadline:
             return VerificationResult("timeout", method="incomplete")
         # Small inputs go straight to input splitting, whose first step is the same bound.
