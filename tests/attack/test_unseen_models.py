@@ -221,3 +221,29 @@ def test_bug_in_a_bound_stage_still_ends_in_an_attack(monkeypatch):
     assert result.verdict == "unknown", result
     assert "internal error" in result.message and "planted bug" in result.message
     assert result.stats["internal_error"] == "IndexError"
+
+
+def sign_model() -> ImportedModel:
+    """y = Sign(x0 - 0.6) + Sign(0.8 - x0): piecewise constant, zero gradient everywhere;
+    y = 2 only on 0.6 < x0 < 0.8, away from the centre and the corners of [0, 1]^2."""
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["d"], transB=1),
+             helper.make_node("Sign", ["d"], ["s"]),
+             helper.make_node("ReduceSum", ["s", "axes"], ["y"], keepdims=1)]
+    inits = [numpy_helper.from_array(np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32), "w"),
+             numpy_helper.from_array(np.array([-0.6, 0.8], np.float32), "b"),
+             numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    graph = helper.make_graph(
+        nodes, "sign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    return _imported(proto)
+
+
+def test_falsify_hands_a_flat_loss_to_the_gradient_free_search(caplog):
+    spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0]]], [[-2.0]])  # y >= 2
+    config = AttackConfig(restarts=4, steps=20, random_samples=0, time_share=1.0)
+    with caplog.at_level("INFO", logger="verifier.attack.falsify"):
+        cex = falsify(sign_model(), spec, time.monotonic() + 60, config, budget_s=20)
+    assert cex is not None and spec.violated_by(cex.x, cex.y)
+    assert "no gradient" in caplog.text

@@ -8,7 +8,10 @@ Phases, for every group of regions sharing one output condition:
    start of the first round at the best cheap point; later rounds use fresh random starts,
    alternate coarse and fine step sizes, double their restarts while a round stays short
    (small networks run a step on a thousand points as fast as on one) and run until the time
-   budget is spent.
+   budget is spent;
+3. instead of PGD, when the loss has no gradient at any group's best point (a graph that is
+   piecewise constant in its input: ArgMax, Cast to int, comparisons), the gradient-free
+   search on onnxruntime (``blackbox.falsify_blackbox``) gets the rest of the budget.
 
 Every point the IR (torch, float32) sees as a violation is re-checked with onnxruntime by
 ``verifier.validate``; only a validated point is returned, rejected ones are skipped.
@@ -31,12 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from verifier.attack.blackbox import falsify_blackbox
 from verifier.attack.objective import TorchCondition
 from verifier.attack.pgd import (
     attack_boxes,
     batch_size,
     evaluate,
     float32_boxes,
+    has_gradient,
     reduce_best,
     uniform,
 )
@@ -143,6 +148,11 @@ class _Search:
                 return cex
         if self.config.steps == 0 or self.config.restarts == 0:
             return None
+        if not any(self._has_gradient(g) for g in groups):
+            log.info("the attack loss has no gradient at the best points: gradient-free "
+                     "search on onnxruntime for the rest of the budget")
+            return falsify_blackbox(self.model, self.spec, self.stop,
+                                    seed=int(torch.randint(1 << 30, (1,), generator=self.gen)))
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
         for round_ in itertools.count():
             if self.out_of_time():
@@ -153,6 +163,12 @@ class _Search:
                 if cex is not None or self.out_of_time():
                     return cex
         return None
+
+    def _has_gradient(self, group: _Group) -> bool:
+        if self.out_of_time():
+            return True  # nothing to decide: the rounds below stop at once
+        x = group.best_x[: max(1, batch_size(self.graph))]
+        return has_gradient(self.graph, group.tcond, x)
 
     def out_of_time(self) -> bool:
         return time.monotonic() >= self.stop

@@ -117,6 +117,24 @@ def pgd(
     return best_x.detach(), best_loss.detach()
 
 
+def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor) -> bool:
+    """True when the PGD loss at the points x [B, n] has a nonzero gradient somewhere.
+
+    False for graphs that are piecewise constant in their input (ArgMax, Cast to int, a
+    comparison on the path to every output) or whose gradient vanishes at x: PGD cannot move
+    there, and a gradient-free search is the better use of the time.
+    """
+    x = x.detach().requires_grad_(True)
+    loss = cond.loss(graph_outputs(graph, x), push_all=PUSH_ALL)
+    if not loss.requires_grad:
+        return False
+    finite = torch.isfinite(loss)
+    if not bool(finite.any()):
+        return False
+    (grad,) = torch.autograd.grad(loss[finite].sum(), x, allow_unused=True)
+    return grad is not None and bool((grad != 0).any())
+
+
 def uniform(lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     """Uniform points in the boxes, clamped so float rounding cannot leave the box."""
     u = torch.rand(lo.shape, generator=gen, device=lo.device, dtype=lo.dtype)
