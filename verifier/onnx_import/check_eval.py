@@ -23,7 +23,7 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.ibp import propagate_node, widen
-from bounds.engine.rounding import U32, rounding_error
+from bounds.engine.rounding import DOT_OPS, U32, gamma, reduction_length, rounding_error
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.types import Interval
@@ -120,7 +120,46 @@ def _point_interval(graph: Graph, node: Node, rule, values: dict, value: torch.T
                                strict=True)]
     in_shape = graph.shape_of(node.dynamic_inputs[0]) if node.dynamic_inputs else ()
     delta = rounding_error(node, rule, args, Interval(value, value), in_shape)
+    if node.op in DOT_OPS and node.consts and delta is not None:
+        # the dot-product bound is gamma(n+1) |W||x|; the constants' share is U32 |W||x|
+        extra = delta * (U32 / gamma(reduction_length(node, in_shape) + 1))
+    else:
+        extra = constant_rounding(node, rule, args, value)
+    delta = _add(delta, extra)
     return None if delta is None else widen(Interval(value, value), delta)
+
+
+def constant_rounding(node: Node, rule, args: list, value: torch.Tensor):
+    """How far the node's value may move because its constants are float32 roundings of what
+    the ONNX graph computes in its own way (BatchNormalization folded into Mul + Add, Sub/Div
+    or Add folded into weights): one rounding of each constant, U32 |c|, times what it
+    multiplies. None for ops that hold no constant."""
+    if not node.consts or node.op not in _CONSTANT_OPS:
+        return None
+    mags = [_magnitude(a) for a in args]
+    if node.op in ("Add", "Sub"):
+        return U32 * (mags[0] + mags[1])
+    if node.op in ("Mul", "Div"):
+        return U32 * value.abs()
+    return U32 * rule.forward(node, mags)  # (multi)linear with nonnegative structure
+
+
+_CONSTANT_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Linear", "Conv", "ConvTranspose",
+                           "MatMul"})
+
+
+def _magnitude(arg):
+    if arg is None:
+        return None
+    if isinstance(arg, Interval):
+        return torch.maximum(arg.lower.abs(), arg.upper.abs())
+    return arg.abs()
+
+
+def _add(a, b):
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
 
 
 def _filled(boxes: dict, values: dict) -> dict:
@@ -154,7 +193,9 @@ def _node_interval(graph: Graph, node: Node, rule, boxes: dict) -> Interval:
     logged: exact for monotone ops, which is what such ops are expected to be)."""
     try:
         interval, _ = propagate_node(graph, node, boxes, "cpu", torch.float64)
-        return interval
+        args = node_args(node, boxes, "cpu", torch.float64)
+        extra = constant_rounding(node, rule, args, _magnitude(interval))
+        return widen(interval, extra)
     except Exception as exc:  # noqa: BLE001 - the check must not die on one rule's interval
         log.debug("check: no interval for %s node %r (%s); using end-point hull",
                   node.op, node.name, exc)
