@@ -59,6 +59,12 @@ def _binary(op):
     return lambda: one_node(op, X, {"c": rand(4, low=0.5, high=1.5)})
 
 
+def _variadic(op):
+    """op(x, -x, c): two dynamic operands and a broadcast constant."""
+    return lambda: make_model([_n("Neg", ["x"], "m"), _n(op, ["x", "m", "c"], "y")], X, ["y"],
+                              {"c": rand(1, low=-0.5, high=0.5)})
+
+
 OP_MODELS: dict = {
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
@@ -69,6 +75,7 @@ OP_MODELS: dict = {
         "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")},
     **{op: (_logic(op), -1.0, 1.0) for op in ("And", "Or", "Xor")},
     **{op: (_shape_mul(op), -1.0, 1.0) for op in ("Shape", "Size")},
+    **{op: (_variadic(op), -2.0, 2.0) for op in ("Max", "Min", "Sum", "Mean")},
     "LeakyRelu": (_unary("LeakyRelu", alpha=0.1), -2.0, 2.0),
     "Gelu": (lambda: one_node("Gelu", X, opset=20), -2.0, 2.0),
     "Clip": (lambda: one_node("Clip", X, {"lo": np.float32(-0.5), "hi": np.float32(0.5)}),

@@ -274,6 +274,13 @@ DYNAMIC_CASES = {
     "pow_constant_base_array": lambda: make_model(
         [helper.make_node("Pow", ["c", "x"], ["y"])], X2, ["y"],
         {"c": np.array([0.5, 1.0, 2.0, 3.0, 10.0], np.float32)}),
+    "max_const_first_broadcast": lambda: make_model(
+        [helper.make_node("Max", ["c", "d", "x", "z"], ["y"])], {"x": (1, 3, 4), "z": (4,)},
+        ["y"], {"c": rand(3, 1), "d": rand(1)}),
+    "min_two_dynamic": lambda: one_node("Min", {"x": (1, 5), "z": (1, 5)}),
+    "min_one_input": lambda: one_node("Min", X2),
+    "sum_three": lambda: one_node("Sum", {"x": (1, 5), "z": (1, 1)}, {"c": rand(5)}),
+    "mean_three": lambda: one_node("Mean", {"x": (1, 5), "z": (1, 1)}, {"c": rand(5)}),
     "pow_exponent_array_equal_values": lambda: one_node(
         "Pow", X2, {"e": np.array([2.0, 2.0, 2.0, 2.0, 2.0], np.float32)}),
 }

@@ -1,4 +1,5 @@
-"""Broadcasting elementwise arithmetic: Add, Sub, Mul, Div, Neg, Pow.
+"""Broadcasting elementwise arithmetic: Add, Sub, Mul, Div, Neg, Pow; Max, Min, Sum, Mean
+(variadic) through Relu and Add.
 
 Every operand of an emitted node gets the output's rank (constants carry no batch axis, so
 right-aligned broadcasting matches ONNX only then). ``c / x`` with a constant numerator becomes
@@ -90,3 +91,57 @@ def _dynamic_exponent(ctx: ConvertContext, node, base, exponent: Dyn) -> Dyn:
         log = np.log(base)
     product = emit_broadcast(ctx, "Mul", [exponent, log])
     return ctx.emit("Exp", [product], product.shape, hint="pow")
+
+
+def _max_pair(ctx: ConvertContext, a, b):
+    """max(a, b) = a + Relu(b - a), exact over the reals (onnxruntime's max is exact too, so
+    the float32 allowances of Sub and Add only widen the bounds)."""
+    if not isinstance(a, Dyn):
+        if not isinstance(b, Dyn):
+            return np.maximum(a, b)
+        a, b = b, a
+    gap = emit_broadcast(ctx, "Sub", [b, a])
+    return emit_broadcast(ctx, "Add", [a, ctx.emit("Relu", [gap], gap.shape)])
+
+
+def _min_pair(ctx: ConvertContext, a, b):
+    """min(a, b) = -max(-a, -b)."""
+    if not isinstance(a, Dyn) and not isinstance(b, Dyn):
+        return np.minimum(a, b)
+    neg = [ctx.emit("Neg", [v], v.shape) if isinstance(v, Dyn) else -np.asarray(v)
+           for v in (a, b)]
+    out = _max_pair(ctx, *neg)
+    return ctx.emit("Neg", [out], out.shape)
+
+
+def _variadic(pair):
+    def convert(ctx: ConvertContext, node) -> None:
+        values = [ctx.value(n) for n in node.input if n]
+        out = values[0]
+        for v in values[1:]:
+            out = pair(ctx, out, v)
+        ctx.bind(node.output[0], out)
+
+    return convert
+
+
+def _add_pair(ctx: ConvertContext, a, b):
+    return emit_broadcast(ctx, "Add", [a, b])
+
+
+converter("Max", 1)(_variadic(_max_pair))
+converter("Min", 1)(_variadic(_min_pair))
+converter("Sum", 1)(_variadic(_add_pair))
+
+
+@converter("Mean", 1)
+def mean(ctx: ConvertContext, node) -> None:
+    """The sum of the inputs times 1/n."""
+    values = [ctx.value(n) for n in node.input if n]
+    total = values[0]
+    for v in values[1:]:
+        total = _add_pair(ctx, total, v)
+    if len(values) > 1:
+        total = emit_broadcast(ctx, "Mul", [total, np.full((1,) * len(shape_of(total)),
+                                                            1.0 / len(values))])
+    ctx.bind(node.output[0], total)
