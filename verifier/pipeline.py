@@ -77,10 +77,10 @@ class OrtModel:
 
 def refusal_reason(exc: BaseException) -> str:
     """A one-line reason from an importer error (the list of supported ops left out)."""
-    if isinstance(exc, UnsupportedOpError):
-        where = f" (node {exc.node!r})" if exc.node else ""
-        return f"no converter for operator {exc.op!r}{where}"
-    return " ".join(str(exc).split())
+    text = " ".join(str(exc).split())
+    if isinstance(exc, UnsupportedOpError):  # names op, node and why; drop the long op list
+        return text.split("; supported:")[0]
+    return text
 
 
 def _static_input_shape(name: str, shape) -> tuple[int, ...] | None:
@@ -256,7 +256,7 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         return run_methods(model, spec, config, device, deadline, progress)
     except UnsupportedOpError as exc:  # a stage met an op it cannot handle: attack instead
         return attack_only(model, spec, config, device, deadline,
-                           f"bounds stopped: {' '.join(str(exc).split(';')[0].split())}")
+                           f"bounds stopped: {refusal_reason(exc)}")
     except (NncertError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001  (a bug in a bound stage must not cost the attack)
