@@ -60,8 +60,8 @@ class ConvertContext:
         """An input that must be constant (shape tensors, weights given as initializers...)."""
         v = self.value(name)
         if isinstance(v, Dyn):
-            raise DynamicOperandError(f"{what or repr(name)} must be a constant, but depends on"
-                                      " the input")
+            what = what or f"operand {name!r}"
+            raise DynamicOperandError(f"{what} must be a constant, but depends on the input")
         return v
 
     def optional(self, node: onnx.NodeProto, pos: int):
