@@ -36,7 +36,7 @@ from verifier.fuzz.unusual_nets import LARGE_SHARE  # noqa: E402
 log = logging.getLogger("unusual_campaign")
 OUTCOMES = ("sat", "unsat", "unknown", "timeout", "error", "refused", "killed")
 PROBLEMS = ("disagreement", "overrun", "import-mismatch", "import-crash", "import-killed",
-            "unclear-refusal", "mismatch-refusal")
+            "unclear-refusal", "mismatch-refusal", "internal-error")
 
 
 def _table(title: str, groups: dict[str, list[dict]]) -> list[str]:
@@ -88,7 +88,7 @@ def summary(rows: list[dict], wall: float) -> str:
             groups[_signature(text)].append(r["case_id"])
         for sig, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             lines.append(f"  {len(ids):>4} x {sig}   e.g. {', '.join(ids[:3])}")
-    for outcome in ("error", "refused"):
+    for outcome in ("error", "refused", "unknown", "timeout"):
         groups = defaultdict(list)
         for r in rows:
             if r["outcome"] == outcome:

@@ -168,3 +168,11 @@ def test_judge_lists_a_mismatch_refusal_of_a_model_that_imports_right():
     judge(case, res, {"status": "refused", "time_s": 0.1, "message": "ModelMismatchError: "
                       "disagrees at 'Add': relative error 2.5e-08"}, timeout=2.0)
     assert res.problem_classes() == {"mismatch-refusal"}
+
+
+def test_judge_lists_a_crash_that_the_pipeline_turned_into_unknown():
+    case = make_unusual_case(SEED, 0)
+    res = new_result(case)
+    judge(case, res, {"status": "unknown", "time_s": 0.1, "message": "internal error in the "
+                      "bound stages: ValueError: boom; no counterexample found"}, timeout=2.0)
+    assert res.problem_classes() == {"internal-error"}

@@ -15,8 +15,11 @@ exit-2 refusal) or ``killed``. Problems, by class:
 * ``overrun``: the answer came later than timeout + ``OVERRUN_S`` (killed runs included);
 * ``import-mismatch``: our imported graph disagrees with onnxruntime and nothing refused it;
 * ``unclear-refusal``: a refusal that names neither an op of the model nor a mismatch size;
-* ``mismatch-refusal``: the differential check refused a model whose import our own comparison
-  found within IMPORT_TOL of onnxruntime (a false refusal, item 2 of issue 16).
+* ``mismatch-refusal``: the differential check refused a model (or sent it to attack only)
+  whose import our own comparison found within IMPORT_TOL of onnxruntime (a false refusal,
+  item 2 of issue 16);
+* ``internal-error``: a bug in a stage that the pipeline turned into ``unknown`` (its message
+  says "internal error"): not wrong, but an answer lost to a crash.
 """
 
 from __future__ import annotations
@@ -132,8 +135,10 @@ def judge(case: UnusualCase, res: UnusualResult, answer: dict | None, timeout: f
     elif res.outcome == "unsat" and res.sampled_hull > HULL_MARGIN:
         res.problems.append(f"disagreement: unsat, a point within one ulp of a pinned box "
                             f"violates by {res.sampled_hull:.3g}")
-    if (res.outcome == "refused" and "ModelMismatchError" in res.message
-            and res.import_status == "ok"):
+    if "internal error" in res.message:
+        res.problems.append(f"internal-error: {res.message[:200]}")
+    if (res.outcome in ("refused", "unknown", "timeout") and res.import_status == "ok"
+            and re.search(r"ModelMismatchError|disagrees with onnxruntime", res.message)):
         res.problems.append(f"mismatch-refusal: {res.message[:200]} (our comparison: "
                             f"{res.import_message})")
     if res.outcome == "refused" and not refusal_is_clear(
