@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from cli_util import EXAMPLES, needs_pipeline, run_nncert
+from cli_util import EXAMPLES, assert_one_line_error, needs_pipeline, run_nncert
 
 MODEL = EXAMPLES / "tiny.onnx"
 PAIR = re.compile(r"\(([XY])_(\d+) ([^\s)]+)\)")
@@ -130,3 +130,19 @@ def test_model_the_importer_refuses_unknown_names_the_op(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "unknown\n"
     assert "'Mod'" in proc.stderr
+
+
+@needs_pipeline
+def test_model_neither_importer_nor_onnxruntime_runs_is_bad_input(tmp_path):
+    import onnx
+
+    model, spec = tmp_path / "bad.onnx", tmp_path / "sat.vnnlib"
+    _mod_model(model)
+    proto = onnx.load(model)
+    proto.graph.node[1].op_type = "NoSuchOp"
+    proto.graph.node[1].name = "the_node"
+    onnx.save(proto, model)
+    spec.write_text(_MOD_SPEC.format(threshold=0.05))
+    proc = run_nncert("verify", model, spec, "--timeout", "30")
+    line = assert_one_line_error(proc)
+    assert "NoSuchOp" in line and "the_node" in line
