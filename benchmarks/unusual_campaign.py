@@ -88,6 +88,10 @@ def summary(rows: list[dict], wall: float) -> str:
             groups[_signature(text)].append(r["case_id"])
         for sig, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             lines.append(f"  {len(ids):>4} x {sig}   e.g. {', '.join(ids[:3])}")
+    missed = [r["case_id"] for r in rows if r["outcome"] in ("unknown", "timeout", "killed")
+              and r["sampled_inside"] >= 0]
+    lines.append(f"missed sat (sampling violates, answer unknown/timeout): {len(missed)}"
+                 + (f"   e.g. {', '.join(missed[:5])}" if missed else ""))
     for outcome in ("error", "refused", "unknown", "timeout"):
         groups = defaultdict(list)
         for r in rows:

@@ -83,7 +83,7 @@ def test_pinned_coordinates_hold_no_float32_and_sample_their_neighbours():
 def _case_with_violation():
     for index in range(60):
         case = make_unusual_case(SEED, index, kind="box")
-        best, pts, _ = sample_case(case)
+        best = sample_case(case).best
         if best["inside"] >= 0:
             return case, best
     raise AssertionError("no sampled violation in 60 box cases")
@@ -176,3 +176,19 @@ def test_judge_lists_a_crash_that_the_pipeline_turned_into_unknown():
     judge(case, res, {"status": "unknown", "time_s": 0.1, "message": "internal error in the "
                       "bound stages: ValueError: boom; no counterexample found"}, timeout=2.0)
     assert res.problem_classes() == {"internal-error"}
+
+
+def test_local_search_never_loses_and_stays_on_float32_points_of_the_box():
+    from verifier.fuzz.unusual_oracle import local_search, violation_margin
+
+    case = make_unusual_case(SEED, 2, kind="box")
+    sampled = sample_case(case)
+    starts = sampled.starts[0]
+    start_best = violation_margin(case.prop, ort_outputs(
+        case.net.onnx_bytes, starts, case.net.input_shape)).max()
+    margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, case.prop,
+                             case.prop.boxes[0], starts, np.random.default_rng(0))
+    lo, hi = case.prop.boxes[0]
+    assert margin >= start_best
+    assert np.all(x >= lo) and np.all(x <= hi)
+    assert np.array_equal(x, x.astype(np.float32).astype(np.float64))

@@ -1,7 +1,8 @@
 """Run and judge one case of the unusual-model campaign.
 
 Per case: sampled ground truth in the parent (unusual_oracle.py: random float32 points,
-vertices and the centre of every box, onnxruntime outputs), then two worker tasks
+vertices and the centre of every box, onnxruntime outputs; after an ``unsat``, a local search
+from the best of them), then two worker tasks
 (unusual_tasks.py): the import check and ``verify`` under the case timeout. The worker is
 killed ``GRACE_S`` after the timeout, so a hang costs one case, not the campaign.
 
@@ -37,6 +38,7 @@ from verifier.fuzz.unusual_cases import UnusualCase, write_case
 from verifier.fuzz.unusual_oracle import (
     box_points,
     check_counterexample,
+    local_search,
     ort_outputs,
     violation_margin,
 )
@@ -46,7 +48,7 @@ OVERRUN_S = 1.0
 GRACE_S = 4.0
 IMPORT_LIMIT_S = 60.0
 HULL_MARGIN = 1e-4
-N_RANDOM, N_VERTEX, N_IMPORT_POINTS = 600, 128, 24
+N_RANDOM, N_VERTEX, N_IMPORT_POINTS, N_STARTS = 600, 128, 24, 4
 
 
 @dataclass
@@ -59,7 +61,8 @@ class UnusualResult:
     arch: str
     n_in: int
     n_disjuncts: int
-    sampled_inside: float = -np.inf  # best violation margin at inside points (>= 0: violated)
+    # best violation margin (>= 0: violated) at inside points, sampled (and searched if unsat)
+    sampled_inside: float = -np.inf
     sampled_hull: float = -np.inf
     import_status: str = ""
     import_message: str = ""
@@ -75,12 +78,22 @@ class UnusualResult:
         return {p.split(":", 1)[0] for p in self.problems}
 
 
-def sample_case(case: UnusualCase, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Best sampled violation margins {'inside', 'hull'} and some points with their outputs
-    (for the import check)."""
+@dataclass
+class Sampled:
+    """Sampling of a case: best violation margins, points for the import check, and the best
+    few points of each box (starts for the local search that tests an ``unsat``)."""
+
+    best: dict
+    points: np.ndarray
+    outputs: np.ndarray
+    starts: list[np.ndarray]
+
+
+def sample_case(case: UnusualCase, seed: int = 0) -> Sampled:
+    """Sample every box of the case (module doc) in onnxruntime."""
     rng = np.random.default_rng([case.seed, case.index, seed, 99])
     best = {"inside": -np.inf, "hull": -np.inf}
-    kept_x, kept_y = [], []
+    kept_x, kept_y, starts = [], [], []
     for lower, upper in case.prop.boxes:
         pts, inside = box_points(lower, upper, N_RANDOM, N_VERTEX, rng)
         ys = ort_outputs(case.net.onnx_bytes, pts, case.net.input_shape)
@@ -91,7 +104,20 @@ def sample_case(case: UnusualCase, seed: int = 0) -> tuple[dict, np.ndarray, np.
         take = rng.choice(len(pts), size=min(N_IMPORT_POINTS, len(pts)), replace=False)
         kept_x.append(pts[take])
         kept_y.append(ys[take])
-    return best, np.concatenate(kept_x), np.concatenate(kept_y)
+        starts.append(pts[np.argsort(-margin)[:N_STARTS]])
+    return Sampled(best, np.concatenate(kept_x), np.concatenate(kept_y), starts)
+
+
+def search_violation(case: UnusualCase, sampled: Sampled, res: UnusualResult) -> None:
+    """Local search from the best sampled points of every box (run when the answer is
+    ``unsat``); raises res.sampled_inside / sampled_hull when it finds a larger margin."""
+    rng = np.random.default_rng([case.seed, case.index, 7])
+    for box, starts in zip(case.prop.boxes, sampled.starts, strict=True):
+        margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, case.prop, box,
+                                 starts, rng)
+        inside = bool(np.all((x >= box[0]) & (x <= box[1])))
+        key = "sampled_inside" if inside else "sampled_hull"
+        setattr(res, key, max(getattr(res, key), margin))
 
 
 def model_op_types(onnx_bytes: bytes) -> set[str]:
@@ -156,8 +182,9 @@ def run_unusual_case(case: UnusualCase, worker: TaskWorker | None, timeout: floa
     """Sample, import-check and verify one case; returns the result and the (possibly fresh)
     worker to use next (a killed worker is replaced)."""
     res = new_result(case)
-    best, pts, ys = sample_case(case)
-    res.sampled_inside, res.sampled_hull = best["inside"], best["hull"]
+    sampled = sample_case(case)
+    res.sampled_inside, res.sampled_hull = sampled.best["inside"], sampled.best["hull"]
+    pts, ys = sampled.points, sampled.outputs
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         model_path, spec_path = write_case(case, Path(tmp))
         worker = worker if worker is not None and worker.alive() else TaskWorker()
@@ -175,6 +202,8 @@ def run_unusual_case(case: UnusualCase, worker: TaskWorker | None, timeout: floa
         res.wall_s = round(time.monotonic() - t0, 3)
         if answer is None or not worker.alive():
             worker = TaskWorker()
+    if answer is not None and answer.get("status") == "unsat":
+        search_violation(case, sampled, res)
     judge(case, res, answer, timeout)
     if res.import_status == "mismatch" and res.outcome == "refused":
         res.problems = [p for p in res.problems if not p.startswith("import-mismatch")]

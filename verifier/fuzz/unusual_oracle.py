@@ -116,3 +116,33 @@ def check_counterexample(onnx_bytes: bytes, input_shape, prop: PropSpec, x) -> s
     if violation_margin(prop, y)[0] < 0:
         return f"invalid: condition does not hold (margin {violation_margin(prop, y)[0]:.3g})"
     return "exact" if gap <= 0 else "tol1e-4"
+
+
+def _margins(onnx_bytes: bytes, input_shape, prop: PropSpec, pts: np.ndarray) -> np.ndarray:
+    return violation_margin(prop, ort_outputs(onnx_bytes, pts, input_shape))
+
+
+def local_search(onnx_bytes: bytes, input_shape, prop: PropSpec, box: tuple, starts: np.ndarray,
+                 rng, rounds: int = 40) -> tuple[float, np.ndarray]:
+    """Hill-climb the violation margin from ``starts`` (float32 points of ``box``): Gaussian
+    steps on the free coordinates, shrinking on failure, kept on the box's float32 points
+    (pinned coordinates keep their sampled neighbour). Returns (best margin, its point).
+
+    Derivative-free and written here so that it shares nothing with the verifier's attacks:
+    it only strengthens the sampled refutation of ``unsat`` answers."""
+    lower, upper = box
+    lo32, hi32 = float32_inside(lower, upper)
+    free = lo32 < hi32
+    pts = np.asarray(starts, np.float64).copy()
+    best = _margins(onnx_bytes, input_shape, prop, pts)
+    step = np.full(len(pts), 0.25)
+    for _ in range(rounds):
+        trial = pts.copy()
+        noise = rng.normal(size=pts[:, free].shape) * step[:, None] * (hi32 - lo32)[free]
+        trial[:, free] = np.clip((pts[:, free] + noise).astype(np.float32), lo32[free], hi32[free])
+        got = _margins(onnx_bytes, input_shape, prop, trial)
+        better = got > best
+        pts[better], best[better] = trial[better], got[better]
+        step = np.where(better, np.minimum(step * 1.5, 0.5), np.maximum(step * 0.6, 1e-4))
+    at = int(np.argmax(best))
+    return float(best[at]), pts[at]
