@@ -36,6 +36,14 @@ sqrt(n) u, the bound like n u), so a factor of 2 absorbs these; a wrong import (
 transposed layout) differs by far more. ``worst_ratio`` in the report shows the room left:
 at most 1.05 over the dev and scale sets, 0.66 over 111 unusual-campaign models.
 
+Second opinion. The allowance models our structure, not onnxruntime's: its BatchNormalization
+computes ``bias - mean * scale / sqrt(var + eps)`` in float32, a difference of terms far larger
+than our folded constant when the two nearly cancel (random standalone BatchNorms: 13 of 287
+beyond 2x, up to 4x). So before refusing a value, ``check_reference`` evaluates the ONNX nodes
+of its segment in float64 with the ONNX reference evaluator, from the same inputs: our value
+must then lie within the allowance of what the ONNX graph means. A wrong import fails both.
+``worst_ratio`` counts the comparison that decided.
+
 A refusal names the ONNX value and IR node where the values first part ways, the difference,
 the allowance and the kind of point.
 
@@ -193,6 +201,7 @@ def _check_batch(model, points: np.ndarray, kinds: list[str], stop: float | None
     seeds = {ir: refs[onnx] for ir, onnx in compared.items()
              if onnx in refs and refs[onnx].shape[1] == math.prod(model.graph.shape_of(ir))}
     enclosed = enclose(model.graph, points, seeds, stop=stop)
+    available = {compared[ir] for ir in seeds}
     worst_ratio = 0.0
     for node in model.graph.nodes:
         if node.name not in enclosed or node.name not in seeds:
@@ -201,6 +210,10 @@ def _check_batch(model, points: np.ndarray, kinds: list[str], stop: float | None
         ratio = excess(ours, allowance, seeds[node.name])
         at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         if ratio[at] > SLACK:
+            ratio = _second_opinion(model, compared[node.name], available, points, enclosed[
+                node.name], ratio)
+            at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        if ratio[at] > SLACK:
             ref = float(seeds[node.name].reshape(ours.shape)[at])
             raise ModelMismatchError(_mismatch(model, node, compared[node.name], kinds[at[0]],
                                                (float(ours[at]), ref, float(allowance[at]))))
@@ -208,6 +221,23 @@ def _check_batch(model, points: np.ndarray, kinds: list[str], stop: float | None
     relative = [_relative(enclosed[o.name].flat()[0], seeds[o.name])
                 for o in model.graph.outputs if o.name in enclosed and o.name in seeds]
     return worst_ratio, max(relative, default=0.0)
+
+
+def _second_opinion(model, onnx_name: str, available: set[str], points: np.ndarray,
+                    enclosed, ratio: np.ndarray) -> np.ndarray:
+    """Error/allowance against the float64 ONNX semantics of ``onnx_name`` (see
+    ``check_reference``), or ``ratio`` unchanged when it cannot be evaluated."""
+    from verifier.onnx_import.check_reference import reference_values
+
+    exact = reference_values(model, onnx_name, available - {onnx_name}, points)
+    if exact is None:
+        return ratio
+    ours, allowance = enclosed.flat()
+    against_exact = excess(ours, allowance, exact)
+    log.info("differential check: onnxruntime's float32 value of %r is %.3g x the allowance"
+             " from ours; the float64 ONNX semantics %.3g x", onnx_name, float(ratio.max()),
+             float(against_exact.max()))
+    return against_exact
 
 
 def _ort_values(model, points: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:

@@ -87,6 +87,13 @@ def run_ort(model, flat_points: np.ndarray, session=None) -> list[np.ndarray]:
     return [np.stack([r[k] for r in rows]) for k in range(len(rows[0]))]
 
 
+def input_feeds(model, point: np.ndarray) -> dict:
+    """onnxruntime's input feeds for one flat point ``[1, n_in]``, in the ONNX input shapes."""
+    metas = ort_session(model).get_inputs()
+    sizes = [math.prod(s) for s in model.onnx_input_shapes]
+    return _feeds(model, metas, point, sizes, batch=False)
+
+
 def _feeds(model, metas, points, sizes, batch: bool) -> dict:
     feeds, start = {}, 0
     for meta, shape, size in zip(metas, model.onnx_input_shapes, sizes, strict=True):
