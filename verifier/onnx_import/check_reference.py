@@ -15,6 +15,7 @@ counts); a wrong import does not.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import onnx
@@ -23,10 +24,12 @@ from onnx import TensorProto, helper, numpy_helper
 log = logging.getLogger(__name__)
 
 
-def reference_values(model, target: str, available: set[str], points: np.ndarray):
+def reference_values(model, target: str, available: set[str], points: np.ndarray,
+                     stop: float | None = None):
     """ONNX value ``target`` at ``points`` ([B, n_in]) as ``[B, size]`` float64, evaluated from
     onnxruntime's values of ``available`` ONNX names; None when the reference evaluator cannot
-    (an op it lacks, a non-float type it would need)."""
+    (an op it lacks, a non-float type it would need) or ``time.monotonic()`` passes ``stop``
+    (the evaluator is plain numpy: slow on large convolutions)."""
     from onnx.reference import ReferenceEvaluator
 
     from verifier.onnx_import.ort import input_feeds, session_exposing
@@ -43,6 +46,9 @@ def reference_values(model, target: str, available: set[str], points: np.ndarray
                                        new_ops=[_inference_batch_norm()])
         rows = []
         for point in points:
+            if stop is not None and time.monotonic() > stop:
+                log.debug("check: no time left for a float64 reference of %r", target)
+                return None
             feeds = input_feeds(model, point[None])
             values = {**feeds, **dict(zip(names, session.run(None, feeds), strict=True))}
             inputs = {n: _as_double(values[n]) for n in needed}
