@@ -107,6 +107,8 @@ def _run_slice(indices: list[int], args, sink, lock, results: list) -> None:
     worker = None
     try:
         for index in indices:
+            if args.max_wall and time.monotonic() - args.started > args.max_wall:
+                return  # no new case past the wall budget; the summary counts what ran
             case = make_unusual_case(args.seed, index, large_share=args.large_share)
             res, worker = run_unusual_case(case, worker, args.timeout)
             row = asdict(res)
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes side by side")
     ap.add_argument("--large-share", type=float, default=LARGE_SHARE,
                     help="share of larger models (deadline stress); case ids depend on it")
+    ap.add_argument("--max-wall", type=float, default=0.0,
+                    help="start no case after this many seconds (0: no limit)")
     ap.add_argument("--json", type=Path, help="write every case result here (JSON lines)")
     ap.add_argument("--out", type=Path, help="save failing cases (model, spec, result) here")
     ap.add_argument("--case", help="run one case SEED:INDEX and print its details")
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     lock = threading.Lock()
     sink = args.json.open("w") if args.json else None
-    start = time.monotonic()
+    start = args.started = time.monotonic()
     jobs = max(1, min(args.jobs, len(indices)))
     threads = [threading.Thread(target=_run_slice, args=(indices[j::jobs], args, sink, lock,
                                                          results)) for j in range(jobs)]
