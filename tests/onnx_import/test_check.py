@@ -168,6 +168,25 @@ def test_fused_values_are_not_compared_under_their_old_names():
     assert ops[model.value_names["h"]] == "Relu"
 
 
+def test_two_input_model_is_checked_on_both_inputs():
+    nodes = [helper.make_node("Mul", ["a", "b"], ["p"]),
+             helper.make_node("MatMul", ["p", "w"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3])
+                       for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(rand(3, 2), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    model = _import(proto)
+    spec = Spec((InputRegion(np.full(6, -1.0), np.arange(6.0), None),), 6, 2)
+    assert run_check(model, spec).worst_ratio <= check.SLACK
+    swapped = _with_node(model, model.value_names["p"], lambda n: Node(
+        n.name, n.op, (n.inputs[0], n.inputs[0]), n.shape, n.attrs, n.consts))
+    with pytest.raises(ModelMismatchError, match=r"ONNX value 'p'"):
+        run_check(swapped, spec)
+
+
 def test_deadline_already_passed_checks_nothing(caplog):
     model = _gemm_model()
     with caplog.at_level(logging.WARNING, logger="verifier.onnx_import.check"):
