@@ -6,9 +6,11 @@ zero-width box of each point through interval bound propagation with the roundin
 a value then contains every float32 evaluation of the IR at that point, whatever the summation
 order, so its distance from the float64 value is how far float32 arithmetic alone may move it.
 
-``compared_values`` lists the IR values the check compares with onnxruntime: the outputs and
-the intermediate values that map to ONNX values (``ImportedModel.value_names``), which
-onnxruntime exposes as extra outputs.
+``enclose`` continues from onnxruntime's value at every compared value (``seeds``), so each
+enclosure covers one segment; ``constant_rounding`` adds one rounding of each constant (ours
+are float32 roundings of constants the importer folded in float64). ``compared_values`` lists
+the IR values compared: the outputs and the intermediate values that map to ONNX values
+(``ImportedModel.value_names``), which onnxruntime exposes as extra outputs.
 """
 
 from __future__ import annotations
