@@ -53,6 +53,14 @@ MAX_COEF_ELEMENTS = 1 << 24
 # the rest is for later values and the final bound. Positions it leaves keep their (sound)
 # interval bounds.
 REFINE_TIME_SHARE = 0.5
+# One backward step through one node should take at most about this long, so that the
+# deadline checks between nodes come often enough (a Conv VJP on 2^24 coefficients took ~1 s);
+# until a rate is measured, passes hold an eighth of the memory budget.
+NODE_TIME_GRANULE_S = 0.2
+UNMEASURED_SHARE = 8
+# Rows of an affine node's first VJP chunk, before its rate is measured: this many elements
+# of the wider of its input and output.
+VJP_PROBE_ELEMENTS = 1 << 21
 
 
 def box_min(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -149,23 +157,53 @@ def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
     return hit
 
 
-def _vjp(state: BoundState, node: Node, rule, coef: torch.Tensor):
-    """Backward step of an affine node from its forward: A -> A J, offset A . f(0)."""
-    b, s = coef.shape[:2]
-    graph = state.graph
+def _vjp_chunk(state: BoundState, node: Node, rule, rows: torch.Tensor) -> list:
+    """Input coefficients ``[R, *in_shape]`` (None: unused input) of an affine node for
+    output coefficients ``rows`` ``[R, *node.shape]``: the vector-Jacobian product."""
     primals, full = [], []
     for pos, name in enumerate(node.inputs):
         if name is None:
             full.append(as_tensor(node.consts[pos], state.device, state.dtype))
         else:
-            p = torch.zeros((b * s, *graph.shape_of(name)), device=state.device,
+            p = torch.zeros((rows.shape[0], *state.graph.shape_of(name)), device=state.device,
                             dtype=state.dtype, requires_grad=True)
             primals.append(p)
             full.append(p)
     with torch.enable_grad():
         out = rule.forward(node, full)
-        grads = torch.autograd.grad(out, primals, coef.reshape(b * s, *node.shape),
-                                    create_graph=coef.requires_grad, allow_unused=True)
+        return list(torch.autograd.grad(out, primals, rows, create_graph=rows.requires_grad,
+                                        allow_unused=True))
+
+
+def _vjp_rows(state: BoundState, node: Node, rule, flat: torch.Tensor) -> list:
+    """``_vjp_chunk`` over all rows of ``flat``, in chunks of about NODE_TIME_GRANULE_S each
+    at the rate measured on this node, with a deadline check between chunks (one wide Conv,
+    ConvTranspose or Resize step on thousands of rows took seconds)."""
+    n, rates = flat.shape[0], _rates(state)
+    key = ("vjp_row", node.name, node.op)
+    width = max([math.prod(node.shape)]
+                + [math.prod(state.graph.shape_of(x)) for x in node.dynamic_inputs])
+    parts, first = [], 0
+    while first < n:
+        rate = rates.get(key)
+        size = max(1, VJP_PROBE_ELEMENTS // width if rate is None
+                   else int(NODE_TIME_GRANULE_S / max(rate, 1e-12)))
+        if first:
+            check_deadline()
+        began = time.monotonic()
+        parts.append(_vjp_chunk(state, node, rule, flat[first:first + size]))
+        rates[key] = (time.monotonic() - began) / min(size, n - first)
+        first += size
+    if len(parts) == 1:
+        return parts[0]
+    return [None if g[0] is None else torch.cat(g) for g in zip(*parts, strict=True)]
+
+
+def _vjp(state: BoundState, node: Node, rule, coef: torch.Tensor):
+    """Backward step of an affine node from its forward: A -> A J, offset A . f(0)."""
+    b, s = coef.shape[:2]
+    graph = state.graph
+    grads = _vjp_rows(state, node, rule, coef.reshape(b * s, *node.shape))
     result = []
     for name, g in zip(node.dynamic_inputs, grads, strict=True):
         shape = graph.shape_of(name)
@@ -173,11 +211,11 @@ def _vjp(state: BoundState, node: Node, rule, coef: torch.Tensor):
     zero = state.zero_output.get(node.name)
     if zero is None:
         with torch.no_grad():
-            zeros = [torch.zeros((1, *graph.shape_of(n)), device=state.device, dtype=state.dtype)
-                     for n in node.dynamic_inputs]
-            it = iter(zeros)
-            zero = rule.forward(node, [a if node.inputs[i] is None else next(it)
-                                       for i, a in enumerate(full)])[0].detach()
+            args = [as_tensor(node.consts[i], state.device, state.dtype) if name is None
+                    else torch.zeros((1, *graph.shape_of(name)), device=state.device,
+                                     dtype=state.dtype)
+                    for i, name in enumerate(node.inputs)]
+            zero = rule.forward(node, args)[0].detach()
         state.zero_output[node.name] = zero
     offset = None if not torch.any(zero != 0) else _sum_spec(coef * zero)
     return result, offset
@@ -337,14 +375,15 @@ def crown_interval(state: BoundState, name: str, mask: torch.Tensor,
     if k == 0:
         return None
     width = largest_numel(state.graph)
-    m = _rows_per_pass(counts, k, max(1, MAX_COEF_ELEMENTS // max(1, 2 * width)))
+    rows = chunk_rows(state, width)
+    m = _rows_per_pass(counts, k, max(1, rows // 2))
     dom, idx, valid, per_domain = _pack(mask, counts, k, m)
     depth = _backward_size(state.graph, name)
     if not _fits(state, 2 * m * dom.shape[0] * depth, name):
         return None
     lower = torch.full((b, numel), -math.inf, device=state.device, dtype=state.dtype)
     upper = torch.full((b, numel), math.inf, device=state.device, dtype=state.dtype)
-    step = max(1, MAX_COEF_ELEMENTS // max(1, 2 * m * width))
+    step = max(1, rows // (2 * m))
     identity = dom.shape[0] == b and bool((per_domain == 1).all())
     record = alpha_iterations == 0 and state.linear_bounds is not None
     for start in range(0, dom.shape[0], step):
@@ -379,6 +418,17 @@ def _pack(mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
     valid = cols < counts[dom].unsqueeze(1)
     idx = order[dom.unsqueeze(1), cols.clamp(max=k - 1)]
     return dom, idx, valid, per_domain
+
+
+def chunk_rows(state: BoundState, width: int) -> int:
+    """Coefficient rows (over all domains) one backward pass may hold when the widest value
+    has ``width`` elements: the memory budget, and at the rate measured on this graph,
+    NODE_TIME_GRANULE_S per node."""
+    rate = _rates(state).get(_rate_key(state))
+    if rate is None:
+        return max(1, MAX_COEF_ELEMENTS // (UNMEASURED_SHARE * max(1, width)))
+    rows = max(1, MAX_COEF_ELEMENTS // max(1, width))
+    return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(rate * width, 1e-12))))
 
 
 def _backward_size(graph: Graph, name: str) -> int:

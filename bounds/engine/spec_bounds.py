@@ -6,6 +6,7 @@ This is the engines' public entry point: ``bound_spec(graph, box, coef, rhs, opt
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -13,10 +14,12 @@ from typing import Literal
 import torch
 
 from bounds.engine.alpha import optimize_alpha
-from bounds.engine.analysis import window_and_product_nodes
+from bounds.engine.analysis import largest_numel, window_and_product_nodes
 from bounds.engine.crown import (
+    MAX_COEF_ELEMENTS,
     BoundState,
     backward_bound,
+    chunk_rows,
     compute_intermediate,
 )
 from bounds.engine.ibp import ibp_bounds, intersect
@@ -24,6 +27,8 @@ from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
 from bounds.rules.softmax import expand_softmax, simplex_lower
 from bounds.types import Interval
+
+log = logging.getLogger(__name__)
 
 Method = Literal["ibp", "crown", "alpha"]
 
@@ -91,17 +96,38 @@ def _with_softmax_ibp(graph: Graph, box: Interval, given: dict | None) -> dict:
     return out
 
 
+def _alpha_fits(state: BoundState, coef: torch.Tensor) -> bool:
+    """alpha-CROWN keeps slopes and coefficients for every spec row at once ([B, S, *shape]
+    per relaxed value): not when one domain's rows alone exceed the coefficient budget
+    (thousands of disjuncts on a wide net; batches of domains are sized by their callers)."""
+    return coef.shape[1] * largest_numel(state.graph) <= MAX_COEF_ELEMENTS
+
+
 def _crown_lower(state: BoundState, out_name: str, coef: torch.Tensor, original: Graph):
     """CROWN through every relaxation, and (per spec row, the better of the two) CROWN that
     stops at the structured relaxations and uses their intervals, as CROWN did before they
-    had relaxations: never looser than that on the final bound.
+    had relaxations: never looser than that on the final bound. Spec rows go through in
+    chunks (``chunk_rows``: memory, and time per node between deadline checks: specs with
+    thousands of disjuncts on wide nets).
     Returns (lower, the first pass's bound: the one state.input_coef belongs to)."""
-    linear = backward_bound(state, out_name, coef, keep_input_coef=True)
-    lower = linear
+    rows = max(1, chunk_rows(state, largest_numel(state.graph)) // max(1, coef.shape[0]))
     stops = structured_relaxations(original)
-    if stops:
-        lower = torch.maximum(lower, backward_bound(state, out_name, coef, concretize_at=stops))
-    return lower, linear
+    lowers, linears, input_coefs = [], [], []
+    for first in range(0, coef.shape[1], rows):
+        part = coef[:, first:first + rows]
+        state.input_coef = None
+        linear = backward_bound(state, out_name, part, keep_input_coef=True)
+        input_coefs.append(state.input_coef)
+        lower = linear
+        if stops:
+            lower = torch.maximum(lower, backward_bound(state, out_name, part,
+                                                        concretize_at=stops))
+        lowers.append(lower)
+        linears.append(linear)
+    if len(input_coefs) > 1:
+        state.input_coef = (None if any(a is None for a in input_coefs)
+                            else torch.cat(input_coefs, dim=1))
+    return torch.cat(lowers, dim=1), torch.cat(linears, dim=1)
 
 
 def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tensor,
@@ -142,7 +168,10 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
         with torch.no_grad():
             crown, linear = _crown_lower(state, out_name, full_coef, graph)
             lower = torch.maximum(lower, crown)
-    if options.method == "alpha":
+    if options.method == "alpha" and not _alpha_fits(state, full_coef):
+        log.info("alpha-CROWN skipped: %d spec rows exceed the memory budget",
+                 full_coef.shape[1])
+    elif options.method == "alpha":
 
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False

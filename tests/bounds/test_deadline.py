@@ -141,7 +141,8 @@ def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch)
         res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
                                                              intermediate="crown"))
     # The first hidden layer is affine in the input (exact intervals, nothing to refine); the
-    # second has up to 64 unstable positions, 8 rows per chunk: only its slow first chunk ran.
+    # second has up to 64 unstable positions in several chunks (8 without a deadline): only
+    # its slow first chunk ran.
     assert calls["n"] == 1
     _samples_inside(graph, box, res)
     full = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
@@ -164,3 +165,60 @@ def test_measured_rate_is_shared_within_a_deadline_block():
         res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
                                                              intermediate="crown"))
     assert torch.equal(res.lower, ibp.lower)
+
+
+def _cnn_problem():
+    from tests.bounds.structured_nets import maxpool_cnn
+
+    graph = maxpool_cnn(0, deep=True)
+    shape = graph.inputs[0].shape
+    box = Interval(-torch.ones((2, *shape), dtype=F64), torch.ones((2, *shape), dtype=F64))
+    return graph, box, torch.eye(3, dtype=F64).unsqueeze(0), torch.zeros((1, 3), dtype=F64)
+
+
+def _one_row_chunks(monkeypatch):
+    """Every affine VJP in chunks of one row (time granule ~0): the most chunks possible."""
+    import bounds.engine.crown as crown
+
+    monkeypatch.setattr(crown, "NODE_TIME_GRANULE_S", 1e-15)
+    monkeypatch.setattr(crown, "VJP_PROBE_ELEMENTS", 1)
+    calls = {"n": 0}
+    real = crown._vjp_chunk
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crown, "_vjp_chunk", counted)
+    return calls
+
+
+def test_chunked_vjp_gives_the_same_bounds(monkeypatch):
+    graph, box, coef, rhs = _cnn_problem()
+    options = BoundOptions(method="crown", intermediate="crown")
+    whole = bound_spec(graph, box, coef, rhs, options).lower
+    calls = _one_row_chunks(monkeypatch)
+    with engine_deadline(time.monotonic() + 600):
+        chunked = bound_spec(graph, box, coef, rhs, options).lower
+    assert calls["n"] > 50
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
+
+
+def test_chunked_vjp_stops_at_the_deadline_inside_a_node(monkeypatch):
+    """The deadline passing while one Conv step runs its chunks ends the computation at the
+    next chunk, not after the node (the check that raises is the one between chunks)."""
+    import bounds.engine.crown as crown
+
+    graph, box, coef, rhs = _cnn_problem()
+    calls = _one_row_chunks(monkeypatch)
+    counted = crown._vjp_chunk
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(crown, "_vjp_chunk", slow)
+    with engine_deadline(time.monotonic() + 0.2), pytest.raises(DeadlineExceeded) as info:
+        bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
+    assert info.traceback[-2].name == "_vjp_rows"
+    assert calls["n"] < 50
