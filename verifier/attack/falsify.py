@@ -9,9 +9,10 @@ Phases, for every group of regions sharing one output condition:
    alternate coarse and fine step sizes, double their restarts while a round stays short
    (small networks run a step on a thousand points as fast as on one) and run until the time
    budget is spent;
-3. instead of PGD, when the loss has no gradient at any group's best point (a graph that is
-   piecewise constant in its input: ArgMax, Cast to int, comparisons), the gradient-free
-   search on onnxruntime (``blackbox.falsify_blackbox``) gets the rest of the budget.
+3. instead of PGD, when the loss has no gradient at any group's best points, nor at as many
+   uniform points (a graph piecewise constant in its input: ArgMax, Cast to int,
+   comparisons), the gradient-free search on onnxruntime (``blackbox.falsify_blackbox``)
+   gets the rest of the budget.
 
 Every point the IR (torch, float32) sees as a violation is re-checked with onnxruntime by
 ``verifier.validate``; only a validated point is returned, rejected ones are skipped.
@@ -165,9 +166,12 @@ class _Search:
         return None
 
     def _has_gradient(self, group: _Group) -> bool:
+        """Whether PGD can move in this group: a nonzero loss gradient at the best cheap
+        points or at as many uniform points (one dead point must not rule PGD out)."""
         if self.out_of_time():
             return True  # nothing to decide: the rounds below stop at once
-        x = group.best_x[: max(1, batch_size(self.graph))]
+        n = max(1, min(len(group.lo), batch_size(self.graph) // 2))
+        x = torch.cat([group.best_x[:n], uniform(group.lo[:n], group.hi[:n], self.gen)])
         return has_gradient(self.graph, group.tcond, x)
 
     def out_of_time(self) -> bool:
