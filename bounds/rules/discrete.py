@@ -20,7 +20,9 @@ where the input's interval fixes the output:
   negative indices count from the end) and ``off`` elsewhere, out-of-range indices included.
   It is surely ``on`` when the truncated index interval is that one value, surely ``off`` when
   the interval holds neither k nor k - depth, and either otherwise.
-All are exact in float32: they round nothing that the rule does not model.
+All are exact in float32: they round nothing that the rule does not model. Cast and ArgMax name
+``concretise_backward`` so that CROWN refines their inputs' bounds first (OneHot reads an index,
+whose bounds CROWN cannot tighten).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules.common import concretise_backward
 from bounds.rules.logic import surely_false, surely_true
 from bounds.types import Interval
 
@@ -153,8 +156,9 @@ def _onehot_ibp(node, args):
 _STEP = OpTraits(elementwise=True)
 RULES = (
     OpRule("Cast", forward=_cast_forward, ibp=_cast_ibp, traits=_STEP,
+           backward=concretise_backward,
            doc="truncation to an integer type, x != 0 for bool, rounding to float16/bfloat16"),
-    OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp,
+    OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp, backward=concretise_backward,
            doc="index of the largest value; candidates are the indices u_j >= max l"),
     OpRule("OneHot", forward=_onehot_forward, ibp=_onehot_ibp,
            doc="on where the truncated index equals the position, off elsewhere"),

@@ -14,7 +14,9 @@ the outcome and the hull {0, 1} otherwise:
   for every combination the operands allow.
 * Select(c, x, y) = x where c != 0 else y: the interval of x (y) where c is surely true
   (false), the hull of both where c may be either.
-All are exact in float32 (a comparison or a copy rounds nothing).
+All are exact in float32 (a comparison or a copy rounds nothing). Comparisons and Select name
+``concretise_backward`` so that CROWN refines their operands' bounds first (And/Or read
+booleans, whose bounds CROWN cannot tighten).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import OpRule, OpTraits
+from bounds.rules.common import concretise_backward
 from bounds.types import Interval
 
 
@@ -111,16 +114,20 @@ def _select_forward(node, args):
 
 _STEP = OpTraits()  # piecewise constant: no relaxation, no split
 RULES = (
-    OpRule("Equal", forward=_compare_forward(torch.eq), ibp=_equal_ibp, traits=_STEP,
+    OpRule("Equal", forward=_compare_forward(torch.eq), ibp=_equal_ibp,
+           backward=concretise_backward, traits=_STEP,
            doc="a == b as 0/1; 1 iff both are the same point, 0 iff disjoint"),
-    OpRule("Greater", forward=_compare_forward(torch.gt), ibp=_greater_ibp, traits=_STEP,
+    OpRule("Greater", forward=_compare_forward(torch.gt), ibp=_greater_ibp,
+           backward=concretise_backward, traits=_STEP,
            doc="a > b as 0/1 (Less swaps the operands)"),
     OpRule("GreaterOrEqual", forward=_compare_forward(torch.ge), ibp=_greater_equal_ibp,
+           backward=concretise_backward,
            traits=_STEP, doc="a >= b as 0/1 (LessOrEqual swaps the operands)"),
     OpRule("And", forward=_compare_forward(lambda a, b: (a != 0) & (b != 0)), ibp=_and_ibp,
            traits=_STEP, doc="logical and of 0/1 values"),
     OpRule("Or", forward=_compare_forward(lambda a, b: (a != 0) | (b != 0)), ibp=_or_ibp,
            traits=_STEP, doc="logical or of 0/1 values"),
-    OpRule("Select", forward=_select_forward, ibp=_select_ibp, traits=_STEP,
+    OpRule("Select", forward=_select_forward, ibp=_select_ibp,
+           backward=concretise_backward, traits=_STEP,
            doc="Where with an input-dependent condition: branch if fixed, else the hull"),
 )

@@ -123,3 +123,21 @@ def test_milp_refuses_step_ops_clearly():
 
     with pytest.raises(MilpUnsupportedError, match="ArgMax"):
         check_supported(_argmax_graph(0))
+
+
+def test_crown_refines_the_inputs_of_step_nodes():
+    """ArgMax/Equal/OneHot of CROWN-bounded logits decide more than of IBP-bounded ones
+    (8 random nets, boxes of half-width 0.2: summed bound -24 with IBP, -19 with CROWN; the
+    same -24 for both when the step rules declare no backward)."""
+    totals = {"ibp": 0.0, "crown": 0.0}
+    coef = torch.as_tensor(np.vstack([np.eye(4), -np.eye(4)])[None], dtype=F64)
+    for seed in range(8):
+        graph = _argmax_graph(seed)
+        center = np.random.default_rng(seed).normal(size=4)
+        box = Interval(torch.as_tensor(center - 0.2).reshape(1, 1, 4),
+                       torch.as_tensor(center + 0.2).reshape(1, 1, 4))
+        for method in totals:
+            res = bound_spec(graph, box, coef, torch.zeros((1, 8), dtype=F64),
+                             BoundOptions(method=method, intermediate="crown"))
+            totals[method] += float(res.lower.sum())
+    assert totals["crown"] > totals["ibp"] + 4, totals
