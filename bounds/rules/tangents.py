@@ -248,10 +248,11 @@ def curve_rule(op: str, curve: Curve, fwd, traits, doc: str):
     def forward(node, args):
         return fwd(args[0])
 
+    # errors name the node too: a Log that the importer made of a Pow says so in its name
     def ibp(node, args):
-        return ibp_curve(curve, op, args[0])
+        return ibp_curve(curve, f"{op} node {node.name!r}", args[0])
 
     def relax(node, lower, upper, alpha=None):
-        return relax_curve(curve, op, lower, upper, alpha)
+        return relax_curve(curve, f"{op} node {node.name!r}", lower, upper, alpha)
 
     return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits, doc=doc)

@@ -97,3 +97,22 @@ def test_neuron_split_bab_over_step_nodes(eps):
     result = verify(model, _spec(model, -eps, eps, -0.5, sign=-1.0),
                     VerifyConfig(timeout=8.0, method="bab"))
     assert result.verdict == ("unsat" if eps == 0.01 else "sat"), result
+
+
+def test_pow_of_two_dynamic_values_needs_a_positive_base():
+    """x ** x becomes Exp(x * Log(x)): bounded where x > 0, an unknown naming the Log of the
+    base (and its domain) where the box reaches x <= 0."""
+    from onnx import helper
+
+    from tests.onnx_import.onnx_util import make_model
+
+    proto = make_model([helper.make_node("Pow", ["x", "x"], ["y"])], {"x": (1, 3)}, ["y"])
+    compare(proto, low=0.25, high=2.0)
+    data = proto.SerializeToString()
+    model = import_proto(onnx.load_model_from_string(data), data)
+    ok = verify(model, _spec(model, 0.5, 2.0, 0.5), VerifyConfig(timeout=5.0))
+    assert ok.verdict == "unsat", ok  # min of x ** x on [0.5, 2] is e ** (-1/e) ~ 0.69
+    bad = verify(model, _spec(model, -1.0, 2.0, -1e3),
+                 VerifyConfig(timeout=5.0, check_model=False))
+    assert bad.verdict in ("unknown", "timeout"), bad
+    assert "pow_base_log" in bad.message and "needs x > 0" in bad.message, bad
