@@ -192,3 +192,14 @@ def test_local_search_never_loses_and_stays_on_float32_points_of_the_box():
     assert margin >= start_best
     assert np.all(x >= lo) and np.all(x <= hi)
     assert np.array_equal(x, x.astype(np.float32).astype(np.float64))
+
+
+def test_a_hanging_task_gets_its_worker_killed():
+    from verifier.fuzz.worker import TaskWorker
+
+    worker = TaskWorker()
+    try:
+        answer, _ = worker.run("sleep", 0.5, seconds=60.0)
+        assert answer is None and not worker.alive()
+    finally:
+        worker.close()

@@ -196,6 +196,8 @@ def run_unusual_case(case: UnusualCase, worker: TaskWorker | None, timeout: floa
         res.import_status, res.import_message = imp["status"], str(imp.get("message", ""))[:300]
         if res.import_status in ("mismatch", "crash", "killed"):
             res.problems.append(f"import-{res.import_status}: {res.import_message}")
+        if not worker.alive():
+            worker = TaskWorker()
         t0 = time.monotonic()
         answer, _ = worker.run("verify", timeout + GRACE_S, model_path=str(model_path),
                                spec_path=str(spec_path), timeout=timeout)

@@ -91,4 +91,10 @@ def verify(model_path: str, spec_path: str, timeout: float, seed: int = 0) -> di
             "x": None if cex is None else np.asarray(cex.x, np.float64).tolist()}
 
 
-TASKS = {"import_check": import_check, "verify": verify}
+def sleep(seconds: float) -> dict:
+    """A hang on demand, for the harness's own tests (the worker must be killed)."""
+    time.sleep(seconds)
+    return {"status": "ok"}
+
+
+TASKS = {"import_check": import_check, "verify": verify, "sleep": sleep}

@@ -52,13 +52,13 @@ class TaskWorker:
     def run(self, name: str, hard_limit: float, **kwargs) -> tuple[dict | None, float]:
         """(answer or None if killed after ``hard_limit`` s, wall seconds seen by the parent)."""
         start = time.monotonic()
-        self.conn.send((name, kwargs))
         try:
+            self.conn.send((name, kwargs))
             if self.conn.poll(hard_limit):
                 return self.conn.recv(), time.monotonic() - start
-        except (EOFError, OSError):
-            code = self.proc.exitcode
+        except (EOFError, OSError):  # the process died (crash, out of memory)
             self.kill()
+            code = self.proc.exitcode
             return ({"status": "crash", "message": f"worker died (exit code {code})"},
                     time.monotonic() - start)
         self.kill()
