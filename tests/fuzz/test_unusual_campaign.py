@@ -61,16 +61,24 @@ def test_spec_files_parse_to_the_generator_arrays(kind, gz, tmp_path):
     if gz:
         assert gzip.decompress(spec_path.read_bytes()).decode() == case.vnnlib
     spec = load_spec(spec_path)
-    assert len(spec.regions) == len(case.prop.boxes)
-    for region, (lo, hi) in zip(spec.regions, case.prop.boxes, strict=True):
+    assert len(spec.regions) == len(case.parts)
+    for region, part in zip(spec.regions, case.parts, strict=True):
+        lo, hi = part.boxes[0]
         assert np.array_equal(region.lower, lo) and np.array_equal(region.upper, hi)
+        d, k = part.rhs.shape
+        assert np.array_equal(region.condition.coef[:d, :k], part.coef)
+        assert np.array_equal(region.condition.rhs[:d, :k], part.rhs)
+        assert np.all(np.isinf(region.condition.rhs[:d, k:]))
+        assert np.all(np.isinf(region.condition.rhs[d:]))
     if kind == "disjuncts":
-        assert case.prop.coef.shape[0] >= 1000
+        assert case.n_disjuncts >= 1000
+    if kind == "regions":
+        assert len(case.parts) >= 2
 
 
 def test_pinned_coordinates_hold_no_float32_and_sample_their_neighbours():
     case = make_unusual_case(SEED, 1, kind="pinned")
-    lo, hi = case.prop.boxes[0]
+    lo, hi = case.parts[0].boxes[0]
     pinned = lo == hi
     assert pinned.sum() >= 1 and (~pinned).sum() >= 1
     assert np.all(lo[pinned].astype(np.float32).astype(np.float64) != lo[pinned])
@@ -99,12 +107,12 @@ def test_judge_flags_unsat_against_a_sampled_violation():
 
 def test_judge_checks_counterexamples_independently():
     case, _ = _case_with_violation()
-    lo, hi = case.prop.boxes[0]
+    lo, hi = case.parts[0].boxes[0]
     outside = (hi + 0.5).astype(np.float32).astype(np.float64)
     res = new_result(case)
     judge(case, res, {"status": "sat", "x": outside.tolist(), "time_s": 0.1}, timeout=2.0)
     assert res.problem_classes() == {"disagreement"} and res.cex_check.startswith("invalid")
-    assert check_counterexample(case.net.onnx_bytes, case.net.input_shape, case.prop,
+    assert check_counterexample(case.net.onnx_bytes, case.net.input_shape, case.parts,
                                 np.full(case.net.n_in, np.nan)).startswith("invalid")
 
 
@@ -184,11 +192,12 @@ def test_local_search_never_loses_and_stays_on_float32_points_of_the_box():
     case = make_unusual_case(SEED, 2, kind="box")
     sampled = sample_case(case)
     starts = sampled.starts[0]
-    start_best = violation_margin(case.prop, ort_outputs(
+    part = case.parts[0]
+    start_best = violation_margin(part, ort_outputs(
         case.net.onnx_bytes, starts, case.net.input_shape)).max()
-    margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, case.prop,
-                             case.prop.boxes[0], starts, np.random.default_rng(0))
-    lo, hi = case.prop.boxes[0]
+    margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, part, part.boxes[0],
+                             starts, np.random.default_rng(0))
+    lo, hi = part.boxes[0]
     assert margin >= start_best
     assert np.all(x >= lo) and np.all(x <= hi)
     assert np.array_equal(x, x.astype(np.float32).astype(np.float64))

@@ -74,7 +74,7 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
-def _row(coef: np.ndarray, rhs: float, pairwise: bool) -> str:
+def row_text(coef: np.ndarray, rhs: float, pairwise: bool) -> str:
     nz = np.flatnonzero(coef)
     if pairwise and rhs == 0.0:  # the VNN-COMP form: (<= Y_label Y_j)
         pos, neg = int(np.flatnonzero(coef > 0)[0]), int(np.flatnonzero(coef < 0)[0])
@@ -84,7 +84,7 @@ def _row(coef: np.ndarray, rhs: float, pairwise: bool) -> str:
     return f"(<= {lhs} {_num(rhs)})"
 
 
-def _box_atoms(lower: np.ndarray, upper: np.ndarray) -> list[str]:
+def box_atoms(lower: np.ndarray, upper: np.ndarray) -> list[str]:
     out = []
     for i, (lo, hi) in enumerate(zip(lower, upper, strict=True)):
         out += [f"(>= X_{i} {_num(lo)})", f"(<= X_{i} {_num(hi)})"]
@@ -97,11 +97,11 @@ def to_vnnlib(prop: PropSpec, n_in: int, n_out: int, comment: str = "") -> str:
     lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
     if len(prop.boxes) == 1:
-        lines += [f"(assert {a})" for a in _box_atoms(*prop.boxes[0])]
+        lines += [f"(assert {a})" for a in box_atoms(*prop.boxes[0])]
     else:
-        ands = ["(and " + " ".join(_box_atoms(lo, hi)) + ")" for lo, hi in prop.boxes]
+        ands = ["(and " + " ".join(box_atoms(lo, hi)) + ")" for lo, hi in prop.boxes]
         lines.append("(assert (or " + " ".join(ands) + "))")
-    conj = [[_row(prop.coef[d, k], prop.rhs[d, k], prop.pairwise)
+    conj = [[row_text(prop.coef[d, k], prop.rhs[d, k], prop.pairwise)
              for k in range(prop.coef.shape[1])] for d in range(prop.coef.shape[0])]
     if len(conj) == 1:
         lines += [f"(assert {r})" for r in conj[0]]

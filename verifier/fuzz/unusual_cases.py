@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ from verifier.fuzz.unusual_specs import (
     GZIP_SHARE,
     SPEC_WEIGHTS,
     UNUSUAL_SPEC_KINDS,
-    random_unusual_prop,
+    random_unusual_parts,
+    regions_vnnlib,
 )
 
 UPSAMPLE_SHARE = 0.05  # opset-9 models with Upsample
@@ -31,7 +32,8 @@ class UnusualCase:
     seed: int
     index: int
     net: UnusualNet
-    prop: PropSpec
+    parts: tuple[PropSpec, ...]  # one box each, with its condition (violated if any part is)
+    kind: str
     placement: str  # robust | easy | beyond | beyond+one (see unusual_specs.py)
     gz: bool
     vnnlib: str
@@ -42,7 +44,11 @@ class UnusualCase:
 
     @property
     def spec_kind(self) -> str:
-        return self.prop.kind
+        return self.kind
+
+    @property
+    def n_disjuncts(self) -> int:
+        return max(int(p.coef.shape[0]) for p in self.parts)
 
 
 def make_unusual_case(seed: int, index: int, kind: str | None = None,
@@ -56,13 +62,18 @@ def make_unusual_case(seed: int, index: int, kind: str | None = None,
     else:
         net = random_unusual_net(rng, blocks, large_share)
     kind = kind or str(rng.choice(UNUSUAL_SPEC_KINDS, p=SPEC_WEIGHTS))
-    prop, placement = random_unusual_prop(kind, net.onnx_bytes, net.input_shape, net.n_out, rng)
+    parts, placement = random_unusual_parts(kind, net.onnx_bytes, net.input_shape, net.n_out,
+                                            rng)
     gz = bool(rng.random() < GZIP_SHARE[kind])
     comment = (f"nncert unusual-model campaign case {seed}:{index}\nmodel: {net.arch}\n"
-               f"spec: {kind} ({placement}), {len(prop.boxes)} box(es), "
-               f"{prop.coef.shape[0]} disjunct(s)")
-    return UnusualCase(seed, index, net, prop, placement, gz,
-                       to_vnnlib(prop, net.n_in, net.n_out, comment))
+               f"spec: {kind} ({placement}), {len(parts)} box(es), "
+               f"{max(p.coef.shape[0] for p in parts)} disjunct(s)")
+    if kind == "regions":
+        text = regions_vnnlib(parts, net.n_in, net.n_out, comment)
+    else:  # one shared condition: the boxes as one disjunction
+        shared = replace(parts[0], boxes=tuple(p.boxes[0] for p in parts))
+        text = to_vnnlib(shared, net.n_in, net.n_out, comment)
+    return UnusualCase(seed, index, net, parts, kind, placement, gz, text)
 
 
 def write_case(case: UnusualCase, folder: Path) -> tuple[Path, Path]:

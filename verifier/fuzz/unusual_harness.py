@@ -94,10 +94,10 @@ def sample_case(case: UnusualCase, seed: int = 0) -> Sampled:
     rng = np.random.default_rng([case.seed, case.index, seed, 99])
     best = {"inside": -np.inf, "hull": -np.inf}
     kept_x, kept_y, starts = [], [], []
-    for lower, upper in case.prop.boxes:
-        pts, inside = box_points(lower, upper, N_RANDOM, N_VERTEX, rng)
+    for part in case.parts:
+        pts, inside = box_points(*part.boxes[0], N_RANDOM, N_VERTEX, rng)
         ys = ort_outputs(case.net.onnx_bytes, pts, case.net.input_shape)
-        margin = violation_margin(case.prop, ys)
+        margin = violation_margin(part, ys)
         for key, mask in (("inside", inside), ("hull", ~inside)):
             if mask.any():
                 best[key] = max(best[key], float(margin[mask].max()))
@@ -112,9 +112,10 @@ def search_violation(case: UnusualCase, sampled: Sampled, res: UnusualResult) ->
     """Local search from the best sampled points of every box (run when the answer is
     ``unsat``); raises res.sampled_inside / sampled_hull when it finds a larger margin."""
     rng = np.random.default_rng([case.seed, case.index, 7])
-    for box, starts in zip(case.prop.boxes, sampled.starts, strict=True):
-        margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, case.prop, box,
-                                 starts, rng)
+    for part, starts in zip(case.parts, sampled.starts, strict=True):
+        box = part.boxes[0]
+        margin, x = local_search(case.net.onnx_bytes, case.net.input_shape, part, box, starts,
+                                 rng)
         inside = bool(np.all((x >= box[0]) & (x <= box[1])))
         key = "sampled_inside" if inside else "sampled_hull"
         setattr(res, key, max(getattr(res, key), margin))
@@ -152,7 +153,7 @@ def judge(case: UnusualCase, res: UnusualResult, answer: dict | None, timeout: f
     if res.outcome == "sat":
         x = (answer or {}).get("x")
         res.cex_check = ("invalid: no counterexample" if x is None else check_counterexample(
-            case.net.onnx_bytes, case.net.input_shape, case.prop, x))
+            case.net.onnx_bytes, case.net.input_shape, case.parts, x))
         if res.cex_check.startswith("invalid"):
             res.problems.append(f"disagreement: sat, counterexample {res.cex_check}")
     if res.outcome == "unsat" and res.sampled_inside >= 0:
@@ -174,7 +175,7 @@ def judge(case: UnusualCase, res: UnusualResult, answer: dict | None, timeout: f
 
 def new_result(case: UnusualCase) -> UnusualResult:
     return UnusualResult(case.case_id, list(case.net.ops), case.spec_kind, case.placement,
-                         case.gz, case.net.arch, case.net.n_in, int(case.prop.coef.shape[0]))
+                         case.gz, case.net.arch, case.net.n_in, case.n_disjuncts)
 
 
 def run_unusual_case(case: UnusualCase, worker: TaskWorker | None, timeout: float,

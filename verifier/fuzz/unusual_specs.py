@@ -7,7 +7,9 @@ Kinds (``UNUSUAL_SPEC_KINDS``):
   float64 values that no float32 equals, as in sensor-window specs;
 * ``boxes``: 2-4 boxes (a disjunction of input boxes, 30 % of them pinned) sharing one
   condition;
-* ``disjuncts``: one box and 1,000-5,000 one-row disjuncts.
+* ``disjuncts``: one box and 1,000-5,000 one-row disjuncts;
+* ``regions``: 2-3 boxes, each with a condition of its own (``(or (and box cond) ...)``, the
+  form of several 2022+ benchmarks).
 
 The condition is either the robustness form (``y_label - y_j <= 0`` for j != label, label the
 argmax at the centre) or random linear rows whose thresholds are placed from sampled outputs:
@@ -18,15 +20,17 @@ gzip-compressed (``.vnnlib.gz``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from verifier.fuzz.specs import PropSpec
+from verifier.fuzz.specs import PropSpec, box_atoms, row_text
 from verifier.fuzz.unusual_oracle import box_points, ort_outputs
 
-UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts")
-SPEC_WEIGHTS = (0.3, 0.3, 0.2, 0.2)
+UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts", "regions")
+SPEC_WEIGHTS = (0.25, 0.25, 0.17, 0.18, 0.15)
 PINNED_BOX_SHARE = 0.3  # of the boxes of a ``boxes`` property
-GZIP_SHARE = {"box": 0.25, "pinned": 0.25, "boxes": 0.25, "disjuncts": 0.6}
+GZIP_SHARE = {"box": 0.25, "pinned": 0.25, "boxes": 0.25, "disjuncts": 0.6, "regions": 0.25}
 
 
 def not_float32(values: np.ndarray) -> np.ndarray:
@@ -54,11 +58,11 @@ def random_boxes(kind: str, n: int, rng) -> tuple[tuple[np.ndarray, np.ndarray],
     """The input boxes of a property of ``kind`` (``boxes``: some may be pinned ones)."""
     if kind == "pinned":
         return (_pinned_box(n, rng),)
-    count = int(rng.integers(2, 5)) if kind == "boxes" else 1
+    count = {"boxes": int(rng.integers(2, 5)), "regions": int(rng.integers(2, 4))}.get(kind, 1)
     centres = [rng.uniform(-1, 1, n) for _ in range(count)]
     if rng.random() < 0.5:
         centres = [np.round(c, 3) for c in centres]
-    pinned = rng.random(count) < (PINNED_BOX_SHARE if kind == "boxes" else 0.0)
+    pinned = rng.random(count) < (PINNED_BOX_SHARE if count > 1 else 0.0)
     return tuple(_pinned_box(n, rng) if pin else _box(c, rng)
                  for c, pin in zip(centres, pinned, strict=True))
 
@@ -93,11 +97,9 @@ def _rows(kind: str, n_out: int, rng) -> np.ndarray:
     return coef
 
 
-def random_unusual_prop(kind: str, onnx_bytes: bytes, input_shape, n_out: int, rng
-                        ) -> tuple[PropSpec, str]:
-    """A property of ``kind`` for the model, and how its thresholds were placed."""
-    n = int(np.prod(input_shape))
-    boxes = random_boxes(kind, n, rng)
+def _condition(kind: str, boxes: tuple, onnx_bytes: bytes, input_shape, n_out: int, rng
+               ) -> tuple[PropSpec, str]:
+    """A condition for ``boxes`` placed from outputs sampled in them (module doc)."""
     pts = np.concatenate([box_points(lo, hi, 48, 16, rng)[0] for lo, hi in boxes])
     ys = ort_outputs(onnx_bytes, pts, input_shape)
     if kind != "disjuncts" and rng.random() < 0.4:
@@ -114,3 +116,35 @@ def random_unusual_prop(kind: str, onnx_bytes: bytes, input_shape, n_out: int, r
         rhs[d] = _place(vals[:, d:d + 1], rng, True)[0]
         placement = "beyond+one"
     return PropSpec(kind, boxes, coef, rhs), placement
+
+
+def random_unusual_parts(kind: str, onnx_bytes: bytes, input_shape, n_out: int, rng
+                         ) -> tuple[tuple[PropSpec, ...], str]:
+    """A property of ``kind`` as one-box parts (box and its condition; the property is
+    violated when some part is), and how its thresholds were placed."""
+    boxes = random_boxes(kind, int(np.prod(input_shape)), rng)
+    if kind != "regions":
+        prop, placement = _condition(kind, boxes, onnx_bytes, input_shape, n_out, rng)
+        return tuple(replace(prop, boxes=(box,)) for box in boxes), placement
+    drawn = [_condition(kind, (box,), onnx_bytes, input_shape, n_out, rng) for box in boxes]
+    placements = sorted({p for _, p in drawn})
+    return tuple(p for p, _ in drawn), placements[0] if len(placements) == 1 else "mixed"
+
+
+def _condition_text(part: PropSpec) -> str:
+    conj = [[row_text(part.coef[d, k], part.rhs[d, k], part.pairwise)
+             for k in range(part.coef.shape[1])] for d in range(part.coef.shape[0])]
+    if len(conj) == 1:
+        return " ".join(conj[0])
+    return "(or " + " ".join("(and " + " ".join(c) + ")" for c in conj) + ")"
+
+
+def regions_vnnlib(parts: tuple[PropSpec, ...], n_in: int, n_out: int, comment: str) -> str:
+    """VNN-LIB 1.0 text with one ``(and box condition)`` per part under a single ``or``."""
+    lines = [f"; {line}" for line in comment.splitlines()]
+    lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    ands = ["(and " + " ".join(box_atoms(*p.boxes[0])) + " " + _condition_text(p) + ")"
+            for p in parts]
+    lines.append("(assert (or " + " ".join(ands) + "))")
+    return "\n".join(lines) + "\n"
