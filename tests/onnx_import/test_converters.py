@@ -281,6 +281,16 @@ DYNAMIC_CASES = {
     "min_one_input": lambda: one_node("Min", X2),
     "sum_three": lambda: one_node("Sum", {"x": (1, 5), "z": (1, 1)}, {"c": rand(5)}),
     "mean_three": lambda: one_node("Mean", {"x": (1, 5), "z": (1, 1)}, {"c": rand(5)}),
+    "scatternd_const_patch": lambda: one_node(
+        "ScatterND", X4, {"i": _i([0, 1, 2, 3], [0, 2, 5, 5], [0, 0, 0, 1]),
+                          "u": rand(3)}),
+    "scatternd_dynamic_rows": lambda: make_model(
+        [helper.make_node("Neg", ["z"], ["u"]),
+         helper.make_node("ScatterND", ["c", "i", "u"], ["y"])],
+        {"z": (1, 2, 3)}, ["y"], {"c": rand(1, 4, 3), "i": _i([[0, 2], [0, 0]])}),
+    "scatternd_whole_tensor": lambda: make_model(
+        [helper.make_node("ScatterND", ["x", "i", "z"], ["y"])], {"x": (1, 2), "z": (1, 2)},
+        ["y"], {"i": _i([0])}),
     "pow_exponent_array_equal_values": lambda: one_node(
         "Pow", X2, {"e": np.array([2.0, 2.0, 2.0, 2.0, 2.0], np.float32)}),
 }
@@ -298,6 +308,12 @@ def test_dynamic_value_converter_matches_onnxruntime(name):
      "cast of an input-dependent value to STRING"),
     (lambda: one_node("Pow", X2, {"e": np.array([1, 2, 3, 2, 1], np.float32)}),
      "different values"),
+    (lambda: one_node("ScatterND", X2, {"i": _i([0, 1]), "u": rand(1)}, opset=16,
+                      reduction="add"), "reduction 'add'"),
+    (lambda: make_model([helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+                         helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
+                        {"x": (1, 2)}, ["y"], {"u": rand(1)}),
+     "'ScatterND' .*indices of ScatterND .*depends on the input"),
 ])
 def test_unsupported_uses_name_op_and_reason(build, match):
     from verifier.errors import UnsupportedOpError
