@@ -313,7 +313,7 @@ def test_dynamic_value_converter_matches_onnxruntime(name):
     (lambda: make_model([helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
                          helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
                         {"x": (1, 2)}, ["y"], {"u": rand(1)}),
-     "'ScatterND' .*indices of ScatterND .*depends on the input"),
+     "'ScatterND'.*indices of ScatterND .*depends on the input"),
 ])
 def test_unsupported_uses_name_op_and_reason(build, match):
     from verifier.errors import UnsupportedOpError
