@@ -95,19 +95,24 @@ def test_strict_box_refuses_a_point_outside_the_real_box():
     assert result.verdict in ("unknown", "timeout"), result
 
 
+def _result_if_it_returns(run, limit_s: float = 120.0) -> list:
+    """[run()] when it returns within limit_s, else [] (liveness only: a search that spins
+    without looking at the clock never returns; the limit is far above its normal time)."""
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(run()), daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    return out
+
+
 def test_falsify_returns_when_every_region_has_no_float32_point():
     # Strict mode drops the float32-empty regions; the search once spun on an empty list.
-    out: list = []
-
-    def run() -> None:
+    def run():
         with box_tolerance(0.0):
-            out.append(falsify(sum_net(2), pinned_spec(2, 1.0, 0.5), time.monotonic() + 3600,
-                               AttackConfig(time_share=1.0)))
+            return falsify(sum_net(2), pinned_spec(2, 1.0, 0.5), time.monotonic() + 3600,
+                           AttackConfig(time_share=1.0))
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(120)  # liveness only: a spinning search never returns
-    assert not worker.is_alive() and out == [None]
+    assert _result_if_it_returns(run) == [None]
 
 
 def test_falsify_attacks_the_nearest_float32_points_by_default():
@@ -247,3 +252,9 @@ def test_falsify_hands_a_flat_loss_to_the_gradient_free_search(caplog):
         cex = falsify(sign_model(), spec, time.monotonic() + 60, config, budget_s=20)
     assert cex is not None and spec.violated_by(cex.x, cex.y)
     assert "no gradient" in caplog.text
+
+
+def test_blackbox_returns_after_one_round_when_every_coordinate_is_pinned():
+    spec = make_spec([PINNED, 0.25], [PINNED, 0.25], [[[-1.0]]], [[-5.0]])  # y >= 5: never
+    run = lambda: falsify_blackbox(sum_net(2), spec, time.monotonic() + 3600)  # noqa: E731
+    assert _result_if_it_returns(run) == [None]

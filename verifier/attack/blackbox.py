@@ -137,15 +137,16 @@ class _BlackBoxSearch:
 
     def run(self) -> Counterexample | None:
         states = self._states()
-        if not states:
-            return None
         for round_ in itertools.count():
+            if not states:  # every box was a single point, tried in the first round
+                return None
             for state in states:
                 if self.out_of_time():
                     return None
                 cex = self._round(state, round_ == 0)
                 if cex is not None:
                     return cex
+            states = [s for s in states if s.free.size > 0]
         return None
 
     def _states(self) -> list[_RegionState]:
