@@ -141,3 +141,16 @@ def test_crown_refines_the_inputs_of_step_nodes():
                              BoundOptions(method=method, intermediate="crown"))
             totals[method] += float(res.lower.sum())
     assert totals["crown"] > totals["ibp"] + 4, totals
+
+
+def test_softmax_simplex_bound_on_a_rank1_tensor():
+    """Regression: a rank-1 softmax (no batch axis in the model) left [B, S] after the
+    knapsack and simplex_lower indexed a third axis (IndexError)."""
+    from bounds.rules.softmax import simplex_lower
+
+    box = Interval(torch.full((2, 3), 0.1, dtype=F64), torch.full((2, 3), 0.6, dtype=F64))
+    coef = torch.tensor([[[1.0, 0.0, 0.0], [0.0, -1.0, 1.0]]], dtype=F64).expand(2, 2, 3)
+    lower = simplex_lower(coef, box, axis=0)
+    assert lower.shape == (2, 2)
+    # y0 >= 1 - 0.6 - 0.6 = -0.2 is below the box's 0.1; y2 - y1 >= 0.1 - 0.6
+    assert torch.allclose(lower, torch.tensor([[0.1, -0.5]] * 2, dtype=F64))
