@@ -243,7 +243,7 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         return attack_only(model, spec, config, device, deadline,
                            f"the importer refused the model: {model.reason}")
     if config.check_model:
-        mismatch = _model_mismatch(model, spec, config)
+        mismatch = _model_mismatch(model, spec, config, deadline)
         if mismatch is not None:
             return attack_only(mismatch[0], spec, config, device, deadline, mismatch[1])
     missing = ops_without_bound_rule(model)
@@ -271,14 +271,14 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
                                   stats={**result.stats, "internal_error": type(exc).__name__})
 
 
-def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig):
+def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig, deadline: float):
     """None when the IR agrees with onnxruntime; else (model to attack, reason): an OrtModel
     when onnxruntime runs the model, since our IR cannot be trusted then. Raises the
     mismatch error when onnxruntime cannot run the model on its own either."""
     from verifier.onnx_import.check import differential_check
 
     try:
-        differential_check(model, spec, seed=config.seed)
+        differential_check(model, spec, seed=config.seed, deadline=deadline)
         return None
     except ModelMismatchError as exc:
         reason = f"the imported model disagrees with onnxruntime: {' '.join(str(exc).split())}"
