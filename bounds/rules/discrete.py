@@ -20,9 +20,10 @@ where the input's interval fixes the output:
   negative indices count from the end) and ``off`` elsewhere, out-of-range indices included.
   It is surely ``on`` when the truncated index interval is that one value, surely ``off`` when
   the interval holds neither k nor k - depth, and either otherwise.
-All are exact in float32: they round nothing that the rule does not model. Cast and ArgMax name
-``concretise_backward`` so that CROWN refines their inputs' bounds first (OneHot reads an index,
-whose bounds CROWN cannot tighten).
+Cast also has slope-1 planes (``_cast_relax``), so CROWN passes through it. All are exact in
+float32: they round nothing that the rule does not model. ArgMax names ``concretise_backward``
+so that CROWN refines its input's bounds first (OneHot reads an index, whose bounds CROWN
+cannot tighten).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 from bounds.registry import OpRule, OpTraits
 from bounds.rules.common import concretise_backward
 from bounds.rules.logic import surely_false, surely_true
-from bounds.types import Interval
+from bounds.rules.tangents import F64, check_domain, margin
+from bounds.types import Interval, Relaxation
 
 NARROW_FLOATS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -85,6 +87,45 @@ def _cast_ibp(node, args):
         upper = torch.where(outside, torch.full_like(upper, high), upper)
         return Interval(lower, upper)
     return Interval(_cast_forward(node, [lower]), _cast_forward(node, [upper]))
+
+
+# Largest |rounding error| of float16 / bfloat16 relative to |x| (half an ulp: 2**-11, 2**-8)
+# plus half their smallest subnormal spacing; and the values that round to infinity.
+NARROW_ERROR = {"float16": (2.0**-11, 2.0**-25, 65520.0),
+                "bfloat16": (2.0**-8, 2.0**-134, 3.3961e38)}
+
+
+def _planes(lo_slope, lo_off, up_slope, up_off, dtype) -> Relaxation:
+    return Relaxation(*(t.to(dtype) for t in (lo_slope, lo_off, up_slope, up_off)))
+
+
+def _cast_relax(node, lower, upper, alpha=None) -> Relaxation:
+    """Slope-1 planes x + [a, b] around the cast (trunc(x) - x lies in (-1, 0] for x >= 0 and
+    [0, 1) for x <= 0; rounding to a narrow float moves x by at most rel |x| + tiny), constant
+    planes where the interval fixes the value (and for bool, or past an integer type's range:
+    the IBP interval). Offsets get the outward margin of ``tangents.margin``."""
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    box = _cast_ibp(node, [Interval(l, u)])
+    one, zero = torch.ones_like(l), torch.zeros_like(l)
+    mag = torch.maximum(l.abs(), u.abs())
+    to = node.attrs["to"]
+    if to == "bool":
+        return _planes(zero, box.lower, zero, box.upper, lower.dtype)
+    if to in NARROW_FLOATS:
+        rel, tiny, overflow = NARROW_ERROR[to]
+        check_domain(f"Cast node {node.name!r}", l, u, mag < overflow, "rounds to infinity")
+        lo_off, up_off = -(rel * mag + tiny), rel * mag + tiny
+        flat = box.lower == box.upper
+    else:
+        lo_off = torch.where(u > 0, -one, zero)
+        up_off = torch.where(l < 0, one, zero)
+        low, high = float(node.attrs["min"]), float(node.attrs["max"])
+        flat = (box.lower == box.upper) | (torch.trunc(l) < low) | (torch.trunc(u) > high)
+    lo_off = lo_off - margin(lo_off, one, mag, lower.dtype)
+    up_off = up_off + margin(up_off, one, mag, lower.dtype)
+    slope = torch.where(flat, zero, one)
+    return _planes(slope, torch.where(flat, box.lower, lo_off), slope,
+                   torch.where(flat, box.upper, up_off), lower.dtype)
 
 
 # ---------------------------------------------------------------- ArgMax
@@ -153,10 +194,10 @@ def _onehot_ibp(node, args):
     return Interval(torch.where(sure, on, low), torch.where(sure, on, high))
 
 
-_STEP = OpTraits(elementwise=True)
+_STEP = OpTraits()  # piecewise constant: no relaxation, no split
 RULES = (
-    OpRule("Cast", forward=_cast_forward, ibp=_cast_ibp, traits=_STEP,
-           backward=concretise_backward,
+    OpRule("Cast", forward=_cast_forward, ibp=_cast_ibp, relax=_cast_relax,
+           traits=OpTraits(monotone=True, elementwise=True),
            doc="truncation to an integer type, x != 0 for bool, rounding to float16/bfloat16"),
     OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp, backward=concretise_backward,
            doc="index of the largest value; candidates are the indices u_j >= max l"),
