@@ -138,21 +138,39 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
     declared = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
     check_sizes(((v.name, [d.dim_value for d in v.type.tensor_type.shape.dim])
                  for v in declared), settings)
+    summary = {"id": digest, "size_bytes": len(data), "opset": opset,
+               "ops": dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
+               "parameters": params}
     try:
         imported = import_proto(proto, data, "uploaded model")
     except (ModelError, UnsupportedOpError) as exc:
-        raise ApiError(422, f"model refused: {exc}") from None
+        return {**summary, **_attack_only_summary(data, exc)}
     except (MemoryError, RecursionError):
         raise ApiError(422, "model refused: importing it needs too much memory") from None
     graph = imported.graph
     check_sizes(((n.name, list(n.shape)) for n in graph.nodes), settings)
     return {
-        "id": digest,
-        "size_bytes": len(data),
-        "opset": opset,
+        **summary,
         "inputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)} for t in graph.inputs],
         "outputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)}
                     for t in graph.outputs],
-        "ops": dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
-        "parameters": params,
+    }
+
+
+def _attack_only_summary(data: bytes, exc: Exception) -> dict:
+    """Inputs, outputs and the reason for a model the importer refuses but onnxruntime runs
+    (its jobs are attacked only, as ``nncert verify`` does); 422 naming the importer's
+    reason when onnxruntime cannot run it either."""
+    from verifier.pipeline import ort_only_model, refusal_reason
+
+    reason = refusal_reason(exc)
+    model = ort_only_model(data, "uploaded model", reason)
+    if model is None:
+        raise ApiError(422, f"model refused: {exc}")
+    return {
+        "inputs": [{"name": n, "shape": list(s)}
+                   for n, s in zip(model.input_names, model.onnx_input_shapes, strict=True)],
+        "outputs": [{"name": n, "shape": list(s)}
+                    for n, s in zip(model.output_names, model.output_shapes, strict=True)],
+        "attack_only": reason,
     }

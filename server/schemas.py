@@ -38,6 +38,9 @@ class ModelSummary(BaseModel):
     outputs: list[TensorSummary]
     ops: dict[str, int] = Field(description="ONNX op types and how many nodes use each")
     parameters: int = Field(description="number of values in the initializers")
+    attack_only: str | None = Field(
+        None, description="set when the importer refused the model but onnxruntime runs it: "
+                          "why; its jobs are attacked (sat or unknown), never bounded")
 
 
 class JobOptions(BaseModel):
