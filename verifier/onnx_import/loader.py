@@ -139,6 +139,8 @@ def import_proto(
         value = ctx.value(vi.name)
         if not isinstance(value, Dyn):
             raise ModelError(f"output {vi.name!r} does not depend on the input")
+        if value.shape == ():  # engines index an output's values along one axis at least
+            value = ctx.emit("Reshape", [value], (1,))
         outputs.append(TensorInfo(value.name, value.shape, onnx_name=vi.name))
     graph = Graph(tuple(inputs), tuple(outputs), tuple(ctx.nodes), opset=opset)
     raw = graph
