@@ -25,7 +25,14 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.ibp import propagate_node, widen
-from bounds.engine.rounding import DOT_OPS, U32, gamma, reduction_length, rounding_error
+from bounds.engine.rounding import (
+    DOT_OPS,
+    U32,
+    gamma,
+    generic_error,
+    reduction_length,
+    rounding_error,
+)
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.types import Interval
@@ -205,7 +212,7 @@ def _node_interval(graph: Graph, node: Node, rule, boxes: dict) -> Interval:
     ups = node_args(node, {k: b.upper for k, b in boxes.items()}, "cpu", torch.float64)
     a, b = rule.forward(node, lows), rule.forward(node, ups)
     lower, upper = torch.minimum(a, b), torch.maximum(a, b)
-    delta = 2.0**-19 * torch.maximum(lower.abs(), upper.abs()) + 2.0**-23
+    delta = generic_error(torch.maximum(lower.abs(), upper.abs()))
     return widen(Interval(lower, upper), delta)
 
 
