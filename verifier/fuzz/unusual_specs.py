@@ -14,8 +14,10 @@ Kinds (``UNUSUAL_SPEC_KINDS``):
 The condition is either the robustness form (``y_label - y_j <= 0`` for j != label, label the
 argmax at the centre) or random linear rows whose thresholds are placed from sampled outputs:
 ``easy`` inside the sampled range (sampling finds a violation), ``beyond`` below the sampled
-minimum by 2-100 % of the sampled range (often unsat, sometimes not). Any kind may be written
-gzip-compressed (``.vnnlib.gz``).
+minimum by 2-100 % of the sampled range (often unsat, sometimes not), ``near`` within
+0.01-2 % of the range of the sampled minimum, either side (answers that hinge on tight bounds,
+where a wrong ``unsat`` is likeliest; the harness's local search tests every ``unsat``). Any
+kind may be written gzip-compressed (``.vnnlib.gz``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from verifier.fuzz.unusual_oracle import box_points, ort_outputs
 
 UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts", "regions")
 SPEC_WEIGHTS = (0.25, 0.25, 0.17, 0.18, 0.15)
+PLACEMENTS, PLACEMENT_WEIGHTS = ("easy", "beyond", "near"), (0.3, 0.4, 0.3)
 PINNED_BOX_SHARE = 0.3  # of the boxes of a ``boxes`` property
 GZIP_SHARE = {"box": 0.25, "pinned": 0.25, "boxes": 0.25, "disjuncts": 0.6, "regions": 0.25}
 
@@ -75,12 +78,19 @@ def _robust(n_out: int, label: int) -> tuple[np.ndarray, np.ndarray]:
     return coef, np.zeros((len(others), 1))
 
 
-def _place(vals: np.ndarray, rng, easy: bool) -> np.ndarray:
-    """Thresholds from sampled row values ``vals[S, D, K]`` (module doc: easy / beyond)."""
+def _place(vals: np.ndarray, rng, placement: str) -> np.ndarray:
+    """Thresholds from sampled row values ``vals[S, D, K]`` (module doc: easy / beyond /
+    near)."""
     lo, hi = vals.min(0), vals.max(0)
     span = np.maximum(hi - lo, 1e-3)
-    q = rng.uniform(0.1, 0.9, lo.shape) if easy else -rng.uniform(0.02, 1.0, lo.shape)
-    return np.round(lo + q * span, 6)
+    if placement == "easy":
+        q = rng.uniform(0.1, 0.9, lo.shape)
+    elif placement == "near":
+        q = np.exp(rng.uniform(np.log(1e-4), np.log(2e-2), lo.shape))
+        q *= np.where(rng.random(lo.shape) < 0.5, -1.0, 1.0)
+    else:
+        q = -rng.uniform(0.02, 1.0, lo.shape)
+    return lo + q * span
 
 
 def _rows(kind: str, n_out: int, rng) -> np.ndarray:
@@ -109,11 +119,11 @@ def _condition(kind: str, boxes: tuple, onnx_bytes: bytes, input_shape, n_out: i
         return PropSpec(kind, boxes, coef, rhs, pairwise=True), "robust"
     coef = _rows(kind, n_out, rng)
     vals = np.einsum("dko,so->sdk", coef, ys)
-    placement = "easy" if rng.random() < 0.4 else "beyond"
-    rhs = _place(vals, rng, placement == "easy")
+    placement = str(rng.choice(PLACEMENTS, p=PLACEMENT_WEIGHTS))
+    rhs = _place(vals, rng, placement)
     if kind == "disjuncts" and placement == "beyond" and rng.random() < 0.3:
         d = int(rng.integers(len(rhs)))  # one reachable row hidden among thousands
-        rhs[d] = _place(vals[:, d:d + 1], rng, True)[0]
+        rhs[d] = _place(vals[:, d:d + 1], rng, "easy")[0]
         placement = "beyond+one"
     return PropSpec(kind, boxes, coef, rhs), placement
 
