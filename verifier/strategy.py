@@ -50,6 +50,14 @@ INCOMPLETE_CASCADE = (
 
 
 DEEP_COST_FACTOR = 8.0
+# A cascade step may use at most this share of the time left. When the first (CROWN) step
+# does not fit, no complete method would either: the rest goes to a last attack, and the
+# answer is ``unknown`` naming why, rather than ``timeout`` at the deadline.
+CASCADE_STEP_SHARE = 0.8
+
+
+class BoundsDidNotFit(Exception):  # noqa: N818 - reads as the event it reports
+    """The first bound step of a region could not end within its share of the time."""
 
 
 def region_refuted(graph, problem: RegionProblem, deadline: float,
@@ -63,17 +71,18 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     region's unstable Relu-like neurons after the first (CROWN) step, which ``auto``'s MILP
     choice reads instead of a bound pass of its own.
     """
-    shape = graph.inputs[0].shape
-    box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
     last_cost = 0.0
-    for options in INCOMPLETE_CASCADE:
+    for i, options in enumerate(INCOMPLETE_CASCADE):
         if deadline - time.monotonic() < DEEP_COST_FACTOR * last_cost:
             return False
         start = time.monotonic()
-        res = bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
-                         options)
+        res = _cascade_step(graph, problem, options, deadline)
+        if res is None:
+            if i == 0:
+                raise BoundsDidNotFit(f"a {options.method} bound of region {problem.index} "
+                                      f"did not fit in {CASCADE_STEP_SHARE:.0%} of the time")
+            return False
         last_cost = time.monotonic() - start
-        i = INCOMPLETE_CASCADE.index(options)
         if costs is not None:
             costs[i] = max(costs.get(i, 0.0), last_cost)
         if unstable is not None and i == 0:
@@ -84,6 +93,25 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
             log.info("region %d refuted by %s", problem.index, options)
             return True
     return False
+
+
+def _cascade_step(graph, problem: RegionProblem, options: BoundOptions, deadline: float):
+    """bound_spec of the region within CASCADE_STEP_SHARE of the time left; None when it did
+    not end by then (the run's own deadline passing still raises)."""
+    from bounds.engine.deadline import DeadlineExceeded, engine_deadline
+
+    shape = graph.inputs[0].shape
+    box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
+    now = time.monotonic()
+    try:
+        with engine_deadline(min(deadline, now + CASCADE_STEP_SHARE * (deadline - now))):
+            return bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
+                              options)
+    except DeadlineExceeded:
+        if time.monotonic() >= deadline:
+            raise
+        log.info("region %d: %s bound stopped at its time share", problem.index, options.method)
+        return None
 
 
 def _validator(model, spec, region: int):
@@ -143,9 +171,12 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         if time.monotonic() >= deadline:
             return VerificationResult("timeout", method="incomplete")
         # Small inputs go straight to input splitting, whose first step is the same bound.
-        if (method == "incomplete" or not small_input) and region_refuted(
-                graph, p, deadline, costs, unstable):
-            continue
+        try:
+            if (method == "incomplete" or not small_input) and region_refuted(
+                    graph, p, deadline, costs, unstable):
+                continue
+        except BoundsDidNotFit as exc:
+            return _last_attack(model, spec, config, device, deadline, method, str(exc))
         open_problems.append(p)
     if not open_problems:
         return VerificationResult("unsat", method="incomplete")
@@ -163,7 +194,8 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     return _input_split(model, spec, config, open_problems, deadline, progress)
 
 
-def _last_attack(model, spec, config, device, deadline, method) -> VerificationResult:
+def _last_attack(model, spec, config, device, deadline, method,
+                 reason: str = "bounds did not settle the property") -> VerificationResult:
     """Nothing complete applies: spend what is left looking for a counterexample."""
     remaining = deadline - time.monotonic()
     if method != "incomplete" and remaining > 1:
@@ -172,8 +204,7 @@ def _last_attack(model, spec, config, device, deadline, method) -> VerificationR
             return VerificationResult("sat", cex, method="attack")
     if time.monotonic() >= deadline:
         return VerificationResult("timeout", method=method)
-    return VerificationResult("unknown", method=method,
-                              message="bounds did not settle the property")
+    return VerificationResult("unknown", method=method, message=reason)
 
 
 def _input_split(model, spec, config, problems, deadline, progress_cb) -> VerificationResult:

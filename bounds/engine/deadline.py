@@ -36,7 +36,9 @@ class DeadlineExceeded(Exception):  # noqa: N818 - reads as the event it reports
 def engine_deadline(deadline: float | None) -> Iterator[None]:
     """Within the block, bound computations stop (raise) once ``time.monotonic()`` passes
     ``deadline`` (None: no deadline)."""
-    token, rates = _DEADLINE.set(deadline), _RATES.set({})
+    # a nested block (a stage's share of the time) keeps the measurements made so far
+    outer = _RATES.get()
+    token, rates = _DEADLINE.set(deadline), _RATES.set({} if outer is None else outer)
     try:
         yield
     finally:

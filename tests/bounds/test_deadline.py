@@ -222,3 +222,35 @@ def test_chunked_vjp_stops_at_the_deadline_inside_a_node(monkeypatch):
         bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
     assert info.traceback[-2].name == "_vjp_rows"
     assert calls["n"] < 50
+
+
+def test_a_first_bound_step_that_does_not_fit_leaves_time_for_a_last_attack(monkeypatch):
+    """The cascade's CROWN step runs under its share of the time: one that cannot end by
+    then leaves the rest to a last attack, answering unknown with the reason (not timeout)."""
+    import numpy as np
+
+    import verifier.strategy as strategy
+    from tests.milp.nets import make_spec, onnx_mlp, random_layers
+    from verifier.config import VerifyConfig
+
+    layers = random_layers([20, 8, 2], np.random.default_rng(0))
+    model = onnx_mlp([(w.astype(np.float32).astype(np.float64), b) for w, b in layers])
+    spec = make_spec([(np.full(20, -0.1), np.full(20, 0.1))], [[[1.0, -1.0]]], [[-1e3]])
+    attacks = []
+
+    def no_attack(*args, **kwargs):
+        attacks.append(args[-1])  # budget
+        return None
+
+    def endless_bound(*args, **kwargs):
+        while True:  # a pass far too long for the time: only the engines' deadline ends it
+            check_deadline()
+            time.sleep(0.01)
+
+    monkeypatch.setattr(strategy, "_attack", no_attack)
+    monkeypatch.setattr(strategy, "bound_spec", endless_bound)
+    monkeypatch.setattr(strategy, "CASCADE_STEP_SHARE", 0.3)  # > 1 s left for the attack
+    result = strategy.run_methods(model, spec, VerifyConfig(timeout=3), "cpu",
+                                  time.monotonic() + 3)
+    assert result.verdict == "unknown" and "did not fit" in result.message
+    assert len(attacks) == 2  # the first short attack, then the last one
