@@ -254,3 +254,61 @@ def test_a_first_bound_step_that_does_not_fit_leaves_time_for_a_last_attack(monk
                                   time.monotonic() + 3)
     assert result.verdict == "unknown" and "did not fit" in result.message
     assert len(attacks) == 2  # the first short attack, then the last one
+
+
+def _generator_graph(tmp_path):
+    """Gemm -> Reshape -> ConvTranspose (stride 2) -> Relu -> Resize (nearest x2) -> Conv:
+    the generator-style layers whose backward steps are long on real models."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from verifier.onnx_import.loader import load_model
+
+    rng = np.random.default_rng(0)
+
+    def init(name, array):
+        return numpy_helper.from_array(np.asarray(array, np.float32), name)
+
+    inits = [init("w", rng.normal(size=(18, 4))), init("b", rng.normal(size=18) * 0.1),
+             numpy_helper.from_array(np.array([1, 2, 3, 3], np.int64), "shape"),
+             init("wt", rng.normal(size=(2, 3, 4, 4)) / 4), init("scales", [1, 1, 2, 2]),
+             init("wc", rng.normal(size=(2, 3, 3, 3)) / 5)]
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1),
+             helper.make_node("Reshape", ["z", "shape"], ["r"]),
+             helper.make_node("ConvTranspose", ["r", "wt"], ["t"], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["t"], ["h"]),
+             helper.make_node("Resize", ["h", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Conv", ["u", "wc"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "gen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 12, 12])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    path = tmp_path / "gen.onnx"
+    onnx.save(proto, path)
+    return load_model(path).graph
+
+
+def test_chunked_vjp_through_convtranspose_and_resize(tmp_path, monkeypatch):
+    """One-row VJP chunks through ConvTranspose, Resize and Conv give the bounds of one
+    pass, and those bounds enclose sampled outputs."""
+    from bounds.engine.forward import run_graph
+
+    graph = _generator_graph(tmp_path)
+    n_out = 2 * 12 * 12
+    box = Interval(-torch.ones((1, 1, 4), dtype=F64), torch.ones((1, 1, 4), dtype=F64))
+    coef = torch.cat([torch.eye(n_out, dtype=F64), -torch.eye(n_out, dtype=F64)]).unsqueeze(0)
+    rhs = torch.zeros((1, 2 * n_out), dtype=F64)
+    options = BoundOptions(method="crown", intermediate="crown")
+    whole = bound_spec(graph, box, coef, rhs, options).lower
+    calls = _one_row_chunks(monkeypatch)
+    with engine_deadline(time.monotonic() + 600):
+        chunked = bound_spec(graph, box, coef, rhs, options).lower
+    assert calls["n"] > 2 * n_out
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-9)
+    x = -1 + 2 * torch.rand((500, 1, 4), dtype=F64, generator=torch.Generator().manual_seed(1))
+    (y,) = run_graph(graph, x)
+    y = y.reshape(500, -1)
+    assert bool((y >= whole[0, :n_out] - 1e-6).all() and (-y >= whole[0, n_out:] - 1e-6).all())
