@@ -33,7 +33,8 @@ class RegionProblem:
         def t(a):
             return torch.as_tensor(a, device=device, dtype=dtype)
 
-        return cls(index, t(region.lower), t(region.upper), t(cond.coef.reshape(d * k, n_out)),
+        lower, upper = region.bound_box()
+        return cls(index, t(lower), t(upper), t(cond.coef.reshape(d * k, n_out)),
                    t(cond.rhs.reshape(d * k)), d, k)
 
     def refuted_disjuncts(self, lower: torch.Tensor) -> torch.Tensor:

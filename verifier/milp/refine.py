@@ -210,7 +210,7 @@ def _unstable_after_crown(graph: Graph, region, stop: float | None) -> int | Non
     by ``stop``."""
     try:
         with nullcontext() if stop is None else engine_deadline(stop):
-            res = _crown(graph, np.asarray(region.lower, float), np.asarray(region.upper, float))
+            res = _crown(graph, *region.bound_box())
     except DeadlineExceeded:
         log.info("MILP not chosen: the CROWN pass to count unstable neurons did not fit")
         return None

@@ -56,8 +56,9 @@ def _region_bounds(graph, region: InputRegion, refute: bool):
     cond = region.condition
     d, k, n_out = cond.coef.shape
     shape = graph.inputs[0].shape
-    lo = torch.as_tensor(region.lower, dtype=torch.float64).reshape(1, *shape)
-    hi = torch.as_tensor(region.upper, dtype=torch.float64).reshape(1, *shape)
+    lower, upper = region.bound_box()
+    lo = torch.as_tensor(lower, dtype=torch.float64).reshape(1, *shape)
+    hi = torch.as_tensor(upper, dtype=torch.float64).reshape(1, *shape)
     coef = torch.as_tensor(cond.coef.reshape(1, d * k, n_out), dtype=torch.float64)
     rhs = torch.as_tensor(cond.rhs.reshape(1, d * k), dtype=torch.float64)
     res = bound_spec(graph, Interval(lo, hi), coef, rhs, BoundOptions(method="crown"))
@@ -114,7 +115,7 @@ class _Region:
 
     def _encode(self, float_errors: bool) -> Encoding:
         region = self.spec.regions[self.r]
-        return encode(self.model.graph, region.lower, region.upper, self.bounds.intermediate,
+        return encode(self.model.graph, *region.bound_box(), self.bounds.intermediate,
                       self.bounds.state.deltas, float_errors)
 
     def _solve(self, m, d: int, phase: str):

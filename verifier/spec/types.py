@@ -55,6 +55,36 @@ class InputRegion:
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         return bool(np.all(x >= self.lower) and np.all(x <= self.upper))
 
+    def bound_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box the bound engines cover: the real box, widened where a coordinate's
+        interval holds no float32 value to its float32 neighbours below and above.
+
+        The network only ever runs on float32 inputs, and the attacks (and the VNN-COMP
+        checker, within 1e-4) take those neighbours for such a coordinate; bounding them too
+        makes ``unsat`` hold for the real box and for every float32 point nearest to it.
+        """
+        return float32_hull(self.lower, self.upper)
+
+
+def float32_hull(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lower, upper], except where no float32 lies in it: there [largest float32 below
+    lower, smallest float32 above upper] (see ``InputRegion.bound_box``)."""
+    lower = np.asarray(lower, dtype=np.float64)
+    upper = np.asarray(upper, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        below = lower.astype(np.float32)
+        above = upper.astype(np.float32)
+    below = np.where(below.astype(np.float64) > lower, np.nextafter(below, np.float32(-np.inf)),
+                     below)
+    above = np.where(above.astype(np.float64) < upper, np.nextafter(above, np.float32(np.inf)),
+                     above)
+    # No float32 in [lower, upper] exactly when the float32 at or above lower exceeds upper.
+    first_inside = np.where(below.astype(np.float64) < lower,
+                            np.nextafter(below, np.float32(np.inf)), below)
+    empty = first_inside.astype(np.float64) > upper
+    return (np.where(empty, below.astype(np.float64), lower),
+            np.where(empty, above.astype(np.float64), upper))
+
 
 @dataclass(frozen=True, eq=False)
 class Spec:
