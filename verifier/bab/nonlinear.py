@@ -38,6 +38,7 @@ from bounds.graph import Graph
 from bounds.lookup.products import product_points
 from bounds.lookup.tables import branch_points, strictly_inside
 from bounds.registry import rules
+from bounds.rules.tangents import DomainError
 from verifier.bab.branching import ReluLayer, babsr_scores
 from verifier.bab.products import PRODUCT, product_score, product_uses
 
@@ -171,8 +172,11 @@ def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas
             score = ((a.abs() * width).flatten(2) * w.unsqueeze(-1)).sum(1)
         else:
             alpha = alphas.get(layer.relu)
-            score = _bbps_layer(state.graph.node(layer.relu), layer, x.lower, x.upper, a,
-                                None if alpha is None else alpha.to(state.dtype), w, points)
+            try:
+                score = _bbps_layer(state.graph.node(layer.relu), layer, x.lower, x.upper, a,
+                                    None if alpha is None else alpha.to(state.dtype), w, points)
+            except DomainError:  # a child's planes overflow (Exp of a wide interval): no
+                score = torch.zeros_like(mask, dtype=w.dtype)  # estimate; widths still rank
         score = score.flatten(1)
         if layer.products:
             p = points(layer, x.lower, x.upper)
