@@ -7,6 +7,7 @@ the best bound (and its alphas) seen per domain and spec row, and return them fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from bounds.engine.adam import Adam
 from bounds.engine.constants import node_args
 from bounds.engine.crown import BoundState, backward_bound
-from bounds.engine.deadline import check_deadline
+from bounds.engine.deadline import check_deadline, step_fits
 from bounds.rules.bilinear import product_alpha_init
 from bounds.rules.pooling import max_alpha_init
 
@@ -108,7 +109,9 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
     for _ in range(iterations):
         check_deadline()
         state.alphas = alphas
+        pass_start = time.monotonic()
         lower = backward_bound(state, start, coef, use_alpha=True)
+        pass_s = time.monotonic() - pass_start
         detached = lower.detach()
         improved = detached > best
         best = torch.maximum(best, detached)
@@ -118,6 +121,9 @@ def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations
         if stop is not None and stop(best):
             break
         if not lower.requires_grad:  # no alpha reaches this bound (stable or cut off)
+            break
+        if not step_fits(pass_s):  # no time for a gradient: the best so far is a sound bound
+            check_deadline()  # (unless the pass itself ran past the deadline)
             break
         optimizer.zero_grad()
         (-lower.sum()).backward()

@@ -60,6 +60,19 @@ def time_left() -> float:
     return math.inf if deadline is None else deadline - time.monotonic()
 
 
+# An optimisation step is autograd's backward through one bound pass (measured at 1-2x the
+# pass) plus the next pass: take it only when three passes' time is left.
+STEP_COST_IN_PASSES = 3.0
+
+
+def step_fits(pass_s: float, deadline: float = math.inf) -> bool:
+    """True when one more optimisation step (gradient and the next bound pass) after a bound
+    pass that took ``pass_s`` seconds ends before the engines' deadline and ``deadline``.
+    Autograd's backward cannot check the clock, so the loops ask before they start it."""
+    left = min(time_left(), deadline - time.monotonic())
+    return left > STEP_COST_IN_PASSES * pass_s
+
+
 def shared_rates() -> dict | None:
     """The measured-cost memo of the current deadline block (None outside one)."""
     return _RATES.get()

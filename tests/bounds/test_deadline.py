@@ -8,7 +8,12 @@ import time
 import pytest
 import torch
 
-from bounds.engine.deadline import DeadlineExceeded, check_deadline, engine_deadline
+from bounds.engine.deadline import (
+    DeadlineExceeded,
+    check_deadline,
+    engine_deadline,
+    step_fits,
+)
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
@@ -63,6 +68,35 @@ def test_alpha_stops_between_iterations(monkeypatch):
     with engine_deadline(time.monotonic() + 0.2), pytest.raises(DeadlineExceeded):
         bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha", alpha_iterations=50))
     assert calls["n"] < 50
+
+
+def test_step_fits_leaves_room_for_the_gradient_and_the_next_pass():
+    with engine_deadline(time.monotonic() + 10):
+        assert step_fits(1.0) and not step_fits(5.0)
+        assert not step_fits(1.0, deadline=time.monotonic() + 2)
+    assert step_fits(1e6)  # no deadline at all
+
+
+def test_alpha_returns_its_best_bound_when_no_gradient_step_fits(monkeypatch):
+    """Autograd's backward cannot check the clock: optimize_alpha asks first, and with no
+    time for a step returns the bound it has (sound, never looser than CROWN)."""
+    import bounds.engine.alpha as alpha
+
+    graph, box, coef, rhs = _problem()
+    crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+    monkeypatch.setattr(alpha, "step_fits", lambda *a, **k: False)
+    backward_calls = {"n": 0}
+    real_backward = torch.Tensor.backward
+
+    def counting(self, *args, **kwargs):
+        backward_calls["n"] += 1
+        return real_backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", counting)
+    with engine_deadline(time.monotonic() + 60):
+        res = bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha", alpha_iterations=20))
+    assert backward_calls["n"] == 0
+    assert torch.all(res.lower >= crown - 1e-12)
 
 
 def test_pipeline_answers_timeout_when_the_engines_stop(monkeypatch):

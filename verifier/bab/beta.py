@@ -24,6 +24,7 @@ import torch
 from bounds.engine.adam import Adam
 from bounds.engine.alpha import _clip_, init_alphas
 from bounds.engine.crown import BoundState, backward_bound
+from bounds.engine.deadline import step_fits
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
     best_betas = {k: v.detach().clone() for k, v in betas.items()}
     for it in range(max(1, options.iterations)):
         state.alphas = alphas
+        pass_start = time.monotonic()
         lower = split_bound(state, start, coef, bool(alphas), betas, terms)
+        pass_s = time.monotonic() - pass_start
         detached = lower.detach()
         improved = torch.ones_like(detached, dtype=torch.bool) if best is None \
             else detached > best
@@ -153,6 +156,8 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
         if last or (stop is not None and stop(best)) or time.monotonic() >= deadline:
             break
         if not lower.requires_grad:  # no alpha or beta reaches the bound: nothing to optimise
+            break
+        if not step_fits(pass_s, deadline):  # the best so far is a sound bound: keep it
             break
         optimizer.zero_grad()
         (-torch.where(weight > 0, lower, 0).sum()).backward()
