@@ -298,3 +298,51 @@ def test_batch_fits_the_memory_budget():
     assert batch_size(graph, InputSplitOptions(batch=64,
                                                batch_max_bytes=10 * per_domain)) == 10
     assert batch_size(graph, InputSplitOptions(batch=64, batch_max_bytes=1)) == 1
+
+
+def test_domain_fields_round_trip_value_names_with_slashes():
+    """Queued domains store linear bounds under "lin/<value>/<part>"; value names from
+    expanded ops hold "/" (softmax_2/softmax/sum): they must come back unchanged."""
+    from bounds.engine.crown import LinearBounds
+    from verifier.bab.input_split import Domains
+
+    rec = LinearBounds(torch.ones(2, 3, 4), torch.zeros(2, 3), torch.ones(2, 3, 4),
+                       torch.ones(2, 3))
+    doms = Domains(torch.zeros(2, 4), torch.ones(2, 4), torch.zeros(2),
+                   torch.zeros(2, 1, dtype=torch.bool), {"softmax_2/softmax/sum": rec, "h": rec})
+    back = Domains.from_fields(doms.fields(), doms.margin)
+    assert set(back.lin) == {"softmax_2/softmax/sum", "h"}
+    assert torch.equal(back.lin["softmax_2/softmax/sum"].c_hi, rec.c_hi)
+
+
+def test_input_split_inherits_linear_bounds_through_softmax():
+    """Softmax is expanded inside bound_spec, so inherited linear-bound records name values
+    (softmax_N/softmax/...) that the search's own graph lacks: no KeyError, a verdict."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from verifier.config import VerifyConfig
+    from verifier.onnx_import.loader import import_proto
+    from verifier.pipeline import verify
+    from verifier.spec.types import OutputCondition, Spec
+
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.normal(size=(2, 8)).astype(np.float32), "W1")
+    w2 = numpy_helper.from_array(rng.normal(size=(8, 3)).astype(np.float32), "W2")
+    nodes = [helper.make_node("MatMul", ["X", "W1"], ["H"]), helper.make_node("Relu", ["H"], ["R"]),
+             helper.make_node("MatMul", ["R", "W2"], ["Z"]),
+             helper.make_node("Softmax", ["Z"], ["Y"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 3])], [w1, w2])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = import_proto(proto, proto.SerializeToString(), "softmax")
+    lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    xs = rng.uniform(lower, upper, size=(20000, 2)).astype(np.float32)
+    ys = run_graph(model.graph, torch.as_tensor(xs).reshape(-1, 1, 2))[0].reshape(-1, 3)
+    top = float(ys[:, 0].max())
+    # unsafe: y0 >= top + 0.02 (close above the sampled maximum: needs splitting to refute)
+    cond = OutputCondition(np.array([[[-1.0, 0.0, 0.0]]]), np.array([[-(top + 0.02)]]))
+    spec = Spec((InputRegion(lower, upper, cond),), 2, 3)
+    result = verify(model, spec, VerifyConfig(timeout=20, method="bab", check_model=False))
+    assert "internal_error" not in result.stats, result
+    assert result.verdict in ("unsat", "timeout"), result

@@ -99,7 +99,7 @@ class Domains:
         lin: dict[str, dict] = {}
         for key, t in fields.items():
             if key.startswith("lin/"):
-                _, name, part = key.split("/")
+                name, part = key[len("lin/"):].rsplit("/", 1)  # value names may hold "/"
                 lin.setdefault(name, {})[part] = t
         return cls(fields["lower"], fields["upper"], margin, fields["refuted"],
                    {k: LinearBounds(**v) for k, v in lin.items()} or None)
@@ -247,6 +247,9 @@ class InputSplitSearch:
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
         self.batch = batch_size(graph, options)
+        # value -> shape in the graph bound_spec runs (Softmax expanded: its linear-bound
+        # records name values that self.graph lacks)
+        self.value_shapes: dict[str, tuple[int, ...]] = {}
 
     def bound(self, dom: Domains, record_linear: bool = False) -> _Bounded:
         shape, p = self.input_shape, self.problem
@@ -254,10 +257,12 @@ class InputSplitSearch:
         box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
         given = None
         if dom.lin is not None:  # the parent's linear bounds over this box: fewer unstable
-            given = {k: v.concretize(dom.lower, dom.upper, self.graph.shape_of(k))
+            given = {k: v.concretize(dom.lower, dom.upper, self.value_shapes[k])
                      for k, v in dom.lin.items()}
         res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
                          self.options.bounds, given=given, record_linear=record_linear)
+        if record_linear and not self.value_shapes:
+            self.value_shapes = {n.name: n.shape for n in res.state.graph.nodes}
         # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
         linear_c = None
         if res.linear_lower is not None and res.state.input_coef is not None:
