@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 
 from bounds.engine.crown import BoundState
+from bounds.engine.deadline import check_deadline
 from bounds.graph import Graph
 from bounds.lookup.products import product_points
 from bounds.lookup.tables import branch_points, strictly_inside
@@ -159,6 +160,7 @@ def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas
     w = row_weight.to(state.dtype)
     parts = []
     for layer in layers:
+        check_deadline()  # a wide layer's estimates take seconds
         x = state.bounds[layer.value]
         mask = splittable(layer, x.lower, x.upper)
         a = coefs[layer.relu]

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from bounds.engine.crown import BoundState, compute_intermediate
+from bounds.engine.deadline import check_deadline
 from bounds.engine.forward import run_graph
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import _ibp_lower
@@ -189,6 +190,9 @@ class ReluSplitSearch:
         self.counters.done += n
         if bool(keep.any()):
             self._branch_scores(state, out, sub_alphas, sub_betas, rows, keep)
+        if bool(keep.all()):  # nothing refuted: no copy (alphas of wide nets take seconds)
+            return out
+        check_deadline()  # the copy below cannot check the clock
         return out.select(keep)
 
     def _intervals(self, bounds: dict) -> dict:
@@ -226,6 +230,7 @@ class ReluSplitSearch:
         coefs = relu_output_coefs(state, self.out_name, full_coef[:, rows], self.layers,
                                   alphas, extra)
         weight = self._open_rows(out.refuted)[:, rows]
+        check_deadline()  # scoring and the primal points below run whole layers at a time
         if self.relu_only:
             scores = babsr_scores(state, self.layers, coefs, alphas, weight)
         else:
@@ -236,6 +241,7 @@ class ReluSplitSearch:
             k = max(k, self.options.multi_split)
         idx, valid = top_candidates(scores, k)
         out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
+        check_deadline()
         self._primal_points(state.input_coef, out.bound[:, rows], weight, keep)
 
     def _primal_points(self, input_coef, bound, weight, keep) -> None:
