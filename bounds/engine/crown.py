@@ -43,7 +43,7 @@ from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.tangents import DomainError
-from bounds.types import Interval
+from bounds.types import Interval, Relaxation
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
     try:
         if use_alpha and node.name in state.alphas:
             alpha = state.alphas[node.name]
-            return rule.relax(node, x.lower.unsqueeze(1), x.upper.unsqueeze(1), alpha)
+            return _alpha_relaxation(node, rule, x.lower.unsqueeze(1), x.upper.unsqueeze(1), alpha)
         if node.name in state.relax_cache:
             return state.relax_cache[node.name]
         hit = rule.relax(node, x.lower, x.upper)
@@ -155,6 +155,27 @@ def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
         hit = None
     state.relax_cache[node.name] = hit
     return hit
+
+
+# Alpha elements per call of a rule's relax: curves with many spec rows (thousands of
+# disjuncts) take seconds per node, and the clock is checked between calls.
+ALPHA_RELAX_CHUNK = 2**20
+
+
+def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Relaxation:
+    """``rule.relax`` with per-row ``alpha`` [B, S, *shape], in chunks of spec rows."""
+    per_row = alpha[:, :1].numel()
+    step = max(1, ALPHA_RELAX_CHUNK // max(per_row, 1))
+    if step >= alpha.shape[1]:
+        return rule.relax(node, lower, upper, alpha)
+    parts = []
+    for start in range(0, alpha.shape[1], step):
+        check_deadline()
+        a = alpha[:, start:start + step]
+        rel = rule.relax(node, lower, upper, a)
+        parts.append([t.expand(a.shape) for t in (rel.lower_slope, rel.lower_offset,
+                                                   rel.upper_slope, rel.upper_offset)])
+    return Relaxation(*(torch.cat([p[i] for p in parts], dim=1) for i in range(4)))
 
 
 def _vjp_chunk(state: BoundState, node: Node, rule, rows: torch.Tensor) -> list:
