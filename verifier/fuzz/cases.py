@@ -25,6 +25,7 @@ import onnx
 from verifier.fuzz.nets import Net, random_net
 from verifier.fuzz.oracle import property_optimum
 from verifier.fuzz.specs import SPEC_KINDS, PropSpec, random_prop, to_vnnlib
+from verifier.fuzz.unusual_oracle import session
 from verifier.onnx_import.loader import ImportedModel, import_proto
 
 NET_KINDS = ("mlp", "mixed", "cnn")
@@ -59,30 +60,9 @@ def load_bytes(data: bytes, label: str) -> ImportedModel:
     return import_proto(onnx.load_from_string(data), data, label)
 
 
-_SESSIONS: dict[bytes, object] = {}
-SESSION_CACHE = 4
-
-
-def _session(onnx_bytes: bytes):
-    """An onnxruntime session of our own (independent of the verifier's validation code), kept
-    for the last few models: a case asks for the same model's outputs several times."""
-    import onnxruntime as ort
-
-    sess = _SESSIONS.get(onnx_bytes)
-    if sess is None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-        if len(_SESSIONS) >= SESSION_CACHE:
-            _SESSIONS.pop(next(iter(_SESSIONS)))
-        _SESSIONS[onnx_bytes] = sess
-    return sess
-
-
 def ort_outputs(onnx_bytes: bytes, xs: np.ndarray, input_shape) -> np.ndarray:
     """onnxruntime outputs ``[B, n_out]`` (float64 copies) for flattened inputs ``xs[B, n]``."""
-    sess = _session(onnx_bytes)
+    sess = session(onnx_bytes)
     outs = [sess.run(["y"], {"x": x.reshape(input_shape).astype(np.float32)})[0]
             for x in np.asarray(xs)]
     return np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])

@@ -28,7 +28,8 @@ _CACHE = 4
 
 
 def session(onnx_bytes: bytes):
-    """An onnxruntime CPU session (one thread) of our own, cached for the last few models."""
+    """An onnxruntime CPU session (one thread) of the fuzz harnesses' own, independent of the
+    verifier's (verifier.validate), cached for the last few models."""
     import onnxruntime as ort
 
     sess = _SESSIONS.get(onnx_bytes)
