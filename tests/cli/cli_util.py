@@ -1,14 +1,11 @@
-"""Helpers for the CLI tests: run ``nncert`` in a subprocess, check which pieces exist."""
+"""Helpers for the CLI tests: run ``nncert`` in a subprocess, check its error lines."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "vnnlib_specs"
@@ -29,28 +26,3 @@ def assert_one_line_error(proc, status: int = 2) -> str:
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
-
-
-def has_spec_parser() -> bool:
-    try:
-        spec = importlib.import_module("verifier.spec")
-    except ImportError:
-        return False
-    return hasattr(spec, "load_spec") or hasattr(spec, "load_query")
-
-
-def has_ops(*ops: str) -> bool:
-    try:
-        from verifier.onnx_import.registry import supported_ops
-    except ImportError:
-        return False
-    return set(ops) <= set(supported_ops())
-
-
-def pipeline_ready() -> bool:
-    """The importer handles the bundled example and the spec parser exists."""
-    return has_spec_parser() and has_ops("Gemm", "Relu")
-
-
-needs_spec = pytest.mark.skipif(not has_spec_parser(), reason="VNN-LIB parser not there yet")
-needs_pipeline = pytest.mark.skipif(not pipeline_ready(), reason="importer/parser not ready")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from cli_util import EXAMPLES, assert_one_line_error, needs_spec, run_nncert
+from cli_util import EXAMPLES, assert_one_line_error, run_nncert
 from onnx import TensorProto, helper, numpy_helper
 
 MODEL = EXAMPLES / "tiny.onnx"
@@ -83,19 +83,16 @@ def test_op_nobody_runs(tmp_path):
     assert "NoSuchOp" in line and "the_node" in line and "supported" in line
 
 
-@needs_spec
 def test_broken_spec(tmp_path):
     spec = _write(tmp_path / "broken.vnnlib", "(declare-const X_0 Real)\n(assert (<= X_0 \n")
     assert_one_line_error(run_nncert("verify", MODEL, spec))
 
 
-@needs_spec
 def test_unbounded_spec(tmp_path):
     line = assert_one_line_error(run_nncert("verify", MODEL, _spec(tmp_path, bounded=False)))
     assert "X_1" in line or "bound" in line
 
 
-@needs_spec
 def test_spec_does_not_match_model(tmp_path):
     line = assert_one_line_error(run_nncert("verify", MODEL, _spec(tmp_path, n_in=3)))
     assert "3" in line
@@ -109,7 +106,6 @@ def test_wrong_argument_count():
     assert_one_line_error(run_nncert("verify", MODEL))
 
 
-@needs_spec
 def test_undeclared_network_name():
     proc = run_nncert("verify", EXAMPLES / "tiny_sat_v2.vnnlib", "--network", f"other={MODEL}")
     assert "other" in assert_one_line_error(proc)

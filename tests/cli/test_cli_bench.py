@@ -6,8 +6,7 @@ import csv
 import re
 import shutil
 
-import pytest
-from cli_util import EXAMPLES, assert_one_line_error, needs_pipeline, run_nncert
+from cli_util import EXAMPLES, assert_one_line_error, run_nncert
 
 SUMMARY = re.compile(r"^summary: instances=(\d+) unsat=(\d+) sat=(\d+) unknown=(\d+) "
                      r"timeout=(\d+) error=(\d+) incorrect=(\d+) time_s=[\d.]+ score=(-?\d+) "
@@ -30,28 +29,31 @@ def rows(path) -> list[dict[str, str]]:
 
 
 def test_shared_test_suite(benchmarks_dir, tmp_path):
+    # The five instances have known answers (expected.csv), each found in a few seconds; the
+    # suite's own 60 s timeouts leave a wide margin, so every answer must be the known one.
     out = tmp_path / "results.csv"
-    proc = run_nncert("bench", benchmarks_dir / "test", "--timeout-cap", "10", "--out", out,
-                      timeout=600)
-    assert proc.returncode in (0, 1), proc.stderr
+    proc = run_nncert("bench", benchmarks_dir / "test", "--out", out, timeout=600)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
     got = summary(proc)
-    assert got["instances"] == 5
+    assert (got["instances"], got["unsat"], got["sat"], got["incorrect"]) == (5, 4, 1, 0), got
     table = rows(out)
     assert len(table) == 5
     assert {"benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct"} <= set(
         table[0])
     assert all(r["benchmark"] == "test" for r in table)
+    assert [(r["result"], r["correct"]) for r in table] == [(r["expected"], "yes")
+                                                            for r in table], table
 
 
 def test_filter_and_limit(benchmarks_dir, tmp_path):
     out = tmp_path / "results.csv"
     proc = run_nncert("bench", benchmarks_dir / "test", "--filter", "nano|tiny", "--limit", "1",
-                      "--timeout-cap", "10", "--out", out)
-    assert proc.returncode in (0, 1), proc.stderr
+                      "--out", out)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert summary(proc)["instances"] == 1
     (row,) = rows(out)
     assert row["onnx"] == "onnx/test_nano.onnx" and row["expected"] == "unsat"
-    assert row["result"] in ("sat", "unsat", "unknown", "timeout", "error")
+    assert (row["result"], row["correct"]) == ("unsat", "yes"), row  # 60 s allowed, needs ~1 s
     assert float(row["time_s"]) >= 0
 
 
@@ -61,21 +63,17 @@ def test_filter_matches_vnnlib_path(benchmarks_dir):
     assert summary(proc)["instances"] == 0
 
 
-@needs_pipeline
 def test_bundled_suite_scores(tmp_path):
     out = tmp_path / "results.csv"
     proc = run_nncert("bench", EXAMPLES, "--timeout-cap", "30", "--out", out)
     assert proc.returncode == 0, proc.stderr
     got = summary(proc)
-    if got["unknown"]:
-        pytest.skip("the pipeline cannot prove the unsat example yet")
     assert (got["instances"], got["sat"], got["unsat"], got["incorrect"]) == (2, 1, 1, 0)
     assert got["score"] == 20
     assert [r["correct"] for r in rows(out)] == ["yes", "yes"]
     assert "vnnlib_specs" in proc.stdout and "TOTAL" in proc.stdout
 
 
-@needs_pipeline
 def test_wrong_expected_answer_exits_1(tmp_path):
     suite = tmp_path / "wrong"
     suite.mkdir()
@@ -86,15 +84,13 @@ def test_wrong_expected_answer_exits_1(tmp_path):
     out = tmp_path / "results.csv"
     proc = run_nncert("bench", suite, "--out", out)
     (row,) = rows(out)
-    if row["result"] != "sat":
-        pytest.skip(f"pipeline answered {row['result']}, not sat")
+    assert row["result"] == "sat", row  # the attack finds it at once (30 s allowed)
     assert proc.returncode == 1
     got = summary(proc)
     assert got["incorrect"] == 1 and got["score"] == -150
     assert row["correct"] == "no"
 
 
-@needs_pipeline
 def test_folder_of_suites_and_hard_kill(tmp_path):
     for name in ("a", "b"):
         shutil.copytree(EXAMPLES, tmp_path / name, ignore=shutil.ignore_patterns("*.py"))
