@@ -8,10 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from server.store import Job
+from verifier.config import Device, Method  # defined once there; routes import them from here
 
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
-Method = Literal["auto", "attack", "incomplete", "bab", "milp"]
-Device = Literal["auto", "cpu", "cuda"]
 
 
 class ErrorBody(BaseModel):

@@ -26,6 +26,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from verifier.config import Device, Method
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,8 @@ class Outcome:
 @dataclass(frozen=True)
 class BenchOptions:
     timeout_cap: float | None = None
-    method: str = "auto"
-    device: str = "auto"
+    method: Method = "auto"
+    device: Device = "auto"
     seed: int = 0
     jobs: int = 1
     isolate: bool = False
@@ -86,7 +90,7 @@ class BenchOptions:
     grace: float = 5.0
     check_model: bool = True
     worker_start_timeout: float = 300.0
-    bab: dict = field(default_factory=dict)  # VerifyConfig.bab fields
+    bab: dict = field(default_factory=dict)  # VerifyConfig.bab fields (BabConfig keywords)
 
 
 # -- discovery ----------------------------------------------------------------------------------

@@ -1,13 +1,27 @@
-"""One explicit configuration object for a verification run; presets are named constructors."""
+"""One explicit configuration object for a verification run; presets are named constructors.
+
+Each user-facing choice is defined here once: the method and device names (``Method``,
+``METHODS``; ``Device``, ``DEVICES``), which the CLI commands, the bench, the gate and the
+service schema import, and the branch-and-bound settings (``BabConfig``), whose fields carry
+the CLI flag and help text that ``verifier.cli.common.add_bab_arguments`` builds its options
+from and which the neuron-split search's options extend (``verifier.bab.relu_split``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import field
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 Method = Literal["auto", "attack", "incomplete", "bab", "milp"]
+METHODS: tuple[str, ...] = get_args(Method)
 Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
+PointMode = Literal["optimized", "midpoint"]  # where a nonlinear neuron's interval is split
+Heuristic = Literal["bbps", "width"]  # which nonlinear neuron is split
+Branching = Literal["fsb", "babsr"]  # filtered strong branching, or the top score only
 
 
 class AttackConfig(BaseModel):
@@ -18,15 +32,34 @@ class AttackConfig(BaseModel):
     time_share: float = Field(0.1, gt=0, le=1)
 
 
-class BabConfig(BaseModel):
-    """Branch-and-bound over neurons (GenBaB for general nonlinearities, beta-CROWN for Relus)."""
+def _setting(default, flag: str, help: str):  # noqa: A002 - argparse's name for it
+    """A BaB setting's default with its CLI flag and help text (``dataclasses.field`` metadata).
+    A bool that defaults to True gets a ``--no-...`` switch that turns it off."""
+    return field(default=default, metadata={"flag": flag, "help": help})
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    nonlinear: bool = True  # also split Sigmoid/Tanh/Sin/GELU/... neurons (GenBaB)
-    products: bool = True  # with nonlinear: also split operands of x*y products (Mul, MatMul)
-    points: Literal["optimized", "midpoint"] = "optimized"  # lookup tables or midpoints
-    heuristic: Literal["bbps", "width"] = "bbps"  # nonlinear neuron choice: estimate/baseline
-    branching: Literal["babsr", "fsb"] = "fsb"  # top-1 by score, or filtered strong branching
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class BabConfig:
+    """Branch-and-bound over neurons (GenBaB for general nonlinearities, beta-CROWN for Relus).
+
+    A (validating) dataclass rather than a model so that the search's own options can extend
+    it: ``ReluSplitOptions`` inherits these fields instead of listing them again.
+    """
+
+    nonlinear: bool = _setting(
+        True, "--no-nonlinear-bab",
+        "split only Relu neurons (no GenBaB splits of Sigmoid/Tanh/...)")
+    products: bool = _setting(  # only with ``nonlinear``
+        True, "--no-product-bab",
+        "do not split operands of products of two perturbed values (Mul, MatMul)")
+    points: PointMode = _setting(
+        "optimized", "--bab-points",
+        "branching points of nonlinear neurons: lookup tables or midpoints")
+    heuristic: Heuristic = _setting(
+        "bbps", "--bab-heuristic",
+        "nonlinear neuron choice: bound-improvement estimate or width baseline")
+    branching: Branching = _setting(
+        "fsb", "--bab-branching", "filtered strong branching or top score only")
 
 
 class VerifyConfig(BaseModel):

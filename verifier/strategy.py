@@ -228,13 +228,13 @@ def _input_split(model, spec, config, problems, deadline, progress_cb) -> Verifi
 
 
 def neuron_split_options(config, **overrides):
-    """The neuron-split search's options from ``config.bab`` (GenBaB switches)."""
+    """The neuron-split search's options: ``config.bab``'s settings (the options extend
+    ``BabConfig``), the run's seed, and ``overrides``."""
+    from dataclasses import asdict
+
     from verifier.bab.relu_split import ReluSplitOptions
 
-    bab = config.bab
-    return ReluSplitOptions(seed=config.seed, nonlinear=bab.nonlinear, products=bab.products,
-                            points=bab.points,
-                            heuristic=bab.heuristic, branching=bab.branching, **overrides)
+    return ReluSplitOptions(**asdict(config.bab), seed=config.seed, **overrides)
 
 
 def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:

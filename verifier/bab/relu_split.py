@@ -41,10 +41,11 @@ from verifier.bab.branching import (
     top_candidates,
 )
 from verifier.bab.input_split import BabOutcome
-from verifier.bab.nonlinear import Heuristic, PointMode, SplitPoints, split_layers, split_scores
+from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.region_attack import region_attack
+from verifier.config import BabConfig
 
 __all__ = ["ReluSplitOptions", "ReluSplitSearch", "region_attack"]
 from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains, split_more
@@ -54,11 +55,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReluSplitOptions:
+class ReluSplitOptions(BabConfig):
+    """The user's BaB settings (inherited from ``BabConfig``: ``nonlinear`` also splits general
+    nonlinear neurons (GenBaB: Sigmoid, Tanh, Sin, GELU, ...) at ``points``, chosen by
+    ``heuristic``; ``products`` also splits operands of products of two perturbed values;
+    ``branching`` picks neurons by top score or filtered strong branching) and the search's own
+    tuning below. Networks with only Relus keep BaBSR scores."""
+
     batch: int = 64
     max_domains: int = 500_000
     memory_bytes: int = 2 << 30  # the queue's tensors
-    branching: Literal["babsr", "fsb"] = "fsb"
     fsb_candidates: int = 3
     # Children's intermediate bounds: "reuse" the parent's (split applied), "downstream":
     # CROWN again for the Relu layers after the newly split one (upstream bounds cannot
@@ -73,15 +79,6 @@ class ReluSplitOptions:
     # GenBaB steps (many children each) are slow: attack at least this often (seconds).
     attack_every_s: float = 4.0
     seed: int = 0
-    # GenBaB: also split general nonlinear neurons (Sigmoid, Tanh, Sin, GELU, ...), at points
-    # from the lookup tables ("optimized") or midpoints, chosen by the BBPS-style estimate or
-    # the width baseline (networks with only Relus keep BaBSR scores).
-    nonlinear: bool = True
-    points: PointMode = "optimized"
-    heuristic: Heuristic = "bbps"
-    # GenBaB: also split operands of products of two perturbed values (Mul / MatMul); only
-    # with ``nonlinear``.
-    products: bool = True
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
     milp_refine_share: float = 0.0  # time share for LP refinement of root bounds (milp/refine)
 

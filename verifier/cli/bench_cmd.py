@@ -22,6 +22,7 @@ from verifier.cli.common import (
     bab_settings,
     positive_float,
 )
+from verifier.config import DEVICES, METHODS
 
 VERDICT_COLUMNS = ("unsat", "sat", "unknown", "timeout", "error")
 
@@ -41,9 +42,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="keep the first N instances")
     p.add_argument("--sample", type=int, metavar="N",
                    help="keep N instances per suite, evenly spread over its instances.csv")
-    p.add_argument("--method", choices=["auto", "attack", "incomplete", "bab", "milp"],
+    p.add_argument("--method", choices=METHODS,
                    default="auto")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel workers")
     p.add_argument("--isolate", action="store_true",

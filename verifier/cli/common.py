@@ -102,23 +102,31 @@ class Stopwatch:
         return f"{parts} total={self.since_start():.3f}s"
 
 
+def _bab_fields():
+    """(field, choices or None for a switch) for each ``BabConfig`` setting."""
+    from dataclasses import fields
+    from typing import get_args, get_type_hints
+
+    from verifier.config import BabConfig
+
+    hints = get_type_hints(BabConfig)
+    return [(f, get_args(hints[f.name]) or None) for f in fields(BabConfig)]
+
+
 def add_bab_arguments(p: argparse.ArgumentParser) -> None:
-    """Branch-and-bound switches (VerifyConfig.bab), for ablations and hard cases."""
+    """Branch-and-bound switches (VerifyConfig.bab), for ablations and hard cases: one option
+    per ``BabConfig`` field, from its flag, default, choices and help text."""
     g = p.add_argument_group("branch-and-bound")
-    g.add_argument("--no-nonlinear-bab", action="store_true",
-                   help="split only Relu neurons (no GenBaB splits of Sigmoid/Tanh/...)")
-    g.add_argument("--no-product-bab", action="store_true",
-                   help="do not split operands of products of two perturbed values (Mul, MatMul)")
-    g.add_argument("--bab-points", choices=["optimized", "midpoint"], default="optimized",
-                   help="branching points of nonlinear neurons: lookup tables or midpoints")
-    g.add_argument("--bab-heuristic", choices=["bbps", "width"], default="bbps",
-                   help="nonlinear neuron choice: bound-improvement estimate or width baseline")
-    g.add_argument("--bab-branching", choices=["fsb", "babsr"], default="fsb",
-                   help="filtered strong branching or top score only")
+    for f, choices in _bab_fields():
+        dest, meta = f"bab_{f.name}", f.metadata
+        if choices is None:
+            action = "store_false" if f.default else "store_true"
+            g.add_argument(meta["flag"], dest=dest, action=action, help=meta["help"])
+        else:
+            g.add_argument(meta["flag"], dest=dest, choices=list(choices), default=f.default,
+                           help=meta["help"])
 
 
 def bab_settings(args: argparse.Namespace) -> dict:
     """The --bab-* flags as VerifyConfig.bab fields (plain values: they cross processes)."""
-    return {"nonlinear": not args.no_nonlinear_bab, "products": not args.no_product_bab,
-            "points": args.bab_points,
-            "heuristic": args.bab_heuristic, "branching": args.bab_branching}
+    return {f.name: getattr(args, f"bab_{f.name}") for f, _ in _bab_fields()}

@@ -35,6 +35,7 @@ from verifier.cli.output import (
     vnnlib2_result_text,
     write_text_atomic,
 )
+from verifier.config import DEVICES, METHODS
 
 log = logging.getLogger("nncert.verify")
 DEFAULT_TIMEOUT_S = 300.0
@@ -53,8 +54,8 @@ def add_parser(sub, common) -> None:
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds, counted from process start (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--results-file", metavar="F", help="write a VNN-COMP results file")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--method", choices=["auto", "attack", "incomplete", "bab", "milp"],
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--method", choices=METHODS,
                    default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-check", "--no-model-check", dest="no_model_check",

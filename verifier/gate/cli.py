@@ -27,6 +27,7 @@ from verifier.cli.common import (
     fail,
     positive_float,
 )
+from verifier.config import DEVICES
 
 log = logging.getLogger("nncert.gate")
 
@@ -117,7 +118,7 @@ def add_parsers(sub, common) -> None:
     gate.add_argument("--json", metavar="F", help="write the JSON summary")
     gate.add_argument("--junit", metavar="F", help="write JUnit XML (one test case per sample)")
     gate.add_argument("--sarif", metavar="F", help="write SARIF 2.1.0")
-    gate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    gate.add_argument("--device", choices=DEVICES, default="auto")
     gate.add_argument("--seed", type=int, default=0)
     gate.add_argument("--no-model-check", action="store_true",
                       help="skip the differential check of the model against onnxruntime")
@@ -152,7 +153,7 @@ def _add_radius_parser(sub, common) -> None:
                      help="write JSON: brackets, verification calls, counterexamples")
     rad.add_argument("--report", metavar="DIR",
                      help="write index.html and the certified-accuracy plots (matplotlib)")
-    rad.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rad.add_argument("--device", choices=DEVICES, default="auto")
     rad.add_argument("--seed", type=int, default=0)
     rad.add_argument("--no-model-check", action="store_true",
                      help="skip the differential check of the model against onnxruntime")
