@@ -43,8 +43,6 @@ from verifier.validate import VNNCOMP_BOX_TOL, box_tolerance, has_attack_point
 
 log = logging.getLogger(__name__)
 
-# Inputs up to this size are verified by splitting the input box.
-INPUT_SPLIT_MAX_INPUTS = 16
 # First time slice of an attack-only run's alternation of PGD on the IR and the black-box
 # search on onnxruntime (slices double after each pair).
 ATTACK_SLICE_S = 1.0

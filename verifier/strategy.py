@@ -66,10 +66,11 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
-    step took (a step the engines' deadline stops ends the whole run). ``costs`` receives
-    the largest time each cascade step took (step index -> seconds); ``unstable`` receives the
-    region's unstable Relu-like neurons after the first (CROWN) step, which ``auto``'s MILP
-    choice reads instead of a bound pass of its own.
+    step took. A step stopped at its time share (``_cascade_step``) ends the cascade for this
+    region (the first step raises BoundsDidNotFit); the run's own deadline ends the run.
+    ``costs`` receives the largest time each cascade step took (step index -> seconds);
+    ``unstable`` receives the region's unstable Relu-like neurons after the first (CROWN) step,
+    which ``auto``'s MILP choice reads instead of a bound pass of its own.
     """
     last_cost = 0.0
     for i, options in enumerate(INCOMPLETE_CASCADE):
@@ -239,8 +240,9 @@ def neuron_split_options(config, **overrides):
 
 def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
     """alpha-CROWN iterations per intermediate value at a GenBaB root, from what the
-    cascade's intermediate-alpha step (5 iterations) cost: the engines do not watch the
-    deadline, and 20 iterations on a deep smooth net can outlast it."""
+    cascade's intermediate-alpha step (5 iterations) cost: 20 iterations on a deep smooth net
+    can outlast the time left, and the engines' deadline would then stop the root bound and
+    end the run before any split."""
     step = len(INCOMPLETE_CASCADE) - 1
     if step not in costs:
         return 0

@@ -49,7 +49,6 @@ from verifier.config import BabConfig
 
 __all__ = ["ReluSplitOptions", "ReluSplitSearch", "region_attack"]
 from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains, split_more
-from verifier.milp.refine import root_bounds
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,6 @@ class ReluSplitOptions(BabConfig):
     attack_every_s: float = 4.0
     seed: int = 0
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
-    milp_refine_share: float = 0.0  # time share for LP refinement of root bounds (milp/refine)
 
 
 @dataclass
@@ -309,8 +307,7 @@ class ReluSplitSearch:
         empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
                  for lay in self.layers}
         inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
-        lower, upper = root_bounds(self.graph, p, self.deadline, self.options.milp_refine_share)
-        dom = ReluDomains(empty, lower, upper, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
+        dom = ReluDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
@@ -330,7 +327,8 @@ class ReluSplitSearch:
             if c.extra.get("cex") is not None:
                 return BabOutcome("sat", c.extra["cex"], self._stats(queue))
             if time.monotonic() + c.extra.get("step_s", 0.0) >= self.deadline:
-                # (GenBaB) the engines do not watch the deadline: no step that cannot finish
+                # no step that cannot finish: the engines would stop it at the deadline with
+                # its work lost, and the run would end without this search's stats
                 return BabOutcome("timeout", stats=self._stats(queue))
             started = time.monotonic()
             if cap is None:
