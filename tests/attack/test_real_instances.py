@@ -9,6 +9,8 @@ import pytest
 
 from verifier.attack import falsify
 from verifier.config import AttackConfig
+from verifier.onnx_import.loader import load_model
+from verifier.spec import load_spec
 from verifier.validate import run_onnx
 
 CASES = [
@@ -24,20 +26,12 @@ CASES = [
 
 
 def _load(benchmarks_dir, bench, onnx_rel, vnnlib_rel):
-    spec_mod = pytest.importorskip("verifier.spec")
-    if not hasattr(spec_mod, "load_spec"):
-        pytest.skip("VNN-LIB parser (verifier.spec.load_spec) not available yet")
-    import verifier.onnx_import.converters  # noqa: F401  (register converters)
-    from verifier.onnx_import.loader import load_model
-
+    """The model and spec of a case labelled sat in the benchmark's expected.csv; an import or
+    parse failure fails the test."""
     root = benchmarks_dir / bench
     row = f"{onnx_rel},{vnnlib_rel},sat"
     assert row in (root / "expected.csv").read_text(), f"{row} is not labelled sat"
-    try:
-        model = load_model(root / onnx_rel)
-    except Exception as exc:  # the importer is still growing
-        pytest.skip(f"model import failed: {exc}")
-    return model, spec_mod.load_spec(root / vnnlib_rel)
+    return load_model(root / onnx_rel), load_spec(root / vnnlib_rel)
 
 
 @pytest.mark.parametrize(("bench", "onnx_rel", "vnnlib_rel"), CASES)
