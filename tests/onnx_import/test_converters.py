@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from tests.onnx_import.onnx_util import compare, make_model, one_node, rand
+from verifier.onnx_import.loader import import_proto
 
 X4 = {"x": (1, 3, 6, 6)}
 X2 = {"x": (1, 5)}
@@ -200,6 +202,13 @@ def test_constant_subgraph_folds():
         helper.make_node("Add", ["r", "onesd"], ["y"]),
     ]
     model = make_model(nodes, X4, ["y"], {"ax": _i(0), "k": _i(1, 108)}, batch_symbolic=True)
+    data = model.SerializeToString()
+    graph = import_proto(onnx.load_model_from_string(data), data, simplify=False).graph
+    assert [n.op for n in graph.nodes] == ["Reshape", "Add"]  # folded by the importer itself
+    reshape, add = graph.nodes
+    assert reshape.inputs == ("x",) and reshape.shape == (1, 108)
+    assert add.inputs == (reshape.name, None) and set(add.consts) == {1}
+    assert np.array_equal(add.consts[1], np.ones((1, 108), np.float32))
     compare(model)
 
 
