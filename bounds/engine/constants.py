@@ -1,27 +1,73 @@
-"""Materialise a node's inline numpy constants as torch tensors, once per device and dtype."""
+"""Materialise a node's inline numpy constants as torch tensors, once per device and dtype.
+
+The cache holds a converted tensor only while its numpy array lives: entries are keyed by the
+array's ``id`` and dropped by a weak-reference callback when the array is freed, so a worker that
+verifies many models keeps the constants of the graphs still in use, not of every graph it saw.
+A tensor that shares the array's memory (CPU, same dtype) is not cached: it would keep the array
+alive, and making it again costs nothing.
+"""
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import torch
 
-_CACHE: dict[tuple[int, str, torch.dtype], tuple[np.ndarray, torch.Tensor]] = {}
+# id(array) -> (weak reference to the array, {(device, dtype): tensor})
+_CACHE: dict[int, tuple[weakref.ref, dict[tuple[str, torch.dtype | None], torch.Tensor]]] = {}
 
 
-def as_tensor(array: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
-    """Float arrays take the engine dtype; integer and bool arrays keep theirs."""
-    target = dtype if np.issubdtype(array.dtype, np.floating) else None
-    key = (id(array), str(device), target)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is array:
-        return hit[1]
+def cache_size() -> int:
+    """Arrays with converted tensors in the cache (for tests and diagnostics)."""
+    return len(_CACHE)
+
+
+def _drop(key: int, ref: weakref.ref) -> None:
+    entry = _CACHE.get(key)
+    if entry is not None and entry[0] is ref:  # not a newer array that reuses the id
+        del _CACHE[key]
+
+
+def _slot(array: np.ndarray) -> dict | None:
+    """The array's tensors by (device, dtype); None when it cannot be weakly referenced."""
+    key = id(array)
+    entry = _CACHE.get(key)
+    if entry is not None and entry[0]() is array:
+        return entry[1]
+    try:
+        ref = weakref.ref(array, lambda r, key=key: _drop(key, r))
+    except TypeError:  # numpy scalars
+        return None
+    _CACHE[key] = (ref, {})
+    return _CACHE[key][1]
+
+
+def _convert(array: np.ndarray, device: torch.device | str, target: torch.dtype | None
+             ) -> tuple[torch.Tensor, bool]:
+    """(tensor, whether it shares the array's memory)."""
     contiguous = np.ascontiguousarray(array)
     if not contiguous.flags.writeable:  # torch warns on read-only buffers (broadcast views)
         contiguous = contiguous.copy()
     tensor = torch.as_tensor(contiguous, device=device)
     if target is not None:
         tensor = tensor.to(target)
-    _CACHE[key] = (array, tensor)  # keeping `array` alive keeps its id() unique
+    shares = (tensor.device.type == "cpu" and tensor.numel() > 0
+              and tensor.data_ptr() == contiguous.__array_interface__["data"][0]
+              and np.may_share_memory(contiguous, array))
+    return tensor, shares
+
+
+def as_tensor(array: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Float arrays take the engine dtype; integer and bool arrays keep theirs."""
+    target = dtype if np.issubdtype(array.dtype, np.floating) else None
+    slot = _slot(array)
+    key = (str(device), target)
+    if slot is not None and key in slot:
+        return slot[key]
+    tensor, shares = _convert(array, device, target)
+    if slot is not None and not shares:
+        slot[key] = tensor
     return tensor
 
 
