@@ -1,19 +1,35 @@
 """One registry of op rules, explicit and loud.
 
-A rule states the math of one IR op: its concrete batched ``forward``, its interval ``ibp``, the
-linear ``relax``-ation of elementwise nonlinearities, an optional custom ``backward`` for CROWN,
-its ``milp`` encoding, and ``traits`` that let the engines derive what is not given:
+A rule states everything the engines know about one IR op: its concrete batched ``forward``,
+its interval ``ibp``, the linear ``relax``-ation of elementwise nonlinearities, an optional
+custom ``backward`` for CROWN, and ``traits`` that let the engines derive what is not given:
 
 * ``affine``: the output is affine in the dynamic inputs (constants fixed). CROWN's backward step
   is then the vector-Jacobian product of ``forward`` unless a faster ``backward`` is given.
 * ``monotone``: nondecreasing in every dynamic input, so IBP is ``forward(lower), forward(upper)``.
 * ``elementwise``: output element i depends on input element i only (needed for ``relax``).
+* ``convex`` / ``concave`` / ``piecewise_linear``: shape claims about an elementwise op (checked
+  against the op's values by the rule tests).
+* ``box_preserving``: when the node is affine, a box of inputs maps onto a box of outputs
+  (coordinates stay independent: moves and per-coordinate maps with constants).
+* ``domain``: the inputs where the op is defined (the rule raises ``DomainError`` outside).
+
+Four more fields have no default, so a rule that forgets one does not construct
+(``TypeError``) and the rule tests check what each holds:
+
+* ``alpha``: the free relaxation parameters alpha-CROWN optimises (:class:`Alpha`), or None.
+* ``rounding``: how far float32 evaluation may stray from exact arithmetic (:class:`Rounding`,
+  the error model of ``bounds.engine.rounding``).
+* ``split``: how branch and bound splits the op's input (:class:`Split`), or None.
+* ``milp``: how the MILP encodes the op (:class:`Milp`; ``Milp("none")`` when it cannot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
 
 
 class UnsupportedOpError(Exception):
@@ -39,8 +55,101 @@ class OpTraits:
     convex: bool = False
     concave: bool = False
     piecewise_linear: bool = False
-    splittable: bool = False
+    box_preserving: bool = False
     domain: tuple[float, float] = (float("-inf"), float("inf"))
+
+
+def _always(node) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Alpha:
+    """alpha-CROWN's parameters of a rule; any value in [low, high] gives a sound bound.
+
+    Elementwise (``structured`` False): ``relax`` takes alpha [B, S, *shape] and
+    ``init(lower, upper)`` gives its start from the input bounds. Structured: ``backward`` takes
+    a rule-specific alpha and ``init(node, args, n_spec)`` gives it (None: none for this node);
+    ``applies(node)`` says whether the node uses one at all (e.g. products of two dynamic
+    operands only)."""
+
+    init: Callable
+    structured: bool = False
+    low: float = 0.0
+    high: float = 1.0
+    applies: Callable = _always
+
+
+class Rounding(Enum):
+    """Float32 error class of an op (the model and its citation: ``bounds.engine.rounding``)."""
+
+    EXACT = "exact"  # data movement, max, comparisons, steps: nothing rounds
+    ARITHMETIC = "arithmetic"  # at most two roundings of the output: 2u |y|
+    DOT = "dot"  # a dot product plus bias: gamma(n + 1) (|W| |x| + |b|)
+    GENERIC = "generic"  # library functions with no error bound: the generic allowance of |y|
+    GENERIC_INPUT = "generic_input"  # generic, plus a term growing like eps |x| (GELU)
+
+
+@dataclass(frozen=True)
+class TableGrid:
+    """A branching-point lookup table to build for the op (``bounds.lookup``): its key, the node
+    attrs its relaxation is built with, and the uniform grid of both interval ends."""
+
+    key: str
+    attrs: tuple[tuple[str, object], ...] = ()
+    lo: float = -8.0
+    hi: float = 8.0
+    step: float = 0.05
+
+
+@dataclass(frozen=True)
+class Split:
+    """How branch and bound splits the op's input interval [l, u] at a point strictly inside.
+
+    ``point``: "zero" (the kink: 0 where l < 0 < u, else the midpoint), "table" (the looked-up
+    optimum of the op's table, the midpoint where none applies) or "midpoint".
+    ``search``: who offers these neurons as candidates: "sign" (the Relu search: sign splits
+    with beta-CROWN), "interval" (GenBaB: the children carry [l, p] and [p, u]), "operands"
+    (GenBaB splits the operands of a product of two dynamic values) or "none" (not offered).
+    ``tables``: the tables of point "table"; ``table_key(attrs)`` picks one for a node (the
+    only table's key by default)."""
+
+    point: Literal["zero", "table", "midpoint"]
+    search: Literal["sign", "interval", "operands", "none"]
+    tables: tuple[TableGrid, ...] = ()
+    key_of: Callable[[Mapping], str] | None = None
+
+    def table_key(self, attrs: Mapping | None = None) -> str | None:
+        """The table key for a node with ``attrs`` (None: the op has no table)."""
+        if not self.tables:
+            return None
+        if self.key_of is not None:
+            return self.key_of(attrs or {})
+        return self.tables[0].key
+
+
+@dataclass(frozen=True)
+class Kinks:
+    """y = const + slope x + sum_k weight_k relu(x - at_k): a piecewise-linear op's exact form."""
+
+    const: float
+    slope: float
+    terms: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Milp:
+    """How ``verifier.milp`` encodes the op.
+
+    ``kind``: "affine" (exact, by ``forward`` on basis columns, for nodes that are affine;
+    other nodes of the op are not encoded), "kinks" (exact big-M Relus of ``kinks(node)``),
+    "window_max" (exact big-M max over the windows ``forward`` reads), "relaxed" (the rule's
+    planes: sound, but a MILP point is only a candidate) or "none" (not encodable).
+    ``zero_kink``: every kink of the op is at 0 (Relu-like: one binary per unstable neuron)."""
+
+    kind: Literal["affine", "kinks", "window_max", "relaxed", "none"]
+    kinks: Callable[[object], Kinks] | None = None
+    zero_kink: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,8 +160,12 @@ class OpRule:
     ibp: Callable | None = None
     relax: Callable | None = None
     backward: Callable | None = None
-    milp: Callable | None = None
     doc: str = ""
+    # no defaults: each rule states them (None where the op has none)
+    alpha: Alpha | None = field(kw_only=True)
+    rounding: Rounding = field(kw_only=True)
+    split: Split | None = field(kw_only=True)
+    milp: Milp = field(kw_only=True)
 
 
 class Registry:

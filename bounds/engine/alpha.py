@@ -8,7 +8,7 @@ the best bound (and its alphas) seen per domain and spec row, and return them fo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -16,42 +16,52 @@ from bounds.engine.adam import Adam
 from bounds.engine.constants import node_args
 from bounds.engine.crown import BoundState, backward_bound
 from bounds.engine.deadline import check_deadline, step_fits
-from bounds.rules.bilinear import product_alpha_init
-from bounds.rules.pooling import max_alpha_init
+from bounds.registry import rules
 
 
-# op -> (initial alpha from the input bounds, allowed range)
-def _half(lo, up):
-    return torch.full_like(lo, 0.5)
+class _RuleAlphas(Mapping):
+    """op -> (initial alpha, allowed range) of the rules whose ``alpha`` is elementwise (or,
+    with ``structured``, rule-specific), read from the registry: the rule is the only source.
+
+    Elementwise: init(lower, upper) -> alpha like lower (for the smooth ops alpha places the
+    tangent point at l + alpha (u - l), see bounds/rules). Structured: init(node, args, n_spec)
+    -> [B, S, ...] or None (MaxPool/ReduceMax: lower-plane weights over each window; products
+    of two dynamic operands: McCormick plane mixing (t, t') per product)."""
+
+    def __init__(self, structured: bool):
+        self.structured = structured
+
+    def _spec(self, op: str):
+        registry = rules()
+        rule = registry.get(op) if op in registry else None
+        if rule is None or rule.alpha is None or rule.alpha.structured != self.structured:
+            return None
+        return rule.alpha
+
+    def __getitem__(self, op: str) -> tuple[Callable, tuple[float, float]]:
+        spec = self._spec(op)
+        if spec is None:
+            raise KeyError(op)
+        return spec.init, (spec.low, spec.high)
+
+    def __contains__(self, op) -> bool:
+        return self._spec(op) is not None
+
+    def __iter__(self):
+        return (op for op in rules().keys() if op in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-def _crown_relu_like(lo, up):
-    return (up > -lo).to(lo.dtype)
-
-
-# For the smooth ops alpha places the tangent point at l + alpha (u - l) (see bounds/rules).
-ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
-    "Relu": (_crown_relu_like, (0.0, 1.0)),
-    "LeakyRelu": (_crown_relu_like, (0.0, 1.0)),
-    **{op: (_half, (0.0, 1.0)) for op in (
-        "Sigmoid", "Tanh", "Atan", "Erf", "Sin", "Cos", "Gelu", "Exp", "Log", "Sqrt",
-        "Reciprocal", "Pow")},
-}
-
-
-# Nodes whose backward rule takes alpha (shape rule-specific, [B, S, ...]): op ->
-# (initial alpha from (node, args, n_spec), or None where the node has none; allowed range).
-# MaxPool/ReduceMax: lower-plane weights over each window (normalised by the rule);
-# Mul/Div/MatMul of two dynamic operands: McCormick plane mixing (t, t') per product.
-STRUCTURED_ALPHA_OPS: dict[str, tuple[Callable, tuple[float, float]]] = {
-    "MaxPool": (max_alpha_init, (0.0, 1.0)),
-    "ReduceMax": (max_alpha_init, (0.0, 1.0)),
-    **{op: (product_alpha_init, (0.0, 1.0)) for op in ("Mul", "Div", "MatMul")},
-}
+ALPHA_OPS: Mapping[str, tuple[Callable, tuple[float, float]]] = _RuleAlphas(structured=False)
+STRUCTURED_ALPHA_OPS: Mapping[str, tuple[Callable, tuple[float, float]]] = _RuleAlphas(
+    structured=True)
 
 
 def _alpha_range(op: str) -> tuple[float, float]:
-    return (ALPHA_OPS.get(op) or STRUCTURED_ALPHA_OPS[op])[1]
+    spec = rules().get(op).alpha
+    return spec.low, spec.high
 
 
 def _initial(state: BoundState, node, n_spec: int) -> torch.Tensor | None:

@@ -31,22 +31,19 @@ def relaxed_inputs(graph: Graph) -> list[str]:
 
 
 def window_and_product_nodes(graph: Graph, before: str | None = None) -> list[str]:
-    """Window max nodes and products of two perturbed values (upstream of ``before``): where
-    CROWN may concretise instead of relaxing. (Doing so for intermediate bounds too was
-    measured to change nothing on the test networks, so only the final bound does it.)"""
+    """Nodes with a structured alpha (window max, products of two perturbed values; upstream of
+    ``before``): where CROWN may concretise instead of relaxing. (Doing so for intermediate
+    bounds too was measured to change nothing on the test networks, so only the final bound
+    does it.)"""
+    registry = rules()
     names = []
     for node in graph.nodes:
         if node.name == before:
             break
-        if node.op in ("MaxPool", "ReduceMax") or (
-                node.op in ("Mul", "Div", "MatMul") and len(node.dynamic_inputs) == 2):
+        spec = registry.get(node.op, node.name).alpha
+        if spec is not None and spec.structured and spec.applies(node):
             names.append(node.name)
     return names
-
-
-# Ops that map a box onto a box (coordinates stay independent): moves and per-coordinate
-# affine maps with constants.
-_BOX_PRESERVING = frozenset({"Reshape", "Transpose", "Neg", "Add", "Sub", "Mul", "Div"})
 
 
 def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
@@ -65,7 +62,7 @@ def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
         ins = node.dynamic_inputs
         if len(ins) != 1 or ins[0] not in exact:
             continue
-        if node.op in _BOX_PRESERVING and node_is_affine(node, rule):
+        if rule.traits.box_preserving and node_is_affine(node, rule):
             exact.add(node.name)  # per coordinate: exact ranges stay exact
             if ins[0] in box and math.prod(graph.shape_of(ins[0])) == math.prod(node.shape):
                 box.add(node.name)  # (a broadcast copy would make coordinates dependent)

@@ -12,12 +12,14 @@ Error model (u = 2**-24, the float32 unit roundoff):
 * dot products over n terms plus a bias, in any summation order (FMA or not, blocked or not):
   |e| <= gamma(n+1) * (|W| |x| + |b|), gamma(k) = k u / (1 - k u)  [Higham, Accuracy and
   Stability of Numerical Algorithms, Thm 3.1]; |x| is bounded by max(|lower|, |upper|);
-* elementwise arithmetic (Add, Sub, Mul, Div, Neg-free): at most two roundings: 2u |y|;
+* elementwise arithmetic (Add, Sub, Mul, Div, LeakyRelu): at most two roundings: 2u |y|;
 * data movement (reshape, transpose, slicing, padding, Relu, max), comparisons, logic and
   index ops (ArgMax, OneHot, Cast to integers) are exact: 0;
-* every other op (transcendental functions, whose implementations in onnxruntime promise no
-  error bound): 2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (Gelu also
-  2**-19 |x|: its tanh form was measured off by ~eps32 |x| at x = -4.4). The absolute term was
+* transcendental functions, whose implementations in onnxruntime promise no error bound:
+  2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (GENERIC_INPUT ops add
+  2**-19 |x|: Gelu's tanh form was measured off by ~eps32 |x| at x = -4.4).
+Which class an op is in is stated by its rule (``OpRule.rounding``, a required field: a new op
+cannot silently fall into the generic class). The absolute term was
   2**-23 = 1.19e-7 until onnxruntime's Sigmoid was measured off by 1.38e-7 at sigmoid(-12);
   2**-21 leaves 3.5x room.
 The float64 arithmetic of the engines themselves (relative error ~1e-16 per operation) is
@@ -30,21 +32,34 @@ import math
 
 import torch
 
+from bounds.registry import Rounding, rules
 from bounds.types import Interval
 
 U32 = 2.0**-24
-EXACT_OPS = frozenset({
-    "Reshape", "Transpose", "Concat", "Slice", "Gather", "Expand", "Tile", "Pad", "Resize",
-    "Where", "Relu", "Neg", "Abs", "MaxPool", "ReduceMax", "Sign", "Floor", "Clip", "Identity",
-    # comparisons, logic, selection, truncation and index ops round nothing; Cast's rule models
-    # the rounding to float16/bfloat16 itself
-    "Equal", "Greater", "GreaterOrEqual", "And", "Or", "Select", "Cast", "ArgMax", "OneHot",
-})
-ELEMENTWISE_ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "LeakyRelu"})
-DOT_OPS = frozenset({
-    "Linear", "Conv", "ConvTranspose", "MatMul", "AveragePool", "GlobalAveragePool",
-    "ReduceSum", "ReduceMean",
-})
+# Each rule declares its class (``OpRule.rounding``); the model of each class is below.
+
+
+class OpsOf:
+    """The registered ops whose rules declare one rounding class (read on use, so importing
+    this module builds no registry)."""
+
+    def __init__(self, kind: Rounding):
+        self.kind = kind
+
+    def __contains__(self, op) -> bool:
+        registry = rules()
+        return op in registry and registry.get(op).rounding is self.kind
+
+    def __iter__(self):
+        return (op for op in rules().keys() if op in self)
+
+
+def __getattr__(name: str):
+    # DOT_OPS is read by the import check (verifier/onnx_import/check_eval.py); prefer
+    # ``rule.rounding is Rounding.DOT``
+    if name == "DOT_OPS":
+        return OpsOf(Rounding.DOT)
+    raise AttributeError(name)
 
 
 GENERIC_REL = 2.0**-19
@@ -74,19 +89,20 @@ def reduction_length(node, in_shape: tuple[int, ...]) -> int:
 
 
 def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Tensor | None:
-    """Bound |e| on the float32 rounding error of ``node``; None when the op is exact."""
-    op = node.op
-    if op in EXACT_OPS:
+    """Bound |e| on the float32 rounding error of ``node`` (by its rule's rounding class);
+    None when the op is exact."""
+    kind = rule.rounding
+    if kind is Rounding.EXACT:
         return None
-    if op in ELEMENTWISE_ARITHMETIC:
+    if kind is Rounding.ARITHMETIC:
         return 2 * U32 * _magnitude(out)
-    if op in DOT_OPS:
+    if kind is Rounding.DOT:
         abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
         # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
         scale = rule.forward(node, abs_args)
         return gamma(reduction_length(node, in_shape) + 1) * scale
     delta = generic_error(_magnitude(out))
-    if op == "Gelu":  # x * Phi(x): measured float32 error grows like eps32 * |x|
+    if kind is Rounding.GENERIC_INPUT:  # e.g. x * Phi(x): float32 error grows like eps32 |x|
         delta = delta + GENERIC_REL * _magnitude(args[0])
     return delta
 

@@ -28,11 +28,11 @@ import torch
 
 from bounds.lookup.objective import (
     SEARCH,
-    SPECS,
     TABLE_VERSION,
     TableSpec,
     optimise_points,
     relax_fn,
+    table_specs,
 )
 
 FORMAT_VERSION = 1
@@ -109,19 +109,20 @@ def read_manifest(folder: Path) -> dict:
 
 
 def build(keys: list[str] | None = None, out: Path | None = None) -> dict[str, dict]:
-    """Build tables (all of :data:`SPECS` by default) into ``out``; update its manifest.
+    """Build tables (all of :func:`table_specs` by default) into ``out``; update its manifest.
 
     Returns the manifest entries of the tables built (with ``build_seconds``).
     """
     folder = Path(out) if out is not None else DEFAULT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    unknown = [k for k in keys or [] if k not in SPECS]
+    specs = table_specs()
+    unknown = [k for k in keys or [] if k not in specs]
     if unknown:
-        raise TableError(f"no table specification for {unknown}; known: {sorted(SPECS)}")
+        raise TableError(f"no table specification for {unknown}; known: {sorted(specs)}")
     manifest = read_manifest(folder)
     built = {}
-    for key in keys or list(SPECS):
-        spec = SPECS[key]
+    for key in keys or list(specs):
+        spec = specs[key]
         start = time.perf_counter()
         points = compute_points(spec)
         seconds = time.perf_counter() - start

@@ -28,8 +28,6 @@ F64 = torch.float64
 TABLE_VERSION = 1
 #: Search parameters of :func:`optimise_points` used to build the shipped tables.
 SEARCH = {"coarse": 32, "fine": 9, "rounds": 3}
-#: Ops whose split point should be 0 when 0 is inside (l, u): the kink of a ReLU-like op.
-RELU_LIKE = frozenset({"Relu", "LeakyRelu", "Abs", "Sign"})
 
 
 @dataclass(frozen=True)
@@ -60,24 +58,23 @@ class TableSpec:
         return {"lo": self.lo, "hi": self.hi, "step": self.step, "n": self.n}
 
 
-#: Built by default; keys are what :func:`bounds.lookup.tables.table_key` returns.
-SPECS: dict[str, TableSpec] = {
-    s.key: s
-    for s in (
-        TableSpec("Sigmoid", "Sigmoid"),
-        TableSpec("Tanh", "Tanh"),
-        TableSpec("Atan", "Atan"),
-        TableSpec("Erf", "Erf"),
-        TableSpec("Gelu", "Gelu", (("approximate", "none"),)),
-        TableSpec("Gelu:tanh", "Gelu", (("approximate", "tanh"),)),
-        TableSpec("Sin", "Sin"),
-        TableSpec("Cos", "Cos"),
-        TableSpec("Exp", "Exp"),
-        # log and sqrt only exist for x > 0 (x >= 0): a grid over (0, 8]
-        TableSpec("Log", "Log", lo=0.05, hi=8.0),
-        TableSpec("Sqrt", "Sqrt", lo=0.0, hi=8.0),
-    )
-}
+def table_specs() -> dict[str, TableSpec]:
+    """The tables to build, keyed as :func:`bounds.lookup.tables.table_key` returns: each rule
+    whose ``split`` has a point "table" declares its tables' grids (``Split.tables``)."""
+    from bounds.registry import rules
+
+    specs = {}
+    for op, rule in rules().items():
+        for grid in rule.split.tables if rule.split is not None else ():
+            specs[grid.key] = TableSpec(grid.key, op, grid.attrs, grid.lo, grid.hi, grid.step)
+    return specs
+
+
+def __getattr__(name: str):
+    # SPECS (read by the CLI's tables command and the table tests): table_specs(), built on use
+    if name == "SPECS":
+        return table_specs()
+    raise AttributeError(name)
 
 
 def relax_fn(spec: TableSpec) -> Callable:

@@ -9,7 +9,8 @@ strictly inside each (l, u) at which to split a neuron's input interval:
   may jump between two local minima, and mixing the two would land between them), then
   p = l + t (u - l);
 * outside the grid, ops without a table, or tables absent from the manifest: the midpoint;
-* ReLU-like ops (:data:`RELU_LIKE`): 0 where l < 0 < u, the midpoint elsewhere.
+* ops whose rule splits at the kink (``Split.point`` "zero": Relu, LeakyRelu, Abs, Sign): 0
+  where l < 0 < u, the midpoint elsewhere.
 
 Soundness never depends on the table: any point strictly inside (l, u) is a valid split, the
 table only decides how tight the two halves are. The result is clamped into [nextafter(l, u),
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from bounds.lookup.build import DEFAULT_DIR, TableError, check_bytes, read_manifest
-from bounds.lookup.objective import RELU_LIKE
+from bounds.registry import Split, rules
 
 __all__ = ["TableError", "TableStore", "branch_points", "default_store", "strictly_inside",
            "table_key"]
@@ -42,11 +43,17 @@ JUMP = 0.15
 log = logging.getLogger(__name__)
 
 
+def _split(op: str) -> Split | None:
+    registry = rules()
+    return registry.get(op).split if op in registry else None
+
+
 def table_key(op: str, attrs: Mapping | None = None) -> str:
-    """The table key of an IR op (``Gelu`` with approximate="tanh" -> ``Gelu:tanh``)."""
-    if op == "Gelu" and str((attrs or {}).get("approximate", "none")) == "tanh":
-        return "Gelu:tanh"
-    return op
+    """The table key of an IR op, as its rule picks it (``Gelu`` with approximate="tanh" ->
+    ``Gelu:tanh``); the op itself when its rule declares no table."""
+    split = _split(op)
+    key = split.table_key(attrs) if split is not None else None
+    return op if key is None else key
 
 
 @dataclass
@@ -169,7 +176,8 @@ def branch_points(op: str, lower: torch.Tensor, upper: torch.Tensor, *,
     dtype = lower.dtype if lower.is_floating_point() else torch.float32
     lower, upper = lower.detach().to(dtype), upper.detach().to(dtype)
     mid = lower + (upper - lower) / 2
-    if op in RELU_LIKE:
+    split = _split(op)
+    if split is not None and split.point == "zero":
         crossing = (lower < 0) & (upper > 0)
         return strictly_inside(torch.where(crossing, torch.zeros_like(mid), mid), lower, upper)
     table = (store or default_store()).get(table_key(op, attrs))

@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.rules import bilinear
-from bounds.rules.common import reduce_to_operand, static_shape, sum_to_batch_spec
+from bounds.rules.common import (
+    AFFINE_FIELDS,
+    reduce_to_operand,
+    static_shape,
+    sum_to_batch_spec,
+)
 from bounds.types import Interval
 
 NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
@@ -130,22 +135,31 @@ def _neg_backward(node, coef, args):
     return [-coef], None
 
 
+# per-coordinate maps: with constants (affine nodes) a box maps onto a box
+_COORD = {"affine": True, "elementwise": True, "box_preserving": True}
+_ARITH = {**AFFINE_FIELDS, "rounding": Rounding.ARITHMETIC}  # at most two roundings
+# products of two dynamic operands: McCormick planes with alpha, GenBaB splits Mul's operands
+# (not Div's: its divisor goes through a reciprocal first)
+_PRODUCT = {"alpha": bilinear.PRODUCT_ALPHA, "rounding": Rounding.ARITHMETIC,
+            "milp": Milp("affine")}
 RULES = (
     OpRule("Add", forward=lambda node, a: a[0] + a[1], ibp=_add_ibp,
            backward=_linear_combination_backward((1.0, 1.0)),
-           traits=OpTraits(affine=True, monotone=True, elementwise=True), doc="x + y"),
+           traits=OpTraits(monotone=True, **_COORD), doc="x + y", **_ARITH),
     OpRule("Sub", forward=lambda node, a: a[0] - a[1], ibp=_sub_ibp,
            backward=_linear_combination_backward((1.0, -1.0)),
-           traits=OpTraits(affine=True, elementwise=True), doc="x - y"),
+           traits=OpTraits(**_COORD), doc="x - y", **_ARITH),
     OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp, backward=_neg_backward,
-           traits=OpTraits(affine=True, elementwise=True), doc="-x"),
+           traits=OpTraits(**_COORD), doc="-x", **{**_ARITH, "rounding": Rounding.EXACT}),
     OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp, backward=_scale_backward,
-           traits=OpTraits(affine=True, elementwise=True),
-           doc="x * y (affine if one operand is constant)"),
+           traits=OpTraits(**_COORD),
+           doc="x * y (affine if one operand is constant)",
+           split=bilinear.PRODUCT_SPLIT, **_PRODUCT),
     OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp, backward=_scale_backward,
-           traits=OpTraits(affine=True, elementwise=True),
-           doc="x / c (affine for a constant divisor)"),
+           traits=OpTraits(**_COORD),
+           doc="x / c (affine for a constant divisor)", split=None, **_PRODUCT),
     OpRule("Where", forward=_where_forward, ibp=_where_ibp,
            traits=OpTraits(affine=True, monotone=True, elementwise=True),
-           doc="select x or y by a constant condition"),
+           doc="select x or y by a constant condition", rounding=Rounding.EXACT,
+           **AFFINE_FIELDS),
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from bounds.registry import Alpha, Split
 from bounds.rules.common import reduce_to_operand
 from bounds.types import Interval
 
@@ -162,3 +163,15 @@ def product_alpha_init(node, args, n_spec: int) -> torch.Tensor | None:
         return None
     x = args[0].lower
     return torch.full((x.shape[0], n_spec, 2, *shape), 0.5, dtype=x.dtype, device=x.device)
+
+
+def two_dynamic(node) -> bool:
+    """A product of two perturbed values (not an affine scaling by a constant)."""
+    return len(node.dynamic_inputs) == 2
+
+
+#: McCormick plane mixing (t, t') per product of two dynamic operands.
+PRODUCT_ALPHA = Alpha(product_alpha_init, structured=True, applies=two_dynamic)
+#: GenBaB splits an operand element of a product of two dynamic values at the midpoint
+#: (``bounds.lookup.products``), which tightens the McCormick planes downstream.
+PRODUCT_SPLIT = Split("midpoint", "operands")

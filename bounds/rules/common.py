@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bounds.registry import Alpha, Milp, Rounding, Split, TableGrid
 from bounds.types import Interval
 
 
@@ -51,3 +52,27 @@ def concretise_backward(node, coef, args, alpha=None):
     interval is formed: a comparison or ArgMax of CROWN-bounded logits decides far more cases
     than one of IBP-bounded logits."""
     return None, None
+
+
+def half_alpha(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Initial alpha of the smooth ops: the tangent point at the midpoint of [l, u]."""
+    return torch.full_like(lower, 0.5)
+
+
+def kink_alpha(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Initial alpha of a Relu-like kink: CROWN's adaptive slope, 1 where u > -l, else 0."""
+    return (upper > -lower).to(lower.dtype)
+
+
+#: alpha of the smooth ops (tangent point l + alpha (u - l)) and of the Relu-like kinks (slope).
+TANGENT_ALPHA = Alpha(half_alpha)
+KINK_ALPHA = Alpha(kink_alpha)
+#: The fields of an affine op that has no alpha, no split and an exact affine MILP encoding.
+AFFINE_FIELDS = {"alpha": None, "split": None, "milp": Milp("affine")}
+#: The fields of a step op (piecewise constant): nothing to optimise or split, no encoding.
+STEP_FIELDS = {"alpha": None, "split": None, "milp": Milp("none"), "rounding": Rounding.EXACT}
+
+
+def table_split(*grids: TableGrid, key_of=None) -> Split:
+    """GenBaB's interval split at a looked-up point, with the op's tables."""
+    return Split("table", "interval", tables=grids, key_of=key_of)

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
-from bounds.rules.common import concretise_backward
+from bounds.registry import Milp, OpRule, OpTraits, Rounding
+from bounds.rules.common import STEP_FIELDS, concretise_backward
 from bounds.rules.logic import surely_false, surely_true
 from bounds.rules.tangents import F64, check_domain, margin
 from bounds.types import Interval, Relaxation
@@ -198,9 +198,13 @@ _STEP = OpTraits()  # piecewise constant: no relaxation, no split
 RULES = (
     OpRule("Cast", forward=_cast_forward, ibp=_cast_ibp, relax=_cast_relax,
            traits=OpTraits(monotone=True, elementwise=True),
-           doc="truncation to an integer type, x != 0 for bool, rounding to float16/bfloat16"),
+           doc="truncation to an integer type, x != 0 for bool, rounding to float16/bfloat16",
+           # the rule models the rounding to float16/bfloat16 itself
+           alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("relaxed")),
     OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp, backward=concretise_backward,
-           doc="index of the largest value; candidates are the indices u_j >= max l"),
+           doc="index of the largest value; candidates are the indices u_j >= max l",
+           **STEP_FIELDS),
     OpRule("OneHot", forward=_onehot_forward, ibp=_onehot_ibp,
-           doc="on where the truncated index equals the position, off elsewhere"),
+           doc="on where the truncated index equals the position, off elsewhere",
+           **STEP_FIELDS),
 )

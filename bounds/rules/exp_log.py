@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Milp, OpRule, OpTraits, Rounding, TableGrid
+from bounds.rules.common import TANGENT_ALPHA, table_split
 from bounds.rules.tangents import Curve, curve_rule, ibp_curve, relax_curve
 
 
@@ -103,9 +104,10 @@ def _exponent(node) -> float:
     return float(p)
 
 
-def _simple(op: str, curve: Curve, fwd, traits: OpTraits) -> OpRule:
+def _simple(op: str, curve: Curve, fwd, traits: OpTraits, split) -> OpRule:
     return curve_rule(op, curve, fwd, traits,
-                      f"{op}: tangent/chord relaxation, alpha = tangent point in [0, 1]")
+                      f"{op}: tangent/chord relaxation, alpha = tangent point in [0, 1]",
+                      split=split)
 
 
 def _pow_forward(node, args):
@@ -120,14 +122,19 @@ def _pow_relax(node, lower, upper, alpha=None):
     return relax_curve(pow_curve(_exponent(node)), "Pow", lower, upper, alpha)
 
 
-_EL = {"elementwise": True, "splittable": True}
+_EL = {"elementwise": True}
 RULES = (
-    _simple("Exp", EXP, torch.exp, OpTraits(monotone=True, convex=True, **_EL)),
+    _simple("Exp", EXP, torch.exp, OpTraits(monotone=True, convex=True, **_EL),
+            table_split(TableGrid("Exp"))),
+    # log and sqrt only exist for x > 0 (x >= 0): their tables span (0, 8]
     _simple("Log", LOG, torch.log,
-            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL)),
+            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),
+            table_split(TableGrid("Log", lo=0.05, hi=8.0))),
     _simple("Sqrt", SQRT, torch.sqrt,
-            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL)),
-    _simple("Reciprocal", RECIPROCAL, torch.reciprocal, OpTraits(**_EL)),
+            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),
+            table_split(TableGrid("Sqrt", lo=0.0, hi=8.0))),
+    _simple("Reciprocal", RECIPROCAL, torch.reciprocal, OpTraits(**_EL), None),
     OpRule("Pow", forward=_pow_forward, ibp=_pow_ibp, relax=_pow_relax,
-           traits=OpTraits(**_EL), doc="x^p, constant p: tangent/chord relaxation"),
+           traits=OpTraits(**_EL), doc="x^p, constant p: tangent/chord relaxation",
+           alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC, split=None, milp=Milp("relaxed")),
 )

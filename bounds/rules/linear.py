@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bounds.registry import OpRule, OpTraits
-from bounds.rules.bilinear import matmul_backward
-from bounds.rules.common import sum_to_batch_spec
+from bounds.registry import Milp, OpRule, OpTraits, Rounding
+from bounds.rules.bilinear import PRODUCT_ALPHA, PRODUCT_SPLIT, matmul_backward
+from bounds.rules.common import AFFINE_FIELDS, sum_to_batch_spec
 from bounds.types import Interval
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -146,15 +146,18 @@ def _matmul_backward(node, coef, args, alpha=None):
     return matmul_backward(node, coef, args, alpha)
 
 
+_DOT = {**AFFINE_FIELDS, "rounding": Rounding.DOT}
 RULES = (
     OpRule("Linear", forward=_linear_forward, ibp=_linear_ibp, backward=_linear_backward,
-           traits=OpTraits(affine=True), doc="y = x W^T + b over the last axis"),
+           traits=OpTraits(affine=True), doc="y = x W^T + b over the last axis", **_DOT),
     OpRule("Conv", forward=lambda n, a: _conv_forward(n, a), ibp=_weighted_ibp(_conv_forward),
-           traits=OpTraits(affine=True), doc="y = W * x + b (N-d cross-correlation)"),
+           traits=OpTraits(affine=True), doc="y = W * x + b (N-d cross-correlation)", **_DOT),
     OpRule("ConvTranspose", forward=lambda n, a: _conv_t_forward(n, a),
            ibp=_weighted_ibp(_conv_t_forward), traits=OpTraits(affine=True),
-           doc="y = W^T * x + b (transposed convolution)"),
+           doc="y = W^T * x + b (transposed convolution)", **_DOT),
     OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(affine=True),
            backward=_matmul_backward,
-           doc="y = a @ b (affine when one operand is constant)"),
+           doc="y = a @ b (affine when one operand is constant)",
+           alpha=PRODUCT_ALPHA, rounding=Rounding.DOT, split=PRODUCT_SPLIT,
+           milp=Milp("affine")),
 )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import OpRule, OpTraits
-from bounds.rules.common import concretise_backward
+from bounds.rules.common import STEP_FIELDS, concretise_backward
 from bounds.types import Interval
 
 
@@ -113,21 +113,22 @@ def _select_forward(node, args):
 
 
 _STEP = OpTraits()  # piecewise constant: no relaxation, no split
+_FIELDS = STEP_FIELDS  # no alpha, split or MILP encoding; nothing rounds
 RULES = (
     OpRule("Equal", forward=_compare_forward(torch.eq), ibp=_equal_ibp,
-           backward=concretise_backward, traits=_STEP,
+           backward=concretise_backward, traits=_STEP, **_FIELDS,
            doc="a == b as 0/1; 1 iff both are the same point, 0 iff disjoint"),
     OpRule("Greater", forward=_compare_forward(torch.gt), ibp=_greater_ibp,
-           backward=concretise_backward, traits=_STEP,
+           backward=concretise_backward, traits=_STEP, **_FIELDS,
            doc="a > b as 0/1 (Less swaps the operands)"),
     OpRule("GreaterOrEqual", forward=_compare_forward(torch.ge), ibp=_greater_equal_ibp,
            backward=concretise_backward,
-           traits=_STEP, doc="a >= b as 0/1 (LessOrEqual swaps the operands)"),
+           traits=_STEP, **_FIELDS, doc="a >= b as 0/1 (LessOrEqual swaps the operands)"),
     OpRule("And", forward=_compare_forward(lambda a, b: (a != 0) & (b != 0)), ibp=_and_ibp,
-           traits=_STEP, doc="logical and of 0/1 values"),
+           traits=_STEP, **_FIELDS, doc="logical and of 0/1 values"),
     OpRule("Or", forward=_compare_forward(lambda a, b: (a != 0) | (b != 0)), ibp=_or_ibp,
-           traits=_STEP, doc="logical or of 0/1 values"),
+           traits=_STEP, **_FIELDS, doc="logical or of 0/1 values"),
     OpRule("Select", forward=_select_forward, ibp=_select_ibp,
-           backward=concretise_backward, traits=_STEP,
+           backward=concretise_backward, traits=_STEP, **_FIELDS,
            doc="Where with an input-dependent condition: branch if fixed, else the hull"),
 )

@@ -16,11 +16,12 @@ import math
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Milp, OpRule, OpTraits, Rounding, TableGrid
+from bounds.rules.common import TANGENT_ALPHA, table_split
 from bounds.rules.tangents import Curve, ibp_curve, relax_curve
 
 TWO_PI = 2 * math.pi
-_TRAITS = OpTraits(elementwise=True, splittable=True)
+_TRAITS = OpTraits(elementwise=True)
 
 
 def _family(base, l, u):
@@ -75,7 +76,9 @@ def _rule(op: str, fwd) -> OpRule:
         return relax_curve(curve, op, lower, upper, alpha)
 
     return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=_TRAITS,
-                  doc=f"{op}: exact IBP, chord/tangent or chord-parallel planes")
+                  doc=f"{op}: exact IBP, chord/tangent or chord-parallel planes",
+                  alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC,
+                  split=table_split(TableGrid(op)), milp=Milp("relaxed"))
 
 
 RULES = (_rule("Sin", torch.sin), _rule("Cos", torch.cos))

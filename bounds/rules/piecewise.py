@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Kinks, Milp, OpRule, OpTraits, Rounding, Split
+from bounds.rules.common import KINK_ALPHA
 from bounds.rules.tangents import F64, Curve, chord_slope, finish_planes, ibp_curve, margin
 from bounds.types import Interval, Relaxation
 
@@ -143,24 +144,51 @@ def _clip_ibp(node, args):
     return Interval(_clip_forward(node, [args[0].lower]), _clip_forward(node, [args[0].upper]))
 
 
-_PWL = {"elementwise": True, "piecewise_linear": True, "splittable": True}
+def _leaky_kinks(node) -> Kinks:
+    a = _leaky_alpha(node)  # max(x, a x) = a x + (1 - a) relu(x), min(...) likewise for a > 1
+    return Kinks(0.0, a, ((1.0 - a, 0.0),))
+
+
+def _abs_kinks(node) -> Kinks:
+    return Kinks(0.0, -1.0, ((2.0, 0.0),))
+
+
+def _clip_kinks(node) -> Kinks:
+    """clamp(x, lo, hi) = lo + relu(x - lo) - relu(x - hi); an infinite side drops its Relu
+    (and its constant); lo > hi gives hi everywhere (ONNX)."""
+    lo, hi = _clip_bounds(node)
+    if lo > hi:
+        return Kinks(hi, 0.0, ())
+    terms = ((1.0, lo),) if math.isfinite(lo) else ()
+    if math.isfinite(hi):
+        terms = (*terms, (-1.0, hi))
+    return Kinks(lo if math.isfinite(lo) else 0.0, 0.0 if math.isfinite(lo) else 1.0, terms)
+
+
+_PWL = {"elementwise": True, "piecewise_linear": True}
+_STEP = {"alpha": None, "rounding": Rounding.EXACT, "milp": Milp("relaxed")}
 RULES = (
     OpRule("LeakyRelu", forward=_leaky_forward, ibp=_leaky_ibp,
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
                "LeakyRelu", _leaky_alpha(node), lower, upper, alpha),
-           traits=OpTraits(**_PWL), doc="max(x, a x); Relu-style planes, alpha = slope"),
+           traits=OpTraits(**_PWL), doc="max(x, a x); Relu-style planes, alpha = slope",
+           alpha=KINK_ALPHA, rounding=Rounding.ARITHMETIC, split=Split("zero", "none"),
+           milp=Milp("kinks", _leaky_kinks, zero_kink=True)),
     OpRule("Abs", forward=lambda node, args: args[0].abs(), ibp=lambda node, args: ibp_curve(
                _leaky_curve(-1.0), "Abs", args[0]),
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
                "Abs", -1.0, lower, upper, alpha),
-           traits=OpTraits(convex=True, **_PWL), doc="|x|; chord above, slope 2 alpha - 1 below"),
+           traits=OpTraits(convex=True, **_PWL), doc="|x|; chord above, slope 2 alpha - 1 below",
+           alpha=None, rounding=Rounding.EXACT, split=Split("zero", "none"),
+           milp=Milp("kinks", _abs_kinks, zero_kink=True)),
     OpRule("Clip", forward=_clip_forward, ibp=_clip_ibp, relax=_clip_relax,
-           traits=OpTraits(monotone=True, **_PWL), doc="clamp(x, min, max); two kinks"),
+           traits=OpTraits(monotone=True, **_PWL), doc="clamp(x, min, max); two kinks",
+           alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("kinks", _clip_kinks)),
     OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
-           relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True, splittable=True),
-           doc="sign(x); constant IBP planes"),
+           relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),
+           doc="sign(x); constant IBP planes", split=Split("zero", "none"), **_STEP),
     OpRule("Floor", forward=lambda node, args: torch.floor(args[0]),
            ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
-           traits=OpTraits(monotone=True, elementwise=True, splittable=True),
-           doc="floor(x); x - 1 < floor(x) <= x planes or constants"),
+           traits=OpTraits(monotone=True, elementwise=True),
+           doc="floor(x); x - 1 < floor(x) <= x planes or constants", split=None, **_STEP),
 )

@@ -21,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Alpha, Milp, OpRule, OpTraits, Rounding
 from bounds.rules import max_relax
-from bounds.rules.common import ibp_monotone
+from bounds.rules.common import AFFINE_FIELDS, ibp_monotone
 from bounds.types import Interval
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -201,18 +201,25 @@ _LINEAR = OpTraits(affine=True, monotone=True)
 _MONO = OpTraits(monotone=True)
 
 
-def _rule(op, forward, traits, doc, backward=None):
+#: Averages and sums are dot products with constant weights; window maxima round nothing and
+#: have lower-plane weights for alpha-CROWN and an exact big-M MILP encoding.
+_SUM = {**AFFINE_FIELDS, "rounding": Rounding.DOT}
+_WINDOW_MAX = {"alpha": Alpha(max_alpha_init, structured=True), "rounding": Rounding.EXACT,
+        "split": None, "milp": Milp("window_max")}
+
+
+def _rule(op, forward, traits, doc, fields, backward=None):
     return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=traits, doc=doc,
-                  backward=backward)
+                  backward=backward, **fields)
 
 
 RULES = (
-    _rule("AveragePool", _avg_forward, _LINEAR, "window mean"),
-    _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes"),
+    _rule("AveragePool", _avg_forward, _LINEAR, "window mean", _SUM),
+    _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM),
     _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
-          "max(x_j, m)", _maxpool_backward),
-    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes"),
-    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes"),
-    _rule("ReduceMax", _reduce_max, _MONO, "max over axes (MaxPool's planes)",
+          "max(x_j, m)", _WINDOW_MAX, _maxpool_backward),
+    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM),
+    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes", _SUM),
+    _rule("ReduceMax", _reduce_max, _MONO, "max over axes (MaxPool's planes)", _WINDOW_MAX,
           _reducemax_backward),
 )

@@ -1,16 +1,30 @@
 """Relu: y = max(x, 0).
 
-IBP: monotone. Relaxation on [l, u] with l < 0 < u: upper chord through (l, 0) and (u, u),
-slope u / (u - l); lower line alpha * x with any alpha in [0, 1] (both lie below max(x, 0)).
+IBP: monotone. Relaxation on [l, u] with l < 0 < u: upper plane s x + b with the chord's slope
+s = u / (u - l), lower line alpha * x with any alpha in [0, 1] (it lies below max(x, 0)).
 Stable neurons are exact: identity when l >= 0, zero when u <= 0.
+
+Upper offset, sound in every dtype. For ANY slope s in [0, 1], relu(x) - s x is convex and
+piecewise linear, so its maximum over [l, u] is at an end: b* = max(-s l, (1 - s) u) makes
+s x + b* >= relu(x) on [l, u]. The slope is the one returned (computed and rounded in the
+engine's dtype, so it may differ from the exact chord: no matter). We compute b* in float64 from
+those dtype values: 1 - s is one rounding (1 and s are exact, so no cancellation error), s l and
+(1 - s) u one rounding each, so each term is within a factor (1 +- 2^-52) of its exact value and
+``_round_up`` then lifts the result by a relative 2^-50 (a float64 product, itself within
+2^-53) before rounding to the dtype towards +inf: (1 - 2^-52)(1 + 2^-50)(1 - 2^-53) > 1, so the
+offset returned is >= b*. (Before, b = -l s was computed in the dtype: in float32 the plane came
+out below 0 at x = l by ~1e-9.) The lift costs a relative 2^-50 plus at most one dtype ulp.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Kinks, Milp, OpRule, OpTraits, Rounding, Split
+from bounds.rules.common import KINK_ALPHA
 from bounds.types import Interval, Relaxation
+
+_F64 = torch.float64
 
 
 def _forward(node, args):
@@ -21,18 +35,45 @@ def _ibp(node, args):
     return Interval(torch.relu(args[0].lower), torch.relu(args[0].upper))
 
 
+def _round_up(b64: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A value of ``dtype`` >= every real within a relative 2^-52 below ``b64`` (b64 >= 0)."""
+    lifted = b64 + b64 * 2.0**-50
+    out = lifted.to(dtype)
+    if dtype != _F64:
+        out = torch.where(out.to(_F64) < lifted, torch.nextafter(out, torch.full_like(
+            out, float("inf"))), out)
+    return out
+
+
+def _upper_offset(slope: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """max(-s l, (1 - s) u), rounded up into the dtype (see the module docstring); the
+    gradient is that of the float64 formula."""
+    s, l, u = slope.to(_F64), lower.to(_F64), upper.to(_F64)
+    exact = torch.maximum(-s * l, (1 - s) * u)
+    bump = _round_up(exact.detach(), slope.dtype).to(_F64) - exact.detach()
+    return (exact + bump).to(slope.dtype)
+
+
 def relu_relax(node, lower, upper, alpha=None):
     active = lower >= 0
     inactive = upper <= 0
     unstable = ~(active | inactive)
     denom = torch.where(unstable, upper - lower, torch.ones_like(upper))
     up_slope = torch.where(unstable, upper / denom, active.to(upper.dtype))
-    up_offset = torch.where(unstable, -lower * up_slope, torch.zeros_like(upper))
+    # stable entries (possibly infinite) stay out of the offset's arithmetic and its gradient
+    safe_l = torch.where(unstable, lower, -torch.ones_like(lower))
+    safe_u = torch.where(unstable, upper, torch.ones_like(upper))
+    up_offset = torch.where(unstable, _upper_offset(up_slope, safe_l, safe_u),
+                            torch.zeros_like(upper))
     if alpha is None:
         # CROWN's adaptive choice: slope 1 when the positive part dominates, else 0.
         alpha = (upper > -lower).to(upper.dtype)
     low_slope = torch.where(unstable, alpha, active.to(upper.dtype))
     return Relaxation(low_slope, torch.zeros_like(upper), up_slope, up_offset)
+
+
+def _kinks(node) -> Kinks:
+    return Kinks(0.0, 0.0, ((1.0, 0.0),))
 
 
 RULES = (
@@ -41,8 +82,11 @@ RULES = (
         forward=_forward,
         ibp=_ibp,
         relax=relu_relax,
-        traits=OpTraits(monotone=True, elementwise=True, piecewise_linear=True,
-                        convex=True, splittable=True),
+        traits=OpTraits(monotone=True, elementwise=True, piecewise_linear=True, convex=True),
         doc="max(x, 0)",
+        alpha=KINK_ALPHA,
+        rounding=Rounding.EXACT,
+        split=Split("zero", "sign"),
+        milp=Milp("kinks", _kinks, zero_kink=True),
     ),
 )

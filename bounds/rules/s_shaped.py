@@ -17,7 +17,8 @@ import math
 
 import torch
 
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import OpRule, OpTraits, TableGrid
+from bounds.rules.common import table_split
 from bounds.rules.tangents import (
     Curve,
     curve_rule,
@@ -26,7 +27,7 @@ from bounds.rules.tangents import (
     sshape_curvature,
 )
 
-_TRAITS = OpTraits(monotone=True, elementwise=True, splittable=True)
+_TRAITS = OpTraits(monotone=True, elementwise=True)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
@@ -71,7 +72,8 @@ _FORWARD = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Atan": torch.atan, "E
 
 def _rule(op: str) -> OpRule:
     return curve_rule(op, CURVES[op], _FORWARD[op], _TRAITS,
-                      f"{op}: S-shaped; tangent/chord relaxation, alpha = tangent point in [0, 1]")
+                      f"{op}: S-shaped; tangent/chord relaxation, alpha = tangent point in [0, 1]",
+                      split=table_split(TableGrid(op)))
 
 
 RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bounds.registry import OpRule, OpTraits
-from bounds.rules.common import ibp_monotone, static_shape
+from bounds.registry import OpRule, OpTraits, Rounding
+from bounds.rules.common import AFFINE_FIELDS, ibp_monotone, static_shape
 
 _SHAPE = OpTraits(affine=True, monotone=True)
+_MOVE = OpTraits(affine=True, monotone=True, box_preserving=True)  # a permutation of coordinates
 
 
 def _reshape(node, args):
@@ -115,9 +116,10 @@ def _resize(node, args):
     return _select_indices(args[0], node.attrs["indices"])
 
 
-def _rule(op, forward, doc, backward=None):
-    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=_SHAPE, doc=doc,
-                  backward=backward)
+def _rule(op, forward, doc, backward=None, traits=_SHAPE):
+    # data movement: nothing rounds, nothing to optimise or split, encoded exactly
+    return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=traits, doc=doc,
+                  backward=backward, rounding=Rounding.EXACT, **AFFINE_FIELDS)
 
 
 def _reshape_backward(node, coef, args):
@@ -125,8 +127,8 @@ def _reshape_backward(node, coef, args):
 
 
 RULES = (
-    _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward),
-    _rule("Transpose", _transpose, "permute axes"),
+    _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward, _MOVE),
+    _rule("Transpose", _transpose, "permute axes", traits=_MOVE),
     _rule("Concat", _concat, "concatenate along an axis"),
     _rule("Slice", _slice, "strided slice"),
     _rule("Gather", _gather, "select constant indices along an axis"),

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bounds.graph import Graph, Node
-from bounds.registry import OpRule, OpTraits
+from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.rules.common import sum_to_batch_spec
 from bounds.types import Interval
 
@@ -137,5 +137,6 @@ def expand_softmax(graph: Graph) -> Graph:
 
 RULES = (
     OpRule("Softmax", forward=_forward, ibp=_ibp, traits=OpTraits(),
-           doc="exp(x_i) / sum_j exp(x_j) along one axis"),
+           doc="exp(x_i) / sum_j exp(x_j) along one axis",
+           alpha=None, rounding=Rounding.GENERIC, split=None, milp=Milp("none")),
 )

@@ -240,10 +240,16 @@ def even_crit(r: Callable[[torch.Tensor], torch.Tensor]):
     return crit
 
 
-def curve_rule(op: str, curve: Curve, fwd, traits, doc: str):
+def curve_rule(op: str, curve: Curve, fwd, traits, doc: str, **fields):
     """The OpRule of an elementwise function given by ``curve`` (forward ``fwd``): IBP and the
-    tangent/chord relaxation come from the curve; alpha is the tangent point in [0, 1]."""
-    from bounds.registry import OpRule
+    tangent/chord relaxation come from the curve; alpha is the tangent point in [0, 1].
+    ``fields``: the rule's split (required) and, if not the defaults of a smooth op (tangent
+    alpha, generic rounding, relaxed MILP planes), its alpha, rounding and milp."""
+    from bounds.registry import Milp, OpRule, Rounding
+    from bounds.rules.common import TANGENT_ALPHA
+
+    fields = {"alpha": TANGENT_ALPHA, "rounding": Rounding.GENERIC, "milp": Milp("relaxed"),
+              **fields}
 
     def forward(node, args):
         return fwd(args[0])
@@ -255,4 +261,4 @@ def curve_rule(op: str, curve: Curve, fwd, traits, doc: str):
     def relax(node, lower, upper, alpha=None):
         return relax_curve(curve, f"{op} node {node.name!r}", lower, upper, alpha)
 
-    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits, doc=doc)
+    return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits, doc=doc, **fields)

@@ -43,9 +43,27 @@ from bounds.rules.tangents import DomainError
 from verifier.bab.branching import ReluLayer, babsr_scores
 from verifier.bab.products import PRODUCT, product_score, product_uses
 
-# Ops with a branching-point table; splitting their input interval tightens the relaxation.
-SPLIT_OPS = frozenset({"Sigmoid", "Tanh", "Atan", "Erf", "Gelu", "Sin", "Cos", "Exp", "Log",
-                       "Sqrt"})
+
+def split_search(op: str) -> str | None:
+    """Who splits neurons of ``op`` (its rule's ``split.search``: "sign" for the Relu search's
+    sign splits, "interval" for GenBaB's interval splits, ...); None when nothing does."""
+    registry = rules()
+    rule = registry.get(op) if op in registry else None
+    return None if rule is None or rule.split is None else rule.split.search
+
+
+def split_ops() -> frozenset[str]:
+    """Ops whose input interval GenBaB splits (their rules declare an "interval" split)."""
+    return frozenset(op for op in rules().keys() if split_search(op) == "interval")
+
+
+def __getattr__(name: str):
+    # SPLIT_OPS (read by tests/bab/test_genbab.py) is derived from the rules: split_ops()
+    if name == "SPLIT_OPS":
+        return split_ops()
+    raise AttributeError(name)
+
+
 # Narrower intervals are not split again (their relaxation is already almost exact).
 MIN_WIDTH = 1e-6
 
@@ -57,7 +75,7 @@ def split_layers(graph: Graph, nonlinear: bool = True,
                  products: bool | None = None) -> list[ReluLayer]:
     """Splittable layers in the topological order of their values, one per distinct value:
     Relu inputs, with ``nonlinear`` the inputs of the general nonlinearities of
-    :data:`SPLIT_OPS`, and with ``products`` (default: ``nonlinear``) the operands of products
+    :func:`split_ops`, and with ``products`` (default: ``nonlinear``) the operands of products
     of two perturbed values. A value that feeds several of these gets one layer (one split
     record): its first Relu / split-op consumer decides how it is split, and the products it
     feeds are listed in ``products`` (their gains are added to its score)."""
@@ -67,7 +85,8 @@ def split_layers(graph: Graph, nonlinear: bool = True,
     for node in graph.nodes:
         if not node.dynamic_inputs or node.dynamic_inputs[0] in found:
             continue
-        if node.op != "Relu" and not (nonlinear and node.op in SPLIT_OPS):
+        search = split_search(node.op)
+        if search != "sign" and not (nonlinear and search == "interval"):
             continue
         value = node.dynamic_inputs[0]
         found[value] = ReluLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
@@ -82,7 +101,8 @@ def split_layers(graph: Graph, nonlinear: bool = True,
 
 def has_nonlinear_splits(graph: Graph) -> bool:
     """Whether the graph has general nonlinear neurons or products that GenBaB can split."""
-    return any(node.op in SPLIT_OPS and node.dynamic_inputs for node in graph.nodes) or \
+    return any(split_search(node.op) == "interval" and node.dynamic_inputs
+               for node in graph.nodes) or \
         bool(product_uses(graph))
 
 

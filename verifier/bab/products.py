@@ -29,15 +29,18 @@ import math
 import torch
 
 from bounds.graph import Graph, Node
+from bounds.registry import rules
 
 #: Layer op of a value that only products (no Relu or other split op) consume.
 PRODUCT = "Product"
-PRODUCT_OPS = ("Mul", "MatMul")
 
 
 def is_product(node: Node) -> bool:
-    """A Mul or MatMul of two perturbed values (McCormick-relaxed by the engine)."""
-    return node.op in PRODUCT_OPS and len(node.dynamic_inputs) == 2
+    """A product of two perturbed values whose operands GenBaB splits (its rule declares an
+    "operands" split: Mul, MatMul; McCormick-relaxed by the engine)."""
+    registry = rules()
+    split = registry.get(node.op).split if node.op in registry else None
+    return split is not None and split.search == "operands" and len(node.dynamic_inputs) == 2
 
 
 def product_uses(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:

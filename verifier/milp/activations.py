@@ -1,20 +1,21 @@
 """MILP encodings of the nonlinear ops, given sound bounds [l, u] of their inputs.
 
-Exact (piecewise-linear) encodings, all reduced to one big-M Relu so that each gets the same
-treatment of stable neurons (no binary) and the same M = the CROWN bound:
+Which encoding an op gets is stated by its rule (``OpRule.milp``). Exact (piecewise-linear)
+encodings, all reduced to one big-M Relu so that each gets the same treatment of stable neurons
+(no binary) and the same M = the CROWN bound:
 
 * Relu: unstable l < 0 < u gets y >= 0, y >= x, y <= u a, y <= x - l (1 - a), a binary.
-* LeakyRelu(alpha): y = alpha x + (1 - alpha) relu(x) (for every alpha, both signs).
-* Abs: y = 2 relu(x) - x.
-* Clip(lo, hi) (HardTanh is Clip(-1, 1)): y = lo + relu(x - lo) - relu(x - hi); an infinite
-  side drops its Relu (Clip(lo, inf) = lo + relu(x - lo)). Both Relus are exact, so the sum is.
-* MaxPool / ReduceMax: y = max_i x_i over each window. The windows come from the rule's own
-  ``forward`` applied to one-hot inputs (so every attribute, padding and dilation included, is
-  read the way the bound engines read it). Elements with u_i < max_j l_j can never be the
-  maximum and are dropped; one left: y = x_i; else one binary a_i per element, sum a_i = 1,
-  y >= x_i, y <= x_i + (max_j u_j - l_i)(1 - a_i), which is exact.
+* "kinks" ops: the rule gives y = c + s x + sum_k w_k relu(x - t_k) (``Kinks``; e.g.
+  LeakyRelu(alpha) = alpha x + (1 - alpha) relu(x), Abs = 2 relu(x) - x, Clip(lo, hi) =
+  lo + relu(x - lo) - relu(x - hi)); every Relu is exact, so the sum is.
+* "window_max" ops (MaxPool / ReduceMax): y = max_i x_i over each window. The windows come
+  from the rule's own ``forward`` applied to one-hot inputs (so every attribute, padding and
+  dilation included, is read the way the bound engines read it). Elements with
+  u_i < max_j l_j can never be the maximum and are dropped; one left: y = x_i; else one
+  binary a_i per element, sum a_i = 1, y >= x_i, y <= x_i + (max_j u_j - l_i)(1 - a_i),
+  which is exact.
 
-Relaxed (``exact`` False): an elementwise op with a ``relax`` rule (Sigmoid, Tanh, Exp, ...)
+Relaxed (``exact`` False): a "relaxed" op (an elementwise ``relax`` rule: Sigmoid, Exp, ...)
 gets the rule's linear planes at its input bounds plus the output's own bounds. That region
 contains every reachable point, so an infeasible MILP still proves ``unsat``, but a MILP point is
 only a candidate (verify.py checks it with onnxruntime).
@@ -28,11 +29,10 @@ import numpy as np
 import torch
 
 from bounds.graph import Graph, Node
-from bounds.registry import rules
+from bounds.registry import Kinks, rules
 from verifier.milp.model import INF, Expr, MilpModel, stack_rows, union_idx
 
 DTYPE = torch.float64
-EXACT_OPS = ("Relu", "LeakyRelu", "Abs", "Clip", "MaxPool", "ReduceMax")
 ONE_HOT_CHUNK = 512
 
 
@@ -73,28 +73,21 @@ def relu(model: MilpModel, x: Expr, lower: np.ndarray, upper: np.ndarray) -> tup
     return stack_rows(parts, x.size), int(idx_u.size)
 
 
-def leaky_relu(model, x: Expr, lower, upper, alpha: float) -> tuple[Expr, int]:
-    r, k = relu(model, x, lower, upper)
-    return combine([(alpha, x), (1.0 - alpha, r)]), k
-
-
-def absolute(model, x: Expr, lower, upper) -> tuple[Expr, int]:
-    r, k = relu(model, x, lower, upper)
-    return combine([(2.0, r), (-1.0, x)]), k
-
-
-def clip(model, x: Expr, lower, upper, lo: float, hi: float) -> tuple[Expr, int]:
-    """clamp(x, lo, hi) = lo + relu(x - lo) - relu(x - hi) (lo <= hi; either may be inf)."""
-    if lo > hi:  # ONNX Clip with min > max gives max everywhere
-        return Expr.constant(np.full(x.size, hi)), 0
-    y, k = x, 0
-    if math.isfinite(lo):
-        r, k1 = relu(model, shift(x, -lo), lower - lo, upper - lo)
-        y, k = shift(r, lo), k + k1
-    if math.isfinite(hi):
-        r, k2 = relu(model, shift(x, -hi), lower - hi, upper - hi)
-        y, k = combine([(1.0, y), (-1.0, r)]), k + k2
-    return y, k
+def kinks(model: MilpModel, x: Expr, lower, upper, form: Kinks) -> tuple[Expr, int]:
+    """y = const + slope x + sum_k w_k relu(x - t_k) (the rule's ``Kinks``), each Relu by
+    :func:`relu` on its shifted bounds; returns (y, #binaries)."""
+    terms, n_bin = [], 0
+    if form.slope:
+        terms.append((form.slope, x))
+    for weight, at in form.terms:
+        src = shift(x, -at) if at else x
+        r, k = relu(model, src, lower - at, upper - at)
+        terms.append((weight, r))
+        n_bin += k
+    if not terms:
+        return Expr.constant(np.full(x.size, float(form.const))), 0
+    y = terms[0][1] if len(terms) == 1 and terms[0][0] == 1.0 else combine(terms)
+    return (shift(y, form.const) if form.const else y), n_bin
 
 
 def windows(graph: Graph, node: Node) -> list[np.ndarray]:
@@ -164,9 +157,16 @@ def relaxed(model: MilpModel, node: Node, x: Expr, lower, upper, out_lo, out_hi)
 
 
 def can_relax(node: Node) -> bool:
-    """Whether ``relaxed`` applies: an elementwise op with a relax rule and one dynamic input."""
+    """Whether ``relaxed`` applies: a rule whose MILP encoding is "relaxed" (an elementwise op
+    with a relax rule) and one dynamic input."""
     registry = rules()
     if node.op not in registry or len(node.dynamic_inputs) != 1:
         return False
-    rule = registry.get(node.op, node.name)
-    return rule.relax is not None and rule.traits.elementwise
+    return registry.get(node.op, node.name).milp.kind == "relaxed"
+
+
+def is_piecewise(node: Node) -> bool:
+    """Whether the node gets an exact piecewise-linear encoding ("kinks" or "window_max")."""
+    registry = rules()
+    return (node.op in registry and len(node.dynamic_inputs) == 1
+            and registry.get(node.op, node.name).milp.kind in ("kinks", "window_max"))

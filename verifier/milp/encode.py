@@ -3,12 +3,12 @@
 * Affine nodes (Linear, Conv, Reshape, Add/Sub with constants, ... : whatever the registry marks
   affine) are encoded exactly: the node's own ``forward`` applied to the columns of its input
   expression gives its linear part, applied to the constant part gives its offset.
-* Relu, LeakyRelu, Abs, Clip, MaxPool, ReduceMax: exact big-M encodings (activations.py) whose
-  constants come from our (sound) CROWN intermediate bounds, so they cut off no reachable point;
-  stable neurons need no binary.
-* Other elementwise nonlinearities with a ``relax`` rule (Sigmoid, Tanh, ...): the rule's linear
-  planes at the node's input bounds (a sound outer relaxation; ``Encoding.exact`` is then False
-  and a MILP point is only a candidate).
+* Ops whose rule's ``milp`` is "kinks" or "window_max" (Relu, LeakyRelu, Abs, Clip, MaxPool,
+  ReduceMax): exact big-M encodings (activations.py) whose constants come from our (sound)
+  CROWN intermediate bounds, so they cut off no reachable point; stable neurons need no binary.
+* Ops whose rule's ``milp`` is "relaxed" (Sigmoid, Tanh, ...): the rule's linear planes at the
+  node's input bounds (a sound outer relaxation; ``Encoding.exact`` is then False and a MILP
+  point is only a candidate).
 * Float32 rounding: with ``float_errors`` each node whose rounding model (bounds/engine/rounding)
   allows an error |e| <= delta gets a fresh variable z with ``x - delta <= z <= x + delta``
   For dot-product nodes (Linear, Conv, ...) the allowance gamma(n+1) (|W| |x| + |b|) is kept as
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
-from bounds.engine.rounding import DOT_OPS, gamma, reduction_length
+from bounds.engine.rounding import gamma, reduction_length
 from bounds.graph import Graph, Node
-from bounds.registry import rules
+from bounds.registry import Rounding, rules
 from bounds.rules.arithmetic import node_is_affine
 from verifier.milp import activations as act
 from verifier.milp.activations import combine
@@ -62,7 +62,7 @@ def _unsupported(nodes) -> list[str]:
     registry = rules()
     bad = []
     for node in nodes:
-        if node.op in act.EXACT_OPS and len(node.dynamic_inputs) == 1:
+        if act.is_piecewise(node):
             continue
         rule = registry.get(node.op, node.name) if node.op in registry else None
         if rule is None or not (node_is_affine(node, rule) or act.can_relax(node)):
@@ -73,7 +73,7 @@ def _unsupported(nodes) -> list[str]:
 def is_exact(graph: Graph) -> bool:
     """Whether the encoding of ``graph`` is exact (no op only relaxed)."""
     registry = rules()
-    return all(node.op in act.EXACT_OPS or node_is_affine(node, registry.get(node.op, node.name))
+    return all(act.is_piecewise(node) or node_is_affine(node, registry.get(node.op, node.name))
                for node in graph.nodes)
 
 
@@ -144,7 +144,8 @@ def _dot_error(graph: Graph, node: Node, values: dict, bounds: dict) -> Expr | N
     """Rounding error bound of a dot-product node as an affine expression of its input,
     gamma(n+1) (|W| m + |b|) with m >= |x| (rounding.py's model with |x| kept symbolic: on the
     nonnegative outputs of a ReLU this is far tighter than the interval magnitude)."""
-    if node.op not in DOT_OPS or len(node.dynamic_inputs) != 1 or not node.consts:
+    rule = rules().get(node.op, node.name)
+    if rule.rounding is not Rounding.DOT or len(node.dynamic_inputs) != 1 or not node.consts:
         return None
     src = node.dynamic_inputs[0]
     mag = _magnitude(values[src], _flat(bounds[src].lower), _flat(bounds[src].upper))
@@ -180,7 +181,7 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     out_name = graph.outputs[0].name
     n_unstable, exact = 0, True
     for node in graph.nodes:
-        if node.op in act.EXACT_OPS:
+        if act.is_piecewise(node):
             expr, k = _piecewise(graph, node, model, values, bounds)
             n_unstable += k
         elif node_is_affine(node, rules().get(node.op, node.name)):
@@ -208,14 +209,7 @@ def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds:
     """(expression, #binaries) of a piecewise-linear node (see activations.py)."""
     src = node.dynamic_inputs[0]
     x, lo, hi = values[src], _flat(bounds[src].lower), _flat(bounds[src].upper)
-    if node.op == "Relu":
-        return act.relu(model, x, lo, hi)
-    if node.op == "LeakyRelu":
-        return act.leaky_relu(model, x, lo, hi, float(node.attrs.get("alpha", 0.01)))
-    if node.op == "Abs":
-        return act.absolute(model, x, lo, hi)
-    if node.op == "Clip":
-        c_lo, c_hi = node.attrs.get("min"), node.attrs.get("max")
-        return act.clip(model, x, lo, hi, -INF if c_lo is None else float(c_lo),
-                        INF if c_hi is None else float(c_hi))
+    milp = rules().get(node.op, node.name).milp
+    if milp.kind == "kinks":
+        return act.kinks(model, x, lo, hi, milp.kinks(node))
     return act.maximum(model, x, lo, hi, act.windows(graph, node))

@@ -50,7 +50,6 @@ from verifier.milp.encode import encode, unsupported_ops
 
 log = logging.getLogger(__name__)
 
-KINK_AT_ZERO = ("Relu", "LeakyRelu", "Abs")
 MILP_MAX_BINARIES = 64
 # Size prefilter of ``milp_suits`` (Relu-like neurons in the whole net; ACAS Xu 300, mnistfc
 # 256x6 1536, ERAN 9x200 1800): larger nets are never decided by MILP, without a bound pass.
@@ -71,6 +70,18 @@ def _flat(t: torch.Tensor) -> np.ndarray:
     return t.detach().reshape(-1).double().cpu().numpy()
 
 
+def _zero_kink(node) -> bool:
+    """A Relu-like node: its rule's exact MILP encoding has every kink at 0."""
+    milp = rules().get(node.op, node.name).milp
+    return milp.kind == "kinks" and milp.zero_kink
+
+
+def _other_piecewise(node) -> bool:
+    """A window max or a piecewise-linear op with kinks away from 0 (Clip)."""
+    milp = rules().get(node.op, node.name).milp
+    return milp.kind == "window_max" or (milp.kind == "kinks" and not milp.zero_kink)
+
+
 def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
     """Input values of the Relu-like nodes (kink at 0), in graph order, without repeats.
     ``skip_affine``: leave out values affine in the network input (their interval bounds over
@@ -80,7 +91,7 @@ def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
     for node in graph.nodes:
         src = node.dynamic_inputs[0] if node.dynamic_inputs else None
         after_kink = any(v in nonlinear for v in node.dynamic_inputs)
-        if node.op in KINK_AT_ZERO and src not in out and (after_kink or not skip_affine):
+        if _zero_kink(node) and src not in out and (after_kink or not skip_affine):
             out.append(src)
         if after_kink or not node_is_affine(node, rules().get(node.op, node.name)):
             nonlinear.add(node.name)
@@ -189,8 +200,7 @@ def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
     nets are left to the other methods). ``unstable[i]``: region i's count from a CROWN pass
     already run; other regions get a pass within MILP_DECIDE_SHARE of the time to
     ``deadline`` (no answer in time: MILP is not used)."""
-    if unsupported_ops(graph) or any(n.op in ("MaxPool", "ReduceMax", "Clip")
-                                     for n in graph.nodes):
+    if unsupported_ops(graph) or any(_other_piecewise(n) for n in graph.nodes):
         return False
     if kink_neurons(graph) > MILP_MAX_KINK_NEURONS:
         return False
