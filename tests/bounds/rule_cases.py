@@ -8,7 +8,7 @@ integers), and how to build the one-node ONNX model that onnxruntime evaluates a
 omitted optional input). ``numpy_ref`` is the float64 reference where onnxruntime has no double
 kernel (Atan, Erf, LeakyRelu, exact Gelu, Conv, ConvTranspose, AveragePool, Resize) or does not
 broadcast over the batch axis (Concat with a constant).
-Ops registered without a case must be listed in ``PENDING`` (the meta-test reports them).
+Every registered op needs a case (the meta-test fails otherwise).
 """
 
 from __future__ import annotations
@@ -451,18 +451,8 @@ DISCRETE = [
 
 CASES: list[RuleCase] = NONLINEAR + AFFINE + STRUCTURED + DISCRETE
 
-# Registered ops whose cases are not written yet (their IR conventions were still moving);
-# the meta-test skips, naming them, instead of failing. Shrink this list as cases land.
-PENDING: frozenset[str] = frozenset()
-
-# Soundness failures found in rules this suite does not own, reported to their owners:
-# (case label, check, dtype name) -> why. A listed check that fails is reported as xfail.
-KNOWN_ISSUES = {
-    ("Relu", "relax", "float32"): (
-        "bounds/rules/relu.py: in float32 the unstable upper chord u/(u-l) * (x - l) rounds "
-        "below 0 at x = l (~1e-9); no outward margin (the engine runs float64)"),
-    ("Gelu(tanh)", "onnxruntime", "float32"): (
-        "bounds/engine/rounding.py: onnxruntime's float32 Gelu(tanh) computes 0.5 x (1 + tanh)"
-        " with cancellation for x << 0; its error (~2e-7 at x = -4.4, growing like eps32 |x|)"
-        " exceeds the generic allowance (rounding.generic_error)"),
-}
+# Soundness failures known and not fixed yet: (case label, check, dtype name) -> why. A listed
+# check is a strict xfail: it must fail (a fix that makes it pass fails until it is removed).
+# Emptied in session 8: Relu's float32 upper offset is rounded outward (bounds/rules/relu.py),
+# and Gelu(tanh) is checked against the engine's own allowance, which has the eps |x| term.
+KNOWN_ISSUES: dict[tuple[str, str, str], str] = {}
