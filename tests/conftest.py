@@ -11,8 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = Path(os.environ.get("NNCERT_BENCHMARKS", ROOT.parent / "shared" / "benchmarks"))
 
 
+# With NNCERT_REQUIRE_BENCHMARKS=1 a missing benchmarks folder fails the tests that read it
+# instead of skipping them (a CI that has the folder sets it: a wrong path must not pass).
+REQUIRE_BENCHMARKS = os.environ.get("NNCERT_REQUIRE_BENCHMARKS") == "1"
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
+    """The shared benchmarks folder; skips (optional data, absent on a clean clone) or, with
+    NNCERT_REQUIRE_BENCHMARKS=1, fails when it is not there."""
     if not BENCHMARKS.is_dir():
-        pytest.skip(f"shared benchmarks not found at {BENCHMARKS}")
+        message = f"shared benchmarks not found at {BENCHMARKS}"
+        if REQUIRE_BENCHMARKS:
+            pytest.fail(message + " (NNCERT_REQUIRE_BENCHMARKS=1)")
+        pytest.skip(message)
     return BENCHMARKS

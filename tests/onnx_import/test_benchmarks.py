@@ -15,7 +15,10 @@ from verifier.onnx_import.check import differential_check
 from verifier.onnx_import.loader import load_model
 from verifier.spec.types import InputRegion, OutputCondition, Spec
 
-ALL_MODELS = sorted(BENCHMARKS.glob("*/onnx/*.onnx")) if BENCHMARKS.is_dir() else []
+# Without the benchmarks folder, one placeholder path: the benchmarks_dir fixture then skips the
+# test naming the folder (or fails it, NNCERT_REQUIRE_BENCHMARKS=1) instead of an empty set.
+ALL_MODELS = (sorted(BENCHMARKS.glob("*/onnx/*.onnx")) if BENCHMARKS.is_dir()
+              else [BENCHMARKS / "absent" / "onnx" / "absent.onnx"])
 
 
 def _first_per_benchmark(paths: list[Path]) -> list[Path]:
