@@ -1,5 +1,5 @@
 """Soundness fuzzing campaign: random small networks and properties, every ``nncert verify``
-method against the exact MILP oracle (see verifier/fuzz).
+method against the exact MILP oracle (see fuzzing).
 
     OMP_NUM_THREADS=1 python -m benchmarks.fuzz_campaign --cases 500 --seed 1 --jobs 1
     python -m benchmarks.fuzz_campaign --case 1:37          # reproduce one case, verbosely
@@ -21,7 +21,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from verifier.fuzz import METHODS, make_case, run_case, save_case
+if __package__ in (None, ""):  # run as a script: make the repository (fuzzing/) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fuzzing import METHODS, make_case, run_case, save_case  # noqa: E402
 
 log = logging.getLogger("fuzz_campaign")
 OVERRUN_S = 1.0  # a method run longer than timeout + this is listed as an overrun

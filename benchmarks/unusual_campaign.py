@@ -1,6 +1,6 @@
 """Campaign of unusual models (issue 16): random small models with the ops of newer VNN-COMP
 entries and random specs (pinned coordinates, several boxes, thousands of disjuncts, gzip); see
-verifier/fuzz/unusual_*.py.
+fuzzing/unusual_*.py.
 
     OMP_NUM_THREADS=1 python benchmarks/unusual_campaign.py --cases 100 --timeout 2 --seed 1
     python benchmarks/unusual_campaign.py --case 1:37 --timeout 2   # one case, verbosely
@@ -29,9 +29,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verifier.fuzz.unusual_cases import make_unusual_case, write_case  # noqa: E402
-from verifier.fuzz.unusual_harness import UnusualResult, run_unusual_case  # noqa: E402
-from verifier.fuzz.unusual_nets import LARGE_SHARE  # noqa: E402
+from fuzzing.unusual_cases import make_unusual_case, write_case  # noqa: E402
+from fuzzing.unusual_harness import UnusualResult, run_unusual_case  # noqa: E402
+from fuzzing.unusual_nets import LARGE_SHARE  # noqa: E402
 
 log = logging.getLogger("unusual_campaign")
 OUTCOMES = ("sat", "unsat", "unknown", "timeout", "error", "refused", "killed")

@@ -219,32 +219,38 @@ def _worker_main(conn) -> None:
 
 
 class Worker:
-    """A reusable verification process with a hard per-task deadline."""
+    """A reusable process with a hard per-task deadline. ``target(conn)`` runs in the child:
+    it sends ``"ready"`` once started, then answers each task it receives until it gets None
+    (default: verification tasks, ``run_task``; the fuzz campaigns pass their own)."""
 
-    def __init__(self, start_timeout: float):
+    def __init__(self, start_timeout: float, target: Callable = _worker_main):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=target, args=(child,), daemon=True)
         self.proc.start()
         child.close()
         if not self.conn.poll(start_timeout) or self.conn.recv() != "ready":
             self.kill()
             raise RuntimeError("benchmark worker did not start")
 
-    def run(self, task: dict, hard_limit: float) -> dict | None:
+    def run(self, task, hard_limit: float) -> dict | None:
         """The answer, or None when the worker overran ``hard_limit`` (it is then killed)."""
-        self.conn.send(task)
         try:
+            self.conn.send(task)
             if self.conn.poll(hard_limit):
                 return self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(1)
             code = self.proc.exitcode
             self.kill()
-            return {"result": "error", "time_s": 0.0, "method": "",
-                    "message": f"worker process died (exit code {code})"}
+            return self.died(code)
         self.kill()
         return None
+
+    def died(self, code: int | None) -> dict:
+        """The answer for a task whose process died (crash, out of memory)."""
+        return {"result": "error", "time_s": 0.0, "method": "",
+                "message": f"worker process died (exit code {code})"}
 
     def alive(self) -> bool:
         return self.proc.is_alive()

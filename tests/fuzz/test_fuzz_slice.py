@@ -9,11 +9,11 @@ import functools
 import numpy as np
 import pytest
 
-from verifier.fuzz import make_case, run_case
-from verifier.fuzz.cases import NET_KINDS, ort_outputs
-from verifier.fuzz.harness import check_counterexample
-from verifier.fuzz.nets import random_mlp
-from verifier.fuzz.specs import SPEC_KINDS, random_prop, to_vnnlib
+from fuzzing import make_case, run_case
+from fuzzing.cases import NET_KINDS, ort_outputs
+from fuzzing.harness import check_counterexample
+from fuzzing.nets import random_mlp
+from fuzzing.specs import SPEC_KINDS, random_prop, to_vnnlib
 from verifier.spec import parse_vnnlib
 
 SEED = 2024

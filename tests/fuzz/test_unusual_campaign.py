@@ -10,18 +10,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from verifier.fuzz.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
-from verifier.fuzz.unusual_cases import make_unusual_case, write_case
-from verifier.fuzz.unusual_harness import (
+from fuzzing.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
+from fuzzing.unusual_cases import make_unusual_case, write_case
+from fuzzing.unusual_harness import (
     judge,
     new_result,
     refusal_is_clear,
     run_unusual_case,
     sample_case,
 )
-from verifier.fuzz.unusual_nets import random_unusual_net
-from verifier.fuzz.unusual_oracle import box_points, check_counterexample, ort_outputs
-from verifier.fuzz.unusual_specs import UNUSUAL_SPEC_KINDS
+from fuzzing.unusual_nets import random_unusual_net
+from fuzzing.unusual_oracle import box_points, check_counterexample, ort_outputs
+from fuzzing.unusual_specs import UNUSUAL_SPEC_KINDS
 from verifier.spec import load_spec
 
 SEED = 16
@@ -161,7 +161,7 @@ def test_fast_slice_mixes_spec_kinds(slice_results):
 def test_upsample_models_use_opset_9_and_run():
     import onnx
 
-    from verifier.fuzz.unusual_nets import random_upsample_net
+    from fuzzing.unusual_nets import random_upsample_net
 
     net = random_upsample_net(np.random.default_rng(0))
     assert onnx.load_from_string(net.onnx_bytes).opset_import[0].version == 9
@@ -187,7 +187,7 @@ def test_judge_lists_a_crash_that_the_pipeline_turned_into_unknown():
 
 
 def test_local_search_never_loses_and_stays_on_float32_points_of_the_box():
-    from verifier.fuzz.unusual_oracle import local_search, violation_margin
+    from fuzzing.unusual_oracle import local_search, violation_margin
 
     case = make_unusual_case(SEED, 2, kind="box")
     sampled = sample_case(case)
@@ -204,7 +204,7 @@ def test_local_search_never_loses_and_stays_on_float32_points_of_the_box():
 
 
 def test_a_hanging_task_gets_its_worker_killed():
-    from verifier.fuzz.worker import TaskWorker
+    from fuzzing.worker import TaskWorker
 
     worker = TaskWorker()
     try:

@@ -26,8 +26,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from verifier.fuzz.specs import PropSpec, box_atoms, row_text
-from verifier.fuzz.unusual_oracle import box_points, ort_outputs
+from fuzzing.specs import PropSpec, box_atoms, row_text
+from fuzzing.unusual_oracle import box_points, ort_outputs
 
 UNUSUAL_SPEC_KINDS = ("box", "pinned", "boxes", "disjuncts", "regions")
 SPEC_WEIGHTS = (0.25, 0.25, 0.17, 0.18, 0.15)

@@ -1,4 +1,4 @@
-"""Tasks that run inside the campaign's worker process (verifier/fuzz/worker.py).
+"""Tasks that run inside the campaign's worker process (fuzzing/worker.py).
 
 * ``import_check``: our importer on the model file, then our graph evaluated (float32 and
   float64) against onnxruntime outputs that the parent computed; a refusal is returned with its

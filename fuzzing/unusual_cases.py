@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from verifier.fuzz.specs import PropSpec, to_vnnlib
-from verifier.fuzz.unusual_nets import (
+from fuzzing.specs import PropSpec, to_vnnlib
+from fuzzing.unusual_nets import (
     LARGE_SHARE,
     UnusualNet,
     random_unusual_net,
     random_upsample_net,
 )
-from verifier.fuzz.unusual_specs import (
+from fuzzing.unusual_specs import (
     GZIP_SHARE,
     SPEC_WEIGHTS,
     UNUSUAL_SPEC_KINDS,

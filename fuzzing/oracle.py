@@ -20,7 +20,7 @@ import torch
 
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
-from verifier.fuzz.specs import PropSpec
+from fuzzing.specs import PropSpec
 from verifier.milp.backends import solve
 from verifier.milp.encode import encode
 from verifier.milp.model import Expr

@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from verifier.fuzz.specs import PropSpec
+from fuzzing.specs import PropSpec
 
 VNNCOMP_TOL = 1e-4
 _SESSIONS: dict[bytes, object] = {}

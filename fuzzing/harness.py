@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from verifier.fuzz.cases import Case, load_bytes, ort_outputs
-from verifier.fuzz.oracle import milp_oracle
+from fuzzing.cases import Case, load_bytes, ort_outputs
+from fuzzing.oracle import milp_oracle
+from verifier.config import METHODS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "incomplete", "bab", "attack", "milp")
 BAND_REL = 1e-5
 ORACLE_TIME_S = 60.0
 ATTACK_SHARE = 0.02

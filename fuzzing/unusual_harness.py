@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from verifier.fuzz.unusual_cases import UnusualCase, write_case
-from verifier.fuzz.unusual_oracle import (
+from fuzzing.unusual_cases import UnusualCase, write_case
+from fuzzing.unusual_oracle import (
     box_points,
     check_counterexample,
     local_search,
     ort_outputs,
     violation_margin,
 )
-from verifier.fuzz.worker import TaskWorker
+from fuzzing.worker import TaskWorker
 
 OVERRUN_S = 1.0
 GRACE_S = 4.0

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from verifier.fuzz.nets import Net, random_net
-from verifier.fuzz.oracle import property_optimum
-from verifier.fuzz.specs import SPEC_KINDS, PropSpec, random_prop, to_vnnlib
-from verifier.fuzz.unusual_oracle import session
+from fuzzing.nets import Net, random_net
+from fuzzing.oracle import property_optimum
+from fuzzing.specs import SPEC_KINDS, PropSpec, random_prop, to_vnnlib
+from fuzzing.unusual_oracle import session
 from verifier.onnx_import.loader import ImportedModel, import_proto
 
 NET_KINDS = ("mlp", "mixed", "cnn")

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from verifier.fuzz.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
-from verifier.fuzz.unusual_blocks import batch_norm as blocks_batch_norm
+from fuzzing.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
+from fuzzing.unusual_blocks import batch_norm as blocks_batch_norm
 
 OPSET = 13
 LARGE_SHARE = 0.12
