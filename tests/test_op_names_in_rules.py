@@ -31,19 +31,6 @@ ALLOWED: dict[tuple[str, str], int] = {
     ("verifier/ir/passes.py", "Relu"): 1,
     ("verifier/ir/passes.py", "Erf"): 1,
     ("verifier/ir/passes.py", "Gelu"): 1,
-    # fuzz network generators build ONNX graphs (ONNX op names; moving out of the package)
-    ("verifier/fuzz/nets.py", "Relu"): 2,
-    ("verifier/fuzz/nets.py", "LeakyRelu"): 1,
-    ("verifier/fuzz/nets.py", "Abs"): 1,
-    ("verifier/fuzz/nets.py", "Clip"): 1,
-    ("verifier/fuzz/unusual_blocks.py", "LeakyRelu"): 3,
-    ("verifier/fuzz/unusual_blocks.py", "Sin"): 3,
-    ("verifier/fuzz/unusual_blocks.py", "Cos"): 2,
-    ("verifier/fuzz/unusual_blocks.py", "Sign"): 1,
-    ("verifier/fuzz/unusual_blocks.py", "Floor"): 2,
-    ("verifier/fuzz/unusual_blocks.py", "Pow"): 2,
-    ("verifier/fuzz/unusual_blocks.py", "Sigmoid"): 1,
-    ("verifier/fuzz/unusual_blocks.py", "Cast"): 5,
 }
 
 
