@@ -153,13 +153,12 @@ def test_split_children_bounds_are_sound_on_each_half():
     kids = s.bound(split_domains(root, layers, choice, s.points), 10, reuse=False)
     j, q = decode(layers, choice)
     lay = layers[int(j)]
-    p = float(kids.lower[lay.value][0].flatten()[q]) if len(kids) == 2 else None
+    assert len(kids) == 2, "construction: both children must survive (none refuted outright)"
+    p = float(kids.lower[lay.value][0].flatten()[q])
     n = 100_000
     x = torch.rand(n, 3, generator=torch.Generator().manual_seed(0), dtype=F64) * 2 - 1
     y = run_graph(graph, x.reshape(n, 1, 3))[0].reshape(n, -1) @ torch.as_tensor(c)
     z = _value(graph, lay.value, x).reshape(n, -1)[:, int(q)]
-    if p is None:
-        pytest.skip("a child was refuted outright")
     for i, half in enumerate((z >= p, z <= p)):
         if bool(half.any()):
             assert float(kids.bound[i, 0]) + 100.0 <= float(y[half].min()) + 1e-7
@@ -205,8 +204,7 @@ def test_proves_beyond_incomplete_bounds(seed, acts):
     m, _ = sampled_min(graph, c)
     lb = alpha_lower(graph, c)
     assert lb <= m + 1e-9
-    if m - lb < 1e-3:
-        pytest.skip("incomplete bounds are already tight")
+    assert m - lb >= 1e-3, "construction: a gap the incomplete bounds leave for the search"
     # GELU's relaxation (bisection for tangent points) is slow: a wider gap for it.
     rhs = lb + (0.2 if "Gelu" in acts else 0.5) * (m - lb)
     region = region_for(None, 3, c[None, None], [[rhs]])
@@ -215,16 +213,27 @@ def test_proves_beyond_incomplete_bounds(seed, acts):
     assert out.verdict == "unsat", out.stats
 
 
-@pytest.mark.parametrize("opts", [dict(points="midpoint"), dict(heuristic="width"),
-                                  dict(branching="babsr", multi_split=1)])
-def test_ablation_switches_run_and_stay_sound(opts):
+MIDPOINT_MULTI_SPLIT = (
+    "bug: midpoint splits with multi_split >= 3 leave children open at their parent's bound "
+    "(root split at 8, 3, 7: 2 of 8 children open at -0.001008, while the 4 children of the "
+    "splits at 8, 3 are all refuted); the search then runs to depth ~30 and times out")
+
+
+@pytest.mark.parametrize("opts", [
+    pytest.param(dict(points="midpoint"),
+                 marks=pytest.mark.xfail(strict=True, reason=MIDPOINT_MULTI_SPLIT)),
+    dict(points="midpoint", multi_split=2), dict(heuristic="width"),
+    dict(branching="babsr", multi_split=1)])
+def test_ablation_switches_run_and_prove(opts):
+    """rhs at a tenth of the gap between alpha-CROWN's bound and the sampled minimum: known
+    unsat (the default search proves half the gap); each switch proves it in under a second."""
     graph = net(3, ("Sigmoid", "Sigmoid"))
     c = np.array([1.0, -1.0])
     m, _ = sampled_min(graph, c)
     lb = alpha_lower(graph, c)
     region = region_for(None, 3, c[None, None], [[lb + 0.1 * (m - lb)]])
     out = search(graph, region, deadline_s=10.0, **opts).run()
-    assert out.verdict in ("unsat", "timeout"), out.stats
+    assert out.verdict == "unsat", out.stats
 
 
 def test_without_nonlinear_splits_nothing_to_split():
@@ -251,7 +260,8 @@ def test_scores_are_finite_only_for_candidates():
 
 # ---- strategy: auto uses GenBaB on smooth networks -------------------------------------------
 def test_auto_strategy_uses_genbab_on_tanh_onnx(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx
+
     from tests.onnx_builders import gemm_relu_mlp
     from verifier.config import BabConfig, VerifyConfig
     from verifier.onnx_import.loader import load_model
