@@ -32,7 +32,7 @@ from bounds.engine.analysis import (
     values_ibp_bounds_exactly,
 )
 from bounds.engine.constants import as_tensor, node_args
-from bounds.engine.deadline import check_deadline, shared_rates, time_left
+from bounds.engine.deadline import check_deadline, shared_rates, time_left, timed_chunks
 from bounds.engine.forward_linear import (
     constant_functions,
     identity_functions,
@@ -157,24 +157,19 @@ def _relaxation(state: BoundState, node: Node, rule, use_alpha: bool):
     return hit
 
 
-# Alpha elements per call of a rule's relax: curves with many spec rows (thousands of
-# disjuncts) take seconds per node, and the clock is checked between calls.
-ALPHA_RELAX_CHUNK = 2**20
-
-
 def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Relaxation:
-    """``rule.relax`` with per-row ``alpha`` [B, S, *shape], in chunks of spec rows."""
-    per_row = alpha[:, :1].numel()
-    step = max(1, ALPHA_RELAX_CHUNK // max(per_row, 1))
-    if step >= alpha.shape[1]:
-        return rule.relax(node, lower, upper, alpha)
-    parts = []
-    for start in range(0, alpha.shape[1], step):
-        check_deadline()
-        a = alpha[:, start:start + step]
+    """``rule.relax`` with per-row ``alpha`` [B, S, *shape], in chunks of spec rows sized by
+    the measured cost (curves with many spec rows, e.g. thousands of disjuncts, take seconds
+    per node), with the clock checked between chunks."""
+    def relax_rows(start: int, stop: int) -> list[torch.Tensor]:
+        a = alpha[:, start:stop]
         rel = rule.relax(node, lower, upper, a)
-        parts.append([t.expand(a.shape) for t in (rel.lower_slope, rel.lower_offset,
-                                                   rel.upper_slope, rel.upper_offset)])
+        return [t.expand(a.shape) for t in (rel.lower_slope, rel.lower_offset,
+                                            rel.upper_slope, rel.upper_offset)]
+
+    parts = timed_chunks(alpha.shape[1], alpha[:, :1].numel(), relax_rows)
+    if len(parts) == 1:
+        return Relaxation(*parts[0])
     return Relaxation(*(torch.cat([p[i] for p in parts], dim=1) for i in range(4)))
 
 

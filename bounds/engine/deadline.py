@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "bound_engine_deadline", default=None)
@@ -76,3 +79,31 @@ def step_fits(pass_s: float, deadline: float = math.inf) -> bool:
 def shared_rates() -> dict | None:
     """The measured-cost memo of the current deadline block (None outside one)."""
     return _RATES.get()
+
+
+# A chunk of a rate-sized loop should take about this long, so the clock is read at least
+# this often; the first chunk is small because nothing is known about the rate yet.
+CHUNK_TARGET_S = 0.2
+FIRST_CHUNK_ELEMENTS = 4096
+
+
+def timed_chunks(n_items: int, item_elements: int, run: Callable[[int, int], T],
+                 target_s: float | None = None) -> list[T]:
+    """``run(start, stop)`` over ``range(n_items)`` in chunks sized from the measured cost per
+    item so that each takes about ``target_s``, with a clock check before each chunk.
+
+    Per-element costs of the same call differ by 100x between ops (a Gelu relaxation bisects
+    for its tangent points, a Sin one does not), so a fixed element count per chunk is either
+    too coarse for the deadline or too fine for speed."""
+    target_s = CHUNK_TARGET_S if target_s is None else target_s
+    step = max(1, FIRST_CHUNK_ELEMENTS // max(item_elements, 1))
+    out, start = [], 0
+    while start < n_items:
+        check_deadline()
+        stop = min(n_items, start + step)
+        began = time.monotonic()
+        out.append(run(start, stop))
+        per_item = max(time.monotonic() - began, 1e-6) / (stop - start)
+        step = max(1, int(target_s / per_item))
+        start = stop
+    return out

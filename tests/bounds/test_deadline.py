@@ -13,6 +13,7 @@ from bounds.engine.deadline import (
     check_deadline,
     engine_deadline,
     step_fits,
+    timed_chunks,
 )
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
@@ -348,11 +349,51 @@ def test_chunked_vjp_through_convtranspose_and_resize(tmp_path, monkeypatch):
     assert bool((y >= whole[0, :n_out] - 1e-6).all() and (-y >= whole[0, n_out:] - 1e-6).all())
 
 
+def _one_item_chunks(monkeypatch) -> None:
+    """Rate-sized chunks of one item each (a first chunk of one, no time target)."""
+    import bounds.engine.deadline as deadline
+
+    monkeypatch.setattr(deadline, "FIRST_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(deadline, "CHUNK_TARGET_S", 0.0)
+
+
+def test_timed_chunks_cover_every_item_once_in_order_with_rate_sized_chunks():
+    seen = []
+
+    def run(start, stop):
+        seen.append((start, stop))
+        time.sleep(0.001 * (stop - start))
+        return list(range(start, stop))
+
+    out = timed_chunks(2000, 8, run, target_s=0.05)
+    assert [i for part in out for i in part] == list(range(2000))
+    assert seen[0] == (0, 4096 // 8)  # nothing measured yet: FIRST_CHUNK_ELEMENTS
+    assert len(seen) > 2  # then ~50 items per 0.05 s chunk
+
+
+def test_timed_chunks_size_later_chunks_from_the_first():
+    seen = []
+
+    def run(start, stop):
+        seen.append(stop - start)
+        time.sleep(0.002 * (stop - start))
+
+    timed_chunks(100, 4096, run, target_s=0.02)  # first chunk: one item (4096 elements)
+    assert seen[0] == 1
+    assert all(n <= 12 for n in seen) and len(seen) >= 9  # ~10 items per 0.02 s chunk
+
+
+def test_timed_chunks_stop_at_the_deadline():
+    calls = []
+    with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
+        timed_chunks(10, 1, lambda a, b: calls.append((a, b)))
+    assert calls == []
+
+
 @pytest.mark.parametrize("activation", ["Sigmoid", "Sin", "Relu"])
 def test_alpha_relaxation_in_row_chunks_gives_the_same_bounds(monkeypatch, activation):
     """Relaxations with per-row alphas run in chunks of spec rows (a clock check between
     them): one row per chunk gives the same alpha-CROWN bounds as one call."""
-    import bounds.engine.crown as crown
 
     graph = random_mlp([4, 16, 16, 3], seed=2, activation=activation)
     box = Interval(-torch.ones((2, 1, 4), dtype=F64), torch.ones((2, 1, 4), dtype=F64))
@@ -360,7 +401,7 @@ def test_alpha_relaxation_in_row_chunks_gives_the_same_bounds(monkeypatch, activ
     rhs = torch.zeros((1, 3), dtype=F64)
     options = BoundOptions(method="alpha", alpha_iterations=5)
     whole = bound_spec(graph, box, coef, rhs, options).lower
-    monkeypatch.setattr(crown, "ALPHA_RELAX_CHUNK", 1)
+    _one_item_chunks(monkeypatch)
     chunked = bound_spec(graph, box, coef, rhs, options).lower
     assert torch.allclose(whole, chunked, rtol=0, atol=1e-12)
 
@@ -372,6 +413,6 @@ def test_alpha_relaxation_chunks_stop_at_the_deadline(monkeypatch):
     node = next(n for n in graph.nodes if n.op == "Sigmoid")
     lo = -torch.ones((1, 1, *graph.shape_of(node.dynamic_inputs[0])), dtype=F64)
     alpha = torch.full((1, 3, *node.shape), 0.5, dtype=F64)
-    monkeypatch.setattr(crown, "ALPHA_RELAX_CHUNK", 1)
+    _one_item_chunks(monkeypatch)
     with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
         crown._alpha_relaxation(node, crown.rules().get("Sigmoid"), lo, -lo, alpha)
