@@ -14,6 +14,7 @@ from bounds.rules import (
     s_shaped,
     shape,
     softmax,
+    softplus,
 )
 
 ALL_RULE_MODULES = (
@@ -27,6 +28,7 @@ ALL_RULE_MODULES = (
     periodic,
     gelu,
     exp_log,
+    softplus,
     softmax,
     logic,
     discrete,

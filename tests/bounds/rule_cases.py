@@ -106,6 +106,9 @@ NONLINEAR = [
            onnx_attrs={"approximate": "tanh"}, opset=20, specials=(0.0, -0.75, -1.42, 1.42),
            numpy_ref=_gelu_tanh),
     _unary("Exp", domain=(-1e3, 60.0), numpy_ref=np.exp),
+    # onnxruntime has no double Softplus kernel
+    _unary("Softplus", specials=(0.0, -20.0, 20.0, -40.0),
+           numpy_ref=lambda x: np.logaddexp(0.0, x)),
     _unary("Log", domain=(1e-6, 1e4), specials=(1.0,), numpy_ref=np.log),
     _unary("Sqrt", domain=(0.0, 1e4), specials=(0.0, 1.0), numpy_ref=np.sqrt),
     _unary("Reciprocal", "Reciprocal(+)", domain=(1e-3, 1e3), specials=(1.0,),

@@ -68,7 +68,7 @@ def _variadic(op):
 OP_MODELS: dict = {
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
-        "Tanh", "Identity", "Dropout")},
+        "Tanh", "Identity", "Dropout", "Softplus")},
     **{op: (_unary(op), 0.25, 4.0) for op in ("Log", "Reciprocal", "Sqrt")},
     **{op: (_binary(op), -2.0, 2.0) for op in ("Add", "Sub", "Mul", "Div")},
     **{op: (_cmp(op), -1.0, 1.0) for op in (

@@ -36,6 +36,9 @@ _leaky = unary("LeakyRelu", lambda ctx, n: {"alpha": float(ctx.attr(n, "alpha", 
 converter("LeakyRelu", 1)(_leaky)
 converter("LeakyRelu", 6)(_leaky)
 converter("LeakyRelu", 16)(_leaky)
+# Softplus 22 only widens the element types
+converter("Softplus", 1)(unary("Softplus"))
+converter("Softplus", 22)(unary("Softplus"))
 converter("Gelu", 20)(unary("Gelu", lambda ctx, n: {"approximate": ctx.attr(n, "approximate",
                                                                               "none")}))
 
