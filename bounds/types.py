@@ -42,12 +42,29 @@ class Relaxation:
     upper_offset: torch.Tensor
 
 
-@dataclass(frozen=True)
-class LinearBound:
-    """``y >= coef . x + offset`` (or <=, by context) for x ranging over the input box.
+def box_min(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """min over the boxes of a . x: a [N, S, d], lower/upper [N, d] -> [N, S]."""
+    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+    return torch.minimum(a * lo, a * hi).sum(-1)
 
-    ``coef`` has shape ``[B, S, *input_shape]`` and ``offset`` shape ``[B, S]``.
-    """
 
-    coef: torch.Tensor
-    offset: torch.Tensor
+@dataclass
+class LinearBounds:
+    """a_lo . x + c_lo <= value <= a_hi . x + c_hi for every x in the box the bounds were
+    computed on (hence on every sub-box). ``a_*`` [B, numel, d], ``c_*`` [B, numel]; positions
+    without a linear bound have a = 0 and c = -inf / +inf."""
+
+    a_lo: torch.Tensor
+    c_lo: torch.Tensor
+    a_hi: torch.Tensor
+    c_hi: torch.Tensor
+
+    def concretize(self, lower: torch.Tensor, upper: torch.Tensor, shape) -> Interval:
+        """Interval of the value over the boxes [B, d] (B matching the bounds' batch)."""
+        vlo = self.c_lo + box_min(self.a_lo, lower, upper)
+        vhi = self.c_hi - box_min(-self.a_hi, lower, upper)
+        return Interval(vlo.reshape(-1, *shape), vhi.reshape(-1, *shape))
+
+    def select(self, idx) -> LinearBounds:
+        """The bounds of the domains ``idx``."""
+        return LinearBounds(self.a_lo[idx], self.c_lo[idx], self.a_hi[idx], self.c_hi[idx])

@@ -71,7 +71,7 @@ def property_optimum(graph, prop: PropSpec, deadline: float) -> float:
     best = np.inf
     for lower, upper in prop.boxes:
         res = _bounds(graph, lower, upper)
-        enc = encode(graph, lower, upper, res.intermediate, res.state.deltas, float_errors=False)
+        enc = encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=False)
         for d in range(prop.coef.shape[0]):
             best = min(best, _disjunct_min(enc, prop.coef[d], prop.rhs[d], deadline))
     return best

@@ -24,8 +24,6 @@ EXEMPT = ("bounds/rules/", "verifier/onnx_import/")
 ALLOWED: dict[tuple[str, str], int] = {
     # Relu search: ReluLayer.op default / is_relu / relu_layers -> rule.split.search == "sign"
     ("verifier/bab/branching.py", "Relu"): 3,
-    # _positions_to_refine: consumers all Relu -> rule.split.search == "sign" (stable exact)
-    ("bounds/engine/crown.py", "Relu"): 1,
     # graph rewrites: Clip(0, inf) -> Relu, x Phi(x) via Erf -> Gelu (pattern matching on ops)
     ("verifier/ir/passes.py", "Clip"): 1,
     ("verifier/ir/passes.py", "Relu"): 1,

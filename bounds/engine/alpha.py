@@ -2,20 +2,20 @@
 tangent points of smooth ops, window-max lower planes, McCormick plane mixing of products).
 
 Any alpha in the allowed range gives a sound bound, so optimisation only ever tightens: we keep
-the best bound (and its alphas) seen per domain and spec row, and return them for warm starts.
+the best bound (and its alphas) seen per domain and spec row, and return them for warm starts
+(the loop: ``optimize.maximize``, shared with beta-CROWN).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 import torch
 
-from bounds.engine.adam import Adam
 from bounds.engine.constants import node_args
-from bounds.engine.crown import BoundState, backward_bound
-from bounds.engine.deadline import check_deadline, step_fits
+from bounds.engine.crown import backward_bound
+from bounds.engine.optimize import Group, Schedule, maximize
+from bounds.engine.results import Intermediates, PassCache
 from bounds.registry import rules
 
 
@@ -59,33 +59,37 @@ STRUCTURED_ALPHA_OPS: Mapping[str, tuple[Callable, tuple[float, float]]] = _Rule
     structured=True)
 
 
-def _alpha_range(op: str) -> tuple[float, float]:
-    spec = rules().get(op).alpha
-    return spec.low, spec.high
+def alpha_ranges(graph, alphas: Mapping[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+    """node -> the allowed range of its alpha (its rule's), for the nodes of ``alphas``."""
+    out = {}
+    for name in alphas:
+        spec = rules().get(graph.node(name).op).alpha
+        out[name] = (spec.low, spec.high)
+    return out
 
 
-def _initial(state: BoundState, node, n_spec: int) -> torch.Tensor | None:
+def _initial(inter: Intermediates, node, n_spec: int) -> torch.Tensor | None:
     if node.op in ALPHA_OPS:
-        x = state.bounds[node.dynamic_inputs[0]]
+        x = inter.bounds[node.dynamic_inputs[0]]
         init, _ = ALPHA_OPS[node.op]
         return init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
     if node.op in STRUCTURED_ALPHA_OPS and len(node.dynamic_inputs) == (
             1 if node.op in ("MaxPool", "ReduceMax") else 2):
-        args = node_args(node, state.bounds, state.device, state.dtype)
+        args = node_args(node, inter.bounds, inter.device, inter.dtype)
         return STRUCTURED_ALPHA_OPS[node.op][0](node, args, n_spec)
     return None
 
 
-def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None,
+def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,
                 before: str | None = None) -> dict:
     """One alpha tensor ([B, S, *shape] for elementwise ops, rule-specific for window max and
     products) per optimisable node (upstream of ``before`` if given), warm-started where
     shapes match."""
     alphas = {}
-    for node in state.graph.nodes:
+    for node in inter.graph.nodes:
         if node.name == before:
             break
-        start = _initial(state, node, n_spec)
+        start = _initial(inter, node, n_spec)
         if start is None:
             continue
         if warm is not None and node.name in warm and warm[node.name].shape == start.shape:
@@ -94,50 +98,25 @@ def init_alphas(state: BoundState, n_spec: int, warm: dict | None = None,
     return alphas
 
 
-def _clip_(alphas: dict, state: BoundState) -> None:
-    with torch.no_grad():
-        for name, a in alphas.items():
-            lo, hi = _alpha_range(state.graph.node(name).op)
-            a.clamp_(lo, hi)
-
-
-def optimize_alpha(state: BoundState, start: str, coef: torch.Tensor, iterations: int = 20,
+def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterations: int = 20,
                    lr: float = 0.1, warm: dict | None = None,
-                   stop: Callable[[torch.Tensor], bool] | None = None):
+                   stop: Callable[[torch.Tensor], bool] | None = None,
+                   cache: PassCache | None = None) -> tuple[torch.Tensor, dict]:
     """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas)."""
-    alphas = init_alphas(state, coef.shape[1], warm, before=start)
+    cache = PassCache() if cache is None else cache
+    alphas = init_alphas(inter, coef.shape[1], warm, before=start)
     if not alphas or iterations <= 0:
         with torch.no_grad():
-            state.alphas = {k: v.detach() for k, v in alphas.items()}
-            return backward_bound(state, start, coef, use_alpha=bool(alphas)), alphas
-    optimizer = Adam([(list(alphas.values()), lr)])
+            fixed = {k: v.detach() for k, v in alphas.items()}
+            return backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower, alphas
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
     # point for smooth ops can be looser than it.
     with torch.no_grad():
-        best = backward_bound(state, start, coef)
-    best_alphas = {k: v.detach().clone() for k, v in alphas.items()}
-    for _ in range(iterations):
-        check_deadline()
-        state.alphas = alphas
-        pass_start = time.monotonic()
-        lower = backward_bound(state, start, coef, use_alpha=True)
-        pass_s = time.monotonic() - pass_start
-        detached = lower.detach()
-        improved = detached > best
-        best = torch.maximum(best, detached)
-        for k, v in alphas.items():
-            mask = improved.reshape(*improved.shape, *([1] * (v.dim() - 2)))
-            best_alphas[k] = torch.where(mask, v.detach(), best_alphas[k])
-        if stop is not None and stop(best):
-            break
-        if not lower.requires_grad:  # no alpha reaches this bound (stable or cut off)
-            break
-        if not step_fits(pass_s):  # no time for a gradient: the best so far is a sound bound
-            check_deadline()  # (unless the pass itself ran past the deadline)
-            break
-        optimizer.zero_grad()
-        (-lower.sum()).backward()
-        optimizer.step()
-        _clip_(alphas, state)
-    state.alphas = {}
+        best = backward_bound(inter, start, coef, cache=cache).lower
+
+    def bound() -> torch.Tensor:
+        return backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
+
+    group = Group(alphas, lr, alpha_ranges(inter.graph, alphas))
+    best, (best_alphas,) = maximize(bound, [group], Schedule(iterations, stop=stop), best)
     return best, best_alphas

@@ -88,3 +88,12 @@ def backward_footprint(graph: Graph, node: Node) -> int:
 
 def largest_numel(graph: Graph) -> int:
     return max(backward_footprint(graph, n) for n in graph.nodes)
+
+
+def split_search(op: str) -> str | None:
+    """Who splits neurons of ``op`` (its rule's ``split.search``): "sign" (sign splits, exact
+    once the input's sign is fixed: Relu), "interval" (GenBaB's interval splits), "operands"
+    (products), "none"; None for an op without a rule or a split field."""
+    registry = rules()
+    rule = registry.get(op) if op in registry else None
+    return None if rule is None or rule.split is None else rule.split.search

@@ -15,14 +15,10 @@ import torch
 
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import largest_numel, window_and_product_nodes
-from bounds.engine.crown import (
-    MAX_COEF_ELEMENTS,
-    BoundState,
-    backward_bound,
-    chunk_rows,
-    compute_intermediate,
-)
+from bounds.engine.crown import MAX_COEF_ELEMENTS, backward_bound
 from bounds.engine.ibp import ibp_bounds, intersect
+from bounds.engine.intermediate import chunk_rows, compute_intermediate
+from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
 from bounds.graph import Graph
 from bounds.rules.softmax import expand_softmax, simplex_lower
@@ -52,22 +48,36 @@ class BoundOptions:
         return "crown"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpecBounds:
     lower: torch.Tensor  # [B, S]: lower bound of (C y - rhs); > 0 refutes the row
-    state: BoundState
+    intermediates: Intermediates
     alphas: dict
-    # [B, S] the lower bound of (C y - rhs) that the CROWN pass whose input coefficients are
-    # in state.input_coef reached (min over the box of that linear function): input-split
-    # branch-and-bound clips domains with it. None when no such pass ran.
+    # [B, S, *input_shape] the input coefficients of the (first) CROWN pass, and [B, S] the
+    # lower bound of (C y - rhs) it reached (min over the box of that linear function):
+    # input-split branch-and-bound clips domains with them. None when no such pass ran.
+    input_coef: torch.Tensor | None = None
     linear_lower: torch.Tensor | None = None
 
     @property
     def intermediate(self) -> dict[str, Interval]:
-        return self.state.bounds
+        """Interval bounds of every value (``intermediates.bounds``)."""
+        return self.intermediates.bounds
+
+    @property
+    def deltas(self) -> dict[str, torch.Tensor | None]:
+        """Rounding allowance of every value (``intermediates.deltas``)."""
+        return self.intermediates.deltas
+
+    @property
+    def state(self) -> Intermediates:
+        """Old name of ``intermediates``, still read by tests/milp/test_milp_activations.py,
+        tests/bounds/test_linear_record.py and test_crown_packing.py (other owners)."""
+        return self.intermediates
 
 
-def _ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
+def ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
+    """Lower bound of coef [B, S, n_out] . y over the output interval ``out``: [B, S]."""
     lo, hi = out.lower.flatten(1).unsqueeze(1), out.upper.flatten(1).unsqueeze(1)
     c = coef.flatten(2)
     return (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
@@ -96,38 +106,38 @@ def _with_softmax_ibp(graph: Graph, box: Interval, given: dict | None) -> dict:
     return out
 
 
-def _alpha_fits(state: BoundState, coef: torch.Tensor) -> bool:
+def _alpha_fits(inter: Intermediates, coef: torch.Tensor) -> bool:
     """alpha-CROWN keeps slopes and coefficients for every spec row at once ([B, S, *shape]
     per relaxed value): not when one domain's rows alone exceed the coefficient budget
     (thousands of disjuncts on a wide net; batches of domains are sized by their callers)."""
-    return coef.shape[1] * largest_numel(state.graph) <= MAX_COEF_ELEMENTS
+    return coef.shape[1] * largest_numel(inter.graph) <= MAX_COEF_ELEMENTS
 
 
-def _crown_lower(state: BoundState, out_name: str, coef: torch.Tensor, original: Graph):
+def _crown_lower(inter: Intermediates, cache: PassCache, out_name: str, coef: torch.Tensor,
+                 original: Graph):
     """CROWN through every relaxation, and (per spec row, the better of the two) CROWN that
     stops at the structured relaxations and uses their intervals, as CROWN did before they
     had relaxations: never looser than that on the final bound. Spec rows go through in
     chunks (``chunk_rows``: memory, and time per node between deadline checks: specs with
     thousands of disjuncts on wide nets).
-    Returns (lower, the first pass's bound: the one state.input_coef belongs to)."""
-    rows = max(1, chunk_rows(state, largest_numel(state.graph)) // max(1, coef.shape[0]))
+    Returns (lower, the first pass's bound, that pass's input coefficients or None)."""
+    rows = max(1, chunk_rows(inter.graph, cache, largest_numel(inter.graph))
+               // max(1, coef.shape[0]))
     stops = structured_relaxations(original)
     lowers, linears, input_coefs = [], [], []
     for first in range(0, coef.shape[1], rows):
         part = coef[:, first:first + rows]
-        state.input_coef = None
-        linear = backward_bound(state, out_name, part, keep_input_coef=True)
-        input_coefs.append(state.input_coef)
-        lower = linear
+        res = backward_bound(inter, out_name, part, keep_input=True, cache=cache)
+        input_coefs.append(res.input_coef)
+        lower = linear = res.lower
         if stops:
-            lower = torch.maximum(lower, backward_bound(state, out_name, part,
-                                                        concretize_at=stops))
+            lower = torch.maximum(lower, backward_bound(inter, out_name, part, cache=cache,
+                                                        concretize_at=stops).lower)
         lowers.append(lower)
         linears.append(linear)
-    if len(input_coefs) > 1:
-        state.input_coef = (None if any(a is None for a in input_coefs)
-                            else torch.cat(input_coefs, dim=1))
-    return torch.cat(lowers, dim=1), torch.cat(linears, dim=1)
+    input_coef = (None if any(a is None for a in input_coefs)
+                  else torch.cat(input_coefs, dim=1))
+    return torch.cat(lowers, dim=1), torch.cat(linears, dim=1), input_coef
 
 
 def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tensor,
@@ -139,7 +149,8 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     ``box`` tensors are ``[B, *input_shape]``; ``coef`` is ``[B, S, n_out]`` and ``rhs``
     ``[B, S]`` (a leading 1 broadcasts). Rows padded with rhs = +inf get -inf.
     With ``record_linear`` the intermediate values' CROWN linear bounds in the input are kept
-    in ``state.linear_bounds`` (meant for low-dimensional inputs: [B, numel, d] per value).
+    in ``intermediates.linear_bounds`` (meant for low-dimensional inputs: [B, numel, d] per
+    value).
     """
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         raise ValueError("bound engines support one graph input and one output")
@@ -148,27 +159,27 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     rhs = rhs.expand(b, rhs.shape[-1]).to(box.lower)
     # Softmax is bounded through its exp / sum / reciprocal form (same value names).
     expanded = expand_softmax(graph)
-    state = BoundState(expanded, box)
-    if record_linear:
-        state.linear_bounds = {}
+    cache = PassCache()
     with torch.no_grad():
         if expanded is not graph:
             given = _with_softmax_ibp(graph, box, given)
-        compute_intermediate(state, given, options.intermediate_method(box.lower[0].numel()),
-                             alpha_iterations=(options.intermediate_alpha_iterations
-                                               if options.method == "alpha" else 0))
+        inter = compute_intermediate(
+            expanded, box, given, options.intermediate_method(box.lower[0].numel()),
+            alpha_iterations=(options.intermediate_alpha_iterations
+                              if options.method == "alpha" else 0),
+            record_linear=record_linear, cache=cache)
     out_name = graph.outputs[0].name
     out_shape = graph.outputs[0].shape
     full_coef = coef.reshape(b, coef.shape[1], *out_shape)
-    lower = _ibp_lower(state.bounds[out_name], coef)
+    lower = ibp_lower(inter.bounds[out_name], coef)
     alphas: dict = {}
-    linear = None
+    linear = input_coef = None
     if options.method in ("crown", "alpha"):
         # (alpha's starting point is not always CROWN's default relaxation: keep both.)
         with torch.no_grad():
-            crown, linear = _crown_lower(state, out_name, full_coef, graph)
+            crown, linear, input_coef = _crown_lower(inter, cache, out_name, full_coef, graph)
             lower = torch.maximum(lower, crown)
-    if options.method == "alpha" and not _alpha_fits(state, full_coef):
+    if options.method == "alpha" and not _alpha_fits(inter, full_coef):
         log.info("alpha-CROWN skipped: %d spec rows exceed the memory budget",
                  full_coef.shape[1])
     elif options.method == "alpha":
@@ -176,9 +187,9 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False
 
-        best, alphas = optimize_alpha(state, out_name, full_coef, options.alpha_iterations,
-                                      options.alpha_lr, warm_alphas, stop_when)
+        best, alphas = optimize_alpha(inter, out_name, full_coef, options.alpha_iterations,
+                                      options.alpha_lr, warm_alphas, stop_when, cache)
         lower = torch.maximum(lower, best)
     lower = final_margin(lower - rhs)
     linear_lower = None if linear is None else final_margin(linear - rhs)
-    return SpecBounds(lower.detach(), state, alphas, linear_lower)
+    return SpecBounds(lower.detach(), inter, alphas, input_coef, linear_lower)

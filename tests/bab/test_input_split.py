@@ -303,7 +303,7 @@ def test_batch_fits_the_memory_budget():
 def test_domain_fields_round_trip_value_names_with_slashes():
     """Queued domains store linear bounds under "lin/<value>/<part>"; value names from
     expanded ops hold "/" (softmax_2/softmax/sum): they must come back unchanged."""
-    from bounds.engine.crown import LinearBounds
+    from bounds.types import LinearBounds
     from verifier.bab.input_split import Domains
 
     rec = LinearBounds(torch.ones(2, 3, 4), torch.zeros(2, 3), torch.ones(2, 3, 4),

@@ -81,11 +81,11 @@ def test_step_fits_leaves_room_for_the_gradient_and_the_next_pass():
 def test_alpha_returns_its_best_bound_when_no_gradient_step_fits(monkeypatch):
     """Autograd's backward cannot check the clock: optimize_alpha asks first, and with no
     time for a step returns the bound it has (sound, never looser than CROWN)."""
-    import bounds.engine.alpha as alpha
+    import bounds.engine.optimize as optimize
 
     graph, box, coef, rhs = _problem()
     crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
-    monkeypatch.setattr(alpha, "step_fits", lambda *a, **k: False)
+    monkeypatch.setattr(optimize, "step_fits", lambda *a, **k: False)
     backward_calls = {"n": 0}
     real_backward = torch.Tensor.backward
 
@@ -136,19 +136,19 @@ def _samples_inside(graph, box, res, n=2000):
 def test_refinement_chunks_respect_the_memory_budget(monkeypatch):
     """A lone domain with many unstable positions: no pass element holds more coefficients
     than MAX_COEF_ELEMENTS (rows per element are capped, not all packed into one)."""
-    import bounds.engine.crown as crown
+    import bounds.engine.intermediate as intermediate
 
     graph, box, coef, rhs = _wide_problem()
     budget = 2 * 8 * 64  # 8 rows of the widest value (64) and their negations
-    monkeypatch.setattr(crown, "MAX_COEF_ELEMENTS", budget)
+    monkeypatch.setattr(intermediate, "MAX_COEF_ELEMENTS", budget)
     sizes = []
-    real = crown.backward_bound
+    real = intermediate.backward_bound
 
-    def watched(state, start, c, *args, **kwargs):
+    def watched(inter, start, c, *args, **kwargs):
         sizes.append(c.numel())
-        return real(state, start, c, *args, **kwargs)
+        return real(inter, start, c, *args, **kwargs)
 
-    monkeypatch.setattr(crown, "backward_bound", watched)
+    monkeypatch.setattr(intermediate, "backward_bound", watched)
     res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
     assert len(sizes) > 2 and max(sizes) <= budget
     _samples_inside(graph, box, res)
@@ -158,12 +158,12 @@ def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch)
     """A slow first chunk makes the rest of the value's refinement look too long for the
     time left: it stops there (no deadline is reached, no exception), later values are not
     refined at all, and every bound stays sound (unrefined positions keep their intervals)."""
-    import bounds.engine.crown as crown
+    import bounds.engine.intermediate as intermediate
 
     graph, box, coef, rhs = _wide_problem()
-    monkeypatch.setattr(crown, "MAX_COEF_ELEMENTS", 2 * 8 * 64)
+    monkeypatch.setattr(intermediate, "MAX_COEF_ELEMENTS", 2 * 8 * 64)
     calls = {"n": 0}
-    real = crown.backward_bound
+    real = intermediate.backward_bound
 
     def slow_first(*args, **kwargs):
         calls["n"] += 1
@@ -171,7 +171,7 @@ def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch)
             time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(crown, "backward_bound", slow_first)
+    monkeypatch.setattr(intermediate, "backward_bound", slow_first)
     with engine_deadline(time.monotonic() + 3.0):
         res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
                                                              intermediate="crown"))

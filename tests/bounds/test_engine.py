@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.crown import backward_bound
 from bounds.engine.forward import run_graph
 from bounds.engine.ibp import ibp_bounds
+from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from tests.bounds.nets import mlp, random_mlp
@@ -35,18 +36,17 @@ def _sample(box: Interval, n: int, seed: int) -> torch.Tensor:
 
 def _raw_lower(graph, box, coef, method, intermediate="crown"):
     """Final lower bound of coef @ y by one method, without bound_spec's max with IBP."""
-    state = BoundState(graph, box)
     with torch.no_grad():
-        compute_intermediate(state, None, intermediate)
+        inter = compute_intermediate(graph, box, None, intermediate)
     out = graph.outputs[0]
     full = coef.reshape(1, coef.shape[1], *out.shape)
     if method == "ibp":
-        o = state.bounds[out.name]
+        o = inter.bounds[out.name]
         c = coef.flatten(2)
         return (c.clamp(min=0) * o.lower.flatten(1).unsqueeze(1)
                 + c.clamp(max=0) * o.upper.flatten(1).unsqueeze(1)).sum(-1)
     with torch.no_grad():
-        return backward_bound(state, out.name, full)
+        return backward_bound(inter, out.name, full).lower
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,5 +1,6 @@
-"""Engine options used by branch-and-bound: ``backward_bound(keep_coef=...)``,
-``compute_intermediate(reuse_given=<set | per-domain mapping>)`` and ``state.infeasible``."""
+"""Engine options used by branch-and-bound: ``backward_bound(keep=...)``,
+``compute_intermediate(reuse_given=<set | per-domain mapping>)`` and ``Intermediates.infeasible``;
+results are values (a pass leaves nothing behind for the next)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bounds.engine.crown import BoundState, backward_bound, compute_intermediate
+from bounds.engine.crown import backward_bound
 from bounds.engine.forward import run_graph
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.results import Intermediates, PassCache
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
 
@@ -40,35 +43,35 @@ def _all_values(graph, xs: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v.double().reshape(b, n, *v.shape[1:]) for k, v in vals.items()}
 
 
-def _state(graph, box, given=None, reuse=False) -> BoundState:
-    state = BoundState(graph, box)
+def _state(graph, box, given=None, reuse=False, cache=None) -> Intermediates:
     with torch.no_grad():
-        compute_intermediate(state, given, "crown", reuse_given=reuse)
-    return state
+        return compute_intermediate(graph, box, given, "crown", reuse_given=reuse, cache=cache)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_keep_coef_matches_the_pass_and_leaves_the_bound_unchanged(seed):
     graph, box = _setup(seed)
-    state = _state(graph, box)
+    cache = PassCache()
+    state = _state(graph, box, cache=cache)
     out = graph.outputs[0].name
     coef = torch.as_tensor(np.random.default_rng(seed).normal(size=(3, 2, 1, 3)), dtype=F64)
     with torch.no_grad():
-        plain = backward_bound(state, out, coef)
-        kept = backward_bound(state, out, coef, keep_input_coef=True,
-                              keep_coef={"act2", "lin1", "act1", "x"})
+        plain = backward_bound(state, out, coef).lower
+        res = backward_bound(state, out, coef, keep_input=True,
+                             keep={"act2", "lin1", "act1", "x"}, cache=cache)
+    kept = res.lower
     assert torch.equal(plain, kept)
-    k = state.kept_coef
+    k = res.kept_coef
     assert set(k) == {"act2", "lin1", "act1", "x"}
     # The last Linear passes coef exactly: A(act2) = coef @ W3.
     w3 = torch.as_tensor(graph.node("lin3").consts[1], dtype=F64)
     assert torch.allclose(k["act2"], coef @ w3)
     # Through a Relu: lower slope where A >= 0, upper slope where A < 0.
-    rel = state.relax_cache["act1"]
+    rel = cache.relaxations(state.bounds)["act1"]
     a = k["act1"]
     slope = torch.where(a >= 0, rel.lower_slope.unsqueeze(1), rel.upper_slope.unsqueeze(1))
     assert torch.allclose(k["lin1"], a * slope)
-    assert torch.equal(k["x"], state.input_coef)
+    assert torch.equal(k["x"], res.input_coef)
     # The bound these coefficients give encloses sampled outputs.
     xs = _samples(box, 400, seed)
     ys = _all_values(graph, xs)[out]
@@ -76,14 +79,23 @@ def test_keep_coef_matches_the_pass_and_leaves_the_bound_unchanged(seed):
     assert torch.all(values.min(1).values >= kept - 1e-9)
 
 
-def test_keep_coef_none_keeps_an_earlier_result():
+def test_results_are_values_of_their_own_pass():
+    """A pass returns what it was asked for and nothing else; a later pass changes nothing in
+    an earlier result (no state left behind), and a cache made for other bounds is not used."""
     graph, box = _setup(0)
-    state = _state(graph, box)
+    cache = PassCache()
+    state = _state(graph, box, cache=cache)
     coef = torch.ones((3, 1, 1, 3), dtype=F64)
     with torch.no_grad():
-        backward_bound(state, graph.outputs[0].name, coef, keep_coef={"act0"})
-        backward_bound(state, "lin1", torch.ones((3, 1, 1, 10), dtype=F64))
-    assert set(state.kept_coef) == {"act0"}
+        first = backward_bound(state, graph.outputs[0].name, coef, keep={"act0"}, cache=cache)
+        second = backward_bound(state, "lin1", torch.ones((3, 1, 1, 10), dtype=F64),
+                                cache=cache)
+        other = _state(graph, Interval(box.lower - 1, box.upper + 1))
+        wide = backward_bound(other, graph.outputs[0].name, coef, cache=cache).lower
+        fresh = backward_bound(other, graph.outputs[0].name, coef).lower
+    assert set(first.kept_coef) == {"act0"} and first.input_coef is None
+    assert dict(second.kept_coef) == {} and second.input_coef is None
+    assert torch.equal(wide, fresh)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -158,9 +170,8 @@ def test_infeasible_domains_are_reported_per_domain():
 def test_alpha_intermediate_bounds_enclose_samples(seed):
     graph, box = _setup(seed)
     crown = _state(graph, box)
-    alpha = BoundState(graph, box)
     with torch.no_grad():
-        compute_intermediate(alpha, None, "crown", alpha_iterations=10)
+        alpha = compute_intermediate(graph, box, None, "crown", alpha_iterations=10)
     vals = _all_values(graph, _samples(box, 1000, seed))
     # lin1's upstream intervals are the same in both, so alpha starts from CROWN's bound there;
     # deeper values see other (tighter) intervals, where CROWN's default slopes can differ.

@@ -112,7 +112,7 @@ def _fixed_input_output(model, x: np.ndarray, lower, upper) -> np.ndarray:
     n_out = int(np.prod(graph.outputs[0].shape))
     res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
                      torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
-    enc = encode(graph, lower, upper, res.intermediate, res.state.deltas, float_errors=False)
+    enc = encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=False)
     m = enc.model.copy()
     m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
     out = solve(m, 30, "highs")

@@ -49,7 +49,7 @@ def test_refined_bounds_are_sound_and_never_looser(mode, seed):
     model = _net(seed)
     lower, upper = _box(seed)
     res = _crown(model.graph, lower, upper)
-    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.state.deltas,
+    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.deltas,
                         time.monotonic() + 60,
                         RefineOptions(mode=mode, max_layers=3 if mode == "lp" else 1))
     names = kink_inputs(model.graph, skip_affine=True)
@@ -78,7 +78,7 @@ def test_milp_refinement_is_at_least_as_tight_as_lp():
     model = _net(1)
     lower, upper = _box(1)
     res = _crown(model.graph, lower, upper)
-    args = (model.graph, lower, upper, res.intermediate, res.state.deltas)
+    args = (model.graph, lower, upper, res.intermediate, res.deltas)
     lp = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="lp", max_layers=1))
     mi = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="milp", max_layers=1))
     for name in lp:
@@ -90,7 +90,7 @@ def test_deadline_in_the_past_refines_nothing():
     model = _net(2)
     lower, upper = _box(2)
     res = _crown(model.graph, lower, upper)
-    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.state.deltas,
+    out = refine_bounds(model.graph, lower, upper, res.intermediate, res.deltas,
                         time.monotonic() - 1)
     assert out == {}
 

@@ -5,7 +5,7 @@ A split fixes the sign of a Relu input z: active (z >= 0) or inactive (z <= 0). 
 the backward pass as a Lagrangian term ``beta * s * z`` at the value z (``backward_bound``'s
 ``extra``). For every beta >= 0 that term is <= 0 on the domain, so the bound stays sound and
 optimisation (projected gradient ascent) can only tighten it; we keep the best iterate per
-domain and spec row, as alpha-CROWN does.
+domain and spec row, in the loop alpha-CROWN uses (``bounds.engine.optimize.maximize``).
 
 GenBaB splits of general nonlinear neurons restrict z to [l, p] or [p, u]; besides tightening
 the relaxation, the constraints ``z - u <= 0`` and ``l - z <= 0`` enter the same way, as
@@ -15,16 +15,15 @@ would not know that the split also cuts the input region.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from bounds.engine.adam import Adam
-from bounds.engine.alpha import _clip_, init_alphas
-from bounds.engine.crown import BoundState, backward_bound
-from bounds.engine.deadline import step_fits
+from bounds.engine.alpha import alpha_ranges, init_alphas
+from bounds.engine.crown import backward_bound
+from bounds.engine.optimize import Group, Schedule, maximize
+from bounds.engine.results import Intermediates, PassCache
 
 
 @dataclass(frozen=True)
@@ -99,29 +98,32 @@ def split_extra(betas: dict[str, torch.Tensor], terms: dict[str, Term]):
     return extra, const
 
 
-def split_bound(state: BoundState, start: str, coef: torch.Tensor, use_alpha: bool,
-                betas: dict[str, torch.Tensor], terms: dict[str, Term], **kw) -> torch.Tensor:
-    """``backward_bound`` with the split constraints' Lagrangian terms (and constants)."""
+def split_bound(inter: Intermediates, start: str, coef: torch.Tensor,
+                alphas: Mapping[str, torch.Tensor], betas: dict[str, torch.Tensor],
+                terms: dict[str, Term], cache: PassCache | None = None) -> torch.Tensor:
+    """``backward_bound``'s lower bound [B, S] with the split constraints' Lagrangian terms
+    (and constants)."""
     if not betas:
-        return backward_bound(state, start, coef, use_alpha=use_alpha, **kw)
+        return backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
     extra, const = split_extra(betas, terms)
-    lower = backward_bound(state, start, coef, use_alpha=use_alpha, extra=extra, **kw)
+    lower = backward_bound(inter, start, coef, alphas=alphas, extra=extra, cache=cache).lower
     return lower if const is None else lower + const
 
 
-def _keep_best(best: dict, current: dict, improved: torch.Tensor) -> None:
-    for k, v in current.items():
-        mask = improved.reshape(*improved.shape, *([1] * (v.dim() - 2)))
-        best[k] = torch.where(mask, v.detach(), best[k])
+@dataclass(frozen=True)
+class Warm:
+    """Warm starts of one alpha-beta optimisation: alphas per node, betas per split key."""
+
+    alphas: dict | None = None
+    betas: dict | None = None
 
 
-def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
+def optimize_alpha_beta(inter: Intermediates, start: str, coef: torch.Tensor,
                         splits: dict[str, torch.Tensor], options: BetaOptions,
-                        warm_alphas: dict | None = None, warm_betas: dict | None = None,
-                        row_weight: torch.Tensor | None = None,
+                        warm: Warm = Warm(), row_weight: torch.Tensor | None = None,
                         stop: Callable[[torch.Tensor], bool] | None = None,
-                        deadline: float = float("inf"),
-                        intervals: dict | None = None):
+                        deadline: float = float("inf"), intervals: dict | None = None,
+                        cache: PassCache | None = None):
     """Best lower bounds of coef . value(start) over alpha and beta >= 0.
 
     Returns (lower [B, S], alphas, betas). ``row_weight`` [B, S] (0/1) selects the rows whose
@@ -130,41 +132,17 @@ def optimize_alpha_beta(state: BoundState, start: str, coef: torch.Tensor,
     nonlinear splits (see :func:`split_terms`).
     """
     n_spec = coef.shape[1]
-    alphas = init_alphas(state, n_spec, warm_alphas)
-    terms = split_terms(splits, state.dtype, intervals)
-    betas = init_betas(terms, n_spec, warm_betas)
+    alphas = init_alphas(inter, n_spec, warm.alphas)
+    terms = split_terms(splits, inter.dtype, intervals)
+    betas = init_betas(terms, n_spec, warm.betas)
     weight = torch.ones(coef.shape[:2], device=coef.device, dtype=coef.dtype) \
         if row_weight is None else row_weight.to(coef)
-    groups = [(params, lr) for params, lr in ((list(alphas.values()), options.lr_alpha),
-                                              (list(betas.values()), options.lr_beta)) if params]
-    optimizer = Adam(groups, decay=options.lr_decay) if groups else None
-    best = None
-    best_alphas = {k: v.detach().clone() for k, v in alphas.items()}
-    best_betas = {k: v.detach().clone() for k, v in betas.items()}
-    for it in range(max(1, options.iterations)):
-        state.alphas = alphas
-        pass_start = time.monotonic()
-        lower = split_bound(state, start, coef, bool(alphas), betas, terms)
-        pass_s = time.monotonic() - pass_start
-        detached = lower.detach()
-        improved = torch.ones_like(detached, dtype=torch.bool) if best is None \
-            else detached > best
-        best = detached.clone() if best is None else torch.maximum(best, detached)
-        _keep_best(best_alphas, alphas, improved)
-        _keep_best(best_betas, betas, improved)
-        last = it + 1 >= options.iterations or optimizer is None
-        if last or (stop is not None and stop(best)) or time.monotonic() >= deadline:
-            break
-        if not lower.requires_grad:  # no alpha or beta reaches the bound: nothing to optimise
-            break
-        if not step_fits(pass_s, deadline):  # the best so far is a sound bound: keep it
-            break
-        optimizer.zero_grad()
-        (-torch.where(weight > 0, lower, 0).sum()).backward()
-        optimizer.step()
-        _clip_(alphas, state)
-        with torch.no_grad():
-            for b in betas.values():
-                b.clamp_(min=0)
-    state.alphas = {}
+
+    def bound() -> torch.Tensor:
+        return split_bound(inter, start, coef, alphas, betas, terms, cache)
+
+    groups = [Group(alphas, options.lr_alpha, alpha_ranges(inter.graph, alphas)),
+              Group(betas, options.lr_beta)]  # betas >= 0
+    schedule = Schedule(options.iterations, options.lr_decay, stop, deadline, weight)
+    best, (best_alphas, best_betas) = maximize(bound, groups, schedule)
     return best, best_alphas, best_betas

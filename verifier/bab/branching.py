@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bounds.engine.crown import BoundState, backward_bound
+from bounds.engine.crown import backward_bound
+from bounds.engine.results import Intermediates, PassCache
 from bounds.graph import Graph
 
 LOWER_GAP_WEIGHT = 0.25
@@ -61,35 +62,33 @@ def relu_layers(graph: Graph) -> list[ReluLayer]:
     return layers
 
 
-def relu_output_coefs(state: BoundState, start: str, coef: torch.Tensor,
-                      layers: list[ReluLayer], alphas: dict, extra: dict | None) -> dict:
+def relu_output_coefs(inter: Intermediates, start: str, coef: torch.Tensor,
+                      layers: list[ReluLayer], alphas: dict, extra: dict | None,
+                      cache: PassCache | None = None) -> tuple[dict, torch.Tensor | None]:
     """Backward coefficients A [B, S, *shape] reaching each Relu output (and each product
-    a layer's value feeds) in one bound pass
-    (with ``alphas`` and the split terms ``extra``); the input coefficients of that pass are
-    left in ``state.input_coef``."""
+    a layer's value feeds) in one bound pass (with ``alphas`` and the split terms ``extra``),
+    and the input coefficients of that pass (None: none reached the input)."""
     b, s = coef.shape[:2]
     names = {lay.relu for lay in layers} | {n for lay in layers for n, _ in lay.products}
-    state.alphas = {k: v.to(state.dtype) for k, v in alphas.items()}
-    try:
-        with torch.no_grad():
-            backward_bound(state, start, coef, use_alpha=bool(state.alphas), extra=extra,
-                           keep_input_coef=True, keep_coef=names)
-    finally:
-        state.alphas = {}
-    kept = state.kept_coef
-    return {name: kept[name] if name in kept else
-            torch.zeros((b, s, *state.graph.shape_of(name)), device=coef.device,
-                        dtype=coef.dtype)
-            for name in names}
+    with torch.no_grad():
+        res = backward_bound(inter, start, coef,
+                             alphas={k: v.to(inter.dtype) for k, v in alphas.items()},
+                             extra=extra, keep=names, keep_input=True, cache=cache)
+    kept = res.kept_coef
+    coefs = {name: kept[name] if name in kept else
+             torch.zeros((b, s, *inter.graph.shape_of(name)), device=coef.device,
+                         dtype=coef.dtype)
+             for name in names}
+    return coefs, res.input_coef
 
 
-def babsr_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,
+def babsr_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alphas: dict,
                  row_weight: torch.Tensor) -> torch.Tensor:
     """Scores [B, total neurons] (layers concatenated); -inf where a neuron is not unstable."""
-    w = row_weight.to(state.dtype)
+    w = row_weight.to(inter.dtype)
     parts = []
     for layer in layers:
-        x = state.bounds[layer.value]
+        x = inter.bounds[layer.value]
         lo, up = x.lower.unsqueeze(1), x.upper.unsqueeze(1)
         unstable = (x.lower < 0) & (x.upper > 0)
         width = torch.where((up - lo) > 0, up - lo, torch.ones_like(up))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from bounds.engine.crown import box_min
+from bounds.types import box_min
 
 # Relative slack for the float64 arithmetic of the clip (terms of a 1e-16 relative error each).
 SLACK = 1e-12

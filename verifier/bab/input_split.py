@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bounds.engine.crown import BoundState, LinearBounds
 from bounds.engine.forward import run_graph
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
-from bounds.types import Interval
+from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
+from bounds.types import Interval, LinearBounds
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.memory import memory_budget
 from verifier.bab.problem import RegionProblem
@@ -229,7 +228,7 @@ def bisect(domains: Domains, dims: torch.Tensor) -> Domains:
 class _Bounded:
     lower: torch.Tensor  # [N, S] lower bounds of row value - rhs
     refuted: torch.Tensor  # [N, D]
-    state: BoundState
+    spec: SpecBounds
     linear_c: torch.Tensor | None  # [N, S] constants of the rows' linear lower bounds
 
 
@@ -262,14 +261,13 @@ class InputSplitSearch:
         res = bound_spec(self.graph, box, p.coef.unsqueeze(0), p.rhs.unsqueeze(0),
                          self.options.bounds, given=given, record_linear=record_linear)
         if record_linear and not self.value_shapes:
-            self.value_shapes = {n.name: n.shape for n in res.state.graph.nodes}
+            self.value_shapes = {n.name: n.shape for n in res.intermediates.graph.nodes}
         # L_s(x) = a_s . x + c_s <= row value - rhs on the box (CROWN's bound before concretising)
         linear_c = None
-        if res.linear_lower is not None and res.state.input_coef is not None:
-            a = res.state.input_coef.flatten(2)
+        if res.linear_lower is not None and res.input_coef is not None:
+            a = res.input_coef.flatten(2)
             linear_c = res.linear_lower - concretize_min(a, dom.lower, dom.upper)
-        return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower), res.state,
-                        linear_c)
+        return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower), res, linear_c)
 
     def clip_keep(self, dom: Domains, a: torch.Tensor | None,
                   c: torch.Tensor | None) -> torch.Tensor | None:
@@ -314,7 +312,7 @@ class InputSplitSearch:
             res = self.bound(batch, record_linear=inherit)
             open_ = ~res.refuted.all(1)
             done += len(batch)
-            coef = res.state.input_coef[open_] if res.state.input_coef is not None else None
+            coef = res.spec.input_coef[open_] if res.spec.input_coef is not None else None
             batch = Domains(batch.lower[open_], batch.upper[open_],
                             p.margin(res.lower[open_], res.refuted[open_]), res.refuted[open_])
             before = len(batch)
@@ -339,8 +337,9 @@ class InputSplitSearch:
                     return BabOutcome("sat", cex, self._stats(done, queue))
             if len(queue) + 2 * len(batch) > self.options.max_domains:
                 return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-            if inherit and res.state.linear_bounds is not None:
-                lin = _merge_linear(res.state.linear_bounds, parent_lin)
+            linear_bounds = res.spec.intermediates.linear_bounds
+            if inherit and linear_bounds is not None:
+                lin = _merge_linear(linear_bounds, parent_lin)
                 lin = {k: v.select(open_) for k, v in lin.items()}
                 if kept is not None:
                     lin = {k: v.select(kept) for k, v in lin.items()}

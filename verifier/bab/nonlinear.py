@@ -33,8 +33,8 @@ from typing import Literal
 
 import torch
 
-from bounds.engine.crown import BoundState
 from bounds.engine.deadline import check_deadline, timed_chunks
+from bounds.engine.results import Intermediates
 from bounds.graph import Graph
 from bounds.lookup.products import product_points
 from bounds.lookup.tables import branch_points, strictly_inside
@@ -183,23 +183,23 @@ def _bbps_layer(node, layer, lower, upper, a, alpha, w, points: SplitPoints) -> 
     return torch.cat(timed_chunks(n, a[:1].numel(), score))
 
 
-def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas: dict,
+def split_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alphas: dict,
                  row_weight: torch.Tensor, heuristic: Heuristic,
                  points: SplitPoints) -> torch.Tensor:
     """Scores [B, total neurons] (layers concatenated, as ``decode`` reads them); -inf where a
     neuron cannot be split. ``coefs[layer.relu]``: the backward coefficients [B, S, *shape]
     at each layer's output; ``alphas``: the relaxation parameters of that pass."""
-    w = row_weight.to(state.dtype)
+    w = row_weight.to(inter.dtype)
     parts = []
     for layer in layers:
         check_deadline()  # a wide layer's estimates take seconds
-        x = state.bounds[layer.value]
+        x = inter.bounds[layer.value]
         mask = splittable(layer, x.lower, x.upper)
         a = coefs[layer.relu]
         if layer.op == PRODUCT:
             score = torch.zeros_like(mask, dtype=w.dtype)
         elif heuristic == "width" and layer.is_relu:
-            score = babsr_scores(state, [layer], coefs, alphas, row_weight)
+            score = babsr_scores(inter, [layer], coefs, alphas, row_weight)
             score = torch.where(torch.isfinite(score), score, torch.zeros_like(score))
         elif heuristic == "width":
             width = (x.upper - x.lower).unsqueeze(1)
@@ -207,14 +207,14 @@ def split_scores(state: BoundState, layers: list[ReluLayer], coefs: dict, alphas
         else:
             alpha = alphas.get(layer.relu)
             try:
-                score = _bbps_layer(state.graph.node(layer.relu), layer, x.lower, x.upper, a,
-                                    None if alpha is None else alpha.to(state.dtype), w, points)
+                score = _bbps_layer(inter.graph.node(layer.relu), layer, x.lower, x.upper, a,
+                                    None if alpha is None else alpha.to(inter.dtype), w, points)
             except DomainError:  # a child's planes overflow (Exp of a wide interval): no
                 score = torch.zeros_like(mask, dtype=w.dtype)  # estimate; widths still rank
         score = score.flatten(1)
         if layer.products:
             p = points(layer, x.lower, x.upper)
-            score = score + product_score(state.graph, state.bounds, layer.value,
+            score = score + product_score(inter.graph, inter.bounds, layer.value,
                                           layer.products, coefs, alphas, w, p, heuristic)
         # Neurons that no open row sees still must be splittable: a tiny width-based score.
         score = score + 1e-9 * (x.upper - x.lower).flatten(1).clamp(max=1e3)

@@ -20,15 +20,17 @@ from typing import Literal
 
 import torch
 
-from bounds.engine.crown import BoundState, compute_intermediate
 from bounds.engine.deadline import check_deadline
 from bounds.engine.forward import run_graph
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
-from bounds.engine.spec_bounds import _ibp_lower
+from bounds.engine.spec_bounds import ibp_lower
 from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 from verifier.bab.beta import (
     BetaOptions,
+    Warm,
     optimize_alpha_beta,
     split_bound,
     split_extra,
@@ -117,22 +119,23 @@ class ReluSplitSearch:
         coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
         return coef, coef.reshape(n, coef.shape[1], *shape), p.rhs.unsqueeze(0).expand(n, -1)
 
-    def _state(self, dom: ReluDomains, reuse: bool | torch.Tensor,
-               alpha_iterations: int = 0) -> BoundState:
-        """Intermediate bounds of the domains. ``reuse``: True keeps every given (parent)
-        bound, False recomputes all, a tensor [N] of layer indices recomputes, per domain,
-        only the Relu layers after that index (its newest split)."""
+    def _intermediates(self, dom: ReluDomains, reuse: bool | torch.Tensor,
+                       alpha_iterations: int = 0) -> tuple[Intermediates, PassCache]:
+        """Intermediate bounds of the domains, and the cache that passes over them share.
+        ``reuse``: True keeps every given (parent) bound, False recomputes all, a tensor [N]
+        of layer indices recomputes, per domain, only the layers after that index (its
+        newest split)."""
         n, shape = len(dom), self.input_shape
         box = Interval(self.problem.lower.reshape(1, *shape).expand(n, *shape),
                        self.problem.upper.reshape(1, *shape).expand(n, *shape))
-        state = BoundState(self.graph, box)
         given = {v: Interval(dom.lower[v], dom.upper[v]) for v in dom.lower}
         if isinstance(reuse, torch.Tensor):
             reuse = {lay.value: reuse >= j for j, lay in enumerate(self.layers)}
+        cache = PassCache()
         with torch.no_grad():
-            compute_intermediate(state, given, "crown", reuse_given=reuse,
-                                 alpha_iterations=alpha_iterations)
-        return state
+            inter = compute_intermediate(self.graph, box, given, "crown", reuse_given=reuse,
+                                         alpha_iterations=alpha_iterations, cache=cache)
+        return inter, cache
 
     def _open_rows(self, refuted: torch.Tensor) -> torch.Tensor:
         p = self.problem
@@ -149,12 +152,12 @@ class ReluSplitSearch:
         n, p = len(dom), self.problem
         if n == 0:
             return dom
-        state = self._state(dom, reuse, intermediate_alpha)
-        infeasible = state.infeasible
+        inter, cache = self._intermediates(dom, reuse, intermediate_alpha)
+        infeasible = inter.infeasible
         coef, full_coef, rhs = self._spec(n)
         weight = self._open_rows(dom.refuted) & ~infeasible.unsqueeze(1)
         rows = weight.any(0).nonzero().flatten()
-        lower = _ibp_lower(state.bounds[self.out_name], coef)
+        lower = ibp_lower(inter.bounds[self.out_name], coef)
         sub_alphas, sub_betas = {}, {}
         if len(rows):
             def stop(best):
@@ -164,27 +167,27 @@ class ReluSplitSearch:
                 return bool((dom.refuted | infeasible.unsqueeze(1)
                              | p.refuted_disjuncts(full)).all())
 
+            warm = Warm({k: v[:, rows].to(inter.dtype) for k, v in dom.alphas.items()},
+                        {k: v[:, rows].to(inter.dtype) for k, v in dom.betas.items()})
             best, sub_alphas, sub_betas = optimize_alpha_beta(
-                state, self.out_name, full_coef[:, rows], dom.splits,
-                replace(self.options.beta, iterations=iterations),
-                {k: v[:, rows].to(state.dtype) for k, v in dom.alphas.items()},
-                {k: v[:, rows].to(state.dtype) for k, v in dom.betas.items()},
-                weight[:, rows], stop, self.deadline, self._intervals(state.bounds))
+                inter, self.out_name, full_coef[:, rows], dom.splits,
+                replace(self.options.beta, iterations=iterations), warm,
+                weight[:, rows], stop, self.deadline, self._intervals(inter.bounds), cache)
             lower[:, rows] = torch.maximum(lower[:, rows], best)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = dom.refuted | p.refuted_disjuncts(lower)
         out = ReluDomains(
             dict(dom.splits),
-            {lay.value: state.bounds[lay.value].lower for lay in self.layers},
-            {lay.value: state.bounds[lay.value].upper for lay in self.layers},
+            {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
+            {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
             self._merge_rows(dom.alphas, sub_alphas, rows, n),
             self._merge_rows(dom.betas, sub_betas, rows, n, beta=True),
             lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
         keep = ~refuted.all(1)
         self.counters.done += n
         if bool(keep.any()):
-            self._branch_scores(state, out, sub_alphas, sub_betas, rows, keep)
+            self._branch_scores((inter, cache), out, sub_alphas, sub_betas, rows, keep)
         if bool(keep.all()):  # nothing refuted: no copy (alphas of wide nets take seconds)
             return out
         check_deadline()  # the copy below cannot check the clock
@@ -216,20 +219,22 @@ class ReluSplitSearch:
             merged[k] = base
         return merged
 
-    def _branch_scores(self, state, out: ReluDomains, alphas, betas, rows, keep) -> None:
+    def _branch_scores(self, bounded: tuple[Intermediates, PassCache], out: ReluDomains,
+                       alphas, betas, rows, keep) -> None:
         """Candidates (top-k BaBSR) for every domain, and primal points to test."""
+        inter, cache = bounded
         _, full_coef, _ = self._spec(len(out))
-        terms = split_terms(out.splits, state.dtype, self._intervals(state.bounds))
+        terms = split_terms(out.splits, inter.dtype, self._intervals(inter.bounds))
         extra = split_extra(betas, terms)[0] if betas else None
         alphas = {k: v.detach() for k, v in alphas.items()}
-        coefs = relu_output_coefs(state, self.out_name, full_coef[:, rows], self.layers,
-                                  alphas, extra)
+        coefs, input_coef = relu_output_coefs(inter, self.out_name, full_coef[:, rows],
+                                              self.layers, alphas, extra, cache)
         weight = self._open_rows(out.refuted)[:, rows]
         check_deadline()  # scoring and the primal points below run whole layers at a time
         if self.relu_only:
-            scores = babsr_scores(state, self.layers, coefs, alphas, weight)
+            scores = babsr_scores(inter, self.layers, coefs, alphas, weight)
         else:
-            scores = split_scores(state, self.layers, coefs, alphas, weight,
+            scores = split_scores(inter, self.layers, coefs, alphas, weight,
                                   self.options.heuristic, self.points)
         k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
         if not self.relu_only:
@@ -237,7 +242,7 @@ class ReluSplitSearch:
         idx, valid = top_candidates(scores, k)
         out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
         check_deadline()
-        self._primal_points(state.input_coef, out.bound[:, rows], weight, keep)
+        self._primal_points(input_coef, out.bound[:, rows], weight, keep)
 
     def _primal_points(self, input_coef, bound, weight, keep) -> None:
         """Input corners minimising each open domain's weakest row; stash IR violations."""
@@ -283,16 +288,16 @@ class ReluSplitSearch:
         allk = kids[0]
         for other in kids[1:]:
             allk.extend(other)
-        state = self._state(allk, reuse=True)
-        infeasible = state.infeasible
+        inter, cache = self._intermediates(allk, reuse=True)
+        infeasible = inter.infeasible
         _, full_coef, rhs = self._spec(len(allk))
         rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
-        state.alphas = {k: v[:, rows].to(state.dtype) for k, v in allk.alphas.items()}
-        terms = split_terms(allk.splits, state.dtype, self._intervals(state.bounds))
-        betas = {k: allk.betas[k][:, rows].to(state.dtype) for k in terms}
+        alphas = {k: v[:, rows].to(inter.dtype) for k, v in allk.alphas.items()}
+        terms = split_terms(allk.splits, inter.dtype, self._intervals(inter.bounds))
+        betas = {k: allk.betas[k][:, rows].to(inter.dtype) for k in terms}
         with torch.no_grad():
-            sub = split_bound(state, self.out_name, full_coef[:, rows], bool(state.alphas),
-                              betas, terms)
+            sub = split_bound(inter, self.out_name, full_coef[:, rows], alphas, betas, terms,
+                              cache)
         lower = allk.bound.clone()
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -360,7 +365,7 @@ class ReluSplitSearch:
 
     def _split(self, batch: ReluDomains, choice: torch.Tensor):
         """Children of ``batch`` split at ``choice`` [N] (GenBaB: and at more candidates while
-        batches are small), and ``_state``'s reuse for them."""
+        batches are small), and ``_intermediates``' reuse for them."""
         extra = 0 if self.relu_only else self.options.multi_split - 1
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  self.options.batch)

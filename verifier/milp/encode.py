@@ -165,7 +165,8 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     """MILP of ``graph`` for flattened inputs in [lower, upper].
 
     ``bounds`` maps value names to sound ``Interval``s with batch 1 (e.g. ``bound_spec(...)
-    .intermediate``, rounding included) and ``deltas`` to rounding allowances (``state.deltas``).
+    .intermediate``, rounding included) and ``deltas`` to rounding allowances
+    (``bound_spec(...).deltas``).
     ``upto``: stop after that value, which becomes the encoding's output (bound refinement).
     """
     if upto is None:

@@ -168,7 +168,7 @@ def refine_for_bab(graph: Graph, problem, deadline: float, share: float = 0.2,
     lower = problem.lower.detach().double().cpu().reshape(-1).numpy()
     upper = problem.upper.detach().double().cpu().reshape(-1).numpy()
     res = _crown(graph, lower, upper)
-    refined = refine_bounds(graph, lower, upper, res.intermediate, res.state.deltas, stop,
+    refined = refine_bounds(graph, lower, upper, res.intermediate, res.deltas, stop,
                             options)
     log.info("MILP refinement: %d values in %.2f s", len(refined), time.monotonic() - start)
     dev, dtype = problem.lower.device, problem.lower.dtype

@@ -116,7 +116,7 @@ class _Region:
     def _encode(self, float_errors: bool) -> Encoding:
         region = self.spec.regions[self.r]
         return encode(self.model.graph, *region.bound_box(), self.bounds.intermediate,
-                      self.bounds.state.deltas, float_errors)
+                      self.bounds.deltas, float_errors)
 
     def _solve(self, m, d: int, phase: str):
         t1 = time.monotonic()

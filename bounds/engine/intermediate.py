@@ -1,0 +1,347 @@
+"""Intermediate bounds: interval bounds of every value, for the relaxations that need them.
+
+Values are bounded in topological order, by IBP everywhere, by forward-mode linear bounds
+where asked, and by CROWN (``crown.backward_bound``) for the positions where it can matter
+(unstable inputs of sign-split ops such as Relu, all positions of other nonlinearities;
+never for values whose IBP interval is already exact), intersected with any given
+per-domain constraints. :func:`compute_intermediate` returns them as an ``Intermediates``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Collection, Mapping
+
+import torch
+
+from bounds.engine.alpha import optimize_alpha
+from bounds.engine.analysis import (
+    largest_numel,
+    relaxed_inputs,
+    split_search,
+    values_ibp_bounds_exactly,
+)
+from bounds.engine.crown import MAX_COEF_ELEMENTS, NODE_TIME_GRANULE_S, backward_bound, rates
+from bounds.engine.deadline import check_deadline, time_left
+from bounds.engine.forward_linear import (
+    constant_functions,
+    identity_functions,
+    propagate_functions,
+)
+from bounds.engine.ibp import intersect, propagate_node
+from bounds.engine.results import Intermediates, PassCache
+from bounds.graph import Graph
+from bounds.types import Interval, LinearBounds, box_min
+
+log = logging.getLogger(__name__)
+
+# One value's CROWN refinement may use at most this share of the time left to the deadline;
+# the rest is for later values and the final bound. Positions it leaves keep their (sound)
+# interval bounds.
+REFINE_TIME_SHARE = 0.5
+# Until a rate is measured, passes hold this fraction of the memory budget.
+UNMEASURED_SHARE = 8
+# Cost of one packed pass element beyond its rows (gathering its domain's bounds and
+# relaxations), in units of one coefficient row.
+PACK_OVERHEAD_ROWS = 2
+
+
+def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
+    """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
+    lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
+    if all(split_search(n.op) == "sign" for n in graph.consumers(name)):
+        # ops split by sign are exact where the sign is fixed: their bounds do not matter
+        return (lower < 0) & (upper > 0)
+    return upper > lower
+
+
+def _rows_per_pass(counts: torch.Tensor, k: int, most: int | None = None) -> int:
+    """Rows m <= ``most`` per pass element minimising (m + overhead) x number of elements,
+    where a domain with c selected positions takes ceil(c / m) elements. (Without the cap a
+    lone domain with 43k unstable positions packed them all into one 43k x 43k element.)"""
+    c = counts[counts > 0].to(torch.float64)
+    m = torch.arange(1, min(k, most or k) + 1, dtype=torch.float64, device=c.device)
+    elements = torch.ceil(c.unsqueeze(0) / m.unsqueeze(1)).sum(1)
+    return int(torch.argmin((m + PACK_OVERHEAD_ROWS) * elements)) + 1
+
+
+def _pack(mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
+    """Pass elements for ``crown_interval``: (domain [V], positions [V, m], valid [V, m],
+    elements per domain [B])."""
+    device = mask.device
+    # Per domain: its selected positions first (stable sort keeps index order), then padding.
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
+    per_domain = torch.div(counts + m - 1, m, rounding_mode="floor")
+    dom = torch.repeat_interleave(torch.arange(mask.shape[0], device=device), per_domain)
+    first = torch.cumsum(per_domain, 0) - per_domain  # each domain's first element
+    part = torch.arange(dom.shape[0], device=device) - first[dom]
+    cols = part.unsqueeze(1) * m + torch.arange(m, device=device)  # [V, m]
+    valid = cols < counts[dom].unsqueeze(1)
+    idx = order[dom.unsqueeze(1), cols.clamp(max=k - 1)]
+    return dom, idx, valid, per_domain
+
+
+def _rate_key(graph: Graph) -> tuple:
+    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), graph.nodes[-1].name)
+
+
+def chunk_rows(graph: Graph, cache: PassCache, width: int) -> int:
+    """Coefficient rows (over all domains) one backward pass may hold when the widest value
+    has ``width`` elements: the memory budget, and at the rate measured on this graph,
+    NODE_TIME_GRANULE_S per node."""
+    rate = rates(cache).get(_rate_key(graph))
+    if rate is None:
+        return max(1, MAX_COEF_ELEMENTS // (UNMEASURED_SHARE * max(1, width)))
+    rows = max(1, MAX_COEF_ELEMENTS // max(1, width))
+    return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(rate * width, 1e-12))))
+
+
+def _backward_size(graph: Graph, name: str) -> int:
+    """Values' elements a backward pass from value ``name`` may visit: the work per
+    coefficient row, up to a per-op factor."""
+    total = 0
+    for node in graph.nodes:
+        total += math.prod(node.shape)
+        if node.name == name:
+            break
+    return max(1, total)
+
+
+def _fits(graph: Graph, cache: PassCache, work: int, name: str) -> bool:
+    """Whether ``work`` (coefficient rows x values' elements of backward passes) fits in
+    REFINE_TIME_SHARE of the time left, at the rate last measured on this graph (unknown
+    rate: yes; the first chunk measures it and the engines' deadline checks bound it)."""
+    rate = rates(cache).get(_rate_key(graph))
+    if rate is None:
+        return True
+    need, left = rate * work, time_left()
+    if need <= REFINE_TIME_SHARE * left:
+        return True
+    log.info("CROWN bounds of %s left to intervals: about %.1f s needed, %.1f s left",
+             name, need, left)
+    return False
+
+
+def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tensor, m: int,
+                alpha_iterations: int, record: bool):
+    """Lower bounds of +value and -value at positions ``idx`` [V, m] of each pass element
+    (``[V, 2m]``) and, with ``record``, the input coefficients of those rows (or None)."""
+    shape = sub.graph.shape_of(name)
+    v = idx.shape[0]
+    onehot = torch.zeros((v, m, math.prod(shape)), device=sub.device, dtype=sub.dtype)
+    onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
+    coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
+    if alpha_iterations > 0:
+        with torch.enable_grad():
+            res, _ = optimize_alpha(sub, name, coef, alpha_iterations, cache=cache)
+        return res, None
+    res = backward_bound(sub, name, coef, keep_input=record, cache=cache)
+    return res.lower, res.input_coef
+
+
+class _Packing:
+    """Pass elements of one ``crown_interval`` call: element e bounds domain ``dom[e]`` at
+    positions ``idx[e]`` (where ``valid[e]``)."""
+
+    def __init__(self, mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
+        self.m = m
+        self.dom, self.idx, self.valid, per_domain = _pack(mask, counts, k, m)
+        self.one_each = self.dom.shape[0] == mask.shape[0] and bool((per_domain == 1).all())
+
+    def __len__(self) -> int:
+        return self.dom.shape[0]
+
+    def part(self, sl: slice):
+        return self.dom[sl], self.idx[sl], self.valid[sl]
+
+
+def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
+                   alpha_iterations: int = 0, cache: PassCache | None = None,
+                   record: bool = False) -> tuple[Interval | None, LinearBounds | None]:
+    """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
+    +-inf), from the bounds of the values before it in ``inter``; with ``record`` (and no
+    alpha) also the linear bounds in the input found for those positions (else None).
+
+    Each domain bounds only its own selected positions. They are packed m to a pass element
+    (a domain with c positions takes ceil(c / m) elements, each a copy of the domain's
+    bounds), with m chosen per call: counts vary a lot between domains (ACAS Xu deep in
+    input splitting: 7 on average, 22 at most), and padding every domain to the busiest one
+    computed three times the rows needed. Elements go through the backward pass in chunks
+    that hold at most MAX_COEF_ELEMENTS coefficients; the refinement is not started, or
+    stops after a chunk, when what is left would take more than REFINE_TIME_SHARE of the time
+    to the engines' deadline (those positions stay +-inf: the caller keeps their intervals).
+    """
+    cache = PassCache() if cache is None else cache
+    graph, b = inter.graph, inter.batch
+    counts = mask.sum(1)
+    k = int(counts.max()) if b else 0
+    if k == 0:
+        return None, None
+    rows = chunk_rows(graph, cache, largest_numel(graph))
+    pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // 2)))
+    m, depth = pack.m, _backward_size(graph, name)
+    if not _fits(graph, cache, 2 * m * len(pack) * depth, name):
+        return None, None
+    numel = math.prod(graph.shape_of(name))
+    lower = torch.full((b, numel), -math.inf, device=inter.device, dtype=inter.dtype)
+    upper = torch.full((b, numel), math.inf, device=inter.device, dtype=inter.dtype)
+    step, rec = max(1, rows // (2 * m)), None
+    record = record and alpha_iterations == 0
+    for start in range(0, len(pack), step):
+        if start and not _fits(graph, cache, 2 * m * (len(pack) - start) * depth, name):
+            break
+        began = time.monotonic()
+        d, i, ok = pack.part(slice(start, start + step))
+        whole = pack.one_each and step >= b
+        sub = inter if whole else inter.select(d)
+        res, a = _bound_rows(sub, cache if whole else cache.for_subset(), name, i, m,
+                             alpha_iterations, record)
+        at = d.unsqueeze(1).expand(-1, m)[ok]
+        lower[at, i[ok]] = res[:, :m][ok]
+        upper[at, i[ok]] = -res[:, m:][ok]
+        if record and a is not None:
+            rec = _record_linear(rec, inter, sub.box, numel, (d, i, ok), a, res)
+        rates(cache)[_rate_key(graph)] = (time.monotonic() - began) / (
+            2 * m * d.shape[0] * depth)
+    shape = graph.shape_of(name)
+    return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape)), rec
+
+
+def _record_linear(rec: LinearBounds | None, inter: Intermediates, box: Interval, numel: int,
+                   rows: tuple, a: torch.Tensor, res: torch.Tensor) -> LinearBounds:
+    """``rec`` (a new record when None) with the input coefficients ``a`` of the rows just
+    bounded over ``box``: pass element e is domain ``dom[e]``, its rows are positions
+    ``idx[e]`` where ``valid[e]`` (lower rows, then negated upper rows, in ``res``)."""
+    dom, idx, valid = rows
+    v, m = idx.shape
+    d = inter.box.lower[0].numel()
+    a = a.reshape(v, 2 * m, d)
+    # constant of each row's lower bound
+    c = res - box_min(a, box.lower.reshape(v, d), box.upper.reshape(v, d))
+    if rec is None:
+        b = inter.batch
+        zeros = torch.zeros((b, numel, d), device=inter.device, dtype=inter.dtype)
+        inf = torch.full((b, numel), math.inf, device=inter.device, dtype=inter.dtype)
+        rec = LinearBounds(zeros, -inf, zeros.clone(), inf.clone())
+    at = dom.unsqueeze(1).expand(-1, m)[valid]
+    pos = idx[valid]
+    rec.a_lo[at, pos] = a[:, :m][valid]
+    rec.c_lo[at, pos] = c[:, :m][valid]
+    # upper bound: value <= -(lower bound of -value) = -a x - c
+    rec.a_hi[at, pos] = -a[:, m:][valid]
+    rec.c_hi[at, pos] = -c[:, m:][valid]
+    return rec
+
+
+ReuseGiven = bool | Collection[str] | Mapping[str, torch.Tensor]
+
+
+def _reused_rows(reuse_given: ReuseGiven, given: dict, name: str) -> torch.Tensor | bool:
+    """Which domains keep ``given[name]`` as is: True (all), False (none) or a [B] mask."""
+    if name not in given or reuse_given is False:
+        return False
+    if reuse_given is True:
+        return True
+    if isinstance(reuse_given, Mapping):
+        rows = reuse_given.get(name)
+        return False if rows is None else rows
+    return name in reuse_given
+
+
+def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval] | None = None,
+                         method: str = "crown", *, reuse_given: ReuseGiven = False,
+                         alpha_iterations: int = 0, record_linear: bool = False,
+                         cache: PassCache | None = None) -> Intermediates:
+    """Interval bounds of every value over the boxes ``box`` [B, *input_shape], and per domain
+    whether some value's interval is empty (the given constraints contradict each other).
+
+    ``method``: "ibp" (intervals only), "forward" (IBP intersected with forward-mode linear
+    bounds, cheap for low-dimensional inputs) or "crown" (IBP, then backward CROWN for the
+    values that relaxations need; alpha-optimised when ``alpha_iterations`` > 0).
+    ``given`` bounds are intersected in. ``reuse_given`` says where a value's given bounds are
+    kept without a CROWN refinement (branch-and-bound children reuse their parent's
+    intermediate bounds): True for every given value, a collection of value names, or a
+    mapping name -> [B] bool (per domain; True = reuse). Reuse only skips work: the result
+    is never looser than the given bounds, and never looser than IBP.
+    Domains found infeasible are not refined further (any bound is sound on an empty set).
+    With ``record_linear`` the result carries CROWN's linear bounds in the input of the
+    refined values (``linear_bounds``; meant for low-dimensional inputs: [B, numel, d] each).
+    ``cache``: work to reuse and to keep for later passes over the result.
+    """
+    cache = PassCache() if cache is None else cache
+    given = given or {}
+    info = graph.inputs[0]
+    bounds = {info.name: Interval(box.lower.reshape(-1, *info.shape),
+                                  box.upper.reshape(-1, *info.shape))}
+    infeasible = torch.zeros(box.lower.shape[0], dtype=torch.bool, device=box.lower.device)
+    inter = Intermediates(graph, box, bounds, {}, infeasible, {} if record_linear else None)
+    refine = _Refiner(inter, given, method, reuse_given, alpha_iterations, cache)
+    for node in graph.nodes:
+        check_deadline()
+        out = refine.node(node)
+        empty = out.lower > out.upper
+        infeasible |= empty.reshape(empty.shape[0], -1).any(1)
+    return inter
+
+
+class _Refiner:
+    """The per-node work of :func:`compute_intermediate`, filling the ``Intermediates`` it is
+    building (its dicts, and its ``infeasible`` in place) in topological order."""
+
+    def __init__(self, inter: Intermediates, given: dict, method: str,
+                 reuse_given: ReuseGiven, alpha_iterations: int, cache: PassCache):
+        graph = inter.graph
+        self.inter, self.given, self.method = inter, given, method
+        self.reuse_given, self.alpha_iterations, self.cache = reuse_given, alpha_iterations, cache
+        # Values with no relaxed node upstream are affine in the input: IBP is already exact.
+        self.need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
+                     if method == "crown" else set())
+        self.funcs = {}
+        if method == "forward":
+            self.funcs[graph.inputs[0].name] = identity_functions(inter.box,
+                                                                  graph.inputs[0].shape)
+
+    def node(self, node) -> Interval:
+        """Bound one value (IBP, forward, CROWN as configured); returns its interval."""
+        inter, given = self.inter, self.given
+        out, delta = propagate_node(inter.graph, node, inter.bounds, inter.device, inter.dtype)
+        if delta is not None:  # an unbounded value's allowance: huge, never 0 * inf = NaN
+            delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
+        inter.deltas[node.name] = delta
+        if self.method == "forward":
+            out = self._forward(node, out, delta)
+        out = intersect(out, given.get(node.name))
+        inter.bounds[node.name] = out
+        reuse = _reused_rows(self.reuse_given, given, node.name)
+        if node.name in self.need and reuse is not True:
+            out = self._crown(node.name, out, reuse)
+        return out
+
+    def _forward(self, node, out: Interval, delta) -> Interval:
+        inter = self.inter
+        f = propagate_functions(node, self.funcs, inter.bounds, inter.device, inter.dtype)
+        if f is not None:
+            f = f.widen(delta)
+            out = intersect(out, f.concretize(inter.box))
+        out = intersect(out, self.given.get(node.name))
+        d = inter.box.lower[0].numel()
+        self.funcs[node.name] = f if f is not None else constant_functions(out, d)
+        return out
+
+    def _crown(self, name: str, out: Interval, reuse) -> Interval:
+        inter = self.inter
+        mask = (_positions_to_refine(inter.graph, name, out)
+                & ~inter.infeasible.unsqueeze(1))
+        if reuse is not False:
+            mask = mask & ~reuse.to(mask.device).unsqueeze(1)
+        refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
+                                      record=inter.linear_bounds is not None)
+        if rec is not None:
+            inter.linear_bounds[name] = rec
+        if refined is None:
+            return out
+        out = intersect(out, refined)
+        inter.bounds[name] = out
+        return out
