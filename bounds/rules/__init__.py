@@ -3,6 +3,7 @@
 from bounds.rules import (
     arithmetic,
     discrete,
+    elu,
     exp_log,
     gelu,
     linear,
@@ -29,6 +30,7 @@ ALL_RULE_MODULES = (
     gelu,
     exp_log,
     softplus,
+    elu,
     softmax,
     logic,
     discrete,

@@ -74,6 +74,13 @@ def _pow(p, domain, label):
                   numpy_ref=lambda x: np.power(x, p))
 
 
+def _elu(a, label):
+    # onnxruntime has no double Elu kernel
+    return _unary("Elu", label, attrs={"alpha": a}, onnx_attrs={"alpha": a},
+                  specials=(0.0, -1.0, 1.0),
+                  numpy_ref=lambda x: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))))
+
+
 def _clip(lo, hi, label):
     ins = ("x", "" if lo is None else np.array(lo), "" if hi is None else np.array(hi))
     return _unary("Clip", label, attrs={"min": lo, "max": hi}, onnx_inputs=ins,
@@ -109,6 +116,9 @@ NONLINEAR = [
     # onnxruntime has no double Softplus kernel
     _unary("Softplus", specials=(0.0, -20.0, 20.0, -40.0),
            numpy_ref=lambda x: np.logaddexp(0.0, x)),
+    _elu(1.0, "Elu"),
+    _elu(0.3, "Elu(a=0.3)"),
+    _elu(2.0, "Elu(a=2)"),  # the largest alpha handled: a concave kink at 0
     _unary("Log", domain=(1e-6, 1e4), specials=(1.0,), numpy_ref=np.log),
     _unary("Sqrt", domain=(0.0, 1e4), specials=(0.0, 1.0), numpy_ref=np.sqrt),
     _unary("Reciprocal", "Reciprocal(+)", domain=(1e-3, 1e3), specials=(1.0,),

@@ -77,6 +77,7 @@ OP_MODELS: dict = {
     **{op: (_shape_mul(op), -1.0, 1.0) for op in ("Shape", "Size")},
     **{op: (_variadic(op), -2.0, 2.0) for op in ("Max", "Min", "Sum", "Mean")},
     "LeakyRelu": (_unary("LeakyRelu", alpha=0.1), -2.0, 2.0),
+    "Elu": (_unary("Elu", alpha=0.5), -2.0, 2.0),
     "Gelu": (lambda: one_node("Gelu", X, opset=20), -2.0, 2.0),
     "Clip": (lambda: one_node("Clip", X, {"lo": np.float32(-0.5), "hi": np.float32(0.5)}),
              -2.0, 2.0),

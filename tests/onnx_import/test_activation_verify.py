@@ -17,9 +17,11 @@ from verifier.pipeline import verify
 N_IN, HIDDEN = 2, 6
 LOW, HIGH = -1.0, 1.0
 
-# op -> (ONNX op type, attributes, opset)
+# label -> (ONNX op type, attributes, opset)
 OPS = {
     "Softplus": ("Softplus", {}, 13),
+    "Elu": ("Elu", {}, 13),
+    "Elu(alpha=2)": ("Elu", {"alpha": 2.0}, 13),  # not convex: a concave kink at 0
 }
 
 

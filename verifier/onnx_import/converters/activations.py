@@ -1,15 +1,17 @@
 """Elementwise activations and Softmax.
 
-Unary ops map one-to-one to the IR op of the same name; LeakyRelu(alpha), Clip(min, max) and
-Gelu(approximate) carry their parameters as attributes.
+Unary ops map one-to-one to the IR op of the same name; LeakyRelu(alpha), Elu(alpha),
+Clip(min, max) and Gelu(approximate) carry their parameters as attributes (an Elu alpha its rule
+does not handle is refused with the rule's reason).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from bounds.rules.elu import alpha_problem
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis
+from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
 from verifier.onnx_import.converters.shape import reshape_value
 from verifier.onnx_import.registry import converter
 
@@ -39,6 +41,20 @@ converter("LeakyRelu", 16)(_leaky)
 # Softplus 22 only widens the element types
 converter("Softplus", 1)(unary("Softplus"))
 converter("Softplus", 22)(unary("Softplus"))
+
+
+def _elu_attrs(ctx: ConvertContext, node) -> dict:
+    alpha = float(ctx.attr(node, "alpha", 1.0))
+    problem = alpha_problem(alpha)
+    if problem:
+        raise unsupported(node, problem)
+    return {"alpha": alpha}
+
+
+_elu = unary("Elu", _elu_attrs)
+for _version in (1, 6, 22):
+    converter("Elu", _version)(_elu)
+
 converter("Gelu", 20)(unary("Gelu", lambda ctx, n: {"approximate": ctx.attr(n, "approximate",
                                                                               "none")}))
 
