@@ -12,7 +12,7 @@ Each spec asks Y_0 - Y_1 <= rhs over the box [-1, 1]^d, with rhs = lb + f (m - l
 alpha-CROWN's lower bound lb and the sampled minimum m (200k points), f in ``--fractions``: the
 incomplete bound cannot refute it and sampling finds no violation. (Inputs are small, so the
 ``auto`` pipeline would split inputs; the benchmark runs the neuron-split search itself, with
-``ReluSplitOptions.products`` on and off, same options otherwise. Counterexamples are checked
+``NeuronSplitOptions.products`` on and off, same options otherwise. Counterexamples are checked
 in the IR in float64.)
 
 Example (the command behind the figures in the issue note)::
@@ -153,9 +153,9 @@ def generate(out: Path, seeds: int, fractions: list[float]) -> list[dict]:
 # ---- runs ---------------------------------------------------------------------------------
 def solve(onnx_path: Path, spec_path: Path, cap: float, products: bool) -> dict:
     """The neuron-split search on the spec's region with or without product splits."""
+    from verifier.bab.neuron_split import NeuronSplitOptions, NeuronSplitSearch, region_attack
     from verifier.bab.problem import RegionProblem
     from verifier.bab.progress import Progress
-    from verifier.bab.relu_split import ReluSplitOptions, ReluSplitSearch, region_attack
     from verifier.onnx_import.loader import load_model
     from verifier.spec import load_spec
 
@@ -171,8 +171,8 @@ def solve(onnx_path: Path, spec_path: Path, cap: float, products: bool) -> dict:
 
     attack = region_attack(graph, spec.regions[0], 30, 8, "cpu")
     start = time.monotonic()
-    search = ReluSplitSearch(graph, problem, start + cap,
-                             ReluSplitOptions(products=products, root_alpha_iterations=5),
+    search = NeuronSplitSearch(graph, problem, start + cap,
+                             NeuronSplitOptions(products=products, root_alpha_iterations=5),
                              Progress(), validate, attack)
     outcome = search.run()
     return {"verdict": outcome.verdict, "seconds": round(time.monotonic() - start, 2),

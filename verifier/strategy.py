@@ -188,7 +188,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         if decided is not None:
             return VerificationResult(decided[0], decided[1], method="milp", stats=decided[2])
     if method in ("auto", "bab") and not small_input:
-        return _relu_split(model, spec, config, open_problems, deadline, progress, device,
+        return _neuron_split(model, spec, config, open_problems, deadline, progress, device,
                            costs)
     if method == "incomplete" or not small_input:
         return _last_attack(model, spec, config, device, deadline, method)
@@ -233,9 +233,9 @@ def neuron_split_options(config, **overrides):
     ``BabConfig``), the run's seed, and ``overrides``."""
     from dataclasses import asdict
 
-    from verifier.bab.relu_split import ReluSplitOptions
+    from verifier.bab.neuron_split import NeuronSplitOptions
 
-    return ReluSplitOptions(**asdict(config.bab), seed=config.seed, **overrides)
+    return NeuronSplitOptions(**asdict(config.bab), seed=config.seed, **overrides)
 
 
 def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
@@ -250,11 +250,11 @@ def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
     return 20 if remaining > 12 * cost else 5 if remaining > 4 * cost else 0
 
 
-def _relu_split(model, spec, config, problems, deadline, progress_cb, device, costs=None):
+def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, costs=None):
     """Neuron-split branch-and-bound (ReLU and, with general nonlinearities, GenBaB) per open
     region; unknown regions end in a last attack."""
+    from verifier.bab.neuron_split import NeuronSplitSearch, region_attack
     from verifier.bab.nonlinear import has_nonlinear_splits
-    from verifier.bab.relu_split import ReluSplitSearch, region_attack
 
     options = neuron_split_options(config)
     name = "bab-genbab" if options.nonlinear and has_nonlinear_splits(model.graph) \
@@ -271,7 +271,7 @@ def _relu_split(model, spec, config, problems, deadline, progress_cb, device, co
     for p in problems:
         attack = region_attack(model.graph, spec.regions[p.index], config.attack.steps,
                                config.attack.restarts, device)
-        search = ReluSplitSearch(model.graph, p, deadline, options,
+        search = NeuronSplitSearch(model.graph, p, deadline, options,
                                  Progress(progress_cb, label=f"{name} region {p.index}"),
                                  _validator(model, spec, p.index), attack)
         outcome = search.run()

@@ -10,8 +10,8 @@ import torch
 
 from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 from bounds.graph import Node
-from verifier.bab.branching import ReluLayer
-from verifier.bab.nonlinear import SplitPoints, _bbps_layer
+from verifier.bab.branching import SplitLayer
+from verifier.bab.nonlinear import SplitPoints, bbps_layer
 
 F64 = torch.float64
 
@@ -20,7 +20,7 @@ def _layer_inputs(op: str, batch: int = 6, rows: int = 3, width: int = 5, alpha:
     gen = torch.Generator().manual_seed(3)
     attrs = {"approximate": "none"} if op == "Gelu" else {}
     node = Node("act", op, ("z",), (width,), attrs)
-    layer = ReluLayer("act", "z", (width,), op, attrs)
+    layer = SplitLayer("act", "z", (width,), op, attrs)
     lower = -3 * torch.rand((batch, width), dtype=F64, generator=gen)
     upper = lower + 4 * torch.rand((batch, width), dtype=F64, generator=gen) + 1e-3
     a = torch.randn((batch, rows, width), dtype=F64, generator=gen)
@@ -40,9 +40,9 @@ def _one_domain_chunks(monkeypatch) -> None:
 @pytest.mark.parametrize("alpha", [True, False])
 def test_scores_in_one_domain_chunks_equal_the_whole_batch(monkeypatch, op, alpha):
     args = _layer_inputs(op, alpha=alpha)
-    whole = _bbps_layer(*args, SplitPoints("midpoint"))
+    whole = bbps_layer(*args, SplitPoints("midpoint"))
     _one_domain_chunks(monkeypatch)
-    chunked = _bbps_layer(*args, SplitPoints("midpoint"))
+    chunked = bbps_layer(*args, SplitPoints("midpoint"))
     assert chunked.shape == whole.shape == (6, 5)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
 
@@ -50,4 +50,4 @@ def test_scores_in_one_domain_chunks_equal_the_whole_batch(monkeypatch, op, alph
 def test_scores_stop_at_the_deadline(monkeypatch):
     _one_domain_chunks(monkeypatch)
     with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
-        _bbps_layer(*_layer_inputs("Gelu"), SplitPoints("midpoint"))
+        bbps_layer(*_layer_inputs("Gelu"), SplitPoints("midpoint"))

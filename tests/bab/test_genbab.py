@@ -15,8 +15,10 @@ from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Graph, Node, TensorInfo
 from bounds.registry import rules
 from bounds.types import Interval
-from tests.bab.test_relu_split import make_search, region_for
+from tests.bab.test_neuron_split import make_search, region_for
 from verifier.bab.branching import decode
+from verifier.bab.neuron_domains import split_domains
+from verifier.bab.neuron_split import NeuronSplitSearch
 from verifier.bab.nonlinear import (
     SPLIT_OPS,
     SplitPoints,
@@ -24,8 +26,6 @@ from verifier.bab.nonlinear import (
     split_layers,
     splittable,
 )
-from verifier.bab.relu_domains import split_domains
-from verifier.bab.relu_split import ReluSplitSearch
 
 F64 = torch.float64
 
@@ -71,7 +71,7 @@ def alpha_lower(graph: Graph, c: np.ndarray) -> float:
 
 
 def search(graph: Graph, region, deadline_s: float = 20.0, attack: bool = True,
-           **opts) -> ReluSplitSearch:
+           **opts) -> NeuronSplitSearch:
     """The ReLU-split tests' search with a shorter attack and root alpha (smooth nets)."""
     opts.setdefault("root_alpha_iterations", 5)
     return make_search(graph, region, deadline_s, attack, attack_steps=30, attack_restarts=8,

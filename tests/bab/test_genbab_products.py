@@ -16,11 +16,11 @@ from bounds.graph import Graph, Node, TensorInfo
 from bounds.lookup.products import product_points
 from bounds.rules.bilinear import product_planes
 from bounds.types import Interval
-from tests.bab.test_relu_split import make_search, region_for
+from tests.bab.test_neuron_split import make_search, region_for
 from verifier.bab.branching import decode
+from verifier.bab.neuron_domains import split_domains
 from verifier.bab.nonlinear import has_nonlinear_splits, split_layers, splittable
 from verifier.bab.products import PRODUCT
-from verifier.bab.relu_domains import split_domains
 
 F64 = torch.float64
 C = np.array([1.0, -1.0])

@@ -12,7 +12,7 @@ import torch
 
 from bounds.engine.forward import run_graph
 from tests.bab.exact import exact_min, exact_sat
-from tests.bab.test_relu_split import region_for, tiny_net
+from tests.bab.test_neuron_split import region_for, tiny_net
 from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress

@@ -14,8 +14,8 @@ from verifier.milp.backends import HighsBounder, solve
 from verifier.milp.model import Expr, MilpModel
 from verifier.milp.refine import (
     RefineOptions,
-    _crown,
     count_unstable,
+    crown_bounds,
     kink_inputs,
     milp_suits,
     refine_bounds,
@@ -48,7 +48,7 @@ def _samples(model, lower, upper, n=3000):
 def test_refined_bounds_are_sound_and_never_looser(mode, seed):
     model = _net(seed)
     lower, upper = _box(seed)
-    res = _crown(model.graph, lower, upper)
+    res = crown_bounds(model.graph, lower, upper)
     out = refine_bounds(model.graph, lower, upper, res.intermediate, res.deltas,
                         time.monotonic() + 60,
                         RefineOptions(mode=mode, max_layers=3 if mode == "lp" else 1))
@@ -77,7 +77,7 @@ def test_first_layer_is_not_refined():
 def test_milp_refinement_is_at_least_as_tight_as_lp():
     model = _net(1)
     lower, upper = _box(1)
-    res = _crown(model.graph, lower, upper)
+    res = crown_bounds(model.graph, lower, upper)
     args = (model.graph, lower, upper, res.intermediate, res.deltas)
     lp = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="lp", max_layers=1))
     mi = refine_bounds(*args, time.monotonic() + 60, RefineOptions(mode="milp", max_layers=1))
@@ -89,7 +89,7 @@ def test_milp_refinement_is_at_least_as_tight_as_lp():
 def test_deadline_in_the_past_refines_nothing():
     model = _net(2)
     lower, upper = _box(2)
-    res = _crown(model.graph, lower, upper)
+    res = crown_bounds(model.graph, lower, upper)
     out = refine_bounds(model.graph, lower, upper, res.intermediate, res.deltas,
                         time.monotonic() - 1)
     assert out == {}
@@ -129,7 +129,7 @@ def test_milp_suits_counts_unstable_neurons():
     model = _net(0)
     lower, upper = _box(0)
     spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
-    n = count_unstable(model.graph, _crown(model.graph, lower, upper).intermediate)
+    n = count_unstable(model.graph, crown_bounds(model.graph, lower, upper).intermediate)
     assert n > 0
     assert milp_suits(model.graph, spec, max_binaries=n)
     assert not milp_suits(model.graph, spec, max_binaries=n - 1)
@@ -162,13 +162,13 @@ def _count_crown_passes(monkeypatch) -> dict:
     import verifier.milp.refine as refine
 
     calls = {"n": 0}
-    real = refine._crown
+    real = refine.crown_bounds
 
     def counted(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(refine, "_crown", counted)
+    monkeypatch.setattr(refine, "crown_bounds", counted)
     return calls
 
 

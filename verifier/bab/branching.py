@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.analysis import split_search
 from bounds.engine.crown import backward_bound
 from bounds.engine.results import Intermediates, PassCache
 from bounds.graph import Graph
@@ -29,17 +30,18 @@ LOWER_GAP_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
-class ReluLayer:
-    """A layer of splittable neurons: the nonlinear node ``relu`` (a Relu, or with GenBaB a
-    general nonlinearity ``op``) and its input value, where splits and given bounds live."""
+class SplitLayer:
+    """A layer of splittable neurons: the nonlinear node ``node`` (an op split by sign such as
+    Relu, or with GenBaB a general nonlinearity) of op ``op``, and its input value, where
+    splits and given bounds live."""
 
-    relu: str  # the node (Relu or another splittable nonlinearity)
+    node: str  # the node (Relu or another splittable nonlinearity)
     value: str  # its input value z (split constraints and given bounds live here)
     shape: tuple[int, ...]
-    op: str = "Relu"
+    op: str
     attrs: Mapping = field(default_factory=dict)
     # GenBaB: products (node, operand position) that also take this value as an operand;
-    # op is ``verifier.bab.products.PRODUCT`` (relu: the first of them) when only they do.
+    # op is ``verifier.bab.products.PRODUCT`` (node: the first of them) when only they do.
     products: tuple[tuple[str, int], ...] = ()
 
     @property
@@ -47,29 +49,32 @@ class ReluLayer:
         return math.prod(self.shape)
 
     @property
-    def is_relu(self) -> bool:
-        return self.op == "Relu"
+    def sign_split(self) -> bool:
+        """Split by the sign of z (beta-CROWN), as the op's rule says (Relu), rather than at
+        a point of its interval (GenBaB)."""
+        return split_search(self.op) == "sign"
 
 
-def relu_layers(graph: Graph) -> list[ReluLayer]:
-    """Relu nodes in topological order, one per distinct input value."""
+def sign_split_layers(graph: Graph) -> list[SplitLayer]:
+    """Nodes of ops split by sign (Relu) in topological order, one per distinct input value."""
     layers, seen = [], set()
     for node in graph.nodes:
-        if node.op == "Relu" and node.dynamic_inputs and node.dynamic_inputs[0] not in seen:
+        if (split_search(node.op) == "sign" and node.dynamic_inputs
+                and node.dynamic_inputs[0] not in seen):
             value = node.dynamic_inputs[0]
             seen.add(value)
-            layers.append(ReluLayer(node.name, value, tuple(graph.shape_of(value))))
+            layers.append(SplitLayer(node.name, value, tuple(graph.shape_of(value)), node.op))
     return layers
 
 
-def relu_output_coefs(inter: Intermediates, start: str, coef: torch.Tensor,
-                      layers: list[ReluLayer], alphas: dict, extra: dict | None,
+def layer_output_coefs(inter: Intermediates, start: str, coef: torch.Tensor,
+                      layers: list[SplitLayer], alphas: dict, extra: dict | None,
                       cache: PassCache | None = None) -> tuple[dict, torch.Tensor | None]:
-    """Backward coefficients A [B, S, *shape] reaching each Relu output (and each product
-    a layer's value feeds) in one bound pass (with ``alphas`` and the split terms ``extra``),
-    and the input coefficients of that pass (None: none reached the input)."""
+    """Backward coefficients A [B, S, *shape] reaching each layer's node output (and each
+    product a layer's value feeds) in one bound pass (with ``alphas`` and the split terms
+    ``extra``), and the input coefficients of that pass (None: none reached the input)."""
     b, s = coef.shape[:2]
-    names = {lay.relu for lay in layers} | {n for lay in layers for n, _ in lay.products}
+    names = {lay.node for lay in layers} | {n for lay in layers for n, _ in lay.products}
     with torch.no_grad():
         res = backward_bound(inter, start, coef,
                              alphas={k: v.to(inter.dtype) for k, v in alphas.items()},
@@ -82,7 +87,7 @@ def relu_output_coefs(inter: Intermediates, start: str, coef: torch.Tensor,
     return coefs, res.input_coef
 
 
-def babsr_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alphas: dict,
+def babsr_scores(inter: Intermediates, layers: list[SplitLayer], coefs: dict, alphas: dict,
                  row_weight: torch.Tensor) -> torch.Tensor:
     """Scores [B, total neurons] (layers concatenated); -inf where a neuron is not unstable."""
     w = row_weight.to(inter.dtype)
@@ -93,8 +98,8 @@ def babsr_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alp
         unstable = (x.lower < 0) & (x.upper > 0)
         width = torch.where((up - lo) > 0, up - lo, torch.ones_like(up))
         intercept = torch.where(unstable.unsqueeze(1), -lo * up / width, torch.zeros_like(up))
-        a = coefs[layer.relu]
-        alpha = alphas.get(layer.relu)
+        a = coefs[layer.node]
+        alpha = alphas.get(layer.node)
         alpha = (up > -lo).to(up) if alpha is None else alpha.to(up)
         gap = torch.maximum(-alpha * lo, (1 - alpha) * up).clamp(min=0)
         per_row = torch.relu(-a) * intercept + LOWER_GAP_WEIGHT * torch.relu(a) * gap
@@ -105,7 +110,7 @@ def babsr_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alp
     return torch.cat(parts, dim=1)
 
 
-def decode(layers: list[ReluLayer], index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(layers: list[SplitLayer], index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Global neuron indices [N] -> (layer index [N], flat position in that layer [N])."""
     sizes = torch.tensor([lay.numel for lay in layers], device=index.device)
     ends = torch.cumsum(sizes, 0)

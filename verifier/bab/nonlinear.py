@@ -29,10 +29,10 @@ which tightens the McCormick planes downstream; scores in :mod:`verifier.bab.pro
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
+from bounds.engine.analysis import split_search
 from bounds.engine.deadline import check_deadline, timed_chunks
 from bounds.engine.results import Intermediates
 from bounds.graph import Graph
@@ -40,16 +40,9 @@ from bounds.lookup.products import product_points
 from bounds.lookup.tables import branch_points, strictly_inside
 from bounds.registry import rules
 from bounds.rules.tangents import DomainError
-from verifier.bab.branching import ReluLayer, babsr_scores
+from verifier.bab.branching import SplitLayer, babsr_scores
 from verifier.bab.products import PRODUCT, product_score, product_uses
-
-
-def split_search(op: str) -> str | None:
-    """Who splits neurons of ``op`` (its rule's ``split.search``: "sign" for the Relu search's
-    sign splits, "interval" for GenBaB's interval splits, ...); None when nothing does."""
-    registry = rules()
-    rule = registry.get(op) if op in registry else None
-    return None if rule is None or rule.split is None else rule.split.search
+from verifier.config import Heuristic, PointMode
 
 
 def split_ops() -> frozenset[str]:
@@ -67,12 +60,8 @@ def __getattr__(name: str):
 # Narrower intervals are not split again (their relaxation is already almost exact).
 MIN_WIDTH = 1e-6
 
-PointMode = Literal["optimized", "midpoint"]
-Heuristic = Literal["bbps", "width"]
-
-
 def split_layers(graph: Graph, nonlinear: bool = True,
-                 products: bool | None = None) -> list[ReluLayer]:
+                 products: bool | None = None) -> list[SplitLayer]:
     """Splittable layers in the topological order of their values, one per distinct value:
     Relu inputs, with ``nonlinear`` the inputs of the general nonlinearities of
     :func:`split_ops`, and with ``products`` (default: ``nonlinear``) the operands of products
@@ -81,7 +70,7 @@ def split_layers(graph: Graph, nonlinear: bool = True,
     feeds are listed in ``products`` (their gains are added to its score)."""
     products = nonlinear if products is None else products
     uses = product_uses(graph) if products else {}
-    found: dict[str, ReluLayer] = {}
+    found: dict[str, SplitLayer] = {}
     for node in graph.nodes:
         if not node.dynamic_inputs or node.dynamic_inputs[0] in found:
             continue
@@ -89,11 +78,11 @@ def split_layers(graph: Graph, nonlinear: bool = True,
         if search != "sign" and not (nonlinear and search == "interval"):
             continue
         value = node.dynamic_inputs[0]
-        found[value] = ReluLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
+        found[value] = SplitLayer(node.name, value, tuple(graph.shape_of(value)), node.op,
                                  dict(node.attrs), uses.get(value, ()))
     for value, use in uses.items():
         if value not in found:
-            found[value] = ReluLayer(use[0][0], value, tuple(graph.shape_of(value)), PRODUCT,
+            found[value] = SplitLayer(use[0][0], value, tuple(graph.shape_of(value)), PRODUCT,
                                      {}, use)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     return sorted(found.values(), key=lambda lay: order.get(lay.value, -1))
@@ -112,23 +101,23 @@ class SplitPoints:
     def __init__(self, mode: PointMode = "optimized"):
         self.mode = mode
 
-    def __call__(self, layer: ReluLayer, lower: torch.Tensor,
+    def __call__(self, layer: SplitLayer, lower: torch.Tensor,
                  upper: torch.Tensor) -> torch.Tensor:
         """Points strictly inside (lower, upper) (the midpoint where no float fits)."""
         if layer.op == PRODUCT:
             return product_points(lower, upper)
-        if self.mode == "midpoint" or layer.is_relu:
+        if self.mode == "midpoint" or layer.sign_split:
             mid = lower + (upper - lower) / 2
-            if layer.is_relu:
+            if layer.sign_split:
                 mid = torch.where((lower < 0) & (upper > 0), torch.zeros_like(mid), mid)
             return strictly_inside(mid, lower, upper)
         return branch_points(layer.op, lower, upper, attrs=layer.attrs)
 
 
-def splittable(layer: ReluLayer, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def splittable(layer: SplitLayer, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """[B, numel] candidates: unstable Relus; nonlinear neurons wider than MIN_WIDTH."""
     lower, upper = lower.flatten(1), upper.flatten(1)
-    if layer.is_relu:
+    if layer.sign_split:
         return (lower < 0) & (upper > 0)
     return (upper - lower) > MIN_WIDTH
 
@@ -163,7 +152,7 @@ def _child_gain(node, parent, lower, upper, a: torch.Tensor, w: torch.Tensor) ->
     return (per_row.flatten(2) * w.unsqueeze(-1)).sum(1)
 
 
-def _bbps_layer(node, layer, lower, upper, a, alpha, w, points: SplitPoints) -> torch.Tensor:
+def bbps_layer(node, layer, lower, upper, a, alpha, w, points: SplitPoints) -> torch.Tensor:
     """Scores [B, numel] of one layer, in chunks of domains sized by the measured cost: a
     relaxation that bisects for tangent points (Gelu) takes tens of microseconds per element,
     so one wide layer of a large batch would run seconds past the deadline."""
@@ -183,11 +172,11 @@ def _bbps_layer(node, layer, lower, upper, a, alpha, w, points: SplitPoints) -> 
     return torch.cat(timed_chunks(n, a[:1].numel(), score))
 
 
-def split_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alphas: dict,
+def split_scores(inter: Intermediates, layers: list[SplitLayer], coefs: dict, alphas: dict,
                  row_weight: torch.Tensor, heuristic: Heuristic,
                  points: SplitPoints) -> torch.Tensor:
     """Scores [B, total neurons] (layers concatenated, as ``decode`` reads them); -inf where a
-    neuron cannot be split. ``coefs[layer.relu]``: the backward coefficients [B, S, *shape]
+    neuron cannot be split. ``coefs[layer.node]``: the backward coefficients [B, S, *shape]
     at each layer's output; ``alphas``: the relaxation parameters of that pass."""
     w = row_weight.to(inter.dtype)
     parts = []
@@ -195,19 +184,19 @@ def split_scores(inter: Intermediates, layers: list[ReluLayer], coefs: dict, alp
         check_deadline()  # a wide layer's estimates take seconds
         x = inter.bounds[layer.value]
         mask = splittable(layer, x.lower, x.upper)
-        a = coefs[layer.relu]
+        a = coefs[layer.node]
         if layer.op == PRODUCT:
             score = torch.zeros_like(mask, dtype=w.dtype)
-        elif heuristic == "width" and layer.is_relu:
+        elif heuristic == "width" and layer.sign_split:
             score = babsr_scores(inter, [layer], coefs, alphas, row_weight)
             score = torch.where(torch.isfinite(score), score, torch.zeros_like(score))
         elif heuristic == "width":
             width = (x.upper - x.lower).unsqueeze(1)
             score = ((a.abs() * width).flatten(2) * w.unsqueeze(-1)).sum(1)
         else:
-            alpha = alphas.get(layer.relu)
+            alpha = alphas.get(layer.node)
             try:
-                score = _bbps_layer(inter.graph.node(layer.relu), layer, x.lower, x.upper, a,
+                score = bbps_layer(inter.graph.node(layer.node), layer, x.lower, x.upper, a,
                                     None if alpha is None else alpha.to(inter.dtype), w, points)
             except DomainError:  # a child's planes overflow (Exp of a wide interval): no
                 score = torch.zeros_like(mask, dtype=w.dtype)  # estimate; widths still rank

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bounds.engine.deadline import DeadlineExceeded, engine_deadline
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
 from bounds.graph import Graph
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -167,7 +167,7 @@ def refine_for_bab(graph: Graph, problem, deadline: float, share: float = 0.2,
         return {}
     lower = problem.lower.detach().double().cpu().reshape(-1).numpy()
     upper = problem.upper.detach().double().cpu().reshape(-1).numpy()
-    res = _crown(graph, lower, upper)
+    res = crown_bounds(graph, lower, upper)
     refined = refine_bounds(graph, lower, upper, res.intermediate, res.deltas, stop,
                             options)
     log.info("MILP refinement: %d values in %.2f s", len(refined), time.monotonic() - start)
@@ -176,7 +176,9 @@ def refine_for_bab(graph: Graph, problem, deadline: float, share: float = 0.2,
             for k, v in refined.items()}
 
 
-def _crown(graph: Graph, lower: np.ndarray, upper: np.ndarray):
+def crown_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray) -> SpecBounds:
+    """CROWN's intermediate bounds (``.intermediate``, ``.deltas``) of ``graph`` on the box
+    [lower, upper] (flattened input)."""
     shape = graph.inputs[0].shape
     n_out = math.prod(graph.outputs[0].shape)
     box = Interval(torch.as_tensor(lower, dtype=torch.float64).reshape(1, *shape),
@@ -220,7 +222,7 @@ def _unstable_after_crown(graph: Graph, region, stop: float | None) -> int | Non
     by ``stop``."""
     try:
         with nullcontext() if stop is None else engine_deadline(stop):
-            res = _crown(graph, *region.bound_box())
+            res = crown_bounds(graph, *region.bound_box())
     except DeadlineExceeded:
         log.info("MILP not chosen: the CROWN pass to count unstable neurons did not fit")
         return None
@@ -229,7 +231,7 @@ def _unstable_after_crown(graph: Graph, region, stop: float | None) -> int | Non
 
 def root_bounds(graph: Graph, problem, deadline: float, share: float
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(lower, upper) dicts of refined root bounds for ``ReluDomains`` (value -> [1, *shape]);
+    """(lower, upper) dicts of refined root bounds for ``NeuronDomains`` (value -> [1, *shape]);
     empty when ``share`` <= 0 or the net does not qualify (see ``refine_for_bab``)."""
     if share <= 0:
         return {}, {}

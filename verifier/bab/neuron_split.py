@@ -1,4 +1,6 @@
-"""Branch-and-bound by splitting unstable ReLUs (beta-CROWN style), for any input size.
+"""Branch-and-bound by splitting neurons, for any input size: sign splits of unstable Relus
+(beta-CROWN style) and, with GenBaB, interval splits of general nonlinear neurons (Sigmoid,
+Tanh, Sin, GELU, ...) and of products' operands, in one search.
 
 Each step takes the worst-bounded domains, picks one unstable neuron per domain (BaBSR-like
 score, optionally filtered strong branching), and bounds both children in one batch: their
@@ -38,8 +40,8 @@ from verifier.bab.beta import (
 )
 from verifier.bab.branching import (
     babsr_scores,
+    layer_output_coefs,
     pick_fsb,
-    relu_output_coefs,
     top_candidates,
 )
 from verifier.bab.input_split import BabOutcome
@@ -49,14 +51,14 @@ from verifier.bab.progress import Progress
 from verifier.bab.region_attack import region_attack
 from verifier.config import BabConfig
 
-__all__ = ["ReluSplitOptions", "ReluSplitSearch", "region_attack"]
-from verifier.bab.relu_domains import STORE_DTYPE, ReluDomains, split_domains, split_more
+__all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
+from verifier.bab.neuron_domains import STORE_DTYPE, NeuronDomains, split_domains, split_more
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReluSplitOptions(BabConfig):
+class NeuronSplitOptions(BabConfig):
     """The user's BaB settings (inherited from ``BabConfig``: ``nonlinear`` also splits general
     nonlinear neurons (GenBaB: Sigmoid, Tanh, Sin, GELU, ...) at ``points``, chosen by
     ``heuristic``; ``products`` also splits operands of products of two perturbed values;
@@ -92,9 +94,9 @@ class _Counters:
     extra: dict = field(default_factory=dict)
 
 
-class ReluSplitSearch:
+class NeuronSplitSearch:
     def __init__(self, graph, problem: RegionProblem, deadline: float,
-                 options: ReluSplitOptions, progress: Progress,
+                 options: NeuronSplitOptions, progress: Progress,
                  validate: Callable[[torch.Tensor], object | None],
                  attack: Callable[[int, float], torch.Tensor | None] | None = None):
         """``validate(x [N, d])`` returns a checked counterexample or None; ``attack(seed,
@@ -107,7 +109,7 @@ class ReluSplitSearch:
         self.validate, self.attack = validate, attack
         self.layers = split_layers(graph, options.nonlinear,
                                    options.nonlinear and options.products)
-        self.relu_only = all(lay.is_relu and not lay.products for lay in self.layers)
+        self.sign_only = all(lay.sign_split and not lay.products for lay in self.layers)
         self.points = SplitPoints(options.points)
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
@@ -119,7 +121,7 @@ class ReluSplitSearch:
         coef = p.coef.unsqueeze(0).expand(n, *p.coef.shape)
         return coef, coef.reshape(n, coef.shape[1], *shape), p.rhs.unsqueeze(0).expand(n, -1)
 
-    def _intermediates(self, dom: ReluDomains, reuse: bool | torch.Tensor,
+    def _intermediates(self, dom: NeuronDomains, reuse: bool | torch.Tensor,
                        alpha_iterations: int = 0) -> tuple[Intermediates, PassCache]:
         """Intermediate bounds of the domains, and the cache that passes over them share.
         ``reuse``: True keeps every given (parent) bound, False recomputes all, a tensor [N]
@@ -142,8 +144,8 @@ class ReluSplitSearch:
         rows = (~refuted).repeat_interleave(p.n_rows, dim=1)
         return rows & torch.isfinite(p.rhs).unsqueeze(0)
 
-    def bound(self, dom: ReluDomains, iterations: int, reuse: bool | torch.Tensor,
-              intermediate_alpha: int = 0) -> ReluDomains:
+    def bound(self, dom: NeuronDomains, iterations: int, reuse: bool | torch.Tensor,
+              intermediate_alpha: int = 0) -> NeuronDomains:
         """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
 
         Only spec rows still open in some domain of the batch are optimised (refuted
@@ -177,7 +179,7 @@ class ReluSplitSearch:
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = dom.refuted | p.refuted_disjuncts(lower)
-        out = ReluDomains(
+        out = NeuronDomains(
             dict(dom.splits),
             {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
             {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
@@ -196,7 +198,7 @@ class ReluSplitSearch:
     def _intervals(self, bounds: dict) -> dict:
         """Bounds of the general nonlinear split values (their split constraints' ends)."""
         return {lay.value: (bounds[lay.value].lower, bounds[lay.value].upper)
-                for lay in self.layers if not lay.is_relu}
+                for lay in self.layers if not lay.sign_split}
 
     def _merge_rows(self, old: dict, new: dict, rows: torch.Tensor, n: int,
                     beta: bool = False) -> dict:
@@ -206,7 +208,7 @@ class ReluSplitSearch:
         shapes = {k: v.shape[2:] for k, v in new.items()}
         if beta:
             for lay in self.layers:
-                keys = [lay.value] if lay.is_relu else [lay.value + "|lo", lay.value + "|up"]
+                keys = [lay.value] if lay.sign_split else [lay.value + "|lo", lay.value + "|up"]
                 shapes.update({key: lay.shape for key in keys})
         merged = {}
         for k in {*old, *new, *shapes}:
@@ -219,7 +221,7 @@ class ReluSplitSearch:
             merged[k] = base
         return merged
 
-    def _branch_scores(self, bounded: tuple[Intermediates, PassCache], out: ReluDomains,
+    def _branch_scores(self, bounded: tuple[Intermediates, PassCache], out: NeuronDomains,
                        alphas, betas, rows, keep) -> None:
         """Candidates (top-k BaBSR) for every domain, and primal points to test."""
         inter, cache = bounded
@@ -227,17 +229,17 @@ class ReluSplitSearch:
         terms = split_terms(out.splits, inter.dtype, self._intervals(inter.bounds))
         extra = split_extra(betas, terms)[0] if betas else None
         alphas = {k: v.detach() for k, v in alphas.items()}
-        coefs, input_coef = relu_output_coefs(inter, self.out_name, full_coef[:, rows],
+        coefs, input_coef = layer_output_coefs(inter, self.out_name, full_coef[:, rows],
                                               self.layers, alphas, extra, cache)
         weight = self._open_rows(out.refuted)[:, rows]
         check_deadline()  # scoring and the primal points below run whole layers at a time
-        if self.relu_only:
+        if self.sign_only:
             scores = babsr_scores(inter, self.layers, coefs, alphas, weight)
         else:
             scores = split_scores(inter, self.layers, coefs, alphas, weight,
                                   self.options.heuristic, self.points)
         k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
-        if not self.relu_only:
+        if not self.sign_only:
             k = max(k, self.options.multi_split)
         idx, valid = top_candidates(scores, k)
         out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
@@ -269,7 +271,7 @@ class ReluSplitSearch:
                 self.counters.extra["cex"] = cex
 
     # ---- branching ------------------------------------------------------------------------
-    def choose(self, dom: ReluDomains) -> torch.Tensor:
+    def choose(self, dom: NeuronDomains) -> torch.Tensor:
         """One global neuron index per domain (-1: nothing left to split)."""
         cand = dom.candidates[:, :self.options.fsb_candidates]
         first = cand[:, 0]
@@ -283,7 +285,7 @@ class ReluSplitSearch:
         return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
                            first)
 
-    def _cheap_margin(self, kids: list[ReluDomains]) -> torch.Tensor:
+    def _cheap_margin(self, kids: list[NeuronDomains]) -> torch.Tensor:
         """Bound with the parents' alphas and betas and no optimisation: [k, 2, N] margins."""
         allk = kids[0]
         for other in kids[1:]:
@@ -306,13 +308,13 @@ class ReluSplitSearch:
         return margin.reshape(len(kids), 2, -1)
 
     # ---- search ---------------------------------------------------------------------------
-    def root(self) -> ReluDomains:
+    def root(self) -> NeuronDomains:
         p = self.problem
         dev, s = p.lower.device, p.coef.shape[0]
         empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
                  for lay in self.layers}
         inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
-        dom = ReluDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
+        dom = NeuronDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
@@ -351,7 +353,7 @@ class ReluSplitSearch:
                 queue.extend(self.bound(kids, opts.beta.iterations, reuse))
                 c.max_depth = max(c.max_depth, int(kids.depth.max()))
             c.steps += 1
-            if not self.relu_only:
+            if not self.sign_only:
                 c.extra["step_s"] = time.monotonic() - started
             self.progress.update(c.done, len(queue),
                                  float(queue.margin.min()) if len(queue) else None)
@@ -363,10 +365,10 @@ class ReluSplitSearch:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
 
-    def _split(self, batch: ReluDomains, choice: torch.Tensor):
+    def _split(self, batch: NeuronDomains, choice: torch.Tensor):
         """Children of ``batch`` split at ``choice`` [N] (GenBaB: and at more candidates while
         batches are small), and ``_intermediates``' reuse for them."""
-        extra = 0 if self.relu_only else self.options.multi_split - 1
+        extra = 0 if self.sign_only else self.options.multi_split - 1
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  self.options.batch)
         mode = self.options.intermediate
@@ -374,7 +376,7 @@ class ReluSplitSearch:
             return kids, mode == "reuse"
         return kids, first.repeat(len(kids) // len(batch))
 
-    def _give_up(self, queue: ReluDomains, reason: str) -> BabOutcome:
+    def _give_up(self, queue: NeuronDomains, reason: str) -> BabOutcome:
         """No proof is coming: one last attack before answering unknown."""
         for attempt in range(3 if self.attack is not None else 0):
             if self.counters.extra.get("cex") is not None or time.monotonic() >= self.deadline:
@@ -385,7 +387,7 @@ class ReluSplitSearch:
             return BabOutcome("sat", cex, self._stats(queue))
         return BabOutcome("unknown", stats=self._stats(queue, reason))
 
-    def _resolve_stuck(self, dom: ReluDomains) -> None:
+    def _resolve_stuck(self, dom: NeuronDomains) -> None:
         """Every Relu is fixed: the bound is an LP dual; optimise it much longer."""
         rest = self.bound(dom, self.options.stuck_iterations, reuse=True)
         self.counters.stuck += len(rest)
@@ -394,7 +396,7 @@ class ReluSplitSearch:
         if self.counters.steps % self.options.attack_every == 0:
             return True
         last = self.counters.extra.get("last_attack", self.progress.start)
-        return not self.relu_only and time.monotonic() - last >= self.options.attack_every_s
+        return not self.sign_only and time.monotonic() - last >= self.options.attack_every_s
 
     def _run_attack(self, salt: int = 0) -> None:
         self.counters.extra["last_attack"] = time.monotonic()
@@ -406,7 +408,7 @@ class ReluSplitSearch:
             if cex is not None:
                 self.counters.extra["cex"] = cex
 
-    def _stats(self, queue: ReluDomains, reason: str = "") -> dict:
+    def _stats(self, queue: NeuronDomains, reason: str = "") -> dict:
         c = self.counters
         stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
                  "max_depth": c.max_depth, "unsplittable_open": c.stuck}

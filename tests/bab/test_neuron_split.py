@@ -14,11 +14,11 @@ from bounds.engine.forward import run_graph
 from tests.bab.exact import exact_min, exact_sat
 from tests.bounds.nets import mlp
 from verifier.bab.beta import BetaOptions
-from verifier.bab.branching import decode, relu_layers
+from verifier.bab.branching import decode, sign_split_layers
+from verifier.bab.neuron_domains import split_domains
+from verifier.bab.neuron_split import NeuronSplitOptions, NeuronSplitSearch, region_attack
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
-from verifier.bab.relu_domains import split_domains
-from verifier.bab.relu_split import ReluSplitOptions, ReluSplitSearch, region_attack
 from verifier.spec.types import InputRegion, OutputCondition
 
 pytest.importorskip("scipy")
@@ -36,7 +36,7 @@ def tiny_net(seed: int, n_in: int = 4, hidden=(5, 5), n_out: int = 3):
 
 def make_search(graph, region: InputRegion, deadline_s: float = 30.0, attack: bool = True,
                 progress: Progress | None = None, attack_steps: int = 50,
-                attack_restarts: int = 16, **opts) -> ReluSplitSearch:
+                attack_restarts: int = 16, **opts) -> NeuronSplitSearch:
     cond = region.condition
     d, k, n_out = cond.coef.shape
     problem = RegionProblem(0, torch.tensor(region.lower), torch.tensor(region.upper),
@@ -50,8 +50,8 @@ def make_search(graph, region: InputRegion, deadline_s: float = 30.0, attack: bo
         return x[hit][0] if bool(hit.any()) else None
 
     atk = region_attack(graph, region, attack_steps, attack_restarts, "cpu") if attack else None
-    return ReluSplitSearch(graph, problem, time.monotonic() + deadline_s,
-                           ReluSplitOptions(**opts), progress or Progress(), validate, atk)
+    return NeuronSplitSearch(graph, problem, time.monotonic() + deadline_s,
+                           NeuronSplitOptions(**opts), progress or Progress(), validate, atk)
 
 
 def region_for(exact, n_in, coef, rhs, lo=-1.0, hi=1.0) -> InputRegion:
@@ -120,7 +120,7 @@ def test_split_bound_is_sound_and_never_looser(seed):
     region = region_for(exact, 4, c[None, None], [[100.0]])  # never refuted
     search = make_search(graph, region, attack=False)
     root = search.root()
-    layers = relu_layers(graph)
+    layers = sign_split_layers(graph)
     rng = np.random.default_rng(seed)
     dom = root
     for _ in range(3):
@@ -142,7 +142,7 @@ def test_split_bound_is_sound_and_never_looser(seed):
 
 def test_decode_and_split_apply_constraints():
     graph, _ = tiny_net(3)
-    layers = relu_layers(graph)
+    layers = sign_split_layers(graph)
     idx = torch.tensor([0, 4, 5, 9])
     layer, pos = decode(layers, idx)
     assert layer.tolist() == [0, 0, 1, 1] and pos.tolist() == [0, 4, 0, 4]

@@ -1,9 +1,10 @@
-"""ReLU-split sub-domains as stacked tensors: split decisions, bounds and warm starts.
+"""Neuron-split sub-domains as stacked tensors: split decisions, bounds and warm starts.
 
-A domain is the region box plus one split code per Relu input neuron (0 free, +1 active
-z >= 0, -1 inactive z <= 0). Each carries the interval bounds of every Relu input found so far
-(the parent's, tightened by its own splits; with GenBaB also the inputs of general nonlinear
-layers, whose splits are interval tightenings only), the alphas and betas of its last bound
+A domain is the region box plus one split code per neuron of a sign-split layer (Relu input:
+0 free, +1 active z >= 0, -1 inactive z <= 0) and split flags per neuron of the other split
+layers (GenBaB). Each carries the interval bounds of every split layer's input found so far
+(the parent's, tightened by its own splits; for general nonlinear layers and products' operands
+the splits are interval tightenings only), the alphas and betas of its last bound
 (warm starts for its children), its spec-row lower bounds and the disjuncts already refuted.
 """
 
@@ -14,13 +15,13 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from verifier.bab.branching import ReluLayer, decode
+from verifier.bab.branching import SplitLayer, decode
 
 STORE_DTYPE = torch.float32  # warm starts need no precision; halves the queue's memory
 
 
 @dataclass
-class ReluDomains:
+class NeuronDomains:
     splits: dict[str, torch.Tensor]  # split value -> int8 [N, *shape] (Relu codes / flags)
     lower: dict[str, torch.Tensor]  # input value of a split layer (Relu or not) -> [N, *shape]
     upper: dict[str, torch.Tensor]
@@ -35,20 +36,20 @@ class ReluDomains:
     def __len__(self) -> int:
         return self.margin.shape[0]
 
-    def _map(self, fn) -> ReluDomains:
+    def _map(self, fn) -> NeuronDomains:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
             out[f.name] = {k: fn(t) for k, t in v.items()} if isinstance(v, dict) else fn(v)
-        return ReluDomains(**out)
+        return NeuronDomains(**out)
 
-    def select(self, idx: torch.Tensor) -> ReluDomains:
+    def select(self, idx: torch.Tensor) -> NeuronDomains:
         return self._map(lambda t: t[idx])
 
-    def repeat(self, times: int) -> ReluDomains:
+    def repeat(self, times: int) -> NeuronDomains:
         return self._map(lambda t: t.repeat(times, *([1] * (t.dim() - 1))))
 
-    def extend(self, other: ReluDomains) -> None:
+    def extend(self, other: NeuronDomains) -> None:
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if isinstance(mine, dict):
@@ -57,7 +58,7 @@ class ReluDomains:
             else:
                 setattr(self, f.name, torch.cat([mine, theirs]))
 
-    def take_worst(self, n: int) -> ReluDomains:
+    def take_worst(self, n: int) -> NeuronDomains:
         """Remove and return the n domains with the smallest margin."""
         order = torch.argsort(self.margin)
         taken, rest = self.select(order[:n]), self.select(order[n:])
@@ -74,11 +75,11 @@ class ReluDomains:
         return total
 
 
-PointFn = Callable[[ReluLayer, torch.Tensor, torch.Tensor], torch.Tensor]
+PointFn = Callable[[SplitLayer, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor,
-                  points: PointFn | None = None) -> ReluDomains:
+def split_domains(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Tensor,
+                  points: PointFn | None = None) -> NeuronDomains:
     """Two children per domain split at ``choice`` [N]: first all upper halves (Relu active,
     z >= 0; nonlinear z in [p, u]), then all lower halves (Relu inactive, z <= 0; z in [l, p]).
 
@@ -100,13 +101,13 @@ def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tenso
         lo = kids.lower[layer.value].reshape(2 * n, -1)
         up = kids.upper[layer.value].reshape(2 * n, -1)
         l0, u0 = lo[r, q], up[r, q]
-        if layer.is_relu:
+        if layer.sign_split:
             kids.splits[layer.value].reshape(2 * n, -1)[r, q] = sg.to(torch.int8)
             lo[r, q] = torch.where(sg > 0, l0.clamp(min=0), l0)
             up[r, q] = torch.where(sg < 0, u0.clamp(max=0), u0)
             continue
         if points is None:
-            raise ValueError(f"split of nonlinear layer {layer.relu!r} needs split points")
+            raise ValueError(f"split of nonlinear layer {layer.node!r} needs split points")
         pt = points(layer, l0, u0)
         lo[r, q] = torch.where(sg > 0, pt, l0)
         up[r, q] = torch.where(sg < 0, pt, u0)
@@ -116,7 +117,7 @@ def split_domains(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tenso
     return kids
 
 
-def split_more(dom: ReluDomains, layers: list[ReluLayer], choice: torch.Tensor,
+def split_more(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Tensor,
                points: PointFn | None, extra: int, batch: int):
     """:func:`split_domains` at ``choice`` [N], then at up to ``extra`` further distinct
     candidates of each domain (``dom.candidates`` order) while the children fill less than
