@@ -1,0 +1,3 @@
+"""nncert REST service."""
+
+import bounds  # noqa: F401  (sets the OpenMP wait policy before torch loads; see there)
