@@ -75,6 +75,35 @@ class NeuronDomains:
         return total
 
 
+def beta_slots(layers: list[SplitLayer]) -> dict[str, tuple[int, ...]]:
+    """Beta key -> shape of every split constraint a domain may get (see ``beta.split_terms``):
+    the value of a sign-split layer, ``value|lo`` and ``value|up`` of the others."""
+    slots = {}
+    for lay in layers:
+        keys = [lay.value] if lay.sign_split else [lay.value + "|lo", lay.value + "|up"]
+        slots.update({key: lay.shape for key in keys})
+    return slots
+
+
+def merge_rows(old: dict, new: dict, rows: torch.Tensor, lead: tuple[int, int], device,
+               slots: dict[str, tuple[int, ...]] | None = None) -> dict:
+    """Full-row warm starts [N, S, ...] (``lead`` = (N, S)): the old values, with the
+    optimised spec rows ``rows`` replaced by ``new``; ``slots`` (betas): keys present in every
+    domain, zero until split, so that all domains share the same keys."""
+    shapes = {k: v.shape[2:] for k, v in new.items()}
+    shapes.update(slots or {})
+    merged = {}
+    for k in {*old, *new, *shapes}:
+        if k in old:
+            base = old[k].clone()
+        else:
+            base = torch.zeros((*lead, *shapes[k]), dtype=STORE_DTYPE, device=device)
+        if k in new:
+            base[:, rows] = new[k].detach().to(STORE_DTYPE)
+        merged[k] = base
+    return merged
+
+
 PointFn = Callable[[SplitLayer, torch.Tensor, torch.Tensor], torch.Tensor]
 
 

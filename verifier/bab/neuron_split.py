@@ -38,13 +38,15 @@ from verifier.bab.beta import (
     split_extra,
     split_terms,
 )
-from verifier.bab.branching import (
-    babsr_scores,
-    layer_output_coefs,
-    pick_fsb,
-    top_candidates,
-)
+from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
 from verifier.bab.input_split import BabOutcome
+from verifier.bab.neuron_domains import (
+    NeuronDomains,
+    beta_slots,
+    merge_rows,
+    split_domains,
+    split_more,
+)
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
@@ -52,7 +54,6 @@ from verifier.bab.region_attack import region_attack
 from verifier.config import BabConfig
 
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
-from verifier.bab.neuron_domains import STORE_DTYPE, NeuronDomains, split_domains, split_more
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,9 @@ class NeuronSplitSearch:
             dict(dom.splits),
             {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
             {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
-            self._merge_rows(dom.alphas, sub_alphas, rows, n),
-            self._merge_rows(dom.betas, sub_betas, rows, n, beta=True),
+            merge_rows(dom.alphas, sub_alphas, rows, (n, p.coef.shape[0]), p.coef.device),
+            merge_rows(dom.betas, sub_betas, rows, (n, p.coef.shape[0]), p.coef.device,
+                       beta_slots(self.layers)),
             lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
         keep = ~refuted.all(1)
         self.counters.done += n
@@ -199,27 +201,6 @@ class NeuronSplitSearch:
         """Bounds of the general nonlinear split values (their split constraints' ends)."""
         return {lay.value: (bounds[lay.value].lower, bounds[lay.value].upper)
                 for lay in self.layers if not lay.sign_split}
-
-    def _merge_rows(self, old: dict, new: dict, rows: torch.Tensor, n: int,
-                    beta: bool = False) -> dict:
-        """Full-row warm starts: the old values, with the optimised rows replaced (betas: one
-        slot per Relu value, zero until split, so that all domains share the same keys)."""
-        s, dev = self.problem.coef.shape[0], self.problem.coef.device
-        shapes = {k: v.shape[2:] for k, v in new.items()}
-        if beta:
-            for lay in self.layers:
-                keys = [lay.value] if lay.sign_split else [lay.value + "|lo", lay.value + "|up"]
-                shapes.update({key: lay.shape for key in keys})
-        merged = {}
-        for k in {*old, *new, *shapes}:
-            if k in old:
-                base = old[k].clone()
-            else:
-                base = torch.zeros((n, s, *shapes[k]), dtype=STORE_DTYPE, device=dev)
-            if k in new:
-                base[:, rows] = new[k].detach().to(STORE_DTYPE)
-            merged[k] = base
-        return merged
 
     def _branch_scores(self, bounded: tuple[Intermediates, PassCache], out: NeuronDomains,
                        alphas, betas, rows, keep) -> None:
