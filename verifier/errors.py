@@ -13,6 +13,11 @@ class ModelError(NncertError):
     """The ONNX model cannot be read, is malformed, or is refused (external data, ...)."""
 
 
+class ConstantOutputError(ModelError):
+    """Every output of the model is a constant: no value depends on the input. Nothing is
+    left to bound; one evaluation of the model decides every property."""
+
+
 class SpecError(NncertError):
     """The VNN-LIB property is malformed, unbounded or does not match the model."""
 

@@ -23,13 +23,14 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from verifier.config import VerifyConfig
 from verifier.errors import (
+    ConstantOutputError,
     ModelError,
     ModelMismatchError,
     NncertError,
@@ -63,6 +64,7 @@ class OrtModel:
     output_shapes: tuple[tuple[int, ...], ...]
     reason: str
     path: str = ""
+    constant_output: bool = False  # the importer found every output constant
 
     @property
     def n_inputs(self) -> int:
@@ -147,6 +149,8 @@ def load_runnable_model(path) -> object:
         fallback = ort_only_model(data, str(path), refusal_reason(exc))
         if fallback is None:
             raise
+        if isinstance(exc, ConstantOutputError):
+            return replace(fallback, constant_output=True)
         log.warning("the importer refused %s (%s); onnxruntime runs it, so it is attacked "
                     "but not bounded", path, fallback.reason)
         return fallback
@@ -237,6 +241,10 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
     if not spec.regions:
         return VerificationResult("unsat", method="spec", message="every input box is empty")
     device = resolve_device(config.device)
+    if isinstance(model, OrtModel) and model.constant_output:
+        from verifier.constant_output import decide_constant_output
+
+        return decide_constant_output(model, spec)
     if isinstance(model, OrtModel):
         return attack_only(model, spec, config, device, deadline,
                            f"the importer refused the model: {model.reason}")

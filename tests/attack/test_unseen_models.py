@@ -258,3 +258,50 @@ def test_blackbox_returns_after_one_round_when_every_coordinate_is_pinned():
     spec = make_spec([PINNED, 0.25], [PINNED, 0.25], [[[-1.0]]], [[-5.0]])  # y >= 5: never
     run = lambda: falsify_blackbox(sum_net(2), spec, time.monotonic() + 3600)  # noqa: E731
     assert _result_if_it_returns(run) == [None]
+
+
+# ---- models whose every output is a constant: one evaluation decides ----------------------
+def constant_model() -> onnx.ModelProto:
+    """y = float(shape(x)) + [0.5, -1]: no output value depends on x's values."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["f", "c"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([0.5, -1.0], np.float32), "c")]
+    graph = helper.make_graph(
+        nodes, "constant", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return proto  # y = [1.5, 1.0]
+
+
+@pytest.fixture
+def constant_path(tmp_path):
+    path = tmp_path / "constant.onnx"
+    onnx.save(constant_model(), path)
+    return path
+
+
+def test_constant_output_model_is_proved_by_one_evaluation(constant_path):
+    assert load_runnable_model(constant_path).constant_output
+    spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0, 1.0]]], [[-0.75]])  # y1 - y0 <= -0.75?
+    result = verify(constant_path, spec, VerifyConfig(timeout=10))
+    assert (result.verdict, result.method) == ("unsat", "constant-output"), result
+
+
+def test_constant_output_model_violation_is_a_validated_sat(constant_path):
+    spec = make_spec([0.0, 0.0], [1.0, 1.0], [[[-1.0, 1.0]]], [[-0.5]])  # y1 - y0 = -0.5
+    result = verify(constant_path, spec, VerifyConfig(timeout=10))
+    assert (result.verdict, result.method) == ("sat", "constant-output"), result
+    assert spec.violated_by(result.counterexample.x, result.counterexample.y)
+
+
+def test_model_with_one_constant_output_among_others_is_only_attacked(tmp_path):
+    proto = constant_model()
+    proto.graph.node.append(helper.make_node("Relu", ["x"], ["r"]))
+    proto.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 2]))
+    path = tmp_path / "mixed.onnx"
+    onnx.save(proto, path)
+    model = load_runnable_model(path)
+    assert isinstance(model, OrtModel) and not model.constant_output

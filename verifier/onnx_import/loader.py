@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from bounds.graph import Graph, TensorInfo
-from verifier.errors import ModelError, UnsupportedOpError
+from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
 from verifier.onnx_import.context import ConvertContext, Dyn
 from verifier.onnx_import.fold import fold_node
 from verifier.onnx_import.registry import find_converter
@@ -134,11 +134,13 @@ def import_proto(
             raise ModelError(
                 f"cannot convert {node.op_type} node {node.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
+    constant = [vi.name for vi in proto.graph.output if not isinstance(ctx.value(vi.name), Dyn)]
+    if constant:
+        error = ConstantOutputError if len(constant) == len(proto.graph.output) else ModelError
+        raise error(f"output {constant[0]!r} does not depend on the input")
     outputs = []
     for vi in proto.graph.output:
         value = ctx.value(vi.name)
-        if not isinstance(value, Dyn):
-            raise ModelError(f"output {vi.name!r} does not depend on the input")
         if value.shape == ():  # engines index an output's values along one axis at least
             value = ctx.emit("Reshape", [value], (1,))
         outputs.append(TensorInfo(value.name, value.shape, onnx_name=vi.name))
