@@ -4,10 +4,14 @@ A case names the IR op, the node's attrs and inline constants, the per-sample in
 dynamic input, at position ``dyn_pos``, or several in ``operands``), the box range to draw
 inputs from (inside the op's domain), special points worth straddling (kinks, inflections,
 integers), and how to build the one-node ONNX model that onnxruntime evaluates as the reference
-(``onnx_inputs``: "x" (or "x<pos>") for a dynamic input, arrays for initializers, "" for an
-omitted optional input). ``numpy_ref`` is the float64 reference where onnxruntime has no double
-kernel (Atan, Erf, LeakyRelu, exact Gelu, Conv, ConvTranspose, AveragePool, Resize) or does not
-broadcast over the batch axis (Concat with a constant).
+(``onnx_inputs``: "x" (or "x<pos>") for a dynamic input, arrays for initializers, ``PerSample``
+for a constant the model broadcasts over the batch, "" for an omitted optional input). The model
+declares the op's real types: ``onnx_cast_in`` casts a float input to the type the op takes,
+``onnx_out`` names a non-float output type, which the model casts back to float.
+``numpy_ref`` is the float64 reference where onnxruntime has no double kernel (Atan, Erf,
+LeakyRelu, exact Gelu, Conv, ConvTranspose, AveragePool, Resize), does not broadcast over the
+batch axis (Concat with a constant), or gives bool/int (the step ops); the numpy references are
+checked against onnxruntime in float32.
 Every registered op needs a case (the meta-test fails otherwise).
 """
 
@@ -23,6 +27,14 @@ from scipy import special
 
 RNG = np.random.default_rng(1234)
 BIG = (-1e4, 1e4)
+
+
+@dataclass(frozen=True, eq=False)
+class PerSample:
+    """A constant input of the ONNX reference model that the model Expands over the batch axis
+    (ONNX Concat does not broadcast): the IR's constant has no batch axis, ONNX's has."""
+
+    value: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,11 @@ class RuleCase:
     # several dynamic inputs: {position: per-sample shape}; they are drawn as one flat vector
     # (in_shape = (total size,)) cut in order of position, and named "x<pos>" in onnx_inputs
     operands: dict = field(default_factory=dict)
+    # ONNX types of the reference model: {dynamic ONNX input name: TensorProto type} to Cast
+    # that float input to first (And/Or take bool, Where's condition is bool), and the op's
+    # output type when it is not float (0: float), which the model casts back to float
+    onnx_cast_in: dict = field(default_factory=dict)
+    onnx_out: int = 0
 
     @property
     def shape(self) -> tuple:
@@ -323,8 +340,7 @@ STRUCTURED = [
             operands={0: (2, 3), 1: (3, 4)}, onnx_inputs=("x0", "x1"), domain=(-1e2, 1e2),
             scale=1e5),
     _affine("Concat", "Concat(x,c)", in_shape=(2, 3), out_shape=(2, 5), attrs={"axis": 1},
-            consts={1: _C22}, onnx_attrs={"axis": 2}, onnx_inputs=("x", _C22),
-            # onnxruntime's Concat does not broadcast the constant over the batch axis
+            consts={1: _C22}, onnx_attrs={"axis": 2}, onnx_inputs=("x", PerSample(_C22)),
             numpy_ref=lambda x: np.concatenate([x, np.broadcast_to(_C22, (len(x), 2, 2))], 2)),
     _affine("Concat", "Concat(x,y)", in_shape=(12,), out_shape=(5, 2), attrs={"axis": 0},
             operands={0: (2, 2), 1: (3, 2)}, onnx_attrs={"axis": 1}, onnx_inputs=("x0", "x1")),
@@ -361,8 +377,10 @@ STRUCTURED = [
 ]
 
 # ---------------------------------------------------------------- piecewise-constant ops: the
-# references are numpy (onnxruntime's outputs are bool/int, which the float harness cannot
-# read); tests/onnx_import/test_converters.py compares the imported ops with onnxruntime
+# references are numpy (the harness reads floats), checked against onnxruntime in float32 on
+# reference models with the ops' real types: bool/int outputs (onnx_out) cast back to float,
+# float operands cast to bool where the op takes bool (onnx_cast_in, x != 0 as in the IR)
+_BOOL, _INT64 = TensorProto.BOOL, TensorProto.INT64
 _INTS6 = np.array([0.0, 1.0, -2.0, 3.0, 0.0, 1.0])
 
 
@@ -376,14 +394,15 @@ def _pair(fn):
 
 
 def _step(op, label, **kw) -> RuleCase:
+    kw.setdefault("onnx_out", _BOOL)
     kw.setdefault("domain", (-4.0, 4.0))
     kw.setdefault("specials", (0.0, 1.0, -2.0, 3.0))
     return RuleCase(op, label, **kw)
 
 
-def _two(op, label, fn) -> RuleCase:
+def _two(op, label, fn, **kw) -> RuleCase:
     return _step(op, label, in_shape=(12,), out_shape=(6,), operands={0: (6,), 1: (6,)},
-                 onnx_inputs=("x0", "x1"), numpy_ref=_pair(fn))
+                 onnx_inputs=("x0", "x1"), numpy_ref=_pair(fn), **kw)
 
 
 def _argmax_ref(axis, keepdims, last):
@@ -423,42 +442,51 @@ DISCRETE = [
     _step("Greater", "Greater(c,x)", consts={0: _INTS6}, dyn_pos=1, onnx_inputs=(_INTS6, "x"),
           numpy_ref=lambda x: (_INTS6 > x).astype(np.float64)),
     _two("GreaterOrEqual", "GreaterOrEqual(x,y)", np.greater_equal),
-    _two("And", "And(x,y)", lambda a, b: (a != 0) & (b != 0)),
-    _two("Or", "Or(x,y)", lambda a, b: (a != 0) | (b != 0)),
+    _two("And", "And(x,y)", lambda a, b: (a != 0) & (b != 0),
+         onnx_cast_in={"x0": _BOOL, "x1": _BOOL}),
+    _two("Or", "Or(x,y)", lambda a, b: (a != 0) | (b != 0),
+         onnx_cast_in={"x0": _BOOL, "x1": _BOOL}),
     _step("Select", "Select(c,x,y)", in_shape=(18,), out_shape=(6,),
           operands={0: (6,), 1: (6,), 2: (6,)}, onnx_op="Where",
           onnx_inputs=("x0", "x1", "x2"), domain=(-1.0, 1.0), specials=(0.0,),
+          onnx_cast_in={"x0": _BOOL}, onnx_out=0,
           numpy_ref=lambda x: np.where(_cut(x, (6, 6, 6))[0] != 0, *_cut(x, (6, 6, 6))[1:])),
     _step("Select", "Select(c,x,const)", in_shape=(12,), out_shape=(6,),
           operands={0: (6,), 1: (6,)}, consts={2: _INTS6}, onnx_op="Where",
           onnx_inputs=("x0", "x1", _INTS6), specials=(0.0,),
+          onnx_cast_in={"x0": _BOOL}, onnx_out=0,
           numpy_ref=lambda x: np.where(_cut(x, (6, 6))[0] != 0, _cut(x, (6, 6))[1], _INTS6)),
     _step("Cast", "Cast(int32)",
           attrs={"to": "int", "min": -2.0**31, "max": 2.0**31 - 1, "via": 32},
-          onnx_attrs={"to": TensorProto.INT32}, domain=(-1e4, 1e4),
+          onnx_attrs={"to": TensorProto.INT32}, onnx_out=TensorProto.INT32, domain=(-1e4, 1e4),
           numpy_ref=_cast_int_ref(-2.0**31, 2.0**31 - 1)),
     _step("Cast", "Cast(int8, out of range)",
           attrs={"to": "int", "min": -128.0, "max": 127.0, "via": 32},
-          onnx_attrs={"to": TensorProto.INT8}, domain=(-300.0, 300.0),
+          onnx_attrs={"to": TensorProto.INT8}, onnx_out=TensorProto.INT8,
+          domain=(-300.0, 300.0),
           specials=(0.0, 127.0, 128.0, -128.0, -129.0), numpy_ref=_cast_int_ref(-128.0, 127.0)),
     _step("Cast", "Cast(bool)", attrs={"to": "bool"}, onnx_attrs={"to": TensorProto.BOOL},
           numpy_ref=lambda x: (x != 0).astype(np.float64)),
     _step("Cast", "Cast(float16)", attrs={"to": "float16"},
-          onnx_attrs={"to": TensorProto.FLOAT16}, domain=(-6.5e4, 6.5e4),
+          onnx_attrs={"to": TensorProto.FLOAT16}, onnx_out=TensorProto.FLOAT16,
+          domain=(-6.5e4, 6.5e4),
           specials=(0.0, 1.0, 2049.0, 65504.0),
           # the network rounds its float32 value (a float64 point stands for float32(point))
           numpy_ref=lambda x: x.astype(np.float32).astype(np.float16).astype(np.float64)),
     _step("ArgMax", "ArgMax(axis 1)", in_shape=(3, 4), out_shape=(3,),
           attrs={"axis": 1, "keepdims": 0, "last": 0}, onnx_attrs={"axis": 2, "keepdims": 0},
+          onnx_out=_INT64,
           numpy_ref=_argmax_ref(1, False, False)),
     _step("ArgMax", "ArgMax(axis 0, keepdims, last)", in_shape=(3, 4), out_shape=(1, 4),
           attrs={"axis": 0, "keepdims": 1, "last": 1}, domain=(-1.0, 1.0), specials=(0.0,),
-          onnx_attrs={"axis": 1, "keepdims": 1, "select_last_index": 1},
+          onnx_attrs={"axis": 1, "keepdims": 1, "select_last_index": 1}, onnx_out=_INT64,
           numpy_ref=_argmax_ref(0, True, True)),
     _step("OneHot", "OneHot(depth 3)", in_shape=(4,), out_shape=(4, 3),
           attrs={"depth": 3, "axis": 1, "on": 5.0, "off": -1.0}, domain=(-4.5, 4.5),
           specials=(0.0, 1.0, 2.0, -1.0, -3.0, 3.0),
-          onnx_inputs=("x", np.array(3, np.int64), np.array([-1.0, 5.0])),
+          # float depth: onnxruntime 1.32 has OneHot kernels for (float indices, float
+          # values) with a float depth, none with an int64 one (NOT_IMPLEMENTED)
+          onnx_inputs=("x", np.array(3.0), np.array([-1.0, 5.0])), onnx_out=0,
           numpy_ref=_onehot_ref(3, 5.0, -1.0)),
 ]
 
