@@ -4,7 +4,7 @@ Each user-facing choice is defined here once: the method and device names (``Met
 ``METHODS``; ``Device``, ``DEVICES``), which the CLI commands, the bench, the gate and the
 service schema import, and the branch-and-bound settings (``BabConfig``), whose fields carry
 the CLI flag and help text that ``verifier.cli.common.add_bab_arguments`` builds its options
-from and which the neuron-split search's options extend (``verifier.bab.relu_split``).
+from and which the neuron-split search's options extend (``verifier.bab.neuron_split``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class BabConfig:
     """Branch-and-bound over neurons (GenBaB for general nonlinearities, beta-CROWN for Relus).
 
     A (validating) dataclass rather than a model so that the search's own options can extend
-    it: ``ReluSplitOptions`` inherits these fields instead of listing them again.
+    it: ``NeuronSplitOptions`` inherits these fields instead of listing them again.
     """
 
     nonlinear: bool = _setting(

@@ -69,15 +69,15 @@ def alpha_ranges(graph, alphas: Mapping[str, torch.Tensor]) -> dict[str, tuple[f
 
 
 def _initial(inter: Intermediates, node, n_spec: int) -> torch.Tensor | None:
-    if node.op in ALPHA_OPS:
+    """The starting alpha of ``node`` from its rule (None: the node has none)."""
+    registry = rules()
+    spec = registry.get(node.op).alpha if node.op in registry else None
+    if spec is None or not spec.applies(node):
+        return None
+    if not spec.structured:
         x = inter.bounds[node.dynamic_inputs[0]]
-        init, _ = ALPHA_OPS[node.op]
-        return init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
-    if node.op in STRUCTURED_ALPHA_OPS and len(node.dynamic_inputs) == (
-            1 if node.op in ("MaxPool", "ReduceMax") else 2):
-        args = node_args(node, inter.bounds, inter.device, inter.dtype)
-        return STRUCTURED_ALPHA_OPS[node.op][0](node, args, n_spec)
-    return None
+        return spec.init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
+    return spec.init(node, node_args(node, inter.bounds, inter.device, inter.dtype), n_spec)
 
 
 def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,

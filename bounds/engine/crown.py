@@ -314,13 +314,3 @@ def _input_term(inter: Intermediates, pending: dict) -> torch.Tensor | None:
         if name != input_name:
             raise RuntimeError(f"backward pass left coefficients on {name!r}")
     return pending.get(input_name)
-
-
-def __getattr__(name: str):
-    # tests/bounds/test_crown_packing.py (another owner) still reads the packing rule here;
-    # it moved with crown_interval to bounds/engine/intermediate.py
-    if name == "_rows_per_pass":
-        from bounds.engine import intermediate
-
-        return intermediate._rows_per_pass
-    raise AttributeError(name)

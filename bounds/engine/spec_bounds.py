@@ -69,12 +69,6 @@ class SpecBounds:
         """Rounding allowance of every value (``intermediates.deltas``)."""
         return self.intermediates.deltas
 
-    @property
-    def state(self) -> Intermediates:
-        """Old name of ``intermediates``, still read by tests/milp/test_milp_activations.py,
-        tests/bounds/test_linear_record.py and test_crown_packing.py (other owners)."""
-        return self.intermediates
-
 
 def ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
     """Lower bound of coef [B, S, n_out] . y over the output interval ``out``: [B, S]."""

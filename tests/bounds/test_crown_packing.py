@@ -8,6 +8,9 @@ import pytest
 import torch
 
 import bounds.engine.crown as crown
+import bounds.engine.intermediate as intermediate
+import bounds.engine.spec_bounds as spec_bounds
+from bounds.engine.intermediate import _rows_per_pass
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
@@ -38,7 +41,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 @pytest.mark.parametrize("small_chunks", [False, True])
 def test_packed_batch_equals_each_domain_alone(seed, small_chunks, monkeypatch):
     if small_chunks:  # a few pass elements per backward pass: exercises the chunk loop
-        monkeypatch.setattr(crown, "MAX_COEF_ELEMENTS", 2_000)
+        for module in (crown, intermediate, spec_bounds):  # each binds the budget at import
+            monkeypatch.setattr(module, "MAX_COEF_ELEMENTS", 2_000)
     graph = random_mlp([5, 20, 20, 20, 20, 3], seed=seed)
     box = _boxes(5, seed)
     coef = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(seed), dtype=F64)
@@ -47,11 +51,11 @@ def test_packed_batch_equals_each_domain_alone(seed, small_chunks, monkeypatch):
     for i in range(box.lower.shape[0]):
         alone = _bound(graph, Interval(box.lower[i:i + 1], box.upper[i:i + 1]), coef, options)
         assert _same(batch.lower[i:i + 1], alone.lower)
-        for name, iv in alone.state.bounds.items():
-            assert _same(batch.state.bounds[name].lower[i:i + 1], iv.lower), name
-            assert _same(batch.state.bounds[name].upper[i:i + 1], iv.upper), name
-        for name, rec in (alone.state.linear_bounds or {}).items():
-            mine = batch.state.linear_bounds[name].select(slice(i, i + 1))
+        for name, iv in alone.intermediates.bounds.items():
+            assert _same(batch.intermediates.bounds[name].lower[i:i + 1], iv.lower), name
+            assert _same(batch.intermediates.bounds[name].upper[i:i + 1], iv.upper), name
+        for name, rec in (alone.intermediates.linear_bounds or {}).items():
+            mine = batch.intermediates.linear_bounds[name].select(slice(i, i + 1))
             for part in ("a_lo", "c_lo", "a_hi", "c_hi"):
                 assert _same(getattr(mine, part), getattr(rec, part)), (name, part)
 
@@ -59,6 +63,6 @@ def test_packed_batch_equals_each_domain_alone(seed, small_chunks, monkeypatch):
 def test_rows_per_pass_follows_the_counts():
     # one busy domain among many quiet ones: a few rows per element, not the maximum
     counts = torch.tensor([22] + [5] * 50)
-    assert crown._rows_per_pass(counts, 22) < 22
+    assert _rows_per_pass(counts, 22) < 22
     # equal counts: one element per domain
-    assert crown._rows_per_pass(torch.tensor([6] * 40), 6) == 6
+    assert _rows_per_pass(torch.tensor([6] * 40), 6) == 6

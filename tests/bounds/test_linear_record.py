@@ -56,7 +56,7 @@ def test_recorded_linear_bounds_enclose_values(activation, seed):
     coef = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(seed), dtype=F64)
     res = bound_spec(graph, box, coef, torch.zeros((1, 2), dtype=F64),
                      BoundOptions(method="crown"), record_linear=True)
-    recorded = res.state.linear_bounds
+    recorded = res.intermediates.linear_bounds
     assert recorded, "nothing recorded"
     for rec in recorded.values():  # some positions really carry a linear bound
         assert bool(torch.isfinite(rec.c_lo).any())
@@ -73,4 +73,4 @@ def test_no_recording_by_default():
     graph = random_mlp([4, 8, 2], seed=0)
     res = bound_spec(graph, _boxes(4, 0), torch.ones((1, 1, 2), dtype=F64),
                      torch.zeros((1, 1), dtype=F64), BoundOptions(method="crown"))
-    assert res.state.linear_bounds is None
+    assert res.intermediates.linear_bounds is None

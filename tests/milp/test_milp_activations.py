@@ -85,7 +85,7 @@ def _min_output(model, lower, upper, coef, backend="highs"):
     zero = torch.zeros(1, 1, len(coef), dtype=torch.float64)
     res = bound_spec(graph, box, zero, torch.zeros(1, 1, dtype=torch.float64),
                      BoundOptions(method="crown"))
-    enc = encode(graph, lower, upper, res.intermediate, res.state.deltas, float_errors=False)
+    enc = encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=False)
     m = enc.model.copy()
     out = enc.output
     m.add_rows(Expr(out.idx, coef[None] @ out.mat, coef[None] @ out.const), -np.inf, np.inf)

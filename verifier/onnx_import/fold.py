@@ -39,13 +39,13 @@ def fold_node(ctx, node: onnx.NodeProto) -> None:
     args = [None if name == "" else ctx.const(name) for name in node.input]
     outs = _numpy_fold(ctx, node, args)
     if outs is None:
-        outs = _reference_fold(ctx, node, args)
+        outs = reference_fold(ctx, node, args)
     for name, value in zip(node.output, outs, strict=False):
         if name:
             ctx.bind(name, np.asarray(value))
 
 
-def _reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
+def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     feeds = {f"in{i}": a for i, a in enumerate(args) if a is not None}

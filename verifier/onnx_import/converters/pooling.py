@@ -162,14 +162,14 @@ def resize(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])
     if ctx.attr(node, "mode", "nearest") != "nearest":
         raise ModelError(f"Resize node {node.name!r}: only mode 'nearest' is supported")
-    from verifier.onnx_import.fold import _reference_fold
+    from verifier.onnx_import.fold import reference_fold
 
     others = [None if n == "" else ctx.const(n) for n in node.input[1:]]
     per_axis = []
     for axis, d in enumerate(x.shape):
         probe = np.broadcast_to(np.arange(d, dtype=np.float32).reshape(
             (-1,) + (1,) * (x.rank - axis - 1)), x.shape).copy()
-        out = _reference_fold(ctx, node, [probe, *others])[0]
+        out = reference_fold(ctx, node, [probe, *others])[0]
         idx = np.round(out[(0,) * axis + (slice(None),) + (0,) * (x.rank - axis - 1)])
         idx = idx.astype(np.int64)
         per_axis.append(None if len(idx) == d and np.all(idx == np.arange(d)) else idx)
