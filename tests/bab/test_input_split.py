@@ -18,8 +18,6 @@ from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.spec.types import InputRegion
 
-pytest.importorskip("scipy")
-
 
 def make_search(graph, region: InputRegion, deadline_s: float = 30.0,
                 progress: Progress | None = None, **opts) -> InputSplitSearch:

@@ -21,8 +21,6 @@ from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.spec.types import InputRegion, OutputCondition
 
-pytest.importorskip("scipy")
-
 
 def tiny_net(seed: int, n_in: int = 4, hidden=(5, 5), n_out: int = 3):
     rng = np.random.default_rng(seed)

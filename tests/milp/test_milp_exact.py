@@ -62,14 +62,15 @@ def _expected(layers, lower, upper, coef, rhs) -> str | None:
 
 
 SEEDS = range(16)
+# Seeds whose answer enumeration decides with a margin (the others sit too close to the
+# decision boundary for an exact comparison); chosen at collection, so none is skipped.
+DECIDED = [s for s in SEEDS if _expected_for(s) is not None]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", DECIDED)
 def test_random_mlp_matches_enumeration(seed):
     layers, lower, upper, coef, rhs = _case(seed)
     expected = _expected_for(seed)
-    if expected is None:
-        pytest.skip("too close to the decision boundary")
     model = onnx_mlp(layers)
     spec = make_spec([(lower, upper)], coef, rhs)
     for opts in (MilpOptions(backend="highs", use_crown=False),
@@ -85,6 +86,7 @@ def test_random_mlp_matches_enumeration(seed):
 def test_random_cases_cover_both_verdicts():
     seen = {_expected_for(s) for s in SEEDS}
     assert {"sat", "unsat"} <= seen
+    assert len(DECIDED) >= 12  # few seeds dropped as too close to the boundary
 
 
 def test_several_regions_sat_in_second():
@@ -96,8 +98,7 @@ def test_several_regions_sat_in_second():
     coef = np.array([[[1.0, -1.0]]])
     rhs = np.array([[y0[0] - y0[1] + 1e-2]])
     far = (np.array([5.0, 5.0]), np.array([5.0, 5.0]))  # a point box whose output misses
-    if (coef[0, 0] @ mlp_forward(layers, far[0])) <= rhs[0, 0]:
-        pytest.skip("far box happens to violate too")
+    assert (coef[0, 0] @ mlp_forward(layers, far[0])) > rhs[0, 0]  # the far box is safe
     spec = make_spec([far, (x0 - 0.01, x0 + 0.01)], coef, rhs)
     verdict, cex, _ = milp_verify(model, spec, time.monotonic() + 30, backend="highs")
     assert verdict == "sat" and cex.region == 1
