@@ -213,15 +213,8 @@ def test_proves_beyond_incomplete_bounds(seed, acts):
     assert out.verdict == "unsat", out.stats
 
 
-MIDPOINT_MULTI_SPLIT = (
-    "bug: midpoint splits with multi_split >= 3 leave children open at their parent's bound "
-    "(root split at 8, 3, 7: 2 of 8 children open at -0.001008, while the 4 children of the "
-    "splits at 8, 3 are all refuted); the search then runs to depth ~30 and times out")
-
-
 @pytest.mark.parametrize("opts", [
-    pytest.param(dict(points="midpoint"),
-                 marks=pytest.mark.xfail(strict=True, reason=MIDPOINT_MULTI_SPLIT)),
+    dict(points="midpoint"), dict(points="midpoint", multi_split=3),
     dict(points="midpoint", multi_split=2), dict(heuristic="width"),
     dict(branching="babsr", multi_split=1)])
 def test_ablation_switches_run_and_prove(opts):

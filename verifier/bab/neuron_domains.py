@@ -105,16 +105,19 @@ def merge_rows(old: dict, new: dict, rows: torch.Tensor, lead: tuple[int, int], 
 
 
 PointFn = Callable[[SplitLayer, torch.Tensor, torch.Tensor], torch.Tensor]
+CarryFn = Callable[["NeuronDomains", "NeuronDomains"], None]
 
 
 def split_domains(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Tensor,
-                  points: PointFn | None = None) -> NeuronDomains:
+                  points: PointFn | None = None, carry: CarryFn | None = None) -> NeuronDomains:
     """Two children per domain split at ``choice`` [N]: first all upper halves (Relu active,
     z >= 0; nonlinear z in [p, u]), then all lower halves (Relu inactive, z <= 0; z in [l, p]).
 
     Nonlinear neurons are split at ``points(layer, l, u)`` (strictly inside (l, u), so both
     halves are non-empty and together cover [l, u]); their split flags record which bound a
     split set (1: the lower, 2: the upper; for beta terms, see ``beta.split_terms``).
+    ``carry(dom, kids)`` adapts the children's warm starts to their new intervals
+    (``warm_start.AlphaCarry``).
     """
     n = len(dom)
     kids = dom.repeat(2)
@@ -143,17 +146,19 @@ def split_domains(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Te
         flags = kids.splits[layer.value].reshape(2 * n, -1)
         flags[r, q] = flags[r, q] | torch.where(sg > 0, 1, 2).to(torch.int8)
     kids.depth = kids.depth + 1
+    if carry is not None:
+        carry(dom, kids)
     return kids
 
 
 def split_more(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Tensor,
-               points: PointFn | None, extra: int, batch: int):
+               points: PointFn | None, extra: int, batch: int, carry: CarryFn | None = None):
     """:func:`split_domains` at ``choice`` [N], then at up to ``extra`` further distinct
     candidates of each domain (``dom.candidates`` order) while the children fill less than
     ``batch``: 2**k children per domain (the bound engine costs about the same for 2 or 64
     domains). Returns (children, per parent the smallest layer index split [N])."""
     n = len(dom)
-    kids = split_domains(dom, layers, choice, points)
+    kids = split_domains(dom, layers, choice, points, carry)
     first, _ = decode(layers, choice)
     used = [choice]
     for j in range(dom.candidates.shape[1] if extra > 0 else 0):
@@ -166,6 +171,6 @@ def split_more(dom: NeuronDomains, layers: list[SplitLayer], choice: torch.Tenso
         if not bool(ok.all()):
             continue
         used.append(c)
-        kids = split_domains(kids, layers, c.repeat(len(kids) // n), points)
+        kids = split_domains(kids, layers, c.repeat(len(kids) // n), points, carry)
         first = torch.minimum(first, decode(layers, c)[0])
     return kids, first

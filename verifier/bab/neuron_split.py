@@ -51,6 +51,7 @@ from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.region_attack import region_attack
+from verifier.bab.warm_start import AlphaCarry
 from verifier.config import BabConfig
 
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
@@ -111,7 +112,7 @@ class NeuronSplitSearch:
         self.layers = split_layers(graph, options.nonlinear,
                                    options.nonlinear and options.products)
         self.sign_only = all(lay.sign_split and not lay.products for lay in self.layers)
-        self.points = SplitPoints(options.points)
+        self.points, self.carry = SplitPoints(options.points), AlphaCarry(self.layers)
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
         self.counters = _Counters()
@@ -261,7 +262,7 @@ class NeuronSplitSearch:
         valid = cand >= 0
         k = cand.shape[1]
         kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first),
-                              self.points) for j in range(k)]
+                              self.points, self.carry) for j in range(k)]
         margins = self._cheap_margin(kids)  # [k, 2, N]
         return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
                            first)
@@ -347,11 +348,10 @@ class NeuronSplitSearch:
         return BabOutcome("unsat", stats=self._stats(queue))
 
     def _split(self, batch: NeuronDomains, choice: torch.Tensor):
-        """Children of ``batch`` split at ``choice`` [N] (GenBaB: and at more candidates while
-        batches are small), and ``_intermediates``' reuse for them."""
+        """Children of ``batch`` split at ``choice`` [N] (``split_more``), their reuse."""
         extra = 0 if self.sign_only else self.options.multi_split - 1
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
-                                 self.options.batch)
+                                 self.options.batch, self.carry)
         mode = self.options.intermediate
         if mode != "downstream":
             return kids, mode == "reuse"
