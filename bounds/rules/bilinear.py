@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import Alpha, Split
-from bounds.rules.common import reduce_to_operand
+from bounds.rules.common import broadcast_shape, reduce_to_operand
 from bounds.types import Interval
 
 MARGIN_ULPS = 8.0
@@ -136,7 +136,7 @@ def matmul_backward(node, coef, args, alpha=None):
     al, bl = _matmul_operands(a.lower, b.lower)
     au, bu = _matmul_operands(a.upper, b.upper)
     c = coef.unsqueeze(-2)  # [B, S, *lead, m, 1, p]
-    shape = torch.broadcast_shapes(c.shape[2:], al.shape[1:], bl.shape[1:])
+    shape = broadcast_shape(c.shape[2:], al.shape[1:], bl.shape[1:])
     c = c.expand(*coef.shape[:2], *shape)
     ca, cb, offset = product_planes(c, Interval(al, au), Interval(bl, bu), alpha)
     return [_reduce_lead(ca.sum(-1), _shape(a.lower)),
@@ -152,7 +152,7 @@ def alpha_shape(node, args) -> tuple[int, ...] | None:
         if a.lower.dim() < 3 or b.lower.dim() < 3:
             return None
         al, bl = _matmul_operands(a.lower, b.lower)
-        return tuple(torch.broadcast_shapes(al.shape[1:], bl.shape[1:]))
+        return tuple(broadcast_shape(al.shape[1:], bl.shape[1:]))
     return tuple(node.shape)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bounds.registry import Alpha, Milp, Rounding, Split, TableGrid
@@ -76,3 +77,11 @@ STEP_FIELDS = {"alpha": None, "split": None, "milp": Milp("none"), "rounding": R
 def table_split(*grids: TableGrid, key_of=None) -> Split:
     """GenBaB's interval split at a looked-up point, with the op's tables."""
     return Split("table", "interval", tables=grids, key_of=key_of)
+
+
+def broadcast_shape(*shapes) -> torch.Size:
+    """The broadcast of ``shapes`` (numpy's rule, the same as torch's). torch.broadcast_shapes
+    imports torch's symbolic-shapes module, and with it sympy, on its first call: ~0.9 s
+    inside the first bound pass of every run."""
+    return torch.Size(int(d) for d in np.broadcast_shapes(*(tuple(s) for s in shapes)))
+

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
-from bounds.rules.common import STEP_FIELDS, concretise_backward
+from bounds.rules.common import STEP_FIELDS, broadcast_shape, concretise_backward
 from bounds.rules.logic import surely_false, surely_true
 from bounds.rules.tangents import F64, check_domain, margin
 from bounds.types import Interval, Relaxation
@@ -186,7 +186,7 @@ def _onehot_ibp(node, args):
     on, off = float(node.attrs["on"]), float(node.attrs["off"])
     inside = ((lo <= k) & (k <= hi)) | ((lo <= k - depth) & (k - depth <= hi))
     sure = (lo == hi) & ((lo == k) | (lo == k - depth))
-    shape = torch.broadcast_shapes(lo.shape, k.shape)
+    shape = broadcast_shape(lo.shape, k.shape)
     low = torch.full(shape, off, dtype=lo.dtype, device=lo.device)
     high = low.clone()
     low = torch.where(inside, min(on, off), low)

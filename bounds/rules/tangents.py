@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.rules.common import broadcast_shape
 from bounds.types import Interval, Relaxation
 
 MARGIN_ULPS = 8.0
@@ -84,7 +85,7 @@ def extreme(curve: Curve, s: torch.Tensor, lower: torch.Tensor, upper: torch.Ten
     """
     with torch.no_grad():
         cands = [lower, upper] + [clamp_into(c, lower, upper) for c in curve.crit(s, lower, upper)]
-        shape = torch.broadcast_shapes(s.shape, lower.shape, upper.shape)
+        shape = broadcast_shape(s.shape, lower.shape, upper.shape)
         cands = torch.stack([torch.broadcast_to(c, shape) for c in cands])
     slope_term = s.unsqueeze(0) * cands
     # a zero slope at an infinite end (e.g. Reciprocal on [1, inf]) contributes 0, not NaN
@@ -128,7 +129,7 @@ def bisect(fn: Callable, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
            increasing: bool, iters: int = 60) -> torch.Tensor:
     """Root of fn(x) = target on [a, b] for monotone fn (converges to an end if none)."""
     with torch.no_grad():
-        shape = torch.broadcast_shapes(target.shape, a.shape, b.shape)
+        shape = broadcast_shape(target.shape, a.shape, b.shape)
         a, b = torch.broadcast_to(a, shape).clone(), torch.broadcast_to(b, shape).clone()
         for _ in range(iters):
             m = (a + b) / 2
