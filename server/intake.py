@@ -69,14 +69,21 @@ def spec_text(data: bytes, settings: Settings, what: str = "spec") -> str:
 def prescan_spec(text: str, n_in: int, n_out: int, settings: Settings) -> None:
     """Refuse, before parsing, variable indices and declared shapes whose size alone could
     exhaust memory: ``X_i``/``Y_j`` beyond the model's sizes, 2.0 tensors above the cap."""
+    from verifier.spec.declarations import MAX_INT_DIGITS, small_int
     for match in ([] if "declare-network" in text else _V1_VAR.finditer(text)):
-        kind, index = match.group(1), int(match.group(2))
+        kind, index = match.group(1), small_int(match.group(2))
+        if index is None:
+            raise ApiError(422, f"spec refers to {kind}_{match.group(2)[:12]}... (an index of "
+                                f"{len(match.group(2))} digits)")
         size = n_in if kind == "X" else n_out
         if index >= size:
             raise ApiError(422, f"spec refers to {kind}_{index}, but the model has only {size} "
                                 f"{'input' if kind == 'X' else 'output'} value(s)")
     for match in _V2_SHAPE.finditer(text):
-        dims = [int(d) for d in match.group(1).replace(" ", "").split(",") if d]
+        dims = [small_int(d) for d in match.group(1).replace(" ", "").split(",") if d]
+        if None in dims:
+            raise ApiError(422, f"spec declares a tensor dimension of more than "
+                                f"{MAX_INT_DIGITS} digits")
         if math.prod(dims) > settings.max_tensor_elements:
             raise ApiError(422, f"spec declares a tensor of shape [{match.group(1)}], above the "
                                 f"limit of {settings.max_tensor_elements} elements")
@@ -116,8 +123,6 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
 
     Malformed protobuf -> 400; refused or unsupported model -> 422.
     """
-    import numpy as np
-
     from verifier.errors import ModelError, UnsupportedOpError
     from verifier.onnx_import.loader import import_proto, opset_of, parse_model_bytes
 
@@ -128,7 +133,8 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
     nodes = len(proto.graph.node)
     if nodes > settings.max_nodes:
         raise ApiError(422, f"model has {nodes} nodes, above the limit of {settings.max_nodes}")
-    params = sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in proto.graph.initializer)
+    # exact integers: np.prod wraps around (dims 2^32 x 2^32 gave 0 and passed the cap)
+    params = sum(math.prod(int(d) for d in t.dims) for t in proto.graph.initializer)
     if params > settings.max_parameters:
         raise ApiError(422, f"model has {params} parameters, above the limit of "
                             f"{settings.max_parameters}")

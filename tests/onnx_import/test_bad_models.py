@@ -99,3 +99,26 @@ def test_conversion_failure_is_model_error():
     with pytest.raises(ModelError, match="reshape"):
         _import(model)
 
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("short", "cannot be read"), ("wrapping", "18446744073709551616 elements"),
+    ("dtype", "unknown data type 999")])
+def test_malformed_initializer_is_a_model_error_naming_it(kind, words):
+    from onnx import numpy_helper
+
+    c = numpy_helper.from_array(np.ones((1, 2), np.float32), "C")
+    if kind == "short":
+        c.raw_data = b"\0\0"
+    elif kind == "wrapping":
+        del c.dims[:]
+        c.dims.extend([1 << 32, 1 << 32])
+    else:
+        c.data_type = 999
+    graph = helper.make_graph([helper.make_node("Add", ["X", "C"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], [c])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ModelError, match="initializer 'C'") as err:
+        import_proto(proto, proto.SerializeToString())
+    assert words in str(err.value)

@@ -71,6 +71,26 @@ def const_bomb() -> bytes:
     return model.SerializeToString()
 
 
+def bad_initializer(kind: str) -> bytes:
+    """X + C with a malformed C: raw data shorter than its dims, dims whose numpy product
+    wraps to 0 (2^32 x 2^32), or an unknown data type."""
+    c = numpy_helper.from_array(np.ones((1, 2), np.float32), "C")
+    if kind == "short":
+        c.raw_data = b"\0\0"
+    elif kind == "wrapping":
+        del c.dims[:]
+        c.dims.extend([1 << 32, 1 << 32])
+    else:
+        c.data_type = 999
+    node = helper.make_node("Add", ["X", "C"], ["Y"])
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 MODELS = {
     "garbage protobuf": b"\x08\x07garbage\xff\xff",
     "truncated model": TINY[: len(TINY) // 2],
@@ -87,6 +107,9 @@ MODELS = {
     "custom op domain": relu_model([1, 2], domain="com.evil"),
     "opset from the future": relu_model([1, 2], opset=99),
     "too many nodes": many_nodes(60),
+    "initializer data shorter than its dims": bad_initializer("short"),
+    "initializer dims whose product wraps to 0": bad_initializer("wrapping"),
+    "initializer of an unknown data type": bad_initializer("dtype"),
 }
 
 SPECS = {
@@ -100,6 +123,10 @@ SPECS = {
     "huge 2.0 tensor": "(vnnlib-version <2.0>)\n(declare-network N (declare-input X float32 "
                        "[1,100000000000]) (declare-output Y float32 [1,1]))\n",
     "many terms": SPEC_HEAD + "(assert (or " + "(and (>= Y_0 1.0))" * 5000 + "))\n",
+    "index of 5,000 digits": SPEC_HEAD + "(declare-const X_" + "9" * 5000 + " Real)\n",
+    "2.0 dimension of 5,000 digits": "(vnnlib-version <2.0>)\n(declare-network N (declare-input "
+                                     "X float32 [1," + "9" * 5000 + "]) (declare-output Y "
+                                     "float32 [1,1]))\n",
 }
 
 SPEC_BYTES = {

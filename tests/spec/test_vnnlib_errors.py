@@ -142,3 +142,14 @@ def test_huge_variable_index_is_refused_without_allocating():
             "(assert (<= X_99999999999 1))\n(assert (>= X_99999999999 0))\n(assert (<= Y_0 0))\n")
     with pytest.raises(SpecError, match="X_0 is not declared"):
         parse_vnnlib(text)
+
+
+@pytest.mark.parametrize("text", [
+    "(declare-const X_" + "9" * 5000 + " Real)\n",
+    "(vnnlib-version <2.0>)\n(declare-network N (declare-input X float32 [1,"
+    + "9" * 5000 + "]) (declare-output Y float32 [1,1]))\n",
+])
+def test_integers_of_thousands_of_digits_are_spec_errors(text):
+    # int() of more than 4,300 digits raises ValueError (it was an internal error, exit 3)
+    with pytest.raises(SpecError, match="digits"):
+        parse_vnnlib(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,23 @@ from onnx import numpy_helper
 
 from bounds.graph import Node, Shape
 from verifier.errors import ModelError, UnsupportedOpError
+
+
+def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    """The array of a tensor in the model; ModelError (naming it) when its data type is
+    unknown, a dimension is negative, or its data does not fill its dims (onnx raises
+    ValueError or KeyError there, which would surface as an internal error)."""
+    if any(d < 0 for d in tensor.dims):
+        raise ModelError(f"{what} {tensor.name!r} has a negative dimension {list(tensor.dims)}")
+    try:
+        return numpy_helper.to_array(tensor)
+    except KeyError:
+        raise ModelError(f"{what} {tensor.name!r} has an unknown data type "
+                         f"{tensor.data_type}") from None
+    except (ValueError, TypeError) as exc:
+        count = math.prod(int(d) for d in tensor.dims)
+        raise ModelError(f"{what} {tensor.name!r} cannot be read: its dims {list(tensor.dims)} "
+                         f"({count} elements) do not match its data ({exc})") from None
 
 
 class DynamicOperandError(ModelError):
@@ -83,7 +101,7 @@ class ConvertContext:
                 if isinstance(value, bytes):
                     return value.decode()
                 if isinstance(value, onnx.TensorProto):
-                    return numpy_helper.to_array(value)
+                    return tensor_array(value, f"attribute {name!r} of {node.op_type} node")
                 return value
         return default
 

@@ -10,11 +10,10 @@ from types import MappingProxyType
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from bounds.graph import Graph, TensorInfo
 from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
-from verifier.onnx_import.context import ConvertContext, Dyn
+from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
 from verifier.onnx_import.fold import fold_node
 from verifier.onnx_import.registry import find_converter
 
@@ -109,7 +108,7 @@ def import_proto(
     ctx = ConvertContext(opset)
     initializers = {t.name for t in proto.graph.initializer}
     for t in proto.graph.initializer:
-        ctx.bind(t.name, numpy_helper.to_array(t).copy())
+        ctx.bind(t.name, tensor_array(t, "initializer").copy())
     inputs = []
     for vi in proto.graph.input:
         if vi.name in initializers:

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 _V1_NAME = re.compile(r"([XY])_(0|[1-9][0-9]*)").fullmatch
 _V2_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*").fullmatch
 _INT = re.compile(r"\s*(0|[1-9][0-9]*)\s*").fullmatch
+# Indices and dimensions longer than this are refused before int() sees them: no tensor has
+# 10^18 elements, and Python refuses int() of more than 4,300 digits with a ValueError.
+MAX_INT_DIGITS = 18
+
+
+def small_int(digits: str) -> int | None:
+    """``int(digits)`` for a string of at most MAX_INT_DIGITS digits (spaces around allowed),
+    else None."""
+    digits = digits.strip()
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else None
 _TENSOR_KINDS = {"declare-input": "input", "declare-output": "output", "declare-hidden": "hidden"}
 
 
@@ -80,7 +90,10 @@ class Declarations:
                         "and outputs Y_j", at)
         if name in self.vars:
             raise p.err(f"variable {name} declared twice", at)
-        k = int(m.group(2))
+        k = small_int(m.group(2))
+        if k is None:
+            raise p.err(f"variable {name[:24]}... has an index of {len(m.group(2))} digits; "
+                        f"indices above {MAX_INT_DIGITS} digits are refused", at)
         is_out = m.group(1) == "Y"
         (self.v1_outputs if is_out else self.v1_inputs).add(k)
         self.vars[name] = 2 * k + is_out
@@ -150,8 +163,12 @@ class Declarations:
             return ()
         parts = body.split(",")
         if not all(_INT(x) for x in parts):
-            raise self.p.err(f"malformed {what} {tok!r}: expected non-negative integers", at)
-        return tuple(int(x) for x in parts)
+            raise self.p.err(f"malformed {what} {tok[:40]!r}: expected non-negative integers", at)
+        values = tuple(small_int(x) for x in parts)
+        if None in values:
+            raise self.p.err(f"{what} {tok[:40]!r}...: a number has more than {MAX_INT_DIGITS} "
+                             "digits", at)
+        return values
 
     def indexed(self, tok: str, at: int) -> int:
         """Variable code of an indexed tensor element such as ``X[0,3]``."""
