@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -10,6 +12,8 @@ from onnx import TensorProto, helper
 from tests.onnx_import.onnx_util import make_model, one_node
 from verifier.errors import ModelError, UnsupportedOpError
 from verifier.onnx_import.loader import import_proto, load_model, parse_model_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _import(model: onnx.ModelProto):
@@ -122,3 +126,10 @@ def test_malformed_initializer_is_a_model_error_naming_it(kind, words):
     with pytest.raises(ModelError, match="initializer 'C'") as err:
         import_proto(proto, proto.SerializeToString())
     assert words in str(err.value)
+
+
+def test_ir_version_from_the_future_is_a_model_error():
+    proto = onnx.load(str(ROOT / "vnnlib_specs" / "tiny.onnx"))
+    proto.ir_version = onnx.IR_VERSION + 85
+    with pytest.raises(ModelError, match=f"IR version {onnx.IR_VERSION + 85}"):
+        parse_model_bytes(proto.SerializeToString(), "m.onnx")

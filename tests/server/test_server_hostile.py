@@ -91,6 +91,14 @@ def bad_initializer(kind: str) -> bytes:
     return model.SerializeToString()
 
 
+def ir_version_99() -> bytes:
+    import onnx
+
+    model = onnx.load_model_from_string(relu_model([1, 2]))
+    model.ir_version = 99
+    return model.SerializeToString()
+
+
 MODELS = {
     "garbage protobuf": b"\x08\x07garbage\xff\xff",
     "truncated model": TINY[: len(TINY) // 2],
@@ -110,6 +118,7 @@ MODELS = {
     "initializer data shorter than its dims": bad_initializer("short"),
     "initializer dims whose product wraps to 0": bad_initializer("wrapping"),
     "initializer of an unknown data type": bad_initializer("dtype"),
+    "IR version from the future": ir_version_99(),
 }
 
 SPECS = {

@@ -52,6 +52,9 @@ def parse_model_bytes(data: bytes, label: str = "<upload>") -> onnx.ModelProto:
         raise ModelError(f"{label} is not a valid ONNX protobuf ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{label} is not a valid ONNX model (empty graph)")
+    if model.ir_version > onnx.IR_VERSION:  # onnxruntime refuses it too, deep in a stage
+        raise ModelError(f"{label} has ONNX IR version {model.ir_version}; the newest "
+                         f"supported is {onnx.IR_VERSION}")
     for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelError(
