@@ -32,3 +32,25 @@ def gemm_relu_mlp(layers: list[tuple[np.ndarray, np.ndarray]], batch: int | str 
     proto.ir_version = 8
     onnx.checker.check_model(proto)
     return proto
+
+
+def bad_initializer_model(kind: str) -> onnx.ModelProto:
+    """X + C with a malformed initializer C: ``short`` (raw data shorter than its dims),
+    ``wrapping`` (dims 2^32 x 2^32, whose numpy product wraps to 0) or ``dtype`` (data type
+    999)."""
+    c = numpy_helper.from_array(np.ones((1, 2), np.float32), "C")
+    if kind == "short":
+        c.raw_data = b"\0\0"
+    elif kind == "wrapping":
+        del c.dims[:]
+        c.dims.extend([1 << 32, 1 << 32])
+    elif kind == "dtype":
+        c.data_type = 999
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    graph = helper.make_graph([helper.make_node("Add", ["X", "C"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model

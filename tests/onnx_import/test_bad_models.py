@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from tests.onnx_builders import bad_initializer_model
 from tests.onnx_import.onnx_util import make_model, one_node
 from verifier.errors import ModelError, UnsupportedOpError
 from verifier.onnx_import.loader import import_proto, load_model, parse_model_bytes
@@ -109,20 +110,7 @@ def test_conversion_failure_is_model_error():
     ("short", "cannot be read"), ("wrapping", "18446744073709551616 elements"),
     ("dtype", "unknown data type 999")])
 def test_malformed_initializer_is_a_model_error_naming_it(kind, words):
-    from onnx import numpy_helper
-
-    c = numpy_helper.from_array(np.ones((1, 2), np.float32), "C")
-    if kind == "short":
-        c.raw_data = b"\0\0"
-    elif kind == "wrapping":
-        del c.dims[:]
-        c.dims.extend([1 << 32, 1 << 32])
-    else:
-        c.data_type = 999
-    graph = helper.make_graph([helper.make_node("Add", ["X", "C"], ["Y"])], "g",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], [c])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto = bad_initializer_model(kind)
     with pytest.raises(ModelError, match="initializer 'C'") as err:
         import_proto(proto, proto.SerializeToString())
     assert words in str(err.value)

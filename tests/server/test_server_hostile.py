@@ -10,6 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from server_util import SPEC_HEAD, SPEC_UNSAT, client_for, settings_for, tiny_model_bytes
 
+from tests.onnx_builders import bad_initializer_model
+
 TINY = tiny_model_bytes()
 
 
@@ -71,24 +73,8 @@ def const_bomb() -> bytes:
     return model.SerializeToString()
 
 
-def bad_initializer(kind: str) -> bytes:
-    """X + C with a malformed C: raw data shorter than its dims, dims whose numpy product
-    wraps to 0 (2^32 x 2^32), or an unknown data type."""
-    c = numpy_helper.from_array(np.ones((1, 2), np.float32), "C")
-    if kind == "short":
-        c.raw_data = b"\0\0"
-    elif kind == "wrapping":
-        del c.dims[:]
-        c.dims.extend([1 << 32, 1 << 32])
-    else:
-        c.data_type = 999
-    node = helper.make_node("Add", ["X", "C"], ["Y"])
-    graph = helper.make_graph([node], "g",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], [c])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString()
+def bad_init(kind: str) -> bytes:
+    return bad_initializer_model(kind).SerializeToString()
 
 
 def ir_version_99() -> bytes:
@@ -115,9 +101,9 @@ MODELS = {
     "custom op domain": relu_model([1, 2], domain="com.evil"),
     "opset from the future": relu_model([1, 2], opset=99),
     "too many nodes": many_nodes(60),
-    "initializer data shorter than its dims": bad_initializer("short"),
-    "initializer dims whose product wraps to 0": bad_initializer("wrapping"),
-    "initializer of an unknown data type": bad_initializer("dtype"),
+    "initializer data shorter than its dims": bad_init("short"),
+    "initializer dims whose product wraps to 0": bad_init("wrapping"),
+    "initializer of an unknown data type": bad_init("dtype"),
     "IR version from the future": ir_version_99(),
 }
 
