@@ -1,0 +1,1 @@
+"""ONNX-level model composition (products of models on shared inputs, graph rewriting)."""
