@@ -99,6 +99,7 @@ def test_ir3_model_with_weights_listed_as_inputs():
     f = _matmul_mlp(0, ir_version=3, opset=8, weights_as_inputs=True)
     g = _matmul_mlp(1, ir_version=3, opset=8, weights_as_inputs=True)
     product = product_model([f, g], ["f_", "g_"])
+    onnx.checker.check_model(product)
     assert [i.name for i in product.graph.input] == ["x"]
     x = _x(3)
     got = _run(product, {"x": x})
@@ -128,6 +129,17 @@ def test_float16_model_reads_the_shared_float32_input_through_a_cast():
     np.testing.assert_array_equal(got[0], _run(f, {"x": x})[0])
     assert got[1].dtype == np.float16
     np.testing.assert_array_equal(got[1], _run(g, {"x": x.astype(np.float16)})[0])
+
+
+def test_shared_inputs_may_take_another_element_type():
+    f = _matmul_mlp(0, dtype=TensorProto.FLOAT16)
+    g = _matmul_mlp(1)
+    product = product_model([f, g], ["f_", "g_"], input_elem_type=TensorProto.FLOAT)
+    assert product.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = _x(3)
+    got = _run(product, {"x": x})
+    np.testing.assert_array_equal(got[0], _run(f, {"x": x.astype(np.float16)})[0])
+    np.testing.assert_array_equal(got[1], _run(g, {"x": x})[0])
 
 
 def test_different_input_shapes_are_refused_naming_both():

@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def product_model(models: Sequence[onnx.ModelProto], prefixes: Sequence[str]) -> onnx.ModelProto:
+def product_model(models: Sequence[onnx.ModelProto], prefixes: Sequence[str],
+                  input_elem_type: int | None = None) -> onnx.ModelProto:
     """One model running every model of ``models`` on the same inputs (see the module text).
+
+    ``input_elem_type``: the shared inputs' ONNX element type (``TensorProto.FLOAT``, say);
+    by default the first model's.
 
     Raises ModelError when the models' inputs differ in number or shape, when the prefixes do
     not keep every name apart, or when an operator-set version cannot be converted.
@@ -43,6 +47,9 @@ def product_model(models: Sequence[onnx.ModelProto], prefixes: Sequence[str]) ->
     converted = [_at_opset(m, opset, i, p) for i, (m, p) in enumerate(zip(models, prefixes,
                                                                           strict=True))]
     shared = _shared_inputs(converted, prefixes)
+    if input_elem_type is not None:
+        for vi in shared:
+            vi.type.tensor_type.elem_type = input_elem_type
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     value_infos: list[onnx.ValueInfoProto] = []
@@ -62,7 +69,9 @@ def product_model(models: Sequence[onnx.ModelProto], prefixes: Sequence[str]) ->
     _check_unique(graph)
     product = helper.make_model(graph, opset_imports=_opset_imports(converted, opset),
                                 producer_name="nncert product_model")
-    product.ir_version = max(m.ir_version for m in converted)
+    # IR 4 is the first to allow initializers that are not graph inputs (weights are not
+    # shared inputs, so they are not listed as inputs here).
+    product.ir_version = max(4, *(m.ir_version for m in converted))
     product.functions.extend(functions)
     return product
 
