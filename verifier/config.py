@@ -30,6 +30,9 @@ class AttackConfig(BaseModel):
     steps: int = Field(50, ge=0)
     random_samples: int = Field(256, ge=0)
     time_share: float = Field(0.1, gt=0, le=1)
+    # Start from the box vertices CROWN's linear bounds of the spec rows point to
+    # (verifier.attack.guided); off: random and face starts only (the ablation baseline).
+    guided: bool = True
 
 
 def _setting(default, flag: str, help: str):  # noqa: A002 - argparse's name for it
@@ -60,6 +63,14 @@ class BabConfig:
         "nonlinear neuron choice: bound-improvement estimate or width baseline")
     branching: Branching = _setting(
         "fsb", "--bab-branching", "filtered strong branching or top score only")
+    seeded_attack: bool = _setting(
+        True, "--no-seeded-attack",
+        "attacks during BaB start only from random points, not from the vertices the worst "
+        "domains' linear bounds point to")
+    adaptive_attack: bool = _setting(
+        True, "--no-adaptive-attack",
+        "attack every few BaB steps for a fixed time instead of a share that follows how "
+        "close the attack comes")
 
 
 class VerifyConfig(BaseModel):

@@ -4,12 +4,16 @@ Phases, for every group of regions sharing one output condition:
 
 1. cheap points: each box's centre, its lower and upper corner, ``random_samples`` uniform
    points and a quarter as many random vertices;
-2. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the first
+2. bound-guided points (``guided.bound_vertices``, unless ``config.guided`` is off): the box
+   vertices that CROWN's linear lower bounds of the spec rows point to, evaluated and then
+   each the start of one fine-step PGD run; the bound pass gets at most ``GUIDED_SHARE`` of
+   the budget left;
+3. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the first
    start of the first round at the best cheap point; later rounds use fresh random starts,
    alternate coarse and fine step sizes, double their restarts while a round stays short
    (small networks run a step on a thousand points as fast as on one) and run until the time
    budget is spent;
-3. instead of PGD, when the loss has no gradient at any group's best points, nor at as many
+4. instead of PGD, when the loss has no gradient at any group's best points, nor at as many
    uniform points (a graph piecewise constant in its input: ArgMax, Cast to int,
    comparisons), the gradient-free search on onnxruntime (``blackbox.falsify_blackbox``)
    gets the rest of the budget.
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 from verifier.attack.blackbox import falsify_blackbox
+from verifier.attack.guided import bound_vertices
 from verifier.attack.objective import TorchCondition
 from verifier.attack.pgd import (
     attack_boxes,
@@ -59,6 +64,8 @@ VALIDATE_PER_ROUND = 8
 # PGD rounds cycle through these step-size scales: coarse steps find far corners (L-inf
 # robustness), fine steps follow narrow unsafe pockets (ACAS Xu).
 STEP_SCALES = (1.0, 0.1)
+# Share of the budget left that the guided phase's bound pass may use.
+GUIDED_SHARE = 0.3
 
 
 @dataclass
@@ -147,6 +154,10 @@ class _Search:
             cex = self.cheap_points(group)
             if cex is not None or self.out_of_time():
                 return cex
+        for group in groups if self.config.guided else ():
+            cex = self.guided_points(group)
+            if cex is not None or self.out_of_time():
+                return cex
         if self.config.steps == 0 or self.config.restarts == 0:
             return None
         if not any(self._has_gradient(g) for g in groups):
@@ -207,6 +218,27 @@ class _Search:
         if kind == "centre":
             return torch.minimum(torch.maximum(lo + 0.5 * (hi - lo), lo), hi)
         return lo.clone() if kind == "lower" else hi.clone()
+
+    def guided_points(self, group: _Group) -> Counterexample | None:
+        """The vertices CROWN's bounds point to: evaluated, then a fine PGD run from each."""
+        now = time.monotonic()
+        got = bound_vertices(self.graph, group.lo, group.hi, group.condition,
+                             min(self.stop, now + GUIDED_SHARE * (self.stop - now)),
+                             batch_size(self.graph))
+        if got is None:
+            return None
+        x, box = got
+        loss = torch.nan_to_num(evaluate(self.graph, group.tcond, x, len(x)), nan=math.inf)
+        reduce_best(group.best_x, group.best_loss, box, x, loss)
+        cex = self.check(group, x, loss, box)
+        if cex is not None or self.out_of_time() or self.config.steps == 0:
+            return cex
+        res = attack_boxes(self.graph, group.lo[box], group.hi[box], group.tcond,
+                           steps=self.config.steps, restarts=1, init=x, generator=self.gen,
+                           deadline=self.stop, stop_on_any=True, step_scale=STEP_SCALES[-1])
+        reduce_best(group.best_x, group.best_loss, box, res.x, res.loss)
+        log.debug("guided: %d vertices, best loss %.3g", len(x), float(res.loss.min()))
+        return self.check(group, res.x, res.loss, box)
 
     def pgd_round(self, group: _Group, first: bool, scale: float) -> Counterexample | None:
         """One PGD round; restarts double each round while a round stays short."""

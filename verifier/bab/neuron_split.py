@@ -30,6 +30,7 @@ from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import ibp_lower
 from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
+from verifier.bab.attack_schedule import AttackSchedule
 from verifier.bab.beta import (
     BetaOptions,
     Warm,
@@ -57,6 +58,8 @@ from verifier.config import BabConfig
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 
 log = logging.getLogger(__name__)
+
+SEEDS = 16  # attack seeds kept from the latest bounded batch (worst domains first)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class NeuronSplitSearch:
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
         self.counters = _Counters()
+        self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
+        self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
 
     # ---- bounding -------------------------------------------------------------------------
     def _spec(self, n: int):
@@ -238,6 +243,9 @@ class NeuronSplitSearch:
         lo, hi = self.problem.lower.unsqueeze(0), self.problem.upper.unsqueeze(0)
         x = torch.where(c >= 0, lo, hi)
         self._check_points(x)
+        if self.options.seeded_attack and len(x):  # the worst domains' first: attack seeds
+            order = torch.argsort(masked[keep].min(1).values)[:SEEDS]
+            self.seeds = x[order].detach()
 
     def _check_points(self, x: torch.Tensor) -> None:
         if len(x) == 0 or self.counters.extra.get("cex") is not None:
@@ -342,7 +350,7 @@ class NeuronSplitSearch:
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
             if self.attack is not None and self._attack_due():
-                self._run_attack()
+                self._run_attack(margin=float(queue.margin.min()) if len(queue) else None)
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
@@ -374,16 +382,23 @@ class NeuronSplitSearch:
         self.counters.stuck += len(rest)
 
     def _attack_due(self) -> bool:
-        if self.counters.steps % self.options.attack_every == 0:
+        if self.schedule.due(time.monotonic() - self.progress.start):
             return True
         last = self.counters.extra.get("last_attack", self.progress.start)
         return not self.sign_only and time.monotonic() - last >= self.options.attack_every_s
 
-    def _run_attack(self, salt: int = 0) -> None:
-        self.counters.extra["last_attack"] = time.monotonic()
+    def _run_attack(self, salt: int = 0, margin: float | None = None) -> None:
+        """Attack the region for the schedule's budget, from the seeds when there are any
+        (``seeded_attack``), and tell the schedule how close it came."""
+        start = self.counters.extra["last_attack"] = time.monotonic()
         seed = self.options.seed + 7919 * self.counters.steps + 104729 * salt
-        budget = min(2.0, max(0.0, self.deadline - time.monotonic()))
-        x = self.attack(seed, time.monotonic() + budget)
+        budget = min(self.schedule.budget_s, max(0.0, self.deadline - start))
+        if self.options.seeded_attack and self.seeds is not None:
+            x = self.attack(seed, start + budget, starts=self.seeds)
+        else:
+            x = self.attack(seed, start + budget)
+        self.schedule.record(getattr(self.attack, "last_loss", math.inf),
+                             time.monotonic() - start, margin)
         if x is not None and len(x):
             cex = self.validate(x)
             if cex is not None:

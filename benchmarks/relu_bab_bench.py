@@ -1,0 +1,112 @@
+"""Throughput of the neuron-split (ReLU) branch-and-bound: domains bounded per second.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.relu_bab_bench [--seconds 20]
+        [--only mnistfc,eran] [--profile] [--batch N]
+
+For each case below (one hard instance per model of the issue-18 set), the search runs on the
+first input region for a fixed time with no attack (a sat instance cannot end it early), and
+the line reports domains bounded, steps, domains/s and the worst open margin at the end (a
+larger margin after the same time means tighter bounds or more progress). ``--profile`` prints
+the top cumulative entries of cProfile for each case.
+
+The script only uses interfaces that existed before issue 18 (``NeuronSplitSearch``,
+``NeuronSplitOptions``), so the same file measures the baseline code side by side:
+
+    cd /work/before && PYTHONPATH=/work/before OMP_NUM_THREADS=1 \\
+        /work/main/.venv/bin/python /work/main/benchmarks/relu_bab_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+BENCH = Path(os.environ.get("NNCERT_BENCHMARKS",
+                            Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"))
+
+# (label, benchmark, onnx, vnnlib): instances the bound cascade leaves open.
+CASES = (
+    ("mnistfc 256x4", "mnistfc", "onnx/mnist-net_256x4.onnx", "vnnlib/prop_0_0.03.vnnlib"),
+    ("eran 9x200", "eran", "onnx/mnist_relu_9_200.onnx",
+     "vnnlib/mnist_spec_idx_8098_eps_0.01500.vnnlib"),
+    ("oval21 base", "oval21", "onnx/cifar_base_kw.onnx",
+     "vnnlib/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib"),
+    ("resnet_2b", "cifar10_resnet", "onnx/resnet_2b.onnx", "vnnlib/prop_2_eps_0.008.vnnlib"),
+)
+
+
+def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
+    """Run the search on region 0 for ``seconds``; returns its stats plus timing."""
+    import verifier.onnx_import.converters  # noqa: F401
+    from verifier.bab.neuron_split import NeuronSplitOptions, NeuronSplitSearch
+    from verifier.bab.problem import RegionProblem
+    from verifier.bab.progress import Progress
+    from verifier.onnx_import.loader import load_model
+    from verifier.spec import load_spec
+
+    model = load_model(onnx)
+    spec = load_spec(vnnlib)
+    problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
+    start = time.monotonic()
+    search = NeuronSplitSearch(model.graph, problem, start + seconds,
+                               NeuronSplitOptions(**overrides), Progress(None, label="bench"),
+                               validate=lambda x: None, attack=None)
+    from bounds.engine.deadline import DeadlineExceeded, engine_deadline
+
+    try:
+        with engine_deadline(start + seconds):
+            outcome = search.run()
+        verdict, stats = outcome.verdict, dict(outcome.stats)
+    except DeadlineExceeded:
+        verdict, stats = "timeout", {"domains_bounded": search.counters.done,
+                                     "steps": search.counters.steps}
+    stats["verdict"], stats["seconds"] = verdict, time.monotonic() - start
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--batch", type=int, default=0, help="domains per step (0: default)")
+    parser.add_argument("--label", default="", help="tag printed on every line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    torch.set_num_threads(1)
+    only = {b for b in args.only.split(",") if b}
+    overrides = {"batch": args.batch} if args.batch else {}
+    for label, bench, onnx, vnnlib in CASES:
+        if only and bench not in only:
+            continue
+        prof = cProfile.Profile() if args.profile else None
+        if prof:
+            prof.enable()
+        stats = run_case(BENCH / bench / onnx, BENCH / bench / vnnlib, args.seconds, overrides)
+        if prof:
+            prof.disable()
+        rate = stats.get("domains_bounded", 0) / max(1e-9, stats["seconds"])
+        print(f"{args.label:8s} {label:14s} {stats['verdict']:8s} "
+              f"domains {stats.get('domains_bounded', 0):7d} steps {stats.get('steps', 0):5d} "
+              f"queued {stats.get('domains_queued', -1):6d} {stats['seconds']:6.1f}s "
+              f"{rate:8.1f} domains/s", flush=True)
+        if prof:
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
+            print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
