@@ -129,8 +129,37 @@ def add_parsers(sub, common) -> None:
                       help="run the verifications on an nncert service (nncert serve)")
     gate.add_argument("--api-key", metavar="K",
                       help="API key for --server (default $NNCERT_API_KEY)")
+    _equivalence_args(gate)
     gate.set_defaults(run=run_gate_cmd)
     _add_radius_parser(sub, common)
+
+
+def _equivalence_args(gate: argparse.ArgumentParser) -> None:
+    eq = gate.add_argument_group(
+        "equivalence gate", "with --reference OLD.onnx, prove per sample that --model stays "
+        "close to the reference on the eps-ball (labels in --data are not used)")
+    eq.add_argument("--reference", metavar="OLD.onnx",
+                    help="the reference model; needs --max-diff D or --same-label")
+    what = eq.add_mutually_exclusive_group()
+    what.add_argument("--max-diff", type=positive_float, metavar="D",
+                      help="prove |model(x) - reference(x)|_inf < D on each ball")
+    what.add_argument("--same-label", action="store_true",
+                      help="prove argmax model(x) = argmax reference(x) on each ball")
+
+
+def _equivalence_property(args):
+    """The EquivalenceProperty asked for, or None for the robustness gate; UsageError when
+    the options do not fit together."""
+    from verifier.gate.equivalence import EquivalenceProperty
+
+    if args.reference is None:
+        if args.max_diff is not None or args.same_label:
+            raise UsageError("--max-diff and --same-label need --reference OLD.onnx")
+        return None
+    if args.max_diff is None and not args.same_label:
+        raise UsageError("--reference needs --max-diff D or --same-label")
+    mode = "same-label" if args.same_label else "max-diff"
+    return EquivalenceProperty(args.reference, mode, args.max_diff)
 
 
 def _add_radius_parser(sub, common) -> None:
@@ -213,9 +242,7 @@ class _Progress:
 
 
 def run_gate_cmd(args) -> int:
-    from verifier.config import VerifyConfig
-    from verifier.gate import reports
-    from verifier.gate.gate import Thresholds, format_table, run_gate
+    from verifier.gate.gate import Thresholds
 
     if args.api_key and not args.server:
         raise UsageError("--api-key needs --server URL")
@@ -224,8 +251,21 @@ def run_gate_cmd(args) -> int:
 
         require_matplotlib()
     thresholds = Thresholds(args.min_certified, args.max_falsified, args.allow_unknown)
-    model, dataset, ball, _ = _load(args)
     progress = None if args.no_progress else _Progress()
+    prop = _equivalence_property(args)
+    if prop is not None:
+        summary = _run_equivalence(args, prop, thresholds, progress)
+    else:
+        summary = _run_robustness(args, thresholds, progress)
+    _write_reports(args, summary)
+    return EXIT_OK if summary.passed else EXIT_INCORRECT
+
+
+def _run_robustness(args, thresholds, progress):
+    from verifier.config import VerifyConfig
+    from verifier.gate.gate import run_gate
+
+    model, dataset, ball, _ = _load(args)
     if args.server:
         from verifier.gate.remote import RemoteOptions, run_gate_remote
 
@@ -237,6 +277,38 @@ def run_gate_cmd(args) -> int:
         config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device,
                               seed=args.seed, check_model=not args.no_model_check)
         summary = run_gate(model, dataset, ball, thresholds, config, str(args.data), progress)
+    return summary
+
+
+def _run_equivalence(args, prop, thresholds, progress):
+    from verifier.config import VerifyConfig
+    from verifier.gate.equiv_run import (
+        EquivalenceProblem,
+        equivalence_dataset,
+        run_equivalence_gate,
+    )
+    from verifier.gate.specs import BallOptions
+
+    problem = EquivalenceProblem.load(args.reference, args.model, prop)
+    dataset = equivalence_dataset(problem, args.data, args.limit)
+    ball = BallOptions(args.eps, args.norm, args.clip)
+    if args.server:
+        from verifier.gate.remote import RemoteOptions, run_equivalence_remote
+
+        key = args.api_key or os.environ.get("NNCERT_API_KEY") or None
+        opts = RemoteOptions(args.server, key, args.timeout_per_sample, args.device)
+        return run_equivalence_remote(problem, dataset, ball, thresholds, opts,
+                                      str(args.data), progress)
+    config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device, seed=args.seed,
+                          check_model=not args.no_model_check)
+    return run_equivalence_gate(problem, dataset, ball, thresholds, config, str(args.data),
+                                progress)
+
+
+def _write_reports(args, summary) -> None:
+    from verifier.gate import reports
+    from verifier.gate.gate import format_table
+
     sys.stdout.write(format_table(summary))
     sys.stdout.flush()
     if args.json:
@@ -249,7 +321,6 @@ def run_gate_cmd(args) -> int:
         from verifier.gate.plots import write_gate_report
 
         write_gate_report(summary, args.report)
-    return EXIT_OK if summary.passed else EXIT_INCORRECT
 
 
 def run_radius_cmd(args) -> int:

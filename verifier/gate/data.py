@@ -56,14 +56,30 @@ def load_dataset(path: str | Path, input_shape: tuple[int, ...], n_classes: int)
     return Dataset(x, y, names)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_inputs(path: str | Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
+    """Samples only (``x`` and names; labels, when present, are read but not returned), for
+    gates whose labels come from a reference model. Same formats as :func:`load_dataset`."""
+    path = Path(path)
+    if path.is_dir():
+        x, _, names = _load_folder(path, input_shape)
+    elif path.is_file():
+        x = _load_npz(path, need_y=False)[0]
+        names = tuple(f"sample_{i:04d}" for i in range(len(x)))
+    else:
+        raise DataError(f"data {str(path)!r} does not exist")
+    return fit_samples(x, input_shape, str(path)), names
+
+
+def _load_npz(path: Path, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
+            wanted = ("x", "y") if need_y else ("x",)
+            missing = [k for k in wanted if k not in f.files]
             if missing:
                 raise DataError(f"data {str(path)!r} lacks array(s) {', '.join(missing)} "
-                                f"(has: {', '.join(f.files) or 'none'}); expected x and y")
-            return np.asarray(f["x"]), np.asarray(f["y"])
+                                f"(has: {', '.join(f.files) or 'none'}); expected "
+                                f"{' and '.join(wanted)}")
+            return np.asarray(f["x"]), np.asarray(f["y"]) if "y" in f.files else None
     except DataError:
         raise
     except (OSError, ValueError) as exc:

@@ -27,6 +27,7 @@ import numpy as np
 from verifier.config import VerifyConfig
 from verifier.errors import NncertError
 from verifier.gate.data import DataError, Dataset
+from verifier.gate.equivalence import EquivalenceProperty
 from verifier.gate.specs import BallOptions, input_box, robustness_vnnlib
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class SampleOutcome:
     message: str = ""
     cex_x: np.ndarray | None = None
     cex_y: np.ndarray | None = None
+    cex_ref_y: np.ndarray | None = None  # equivalence gate: the reference's output at cex_x
 
     @property
     def predicted(self) -> int | None:
@@ -75,6 +77,7 @@ class GateSummary:
     thresholds: Thresholds
     samples: list[SampleOutcome] = field(default_factory=list)
     total_time_s: float = 0.0
+    equivalence: EquivalenceProperty | None = None  # set by the equivalence gate
 
     @property
     def counts(self) -> dict[str, int]:
@@ -190,7 +193,9 @@ def format_table(summary: GateSummary, max_listed: int = 20) -> str:
     n, c = len(summary.samples), summary.counts
     b = summary.ball
     clip = f", clip {b.clip[0]:g},{b.clip[1]:g}" if b.clip else ""
-    lines = [f"nncert gate: {summary.model}  data {summary.data}  eps {b.eps:g} "
+    eq = summary.equivalence
+    versus = "" if eq is None else f" vs reference {eq.reference} ({eq.describe()})"
+    lines = [f"nncert gate: {summary.model}{versus}  data {summary.data}  eps {b.eps:g} "
              f"(L-{b.norm}{clip})  {n} samples", "",
              f"  {'outcome':<10} {'count':>6} {'share':>7}"]
     for name in OUTCOMES:
@@ -201,6 +206,9 @@ def format_table(summary: GateSummary, max_listed: int = 20) -> str:
     bad = [s for s in summary.samples if s.outcome != "certified"]
     for s in bad[:max_listed]:
         extra = f" (predicted {s.predicted})" if s.predicted is not None else ""
+        if s.cex_ref_y is not None:
+            extra = (f" (max |model - reference| {np.abs(s.cex_y - s.cex_ref_y).max():.6g}; "
+                     f"classes {s.predicted} vs {int(np.argmax(s.cex_ref_y))})")
         lines.append(f"  {s.name}: label {s.label} {s.outcome}{extra} [{s.time_s:.2f} s]")
     if len(bad) > max_listed:
         lines.append(f"  ... and {len(bad) - max_listed} more")

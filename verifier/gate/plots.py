@@ -152,7 +152,10 @@ def write_gate_report(summary, out_dir: str | Path) -> Path:
                "<p class=fail><b>GATE FAILED</b>: "
                + html.escape("; ".join(summary.failures())) + "</p>")
     b, c = summary.ball, summary.counts
-    body = (f"<p>model <code>{html.escape(summary.model)}</code>, data "
+    eq = summary.equivalence
+    versus = ("" if eq is None else f" against reference <code>{html.escape(eq.reference)}"
+              f"</code> ({html.escape(eq.describe())})")
+    body = (f"<p>model <code>{html.escape(summary.model)}</code>{versus}, data "
             f"<code>{html.escape(summary.data)}</code>, eps {b.eps:g} (L-{b.norm}"
             + (f", clip {b.clip[0]:g},{b.clip[1]:g}" if b.clip else "") + "), "
             f"{len(summary.samples)} samples, certified accuracy "

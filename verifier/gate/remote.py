@@ -1,9 +1,10 @@
 """``nncert gate --server URL``: the same gate, with the verifications run by an nncert service.
 
-The model is uploaded once (``POST /v1/models``), each sample's robustness property is
-submitted as a job (``POST /v1/verifications`` with ``model_id`` and ``spec_text``), and the
-jobs are polled (``GET /v1/verifications/{id}``) until each is done. Every counterexample the
-service returns is re-checked here with onnxruntime before the sample counts as falsified.
+The model is uploaded once (``POST /v1/models``; for the equivalence gate, the merged model
+holding both models), each sample's property is submitted as a job (``POST
+/v1/verifications`` with ``model_id`` and ``spec_text``), and the jobs are polled (``GET
+/v1/verifications/{id}``) until each is done. Every counterexample the service returns is
+re-checked here with onnxruntime before the sample counts as falsified.
 
 Errors talking to the service (unreachable, 401, 4xx answers) raise :class:`RemoteError`, a
 bad-input error (exit status 2): the gate cannot give an answer, which is not a gate failure.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +90,15 @@ def _error_text(r) -> str:
         return r.text[:200] or r.reason_phrase
 
 
-def upload_model(client: _Client, model_path: str | Path) -> str:
-    """POST the ONNX file once; its id (the service's content hash)."""
-    data = Path(model_path).read_bytes()
+def upload_model(client: _Client, data: bytes, filename: str) -> str:
+    """POST the ONNX bytes once; their id (the service's content hash)."""
     body = client.call("POST", "/v1/models", (200, 201),
-                       files={"file": (Path(model_path).name, data, "application/octet-stream")})
+                       files={"file": (filename, data, "application/octet-stream")})
     return body["id"]
+
+
+# Maps (sample index, finished job) to the sample's outcome.
+OutcomeFn = Callable[[int, dict], SampleOutcome]
 
 
 def run_gate_remote(model, dataset: Dataset, ball: BallOptions, thresholds: Thresholds,
@@ -108,20 +113,70 @@ def run_gate_remote(model, dataset: Dataset, ball: BallOptions, thresholds: Thre
 
     n_out = output_count(model)
     summary = GateSummary(model.path, data_label, ball, thresholds)
+    texts = [_spec_text(dataset, i, ball, n_out) for i in range(len(dataset))]
+
+    def outcome(i: int, job: dict) -> SampleOutcome:
+        return _outcome(dataset, i, job, lambda x: _recheck(model, dataset, ball, n_out, i, x))
+
     start = time.monotonic()
-    client = _Client(opts)
-    try:
-        model_id = upload_model(client, model.path)
-        log.info("model uploaded as %s", model_id)
-        run_key = uuid.uuid4().hex
-        jobs = [_submit(client, model_id, _spec_text(dataset, i, ball, n_out), opts,
-                        f"nncert-gate-{run_key}-{i}") for i in range(len(dataset))]
-        outcomes = _poll(client, model, dataset, ball, n_out, jobs, opts, progress)
-    finally:
-        client.close()
-    summary.samples.extend(outcomes)
+    data = Path(model.path).read_bytes()
+    summary.samples.extend(run_jobs(opts, data, Path(model.path).name, texts, dataset,
+                                    outcome, progress))
     summary.total_time_s = time.monotonic() - start
     return summary
+
+
+def run_equivalence_remote(problem, dataset: Dataset, ball: BallOptions,
+                           thresholds: Thresholds, opts: RemoteOptions, data_label: str = "",
+                           progress: ProgressFn | None = None) -> GateSummary:
+    """The equivalence gate on the service: the merged model (both models on one input) is
+    uploaded as an ordinary model and each sample's property submitted as an ordinary job;
+    counterexamples are validated here on the merged model and on the two models run on
+    their own (:func:`verifier.gate.equiv_run.falsified_outcome`)."""
+    from verifier.gate.equiv_run import falsified_outcome
+
+    summary = GateSummary(problem.model_path, data_label, ball, thresholds,
+                          equivalence=problem.prop)
+    texts = [problem.vnnlib(dataset.x[i], ball, f"nncert gate --reference: {dataset.names[i]}, "
+                            f"eps {ball.eps!r}") for i in range(len(dataset))]
+
+    def recheck(i: int, x: np.ndarray):
+        from verifier.validate import validate_counterexample
+
+        spec = problem.spec(dataset.x[i], ball, dataset.names[i])
+        try:
+            return validate_counterexample(problem.merged, spec, x)
+        except ValueError:
+            return None
+
+    def outcome(i: int, job: dict) -> SampleOutcome:
+        first = _outcome(dataset, i, job, lambda x: recheck(i, x))
+        if first.outcome != "falsified":
+            return first
+        return falsified_outcome(problem, i, first.name, first.label, first.cex_x,
+                                 first.time_s, first.method, first.message)
+
+    start = time.monotonic()
+    summary.samples.extend(run_jobs(opts, problem.merged_bytes, "merged.onnx", texts, dataset,
+                                    outcome, progress))
+    summary.total_time_s = time.monotonic() - start
+    return summary
+
+
+def run_jobs(opts: RemoteOptions, model_bytes: bytes, filename: str, spec_texts: list[str],
+             dataset: Dataset, outcome: OutcomeFn,
+             progress: ProgressFn | None) -> list[SampleOutcome]:
+    """Upload the model, submit one job per spec text, wait; outcomes in sample order."""
+    client = _Client(opts)
+    try:
+        model_id = upload_model(client, model_bytes, filename)
+        log.info("model uploaded as %s", model_id)
+        run_key = uuid.uuid4().hex
+        jobs = [_submit(client, model_id, text, opts, f"nncert-gate-{run_key}-{i}")
+                for i, text in enumerate(spec_texts)]
+        return _poll(client, dataset, jobs, opts, outcome, progress)
+    finally:
+        client.close()
 
 
 def _spec_text(dataset: Dataset, i: int, ball: BallOptions, n_out: int) -> str:
@@ -139,8 +194,8 @@ def _submit(client: _Client, model_id: str, spec: str, opts: RemoteOptions, key:
     return body["id"]
 
 
-def _poll(client: _Client, model, dataset: Dataset, ball: BallOptions, n_out: int,
-          jobs: list[str], opts: RemoteOptions, progress) -> list[SampleOutcome]:
+def _poll(client: _Client, dataset: Dataset, jobs: list[str], opts: RemoteOptions,
+          outcome: OutcomeFn, progress) -> list[SampleOutcome]:
     """Wait for every job; outcomes in sample order. Jobs still open at the wait limit are
     cancelled and count as ``timeout``."""
     results: dict[int, SampleOutcome] = {}
@@ -152,7 +207,7 @@ def _poll(client: _Client, model, dataset: Dataset, ball: BallOptions, n_out: in
                 continue
             job = client.call("GET", f"/v1/verifications/{job_id}", (200,))
             if job["status"] in FINAL:
-                results[i] = _outcome(model, dataset, ball, n_out, i, job)
+                results[i] = outcome(i, job)
                 if progress is not None:
                     progress(len(results), len(jobs), results[i])
         if len(results) == len(jobs):
@@ -170,9 +225,9 @@ def _poll(client: _Client, model, dataset: Dataset, ball: BallOptions, n_out: in
     return [results[i] for i in range(len(jobs))]
 
 
-def _outcome(model, dataset: Dataset, ball: BallOptions, n_out: int, i: int,
-             job: dict) -> SampleOutcome:
-    """Map a finished job to an outcome; a counterexample must validate here as well."""
+def _outcome(dataset: Dataset, i: int, job: dict, recheck) -> SampleOutcome:
+    """Map a finished job to an outcome; a counterexample must validate here as well
+    (``recheck(x)``: the validated Counterexample or None)."""
     name, label = dataset.names[i], int(dataset.y[i])
     t, method = float(job.get("time_s") or 0.0), job.get("method_used") or "remote"
     message = job.get("message") or ""
@@ -183,7 +238,8 @@ def _outcome(model, dataset: Dataset, ball: BallOptions, n_out: int, i: int,
     if outcome != "falsified":
         return SampleOutcome(i, name, label, outcome, t, method, message)
     cex = job.get("counterexample")
-    checked = _recheck(model, dataset, ball, n_out, i, cex)
+    checked = None if not cex or "x" not in cex else recheck(
+        np.asarray(cex["x"], dtype=np.float64))
     if checked is None:
         return SampleOutcome(i, name, label, "error", t, method,
                              f"job {job['id']}: the service's counterexample does not "
@@ -193,14 +249,12 @@ def _outcome(model, dataset: Dataset, ball: BallOptions, n_out: int, i: int,
                          np.asarray(checked.y, dtype=np.float64))
 
 
-def _recheck(model, dataset, ball, n_out, i, cex):
+def _recheck(model, dataset, ball, n_out, i, x: np.ndarray):
     from verifier.gate.radius import ball_spec
     from verifier.validate import validate_counterexample
 
-    if not cex or "x" not in cex:
-        return None
     spec = ball_spec(dataset.x[i], int(dataset.y[i]), n_out, ball, dataset.names[i])
     try:
-        return validate_counterexample(model, spec, np.asarray(cex["x"], dtype=np.float64))
+        return validate_counterexample(model, spec, x)
     except ValueError:
         return None
