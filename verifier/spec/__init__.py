@@ -18,9 +18,11 @@ Semantics chosen here:
 * Every input needs a finite lower and upper bound in every region (else SpecError). A region
   whose box is empty (lower > upper) is dropped; when no region remains, the Spec has zero
   regions: the unsafe set is empty and the property holds (``unsat``).
-* Unsupported (SpecError): linear constraints over several inputs, constraints mixing inputs
-  and outputs, nonlinear products, hidden tensors, 2.0 queries other than one network with one
-  input and one output tensor, DNFs above ``max_terms`` disjuncts.
+* Unsupported by default (SpecError): linear constraints over several inputs, constraints
+  mixing inputs and outputs, nonlinear products, hidden tensors, 2.0 queries other than one
+  network with one input and one output tensor, DNFs above ``max_terms`` disjuncts. With
+  ``compose=True`` all but the last are accepted and laid out for a rewritten model
+  (``verifier.spec.layout``, ``verifier.compose``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import zlib
 from pathlib import Path
 
 from verifier.errors import SpecError
+from verifier.spec.layout import Layout
 from verifier.spec.normalize import build_spec
 from verifier.spec.parser import Parser
 from verifier.spec.query import NetworkDecl, Query, QueryInfo, TensorDecl
@@ -39,7 +42,8 @@ MAX_BYTES = 1 << 30  # default cap on the (decompressed) spec size
 MAX_TERMS = 1_000_000  # default cap on disjuncts after DNF conversion
 
 __all__ = [
-    "InputRegion", "NetworkDecl", "OutputCondition", "Query", "QueryInfo", "Spec", "TensorDecl",
+    "InputRegion", "Layout", "NetworkDecl", "OutputCondition", "Query", "QueryInfo", "Spec",
+    "TensorDecl",
     "load_query", "load_query_info", "load_spec", "parse_query", "parse_vnnlib", "read_text",
 ]
 
@@ -79,12 +83,19 @@ def _gunzip(f, max_bytes: int, path) -> bytes:
     return data
 
 
-def parse_query(text: str, source: str = "", max_terms: int = MAX_TERMS) -> Query:
-    """Parse VNN-LIB 1.0 or 2.0 text into a normalised Spec and its declarations."""
+def parse_query(text: str, source: str = "", max_terms: int = MAX_TERMS,
+                compose: bool = False) -> Query:
+    """Parse VNN-LIB 1.0 or 2.0 text into a normalised Spec and its declarations.
+
+    ``compose``: also accept what only a rewritten model verifies (hidden tensors, several
+    networks or tensors, constraints over several inputs or mixing inputs and outputs,
+    products); the Spec is then over the flat layout ``Query.layout`` (``verifier.compose``).
+    """
     try:
-        p = Parser(text, source, max_terms).parse()
+        p = Parser(text, source, max_terms, compose).parse()
         info = p.decls.info()
-        return Query(build_spec(p, info.version), info)
+        spec, layout = build_spec(p, info.version)
+        return Query(spec, info, layout)
     except RecursionError:
         raise SpecError(f"{source or '<spec>'}: spec nested too deeply") from None
 
@@ -95,9 +106,9 @@ def parse_vnnlib(text: str, source: str = "", max_terms: int = MAX_TERMS) -> Spe
 
 
 def load_query(path: str | Path, max_bytes: int = MAX_BYTES,
-               max_terms: int = MAX_TERMS) -> Query:
+               max_terms: int = MAX_TERMS, compose: bool = False) -> Query:
     """Read (plain or .gz) and parse a spec file; see :func:`parse_query`."""
-    return parse_query(read_text(path, max_bytes), str(path), max_terms)
+    return parse_query(read_text(path, max_bytes), str(path), max_terms, compose)
 
 
 def load_spec(path: str | Path, max_bytes: int = MAX_BYTES, max_terms: int = MAX_TERMS) -> Spec:

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from verifier.errors import SpecError
+from verifier.spec.extras import EXTRA_BASE, is_extra
 from verifier.spec.query import NetworkDecl, QueryInfo, TensorDecl
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ class Declarations:
         self.v1_outputs: set[int] = set()
         self.networks: list[NetworkDecl] = []
         self.tensors: dict[str, tuple[TensorDecl, int]] = {}  # name -> (decl, flat offset)
-        self.size = {"input": 0, "output": 0, "hidden": 0}
+        # flat offsets: inputs; "value" = outputs (and, when composing, hidden tensors) in
+        # declaration order (verifier.spec.layout)
+        self.size = {"input": 0, "value": 0, "hidden": 0}
 
     def command(self, cmd: str) -> bool:
         """Handle a declaration command (its '(' and keyword consumed); False if not one."""
@@ -106,6 +109,7 @@ class Declarations:
         if any(n.name == name for n in self.networks):
             raise p.err(f"network {name} declared twice", p.i - 1)
         tensors: dict[str, list[TensorDecl]] = {"input": [], "output": [], "hidden": []}
+        order: list[TensorDecl] = []
         equivalences = []
         while p.peek() == "(":
             p.i += 1
@@ -115,6 +119,7 @@ class Declarations:
             elif sub in _TENSOR_KINDS:
                 decl = self._tensor(_TENSOR_KINDS[sub])
                 tensors[decl.kind].append(decl)
+                order.append(decl)
             else:
                 raise p.err(f"expected declare-input, declare-hidden or declare-output but "
                             f"found {sub!r}", p.i - 1)
@@ -125,7 +130,7 @@ class Declarations:
                         "declare-output", p.cmd_start)
         self.networks.append(NetworkDecl(
             name, tuple(tensors["input"]), tuple(tensors["output"]), tuple(tensors["hidden"]),
-            tuple(equivalences)))
+            tuple(equivalences), tuple(order)))
 
     def _new_name(self, what: str) -> str:
         p = self.p
@@ -149,11 +154,18 @@ class Declarations:
         if p.peek() is not None and p.peek().startswith('"'):
             onnx_name = p.next_token("an ONNX name").strip('"')
         decl = TensorDecl(name, dtype, shape, kind, onnx_name)
-        self.tensors[name] = (decl, self.size[kind])
-        self.size[kind] += decl.size
-        if shape == () and kind != "hidden":
-            self.vars[name] = 2 * self.tensors[name][1] + (kind == "output")
+        space = self._space(kind)
+        self.tensors[name] = (decl, self.size[space])
+        self.size[space] += decl.size
+        if shape == () and space != "hidden":
+            self.vars[name] = 2 * self.tensors[name][1] + (kind != "input")
         return decl
+
+    def _space(self, kind: str) -> str:
+        """Which flat vector a tensor kind lives in (hidden ones only when composing)."""
+        if kind == "output" or (kind == "hidden" and self.p.compose):
+            return "value"
+        return kind
 
     def _ints(self, tok: str, at: int, what: str) -> tuple[int, ...]:
         if not (tok.startswith("[") and tok.endswith("]")):
@@ -181,29 +193,37 @@ class Declarations:
         if len(idx) != len(decl.shape) or any(i >= d for i, d in zip(idx, decl.shape, strict=True)):
             dims = ",".join(map(str, decl.shape))
             raise self.p.err(f"index {tok} out of range for {name} of shape [{dims}]", at)
-        if decl.kind == "hidden":
+        if decl.kind == "hidden" and not self.p.compose:
             raise self.p.err(f"unsupported: constraint on hidden tensor {name}", at)
         flat = 0
         for i, d in zip(idx, decl.shape, strict=True):
             flat = flat * d + i
-        return 2 * (offset + flat) + (decl.kind == "output")
+        return 2 * (offset + flat) + (decl.kind != "input")
 
     # -- results ---------------------------------------------------------------------------
 
     def var_name(self, code: int) -> str:
         """Readable name of a variable code (``X_5``, or ``X[0,5]`` in 2.0)."""
         flat, is_out = code >> 1, code & 1
+        if is_extra(code):
+            return self._extra_name(code)
         if self.version != "2.0":
             return f"{'Y' if is_out else 'X'}_{flat}"
-        kind = "output" if is_out else "input"
+        space = "value" if is_out else "input"
         for decl, offset in self.tensors.values():
-            if decl.kind == kind and offset <= flat < offset + decl.size:
+            if self._space(decl.kind) == space and offset <= flat < offset + decl.size:
                 rel, idx = flat - offset, []
                 for d in reversed(decl.shape):
                     rel, r = divmod(rel, d)
                     idx.append(r)
                 return f"{decl.name}[{','.join(map(str, reversed(idx)))}]" if idx else decl.name
-        return f"{kind}#{flat}"
+        return f"{space}#{flat}"
+
+    def _extra_name(self, code: int) -> str:
+        kind, what = self.p.extras.kinds[(code >> 1) - EXTRA_BASE]
+        if kind == "x":
+            return self.var_name(2 * what)
+        return "*".join(self.var_name(v) for v in what)
 
     def info(self) -> QueryInfo:
         return QueryInfo(self.version or "1.0", tuple(self.networks))
@@ -221,6 +241,8 @@ class Declarations:
                     raise SpecError(f"{src}: {label} variables are not numbered from 0 without "
                                     f"gaps: {var}_{gap} is not declared")
             return len(self.v1_inputs), len(self.v1_outputs)
+        if self.p.compose:
+            return self.size["input"], self.size["value"]
         if len(self.networks) != 1:
             names = ", ".join(n.name for n in self.networks) or "none"
             raise SpecError(f"{src}: unsupported: exactly one declared network can be verified "

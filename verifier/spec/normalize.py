@@ -16,6 +16,9 @@ import logging
 import numpy as np
 
 from verifier.errors import SpecError
+from verifier.spec.extras import EXTRA_BASE
+from verifier.spec.flatten import first_members, plan_layout, reduce_boxes
+from verifier.spec.layout import Layout, trivial_layout
 from verifier.spec.parser import Dnf, Parser
 from verifier.spec.types import InputRegion, OutputCondition, Spec
 
@@ -23,13 +26,16 @@ log = logging.getLogger(__name__)
 MAX_ELEMENTS = 200_000_000  # cap on floats in the normalised spec (boxes plus conditions)
 
 
-def build_spec(p: Parser, version: str) -> Spec:
+def build_spec(p: Parser, version: str) -> tuple[Spec, Layout]:
+    """The normalised Spec over the flat layout, and the layout (trivial unless composing)."""
     n_in, n_out = p.decls.sizes()
     src = p.source or "<spec>"
     _check_indices(p, n_in, n_out)
+    layout = plan_layout(p, n_in, n_out) if p.compose else trivial_layout(n_in, n_out)
+    n_z, n_out = layout.n_z, layout.n_outputs
     if p.false:
         log.info("%s: an assert is constant false: no region, the property holds", src)
-        return Spec((), n_in, n_out, version, p.source)
+        return Spec((), n_z, n_out, version, p.source), layout
     out_ors = [d for d in p.ors if all(a >= 0 for t in d for a in t)]
     in_ors = [d for d in p.ors if not all(a >= 0 for t in d for a in t)]
     terms = _product(in_ors, p.max_terms, src)
@@ -42,12 +48,12 @@ def build_spec(p: Parser, version: str) -> Spec:
         groups.setdefault(key, []).append(tuple(a for a in t if a >= 0))
     if len(groups) * 2 * n_in > MAX_ELEMENTS:
         raise SpecError(f"{src}: {len(groups)} input regions of {n_in} inputs are too large")
-    lower, upper = _boxes(p, n_in, base_x, list(groups))
+    lower, upper = reduce_boxes(*_boxes(p, n_in, base_x, list(groups)), layout)
     keep = np.all(lower <= upper, axis=1)
     if not keep.all():
         log.warning("%s: %d input region(s) are empty (lower > upper) and dropped",
                     src, int((~keep).sum()))
-    _check_bounded(p, lower[keep], upper[keep], src)
+    _check_bounded(p, lower[keep], upper[keep], src, first_members(layout))
     table = _OutputTable(p, n_out)
     merged: dict[bytes, tuple[int, list]] = {}  # equal boxes are one region
     for g, ys in enumerate(groups.values()):
@@ -64,7 +70,7 @@ def build_spec(p: Parser, version: str) -> Spec:
            for (g, _), c in zip(merged.values(), conds, strict=True) if c.n_disjuncts]
     if not out:
         log.info("%s: no input region left: the property holds trivially", src)
-    return Spec(tuple(out), n_in, n_out, version, p.source)
+    return Spec(tuple(out), n_z, n_out, version, p.source), layout
 
 
 def _check_indices(p: Parser, n_in: int, n_out: int) -> None:
@@ -72,7 +78,7 @@ def _check_indices(p: Parser, n_in: int, n_out: int) -> None:
         raise SpecError(f"{p.source or '<spec>'}: input index {max(p.xv)} out of range")
     for row in p.yrows:
         for j, _ in row:
-            if j >= n_out:
+            if n_out <= j < EXTRA_BASE:
                 raise SpecError(f"{p.source or '<spec>'}: output index {j} out of range")
 
 
@@ -122,12 +128,13 @@ def _apply(lower, upper, var, is_upper, val, gid) -> None:
         np.maximum.at(lower, (gid[dn], var[dn]), val[dn])
 
 
-def _check_bounded(p: Parser, lower: np.ndarray, upper: np.ndarray, src: str) -> None:
+def _check_bounded(p: Parser, lower: np.ndarray, upper: np.ndarray, src: str,
+                   members: np.ndarray) -> None:
     bad = ~(np.isfinite(lower) & np.isfinite(upper))
     if bad.any():
         g, i = (int(v[0]) for v in np.nonzero(bad))
         side = "lower" if not np.isfinite(lower[g, i]) else "upper"
-        name = p.decls.var_name(2 * i)
+        name = p.decls.var_name(2 * int(members[i]))
         where = f" in input region {g}" if len(lower) > 1 else ""
         raise SpecError(f"{src}: unbounded input {name}: no finite {side} bound{where} "
                         "(every input needs a lower and an upper bound)")

@@ -22,6 +22,7 @@ from fractions import Fraction
 
 from verifier.errors import SpecError
 from verifier.spec.declarations import Declarations
+from verifier.spec.extras import Extras, polynomial_product
 from verifier.spec.tokens import describe, error_at, tokenize
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
@@ -36,8 +37,13 @@ Dnf = list[tuple[int, ...]]
 class Parser:
     """Parses one VNN-LIB text into declarations, atoms and top-level conjuncts."""
 
-    def __init__(self, text: str, source: str = "", max_terms: int = 1_000_000):
+    def __init__(self, text: str, source: str = "", max_terms: int = 1_000_000,
+                 compose: bool = False):
         self.text, self.source, self.max_terms = text, source, max_terms
+        # compose: accept what only a rewritten model can verify (hidden tensors, constraints
+        # over several inputs or mixing inputs and outputs, products); see verifier.spec.extras
+        self.compose = compose
+        self.extras = Extras()
         self.toks = tokenize(text)
         self.n = len(self.toks)
         self.i = 0
@@ -303,6 +309,8 @@ class Parser:
         odd = [v & 1 for v in coefs]
         if not any(odd):
             if len(coefs) > 1:
+                if self.compose:
+                    return self.lifted(coefs, b, strict)
                 names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
                 raise self.err(f"unsupported: linear constraint over several inputs ({names}); "
                                "only bounds on single inputs are supported", at)
@@ -314,9 +322,20 @@ class Parser:
                 val = math.nextafter(val, math.inf if c > 0 else -math.inf)
             return self.xbound(v >> 1, c > 0, val)
         if not all(odd):
+            if self.compose:
+                return self.lifted(coefs, b, strict)
             names = ", ".join(self.decls.var_name(v) for v in sorted(coefs))
             raise self.err(f"unsupported: constraint mixes inputs and outputs ({names})", at)
         return self.yatom(tuple(sorted((v >> 1, c) for v, c in coefs.items())), b, strict)
+
+    def lifted(self, coefs: dict[int, float], b: float, strict: bool) -> int:
+        """Output atom of a constraint that names inputs: each input is replaced by its
+        passthrough output (the rewritten model copies it to the output vector)."""
+        row = {}
+        for v, c in coefs.items():
+            code = self.extras.passthrough(v >> 1) if not v & 1 else v
+            row[code >> 1] = c
+        return self.yatom(tuple(sorted(row.items())), b, strict)
 
     def yatom(self, row: tuple[tuple[int, float], ...], b: float, strict: bool) -> int:
         """Atom id of ``sum c * y[j] <= b`` over ``row = ((j, c), ...)``, deduplicated."""
@@ -388,15 +407,20 @@ class Parser:
         raise self.err(f"expected a number or variable but found {describe(tok)}", at)
 
     def product(self, args: list, at: int):
-        factor, term = 1.0, None
+        factor, terms = 1.0, []
         for a in args:
             if type(a) is float:
                 factor *= a
-            elif term is None:
-                term = a
             else:
+                terms.append(a)
+        if len(terms) > 1:
+            if not self.compose:
                 raise self.err("unsupported: product of two non-constant terms (nonlinear)", at)
-        return factor if term is None else _scale(term, factor)
+            try:
+                return _scale(polynomial_product(terms, self.extras), factor)
+            except ValueError as e:
+                raise self.err(f"unsupported: {e}", at) from None
+        return factor if not terms else _scale(terms[0], factor)
 
 
 def _term(*atoms: int | bool) -> Dnf:

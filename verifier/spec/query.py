@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from verifier.spec.layout import Layout
 from verifier.spec.types import Spec
 
 
@@ -36,6 +37,13 @@ class NetworkDecl:
     outputs: tuple[TensorDecl, ...]
     hidden: tuple[TensorDecl, ...] = ()
     equivalences: tuple[tuple[str, str], ...] = ()  # (relation, other network name)
+    tensors: tuple[TensorDecl, ...] = ()  # every tensor, in declaration order
+
+    @property
+    def values(self) -> tuple[TensorDecl, ...]:
+        """Hidden and output tensors in declaration order (their order in the flat layout)."""
+        order = self.tensors or (*self.hidden, *self.outputs)
+        return tuple(t for t in order if t.kind != "input")
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,4 @@ class Query:
 
     spec: Spec
     info: QueryInfo
+    layout: Layout | None = None  # flat positions of the declared variables (spec.layout)
