@@ -21,6 +21,7 @@ from server.metrics import Metrics
 from server.middleware import BodySizeLimit
 from server.ratelimit import RateLimiter
 from server.routes import events, meta, models, page, verifications
+from server.sandbox import Sandbox
 from server.settings import Settings
 from server.store import Store
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Neural-network verification service: ONNX + VNN-LIB -> verdict.")
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.sandbox = Sandbox(settings)
     app.state.limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
                          if settings.rate_limit_per_s > 0 else None)
     install_handlers(app)

@@ -47,6 +47,9 @@ def add_serve_command(subparsers, common: argparse.ArgumentParser | None = None)
                    help="the most a job may ask for with the memory_mb option (default 16384)")
     p.add_argument("--api-keys-file", type=Path, default=None,
                    help="file with one API key a line (also $NNCERT_API_KEYS[_FILE])")
+    p.add_argument("--admin-keys-file", type=Path, default=None,
+                   help="file with one admin API key a line: these keys see every caller's "
+                        "jobs and models (also $NNCERT_ADMIN_KEYS)")
     p.add_argument("--max-request-mb", type=int, default=None,
                    help="largest accepted request body, in MiB")
     p.add_argument("--rate-limit", type=float, default=None, metavar="PER_S",
@@ -81,17 +84,27 @@ def settings_from_args(args: argparse.Namespace):
         raise UsageError(f"invalid settings: {exc}") from None
     if settings.ray_address and settings.executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
-    if args.api_keys_file is not None:
-        try:
-            keys = args.api_keys_file.read_text().splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read --api-keys-file: {exc.strerror or exc}") from None
-        settings = settings.model_copy(
-            update={"api_key_hashes": settings.api_key_hashes + Settings.hashed(keys)})
+    for option, field in (("api_keys_file", "api_key_hashes"),
+                          ("admin_keys_file", "admin_key_hashes")):
+        path = getattr(args, option, None)
+        if path is not None:
+            keys = _read_keys(path, "--" + option.replace("_", "-"))
+            settings = settings.model_copy(
+                update={field: getattr(settings, field) + Settings.hashed(keys)})
     if not settings.auth_required and not is_loopback(settings.host):
         raise UsageError(f"refusing to bind {settings.host} without API keys: configure keys "
                          "(--api-keys-file or NNCERT_API_KEYS) or bind 127.0.0.1")
     return settings
+
+
+def _read_keys(path: Path, option: str) -> list[str]:
+    """The keys of a key file, one a line (a usage error when it cannot be read)."""
+    from verifier.cli.common import UsageError
+
+    try:
+        return path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {option}: {exc.strerror or exc}") from None
 
 
 def serve_main(args: argparse.Namespace) -> int:

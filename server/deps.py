@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -11,6 +12,7 @@ from server.artifacts import Artifacts
 from server.errors import ApiError
 from server.executor import Executor
 from server.metrics import Metrics
+from server.sandbox import Sandbox
 from server.settings import Settings, hash_key
 from server.store import Store
 
@@ -35,21 +37,45 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_sandbox(request: Request) -> Sandbox:
+    return request.app.state.sandbox
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
 JobsDep = Annotated[Executor, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: ``owner`` is the hash of the API key ("" when no keys are configured),
+    stored with every job and model the caller creates. ``admin`` callers see everything."""
+
+    owner: str
+    admin: bool = False
+
+    def sees(self, owner: str) -> bool:
+        """True when this caller may see (and cancel) what ``owner`` created."""
+        return self.admin or owner == self.owner
+
+    @property
+    def scope(self) -> str | None:
+        """The owner to filter listings by (None: every owner)."""
+        return None if self.admin else self.owner
 
 
 def caller(settings: SettingsDep,
-           authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's identity: the hash of its API key, or "" when no keys are configured.
+           authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller: the hash of its API key and its role; without configured keys every
+    caller is the same anonymous one and sees everything.
 
     With keys configured, ``Authorization: Bearer <key>`` is required (401 otherwise).
     """
     if not settings.auth_required:
-        return ""
+        return Caller("", admin=True)
     challenge = {"WWW-Authenticate": "Bearer"}
     if not authorization:
         raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>'",
@@ -57,15 +83,16 @@ def caller(settings: SettingsDep,
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "the Authorization header must be 'Bearer <key>'", challenge)
-    if not settings.key_allowed(key.strip()):
+    key = key.strip()
+    if not settings.key_allowed(key):
         raise ApiError(401, "unknown API key", challenge)
-    return hash_key(key.strip())
+    return Caller(hash_key(key), admin=settings.is_admin(key))
 
 
-CallerDep = Annotated[str, Depends(caller)]
+CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def rate_limit(request: Request, identity: CallerDep, metrics: MetricsDep) -> None:
+def rate_limit(request: Request, who: CallerDep, metrics: MetricsDep) -> None:
     """429 with ``Retry-After`` once the caller's token bucket is empty (when limits are on).
 
     Callers are told apart by API key, or by client address when no keys are configured.
@@ -73,8 +100,7 @@ def rate_limit(request: Request, identity: CallerDep, metrics: MetricsDep) -> No
     limiter = request.app.state.limiter
     if limiter is None:
         return
-    if not identity:
-        identity = "addr:" + (request.client.host if request.client else "?")
+    identity = who.owner or "addr:" + (request.client.host if request.client else "?")
     wait = limiter.take(identity)
     if wait > 0:
         metrics.request_limited()

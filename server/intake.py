@@ -1,9 +1,13 @@
 """Checks applied to uploads before they are accepted: size caps, model import, spec parse.
 
 A model is accepted only when it parses, has no external data or custom domains, stays under
-the node/parameter/opset caps and converts to the IR. A spec is accepted only when it parses
-under the size and term caps (gzip decompressed with a bounded output) and matches the
-model's input and output sizes.
+the node/parameter/opset caps and converts to the IR with its constants (initializers and
+folded values, counted with exact integers) under the parameter cap. A spec is accepted only
+when it parses under the size and term caps (gzip decompressed with a bounded output), its
+input boxes stay under ``max_spec_values`` once its 'or's are multiplied out (counted before
+they are built), it has a non-empty input box, and it matches the model's input and output
+sizes. :func:`intake_model` and :func:`intake_spec` are what the API runs in a
+:class:`server.sandbox.Sandbox` child process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import zlib
 from collections import Counter
 
+import numpy as np
 from fastapi import UploadFile
 
 from server.errors import ApiError
@@ -89,6 +94,22 @@ def prescan_spec(text: str, n_in: int, n_out: int, settings: Settings) -> None:
                                 f"limit of {settings.max_tensor_elements} elements")
 
 
+def expansion_budget(text: str, n_in: int, settings: Settings) -> bool:
+    """Refuse (422) a spec whose 'or's over inputs multiply out to more box values than
+    ``max_spec_values``, before any box is built (exact integers). True when some top-level
+    assert is constant false (the spec then has no region on purpose)."""
+    from verifier.spec.parser import Parser
+
+    parsed = Parser(text, "spec", settings.max_spec_terms).parse()
+    boxes = math.prod(len(d) for d in parsed.ors if any(a < 0 for t in d for a in t))
+    values = boxes * n_in * 2
+    if values > settings.max_spec_values:
+        raise ApiError(422, f"spec expands to {boxes} input boxes of {n_in} inputs ({values} "
+                            f"bounds), above the limit of {settings.max_spec_values}; split "
+                            "it into several specs")
+    return parsed.false
+
+
 def check_spec(text: str, summary: dict, settings: Settings) -> None:
     """Parse the spec and check it against the model's sizes (422 with the parser's message)."""
     from verifier.errors import SpecError
@@ -98,11 +119,15 @@ def check_spec(text: str, summary: dict, settings: Settings) -> None:
     n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
     prescan_spec(text, n_in, n_out, settings)
     try:
+        always_false = expansion_budget(text, n_in, settings)
         spec = parse_vnnlib(text, "spec", max_terms=settings.max_spec_terms)
     except SpecError as exc:
         raise ApiError(422, f"invalid VNN-LIB spec: {exc}") from None
     except (MemoryError, RecursionError):
         raise ApiError(422, "spec is too large or too deeply nested to parse") from None
+    if not spec.regions and not always_false:
+        raise ApiError(422, "spec has no input to verify: every input box is empty (some "
+                            "input's lower bound is above its upper bound)")
     if spec.n_inputs != n_in:
         raise ApiError(422, f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
     if spec.n_outputs != n_out:
@@ -124,6 +149,7 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
     Malformed protobuf -> 400; refused or unsupported model -> 422.
     """
     from verifier.errors import ModelError, UnsupportedOpError
+    from verifier.onnx_import.fold import FoldTooLarge
     from verifier.onnx_import.loader import import_proto, opset_of, parse_model_bytes
 
     try:
@@ -149,18 +175,46 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
                "parameters": params}
     try:
         imported = import_proto(proto, data, "uploaded model")
+    except FoldTooLarge as exc:
+        raise ApiError(422, f"model refused: {exc}") from None
     except (ModelError, UnsupportedOpError) as exc:
         return {**summary, **_attack_only_summary(data, exc)}
     except (MemoryError, RecursionError):
         raise ApiError(422, "model refused: importing it needs too much memory") from None
     graph = imported.graph
     check_sizes(((n.name, list(n.shape)) for n in graph.nodes), settings)
+    check_constants(graph, settings)
     return {
         **summary,
         "inputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)} for t in graph.inputs],
         "outputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)}
                     for t in graph.outputs],
     }
+
+
+def check_constants(graph, settings: Settings) -> None:
+    """422 when the imported graph's constants (initializers plus folded values) hold more
+    values than ``max_parameters`` (exact integers)."""
+    values = sum(math.prod(int(d) for d in np.shape(c))
+                 for node in graph.nodes for c in node.consts.values())
+    if values > settings.max_parameters:
+        raise ApiError(422, f"model refused: its constants (initializers and folded values) "
+                            f"hold {values} values, above the limit of {settings.max_parameters}")
+
+
+def intake_model(data: bytes, digest: str, settings: Settings) -> dict:
+    """Run in the sandbox: the checked model's summary (see :func:`check_model`)."""
+    return check_model(data, digest, settings)
+
+
+def intake_spec(raw: bytes, summary: dict, settings: Settings, what: str = "spec") -> str:
+    """Run in the sandbox: decode (gunzip), check against the model and store the spec; its
+    artifact id."""
+    from server.artifacts import Artifacts
+
+    text = spec_text(raw, settings, what)
+    check_spec(text, summary, settings)
+    return Artifacts(settings.data_dir).put("specs", text.encode("utf-8"))
 
 
 def _attack_only_summary(data: bytes, exc: Exception) -> dict:

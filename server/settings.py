@@ -63,11 +63,21 @@ class Settings(BaseModel):
     max_parameters: int = Field(200_000_000, gt=0)
     max_opset: int = Field(23, gt=0)
     max_tensor_elements: int = Field(1 << 26, gt=0)  # per tensor (model and spec declarations)
+    # Floats in a spec's input boxes once its 'or's are multiplied out (regions x inputs x 2),
+    # counted before they are built: 65,536 boxes of 1,500 inputs (196M) are refused.
+    max_spec_values: int = Field(1 << 24, gt=0)
+    # Intake checks (model import with constant folding, spec parsing) run in child processes
+    # under the job memory limit: how many at once, and how long one may take.
+    intake_processes: int = Field(2, ge=1, le=64)
+    intake_timeout_s: float = Field(120.0, gt=0)
     default_timeout: float = Field(300.0, gt=0)
     max_timeout: float = Field(3600.0, gt=0)
     kill_grace_s: float = Field(30.0, ge=0)  # past timeout + grace the worker is killed
     max_attempts: int = Field(3, ge=1)  # re-queues after restarts before a job is failed
     api_key_hashes: tuple[str, ...] = ()
+    # Keys with the admin role: they see and cancel every caller's jobs and models (each
+    # other key sees only what it created). Admin keys are valid API keys by themselves.
+    admin_key_hashes: tuple[str, ...] = ()
     # Per-caller token bucket: requests a second (0 turns limits off) and burst size.
     rate_limit_per_s: float = Field(0.0, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
@@ -92,21 +102,30 @@ class Settings(BaseModel):
 
     @property
     def auth_required(self) -> bool:
-        return bool(self.api_key_hashes)
+        return bool(self.api_key_hashes or self.admin_key_hashes)
 
     def key_allowed(self, key: str) -> bool:
         """True when ``key`` is one of the configured API keys (constant-time comparison)."""
         digest = hash_key(key)
-        return any(hmac.compare_digest(digest, h) for h in self.api_key_hashes)
+        return self.is_admin(key) or any(hmac.compare_digest(digest, h)
+                                         for h in self.api_key_hashes)
+
+    def is_admin(self, key: str) -> bool:
+        """True when ``key`` has the admin role (constant-time comparison)."""
+        digest = hash_key(key)
+        return any(hmac.compare_digest(digest, h) for h in self.admin_key_hashes)
 
     @staticmethod
     def hashed(keys: Iterable[str]) -> tuple[str, ...]:
         return tuple(hash_key(k.strip()) for k in keys if k.strip())
 
     @classmethod
-    def with_api_keys(cls, keys: Iterable[str], **fields) -> Settings:
-        """Settings whose API keys are ``keys`` (hashed here; the clear keys are not kept)."""
-        return cls(api_key_hashes=cls.hashed(keys), **fields)
+    def with_api_keys(cls, keys: Iterable[str], admin_keys: Iterable[str] = (),
+                      **fields) -> Settings:
+        """Settings whose API keys are ``keys`` and admin keys ``admin_keys`` (hashed here;
+        the clear keys are not kept)."""
+        return cls(api_key_hashes=cls.hashed(keys), admin_key_hashes=cls.hashed(admin_keys),
+                   **fields)
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -114,7 +133,8 @@ class Settings(BaseModel):
         ``NNCERT_RATE_BURST``, ``NNCERT_EXECUTOR``, ``NNCERT_RAY_ADDRESS``,
         ``NNCERT_JOB_MEMORY_MB``, ``NNCERT_MAX_JOB_MEMORY_MB``, ``NNCERT_RAY_MAX_CALLS``,
         ``NNCERT_CHECK_MODEL`` (0/false skips the model check), ``NNCERT_API_KEYS``
-        (comma-separated) and ``NNCERT_API_KEYS_FILE`` (one key a line); overrides win."""
+        (comma-separated), ``NNCERT_API_KEYS_FILE`` (one key a line) and
+        ``NNCERT_ADMIN_KEYS`` (comma-separated keys with the admin role); overrides win."""
         fields: dict = {"data_dir": Path(os.environ.get("NNCERT_DATA_DIR", "nncert-data"))}
         for var, name in (("NNCERT_WORKERS", "workers"), ("NNCERT_RATE_LIMIT", "rate_limit_per_s"),
                           ("NNCERT_RATE_BURST", "rate_limit_burst"),
@@ -131,5 +151,8 @@ class Settings(BaseModel):
             keys += Path(key_file).read_text().splitlines()
         if keys:
             fields["api_key_hashes"] = cls.hashed(keys)
+        admins = [k for k in os.environ.get("NNCERT_ADMIN_KEYS", "").split(",") if k.strip()]
+        if admins:
+            fields["admin_key_hashes"] = cls.hashed(admins)
         fields.update(overrides)
         return cls(**fields)

@@ -56,6 +56,17 @@ CREATE TABLE IF NOT EXISTS models (
     created_at REAL NOT NULL
 );
 """
+# Who may see a model: every caller that uploaded its bytes (models are content-addressed, so
+# two keys uploading the same file both own it). A store made before owners existed gets one
+# row per (model, owner) of its jobs when the table is created.
+OWNERS_SCHEMA = """
+CREATE TABLE model_owners (
+    model_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (model_id, owner)
+);
+INSERT OR IGNORE INTO model_owners SELECT DISTINCT model_id, owner FROM jobs;
+"""
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,9 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name='model_owners'"
+                                ).fetchone():
+            self._db.executescript(OWNERS_SCHEMA)
         self.recover()
 
     def close(self) -> None:
@@ -174,9 +188,13 @@ class Store:
         return Job.from_row(row) if row else None
 
     def list_jobs(self, status: str | None = None, before_seq: int | None = None,
-                  limit: int = 50) -> list[Job]:
-        """Newest first; ``before_seq`` is the cursor (the seq of the last job seen)."""
+                  limit: int = 50, owner: str | None = None) -> list[Job]:
+        """Newest first; ``before_seq`` is the cursor (the seq of the last job seen);
+        ``owner``: only that caller's jobs (None: everyone's)."""
         sql, params = "SELECT * FROM jobs WHERE 1=1", []
+        if owner is not None:
+            sql += " AND owner=?"
+            params.append(owner)
         if status:
             sql += " AND status=?"
             params.append(status)
@@ -240,10 +258,28 @@ class Store:
         return {row[0]: row[1] for row in rows}
 
     # -- models -----------------------------------------------------------------------------
-    def put_model(self, model_id: str, size: int, summary: dict) -> None:
-        self._exec("INSERT OR IGNORE INTO models (id, size, summary, created_at)"
-                   " VALUES (?, ?, ?, ?)", (model_id, size, json.dumps(summary), time.time()))
+    def put_model(self, model_id: str, size: int, summary: dict, owner: str = "") -> None:
+        """Record a checked model (idempotent) and ``owner`` as one of its uploaders."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR IGNORE INTO models (id, size, summary, created_at)"
+                             " VALUES (?, ?, ?, ?)",
+                             (model_id, size, json.dumps(summary), time.time()))
+            self._db.execute("INSERT OR IGNORE INTO model_owners (model_id, owner) VALUES (?, ?)",
+                             (model_id, owner))
+            self._db.execute("COMMIT")
 
-    def get_model(self, model_id: str) -> dict | None:
-        row = self._exec("SELECT summary FROM models WHERE id=?", (model_id,)).fetchone()
+    def add_model_owner(self, model_id: str, owner: str) -> None:
+        """``owner`` uploaded the bytes of an already stored model."""
+        self._exec("INSERT OR IGNORE INTO model_owners (model_id, owner) VALUES (?, ?)",
+                   (model_id, owner))
+
+    def get_model(self, model_id: str, owner: str | None = None) -> dict | None:
+        """A model's summary; with ``owner``, None unless that caller uploaded it."""
+        if owner is None:
+            row = self._exec("SELECT summary FROM models WHERE id=?", (model_id,)).fetchone()
+        else:
+            row = self._exec("SELECT m.summary FROM models m JOIN model_owners o"
+                             " ON o.model_id = m.id WHERE m.id=? AND o.owner=?",
+                             (model_id, owner)).fetchone()
         return json.loads(row["summary"]) if row else None

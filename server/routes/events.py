@@ -71,7 +71,7 @@ async def job_events(job: Job, store: Store, settings: Settings,
             responses={200: {"content": {MEDIA_TYPE: {}},
                              "description": "update events, then one final event"}})
 async def events(job_id: str, request: Request, store: StoreDep, settings: SettingsDep,
-                 owner: CallerDep) -> StreamingResponse:
-    job = await run_in_threadpool(job_or_404, job_id, store)
+                 who: CallerDep) -> StreamingResponse:
+    job = await run_in_threadpool(job_or_404, job_id, store, who)
     return StreamingResponse(job_events(job, store, settings, request), media_type=MEDIA_TYPE,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

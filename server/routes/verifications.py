@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
@@ -14,16 +15,19 @@ from starlette.concurrency import run_in_threadpool
 from server.artifacts import Artifacts
 from server.deps import (
     ArtifactsDep,
+    Caller,
     CallerDep,
     JobsDep,
     MetricsDep,
+    SandboxDep,
     SettingsDep,
     StoreDep,
     require_form,
 )
 from server.errors import ApiError
-from server.intake import check_spec, read_capped, spec_text
+from server.intake import intake_spec, read_capped
 from server.routes.models import accept_model, known_model
+from server.sandbox import Sandbox
 from server.schemas import Device, JobBatch, JobOptions, JobOut, JobPage, Method, Status
 from server.settings import Settings
 from server.store import IdempotencyConflict, Job, Store
@@ -31,9 +35,11 @@ from server.store import IdempotencyConflict, Job, Store
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
 
-def job_or_404(job_id: str, store: Store) -> Job:
+def job_or_404(job_id: str, store: Store, who: Caller) -> Job:
+    """The job ``who`` may see; 404 when it does not exist or belongs to another caller
+    (the same answer, so that a job's existence does not leak to other keys)."""
     job = store.get_job(job_id)
-    if job is None:
+    if job is None or not who.sees(job.owner):
         raise ApiError(404, f"no verification job with id {job_id!r}")
     return job
 
@@ -51,32 +57,44 @@ def checked_options(timeout: float | None, method: str, device: str, memory_mb: 
     return JobOptions(timeout=limit, method=method, device=device, memory_mb=memory or None)
 
 
-async def model_summary(model: UploadFile | None, model_id: str | None, settings: Settings,
-                        store: Store, artifacts: Artifacts) -> dict:
+@dataclass(frozen=True)
+class Intake:
+    """What checking one submission needs: the services, the caller, and the job's memory
+    limit (the intake checks run in the sandbox under it)."""
+
+    settings: Settings
+    store: Store
+    artifacts: Artifacts
+    sandbox: Sandbox
+    who: Caller
+    memory_mb: int | None
+
+
+async def model_summary(model: UploadFile | None, model_id: str | None, intake: Intake) -> dict:
     """The summary of the uploaded model or of ``model_id`` (exactly one must be given)."""
     if (model is None) == (model_id is None):
         raise ApiError(422, "send exactly one of 'model' (a file) and 'model_id'")
     if model is not None:
-        return await accept_model(model, settings, store, artifacts)
-    return known_model(model_id, store)
+        return await accept_model(model, intake.settings, intake.store, intake.artifacts,
+                                  intake.who, intake.sandbox, intake.memory_mb)
+    return known_model(model_id, intake.store, intake.who)
 
 
-async def accepted_spec(raw: bytes, summary: dict, settings: Settings, artifacts: Artifacts,
-                        what: str = "spec") -> str:
-    """Decode, parse and check a spec against the model, store it; its id."""
-    text = spec_text(raw, settings, what)
-    await run_in_threadpool(check_spec, text, summary, settings)
-    return artifacts.put("specs", text.encode("utf-8"))
+async def accepted_spec(raw: bytes, summary: dict, intake: Intake, what: str = "spec") -> str:
+    """Decode, parse and check a spec against the model and store it (in the sandbox); its
+    id."""
+    return await run_in_threadpool(intake.sandbox.run, intake_spec,
+                                   (raw, summary, intake.settings, what), what, intake.memory_mb)
 
 
-def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, owner: str,
+def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, who: Caller,
             idempotency_key: str | None) -> tuple[Job, bool]:
     """Create the job (or find the one this idempotency key made); 409 on a key reused for a
     different request."""
     request_hash = hashlib.sha256(json.dumps(
         [summary["id"], spec_id, options.model_dump()], sort_keys=True).encode()).hexdigest()
     try:
-        return store.create_job(summary["id"], spec_id, options.model_dump(), owner,
+        return store.create_job(summary["id"], spec_id, options.model_dump(), who.owner,
                                 idempotency_key, request_hash)
     except IdempotencyConflict:
         raise ApiError(409, "this Idempotency-Key was already used for a different "
@@ -87,7 +105,7 @@ def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, owne
              dependencies=[Depends(require_form)])
 async def submit(
     response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
-    jobs: JobsDep, metrics: MetricsDep, owner: CallerDep,
+    jobs: JobsDep, metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
     model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
     model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
     spec: Annotated[UploadFile | None, File(description="VNN-LIB file (.gz allowed)")] = None,
@@ -101,13 +119,14 @@ async def submit(
     if (spec is None) == (spec_text_field is None):
         raise ApiError(422, "send exactly one of 'spec' (a file) and 'spec_text'")
     options = checked_options(timeout, method, device, memory_mb, settings)
-    summary = await model_summary(model, model_id, settings, store, artifacts)
+    intake = Intake(settings, store, artifacts, sandbox, who, options.memory_mb or 0)
+    summary = await model_summary(model, model_id, intake)
     if spec is not None:
         raw = await read_capped(spec, settings.max_spec_bytes, "spec")
     else:
         raw = spec_text_field.encode("utf-8")
-    spec_id = await accepted_spec(raw, summary, settings, artifacts)
-    job, created = enqueue(store, summary, spec_id, options, owner, idempotency_key)
+    spec_id = await accepted_spec(raw, summary, intake)
+    job, created = enqueue(store, summary, spec_id, options, who, idempotency_key)
     if created:
         metrics.job_submitted()
         jobs.notify()
@@ -121,7 +140,7 @@ async def submit(
              dependencies=[Depends(require_form)])
 async def submit_batch(
     settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep, jobs: JobsDep,
-    metrics: MetricsDep, owner: CallerDep,
+    metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
     model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
     model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
     specs: Annotated[list[UploadFile] | None,
@@ -143,12 +162,13 @@ async def submit_batch(
     if count > settings.max_batch:
         raise ApiError(422, f"{count} specs in one batch; the limit is {settings.max_batch}")
     options = checked_options(timeout, method, device, memory_mb, settings)
-    summary = await model_summary(model, model_id, settings, store, artifacts)
+    intake = Intake(settings, store, artifacts, sandbox, who, options.memory_mb or 0)
+    summary = await model_summary(model, model_id, intake)
     raws = [await read_capped(u, settings.max_spec_bytes, f"spec {i}")
             for i, u in enumerate(uploads)] + [t.encode("utf-8") for t in texts]
-    spec_ids = [await accepted_spec(raw, summary, settings, artifacts, f"spec {i}")
+    spec_ids = [await accepted_spec(raw, summary, intake, f"spec {i}")
                 for i, raw in enumerate(raws)]
-    made = [enqueue(store, summary, spec_id, options, owner,
+    made = [enqueue(store, summary, spec_id, options, who,
                     f"{idempotency_key}#{i}" if idempotency_key else None)
             for i, spec_id in enumerate(spec_ids)]
     created = sum(1 for _, new in made if new)
@@ -159,23 +179,24 @@ async def submit_batch(
 
 
 @router.get("", response_model=JobPage)
-def list_jobs(store: StoreDep, owner: CallerDep,
+def list_jobs(store: StoreDep, who: CallerDep,
               status: Annotated[Status | None, Query()] = None,
               cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobPage:
-    found = store.list_jobs(status, int(cursor) if cursor else None, limit + 1)
+    found = store.list_jobs(status, int(cursor) if cursor else None, limit + 1, who.scope)
     page = found[:limit]
     next_cursor = str(page[-1].seq) if len(found) > limit else None
     return JobPage(items=[JobOut.of(j) for j in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, store: StoreDep, owner: CallerDep) -> JobOut:
-    return JobOut.of(job_or_404(job_id, store))
+def get_job(job_id: str, store: StoreDep, who: CallerDep) -> JobOut:
+    return JobOut.of(job_or_404(job_id, store, who))
 
 
 @router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, owner: CallerDep) -> JobOut:
+def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, who: CallerDep) -> JobOut:
+    job_or_404(job_id, store, who)
     before = store.cancel(job_id)
     if before is None:
         raise ApiError(404, f"no verification job with id {job_id!r}")
@@ -184,18 +205,18 @@ def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, owner: CallerDep) ->
                             "can be cancelled")
     if before == "running":
         jobs.cancel(job_id)
-    return JobOut.of(job_or_404(job_id, store))
+    return JobOut.of(job_or_404(job_id, store, who))
 
 
 @router.get("/{job_id}/results", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}}})
-def results(job_id: str, store: StoreDep, owner: CallerDep) -> PlainTextResponse:
+def results(job_id: str, store: StoreDep, who: CallerDep) -> PlainTextResponse:
     """The VNN-COMP results file: the verdict line, then the counterexample after ``sat``."""
     from types import SimpleNamespace
 
     from verifier.cli.output import vnncomp_result_text
 
-    job = job_or_404(job_id, store)
+    job = job_or_404(job_id, store, who)
     if job.status == "failed":
         return PlainTextResponse("error\n")
     if job.status != "done":

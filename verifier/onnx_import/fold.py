@@ -3,15 +3,109 @@
 Cheap, common ops (the shape arithmetic that exporters emit) are folded with numpy; anything
 else runs through ``onnx.reference.ReferenceEvaluator`` on a one-node model, so every standard
 op folds without a hand-written numpy version.
+
+Folding is budgeted: a few bytes of ONNX can ask for a huge constant (``ConstantOfShape`` of
+``[150000000]``, an outer product of two small vectors). Before evaluating a node whose output
+can outgrow its inputs, the output's element count is computed from the inputs' shapes and
+values with exact Python integers, and a node above :data:`MAX_FOLDED_ELEMENTS` is refused
+(:class:`FoldTooLarge`) without allocating; every folded result is checked against the same cap.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import onnx
 from onnx import helper
 
 from verifier.errors import ModelError
+
+MAX_FOLDED_ELEMENTS = 1 << 26  # per folded tensor (256 MiB of float32)
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where",
+                          "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",
+                          "Or", "Xor", "BitShift", "Sum", "Mean", "PRelu"})
+
+
+class FoldTooLarge(ModelError):
+    """A constant the model asks to fold has more elements than the folding budget."""
+
+
+def _dims(value) -> list[int]:
+    """A shape-like constant as exact Python integers."""
+    return [int(v) for v in np.ravel(np.asarray(value))]
+
+
+def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The numpy broadcast of ``shapes`` (None when they do not broadcast)."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for axis in range(rank):
+        sizes = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _shape_of(a) -> tuple[int, ...]:
+    return tuple(int(d) for d in np.shape(a))
+
+
+def _resized(args: list) -> list[int] | None:
+    """Output dims of Resize from its sizes or scales input."""
+    if len(args) > 3 and args[3] is not None and np.size(args[3]):
+        return _dims(args[3])
+    if len(args) > 2 and args[2] is not None and np.size(args[2]):
+        scales = np.ravel(np.asarray(args[2], dtype=np.float64))
+        if not np.all(np.isfinite(scales)) or len(scales) != np.ndim(args[0]):
+            return None
+        return [math.floor(d * float(s)) for d, s in zip(_shape_of(args[0]), scales, strict=True)]
+    return None
+
+
+def _range_length(args: list) -> int | None:
+    start, limit, delta = (float(np.ravel(a)[0]) for a in args[:3])
+    steps = (limit - start) / delta if delta else math.nan
+    return max(math.ceil(steps), 0) if math.isfinite(steps) else None
+
+
+def predicted_elements(node: onnx.NodeProto, args: list) -> int | None:
+    """Elements of ``node``'s (largest) output from its constant inputs, computed without
+    evaluating it; None when the op's output cannot outgrow its inputs or is not predicted
+    here (its result is then checked after folding)."""
+    op, present = node.op_type, [a for a in args if a is not None]
+    dims: list[int] | tuple[int, ...] | None = None
+    if op == "ConstantOfShape" and present:
+        dims = _dims(present[0])
+    elif op == "Expand" and len(present) == 2:
+        dims = _broadcast([_shape_of(present[0]), tuple(_dims(present[1]))])
+    elif op == "Tile" and len(present) == 2:
+        dims = [d * r for d, r in zip(_shape_of(present[0]), _dims(present[1]), strict=False)]
+    elif op == "Range" and len(present) == 3:
+        length = _range_length(present)
+        dims = None if length is None else [length]
+    elif op == "Resize" and present:
+        dims = _resized(args)
+    elif op == "MatMul" and len(present) == 2 and min(np.ndim(a) for a in present) >= 2:
+        a, b = (_shape_of(x) for x in present)
+        batch = _broadcast([a[:-2], b[:-2]])
+        dims = None if batch is None else (*batch, a[-2], b[-1])
+    elif op in BROADCASTING and len(present) > 1:
+        dims = _broadcast([_shape_of(a) for a in present])
+    if dims is None:
+        return None
+    if any(d < 0 for d in dims):
+        raise ModelError(f"constant {op} node {node.name!r} asks for a negative dimension "
+                         f"{list(dims)}")
+    return math.prod(dims)
+
+
+def _check_budget(node: onnx.NodeProto, elements: int) -> None:
+    if elements > MAX_FOLDED_ELEMENTS:
+        raise FoldTooLarge(
+            f"folding constant {node.op_type} node {node.name!r} would build a tensor of "
+            f"{elements} elements, above the limit of {MAX_FOLDED_ELEMENTS}")
 
 
 def _numpy_fold(ctx, node, args: list) -> list[np.ndarray] | None:
@@ -37,12 +131,17 @@ def _numpy_fold(ctx, node, args: list) -> list[np.ndarray] | None:
 def fold_node(ctx, node: onnx.NodeProto) -> None:
     """Evaluate ``node`` on its constant inputs and bind every output to a numpy constant."""
     args = [None if name == "" else ctx.const(name) for name in node.input]
+    predicted = predicted_elements(node, args)
+    if predicted is not None:
+        _check_budget(node, predicted)
     outs = _numpy_fold(ctx, node, args)
     if outs is None:
         outs = reference_fold(ctx, node, args)
     for name, value in zip(node.output, outs, strict=False):
         if name:
-            ctx.bind(name, np.asarray(value))
+            value = np.asarray(value)
+            _check_budget(node, int(value.size))
+            ctx.bind(name, value)
 
 
 def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
