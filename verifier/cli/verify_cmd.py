@@ -2,9 +2,15 @@
 
 * ``nncert verify MODEL.onnx SPEC.vnnlib [--results-file F]``: stdout's first line is the
   verdict (sat/unsat/unknown/timeout/error); after ``sat`` the counterexample in VNN-COMP form.
-* ``nncert verify QUERY.vnnlib --network NAME=MODEL.onnx``: the VNN-LIB 2.0 solver interface;
-  the first line is sat/unsat/unknown/timed-out, then the assignment (``NAME TYPE [dims]``
-  followed by one value per line, inputs then outputs).
+* ``nncert verify QUERY.vnnlib --network NAME=MODEL.onnx [--network ...]``: the VNN-LIB 2.0
+  solver interface; the first line is sat/unsat/unknown/timed-out, then the assignment
+  (``NAME TYPE [dims]`` followed by one value per line, every declared tensor of every
+  network in declaration order). One ``--network`` per declared network, except those
+  declared ``equal-to`` another (they run the other's model).
+
+Queries beyond one network with one input and one output tensor (hidden tensors, several
+tensors or networks, constraints over several inputs, products) are verified on a composed
+model (``verifier.compose``, docs/vnnlib.md); the rest take the plain pipeline unchanged.
 
 The timeout counts from process start. A watchdog answers ``timeout`` on its own and exits if
 the pipeline runs more than OVERRUN_GRACE_S past it, so a harness never waits on a hung run.
@@ -30,7 +36,6 @@ from verifier.cli.common import (
     positive_float,
 )
 from verifier.cli.output import (
-    declared_variables,
     vnncomp_result_text,
     vnnlib2_result_text,
     write_text_atomic,
@@ -80,11 +85,13 @@ class Emitter:
         self.done = False
 
     def emit(self, verdict: str, counterexample=None, info=None, model=None,
-             stdout: bool = True) -> bool:
+             stdout: bool = True, assignment=None) -> bool:
         with self._lock:
             if self.done:
                 return False
             self.done = True
+            if assignment is not None:  # a composed query's checked assignment
+                return self._emit_assignment(verdict, assignment, stdout)
             if self.results_file:
                 write_text_atomic(self.results_file, vnncomp_result_text(verdict, counterexample))
             if stdout:
@@ -95,6 +102,21 @@ class Emitter:
                 sys.stdout.write(text)
                 sys.stdout.flush()
             return True
+
+    def _emit_assignment(self, verdict: str, assignment, stdout: bool) -> bool:
+        from types import SimpleNamespace
+
+        from verifier.compose.report import assignment_text, flat_inputs_outputs
+
+        x, y = flat_inputs_outputs(assignment)
+        vnncomp = vnncomp_result_text(verdict, SimpleNamespace(x=x, y=y))
+        if self.results_file:
+            write_text_atomic(self.results_file, vnncomp)
+        if stdout:
+            sys.stdout.write(verdict + "\n" + assignment_text(assignment) + "\n"
+                             if self.v2 else vnncomp)
+            sys.stdout.flush()
+        return True
 
 
 def _watchdog(emitter: Emitter, seconds: float) -> threading.Timer:
@@ -110,22 +132,25 @@ def _watchdog(emitter: Emitter, seconds: float) -> threading.Timer:
     return timer
 
 
-def _inputs(args) -> tuple[str, str, str | None]:
-    """(model path, spec path, network name or None) from the two accepted forms."""
+def _inputs(args) -> tuple[dict[str, str], str, bool]:
+    """(model paths by network name, spec path, VNN-LIB 2.0 interface?) from the two accepted
+    forms; the positional form names its one model ``""``."""
     if args.network:
         if len(args.paths) != 1:
             raise UsageError("with --network, give exactly one QUERY.vnnlib file")
-        if len(args.network) > 1:
-            raise UsageError("queries with several networks are not supported "
-                             f"({len(args.network)} --network options given)")
-        name, sep, model = args.network[0].partition("=")
-        if not sep or not name or not model:
-            raise UsageError(f"--network expects NAME=MODEL.onnx, got {args.network[0]!r}")
-        return model, args.paths[0], name
+        paths: dict[str, str] = {}
+        for option in args.network:
+            name, sep, model = option.partition("=")
+            if not sep or not name or not model:
+                raise UsageError(f"--network expects NAME=MODEL.onnx, got {option!r}")
+            if name in paths:
+                raise UsageError(f"--network {name} is given twice")
+            paths[name] = model
+        return paths, args.paths[0], True
     if len(args.paths) != 2:
         raise UsageError("expected MODEL.onnx SPEC.vnnlib (or QUERY.vnnlib --network "
                          "NAME=MODEL.onnx)")
-    return args.paths[0], args.paths[1], None
+    return {"": args.paths[0]}, args.paths[1], False
 
 
 def _check_files(*paths: str) -> None:
@@ -139,37 +164,42 @@ def _check_files(*paths: str) -> None:
             raise UsageError(f"file is not readable: {path}")
 
 
-def load_query(path: str):
-    """(Spec, declarations or None): uses ``verifier.spec.load_query`` when the parser has it."""
-    import verifier.spec as spec_module
-
-    if hasattr(spec_module, "load_query"):
-        query = spec_module.load_query(path)
-        return query.spec, query.info
-    spec = spec_module.load_spec(path)
-    return spec, getattr(spec, "info", None)
-
-
-def _check_network_name(info, name: str) -> None:
-    networks = getattr(info, "networks", None)
-    if not networks:
-        return
-    declared = [str(n if isinstance(n, str) else getattr(n, "name", n)) for n in networks]
-    if len(declared) > 1:
-        raise UsageError(f"queries with several networks are not supported "
-                         f"(declared: {', '.join(declared)})")
-    if name not in declared:
-        raise UsageError(f"--network {name!r} is not declared in the query "
-                         f"(declared: {', '.join(declared)})")
+def bind_networks(info, paths: dict[str, str]) -> dict[str, str]:
+    """Model path of every declared network: its ``--network``, or for a network declared
+    ``equal-to`` another, the other's. UsageError for a missing, unknown or unneeded one."""
+    declared = [n.name for n in info.networks]
+    names = ", ".join(declared) or "none"
+    unknown = [n for n in paths if n not in declared]
+    if unknown:
+        raise UsageError(f"--network {unknown[0]!r} is not declared in the query "
+                         f"(declared: {names})")
+    equal = {n.name: other for n in info.networks
+             for rel, other in n.equivalences if rel == "equal-to"}
+    out = {}
+    for net in declared:
+        source, seen = net, set()
+        while source in equal and source not in paths:
+            if source in seen or equal[source] not in declared:
+                raise UsageError(f"network {net} is equal-to {equal[source]!r}, which is not "
+                                 f"a declared network with a model")
+            seen.add(source)
+            source = equal[source]
+        if source not in paths:
+            raise UsageError(f"network {net} has no model: give --network {net}=MODEL.onnx")
+        if net in equal and net in paths:
+            raise UsageError(f"network {net} is declared equal-to {equal[net]}; give no "
+                             f"--network for it")
+        out[net] = paths[source]
+    return out
 
 
 def run(args) -> int:
     """Run ``verify``; bad input raises (main prints one line, exit 2)."""
     clock = Stopwatch()
-    model_path, spec_path, network = _inputs(args)
-    emitter = Emitter(v2=network is not None, results_file=args.results_file)
+    paths, spec_path, v2 = _inputs(args)
+    emitter = Emitter(v2=v2, results_file=args.results_file)
     try:
-        return _verify(args, clock, emitter, model_path, spec_path, network)
+        return _verify(args, clock, emitter, paths, spec_path)
     except Exception as exc:
         _, status = classify_error(exc)
         # Harnesses read the results file (and, on internal failures, stdout): say "error".
@@ -177,56 +207,91 @@ def run(args) -> int:
         raise
 
 
-def _verify(args, clock: Stopwatch, emitter: Emitter, model_path: str, spec_path: str,
-            network: str | None) -> int:
-    _check_files(model_path, spec_path)
+def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
+            spec_path: str) -> int:
+    _check_files(*paths.values(), spec_path)
     timer = _watchdog(emitter, args.timeout + OVERRUN_GRACE_S - clock.since_start())
     try:
-        # Model and spec first: bad input is reported before paying for the torch import.
-        from verifier.pipeline import load_runnable_model
+        from verifier.compose import needs_composition
+        from verifier.spec import load_query
+
+        # Spec first: it decides whether the model is verified as is or composed.
+        query = load_query(spec_path, compose=True)
+        clock.lap("parse_spec")
+        if emitter.v2:
+            paths = bind_networks(query.info, paths)
+        if needs_composition(query):
+            return _verify_composed(args, clock, emitter, paths, query)
+        (model_path,) = paths.values()
+        from verifier.pipeline import check_spec_matches, load_runnable_model
 
         model = load_runnable_model(model_path)  # refused by the importer: attacked only
         clock.lap("load_model")
-        spec, info = load_query(spec_path)
-        clock.lap("parse_spec")
-        if network is not None:
-            _check_network_name(info, network)
-        from verifier.pipeline import check_spec_matches
-
-        check_spec_matches(model, spec)
-        import torch  # noqa: F401  (the pipeline needs it; imported here so the lap shows it)
-
-        clock.lap("import_torch")
-        from verifier.config import BabConfig, VerifyConfig
-        from verifier.pipeline import verify
-
-        clock.lap("import_nncert")
-        remaining = args.timeout - clock.since_start()
-        if remaining <= 0.01:
+        check_spec_matches(model, query.spec)
+        config = _config(args, clock)
+        if config is None:
             emitter.emit("timeout")
             return EXIT_OK
-        check = not args.no_model_check
-        if not check:
-            sys.stderr.write("warning: the import check against onnxruntime was skipped "
-                             "(--no-check)\n")
-        if check and args.profile_startup and hasattr(model, "graph"):
-            check = not _timed_check(model, spec, args.seed, clock)
-            remaining = args.timeout - clock.since_start()
-        config = VerifyConfig(timeout=max(remaining, 0.01), method=args.method,
-                              device=args.device, seed=args.seed, check_model=check,
-                              strict_box=args.strict_box,
-                              bab=BabConfig(**bab_settings(args)))
+        if config.check_model and args.profile_startup and hasattr(model, "graph"):
+            if _timed_check(model, query.spec, args.seed, clock):
+                config = config.model_copy(update={"check_model": False})
+            config = config.model_copy(
+                update={"timeout": max(args.timeout - clock.since_start(), 0.01)})
+        from verifier.pipeline import verify
+
         ready = clock.since_start()
-        result = verify(model, spec, config)
+        result = verify(model, query.spec, config)
         clock.lap("verify")
     finally:
         timer.cancel()
     _report_profile(args, clock, ready, result)
     if result.message:
         log.info("%s (%s): %s", result.verdict, result.method, result.message)
-    if network is not None and declared_variables(info) is None:
-        log.debug("query exposes no network declarations; assignment uses X/Y names")
-    emitter.emit(result.verdict, result.counterexample, info=info, model=model)
+    emitter.emit(result.verdict, result.counterexample, info=query.info, model=model)
+    return EXIT_OK
+
+
+def _config(args, clock: Stopwatch):
+    """The run's VerifyConfig with the time left, or None when none is left."""
+    import torch  # noqa: F401  (the pipeline needs it; imported here so the lap shows it)
+
+    clock.lap("import_torch")
+    from verifier.config import BabConfig, VerifyConfig
+
+    clock.lap("import_nncert")
+    remaining = args.timeout - clock.since_start()
+    if remaining <= 0.01:
+        return None
+    check = not args.no_model_check
+    if not check:
+        sys.stderr.write("warning: the import check against onnxruntime was skipped "
+                         "(--no-check)\n")
+    return VerifyConfig(timeout=max(remaining, 0.01), method=args.method, device=args.device,
+                        seed=args.seed, check_model=check, strict_box=args.strict_box,
+                        bab=BabConfig(**bab_settings(args)))
+
+
+def _verify_composed(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
+                     query) -> int:
+    """A query verified on the composed model of its networks (verifier.compose)."""
+    from verifier.compose import verify_query
+    from verifier.onnx_import.loader import read_model_proto
+
+    protos = {name: read_model_proto(path)[0] for name, path in paths.items()}
+    clock.lap("load_model")
+    config = _config(args, clock)
+    if config is None:
+        emitter.emit("timeout")
+        return EXIT_OK
+    ready = clock.since_start()
+    label = "+".join(str(p) for p in dict.fromkeys(paths.values()))
+    found = verify_query(query, protos, config, label)
+    clock.lap("verify")
+    result = found.result
+    _report_profile(args, clock, ready, result)
+    if result.message:
+        log.info("%s (%s): %s", result.verdict, result.method, result.message)
+    emitter.emit(result.verdict, assignment=found.assignment)
     return EXIT_OK
 
 

@@ -93,7 +93,8 @@ def declared_inputs(runners: list[NetworkRunner], layout: Layout,
 class Assignment:
     """A checked assignment: per network, its declared tensors' values in declaration order."""
 
-    tensors: tuple[tuple[str, str, tuple[int, ...], np.ndarray], ...]  # name, dtype, shape, v
+    # (name, kind, dtype, shape, float64 values) per declared tensor
+    tensors: tuple[tuple[str, str, str, tuple[int, ...], np.ndarray], ...]
     values: np.ndarray  # the flat declared values (float64)
 
 
@@ -107,7 +108,7 @@ def evaluate(runners: list[NetworkRunner], layout: Layout, z: np.ndarray) -> Ass
         for decl in r.binding.decl.tensors or (*r.binding.decl.inputs, *r.binding.decl.values):
             v = by_name[decl.name] if decl.kind == "input" else outs[decl.name]
             v64 = np.asarray(v, dtype=np.float64).reshape(-1)
-            tensors.append((decl.name, decl.dtype, decl.shape, v64))
+            tensors.append((decl.name, decl.kind, decl.dtype, decl.shape, v64))
         values += [np.asarray(outs[d.name], dtype=np.float64).reshape(-1)
                    for d in r.binding.decl.values]
     flat = np.concatenate(values) if values else np.zeros(0)

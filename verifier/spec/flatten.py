@@ -44,6 +44,8 @@ def _find(parent: list[int], i: int) -> int:
 
 def unify_inputs(p, n_in: int) -> tuple[np.ndarray, int, list[int]]:
     """(input_index, n_z, base atoms left) after merging top-level input equalities."""
+    if not p.extras:
+        return np.arange(n_in, dtype=np.int64), n_in, p.base
     pairs = {}
     for a in p.base:
         if a >= 0:
