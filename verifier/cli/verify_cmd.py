@@ -212,7 +212,7 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
     _check_files(*paths.values(), spec_path)
     timer = _watchdog(emitter, args.timeout + OVERRUN_GRACE_S - clock.since_start())
     try:
-        from verifier.compose import needs_composition
+        from verifier.compose.run import needs_composition
         from verifier.spec import load_query
 
         # Spec first: it decides whether the model is verified as is or composed.
@@ -274,7 +274,7 @@ def _config(args, clock: Stopwatch):
 def _verify_composed(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
                      query) -> int:
     """A query verified on the composed model of its networks (verifier.compose)."""
-    from verifier.compose import verify_query
+    from verifier.compose.run import verify_query
     from verifier.onnx_import.loader import read_model_proto
 
     protos = {name: read_model_proto(path)[0] for name, path in paths.items()}

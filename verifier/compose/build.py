@@ -71,12 +71,9 @@ def compose(networks: list[NetworkDecl], models: dict[str, onnx.ModelProto],
 
 def _join(models: list[onnx.ModelProto]) -> onnx.ModelProto:
     """Several rewritten networks on the shared input ``Z_NAME`` as one model."""
-    try:
-        from verifier.compose.product import product_model
-    except ImportError:
-        raise SpecError("queries with several networks need verifier.compose.product, which "
-                        "this installation lacks") from None
-    return product_model(models)
+    from verifier.compose.product import product_model
+
+    return product_model(models, [f"n{i}_" for i in range(len(models))], TensorProto.FLOAT)
 
 
 def _finish(model: onnx.ModelProto, outputs: list[str], layout: Layout) -> None:
