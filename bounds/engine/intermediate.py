@@ -23,16 +23,19 @@ from bounds.engine.analysis import (
     split_search,
     values_ibp_bounds_exactly,
 )
+from bounds.engine.budget import coef_budget, forward_pays, prefix_elements
 from bounds.engine.crown import MAX_COEF_ELEMENTS, NODE_TIME_GRANULE_S, backward_bound, rates
 from bounds.engine.deadline import check_deadline, time_left
 from bounds.engine.forward_linear import (
     constant_functions,
-    identity_functions,
+    free_coordinates,
+    free_input_functions,
     propagate_functions,
 )
 from bounds.engine.ibp import intersect, propagate_node
 from bounds.engine.results import Intermediates, PassCache
 from bounds.graph import Graph
+from bounds.rules.tangents import DomainError
 from bounds.types import Interval, LinearBounds, box_min
 
 log = logging.getLogger(__name__)
@@ -87,26 +90,20 @@ def _rate_key(graph: Graph) -> tuple:
     return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), graph.nodes[-1].name)
 
 
-def chunk_rows(graph: Graph, cache: PassCache, width: int) -> int:
+def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
+               dtype: torch.dtype | None = None) -> int:
     """Coefficient rows (over all domains) one backward pass may hold when the widest value
-    has ``width`` elements: the memory budget, and at the rate measured on this graph,
-    NODE_TIME_GRANULE_S per node."""
+    has ``width`` elements: the memory budget (MAX_COEF_ELEMENTS, and with ``device`` and
+    ``dtype`` no more than ``budget.coef_budget`` allows on the memory free there), and at the
+    rate measured on this graph, NODE_TIME_GRANULE_S per node."""
+    budget = MAX_COEF_ELEMENTS
+    if device is not None and dtype is not None:
+        budget = coef_budget(device, dtype, budget)
     rate = rates(cache).get(_rate_key(graph))
     if rate is None:
-        return max(1, MAX_COEF_ELEMENTS // (UNMEASURED_SHARE * max(1, width)))
-    rows = max(1, MAX_COEF_ELEMENTS // max(1, width))
+        return max(1, budget // (UNMEASURED_SHARE * max(1, width)))
+    rows = max(1, budget // max(1, width))
     return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(rate * width, 1e-12))))
-
-
-def _backward_size(graph: Graph, name: str) -> int:
-    """Values' elements a backward pass from value ``name`` may visit: the work per
-    coefficient row, up to a per-op factor."""
-    total = 0
-    for node in graph.nodes:
-        total += math.prod(node.shape)
-        if node.name == name:
-            break
-    return max(1, total)
 
 
 def _fits(graph: Graph, cache: PassCache, work: int, name: str) -> bool:
@@ -179,9 +176,9 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     k = int(counts.max()) if b else 0
     if k == 0:
         return None, None
-    rows = chunk_rows(graph, cache, largest_numel(graph))
+    rows = chunk_rows(graph, cache, largest_numel(graph), inter.device, inter.dtype)
     pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // 2)))
-    m, depth = pack.m, _backward_size(graph, name)
+    m, depth = pack.m, prefix_elements(graph, name)
     if not _fits(graph, cache, 2 * m * len(pack) * depth, name):
         return None, None
     numel = math.prod(graph.shape_of(name))
@@ -288,7 +285,14 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
 
 class _Refiner:
     """The per-node work of :func:`compute_intermediate`, filling the ``Intermediates`` it is
-    building (its dicts, and its ``infeasible`` in place) in topological order."""
+    building (its dicts, and its ``infeasible`` in place) in topological order.
+
+    Cost-aware choice per value (``budget``): with ``method="crown"``, forward-mode linear
+    bounds over the free input coordinates go along when they cost a small share of backward
+    CROWN (few free inputs: MetaRoom's ~150 moving pixels, ACAS Xu's 5 inputs); each value
+    then takes IBP intersected with them, and backward CROWN refines only the positions still
+    unstable, when its rows fit the time left (``crown_interval``); where neither pays, the
+    value keeps its IBP interval."""
 
     def __init__(self, inter: Intermediates, given: dict, method: str,
                  reuse_given: ReuseGiven, alpha_iterations: int, cache: PassCache):
@@ -298,10 +302,15 @@ class _Refiner:
         # Values with no relaxed node upstream are affine in the input: IBP is already exact.
         self.need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
                      if method == "crown" else set())
-        self.funcs = {}
-        if method == "forward":
-            self.funcs[graph.inputs[0].name] = identity_functions(inter.box,
-                                                                  graph.inputs[0].shape)
+        self.funcs, self.zbox = {}, None
+        free = free_coordinates(inter.box)
+        use_forward = method == "forward" or forward_pays(
+            graph, [v for v in relaxed_inputs(graph) if v in self.need], free.shape[0],
+            inter.batch, inter.device, inter.dtype)
+        if use_forward:
+            info = graph.inputs[0]
+            self.funcs[info.name], self.zbox = free_input_functions(inter.box, info.shape, free)
+        self.forward = use_forward
 
     def node(self, node) -> Interval:
         """Bound one value (IBP, forward, CROWN as configured); returns its interval."""
@@ -310,7 +319,7 @@ class _Refiner:
         if delta is not None:  # an unbounded value's allowance: huge, never 0 * inf = NaN
             delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
         inter.deltas[node.name] = delta
-        if self.method == "forward":
+        if self.forward:
             out = self._forward(node, out, delta)
         out = intersect(out, given.get(node.name))
         inter.bounds[node.name] = out
@@ -321,12 +330,15 @@ class _Refiner:
 
     def _forward(self, node, out: Interval, delta) -> Interval:
         inter = self.inter
-        f = propagate_functions(node, self.funcs, inter.bounds, inter.device, inter.dtype)
+        try:
+            f = propagate_functions(node, self.funcs, inter.bounds, inter.device, inter.dtype)
+        except DomainError:  # no finite relaxation plane there: the interval stays
+            f = None
         if f is not None:
             f = f.widen(delta)
-            out = intersect(out, f.concretize(inter.box))
+            out = intersect(out, f.concretize(self.zbox))
         out = intersect(out, self.given.get(node.name))
-        d = inter.box.lower[0].numel()
+        d = self.zbox.lower.shape[1]
         self.funcs[node.name] = f if f is not None else constant_functions(out, d)
         return out
 

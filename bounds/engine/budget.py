@@ -1,0 +1,106 @@
+"""Cost model of the bound engines: memory free on a device, what a pass needs, and which
+method bounds the intermediate values at what cost.
+
+Units: an *element-row* is one coefficient (or forward-weight) element carried through one
+value's element; a backward pass over rows r from value v touches r x (elements of the values
+before v) of them, a forward-mode pass over f free input coordinates touches f x (elements of
+every value). Both are linear maps per op, so measured seconds per element-row of one mode
+predict the other within a small factor (the engines measure and keep their own rates).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bounds.graph import Graph
+
+# Share of the memory free on the device that one bound pass may hold; the rest is for the
+# queue of branch-and-bound domains, onnxruntime, and other processes on the machine.
+PASS_MEMORY_SHARE = 0.25
+# Tensors of a backward step alive at once, each as large as the coefficients: coef, its
+# positive and negative parts, the next coef and the op's vector-Jacobian product.
+COEF_COPIES = 5
+# Forward mode keeps lower and upper weights of every value until the end of the pass.
+FORWARD_COPIES = 2
+# Forward-mode intermediate bounds are computed alongside backward CROWN when all of them cost
+# at most this share of what backward CROWN would cost on every position it may refine: they
+# then only pre-filter (fewer unstable rows for CROWN) and back up the values CROWN cannot
+# afford, for a small fraction of the work.
+FORWARD_COST_SHARE = 0.25
+# Used when the free memory cannot be read (not Linux, no /proc).
+DEFAULT_FREE_BYTES = 4 << 30
+
+
+def free_bytes(device: torch.device | str) -> int:
+    """Memory free on ``device`` now: CUDA's free memory, or MemAvailable on the host."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return DEFAULT_FREE_BYTES
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def coef_budget(device: torch.device | str, dtype: torch.dtype, cap: int) -> int:
+    """Coefficient elements one backward pass may hold: ``cap``, but no more than
+    PASS_MEMORY_SHARE of the memory free on ``device`` over COEF_COPIES live copies."""
+    fit = int(PASS_MEMORY_SHARE * free_bytes(device)) // (COEF_COPIES * element_size(dtype))
+    return max(1, min(cap, fit))
+
+
+def value_elements(graph: Graph) -> int:
+    """Elements of every value of the graph (input included), per domain."""
+    return math.prod(graph.inputs[0].shape) + sum(math.prod(n.shape) for n in graph.nodes)
+
+
+def prefix_elements(graph: Graph, name: str) -> int:
+    """Elements of the values up to and including ``name``: what one backward row from
+    ``name`` may visit."""
+    total = 0
+    for node in graph.nodes:
+        total += math.prod(node.shape)
+        if node.name == name:
+            break
+    return max(1, total)
+
+
+def backward_cost(graph: Graph, needed: list[str]) -> int:
+    """Element-rows of backward CROWN bounding every position of the ``needed`` values (two
+    rows each, lower and upper): the most intermediate CROWN can cost per domain."""
+    return sum(2 * math.prod(graph.shape_of(v)) * prefix_elements(graph, v) for v in needed)
+
+
+def forward_cost(graph: Graph, free_inputs: int) -> int:
+    """Element-rows of forward-mode linear bounds over ``free_inputs`` input coordinates."""
+    return free_inputs * value_elements(graph)
+
+
+def forward_pays(graph: Graph, needed: list[str], free_inputs: int, batch: int,
+                 device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether forward-mode bounds go along with backward CROWN: few free inputs (their cost
+    at most FORWARD_COST_SHARE of backward CROWN's on the needed values) and their weights fit
+    the pass's share of the free memory."""
+    if not needed or free_inputs == 0:
+        return False
+    work = forward_cost(graph, free_inputs)
+    if work > FORWARD_COST_SHARE * backward_cost(graph, needed):
+        return False
+    need_bytes = FORWARD_COPIES * batch * work * element_size(dtype)
+    return need_bytes <= PASS_MEMORY_SHARE * free_bytes(device)
+
+
+def ibp_pass_bytes(graph: Graph, batch: int, dtype: torch.dtype) -> int:
+    """Memory of one interval pass: lower, upper and rounding allowance of every value."""
+    return 3 * batch * value_elements(graph) * element_size(dtype)

@@ -1,0 +1,184 @@
+"""Every path the intermediate-bound cost model can choose (bounds/engine/budget.py, used by
+intermediate.py and ibp.py) encloses sampled points: forward mode over the free inputs,
+backward CROWN on the unstable rows, IBP where neither fits, backward passes chunked to a
+memory budget and interval passes chunked over a batch of domains."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import bounds.engine.budget as budget
+import bounds.engine.deadline as deadline
+import bounds.engine.ibp as ibp
+import bounds.engine.intermediate as intermediate
+from bounds.engine.deadline import DeadlineExceeded, engine_deadline
+from bounds.engine.forward import run_graph
+from bounds.engine.forward_linear import free_coordinates, free_input_functions
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.results import PassCache
+from bounds.types import Interval
+from tests.bounds.nets import mlp, random_mlp
+from tests.bounds.structured_nets import maxpool_cnn
+
+F64 = torch.float64
+TOL = 1e-9
+
+
+def _box(shape, batch: int, radius: float, seed: int, fixed_share: float = 0.0) -> Interval:
+    """``batch`` boxes around random centres; ``fixed_share`` of the coordinates are points."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randn((batch, *shape), generator=gen, dtype=F64)
+    width = radius * torch.rand((batch, *shape), generator=gen, dtype=F64)
+    if fixed_share:
+        fixed = torch.rand(shape, generator=gen) < fixed_share
+        width = torch.where(fixed, torch.zeros_like(width), width)
+    return Interval(centre - width, centre + width)
+
+
+def _assert_encloses(graph, box: Interval, inter, n: int = 300) -> None:
+    """Points sampled in each domain's box (corners included) lie within every value's
+    interval of that domain."""
+    gen = torch.Generator().manual_seed(7)
+    for b in range(box.lower.shape[0]):
+        lo, hi = box.lower[b:b + 1], box.upper[b:b + 1]
+        t = torch.rand((n, *lo.shape[1:]), generator=gen, dtype=F64)
+        t[: n // 4] = t[: n // 4].round()  # corners
+        values = run_graph(graph, lo + (hi - lo) * t, keep_all=True)
+        for name, iv in inter.bounds.items():
+            v = values[name]
+            assert bool((v >= iv.lower[b] - TOL).all()), (name, b)
+            assert bool((v <= iv.upper[b] + TOL).all()), (name, b)
+
+
+def _spy(monkeypatch, module, name: str) -> list:
+    calls = []
+    real = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_path_with_few_inputs(monkeypatch, seed):
+    """4 inputs, 32-wide layers: forward mode is cheap, goes along with CROWN, and the bounds
+    enclose samples; CROWN still refines what stays unstable."""
+    graph = random_mlp([4, 32, 32, 32, 3], seed=seed)
+    box = _box((1, 4), 3, 1.0, seed)
+    crown_calls = _spy(monkeypatch, intermediate, "crown_interval")
+    refiner = _spy(monkeypatch, intermediate, "free_input_functions")
+    inter = compute_intermediate(graph, box, method="crown")
+    assert refiner, "the cost model chose forward mode for 4 inputs"
+    assert crown_calls, "CROWN refined the positions forward mode left unstable"
+    _assert_encloses(graph, box, inter)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_forward_over_free_coordinates_only(seed):
+    """A box that fixes most coordinates: forward mode carries only the free ones, and its
+    input functions reproduce every point of the box."""
+    graph = maxpool_cnn(seed, deep=True)
+    box = _box((1, 1, 6, 6), 2, 0.5, seed, fixed_share=0.8)
+    free = free_coordinates(box)
+    assert 0 < free.shape[0] < 36
+    funcs, zbox = free_input_functions(box, (1, 1, 6, 6), free)
+    again = funcs.concretize(zbox)
+    assert torch.allclose(again.lower, box.lower) and torch.allclose(again.upper, box.upper)
+    inter = compute_intermediate(graph, box, method="forward")
+    _assert_encloses(graph, box, inter)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_backward_path_with_many_inputs(monkeypatch, seed):
+    """300 inputs into 8-wide layers: backward rows (16 a layer) are far cheaper than forward
+    weights (300 an element), so only CROWN refines; bounds enclose samples and are at least
+    as tight as IBP."""
+    rng = np.random.default_rng(seed)
+    sizes = [300, 8, 8, 8, 2]
+    graph = mlp([(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.1)
+                 for i, o in zip(sizes[:-1], sizes[1:], strict=True)])
+    box = _box((1, 300), 2, 0.3, seed)
+    forward = _spy(monkeypatch, intermediate, "free_input_functions")
+    crown_calls = _spy(monkeypatch, intermediate, "crown_interval")
+    inter = compute_intermediate(graph, box, method="crown")
+    plain = compute_intermediate(graph, box, method="ibp")
+    assert not forward and crown_calls
+    _assert_encloses(graph, box, inter)
+    for name, iv in inter.bounds.items():
+        assert bool((iv.lower >= plain.bounds[name].lower - TOL).all()), name
+
+
+def test_ibp_path_when_neither_pays(monkeypatch):
+    """Many inputs (no forward mode) and a measured CROWN rate that fits nothing: every value
+    keeps exactly its IBP interval, which encloses samples."""
+    rng = np.random.default_rng(3)
+    sizes = [300, 16, 16, 2]
+    graph = mlp([(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.1)
+                 for i, o in zip(sizes[:-1], sizes[1:], strict=True)])
+    box = _box((1, 300), 2, 0.3, 3)
+    with engine_deadline(10.0 + time.monotonic()):
+        intermediate.rates(PassCache())[intermediate._rate_key(graph)] = 1e6  # s per unit
+        inter = compute_intermediate(graph, box, method="crown")
+    plain = compute_intermediate(graph, box, method="ibp")
+    for name, iv in inter.bounds.items():
+        assert torch.equal(iv.lower, plain.bounds[name].lower), name
+        assert torch.equal(iv.upper, plain.bounds[name].upper), name
+    _assert_encloses(graph, box, inter)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chunked_backward_matches_one_pass(monkeypatch, seed):
+    """A memory budget of a few rows per chunk (little free memory): the same bounds as one
+    pass, enclosing samples."""
+    graph = maxpool_cnn(seed, deep=True)
+    box = _box((1, 1, 6, 6), 2, 0.4, seed)
+    whole = compute_intermediate(graph, box, method="crown")
+    elements = []
+    real = budget.coef_budget
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 6_000)
+    monkeypatch.setattr(intermediate, "coef_budget",
+                        lambda *a: elements.append(real(*a)) or elements[-1])
+    chunked = compute_intermediate(graph, box, method="crown", cache=PassCache())
+    assert elements and max(elements) < 200, "the free memory capped the chunk"
+    for name, iv in whole.bounds.items():
+        assert torch.allclose(iv.lower, chunked.bounds[name].lower, atol=1e-9), name
+        assert torch.allclose(iv.upper, chunked.bounds[name].upper, atol=1e-9), name
+    _assert_encloses(graph, box, chunked)
+
+
+def test_chunked_interval_pass_matches_one_call(monkeypatch):
+    """A batch of domains above the chunking threshold: IBP in timed chunks gives the same
+    intervals (and rounding allowances) as one call, enclosing samples."""
+    graph = maxpool_cnn(4, deep=True)
+    box = _box((1, 1, 6, 6), 9, 0.3, 4)
+    whole = compute_intermediate(graph, box, method="ibp")
+    monkeypatch.setattr(ibp, "CHUNK_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(deadline, "FIRST_CHUNK_ELEMENTS", 100)
+    parts = _spy(monkeypatch, ibp, "_node_interval")
+    chunked = compute_intermediate(graph, box, method="ibp")
+    assert len(parts) > len(graph.nodes), "some node was bounded in several chunks"
+    for name, iv in whole.bounds.items():
+        assert torch.equal(iv.lower, chunked.bounds[name].lower), name
+        assert torch.equal(iv.upper, chunked.bounds[name].upper), name
+    _assert_encloses(graph, box, chunked)
+
+
+def test_chunked_interval_pass_stops_at_the_deadline(monkeypatch):
+    """The clock is read between chunks of one node's batch, not only between nodes."""
+    graph = maxpool_cnn(5)
+    box = _box((1, 1, 6, 6), 9, 0.3, 5)
+    monkeypatch.setattr(ibp, "CHUNK_MIN_ELEMENTS", 1)
+    checks = _spy(monkeypatch, deadline, "check_deadline")
+    node = graph.nodes[0]
+    bounds = {graph.inputs[0].name: box}
+    ibp.propagate_node(graph, node, bounds, box.lower.device, F64)
+    assert checks, "the chunked node read the clock"
+    with engine_deadline(0.0), pytest.raises(DeadlineExceeded):
+        ibp.propagate_node(graph, node, bounds, box.lower.device, F64)
