@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 Method = Literal["auto", "attack", "incomplete", "bab", "milp"]
@@ -63,6 +63,10 @@ class BabConfig:
         "nonlinear neuron choice: bound-improvement estimate or width baseline")
     branching: Branching = _setting(
         "fsb", "--bab-branching", "filtered strong branching or top score only")
+    guided_attack: bool = _setting(  # read by VerifyConfig: it sets ``attack.guided``
+        True, "--no-guided-attack",
+        "the first and last attacks start only from random points, not also from the box "
+        "vertices CROWN's linear bounds point to")
     seeded_attack: bool = _setting(
         True, "--no-seeded-attack",
         "attacks during BaB start only from random points, not from the vertices the worst "
@@ -86,6 +90,21 @@ class VerifyConfig(BaseModel):
     milp_backend: Literal["auto", "highs", "gurobi"] = "auto"
     attack: AttackConfig = AttackConfig()
     bab: BabConfig = BabConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _guided_from_bab(cls, data):
+        """``bab.guided_attack`` (the CLI's one switch, ``--no-guided-attack``) off turns off
+        ``attack.guided`` too, so that the commands pass only their BaB settings."""
+        if not isinstance(data, dict) or data.get("bab") is None:
+            return data
+        bab = data["bab"]
+        guided = bab.get("guided_attack", True) if isinstance(bab, dict) else bab.guided_attack
+        if guided:
+            return data
+        attack = data.get("attack", AttackConfig())
+        attack = attack if isinstance(attack, AttackConfig) else AttackConfig(**attack)
+        return {**data, "attack": attack.model_copy(update={"guided": False})}
 
     @classmethod
     def quick(cls, timeout: float = 30.0) -> VerifyConfig:

@@ -58,14 +58,6 @@ class NeuronDomains:
             else:
                 setattr(self, f.name, torch.cat([mine, theirs]))
 
-    def take_worst(self, n: int) -> NeuronDomains:
-        """Remove and return the n domains with the smallest margin."""
-        order = torch.argsort(self.margin)
-        taken, rest = self.select(order[:n]), self.select(order[n:])
-        for f in fields(self):
-            setattr(self, f.name, getattr(rest, f.name))
-        return taken
-
     def nbytes(self) -> int:
         total = 0
         for f in fields(self):

@@ -40,6 +40,7 @@ from verifier.bab.beta import (
     split_terms,
 )
 from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
+from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
     NeuronDomains,
@@ -52,6 +53,7 @@ from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.region_attack import region_attack
+from verifier.bab.search_attacks import SearchAttacks
 from verifier.bab.warm_start import AlphaCarry
 from verifier.config import BabConfig
 
@@ -99,7 +101,7 @@ class _Counters:
     extra: dict = field(default_factory=dict)
 
 
-class NeuronSplitSearch:
+class NeuronSplitSearch(SearchAttacks):
     def __init__(self, graph, problem: RegionProblem, deadline: float,
                  options: NeuronSplitOptions, progress: Progress,
                  validate: Callable[[torch.Tensor], object | None],
@@ -318,7 +320,8 @@ class NeuronSplitSearch:
             return BabOutcome("unknown", stats={"stopped": "no neuron to split"})
         if time.monotonic() >= self.deadline:
             return BabOutcome("timeout", stats={"stopped": "deadline before the root bound"})
-        queue = self.root()
+        queue = DomainQueue()
+        queue.push(self.root())
         cap = None
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
@@ -327,33 +330,35 @@ class NeuronSplitSearch:
                 # no step that cannot finish: the engines would stop it at the deadline with
                 # its work lost, and the run would end without this search's stats
                 return BabOutcome("timeout", stats=self._stats(queue))
-            started = time.monotonic()
             if cap is None:
                 cap = min(opts.max_domains,
-                          max(2 * opts.batch, opts.memory_bytes * len(queue)
-                              // max(1, queue.nbytes())))
-            batch = queue.take_worst(opts.batch)
-            choice = self.choose(batch)
-            stuck = choice < 0
-            if bool(stuck.any()):
-                self._resolve_stuck(batch.select(stuck))
-                batch, choice = batch.select(~stuck), choice[~stuck]
-            if len(batch):
-                kids, reuse = self._split(batch, choice)
-                queue.extend(self.bound(kids, opts.beta.iterations, reuse))
-                c.max_depth = max(c.max_depth, int(kids.depth.max()))
-            c.steps += 1
-            if not self.sign_only:
-                c.extra["step_s"] = time.monotonic() - started
-            self.progress.update(c.done, len(queue),
-                                 float(queue.margin.min()) if len(queue) else None)
+                          max(2 * opts.batch, opts.memory_bytes // queue.bytes_per_domain()))
+            self._step(queue)
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
             if self.attack is not None and self._attack_due():
-                self._run_attack(margin=float(queue.margin.min()) if len(queue) else None)
+                self._run_attack(margin=queue.min_margin())
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
+
+    def _step(self, queue: DomainQueue) -> None:
+        """Split the worst ``batch`` domains once and queue their open children."""
+        c, started = self.counters, time.monotonic()
+        batch = queue.pop_worst(self.options.batch)
+        choice = self.choose(batch)
+        stuck = choice < 0
+        if bool(stuck.any()):
+            self._resolve_stuck(batch.select(stuck))
+            batch, choice = batch.select(~stuck), choice[~stuck]
+        if len(batch):
+            kids, reuse = self._split(batch, choice)
+            queue.push(self.bound(kids, self.options.beta.iterations, reuse))
+            c.max_depth = max(c.max_depth, int(kids.depth.max()))
+        c.steps += 1
+        if not self.sign_only:
+            c.extra["step_s"] = time.monotonic() - started
+        self.progress.update(c.done, len(queue), queue.min_margin())
 
     def _split(self, batch: NeuronDomains, choice: torch.Tensor):
         """Children of ``batch`` split at ``choice`` [N] (``split_more``), their reuse."""
@@ -365,51 +370,16 @@ class NeuronSplitSearch:
             return kids, mode == "reuse"
         return kids, first.repeat(len(kids) // len(batch))
 
-    def _give_up(self, queue: NeuronDomains, reason: str) -> BabOutcome:
-        """No proof is coming: one last attack before answering unknown."""
-        for attempt in range(3 if self.attack is not None else 0):
-            if self.counters.extra.get("cex") is not None or time.monotonic() >= self.deadline:
-                break
-            self._run_attack(attempt + 1)
-        cex = self.counters.extra.get("cex")
-        if cex is not None:
-            return BabOutcome("sat", cex, self._stats(queue))
-        return BabOutcome("unknown", stats=self._stats(queue, reason))
-
     def _resolve_stuck(self, dom: NeuronDomains) -> None:
         """Every Relu is fixed: the bound is an LP dual; optimise it much longer."""
         rest = self.bound(dom, self.options.stuck_iterations, reuse=True)
         self.counters.stuck += len(rest)
 
-    def _attack_due(self) -> bool:
-        if self.schedule.due(time.monotonic() - self.progress.start):
-            return True
-        last = self.counters.extra.get("last_attack", self.progress.start)
-        return not self.sign_only and time.monotonic() - last >= self.options.attack_every_s
-
-    def _run_attack(self, salt: int = 0, margin: float | None = None) -> None:
-        """Attack the region for the schedule's budget, from the seeds when there are any
-        (``seeded_attack``), and tell the schedule how close it came."""
-        start = self.counters.extra["last_attack"] = time.monotonic()
-        seed = self.options.seed + 7919 * self.counters.steps + 104729 * salt
-        budget = min(self.schedule.budget_s, max(0.0, self.deadline - start))
-        if self.options.seeded_attack and self.seeds is not None:
-            x = self.attack(seed, start + budget, starts=self.seeds)
-        else:
-            x = self.attack(seed, start + budget)
-        self.schedule.record(getattr(self.attack, "last_loss", math.inf),
-                             time.monotonic() - start, margin)
-        if x is not None and len(x):
-            cex = self.validate(x)
-            if cex is not None:
-                self.counters.extra["cex"] = cex
-
-    def _stats(self, queue: NeuronDomains, reason: str = "") -> dict:
+    def _stats(self, queue: DomainQueue, reason: str = "") -> dict:
         c = self.counters
         stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
                  "max_depth": c.max_depth, "unsplittable_open": c.stuck}
         if reason:
             stats["stopped"] = reason
-        self.progress.update(c.done, len(queue),
-                             float(queue.margin.min()) if len(queue) else None, force=True)
+        self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
         return stats

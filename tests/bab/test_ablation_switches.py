@@ -1,0 +1,33 @@
+"""Every issue-18 technique has an off switch on ``verify`` and ``bench`` (BabConfig flags)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from verifier.cli.common import add_bab_arguments, bab_settings
+from verifier.config import BabConfig, VerifyConfig
+
+
+def parsed(*argv: str) -> VerifyConfig:
+    p = argparse.ArgumentParser()
+    add_bab_arguments(p)
+    return VerifyConfig(bab=BabConfig(**bab_settings(p.parse_args(list(argv)))))
+
+
+def test_defaults_turn_every_technique_on():
+    config = parsed()
+    assert config.attack.guided and config.bab.guided_attack
+    assert config.bab.seeded_attack and config.bab.adaptive_attack
+
+
+@pytest.mark.parametrize(("flag", "field"), [("--no-seeded-attack", "seeded_attack"),
+                                             ("--no-adaptive-attack", "adaptive_attack"),
+                                             ("--no-guided-attack", "guided_attack")])
+def test_each_switch_turns_off_its_technique_alone(flag, field):
+    config = parsed(flag)
+    off = {name for name in ("seeded_attack", "adaptive_attack", "guided_attack")
+           if not getattr(config.bab, name)}
+    assert off == {field}
+    assert config.attack.guided == (field != "guided_attack")  # the falsify phase follows
