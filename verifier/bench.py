@@ -64,6 +64,9 @@ class Outcome:
     # worker had to be killed for overrunning it by the grace period.
     overrun_s: float = 0.0
     killed: bool = False
+    # Seconds from the start of verification to the end of its first complete bound pass
+    # (None: no bound pass ended: settled by an attack first, or none fit before the deadline).
+    first_bound_s: float | None = None
 
     @property
     def correct(self) -> str:
@@ -191,13 +194,18 @@ def run_task(task: dict) -> dict:
         from verifier.config import BabConfig, VerifyConfig
         from verifier.pipeline import verify
 
+        if task.get("memory_share"):
+            from verifier.memory_guard import cap_process_memory
+
+            cap_process_memory(task["memory_share"])
         config = VerifyConfig(timeout=task["timeout"], method=task["method"],
                               device=task["device"], seed=task["seed"],
                               check_model=task["check_model"],
                               bab=BabConfig(**task.get("bab", {})))
         result = verify(task["onnx"], task["vnnlib"], config)
         return {"result": result.verdict, "time_s": time.monotonic() - start,
-                "method": result.method, "message": result.message}
+                "method": result.method, "message": result.message,
+                "first_bound_s": result.stats.get("first_bound_s")}
     except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the bench
         from verifier.cli.common import classify_error
 
@@ -274,15 +282,28 @@ def _task(instance: Instance, opts: BenchOptions) -> dict:
     return {"onnx": str(instance.onnx_path), "vnnlib": str(instance.vnnlib_path),
             "timeout": effective_timeout(instance, opts.timeout_cap), "method": opts.method,
             "device": opts.device, "seed": opts.seed, "check_model": opts.check_model,
-            "bab": dict(opts.bab)}
+            "bab": dict(opts.bab), "memory_share": _memory_share(opts)}
+
+
+def _memory_share(opts: BenchOptions) -> float | None:
+    """Share of the available memory each worker may use (None in-process: the calling
+    process is not capped). Workers side by side split PROCESS_MEMORY_SHARE, so that together
+    they stay under it and a model too large answers ``unknown`` instead of being killed."""
+    if opts.in_process:
+        return None
+    from verifier.memory_guard import PROCESS_MEMORY_SHARE
+
+    return PROCESS_MEMORY_SHARE / max(1, opts.jobs)
 
 
 def _outcome(instance: Instance, answer: dict, timeout: float, wall_s: float,
              killed: bool = False) -> Outcome:
     """The row for ``answer``; ``wall_s`` is the parent's own measure of the instance's run."""
+    first = answer.get("first_bound_s")
     return Outcome(instance, answer["result"], float(answer["time_s"]), timeout,
                    answer.get("method", ""), answer.get("message", ""),
-                   overrun_s=max(0.0, wall_s - timeout), killed=killed)
+                   overrun_s=max(0.0, wall_s - timeout), killed=killed,
+                   first_bound_s=None if first is None else float(first))
 
 
 def _run_serial(items: list[tuple[int, Instance]], opts: BenchOptions,
@@ -365,9 +386,14 @@ class Tally:
     score: int = 0
     killed: int = 0
     max_overrun_s: float = 0.0
+    bound_passes: int = 0  # instances whose verification completed a bound pass
+    max_first_bound_s: float = 0.0  # the slowest first complete bound pass among them
 
     def add(self, outcome: Outcome) -> None:
         self.instances += 1
+        if outcome.first_bound_s is not None:
+            self.bound_passes += 1
+            self.max_first_bound_s = max(self.max_first_bound_s, outcome.first_bound_s)
         self.killed += outcome.killed
         self.max_overrun_s = max(self.max_overrun_s, outcome.overrun_s)
         self.counts[outcome.result] = self.counts.get(outcome.result, 0) + 1
@@ -402,7 +428,7 @@ def tally(outcomes: Iterable[Outcome]) -> tuple[dict[str, Tally], Tally]:
 
 
 CSV_FIELDS = ("benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct",
-              "timeout_s", "overrun_s", "killed", "method", "message")
+              "timeout_s", "overrun_s", "killed", "first_bound_s", "method", "message")
 
 
 def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
@@ -413,4 +439,6 @@ def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
             i = o.instance
             writer.writerow([i.benchmark, i.onnx, i.vnnlib, o.result, f"{o.time_s:.3f}",
                              i.expected, o.correct, f"{o.timeout_s:g}", f"{o.overrun_s:.3f}",
-                             "yes" if o.killed else "", o.method, o.message])
+                             "yes" if o.killed else "",
+                             "" if o.first_bound_s is None else f"{o.first_bound_s:.3f}",
+                             o.method, o.message])

@@ -37,6 +37,7 @@ from verifier.errors import (
     SpecError,
     UnsupportedOpError,
 )
+from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
 from verifier.onnx_import.loader import ImportedModel
 from verifier.result import VerificationResult
 from verifier.spec.types import Spec
@@ -156,14 +157,20 @@ def load_runnable_model(path) -> object:
         return fallback
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, model=None, spec: Spec | None = None) -> str:
+    """The device the engines run on: ``cpu`` or ``cuda`` as asked (``cuda`` must exist);
+    ``auto`` follows ``verifier.device_choice`` (the GPU only where one bound pass of this
+    model and spec is estimated several times faster there)."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    from verifier.device_choice import choose_device
+
     if device == "cuda" and not torch.cuda.is_available():
         raise NncertError("--device cuda was requested but no CUDA device is available")
-    return device
+    graph = model.graph if isinstance(model, ImportedModel) else None
+    rows = max((r.condition.coef.shape[0] * r.condition.coef.shape[1]
+                for r in spec.regions), default=1) if spec is not None else 1
+    return choose_device(device, graph, rows)
 
 
 def load_inputs(model, spec) -> tuple[ImportedModel | OrtModel, Spec]:
@@ -218,9 +225,19 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     start = time.monotonic()
     deadline = start + config.timeout
     model, spec = load_inputs(model, spec)
-    with box_tolerance(0.0 if config.strict_box else VNNCOMP_BOX_TOL):
-        result = _verify_loaded(model, spec, config, deadline, progress)
+    from bounds.engine.deadline import bound_pass_clock, first_bound_pass_s
+
+    with box_tolerance(0.0 if config.strict_box else VNNCOMP_BOX_TOL), bound_pass_clock(start):
+        try:
+            result = _verify_loaded(model, spec, config, deadline, progress)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            result = _out_of_memory(exc, config)
+        first_pass = first_bound_pass_s()
     stats = dict(result.stats)
+    if first_pass is not None:
+        stats["first_bound_s"] = round(first_pass, 3)
     if result.counterexample is not None:
         distance = result.counterexample.box_distance
         stats["cex_box_distance"] = distance
@@ -236,11 +253,21 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     )
 
 
+def _out_of_memory(exc: BaseException, config: VerifyConfig) -> VerificationResult:
+    """``unknown`` naming the allocation that failed (an allocation refused by the process's
+    memory cap or the device, never a kill: verifier.memory_guard)."""
+    release_memory(resolve_device(config.device) if config.device != "auto" else "cpu")
+    reason = out_of_memory_reason(exc)
+    log.warning("out of memory: %s", reason)
+    return VerificationResult("unknown", method=config.method, message=f"out of memory: {reason}",
+                              stats={"out_of_memory": reason})
+
+
 def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
                    progress) -> VerificationResult:
     if not spec.regions:
         return VerificationResult("unsat", method="spec", message="every input box is empty")
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, model, spec)
     if isinstance(model, OrtModel) and model.constant_output:
         from verifier.constant_output import decide_constant_output
 
@@ -263,18 +290,26 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
     except UnsupportedOpError as exc:  # a stage met an op it cannot handle: attack instead
         return attack_only(model, spec, config, device, deadline,
                            f"bounds stopped: {refusal_reason(exc)}")
-    except (NncertError, MemoryError):
+    except NncertError:
         raise
-    except Exception as exc:  # noqa: BLE001  (a bug in a bound stage must not cost the attack)
-        # Logged with its traceback and named in the message, so that campaigns still see it;
-        # attacks do not depend on the bound stages, and a validated sat stays sound.
-        log.exception("internal error in the bound stages; attacking for the time left")
-        result = attack_only(model, spec, config, device, deadline,
-                             f"internal error in the bound stages: {type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())}")
-        return VerificationResult(result.verdict, result.counterexample, method=result.method,
-                                  message=result.message,
-                                  stats={**result.stats, "internal_error": type(exc).__name__})
+    except Exception as exc:  # noqa: BLE001
+        if is_out_of_memory(exc):
+            raise  # answered by verify(): unknown, naming the allocation that failed
+        return _internal_error(model, spec, config, device, deadline, exc)
+
+
+def _internal_error(model, spec: Spec, config: VerifyConfig, device: str, deadline: float,
+                    exc: Exception) -> VerificationResult:
+    """A bug in a bound stage must not cost the attack: attack for the time left. Logged
+    with its traceback and named in the message, so that campaigns still see it; attacks do
+    not depend on the bound stages, and a validated sat stays sound."""
+    log.error("internal error in the bound stages; attacking for the time left", exc_info=exc)
+    result = attack_only(model, spec, config, device, deadline,
+                         f"internal error in the bound stages: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}")
+    return VerificationResult(result.verdict, result.counterexample, method=result.method,
+                              message=result.message,
+                              stats={**result.stats, "internal_error": type(exc).__name__})
 
 
 def _model_mismatch(model: ImportedModel, spec: Spec, config: VerifyConfig, deadline: float):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from bounds.engine.deadline import note_bound_pass
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
@@ -83,6 +84,7 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
                 raise BoundsDidNotFit(f"a {options.method} bound of region {problem.index} "
                                       f"did not fit in {CASCADE_STEP_SHARE:.0%} of the time")
             return False
+        note_bound_pass()
         last_cost = time.monotonic() - start
         if costs is not None:
             costs[i] = max(costs.get(i, 0.0), last_cost)
@@ -160,12 +162,21 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         return VerificationResult(verdict, cex, method="milp", stats=stats,
                                   message=stats.get("reason", ""))
     graph = model.graph
+    too_big = _bounds_do_not_fit(graph, spec, device)
+    if too_big is not None:
+        result = _last_attack(model, spec, config, device, deadline, method, too_big)
+        if result.verdict == "sat":
+            return result
+        return VerificationResult("unknown", method=method, message=too_big,
+                                  stats={"out_of_memory": too_big})
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
     open_problems, costs, unstable = [], {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
+    if batch_refuted:
+        note_bound_pass()
     for p in problems:
         if p.index in batch_refuted:
             continue
@@ -193,6 +204,18 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     if method == "incomplete" or not small_input:
         return _last_attack(model, spec, config, device, deadline, method)
     return _input_split(model, spec, config, open_problems, deadline, progress)
+
+
+def _bounds_do_not_fit(graph, spec, device) -> str | None:
+    """Why no bound pass of this model and spec fits the memory free (None: it fits)."""
+    from verifier.memory_guard import bounds_fit
+
+    rows = max(r.condition.coef.shape[0] * r.condition.coef.shape[1] for r in spec.regions)
+    reason = bounds_fit(graph, rows, device, DTYPE)
+    if reason is not None:
+        log.warning("bound stages skipped: %s", reason)
+        return f"not bounded: {reason}"
+    return None
 
 
 def _last_attack(model, spec, config, device, deadline, method,

@@ -33,20 +33,45 @@ FORWARD_COST_SHARE = 0.25
 DEFAULT_FREE_BYTES = 4 << 30
 
 
+def _proc_field(path: str, key: str) -> int | None:
+    """A ``key: N kB`` field of a /proc file in bytes (None where it cannot be read)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def data_bytes() -> int:
+    """This process's data segment now (VmData; 0 where it cannot be read)."""
+    return _proc_field("/proc/self/status", "VmData") or 0
+
+
+def _rlimit_headroom() -> int | None:
+    """Bytes the data segment may still grow under RLIMIT_DATA (None: no limit)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, soft - data_bytes())
+
+
 def free_bytes(device: torch.device | str) -> int:
-    """Memory free on ``device`` now: CUDA's free memory, or MemAvailable on the host."""
+    """Memory free on ``device`` now: CUDA's free memory; on the host MemAvailable, and no
+    more than this process's RLIMIT_DATA leaves it."""
     dev = torch.device(device)
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return DEFAULT_FREE_BYTES
+    free = _proc_field("/proc/meminfo", "MemAvailable") or DEFAULT_FREE_BYTES
+    headroom = _rlimit_headroom()
+    return free if headroom is None else min(free, headroom)
 
 
 def element_size(dtype: torch.dtype) -> int:

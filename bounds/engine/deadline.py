@@ -63,6 +63,36 @@ def time_left() -> float:
     return math.inf if deadline is None else deadline - time.monotonic()
 
 
+# When the current run started and when its first complete bound pass ended (a dict per
+# run), so that reports can say how long a model takes to get any sound bound at all.
+_PASSES: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "bound_engine_passes", default=None)
+
+
+@contextmanager
+def bound_pass_clock(start: float) -> Iterator[None]:
+    """Within the block, :func:`note_bound_pass` records the first complete bound pass, in
+    seconds after ``start`` (a ``time.monotonic()`` value)."""
+    token = _PASSES.set({"start": start, "first": None})
+    try:
+        yield
+    finally:
+        _PASSES.reset(token)
+
+
+def note_bound_pass() -> None:
+    """Record that a complete bound pass (sound bounds of the spec rows) has just ended."""
+    passes = _PASSES.get()
+    if passes is not None and passes["first"] is None:
+        passes["first"] = time.monotonic() - passes["start"]
+
+
+def first_bound_pass_s() -> float | None:
+    """Seconds from the run's start to its first complete bound pass (None: none yet)."""
+    passes = _PASSES.get()
+    return None if passes is None else passes["first"]
+
+
 # An optimisation step is autograd's backward through one bound pass (measured at 1-2x the
 # pass) plus the next pass: take it only when three passes' time is left.
 STEP_COST_IN_PASSES = 3.0

@@ -1,0 +1,141 @@
+"""Memory safety, device choice and the first-bound-pass clock (issue 17, scale role):
+a model that cannot fit answers ``unknown`` naming why, an allocation failure is an answer
+and not a kill, ``--device auto`` keeps small models on the CPU, and every verification that
+bounds reports when its first complete bound pass ended."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import verifier.memory_guard as memory_guard
+import verifier.strategy as strategy
+from bounds.graph import Graph, Node, TensorInfo
+from tests.bounds.nets import random_mlp
+from verifier.config import VerifyConfig
+from verifier.device_choice import choose_device, gpu_pays
+from verifier.pipeline import verify
+
+N_IN, HIDDEN = 20, 8
+
+
+def _model_and_spec(tmp_path) -> tuple[str, str]:
+    """x[1, 20] in [-1, 1] -> Gemm -> Relu -> Gemm -> y[1, 1]; unsafe set y >= t with t above
+    an interval bound of y, so the property holds and CROWN proves it."""
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.normal(0, 0.3, (HIDDEN, N_IN)), rng.normal(0, 0.1, HIDDEN)
+    w2, b2 = rng.normal(0, 0.3, (1, HIDDEN)), np.zeros(1)
+    upper_h = np.maximum(np.abs(w1).sum(1) + b1, 0)
+    threshold = float((np.maximum(w2, 0) @ upper_h)[0] + b2[0]) + 1.0
+    inits = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, N_IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx_path, spec_path = tmp_path / "m.onnx", tmp_path / "p.vnnlib"
+    onnx.save(model, onnx_path)
+    lines = [f"(declare-const X_{i} Real)" for i in range(N_IN)] + ["(declare-const Y_0 Real)"]
+    for i in range(N_IN):
+        lines += [f"(assert (>= X_{i} -1.0))", f"(assert (<= X_{i} 1.0))"]
+    lines.append(f"(assert (>= Y_0 {threshold!r}))")
+    spec_path.write_text("\n".join(lines) + "\n")
+    return str(onnx_path), str(spec_path)
+
+
+def test_unsat_reports_its_first_bound_pass(tmp_path):
+    onnx_path, spec_path = _model_and_spec(tmp_path)
+    res = verify(onnx_path, spec_path, VerifyConfig(timeout=30))
+    assert res.verdict == "unsat"
+    assert 0 < res.stats["first_bound_s"] <= res.time_s
+
+
+def test_a_model_that_cannot_fit_answers_unknown_with_the_reason(tmp_path, monkeypatch):
+    onnx_path, spec_path = _model_and_spec(tmp_path)
+    monkeypatch.setattr(memory_guard, "free_bytes", lambda device: 1000)
+    res = verify(onnx_path, spec_path, VerifyConfig(timeout=3))
+    assert res.verdict == "unknown"
+    assert "not bounded" in res.message and "GiB" in res.message
+    assert "first_bound_s" not in res.stats
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 88000000000 bytes"),
+])
+def test_an_allocation_failure_in_the_bounds_answers_unknown(tmp_path, monkeypatch, error):
+    onnx_path, spec_path = _model_and_spec(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(strategy, "run_methods", fail)
+    res = verify(onnx_path, spec_path, VerifyConfig(timeout=10))
+    assert res.verdict == "unknown" and res.message.startswith("out of memory")
+
+
+def test_other_runtime_errors_are_not_taken_for_memory():
+    assert not memory_guard.is_out_of_memory(RuntimeError("shape '[2, 3]' is invalid"))
+    assert not memory_guard.is_out_of_memory(ValueError("can't allocate memory"))
+
+
+def test_the_process_cap_turns_a_huge_allocation_into_an_error():
+    """In a child process: after cap_process_memory, a 64 GiB tensor fails with an error
+    is_out_of_memory recognises (the kernel would otherwise kill the process)."""
+    code = textwrap.dedent("""
+        import torch
+        from verifier.memory_guard import cap_process_memory, is_out_of_memory
+        assert cap_process_memory(0.05) is not None
+        try:
+            torch.empty(8 << 30, dtype=torch.float64)
+        except Exception as exc:
+            print("recognised" if is_out_of_memory(exc) else f"other {exc!r}")
+        else:
+            print("allocated")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "recognised", out.stdout + out.stderr
+
+
+def _wide_cnn() -> Graph:
+    """3x64x64 input, five 32-channel 3x3 convolutions with Relu: a large bound pass."""
+    rng = np.random.default_rng(0)
+    nodes, prev, c_in = [], "x", 3
+    for i in range(5):
+        w = rng.normal(size=(32, c_in, 3, 3)).astype(np.float32)
+        attrs = {"strides": (1, 1), "dilations": (1, 1), "group": 1, "pads": (1, 1, 1, 1)}
+        nodes.append(Node(f"c{i}", "Conv", (prev, None, None), (1, 32, 64, 64), attrs,
+                          {1: w, 2: np.zeros(32, np.float32)}))
+        nodes.append(Node(f"r{i}", "Relu", (f"c{i}",), (1, 32, 64, 64)))
+        prev, c_in = f"r{i}", 32
+    return Graph((TensorInfo("x", (1, 3, 64, 64)),), (TensorInfo(prev, (1, 32, 64, 64)),),
+                 tuple(nodes))
+
+
+def test_auto_device_keeps_small_models_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    acas_like = random_mlp([5, 50, 50, 50, 50, 50, 50, 5])
+    assert not gpu_pays(acas_like, 10)
+    assert choose_device("auto", acas_like, 10) == "cpu"
+    assert gpu_pays(_wide_cnn(), 1)
+    assert choose_device("auto", _wide_cnn(), 1) == "cuda"
+    assert choose_device("auto", None, 1) == "cpu"  # not bounded: onnxruntime on the CPU
+    assert choose_device("cpu", _wide_cnn(), 1) == "cpu"
+
+
+def test_auto_device_without_a_gpu_is_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device("auto", _wide_cnn(), 1) == "cpu"
