@@ -12,9 +12,15 @@ What nncert answers, and why:
 * element types ``float32`` and ``real``: counterexamples are re-checked in float32 by
   onnxruntime; ``unsat`` comes from bound propagation in float64 that adds a bound on the
   network's own float32 rounding error at every node (bounds/engine/rounding.py).
-* theories: one network, one input and one output tensor, no hidden nodes, input boxes with
-  linear output constraints (BND and OUTC; linear output combinations work too, but linear
-  constraints that mix inputs, the rest of LIN, do not).
+* theories: every theory of every set. Queries beyond NH-SNET-SIO-SNC with box inputs and
+  linear output constraints are verified on a composed model (verifier/compose, docs/vnnlib.md):
+  hidden tensors become outputs (H), several input and output tensors one flat input and
+  output (MIO), several networks one product model on the inputs the query equates (MNET, and
+  its subsets MENET and MINET: equal-to networks run the named network's model, isomorphic-to
+  ones their own), constraints over several inputs or across nodes constraints on inputs
+  copied to the output (LIN, MNC), and products of variables Mul/Pow outputs that the bound
+  rules relax (POLY, up to degree 8). tests/compose/test_theories.py holds one sat and one
+  unsat query per theory.
 """
 
 from __future__ import annotations
@@ -46,19 +52,19 @@ STATIC_ANSWERS: dict[str, list[str]] = {
     "onnx-operators-unsat-proofs": [],
     "onnx-element-types": ["float32", "real"],
     "vnnlib-versions": ["1.0", "2.0"],
-    "hidden-node-theories": ["NH"],
-    "multiple-input-output-theories": ["SIO"],
-    "multiple-network-theories": ["SNET"],
-    "multiple-node-comparison-theories": ["SNC"],
-    "arithmetic-complexity-theories": ["BND", "OUTC"],
+    "hidden-node-theories": ["NH", "H"],
+    "multiple-input-output-theories": ["SIO", "MIO"],
+    "multiple-network-theories": ["SNET", "MENET", "MINET", "MNET"],
+    "multiple-node-comparison-theories": ["SNC", "MNC"],
+    "arithmetic-complexity-theories": ["BND", "OUTC", "LIN", "POLY"],
     # Disjunctive output conditions are bounded all at once (stacked), not one DNF term a run.
     "optimised-disjunctive-reasoning": ["true"],
     "serialise-assignments": ["false"],
     "unsat-proofs": ["false"],
-    "multiple-input-outputs": ["false"],
-    "hidden-nodes": ["false"],
-    "multiple-networks": ["false"],
-    "multiple-node-comparisons": ["false"],
+    "multiple-input-outputs": ["true"],
+    "hidden-nodes": ["true"],
+    "multiple-networks": ["true"],
+    "multiple-node-comparisons": ["true"],
 }
 
 

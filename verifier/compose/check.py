@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from verifier.compose.bind import NetworkBinding
+from verifier.compose.bind import NetworkBinding, check_type
 from verifier.errors import SpecError
 from verifier.spec.layout import Layout
 from verifier.spec.types import Spec
@@ -71,6 +71,7 @@ class NetworkRunner:
             if out.dtype not in _NP_TO_ONNX:
                 raise SpecError(f"network {self.binding.decl.name}: {decl.name} is a {out.dtype} "
                                 "tensor in the model; only floating-point values can be declared")
+            check_type(self.binding.decl.name, decl, _NP_TO_ONNX[out.dtype])
             types.append(_NP_TO_ONNX[out.dtype])
         return types
 
