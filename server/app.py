@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from server.allow import AllowedMethods
 from server.artifacts import Artifacts
 from server.deps import caller, rate_limit
 from server.errors import install_handlers
 from server.executor import make_executor
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit
+from server.openapi import GUARDED, errors, install_openapi
 from server.ratelimit import RateLimiter
 from server.routes import events, meta, models, page, verifications
 from server.sandbox import Sandbox
@@ -63,7 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
     guarded = [Depends(caller), Depends(rate_limit)]
     app.include_router(meta.router)
     app.include_router(page.router)
-    app.include_router(models.router, dependencies=guarded)
-    app.include_router(events.router, dependencies=guarded)
-    app.include_router(verifications.router, dependencies=guarded)
+    api = (models.router, events.router, verifications.router)
+    for router in api:
+        app.include_router(router, dependencies=guarded, responses=errors(*GUARDED))
+    app.add_middleware(AllowedMethods, routes=[route for router in (meta.router, page.router,
+                                                                    *api)
+                                               for route in router.routes])
+    install_openapi(app, settings)
     return app

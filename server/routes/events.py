@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.deps import CallerDep, SettingsDep, StoreDep
+from server.openapi import errors
 from server.routes.verifications import job_or_404
 from server.schemas import JobOut
 from server.settings import Settings
@@ -69,7 +70,8 @@ async def job_events(job: Job, store: Store, settings: Settings,
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {MEDIA_TYPE: {}},
-                             "description": "update events, then one final event"}})
+                             "description": "update events, then one final event"},
+                       **errors(404)})
 async def events(job_id: str, request: Request, store: StoreDep, settings: SettingsDep,
                  who: CallerDep) -> StreamingResponse:
     job = await run_in_threadpool(job_or_404, job_id, store, who)

@@ -8,12 +8,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from server.deps import JobsDep, MetricsDep, SettingsDep, StoreDep, caller
 from server.metrics import CONTENT_TYPE
+from server.openapi import errors
 from server.schemas import Health, OpsOut
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/v1/ops", response_model=OpsOut, dependencies=[Depends(caller)])
+@router.get("/v1/ops", response_model=OpsOut, dependencies=[Depends(caller)],
+            responses=errors(401))
 def list_ops() -> OpsOut:
     from verifier.onnx_import.registry import supported_ops
 
@@ -39,7 +41,7 @@ def readyz(settings: SettingsDep, store: StoreDep, jobs: JobsDep):
 
 
 @router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(caller)],
-            responses={200: {"content": {CONTENT_TYPE: {}}}})
+            responses={200: {"content": {CONTENT_TYPE: {}}}, **errors(401)})
 def metrics(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
             counters: MetricsDep) -> PlainTextResponse:
     """Jobs by status, queue length, workers, job durations (histogram), 429s."""

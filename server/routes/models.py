@@ -20,6 +20,7 @@ from server.deps import (
 )
 from server.errors import ApiError
 from server.intake import intake_model, read_capped
+from server.openapi import UPLOAD, errors
 from server.sandbox import Sandbox
 from server.schemas import ModelSummary
 from server.settings import Settings
@@ -59,13 +60,13 @@ def known_model(model_id: str, store: Store, who: Caller) -> dict:
 
 
 @router.post("", status_code=201, response_model=ModelSummary,
-             dependencies=[Depends(require_multipart)])
+             dependencies=[Depends(require_multipart)], responses=errors(*UPLOAD))
 async def upload_model(file: Annotated[UploadFile, File(description="ONNX model")],
                        settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
                        who: CallerDep, sandbox: SandboxDep) -> dict:
     return await accept_model(file, settings, store, artifacts, who, sandbox)
 
 
-@router.get("/{model_id}", response_model=ModelSummary)
+@router.get("/{model_id}", response_model=ModelSummary, responses=errors(404))
 def get_model(model_id: str, store: StoreDep, who: CallerDep) -> dict:
     return known_model(model_id, store, who)

@@ -26,6 +26,7 @@ from server.deps import (
 )
 from server.errors import ApiError
 from server.intake import intake_spec, read_capped
+from server.openapi import UPLOAD, errors
 from server.routes.models import accept_model, known_model
 from server.sandbox import Sandbox
 from server.schemas import Device, JobBatch, JobOptions, JobOut, JobPage, Method, Status
@@ -102,7 +103,7 @@ def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, who:
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             dependencies=[Depends(require_form)])
+             dependencies=[Depends(require_form)], responses=errors(*UPLOAD, 404, 409))
 async def submit(
     response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
     jobs: JobsDep, metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
@@ -137,7 +138,7 @@ async def submit(
 
 
 @router.post("/batch", status_code=202, response_model=JobBatch,
-             dependencies=[Depends(require_form)])
+             dependencies=[Depends(require_form)], responses=errors(*UPLOAD, 404, 409))
 async def submit_batch(
     settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep, jobs: JobsDep,
     metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
@@ -189,12 +190,12 @@ def list_jobs(store: StoreDep, who: CallerDep,
     return JobPage(items=[JobOut.of(j) for j in page], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404))
 def get_job(job_id: str, store: StoreDep, who: CallerDep) -> JobOut:
     return JobOut.of(job_or_404(job_id, store, who))
 
 
-@router.delete("/{job_id}", response_model=JobOut)
+@router.delete("/{job_id}", response_model=JobOut, responses=errors(404, 409))
 def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, who: CallerDep) -> JobOut:
     job_or_404(job_id, store, who)
     before = store.cancel(job_id)
@@ -209,7 +210,7 @@ def cancel_job(job_id: str, store: StoreDep, jobs: JobsDep, who: CallerDep) -> J
 
 
 @router.get("/{job_id}/results", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"content": {"text/plain": {}}}, **errors(404, 409)})
 def results(job_id: str, store: StoreDep, who: CallerDep) -> PlainTextResponse:
     """The VNN-COMP results file: the verdict line, then the counterexample after ``sat``."""
     from types import SimpleNamespace
