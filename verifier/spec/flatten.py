@@ -70,23 +70,35 @@ def plan_layout(p, n_in: int, n_values: int) -> Layout:
     """The layout, with ``p.yrows`` renumbered to it and unifying atoms removed from
     ``p.base``. Only called in compose mode."""
     index, n_z, p.base = unify_inputs(p, n_in)
+    used = _used_extras(p)
     passthrough: dict[int, int] = {}  # z entry -> position among passthroughs
     monomials: dict[Monomial, int] = {}
-    for kind, what in p.extras.kinds:
+    for e, (kind, what) in enumerate(p.extras.kinds):
+        if e not in used:
+            continue
         if kind == "x":
             passthrough.setdefault(int(index[what]), len(passthrough))
         else:
             monomials.setdefault(_base_monomial(what, index, n_values), len(monomials))
     n_pass = len(passthrough)
-    column = []
-    for kind, what in p.extras.kinds:
-        if kind == "x":
+    column: list[int | None] = []
+    for e, (kind, what) in enumerate(p.extras.kinds):
+        if e not in used:
+            column.append(None)  # only in rows no assertion uses any more
+        elif kind == "x":
             column.append(n_values + passthrough[int(index[what])])
         else:
             column.append(n_values + n_pass + monomials[_base_monomial(what, index, n_values)])
     if column:
         p.yrows = [_renumber(row, column) for row in p.yrows]
     return Layout(index, n_z, n_values, tuple(passthrough), tuple(monomials))
+
+
+def _used_extras(p) -> set[int]:
+    """Derived variables (numbered from 0) in the output atoms that some conjunct still uses."""
+    atoms = {a for a in p.base if a >= 0}
+    atoms.update(a for d in p.ors for t in d for a in t if a >= 0)
+    return {j - EXTRA_BASE for a in atoms for j, _ in p.yrows[a] if j >= EXTRA_BASE}
 
 
 def _base_monomial(key, index: np.ndarray, n_values: int) -> Monomial:
@@ -98,13 +110,14 @@ def _base_monomial(key, index: np.ndarray, n_values: int) -> Monomial:
     return tuple(sorted(merged.items()))
 
 
-def _renumber(row: tuple, column: list[int]) -> tuple:
+def _renumber(row: tuple, column: list[int | None]) -> tuple:
     if all(j < EXTRA_BASE for j, _ in row):
         return row
     out: dict[int, float] = {}
     for j, c in row:
         col = column[j - EXTRA_BASE] if j >= EXTRA_BASE else j
-        out[col] = out.get(col, 0.0) + c
+        if col is not None:
+            out[col] = out.get(col, 0.0) + c
     return tuple(sorted((j, c) for j, c in out.items() if c != 0.0))
 
 
