@@ -63,6 +63,10 @@ class BabConfig:
         "nonlinear neuron choice: bound-improvement estimate or width baseline")
     branching: Branching = _setting(
         "fsb", "--bab-branching", "filtered strong branching or top score only")
+    step_iterations: int = _setting(
+        20, "--bab-iterations",
+        "alpha-beta iterations per ReLU BaB step (children start from their parent's alphas "
+        "and betas)")
     guided_attack: bool = _setting(  # read by VerifyConfig: it sets ``attack.guided``
         True, "--no-guided-attack",
         "the first and last attacks start only from random points, not also from the box "

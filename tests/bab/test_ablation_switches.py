@@ -31,3 +31,8 @@ def test_each_switch_turns_off_its_technique_alone(flag, field):
            if not getattr(config.bab, name)}
     assert off == {field}
     assert config.attack.guided == (field != "guided_attack")  # the falsify phase follows
+
+
+def test_iterations_per_step_is_a_number_flag():
+    assert parsed("--bab-iterations", "7").bab.step_iterations == 7
+    assert parsed().bab.step_iterations == BabConfig().step_iterations

@@ -353,7 +353,7 @@ class NeuronSplitSearch(SearchAttacks):
             batch, choice = batch.select(~stuck), choice[~stuck]
         if len(batch):
             kids, reuse = self._split(batch, choice)
-            queue.push(self.bound(kids, self.options.beta.iterations, reuse))
+            queue.push(self.bound(kids, self.options.step_iterations, reuse))
             c.max_depth = max(c.max_depth, int(kids.depth.max()))
         c.steps += 1
         if not self.sign_only:

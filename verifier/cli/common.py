@@ -103,14 +103,16 @@ class Stopwatch:
 
 
 def _bab_fields():
-    """(field, choices or None for a switch) for each ``BabConfig`` setting."""
+    """(field, choices, ``int`` for a number or None for a switch) per ``BabConfig``
+    setting."""
     from dataclasses import fields
     from typing import get_args, get_type_hints
 
     from verifier.config import BabConfig
 
     hints = get_type_hints(BabConfig)
-    return [(f, get_args(hints[f.name]) or None) for f in fields(BabConfig)]
+    return [(f, int if hints[f.name] is int else get_args(hints[f.name]) or None)
+            for f in fields(BabConfig)]
 
 
 def add_bab_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +124,9 @@ def add_bab_arguments(p: argparse.ArgumentParser) -> None:
         if choices is None:
             action = "store_false" if f.default else "store_true"
             g.add_argument(meta["flag"], dest=dest, action=action, help=meta["help"])
+        elif choices is int:
+            g.add_argument(meta["flag"], dest=dest, type=int, default=f.default,
+                           metavar="N", help=f"{meta['help']} (default {f.default})")
         else:
             g.add_argument(meta["flag"], dest=dest, choices=list(choices), default=f.default,
                            help=meta["help"])
