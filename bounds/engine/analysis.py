@@ -87,7 +87,10 @@ def backward_footprint(graph: Graph, node: Node) -> int:
 
 
 def largest_numel(graph: Graph) -> int:
-    return max(backward_footprint(graph, n) for n in graph.nodes)
+    """The largest coefficient footprint per spec row over the graph's values, its inputs
+    included (a graph without nodes, y = x, holds only its input)."""
+    inputs = (math.prod(t.shape) for t in graph.inputs)
+    return max(*inputs, *(backward_footprint(graph, n) for n in graph.nodes), 1)
 
 
 def split_search(op: str) -> str | None:

@@ -87,7 +87,8 @@ def _pack(mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
 
 
 def _rate_key(graph: Graph) -> tuple:
-    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), graph.nodes[-1].name)
+    last = graph.nodes[-1].name if graph.nodes else None  # y = x has no node
+    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), last)
 
 
 def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,

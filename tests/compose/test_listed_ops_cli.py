@@ -19,11 +19,6 @@ from verifier.cli import main
 from verifier.cli.supports_cmd import answer
 
 LISTED = answer("onnx-operators")
-# Models whose IR graph has no node (y = x): the guided attack's bound_spec call fails in
-# bounds/engine/analysis.largest_numel (max() of an empty sequence: exit 3). Fix requested from
-# the engine owner (max(..., default=...)); strict, so the fix turns these into failures to
-# remove from this list.
-NODELESS = {"Dropout", "Identity"}
 
 
 def _spec(n_in: int, n_out: int, low: float, high: float, rhs: float) -> str:
@@ -72,9 +67,7 @@ def in_process_cli(monkeypatch):
     monkeypatch.setattr(verify_cmd, "_watchdog", lambda emitter, seconds: _NoWatchdog())
 
 
-@pytest.mark.parametrize("op", [
-    pytest.param(op, marks=pytest.mark.xfail(strict=True, reason="empty IR graph: engine bug"))
-    if op in NODELESS else op for op in LISTED])
+@pytest.mark.parametrize("op", LISTED)
 def test_listed_op_verifies_through_the_cli(tmp_path, op, in_process_cli):
     build, low, high = OP_MODELS[op]
     proto = build()
