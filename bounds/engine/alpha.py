@@ -8,14 +8,15 @@ the best bound (and its alphas) seen per domain and spec row, and return them fo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 
 from bounds.engine.constants import node_args
-from bounds.engine.crown import backward_bound
+from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.optimize import Group, Schedule, maximize
-from bounds.engine.results import Intermediates, PassCache
+from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
 from bounds.registry import rules
 
 
@@ -81,14 +82,17 @@ def _initial(inter: Intermediates, node, n_spec: int) -> torch.Tensor | None:
 
 
 def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,
-                before: str | None = None) -> dict:
+                before: str | None = None, structured: bool | None = None) -> dict:
     """One alpha tensor ([B, S, *shape] for elementwise ops, rule-specific for window max and
     products) per optimisable node (upstream of ``before`` if given), warm-started where
-    shapes match."""
+    shapes match; ``structured`` True/False: only the nodes whose alpha is/is not
+    structured (None: all)."""
     alphas = {}
     for node in inter.graph.nodes:
         if node.name == before:
             break
+        if structured is not None and (node.op in STRUCTURED_ALPHA_OPS) != structured:
+            continue
         start = _initial(inter, node, n_spec)
         if start is None:
             continue
@@ -98,25 +102,119 @@ def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,
     return alphas
 
 
+# Sparse alpha: a position of an elementwise node gets an alpha only where the gap between its
+# default planes exceeds this share of the node's largest gap (over the batch); elsewhere alpha
+# could gain at most that gap per unit of coefficient, and the pass skips its curve work.
+COLUMN_GAP_SHARE = 1e-3
+
+
+def plane_gap(rel, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Largest vertical distance between the upper and lower planes of ``rel`` on [lower,
+    upper] (a linear function of x: at an end); unbounded or undefined ends give +inf."""
+    ds = rel.upper_slope - rel.lower_slope
+    db = rel.upper_offset - rel.lower_offset
+    gap = torch.maximum(ds * lower + db, ds * upper + db)
+    return torch.nan_to_num(gap, nan=math.inf)
+
+
+def alpha_positions(inter: Intermediates, cache: PassCache, node) -> torch.Tensor | None:
+    """Flat positions of elementwise ``node`` worth an alpha (COLUMN_GAP_SHARE); None: all of
+    them (or the default planes overflow: the dense path decides)."""
+    rule = rules().get(node.op)
+    base = default_relaxation(inter, cache, node, rule)
+    if base is None:
+        return None
+    x = inter.bounds[node.dynamic_inputs[0]]
+    gap = plane_gap(base, x.lower, x.upper).reshape(x.lower.shape[0], -1).amax(0)
+    finite = gap[torch.isfinite(gap)]
+    top = float(finite.max()) if finite.numel() else 0.0
+    keep = (gap > COLUMN_GAP_SHARE * top) & (gap > 0)
+    if bool(keep.all()):
+        return None
+    return keep.nonzero().flatten()
+
+
+def column_alphas(inter: Intermediates, n_spec: int, cache: PassCache,
+                  warm: dict | None = None, before: str | None = None) -> dict:
+    """Elementwise nodes' alphas upstream of ``before``: a ``ColumnAlpha`` [B, S, k] at the
+    positions ``alpha_positions`` picks (a dense tensor where it picks all; no entry where
+    it picks none), warm-started from dense ``warm`` alphas of the right shape."""
+    out = {}
+    for node in inter.graph.nodes:
+        if node.name == before:
+            break
+        if node.op not in ALPHA_OPS or not rules().get(node.op).alpha.applies(node):
+            continue
+        idx = alpha_positions(inter, cache, node)
+        start = _initial(inter, node, n_spec)
+        w = None if warm is None else warm.get(node.name)
+        if w is not None and w.shape == start.shape:
+            start = w
+        if idx is None:
+            out[node.name] = start.detach().clone().requires_grad_(True)
+        elif idx.numel():
+            cols = start.flatten(2)[:, :, idx].detach().clone().requires_grad_(True)
+            out[node.name] = ColumnAlpha(idx, cols)
+    return out
+
+
+def dense_alphas(inter: Intermediates, n_spec: int, found: dict, columns: dict) -> dict:
+    """``found`` with its column alphas written into dense [B, S, *shape] alphas (the rule's
+    initial alpha at the other positions)."""
+    out = {}
+    for name, value in found.items():
+        if name not in columns:
+            out[name] = value
+            continue
+        node = inter.graph.node(name)
+        start = _initial(inter, node, n_spec)
+        flat = start.reshape(*start.shape[:2], -1).clone()
+        flat[:, :, columns[name]] = value.detach().to(flat.dtype)
+        out[name] = flat.reshape(start.shape)
+    return out
+
+
 def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterations: int = 20,
                    lr: float = 0.1, warm: dict | None = None,
                    stop: Callable[[torch.Tensor], bool] | None = None,
-                   cache: PassCache | None = None) -> tuple[torch.Tensor, dict]:
-    """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas)."""
+                   cache: PassCache | None = None,
+                   sparse: bool = True) -> tuple[torch.Tensor, dict]:
+    """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas).
+
+    With ``sparse`` (the default) elementwise nodes get alphas only at the positions where
+    their default planes leave a gap worth optimising (``columns.column_alphas``: stable
+    Relus, saturated sigmoids keep the default planes); the alphas returned are dense
+    ([B, S, *shape], the rule's initial alpha elsewhere) either way."""
     cache = PassCache() if cache is None else cache
-    alphas = init_alphas(inter, coef.shape[1], warm, before=start)
-    if not alphas or iterations <= 0:
+    if sparse:
+        alphas = column_alphas(inter, coef.shape[1], cache, warm, before=start)
+        structured = init_alphas(inter, coef.shape[1], warm, before=start, structured=True)
+        alphas = {**structured, **alphas}
+    else:
+        alphas = init_alphas(inter, coef.shape[1], warm, before=start)
+    columns = {k: v.index for k, v in alphas.items() if isinstance(v, ColumnAlpha)}
+    params = {k: v.values if isinstance(v, ColumnAlpha) else v for k, v in alphas.items()}
+
+    def current() -> dict:
+        return {k: ColumnAlpha(columns[k], v) if k in columns else v
+                for k, v in params.items()}
+
+    def dense(found: dict) -> dict:
+        return dense_alphas(inter, coef.shape[1], found, columns)
+
+    if not params or iterations <= 0:
         with torch.no_grad():
-            fixed = {k: v.detach() for k, v in alphas.items()}
-            return backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower, alphas
+            fixed = {k: v.detach() for k, v in current().items()}
+            return (backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower,
+                    dense(params))
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
     # point for smooth ops can be looser than it.
     with torch.no_grad():
         best = backward_bound(inter, start, coef, cache=cache).lower
 
     def bound() -> torch.Tensor:
-        return backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
+        return backward_bound(inter, start, coef, alphas=current(), cache=cache).lower
 
-    group = Group(alphas, lr, alpha_ranges(inter.graph, alphas))
+    group = Group(params, lr, alpha_ranges(inter.graph, params))
     best, (best_alphas,) = maximize(bound, [group], Schedule(iterations, stop=stop), best)
-    return best, best_alphas
+    return best, dense(best_alphas)

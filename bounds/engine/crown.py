@@ -26,7 +26,7 @@ import torch
 
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
-from bounds.engine.results import BackwardResult, Intermediates, PassCache
+from bounds.engine.results import BackwardResult, ColumnAlpha, Intermediates, PassCache
 from bounds.graph import Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -77,23 +77,59 @@ def _dot(coef: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.bmm(coef.reshape(b, s, -1), values.reshape(b, -1, 1)).squeeze(-1)
 
 
-def _relaxation(p: _Pass, node: Node, rule):
-    """The node's planes, or None where they would overflow (DomainError: concretise)."""
-    x = p.inter.bounds[node.dynamic_inputs[0]]
-    alpha = p.alphas.get(node.name)
-    if alpha is not None:
-        try:
-            return _alpha_relaxation(node, rule, x.lower.unsqueeze(1), x.upper.unsqueeze(1),
-                                     alpha)
-        except DomainError:
-            return None
-    memo = p.cache.relaxations(p.inter.bounds)
+def default_relaxation(inter: Intermediates, cache: PassCache, node: Node, rule):
+    """The rule's default planes of elementwise ``node`` ([B, *shape], memoised in ``cache``
+    for these bounds), or None where they would overflow (DomainError: concretise)."""
+    memo = cache.relaxations(inter.bounds)
     if node.name not in memo:
+        x = inter.bounds[node.dynamic_inputs[0]]
         try:
             memo[node.name] = rule.relax(node, x.lower, x.upper)
         except DomainError:
             memo[node.name] = None
     return memo[node.name]
+
+
+def _relaxation(p: _Pass, node: Node, rule):
+    """The node's planes, or None where they would overflow (DomainError: concretise)."""
+    alpha = p.alphas.get(node.name)
+    if isinstance(alpha, ColumnAlpha):
+        return _column_relaxation(p, node, rule, alpha)
+    if alpha is not None:
+        x = p.inter.bounds[node.dynamic_inputs[0]]
+        try:
+            return _alpha_relaxation(node, rule, x.lower.unsqueeze(1), x.upper.unsqueeze(1),
+                                     alpha)
+        except DomainError:
+            return None
+    return default_relaxation(p.inter, p.cache, node, rule)
+
+
+def _column_relaxation(p: _Pass, node: Node, rule, alpha: ColumnAlpha):
+    """Planes [B, S, *shape]: the alpha planes at ``alpha.index``, the default elsewhere
+    (None where either would overflow)."""
+    base = default_relaxation(p.inter, p.cache, node, rule)
+    if base is None:
+        return None
+    x = p.inter.bounds[node.dynamic_inputs[0]]
+    idx, values = alpha.index, alpha.values
+    lower = x.lower.flatten(1)[:, idx].unsqueeze(1)
+    upper = x.upper.flatten(1)[:, idx].unsqueeze(1)
+    try:
+        rel = _alpha_relaxation(node, rule, lower, upper, values)
+    except DomainError:
+        return None
+    b, s = values.shape[:2]
+
+    def merge(full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        full = torch.broadcast_to(full, x.lower.shape).reshape(b, 1, -1).expand(b, s, -1)
+        return full.index_copy(2, idx, part.to(full.dtype)).reshape(b, s, *node.shape)
+
+    return Relaxation(*(merge(f, c) for f, c in zip(_planes(base), _planes(rel), strict=True)))
+
+
+def _planes(rel: Relaxation) -> tuple[torch.Tensor, ...]:
+    return rel.lower_slope, rel.lower_offset, rel.upper_slope, rel.upper_offset
 
 
 def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Relaxation:

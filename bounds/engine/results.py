@@ -73,6 +73,16 @@ class BackwardResult:
     kept_coef: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ColumnAlpha:
+    """The alpha of an elementwise node at some of its positions only (sparse alpha):
+    ``values`` [B, S, k] at the flat positions ``index`` [k]; every other position keeps the
+    rule's default relaxation (both are sound planes, so any mix of them is sound)."""
+
+    index: torch.Tensor
+    values: torch.Tensor
+
+
 @dataclass
 class PassCache:
     """Work that bound passes reuse, never results: each node's default relaxation (valid for
