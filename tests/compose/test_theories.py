@@ -178,3 +178,22 @@ def test_equated_inputs_with_disjoint_boxes_make_an_empty_region():
                 "(assert (and (>= X[0,1] 2) (<= X[0,1] 3)))(assert (= X[0,0] X[0,1]))"
                 "(assert (>= Y[0,0] -100))", {"f": DIFF})
     assert found.result.verdict == "unsat"
+
+
+@pytest.mark.parametrize("g_bias, verdict", [(0.1, "unsat"), (-1.0, "sat")])
+def test_argmax_agreement_of_two_networks(g_bias, verdict):
+    """f = (x0 + .5, 0), g = (2 x0 + g_bias, 0) on x in [0, 1]^2: with g_bias = .1 both pick
+    class 0 everywhere; with -1, g picks class 1 for x0 < .5 while f picks class 0."""
+    f = affine_net([[1, 0], [0, 0]], [0.5, 0])
+    g = affine_net([[2, 0], [0, 0]], [g_bias, 0])
+    text = ("(declare-network f (declare-input X float32 [1,2]) (declare-output Y float32 [1,2]))"
+            "(declare-network g (declare-input U float32 [1,2]) (declare-output W float32 [1,2]))"
+            "(assert (and (>= X[0,0] 0) (<= X[0,0] 1) (>= X[0,1] 0) (<= X[0,1] 1)))"
+            "(assert (and (= X[0,0] U[0,0]) (= X[0,1] U[0,1])))"
+            "(assert (or (and (>= Y[0,0] Y[0,1]) (> W[0,1] W[0,0]))"
+            "            (and (> Y[0,1] Y[0,0]) (>= W[0,0] W[0,1]))))")
+    found = run(text, {"f": f, "g": g})
+    assert found.result.verdict == verdict
+    if verdict == "sat":
+        t = tensors(found)
+        assert t["Y"][0, 0] >= t["Y"][0, 1] and t["W"][0, 1] > t["W"][0, 0]
