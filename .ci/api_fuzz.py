@@ -63,7 +63,8 @@ def prepare(url: str, out: Path) -> Path:
         job.raise_for_status()
         document = http.get("/openapi.json").json()
     path = out / "openapi-examples.json"
-    path.write_text(json.dumps(with_examples(document, model.json()["id"], job.json()["id"])))
+    path.write_text(json.dumps(with_examples(document, model.json()["id"], job.json()["id"],
+                                             narrow=True)))
     return path
 
 
