@@ -17,16 +17,14 @@ outputs) is never multiplied out. Variables are coded as ints: input ``i`` is ``
 from __future__ import annotations
 
 import math
-import re
 from fractions import Fraction
 
 from verifier.errors import SpecError
+from verifier.spec.arithmetic import ArithmeticMixin, lin
 from verifier.spec.declarations import Declarations
-from verifier.spec.extras import Extras, polynomial_product
+from verifier.spec.extras import Extras
 from verifier.spec.tokens import describe, error_at, tokenize
 
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.']*").fullmatch
 _COMPARISONS = frozenset({"<=", ">=", "<", ">", "=", "==", "!=", "distinct"})
 _SIMPLE = frozenset({"<=", ">=", "<", ">"})
 _SKIPPED = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
@@ -34,7 +32,7 @@ MAX_DEPTH = 200
 Dnf = list[tuple[int, ...]]
 
 
-class Parser:
+class Parser(ArithmeticMixin):
     """Parses one VNN-LIB text into declarations, atoms and top-level conjuncts."""
 
     def __init__(self, text: str, source: str = "", max_terms: int = 1_000_000,
@@ -292,8 +290,8 @@ class Parser:
             j, k = lhs >> 1, rhs >> 1
             return self.yatom(((j, 1.0), (k, -1.0)) if j < k else ((k, -1.0), (j, 1.0)),
                               0.0, strict)
-        lc, lk = _lin(lhs)
-        rc, rk = _lin(rhs)
+        lc, lk = lin(lhs)
+        rc, rk = lin(rhs)
         coefs = dict(lc)
         for v, c in rc.items():
             coefs[v] = coefs.get(v, 0.0) - c
@@ -355,102 +353,9 @@ class Parser:
         self.xval.append(value)
         return -len(self.xv)
 
-    # -- arithmetic ------------------------------------------------------------------------
-
-    def arith(self, depth: int):
-        """A variable code (int), a constant (float) or a linear form ``(coefs, const)``."""
-        tok = self.peek()
-        if tok is None:
-            raise self.err("expected a number or variable but found end of file")
-        if tok != "(":
-            self.i += 1
-            return self.leaf(tok, self.i - 1)
-        start = self.i
-        self.i += 1
-        op = self.next_token("an arithmetic operator")
-        if depth > MAX_DEPTH:
-            raise self.err(f"expression nested more than {MAX_DEPTH} deep", start)
-        args = []
-        while self.peek() != ")":
-            if self.peek() is None:
-                self.expect(")")
-            args.append(self.arith(depth + 1))
-        self.i += 1
-        if not args:
-            raise self.err(f"{op!r} needs arguments", start + 1)
-        if op == "+":
-            return _sum(args, 1.0)
-        if op == "-":
-            if len(args) == 1:
-                return _scale(args[0], -1.0)
-            return _sum([args[0], _sum(args[1:], -1.0)], 1.0)
-        if op == "*":
-            return self.product(args, start)
-        raise self.err(f"unsupported arithmetic operator {op!r} (supported: + - *)", start + 1)
-
-    def leaf(self, tok: str, at: int):
-        """A variable code (int) or a finite constant (float) for one token."""
-        v = self.decls.vars.get(tok)
-        if v is not None:
-            return v
-        if _NUMBER(tok):
-            val = float(tok)
-            if not math.isfinite(val):
-                raise self.err(f"constant {tok} is out of float64 range", at)
-            return val
-        if "[" in tok:
-            return self.decls.indexed(tok, at)
-        if tok == ")":
-            raise self.err("expected a number or variable but found ')'", at)
-        if _NAME(tok):
-            raise self.err(f"unknown variable {tok!r}", at)
-        raise self.err(f"expected a number or variable but found {describe(tok)}", at)
-
-    def product(self, args: list, at: int):
-        factor, terms = 1.0, []
-        for a in args:
-            if type(a) is float:
-                factor *= a
-            else:
-                terms.append(a)
-        if len(terms) > 1:
-            if not self.compose:
-                raise self.err("unsupported: product of two non-constant terms (nonlinear)", at)
-            try:
-                return _scale(polynomial_product(terms, self.extras), factor)
-            except ValueError as e:
-                raise self.err(f"unsupported: {e}", at) from None
-        return factor if not terms else _scale(terms[0], factor)
-
 
 def _term(*atoms: int | bool) -> Dnf:
     """DNF of the conjunction of atoms (``True``/``False`` for constant comparisons)."""
     if any(a is False for a in atoms):
         return []
     return [tuple(a for a in atoms if a is not True)]
-
-
-def _lin(a) -> tuple[dict[int, float], float]:
-    if type(a) is int:
-        return {a: 1.0}, 0.0
-    if type(a) is float:
-        return {}, a
-    return a
-
-
-def _scale(a, s: float):
-    if type(a) is float:
-        return a * s
-    coefs, k = _lin(a)
-    return {v: c * s for v, c in coefs.items()}, k * s
-
-
-def _sum(args: list, sign: float):
-    coefs: dict[int, float] = {}
-    k = 0.0
-    for a in args:
-        ac, ak = _lin(a)
-        k += sign * ak
-        for v, c in ac.items():
-            coefs[v] = coefs.get(v, 0.0) + sign * c
-    return (coefs, k) if coefs else k
