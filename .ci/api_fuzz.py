@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on SIGTERM too
     out = args.out or Path(tempfile.mkdtemp(prefix="nncert-fuzz-"))
     out.mkdir(parents=True, exist_ok=True)
     proc, url = start_server(out / "data", args.workers)

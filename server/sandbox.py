@@ -12,7 +12,9 @@ At most ``Settings.intake_processes`` checks run at once; further requests wait 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 WATCH_S = 0.05
 # Imported once by the forkserver: what every check needs (torch is not among them).
-PRELOAD = ["server.intake", "verifier.onnx_import.loader", "verifier.spec"]
+PRELOAD = ["server.sandbox", "server.intake", "verifier.onnx_import.loader", "verifier.spec"]
 
 
 def _context() -> mp.context.ForkServerContext:
@@ -35,9 +37,11 @@ def _context() -> mp.context.ForkServerContext:
     return ctx
 
 
-def _child(conn, fn: Callable[..., Any], args: tuple) -> None:
+def _child(conn, fn: Callable[..., Any], args: tuple, cpu_s: int) -> None:
     """Run ``fn(*args)`` and send ``("ok", value)``, ``("api", status, message)`` or
-    ``("error", text)`` to the parent."""
+    ``("error", text)`` to the parent. ``cpu_s``: a CPU-time limit of the process's own, so
+    that a check whose watcher died with the server (``kill -9``) still ends."""
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
     try:
         reply: tuple = ("ok", fn(*args))
     except ApiError as exc:
@@ -74,7 +78,8 @@ class Sandbox:
     def _run_child(self, fn: Callable[..., Any], args: tuple, what: str, limit: int) -> tuple:
         ctx = _context()
         parent, child = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_child, args=(child, fn, args), daemon=True,
+        cpu_s = math.ceil(self.settings.intake_timeout_s) + 5
+        process = ctx.Process(target=_child, args=(child, fn, args, cpu_s), daemon=True,
                               name="nncert-intake")
         process.start()
         child.close()
