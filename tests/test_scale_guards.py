@@ -139,3 +139,16 @@ def test_auto_device_keeps_small_models_on_the_cpu(monkeypatch):
 def test_auto_device_without_a_gpu_is_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_device("auto", _wide_cnn(), 1) == "cpu"
+
+
+def test_search_budgets_follow_the_process_cap(monkeypatch):
+    """Batch sizes of the searches (verifier.bab.memory) and the engines' chunk budget see
+    the memory the process may still take under its cap, not the machine's."""
+    import bounds.engine.budget as budget
+    from verifier.bab.memory import memory_budget
+
+    monkeypatch.setattr(budget, "_rlimit_headroom", lambda: 1 << 20)
+    assert budget.free_bytes("cpu") == 1 << 20
+    assert memory_budget(1 << 30, share=0.5) == 1 << 19
+    expected = int(budget.PASS_MEMORY_SHARE * (1 << 20)) // (budget.COEF_COPIES * 8)
+    assert budget.coef_budget("cpu", torch.float64, 1 << 24) == expected

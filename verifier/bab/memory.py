@@ -1,21 +1,23 @@
-"""How much memory a search may hold: a fixed budget, capped by what the machine has free."""
+"""How much memory a search may hold: a fixed budget, capped by what the device has free.
+
+"Free" is ``bounds.engine.budget.free_bytes``: on the host MemAvailable, and no more than the
+process's own cap (RLIMIT_DATA, set by ``verifier.memory_guard.cap_process_memory`` in bench
+workers) leaves; on a GPU, the memory CUDA reports free. Batch sizes computed from it follow
+the device the search runs on.
+"""
 
 from __future__ import annotations
 
+import torch
 
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+from bounds.engine.budget import free_bytes
 
 
-def memory_budget(wanted: int, share: float = 0.25) -> int:
-    """``wanted`` bytes, but at most ``share`` of the memory available now."""
-    free = available_bytes()
-    return wanted if free is None else min(wanted, int(share * free))
+def available_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory free for this process on ``device`` now."""
+    return free_bytes(device)
+
+
+def memory_budget(wanted: int, share: float = 0.25, device: torch.device | str = "cpu") -> int:
+    """``wanted`` bytes, but at most ``share`` of the memory free on ``device`` now."""
+    return min(wanted, int(share * available_bytes(device)))
