@@ -23,7 +23,7 @@ from server.middleware import BodySizeLimit
 from server.openapi import GUARDED, errors, install_openapi
 from server.ratelimit import RateLimiter
 from server.routes import events, meta, models, page, verifications
-from server.sandbox import Sandbox
+from server.sandbox import DeviceProbe, Sandbox
 from server.settings import Settings
 from server.store import Store
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.sandbox = Sandbox(settings)
+    app.state.devices = DeviceProbe(app.state.sandbox)
     app.state.limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
                          if settings.rate_limit_per_s > 0 else None)
     install_handlers(app)

@@ -12,7 +12,7 @@ from server.artifacts import Artifacts
 from server.errors import ApiError
 from server.executor import Executor
 from server.metrics import Metrics
-from server.sandbox import Sandbox
+from server.sandbox import DeviceProbe, Sandbox
 from server.settings import Settings, hash_key
 from server.store import Store
 
@@ -47,6 +47,13 @@ ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
 JobsDep = Annotated[Executor, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+
+def get_devices(request: Request) -> DeviceProbe:
+    return request.app.state.devices
+
+
+DevicesDep = Annotated[DeviceProbe, Depends(get_devices)]
 
 
 @dataclass(frozen=True)

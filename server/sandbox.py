@@ -109,3 +109,28 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise ApiError(422, f"{what} refused: checking it takes longer than "
                                     f"{self.settings.intake_timeout_s:g} s")
+
+
+def cuda_available() -> bool:
+    """Runs in the sandbox: whether torch sees a CUDA device on this machine (torch is
+    imported in the child, never in the API process)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class DeviceProbe:
+    """Whether this machine's workers can run ``device=cuda`` jobs, asked once (in the
+    sandbox) and remembered."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self._cuda: bool | None = None
+        self._lock = threading.Lock()
+
+    def cuda(self) -> bool:
+        """Blocking on first use: call from a worker thread."""
+        with self._lock:
+            if self._cuda is None:
+                self._cuda = self.sandbox.run(cuda_available, (), "device check")
+            return self._cuda

@@ -17,6 +17,7 @@ from server.deps import (
     ArtifactsDep,
     Caller,
     CallerDep,
+    DevicesDep,
     JobsDep,
     MetricsDep,
     SandboxDep,
@@ -28,7 +29,7 @@ from server.errors import ApiError
 from server.intake import intake_spec, read_capped
 from server.openapi import UPLOAD, errors
 from server.routes.models import accept_model, known_model
-from server.sandbox import Sandbox
+from server.sandbox import DeviceProbe, Sandbox
 from server.schemas import Device, JobBatch, JobOptions, JobOut, JobPage, Method, Status
 from server.settings import Settings
 from server.store import IdempotencyConflict, Job, Store
@@ -71,6 +72,16 @@ class Intake:
     memory_mb: int | None
 
 
+async def check_device(device: str, settings: Settings, probe: DeviceProbe) -> None:
+    """422 for ``device=cuda`` when the local workers have no CUDA device (the job would fail
+    at once). Ray clusters are not probed: their GPUs live on other machines."""
+    if device != "cuda" or settings.executor != "local":
+        return
+    if not await run_in_threadpool(probe.cuda):
+        raise ApiError(422, "device 'cuda' was requested but this server has no CUDA device; "
+                            "use device 'cpu' or 'auto'")
+
+
 async def model_summary(model: UploadFile | None, model_id: str | None, intake: Intake) -> dict:
     """The summary of the uploaded model or of ``model_id`` (exactly one must be given)."""
     if (model is None) == (model_id is None):
@@ -107,6 +118,7 @@ def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, who:
 async def submit(
     response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
     jobs: JobsDep, metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
+    devices: DevicesDep,
     model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
     model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
     spec: Annotated[UploadFile | None, File(description="VNN-LIB file (.gz allowed)")] = None,
@@ -120,6 +132,7 @@ async def submit(
     if (spec is None) == (spec_text_field is None):
         raise ApiError(422, "send exactly one of 'spec' (a file) and 'spec_text'")
     options = checked_options(timeout, method, device, memory_mb, settings)
+    await check_device(device, settings, devices)
     intake = Intake(settings, store, artifacts, sandbox, who, options.memory_mb or 0)
     summary = await model_summary(model, model_id, intake)
     if spec is not None:
@@ -141,7 +154,7 @@ async def submit(
              dependencies=[Depends(require_form)], responses=errors(*UPLOAD, 404, 409))
 async def submit_batch(
     settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep, jobs: JobsDep,
-    metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
+    metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep, devices: DevicesDep,
     model: Annotated[UploadFile | None, File(description="ONNX model")] = None,
     model_id: Annotated[str | None, Form(description="id of an uploaded model")] = None,
     specs: Annotated[list[UploadFile] | None,
@@ -163,6 +176,7 @@ async def submit_batch(
     if count > settings.max_batch:
         raise ApiError(422, f"{count} specs in one batch; the limit is {settings.max_batch}")
     options = checked_options(timeout, method, device, memory_mb, settings)
+    await check_device(device, settings, devices)
     intake = Intake(settings, store, artifacts, sandbox, who, options.memory_mb or 0)
     summary = await model_summary(model, model_id, intake)
     raws = [await read_capped(u, settings.max_spec_bytes, f"spec {i}")

@@ -157,3 +157,17 @@ def test_server_memory_stays_flat_under_hostile_intake(tmp_path):
             assert wide.status_code == 422, wide.text
             peak, _ = peak_and_current_mib(server.proc.pid)
     assert peak - idle < 300, f"server peak {peak:.0f} MiB, idle {idle:.0f} MiB"
+
+
+def test_cuda_jobs_are_refused_without_a_gpu(client):
+    """device=cuda on a machine without CUDA failed every job at once; it is a 422 now (and
+    accepted where torch sees a device)."""
+    import torch
+
+    r = submit(client, SPEC_UNSAT, device="cuda")
+    if torch.cuda.is_available():
+        assert r.status_code == 202, r.text
+    else:
+        assert r.status_code == 422, r.text
+        assert "no CUDA device" in r.json()["error"]["message"]
+    assert submit(client, SPEC_UNSAT, device="cpu").status_code == 202
