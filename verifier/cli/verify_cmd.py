@@ -212,7 +212,6 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
     _check_files(*paths.values(), spec_path)
     timer = _watchdog(emitter, args.timeout + OVERRUN_GRACE_S - clock.since_start())
     try:
-        from verifier.compose.run import needs_composition
         from verifier.spec import load_query
 
         # Spec first: it decides whether the model is verified as is or composed.
@@ -220,7 +219,7 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
         clock.lap("parse_spec")
         if emitter.v2:
             paths = bind_networks(query.info, paths)
-        if needs_composition(query):
+        if query.needs_composition:
             return _verify_composed(args, clock, emitter, paths, query)
         (model_path,) = paths.values()
         from verifier.pipeline import check_spec_matches, load_runnable_model

@@ -35,16 +35,8 @@ class QueryResult:
 
 
 def needs_composition(query: Query) -> bool:
-    """True unless the query is one network with one input and one output tensor, no hidden
-    tensor, and constraints the plain pipeline takes (boxes, linear output constraints)."""
-    layout = query.layout
-    if layout is not None and not layout.trivial:
-        return True
-    nets = query.info.networks
-    if query.info.version != "2.0":
-        return False
-    return len(nets) != 1 or len(nets[0].inputs) != 1 or len(nets[0].outputs) != 1 \
-        or bool(nets[0].hidden)
+    """See ``Query.needs_composition``."""
+    return query.needs_composition
 
 
 def _output_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:

@@ -64,3 +64,16 @@ class Query:
     spec: Spec
     info: QueryInfo
     layout: Layout | None = None  # flat positions of the declared variables (spec.layout)
+
+    @property
+    def needs_composition(self) -> bool:
+        """True unless the query is one network with one input and one output tensor, no
+        hidden tensor, and constraints the plain pipeline takes (boxes, linear constraints
+        over outputs): then it must be verified on a composed model (verifier.compose)."""
+        if self.layout is not None and not self.layout.trivial:
+            return True
+        nets = self.info.networks
+        if self.info.version != "2.0":
+            return False
+        return (len(nets) != 1 or len(nets[0].inputs) != 1 or len(nets[0].outputs) != 1
+                or bool(nets[0].hidden))
