@@ -10,6 +10,7 @@ float64; if that re-check fails, the answer is ``unknown``, never ``sat``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,10 +90,13 @@ def verify_query(query: Query, models: dict[str, onnx.ModelProto], config,
 
     if query.layout is None:
         raise SpecError("the query was not parsed for composition (parse_query(compose=True))")
+    start = time.monotonic()
     models = dict(models)
     composed = compose(networks_of(query, models), models, query.layout)
     model = load_composed(composed, label)
-    result = verify(model, query.spec, config)
+    # composing counts against the budget (config.timeout was measured before it)
+    left = max(config.timeout - (time.monotonic() - start), 0.01)
+    result = verify(model, query.spec, config.model_copy(update={"timeout": left}))
     if result.verdict != "sat" or result.counterexample is None:
         return QueryResult(result)
     cex = result.counterexample
