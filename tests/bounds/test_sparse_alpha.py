@@ -129,3 +129,19 @@ def test_column_planes_match_dense_planes_where_optimised(activation):
         d = torch.broadcast_to(getattr(base, field), (1, 1, 16)).reshape(1, 1, 16)
         assert torch.equal(g[:, :, col.index], w[:, :, col.index])
         assert torch.equal(g[:, :, others], d[:, :, others].expand(1, 3, -1))
+
+
+def test_tangent_alphas_step_at_their_share_of_the_step_size():
+    """Smooth ops' tangent-point alphas move by TANGENT_STEP_SHARE of the step, Relu slopes by
+    the whole step (a mixed net has both groups)."""
+    from bounds.engine.alpha import TANGENT_STEP_SHARE, step_groups
+    from bounds.graph import Graph, Node
+
+    graph = _net("Relu", 0, saturate=False)
+    nodes = list(graph.nodes)
+    nodes[1] = Node("act0", "Sigmoid", nodes[1].inputs, nodes[1].shape)
+    graph = Graph(graph.inputs, graph.outputs, tuple(nodes))
+    params = {"act0": torch.zeros(1), "act1": torch.zeros(1)}
+    groups = {tuple(g.params): g.lr for g in step_groups(graph, params, 0.1)}
+    assert groups == {("act0",): 0.1 * TANGENT_STEP_SHARE, ("act1",): 0.1}
+    assert TANGENT_STEP_SHARE < 1
