@@ -5,9 +5,9 @@ Phases, for every group of regions sharing one output condition:
 1. cheap points: each box's centre, its lower and upper corner, ``random_samples`` uniform
    points and a quarter as many random vertices;
 2. bound-guided points (``guided.bound_vertices``, unless ``config.guided`` is off): the box
-   vertices that CROWN's linear lower bounds of the spec rows point to, evaluated and then
-   each the start of one fine-step PGD run; the bound pass gets at most ``GUIDED_SHARE`` of
-   the budget left;
+   vertices that CROWN's linear lower bounds of the spec rows point to (at most
+   ``GUIDED_POINTS``, lowest linear bound first), evaluated and then each the start of one
+   fine-step PGD run; the bound pass gets at most ``GUIDED_SHARE`` of the budget left;
 3. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the first
    start of the first round at the best cheap point; later rounds use fresh random starts,
    alternate coarse and fine step sizes, double their restarts while a round stays short
@@ -65,7 +65,9 @@ VALIDATE_PER_ROUND = 8
 # robustness), fine steps follow narrow unsafe pockets (ACAS Xu).
 STEP_SCALES = (1.0, 0.1)
 # Share of the budget left that the guided phase's bound pass may use.
-GUIDED_SHARE = 0.3
+GUIDED_SHARE = 0.25
+# Vertices evaluated and attacked from in the guided phase.
+GUIDED_POINTS = 64
 
 
 @dataclass
@@ -224,7 +226,7 @@ class _Search:
         now = time.monotonic()
         got = bound_vertices(self.graph, group.lo, group.hi, group.condition,
                              min(self.stop, now + GUIDED_SHARE * (self.stop - now)),
-                             batch_size(self.graph))
+                             min(GUIDED_POINTS, batch_size(self.graph)))
         if got is None:
             return None
         x, box = got

@@ -378,7 +378,8 @@ class NeuronSplitSearch(SearchAttacks):
     def _stats(self, queue: DomainQueue, reason: str = "") -> dict:
         c = self.counters
         stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
-                 "max_depth": c.max_depth, "unsplittable_open": c.stuck}
+                 "max_depth": c.max_depth, "unsplittable_open": c.stuck,
+                 "worst_margin": queue.min_margin()}
         if reason:
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
