@@ -18,38 +18,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from equiv_models import affine_model
 
 from verifier.gate.cli import main
 from verifier.gate.equivalence import EquivalenceProperty, merged_model, violation
 
 
-def _affine(path: Path, w: np.ndarray, b: np.ndarray, relu_scale: float | None = None) -> str:
-    """``y = W x + b`` (then ``relu(relu_scale * y)`` when given), x [1, n], y [1, m]."""
-    m, n = w.shape
-    inits = [numpy_helper.from_array(np.asarray(w.T, np.float32), "W"),
-             numpy_helper.from_array(np.asarray(b, np.float32), "B")]
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
-             helper.make_node("Add", ["xw", "B"], ["z" if relu_scale else "y"])]
-    if relu_scale is not None:
-        inits.append(numpy_helper.from_array(np.float32(relu_scale).reshape(1), "S"))
-        nodes += [helper.make_node("Mul", ["z", "S"], ["zs"]),
-                  helper.make_node("Relu", ["zs"], ["y"])]
-    graph = helper.make_graph(nodes, "affine",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m])],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return str(path)
-
-
 @pytest.fixture
 def shift(tmp_path):
     w = np.array([[1.0, -2.0], [0.5, 1.5]])
-    f = _affine(tmp_path / "f.onnx", w, np.zeros(2))
-    g = _affine(tmp_path / "g.onnx", w, np.array([0.3, -0.1]))
+    f = affine_model(tmp_path / "f.onnx", w, np.zeros(2))
+    g = affine_model(tmp_path / "g.onnx", w, np.array([0.3, -0.1]))
     data = tmp_path / "points.npz"
     np.savez(data, x=np.array([[0.0, 0.0], [1.0, -1.0]]))
     return f, g, str(data)
@@ -57,8 +36,8 @@ def shift(tmp_path):
 
 @pytest.fixture
 def scaled_relu(tmp_path):
-    f = _affine(tmp_path / "f.onnx", np.eye(2), np.zeros(2), relu_scale=1.0)
-    g = _affine(tmp_path / "g.onnx", np.eye(2), np.zeros(2), relu_scale=1.1)
+    f = affine_model(tmp_path / "f.onnx", np.eye(2), np.zeros(2), relu_scale=1.0)
+    g = affine_model(tmp_path / "g.onnx", np.eye(2), np.zeros(2), relu_scale=1.1)
     data = tmp_path / "points.npz"
     np.savez(data, x=np.array([[0.5, 0.0]]))
     return f, g, str(data)
@@ -66,8 +45,8 @@ def scaled_relu(tmp_path):
 
 @pytest.fixture
 def label(tmp_path):
-    f = _affine(tmp_path / "f.onnx", np.array([[1.0], [-1.0]]), np.zeros(2))
-    g = _affine(tmp_path / "g.onnx", np.array([[1.0], [-1.0]]), np.array([-0.2, 0.0]))
+    f = affine_model(tmp_path / "f.onnx", np.array([[1.0], [-1.0]]), np.zeros(2))
+    g = affine_model(tmp_path / "g.onnx", np.array([[1.0], [-1.0]]), np.array([-0.2, 0.0]))
     return f, g, tmp_path
 
 
@@ -76,7 +55,7 @@ def _gate(ref: str, new: str, data: str, eps: str, *prop: str, out: Path | None 
             "--no-progress", "--timeout-per-sample", "60", *prop]
     if out is not None:
         args += ["--json", str(out / "g.json"), "--junit", str(out / "g.xml"),
-                 "--sarif", str(out / "g.sarif")]
+                 "--sarif", str(out / "g.sarif"), "--report", str(out / "html")]
     return main(args)
 
 
@@ -105,6 +84,8 @@ def test_shift_is_refuted_below_its_size(shift, tmp_path, capsys):
     sarif = json.loads((tmp_path / "g.sarif").read_text())
     rules = [r["ruleId"] for r in sarif["runs"][0]["results"]]
     assert rules == ["equivalence/violated", "equivalence/violated", "gate/thresholds"]
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert "against reference" in page and "|model - reference|_inf &lt; 0.29" in page
 
 
 def test_scaled_relu_proved_above_the_exact_maximum(scaled_relu, capsys):
@@ -159,8 +140,8 @@ def test_violation_matches_the_unsafe_set():
 
 
 def test_merged_model_refuses_different_output_sizes(tmp_path):
-    f = onnx.load(_affine(tmp_path / "f.onnx", np.eye(2), np.zeros(2)))
-    g = onnx.load(_affine(tmp_path / "g.onnx", np.ones((3, 2)), np.zeros(3)))
+    f = onnx.load(affine_model(tmp_path / "f.onnx", np.eye(2), np.zeros(2)))
+    g = onnx.load(affine_model(tmp_path / "g.onnx", np.ones((3, 2)), np.zeros(3)))
     with pytest.raises(Exception, match="the reference has 2 output values, the model 3"):
         merged_model(f, g, "max-diff")
 
@@ -185,6 +166,6 @@ def test_usage_errors_exit_2(shift, extra, message, capsys):
 
 def test_models_with_different_inputs_exit_2(shift, tmp_path, capsys):
     f, _, data = shift
-    other = _affine(tmp_path / "three.onnx", np.ones((2, 3)), np.zeros(2))
+    other = affine_model(tmp_path / "three.onnx", np.ones((2, 3)), np.zeros(2))
     assert _gate(f, other, data, "0.1", "--max-diff", "1") == 2
     assert "has shape [1, 2]" in capsys.readouterr().err

@@ -102,3 +102,36 @@ def test_wrong_api_key_is_exit_2(digits, server, tmp_path, capsys):
     assert _gate(digits, server, tmp_path, "0.005", key="wrong") == 2
     err = capsys.readouterr().err
     assert "401" in err and "API key" in err
+
+
+def _shift_models(tmp_path: Path) -> tuple[str, str, str]:
+    """f = W x and g = W x + [0.3, -0.1]: |g - f|_inf is 0.3 everywhere."""
+    from equiv_models import affine_model
+
+    w = np.array([[1.0, -2.0], [0.5, 1.5]])
+    f = affine_model(tmp_path / "f.onnx", w, np.zeros(2))
+    g = affine_model(tmp_path / "g.onnx", w, np.array([0.3, -0.1]))
+    np.savez(tmp_path / "p.npz", x=np.array([[0.0, 0.0], [1.0, -1.0]]))
+    return f, g, str(tmp_path / "p.npz")
+
+
+@pytest.mark.parametrize("max_diff, status", [("0.31", 0), ("0.29", 1)])
+def test_remote_equivalence_gate(server, tmp_path, max_diff, status, capsys):
+    f, g, data = _shift_models(tmp_path)
+    rc = main(["gate", "--reference", f, "--model", g, "--data", data, "--eps", "0.5",
+               "--max-diff", max_diff, "--server", server, "--api-key", API_KEY,
+               "--no-progress", "--timeout-per-sample", "30", "--json",
+               str(tmp_path / "eq.json")])
+    assert rc == status
+    summary = json.loads((tmp_path / "eq.json").read_text())
+    assert summary["gate"] == "equivalence"
+    assert {s["method"] for s in summary["samples"]} != {"remote"}  # the service answered
+    if status:
+        for s in summary["samples"]:
+            assert s["outcome"] == "falsified"
+            cex = s["counterexample"]
+            assert cex["max_abs_diff"] == pytest.approx(0.3, abs=1e-6)
+            x0 = [[0.0, 0.0], [1.0, -1.0]][s["index"]]
+            assert np.all(np.abs(np.array(cex["x"]) - x0) <= 0.5)
+    else:
+        assert summary["counts"]["certified"] == 2
