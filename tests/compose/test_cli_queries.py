@@ -57,10 +57,16 @@ def test_monotone_in_x0_is_unsat(tmp_path, model):
 def test_not_monotone_in_x1_is_sat_with_the_assignment(tmp_path, model):
     q = _query(tmp_path, NETS + "(assert (= X[0,0] U[0,0]))(assert (<= (- X[0,1] U[0,1]) -0.1))"
                                 "(assert (>= Y[0,0] (+ W[0,0] 0.01)))")
-    proc = run_nncert("verify", q, "--network", f"f={model}", "--timeout", "30")
+    results = tmp_path / "results.txt"
+    proc = run_nncert("verify", q, "--network", f"f={model}", "--timeout", "30",
+                      "--results-file", results)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "sat"
+    # VNN-COMP form: every declared input element (X, U), then every value (H, Y, W)
+    text = results.read_text()
+    assert text.startswith("sat\n((X_0 ") and "(X_3 " in text and "(X_4 " not in text
+    assert "(Y_3 " in text and "(Y_4 " not in text
     a = _assignment(lines[1:])
     assert list(a) == ["X", "H", "Y", "U", "W"]
     x, u = a["X"].reshape(2).astype(np.float32), a["U"].reshape(2).astype(np.float32)
