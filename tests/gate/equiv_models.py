@@ -28,3 +28,20 @@ def affine_model(path: Path, w: np.ndarray, b: np.ndarray, relu_scale: float | N
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return str(path)
+
+
+def float16_affine_model(path: Path, w: np.ndarray, b: np.ndarray) -> str:
+    """``y = W x + b`` computed in float16 throughout (float16 input, weights and output)."""
+    m, n = w.shape
+    half = TensorProto.FLOAT16
+    inits = [numpy_helper.from_array(np.asarray(w.T, np.float16), "W"),
+             numpy_helper.from_array(np.asarray(b, np.float16), "B")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "B"], ["y"])]
+    graph = helper.make_graph(nodes, "affine16",
+                              [helper.make_tensor_value_info("x", half, [1, n])],
+                              [helper.make_tensor_value_info("y", half, [1, m])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return str(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from equiv_models import affine_model
+from equiv_models import affine_model, float16_affine_model
 
 from verifier.gate.cli import main
 from verifier.gate.equivalence import EquivalenceProperty, merged_model, violation
@@ -169,3 +169,34 @@ def test_models_with_different_inputs_exit_2(shift, tmp_path, capsys):
     other = affine_model(tmp_path / "three.onnx", np.ones((2, 3)), np.zeros(2))
     assert _gate(f, other, data, "0.1", "--max-diff", "1") == 2
     assert "has shape [1, 2]" in capsys.readouterr().err
+
+
+def test_a_float16_model_is_refused_by_the_model_check(tmp_path, capsys):
+    """The verifier's IR computes in float32; the differential check against onnxruntime sees
+    the float16 rounding and stops the gate (exit 2) instead of proving something unsound."""
+    w = np.array([[1.0, -2.0], [0.5, 1.5]])
+    f = affine_model(tmp_path / "f.onnx", w, np.zeros(2))
+    g = float16_affine_model(tmp_path / "g16.onnx", w, np.array([0.25, 0.25]))
+    data = tmp_path / "p.npz"
+    np.savez(data, x=np.array([[0.25, -0.5]]))
+    assert _gate(f, g, str(data), "0.5", "--max-diff", "0.3") == 2
+    assert "disagrees with onnxruntime" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_diff, status", [("0.3", 0), ("0.2", 1)])
+def test_a_float16_model_without_the_model_check(tmp_path, max_diff, status, capsys):
+    """g computes W x + 0.25 in float16 (weights exact in float16); on the ball of radius 0.5
+    around [0.25, -0.5] float16 rounding moves g by < 2e-3, so |g - f| is within 0.25 +- 2e-3:
+    proved below 0.3 (over real arithmetic, with a warning), refuted above 0.2 with a
+    counterexample that onnxruntime confirms on the float16 model."""
+    w = np.array([[1.0, -2.0], [0.5, 1.5]])
+    f = affine_model(tmp_path / "f.onnx", w, np.zeros(2))
+    g = float16_affine_model(tmp_path / "g16.onnx", w, np.array([0.25, 0.25]))
+    data = tmp_path / "p.npz"
+    np.savez(data, x=np.array([[0.25, -0.5]]))
+    rc = _gate(f, g, str(data), "0.5", "--max-diff", max_diff, "--no-model-check", out=tmp_path)
+    assert rc == status
+    assert "float16 rounding inside the model is not covered" in capsys.readouterr().err
+    s = json.loads((tmp_path / "g.json").read_text())["samples"][0]
+    if status:
+        assert 0.248 <= s["counterexample"]["max_abs_diff"] <= 0.252

@@ -61,7 +61,8 @@ class EquivalenceProblem:
         if _has_float16(ref_proto) or _has_float16(new_proto):
             log.warning("a model computes in float16: bounds are over real arithmetic, so "
                         "float16 rounding inside the model is not covered by a proof "
-                        "(counterexamples are still exact: onnxruntime runs the models)")
+                        "(the model check refuses it; counterexamples are still exact: "
+                        "onnxruntime runs the models)")
         data = merged.SerializeToString()
         imported = import_proto(merged, data, f"{model} vs {reference}")
         if len(imported.input_names) != 1:
