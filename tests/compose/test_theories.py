@@ -147,6 +147,10 @@ def test_linear_constraint_over_inputs(bound, verdict):
     ("(>= (* Y[0,0] Y[0,1] X[0,0]) 0.9)", "sat"), ("(>= (* 2 Y[0,0] Y[0,1] X[0,0]) 2.2)", "unsat"),
     ("(>= (* (+ Y[0,0] 1) (- Y[0,1] 1)) 0.1)", "unsat"),  # (y0 + 1)(y1 - 1) <= 0 on the box
     ("(<= (* (+ Y[0,0] 1) (- Y[0,1] 1)) -3.9)", "sat"),  # reaches -4 at y = (1, -1)
+    ("(>= (* (- Y[0,0] Y[0,1]) (- Y[0,0] Y[0,1])) 4.1)", "unsat"),  # (y0 - y1)^2 <= 4
+    ("(>= (* (- Y[0,0] Y[0,1]) (- Y[0,0] Y[0,1])) 3.9)", "sat"),
+    ("(<= (- (* Y[0,0] Y[0,0]) Y[0,0]) -0.3)", "unsat"),  # y^2 - y >= -1/4
+    ("(<= (- (* Y[0,0] Y[0,0]) Y[0,0]) -0.2)", "sat"),
 ])
 def test_polynomial_terms(prop, verdict):
     found = run(NET_XY.format(m=2) + BOX2 + f"(assert {prop})", {"f": IDENT})
