@@ -186,14 +186,16 @@ def dense_alphas(inter: Intermediates, n_spec: int, found: dict, columns: dict) 
 def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterations: int = 20,
                    lr: float = 0.1, warm: dict | None = None,
                    stop: Callable[[torch.Tensor], bool] | None = None,
-                   cache: PassCache | None = None,
-                   sparse: bool = True) -> tuple[torch.Tensor, dict]:
+                   cache: PassCache | None = None, sparse: bool = True,
+                   known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas).
 
     With ``sparse`` (the default) elementwise nodes get alphas only at the positions where
     their default planes leave a gap worth optimising (``columns.column_alphas``: stable
     Relus, saturated sigmoids keep the default planes); the alphas returned are dense
-    ([B, S, *shape], the rule's initial alpha elsewhere) either way."""
+    ([B, S, *shape], the rule's initial alpha elsewhere) either way. ``known`` [B, S]: a
+    bound the caller already has from the rules' default relaxation (CROWN), which the loop
+    starts from instead of recomputing it."""
     cache = PassCache() if cache is None else cache
     if sparse:
         alphas = column_alphas(inter, coef.shape[1], cache, warm, before=start)
@@ -218,8 +220,10 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
                     dense(params))
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
     # point for smooth ops can be looser than it.
-    with torch.no_grad():
-        best = backward_bound(inter, start, coef, cache=cache).lower
+    best = known
+    if best is None:
+        with torch.no_grad():
+            best = backward_bound(inter, start, coef, cache=cache).lower
 
     def bound() -> torch.Tensor:
         return backward_bound(inter, start, coef, alphas=current(), cache=cache).lower

@@ -181,8 +181,10 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
         def stop_when(best):
             return stop(final_margin(best - rhs)) if stop is not None else False
 
+        # (the CROWN bound above is the loop's starting best: no second default pass)
         best, alphas = optimize_alpha(inter, out_name, full_coef, options.alpha_iterations,
-                                      options.alpha_lr, warm_alphas, stop_when, cache)
+                                      options.alpha_lr, warm_alphas, stop_when, cache,
+                                      known=lower)
         lower = torch.maximum(lower, best)
     lower = final_margin(lower - rhs)
     linear_lower = None if linear is None else final_margin(linear - rhs)
