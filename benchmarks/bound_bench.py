@@ -15,7 +15,8 @@ region, all spec rows) each pass runs once in a worker process:
 Each pass runs under the engines' deadline (``--limit`` seconds): a pass that does not end in
 time reports ``over N s`` instead of hanging; the worker itself is killed at its passes' limits
 plus a margin (``killed``). Peak memory is the growth of the process's resident set during the
-pass (Linux VmHWM, reset before each pass; CUDA: peak allocated). With ``--compare DIR`` the
+pass (Linux VmHWM, reset before each pass; CUDA: peak allocated); the speed-up compares
+process CPU seconds, which a loaded machine disturbs less than wall time. With ``--compare DIR`` the
 same worker runs with ``PYTHONPATH=DIR`` (a baseline checkout) right after each model's
 current-tree worker, so both see the same load; the table prints both and the speed-up.
 
@@ -125,18 +126,19 @@ def _intermediates(inst: _Instance):
     return compute_intermediate(expand_softmax(inst.graph), inst.box, method="crown")
 
 
-def _alpha_run(inst: _Instance, inter, iterations: int) -> float:
-    """Seconds of ``optimize_alpha`` on the final bound with ``iterations`` iterations."""
+def _alpha_run(inst: _Instance, inter, iterations: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``optimize_alpha`` on the final bound with ``iterations``
+    iterations."""
     import torch
 
     from bounds.engine.alpha import optimize_alpha
 
     out = inst.graph.outputs[0]
     coef = inst.coef.reshape(1, inst.coef.shape[1], *out.shape).to(inst.box.lower)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.enable_grad():
         optimize_alpha(inter, out.name, coef, iterations)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _run_pass(inst: _Instance, name: str) -> float | None:
@@ -166,16 +168,16 @@ def _timed(inst: _Instance, name: str, limit: float) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base = _peak_reset()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     row = {"pass": name, "status": "ok", "worst": None}
     try:
         with engine_deadline(time.monotonic() + limit):
             if name == "iter":
                 inter = _intermediates(inst)
-                one = _alpha_run(inst, inter, 1)
-                start = time.perf_counter()  # (the intermediates are the "inter" pass)
-                more = _alpha_run(inst, inter, ITER_PROBE)
+                one, one_cpu = _alpha_run(inst, inter, 1)
+                more, more_cpu = _alpha_run(inst, inter, ITER_PROBE)
                 row["seconds"] = (more - one) / (ITER_PROBE - 1)
+                row["cpu_s"] = (more_cpu - one_cpu) / (ITER_PROBE - 1)
             else:
                 row["worst"] = _run_pass(inst, name)
         if cuda:
@@ -185,6 +187,7 @@ def _timed(inst: _Instance, name: str, limit: float) -> dict:
     except Exception as exc:  # noqa: BLE001 - a benchmark reports every failure and goes on
         row["status"] = f"error: {type(exc).__name__}: {str(exc)[:80]}"
     row.setdefault("seconds", time.perf_counter() - start)
+    row.setdefault("cpu_s", time.process_time() - cpu)
     row["mem_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if cuda
                      else max(0, _status_kb("VmHWM") - base) / 1024)
     return row
@@ -223,8 +226,8 @@ def _spawn(tree: Path | None, onnx: Path, spec: Path, device: str, passes, limit
         if line.startswith("{"):
             rows.append(json.loads(line))
     done = {r["pass"] for r in rows}
-    rows += [{"pass": p, "status": status, "seconds": math.nan, "mem_mb": math.nan,
-              "worst": None} for p in passes if p not in done]
+    rows += [{"pass": p, "status": status, "seconds": math.nan, "cpu_s": math.nan,
+              "mem_mb": math.nan, "worst": None} for p in passes if p not in done]
     return {r["pass"]: r for r in rows}
 
 
@@ -234,13 +237,13 @@ def _cell(row: dict, limit: float) -> str:
     if row["status"] != "ok":
         return row["status"][:40]
     worst = "" if row["worst"] is None else f" {row['worst']:+.4g}"
-    return f"{row['seconds']:8.3f}s {row['mem_mb']:7.0f}MB{worst}"
+    return f"{row['seconds']:8.3f}s cpu {row['cpu_s']:7.3f}s {row['mem_mb']:6.0f}MB{worst}"
 
 
 def _speedup(now: dict, base: dict) -> str:
-    if now["status"] != "ok" or base["status"] != "ok" or not now["seconds"]:
+    if now["status"] != "ok" or base["status"] != "ok" or not now["cpu_s"]:
         return ""
-    return f"x{base['seconds'] / now['seconds']:.2f}"
+    return f"x{base['cpu_s'] / now['cpu_s']:.2f} (cpu)"
 
 
 def run(args) -> list[dict]:
@@ -289,11 +292,11 @@ def summarize(rows: list[dict]) -> None:
     for (bench, model, device, p), rs in groups.items():
         line = f"median {bench:14s} {model[:26]:26s} {device:4s} {p:6s}"
         for tree in ("now", "before"):
-            times = sorted(r[f"{tree}_seconds"] for r in rs
+            times = sorted(r[f"{tree}_cpu_s"] for r in rs
                            if r.get(f"{tree}_status") == "ok")
             if f"{tree}_status" in rs[0]:
                 med = times[len(times) // 2] if times else math.nan
-                line += f"  {tree} {med:8.3f}s ({len(times)}/{len(rs)} ok)"
+                line += f"  {tree} cpu {med:8.3f}s ({len(times)}/{len(rs)} ok)"
         print(line, flush=True)
 
 
