@@ -152,3 +152,26 @@ def test_search_budgets_follow_the_process_cap(monkeypatch):
     assert memory_budget(1 << 30, share=0.5) == 1 << 19
     expected = int(budget.PASS_MEMORY_SHARE * (1 << 20)) // (budget.COEF_COPIES * 8)
     assert budget.coef_budget("cpu", torch.float64, 1 << 24) == expected
+
+
+def test_the_engines_stop_before_the_run_deadline(monkeypatch):
+    """run_methods gives the engines a deadline a margin before the run's (a chunk in flight
+    at their deadline must still end in time), and a stage's nested deadline cannot extend
+    it."""
+    import time
+
+    from bounds.engine import deadline as engine_clock
+
+    seen = {}
+
+    def stage(model, spec, config, device, deadline, progress=None):
+        seen["engines"] = engine_clock._DEADLINE.get()
+        with engine_clock.engine_deadline(deadline + 100):
+            seen["nested"] = engine_clock._DEADLINE.get()
+        return "done"
+
+    monkeypatch.setattr(strategy, "_run_methods", stage)
+    run_deadline = time.monotonic() + 100
+    assert strategy.run_methods(None, None, VerifyConfig(), "cpu", run_deadline) == "done"
+    assert run_deadline - strategy.ENGINE_MARGIN_MAX_S <= seen["engines"] < run_deadline - 1
+    assert seen["nested"] == seen["engines"]

@@ -29,14 +29,21 @@ def _problem():
 
 
 def test_no_deadline_by_default_and_nested_contexts_restore():
+    """Nested blocks restore the outer deadline on exit and never extend it (a stage's share
+    of the time ends with the run's at the latest); an earlier nested deadline applies."""
     check_deadline()  # nothing set: never raises
     with engine_deadline(time.monotonic() - 1):
         with pytest.raises(DeadlineExceeded):
             check_deadline()
-        with engine_deadline(None):
-            check_deadline()
+        for later in (None, time.monotonic() + 60):
+            with engine_deadline(later), pytest.raises(DeadlineExceeded):
+                check_deadline()
         with pytest.raises(DeadlineExceeded):
             check_deadline()
+    with engine_deadline(time.monotonic() + 60):
+        with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
+            check_deadline()
+        check_deadline()
     check_deadline()
 
 
