@@ -41,6 +41,20 @@ def rss_bytes(pid: int | None = None) -> int | None:
         return None
 
 
+def private_bytes(pid: int) -> int | None:
+    """Memory only ``pid`` holds (private clean + dirty pages, ``/proc/PID/smaps_rollup``), in
+    bytes; None when unknown. A process forked from a server that imported a library shares
+    that library's pages: RSS counts them, this does not."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    total = sum(int(line.split()[1]) for line in lines
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")))
+    return total * 1024
+
+
 def limit_message(limit_mb: int) -> str:
     """The failure reason recorded for a job that went over its memory limit."""
     return f"memory limit of {limit_mb} MiB exceeded"
