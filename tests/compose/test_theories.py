@@ -151,6 +151,8 @@ def test_linear_constraint_over_inputs(bound, verdict):
     ("(>= (* (- Y[0,0] Y[0,1]) (- Y[0,0] Y[0,1])) 3.9)", "sat"),
     ("(<= (- (* Y[0,0] Y[0,0]) Y[0,0]) -0.3)", "unsat"),  # y^2 - y >= -1/4
     ("(<= (- (* Y[0,0] Y[0,0]) Y[0,0]) -0.2)", "sat"),
+    ("(>= (* Y[0,0] Y[0,0] Y[0,0]) 1.1)", "unsat"), ("(<= (* Y[0,0] Y[0,0] Y[0,0]) -0.9)", "sat"),
+    ("(>= (* X[0,0] X[0,1]) 1.1)", "unsat"), ("(<= (* X[0,0] X[0,1]) -0.9)", "sat"),
 ])
 def test_polynomial_terms(prop, verdict):
     found = run(NET_XY.format(m=2) + BOX2 + f"(assert {prop})", {"f": IDENT})
