@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from verifier.spec.extras import EXTRA_BASE, powers
-from verifier.spec.layout import Layout, Monomial
+from verifier.spec.layout import Layout, Monomial, trivial_layout
 
 
 def _passthrough_pair(p, atom: int) -> tuple[int, int] | None:
@@ -69,6 +69,8 @@ def unify_inputs(p, n_in: int) -> tuple[np.ndarray, int, list[int]]:
 def plan_layout(p, n_in: int, n_values: int) -> Layout:
     """The layout, with ``p.yrows`` renumbered to it and unifying atoms removed from
     ``p.base``. Only called in compose mode."""
+    if not p.extras:  # the usual query: nothing derived, nothing to unify
+        return trivial_layout(n_in, n_values)
     index, n_z, p.base = unify_inputs(p, n_in)
     used = _used_extras(p)
     passthrough: dict[int, int] = {}  # z entry -> position among passthroughs
