@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -31,6 +32,9 @@ from verifier.gate.equivalence import (
 from verifier.gate.gate import _BY_VERDICT, GateSummary, ProgressFn, SampleOutcome, Thresholds
 from verifier.gate.specs import BallOptions, input_box
 
+if TYPE_CHECKING:
+    from verifier.onnx_import.loader import ImportedModel
+
 log = logging.getLogger(__name__)
 
 _NP_TYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -43,7 +47,7 @@ class EquivalenceProblem:
 
     prop: EquivalenceProperty
     model_path: str
-    merged: object  # ImportedModel of the merged ONNX model
+    merged: ImportedModel  # the merged ONNX model, imported
     merged_bytes: bytes
     reference_bytes: bytes
     model_bytes: bytes
