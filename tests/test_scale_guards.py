@@ -175,3 +175,14 @@ def test_the_engines_stop_before_the_run_deadline(monkeypatch):
     assert strategy.run_methods(None, None, VerifyConfig(), "cpu", run_deadline) == "done"
     assert run_deadline - strategy.ENGINE_MARGIN_MAX_S <= seen["engines"] < run_deadline - 1
     assert seen["nested"] == seen["engines"]
+
+
+def test_pass_work_counts_multiply_adds():
+    """One backward row through the first convolution: 32x64x64 outputs, 3x3x3 each; then a
+    Relu (one per element) and a second convolution (32x3x3 each)."""
+    from bounds.engine.budget import prefix_work
+
+    graph = _wide_cnn()
+    per_map = 32 * 64 * 64
+    assert prefix_work(graph, "c0") == (per_map * 27, 1)
+    assert prefix_work(graph, "c1") == (per_map * (27 + 1 + 32 * 9), 3)

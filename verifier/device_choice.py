@@ -1,58 +1,60 @@
 """``--device auto``: the GPU only where one bound pass is large enough to pay for it.
 
-The rule (a cost model; no GPU was at hand to measure the constants, so they are stated here
-as assumptions to re-measure with ``benchmarks/bound_bench.py`` when one is lent):
+The rule is a cost model. No GPU was at hand, so the GPU constants are assumptions to
+re-measure with ``benchmarks/bound_bench.py`` when a device is lent; the CPU rate is measured.
 
-* one CROWN pass costs about ``W`` element-rows: the spec rows (at least one per output)
-  times the elements of every value, plus backward CROWN on every position of the values
-  that relaxations need (``bounds.engine.budget.backward_cost``), capped at what the engines
-  would chunk into CPU_SECONDS_CAP seconds;
-* on the CPU that takes ``W / CPU_ELEMENT_RATE`` seconds (one core, float64: about 5e8
-  element-rows a second, measured on this machine's conv and linear backward passes);
-* on a GPU the arithmetic is nearly free at these sizes and the cost is the kernel
-  launches: about LAUNCHES_PER_NODE launches of LAUNCH_S each per graph node per pass, plus
-  copying the parameters once (PCIe at COPY_BYTES_RATE);
-* ``auto`` takes the GPU only when the CPU estimate exceeds GPU_MARGIN times the GPU
-  estimate, so a wrong constant costs at most that factor on small models, which are fast
-  anyway. ACAS Xu (6x50, 5 inputs): CPU ~0.3 ms a pass, GPU ~0.9 ms: CPU (the GPU was
-  measured several times slower there). A TinyYOLO pass: CPU minutes, GPU well under a
-  second: GPU.
+* Work of one CROWN pass with CROWN intermediate bounds, in multiply-adds
+  (``bounds.engine.budget.prefix_work``: each value's elements times its op's fan-in): the
+  spec rows through the whole graph, plus two rows per position of every value a relaxation
+  needs, each through the values before it (an upper estimate: only unstable positions are
+  refined).
+* CPU time: work / CPU_MAC_RATE. Calibrated on this machine (one core, float64):
+  cifar10_resnet resnet_4b, estimate 3.4e10 multiply-adds, first CROWN pass 30-35 s, so
+  about 1e9 per second of estimated work (the estimate counts every position, the engine
+  refines only unstable ones: a conservative rate).
+* GPU time: kernel launches dominate at these sizes: LAUNCHES_PER_NODE launches of LAUNCH_S
+  per node of every backward pass (the final one and one per refined value), plus copying
+  the parameters once (COPY_BYTES_RATE).
+* ``auto`` takes the GPU when one is present and the CPU estimate exceeds GPU_MARGIN times
+  the GPU estimate; a wrong constant then costs at most that factor on small models. ACAS Xu
+  (6x50, 5 inputs, 10 spec rows): CPU ~4 ms, GPU ~7 ms: CPU (the GPU was measured several
+  times slower there). mnistfc 256x2 (0.24 s vs 2 ms), MetaRoom 4cnn, resnet_4b (34 s vs
+  0.02 s), TinyYOLO, the carvana UNets: GPU.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from bounds.engine.analysis import relaxed_inputs
-from bounds.engine.budget import backward_cost, value_elements
+from bounds.engine.budget import prefix_work
 from bounds.graph import Graph
 
-CPU_ELEMENT_RATE = 5e8  # element-rows per second, one CPU core, float64
+CPU_MAC_RATE = 1e9  # estimated multiply-adds per second, one core, float64 (see above)
 LAUNCH_S = 1e-5  # seconds per GPU kernel launch
 LAUNCHES_PER_NODE = 12  # relaxation, sign split, vector-Jacobian product, concretisation ...
 COPY_BYTES_RATE = 1e10  # bytes per second host to device
 GPU_MARGIN = 3.0
-CPU_SECONDS_CAP = 3600.0
 
 
-def pass_work(graph: Graph, spec_rows: int) -> float:
-    """Element-rows of one CROWN pass with CROWN intermediate bounds (an upper estimate)."""
-    out = math.prod(graph.outputs[0].shape)
-    final = max(spec_rows, 1) * value_elements(graph)
-    inter = backward_cost(graph, relaxed_inputs(graph))
-    return min(float(final + inter), CPU_SECONDS_CAP * CPU_ELEMENT_RATE) + out
+def pass_macs(graph: Graph, spec_rows: int) -> float:
+    """Multiply-adds of one CROWN pass with CROWN intermediate bounds (an upper estimate)."""
+    total = max(spec_rows, 1) * prefix_work(graph)[0]
+    for name in relaxed_inputs(graph):
+        numel = 1
+        for d in graph.shape_of(name):
+            numel *= d
+        total += 2 * numel * prefix_work(graph, name)[0]
+    return float(total)
 
 
 def cpu_seconds(graph: Graph, spec_rows: int) -> float:
-    return pass_work(graph, spec_rows) / CPU_ELEMENT_RATE
+    return pass_macs(graph, spec_rows) / CPU_MAC_RATE
 
 
 def gpu_seconds(graph: Graph) -> float:
-    launches = LAUNCHES_PER_NODE * len(graph.nodes) * LAUNCH_S
-    params = 8 * graph.parameter_count()
-    return launches + params / COPY_BYTES_RATE
+    steps = prefix_work(graph)[1] + sum(prefix_work(graph, v)[1] for v in relaxed_inputs(graph))
+    return LAUNCHES_PER_NODE * LAUNCH_S * steps + 8 * graph.parameter_count() / COPY_BYTES_RATE
 
 
 def gpu_pays(graph: Graph, spec_rows: int) -> bool:

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from bounds.graph import Graph
+from bounds.graph import Graph, Node
 
 # Share of the memory free on the device that one bound pass may hold; the rest is for the
 # queue of branch-and-bound domains, onnxruntime, and other processes on the machine.
@@ -99,6 +99,32 @@ def prefix_elements(graph: Graph, name: str) -> int:
         if node.name == name:
             break
     return max(1, total)
+
+
+def fan_in(node: Node) -> int:
+    """Multiply-adds per output element of ``node`` in a linear pass (its weights' reduction
+    length: Linear in-features, Conv input channels x kernel; 1 for other ops)."""
+    if node.op == "Linear" and 1 in node.consts:
+        return int(node.consts[1].shape[1])
+    if node.op in ("Conv", "ConvTranspose") and 1 in node.consts:
+        w = node.consts[1]
+        return int(math.prod(w.shape[1:])) * (w.shape[0] if node.op == "ConvTranspose" else 1)
+    if node.op == "MatMul" and node.consts:
+        pos, w = next(iter(node.consts.items()))
+        return int(w.shape[-2] if pos == 1 and w.ndim >= 2 else w.shape[-1])
+    return 1
+
+
+def prefix_work(graph: Graph, name: str | None = None) -> tuple[int, int]:
+    """(multiply-adds per row, nodes) of a backward pass from value ``name`` (None: the
+    whole graph)."""
+    macs = nodes = 0
+    for node in graph.nodes:
+        macs += math.prod(node.shape) * fan_in(node)
+        nodes += 1
+        if node.name == name:
+            break
+    return max(1, macs), nodes
 
 
 def backward_cost(graph: Graph, needed: list[str]) -> int:
