@@ -195,10 +195,8 @@ def _timed(inst: _Instance, name: str, limit: float) -> dict:
 
 def worker(onnx_path: str, spec_path: str, device: str, passes: list[str],
            limit: float) -> None:
-    """Print one JSON line per pass (the parent reads them)."""
-    import torch
-
-    torch.set_grad_enabled(False)
+    """Print one JSON line per pass (the parent reads them). Autograd stays on, as in the
+    verifier: alpha-CROWN's loop stops after its first pass when its bound has no gradient."""
     inst = _Instance(onnx_path, spec_path, device)
     _bound(inst, "ibp")  # warm-up (allocations, lazy imports)
     for name in passes:
