@@ -43,7 +43,7 @@ CASES = (
     ("eran 9x200", "eran", "onnx/mnist_relu_9_200.onnx",
      "vnnlib/mnist_spec_idx_8098_eps_0.01500.vnnlib"),
     ("oval21 base", "oval21", "onnx/cifar_base_kw.onnx",
-     "vnnlib/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib"),
+     "vnnlib/cifar_base_kw-img590-eps0.03228758169934641.vnnlib"),
     ("resnet_2b", "cifar10_resnet", "onnx/resnet_2b.onnx", "vnnlib/prop_2_eps_0.008.vnnlib"),
 )
 
@@ -88,6 +88,53 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
     return stats
 
 
+def _synthetic(n: int, rows: int = 9, widths=(256, 256, 256, 256)):
+    """n domains shaped like mnistfc 256x4's (9 spec rows): splits, bounds, alphas, betas."""
+    from verifier.bab.neuron_domains import NeuronDomains
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = {f"relu{i}": w for i, w in enumerate(widths)}
+
+    def per_layer(make):
+        return {k: make(w) for k, w in shapes.items()}
+
+    return NeuronDomains(
+        per_layer(lambda w: torch.zeros(n, w, dtype=torch.int8)),
+        per_layer(lambda w: torch.randn(n, w, generator=gen, dtype=torch.float64)),
+        per_layer(lambda w: torch.randn(n, w, generator=gen, dtype=torch.float64)),
+        per_layer(lambda w: torch.rand(n, rows, w, generator=gen)),
+        per_layer(lambda w: torch.rand(n, rows, w, generator=gen)),
+        torch.randn(n, rows, generator=gen, dtype=torch.float64),
+        torch.randn(n, generator=gen, dtype=torch.float64),
+        torch.zeros(n, rows, dtype=torch.bool), torch.zeros(n, 3, dtype=torch.long),
+        torch.zeros(n, dtype=torch.long))
+
+
+def queue_micro(n: int, steps: int = 10, batch: int = 64) -> None:
+    """Seconds per step of queue work alone (take the worst ``batch``, put back twice as
+    many) with n domains queued: the packed queue sorted and copied whole (the code before
+    issue 18, ``NeuronDomains.take_worst``) against the slot queue."""
+    from verifier.bab.domain_queue import DomainQueue
+
+    packed, kids = _synthetic(n), _synthetic(2 * batch)
+    began = time.monotonic()
+    for _ in range(steps):
+        order = torch.argsort(packed.margin)
+        packed.select(order[:batch])
+        packed = packed.select(order[batch:])
+        packed.extend(kids)
+    sort_s = (time.monotonic() - began) / steps
+    slots = DomainQueue()
+    slots.push(_synthetic(n))
+    began = time.monotonic()
+    for _ in range(steps):
+        slots.pop_worst(batch)
+        slots.push(kids)
+    slot_s = (time.monotonic() - began) / steps
+    print(f"queue of {n} domains: sort-and-copy {sort_s * 1e3:8.1f} ms/step, "
+          f"slot queue {slot_s * 1e3:8.1f} ms/step", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -99,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a NeuronSplitOptions field, e.g. relu_multi_split=false")
     parser.add_argument("--label", default="", help="tag printed on every line")
+    parser.add_argument("--queue", type=int, default=0,
+                        help="only time the queue's own work with this many domains queued")
     args = parser.parse_args(argv)
+    if args.queue:
+        queue_micro(args.queue)
+        return 0
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(1)
     only = {b for b in args.only.split(",") if b}
@@ -138,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
               f"domains {done:7d} steps {stats.get('steps', 0):5d} "
               f"queued {stats.get('domains_queued', -1):6d} {stats['seconds']:6.1f}s "
               f"root {stats['root_s']:5.1f}s {rate:8.1f} domains/s after the root "
-              f"worst {stats.get('worst_margin', float('nan')):.4g}", flush=True)
+              f"worst {stats.get('worst_margin') or float('nan'):.4g}", flush=True)
         if prof:
             out = io.StringIO()
             pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
