@@ -81,3 +81,57 @@ def test_gate_agrees_with_the_exact_maximum(tmp_path, seed):
     shown = np.abs(below.cex_y - below.cex_ref_y).max()
     assert exact * 0.98 <= shown <= exact + 1e-5
     assert np.all(np.abs(below.cex_x - x0) <= EPS + 1e-7)
+
+
+def _both_mlp(f: list, g: list) -> list:
+    """Weights of the MLP computing concat(f(x), g(x))."""
+    first = (np.vstack([f[0][0], g[0][0]]), np.concatenate([f[0][1], g[0][1]]))
+    rest = [(block_diag(wf, wg), np.concatenate([bf, bg]))
+            for (wf, bf), (wg, bg) in zip(f[1:], g[1:], strict=True)]
+    return [first, *rest]
+
+
+def _exact_label_violation(f: list, g: list, lower: np.ndarray, upper: np.ndarray) -> bool:
+    """Some x in the box with f's class i on top (ties too) and g_k >= g_i for a k != i."""
+    k = SIZES[-1]
+    coef, rhs = [], []
+    for i in range(k):
+        for m in range(k):
+            if m == i:
+                continue
+            rows = [np.eye(2 * k)[j] - np.eye(2 * k)[i] for j in range(k) if j != i]
+            rows.append(np.eye(2 * k)[k + i] - np.eye(2 * k)[k + m])
+            coef.append(rows)
+            rhs.append(np.zeros(len(rows)))
+    from tests.bab.exact import exact_sat
+
+    return exact_sat(_both_mlp(f, g), lower, upper, np.array(coef), np.array(rhs))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_same_label_agrees_with_the_exact_answer(tmp_path, seed):
+    f, g = _pair(seed)
+    x0 = np.random.default_rng(200 + seed).uniform(-1, 1, size=2)
+    paths = []
+    for name, layers in (("f", f), ("g", g)):
+        onnx.save(gemm_relu_mlp(layers), tmp_path / f"{name}.onnx")
+        paths.append(str(tmp_path / f"{name}.onnx"))
+    problem = EquivalenceProblem.load(paths[0], paths[1],
+                                      EquivalenceProperty(paths[0], "same-label"))
+    data = Dataset(x0[None], np.zeros(1, np.int64), ("x0",))
+    got = verify_equivalence_sample(problem, data, 0, BallOptions(EPS),
+                                    VerifyConfig(timeout=60, check_model=False))
+    violated = _exact_label_violation(f, g, x0 - EPS, x0 + EPS)
+    assert got.outcome == ("falsified" if violated else "certified"), (violated, got)
+    if violated:
+        assert np.all(np.abs(got.cex_x - x0) <= EPS + 1e-7)
+        assert problem.check(got.cex_x) is not None
+
+
+def test_same_label_seeds_cover_both_answers():
+    """The seeds above hold violated and kept labels (else the test would check one side)."""
+    answers = set()
+    for seed in range(8):
+        x0 = np.random.default_rng(200 + seed).uniform(-1, 1, size=2)
+        answers.add(_exact_label_violation(*_pair(seed), x0 - EPS, x0 + EPS))
+    assert answers == {True, False}
