@@ -61,6 +61,7 @@ def _tighten_job_form(schema: dict, settings: Settings, batch: bool) -> None:
     props["timeout"]["maximum"] = settings.max_timeout
     if settings.max_job_memory_mb:
         props["memory_mb"]["maximum"] = settings.max_job_memory_mb
+    props["memory_mb"]["minimum"] = max(1, settings.min_job_memory_mb)
     rules = [_exactly_one("model", "model_id")]
     if batch:
         for name in ("specs", "spec_texts"):

@@ -56,6 +56,9 @@ def checked_options(timeout: float | None, method: str, device: str, memory_mb: 
     if settings.max_job_memory_mb and memory > settings.max_job_memory_mb:
         raise ApiError(422, f"memory_mb {memory} MiB is above the limit of "
                             f"{settings.max_job_memory_mb} MiB")
+    if memory_mb is not None and memory_mb < settings.min_job_memory_mb:
+        raise ApiError(422, f"memory_mb {memory} MiB is below the {settings.min_job_memory_mb} "
+                            "MiB a verification needs (the worker alone holds about 300 MiB)")
     return JobOptions(timeout=limit, method=method, device=device, memory_mb=memory or None)
 
 

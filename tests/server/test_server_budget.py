@@ -171,3 +171,12 @@ def test_cuda_jobs_are_refused_without_a_gpu(client):
         assert r.status_code == 422, r.text
         assert "no CUDA device" in r.json()["error"]["message"]
     assert submit(client, SPEC_UNSAT, device="cpu").status_code == 202
+
+
+def test_memory_below_what_a_worker_needs_is_refused(client):
+    """memory_mb=4 was accepted and every such job failed "memory limit of 4 MiB exceeded"
+    (found by the 5-minute schemathesis run)."""
+    r = submit(client, SPEC_UNSAT, memory_mb=4)
+    assert r.status_code == 422, r.text
+    assert "below the 256 MiB" in r.json()["error"]["message"]
+    assert submit(client, SPEC_UNSAT, memory_mb=256).status_code == 202

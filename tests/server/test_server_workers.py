@@ -41,7 +41,7 @@ def test_cancel_running_and_kill_after_timeout(tmp_path):
 
 def test_memory_limit_fails_the_job_and_the_pool_goes_on(tmp_path):
     settings = settings_for(tmp_path, job_runner="runners:hog", job_memory_mb=300,
-                            max_job_memory_mb=1000)
+                            max_job_memory_mb=1000, min_job_memory_mb=0)
     with client_for(settings) as client:
         job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
         assert job["status"] == "failed" and job["verdict"] == "error"
@@ -64,7 +64,7 @@ def test_job_under_its_memory_limit_finishes(tmp_path):
 def test_real_verification_over_its_memory_limit(tmp_path):
     """The verifier itself (torch loaded, tiny model) needs about 300 MiB: 200 is too little.
     The next job, under the 4096 MiB default, gets its verdict from a fresh worker."""
-    with client_for(settings_for(tmp_path)) as client:
+    with client_for(settings_for(tmp_path, min_job_memory_mb=0)) as client:
         job = wait_final(client, submit(client, SPEC_UNSAT, memory_mb=200).json()["id"])
         assert (job["status"], job["message"]) == ("failed", "memory limit of 200 MiB exceeded")
         job = wait_final(client, submit(client, SPEC_UNSAT).json()["id"])
