@@ -29,6 +29,11 @@ FORWARD_COPIES = 2
 # then only pre-filter (fewer unstable rows for CROWN) and back up the values CROWN cannot
 # afford, for a small fraction of the work.
 FORWARD_COST_SHARE = 0.25
+# Below this many multiply-adds (about a second on one core) backward CROWN is cheap enough
+# that forward mode only adds work per step: measured with forward mode on every small net,
+# ACAS Xu input splitting went from 7.7 to 12.4 s (prop 10) and a GenBaB search on a
+# Gelu/Tanh net timed out (the Gelu relaxation's bisection ran twice per value).
+FORWARD_MIN_BACKWARD_MACS = 10**9
 # Used when the free memory cannot be read (not Linux, no /proc).
 DEFAULT_FREE_BYTES = 4 << 30
 
@@ -138,12 +143,20 @@ def forward_cost(graph: Graph, free_inputs: int) -> int:
     return free_inputs * value_elements(graph)
 
 
+def backward_macs(graph: Graph, needed: list[str]) -> int:
+    """Multiply-adds of backward CROWN on every position of the ``needed`` values."""
+    return sum(2 * math.prod(graph.shape_of(v)) * prefix_work(graph, v)[0] for v in needed)
+
+
 def forward_pays(graph: Graph, needed: list[str], free_inputs: int, batch: int,
                  device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether forward-mode bounds go along with backward CROWN: few free inputs (their cost
-    at most FORWARD_COST_SHARE of backward CROWN's on the needed values) and their weights fit
-    the pass's share of the free memory."""
+    """Whether forward-mode bounds go along with backward CROWN: backward CROWN on the needed
+    values is expensive (at least FORWARD_MIN_BACKWARD_MACS over the batch), the free inputs
+    are few (forward mode at most FORWARD_COST_SHARE of backward CROWN's cost) and their
+    weights fit the pass's share of the free memory."""
     if not needed or free_inputs == 0:
+        return False
+    if batch * backward_macs(graph, needed) < FORWARD_MIN_BACKWARD_MACS:
         return False
     work = forward_cost(graph, free_inputs)
     if work > FORWARD_COST_SHARE * backward_cost(graph, needed):

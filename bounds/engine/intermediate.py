@@ -86,13 +86,18 @@ def _pack(mask: torch.Tensor, counts: torch.Tensor, k: int, m: int):
     return dom, idx, valid, per_domain
 
 
-def _rate_key(graph: Graph) -> tuple:
+def _rate_key(graph: Graph, alpha_iterations: int = 0) -> tuple:
+    """Key of the measured seconds per coefficient-row element of this graph's refinement
+    passes. Alpha-optimised refinements (``alpha_iterations`` > 0) cost tens of times a plain
+    CROWN pass per row and keep a rate of their own: one shared rate made the children of a
+    branch-and-bound root leave their intermediate bounds to intervals ("about 11 s needed"
+    for 3 domains on mnistfc 256x4) after the root's alpha passes had measured it."""
     last = graph.nodes[-1].name if graph.nodes else None  # y = x has no node
-    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), last)
+    return ("crown_row_element", graph.inputs[0].name, len(graph.nodes), last, alpha_iterations)
 
 
 def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
-               dtype: torch.dtype | None = None) -> int:
+               dtype: torch.dtype | None = None, alpha_iterations: int = 0) -> int:
     """Coefficient rows (over all domains) one backward pass may hold when the widest value
     has ``width`` elements: the memory budget (MAX_COEF_ELEMENTS, and with ``device`` and
     ``dtype`` no more than ``budget.coef_budget`` allows on the memory free there), and at the
@@ -100,18 +105,19 @@ def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
     budget = MAX_COEF_ELEMENTS
     if device is not None and dtype is not None:
         budget = coef_budget(device, dtype, budget)
-    rate = rates(cache).get(_rate_key(graph))
+    rate = rates(cache).get(_rate_key(graph, alpha_iterations))
     if rate is None:
         return max(1, budget // (UNMEASURED_SHARE * max(1, width)))
     rows = max(1, budget // max(1, width))
     return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(rate * width, 1e-12))))
 
 
-def _fits(graph: Graph, cache: PassCache, work: int, name: str) -> bool:
+def _fits(graph: Graph, cache: PassCache, work: int, name: str,
+          alpha_iterations: int = 0) -> bool:
     """Whether ``work`` (coefficient rows x values' elements of backward passes) fits in
     REFINE_TIME_SHARE of the time left, at the rate last measured on this graph (unknown
     rate: yes; the first chunk measures it and the engines' deadline checks bound it)."""
-    rate = rates(cache).get(_rate_key(graph))
+    rate = rates(cache).get(_rate_key(graph, alpha_iterations))
     if rate is None:
         return True
     need, left = rate * work, time_left()
@@ -177,10 +183,11 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     k = int(counts.max()) if b else 0
     if k == 0:
         return None, None
-    rows = chunk_rows(graph, cache, largest_numel(graph), inter.device, inter.dtype)
+    rows = chunk_rows(graph, cache, largest_numel(graph), inter.device, inter.dtype,
+                      alpha_iterations)
     pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // 2)))
     m, depth = pack.m, prefix_elements(graph, name)
-    if not _fits(graph, cache, 2 * m * len(pack) * depth, name):
+    if not _fits(graph, cache, 2 * m * len(pack) * depth, name, alpha_iterations):
         return None, None
     numel = math.prod(graph.shape_of(name))
     lower = torch.full((b, numel), -math.inf, device=inter.device, dtype=inter.dtype)
@@ -188,7 +195,8 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     step, rec = max(1, rows // (2 * m)), None
     record = record and alpha_iterations == 0
     for start in range(0, len(pack), step):
-        if start and not _fits(graph, cache, 2 * m * (len(pack) - start) * depth, name):
+        if start and not _fits(graph, cache, 2 * m * (len(pack) - start) * depth, name,
+                               alpha_iterations):
             break
         began = time.monotonic()
         d, i, ok = pack.part(slice(start, start + step))
@@ -201,7 +209,7 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
         upper[at, i[ok]] = -res[:, m:][ok]
         if record and a is not None:
             rec = _record_linear(rec, inter, sub.box, numel, (d, i, ok), a, res)
-        rates(cache)[_rate_key(graph)] = (time.monotonic() - began) / (
+        rates(cache)[_rate_key(graph, alpha_iterations)] = (time.monotonic() - began) / (
             2 * m * d.shape[0] * depth)
     shape = graph.shape_of(name)
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape)), rec

@@ -72,12 +72,21 @@ def test_forward_path_with_few_inputs(monkeypatch, seed):
     enclose samples; CROWN still refines what stays unstable."""
     graph = random_mlp([4, 32, 32, 32, 3], seed=seed)
     box = _box((1, 4), 3, 1.0, seed)
+    monkeypatch.setattr(budget, "FORWARD_MIN_BACKWARD_MACS", 0)  # as if CROWN were costly
     crown_calls = _spy(monkeypatch, intermediate, "crown_interval")
     refiner = _spy(monkeypatch, intermediate, "free_input_functions")
     inter = compute_intermediate(graph, box, method="crown")
     assert refiner, "the cost model chose forward mode for 4 inputs"
     assert crown_calls, "CROWN refined the positions forward mode left unstable"
     _assert_encloses(graph, box, inter)
+
+
+def test_no_forward_mode_where_backward_crown_is_cheap(monkeypatch):
+    """A small net (backward CROWN far below FORWARD_MIN_BACKWARD_MACS): CROWN alone."""
+    graph = random_mlp([4, 32, 32, 32, 3], seed=0)
+    forward = _spy(monkeypatch, intermediate, "free_input_functions")
+    compute_intermediate(graph, _box((1, 4), 3, 1.0, 0), method="crown")
+    assert not forward
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -182,3 +191,20 @@ def test_chunked_interval_pass_stops_at_the_deadline(monkeypatch):
     assert checks, "the chunked node read the clock"
     with engine_deadline(0.0), pytest.raises(DeadlineExceeded):
         ibp.propagate_node(graph, node, bounds, box.lower.device, F64)
+
+
+def test_alpha_refinement_rate_does_not_starve_plain_crown():
+    """A slow rate measured by alpha-optimised refinements (their own key) leaves plain CROWN
+    refinements their estimate: they still run and tighten IBP."""
+    rng = np.random.default_rng(3)
+    sizes = [300, 16, 16, 2]
+    graph = mlp([(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.1)
+                 for i, o in zip(sizes[:-1], sizes[1:], strict=True)])
+    box = _box((1, 300), 2, 0.3, 3)
+    plain = compute_intermediate(graph, box, method="ibp")
+    with engine_deadline(10.0 + time.monotonic()):
+        intermediate.rates(PassCache())[intermediate._rate_key(graph, 5)] = 1e6
+        inter = compute_intermediate(graph, box, method="crown")
+    tighter = inter.bounds["lin1"].lower > plain.bounds["lin1"].lower + 1e-9
+    assert bool(tighter.any())
+    _assert_encloses(graph, box, inter)

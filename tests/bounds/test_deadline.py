@@ -193,13 +193,11 @@ def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch)
 
 def test_measured_rate_is_shared_within_a_deadline_block():
     """A later bound computation in the same deadline block estimates from the rate an
-    earlier one measured: with a rate that cannot fit, no backward refinement starts, and
-    the values keep what the cheap methods give (6 inputs: IBP with forward-mode bounds)."""
+    earlier one measured: with a rate that cannot fit, no refinement starts (IBP's bound)."""
     from bounds.engine.deadline import shared_rates
 
     graph, box, coef, rhs = _wide_problem()
-    cheap = bound_spec(graph, box, coef, rhs,
-                       BoundOptions(method="crown", intermediate="forward"))
+    ibp = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="ibp"))
     with engine_deadline(time.monotonic() + 60):
         bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
         rates = shared_rates()
@@ -208,7 +206,7 @@ def test_measured_rate_is_shared_within_a_deadline_block():
             rates[key] = 1e6  # seconds per unit: nothing fits
         res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
                                                              intermediate="crown"))
-    assert torch.equal(res.lower, cheap.lower)
+    assert torch.equal(res.lower, ibp.lower)
 
 
 def _cnn_problem():
