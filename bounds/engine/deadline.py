@@ -36,15 +36,17 @@ class DeadlineExceeded(Exception):  # noqa: N818 - reads as the event it reports
 
 
 @contextmanager
-def engine_deadline(deadline: float | None) -> Iterator[None]:
+def engine_deadline(deadline: float | None, fresh_rates: bool = False) -> Iterator[None]:
     """Within the block, bound computations stop (raise) once ``time.monotonic()`` passes
     ``deadline`` (None: no deadline). A nested block never extends the enclosing one's
     deadline (a stage's share of the time ends, at the latest, with the run's)."""
     outer_deadline = _DEADLINE.get()
     if outer_deadline is not None:
         deadline = outer_deadline if deadline is None else min(deadline, outer_deadline)
-    # a nested block (a stage's share of the time) keeps the measurements made so far
-    outer = _RATES.get()
+    # a nested block (a stage's share of the time) keeps the measurements made so far, unless
+    # it asks for ``fresh_rates`` (a search whose passes cost differently from the stage
+    # before it: use this rather than a new contextvars.Context, which drops the deadline too)
+    outer = None if fresh_rates else _RATES.get()
     token, rates = _DEADLINE.set(deadline), _RATES.set({} if outer is None else outer)
     try:
         yield

@@ -423,3 +423,17 @@ def test_alpha_relaxation_chunks_stop_at_the_deadline(monkeypatch):
     _one_item_chunks(monkeypatch)
     with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
         crown._alpha_relaxation(node, crown.rules().get("Sigmoid"), lo, -lo, alpha)
+
+
+def test_fresh_rates_keep_the_enclosing_deadline():
+    """A nested block with fresh_rates starts an empty measurement memo, and still stops at
+    the enclosing deadline when that is earlier."""
+    from bounds.engine.deadline import shared_rates
+
+    with engine_deadline(time.monotonic() - 1):
+        shared_rates()["k"] = 1.0
+        with engine_deadline(time.monotonic() + 60, fresh_rates=True):
+            assert shared_rates() == {}
+            with pytest.raises(DeadlineExceeded):
+                check_deadline()
+        assert shared_rates() == {"k": 1.0}
