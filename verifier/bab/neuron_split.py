@@ -24,7 +24,6 @@ from typing import Literal
 import torch
 
 from bounds.engine.deadline import check_deadline, engine_deadline
-from bounds.engine.forward import run_graph
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
@@ -62,7 +61,6 @@ __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 
 log = logging.getLogger(__name__)
 
-SEEDS = 16  # attack seeds kept from the latest bounded batch (worst domains first)
 
 
 @dataclass(frozen=True)
@@ -106,9 +104,13 @@ class NeuronSplitSearch(SearchAttacks):
     def __init__(self, graph, problem: RegionProblem, deadline: float,
                  options: NeuronSplitOptions, progress: Progress,
                  validate: Callable[[torch.Tensor], object | None],
-                 attack: Callable[[int, float], torch.Tensor | None] | None = None):
+                 attack: Callable[[int, float], torch.Tensor | None] | None = None,
+                 root_bounds: dict[str, Interval] | None = None):
         """``validate(x [N, d])`` returns a checked counterexample or None; ``attack(seed,
-        deadline)`` returns candidate points [M, d] (the IR sees a violation) or None."""
+        deadline)`` returns candidate points [M, d] (the IR sees a violation) or None.
+        ``root_bounds``: sound interval bounds [1, *shape] of the region's values that an
+        earlier pass found (the bound cascade's alpha-CROWN): the root keeps them instead of
+        recomputing its intermediate bounds with alpha-CROWN."""
         # Softmax as Exp / ReduceSum / Reciprocal, as bound_spec does, so CROWN relaxes it
         # here too (value names are kept; the same graph when there is no Softmax).
         graph = expand_softmax(graph)
@@ -122,6 +124,7 @@ class NeuronSplitSearch(SearchAttacks):
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
         self.counters = _Counters()
+        self.root_bounds = root_bounds
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
 
@@ -236,33 +239,6 @@ class NeuronSplitSearch(SearchAttacks):
         check_deadline()
         self._primal_points(input_coef, out.bound[:, rows], weight, keep)
 
-    def _primal_points(self, input_coef, bound, weight, keep) -> None:
-        """Input corners minimising each open domain's weakest row; stash IR violations."""
-        if input_coef is None:
-            return
-        masked = torch.where(weight, bound, torch.full_like(bound, math.inf))
-        row = torch.argmin(masked, dim=1)
-        c = input_coef[torch.arange(len(bound)), row].flatten(1)[keep]
-        lo, hi = self.problem.lower.unsqueeze(0), self.problem.upper.unsqueeze(0)
-        x = torch.where(c >= 0, lo, hi)
-        self._check_points(x)
-        if self.options.seeded_attack and len(x):  # the worst domains' first: attack seeds
-            order = torch.argsort(masked[keep].min(1).values)[:SEEDS]
-            self.seeds = x[order].detach()
-
-    def _check_points(self, x: torch.Tensor) -> None:
-        if len(x) == 0 or self.counters.extra.get("cex") is not None:
-            return
-        x = torch.maximum(torch.minimum(x.float().to(x.dtype), self.problem.upper),
-                          self.problem.lower)
-        with torch.no_grad():
-            y = run_graph(self.graph, x.reshape(len(x), *self.input_shape))[0]
-        hit = self.problem.violated(y.reshape(len(x), -1))
-        if bool(hit.any()):
-            cex = self.validate(x[hit])
-            if cex is not None:
-                self.counters.extra["cex"] = cex
-
     # ---- branching ------------------------------------------------------------------------
     def choose(self, dom: NeuronDomains) -> torch.Tensor:
         """One global neuron index per domain (-1: nothing left to split)."""
@@ -311,6 +287,12 @@ class NeuronSplitSearch(SearchAttacks):
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
+        given = self.root_bounds or {}
+        if all(lay.value in given for lay in self.layers):
+            dt = p.lower.dtype
+            dom.lower = {lay.value: given[lay.value].lower.to(dev, dt) for lay in self.layers}
+            dom.upper = {lay.value: given[lay.value].upper.to(dev, dt) for lay in self.layers}
+            return self.bound(dom, self.options.root_iterations, reuse=True)
         return self.bound(dom, self.options.root_iterations, reuse=False,
                           intermediate_alpha=self.options.root_alpha_iterations)
 

@@ -5,14 +5,47 @@ from __future__ import annotations
 import math
 import time
 
+import torch
+
+from bounds.engine.forward import run_graph
 from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
+
+# attack seeds kept from the latest bounded batch (worst domains first)
+SEEDS = 16
 
 
 class SearchAttacks:
     """Attack methods of ``NeuronSplitSearch`` (a mixin: it reads the search's ``attack``,
     ``validate``, ``schedule``, ``seeds``, ``options``, ``counters``, ``progress`` and
-    ``deadline``)."""
+    ``deadline``; the primal points also its ``problem``, ``graph`` and ``input_shape``)."""
+
+    def _primal_points(self, input_coef, bound, weight, keep) -> None:
+        """Input corners minimising each open domain's weakest row; stash IR violations."""
+        if input_coef is None:
+            return
+        masked = torch.where(weight, bound, torch.full_like(bound, math.inf))
+        row = torch.argmin(masked, dim=1)
+        c = input_coef[torch.arange(len(bound)), row].flatten(1)[keep]
+        lo, hi = self.problem.lower.unsqueeze(0), self.problem.upper.unsqueeze(0)
+        x = torch.where(c >= 0, lo, hi)
+        self._check_points(x)
+        if self.options.seeded_attack and len(x):  # the worst domains' first: attack seeds
+            order = torch.argsort(masked[keep].min(1).values)[:SEEDS]
+            self.seeds = x[order].detach()
+
+    def _check_points(self, x: torch.Tensor) -> None:
+        if len(x) == 0 or self.counters.extra.get("cex") is not None:
+            return
+        x = torch.maximum(torch.minimum(x.float().to(x.dtype), self.problem.upper),
+                          self.problem.lower)
+        with torch.no_grad():
+            y = run_graph(self.graph, x.reshape(len(x), *self.input_shape))[0]
+        hit = self.problem.violated(y.reshape(len(x), -1))
+        if bool(hit.any()):
+            cex = self.validate(x[hit])
+            if cex is not None:
+                self.counters.extra["cex"] = cex
 
     def _attack_due(self) -> bool:
         if self.schedule.due(time.monotonic() - self.progress.start):
