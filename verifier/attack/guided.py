@@ -70,8 +70,9 @@ def bound_vertices(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, cond: Outpu
     [R, n] (the first MAX_BOXES): (points [M, n] in lo's dtype, box index [M]), most
     promising (lowest linear bound) first, at most ``limit``; None when the bound pass did
     not fit before ``deadline`` or gave no linear bounds."""
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1 or time.monotonic() >= deadline:
-        return None
+    if (len(graph.inputs) != 1 or len(graph.outputs) != 1 or not graph.nodes
+            or time.monotonic() >= deadline):
+        return None  # (a graph without nodes, y = x: nothing for the bounds to point at)
     coef, rhs, disjunct = _row_coefs(cond)
     if len(coef) == 0:
         return None
