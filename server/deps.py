@@ -130,3 +130,18 @@ def require_form(request: Request) -> None:
     if not kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(415, f"expected a multipart/form-data form, got {kind or 'no'} "
                             "content type")
+
+
+FORM_FIELDS = frozenset({"model_id", "spec_text", "spec_texts", "timeout", "method", "device",
+                         "memory_mb"})
+
+
+async def no_empty_fields(request: Request) -> None:
+    """422 for a form field sent with an empty value: the framework reads it as absent, so
+    ``device=`` would silently mean the default ``auto`` (found by schemathesis)."""
+    form = await request.form()
+    empty = sorted({key for key, value in form.multi_items()
+                    if key in FORM_FIELDS and value == ""})
+    if empty:
+        raise ApiError(422, f"form field(s) {', '.join(empty)} sent empty; leave a field out to "
+                            "use its default")

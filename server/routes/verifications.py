@@ -23,6 +23,7 @@ from server.deps import (
     SandboxDep,
     SettingsDep,
     StoreDep,
+    no_empty_fields,
     require_form,
 )
 from server.errors import ApiError
@@ -35,6 +36,7 @@ from server.settings import Settings
 from server.store import IdempotencyConflict, Job, Store
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
+FORM_CHECKS = [Depends(require_form), Depends(no_empty_fields)]
 
 
 def job_or_404(job_id: str, store: Store, who: Caller) -> Job:
@@ -117,7 +119,7 @@ def enqueue(store: Store, summary: dict, spec_id: str, options: JobOptions, who:
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             dependencies=[Depends(require_form)], responses=errors(*UPLOAD, 404, 409))
+             dependencies=FORM_CHECKS, responses=errors(*UPLOAD, 404, 409))
 async def submit(
     response: Response, settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep,
     jobs: JobsDep, metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep,
@@ -154,7 +156,7 @@ async def submit(
 
 
 @router.post("/batch", status_code=202, response_model=JobBatch,
-             dependencies=[Depends(require_form)], responses=errors(*UPLOAD, 404, 409))
+             dependencies=FORM_CHECKS, responses=errors(*UPLOAD, 404, 409))
 async def submit_batch(
     settings: SettingsDep, store: StoreDep, artifacts: ArtifactsDep, jobs: JobsDep,
     metrics: MetricsDep, who: CallerDep, sandbox: SandboxDep, devices: DevicesDep,

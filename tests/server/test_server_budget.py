@@ -17,7 +17,7 @@ from hostile_inputs import (
     wide_disjunction_spec,
 )
 from live import LiveServer
-from server_util import SPEC_UNSAT, client_for, settings_for, submit
+from server_util import SPEC_UNSAT, client_for, settings_for, submit, tiny_model_bytes
 
 from server.errors import ApiError
 from server.sandbox import Sandbox
@@ -180,3 +180,16 @@ def test_memory_below_what_a_worker_needs_is_refused(client):
     assert r.status_code == 422, r.text
     assert "below the 256 MiB" in r.json()["error"]["message"]
     assert submit(client, SPEC_UNSAT, memory_mb=256).status_code == 202
+
+
+def test_empty_form_fields_are_refused(client):
+    """device= (empty) was read as absent and the job ran on 'auto'; schemathesis flagged
+    the accepted schema-violating request."""
+    for field in ("device", "method", "timeout", "memory_mb"):
+        r = submit(client, SPEC_UNSAT, **{field: ""})
+        assert r.status_code == 422, (field, r.text)
+        assert f"{field} sent empty" in r.json()["error"]["message"]
+    batch = client.post("/v1/verifications/batch",
+                        files={"model": ("m.onnx", tiny_model_bytes())},
+                        data={"spec_texts": [SPEC_UNSAT, ""]})
+    assert batch.status_code == 422 and "spec_texts" in batch.text
