@@ -216,7 +216,8 @@ def _spawn(tree: Path | None, onnx: Path, spec: Path, device: str, passes, limit
     try:
         proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True,
                               timeout=timeout, check=False)
-        status = f"error: exit {proc.returncode} {proc.stderr.strip()[-160:]}"
+        last = proc.stderr.strip().splitlines()[-1:] or [""]
+        status = f"error: exit {proc.returncode} {last[0][-160:]}"
         out = proc.stdout
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -233,7 +234,7 @@ def _cell(row: dict, limit: float) -> str:
     if row["status"] == "over":
         return f"over {limit:g} s"
     if row["status"] != "ok":
-        return row["status"][:40]
+        return row["status"][:100]
     worst = "" if row["worst"] is None else f" {row['worst']:+.4g}"
     return f"{row['seconds']:8.3f}s cpu {row['cpu_s']:7.3f}s {row['mem_mb']:6.0f}MB{worst}"
 
