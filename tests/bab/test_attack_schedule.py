@@ -16,6 +16,7 @@ def steps_until_due(s: AttackSchedule, elapsed: float = 100.0) -> int:
 
 def test_promising_attacks_come_more_often_with_more_time():
     s = AttackSchedule(8)
+    assert steps_until_due(s) == 1  # the first step attacks
     assert steps_until_due(s) == 8
     s.record(loss=0.1, took_s=0.1, margin=-5.0)  # far closer to a violation than to a proof
     assert s.interval == 4 and s.budget_s > 2.0
@@ -52,4 +53,5 @@ def test_fixed_schedule_is_the_ablation_baseline():
     s = AttackSchedule(8, adaptive=False)
     s.record(loss=0.0, took_s=100.0, margin=-5.0)
     assert s.interval == 8 and s.budget_s == 2.0
+    assert steps_until_due(s, elapsed=1.0) == 1
     assert steps_until_due(s, elapsed=1.0) == 8
