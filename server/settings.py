@@ -54,7 +54,7 @@ class Settings(BaseModel):
     # The least a job may ask for with the memory_mb option: a worker holds about 300 MiB
     # once torch is loaded, so a job under this could only fail with "memory limit
     # exceeded" (0: no floor; the operator's job_memory_mb is not checked against it).
-    min_job_memory_mb: int = Field(256, ge=0)
+    min_job_memory_mb: int = Field(384, ge=0)
     # A local worker that holds more than this after a job (freed memory the allocator keeps)
     # is replaced by a fresh process, so the next job starts from a clean slate (0: never).
     worker_recycle_mb: int = Field(1024, ge=0)
