@@ -91,12 +91,16 @@ def main() -> int:
         print("$", " ".join(command), flush=True)
         return subprocess.run(command, cwd=ROOT).returncode
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()  # the server only: it stops its own workers (running jobs re-queue)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its process group
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
 
 
 if __name__ == "__main__":
