@@ -85,7 +85,6 @@ def test_multi_split_child_refuted_where_its_first_splits_are(seed, act, points)
     _check_inside_refuted(levels)
 
 
-@pytest.mark.xfail(strict=True, reason=TANH_DOWNSTREAM)
 def test_multi_split_child_refuted_tanh_downstream():
     _check_inside_refuted(_levels(9, "Tanh", "midpoint")[1])
 
