@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier.errors import ModelError, NncertError
+from verifier.gate.specs import box_vnnlib_lines
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +135,7 @@ def equivalence_vnnlib(lower: np.ndarray, upper: np.ndarray, prop: EquivalencePr
                        comment: str = "") -> str:
     """VNN-LIB 1.0 text for the merged model: the box and the unsafe set."""
     n_out = k if prop.mode == "max-diff" else 2 * k
-    lines = [f"; {line}" for line in comment.splitlines()] if comment else []
-    lines += [f"(declare-const X_{i} Real)" for i in range(len(lower))]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
-    lines.append("")
-    for i, (lo, hi) in enumerate(zip(lower.tolist(), upper.tolist(), strict=True)):
-        lines.append(f"(assert (>= X_{i} {lo!r}))")
-        lines.append(f"(assert (<= X_{i} {hi!r}))")
-    lines.append("")
+    lines = box_vnnlib_lines(lower, upper, n_out, comment)
     lines += unsafe_vnnlib(prop, k)
     return "\n".join(lines) + "\n"
 

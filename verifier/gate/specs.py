@@ -43,6 +43,20 @@ class BallOptions:
                 raise NncertError(f"clip needs finite LO <= HI, got {lo!r},{hi!r}")
 
 
+def box_vnnlib_lines(lower: np.ndarray, upper: np.ndarray, n_outputs: int,
+                     comment: str = "") -> list[str]:
+    """VNN-LIB 1.0 lines shared by every gate spec: the comment, the declarations of the inputs
+    and ``n_outputs`` outputs, and the input box ``[lower, upper]``."""
+    lines = [f"; {line}" for line in comment.splitlines()] if comment else []
+    lines += [f"(declare-const X_{i} Real)" for i in range(len(lower))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_outputs)]
+    lines.append("")
+    for i, (lo, hi) in enumerate(zip(lower.tolist(), upper.tolist(), strict=True)):
+        lines.append(f"(assert (>= X_{i} {lo!r}))")
+        lines.append(f"(assert (<= X_{i} {hi!r}))")
+    lines.append("")
+    return lines
+
 def input_box(x: np.ndarray, ball: BallOptions) -> tuple[np.ndarray, np.ndarray]:
     """Flattened (lower, upper) float64 bounds of the ball around one sample."""
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -63,14 +77,7 @@ def robustness_vnnlib(lower: np.ndarray, upper: np.ndarray, label: int, n_output
         raise NncertError(f"label {label} outside [0, {n_outputs})")
     if target is not None and (target == label or not 0 <= target < n_outputs):
         raise NncertError(f"target {target} must differ from label {label} and be in range")
-    lines = [f"; {line}" for line in comment.splitlines()] if comment else []
-    lines += [f"(declare-const X_{i} Real)" for i in range(len(lower))]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_outputs)]
-    lines.append("")
-    for i, (lo, hi) in enumerate(zip(lower.tolist(), upper.tolist(), strict=True)):
-        lines.append(f"(assert (>= X_{i} {lo!r}))")
-        lines.append(f"(assert (<= X_{i} {hi!r}))")
-    lines.append("")
+    lines = box_vnnlib_lines(lower, upper, n_outputs, comment)
     if target is not None:
         lines.append(f"(assert (>= Y_{target} Y_{label}))")
     else:
