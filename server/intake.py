@@ -98,10 +98,11 @@ def expansion_budget(text: str, n_in: int, settings: Settings) -> bool:
     """Refuse (422) a spec whose 'or's over inputs multiply out to more box values than
     ``max_spec_values``, before any box is built (exact integers). True when some top-level
     assert is constant false (the spec then has no region on purpose)."""
+    from verifier.spec.normalize import input_box_count
     from verifier.spec.parser import Parser
 
     parsed = Parser(text, "spec", settings.max_spec_terms).parse()
-    boxes = math.prod(len(d) for d in parsed.ors if any(a < 0 for t in d for a in t))
+    boxes = input_box_count(parsed)
     values = boxes * n_in * 2
     if values > settings.max_spec_values:
         raise ApiError(422, f"spec expands to {boxes} input boxes of {n_in} inputs ({values} "

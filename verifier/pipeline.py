@@ -141,11 +141,14 @@ def ort_only_model(data: bytes, label: str, reason: str) -> OrtModel | None:
 def load_runnable_model(path) -> object:
     """The imported model (``ImportedModel``) when the importer takes it, else an OrtModel
     when onnxruntime runs it; otherwise the importer's error is raised (bad input)."""
+    from verifier.onnx_import.fold import FoldTooLarge
     from verifier.onnx_import.loader import import_proto, read_model_proto
 
     proto, data = read_model_proto(path)  # unreadable or malformed files: raised here
     try:
         return import_proto(proto, data, str(path))
+    except FoldTooLarge:
+        raise  # onnxruntime would build the same tensor: refused, not handed to it
     except (ModelError, UnsupportedOpError) as exc:
         fallback = ort_only_model(data, str(path), refusal_reason(exc))
         if fallback is None:

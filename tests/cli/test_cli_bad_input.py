@@ -127,3 +127,28 @@ def test_bench_malformed_csv(tmp_path):
 
 def test_model_file_is_valid_onnx_fixture():
     onnx.checker.check_model(onnx.load(str(MODEL)))
+
+
+def test_folding_bomb_exits_2(tmp_path):
+    """A 184-byte model whose constant folding would build a 150M-element tensor is refused
+    by the importer's fold budget, not handed to onnxruntime (which would build it)."""
+    from tests.server.hostile_inputs import folding_bomb_model
+
+    model = tmp_path / "bomb.onnx"
+    model.write_bytes(folding_bomb_model())
+    spec = _write(tmp_path / "bomb.vnnlib", "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                  "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= Y_0 1.0))\n")
+    line = assert_one_line_error(run_nncert("verify", model, spec))
+    assert "ConstantOfShape" in line and "elements" in line
+
+
+def test_wide_disjunction_exits_2(tmp_path):
+    """16 input 'or's over 1,500 inputs multiply out to 65,536 boxes: refused from the exact
+    box count before any box is built."""
+    from tests.server.hostile_inputs import sum_model, wide_disjunction_spec
+
+    model = tmp_path / "sum.onnx"
+    model.write_bytes(sum_model())
+    spec = _write(tmp_path / "wide.vnnlib", wide_disjunction_spec())
+    line = assert_one_line_error(run_nncert("verify", model, spec))
+    assert "65536 input boxes of 1500 inputs" in line

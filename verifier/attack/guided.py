@@ -23,6 +23,8 @@ import torch
 
 from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 from bounds.graph import Graph
+from bounds.registry import UnsupportedOpError
+from bounds.rules.tangents import DomainError
 from bounds.types import Interval
 from verifier.spec.types import OutputCondition
 
@@ -83,7 +85,9 @@ def bound_vertices(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, cond: Outpu
     except DeadlineExceeded:
         log.info("guided attack: the CROWN pass did not fit in its time share")
         return None
-    except (MemoryError, RuntimeError) as exc:  # an engine limit: go on without the points
+    except (MemoryError, RuntimeError, DomainError, UnsupportedOpError) as exc:
+        # an engine limit, an op without a bound rule or an interval outside an op's domain:
+        # the bounds point nowhere here, so go on without the points
         log.info("guided attack: no bound pass (%s)", exc)
         return None
     if got is None:

@@ -12,6 +12,7 @@ is trivially ``unsat``: its unsafe set is empty).
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -24,6 +25,22 @@ from verifier.spec.types import InputRegion, OutputCondition, Spec
 
 log = logging.getLogger(__name__)
 MAX_ELEMENTS = 200_000_000  # cap on floats in the normalised spec (boxes plus conditions)
+MAX_BOX_VALUES = 1 << 24  # cap on box bounds (boxes x inputs x 2) once input 'or's multiply out
+
+
+def input_box_count(p: Parser) -> int:
+    """How many input boxes the parsed spec's 'or's over inputs multiply out to (an upper
+    bound: equal boxes merge later), counted with exact integers before any box is built."""
+    return math.prod(len(d) for d in p.ors if any(a < 0 for t in d for a in t))
+
+
+def check_box_budget(p: Parser, n_in: int, limit: int = MAX_BOX_VALUES) -> None:
+    """SpecError when the input boxes would hold more than ``limit`` bounds."""
+    boxes = input_box_count(p)
+    if boxes * n_in * 2 > limit:
+        raise SpecError(f"{p.source or '<spec>'}: spec expands to {boxes} input boxes of {n_in} "
+                        f"inputs ({boxes * n_in * 2} bounds), above the limit of {limit}; "
+                        "split it into several specs")
 
 
 def build_spec(p: Parser, version: str) -> tuple[Spec, Layout]:
@@ -31,6 +48,7 @@ def build_spec(p: Parser, version: str) -> tuple[Spec, Layout]:
     n_in, n_out = p.decls.sizes()
     src = p.source or "<spec>"
     _check_indices(p, n_in, n_out)
+    check_box_budget(p, n_in)
     layout = plan_layout(p, n_in, n_out) if p.compose else trivial_layout(n_in, n_out)
     n_z, n_out = layout.n_z, layout.n_outputs
     if p.false:
