@@ -54,7 +54,7 @@ _LAST_SESSION: tuple[bytes, object] | None = None
 
 def ort_session(onnx_bytes: bytes):
     """A cached onnxruntime CPU session (one intra-op thread) keyed by a hash of the model bytes."""
-    import onnxruntime as ort
+    from verifier.onnx_import.ort import new_session
 
     global _LAST_SESSION
     last = _LAST_SESSION  # one read of an immutable pair: safe across threads
@@ -65,11 +65,7 @@ def ort_session(onnx_bytes: bytes):
     with _LOCK:
         sess = _SESSIONS.get(key)
         if sess is None:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+            sess = new_session(onnx_bytes)
             if len(_SESSIONS) >= _MAX_SESSIONS:
                 _SESSIONS.pop(next(iter(_SESSIONS)))
             _SESSIONS[key] = sess

@@ -152,3 +152,26 @@ def test_wide_disjunction_exits_2(tmp_path):
     spec = _write(tmp_path / "wide.vnnlib", wide_disjunction_spec())
     line = assert_one_line_error(run_nncert("verify", model, spec))
     assert "65536 input boxes of 1500 inputs" in line
+
+
+@pytest.mark.parametrize("kind", ["short", "wrapping", "dtype", "ir99"])
+def test_malformed_initializers_and_future_ir_exit_2(tmp_path, kind):
+    """Issue 19 items 2 and 5 through the CLI: raw_data shorter than the dims, dims whose
+    product wraps, an unknown data type, ir_version 99 (exit 3 or a job's 'internal error'
+    before)."""
+    from tests.onnx_builders import bad_initializer_model
+
+    if kind == "ir99":
+        proto = onnx.load(MODEL)
+        proto.ir_version = 99
+    else:
+        proto = bad_initializer_model(kind)
+    model = tmp_path / "bad.onnx"
+    model.write_bytes(proto.SerializeToString())
+    assert_one_line_error(run_nncert("verify", model, _spec(tmp_path)))  # both take X [1, 2]
+
+
+def test_index_of_5000_digits_exits_2(tmp_path):
+    spec = _write(tmp_path / "big.vnnlib", "(declare-const X_" + "9" * 5000 + " Real)\n")
+    line = assert_one_line_error(run_nncert("verify", MODEL, spec))
+    assert "digits" in line

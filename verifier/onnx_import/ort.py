@@ -23,20 +23,23 @@ def ort_session(model):
     if session is not None:
         _SESSIONS.move_to_end(data)
         return session
-    session = _new_session(data)
+    session = new_session(data)
     _SESSIONS[data] = session
     if len(_SESSIONS) > _MAX_SESSIONS:
         _SESSIONS.popitem(last=False)
     return session
 
 
-def _new_session(data: bytes):
+def new_session(data: bytes):
+    """A fresh onnxruntime CPU session, one thread, its C++ log silenced below fatal."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(4)  # session-init errors are logged by the default logger
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: its errors reach us as exceptions, and a
+    # refused model must give one line on stderr, not a C++ log as well
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
@@ -59,7 +62,7 @@ def _exposing(data: bytes, names: list[str]):
         if name not in present:
             proto.graph.output.append(onnx.ValueInfoProto(name=name))
             present.add(name)
-    return _new_session(proto.SerializeToString())
+    return new_session(proto.SerializeToString())
 
 
 def _input_dtype(type_str: str):
