@@ -57,8 +57,8 @@ def _model_and_spec(tmp_path) -> tuple[str, str]:
 def test_unsat_reports_its_first_bound_pass(tmp_path):
     onnx_path, spec_path = _model_and_spec(tmp_path)
     res = verify(onnx_path, spec_path, VerifyConfig(timeout=30))
-    assert res.verdict == "unsat"
-    assert 0 < res.stats["first_bound_s"] <= res.time_s
+    assert res.verdict == "unsat", res  # (failed once in CI, not reproduced: res says how)
+    assert 0 < res.stats.get("first_bound_s", 0) <= res.time_s, res
 
 
 def test_a_model_that_cannot_fit_answers_unknown_with_the_reason(tmp_path, monkeypatch):
