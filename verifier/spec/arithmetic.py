@@ -35,12 +35,7 @@ class ArithmeticMixin:
         op = self.next_token("an arithmetic operator")
         if depth > MAX_DEPTH:
             raise self.err(f"expression nested more than {MAX_DEPTH} deep", start)
-        args = []
-        while self.peek() != ")":
-            if self.peek() is None:
-                self.expect(")")
-            args.append(self.arith(depth + 1))
-        self.i += 1
+        args = self.arith_args(depth)
         if not args:
             raise self.err(f"{op!r} needs arguments", start + 1)
         if op == "+":
@@ -52,6 +47,16 @@ class ArithmeticMixin:
         if op == "*":
             return self.product(args, start)
         raise self.err(f"unsupported arithmetic operator {op!r} (supported: + - *)", start + 1)
+
+    def arith_args(self, depth: int) -> list:
+        """The arithmetic arguments up to the closing parenthesis, which is consumed."""
+        args = []
+        while self.peek() != ")":
+            if self.peek() is None:
+                self.expect(")")
+            args.append(self.arith(depth + 1))
+        self.i += 1
+        return args
 
     def leaf(self, tok: str, at: int):
         """A variable code (int) or a finite constant (float) for one token."""

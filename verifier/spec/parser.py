@@ -248,12 +248,7 @@ class Parser(ArithmeticMixin):
             lhs, rhs = self.leaf(toks[i], i), self.leaf(toks[i + 1], i + 1)
             self.i = i + 3
             return self.compare2(op, lhs, rhs, start)
-        args = []
-        while self.peek() != ")":
-            if self.peek() is None:
-                self.expect(")")
-            args.append(self.arith(depth + 1))
-        self.i += 1
+        args = self.arith_args(depth)
         if len(args) < 2:
             raise self.err(f"{op!r} needs two arguments, found {len(args)}", start + 1)
         if len(args) == 2:
