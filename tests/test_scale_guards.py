@@ -67,7 +67,8 @@ def test_a_model_that_cannot_fit_answers_unknown_with_the_reason(tmp_path, monke
     res = verify(onnx_path, spec_path, VerifyConfig(timeout=3))
     assert res.verdict == "unknown"
     assert "not bounded" in res.message and "GiB" in res.message
-    assert "first_bound_s" not in res.stats
+    # (the guided attack's own CROWN pass of the spec rows may still be the first pass)
+    assert res.stats.get("first_bound_s", 0) <= res.time_s
 
 
 @pytest.mark.parametrize("error", [

@@ -16,6 +16,7 @@ import torch
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import largest_numel, window_and_product_nodes
 from bounds.engine.crown import MAX_COEF_ELEMENTS, backward_bound
+from bounds.engine.deadline import note_bound_pass
 from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.intermediate import chunk_rows, compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
@@ -188,4 +189,5 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
         lower = torch.maximum(lower, best)
     lower = final_margin(lower - rhs)
     linear_lower = None if linear is None else final_margin(linear - rhs)
+    note_bound_pass()  # sound bounds of every spec row: the run's first_bound_s clock
     return SpecBounds(lower.detach(), inter, alphas, input_coef, linear_lower)

@@ -10,7 +10,8 @@ from cli_util import EXAMPLES, assert_one_line_error, run_nncert
 
 SUMMARY = re.compile(r"^summary: instances=(\d+) unsat=(\d+) sat=(\d+) unknown=(\d+) "
                      r"timeout=(\d+) error=(\d+) incorrect=(\d+) time_s=[\d.]+ score=(-?\d+) "
-                     r"killed=(\d+) max_overrun_s=[\d.]+$")
+                     r"killed=(\d+) max_overrun_s=[\d.]+ bounded=(\d+) "
+                     r"max_first_bound_s=[\d.]+$")
 
 
 def summary(proc) -> dict[str, int]:
@@ -19,7 +20,7 @@ def summary(proc) -> dict[str, int]:
     match = SUMMARY.match(last)
     assert match, last
     keys = ("instances", "unsat", "sat", "unknown", "timeout", "error", "incorrect", "score",
-            "killed")
+            "killed", "bounded")
     return dict(zip(keys, map(int, match.groups()), strict=True))
 
 
@@ -36,6 +37,7 @@ def test_shared_test_suite(benchmarks_dir, tmp_path):
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     got = summary(proc)
     assert (got["instances"], got["unsat"], got["sat"], got["incorrect"]) == (5, 4, 1, 0), got
+    assert got["bounded"] >= got["unsat"], got  # a proof needs a complete bound pass
     table = rows(out)
     assert len(table) == 5
     assert {"benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct"} <= set(

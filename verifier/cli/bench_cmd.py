@@ -93,12 +93,13 @@ class Progress:
 def format_table(per: dict, total) -> str:
     """A fixed-width per-benchmark table with a total row."""
     head = ("benchmark", "instances", *VERDICT_COLUMNS, "incorrect", "time_s", "median_s",
-            "score", "killed", "max_overrun_s")
+            "score", "killed", "max_overrun_s", "bounded", "max_first_bound_s")
     rows = []
     for name, t in [*per.items(), ("TOTAL", total)]:
         rows.append((name, str(t.instances), *(str(t.count(v)) for v in VERDICT_COLUMNS),
                      str(t.incorrect), f"{t.total_time:.1f}", f"{t.median_time:.2f}",
-                     str(t.score), str(t.killed), f"{t.max_overrun_s:.2f}"))
+                     str(t.score), str(t.killed), f"{t.max_overrun_s:.2f}",
+                     str(t.bound_passes), f"{t.max_first_bound_s:.2f}"))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def fmt(row) -> str:
@@ -113,7 +114,8 @@ def summary_line(total) -> str:
     counts = " ".join(f"{v}={total.count(v)}" for v in VERDICT_COLUMNS)
     return (f"summary: instances={total.instances} {counts} incorrect={total.incorrect} "
             f"time_s={total.total_time:.1f} score={total.score} killed={total.killed} "
-            f"max_overrun_s={total.max_overrun_s:.2f}")
+            f"max_overrun_s={total.max_overrun_s:.2f} bounded={total.bound_passes} "
+            f"max_first_bound_s={total.max_first_bound_s:.2f}")
 
 
 def run(args) -> int:
