@@ -144,6 +144,20 @@ def test_milp_suits_refuses_unsupported_ops():
     assert not milp_suits(graph, spec)
 
 
+def test_milp_suits_leaves_relaxed_only_nets_to_genbab():
+    """Sigmoid only: the MILP would be an LP over planes the cascade already optimised; one
+    Relu next to it makes the encoding worth a MILP again."""
+    from bounds.graph import Graph, Node, TensorInfo
+
+    smooth = Graph((TensorInfo("x", (1, 2)),), (TensorInfo("s", (1, 2)),),
+                   (Node("s", "Sigmoid", ("x",), (1, 2)),))
+    spec = make_spec([(-np.ones(2), np.ones(2))], [[[1.0, 0.0]]], [[0.0]])
+    assert not milp_suits(smooth, spec)
+    mixed = Graph((TensorInfo("x", (1, 2)),), (TensorInfo("r", (1, 2)),),
+                  (Node("s", "Sigmoid", ("x",), (1, 2)), Node("r", "Relu", ("s",), (1, 2))))
+    assert milp_suits(mixed, spec)
+
+
 def test_auto_milp_decides_small_nets_and_declines_large_ones(monkeypatch):
     import verifier.milp.refine as refine
 

@@ -46,7 +46,7 @@ from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.types import Interval
 from verifier.milp.backends import HighsBounder
-from verifier.milp.encode import encode, unsupported_ops
+from verifier.milp.encode import encode, is_exact, unsupported_ops
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,15 @@ def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
     """Whether ``auto`` should decide ``spec`` by MILP: every op encodable, at most
     MILP_MAX_KINK_NEURONS Relu-like neurons, and in every input region at most
     ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries; MaxPool/Clip
-    nets are left to the other methods). ``unstable[i]``: region i's count from a CROWN pass
+    nets are left to the other methods). A net with no Relu-like neuron whose encoding only
+    relaxes some op (Sigmoid, Tanh ...) is left to GenBaB: its MILP is an LP over the same
+    planes the bound cascade already optimised, whose points are only candidates. ``unstable[i]``: region i's count from a CROWN pass
     already run; other regions get a pass within MILP_DECIDE_SHARE of the time to
     ``deadline`` (no answer in time: MILP is not used)."""
     if unsupported_ops(graph) or any(_other_piecewise(n) for n in graph.nodes):
         return False
-    if kink_neurons(graph) > MILP_MAX_KINK_NEURONS:
+    kinks = kink_neurons(graph)
+    if kinks > MILP_MAX_KINK_NEURONS or (kinks == 0 and not is_exact(graph)):
         return False
     stop = None if deadline is None else \
         time.monotonic() + MILP_DECIDE_SHARE * max(deadline - time.monotonic(), 0.0)
