@@ -98,16 +98,15 @@ def expansion_budget(text: str, n_in: int, settings: Settings) -> bool:
     """Refuse (422) a spec whose 'or's over inputs multiply out to more box values than
     ``max_spec_values``, before any box is built (exact integers). True when some top-level
     assert is constant false (the spec then has no region on purpose)."""
-    from verifier.spec.normalize import input_box_count
+    from verifier.errors import SpecError
+    from verifier.spec.normalize import check_box_budget
     from verifier.spec.parser import Parser
 
     parsed = Parser(text, "spec", settings.max_spec_terms).parse()
-    boxes = input_box_count(parsed)
-    values = boxes * n_in * 2
-    if values > settings.max_spec_values:
-        raise ApiError(422, f"spec expands to {boxes} input boxes of {n_in} inputs ({values} "
-                            f"bounds), above the limit of {settings.max_spec_values}; split "
-                            "it into several specs")
+    try:
+        check_box_budget(parsed, n_in, settings.max_spec_values)
+    except SpecError as exc:
+        raise ApiError(422, str(exc)) from None
     return parsed.false
 
 

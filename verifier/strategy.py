@@ -16,7 +16,6 @@ import time
 import numpy as np
 import torch
 
-from bounds.engine.deadline import note_bound_pass
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
@@ -84,7 +83,6 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
                 raise BoundsDidNotFit(f"a {options.method} bound of region {problem.index} "
                                       f"did not fit in {CASCADE_STEP_SHARE:.0%} of the time")
             return False
-        note_bound_pass()
         last_cost = time.monotonic() - start
         if costs is not None:
             costs[i] = max(costs.get(i, 0.0), last_cost)
@@ -190,8 +188,6 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     open_problems, costs, unstable = [], {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
-    if batch_refuted:
-        note_bound_pass()
     for p in problems:
         if p.index in batch_refuted:
             continue

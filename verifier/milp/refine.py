@@ -201,9 +201,10 @@ def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
     ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries; MaxPool/Clip
     nets are left to the other methods). A net with no Relu-like neuron whose encoding only
     relaxes some op (Sigmoid, Tanh ...) is left to GenBaB: its MILP is an LP over the same
-    planes the bound cascade already optimised, whose points are only candidates. ``unstable[i]``: region i's count from a CROWN pass
-    already run; other regions get a pass within MILP_DECIDE_SHARE of the time to
-    ``deadline`` (no answer in time: MILP is not used)."""
+    planes the bound cascade already optimised, whose points are only candidates.
+    ``unstable[i]``: region i's count from a CROWN pass already run; other regions get a pass
+    within MILP_DECIDE_SHARE of the time to ``deadline`` (no answer in time: MILP is not
+    used)."""
     if unsupported_ops(graph) or any(_other_piecewise(n) for n in graph.nodes):
         return False
     kinks = kink_neurons(graph)
