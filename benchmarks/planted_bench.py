@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bounds.engine.deadline import DeadlineExceeded  # noqa: E402
 from tests.attack.planted import mlp_value, planted_instance  # noqa: E402
 from verifier.attack.falsify import falsify  # noqa: E402
 from verifier.config import AttackConfig  # noqa: E402
@@ -56,7 +57,10 @@ def run_bab(p, seeded: bool, seconds: float) -> float | None:
     search = NeuronSplitSearch(p.model.graph, problem, start + seconds,
                                NeuronSplitOptions(seeded_attack=seeded), Progress(), validate,
                                region_attack(p.model.graph, region, 50, 10, "cpu"))
-    out = search.run()
+    try:
+        out = search.run()
+    except DeadlineExceeded:  # a bound pass in flight at the deadline: nothing found in time
+        return None
     return time.monotonic() - start if out.verdict == "sat" else None
 
 

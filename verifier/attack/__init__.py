@@ -3,8 +3,9 @@
 onnxruntime."""
 
 from verifier.attack.blackbox import falsify_blackbox
-from verifier.attack.falsify import falsify
+from verifier.attack.falsify import Falsifier, falsify
 from verifier.attack.objective import TorchCondition
 from verifier.attack.pgd import AttackResult, attack_boxes
 
-__all__ = ["AttackResult", "TorchCondition", "attack_boxes", "falsify", "falsify_blackbox"]
+__all__ = ["AttackResult", "Falsifier", "TorchCondition", "attack_boxes", "falsify",
+           "falsify_blackbox"]

@@ -9,11 +9,13 @@ Phases, for every group of regions sharing one output condition:
    ``GUIDED_POINTS``, lowest linear bound first), evaluated and then each the start of one
    fine-step PGD run; the bound pass gets at most ``GUIDED_SHARE`` of the budget left
    (with a budget under ``GUIDED_FIRST_MIN_S``, after the first PGD round instead);
-3. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the first
-   start of the first round at the best cheap point; later rounds use fresh random starts,
-   alternate coarse and fine step sizes, double their restarts while a round stays short
-   (small networks run a step on a thousand points as fast as on one) and run until the time
-   budget is spent;
+3. PGD rounds (``attack_boxes``): ``restarts`` starts per box, ``steps`` steps each, the
+   first start at the best point so far when no round at that step size started there yet,
+   the others random (and, with several disjuncts, each descending on one target disjunct:
+   ``pgd.targets``); rounds alternate coarse and fine step sizes, double their restarts while
+   a round stays short (small networks run a step on a thousand points as fast as on one),
+   double their steps every two rounds (up to 8 times) and run until the time budget is
+   spent;
 4. instead of PGD, when the loss has no gradient at any group's best points, nor at as many
    uniform points (a graph piecewise constant in its input: ArgMax, Cast to int,
    comparisons), the gradient-free search on onnxruntime (``blackbox.falsify_blackbox``)
@@ -22,6 +24,7 @@ Phases, for every group of regions sharing one output condition:
 Every point the IR (torch, float32) sees as a violation is re-checked with onnxruntime by
 ``verifier.validate``; only a validated point is returned, rejected ones are skipped.
 
+``Falsifier`` keeps this state between calls (the pipeline attacks a run several times).
 Time: ``falsify`` gets the pipeline's absolute ``deadline`` (time.monotonic). It spends at most
 ``config.time_share`` of the remaining time, unless ``budget_s`` is given (the pipeline passes the
 whole remaining time when the method is attack-only). Results are deterministic given ``seed``
@@ -31,11 +34,10 @@ out.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,6 +67,8 @@ VALIDATE_PER_ROUND = 8
 # PGD rounds cycle through these step-size scales: coarse steps find far corners (L-inf
 # robustness), fine steps follow narrow unsafe pockets (ACAS Xu).
 STEP_SCALES = (1.0, 0.1)
+# PGD steps double every len(STEP_SCALES) rounds, at most this many times.
+STEP_DOUBLINGS = 3
 # Share of the budget left that the guided phase's bound pass may use.
 GUIDED_SHARE = 0.25
 # Vertices evaluated and attacked from in the guided phase.
@@ -87,6 +91,8 @@ class _Group:
     best_x: torch.Tensor | None = None  # best point so far per region
     best_loss: torch.Tensor | None = None
     restarts: int = 0  # PGD restarts per box in the next round (0: the config's)
+    # per step scale: the best loss when the best point last started a round at that scale
+    init_loss: dict[float, float] = field(default_factory=dict)
 
 
 def _condition_key(cond: OutputCondition) -> tuple:
@@ -130,62 +136,87 @@ def falsify(
 ) -> Counterexample | None:
     """Search for an input violating ``spec``; returns an onnxruntime-validated Counterexample
     or None (none found within the budget: this proves nothing)."""
-    now = time.monotonic()
-    remaining = deadline - now
-    if remaining <= 0:
-        return None
-    budget = remaining * config.time_share if budget_s is None else min(budget_s, remaining)
-    stop = now + budget
-    gen = torch.Generator(device=device).manual_seed(seed)
-    search = _Search(model, spec, config, stop, gen)
-    cex = search.run(group_regions(spec, device))
-    log.info("falsify: %s after %.2fs (%d candidates re-checked)",
-             "counterexample" if cex is not None else "nothing", time.monotonic() - now,
-             search.checked)
-    return cex
+    return Falsifier(model, spec, config, device, seed).run(deadline, budget_s=budget_s)
 
 
-class _Search:
-    """One falsification run: shared state for the phases."""
+class Falsifier:
+    """A falsification that keeps its state between calls: the best point per box, the PGD
+    round and restart counts, whether the guided phase ran. The pipeline attacks one run
+    several times (first, before branch-and-bound, last); each call goes on where the
+    previous one stopped instead of repeating its cheap points and first rounds.
+    ``best_loss`` is the lowest IR loss reached so far (<= 0: the IR saw a violation;
+    +inf before any point was evaluated): how close the attack came."""
 
-    def __init__(self, model, spec, config: AttackConfig, stop: float, gen) -> None:
-        self.model, self.spec, self.config = model, spec, config
+    def __init__(self, model: ImportedModel, spec: Spec, config: AttackConfig,
+                 device: str = "cpu", seed: int = 0) -> None:
+        self.model, self.spec, self.config, self.device = model, spec, config, device
         self.graph = model.graph
-        self.stop, self.gen = stop, gen
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.stop = -math.inf
         self.checked = 0
+        self.groups: list[_Group] | None = None
+        self.round = 0  # the next PGD round
+        self.guided_done = False
+        self.gradient: bool | None = None  # PGD can move (None: not known yet)
 
-    def run(self, groups: list[_Group]) -> Counterexample | None:
+    @property
+    def best_loss(self) -> float:
+        losses = [float(g.best_loss.min()) for g in self.groups or ()
+                  if g.best_loss is not None and len(g.best_loss)]
+        return min(losses, default=math.inf)
+
+    def run(self, deadline: float, budget_s: float | None = None) -> Counterexample | None:
+        """Attack until ``deadline`` (time.monotonic), for at most ``config.time_share`` of
+        the time left or ``budget_s`` seconds when given."""
+        now = time.monotonic()
+        remaining = deadline - now
+        if remaining <= 0:
+            return None
+        budget = remaining * self.config.time_share if budget_s is None else min(budget_s,
+                                                                                  remaining)
+        self.stop = now + budget
+        checked = self.checked
+        cex = self._phases()
+        log.info("falsify: %s after %.2fs (%d candidates re-checked, best loss %.3g)",
+                 "counterexample" if cex is not None else "nothing", time.monotonic() - now,
+                 self.checked - checked, self.best_loss)
+        return cex
+
+    def _phases(self) -> Counterexample | None:
+        if self.groups is None:
+            self.groups = group_regions(self.spec, self.device)
+            for group in self.groups:
+                cex = self.cheap_points(group)
+                if cex is not None or self.out_of_time():
+                    return cex
+        groups = self.groups
         if not groups:  # nothing to attack: the rounds below would spin without a group
             return None
-        for group in groups:
-            cex = self.cheap_points(group)
-            if cex is not None or self.out_of_time():
-                return cex
         # a short budget (the pipeline's first attack) goes to the first PGD round first:
         # it settles most easy instances, and a CROWN pass can take all of half a second
-        guided_first = self.stop - time.monotonic() >= GUIDED_FIRST_MIN_S
-        cex = self.guided_phase(groups) if guided_first else None
-        if cex is not None or self.out_of_time():
-            return cex
+        if self.stop - time.monotonic() >= GUIDED_FIRST_MIN_S or self.round > 0:
+            cex = self.guided_phase(groups)
+            if cex is not None or self.out_of_time():
+                return cex
         if self.config.steps == 0 or self.config.restarts == 0:
             return None
-        if not any(self._has_gradient(g) for g in groups):
+        if self.gradient is None:
+            self.gradient = any(self._has_gradient(g) for g in groups)
+        if not self.gradient:
             log.info("the attack loss has no gradient at the best points: gradient-free "
                      "search on onnxruntime for the rest of the budget")
             return falsify_blackbox(self.model, self.spec, self.stop,
                                     seed=int(torch.randint(1 << 30, (1,), generator=self.gen)))
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
-        for round_ in itertools.count():
-            if self.out_of_time():
-                return None
-            scale = STEP_SCALES[round_ % len(STEP_SCALES)]
-            cex = self.guided_phase(groups) if round_ == 1 and not guided_first else None
+        while not self.out_of_time():
+            cex = self.guided_phase(groups) if self.round == 1 else None
             if cex is not None or self.out_of_time():
                 return cex
             for group in groups:
-                cex = self.pgd_round(group, round_ == 0, scale)
+                cex = self.pgd_round(group, self.round)
                 if cex is not None or self.out_of_time():
                     return cex
+            self.round += 1
         return None
 
     def _has_gradient(self, group: _Group) -> bool:
@@ -232,7 +263,11 @@ class _Search:
         return lo.clone() if kind == "lower" else hi.clone()
 
     def guided_phase(self, groups: list[_Group]) -> Counterexample | None:
-        for group in groups if self.config.guided else ():
+        """The guided points of every group, once per Falsifier."""
+        if self.guided_done or not self.config.guided:
+            return None
+        self.guided_done = True
+        for group in groups:
             cex = self.guided_points(group)
             if cex is not None or self.out_of_time():
                 return cex
@@ -259,14 +294,24 @@ class _Search:
         log.debug("guided: %d vertices, best loss %.3g", len(x), float(res.loss.min()))
         return self.check(group, res.x, res.loss, box)
 
-    def pgd_round(self, group: _Group, first: bool, scale: float) -> Counterexample | None:
-        """One PGD round; restarts double each round while a round stays short."""
+    def pgd_round(self, group: _Group, round_: int) -> Counterexample | None:
+        """One PGD round. Restarts double each round while a round stays short; steps double
+        every STEP_SCALES rounds (up to 2**STEP_DOUBLINGS times the config's: the cosine
+        schedule then ends finer, where a coarse run stops just short of the unsafe set);
+        the first start is the best point so far when no round at this step scale started
+        from it yet."""
         start = time.monotonic()
         restarts = group.restarts or self.config.restarts
+        scale = STEP_SCALES[round_ % len(STEP_SCALES)]
+        steps = self.config.steps * 2 ** min(STEP_DOUBLINGS, round_ // len(STEP_SCALES))
+        best = float(group.best_loss.min())
+        fresh = best < group.init_loss.get(scale, math.inf)
+        if fresh:
+            group.init_loss[scale] = best
         res = attack_boxes(
             self.graph, group.lo, group.hi, group.tcond,
-            steps=self.config.steps, restarts=restarts,
-            init=group.best_x if first else None, generator=self.gen,
+            steps=steps, restarts=restarts,
+            init=group.best_x if fresh else None, generator=self.gen,
             deadline=self.stop, stop_on_any=True, step_scale=scale,
         )
         took = time.monotonic() - start
@@ -274,6 +319,7 @@ class _Search:
         if took < 0.25 * (self.stop - time.monotonic()):
             group.restarts = min(cap, 2 * restarts)
         box = torch.arange(len(group.lo), device=group.lo.device)
+        reduce_best(group.best_x, group.best_loss, box, res.x, res.loss)
         return self.check(group, res.x, res.loss, box)
 
     def check(self, group: _Group, x: torch.Tensor, loss: torch.Tensor,

@@ -43,11 +43,19 @@ class TorchCondition:
             active=torch.as_tensor(active, device=device),
         )
 
-    def loss(self, y: torch.Tensor, push_all: bool = False) -> torch.Tensor:
+    @property
+    def n_disjuncts(self) -> int:
+        return int(self.rhs.shape[0])
+
+    def loss(self, y: torch.Tensor, push_all: bool = False,
+             target: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample loss [B] for flattened outputs y [B, n_out]; <= 0 iff the condition holds.
 
         ``push_all`` adds the sum of the positive row gaps to each disjunct's max, which keeps
         the sign of the loss but gives every violated row a gradient (better for descent).
+        ``target`` [B] (long): sample b's loss is that of disjunct ``target[b]`` alone (a
+        targeted attack: <= 0 still means the condition holds), or the min over all
+        disjuncts where ``target[b] < 0``.
         """
         d, k = self.rhs.shape
         if d == 0:
@@ -61,7 +69,11 @@ class TorchCondition:
             value = gap.amax(dim=2)
             if push_all:
                 value = value + torch.relu(gap).sum(dim=2)
-            parts.append(value.amin(dim=1))
+            parts.append(value if target is not None else value.amin(dim=1))
+        if target is not None:
+            value = torch.cat(parts, dim=1)  # [B, D]
+            chosen = value.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1)
+            return torch.where(target >= 0, chosen, value.amin(dim=1))
         return torch.stack(parts, dim=1).amin(dim=1) if len(parts) > 1 else parts[0]
 
 

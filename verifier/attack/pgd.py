@@ -85,12 +85,15 @@ def pgd(
     deadline: float = math.inf,
     stop_on_any: bool = False,
     step_scale: float = 1.0,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run PGD from x [B, n] in boxes lo/hi [B, n]; returns the best points and their losses.
 
     Stops early once every sample (or, with ``stop_on_any``, some sample) is below -margin,
     or when ``deadline`` (time.monotonic) has passed; the time is checked before every step.
     Step sizes are ``step_scale`` times the default schedule (fractions of the box width).
+    ``target`` [B]: the disjunct each sample descends on (-1: all; ``TorchCondition.loss``);
+    the losses returned are over all disjuncts either way.
     """
     width = hi - lo
     best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
@@ -107,7 +110,7 @@ def pgd(
             deep = best_loss <= -margin
             if (deep.any() if stop_on_any else deep.all()) or t == steps:
                 break
-        hinged = torch.maximum(cond.loss(y, push_all=PUSH_ALL), -margin)
+        hinged = torch.maximum(cond.loss(y, push_all=PUSH_ALL, target=target), -margin)
         if not hinged.requires_grad:  # the loss does not depend on x here: nothing to follow
             break
         (grad,) = torch.autograd.grad(hinged.sum(), x)
@@ -169,6 +172,7 @@ def attack_boxes(
     deadline: float = math.inf,
     stop_on_any: bool = False,
     step_scale: float = 1.0,
+    targeted: bool = True,
 ) -> AttackResult:
     """PGD with ``restarts`` starting points on each of many sub-boxes ``lower/upper[B, n]``.
 
@@ -178,6 +182,9 @@ def attack_boxes(
     ``verifier.validate``. All boxes share one output condition. The time is checked between
     steps; boxes not reached before ``deadline`` come back with loss +inf. ``step_scale``
     multiplies the step-size schedule (falsification alternates coarse and fine rounds).
+    With ``targeted`` and a condition of several disjuncts, every start but each box's first
+    descends on one disjunct alone (``targets``): the min over disjuncts follows whichever
+    is lowest at the start, and a restart per target reaches violations it misses.
     """
     if isinstance(lower, np.ndarray):
         device = generator.device if generator is not None else "cpu"
@@ -191,6 +198,8 @@ def attack_boxes(
     best_x = centre(lo, hi)
     best_loss = torch.full((n_box,), math.inf, device=lo.device, dtype=lo.dtype)
     chunk = batch_size(graph)
+    offset = int(torch.randint(1 << 20, (1,), generator=generator)) if generator is not None \
+        else 0
     # Sample s belongs to box s % n_box, so every box gets its first start before any second.
     total = n_box * restarts
     for s in range(0, total, chunk):
@@ -202,12 +211,21 @@ def attack_boxes(
         if init is not None:
             first = idx < n_box
             x0[first] = init[box[first]]
+        target = targets(idx // n_box, cond.n_disjuncts, offset) if targeted else None
         x, loss = pgd(graph, cond, x0, lo[box], hi[box], steps, deadline, stop_on_any,
-                      step_scale)
+                      step_scale, target)
         reduce_best(best_x, best_loss, box, x, loss)
         if stop_on_any and bool((loss <= 0).any()):
             break
     return AttackResult(best_x, best_loss)
+
+
+def targets(restart: torch.Tensor, n_disjuncts: int, offset: int = 0) -> torch.Tensor | None:
+    """The disjunct each start descends on: -1 (all) for each box's first start, the others
+    cycling through the disjuncts from ``offset``; None with a single disjunct."""
+    if n_disjuncts <= 1:
+        return None
+    return torch.where(restart == 0, -1, (restart - 1 + offset) % n_disjuncts)
 
 
 def reduce_best(best_x, best_loss, box, x, loss) -> None:
