@@ -102,37 +102,62 @@ def expansion_budget(text: str, n_in: int, settings: Settings) -> bool:
     from verifier.spec.normalize import check_box_budget
     from verifier.spec.parser import Parser
 
-    parsed = Parser(text, "spec", settings.max_spec_terms).parse()
+    parsed = Parser(text, "spec", settings.max_spec_terms, compose=True).parse()
     try:
-        check_box_budget(parsed, n_in, settings.max_spec_values)
+        # a composed query's inputs can outnumber the model's (a network equal-to another)
+        check_box_budget(parsed, max(n_in, parsed.decls.sizes()[0]), settings.max_spec_values)
     except SpecError as exc:
         raise ApiError(422, str(exc)) from None
     return parsed.false
 
 
 def check_spec(text: str, summary: dict, settings: Settings) -> None:
-    """Parse the spec and check it against the model's sizes (422 with the parser's message)."""
+    """Parse the spec and check it against the model's sizes (422 with the parser's message).
+    A query only a composed model verifies (hidden tensors, several tensors, networks equal-to
+    the uploaded one, products) is composed here once, so a mismatch is refused at submit."""
     from verifier.errors import SpecError
-    from verifier.spec import parse_vnnlib
+    from verifier.spec import parse_query
 
     n_in = sum(math.prod(t["shape"]) for t in summary["inputs"])
     n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
     prescan_spec(text, n_in, n_out, settings)
     try:
         always_false = expansion_budget(text, n_in, settings)
-        spec = parse_vnnlib(text, "spec", max_terms=settings.max_spec_terms)
+        query = parse_query(text, "spec", max_terms=settings.max_spec_terms, compose=True)
     except SpecError as exc:
         raise ApiError(422, f"invalid VNN-LIB spec: {exc}") from None
     except (MemoryError, RecursionError):
         raise ApiError(422, "spec is too large or too deeply nested to parse") from None
+    spec = query.spec
     if not spec.regions and not always_false:
         raise ApiError(422, "spec has no input to verify: every input box is empty (some "
                             "input's lower bound is above its upper bound)")
+    if query.needs_composition:
+        check_composition(query, summary, settings)
+        return
     if spec.n_inputs != n_in:
         raise ApiError(422, f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
     if spec.n_outputs != n_out:
         raise ApiError(422, f"spec declares {spec.n_outputs} output variables, "
                             f"the model has {n_out}")
+
+
+def check_composition(query, summary: dict, settings: Settings) -> None:
+    """422 unless the uploaded model stands for every network of ``query`` and the composed
+    model builds (declared tensors bound to the model's, hidden tensors found)."""
+    from server.artifacts import Artifacts
+    from verifier.compose.bind import one_model_per_network
+    from verifier.compose.build import compose
+    from verifier.compose.run import networks_of
+    from verifier.errors import ModelError, SpecError, UnsupportedOpError
+    from verifier.onnx_import.loader import read_model_proto
+
+    proto, _ = read_model_proto(Artifacts(settings.data_dir).path("models", summary["id"]))
+    try:
+        models = one_model_per_network(query.info, proto)
+        compose(networks_of(query, models), models, query.layout)
+    except (SpecError, ModelError, UnsupportedOpError) as exc:
+        raise ApiError(422, f"invalid VNN-LIB spec: {exc}") from None
 
 
 def check_sizes(tensors, settings: Settings) -> None:

@@ -38,6 +38,7 @@ def run_verification(task: dict, progress: Callable[[dict], None]) -> dict:
     """The default runner: ``verifier.verify`` on the stored model and spec files."""
     from verifier.config import VerifyConfig
     from verifier.pipeline import verify
+    from verifier.spec import load_query
 
     check = task.get("check_model", True)
     if not check:
@@ -45,11 +46,39 @@ def run_verification(task: dict, progress: Callable[[dict], None]) -> dict:
                     task["model_path"])
     config = VerifyConfig(timeout=task["timeout"], method=task["method"], device=task["device"],
                           check_model=check)
-    result = verify(task["model_path"], task["spec_path"], config, progress=progress)
+    query = load_query(task["spec_path"], compose=True)
+    if query.needs_composition:
+        return _run_composed(task, query, config, progress)
+    result = verify(task["model_path"], query.spec, config, progress=progress)
     cex = None
     if result.counterexample is not None:
-        cex = {"x": [float(v) for v in result.counterexample.x.reshape(-1)],
-               "y": [float(v) for v in result.counterexample.y.reshape(-1)]}
+        cex = _flat_cex(result.counterexample.x, result.counterexample.y)
+    return _outcome(result, cex)
+
+
+def _run_composed(task: dict, query, config, progress: Callable[[dict], None]) -> dict:
+    """A query verified on the composed model (hidden tensors, several tensors, a network
+    equal-to the uploaded one, products): the uploaded model stands for every network; the
+    counterexample is every declared input element, then every hidden and output element."""
+    from verifier.compose.bind import one_model_per_network
+    from verifier.compose.report import flat_inputs_outputs
+    from verifier.compose.run import verify_query
+    from verifier.onnx_import.loader import read_model_proto
+
+    proto, _ = read_model_proto(task["model_path"])
+    models = one_model_per_network(query.info, proto)
+    found = verify_query(query, models, config, "uploaded model", progress)
+    cex = None
+    if found.assignment is not None:
+        cex = _flat_cex(*flat_inputs_outputs(found.assignment))
+    return _outcome(found.result, cex)
+
+
+def _flat_cex(x, y) -> dict:
+    return {"x": [float(v) for v in x.reshape(-1)], "y": [float(v) for v in y.reshape(-1)]}
+
+
+def _outcome(result, cex: dict | None) -> dict:
     return {"verdict": result.verdict, "counterexample": cex, "time_s": result.time_s,
             "method": result.method, "message": result.message}
 

@@ -49,9 +49,10 @@ def test_monotone_in_x0_is_unsat(tmp_path, model):
     """y is non-decreasing in x0: x0 <= u0 - 0.1, x1 = u1, y >= w + 0.01 has no solution."""
     q = _query(tmp_path, NETS + "(assert (= X[0,1] U[0,1]))(assert (<= (- X[0,0] U[0,0]) -0.1))"
                                 "(assert (>= Y[0,0] (+ W[0,0] 0.01)))")
-    proc = run_nncert("verify", q, "--network", f"f={model}", "--timeout", "30")
+    proc = run_nncert("verify", q, "--network", f"f={model}", "--timeout", "60")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["unsat"]
+    assert "HiGHS" not in proc.stderr  # the solver's banner is not a message to the user
 
 
 def test_not_monotone_in_x1_is_sat_with_the_assignment(tmp_path, model):
@@ -73,6 +74,26 @@ def test_not_monotone_in_x1_is_sat_with_the_assignment(tmp_path, model):
     h = np.maximum([x[0] - x[1], x[0] + x[1]], 0)
     np.testing.assert_allclose(a["H"].reshape(2), h, rtol=1e-6)
     assert x[0] == u[0] and x[1] - u[1] <= -0.1 and a["Y"].item() >= a["W"].item() + 0.01
+
+
+def test_model_and_query_positional_form_binds_the_one_model(tmp_path, model):
+    """``nncert verify MODEL QUERY``: the model stands for f and for g (equal-to f); the
+    answer is in VNN-COMP form, every declared input element then every value."""
+    q = _query(tmp_path, NETS + "(assert (= X[0,0] U[0,0]))(assert (<= (- X[0,1] U[0,1]) -0.1))"
+                                "(assert (>= Y[0,0] (+ W[0,0] 0.01)))")
+    proc = run_nncert("verify", model, q, "--timeout", "30")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("((X_0 ")
+    assert sum(line.lstrip(" (").startswith("X_") for line in lines) == 4
+    assert sum(line.lstrip(" (").startswith("Y_") for line in lines) == 4  # H, Y, W
+
+
+def test_model_and_query_positional_form_refuses_two_networks(tmp_path, model):
+    text = NETS.replace("(equal-to f) ", "")
+    q = _query(tmp_path, text + "(assert (>= Y[0,0] 100))")
+    line = assert_one_line_error(run_nncert("verify", model, q))
+    assert "2 networks that are not equal-to another (f, g)" in line, line
 
 
 @pytest.mark.parametrize("options, message", [

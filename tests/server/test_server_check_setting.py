@@ -32,8 +32,10 @@ def test_default_runner_skips_the_check_with_a_warning(monkeypatch, caplog, tmp_
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("verifier.pipeline.verify", fake_verify)
+    spec = tmp_path / "s.vnnlib"  # the worker parses the spec before it calls verify
+    spec.write_text(SPEC_UNSAT)
     task = {"timeout": 5.0, "method": "auto", "device": "cpu", "model_path": "m.onnx",
-            "spec_path": "s.vnnlib"}
+            "spec_path": str(spec)}
     for check, warned in ((False, True), (True, False)):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="server.worker"):

@@ -219,6 +219,10 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
         clock.lap("parse_spec")
         if emitter.v2:
             paths = bind_networks(query.info, paths)
+        elif query.needs_composition:  # MODEL QUERY: the one model stands for every network
+            from verifier.compose.bind import one_model_per_network
+
+            paths = one_model_per_network(query.info, paths[""])
         if query.needs_composition:
             return _verify_composed(args, clock, emitter, paths, query)
         (model_path,) = paths.values()

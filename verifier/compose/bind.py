@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import onnx
 
 from verifier.errors import SpecError
-from verifier.spec.query import NetworkDecl, TensorDecl
+from verifier.spec.query import NetworkDecl, QueryInfo, TensorDecl
+
+M = TypeVar("M")  # a model: a path, bytes or an onnx.ModelProto
 
 # Declared element types nncert analyses soundly (as ``supports --onnx-element-types`` says).
 SUPPORTED_TYPES = ("float32", "real")
@@ -150,3 +153,33 @@ def v1_network(model: onnx.ModelProto, n_in: int, n_out: int,
         if total != n:
             raise SpecError(f"spec declares {n} {label} variables, the model has {total}")
     return NetworkDecl("model", tuple(ins), tuple(outs), (), (), (*ins, *outs))
+
+
+def one_model_per_network(info: QueryInfo, model: M) -> dict[str, M]:
+    """Network name -> ``model`` for a query verified with one model (the positional
+    ``nncert verify MODEL QUERY`` form, a service job).
+
+    One model stands for a 2.0 query's networks only when exactly one of them is not declared
+    ``equal-to`` another and every other one is, directly or through others, equal-to that
+    one; otherwise SpecError naming the networks. A VNN-LIB 1.0 query names no network: its
+    one model is keyed ``""``.
+    """
+    if info.version != "2.0":
+        return {"": model}
+    declared = {n.name for n in info.networks}
+    equal = {n.name: other for n in info.networks
+             for rel, other in n.equivalences if rel == "equal-to"}
+    roots = [n.name for n in info.networks if n.name not in equal]
+    if len(roots) != 1:
+        raise SpecError(f"the query declares {len(roots)} networks that are not equal-to "
+                        f"another ({', '.join(roots) or 'none'}), but one model was given; "
+                        "a query over several networks needs one model for each")
+    for name in equal:
+        seen, source = set(), name
+        while source in equal:
+            if source in seen or equal[source] not in declared:
+                raise SpecError(f"network {name} is equal-to {equal[source]!r}, which is not "
+                                "a declared network with a model")
+            seen.add(source)
+            source = equal[source]
+    return {n.name: model for n in info.networks}

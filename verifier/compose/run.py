@@ -84,8 +84,9 @@ def load_composed(composed: Composed, label: str):
 
 
 def verify_query(query: Query, models: dict[str, onnx.ModelProto], config,
-                 label: str = "<composed>") -> QueryResult:
-    """Verify a query that needs composition (``models``: parsed ONNX by network name)."""
+                 label: str = "<composed>", progress=None) -> QueryResult:
+    """Verify a query that needs composition (``models``: parsed ONNX by network name;
+    ``progress`` as for ``pipeline.verify``)."""
     from verifier.pipeline import verify
 
     if query.layout is None:
@@ -96,7 +97,7 @@ def verify_query(query: Query, models: dict[str, onnx.ModelProto], config,
     model = load_composed(composed, label)
     # composing counts against the budget (config.timeout was measured before it)
     left = max(config.timeout - (time.monotonic() - start), 0.01)
-    result = verify(model, query.spec, config.model_copy(update={"timeout": left}))
+    result = verify(model, query.spec, config.model_copy(update={"timeout": left}), progress)
     if result.verdict != "sat" or result.counterexample is None:
         return QueryResult(result)
     cex = result.counterexample

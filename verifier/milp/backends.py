@@ -52,7 +52,8 @@ class BackendUnavailable(RuntimeError):
 
 def _new_highs():
     """A Highs object. The first one in a process prints a banner on the C-level stdout, which
-    would corrupt the CLI's first output line, so that construction writes to stderr instead."""
+    would corrupt the CLI's first output line (and on stderr would read as a message to the
+    user), so that construction writes to the null device instead."""
     global _HIGHS_QUIET
     import highspy
 
@@ -61,12 +62,14 @@ def _new_highs():
     with _HIGHS_LOCK:
         sys.stdout.flush()
         saved = os.dup(1)
+        null = os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(2, 1)
+            os.dup2(null, 1)
             h = highspy.Highs()
         finally:
             os.dup2(saved, 1)
             os.close(saved)
+            os.close(null)
         _HIGHS_QUIET = True
     return h
 
