@@ -20,10 +20,8 @@ in a float64 array, so that ``repr(float(v))`` prints the exact value that onnxr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,6 +29,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from verifier.onnx_import.loader import ImportedModel
+from verifier.onnx_import.ort import ort_session
 from verifier.result import Counterexample
 from verifier.spec.types import InputRegion, Spec
 
@@ -44,34 +43,6 @@ VNNCOMP_BOX_TOL = 1e-4
 # How far outside the real box a validated input may lie: set per run by ``box_tolerance``
 # (a context variable, so concurrent runs in one process do not share it).
 _BOX_TOL: ContextVar[float] = ContextVar("box_tolerance", default=VNNCOMP_BOX_TOL)
-
-_SESSIONS: dict[bytes, object] = {}
-_LOCK = threading.Lock()
-_MAX_SESSIONS = 8
-# The most recent (model bytes object, session): repeated calls for one model skip the hash.
-_LAST_SESSION: tuple[bytes, object] | None = None
-
-
-def ort_session(onnx_bytes: bytes):
-    """A cached onnxruntime CPU session (one intra-op thread) keyed by a hash of the model bytes."""
-    from verifier.onnx_import.ort import new_session
-
-    global _LAST_SESSION
-    last = _LAST_SESSION  # one read of an immutable pair: safe across threads
-    # Hashing a large model on every call costs milliseconds; the same bytes object skips it.
-    if last is not None and last[0] is onnx_bytes:
-        return last[1]
-    key = hashlib.sha256(onnx_bytes).digest()
-    with _LOCK:
-        sess = _SESSIONS.get(key)
-        if sess is None:
-            sess = new_session(onnx_bytes)
-            if len(_SESSIONS) >= _MAX_SESSIONS:
-                _SESSIONS.pop(next(iter(_SESSIONS)))
-            _SESSIONS[key] = sess
-        _LAST_SESSION = (onnx_bytes, sess)
-        return sess
-
 
 def float32_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The tightest float32 box inside the float64 box [lower, upper].

@@ -14,8 +14,8 @@ from verifier.compose.bind import bind_network
 from verifier.compose.build import compose
 from verifier.compose.check import NetworkRunner, recheck
 from verifier.compose.network import flat_network
+from verifier.onnx_import.ort import ort_session
 from verifier.spec import parse_query
-from verifier.validate import ort_session
 
 W1, B1, W2, B2 = [[1, -2], [0.5, 1]], [0.1, -0.2], [[1, 3]], [0.5]
 DECL = ("(vnnlib-version <2.0>)(declare-network f (declare-input X {t} [1,2]) "

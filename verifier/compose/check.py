@@ -17,9 +17,10 @@ import onnx
 
 from verifier.compose.bind import NetworkBinding, check_type
 from verifier.errors import SpecError
+from verifier.onnx_import.ort import ort_session
 from verifier.spec.layout import Layout
 from verifier.spec.types import Spec
-from verifier.validate import box_distance, ort_session
+from verifier.validate import box_distance
 
 _NP_TO_ONNX = {np.dtype(np.float32): onnx.TensorProto.FLOAT,
                np.dtype(np.float64): onnx.TensorProto.DOUBLE}

@@ -20,9 +20,10 @@ from verifier.compose.bind import static_dims, v1_network
 from verifier.compose.build import Composed, compose
 from verifier.compose.check import Assignment, recheck
 from verifier.errors import ModelError, SpecError, UnsupportedOpError
+from verifier.onnx_import.ort import ort_session
 from verifier.result import VerificationResult
 from verifier.spec.query import NetworkDecl, Query
-from verifier.validate import VNNCOMP_BOX_TOL, ort_session
+from verifier.validate import VNNCOMP_BOX_TOL
 
 log = logging.getLogger(__name__)
 

@@ -110,7 +110,7 @@ def _has_float16(model: onnx.ModelProto) -> bool:
 
 def _run(onnx_bytes: bytes, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """One model's flattened output (float64) at the float32 point ``x``, in onnxruntime."""
-    from verifier.validate import ort_session
+    from verifier.onnx_import.ort import ort_session
 
     sess = ort_session(onnx_bytes)
     meta = sess.get_inputs()[0]

@@ -1,33 +1,46 @@
 """onnxruntime sessions for imported models, created once per model and shared.
 
 The attack, counterexample validation and the differential check all run the original ONNX
-model; ``ort_session`` caches one single-threaded session per model bytes.
+model; ``ort_session`` caches one single-threaded session per model (the only cache of
+sessions: ``verifier.validate`` uses it too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import OrderedDict
+import threading
 
 import numpy as np
 
-_SESSIONS: OrderedDict[bytes, object] = OrderedDict()
+_SESSIONS: dict[bytes, object] = {}  # by SHA-256 of the model bytes, oldest first
+_LOCK = threading.Lock()
 _MAX_SESSIONS = 8
+# The most recent (model bytes object, session): repeated calls for one model skip the hash.
+_LAST_SESSION: tuple[bytes, object] | None = None
 _EXPOSING: dict[str, object] = {}
 
 
 def ort_session(model):
-    """A cached ``onnxruntime.InferenceSession`` for ``model`` (an ImportedModel or bytes)."""
+    """The cached onnxruntime session of ``model`` (an ImportedModel or its bytes): one per
+    model in the process, shared by the attacks, the validation of counterexamples and the
+    differential check; thread-safe."""
+    global _LAST_SESSION
     data = model if isinstance(model, bytes) else model.onnx_bytes
-    session = _SESSIONS.get(data)
-    if session is not None:
-        _SESSIONS.move_to_end(data)
+    last = _LAST_SESSION  # one read of an immutable pair: safe across threads
+    # Hashing a large model on every call costs milliseconds; the same bytes object skips it.
+    if last is not None and last[0] is data:
+        return last[1]
+    key = hashlib.sha256(data).digest()
+    with _LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = new_session(data)
+            if len(_SESSIONS) >= _MAX_SESSIONS:
+                _SESSIONS.pop(next(iter(_SESSIONS)))
+            _SESSIONS[key] = session
+        _LAST_SESSION = (data, session)
         return session
-    session = new_session(data)
-    _SESSIONS[data] = session
-    if len(_SESSIONS) > _MAX_SESSIONS:
-        _SESSIONS.popitem(last=False)
-    return session
 
 
 def new_session(data: bytes):
