@@ -9,23 +9,43 @@ Sound for any slope because offsets are the exact extremes of f(x) - s x, found 
 +-r(s), the two points where f'(x) = s (inverted in closed form below).
 alpha (optional, in [0, 1]): tangent point d = l + alpha (u - l); tangent-type planes get slope
 f'(d) (both planes when l < 0 < u), chord planes are unchanged.
+
+With alpha (``alpha_planes``, alpha-CROWN's inner loop) the critical points of g(x) = f(x) - t x
+for the tangent slope t = f'(d) are +-|d| (f' is even and unimodal), so the offsets need no
+inverse r(t): g falls, rises, then falls, its min over [l, u] is at max(-|d|, l) or u and its
+max at l or min(|d|, u). The slope returned is t up to the float error delta of f'(d); a true
+critical point c then lies on the same side of 0 as the candidate near it, f' is monotone
+between the two, so |g'| <= delta there and the candidate misses the extreme by at most
+delta (u - l): the offsets are pushed out by that too (DERIVATIVE_ERR plus the slope's rounding
+to the engine dtype). Chord planes (alpha does not move them) lie above a convex piece or below
+a concave one, where the extreme of g is at an end. The gradient in alpha follows the envelope
+theorem (d offset / d t = -x*, x* the extreme's point) through t = f'(d): one autograd node per
+relaxation instead of the curve's whole computation.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from bounds.registry import OpRule, OpTraits, TableGrid
 from bounds.rules.common import table_split
 from bounds.rules.tangents import (
+    F64,
+    MARGIN_ULPS,
     Curve,
+    chord_slope,
+    clean_slope,
     curve_rule,
     even_crit,
+    margin,
     sshape_crossing,
     sshape_curvature,
 )
+from bounds.types import Relaxation
 
 _TRAITS = OpTraits(monotone=True, elementwise=True)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -70,10 +90,155 @@ CURVES = {
 _FORWARD = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Atan": torch.atan, "Erf": torch.erf}
 
 
+def _sigmoid_value_slope(d):
+    y = torch.sigmoid(d)
+    return y, y * (1 - y)
+
+
+def _tanh_value_slope(d):
+    y = torch.tanh(d)
+    return y, 1 - y * y
+
+
+def _atan_value_slope(d):
+    return torch.atan(d), 1 / (1 + d * d)
+
+
+def _erf_value_slope(d):
+    return torch.erf(d), _TWO_OVER_SQRT_PI * torch.exp(-d * d)
+
+
+@dataclass(frozen=True)
+class _Kit:
+    """What the alpha planes evaluate at the tangent point d: f(d) and f'(d) (float64, the
+    slope as ``Curve.df`` computes it), and f''(d) from them (the slope's gradient in d)."""
+
+    value_slope: Callable
+    second: Callable
+
+
+_KITS = {
+    "Sigmoid": _Kit(_sigmoid_value_slope, lambda d, y, t: t * (1 - 2 * y)),
+    "Tanh": _Kit(_tanh_value_slope, lambda d, y, t: -2 * y * t),
+    "Atan": _Kit(_atan_value_slope, lambda d, y, t: -2 * d * t * t),
+    "Erf": _Kit(_erf_value_slope, lambda d, y, t: -2 * d * t),
+}
+# Absolute float64 error of the slopes above (f' <= 2/sqrt(pi), a few roundings of library
+# values), with room to spare: 16 ulps of 1.
+DERIVATIVE_ERR = 16 * torch.finfo(F64).eps
+
+
+def _chord_planes(curve: Curve, l, u, fl, fu, mag, dtype):
+    """The chord and its planes' offsets (alpha does not move them), float64: the chord is
+    only used above a convex piece or below a concave one, where f(x) - c x is convex
+    (concave) and its max (min) over [l, u] is at an end."""
+    chord = clean_slope(chord_slope(curve, l, u), dtype)
+    at_l, at_u = fl - chord * l, fu - chord * u
+    lo, up = torch.minimum(at_l, at_u), torch.maximum(at_l, at_u)
+    return chord, lo - margin(lo, chord, mag, dtype), up + margin(up, chord, mag, dtype)
+
+
+def _tangent_extremes(curve: Curve, t, d, l, u, fl, fu):
+    """min and max over [l, u] of g(x) = f(x) - t x (module docstring): g falls, rises, falls
+    (critical points -|d|, |d|), so its min is at max(-|d|, l) or u and its max at l or
+    min(|d|, u). Returns (min, max, and the four (value, point) pairs in that order)."""
+    r = d.abs()
+    a_pt, b_pt = torch.maximum(-r, l), torch.minimum(r, u)
+    g_a = torch.addcmul(curve.f(a_pt), t, a_pt, value=-1)
+    g_u = torch.addcmul(fu, t, u, value=-1)
+    g_l = torch.addcmul(fl, t, l, value=-1)
+    g_b = torch.addcmul(curve.f(b_pt), t, b_pt, value=-1)
+    return (torch.minimum(g_a, g_u), torch.maximum(g_l, g_b),
+            (g_a, a_pt), (g_u, u), (g_l, l), (g_b, b_pt))
+
+
+class _AlphaPlanes(torch.autograd.Function):
+    """alpha -> (lower slope, lower offset, upper slope, upper offset) of an S-shaped curve;
+    the gradient by the envelope theorem (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, alpha, l, u, op, dtype):
+        curve, kit = CURVES[op], _KITS[op]
+        a = alpha.detach().to(F64)
+        inside = None
+        if float(a.amin()) < 0 or float(a.amax()) > 1:
+            inside, a = (a >= 0) & (a <= 1), a.clamp(0.0, 1.0)
+        w = u - l
+        d = torch.addcmul(l, a, w)  # (may leave [l, u] by rounding: a wider min/max)
+        y, t = kit.value_slope(d)  # t >= 0: the curves increase
+        eps = torch.finfo(dtype).eps
+        rounding = 0.0
+        if dtype != F64:
+            t, rounding = t.to(dtype).to(F64), eps * (0.5 + eps)
+        fl, fu = curve.f(l), curve.f(u)
+        lo, up, *pairs = _tangent_extremes(curve, t, d, l, u, fl, fu)
+        # tangents.margin and the allowance: DERIVATIVE_ERR and the slope's rounding to the
+        # dtype, times (u - l). In float64 the margin takes |offset| <= max(|f(l)|, |f(u)|)
+        # + t mag (f is monotone): at most 1e-13 wider, two passes over the planes fewer.
+        ulps, mag = MARGIN_ULPS * eps, torch.maximum(l.abs(), u.abs())
+        fixed = DERIVATIVE_ERR * w
+        if dtype == F64:
+            fixed = fixed + ulps * torch.maximum(fl.abs(), fu.abs())
+        else:
+            lo, up = torch.add(lo, lo.abs(), alpha=-ulps), torch.add(up, up.abs(), alpha=ulps)
+        slack = torch.addcmul(fixed, t, (2 if dtype == F64 else 1) * ulps * mag + rounding * w)
+        curv = curve.curvature(l, u)
+        convex, concave = curv > 0, curv < 0
+        chord, c_lo, c_up = _chord_planes(curve, l, u, fl, fu, mag, dtype)
+        out = (torch.where(concave, chord, t), torch.where(concave, c_lo, lo - slack),
+               torch.where(convex, chord, t), torch.where(convex, c_up, up + slack))
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(d, y, t, w, inside, ~concave, ~convex,
+                                  *(x for pair in pairs for x in pair))
+        ctx.alpha_shape, ctx.alpha_dtype, ctx.op = alpha.shape, alpha.dtype, op
+        return tuple(x.to(dtype) for x in out)
+
+    @staticmethod
+    def backward(ctx, g_slo, g_olo, g_sup, g_oup):
+        d, y, t, w, inside, t_lo, t_up, g_a, a_pt, g_u, u, g_l, l, g_b, b_pt = ctx.saved_tensors
+        # d/dt of each output where it is a tangent plane: slope 1, offset -x* (the point
+        # of the extreme); then dt/dalpha = f''(d) (u - l)
+        g = None
+        for g_s, g_o, used, point in (
+                (g_slo, g_olo, t_lo, lambda: torch.where(g_u < g_a, u, a_pt)),
+                (g_sup, g_oup, t_up, lambda: torch.where(g_b > g_l, b_pt, l))):
+            part = None if g_s is None else g_s.to(F64)
+            if g_o is not None:
+                step = g_o.to(F64) * point()
+                part = -step if part is None else part - step
+            if part is not None:
+                part = part * used
+                g = part if g is None else g + part
+        if g is None:
+            return None, None, None, None, None
+        scale = _KITS[ctx.op].second(d, y, t) * w
+        if inside is not None:
+            scale = scale * inside
+        grad = (g * scale).sum_to_size(ctx.alpha_shape).to(ctx.alpha_dtype)
+        return grad, None, None, None, None
+
+
+def alpha_planes(op: str, name: str, lower: torch.Tensor, upper: torch.Tensor,
+                 alpha: torch.Tensor) -> Relaxation | None:
+    """The planes of ``relax_curve`` for a given alpha (tangent point d = l + alpha (u - l)),
+    the same up to the allowances of the module docstring; None (use ``relax_curve``) where
+    an end is infinite or so large that the planes could overflow the dtype."""
+    dtype = lower.dtype
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    mag = torch.maximum(l.abs(), u.abs())
+    if (not mag.numel() or not bool(torch.isfinite(u - l).all())
+            or float(mag.max()) > torch.finfo(dtype).max / 4):
+        return None
+    return Relaxation(*_AlphaPlanes.apply(alpha, l, u, op, dtype))
+
+
 def _rule(op: str) -> OpRule:
+    def fast(name, lower, upper, alpha):
+        return alpha_planes(op, name, lower, upper, alpha)
+
     return curve_rule(op, CURVES[op], _FORWARD[op], _TRAITS,
                       f"{op}: S-shaped; tangent/chord relaxation, alpha = tangent point in [0, 1]",
-                      split=table_split(TableGrid(op)))
+                      alpha_relax=fast, split=table_split(TableGrid(op)))
 
 
 RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))

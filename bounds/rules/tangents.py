@@ -241,9 +241,12 @@ def even_crit(r: Callable[[torch.Tensor], torch.Tensor]):
     return crit
 
 
-def curve_rule(op: str, curve: Curve, fwd, traits, doc: str, **fields):
+def curve_rule(op: str, curve: Curve, fwd, traits, doc: str, alpha_relax: Callable | None = None,
+               **fields):
     """The OpRule of an elementwise function given by ``curve`` (forward ``fwd``): IBP and the
     tangent/chord relaxation come from the curve; alpha is the tangent point in [0, 1].
+    ``alpha_relax(op, lower, upper, alpha)``: a faster relaxation for a given alpha (the same
+    planes up to rounding allowances), or None where it does not apply (``relax_curve`` then).
     ``fields``: the rule's split (required) and, if not the defaults of a smooth op (tangent
     alpha, generic rounding, relaxed MILP planes), its alpha, rounding and milp."""
     from bounds.registry import Milp, OpRule, Rounding
@@ -260,6 +263,11 @@ def curve_rule(op: str, curve: Curve, fwd, traits, doc: str, **fields):
         return ibp_curve(curve, f"{op} node {node.name!r}", args[0])
 
     def relax(node, lower, upper, alpha=None):
-        return relax_curve(curve, f"{op} node {node.name!r}", lower, upper, alpha)
+        name = f"{op} node {node.name!r}"
+        if alpha is not None and alpha_relax is not None:
+            rel = alpha_relax(name, lower, upper, alpha)
+            if rel is not None:
+                return rel
+        return relax_curve(curve, name, lower, upper, alpha)
 
     return OpRule(op, forward=forward, ibp=ibp, relax=relax, traits=traits, doc=doc, **fields)
