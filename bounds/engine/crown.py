@@ -150,7 +150,15 @@ def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Re
 
 def _vjp_chunk(inter: Intermediates, node: Node, rule, rows: torch.Tensor) -> list:
     """Input coefficients ``[R, *in_shape]`` (None: unused input) of an affine node for
-    output coefficients ``rows`` ``[R, *node.shape]``: the vector-Jacobian product."""
+    output coefficients ``rows`` ``[R, *node.shape]``: the vector-Jacobian product, by the
+    rule's ``backward`` where it has one (the exact adjoint: Conv's transposed convolution,
+    no forward recomputation), else by autograd through ``forward``."""
+    if rule.backward is not None:
+        args = node_args(node, inter.bounds, inter.device, inter.dtype)
+        coefs, _ = rule.backward(node, rows.unsqueeze(0), args)
+        if coefs is not None:  # an affine map's adjoint: the offset is A . f(0), see _vjp
+            dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
+            return [None if c is None else c[0] for c in dyn]
     primals, full = [], []
     for pos, name in enumerate(node.inputs):
         if name is None:
@@ -180,10 +188,9 @@ def _vjp_rows(p: _Pass, node: Node, rule, flat: torch.Tensor) -> list:
     """``_vjp_chunk`` over all rows of ``flat``, in chunks of about NODE_TIME_GRANULE_S each
     at the rate measured on this node, with a deadline check between chunks (one wide Conv,
     ConvTranspose or Resize step on thousands of rows took seconds)."""
-    n, measured, graph = flat.shape[0], rates(p.cache), p.inter.graph
+    n, measured = flat.shape[0], rates(p.cache)
     key = ("vjp_row", node.name, node.op)
-    width = max([math.prod(node.shape)]
-                + [math.prod(graph.shape_of(x)) for x in node.dynamic_inputs])
+    width = _width(p.inter.graph, node)
     parts, first = [], 0
     while first < n:
         rate = measured.get(key)
@@ -198,6 +205,34 @@ def _vjp_rows(p: _Pass, node: Node, rule, flat: torch.Tensor) -> list:
     if len(parts) == 1:
         return parts[0]
     return [None if g[0] is None else torch.cat(g) for g in zip(*parts, strict=True)]
+
+
+def _width(graph, node: Node) -> int:
+    return max([math.prod(node.shape)]
+               + [math.prod(graph.shape_of(x)) for x in node.dynamic_inputs])
+
+
+def _one_step(p: _Pass, node: Node, coef: torch.Tensor) -> bool:
+    """Whether an affine node's rows fit one step of about NODE_TIME_GRANULE_S (at its
+    measured rate; unmeasured: VJP_PROBE_ELEMENTS elements of its wider side)."""
+    rows = coef.shape[0] * coef.shape[1]
+    rate = rates(p.cache).get(("vjp_row", node.name, node.op))
+    if rate is None:
+        return rows * _width(p.inter.graph, node) <= VJP_PROBE_ELEMENTS
+    return rows * rate <= NODE_TIME_GRANULE_S
+
+
+def _timed_rule_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
+    """The rule's backward step on all rows at once, its seconds per row measured (None:
+    the rule declines)."""
+    args = node_args(node, p.inter.bounds, p.inter.device, p.inter.dtype)
+    began = time.monotonic()
+    coefs, offset = rule.backward(node, coef, args)
+    if coefs is None:
+        return None
+    rows = coef.shape[0] * coef.shape[1]
+    rates(p.cache)[("vjp_row", node.name, node.op)] = (time.monotonic() - began) / max(1, rows)
+    return [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None], offset
 
 
 def _zero_output(p: _Pass, node: Node, rule) -> torch.Tensor:
@@ -216,7 +251,7 @@ def _zero_output(p: _Pass, node: Node, rule) -> torch.Tensor:
 
 
 def _vjp(p: _Pass, node: Node, rule, coef: torch.Tensor):
-    """Backward step of an affine node from its forward: A -> A J, offset A . f(0)."""
+    """Backward step of an affine node: A -> A J, offset A . f(0)."""
     b, s = coef.shape[:2]
     grads = _vjp_rows(p, node, rule, coef.reshape(b * s, *node.shape))
     result = []
@@ -249,6 +284,13 @@ def _backward_node(p: _Pass, node: Node, coef: torch.Tensor):
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         return _relaxed_step(p, node, rule, coef)
+    if node_is_affine(node, rule):
+        if rule.backward is not None and _one_step(p, node, coef):
+            out = _timed_rule_step(p, node, rule, coef)
+            if out is not None:
+                return out
+        # the rule's adjoint (or autograd) in row chunks with deadline checks between them
+        return _vjp(p, node, rule, coef)
     if rule.backward is not None:
         args = node_args(node, p.inter.bounds, p.inter.device, p.inter.dtype)
         alpha = p.alphas.get(node.name)
@@ -259,9 +301,6 @@ def _backward_node(p: _Pass, node: Node, coef: torch.Tensor):
         if coefs is not None:
             dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
             return dyn, offset
-        # the rule declines (unbounded operands, ...): affine nodes still have their VJP
-    if node_is_affine(node, rule):
-        return _vjp(p, node, rule, coef)
     return None, None  # concretise with the node's interval
 
 

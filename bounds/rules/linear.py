@@ -4,6 +4,9 @@ Linear: y = x W^T + b over the last axis; W is consts[1] with shape [out, in], b
 Conv / ConvTranspose: y = W * x + b (cross-correlation / its transpose); W is consts[1], b is
 consts[2]; attrs ``strides``, ``dilations``, ``group`` and ONNX-ordered ``pads`` (begins then
 ends; asymmetric pads are applied explicitly), ConvTranspose also ``output_padding``.
+Their backward steps are the exact adjoints of the linear parts: Conv's is the transposed
+convolution of the coefficients cropped to the input, ConvTranspose's the convolution of the
+coefficients re-padded to the uncropped output; each bias adds A . b.
 IBP for all weighted ops: centre/radius form, y in [W c + b - |W| r, W c + b + |W| r]; exact for
 a box because each output is a fixed linear form of the input.
 MatMul: torch.matmul with numpy broadcasting; it is affine (IBP centre/radius with |M|) when one
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.rules.bilinear import PRODUCT_ALPHA, PRODUCT_SPLIT, matmul_backward
-from bounds.rules.common import AFFINE_FIELDS, sum_to_batch_spec
+from bounds.rules.common import AFFINE_FIELDS, static_shape, sum_to_batch_spec
 from bounds.types import Interval
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -103,6 +106,80 @@ def _conv_t_forward(node, args, bias=True):
     return _split(y, x.shape[0], node.shape)
 
 
+def _bias_offset(coef: torch.Tensor, bias, spatial: int) -> torch.Tensor | None:
+    """sum over positions of coef [B, S, *lead, C, *sp] * bias[C] ([B, S]; None: no bias)."""
+    if bias is None or isinstance(bias, Interval):
+        return None
+    per_channel = coef.sum(dim=tuple(range(coef.dim() - spatial, coef.dim())))
+    return sum_to_batch_spec(per_channel @ bias.reshape(-1))
+
+
+def _conv_backward(node, coef, args):
+    """A -> A W^T: the transposed convolution of the coefficients (no forward recomputation),
+    cropped to the input (padding cells drop); the bias adds A . b. Exact: this is the
+    adjoint of the linear part of ``_conv_forward``."""
+    w = args[1]
+    if isinstance(w, Interval) or len(node.dynamic_inputs) != 1:
+        return None, None  # a dynamic weight: not affine (the engine concretises)
+    spatial, a = w.dim() - 2, node.attrs
+    in_shape = static_shape(args[0])
+    grad = conv_input_coef(coef.reshape(-1, *coef.shape[coef.dim() - spatial - 1:]), w,
+                           in_shape[len(in_shape) - spatial:], a)
+    offset = _bias_offset(coef, args[2] if len(args) > 2 else None, spatial)
+    return [grad.reshape(*coef.shape[:2], *in_shape), None, None][: len(args)], offset
+
+
+def conv_input_coef(coef: torch.Tensor, w: torch.Tensor, in_sp, attrs) -> torch.Tensor:
+    """[N, Cout, *out_sp] coefficients on a Conv's output -> [N, Cin, *in_sp] on its input."""
+    spatial = w.dim() - 2
+    pads, strides, dil = attrs["pads"], attrs["strides"], attrs["dilations"]
+    out_sp = coef.shape[2:]
+    begin = [int(pads[i]) for i in range(spatial)]
+    extra = []  # per axis: input cells after the last one a window reaches, minus pads' excess
+    for i in range(spatial):
+        span = int(dil[i]) * (w.shape[2 + i] - 1) + 1
+        used = (out_sp[i] - 1) * int(strides[i]) + span
+        extra.append(begin[i] + in_sp[i] - used)
+    common = {"stride": tuple(int(s) for s in strides), "groups": int(attrs["group"]),
+              "dilation": tuple(int(d) for d in dil)}
+    if all(0 <= e + b < max(s, d) and b >= 0
+           for e, b, s, d in zip(extra, begin, common["stride"], common["dilation"],
+                                 strict=True)):
+        # torch crops ``begin`` cells at both ends, then adds output_padding at the end
+        return _CONV_T[spatial](coef, w, None, padding=tuple(begin),
+                                output_padding=tuple(e + b for e, b in zip(extra, begin,
+                                                                              strict=True)),
+                                **common)
+    full = _CONV_T[spatial](coef, w, None, **common)
+    torch_pads: list[int] = []
+    for i in reversed(range(spatial)):
+        torch_pads += [-begin[i], extra[i]]
+    return F.pad(full, torch_pads)
+
+
+def _conv_t_backward(node, coef, args):
+    """A -> the convolution of A (re-padded to the uncropped transposed output) with W: the
+    adjoint of ``_conv_t_forward``'s linear part; output-padding cells are constant zeros
+    and drop. The bias adds A . b."""
+    w = args[1]
+    if isinstance(w, Interval) or len(node.dynamic_inputs) != 1:
+        return None, None
+    spatial, a = w.dim() - 2, node.attrs
+    in_shape = static_shape(args[0])
+    in_sp = in_shape[len(in_shape) - spatial:]
+    cm = coef.reshape(-1, *coef.shape[coef.dim() - spatial - 1:])
+    torch_pads: list[int] = []
+    for i in reversed(range(spatial)):
+        span = int(a["dilations"][i]) * (w.shape[2 + i] - 1) + 1
+        full = (in_sp[i] - 1) * int(a["strides"][i]) + span
+        begin = int(a["pads"][i])
+        torch_pads += [begin, full - begin - cm.shape[2 + i]]
+    grad = _CONV[spatial](F.pad(cm, torch_pads), w, None, stride=tuple(a["strides"]),
+                          dilation=tuple(a["dilations"]), groups=int(a["group"]))
+    offset = _bias_offset(coef, args[2] if len(args) > 2 else None, spatial)
+    return [grad.reshape(*coef.shape[:2], *in_shape), None, None][: len(args)], offset
+
+
 def _weighted_ibp(forward):
     """Centre/radius IBP for y = W x + b where ``forward(node, args, bias)`` applies W."""
 
@@ -151,9 +228,11 @@ RULES = (
     OpRule("Linear", forward=_linear_forward, ibp=_linear_ibp, backward=_linear_backward,
            traits=OpTraits(affine=True), doc="y = x W^T + b over the last axis", **_DOT),
     OpRule("Conv", forward=lambda n, a: _conv_forward(n, a), ibp=_weighted_ibp(_conv_forward),
-           traits=OpTraits(affine=True), doc="y = W * x + b (N-d cross-correlation)", **_DOT),
+           backward=_conv_backward, traits=OpTraits(affine=True),
+           doc="y = W * x + b (N-d cross-correlation)", **_DOT),
     OpRule("ConvTranspose", forward=lambda n, a: _conv_t_forward(n, a),
-           ibp=_weighted_ibp(_conv_t_forward), traits=OpTraits(affine=True),
+           ibp=_weighted_ibp(_conv_t_forward), backward=_conv_t_backward,
+           traits=OpTraits(affine=True),
            doc="y = W^T * x + b (transposed convolution)", **_DOT),
     OpRule("MatMul", forward=_matmul_forward, ibp=_matmul_ibp, traits=OpTraits(affine=True),
            backward=_matmul_backward,
