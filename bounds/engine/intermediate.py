@@ -106,10 +106,18 @@ def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
     if device is not None and dtype is not None:
         budget = coef_budget(device, dtype, budget)
     rate = rates(cache).get(_rate_key(graph, alpha_iterations))
-    if rate is None:
-        return max(1, budget // (UNMEASURED_SHARE * max(1, width)))
-    rows = max(1, budget // max(1, width))
-    return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(rate * width, 1e-12))))
+    if rate is None or alpha_iterations > 0:
+        # (an alpha refinement also keeps its autograd graph: the unmeasured share always)
+        rows = max(1, budget // (UNMEASURED_SHARE * max(1, width)))
+        if rate is None:
+            return rows
+    else:
+        rows = max(1, budget // max(1, width))
+    # An alpha refinement's rate covers all its bound passes (about two per iteration: the
+    # pass and autograd's backward through it) while the granule is one node step of one
+    # pass; and its loop reads the clock before every pass.
+    per_pass = rate / max(1, 2 * alpha_iterations)
+    return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(per_pass * width, 1e-12))))
 
 
 def _fits(graph: Graph, cache: PassCache, work: int, name: str,
@@ -200,7 +208,9 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
             break
         began = time.monotonic()
         d, i, ok = pack.part(slice(start, start + step))
-        whole = pack.one_each and step >= b
+        # (one element per domain, in order: the whole batch, with its cached relaxations)
+        whole = (pack.one_each and step >= b) or (
+            d.shape[0] == b and bool((d == torch.arange(b, device=d.device)).all()))
         sub = inter if whole else inter.select(d)
         res, a = _bound_rows(sub, cache if whole else cache.for_subset(), name, i, m,
                              alpha_iterations, record)
