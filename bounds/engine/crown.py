@@ -24,8 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine import patches
+from bounds.engine import patches_step as windows
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
+from bounds.engine.patches import Patches
 from bounds.engine.results import BackwardResult, ColumnAlpha, Intermediates, PassCache
 from bounds.graph import Node
 from bounds.registry import rules
@@ -343,12 +346,15 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor, *,
     p = _Pass(inter, alphas or {}, PassCache() if cache is None else cache)
     graph = inter.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
-    pending: dict[str, torch.Tensor] = {start: coef}
+    pending: dict = {start: windows.start(graph, start, coef)}
     total = torch.zeros(coef.shape[:2], device=inter.device, dtype=inter.dtype)
     keep, kept = set(keep), {}
     for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
         check_deadline()
         a = pending.pop(node.name, None)
+        if a is not None and (node.name in keep or node.name in concretize_at
+                              or (extra is not None and node.name in extra)):
+            a = windows.dense(a)
         if extra is not None and node.name in extra:
             a = extra[node.name] if a is None else a + extra[node.name]
         if a is None:
@@ -356,39 +362,59 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor, *,
         if node.name in keep:
             kept[node.name] = a
         total = _step(p, node, a, total, pending, concretize_at)
-    input_coef = _input_term(inter, pending)
+    input_coef = pending.pop(graph.inputs[0].name, None)
+    _no_coef_left(pending)
+    if isinstance(input_coef, Patches) and (keep_input or graph.inputs[0].name in keep):
+        input_coef = input_coef.to_dense()
     if input_coef is not None:
         if graph.inputs[0].name in keep:
             kept[graph.inputs[0].name] = input_coef
-        total = total + _concretize(input_coef, inter.bounds[graph.inputs[0].name])
+        box = inter.bounds[graph.inputs[0].name]
+        if isinstance(input_coef, Patches):
+            total = total + patches.concretize(input_coef, box.lower, box.upper)
+            input_coef = None
+        else:
+            total = total + _concretize(input_coef, box)
     return BackwardResult(total, input_coef if keep_input else None, kept)
 
 
-def _step(p: _Pass, node: Node, a: torch.Tensor, total: torch.Tensor, pending: dict,
+def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
           concretize_at: Concretizers) -> torch.Tensor:
     """One node of the pass: its rounding allowance and offset added to ``total`` (returned),
-    its input coefficients added to ``pending``."""
+    its input coefficients added to ``pending``. ``a``: dense or window coefficients."""
     delta = p.inter.deltas.get(node.name)
     if delta is not None:
-        total = total - _dot(a.abs(), delta)
+        if isinstance(a, Patches):
+            total = total - a.with_values(a.values.abs()).dot(delta)
+        else:
+            total = total - _dot(a.abs(), delta)
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
         return total + (fn or _concretize)(a, p.inter.bounds[node.name])
-    coefs, offset = _backward_node(p, node, a)
+    coefs, offset = None, None
+    if isinstance(a, Patches):
+        step = windows.window_step(p.inter, node, a, lambda n, r: _relaxation(p, n, r),
+                                   p.use_alpha)
+        if step is None:
+            a = a.to_dense()
+        else:
+            coefs, offset = step
     if coefs is None:
+        coefs, offset = _backward_node(p, node, a)
+    if coefs is None:
+        if isinstance(a, Patches):
+            bounds = p.inter.bounds[node.name]
+            return total + patches.concretize(a, bounds.lower, bounds.upper)
         return total + _concretize(a, p.inter.bounds[node.name])
     if offset is not None:
         total = total + offset
     for name, c in zip(node.dynamic_inputs, coefs, strict=True):
         if c is not None:
-            pending[name] = pending[name] + c if name in pending else c
+            windows.accumulate(pending, name, c)
     return total
 
 
-def _input_term(inter: Intermediates, pending: dict) -> torch.Tensor | None:
-    """The coefficients left on the graph's input at the end of a pass (None: none)."""
-    input_name = inter.graph.inputs[0].name
+def _no_coef_left(pending: dict) -> None:
+    """Every coefficient but the input's has been passed back (a graph-order invariant)."""
     for name in pending:
-        if name != input_name:
-            raise RuntimeError(f"backward pass left coefficients on {name!r}")
-    return pending.get(input_name)
+        raise RuntimeError(f"backward pass left coefficients on {name!r}")

@@ -1,0 +1,230 @@
+"""Window ("patches") coefficients for backward passes over convolutions.
+
+A backward pass that starts from single neurons of a convolutional layer (intermediate
+bounds: one row per neuron) carries, for each row, coefficients that are nonzero only over
+that neuron's receptive field. :class:`Patches` stores each row's coefficients over a window
+of the spatial axes only: ``values`` ``[B, S, L, C, *win]`` (L: the flattened axes before the
+channel, C: channels) whose first cell sits at the spatial index ``origin[b, s]`` of the full
+value ``[*lead, C, *sp]``. Cells of a window that fall outside the value (a border neuron's
+field reaches into the padding) always hold 0, so every operation below equals the same
+operation on the dense coefficients (``to_dense``) exactly: a Conv step is the transposed
+convolution of the window (the window grows by the kernel), an elementwise relaxation step
+multiplies by the planes' values gathered over the window, a dot product sums over it. The
+engine turns patches dense when a window stops being small or an op has no window step.
+
+The windows only save work: every result is the dense computation's, reordered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+# A window whose cells exceed this share of the value's spatial cells is made dense (beyond
+# it, gathering planes over windows costs more than the dense steps it saves).
+DENSE_SHARE = 0.5
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@dataclass(frozen=True)
+class Patches:
+    """Coefficients ``[B, S, *shape]`` stored over one window per row (see module doc)."""
+
+    values: torch.Tensor  # [B, S, L, C, *win]
+    origin: torch.Tensor  # [B, S, spatial] long: full spatial index of each window's first cell
+    shape: tuple[int, ...]  # the full value's static shape (*lead, C, *sp)
+
+    @property
+    def spatial(self) -> int:
+        return self.origin.shape[-1]
+
+    @property
+    def sp(self) -> tuple[int, ...]:
+        return self.shape[len(self.shape) - self.spatial:]
+
+    @property
+    def win(self) -> tuple[int, ...]:
+        return tuple(self.values.shape[4:])
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.values.shape[0], self.values.shape[1]
+
+    @cached_property
+    def _index(self) -> torch.Tensor:
+        """[B, S, K] flat spatial index of every window cell in the value; cells outside it
+        point at one extra cell past the end (P = prod(sp)), which reads and holds 0."""
+        b, s = self.rows
+        device = self.origin.device
+        flat = torch.zeros((b, s, *([1] * self.spatial)), dtype=torch.long, device=device)
+        inside = torch.ones_like(flat, dtype=torch.bool)
+        for a, (w, n) in enumerate(zip(self.win, self.sp, strict=True)):
+            cells = self.origin[..., a].reshape(b, s, 1) + torch.arange(w, device=device)
+            view = [b, s] + [1] * self.spatial
+            view[2 + a] = w
+            cells = cells.reshape(view)
+            inside = inside & (cells >= 0) & (cells < n)
+            flat = flat * n + cells
+        outside = torch.full_like(flat, math.prod(self.sp))
+        return torch.where(inside, flat, outside).reshape(b, s, -1)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """The windows of ``t`` ([B, *shape] or per row [B, S, *shape], broadcastable):
+        [B, S, L, C, *win]; cells outside the value read 0."""
+        b, s = self.rows
+        nd = len(self.shape)
+        per_row = t.dim() == nd + 2
+        t = t.expand((b, s, *self.shape) if per_row else (b, *self.shape))
+        src = t.reshape(b, s if per_row else 1, -1, math.prod(self.sp))
+        src = torch.cat([src, src.new_zeros(()).expand(*src.shape[:3], 1)], -1)
+        idx = self._index
+        lc = src.shape[2]
+        out = torch.gather(src.expand(b, s, lc, src.shape[3]), 3,
+                           idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]))
+        return out.reshape(self.values.shape)
+
+    def dot(self, t: torch.Tensor) -> torch.Tensor:
+        """sum over positions of coef * t ([B, S])."""
+        return (self.values * self.gather(t)).flatten(2).sum(-1)
+
+    def with_values(self, values: torch.Tensor) -> Patches:
+        return Patches(values, self.origin, self.shape)
+
+    def to_dense(self) -> torch.Tensor:
+        """The coefficients [B, S, *shape]."""
+        b, s = self.rows
+        idx = self._index
+        lc = self.values.shape[2] * self.values.shape[3]
+        flat = self.values.reshape(b, s, lc, -1)
+        cells = math.prod(self.sp)
+        out = flat.new_zeros((b, s, lc, cells + 1))
+        out = out.scatter(3, idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]), flat)
+        return out[..., :cells].reshape(b, s, *self.shape)
+
+
+def _layout(shape: tuple[int, ...], spatial: int) -> tuple[int, int]:
+    """(L, C) of a value [*lead, C, *sp]."""
+    c = shape[len(shape) - spatial - 1]
+    return math.prod(shape[: len(shape) - spatial - 1]), c
+
+
+def from_dense(coef: torch.Tensor, shape: tuple[int, ...], spatial: int) -> Patches | None:
+    """Window coefficients of ``coef`` [B, S, *shape] when the nonzeros of every row fit a
+    window of at most DENSE_SHARE / 4 of the spatial cells (else None)."""
+    if spatial < 1 or len(shape) < spatial + 1:
+        return None
+    b, s = coef.shape[:2]
+    sp = shape[len(shape) - spatial:]
+    nz = (coef.detach() != 0).reshape(b, s, -1, *sp).any(2)  # [B, S, *sp]
+    first, size = [], []
+    for a in range(spatial):
+        other = tuple(2 + i for i in range(spatial) if i != a)
+        hit = nz.any(other) if other else nz  # [B, S, n_a]
+        n = sp[a]
+        lo = torch.argmax(hit.to(torch.int8), -1)
+        hi = n - 1 - torch.argmax(hit.flip(-1).to(torch.int8), -1)
+        empty = ~hit.any(-1)
+        lo, hi = torch.where(empty, 0, lo), torch.where(empty, 0, hi)
+        first.append(lo)
+        size.append(int((hi - lo).max()) + 1 if hit.numel() else 1)
+    if math.prod(size) * 4 > DENSE_SHARE * math.prod(sp):
+        return None
+    origin = torch.stack(first, -1)
+    ell, c = _layout(shape, spatial)
+    probe = Patches(coef.new_zeros(()).expand(b, s, ell, c, *size), origin, tuple(shape))
+    return probe.with_values(probe.gather(coef))
+
+
+def small(p: Patches) -> bool:
+    """Whether the windows are still worth keeping (else the engine makes them dense)."""
+    return math.prod(p.win) <= DENSE_SHARE * math.prod(p.sp)
+
+
+def add(a: Patches, b: Patches) -> Patches | None:
+    """a + b over the union of their windows, when the windows of every row sit at the same
+    relative offset (two branches of a residual block); None otherwise (add them dense)."""
+    if a.shape != b.shape or a.spatial != b.spatial:
+        return None
+    if a.win == b.win and torch.equal(a.origin, b.origin):
+        return a.with_values(a.values + b.values)
+    origin = torch.minimum(a.origin, b.origin)
+    off_a, off_b = a.origin - origin, b.origin - origin
+    if not (bool((off_a == off_a[:1, :1]).all()) and bool((off_b == off_b[:1, :1]).all())):
+        return None
+    oa, ob = off_a[0, 0].tolist(), off_b[0, 0].tolist()
+    win = [max(x + wa, y + wb) for x, y, wa, wb in zip(oa, ob, a.win, b.win, strict=True)]
+    values = a.values.new_zeros((*a.values.shape[:4], *win))
+    for off, part in ((oa, a.values), (ob, b.values)):
+        region = (Ellipsis, *(slice(o, o + w) for o, w in zip(off, part.shape[4:], strict=True)))
+        values[region] = values[region] + part
+    return Patches(values, origin, a.shape)
+
+
+def _mask_outside(values: torch.Tensor, origin: torch.Tensor, sp) -> torch.Tensor:
+    """Zero the window cells that fall outside the value (spatial sizes ``sp``)."""
+    b, s = values.shape[:2]
+    spatial = origin.shape[-1]
+    mask = None
+    for a, n in enumerate(sp):
+        w = values.shape[4 + a]
+        cells = origin[..., a].reshape(b, s, 1) + torch.arange(w, device=origin.device)
+        ok = (cells >= 0) & (cells < n)
+        view = [b, s, 1, 1] + [1] * spatial
+        view[4 + a] = w
+        ok = ok.reshape(view)
+        mask = ok if mask is None else mask & ok
+    if bool(mask.all()):
+        return values
+    return values * mask.to(values.dtype)
+
+
+def conv_step(p: Patches, w: torch.Tensor, attrs, in_shape: tuple[int, ...],
+              bias: torch.Tensor | None) -> tuple[Patches, torch.Tensor | None]:
+    """Backward step of a Conv (weight ``w``, ONNX attrs) on window coefficients of its
+    output: the transposed convolution of each window (a window of (win - 1) * stride +
+    dilated kernel cells of the input, starting at origin * stride - pad), cells in the
+    padding zeroed; offset: the windows' coefficients . bias ([B, S] or None)."""
+    spatial = w.dim() - 2
+    b, s = p.rows
+    ell = p.values.shape[2]
+    vals = p.values.reshape(b * s * ell, *p.values.shape[3:])
+    out = _CONV_T[spatial](vals, w, None, stride=tuple(int(x) for x in attrs["strides"]),
+                           dilation=tuple(int(x) for x in attrs["dilations"]),
+                           groups=int(attrs["group"]))
+    strides = torch.tensor([int(x) for x in attrs["strides"]], device=p.origin.device)
+    pads = torch.tensor([int(attrs["pads"][a]) for a in range(spatial)], device=p.origin.device)
+    origin = p.origin * strides - pads
+    values = out.reshape(b, s, ell, *out.shape[1:])
+    in_sp = in_shape[len(in_shape) - spatial:]
+    offset = None
+    if bias is not None:
+        per_channel = p.values.flatten(4).sum(-1)  # [B, S, L, Cout]
+        offset = (per_channel @ bias.reshape(-1)).sum(-1)
+    return Patches(_mask_outside(values, origin, in_sp), origin, tuple(in_shape)), offset
+
+
+def avg_pool_step(p: Patches, attrs, in_shape: tuple[int, ...]) -> Patches | None:
+    """Backward step of an AveragePool without padding (each output is the mean of its full
+    window): a transposed depthwise convolution with 1/K weights; None when padded."""
+    kernel = tuple(int(k) for k in attrs["kernel_shape"])
+    if any(int(x) for x in attrs["pads"]) or any(int(x) for x in attrs["extra"]):
+        return None
+    c = p.values.shape[3]
+    w = p.values.new_full((c, 1, *kernel), 1.0 / math.prod(kernel))
+    return conv_step(p, w, {"strides": attrs["strides"], "dilations": (1,) * len(kernel),
+                            "group": c, "pads": (0,) * (2 * len(kernel))}, in_shape, None)[0]
+
+
+def concretize(p: Patches, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Lower bound [B, S] of coef . x over the box [lower, upper] ([B, *shape])."""
+    v = p.values
+    lo, hi = p.gather(lower), p.gather(upper)
+    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
+        terms = v.clamp(min=0) * lo + v.clamp(max=0) * hi
+    else:  # unbounded ends: skip the 0 * inf products of the unused end
+        terms = torch.where(v > 0, v * lo, torch.where(v < 0, v * hi, 0.0))
+    return terms.flatten(2).sum(-1)

@@ -1,0 +1,124 @@
+"""Backward steps on window coefficients (``patches.Patches``) for the ops that keep them
+windowed: elementwise relaxations, Conv, unpadded AveragePool, Add/Sub/Neg of same-shape
+operands. Any other op, or a window grown past ``patches.DENSE_SHARE`` of its value, goes
+dense (the caller's dense step); both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from bounds.engine import patches
+from bounds.engine.constants import as_tensor
+from bounds.engine.patches import Patches
+from bounds.engine.results import Intermediates
+from bounds.graph import Node
+from bounds.registry import rules
+
+Coef = torch.Tensor | Patches
+Step = tuple[list, torch.Tensor | None]
+
+
+def dense(c: Coef) -> torch.Tensor:
+    return c.to_dense() if isinstance(c, Patches) else c
+
+
+def start(graph, name: str, coef: torch.Tensor) -> Coef:
+    """The start coefficients as windows when they are spatially sparse rows of a value that
+    some Conv of the graph takes (one-hot neuron rows of intermediate bounds), else as is."""
+    shape = graph.shape_of(name)
+    spatial = len(shape) - 2
+    if spatial < 1 or not any(n.op == "Conv" and len(n.shape) == len(shape)
+                              for n in graph.nodes):
+        return coef
+    p = patches.from_dense(coef, shape, spatial)
+    return coef if p is None else p
+
+
+def accumulate(pending: dict, name: str, c: Coef) -> None:
+    """pending[name] += c (windows merged where their offsets allow, else dense)."""
+    old = pending.get(name)
+    if old is None:
+        pending[name] = c
+        return
+    if isinstance(old, Patches) and isinstance(c, Patches):
+        merged = patches.add(old, c)
+        if merged is not None:
+            pending[name] = merged
+            return
+    pending[name] = dense(old) + dense(c)
+
+
+def _keep_small(p: Patches) -> Coef:
+    return p if patches.small(p) else p.to_dense()
+
+
+def _relaxed(a: Patches, rel, use_alpha: bool) -> Step:
+    """A -> A+ lower_slope + A- upper_slope over the windows; offsets likewise."""
+    v = a.values
+    neg = v.clamp(max=0)
+    offset = (neg * a.gather(rel.upper_offset)).flatten(2).sum(-1)
+    if use_alpha or bool(rel.lower_offset.any()):
+        offset = offset + ((v - neg) * a.gather(rel.lower_offset)).flatten(2).sum(-1)
+    low = a.gather(rel.lower_slope)
+    gap = a.gather(rel.upper_slope) - low
+    return [a.with_values(torch.addcmul(v * low, neg, gap))], offset
+
+
+def _conv(inter: Intermediates, node: Node, a: Patches) -> Step | None:
+    if node.inputs[1] is not None or len(node.dynamic_inputs) != 1:
+        return None
+    w = as_tensor(node.consts[1], inter.device, inter.dtype)
+    if w.dim() - 2 != a.spatial:
+        return None
+    bias = node.consts.get(2)
+    bias = None if bias is None else as_tensor(bias, inter.device, inter.dtype)
+    q, offset = patches.conv_step(a, w, node.attrs, inter.graph.shape_of(node.inputs[0]), bias)
+    return [_keep_small(q)], offset
+
+
+def _avg_pool(inter: Intermediates, node: Node, a: Patches) -> Step | None:
+    if len(node.attrs["kernel_shape"]) != a.spatial:
+        return None
+    q = patches.avg_pool_step(a, node.attrs, inter.graph.shape_of(node.inputs[0]))
+    return None if q is None else ([_keep_small(q)], None)
+
+
+def _add_sub(inter: Intermediates, node: Node, a: Patches) -> Step | None:
+    sign = -1.0 if node.op == "Sub" else 1.0
+    coefs, offset = [], None
+    for pos, name in enumerate(node.inputs):
+        s = sign if pos == 1 else 1.0
+        if name is None:
+            const = as_tensor(node.consts[pos], inter.device, inter.dtype)
+            if const.dim() != len(node.shape):
+                return None
+            term = a.dot(const.unsqueeze(0)) * s
+            offset = term if offset is None else offset + term
+        elif inter.graph.shape_of(name) != node.shape:
+            return None  # a broadcast operand: its coefficients sum over axes (dense step)
+        else:
+            coefs.append(a if s == 1.0 else a.with_values(-a.values))
+    return coefs, offset
+
+
+def _neg(inter: Intermediates, node: Node, a: Patches) -> Step | None:
+    return [a.with_values(-a.values)], None
+
+
+_STEPS: dict[str, Callable] = {"Conv": _conv, "AveragePool": _avg_pool, "Add": _add_sub,
+                               "Sub": _add_sub, "Neg": _neg}
+
+
+def window_step(inter: Intermediates, node: Node, a: Patches, relaxation: Callable,
+                use_alpha: bool) -> Step | None:
+    """(coefficients per dynamic input, offset [B, S] or None) of ``node``'s backward step on
+    windows; None: no window step here (the caller makes ``a`` dense and takes its own)."""
+    rule = rules().get(node.op, node.name)
+    if rule.relax is not None and rule.traits.elementwise:
+        rel = relaxation(node, rule)
+        return None if rel is None else _relaxed(a, rel, use_alpha)
+    step = _STEPS.get(node.op)
+    return None if step is None else step(inter, node, a)
