@@ -110,15 +110,17 @@ def test_disjunctions_and_conjunctions_match_exact(seed, intermediate):
         assert out.verdict == truth, (coef, rhs, out.stats)
 
 
+@pytest.mark.parametrize("narrow", [True, False])
 @pytest.mark.parametrize("seed", [20, 21])
-def test_split_bound_is_sound_and_never_looser(seed):
-    """Random split sets: the beta bound stays below the exact minimum on the sub-domain."""
+def test_split_bound_is_sound_and_never_looser(seed, narrow):
+    """Random split sets: the beta bound stays below the exact minimum on the sub-domain
+    (with the dead Relus dropped from the search's net or not)."""
     graph, exact = tiny_net(seed, hidden=(4, 4))
     c = np.array([1.0, 0.0, -1.0])
     region = region_for(exact, 4, c[None, None], [[100.0]])  # never refuted
-    search = make_search(graph, region, attack=False)
+    search = make_search(graph, region, attack=False, narrow_dead=narrow)
     root = search.root()
-    layers = sign_split_layers(graph)
+    layers, red = search.layers, search.reduction
     rng = np.random.default_rng(seed)
     dom = root
     for _ in range(3):
@@ -128,8 +130,11 @@ def test_split_bound_is_sound_and_never_looser(seed):
         kids = split_domains(dom, layers, cand)
         bounded = search.bound(kids, 20, reuse=bool(rng.integers(2)))
         for i in range(len(bounded)):
-            fixed = [bounded.splits[lay.value][i].reshape(-1).numpy() for lay in layers]
-            m = exact_min(exact, -np.ones(4), np.ones(4), c, fixed)
+            fixed = [bounded.splits[lay.value][i] for lay in layers]
+            if red is not None:
+                fixed = [red.widen(lay.value, f, 0) for f, lay in zip(fixed, layers, strict=True)]
+            m = exact_min(exact, -np.ones(4), np.ones(4), c,
+                          [f.reshape(-1).numpy() for f in fixed])
             lower = float(bounded.bound[i, 0]) + 100.0  # bound of c @ y
             assert lower <= m + 1e-6
         assert bool((bounded.bound.min(1).values >= dom.bound.min() - 1e-9).all())
@@ -145,7 +150,7 @@ def test_decode_and_split_apply_constraints():
     layer, pos = decode(layers, idx)
     assert layer.tolist() == [0, 0, 1, 1] and pos.tolist() == [0, 4, 0, 4]
     region = region_for(None, 4, np.array([[[1.0, 0, 0]]]), [[100.0]])
-    root = make_search(graph, region, attack=False).root()
+    root = make_search(graph, region, attack=False, narrow_dead=False).root()
     unstable = [(root.lower[lay.value] < 0) & (root.upper[lay.value] > 0) for lay in layers]
     flat = torch.cat([u.flatten(1) for u in unstable], 1)[0].nonzero().flatten()
     kids = split_domains(root, layers, flat[:1])

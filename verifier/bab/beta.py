@@ -24,6 +24,7 @@ from bounds.engine.alpha import alpha_ranges, init_alphas
 from bounds.engine.crown import backward_bound
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import Intermediates, PassCache
+from bounds.types import Interval
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,55 @@ def optimize_alpha_beta(inter: Intermediates, start: str, coef: torch.Tensor,
                         warm: Warm = Warm(), row_weight: torch.Tensor | None = None,
                         stop: Callable[[torch.Tensor], bool] | None = None,
                         deadline: float = float("inf"), intervals: dict | None = None,
-                        cache: PassCache | None = None):
+                        cache: PassCache | None = None, work_dtype: torch.dtype | None = None):
     """Best lower bounds of coef . value(start) over alpha and beta >= 0.
 
     Returns (lower [B, S], alphas, betas). ``row_weight`` [B, S] (0/1) selects the rows whose
     sum is maximised (rows of already refuted disjuncts need no work); ``stop(best)`` ends the
     loop early. ``intervals``: value -> (lower, upper) [B, *shape] of the values with general
     nonlinear splits (see :func:`split_terms`).
+
+    ``work_dtype`` (e.g. float32 for float64 bounds): the optimisation runs in that dtype,
+    about twice as fast on CPU, and only picks the parameters; the bound returned is one pass
+    in ``inter``'s own dtype with them (the parameters' range keeps any of them sound).
     """
+    if work_dtype is None or work_dtype == inter.dtype:
+        return _optimize(inter, start, coef, splits, options, warm, row_weight, stop,
+                         deadline, intervals, cache)
+    low = cast_intermediates(inter, work_dtype)
+    low_intervals = None if intervals is None else {
+        k: (lo.to(work_dtype), up.to(work_dtype)) for k, (lo, up) in intervals.items()}
+    _, alphas, betas = _optimize(low, start, coef.to(work_dtype), splits, options, warm,
+                                 row_weight, stop, deadline, low_intervals, PassCache())
+    dt = inter.dtype
+    alphas = {k: v.to(dt) for k, v in alphas.items()}
+    betas = {k: v.to(dt) for k, v in betas.items()}
+    with torch.no_grad():
+        lower = split_bound(inter, start, coef, alphas, betas,
+                            split_terms(splits, dt, intervals), cache)
+    return lower, alphas, betas
+
+
+def cast_intermediates(inter: Intermediates, dtype: torch.dtype) -> Intermediates:
+    """``inter`` with its box, bounds and rounding allowances in ``dtype`` (for a pass whose
+    result is only a guide: rounding to ``dtype`` can move a bound inward)."""
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    return Intermediates(
+        inter.graph, Interval(cast(inter.box.lower), cast(inter.box.upper)),
+        {k: Interval(cast(v.lower), cast(v.upper)) for k, v in inter.bounds.items()},
+        {k: cast(d) for k, d in inter.deltas.items()}, inter.infeasible)
+
+
+def _optimize(inter: Intermediates, start: str, coef: torch.Tensor,
+              splits: dict[str, torch.Tensor], options: BetaOptions, warm: Warm,
+              row_weight: torch.Tensor | None, stop, deadline: float, intervals: dict | None,
+              cache: PassCache | None):
+    """:func:`optimize_alpha_beta` in ``inter``'s dtype."""
     n_spec = coef.shape[1]
-    alphas = init_alphas(inter, n_spec, warm.alphas)
+    alphas = init_alphas(inter, n_spec, None if warm.alphas is None else {
+        k: v.to(inter.dtype) for k, v in warm.alphas.items()})
     terms = split_terms(splits, inter.dtype, intervals)
     betas = init_betas(terms, n_spec, warm.betas)
     weight = torch.ones(coef.shape[:2], device=coef.device, dtype=coef.dtype) \

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from bounds.engine.deadline import check_deadline, engine_deadline
+from bounds.engine.deadline import DeadlineExceeded, check_deadline, engine_deadline
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
@@ -33,6 +33,7 @@ from verifier.bab.attack_schedule import AttackSchedule
 from verifier.bab.beta import (
     BetaOptions,
     Warm,
+    cast_intermediates,
     optimize_alpha_beta,
     split_bound,
     split_extra,
@@ -51,6 +52,7 @@ from verifier.bab.neuron_domains import (
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
+from verifier.bab.reduce import Reduction, dead_relu_reduction
 from verifier.bab.region_attack import region_attack
 from verifier.bab.search_attacks import SearchAttacks
 from verifier.bab.warm_start import AlphaCarry
@@ -88,6 +90,10 @@ class NeuronSplitOptions(BabConfig):
     attack_every_s: float = 4.0
     seed: int = 0
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
+    # Drop the Relus dead on the region from fully connected layers (``reduce``): exact.
+    narrow_dead: bool = True
+    # Optimise alpha and beta and score branches in float32; bounds stay float64 passes.
+    work_float32: bool = True
 
 
 @dataclass
@@ -124,6 +130,7 @@ class NeuronSplitSearch(SearchAttacks):
         self.out_name = graph.outputs[0].name
         self.counters = _Counters()
         self.root_bounds = root_bounds
+        self.reduction: Reduction | None = None  # set when the root narrows the net
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
 
@@ -186,7 +193,8 @@ class NeuronSplitSearch(SearchAttacks):
             best, sub_alphas, sub_betas = optimize_alpha_beta(
                 inter, self.out_name, full_coef[:, rows], dom.splits,
                 replace(self.options.beta, iterations=iterations), warm,
-                weight[:, rows], stop, self.deadline, self._intervals(inter.bounds), cache)
+                weight[:, rows], stop, self.deadline, self._intervals(inter.bounds), cache,
+                self._work_dtype(inter))
             lower[:, rows] = torch.maximum(lower[:, rows], best)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -208,6 +216,16 @@ class NeuronSplitSearch(SearchAttacks):
         check_deadline()  # the copy below cannot check the clock
         return out.select(keep)
 
+    def _work_dtype(self, inter: Intermediates) -> torch.dtype:
+        """The dtype of passes that only guide the search (optimisation, branching scores):
+        float32 with ``work_float32``, else the bounds' own."""
+        return torch.float32 if self.options.work_float32 else inter.dtype
+
+    def _guide(self, inter: Intermediates) -> Intermediates:
+        """``inter`` in the work dtype, for passes whose results are not bounds."""
+        dt = self._work_dtype(inter)
+        return inter if dt == inter.dtype else cast_intermediates(inter, dt)
+
     def _intervals(self, bounds: dict) -> dict:
         """Bounds of the general nonlinear split values (their split constraints' ends)."""
         return {lay.value: (bounds[lay.value].lower, bounds[lay.value].upper)
@@ -217,12 +235,18 @@ class NeuronSplitSearch(SearchAttacks):
                        alphas, betas, rows, keep) -> None:
         """Candidates (top-k BaBSR) for every domain, and primal points to test."""
         inter, cache = bounded
+        guide = self._guide(inter)  # scores and points are no bounds: the work dtype
         _, full_coef, _ = self._spec(len(out))
-        terms = split_terms(out.splits, inter.dtype, self._intervals(inter.bounds))
-        extra = split_extra(betas, terms)[0] if betas else None
-        alphas = {k: v.detach() for k, v in alphas.items()}
-        coefs, input_coef = layer_output_coefs(inter, self.out_name, full_coef[:, rows],
-                                              self.layers, alphas, extra, cache)
+        terms = split_terms(out.splits, guide.dtype, self._intervals(guide.bounds))
+        extra = split_extra({k: v.to(guide.dtype) for k, v in betas.items()}, terms)[0] \
+            if betas else None
+        alphas = {k: v.detach().to(guide.dtype) for k, v in alphas.items()}
+        coefs, input_coef = layer_output_coefs(
+            guide, self.out_name, full_coef[:, rows].to(guide.dtype), self.layers, alphas,
+            extra, cache if guide is inter else PassCache())
+        coefs = {k: v.to(inter.dtype) for k, v in coefs.items()}
+        alphas = {k: v.to(inter.dtype) for k, v in alphas.items()}
+        input_coef = None if input_coef is None else input_coef.to(inter.dtype)
         weight = self._open_rows(out.refuted)[:, rows]
         check_deadline()  # scoring and the primal points below run whole layers at a time
         if self.sign_only:
@@ -260,14 +284,17 @@ class NeuronSplitSearch(SearchAttacks):
             allk.extend(other)
         inter, cache = self._intermediates(allk, reuse=True)
         infeasible = inter.infeasible
+        guide = self._guide(inter)  # a margin that only ranks candidates: the work dtype
+        if guide is not inter:
+            inter, cache = guide, PassCache()
         _, full_coef, rhs = self._spec(len(allk))
         rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
         alphas = {k: v[:, rows].to(inter.dtype) for k, v in allk.alphas.items()}
         terms = split_terms(allk.splits, inter.dtype, self._intervals(inter.bounds))
         betas = {k: allk.betas[k][:, rows].to(inter.dtype) for k in terms}
         with torch.no_grad():
-            sub = split_bound(inter, self.out_name, full_coef[:, rows], alphas, betas, terms,
-                              cache)
+            sub = split_bound(inter, self.out_name, full_coef[:, rows].to(inter.dtype), alphas,
+                              betas, terms, cache)
         lower = allk.bound.clone()
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -277,6 +304,9 @@ class NeuronSplitSearch(SearchAttacks):
 
     # ---- search ---------------------------------------------------------------------------
     def root(self) -> NeuronDomains:
+        """The root domain, bounded: intermediate bounds (``root_bounds`` where given, else
+        alpha-CROWN), the net narrowed to the Relus alive on the region (``narrow_dead``),
+        then alpha and beta optimised on the final bound."""
         p = self.problem
         dev, s = p.lower.device, p.coef.shape[0]
         empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
@@ -286,14 +316,39 @@ class NeuronSplitSearch(SearchAttacks):
                           torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
+        self._root_intermediates(dom)
+        if self.options.narrow_dead:
+            self._narrow(dom)
+        return self.bound(dom, self.options.root_iterations, reuse=True)
+
+    def _root_intermediates(self, dom: NeuronDomains) -> None:
+        """The root's split-layer bounds into ``dom``: ``root_bounds`` as given on Relu-only
+        nets (or without root alpha iterations), else alpha-CROWN intersected with them."""
         given = self.root_bounds or {}
+        dev, dt = self.problem.lower.device, self.problem.lower.dtype
         if all(lay.value in given for lay in self.layers):
-            dt = p.lower.dtype
             dom.lower = {lay.value: given[lay.value].lower.to(dev, dt) for lay in self.layers}
             dom.upper = {lay.value: given[lay.value].upper.to(dev, dt) for lay in self.layers}
-            return self.bound(dom, self.options.root_iterations, reuse=True)
-        return self.bound(dom, self.options.root_iterations, reuse=False,
-                          intermediate_alpha=self.options.root_alpha_iterations)
+            if self.sign_only or self.options.root_alpha_iterations <= 0:
+                return
+        inter, _ = self._intermediates(dom, False, self.options.root_alpha_iterations)
+        dom.lower = {lay.value: inter.bounds[lay.value].lower for lay in self.layers}
+        dom.upper = {lay.value: inter.bounds[lay.value].upper for lay in self.layers}
+
+    def _narrow(self, dom: NeuronDomains) -> None:
+        """Search a narrower net without the Relus dead on the region (``reduce``); ``dom``
+        (the root, split-layer bounds set) is restricted to it in place."""
+        bounds = {v: Interval(dom.lower[v], dom.upper[v]) for v in dom.lower}
+        red = dead_relu_reduction(self.graph, bounds)
+        if red is None:
+            return
+        opts, width = self.options, {lay.value: lay.numel for lay in self.layers}
+        self.graph, self.reduction = red.graph, red
+        self.layers = split_layers(red.graph, opts.nonlinear, opts.nonlinear and opts.products)
+        self.carry = AlphaCarry(self.layers)
+        for name in ("splits", "lower", "upper"):
+            setattr(dom, name, {k: red.take(k, t, 1) for k, t in getattr(dom, name).items()})
+        self.counters.extra["dead_dropped"] = sum(width[k] - len(v) for k, v in red.keep.items())
 
     def run(self) -> BabOutcome:
         """Search until every domain is refuted, a counterexample validates, or time is up."""
@@ -302,8 +357,13 @@ class NeuronSplitSearch(SearchAttacks):
         if time.monotonic() >= self.deadline:
             return BabOutcome("timeout", stats={"stopped": "deadline before the root bound"})
         queue = DomainQueue()
-        queue.push(self._own_rates(self.root))
-        return self._own_rates(self._search, queue)
+        try:
+            queue.push(self._own_rates(self.root))
+            return self._own_rates(self._search, queue)
+        except DeadlineExceeded:  # a step the search's deadline cut short: its stats stay
+            if time.monotonic() < self.deadline:
+                raise  # an enclosing, earlier deadline: not this search's to report
+            return BabOutcome("timeout", stats=self._stats(queue, "deadline during a step"))
 
     def _own_rates(self, fn, *args):
         """``fn(*args)`` in a deadline block with cost measurements of its own.
@@ -378,7 +438,8 @@ class NeuronSplitSearch(SearchAttacks):
         c = self.counters
         stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
                  "max_depth": c.max_depth, "unsplittable_open": c.stuck,
-                 "worst_margin": queue.min_margin()}
+                 "worst_margin": queue.min_margin(),
+                 "dead_dropped": c.extra.get("dead_dropped", 0)}
         if reason:
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
