@@ -4,7 +4,11 @@ auto: a short attack; CROWN then alpha-CROWN on every input region; for regions 
 input-split branch-and-bound when the input is small (<= INPUT_SPLIT_MAX_INPUTS values),
 neuron-split branch-and-bound otherwise: beta-CROWN ReLU splits, and with general
 nonlinearities (Sigmoid, Tanh, Sin, GELU, ...) GenBaB splits of their input intervals in the
-same search (``config.bab``); a last attack when that gives up.
+same search (``config.bab``); a last attack when that gives up. One ``Falsifier`` serves every
+attack of the run, each going on where the previous one stopped. When the cascade's bounds lie
+far below zero next to how close the first attack came (``verifier.attack.share``), the
+attack gets a share of the time before branch-and-bound and as much after it (the search then
+stops early for a last attack).
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ GENBAB_ATTACK_MAX_S = 3.0
 DTYPE = torch.float64
 
 
-def _attack(model, spec, config, device, deadline, budget_s):
-    from verifier.attack.falsify import falsify
 
-    return falsify(model, spec, deadline, config.attack, device=device, seed=config.seed,
-                   budget_s=budget_s)
+
+def _attack(attacks, deadline: float, budget_s: float):
+    """One attack of the run: its ``Falsifier`` goes on where the previous attack stopped."""
+    return attacks.run(deadline, budget_s=budget_s)
 
 
 # Incomplete verification tries these in order, stopping at the first that refutes the region.
@@ -62,7 +66,8 @@ class BoundsDidNotFit(Exception):  # noqa: N818 - reads as the event it reports
 
 def region_refuted(graph, problem: RegionProblem, deadline: float,
                    costs: dict[int, float] | None = None,
-                   unstable: dict[int, int] | None = None) -> bool:
+                   unstable: dict[int, int] | None = None,
+                   margins: dict[int, float] | None = None) -> bool:
     """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
@@ -70,7 +75,8 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     region (the first step raises BoundsDidNotFit); the run's own deadline ends the run.
     ``costs`` receives the largest time each cascade step took (step index -> seconds);
     ``unstable`` receives the region's unstable Relu-like neurons after the first (CROWN) step,
-    which ``auto``'s MILP choice reads instead of a bound pass of its own.
+    which ``auto``'s MILP choice reads instead of a bound pass of its own; ``margins`` the
+    region's best worst-open-disjunct margin over the steps (< 0 while not refuted).
     """
     last_cost = 0.0
     for i, options in enumerate(INCOMPLETE_CASCADE):
@@ -90,9 +96,13 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
             from verifier.milp.refine import count_unstable
 
             unstable[problem.index] = count_unstable(graph, res.intermediate)
-        if bool(problem.refuted_disjuncts(res.lower).all()):
+        refuted = problem.refuted_disjuncts(res.lower)
+        if bool(refuted.all()):
             log.info("region %d refuted by %s", problem.index, options)
             return True
+        if margins is not None:
+            margin = float(problem.margin(res.lower, refuted).min())
+            margins[problem.index] = max(margins.get(problem.index, -math.inf), margin)
     return False
 
 
@@ -156,11 +166,14 @@ def run_methods(model, spec, config, device, deadline, progress=None) -> Verific
 
 
 def _run_methods(model, spec, config, device, deadline, progress=None) -> VerificationResult:
+    from verifier.attack.falsify import Falsifier
+
     method = config.method
     remaining = deadline - time.monotonic()
     attack_budget = remaining if method == "attack" else min(
         FIRST_ATTACK_MAX_S, config.attack.time_share * remaining)
-    cex = _attack(model, spec, config, device, deadline, attack_budget)
+    attacks = Falsifier(model, spec, config.attack, device=device, seed=config.seed)
+    cex = _attack(attacks, deadline, attack_budget)
     if cex is not None:
         return VerificationResult("sat", cex, method="attack")
     if time.monotonic() >= deadline:
@@ -177,7 +190,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     graph = model.graph
     too_big = _bounds_do_not_fit(graph, spec, device)
     if too_big is not None:
-        result = _last_attack(model, spec, config, device, deadline, method, too_big)
+        result = _last_attack(attacks, deadline, method, too_big)
         if result.verdict == "sat":
             return result
         return VerificationResult("unknown", method=method, message=too_big,
@@ -185,7 +198,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
-    open_problems, costs, unstable = [], {}, {}
+    open_problems, costs, unstable, margins = [], {}, {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
     for p in problems:
@@ -196,10 +209,10 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         # Small inputs go straight to input splitting, whose first step is the same bound.
         try:
             if (method == "incomplete" or not small_input) and region_refuted(
-                    graph, p, deadline, costs, unstable):
+                    graph, p, deadline, costs, unstable, margins):
                 continue
         except BoundsDidNotFit as exc:
-            return _last_attack(model, spec, config, device, deadline, method, str(exc))
+            return _last_attack(attacks, deadline, method, str(exc))
         open_problems.append(p)
     if not open_problems:
         return VerificationResult("unsat", method="incomplete")
@@ -210,10 +223,12 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         if decided is not None:
             return VerificationResult(decided[0], decided[1], method="milp", stats=decided[2])
     if method in ("auto", "bab") and not small_input:
+        margin = min((margins[p.index] for p in open_problems if p.index in margins),
+                     default=None)
         return _neuron_split(model, spec, config, open_problems, deadline, progress, device,
-                           costs)
+                             costs, attacks, margin)
     if method == "incomplete" or not small_input:
-        return _last_attack(model, spec, config, device, deadline, method)
+        return _last_attack(attacks, deadline, method)
     return _input_split(model, spec, config, open_problems, deadline, progress)
 
 
@@ -229,12 +244,12 @@ def _bounds_do_not_fit(graph, spec, device) -> str | None:
     return None
 
 
-def _last_attack(model, spec, config, device, deadline, method,
+def _last_attack(attacks, deadline, method,
                  reason: str = "bounds did not settle the property") -> VerificationResult:
     """Nothing complete applies: spend what is left looking for a counterexample."""
     remaining = deadline - time.monotonic()
     if method != "incomplete" and remaining > 1:
-        cex = _attack(model, spec, config, device, deadline, remaining)
+        cex = _attack(attacks, deadline, remaining)
         if cex is not None:
             return VerificationResult("sat", cex, method="attack")
     if time.monotonic() >= deadline:
@@ -284,9 +299,14 @@ def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
     return 20 if remaining > 12 * cost else 5 if remaining > 4 * cost else 0
 
 
-def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, costs=None):
+def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, costs,
+                  attacks, margin: float | None = None):
     """Neuron-split branch-and-bound (ReLU and, with general nonlinearities, GenBaB) per open
-    region; unknown regions end in a last attack."""
+    region; unknown regions end in a last attack. With ``adaptive_attack``, a hopeless-looking
+    search (``attack_share`` of the attack's best loss and the cascade's worst ``margin``)
+    comes after an attack with that share of the time left and stops that share of its own
+    time early for a last attack."""
+    from verifier.attack.share import attack_share
     from verifier.bab.neuron_split import NeuronSplitSearch, region_attack
     from verifier.bab.nonlinear import has_nonlinear_splits
 
@@ -296,25 +316,48 @@ def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, 
     if name == "bab-genbab" and costs is not None:
         options = neuron_split_options(config, root_alpha_iterations=_root_alpha_iterations(
             costs, deadline - time.monotonic()))
+    share = attack_share(attacks.best_loss, margin) if config.bab.adaptive_attack else 0.0
+    left = deadline - time.monotonic()
+    # smooth networks: the first short attack often misses
+    budget = min(GENBAB_ATTACK_MAX_S, 0.1 * left) if name == "bab-genbab" else 0.0
+    budget = max(budget, share * left)
+    if share > 0:
+        log.info("bounds %.3g from a proof, attack %.3g from a counterexample: %.0f%% of the "
+                 "time to attacks before and after the search", margin, attacks.best_loss,
+                 100 * share)
+    cex = _attack(attacks, deadline, budget) if budget > 0 else None
+    if cex is not None:
+        return VerificationResult("sat", cex, method="attack")
+    search_end = deadline - share * max(0.0, deadline - time.monotonic())
     stats: dict = {}
-    if name == "bab-genbab":  # smooth networks: the first short attack often misses
-        budget = min(GENBAB_ATTACK_MAX_S, 0.1 * (deadline - time.monotonic()))
-        cex = _attack(model, spec, config, device, deadline, budget)
-        if cex is not None:
-            return VerificationResult("sat", cex, method="attack")
     for p in problems:
         attack = region_attack(model.graph, spec.regions[p.index], config.attack.steps,
                                config.attack.restarts, device)
-        search = NeuronSplitSearch(model.graph, p, deadline, options,
-                                 Progress(progress_cb, label=f"{name} region {p.index}"),
-                                 _validator(model, spec, p.index), attack)
-        outcome = search.run()
+        search = NeuronSplitSearch(model.graph, p, search_end, options,
+                                   Progress(progress_cb, label=f"{name} region {p.index}"),
+                                   _validator(model, spec, p.index), attack)
+        outcome = _run_search(search, deadline)
         stats[f"region_{p.index}"] = outcome.stats
-        if outcome.verdict in ("sat", "timeout"):
+        if outcome.verdict == "sat" or (outcome.verdict == "timeout" and share == 0):
             return VerificationResult(outcome.verdict, outcome.counterexample,
                                       method=name, stats=stats)
         if outcome.verdict != "unsat":
-            result = _last_attack(model, spec, config, device, deadline, name)
+            result = _last_attack(attacks, deadline, name)
             return VerificationResult(result.verdict, result.counterexample, method=result.method,
                                       message=result.message, stats=stats)
     return VerificationResult("unsat", method=name, stats=stats)
+
+
+def _run_search(search, deadline: float):
+    """``search.run()``; when the search ends well before the run's ``deadline``, the
+    engines' DeadlineExceeded at the search's own deadline is a timeout of the search (a last
+    attack follows), not of the run."""
+    from bounds.engine.deadline import DeadlineExceeded
+    from verifier.bab.input_split import BabOutcome
+
+    try:
+        return search.run()
+    except DeadlineExceeded:
+        if time.monotonic() >= deadline - ENGINE_MARGIN_MAX_S:
+            raise
+        return BabOutcome("timeout", stats={"stopped": "search deadline (a last attack next)"})
