@@ -55,9 +55,9 @@ class Patches:
         return self.values.shape[0], self.values.shape[1]
 
     @cached_property
-    def _index(self) -> torch.Tensor:
-        """[B, S, K] flat spatial index of every window cell in the value; cells outside it
-        point at one extra cell past the end (P = prod(sp)), which reads and holds 0."""
+    def _index(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([B, S, K] flat spatial index of every window cell in the value (cells outside it:
+        0), [B, S, 1, K] mask of the cells inside it, None when all are)."""
         b, s = self.rows
         device = self.origin.device
         flat = torch.zeros((b, s, *([1] * self.spatial)), dtype=torch.long, device=device)
@@ -69,8 +69,11 @@ class Patches:
             cells = cells.reshape(view)
             inside = inside & (cells >= 0) & (cells < n)
             flat = flat * n + cells
-        outside = torch.full_like(flat, math.prod(self.sp))
-        return torch.where(inside, flat, outside).reshape(b, s, -1)
+        inside = inside.expand(flat.shape) if inside.shape != flat.shape else inside
+        if bool(inside.all()):
+            return flat.reshape(b, s, -1), None
+        flat = torch.where(inside, flat, 0).reshape(b, s, -1)
+        return flat, inside.reshape(b, s, 1, -1)
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """The windows of ``t`` ([B, *shape] or per row [B, S, *shape], broadcastable):
@@ -80,11 +83,12 @@ class Patches:
         per_row = t.dim() == nd + 2
         t = t.expand((b, s, *self.shape) if per_row else (b, *self.shape))
         src = t.reshape(b, s if per_row else 1, -1, math.prod(self.sp))
-        src = torch.cat([src, src.new_zeros(()).expand(*src.shape[:3], 1)], -1)
-        idx = self._index
+        idx, inside = self._index
         lc = src.shape[2]
         out = torch.gather(src.expand(b, s, lc, src.shape[3]), 3,
                            idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]))
+        if inside is not None:  # cells outside read 0 (never 0 * inf: where, not a product)
+            out = torch.where(inside, out, 0.0)
         return out.reshape(self.values.shape)
 
     def dot(self, t: torch.Tensor) -> torch.Tensor:
@@ -95,12 +99,14 @@ class Patches:
         return Patches(values, self.origin, self.shape)
 
     def to_dense(self) -> torch.Tensor:
-        """The coefficients [B, S, *shape]."""
+        """The coefficients [B, S, *shape] (cells outside the value hold 0 and drop)."""
         b, s = self.rows
-        idx = self._index
+        idx, inside = self._index
         lc = self.values.shape[2] * self.values.shape[3]
         flat = self.values.reshape(b, s, lc, -1)
         cells = math.prod(self.sp)
+        if inside is not None:  # outside cells (all 0) go to one extra cell, then drop
+            idx = torch.where(inside[:, :, 0], idx, cells)
         out = flat.new_zeros((b, s, lc, cells + 1))
         out = out.scatter(3, idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]), flat)
         return out[..., :cells].reshape(b, s, *self.shape)
@@ -119,23 +125,26 @@ def from_dense(coef: torch.Tensor, shape: tuple[int, ...], spatial: int) -> Patc
         return None
     b, s = coef.shape[:2]
     sp = shape[len(shape) - spatial:]
-    nz = (coef.detach() != 0).reshape(b, s, -1, *sp).any(2)  # [B, S, *sp]
-    first, size = [], []
-    for a in range(spatial):
-        other = tuple(2 + i for i in range(spatial) if i != a)
-        hit = nz.any(other) if other else nz  # [B, S, n_a]
-        n = sp[a]
-        lo = torch.argmax(hit.to(torch.int8), -1)
-        hi = n - 1 - torch.argmax(hit.flip(-1).to(torch.int8), -1)
-        empty = ~hit.any(-1)
-        lo, hi = torch.where(empty, 0, lo), torch.where(empty, 0, hi)
-        first.append(lo)
-        size.append(int((hi - lo).max()) + 1 if hit.numel() else 1)
-    if math.prod(size) * 4 > DENSE_SHARE * math.prod(sp):
+    cells = math.prod(sp)
+    nz = (coef.detach().reshape(b * s, -1, cells) != 0).nonzero()  # [N, 3]: row, lc, cell
+    if nz.shape[0] == 0:
         return None
-    origin = torch.stack(first, -1)
+    row, cell = nz[:, 0], nz[:, 2]
+    first, size = [], []
+    for a in reversed(range(spatial)):  # unravel the cell index, last axis first
+        pos = cell % sp[a]
+        cell = torch.div(cell, sp[a], rounding_mode="floor")
+        lo = pos.new_full((b * s,), sp[a]).scatter_reduce(0, row, pos, "amin")
+        hi = pos.new_full((b * s,), -1).scatter_reduce(0, row, pos, "amax")
+        empty = hi < 0  # rows with no nonzero: any window, at 0
+        lo, hi = torch.where(empty, 0, lo), torch.where(empty, 0, hi)
+        first.insert(0, lo.reshape(b, s))
+        size.insert(0, int((hi - lo).max()) + 1)
+    if math.prod(size) * 4 > DENSE_SHARE * cells:
+        return None
     ell, c = _layout(shape, spatial)
-    probe = Patches(coef.new_zeros(()).expand(b, s, ell, c, *size), origin, tuple(shape))
+    probe = Patches(coef.new_zeros(()).expand(b, s, ell, c, *size), torch.stack(first, -1),
+                    tuple(shape))
     return probe.with_values(probe.gather(coef))
 
 
