@@ -320,7 +320,7 @@ def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
 Concretizers = Collection[str] | Mapping[str, Callable]
 
 
-def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor, *,
+def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor | Patches, *,
                    alphas: Mapping[str, torch.Tensor] | None = None,
                    extra: Mapping[str, torch.Tensor] | None = None,
                    keep: Collection[str] = (), keep_input: bool = False,
@@ -337,6 +337,9 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor, *,
     lambda that keeps that sign. ``keep`` names values whose total coefficients (extra
     included) the result carries in ``kept_coef``; with ``keep_input`` it carries those that
     reached the input in ``input_coef`` (branching heuristics read them).
+    ``coef`` may be window coefficients (``patches.neuron_rows``: rows of single neurons of a
+    convolutional value, without a dense [B, S, *shape] start); windows also start here from
+    dense rows that are spatially sparse.
     ``concretize_at`` names values where the pass stops and uses their interval bounds
     instead of relaxing them (always sound; tighter where a relaxation is loose); a mapping
     may give, per value, a function (coef, interval) -> [B, S] lower bound of coef . value

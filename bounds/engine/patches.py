@@ -36,7 +36,13 @@ class Patches:
 
     values: torch.Tensor  # [B, S, L, C, *win]
     origin: torch.Tensor  # [B, S, spatial] long: full spatial index of each window's first cell
-    shape: tuple[int, ...]  # the full value's static shape (*lead, C, *sp)
+    value_shape: tuple[int, ...]  # the full value's static shape (*lead, C, *sp)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The dense coefficients' shape [B, S, *value_shape] (callers that only size rows
+        from ``coef.shape`` take windows unchanged)."""
+        return (*self.values.shape[:2], *self.value_shape)
 
     @property
     def spatial(self) -> int:
@@ -44,7 +50,7 @@ class Patches:
 
     @property
     def sp(self) -> tuple[int, ...]:
-        return self.shape[len(self.shape) - self.spatial:]
+        return self.value_shape[len(self.value_shape) - self.spatial:]
 
     @property
     def win(self) -> tuple[int, ...]:
@@ -79,9 +85,9 @@ class Patches:
         """The windows of ``t`` ([B, *shape] or per row [B, S, *shape], broadcastable):
         [B, S, L, C, *win]; cells outside the value read 0."""
         b, s = self.rows
-        nd = len(self.shape)
+        nd = len(self.value_shape)
         per_row = t.dim() == nd + 2
-        t = t.expand((b, s, *self.shape) if per_row else (b, *self.shape))
+        t = t.expand((b, s, *self.value_shape) if per_row else (b, *self.value_shape))
         src = t.reshape(b, s if per_row else 1, -1, math.prod(self.sp))
         idx, inside = self._index
         lc = src.shape[2]
@@ -96,7 +102,7 @@ class Patches:
         return (self.values * self.gather(t)).flatten(2).sum(-1)
 
     def with_values(self, values: torch.Tensor) -> Patches:
-        return Patches(values, self.origin, self.shape)
+        return Patches(values, self.origin, self.value_shape)
 
     def to_dense(self) -> torch.Tensor:
         """The coefficients [B, S, *shape] (cells outside the value hold 0 and drop)."""
@@ -109,13 +115,33 @@ class Patches:
             idx = torch.where(inside[:, :, 0], idx, cells)
         out = flat.new_zeros((b, s, lc, cells + 1))
         out = out.scatter(3, idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]), flat)
-        return out[..., :cells].reshape(b, s, *self.shape)
+        return out[..., :cells].reshape(b, s, *self.value_shape)
 
 
 def _layout(shape: tuple[int, ...], spatial: int) -> tuple[int, int]:
     """(L, C) of a value [*lead, C, *sp]."""
     c = shape[len(shape) - spatial - 1]
     return math.prod(shape[: len(shape) - spatial - 1]), c
+
+
+def neuron_rows(shape: tuple[int, ...], spatial: int, idx: torch.Tensor,
+                dtype: torch.dtype) -> Patches:
+    """Rows [V, 2m] of +1 then -1 at the flat positions ``idx`` [V, m] of a value of static
+    ``shape`` (lower and negated upper bounds of those neurons), as 1-cell windows."""
+    v, m = idx.shape
+    cells = math.prod(shape[len(shape) - spatial:])
+    ell, c = _layout(shape, spatial)
+    rows = torch.cat([idx, idx], 1)
+    values = torch.zeros((v, 2 * m, ell * c), dtype=dtype, device=idx.device)
+    sign = torch.ones((v, 2 * m, 1), dtype=dtype, device=idx.device)
+    sign[:, m:] = -1.0
+    values.scatter_(2, torch.div(rows, cells, rounding_mode="floor").unsqueeze(-1), sign)
+    cell, origin = rows % cells, []
+    for n in reversed(shape[len(shape) - spatial:]):
+        origin.insert(0, cell % n)
+        cell = torch.div(cell, n, rounding_mode="floor")
+    return Patches(values.reshape(v, 2 * m, ell, c, *([1] * spatial)),
+                   torch.stack(origin, -1), tuple(shape))
 
 
 def from_dense(coef: torch.Tensor, shape: tuple[int, ...], spatial: int) -> Patches | None:
@@ -156,7 +182,7 @@ def small(p: Patches) -> bool:
 def add(a: Patches, b: Patches) -> Patches | None:
     """a + b over the union of their windows, when the windows of every row sit at the same
     relative offset (two branches of a residual block); None otherwise (add them dense)."""
-    if a.shape != b.shape or a.spatial != b.spatial:
+    if a.value_shape != b.value_shape or a.spatial != b.spatial:
         return None
     if a.win == b.win and torch.equal(a.origin, b.origin):
         return a.with_values(a.values + b.values)
@@ -170,7 +196,7 @@ def add(a: Patches, b: Patches) -> Patches | None:
     for off, part in ((oa, a.values), (ob, b.values)):
         region = (Ellipsis, *(slice(o, o + w) for o, w in zip(off, part.shape[4:], strict=True)))
         values[region] = values[region] + part
-    return Patches(values, origin, a.shape)
+    return Patches(values, origin, a.value_shape)
 
 
 def _mask_outside(values: torch.Tensor, origin: torch.Tensor, sp) -> torch.Tensor:

@@ -25,15 +25,26 @@ def dense(c: Coef) -> torch.Tensor:
     return c.to_dense() if isinstance(c, Patches) else c
 
 
-def start(graph, name: str, coef: torch.Tensor) -> Coef:
-    """The start coefficients as windows when they are spatially sparse rows of a value that
-    some Conv of the graph takes (one-hot neuron rows of intermediate bounds), else as is."""
+def conv_like(graph, name: str) -> int:
+    """The spatial rank of value ``name`` when some Conv of the graph has its rank (its last
+    axes then read as channel, spatial...), else 0."""
     shape = graph.shape_of(name)
-    spatial = len(shape) - 2
-    if spatial < 1 or not any(n.op == "Conv" and len(n.shape) == len(shape)
-                              for n in graph.nodes):
+    if len(shape) < 3 or not any(n.op == "Conv" and len(n.shape) == len(shape)
+                                 for n in graph.nodes):
+        return 0
+    return len(shape) - 2
+
+
+def start(graph, name: str, coef: Coef) -> Coef:
+    """The start coefficients as windows when they are spatially sparse rows of a value that
+    some Conv of the graph takes (one-hot neuron rows of intermediate bounds), else as is
+    (windows given by the caller stay windows)."""
+    if isinstance(coef, Patches):
         return coef
-    p = patches.from_dense(coef, shape, spatial)
+    spatial = conv_like(graph, name)
+    if not spatial:
+        return coef
+    p = patches.from_dense(coef, graph.shape_of(name), spatial)
     return coef if p is None else p
 
 

@@ -312,3 +312,26 @@ def test_alpha_with_windows_encloses_points_and_matches_dense(net, share, monkey
     _without_windows(monkeypatch)
     dense = bound_spec(graph, box, coef, rhs, options).lower
     torch.testing.assert_close(lower, dense, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_neuron_rows_start_equals_dense_one_hot_rows(net):
+    """Windows given by the caller (``neuron_rows``) bound like the dense one-hot rows."""
+    graph = net()
+    box = _box(graph)
+    inter = _intermediates(graph, box)
+    for node in graph.nodes:
+        spatial = windows.conv_like(graph, node.name)
+        if not spatial:
+            continue
+        shape = graph.shape_of(node.name)
+        k = math.prod(shape)
+        idx = torch.stack([torch.arange(0, k, max(1, k // 5))[:5],
+                           torch.arange(k - 1, -1, -max(1, k // 5))[:5]])  # [2, 5]
+        rows = patches.neuron_rows(shape, spatial, idx, F64)
+        onehot = torch.zeros((2, 5, k), dtype=F64).scatter_(2, idx.unsqueeze(-1), 1.0)
+        dense = torch.cat([onehot, -onehot], 1).reshape(2, 10, *shape)
+        torch.testing.assert_close(rows.to_dense(), dense, rtol=0, atol=0)
+        got = backward_bound(inter, node.name, rows).lower
+        want = backward_bound(inter, node.name, dense).lower
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
