@@ -96,6 +96,18 @@ def merge_rows(old: dict, new: dict, rows: torch.Tensor, lead: tuple[int, int], 
     return merged
 
 
+def merge_pairs(old: dict, new: dict, dom: torch.Tensor, row: torch.Tensor,
+                lead: tuple[int, int], device,
+                slots: dict[str, tuple[int, ...]] | None = None) -> dict:
+    """Like :func:`merge_rows`, with ``new`` [P, 1, ...] optimised for the (domain, row) pairs
+    (``dom`` [P], ``row`` [P]) only."""
+    merged = merge_rows(old, {}, row[:0], lead, device,
+                        {**{k: v.shape[2:] for k, v in new.items()}, **(slots or {})})
+    for k, v in new.items():
+        merged[k][dom, row] = v[:, 0].detach().to(STORE_DTYPE)
+    return merged
+
+
 PointFn = Callable[[SplitLayer, torch.Tensor, torch.Tensor], torch.Tensor]
 CarryFn = Callable[["NeuronDomains", "NeuronDomains"], None]
 

@@ -45,11 +45,13 @@ from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
     NeuronDomains,
     beta_slots,
+    merge_pairs,
     merge_rows,
     split_domains,
     split_more,
 )
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
+from verifier.bab.pair_loop import Pairs, optimize_pairs
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.reduce import Reduction, dead_relu_reduction
@@ -94,6 +96,8 @@ class NeuronSplitOptions(BabConfig):
     narrow_dead: bool = True
     # Optimise alpha and beta and score branches in float32; bounds stay float64 passes.
     work_float32: bool = True
+    # Relu-only nets: optimise open (domain, spec row) pairs, each dropped once proved.
+    pair_batches: bool = True
 
 
 @dataclass
@@ -167,18 +171,49 @@ class NeuronSplitSearch(SearchAttacks):
               intermediate_alpha: int = 0) -> NeuronDomains:
         """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
 
-        Only spec rows still open in some domain of the batch are optimised (refuted
-        disjuncts stay refuted in every descendant); the others keep their old values.
+        Only spec rows still open are optimised (refuted disjuncts stay refuted in every
+        descendant); the others keep their old values. Relu-only searches optimise the open
+        (domain, row) pairs and drop each once proved (``pair_batches``, ``pair_loop``);
+        otherwise the rows open in some domain of the batch are optimised for all of them.
         """
         n, p = len(dom), self.problem
         if n == 0:
             return dom
         inter, cache = self._intermediates(dom, reuse, intermediate_alpha)
         infeasible = inter.infeasible
-        coef, full_coef, rhs = self._spec(n)
+        coef, _, rhs = self._spec(n)
         weight = self._open_rows(dom.refuted) & ~infeasible.unsqueeze(1)
         rows = weight.any(0).nonzero().flatten()
         lower = ibp_lower(inter.bounds[self.out_name], coef)
+        optimise = self._by_pairs if self.sign_only and self.options.pair_batches \
+            else self._by_rows
+        lower, alphas, betas = optimise(dom, (inter, cache), lower, weight, iterations)
+        lower = torch.maximum(final_margin(lower - rhs), dom.bound)
+        lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
+        refuted = dom.refuted | p.refuted_disjuncts(lower)
+        out = NeuronDomains(
+            dict(dom.splits),
+            {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
+            {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
+            alphas, betas, lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
+        keep = ~refuted.all(1)
+        self.counters.done += n
+        if bool(keep.any()):
+            self._branch_scores((inter, cache), out, {k: v[:, rows] for k, v in alphas.items()},
+                                {k: v[:, rows] for k, v in betas.items()}, rows, keep)
+        if bool(keep.all()):  # nothing refuted: no copy (alphas of wide nets take seconds)
+            return out
+        check_deadline()  # the copy below cannot check the clock
+        return out.select(keep)
+
+    def _by_rows(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
+                 weight: torch.Tensor, iterations: int):
+        """alpha-beta over the rows open in some domain: (raw lower bounds [N, S], alphas,
+        betas [N, S, ...] merged with the old warm starts)."""
+        (inter, cache), p, n = bounded, self.problem, len(dom)
+        _, full_coef, rhs = self._spec(n)
+        infeasible = inter.infeasible
+        rows = weight.any(0).nonzero().flatten()
         sub_alphas, sub_betas = {}, {}
         if len(rows):
             def stop(best):
@@ -195,26 +230,38 @@ class NeuronSplitSearch(SearchAttacks):
                 replace(self.options.beta, iterations=iterations), warm,
                 weight[:, rows], stop, self.deadline, self._intervals(inter.bounds), cache,
                 self._work_dtype(inter))
+            lower = lower.clone()
             lower[:, rows] = torch.maximum(lower[:, rows], best)
-        lower = torch.maximum(final_margin(lower - rhs), dom.bound)
-        lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
-        refuted = dom.refuted | p.refuted_disjuncts(lower)
-        out = NeuronDomains(
-            dict(dom.splits),
-            {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
-            {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
-            merge_rows(dom.alphas, sub_alphas, rows, (n, p.coef.shape[0]), p.coef.device),
-            merge_rows(dom.betas, sub_betas, rows, (n, p.coef.shape[0]), p.coef.device,
-                       beta_slots(self.layers)),
-            lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
-        keep = ~refuted.all(1)
-        self.counters.done += n
-        if bool(keep.any()):
-            self._branch_scores((inter, cache), out, sub_alphas, sub_betas, rows, keep)
-        if bool(keep.all()):  # nothing refuted: no copy (alphas of wide nets take seconds)
-            return out
-        check_deadline()  # the copy below cannot check the clock
-        return out.select(keep)
+        lead, dev = (n, p.coef.shape[0]), p.coef.device
+        return (lower, merge_rows(dom.alphas, sub_alphas, rows, lead, dev),
+                merge_rows(dom.betas, sub_betas, rows, lead, dev, beta_slots(self.layers)))
+
+    def _by_pairs(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
+                  weight: torch.Tensor, iterations: int):
+        """alpha-beta over the open (domain, row) pairs (``pair_loop``); as :meth:`_by_rows`."""
+        inter, p, n = bounded[0], self.problem, len(dom)
+        _, full_coef, rhs = self._spec(n)
+        d, r = weight.nonzero(as_tuple=True)
+        lead, dev = (n, p.coef.shape[0]), p.coef.device
+        if len(d) == 0:
+            return (lower, merge_rows(dom.alphas, {}, d, lead, dev),
+                    merge_rows(dom.betas, {}, d, lead, dev, beta_slots(self.layers)))
+        known = torch.maximum(final_margin(lower - rhs), dom.bound)  # updated as pairs improve
+        closed = dom.refuted | inter.infeasible.unsqueeze(1)
+
+        def proved(idx: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+            di, ri = d[idx], r[idx]
+            known[di, ri] = torch.maximum(known[di, ri], final_margin(best.to(known) - rhs[di, ri]))
+            return (closed | p.refuted_disjuncts(known))[di, ri // p.n_rows]
+
+        best, alphas, betas = optimize_pairs(
+            inter, self.out_name, full_coef, dom.splits, Pairs(d, r), (dom.alphas, dom.betas),
+            replace(self.options.beta, iterations=iterations), proved, self.deadline,
+            self._work_dtype(inter))
+        lower = lower.clone()
+        lower[d, r] = torch.maximum(lower[d, r], best)
+        return (lower, merge_pairs(dom.alphas, alphas, d, r, lead, dev),
+                merge_pairs(dom.betas, betas, d, r, lead, dev, beta_slots(self.layers)))
 
     def _work_dtype(self, inter: Intermediates) -> torch.dtype:
         """The dtype of passes that only guide the search (optimisation, branching scores):
@@ -238,6 +285,7 @@ class NeuronSplitSearch(SearchAttacks):
         guide = self._guide(inter)  # scores and points are no bounds: the work dtype
         _, full_coef, _ = self._spec(len(out))
         terms = split_terms(out.splits, guide.dtype, self._intervals(guide.bounds))
+        betas = {k: v for k, v in betas.items() if k in terms}
         extra = split_extra({k: v.to(guide.dtype) for k, v in betas.items()}, terms)[0] \
             if betas else None
         alphas = {k: v.detach().to(guide.dtype) for k, v in alphas.items()}

@@ -1,0 +1,139 @@
+"""alpha-beta optimisation of a ReLU BaB batch over its open (domain, spec row) pairs, dropping
+each pair from the batch once it is proved.
+
+Bounding a batch as [N domains, S rows] computes every row of every domain, although a row is
+needed only where its disjunct is still open (on mnistfc 256x4 a domain a few splits deep has
+3-4 of its 9 rows open), and every domain for every iteration, although most children are
+proved within a few iterations of their 20. Here each open pair is a batch element of its own
+(its domain's bounds and splits, its row's warm start), and pairs whose disjunct is proved
+(by any of its rows) leave the batch between iterations. Each pair keeps its best iterate's
+parameters, as ``bounds.engine.optimize.maximize`` does; the loop runs in ``work_dtype`` and
+the bound returned is one pass in the bounds' own dtype with those parameters (any parameters
+in range give a sound bound).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bounds.engine.alpha import alpha_ranges, init_alphas
+from bounds.engine.deadline import check_deadline
+from bounds.engine.results import Intermediates, PassCache
+from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
+
+# Drop proved pairs from the batch once at least this share of it is proved (each drop
+# gathers the batch's bounds again).
+DROP_SHARE = 0.1
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+Proved = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Open (domain, row) pairs of a batch: ``dom`` [P] and ``row`` [P] indices."""
+
+    dom: torch.Tensor
+    row: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.dom.shape[0]
+
+
+class _Active:
+    """The pairs still optimised: their positions in the batch, bounds, parameters, moments."""
+
+    def __init__(self, inter, coef, terms, params: list[dict], ranges: list[dict]):
+        self.idx = torch.arange(coef.shape[0], device=coef.device)
+        self.inter, self.coef, self.terms = inter, coef, terms
+        self.params, self.ranges = params, ranges
+        self.moments = [{k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in g.items()}
+                        for g in params]
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.idx, self.coef = self.idx[mask], self.coef[mask]
+        self.inter = self.inter.select(mask)
+        self.terms = {k: (v, s[mask], None if r is None else r[mask])
+                      for k, (v, s, r) in self.terms.items()}
+        self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
+                       for g in self.params]
+        self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
+                        for g in self.moments]
+
+    def step(self, lrs: list[float], t: int) -> None:
+        """One Adam step (bias-corrected, as ``bounds.engine.adam``) and the projection."""
+        (b1, b2), c1, c2 = ADAM_BETAS, 1 - ADAM_BETAS[0] ** t, math.sqrt(1 - ADAM_BETAS[1] ** t)
+        with torch.no_grad():
+            for g, mom, lr, ranges in zip(self.params, self.moments, lrs, self.ranges,
+                                          strict=True):
+                for k, p in g.items():
+                    if p.grad is None:
+                        continue
+                    m, v = mom[k]
+                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    p.addcdiv_(m, (v.sqrt() / c2).add_(ADAM_EPS), value=-lr / c1)
+                    p.grad = None
+                    low, high = ranges.get(k, (0.0, math.inf))  # betas >= 0
+                    p.clamp_(low, high)
+
+
+def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
+                   splits: dict[str, torch.Tensor], pairs: Pairs, warm: tuple[dict, dict],
+                   options: BetaOptions, proved: Proved,
+                   deadline: float = math.inf, work_dtype: torch.dtype | None = None):
+    """Lower bounds [P] of coef[dom, row] . value(start) on each pair's domain, optimised over
+    alpha and beta >= 0; returns (lower [P], alphas, betas), parameters [P, 1, ...] in
+    ``inter``'s dtype. ``coef`` [N, S, *out]; ``warm``: (alphas, betas) [N, S, ...] per
+    node / split key. ``proved(idx, best)`` -> [len(idx)] bool: which of the pairs ``idx`` are
+    proved when their current best bounds are ``best`` (their disjunct refuted)."""
+    dt = work_dtype or inter.dtype
+    d, r = pairs.dom, pairs.row
+    mine = inter.select(d)
+    low = mine if dt == inter.dtype else cast_intermediates(mine, dt)
+    pair_splits = {k: v[d] for k, v in splits.items()}
+    pair_coef = coef[d, r].unsqueeze(1)
+    alphas = init_alphas(low, 1, {k: v[d, r].unsqueeze(1).to(dt) for k, v in warm[0].items()})
+    terms = split_terms(pair_splits, dt)
+    betas = init_betas(terms, 1, {k: v[d, r].unsqueeze(1) for k, v in warm[1].items()})
+    best_params = [{k: v.detach().clone() for k, v in g.items()} for g in (alphas, betas)]
+    act = _Active(low, pair_coef.to(dt), terms, [alphas, betas],
+                  [alpha_ranges(inter.graph, alphas), {}])
+    best = torch.full((len(pairs),), -math.inf, dtype=dt, device=coef.device)
+    lrs = [options.lr_alpha, options.lr_beta]
+    cache = PassCache()
+    for it in range(max(1, options.iterations)):
+        check_deadline()
+        lower = split_bound(act.inter, start, act.coef, act.params[0], act.params[1],
+                            act.terms, cache)[:, 0]
+        better = lower.detach() > best[act.idx]
+        at = act.idx[better]
+        best[at] = lower.detach()[better]
+        for g, kept in zip(act.params, best_params, strict=True):
+            for k, v in g.items():
+                kept[k][at] = v.detach()[better]
+        done = proved(act.idx, best[act.idx])
+        if bool(done.all()) or it + 1 >= options.iterations or time.monotonic() >= deadline:
+            break
+        (-lower[~done].sum()).backward()
+        act.step(lrs, it + 1)
+        lrs = [lr * options.lr_decay for lr in lrs]
+        if int(done.sum()) >= max(1, DROP_SHARE * len(done)):
+            act.keep(~done)
+            cache = PassCache()
+    return _certify(mine, start, pair_coef, pair_splits, best_params)
+
+
+def _certify(inter: Intermediates, start: str, coef: torch.Tensor, splits: dict,
+             params: list[dict]):
+    """One pass in ``inter``'s dtype with the parameters found: the sound bounds [P]."""
+    dt = inter.dtype
+    alphas = {k: v.to(dt) for k, v in params[0].items()}
+    betas = {k: v.to(dt) for k, v in params[1].items()}
+    with torch.no_grad():
+        lower = split_bound(inter, start, coef, alphas, betas, split_terms(splits, dt))
+    return lower[:, 0], alphas, betas
