@@ -43,6 +43,6 @@ class Adam:
                 m, v = self.moments.setdefault(id(p), (torch.zeros_like(p), torch.zeros_like(p)))
                 m.mul_(self.beta1).add_(p.grad, alpha=1.0 - self.beta1)
                 v.mul_(self.beta2).addcmul_(p.grad, p.grad, value=1.0 - self.beta2)
-                denom = (v.sqrt() / root_correction2).add_(self.eps)
+                denom = v.sqrt().div_(root_correction2).add_(self.eps)
                 p.addcdiv_(m, denom, value=-lr / correction1)
         self.groups = [(params, lr * self.decay) for params, lr in self.groups]

@@ -37,8 +37,6 @@ from bounds.rules.tangents import (
     F64,
     MARGIN_ULPS,
     Curve,
-    chord_slope,
-    clean_slope,
     curve_rule,
     even_crit,
     margin,
@@ -128,14 +126,17 @@ _KITS = {
 DERIVATIVE_ERR = 16 * torch.finfo(F64).eps
 
 
-def _chord_planes(curve: Curve, l, u, fl, fu, mag, dtype):
+def _chord_planes(l, u, fl, fu, w, margin_of, dtype):
     """The chord and its planes' offsets (alpha does not move them), float64: the chord is
     only used above a convex piece or below a concave one, where f(x) - c x is convex
-    (concave) and its max (min) over [l, u] is at an end."""
-    chord = clean_slope(chord_slope(curve, l, u), dtype)
-    at_l, at_u = fl - chord * l, fu - chord * u
+    (concave) and its max (min) over [l, u] is at an end, so any slope is sound there (a
+    zero-width interval's 0/0 becomes 0)."""
+    chord = torch.nan_to_num((fu - fl) / w, nan=0.0, posinf=0.0, neginf=0.0)
+    if dtype != F64:
+        chord = chord.to(dtype).to(F64)
+    at_l, at_u = torch.addcmul(fl, chord, l, value=-1), torch.addcmul(fu, chord, u, value=-1)
     lo, up = torch.minimum(at_l, at_u), torch.maximum(at_l, at_u)
-    return chord, lo - margin(lo, chord, mag, dtype), up + margin(up, chord, mag, dtype)
+    return chord, lo - margin_of(lo, chord), up + margin_of(up, chord)
 
 
 def _tangent_extremes(curve: Curve, t, d, l, u, fl, fu):
@@ -160,8 +161,8 @@ class _AlphaPlanes(torch.autograd.Function):
     def forward(ctx, alpha, l, u, op, dtype):
         curve, kit = CURVES[op], _KITS[op]
         a = alpha.detach().to(F64)
-        inside = None
-        if float(a.amin()) < 0 or float(a.amax()) > 1:
+        inside, (least, most) = None, torch.aminmax(a)
+        if float(least) < 0 or float(most) > 1:
             inside, a = (a >= 0) & (a <= 1), a.clamp(0.0, 1.0)
         w = u - l
         d = torch.addcmul(l, a, w)  # (may leave [l, u] by rounding: a wider min/max)
@@ -174,17 +175,24 @@ class _AlphaPlanes(torch.autograd.Function):
         lo, up, *pairs = _tangent_extremes(curve, t, d, l, u, fl, fu)
         # tangents.margin and the allowance: DERIVATIVE_ERR and the slope's rounding to the
         # dtype, times (u - l). In float64 the margin takes |offset| <= max(|f(l)|, |f(u)|)
-        # + t mag (f is monotone): at most 1e-13 wider, two passes over the planes fewer.
+        # + |s| mag (f is monotone): at most 1e-13 wider, fewer passes over the planes.
         ulps, mag = MARGIN_ULPS * eps, torch.maximum(l.abs(), u.abs())
         fixed = DERIVATIVE_ERR * w
         if dtype == F64:
-            fixed = fixed + ulps * torch.maximum(fl.abs(), fu.abs())
+            bound = ulps * torch.maximum(fl.abs(), fu.abs())
+            fixed = fixed + bound
+
+            def margin_of(offset, slope):
+                return bound + 2 * ulps * slope.abs() * mag
         else:
             lo, up = torch.add(lo, lo.abs(), alpha=-ulps), torch.add(up, up.abs(), alpha=ulps)
+
+            def margin_of(offset, slope):
+                return margin(offset, slope, mag, dtype)
         slack = torch.addcmul(fixed, t, (2 if dtype == F64 else 1) * ulps * mag + rounding * w)
-        curv = curve.curvature(l, u)
-        convex, concave = curv > 0, curv < 0
-        chord, c_lo, c_up = _chord_planes(curve, l, u, fl, fu, mag, dtype)
+        # S-shapes are convex on x <= 0 and concave on x >= 0 (sshape_curvature)
+        convex, concave = u <= 0, l >= 0
+        chord, c_lo, c_up = _chord_planes(l, u, fl, fu, w, margin_of, dtype)
         out = (torch.where(concave, chord, t), torch.where(concave, c_lo, lo - slack),
                torch.where(convex, chord, t), torch.where(convex, c_up, up + slack))
         if ctx.needs_input_grad[0]:
