@@ -3,6 +3,7 @@
 from bounds.rules import (
     arithmetic,
     discrete,
+    dynamic_slice,
     elu,
     exp_log,
     gelu,
@@ -34,4 +35,5 @@ ALL_RULE_MODULES = (
     softmax,
     logic,
     discrete,
+    dynamic_slice,
 )

@@ -138,6 +138,40 @@ class ConvertContext:
         self.nodes.append(Node(name, op, tuple(names), tuple(shape), attrs or {}, consts))
         return Dyn(name, tuple(int(d) for d in shape))
 
+    # -- reading the emitted IR -------------------------------------------------------------
+    def affine_base(self, value: Dyn) -> tuple[str, np.ndarray]:
+        """(name of an IR value v, constant c) with ``value`` = v + c element by element in
+        row-major order (c flat, float64), found by walking back through Reshape (same
+        elements, same order) and Add/Sub of a constant where the dynamic operand is not
+        broadcast. Stops at anything else (c = 0 at ``value`` itself)."""
+        producers = {n.name: n for n in self.nodes}
+        shapes = {v.name: v.shape for v in self.values.values() if isinstance(v, Dyn)}
+        shapes.update((n.name, n.shape) for n in self.nodes)
+        name, offset = value.name, np.zeros(math.prod(value.shape))
+        while (node := producers.get(name)) is not None:
+            if node.op == "Reshape":
+                name = node.inputs[0]
+                continue
+            dyn = [i for i, n in enumerate(node.inputs) if n is not None]
+            if node.op not in ("Add", "Sub") or len(dyn) != 1 or len(node.inputs) != 2:
+                break
+            pos = dyn[0]
+            if shapes.get(node.inputs[pos]) != tuple(node.shape) or (node.op, pos) == ("Sub", 1):
+                break
+            c = np.broadcast_to(np.asarray(node.consts[1 - pos], dtype=np.float64), node.shape)
+            offset = offset + (c.ravel() if node.op == "Add" else -c.ravel())
+            name = node.inputs[pos]
+        return name, offset
+
+    def constant_difference(self, a: Dyn, b: Dyn) -> np.ndarray | None:
+        """b - a as a constant flat array when the emitted IR proves it constant (both are the
+        same value plus constants, by ``affine_base``), else None."""
+        base_a, off_a = self.affine_base(a)
+        base_b, off_b = self.affine_base(b)
+        if base_a != base_b or off_a.shape != off_b.shape:
+            return None
+        return off_b - off_a
+
 
 def shape_of(value: Value) -> Shape:
     """Static per-sample shape of a dynamic value, or the shape of a constant."""

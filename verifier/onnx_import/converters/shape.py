@@ -1,6 +1,7 @@
 """Shape ops: Flatten, Reshape, Squeeze, Unsqueeze (all IR Reshape), Transpose, Concat, Slice,
 Split (one IR Slice per output), Gather, Expand, Tile, ScatterND (Gather + Where). Shape
-operands and indices must be constants."""
+operands and indices must be constants, except a Slice's starts when ends = starts + k
+(IR DynamicSlice)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from verifier.errors import ModelError
 from verifier.onnx_import.context import (
     ConvertContext,
     Dyn,
+    is_dyn,
     normalize_axis,
     shape_of,
     unsupported,
@@ -175,6 +177,48 @@ def emit_slice(ctx: ConvertContext, x: Dyn, axes, starts, ends, steps) -> Dyn:
     return ctx.emit("Slice", [x], shape, {k: tuple(v) for k, v in attrs.items()})
 
 
+def dynamic_slice(ctx: ConvertContext, node, x) -> Dyn:
+    """A Slice whose starts depend on the input: IR DynamicSlice (bounds/rules/dynamic_slice.py)
+    when ends = starts + k with a constant k per axis (proved on the emitted IR by
+    ``ConvertContext.constant_difference``) and every step is 1; otherwise the output's length
+    would depend on the input, which a static shape cannot hold, and the use is refused."""
+    starts, ends = ctx.value(node.input[1]), ctx.value(node.input[2])
+    if not is_dyn(starts):
+        raise unsupported(node, "ends depend on the input while starts are constant, so the "
+                                "output length would depend on the input")
+    n = math.prod(starts.shape)
+    lengths = ctx.constant_difference(starts, ends) if is_dyn(ends) else None
+    if lengths is None or lengths.size != n or np.any(lengths != np.round(lengths)):
+        raise unsupported(node, "starts depend on the input and ends - starts is not a constant "
+                                "(ends = starts + k), so the output length would depend on the "
+                                "input")
+    axes = ctx.optional_const(node, 3)
+    axes = list(range(n)) if axes is None else [int(a) for a in np.ravel(axes)]
+    steps = ctx.optional_const(node, 4)
+    steps = [1] * n if steps is None else [int(v) for v in np.ravel(steps)]
+    if len(axes) != n or len(steps) != n:
+        raise ModelError(f"Slice node {node.name!r}: {n} starts for {len(axes)} axes and "
+                         f"{len(steps)} steps")
+    if any(v != 1 for v in steps):
+        raise unsupported(node, f"steps {steps} with input-dependent starts (only step 1)")
+    shape = list(shape_of(x))
+    axes = [normalize_axis(a, len(shape)) for a in axes]
+    if len(set(axes)) != n:
+        raise ModelError(f"Slice node {node.name!r}: repeated axes {axes}")
+    for axis, k in zip(axes, lengths.astype(np.int64).tolist(), strict=True):
+        if not 0 < k <= shape[axis]:
+            raise unsupported(node, f"ends - starts = {k} on an axis of size {shape[axis]} "
+                                    "with input-dependent starts (only 1..size)")
+        shape[axis] = k
+    if (not is_dyn(x) and np.issubdtype(np.asarray(x).dtype, np.integer)
+            and np.any(np.abs(np.asarray(x, dtype=np.float64)) > 2.0**24)):
+        raise unsupported(node, "constant data beyond 2**24 in magnitude sliced at "
+                                "input-dependent starts (not exact in float32)")
+    start = reshape_value(ctx, starts, (n,))
+    attrs = {"axes": tuple(axes), "lengths": tuple(int(k) for k in lengths)}
+    return ctx.emit("DynamicSlice", [x, start], shape, attrs)
+
+
 @converter("Slice", 1)
 def slice_(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])
@@ -183,6 +227,9 @@ def slice_(ctx: ConvertContext, node) -> None:
         axes = ctx.attr(node, "axes")
         steps = None
     else:
+        if is_dyn(ctx.value(node.input[1])) or is_dyn(ctx.value(node.input[2])):
+            ctx.bind(node.output[0], dynamic_slice(ctx, node, x))
+            return
         starts, ends = ctx.const(node.input[1]), ctx.const(node.input[2])
         axes, steps = ctx.optional_const(node, 3), ctx.optional_const(node, 4)
     starts, ends = np.ravel(starts).tolist(), np.ravel(ends).tolist()
