@@ -365,23 +365,32 @@ class NeuronSplitSearch(SearchAttacks):
                           torch.full((1, 1), -1, device=dev),
                           torch.zeros(1, dtype=torch.long, device=dev))
         self._root_intermediates(dom)
-        if self.options.narrow_dead:
+        if self.options.narrow_dead:  # (again: alpha-CROWN finds more dead Relus)
             self._narrow(dom)
         return self.bound(dom, self.options.root_iterations, reuse=True)
 
     def _root_intermediates(self, dom: NeuronDomains) -> None:
         """The root's split-layer bounds into ``dom``: ``root_bounds`` as given on Relu-only
-        nets (or without root alpha iterations), else alpha-CROWN intersected with them."""
+        nets (or without root alpha iterations), else alpha-CROWN intersected with them; with
+        ``narrow_dead`` the alpha-CROWN pass runs on the net narrowed by plain CROWN bounds
+        (a dead Relu changes no bound: the same bounds, a fraction of the work)."""
         given = self.root_bounds or {}
         dev, dt = self.problem.lower.device, self.problem.lower.dtype
+        iterations = self.options.root_alpha_iterations
         if all(lay.value in given for lay in self.layers):
-            dom.lower = {lay.value: given[lay.value].lower.to(dev, dt) for lay in self.layers}
-            dom.upper = {lay.value: given[lay.value].upper.to(dev, dt) for lay in self.layers}
-            if self.sign_only or self.options.root_alpha_iterations <= 0:
+            self._set_layer_bounds(dom, {lay.value: Interval(
+                given[lay.value].lower.to(dev, dt), given[lay.value].upper.to(dev, dt))
+                for lay in self.layers})
+            if self.sign_only or iterations <= 0:
                 return
-        inter, _ = self._intermediates(dom, False, self.options.root_alpha_iterations)
-        dom.lower = {lay.value: inter.bounds[lay.value].lower for lay in self.layers}
-        dom.upper = {lay.value: inter.bounds[lay.value].upper for lay in self.layers}
+        elif self.options.narrow_dead and iterations > 0:
+            self._set_layer_bounds(dom, self._intermediates(dom, False)[0].bounds)
+            self._narrow(dom)
+        self._set_layer_bounds(dom, self._intermediates(dom, False, iterations)[0].bounds)
+
+    def _set_layer_bounds(self, dom: NeuronDomains, bounds) -> None:
+        dom.lower = {lay.value: bounds[lay.value].lower for lay in self.layers}
+        dom.upper = {lay.value: bounds[lay.value].upper for lay in self.layers}
 
     def _narrow(self, dom: NeuronDomains) -> None:
         """Search a narrower net without the Relus dead on the region (``reduce``); ``dom``
@@ -391,12 +400,14 @@ class NeuronSplitSearch(SearchAttacks):
         if red is None:
             return
         opts, width = self.options, {lay.value: lay.numel for lay in self.layers}
-        self.graph, self.reduction = red.graph, red
+        self.graph = red.graph
+        self.reduction = red if self.reduction is None else self.reduction.then(red)
         self.layers = split_layers(red.graph, opts.nonlinear, opts.nonlinear and opts.products)
         self.carry = AlphaCarry(self.layers)
         for name in ("splits", "lower", "upper"):
             setattr(dom, name, {k: red.take(k, t, 1) for k, t in getattr(dom, name).items()})
-        self.counters.extra["dead_dropped"] = sum(width[k] - len(v) for k, v in red.keep.items())
+        dropped = sum(width[k] - len(v) for k, v in red.keep.items())
+        self.counters.extra["dead_dropped"] = self.counters.extra.get("dead_dropped", 0) + dropped
 
     def run(self) -> BabOutcome:
         """Search until every domain is refuted, a counterexample validates, or time is up."""

@@ -51,6 +51,13 @@ class Reduction:
         shape = self.graph.shape_of(value)
         return flat.reshape(*t.shape[:lead], *shape).contiguous()
 
+    def then(self, later: Reduction) -> Reduction:
+        """This reduction followed by ``later`` (a reduction of this one's graph)."""
+        keep = dict(self.keep)
+        for value, idx in later.keep.items():
+            keep[value] = keep[value][idx] if value in keep else idx
+        return Reduction(later.graph, keep, {**later.shapes, **self.shapes})
+
     def widen(self, value: str, t: torch.Tensor, lead: int, fill: float = 0.0) -> torch.Tensor:
         """The inverse of :meth:`take`: ``t`` at the kept positions, ``fill`` elsewhere."""
         idx = self.keep.get(value)
