@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bounds.engine import patches
 from bounds.engine import patches_step as windows
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
@@ -34,7 +33,7 @@ from bounds.graph import Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.tangents import DomainError
-from bounds.types import Interval, Relaxation
+from bounds.types import Relaxation
 
 # Largest number of coefficient elements one backward pass may hold (memory budget).
 MAX_COEF_ELEMENTS = 1 << 24
@@ -307,16 +306,6 @@ def _backward_node(p: _Pass, node: Node, coef: torch.Tensor):
     return None, None  # concretise with the node's interval
 
 
-def _concretize(coef: torch.Tensor, box: Interval) -> torch.Tensor:
-    lo = box.lower.unsqueeze(1)
-    hi = box.upper.unsqueeze(1)
-    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
-        return _sum_spec(coef.clamp(min=0) * lo + coef.clamp(max=0) * hi)
-    # unbounded ends: skip the 0 * inf products of the unused end
-    terms = torch.where(coef > 0, coef * lo, torch.where(coef < 0, coef * hi, 0.0))
-    return _sum_spec(terms)
-
-
 Concretizers = Collection[str] | Mapping[str, Callable]
 
 
@@ -372,12 +361,9 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor | Patche
     if input_coef is not None:
         if graph.inputs[0].name in keep:
             kept[graph.inputs[0].name] = input_coef
-        box = inter.bounds[graph.inputs[0].name]
-        if isinstance(input_coef, Patches):
-            total = total + patches.concretize(input_coef, box.lower, box.upper)
-            input_coef = None
-        else:
-            total = total + _concretize(input_coef, box)
+        total = total + windows.concretize(input_coef, inter.bounds[graph.inputs[0].name])
+    if isinstance(input_coef, Patches):
+        input_coef = None
     return BackwardResult(total, input_coef if keep_input else None, kept)
 
 
@@ -387,13 +373,11 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     its input coefficients added to ``pending``. ``a``: dense or window coefficients."""
     delta = p.inter.deltas.get(node.name)
     if delta is not None:
-        if isinstance(a, Patches):
-            total = total - a.with_values(a.values.abs()).dot(delta)
-        else:
-            total = total - _dot(a.abs(), delta)
+        total = total - (a.with_values(a.values.abs()).dot(delta) if isinstance(a, Patches)
+                         else _dot(a.abs(), delta))
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
-        return total + (fn or _concretize)(a, p.inter.bounds[node.name])
+        return total + (fn or windows.concretize)(a, p.inter.bounds[node.name])
     coefs, offset = None, None
     if isinstance(a, Patches):
         step = windows.window_step(p.inter, node, a, lambda n, r: _relaxation(p, n, r),
@@ -405,10 +389,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     if coefs is None:
         coefs, offset = _backward_node(p, node, a)
     if coefs is None:
-        if isinstance(a, Patches):
-            bounds = p.inter.bounds[node.name]
-            return total + patches.concretize(a, bounds.lower, bounds.upper)
-        return total + _concretize(a, p.inter.bounds[node.name])
+        return total + windows.concretize(a, p.inter.bounds[node.name])
     if offset is not None:
         total = total + offset
     for name, c in zip(node.dynamic_inputs, coefs, strict=True):

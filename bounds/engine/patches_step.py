@@ -16,6 +16,7 @@ from bounds.engine.patches import Patches
 from bounds.engine.results import Intermediates
 from bounds.graph import Node
 from bounds.registry import rules
+from bounds.types import Interval
 
 Coef = torch.Tensor | Patches
 Step = tuple[list, torch.Tensor | None]
@@ -60,6 +61,18 @@ def accumulate(pending: dict, name: str, c: Coef) -> None:
             pending[name] = merged
             return
     pending[name] = dense(old) + dense(c)
+
+
+def concretize(a: Coef, box: Interval) -> torch.Tensor:
+    """Lower bound [B, S] of a . x over the box (dense or window coefficients)."""
+    if isinstance(a, Patches):
+        return patches.concretize(a, box.lower, box.upper)
+    lo, hi = box.lower.unsqueeze(1), box.upper.unsqueeze(1)
+    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
+        return (a.clamp(min=0) * lo + a.clamp(max=0) * hi).flatten(2).sum(-1)
+    # unbounded ends: skip the 0 * inf products of the unused end
+    terms = torch.where(a > 0, a * lo, torch.where(a < 0, a * hi, 0.0))
+    return terms.flatten(2).sum(-1)
 
 
 def _keep_small(p: Patches) -> Coef:
