@@ -16,9 +16,9 @@ smallest eps.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -148,10 +148,10 @@ def main(out: str, nets: list[str], eps_list: tuple[float, ...] = EPS) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    eps_arg = EPS
-    if "--eps" in args:
-        k = args.index("--eps")
-        eps_arg = tuple(float(v) for v in args[k + 1].split(","))
-        del args[k:k + 2]
-    main(args[0], args[1:], eps_arg)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", help="folder for the copies and results.json")
+    parser.add_argument("nets", nargs="+", metavar="NET.onnx")
+    parser.add_argument("--eps", default=",".join(f"{e:g}" for e in EPS),
+                        help="comma-separated ball radii (default %(default)s)")
+    cli = parser.parse_args()
+    main(cli.out_dir, cli.nets, tuple(float(v) for v in cli.eps.split(",")))
