@@ -339,6 +339,8 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor | Patche
     graph = inter.graph
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     pending: dict = {start: windows.start(graph, start, coef)}
+    # windows are tried once: at the start, or at the first convolutional value reached
+    tried = bool(windows.conv_like(graph, start))
     total = torch.zeros(coef.shape[:2], device=inter.device, dtype=inter.dtype)
     keep, kept = set(keep), {}
     for node in reversed(graph.nodes[: order[start] + 1] if start in order else ()):
@@ -347,6 +349,8 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor | Patche
         if a is not None and (node.name in keep or node.name in concretize_at
                               or (extra is not None and node.name in extra)):
             a = windows.dense(a)
+        elif a is not None and not tried and windows.conv_like(graph, node.name):
+            a, tried = windows.start(graph, node.name, a), True
         if extra is not None and node.name in extra:
             a = extra[node.name] if a is None else a + extra[node.name]
         if a is None:

@@ -335,3 +335,40 @@ def test_neuron_rows_start_equals_dense_one_hot_rows(net):
         got = backward_bound(inter, node.name, rows).lower
         want = backward_bound(inter, node.name, dense).lower
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def _flat_head(seed=4) -> Graph:
+    """Conv layers under a Reshape to a flat output: spec rows start dense and windows begin
+    at the first convolutional value the pass reaches."""
+    n = _Net((1, 2, 12, 12), seed)
+    h = n.relu("r0", n.conv("c0", "x", 3, stride=2, pads=(1, 0, 0, 1)))
+    h = n.relu("r1", n.conv("c1", h, 3))
+    k = math.prod(n.shapes[h])
+    return n.graph(n.add("flat", "Reshape", (h,), (1, k)))
+
+
+def test_windows_start_after_a_reshape(share, monkeypatch):
+    graph = _flat_head()
+    box = _box(graph)
+    inter = _intermediates(graph, box)
+    k = graph.outputs[0].shape[-1]
+    coef = torch.zeros((2, 3, k), dtype=F64)
+    coef[:, 0, 5], coef[:, 1, 17], coef[:, 2, k - 1] = 1.0, -2.0, 0.5
+    starts = []
+    real = windows.start
+
+    def recorded(graph, name, c):
+        out = real(graph, name, c)
+        starts.append((name, isinstance(out, patches.Patches)))
+        return out
+
+    monkeypatch.setattr(windows, "start", recorded)
+    got = backward_bound(inter, "flat", coef).lower
+    assert ("r1", True) in starts
+    _without_windows(monkeypatch)
+    want = backward_bound(inter, "flat", coef).lower
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    for _ in range(20):
+        x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
+        y = _forward_all(graph, x)["flat"].reshape(2, 1, k)
+        assert bool(((coef * y).sum(-1) >= got - 1e-9).all())
