@@ -11,10 +11,11 @@ re-checked here once more). Instances whose model or spec cannot be loaded are l
 ``--no-guided`` turns off the bound-guided starts (``AttackConfig.guided``, the ablation).
 
 ``--method auto`` (or any other method) runs the whole pipeline (``verifier.pipeline.verify``)
-instead, with the instance's own timeout from ``instances.csv`` (``--budget`` then caps it when
-given as a positive number below it); a ``sat`` answer is re-checked the same way. ``--names
-FILE`` keeps only the instances whose ``benchmark onnx vnnlib`` line (paths as in the csv) is in
-FILE: rerun the misses of a cheap attack-only pass under ``--method auto``.
+instead, on the model as ``nncert verify`` loads it (one the importer refuses but onnxruntime
+runs is attacked only), with the instance's own timeout from ``instances.csv`` (``--budget``
+then caps it when given as a positive number below it); a ``sat`` answer is re-checked the
+same way. ``--names FILE`` keeps only the instances whose ``benchmark onnx vnnlib`` line (paths
+as in the csv) is in FILE: rerun the misses of a cheap attack-only pass under ``--method auto``.
 """
 
 from __future__ import annotations
@@ -67,15 +68,17 @@ def _selected(names: Path | None) -> set[tuple[str, str, str]] | None:
             if len(line.split()) >= 3}
 
 
-def _load(onnx_path: Path, vnnlib_path: Path, cache: dict):
+def _load(onnx_path: Path, vnnlib_path: Path, cache: dict, runnable: bool = False):
+    """(model, spec); with ``runnable`` a model the importer refuses but onnxruntime runs
+    comes back as the pipeline's OrtModel (attacked only), as ``nncert verify`` loads it."""
     import verifier.onnx_import.converters  # noqa: F401  (register converters before importing)
     from verifier.onnx_import.loader import load_model
-    from verifier.pipeline import check_spec_matches
+    from verifier.pipeline import check_spec_matches, load_runnable_model
     from verifier.spec import load_spec
 
     if onnx_path not in cache:
         try:
-            cache[onnx_path] = load_model(onnx_path)
+            cache[onnx_path] = (load_runnable_model if runnable else load_model)(onnx_path)
         except Exception as exc:  # report and move on: the importer may lack an op
             cache[onnx_path] = exc
     model = cache[onnx_path]
@@ -102,7 +105,7 @@ def run_instance(onnx_path, vnnlib_path, cache, config, budget, seed,
     seconds (model loading counts, as in ``nncert verify``)."""
     start = time.monotonic()
     try:
-        model, spec = _load(onnx_path, vnnlib_path, cache)
+        model, spec = _load(onnx_path, vnnlib_path, cache, runnable=method != "attack-only")
     except Exception as exc:
         return "load-error", 0.0, f"{type(exc).__name__}: {str(exc)[:100]}"
     if method == "attack-only":
