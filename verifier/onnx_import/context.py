@@ -139,38 +139,50 @@ class ConvertContext:
         return Dyn(name, tuple(int(d) for d in shape))
 
     # -- reading the emitted IR -------------------------------------------------------------
-    def affine_base(self, value: Dyn) -> tuple[str, np.ndarray]:
-        """(name of an IR value v, constant c) with ``value`` = v + c element by element in
-        row-major order (c flat, float64), found by walking back through Reshape (same
-        elements, same order) and Add/Sub of a constant where the dynamic operand is not
-        broadcast. Stops at anything else (c = 0 at ``value`` itself)."""
+    def element_origins(self, value: Value) -> list[tuple[str | None, int, float]]:
+        """For each element of ``value`` (row-major): (v, i, c) with element = v[i] + c for an
+        IR value v (flat index i), or (None, 0, c) where the element is the constant c. Found
+        by walking back through Reshape (same elements, same order), Concat (the part holding
+        the element) and Add/Sub of a constant where the dynamic operand is not broadcast; the
+        walk stops at anything else (c = 0 there)."""
+        if not isinstance(value, Dyn):
+            return [(None, 0, float(v)) for v in np.ravel(value)]
         producers = {n.name: n for n in self.nodes}
         shapes = {v.name: v.shape for v in self.values.values() if isinstance(v, Dyn)}
-        shapes.update((n.name, n.shape) for n in self.nodes)
-        name, offset = value.name, np.zeros(math.prod(value.shape))
-        while (node := producers.get(name)) is not None:
-            if node.op == "Reshape":
-                name = node.inputs[0]
-                continue
-            dyn = [i for i, n in enumerate(node.inputs) if n is not None]
-            if node.op not in ("Add", "Sub") or len(dyn) != 1 or len(node.inputs) != 2:
-                break
-            pos = dyn[0]
-            if shapes.get(node.inputs[pos]) != tuple(node.shape) or (node.op, pos) == ("Sub", 1):
-                break
-            c = np.broadcast_to(np.asarray(node.consts[1 - pos], dtype=np.float64), node.shape)
-            offset = offset + (c.ravel() if node.op == "Add" else -c.ravel())
-            name = node.inputs[pos]
-        return name, offset
+        shapes.update((n.name, tuple(n.shape)) for n in self.nodes)
+        return [_origin(producers, shapes, value.name, i) for i in range(math.prod(value.shape))]
 
-    def constant_difference(self, a: Dyn, b: Dyn) -> np.ndarray | None:
-        """b - a as a constant flat array when the emitted IR proves it constant (both are the
-        same value plus constants, by ``affine_base``), else None."""
-        base_a, off_a = self.affine_base(a)
-        base_b, off_b = self.affine_base(b)
-        if base_a != base_b or off_a.shape != off_b.shape:
-            return None
-        return off_b - off_a
+
+def _origin(producers: dict, shapes: dict, name: str, i: int) -> tuple[str | None, int, float]:
+    """One element's origin (``ConvertContext.element_origins``)."""
+    offset = 0.0
+    while (node := producers.get(name)) is not None:
+        if node.op == "Reshape":
+            name = node.inputs[0]
+            continue
+        if node.op == "Concat":
+            axis = int(node.attrs["axis"])
+            coord = [int(c) for c in np.unravel_index(i, node.shape)]
+            for pos, part in enumerate(node.inputs):
+                part_shape = shapes[part] if part is not None else np.shape(node.consts[pos])
+                if coord[axis] < part_shape[axis]:
+                    break
+                coord[axis] -= part_shape[axis]
+            j = int(np.ravel_multi_index(coord, part_shape))
+            if part is None:
+                return None, 0, offset + float(np.ravel(node.consts[pos])[j])
+            name, i = part, j
+            continue
+        dyn = [k for k, n in enumerate(node.inputs) if n is not None]
+        if node.op not in ("Add", "Sub") or len(dyn) != 1 or len(node.inputs) != 2:
+            break
+        pos = dyn[0]
+        if shapes.get(node.inputs[pos]) != tuple(node.shape) or (node.op, pos) == ("Sub", 1):
+            break
+        c = float(np.broadcast_to(node.consts[1 - pos], node.shape).ravel()[i])
+        offset += c if node.op == "Add" else -c
+        name = node.inputs[pos]
+    return name, i, offset
 
 
 def shape_of(value: Value) -> Shape:

@@ -13,6 +13,7 @@ from verifier.errors import ModelError
 from verifier.onnx_import.context import (
     ConvertContext,
     Dyn,
+    Value,
     is_dyn,
     normalize_axis,
     shape_of,
@@ -177,46 +178,71 @@ def emit_slice(ctx: ConvertContext, x: Dyn, axes, starts, ends, steps) -> Dyn:
     return ctx.emit("Slice", [x], shape, {k: tuple(v) for k, v in attrs.items()})
 
 
-def dynamic_slice(ctx: ConvertContext, node, x) -> Dyn:
-    """A Slice whose starts depend on the input: IR DynamicSlice (bounds/rules/dynamic_slice.py)
-    when ends = starts + k with a constant k per axis (proved on the emitted IR by
-    ``ConvertContext.constant_difference``) and every step is 1; otherwise the output's length
-    would depend on the input, which a static shape cannot hold, and the use is refused."""
+_BIG = 2**62  # INT_MAX-like ends from exporters
+
+
+def _slice_const(x: np.ndarray, axis: int, start: int, end: int, step: int) -> np.ndarray:
+    start, end, step, _ = slice_params(np.shape(x)[axis], start, end, step)
+    return np.take(x, np.arange(start, end, step), axis=axis)
+
+
+def dynamic_slice(ctx: ConvertContext, node, x) -> Value:
+    """A Slice whose starts or ends depend on the input. Per sliced axis: constant starts and
+    ends slice statically; a start that depends on the input with end = start + k (k constant,
+    proved on the emitted IR by ``ConvertContext.element_origins``) and step 1 becomes IR
+    DynamicSlice (bounds/rules/dynamic_slice.py); anything else would make the output's
+    length depend on the input, which a static shape cannot hold, and is refused."""
     starts, ends = ctx.value(node.input[1]), ctx.value(node.input[2])
-    if not is_dyn(starts):
-        raise unsupported(node, "ends depend on the input while starts are constant, so the "
-                                "output length would depend on the input")
-    n = math.prod(starts.shape)
-    lengths = ctx.constant_difference(starts, ends) if is_dyn(ends) else None
-    if lengths is None or lengths.size != n or np.any(lengths != np.round(lengths)):
-        raise unsupported(node, "starts depend on the input and ends - starts is not a constant "
-                                "(ends = starts + k), so the output length would depend on the "
-                                "input")
+    s_org, e_org = ctx.element_origins(starts), ctx.element_origins(ends)
+    n = len(s_org)
     axes = ctx.optional_const(node, 3)
     axes = list(range(n)) if axes is None else [int(a) for a in np.ravel(axes)]
     steps = ctx.optional_const(node, 4)
     steps = [1] * n if steps is None else [int(v) for v in np.ravel(steps)]
-    if len(axes) != n or len(steps) != n:
-        raise ModelError(f"Slice node {node.name!r}: {n} starts for {len(axes)} axes and "
-                         f"{len(steps)} steps")
-    if any(v != 1 for v in steps):
-        raise unsupported(node, f"steps {steps} with input-dependent starts (only step 1)")
+    if not len(e_org) == len(axes) == len(steps) == n:
+        raise ModelError(f"Slice node {node.name!r}: {n} starts, {len(e_org)} ends, "
+                         f"{len(axes)} axes and {len(steps)} steps")
     shape = list(shape_of(x))
     axes = [normalize_axis(a, len(shape)) for a in axes]
     if len(set(axes)) != n:
         raise ModelError(f"Slice node {node.name!r}: repeated axes {axes}")
-    for axis, k in zip(axes, lengths.astype(np.int64).tolist(), strict=True):
-        if not 0 < k <= shape[axis]:
-            raise unsupported(node, f"ends - starts = {k} on an axis of size {shape[axis]} "
+    fixed, moving = [], []  # (axis, start, end, step) / (position in starts, axis, length)
+    for i, ((sv, si, so), (ev, ei, eo)) in enumerate(zip(s_org, e_org, strict=True)):
+        if sv is None and ev is None:
+            fixed.append((axes[i], max(min(int(so), _BIG), -_BIG),
+                          max(min(int(eo), _BIG), -_BIG), steps[i]))
+            continue
+        if sv is None or (sv, si) != (ev, ei) or eo - so != round(eo - so):
+            raise unsupported(node, "starts or ends depend on the input and ends - starts is "
+                                    "not a constant (ends = starts + k), so the output length "
+                                    "would depend on the input")
+        if steps[i] != 1:
+            raise unsupported(node, f"step {steps[i]} with input-dependent starts (only 1)")
+        k = int(round(eo - so))
+        if not 0 < k <= shape[axes[i]]:
+            raise unsupported(node, f"ends - starts = {k} on an axis of size {shape[axes[i]]} "
                                     "with input-dependent starts (only 1..size)")
-        shape[axis] = k
-    if (not is_dyn(x) and np.issubdtype(np.asarray(x).dtype, np.integer)
-            and np.any(np.abs(np.asarray(x, dtype=np.float64)) > 2.0**24)):
-        raise unsupported(node, "constant data beyond 2**24 in magnitude sliced at "
-                                "input-dependent starts (not exact in float32)")
+        moving.append((i, axes[i], k))
+    if is_dyn(x):
+        x = emit_slice(ctx, x, *zip(*fixed, strict=True)) if fixed else x
+    else:
+        for axis, start, end, step in fixed:
+            x = _slice_const(x, axis, start, end, step)
+        if (np.issubdtype(np.asarray(x).dtype, np.integer)
+                and np.any(np.abs(np.asarray(x, dtype=np.float64)) > 2.0**24)):
+            raise unsupported(node, "constant data beyond 2**24 in magnitude sliced at "
+                                    "input-dependent starts (not exact in float32)")
+    if not moving:
+        return x
     start = reshape_value(ctx, starts, (n,))
-    attrs = {"axes": tuple(axes), "lengths": tuple(int(k) for k in lengths)}
-    return ctx.emit("DynamicSlice", [x, start], shape, attrs)
+    if len(moving) < n:
+        picks = np.asarray([i for i, _, _ in moving], dtype=np.int64)
+        start = ctx.emit("Gather", [start, picks], (len(moving),), {"axis": 0})
+    out_shape = list(shape_of(x))
+    for _, axis, k in moving:
+        out_shape[axis] = k
+    attrs = {"axes": tuple(a for _, a, _ in moving), "lengths": tuple(k for _, _, k in moving)}
+    return ctx.emit("DynamicSlice", [x, start], out_shape, attrs)
 
 
 @converter("Slice", 1)
