@@ -219,18 +219,66 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
             return (backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower,
                     dense(params))
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
-    # point for smooth ops can be looser than it.
+    # point for smooth ops can be looser than it. (The whole pass: never looser than CROWN
+    # by the last bit of the shortcut's sum in another order.)
     best = known
     if best is None:
         with torch.no_grad():
             best = backward_bound(inter, start, coef, cache=cache).lower
+    passes = _Passes(inter, start, coef, cache)
 
     def bound() -> torch.Tensor:
-        return backward_bound(inter, start, coef, alphas=current(), cache=cache).lower
+        return passes.lower(current())
 
     best, found = maximize(bound, step_groups(inter.graph, params, lr),
                            Schedule(iterations, stop=stop), best)
     return best, dense({k: v for part in found for k, v in part.items()})
+
+
+class _Passes:
+    """Bound passes of coef . value(start) under changing alphas. The start node's own step
+    is the same in every pass (optimize_alpha gives alphas only to the nodes before it):
+    where it has one dynamic input (not the graph's input), that step is taken once, here,
+    and each pass starts from that input with the coefficients it left there, plus the
+    constant it added (an intermediate bound's one-hot rows through its Linear: one matrix
+    product per pass less)."""
+
+    def __init__(self, inter: Intermediates, start: str, coef: torch.Tensor, cache: PassCache):
+        self.inter, self.start, self.coef, self.cache = inter, start, coef, cache
+        self.const = None
+        try:
+            node = inter.graph.node(start)
+        except KeyError:  # (the start is the graph's input)
+            return
+        if len(node.dynamic_inputs) != 1:
+            return
+        value = node.dynamic_inputs[0]
+        if value == inter.graph.inputs[0].name:
+            return
+        seen = {}
+
+        def stop_here(a: torch.Tensor, interval) -> torch.Tensor:
+            seen["coef"] = a
+            # the pass took value's rounding allowance off before stopping here; the passes
+            # from value take it off again (crown: |a| . delta, the same product)
+            delta = inter.deltas.get(value)
+            if delta is None:
+                return torch.zeros(a.shape[:2], device=a.device, dtype=a.dtype)
+            b, s = a.shape[:2]
+            return torch.bmm(a.abs().reshape(b, s, -1),
+                             delta.expand(b, *delta.shape[1:]).reshape(b, -1, 1)).squeeze(-1)
+
+        with torch.no_grad():
+            const = backward_bound(inter, start, coef, concretize_at={value: stop_here},
+                                   cache=cache).lower
+        if "coef" in seen:  # (else the start node concretised itself: no shortcut)
+            self.start, self.coef, self.const = value, seen["coef"], const
+
+    def lower(self, alphas: dict | None) -> torch.Tensor:
+        """[B, S] lower bound of the pass with ``alphas`` (None: default relaxations)."""
+        res = backward_bound(self.inter, self.start, self.coef, alphas=alphas,
+                             cache=self.cache).lower
+        return res if self.const is None else self.const + res
 
 
 def step_groups(graph, params: dict, lr: float) -> list[Group]:

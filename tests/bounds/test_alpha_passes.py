@@ -1,0 +1,115 @@
+"""alpha-CROWN's passes with the start node's step taken once (``alpha._Passes``): the same bound
+as the whole pass for default and optimised relaxations, rounding allowances counted once; and
+deep smooth nets with alpha on every intermediate value enclose sampled values and are never
+looser than CROWN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.alpha import _Passes, column_alphas, optimize_alpha
+from bounds.engine.crown import backward_bound
+from bounds.engine.forward import run_graph
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.results import ColumnAlpha, PassCache
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.graph import Graph, TensorInfo
+from bounds.types import Interval
+from tests.bounds.nets import mlp
+
+F64 = torch.float64
+
+
+def _net(activation: str, seed: int, sizes=(6, 24, 24, 24, 4)):
+    rng = np.random.default_rng(seed)
+    weights = [(rng.normal(size=(o, i)) * 1.5 / np.sqrt(i), rng.normal(size=o) * 0.5)
+               for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    return mlp(weights, activation)
+
+
+def _box(seed: int, width: float, n: int = 6) -> Interval:
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.rand((1, 1, n), generator=gen, dtype=F64).float().to(F64)
+    return Interval((centre - width).float().to(F64), (centre + width).float().to(F64))
+
+
+def _samples(box: Interval, n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = box.lower[0], box.upper[0]
+    pts = lo + (hi - lo) * torch.rand((n, *lo.shape), generator=gen, dtype=F64)
+    corners = torch.where(torch.rand((64, *lo.shape), generator=gen) < 0.5, lo, hi)
+    pts = torch.cat([pts, corners]).float()
+    return torch.minimum(torch.maximum(pts, lo.float()), hi.float()).to(F64)
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh", "Relu"])
+@pytest.mark.parametrize("start", ["lin1", "lin2", "lin3"])
+def test_passes_from_the_start_input_equal_the_whole_pass(activation, start):
+    graph = _net(activation, 3)
+    inter = compute_intermediate(graph, _box(3, 0.3), None, "crown")
+    assert any(d is not None and bool((d > 0).any()) for d in inter.deltas.values())
+    gen = torch.Generator().manual_seed(5)
+    coef = torch.randn((1, 7, *graph.shape_of(start)), generator=gen, dtype=F64)
+    cache = PassCache()
+    passes = _Passes(inter, start, coef, cache)
+    assert passes.const is not None and passes.start != start  # the shortcut is taken
+    whole = backward_bound(inter, start, coef, cache=cache).lower
+    assert torch.allclose(passes.lower(None), whole, rtol=1e-12, atol=1e-12)
+    alphas = column_alphas(inter, 7, cache, before=start)
+    with torch.no_grad():
+        for a in alphas.values():
+            values = a.values if isinstance(a, ColumnAlpha) else a
+            values.uniform_(0, 1, generator=gen)
+    whole = backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
+    assert torch.allclose(passes.lower(alphas), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_no_shortcut_from_the_first_layer():
+    """The first Linear reads the graph's input: the pass runs whole."""
+    graph = _net("Sigmoid", 1)
+    inter = compute_intermediate(graph, _box(1, 0.3), None, "crown")
+    coef = torch.ones((1, 2, *graph.shape_of("lin0")), dtype=F64)
+    passes = _Passes(inter, "lin0", coef, PassCache())
+    assert passes.const is None and passes.start == "lin0"
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh"])
+@pytest.mark.parametrize("seed", range(3))
+def test_deep_smooth_alpha_encloses_samples_and_beats_crown(activation, seed):
+    """Alpha on every intermediate value and the final bound (the cascade's last step):
+    sampled intermediate values inside their bounds, spec rows above their lower bounds,
+    never looser than CROWN."""
+    graph = _net(activation, seed)
+    box = _box(seed, 0.4)
+    gen = torch.Generator().manual_seed(seed + 10)
+    coef = torch.randn((1, 5, 4), generator=gen, dtype=F64)
+    rhs = torch.zeros((1, 5), dtype=F64)
+    crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+    with torch.enable_grad():
+        res = bound_spec(graph, box, coef, rhs,
+                         BoundOptions(method="alpha", intermediate_alpha_iterations=5))
+    assert torch.all(res.lower >= crown - 1e-9)
+    pts = _samples(box, 3000, seed)
+    y = run_graph(graph, pts)[0].to(F64)  # [N, 1, 4]
+    values = torch.einsum("sj,nj->ns", coef[0], y[:, 0])
+    assert torch.all(values >= res.lower[0] - 1e-6), float((values - res.lower[0]).min())
+    for name in ("lin1", "lin2", "lin3"):
+        nodes = graph.nodes[: [n.name for n in graph.nodes].index(name) + 1]
+        cut = Graph(graph.inputs, (TensorInfo(name, graph.shape_of(name)),), tuple(nodes))
+        v = run_graph(cut, pts)[0].to(F64)
+        b = res.intermediate[name]
+        assert torch.all(v >= b.lower[0] - 1e-6) and torch.all(v <= b.upper[0] + 1e-6)
+
+
+def test_optimize_alpha_with_the_shortcut_never_loses_to_crown():
+    graph = _net("Sigmoid", 7)
+    inter = compute_intermediate(graph, _box(7, 0.5), None, "crown")
+    coef = torch.randn((1, 6, *graph.shape_of("lin3")), generator=torch.Generator().manual_seed(2),
+                       dtype=F64)
+    cache = PassCache()
+    crown = backward_bound(inter, "lin3", coef, cache=cache).lower
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, "lin3", coef, 8, cache=cache)
+    assert torch.all(lower >= crown)
