@@ -78,7 +78,7 @@ def _window(x: torch.Tensor, dim: int, first: torch.Tensor, width: torch.Tensor,
             reduce: str) -> torch.Tensor:
     """Along ``dim`` of a batched ``x``, output j of box b is the min/max ("min"/"max") of
     x[b, .., first[b] + j + t, ..] over t < width[b] (width >= 1; "id": width is 1)."""
-    wide = int(width.max()) if width.numel() else 1
+    wide = max(1, int(width.max())) if width.numel() else 1  # (an empty box: width <= 0)
     t = torch.arange(wide, device=x.device)
     j = torch.arange(k, device=x.device)
     idx = first[:, None, None] + j[None, :, None] + t[None, None, :]  # [B, k, W]
