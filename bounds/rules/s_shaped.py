@@ -158,11 +158,11 @@ class _AlphaPlanes(torch.autograd.Function):
     the gradient by the envelope theorem (module docstring)."""
 
     @staticmethod
-    def forward(ctx, alpha, l, u, op, dtype):
+    def forward(ctx, alpha, l, u, op, dtype, clamp):
         curve, kit = CURVES[op], _KITS[op]
         a = alpha.detach().to(F64)
-        inside, (least, most) = None, torch.aminmax(a)
-        if float(least) < 0 or float(most) > 1:
+        inside = None
+        if clamp:
             inside, a = (a >= 0) & (a <= 1), a.clamp(0.0, 1.0)
         w = u - l
         d = torch.addcmul(l, a, w)  # (may leave [l, u] by rounding: a wider min/max)
@@ -218,26 +218,30 @@ class _AlphaPlanes(torch.autograd.Function):
                 part = part * used
                 g = part if g is None else g + part
         if g is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         scale = _KITS[ctx.op].second(d, y, t) * w
         if inside is not None:
             scale = scale * inside
         grad = (g * scale).sum_to_size(ctx.alpha_shape).to(ctx.alpha_dtype)
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def alpha_planes(op: str, name: str, lower: torch.Tensor, upper: torch.Tensor,
                  alpha: torch.Tensor) -> Relaxation | None:
     """The planes of ``relax_curve`` for a given alpha (tangent point d = l + alpha (u - l)),
     the same up to the allowances of the module docstring; None (use ``relax_curve``) where
-    an end is infinite or so large that the planes could overflow the dtype."""
+    an end is infinite or so large that the planes could overflow the dtype, or an alpha is
+    not a number."""
     dtype = lower.dtype
     l, u = lower.detach().to(F64), upper.detach().to(F64)
     mag = torch.maximum(l.abs(), u.abs())
-    if (not mag.numel() or not bool(torch.isfinite(u - l).all())
+    if (not mag.numel() or not alpha.numel() or not bool(torch.isfinite(u - l).all())
             or float(mag.max()) > torch.finfo(dtype).max / 4):
         return None
-    return Relaxation(*_AlphaPlanes.apply(alpha, l, u, op, dtype))
+    least, most = (float(v) for v in torch.aminmax(alpha.detach()))
+    if math.isnan(least) or math.isnan(most):
+        return None
+    return Relaxation(*_AlphaPlanes.apply(alpha, l, u, op, dtype, least < 0 or most > 1))
 
 
 def _rule(op: str) -> OpRule:

@@ -149,3 +149,12 @@ def test_huge_float32_ends_take_the_generic_path():
     lo = torch.tensor([[-3e38, -1.0]], dtype=torch.float32)
     hi = torch.tensor([[1.0, 1.0]], dtype=torch.float32)
     assert alpha_planes("Tanh", "t", lo, hi, torch.full_like(lo, 0.5)) is None
+
+
+def test_an_alpha_that_is_not_a_number_takes_the_generic_path():
+    lo = torch.tensor([[-2.0, -1.0]], dtype=F64)
+    hi = torch.tensor([[1.0, 3.0]], dtype=F64)
+    alpha = torch.tensor([[0.5, float("nan")]], dtype=F64)
+    assert alpha_planes("Sigmoid", "s", lo, hi, alpha) is None
+    assert alpha_planes("Sigmoid", "s", lo, hi, torch.tensor([[0.5, float("inf")]],
+                                                              dtype=F64)) is not None
