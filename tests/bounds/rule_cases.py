@@ -300,6 +300,12 @@ def _affine(op, label, **kw) -> RuleCase:
     return RuleCase(op, label, nonlinear=False, **kw)
 
 
+def _dynamic_slice_ref(x):
+    """x [N, 7]: the data x[:, :6] read at floor(x[:, 6]) for 3 elements."""
+    s = np.floor(x[:, 6]).astype(np.int64)
+    return np.stack([x[i, s[i]:s[i] + 3] for i in range(len(x))])
+
+
 STRUCTURED = [
     _affine("Conv", "Conv(stride,pads)", in_shape=(1, 2, 5, 5), out_shape=(1, 3, 2, 4),
             attrs={"strides": (2, 1), "dilations": (1, 1), "group": 1, "pads": (1, 0, 0, 1)},
@@ -374,6 +380,12 @@ STRUCTURED = [
             onnx_attrs={"mode": "nearest"}, merge_batch=True,
             onnx_inputs=("x", "", np.array([1.0, 1.0, 2.0, 1.5], np.float32)),
             numpy_ref=_resize_nearest_ref((1.0, 2.0, 1.5), (2, 6, 4))),
+    # data x[:6] read at floor(x[6]) for 3 elements; ends = starts + 3 has no one-node ONNX
+    # form, so tests/onnx_import/test_dynamic_slice.py checks the semantics in onnxruntime
+    RuleCase("DynamicSlice", "DynamicSlice(k=3)", in_shape=(7,), out_shape=(3,),
+             operands={0: (6,), 1: (1,)}, attrs={"axes": (0,), "lengths": (3,)},
+             onnx_inputs=("x0", "x1"), domain=(0.0, 3.99), specials=(1.0, 2.0, 3.0),
+             numpy_ref=_dynamic_slice_ref),
 ]
 
 # ---------------------------------------------------------------- piecewise-constant ops: the
