@@ -214,9 +214,16 @@ def sshape_crossing(curve: Curve, iters: int = 40):
         zero = torch.zeros_like(l)
         with torch.no_grad():
             fl, fu = f(l), f(u)
-            d_up = bisect(lambda d: f(d) + df(d) * (l - d) - fl, zero, zero, u, True, iters)
+            # both tangent points in one bisection (the same arithmetic per element): upper
+            # from (l, f(l)) on [0, u], lower from (u, f(u)) on [l, 0]
+            end, f_end = torch.stack(torch.broadcast_tensors(l, u)), torch.stack(
+                torch.broadcast_tensors(fl, fu))
+            zeros = torch.zeros_like(end)
+            lows = torch.stack(torch.broadcast_tensors(zero, l))
+            highs = torch.stack(torch.broadcast_tensors(u, zero))
+            d_up, d_lo = bisect(lambda d: f(d) + df(d) * (end - d) - f_end, zeros, lows, highs,
+                                True, iters)
             up_chord = f(u) + df(u) * (l - u) - fl <= 0
-            d_lo = bisect(lambda d: f(d) + df(d) * (u - d) - fu, zero, l, zero, True, iters)
             lo_chord = f(l) + df(l) * (u - l) - fu >= 0
         s_up = torch.where(up_chord, chord, df(d_up))
         s_lo = torch.where(lo_chord, chord, df(d_lo))
