@@ -119,9 +119,12 @@ def test_a_guided_phase_cut_short_in_a_short_attack_runs_again(monkeypatch):
     model, _ = decoy_instance()
     spec = make_spec(-np.ones(N), np.ones(N), [[[1.0, -1.0, 0.0]]], [[0.0]])  # holds
     attacks = Falsifier(model, spec, AttackConfig(), seed=0)
-    attacks.run(time.monotonic() + 5, budget_s=0.3)
+    attacks.groups = falsify_module.group_regions(spec, "cpu")
+    attacks.stop = time.monotonic() + 0.3  # a half-second attack's stop time
+    attacks.guided_phase(attacks.groups)
     assert len(calls) == 1 and not attacks.groups[0].guided
-    attacks.run(time.monotonic() + 5, budget_s=falsify_module.GUIDED_FIRST_MIN_S + 0.2)
+    attacks.stop = time.monotonic() + falsify_module.GUIDED_FIRST_MIN_S + 5
+    attacks.guided_phase(attacks.groups)
     assert len(calls) == 2 and attacks.groups[0].guided
-    attacks.run(time.monotonic() + 5, budget_s=0.3)
+    attacks.guided_phase(attacks.groups)
     assert len(calls) == 2
