@@ -378,8 +378,10 @@ class NeuronSplitSearch(SearchAttacks):
         dev, dt = self.problem.lower.device, self.problem.lower.dtype
         iterations = self.options.root_alpha_iterations
         if all(lay.value in given for lay in self.layers):
-            self._set_layer_bounds(dom, {lay.value: Interval(
-                given[lay.value].lower.to(dev, dt), given[lay.value].upper.to(dev, dt))
+            red = self.reduction  # (a second root of a narrowed search: narrow them too)
+            self._set_layer_bounds(dom, {lay.value: Interval(*(
+                (t if red is None else red.take(lay.value, t, 1)).to(dev, dt)
+                for t in (given[lay.value].lower, given[lay.value].upper)))
                 for lay in self.layers})
             if self.sign_only or iterations <= 0:
                 return
