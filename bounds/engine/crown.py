@@ -8,7 +8,9 @@ A >= 0), nonlinear nodes with a ``backward`` rule (window max, products of two p
 relax themselves from their inputs' bounds (with ``alpha=`` under alpha-CROWN), and a node with
 no backward rule, or whose planes would overflow, is concretised with its interval bounds
 (always sound, just looser). Float32 rounding enters as a bounded perturbation at each node
-(see rounding.py).
+(see rounding.py). Rows that start on single neurons of a convolutional value travel as
+windows over their receptive fields (``patches``, ``patches_step``) until a window grows past
+half its value or meets an op without a window step; the numbers are the dense pass's.
 
 The pass reads the intermediate bounds it is given (``intermediate.compute_intermediate``) and
 returns its results as a value (``BackwardResult``); what later passes may reuse is in the
