@@ -98,6 +98,8 @@ class NeuronSplitOptions(BabConfig):
     work_float32: bool = True
     # Relu-only nets: optimise open (domain, spec row) pairs, each dropped once proved.
     pair_batches: bool = True
+    # Relu-only nets too split further candidates while the children fill less than a batch.
+    relu_multi_split: bool = True
 
 
 @dataclass
@@ -482,7 +484,8 @@ class NeuronSplitSearch(SearchAttacks):
 
     def _split(self, batch: NeuronDomains, choice: torch.Tensor):
         """Children of ``batch`` split at ``choice`` [N] (``split_more``), their reuse."""
-        extra = 0 if self.sign_only else self.options.multi_split - 1
+        opts = self.options
+        extra = opts.multi_split - 1 if not self.sign_only or opts.relu_multi_split else 0
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  self.options.batch, self.carry)
         mode = self.options.intermediate
