@@ -94,7 +94,8 @@ class NeuronSplitOptions(BabConfig):
     multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
     # Drop the Relus dead on the region from fully connected layers (``reduce``): exact.
     narrow_dead: bool = True
-    # Optimise alpha and beta and score branches in float32; bounds stay float64 passes.
+    # Relu-only nets: optimise alpha and beta and score branches in float32; bounds stay
+    # float64 passes.
     work_float32: bool = True
     # Relu-only nets: optimise open (domain, spec row) pairs, each dropped once proved.
     pair_batches: bool = True
@@ -267,8 +268,9 @@ class NeuronSplitSearch(SearchAttacks):
 
     def _work_dtype(self, inter: Intermediates) -> torch.dtype:
         """The dtype of passes that only guide the search (optimisation, branching scores):
-        float32 with ``work_float32``, else the bounds' own."""
-        return torch.float32 if self.options.work_float32 else inter.dtype
+        float32 with ``work_float32`` on Relu-only nets, else the bounds' own (the smooth
+        ops' planes overflow far sooner in float32: Exp of a wide interval)."""
+        return torch.float32 if self.options.work_float32 and self.sign_only else inter.dtype
 
     def _guide(self, inter: Intermediates) -> Intermediates:
         """``inter`` in the work dtype, for passes whose results are not bounds."""
