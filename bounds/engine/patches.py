@@ -152,7 +152,11 @@ def from_dense(coef: torch.Tensor, shape: tuple[int, ...], spatial: int) -> Patc
     b, s = coef.shape[:2]
     sp = shape[len(shape) - spatial:]
     cells = math.prod(sp)
-    nz = (coef.detach().reshape(b * s, -1, cells) != 0).nonzero()  # [N, 3]: row, lc, cell
+    mask = coef.detach().reshape(b * s, -1, cells) != 0
+    # more nonzeros than the largest windows hold: dense (and no index list of every one)
+    if int(mask.sum()) > b * s * mask.shape[1] * DENSE_SHARE * cells / 4:
+        return None
+    nz = mask.nonzero()  # [N, 3]: row, lc, cell
     if nz.shape[0] == 0:
         return None
     row, cell = nz[:, 0], nz[:, 2]
