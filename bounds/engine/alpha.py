@@ -257,13 +257,13 @@ class _Passes:
             return
         seen = {}
 
-        def stop_here(a: torch.Tensor, interval) -> torch.Tensor:
+        def stop_here(a, interval) -> torch.Tensor:
             seen["coef"] = a
             # the pass took value's rounding allowance off before stopping here; the passes
             # from value take it off again (crown: |a| . delta, the same product)
             delta = inter.deltas.get(value)
-            if delta is None:
-                return torch.zeros(a.shape[:2], device=a.device, dtype=a.dtype)
+            if delta is None or not isinstance(a, torch.Tensor):  # (windows: no shortcut)
+                return torch.zeros(coef.shape[:2], device=coef.device, dtype=coef.dtype)
             b, s = a.shape[:2]
             return torch.bmm(a.abs().reshape(b, s, -1),
                              delta.expand(b, *delta.shape[1:]).reshape(b, -1, 1)).squeeze(-1)
@@ -271,7 +271,9 @@ class _Passes:
         with torch.no_grad():
             const = backward_bound(inter, start, coef, concretize_at={value: stop_here},
                                    cache=cache).lower
-        if "coef" in seen:  # (else the start node concretised itself: no shortcut)
+        # (no coefficients: the start node concretised itself; window coefficients of a
+        # convolutional value: their passes are the crown module's business)
+        if isinstance(seen.get("coef"), torch.Tensor):
             self.start, self.coef, self.const = value, seen["coef"], const
 
     def lower(self, alphas: dict | None) -> torch.Tensor:

@@ -113,3 +113,28 @@ def test_optimize_alpha_with_the_shortcut_never_loses_to_crown():
     with torch.enable_grad():
         lower, _ = optimize_alpha(inter, "lin3", coef, 8, cache=cache)
     assert torch.all(lower >= crown)
+
+
+@pytest.mark.parametrize("start", ["c1", "c2", "c3"])
+def test_passes_on_convolutional_values_equal_the_whole_pass(start):
+    """Start rows on a convolutional value (the pass may carry window coefficients, for which
+    no shortcut is taken): the same bound as the whole pass, default and with alphas."""
+    from tests.bounds.test_conv_patches import _box as conv_box
+    from tests.bounds.test_conv_patches import _resnet_2d
+
+    graph = _resnet_2d()
+    inter = compute_intermediate(graph, conv_box(graph), None, "crown")
+    numel = int(np.prod(graph.shape_of(start)))
+    coef = torch.zeros((2, 6, numel), dtype=F64)
+    coef[:, torch.arange(6), torch.arange(6) * 3] = 1.0
+    coef = torch.cat([coef, -coef], 1).reshape(2, 12, *graph.shape_of(start))
+    cache = PassCache()
+    passes = _Passes(inter, start, coef, cache)
+    whole = backward_bound(inter, start, coef, cache=cache).lower
+    assert torch.allclose(passes.lower(None), whole, rtol=1e-12, atol=1e-12)
+    alphas = column_alphas(inter, 12, cache, before=start)
+    whole = backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
+    assert torch.allclose(passes.lower(alphas), whole, rtol=1e-12, atol=1e-12)
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, start, coef, 3, cache=cache)
+    assert torch.all(lower >= backward_bound(inter, start, coef, cache=cache).lower)
