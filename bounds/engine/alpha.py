@@ -263,7 +263,7 @@ class _Passes:
             # from value take it off again (crown: |a| . delta, the same product)
             delta = inter.deltas.get(value)
             if delta is None or not isinstance(a, torch.Tensor):  # (windows: no shortcut)
-                return torch.zeros(coef.shape[:2], device=coef.device, dtype=coef.dtype)
+                return torch.zeros(coef.shape[:2], device=inter.device, dtype=inter.dtype)
             b, s = a.shape[:2]
             return torch.bmm(a.abs().reshape(b, s, -1),
                              delta.expand(b, *delta.shape[1:]).reshape(b, -1, 1)).squeeze(-1)

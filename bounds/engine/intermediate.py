@@ -33,6 +33,8 @@ from bounds.engine.forward_linear import (
     propagate_functions,
 )
 from bounds.engine.ibp import intersect, propagate_node
+from bounds.engine.patches import neuron_rows
+from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
 from bounds.graph import Graph
 from bounds.rules.tangents import DomainError
@@ -141,10 +143,14 @@ def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tens
     """Lower bounds of +value and -value at positions ``idx`` [V, m] of each pass element
     (``[V, 2m]``) and, with ``record``, the input coefficients of those rows (or None)."""
     shape = sub.graph.shape_of(name)
-    v = idx.shape[0]
-    onehot = torch.zeros((v, m, math.prod(shape)), device=sub.device, dtype=sub.dtype)
-    onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
-    coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
+    spatial = conv_like(sub.graph, name)
+    if spatial:  # one-cell windows, no dense one-hot rows over the whole value
+        coef = neuron_rows(shape, spatial, idx, sub.dtype)
+    else:
+        v = idx.shape[0]
+        onehot = torch.zeros((v, m, math.prod(shape)), device=sub.device, dtype=sub.dtype)
+        onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
+        coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
     if alpha_iterations > 0:
         with torch.enable_grad():
             res, _ = optimize_alpha(sub, name, coef, alpha_iterations, cache=cache)

@@ -138,3 +138,31 @@ def test_passes_on_convolutional_values_equal_the_whole_pass(start):
     with torch.enable_grad():
         lower, _ = optimize_alpha(inter, start, coef, 3, cache=cache)
     assert torch.all(lower >= backward_bound(inter, start, coef, cache=cache).lower)
+
+
+@pytest.mark.parametrize("alpha_iterations", [0, 2])
+@pytest.mark.parametrize("net", ["_resnet_2d", "_conv_1d", "_conv_3d"])
+def test_intermediate_window_rows_give_the_dense_rows_bounds(net, alpha_iterations,
+                                                             monkeypatch):
+    """Intermediate bounds of convolutional values start from one-cell window rows
+    (patches.neuron_rows): the same bounds as dense one-hot rows, sampled points inside."""
+    import bounds.engine.intermediate as intermediate
+    from tests.bounds import test_conv_patches as conv
+
+    graph = getattr(conv, net)()
+    box = conv._box(graph)
+    windows = compute_intermediate(graph, box, None, "crown", alpha_iterations=alpha_iterations)
+    monkeypatch.setattr(intermediate, "conv_like", lambda graph, name: 0)
+    dense = compute_intermediate(graph, box, None, "crown", alpha_iterations=alpha_iterations)
+    assert any(conv.windows.conv_like(graph, n.name) for n in graph.nodes)
+    for name, b in dense.bounds.items():
+        w = windows.bounds[name]
+        torch.testing.assert_close(w.lower, b.lower, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(w.upper, b.upper, rtol=1e-7, atol=1e-7)
+    x = box.lower + (box.upper - box.lower) * torch.rand(
+        (64, *box.lower.shape), generator=torch.Generator().manual_seed(1), dtype=F64)
+    values = conv._forward_all(graph, x.reshape(-1, *box.lower.shape[1:]))
+    for name, v in values.items():
+        v = v.reshape(64, *box.lower.shape[:1], *v.shape[1:])
+        b = windows.bounds[name]
+        assert torch.all(v >= b.lower - 1e-6) and torch.all(v <= b.upper + 1e-6), name
