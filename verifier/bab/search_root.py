@@ -1,0 +1,81 @@
+"""The root of a neuron-split search: its intermediate bounds and the narrowed net.
+
+A mixin of ``NeuronSplitSearch`` (it reads the search's ``problem``, ``options``, ``layers``,
+``graph``, ``root_bounds``, ``reduction`` and ``counters``, and its ``_intermediates`` and
+``bound``); with ``narrow_dead`` it replaces the search's ``graph``, ``layers`` and ``carry``
+by the narrowed net's (``verifier.bab.reduce``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bounds.types import Interval
+from verifier.bab.neuron_domains import NeuronDomains
+from verifier.bab.nonlinear import split_layers
+from verifier.bab.reduce import dead_relu_reduction
+from verifier.bab.warm_start import AlphaCarry
+
+
+class SearchRoot:
+    def root(self) -> NeuronDomains:
+        """The root domain, bounded: intermediate bounds (``root_bounds`` where given, else
+        alpha-CROWN), the net narrowed to the Relus alive on the region (``narrow_dead``),
+        then alpha and beta optimised on the final bound."""
+        p = self.problem
+        dev, s = p.lower.device, p.coef.shape[0]
+        empty = {lay.value: torch.zeros((1, *lay.shape), dtype=torch.int8, device=dev)
+                 for lay in self.layers}
+        inf = torch.full((1, s), -math.inf, device=dev, dtype=p.lower.dtype)
+        dom = NeuronDomains(empty, {}, {}, {}, {}, inf, torch.full((1,), -math.inf, device=dev),
+                          torch.zeros((1, p.n_disjuncts), dtype=torch.bool, device=dev),
+                          torch.full((1, 1), -1, device=dev),
+                          torch.zeros(1, dtype=torch.long, device=dev))
+        self._root_intermediates(dom)
+        if self.options.narrow_dead:  # (again: alpha-CROWN finds more dead Relus)
+            self._narrow(dom)
+        return self.bound(dom, self.options.root_iterations, reuse=True)
+
+    def _root_intermediates(self, dom: NeuronDomains) -> None:
+        """The root's split-layer bounds into ``dom``: ``root_bounds`` as given on Relu-only
+        nets (or without root alpha iterations), else alpha-CROWN intersected with them; with
+        ``narrow_dead`` the alpha-CROWN pass runs on the net narrowed by plain CROWN bounds
+        (a dead Relu changes no bound: the same bounds, a fraction of the work)."""
+        given = self.root_bounds or {}
+        dev, dt = self.problem.lower.device, self.problem.lower.dtype
+        iterations = self.options.root_alpha_iterations
+        if all(lay.value in given for lay in self.layers):
+            red = self.reduction  # (a second root of a narrowed search: narrow them too)
+            self._set_layer_bounds(dom, {lay.value: Interval(*(
+                (t if red is None else red.take(lay.value, t, 1)).to(dev, dt)
+                for t in (given[lay.value].lower, given[lay.value].upper)))
+                for lay in self.layers})
+            if self.sign_only or iterations <= 0:
+                return
+        elif self.options.narrow_dead and iterations > 0:
+            self._set_layer_bounds(dom, self._intermediates(dom, False)[0].bounds)
+            self._narrow(dom)
+        self._set_layer_bounds(dom, self._intermediates(dom, False, iterations)[0].bounds)
+
+    def _set_layer_bounds(self, dom: NeuronDomains, bounds) -> None:
+        dom.lower = {lay.value: bounds[lay.value].lower for lay in self.layers}
+        dom.upper = {lay.value: bounds[lay.value].upper for lay in self.layers}
+
+    def _narrow(self, dom: NeuronDomains) -> None:
+        """Search a narrower net without the Relus dead on the region (``reduce``); ``dom``
+        (the root, split-layer bounds set) is restricted to it in place."""
+        bounds = {v: Interval(dom.lower[v], dom.upper[v]) for v in dom.lower}
+        red = dead_relu_reduction(self.graph, bounds)
+        if red is None:
+            return
+        opts, width = self.options, {lay.value: lay.numel for lay in self.layers}
+        self.graph = red.graph
+        self.reduction = red if self.reduction is None else self.reduction.then(red)
+        self.layers = split_layers(red.graph, opts.nonlinear, opts.nonlinear and opts.products)
+        self.carry = AlphaCarry(self.layers)
+        for name in ("splits", "lower", "upper"):
+            setattr(dom, name, {k: red.take(k, t, 1) for k, t in getattr(dom, name).items()})
+        dropped = sum(width[k] - len(v) for k, v in red.keep.items())
+        self.counters.extra["dead_dropped"] = self.counters.extra.get("dead_dropped", 0) + dropped
