@@ -2,13 +2,14 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.falsify_known_sat [--budget 10]
         [--only acasxu,mnistfc] [--limit N] [--seed 0] [--verbose] [--no-guided]
-        [--method auto] [--names FILE]
+        [--method auto] [--names FILE] [--no-adaptive-attack] [--no-seeded-attack]
 
 For each row of ``<benchmark>/expected.csv`` with ``expected == sat``: import the model, parse the
 spec, run ``verifier.attack.falsify`` with a fixed time budget (the whole budget goes to the
 attack), and count a success only when the counterexample was validated with onnxruntime (and is
 re-checked here once more). Instances whose model or spec cannot be loaded are listed separately.
-``--no-guided`` turns off the bound-guided starts (``AttackConfig.guided``, the ablation).
+``--no-guided`` turns off the bound-guided starts (``AttackConfig.guided``, the ablation);
+``--no-adaptive-attack`` and ``--no-seeded-attack`` the pipeline's BaB settings of those names.
 
 ``--method auto`` (or any other method) runs the whole pipeline (``verifier.pipeline.verify``)
 instead, on the model as ``nncert verify`` loads it (one the importer refuses but onnxruntime
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from verifier.attack import falsify  # noqa: E402
-from verifier.config import METHODS, AttackConfig, VerifyConfig  # noqa: E402
+from verifier.config import METHODS, AttackConfig, BabConfig, VerifyConfig  # noqa: E402
 from verifier.validate import VNNCOMP_BOX_TOL, box_distance, run_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,8 @@ def _recheck(model, spec, cex) -> bool:
 
 
 def run_instance(onnx_path, vnnlib_path, cache, config, budget, seed,
-                 method: str = "attack-only") -> tuple[str, float, str]:
+                 method: str = "attack-only", bab: BabConfig | None = None
+                 ) -> tuple[str, float, str]:
     """Returns (status, seconds, note); status is found / missed / load-error / WRONG.
     ``method`` other than "attack-only": the whole pipeline with that ``--method``, ``budget``
     seconds (model loading counts, as in ``nncert verify``)."""
@@ -117,7 +119,7 @@ def run_instance(onnx_path, vnnlib_path, cache, config, budget, seed,
 
         left = max(1e-3, budget - (time.monotonic() - start))
         result = verify(model, spec, VerifyConfig(timeout=left, method=method, seed=seed,
-                                                  attack=config))
+                                                  attack=config, bab=bab or BabConfig()))
         cex, note = result.counterexample, f"{result.verdict} by {result.method}"
     elapsed = time.monotonic() - start
     if cex is None:
@@ -139,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--no-guided", action="store_true",
                         help="no bound-guided attack starts (ablation)")
+    parser.add_argument("--no-adaptive-attack", action="store_true",
+                        help="with --method: no attack share that follows the bounds' promise "
+                             "(ablation)")
+    parser.add_argument("--no-seeded-attack", action="store_true",
+                        help="with --method: BaB attacks from random starts only (ablation)")
     parser.add_argument("--method", default="attack-only", choices=("attack-only", *METHODS),
                         help="attack-only: falsify with --budget; else the whole pipeline")
     parser.add_argument("--names", type=Path, default=None,
@@ -150,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = args.method != "attack-only"
     config = AttackConfig(guided=not args.no_guided) if pipeline else AttackConfig(
         time_share=1.0, guided=not args.no_guided)
+    bab = BabConfig(adaptive_attack=not args.no_adaptive_attack,
+                    seeded_attack=not args.no_seeded_attack)
     only = {b for b in args.only.split(",") if b}
     names = _selected(args.names)
     table: dict[str, dict[str, list[float]]] = {}
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 budget = limits.get(key, args.budget)
                 budget = min(budget, args.budget) if args.budget > 0 else budget
             status, secs, note = run_instance(onnx_path, vnnlib_path, cache, config,
-                                              budget, args.seed, args.method)
+                                              budget, args.seed, args.method, bab)
             counts[status].append(secs)
             print(f"{bench_dir.name:16s} {onnx_path.name:36s} {vnnlib_path.name:50s} "
                   f"{status:10s} {secs:6.2f}s {note}", flush=True)
