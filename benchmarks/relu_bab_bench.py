@@ -7,7 +7,9 @@ For each case below (one hard instance per model of the issue-18 set), the searc
 first input region for a fixed time with no attack (a sat instance cannot end it early), and
 the line reports domains bounded, steps, the root bound's time and domains/s after the root
 (per wall second, and per CPU second of this process: steadier on a shared machine).
-``--profile`` prints the top cumulative entries of cProfile for each case.
+``--profile`` prints the top cumulative entries of cProfile for each case. Each technique of
+issue 18 item 1 can be switched off alone with ``--set``: ``narrow_dead=false`` (dead Relus
+kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``.
 
 The script only uses interfaces that existed before issue 18 (``NeuronSplitSearch``,
 ``NeuronSplitOptions``), so the same file measures the baseline code side by side:
