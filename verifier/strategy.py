@@ -67,7 +67,8 @@ class BoundsDidNotFit(Exception):  # noqa: N818 - reads as the event it reports
 def region_refuted(graph, problem: RegionProblem, deadline: float,
                    costs: dict[int, float] | None = None,
                    unstable: dict[int, int] | None = None,
-                   margins: dict[int, float] | None = None) -> bool:
+                   margins: dict[int, float] | None = None,
+                   bounds: dict[int, dict] | None = None) -> bool:
     """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
@@ -92,6 +93,8 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
         last_cost = time.monotonic() - start
         if costs is not None:
             costs[i] = max(costs.get(i, 0.0), last_cost)
+        if bounds is not None:  # the latest step's intermediate bounds are the tightest
+            bounds[problem.index] = res.intermediate
         if unstable is not None and i == 0:
             from verifier.milp.refine import count_unstable
 
@@ -198,7 +201,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
     small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
-    open_problems, costs, unstable, margins = [], {}, {}, {}
+    open_problems, costs, unstable, margins, root_bounds = [], {}, {}, {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
     for p in problems:
@@ -209,7 +212,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         # Small inputs go straight to input splitting, whose first step is the same bound.
         try:
             if (method == "incomplete" or not small_input) and region_refuted(
-                    graph, p, deadline, costs, unstable, margins):
+                    graph, p, deadline, costs, unstable, margins, root_bounds):
                 continue
         except BoundsDidNotFit as exc:
             return _last_attack(attacks, deadline, method, str(exc))
@@ -226,7 +229,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         margin = min((margins[p.index] for p in open_problems if p.index in margins),
                      default=None)
         return _neuron_split(model, spec, config, open_problems, deadline, progress, device,
-                             costs, attacks, margin)
+                             costs, attacks, margin, root_bounds)
     if method == "incomplete" or not small_input:
         return _last_attack(attacks, deadline, method)
     return _input_split(model, spec, config, open_problems, deadline, progress)
@@ -300,7 +303,7 @@ def _root_alpha_iterations(costs: dict[int, float], remaining: float) -> int:
 
 
 def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, costs,
-                  attacks, margin: float | None = None):
+                  attacks, margin: float | None = None, root_bounds: dict | None = None):
     """Neuron-split branch-and-bound (ReLU and, with general nonlinearities, GenBaB) per open
     region; unknown regions end in a last attack. With ``adaptive_attack``, a hopeless-looking
     search (``attack_share`` of the attack's best loss and the cascade's worst ``margin``)
@@ -335,7 +338,8 @@ def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, 
                                config.attack.restarts, device)
         search = NeuronSplitSearch(model.graph, p, search_end, options,
                                    Progress(progress_cb, label=f"{name} region {p.index}"),
-                                   _validator(model, spec, p.index), attack)
+                                   _validator(model, spec, p.index), attack,
+                                   root_bounds=(root_bounds or {}).get(p.index))
         outcome = _run_search(search, deadline)
         stats[f"region_{p.index}"] = outcome.stats
         if outcome.verdict == "sat" or (outcome.verdict == "timeout" and share == 0):
