@@ -219,6 +219,11 @@ def ops_without_bound_rule(model: ImportedModel) -> list[str]:
     return sorted(missing)
 
 
+# Seconds of the timeout kept for finishing after the last stage's deadline (a stage may end
+# a few milliseconds past it: the step that noticed the deadline completes).
+FINISH_RESERVE_S = 0.05
+
+
 def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> VerificationResult:
     """Verify ``spec`` on ``model`` (paths or loaded objects). Raises NncertError on bad input.
 
@@ -226,7 +231,9 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     """
     config = config or VerifyConfig()
     start = time.monotonic()
-    deadline = start + config.timeout
+    # Stages end a little early: what follows the last one (its bookkeeping, the result)
+    # must fit in the timeout too.
+    deadline = start + config.timeout - min(FINISH_RESERVE_S, 0.1 * config.timeout)
     model, spec = load_inputs(model, spec)
     from bounds.engine.deadline import bound_pass_clock, first_bound_pass_s
 

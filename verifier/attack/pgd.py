@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,10 @@ class AttackResult:
     x: torch.Tensor  # [B, n]
     loss: torch.Tensor  # [B]
 
+
+# The last PGD step's duration per graph: a run's first step is predicted from the previous
+# run's, so a run that starts just before its deadline does not end a whole step after it.
+_STEP_S: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def float32_boxes(lower: np.ndarray, upper: np.ndarray, device, dtype=torch.float32):
     """torch versions of ``validate.attack_float32_box`` (the float32 points nearest to the
@@ -90,15 +95,18 @@ def pgd(
     """Run PGD from x [B, n] in boxes lo/hi [B, n]; returns the best points and their losses.
 
     Stops early once every sample (or, with ``stop_on_any``, some sample) is below -margin,
-    or when ``deadline`` (time.monotonic) has passed; the time is checked before every step.
+    or when the next step would end after ``deadline`` (time.monotonic): a step starts only
+    when the time the last one took is still left, so the attack ends on time, not a step late.
     Step sizes are ``step_scale`` times the default schedule (fractions of the box width).
     ``target`` [B]: the disjunct each sample descends on (-1: all; ``TorchCondition.loss``);
     the losses returned are over all disjuncts either way.
     """
     width = hi - lo
     best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
+    last_step_s = _STEP_S.get(graph, 0.0)
     for t in range(steps + 1):
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now + last_step_s >= deadline:
             break
         x = x.detach().requires_grad_(True)
         y = graph_outputs(graph, x)
@@ -117,6 +125,8 @@ def pgd(
         with torch.no_grad():
             x = x - _step_fraction(t, steps, step_scale) * width * torch.sign(grad)
             x = torch.minimum(torch.maximum(x, lo), hi)
+        last_step_s = time.monotonic() - now
+        _STEP_S[graph] = last_step_s
     return best_x.detach(), best_loss.detach()
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bounds.graph import Graph, Node
+from bounds.registry import rules
 from bounds.types import Interval
 
 
@@ -70,8 +71,21 @@ class Reduction:
         return out.reshape(*t.shape[:lead], *shape)
 
 
+def zero_when_dead(node: Node) -> bool:
+    """The op outputs exactly 0 wherever its input is <= 0 (Relu): by its rule's exact
+    piecewise-linear form const + slope x + sum_k w_k relu(x - a_k), with const = slope = 0
+    and every kink a_k >= 0."""
+    if node.op not in rules():
+        return False
+    milp = rules().get(node.op).milp
+    if milp is None or milp.kind != "kinks" or milp.kinks is None:
+        return False
+    form = milp.kinks(node)
+    return form.const == 0 and form.slope == 0 and all(at >= 0 for _, at in form.terms)
+
+
 def _narrowable(graph: Graph, relu: Node) -> bool:
-    if relu.op != "Relu" or len(relu.dynamic_inputs) != 1:
+    if not zero_when_dead(relu) or len(relu.dynamic_inputs) != 1:
         return False
     value = relu.dynamic_inputs[0]
     outputs = {t.name for t in graph.outputs}
@@ -116,7 +130,8 @@ def dead_relu_reduction(graph: Graph, bounds: Mapping[str, Interval]) -> Reducti
     for node in graph.nodes:
         if node.name in rows or node.name in cols:
             node = _narrow_linear(node, rows.get(node.name), cols.get(node.name))
-        elif node.op == "Relu" and node.dynamic_inputs and node.dynamic_inputs[0] in keep:
+        elif (zero_when_dead(node) and node.dynamic_inputs
+              and node.dynamic_inputs[0] in keep):
             node = Node(node.name, node.op, node.inputs,
                         (*node.shape[:-1], len(keep[node.dynamic_inputs[0]])), node.attrs,
                         node.consts)
