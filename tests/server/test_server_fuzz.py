@@ -73,8 +73,10 @@ def fuzz(operation, mode) -> set[int]:
     codes: set[int] = set()
 
     @given(case=operation.as_strategy(mode))
+    # derandomize: the same requests every run, so whether an accepted batch (202) is among
+    # them does not change from one CI run to the next (a random draw missed it once)
     @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+              derandomize=True, suppress_health_check=list(HealthCheck))
     def check(case):
         response = case.call()
         codes.add(response.status_code)
