@@ -36,8 +36,6 @@ GENBAB_ATTACK_MAX_S = 3.0
 DTYPE = torch.float64
 
 
-
-
 def _attack(attacks, deadline: float, budget_s: float):
     """One attack of the run: its ``Falsifier`` goes on where the previous attack stopped."""
     return attacks.run(deadline, budget_s=budget_s)
@@ -77,7 +75,8 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     ``costs`` receives the largest time each cascade step took (step index -> seconds);
     ``unstable`` receives the region's unstable Relu-like neurons after the first (CROWN) step,
     which ``auto``'s MILP choice reads instead of a bound pass of its own; ``margins`` the
-    region's best worst-open-disjunct margin over the steps (< 0 while not refuted).
+    region's best worst-open-disjunct margin over the steps (< 0 while not refuted);
+    ``bounds`` the latest step's intermediate bounds (the neuron-split search's root bounds).
     """
     last_cost = 0.0
     for i, options in enumerate(INCOMPLETE_CASCADE):
