@@ -339,6 +339,7 @@ def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, 
                                    Progress(progress_cb, label=f"{name} region {p.index}"),
                                    _validator(model, spec, p.index), attack,
                                    root_bounds=(root_bounds or {}).get(p.index))
+        search.schedule.prior(attacks.best_loss, margin)
         outcome = _run_search(search, deadline)
         stats[f"region_{p.index}"] = outcome.stats
         if outcome.verdict == "sat" or (outcome.verdict == "timeout" and share == 0):

@@ -55,3 +55,15 @@ def test_fixed_schedule_is_the_ablation_baseline():
     assert s.interval == 8 and s.budget_s == 2.0
     assert steps_until_due(s, elapsed=1.0) == 1
     assert steps_until_due(s, elapsed=1.0) == 8
+
+
+def test_a_hopeless_prior_attack_takes_back_the_first_steps_attack():
+    s = AttackSchedule(8)
+    s.prior(loss=4.7, margin=-0.03)  # the bounds are nearly a proof
+    assert steps_until_due(s) == 8
+    s = AttackSchedule(8)
+    s.prior(loss=0.1, margin=-5.0)  # promising: the first step still attacks
+    assert steps_until_due(s) == 1
+    s = AttackSchedule(8, adaptive=False)
+    s.prior(loss=4.7, margin=-0.03)  # the ablation baseline ignores it
+    assert steps_until_due(s) == 1
