@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from verifier import bench
+from verifier.bench import runner
 
 
 def _suite(root: Path, name: str, expected: str | None = None) -> Path:
@@ -95,9 +96,9 @@ def test_overrun_is_measured_by_the_parent_and_tallied():
     the worst overrun and counts killed workers."""
     inst = bench.Instance("s", "a.onnx", "b.vnnlib", Path("a.onnx"), Path("b.vnnlib"), 10.0)
     answer = {"result": "timeout", "time_s": 10.2}
-    on_time = bench._outcome(inst, answer, 10.0, wall_s=9.5)
-    late = bench._outcome(inst, answer, 10.0, wall_s=12.25)
-    killed = bench._outcome(inst, answer, 10.0, wall_s=15.0, killed=True)
+    on_time = runner._outcome(inst, answer, 10.0, wall_s=9.5)
+    late = runner._outcome(inst, answer, 10.0, wall_s=12.25)
+    killed = runner._outcome(inst, answer, 10.0, wall_s=15.0, killed=True)
     assert on_time.overrun_s == 0.0 and late.overrun_s == 2.25
     _, total = bench.tally([on_time, late, killed])
     assert (total.killed, total.max_overrun_s) == (1, 5.0)
@@ -121,7 +122,7 @@ def test_hung_worker_is_killed_and_its_overrun_recorded(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(bench, "Worker", Hung)
+    monkeypatch.setattr(runner, "Worker", Hung)
     (outcome,) = bench.run_instances([inst], bench.BenchOptions(grace=0.05))
     assert outcome.result == "timeout" and outcome.killed
     assert outcome.overrun_s >= 0.04
@@ -165,7 +166,7 @@ def test_bab_flags_reach_the_config(monkeypatch):
 
     monkeypatch.setattr("verifier.pipeline.verify", fake_verify)
     instance = bench.Instance("b", "m.onnx", "s.vnnlib", Path("m.onnx"), Path("s.vnnlib"), 10.0)
-    task = bench._task(instance, bench.BenchOptions(bab=settings))
+    task = runner._task(instance, bench.BenchOptions(bab=settings))
     answer = bench.run_task(task)
     assert answer["result"] == "error"
     assert seen["bab"] == BabConfig(**settings)
