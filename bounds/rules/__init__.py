@@ -14,6 +14,7 @@ from bounds.rules import (
     pooling,
     relu,
     s_shaped,
+    scatter,
     shape,
     softmax,
     softplus,
@@ -36,4 +37,5 @@ ALL_RULE_MODULES = (
     logic,
     discrete,
     dynamic_slice,
+    scatter,
 )

@@ -306,6 +306,16 @@ def _dynamic_slice_ref(x):
     return np.stack([x[i, s[i]:s[i] + 3] for i in range(len(x))])
 
 
+def _scatter_window_ref(x):
+    """x [N, 13]: data x[:, :6], updates x[:, 6:12], written where 0 <= q - floor(x[:, 12]) <= 1
+    and _SCATTER_MASK[q] (positions past the axis are not written)."""
+    q = np.arange(6)
+    t = q[None, :] - np.floor(x[:, 12:13])
+    return np.where((t >= 0) & (t <= 1) & (_SCATTER_MASK > 0), x[:, 6:12], x[:, :6])
+
+
+_SCATTER_MASK = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+
 STRUCTURED = [
     _affine("Conv", "Conv(stride,pads)", in_shape=(1, 2, 5, 5), out_shape=(1, 3, 2, 4),
             attrs={"strides": (2, 1), "dilations": (1, 1), "group": 1, "pads": (1, 0, 0, 1)},
@@ -386,6 +396,14 @@ STRUCTURED = [
              operands={0: (6,), 1: (1,)}, attrs={"axes": (0,), "lengths": (3,)},
              onnx_inputs=("x0", "x1"), domain=(0.0, 3.99), specials=(1.0, 2.0, 3.0),
              numpy_ref=_dynamic_slice_ref),
+    # x[:6] with x[6:12] written at window floor(x[12]) + 0..1 (clamped to the axis), inside a
+    # constant mask; the ONNX form (ScatterND of sliced Range indices) needs several nodes, so
+    # tests/onnx_import/test_scatter_window.py checks the semantics in onnxruntime
+    RuleCase("ScatterWindow", "ScatterWindow(2 of 6)", in_shape=(13,), out_shape=(6,),
+             operands={0: (6,), 1: (6,), 2: (1,)}, consts={3: _SCATTER_MASK},
+             attrs={"axes": (0,), "first": (0,), "last": (1,)},
+             onnx_inputs=("x0", "x1", "x2", _SCATTER_MASK), domain=(0.0, 5.99),
+             specials=(1.0, 2.0, 3.0, 4.0, 5.0), numpy_ref=_scatter_window_ref),
 ]
 
 # ---------------------------------------------------------------- piecewise-constant ops: the

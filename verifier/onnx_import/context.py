@@ -142,9 +142,9 @@ class ConvertContext:
     def element_origins(self, value: Value) -> list[tuple[str | None, int, float]]:
         """For each element of ``value`` (row-major): (v, i, c) with element = v[i] + c for an
         IR value v (flat index i), or (None, 0, c) where the element is the constant c. Found
-        by walking back through Reshape (same elements, same order), Concat (the part holding
-        the element) and Add/Sub of a constant where the dynamic operand is not broadcast; the
-        walk stops at anything else (c = 0 there)."""
+        by walking back through Reshape (same elements, same order), Expand (the element it
+        repeats), Concat (the part holding the element) and Add/Sub of a constant where the
+        dynamic operand is not broadcast; the walk stops at anything else (c = 0 there)."""
         if not isinstance(value, Dyn):
             return [(None, 0, float(v)) for v in np.ravel(value)]
         producers = {n.name: n for n in self.nodes}
@@ -158,6 +158,13 @@ def _origin(producers: dict, shapes: dict, name: str, i: int) -> tuple[str | Non
     offset = 0.0
     while (node := producers.get(name)) is not None:
         if node.op == "Reshape":
+            name = node.inputs[0]
+            continue
+        if node.op == "Expand" and node.inputs[0] is not None:  # input of the output's rank
+            coord = np.unravel_index(i, node.shape)
+            src = shapes[node.inputs[0]]
+            i = int(np.ravel_multi_index([c if d > 1 else 0 for c, d in zip(coord, src,
+                                                                          strict=True)], src))
             name = node.inputs[0]
             continue
         if node.op == "Concat":

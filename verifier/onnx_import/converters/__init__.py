@@ -8,7 +8,9 @@ from verifier.onnx_import.converters import (
     linear,
     logic,
     pooling,
+    scatter,
     shape,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "conv", "linear", "logic", "pooling", "shape"]
+__all__ = ["activations", "arithmetic", "basic", "conv", "linear", "logic", "pooling", "scatter",
+           "shape"]

@@ -1,5 +1,5 @@
 """Shape ops: Flatten, Reshape, Squeeze, Unsqueeze (all IR Reshape), Transpose, Concat, Slice,
-Split (one IR Slice per output), Gather, Expand, Tile, ScatterND (Gather + Where). Shape
+Split (one IR Slice per output), Gather, Expand, Tile (ScatterND: scatter.py). Shape
 operands and indices must be constants, except a Slice's starts when ends = starts + k
 (IR DynamicSlice)."""
 
@@ -339,41 +339,3 @@ def tile(ctx: ConvertContext, node) -> None:
 
 
 converter("Tile", 13)(tile)
-
-
-def _scatter_sources(indices: np.ndarray, out_shape, upd_shape) -> np.ndarray:
-    """For every output position, the flat index of the update written there, or -1 where the
-    data passes through (later duplicates win, as in numpy and onnxruntime)."""
-    src = np.full(out_shape, -1, dtype=np.int64)
-    k = indices.shape[-1]
-    where = tuple(np.asarray(indices[..., j], dtype=np.int64) for j in range(k))
-    src[where] = np.arange(math.prod(upd_shape), dtype=np.int64).reshape(upd_shape)
-    return src
-
-
-@converter("ScatterND", 11)
-def scatter_nd(ctx: ConvertContext, node) -> None:
-    """ScatterND with constant indices (reduction "none") is data movement: the updates are
-    gathered to the positions they land on, then Where (constant mask) picks them over data."""
-    data, updates = ctx.value(node.input[0]), ctx.value(node.input[2])
-    indices = np.asarray(ctx.const(node.input[1], f"indices of ScatterND {node.name!r}"))
-    if ctx.attr(node, "reduction", "none") != "none":
-        raise unsupported(node, f"reduction {ctx.attr(node, 'reduction')!r}")
-    out_shape, upd_shape = shape_of(data), shape_of(updates)
-    src = _scatter_sources(indices, out_shape, upd_shape)
-    mask, picks = src >= 0, np.maximum(src, 0)
-    if isinstance(updates, Dyn):
-        flat = reshape_value(ctx, updates, (math.prod(upd_shape),))
-        moved = ctx.emit("Gather", [flat, picks], out_shape, {"axis": 0})
-    else:
-        moved = np.asarray(updates).reshape(-1)[picks]
-    if mask.all():
-        ctx.bind(node.output[0], moved)
-        return
-    from verifier.onnx_import.converters.arithmetic import emit_broadcast
-
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Where", [mask, moved, data]))
-
-
-converter("ScatterND", 16)(scatter_nd)
-converter("ScatterND", 18)(scatter_nd)
