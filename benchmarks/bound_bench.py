@@ -22,7 +22,10 @@ current-tree worker, so both see the same load; the table prints both and the sp
 
     python -m benchmarks.bound_bench [--benchmarks eran yolo_2023 ...] [--models REGEX]
         [--passes ibp crown alpha] [--limit 60] [--compare /work/before] [--devices cpu cuda]
-        [--repeat N] [--out rows.csv]
+        [--repeat N] [--threads 1] [--out rows.csv]
+
+Workers run torch on one thread unless ``--threads`` says otherwise (CPU seconds then count
+work, not threads spinning while they wait for a shared core).
 """
 
 from __future__ import annotations
@@ -194,9 +197,14 @@ def _timed(inst: _Instance, name: str, limit: float) -> dict:
 
 
 def worker(onnx_path: str, spec_path: str, device: str, passes: list[str],
-           limit: float) -> None:
+           limit: float, threads: int = 0) -> None:
     """Print one JSON line per pass (the parent reads them). Autograd stays on, as in the
-    verifier: alpha-CROWN's loop stops after its first pass when its bound has no gradient."""
+    verifier: alpha-CROWN's loop stops after its first pass when its bound has no gradient.
+    ``threads`` > 0: torch's intra-op threads (0: torch's default)."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
     inst = _Instance(onnx_path, spec_path, device)
     _bound(inst, "ibp")  # warm-up (allocations, lazy imports)
     for name in passes:
@@ -205,10 +213,12 @@ def worker(onnx_path: str, spec_path: str, device: str, passes: list[str],
 
 # ---------------------------------------------------------------- parent (tables, comparison)
 
-def _spawn(tree: Path | None, onnx: Path, spec: Path, device: str, passes, limit: float):
+def _spawn(tree: Path | None, onnx: Path, spec: Path, device: str, passes, limit: float,
+           threads: int = 0):
     """Rows of a worker run on ``tree`` (None: this checkout)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(onnx), str(spec),
-           "--devices", device, "--passes", *passes, "--limit", str(limit)]
+           "--devices", device, "--passes", *passes, "--limit", str(limit),
+           "--threads", str(threads)]
     root = str(tree if tree is not None else Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root}
     timeout = WORKER_SLACK_S + limit * len(passes) * (ITER_PROBE + 1.5)
@@ -263,7 +273,7 @@ def run(args) -> list[dict]:
 def _measure(args, bench: str, onnx: Path, spec: Path, device: str, rep: int) -> list[dict]:
     """One run of each tree (the baseline first on odd repeats), printed and as rows."""
     def spawn(tree):
-        return _spawn(tree, onnx, spec, device, args.passes, args.limit)
+        return _spawn(tree, onnx, spec, device, args.passes, args.limit, args.threads)
 
     base = spawn(args.compare) if args.compare and rep % 2 else None
     now = spawn(None)
@@ -315,10 +325,16 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", type=Path, default=None,
                         help="a baseline checkout: the same passes with PYTHONPATH=DIR")
     parser.add_argument("--repeat", type=int, default=1, help="runs per model (alternating)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (0: torch's default). One by default: "
+                        "on a shared machine idle threads spin and their CPU seconds swamp "
+                        "the work (ERAN sigmoid alpha5 under load 5: 14 CPU s with 2 "
+                        "threads, 1.3 s with one)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as csv")
     args = parser.parse_args(argv)
     if args.worker:
-        worker(*args.worker, (args.devices or ["cpu"])[0], args.passes, args.limit)
+        worker(*args.worker, (args.devices or ["cpu"])[0], args.passes, args.limit,
+               args.threads)
         return
     rows = run(args)
     if args.repeat > 1:
