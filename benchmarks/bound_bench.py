@@ -8,7 +8,8 @@ region, all spec rows) each pass runs once in a worker process:
     inter   intermediate bounds alone (compute_intermediate, CROWN where relaxations need it)
     crown   bound_spec(method="crown")
     alpha   bound_spec(method="alpha"): 20 iterations on the final bound
-    iter    one alpha iteration on the final bound: (5 iterations - 1 iteration) / 4
+    iter    one alpha iteration on the final bound: (5 iterations - 1 iteration) / 4, in
+            bound_spec's working dtype where the tree has one (float32 work iterations)
     alpha5  bound_spec(method="alpha", intermediate_alpha_iterations=5): the incomplete
             cascade's last step (alpha on every intermediate value too)
 
@@ -138,9 +139,14 @@ def _alpha_run(inst: _Instance, inter, iterations: int) -> tuple[float, float]:
 
     out = inst.graph.outputs[0]
     coef = inst.coef.reshape(1, inst.coef.shape[1], *out.shape).to(inst.box.lower)
+    try:  # the working dtype of bound_spec's alpha loop, where the tree has one
+        from bounds.engine.work_dtype import WORK_DTYPE
+        extra = {"work_dtype": WORK_DTYPE}
+    except ImportError:
+        extra = {}
     start, cpu = time.perf_counter(), time.process_time()
     with torch.enable_grad():
-        optimize_alpha(inter, out.name, coef, iterations)
+        optimize_alpha(inter, out.name, coef, iterations, **extra)
     return time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -17,6 +18,7 @@ from bounds.engine.constants import node_args
 from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
+from bounds.engine.work_dtype import cast_alphas, cast_coef, lowered_view, lowers
 from bounds.registry import rules
 from bounds.rules.common import TANGENT_ALPHA
 
@@ -187,7 +189,8 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
                    lr: float = 0.1, warm: dict | None = None,
                    stop: Callable[[torch.Tensor], bool] | None = None,
                    cache: PassCache | None = None, sparse: bool = True,
-                   known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                   known: torch.Tensor | None = None,
+                   work_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
     """Best lower bounds of coef . value(start) over alpha; returns (lower [B,S], alphas).
 
     With ``sparse`` (the default) elementwise nodes get alphas only at the positions where
@@ -195,44 +198,110 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
     Relus, saturated sigmoids keep the default planes); the alphas returned are dense
     ([B, S, *shape], the rule's initial alpha elsewhere) either way. ``known`` [B, S]: a
     bound the caller already has from the rules' default relaxation (CROWN), which the loop
-    starts from instead of recomputing it."""
+    starts from instead of recomputing it. ``work_dtype`` (e.g. float32 on float64 bounds,
+    ``work_dtype.lowers``): the iterations run in that dtype and only pick the alphas; the
+    bound returned is the better of ``known`` (or the default pass) and one pass in
+    ``inter``'s dtype with the alphas found.
+    """
     cache = PassCache() if cache is None else cache
-    if sparse:
-        alphas = column_alphas(inter, coef.shape[1], cache, warm, before=start)
-        structured = init_alphas(inter, coef.shape[1], warm, before=start, structured=True)
-        alphas = {**structured, **alphas}
-    else:
-        alphas = init_alphas(inter, coef.shape[1], warm, before=start)
-    columns = {k: v.index for k, v in alphas.items() if isinstance(v, ColumnAlpha)}
-    params = {k: v.values if isinstance(v, ColumnAlpha) else v for k, v in alphas.items()}
+    loop = _Loop(iterations, lr, stop, sparse)
+    view = lowered_view(inter, cache, work_dtype) if iterations > 0 and lowers(
+        inter, work_dtype) else None
+    if view is not None:
+        return _optimize_lowered(inter, start, coef, loop, warm, cache, known, view)
+    return _optimize(inter, start, coef, loop, warm, cache, known)
 
-    def current() -> dict:
-        return {k: ColumnAlpha(columns[k], v) if k in columns else v
+
+@dataclass(frozen=True)
+class _Loop:
+    """How ``optimize_alpha`` iterates (its arguments of the same names)."""
+
+    iterations: int
+    lr: float
+    stop: Callable[[torch.Tensor], bool] | None
+    sparse: bool
+
+
+class _Start:
+    """The alphas one optimisation starts from: ``params`` (leaf tensors, the values of
+    column alphas where ``columns`` names their positions) and their dense and pass forms."""
+
+    def __init__(self, inter: Intermediates, start: str, n_spec: int, cache: PassCache,
+                 warm: dict | None, sparse: bool):
+        self.inter, self.n_spec = inter, n_spec
+        if sparse:
+            alphas = column_alphas(inter, n_spec, cache, warm, before=start)
+            structured = init_alphas(inter, n_spec, warm, before=start, structured=True)
+            alphas = {**structured, **alphas}
+        else:
+            alphas = init_alphas(inter, n_spec, warm, before=start)
+        self.columns = {k: v.index for k, v in alphas.items() if isinstance(v, ColumnAlpha)}
+        self.params = {k: v.values if isinstance(v, ColumnAlpha) else v
+                       for k, v in alphas.items()}
+
+    def alphas(self, params: dict | None = None) -> dict:
+        """The pass form of ``params`` (default: the leaves): ColumnAlpha where sparse."""
+        params = self.params if params is None else params
+        return {k: ColumnAlpha(self.columns[k], v) if k in self.columns else v
                 for k, v in params.items()}
 
-    def dense(found: dict) -> dict:
-        return dense_alphas(inter, coef.shape[1], found, columns)
+    def dense(self, found: dict) -> dict:
+        return dense_alphas(self.inter, self.n_spec, found, self.columns)
 
-    if not params or iterations <= 0:
+
+def _default_lower(inter: Intermediates, start: str, coef, cache: PassCache) -> torch.Tensor:
+    with torch.no_grad():
+        return backward_bound(inter, start, coef, cache=cache).lower
+
+
+def _search(inter: Intermediates, start: str, coef, s: _Start, loop: _Loop,
+            cache: PassCache, best: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The loop of ``optimize_alpha`` from ``best`` (a sound bound of the default planes, or
+    its cast): (best [B, S], the params that gave it per row)."""
+    passes = _Passes(inter, start, coef, cache)
+    best, found = maximize(lambda: passes.lower(s.alphas()),
+                           step_groups(inter.graph, s.params, loop.lr),
+                           Schedule(loop.iterations, stop=loop.stop), best)
+    return best, {k: v for part in found for k, v in part.items()}
+
+
+def _optimize(inter: Intermediates, start: str, coef, loop: _Loop, warm: dict | None,
+              cache: PassCache, known: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """``optimize_alpha`` in ``inter``'s dtype."""
+    s = _Start(inter, start, coef.shape[1], cache, warm, loop.sparse)
+    if not s.params or loop.iterations <= 0:
         with torch.no_grad():
-            fixed = {k: v.detach() for k, v in current().items()}
+            fixed = {k: v.detach() for k, v in s.alphas().items()}
             return (backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower,
-                    dense(params))
+                    s.dense(s.params))
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial
     # point for smooth ops can be looser than it. (The whole pass: never looser than CROWN
     # by the last bit of the shortcut's sum in another order.)
-    best = known
-    if best is None:
-        with torch.no_grad():
-            best = backward_bound(inter, start, coef, cache=cache).lower
-    passes = _Passes(inter, start, coef, cache)
+    best = known if known is not None else _default_lower(inter, start, coef, cache)
+    best, found = _search(inter, start, coef, s, loop, cache, best)
+    return best, s.dense(found)
 
-    def bound() -> torch.Tensor:
-        return passes.lower(current())
 
-    best, found = maximize(bound, step_groups(inter.graph, params, lr),
-                           Schedule(iterations, stop=stop), best)
-    return best, dense({k: v for part in found for k, v in part.items()})
+def _optimize_lowered(inter: Intermediates, start: str, coef, loop: _Loop, warm: dict | None,
+                      cache: PassCache, known: torch.Tensor | None, view: tuple):
+    """``optimize_alpha`` with its iterations on ``view`` (``inter`` and a cache in a work
+    dtype: ``work_dtype.lowered_view``): the bound returned is max(default pass or ``known``,
+    one pass in ``inter``'s dtype with the alphas found); no work-dtype number reaches it."""
+    low, low_cache = view
+    work_dtype = low.dtype
+    s = _Start(low, start, coef.shape[1], low_cache, cast_alphas(warm, work_dtype),
+               loop.sparse)
+    if not s.params:
+        return _optimize(inter, start, coef, loop, warm, cache, known)
+    floor = known if known is not None else _default_lower(inter, start, coef, cache)
+    seen, found = _search(low, start, cast_coef(coef, work_dtype), s, loop, low_cache,
+                          floor.to(work_dtype))
+    if bool((torch.isnan(seen) & torch.isfinite(floor)).any()):  # float32 lost the plot
+        return _optimize(inter, start, coef, loop, warm, cache, floor)
+    found = cast_alphas(found, inter.dtype)
+    with torch.no_grad():
+        lower = backward_bound(inter, start, coef, alphas=s.alphas(found), cache=cache).lower
+    return torch.maximum(floor, lower), dense_alphas(inter, coef.shape[1], found, s.columns)
 
 
 class _Passes:

@@ -139,9 +139,10 @@ def _fits(graph: Graph, cache: PassCache, work: int, name: str,
 
 
 def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tensor, m: int,
-                alpha_iterations: int, record: bool):
+                alpha_iterations: int, record: bool, work_dtype: torch.dtype | None = None):
     """Lower bounds of +value and -value at positions ``idx`` [V, m] of each pass element
-    (``[V, 2m]``) and, with ``record``, the input coefficients of those rows (or None)."""
+    (``[V, 2m]``) and, with ``record``, the input coefficients of those rows (or None).
+    ``work_dtype``: alpha's iterations run in it (``alpha.optimize_alpha``)."""
     shape = sub.graph.shape_of(name)
     spatial = conv_like(sub.graph, name)
     if spatial:  # one-cell windows, no dense one-hot rows over the whole value
@@ -153,7 +154,8 @@ def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tens
         coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
     if alpha_iterations > 0:
         with torch.enable_grad():
-            res, _ = optimize_alpha(sub, name, coef, alpha_iterations, cache=cache)
+            res, _ = optimize_alpha(sub, name, coef, alpha_iterations, cache=cache,
+                                    work_dtype=work_dtype)
         return res, None
     res = backward_bound(sub, name, coef, keep_input=record, cache=cache)
     return res.lower, res.input_coef
@@ -177,7 +179,8 @@ class _Packing:
 
 def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
                    alpha_iterations: int = 0, cache: PassCache | None = None,
-                   record: bool = False) -> tuple[Interval | None, LinearBounds | None]:
+                   record: bool = False, work_dtype: torch.dtype | None = None
+                   ) -> tuple[Interval | None, LinearBounds | None]:
     """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
     +-inf), from the bounds of the values before it in ``inter``; with ``record`` (and no
     alpha) also the linear bounds in the input found for those positions (else None).
@@ -190,6 +193,7 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     that hold at most MAX_COEF_ELEMENTS coefficients; the refinement is not started, or
     stops after a chunk, when what is left would take more than REFINE_TIME_SHARE of the time
     to the engines' deadline (those positions stay +-inf: the caller keeps their intervals).
+    ``work_dtype``: alpha's iterations run in it (the bounds returned are ``inter``'s dtype).
     """
     cache = PassCache() if cache is None else cache
     graph, b = inter.graph, inter.batch
@@ -219,7 +223,7 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
             d.shape[0] == b and bool((d == torch.arange(b, device=d.device)).all()))
         sub = inter if whole else inter.select(d)
         res, a = _bound_rows(sub, cache if whole else cache.for_subset(), name, i, m,
-                             alpha_iterations, record)
+                             alpha_iterations, record, work_dtype)
         at = d.unsqueeze(1).expand(-1, m)[ok]
         lower[at, i[ok]] = res[:, :m][ok]
         upper[at, i[ok]] = -res[:, m:][ok]
@@ -275,7 +279,8 @@ def _reused_rows(reuse_given: ReuseGiven, given: dict, name: str) -> torch.Tenso
 def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval] | None = None,
                          method: str = "crown", *, reuse_given: ReuseGiven = False,
                          alpha_iterations: int = 0, record_linear: bool = False,
-                         cache: PassCache | None = None) -> Intermediates:
+                         cache: PassCache | None = None,
+                         work_dtype: torch.dtype | None = None) -> Intermediates:
     """Interval bounds of every value over the boxes ``box`` [B, *input_shape], and per domain
     whether some value's interval is empty (the given constraints contradict each other).
 
@@ -290,7 +295,8 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
     Domains found infeasible are not refined further (any bound is sound on an empty set).
     With ``record_linear`` the result carries CROWN's linear bounds in the input of the
     refined values (``linear_bounds``; meant for low-dimensional inputs: [B, numel, d] each).
-    ``cache``: work to reuse and to keep for later passes over the result.
+    ``cache``: work to reuse and to keep for later passes over the result. ``work_dtype``:
+    the dtype of alpha's iterations (``alpha.optimize_alpha``; None: the bounds' own).
     """
     cache = PassCache() if cache is None else cache
     given = given or {}
@@ -300,6 +306,7 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
     infeasible = torch.zeros(box.lower.shape[0], dtype=torch.bool, device=box.lower.device)
     inter = Intermediates(graph, box, bounds, {}, infeasible, {} if record_linear else None)
     refine = _Refiner(inter, given, method, reuse_given, alpha_iterations, cache)
+    refine.work_dtype = work_dtype  # (alpha's iterations: crown_interval)
     for node in graph.nodes:
         check_deadline()
         out = refine.node(node)
@@ -336,6 +343,7 @@ class _Refiner:
             info = graph.inputs[0]
             self.funcs[info.name], self.zbox = free_input_functions(inter.box, info.shape, free)
         self.forward = use_forward
+        self.work_dtype: torch.dtype | None = None  # alpha's iterations (compute_intermediate)
 
     def node(self, node) -> Interval:
         """Bound one value (IBP, forward, CROWN as configured); returns its interval."""
@@ -374,7 +382,8 @@ class _Refiner:
         if reuse is not False:
             mask = mask & ~reuse.to(mask.device).unsqueeze(1)
         refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
-                                      record=inter.linear_bounds is not None)
+                                      record=inter.linear_bounds is not None,
+                                      work_dtype=self.work_dtype)
         if rec is not None:
             inter.linear_bounds[name] = rec
         if refined is None:

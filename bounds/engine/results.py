@@ -88,10 +88,13 @@ class PassCache:
     """Work that bound passes reuse, never results: each node's default relaxation (valid for
     the intermediate bounds it was made from: :meth:`relaxations` starts afresh for others),
     affine nodes' outputs at a zero input (the graph's alone), and measured seconds per unit of
-    work (used when no deadline block shares them)."""
+    work (used when no deadline block shares them), and the bounds in a lower working dtype
+    with that dtype's own cache (alpha's iterations, ``work_dtype.lowered_view``)."""
 
     zero_output: dict[str, torch.Tensor] = field(default_factory=dict)
     rates: dict[object, float] = field(default_factory=dict)
+    # dtype -> the bounds cast to it, with a cache of its own (``work_dtype.lowered_view``)
+    work: dict[object, object] = field(default_factory=dict)
     _relaxations: dict[str, object] = field(default_factory=dict)
     _owner: object = None
 

@@ -21,6 +21,7 @@ from bounds.engine.ibp import ibp_bounds, intersect
 from bounds.engine.intermediate import chunk_rows, compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
+from bounds.engine.work_dtype import WORK_DTYPE
 from bounds.graph import Graph
 from bounds.rules.softmax import expand_softmax, simplex_lower
 from bounds.types import Interval
@@ -38,6 +39,13 @@ class BoundOptions:
     intermediate: Literal["auto", "ibp", "forward", "crown"] = "auto"
     # alpha-CROWN iterations spent on each intermediate value (0: plain CROWN there).
     intermediate_alpha_iterations: int = 0
+    # alpha-CROWN's iterations in float32 on float64 bounds (``work_dtype``): they only pick
+    # the alphas; the bounds reported come from one float64 pass with them.
+    work_float32: bool = True
+
+    @property
+    def work_dtype(self) -> torch.dtype | None:
+        return WORK_DTYPE if self.work_float32 else None
 
     def intermediate_method(self, input_size: int) -> str:
         if self.method == "ibp":
@@ -162,6 +170,7 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
             expanded, box, given, options.intermediate_method(box.lower[0].numel()),
             alpha_iterations=(options.intermediate_alpha_iterations
                               if options.method == "alpha" else 0),
+            work_dtype=options.work_dtype,
             record_linear=record_linear, cache=cache)
     out_name = graph.outputs[0].name
     out_shape = graph.outputs[0].shape
@@ -185,7 +194,7 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
         # (the CROWN bound above is the loop's starting best: no second default pass)
         best, alphas = optimize_alpha(inter, out_name, full_coef, options.alpha_iterations,
                                       options.alpha_lr, warm_alphas, stop_when, cache,
-                                      known=lower)
+                                      known=lower, work_dtype=options.work_dtype)
         lower = torch.maximum(lower, best)
     lower = final_margin(lower - rhs)
     linear_lower = None if linear is None else final_margin(linear - rhs)

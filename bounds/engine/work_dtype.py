@@ -1,0 +1,120 @@
+"""Optimisation in a lower working precision, reported bounds in the bounds' own.
+
+alpha-CROWN's and beta-CROWN's iterations only choose parameters: every alpha in its rule's
+range (every beta >= 0) gives a sound bound, so the loop may run in float32 (about twice as
+fast on CPU) on a float32 copy of the intermediate bounds. What it returns is a guide, never a
+bound: rounding the bounds to float32 can move them inward, and float32 passes round. The
+bound reported is one pass in the bounds' own dtype (float64, with the rounding allowances of
+``rounding.py`` and ``final_margin``) with the parameters found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bounds.engine.patches import Patches
+from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
+from bounds.types import Interval
+
+# The default working dtype of alpha-CROWN's iterations on float64 bounds.
+WORK_DTYPE = torch.float32
+
+
+def lowers(inter: Intermediates, work_dtype: torch.dtype | None) -> bool:
+    """Whether a loop over ``inter`` should run in ``work_dtype``: a floating dtype narrower
+    than the bounds' own (None, or the same dtype: no)."""
+    return (work_dtype is not None and work_dtype.is_floating_point
+            and work_dtype.itemsize < inter.dtype.itemsize)
+
+
+# Bounds of larger magnitude keep the loop in the bounds' own dtype: products with slopes and
+# coefficients (and Exp's planes) would overflow float32 (max 3.4e38) on the way.
+LARGEST_WORK_BOUND = 2.0**64
+
+
+def _fits(interval: Interval, dtype: torch.dtype) -> bool:
+    """Whether every finite bound of ``interval`` stays below LARGEST_WORK_BOUND and the
+    range of ``dtype``: a value that would overflow there (an Exp of a wide interval) would
+    make the work passes' planes infinite and their guide worthless."""
+    limit = min(LARGEST_WORK_BOUND, torch.finfo(dtype).max)
+    for t in (interval.lower, interval.upper):
+        if bool(((t.abs() > limit) & torch.isfinite(t)).any()):
+            return False
+    return True
+
+
+def cast_intermediates(inter: Intermediates, dtype: torch.dtype) -> Intermediates:
+    """``inter`` with its box, bounds and rounding allowances in ``dtype`` (for a pass whose
+    result is only a guide: rounding to ``dtype`` can move a bound inward)."""
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    return Intermediates(
+        inter.graph, Interval(cast(inter.box.lower), cast(inter.box.upper)),
+        {k: Interval(cast(v.lower), cast(v.upper)) for k, v in inter.bounds.items()},
+        {k: cast(d) for k, d in inter.deltas.items()}, inter.infeasible)
+
+
+@dataclass
+class _View:
+    """``inter`` (its bounds dict ``owner``) in a work dtype: the cast of each value's interval
+    (``source``: the interval it was cast from), with the work passes' own cache."""
+
+    owner: object
+    box: Interval
+    fits: bool = True
+    source: dict = field(default_factory=dict)
+    inter: Intermediates | None = None
+    cache: PassCache = field(default_factory=PassCache)
+
+
+def lowered_view(inter: Intermediates, cache: PassCache, dtype: torch.dtype
+                 ) -> tuple[Intermediates, PassCache] | None:
+    """``cast_intermediates(inter, dtype)`` and a cache for passes over it, both kept in
+    ``cache`` across calls: the bound engines fill ``inter.bounds`` in place value by value
+    (intermediate alpha refines value after value), so only intervals new since the last call
+    are cast, and the work passes keep the default planes of the values before them.
+    None: some bound is too large for ``dtype`` (LARGEST_WORK_BOUND)."""
+    view = cache.work.get(dtype)
+    if view is None or view.owner is not inter.bounds or view.box is not inter.box:
+        view = _View(inter.bounds, inter.box)
+        cache.work[dtype] = view
+        view.inter = cast_intermediates(inter, dtype)
+        view.source = dict(inter.bounds)
+        view.fits = all(_fits(v, dtype) for v in inter.bounds.values())
+        return (view.inter, view.cache) if view.fits else None
+    low = view.inter
+    memo = view.cache.relaxations(low.bounds)
+    for name, interval in inter.bounds.items():
+        if view.source.get(name) is interval:
+            continue
+        view.source[name] = interval
+        view.fits = view.fits and _fits(interval, dtype)
+        low.bounds[name] = Interval(interval.lower.to(dtype), interval.upper.to(dtype))
+        delta = inter.deltas.get(name)
+        low.deltas[name] = None if delta is None else delta.to(dtype)
+        for node in inter.graph.consumers(name):  # planes made from the old interval
+            memo.pop(node.name, None)
+    return (low, view.cache) if view.fits else None
+
+
+def cast_coef(coef: torch.Tensor | Patches, dtype: torch.dtype) -> torch.Tensor | Patches:
+    """Start coefficients (dense or window) in ``dtype``."""
+    if isinstance(coef, Patches):
+        return coef.with_values(coef.values.to(dtype))
+    return coef.to(dtype)
+
+
+def cast_alphas(alphas: dict | None, dtype: torch.dtype) -> dict | None:
+    """Alphas (dense or ``ColumnAlpha``) in ``dtype``, detached (None stays None)."""
+    if alphas is None:
+        return None
+    out = {}
+    for k, v in alphas.items():
+        if isinstance(v, ColumnAlpha):
+            out[k] = ColumnAlpha(v.index, v.values.detach().to(dtype))
+        else:
+            out[k] = v.detach().to(dtype)
+    return out
