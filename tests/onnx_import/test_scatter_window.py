@@ -137,3 +137,47 @@ def test_forms_it_cannot_hold_are_refused(kw, reason):
     with pytest.raises(UnsupportedOpError, match=reason) as err:
         load(window_model(2, **kw))
     assert err.value.op == "ScatterND"
+
+
+def _scalar_tail_model() -> onnx.ModelProto:
+    """cctsdb's tail in small: scalars read from a vector (Gather at a scalar index), then
+    Sub, Relu, Mul, Div of scalars (an IoU-like ratio), a scalar output."""
+    n = helper.make_node
+    inits = {f"i{j}": _i(j) for j in range(4)}
+    inits["one"] = np.asarray(1.0, np.float32)
+    nodes = [n("Gather", ["x", f"i{j}"], [f"g{j}"]) for j in range(4)]
+    nodes += [n("Sub", ["g0", "g1"], ["d"]), n("Relu", ["d"], ["r"]),
+              n("Mul", ["r", "g2"], ["m"]), n("Relu", ["g3"], ["r3"]),
+              n("Add", ["r3", "one"], ["den"]), n("Div", ["m", "den"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha"])
+def test_scalar_values_are_held_as_one_element_vectors(method):
+    """ONNX scalars computed from the input are IR values of shape (1,) (the engines index
+    every value along one axis); values agree with onnxruntime and CROWN encloses them."""
+    from bounds.engine.spec_bounds import BoundOptions, bound_spec
+    from bounds.types import Interval
+
+    model = _scalar_tail_model()
+    graph = load(model).graph
+    assert all(len(node.shape) >= 1 for node in graph.nodes)
+    rng = np.random.default_rng(2)
+    lo = rng.uniform(-1.0, 1.0, (3, 4))
+    hi = lo + rng.uniform(0.0, 1.0, (3, 4))
+    pts = lo + rng.uniform(size=(32, 3, 4)) * (hi - lo)
+    ref = np.asarray([out[0] for out in ort_outputs(
+        model, [{"x": p.astype(np.float32)} for p in pts.reshape(-1, 4)])]).reshape(32, 3)
+    ours = np.stack([run_graph(graph, torch.tensor(p))[0].reshape(3).numpy() for p in pts])
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    box = Interval(torch.tensor(lo), torch.tensor(hi))
+    coef = torch.ones((3, 1, 1), dtype=torch.float64)
+    res = bound_spec(graph, box, coef, torch.zeros((1, 1), dtype=torch.float64),
+                     BoundOptions(method=method, intermediate="crown", alpha_iterations=5))
+    assert (res.lower.reshape(3) <= torch.tensor(ours.min(0)) + 1e-6).all()

@@ -124,6 +124,11 @@ class ConvertContext:
         inputs = list(inputs)
         while inputs and inputs[-1] is None:  # absent optional inputs (e.g. no bias)
             inputs.pop()
+        onnx_shape = tuple(int(d) for d in shape)
+        if onnx_shape == () and _liftable(op, inputs):
+            shape = (1,)
+            if op == "Gather":
+                inputs[1] = np.reshape(inputs[1], (1,))
         names: list[str | None] = []
         consts: dict[int, np.ndarray] = {}
         for pos, v in enumerate(inputs):
@@ -136,7 +141,7 @@ class ConvertContext:
         self._counter += 1
         name = f"{hint or op.lower()}_{self._counter}"
         self.nodes.append(Node(name, op, tuple(names), tuple(shape), attrs or {}, consts))
-        return Dyn(name, tuple(int(d) for d in shape))
+        return Dyn(name, onnx_shape)
 
     # -- reading the emitted IR -------------------------------------------------------------
     def element_origins(self, value: Value) -> list[tuple[str | None, int, float]]:
@@ -151,6 +156,29 @@ class ConvertContext:
         shapes = {v.name: v.shape for v in self.values.values() if isinstance(v, Dyn)}
         shapes.update((n.name, tuple(n.shape)) for n in self.nodes)
         return [_origin(producers, shapes, value.name, i) for i in range(math.prod(value.shape))]
+
+
+# Ops whose rule gives a one-element output the shape of its one-element inputs (or of
+# node.shape): an ONNX scalar they compute is held in the IR as shape (1,), since the engines
+# index every value along one axis at least. The Dyn keeps ONNX's shape () for the converters.
+_LIFT_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Min", "Max", "Pow", "Equal", "Greater",
+                       "GreaterOrEqual", "And", "Or", "Select", "Where", "Reshape", "Cast"})
+
+
+def _liftable(op: str, inputs: list) -> bool:
+    """True when an op of ONNX output shape () can be held as shape (1,): its dynamic inputs
+    hold one element each and its rule keeps that shape (elementwise ops, broadcasting ops,
+    Reshape), or it is a Gather of one element of a vector at a scalar constant index (the
+    index becomes [i])."""
+    from bounds.registry import rules
+
+    if op == "Gather":
+        return (len(inputs) == 2 and isinstance(inputs[0], Dyn) and inputs[0].rank == 1
+                and not isinstance(inputs[1], Dyn) and np.ndim(inputs[1]) == 0)
+    known = rules()
+    if op not in _LIFT_OPS and not (op in known and known.get(op).traits.elementwise):
+        return False
+    return all(math.prod(v.shape) == 1 for v in inputs if isinstance(v, Dyn))
 
 
 def _origin(producers: dict, shapes: dict, name: str, i: int) -> tuple[str | None, int, float]:
