@@ -19,8 +19,6 @@ from verifier.milp.refine import (
     kink_inputs,
     milp_suits,
     refine_bounds,
-    refine_for_bab,
-    root_bounds,
 )
 
 
@@ -93,22 +91,6 @@ def test_deadline_in_the_past_refines_nothing():
     out = refine_bounds(model.graph, lower, upper, res.intermediate, res.deltas,
                         time.monotonic() - 1)
     assert out == {}
-
-
-def test_refine_for_bab_matches_the_problem_tensors():
-    from verifier.bab.problem import RegionProblem
-
-    model = _net(0)
-    lower, upper = _box(0)
-    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
-    problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
-    out = refine_for_bab(model.graph, problem, time.monotonic() + 30, share=0.5)
-    assert out
-    for iv in out.values():
-        assert iv.lower.dtype == torch.float64 and iv.lower.shape[0] == 1
-    assert root_bounds(model.graph, problem, time.monotonic() + 30, 0.0) == ({}, {})
-    lower, upper = root_bounds(model.graph, problem, time.monotonic() + 30, 0.5)
-    assert set(lower) == set(upper) == set(out)
 
 
 def test_weak_duality_bound_matches_the_lp_optimum():

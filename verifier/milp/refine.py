@@ -10,9 +10,12 @@ relaxation bound given the earlier layers' bounds; its bounds are weak-duality v
 binaries and uses the solver's dual bound, stopping each neuron at a time limit (still a bound).
 New bounds are intersected with the old ones, so refinement never loosens anything.
 
-``refine_for_bab(graph, problem, deadline, share)`` is the hook for ReLU-split branch-and-bound:
-CROWN bounds of the region, the size rule, then refinement within ``share`` of the time left
-(``root_bounds`` gives the same as the root domain's lower/upper dicts).
+Not used by ``auto`` (measured, session 12, ERAN ReLU 9x200 idx 225 at the cascade's
+alpha-CROWN intermediate bounds, worst margin -20.91): LP mode on the first 3 refinable layers
+took 60 CPU s and moved the margin to -20.24 (alpha-CROWN with intermediate alphas is already
+close to the triangle relaxation); MILP mode on one layer moved it to -9.76 but took about 90
+CPU s (15 CPU s of it: -18.61). Neither pays within a 60 s instance; the hook that fed the
+neuron-split root was removed.
 
 ``milp_suits(graph, spec, unstable=..., deadline=...)``: the model-based rule for ``auto``: the
 MILP encoding applies (supported ops), the net has at most MILP_MAX_KINK_NEURONS Relu-like
@@ -157,25 +160,6 @@ def refine_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: di
     return out
 
 
-def refine_for_bab(graph: Graph, problem, deadline: float, share: float = 0.2,
-                   options: RefineOptions | None = None) -> dict[str, Interval]:
-    """Refined bounds for a branch-and-bound ``RegionProblem`` (``lower``/``upper`` tensors of
-    its box), within ``share`` of the time to ``deadline``; {} when the net does not qualify."""
-    start = time.monotonic()
-    stop = start + share * max(deadline - start, 0.0)
-    if unsupported_ops(graph):
-        return {}
-    lower = problem.lower.detach().double().cpu().reshape(-1).numpy()
-    upper = problem.upper.detach().double().cpu().reshape(-1).numpy()
-    res = crown_bounds(graph, lower, upper)
-    refined = refine_bounds(graph, lower, upper, res.intermediate, res.deltas, stop,
-                            options)
-    log.info("MILP refinement: %d values in %.2f s", len(refined), time.monotonic() - start)
-    dev, dtype = problem.lower.device, problem.lower.dtype
-    return {k: Interval(v.lower.to(dev, dtype), v.upper.to(dev, dtype))
-            for k, v in refined.items()}
-
-
 def crown_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray) -> SpecBounds:
     """CROWN's intermediate bounds (``.intermediate``, ``.deltas``) of ``graph`` on the box
     [lower, upper] (flattened input)."""
@@ -231,16 +215,6 @@ def _unstable_after_crown(graph: Graph, region, stop: float | None) -> int | Non
         log.info("MILP not chosen: the CROWN pass to count unstable neurons did not fit")
         return None
     return count_unstable(graph, res.intermediate)
-
-
-def root_bounds(graph: Graph, problem, deadline: float, share: float
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(lower, upper) dicts of refined root bounds for ``NeuronDomains`` (value -> [1, *shape]);
-    empty when ``share`` <= 0 or the net does not qualify (see ``refine_for_bab``)."""
-    if share <= 0:
-        return {}, {}
-    refined = refine_for_bab(graph, problem, deadline, share)
-    return ({k: v.lower for k, v in refined.items()}, {k: v.upper for k, v in refined.items()})
 
 
 AUTO_MILP_SHARE = 0.5
