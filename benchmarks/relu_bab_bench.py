@@ -9,7 +9,9 @@ the line reports domains bounded, steps, the root bound's time and domains/s aft
 (per wall second, and per CPU second of this process: steadier on a shared machine).
 ``--profile`` prints the top cumulative entries of cProfile for each case. Each technique of
 issue 18 item 1 can be switched off alone with ``--set``: ``narrow_dead=false`` (dead Relus
-kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``.
+kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``; item 3:
+``nogoods=true`` (learned nogoods, off by default; a second line per case reports them).
+``--case mnistfc:onnx/mnist-net_256x4.onnx:vnnlib/prop_3_0.03.vnnlib`` runs other instances.
 
 The script only uses interfaces that existed before issue 18 (``NeuronSplitSearch``,
 ``NeuronSplitOptions``), so the same file measures the baseline code side by side:
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a NeuronSplitOptions field, e.g. relu_multi_split=false")
     parser.add_argument("--label", default="", help="tag printed on every line")
+    parser.add_argument("--case", action="append", default=[], metavar="BENCH:ONNX:VNNLIB",
+                        help="run this instance (paths relative to the benchmark) instead of "
+                             "the built-in cases; repeatable")
     parser.add_argument("--queue", type=int, default=0,
                         help="only time the queue's own work with this many domains queued")
     args = parser.parse_args(argv)
@@ -182,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except ValueError:
                 pass
-    for label, bench, onnx, vnnlib in CASES:
+    cases = [(Path(c.split(":")[2]).stem.replace("mnist_spec_idx_", "idx")[:14],
+              *c.split(":")) for c in args.case] or CASES
+    for label, bench, onnx, vnnlib in cases:
         if only and bench not in only:
             continue
         prof = cProfile.Profile() if args.profile else None
@@ -200,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
               f"root {stats['root_s']:5.1f}s {rate:8.1f} domains/s after the root "
               f"({cpu_rate:7.1f} per CPU s) "
               f"worst {stats.get('worst_margin') or float('nan'):.4g}", flush=True)
+        if "nogoods_learned" in stats:  # issue 18 item 3 (``nogoods``)
+            print(f"{args.label:8s} {label:14s} nogoods learned {stats['nogoods_learned']} "
+                  f"of {stats['nogood_attempts']} tried (mean length "
+                  f"{stats['nogood_mean_length']:.1f}), pruned {stats['nogood_pruned']}, "
+                  f"forced {stats['nogood_units']}, learn {stats['nogood_learn_s']:.1f}s "
+                  f"match {stats['nogood_match_s']:.1f}s", flush=True)
         if prof:
             out = io.StringIO()
             pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)

@@ -50,6 +50,7 @@ from verifier.bab.neuron_domains import (
     split_domains,
     split_more,
 )
+from verifier.bab.nogoods import nogood_hooks
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
 from verifier.bab.pair_loop import Pairs, optimize_pairs
 from verifier.bab.problem import RegionProblem
@@ -102,6 +103,9 @@ class NeuronSplitOptions(BabConfig):
     pair_batches: bool = True
     # Relu-only nets too split further candidates while the children fill less than a batch.
     relu_multi_split: bool = True
+    # Relu-only nets: learn nogoods from verified domains, prune and propagate (``nogoods``;
+    # off: on mnistfc/eran/oval21 they cost learning time and rarely match another domain).
+    nogoods: bool = False
 
 
 @dataclass
@@ -141,6 +145,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.reduction: Reduction | None = None  # set when the root narrows the net
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
+        self.nogoods = nogood_hooks(options.nogoods and self.sign_only, options.step_iterations)
 
     # ---- bounding -------------------------------------------------------------------------
     def _spec(self, n: int):
@@ -202,6 +207,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             alphas, betas, lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
         keep = ~refuted.all(1)
         self.counters.done += n
+        self.nogoods.observe(self, out, keep)
         if bool(keep.any()):
             self._branch_scores((inter, cache), out, {k: v[:, rows] for k, v in alphas.items()},
                                 {k: v[:, rows] for k, v in betas.items()}, rows, keep)
@@ -410,7 +416,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def _step(self, queue: DomainQueue) -> None:
         """Split the worst ``batch`` domains once and queue their open children."""
         c, started = self.counters, time.monotonic()
-        batch = queue.pop_worst(self.options.batch)
+        batch = self.nogoods.prune(queue.pop_worst(self.options.batch))
+        if not len(batch):  # every domain popped holds a nogood
+            return
         try:
             choice = self.choose(batch)
         except DeadlineExceeded:  # the batch stays open (the search's stats count it)
@@ -422,12 +430,13 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             batch, choice = batch.select(~stuck), choice[~stuck]
         if len(batch):
             kids, reuse = self._split(batch, choice)
+            c.max_depth = max(c.max_depth, int(kids.depth.max()))
+            kids, reuse = self.nogoods.propagate(kids, reuse)
             try:
                 queue.push(self.bound(kids, self.options.step_iterations, reuse))
             except DeadlineExceeded:
                 queue.push(batch)
                 raise
-            c.max_depth = max(c.max_depth, int(kids.depth.max()))
         c.steps += 1
         if not self.sign_only:
             c.extra["step_s"] = time.monotonic() - started
@@ -455,6 +464,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                  "max_depth": c.max_depth, "unsplittable_open": c.stuck,
                  "worst_margin": queue.min_margin(),
                  "dead_dropped": c.extra.get("dead_dropped", 0)}
+        stats.update(self.nogoods.stats())
         if reason:
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
