@@ -79,6 +79,9 @@ class BabConfig:
         True, "--no-adaptive-attack",
         "attack every few BaB steps for a fixed time instead of a share that follows how "
         "close the attack comes")
+    nogoods: bool = _setting(  # off: on mnistfc/eran/oval21 they cost learning time and
+        False, "--nogoods",     # rarely match another domain (session 12)
+        "ReLU BaB: learn nogoods from verified domains to prune domains and force phases")
 
 
 class VerifyConfig(BaseModel):

@@ -103,9 +103,6 @@ class NeuronSplitOptions(BabConfig):
     pair_batches: bool = True
     # Relu-only nets too split further candidates while the children fill less than a batch.
     relu_multi_split: bool = True
-    # Relu-only nets: learn nogoods from verified domains, prune and propagate (``nogoods``;
-    # off: on mnistfc/eran/oval21 they cost learning time and rarely match another domain).
-    nogoods: bool = False
 
 
 @dataclass
