@@ -199,7 +199,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
                                   stats={"out_of_memory": too_big})
     problems = [RegionProblem.from_region(i, r, device, DTYPE)
                 for i, r in enumerate(spec.regions)]
-    small_input = math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS
+    small_input = _low_dimensional(graph, problems)
     open_problems, costs, unstable, margins, root_bounds = [], {}, {}, {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
@@ -232,6 +232,24 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     if method == "incomplete" or not small_input:
         return _last_attack(attacks, deadline, method)
     return _input_split(model, spec, config, open_problems, deadline, progress)
+
+
+def _low_dimensional(graph, problems) -> bool:
+    """Input splitting suits: at most INPUT_SPLIT_MAX_INPUTS inputs, or every region free only
+    in integer inputs with at most ``InputSplitOptions.integer_cells`` combinations (a patch
+    position over a fixed image, cctsdb_yolo_2023: 63 x 63 cells, where a bound pass of the
+    whole box took 67-75 s and GenBaB lost two sat instances the cells' sweep finds)."""
+    if math.prod(graph.inputs[0].shape) <= INPUT_SPLIT_MAX_INPUTS:
+        return True
+    from verifier.bab.integer_split import integer_cell_count, integer_dims
+
+    integer = integer_dims(graph)
+    if not integer.numel() or not problems:
+        return False
+    limit = InputSplitOptions().integer_cells
+    counts = [integer_cell_count(p.lower, p.upper, integer.to(p.lower.device))
+              for p in problems]
+    return all(n is not None and n <= limit for n in counts)
 
 
 def _bounds_do_not_fit(graph, spec, device) -> str | None:

@@ -99,3 +99,24 @@ def test_search_on_a_patch_network_matches_enumeration(delta):
     if delta > 0:
         y = run_graph(graph, torch.as_tensor(out.counterexample, dtype=F64).reshape(1, N_IN))
         assert float(y[0].reshape(-1)[row]) <= true_min + delta
+
+
+@pytest.mark.parametrize("delta", [-0.05, 0.05], ids=["unsat", "sat"])
+def test_auto_sends_a_box_free_only_in_integer_inputs_to_input_splitting(delta):
+    """62 inputs (over INPUT_SPLIT_MAX_INPUTS), but only the two positions are free: ``auto``
+    proves the unsat case by integer cells (method bab-input); the sat case may fall to the
+    first attack already."""
+    from verifier.config import VerifyConfig
+    from verifier.pipeline import verify
+    from verifier.spec.types import Spec
+
+    model = window_model(2, "image")
+    row = 1 * H * 4 + 2 * 4 + 1
+    _, true_min = _patch_region(model, row, 0.0)
+    region, _ = _patch_region(model, row, true_min + delta)
+    spec = Spec((region,), N_IN, N_DATA)
+    res = verify(load(model), spec, VerifyConfig(timeout=60))
+    if delta > 0:
+        assert res.verdict == "sat" and res.method in ("attack", "bab-input"), res
+    else:
+        assert (res.verdict, res.method) == ("unsat", "bab-input"), res

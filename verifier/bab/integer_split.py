@@ -114,14 +114,10 @@ def split_points(lower: torch.Tensor, upper: torch.Tensor, split_int: torch.Tens
 FIXED_WIDTH = 1e-6
 
 
-def integer_cells(lower: torch.Tensor, upper: torch.Tensor, integer: torch.Tensor,
-                  max_cells: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The box [d] cut into cells [K, d], one per combination of the integers its integer
-    dimensions hold (each cell [m, prev(m + 1)], cut to the box), when every other dimension
-    is fixed (up to the float32 neighbours ``InputRegion.bound_box`` widens a value to: width
-    at most ``FIXED_WIDTH`` relative), the integer ones nonnegative, and K <= ``max_cells``;
-    None otherwise. The network reads (almost) one input in a cell, so a cell's bound is as
-    tight as the bound at a point (exact up to rounding for IBP where the rest is fixed)."""
+def integer_cell_count(lower: torch.Tensor, upper: torch.Tensor, integer: torch.Tensor
+                       ) -> int | None:
+    """How many cells ``integer_cells`` cuts the box [d] into (None: the box is not free
+    only in nonnegative integer dimensions), without building them."""
     if not integer.numel():
         return None
     free = upper > lower
@@ -130,9 +126,23 @@ def integer_cells(lower: torch.Tensor, upper: torch.Tensor, integer: torch.Tenso
     if bool((wide & ~integer).any()) or bool((lower[free] < 0).any()) or not bool(free.any()):
         return None
     dims = free.nonzero().ravel()
-    a, b = torch.floor(lower[dims]), torch.floor(upper[dims])
-    if math.prod(int(n) for n in (b - a + 1).tolist()) > max_cells:
+    return math.prod(int(n) for n in (torch.floor(upper[dims]) - torch.floor(lower[dims]) + 1)
+                     .tolist())
+
+
+def integer_cells(lower: torch.Tensor, upper: torch.Tensor, integer: torch.Tensor,
+                  max_cells: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The box [d] cut into cells [K, d], one per combination of the integers its integer
+    dimensions hold (each cell [m, prev(m + 1)], cut to the box), when every other dimension
+    is fixed (up to the float32 neighbours ``InputRegion.bound_box`` widens a value to: width
+    at most ``FIXED_WIDTH`` relative), the integer ones nonnegative, and K <= ``max_cells``;
+    None otherwise. The network reads (almost) one input in a cell, so a cell's bound is as
+    tight as the bound at a point (exact up to rounding for IBP where the rest is fixed)."""
+    count = integer_cell_count(lower, upper, integer)
+    if count is None or count > max_cells:
         return None
+    dims = ((upper > lower) & integer).nonzero().ravel()
+    a, b = torch.floor(lower[dims]), torch.floor(upper[dims])
     grids = torch.meshgrid(*[torch.arange(int(x), int(y) + 1, dtype=lower.dtype,
                                           device=lower.device)
                              for x, y in zip(a.tolist(), b.tolist(), strict=True)],
