@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.analysis import largest_numel
 from bounds.engine.constants import node_args
 from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.optimize import Group, Schedule, maximize
@@ -199,14 +200,15 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
     ([B, S, *shape], the rule's initial alpha elsewhere) either way. ``known`` [B, S]: a
     bound the caller already has from the rules' default relaxation (CROWN), which the loop
     starts from instead of recomputing it. ``work_dtype`` (e.g. float32 on float64 bounds,
-    ``work_dtype.lowers``): the iterations run in that dtype and only pick the alphas; the
-    bound returned is the better of ``known`` (or the default pass) and one pass in
-    ``inter``'s dtype with the alphas found.
+    where the passes are large enough to gain: ``work_dtype.lowers``): the iterations run
+    in that dtype and only pick the alphas; the bound returned is the better of ``known``
+    (or the default pass) and one pass in ``inter``'s dtype with the alphas found.
     """
     cache = PassCache() if cache is None else cache
     loop = _Loop(iterations, lr, stop, sparse)
+    rows = coef.shape[0] * coef.shape[1]
     view = lowered_view(inter, cache, work_dtype) if iterations > 0 and lowers(
-        inter, work_dtype) else None
+        inter, work_dtype, rows, largest_numel(inter.graph)) else None
     if view is not None:
         return _optimize_lowered(inter, start, coef, loop, warm, cache, known, view)
     return _optimize(inter, start, coef, loop, warm, cache, known)

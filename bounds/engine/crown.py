@@ -103,7 +103,7 @@ def _relaxation(p: _Pass, node: Node, rule):
         x = p.inter.bounds[node.dynamic_inputs[0]]
         try:
             return _alpha_relaxation(node, rule, x.lower.unsqueeze(1), x.upper.unsqueeze(1),
-                                     alpha, rates(p.cache))
+                                     alpha)
         except DomainError:
             return None
     return default_relaxation(p.inter, p.cache, node, rule)
@@ -120,7 +120,7 @@ def _column_relaxation(p: _Pass, node: Node, rule, alpha: ColumnAlpha):
     lower = x.lower.flatten(1)[:, idx].unsqueeze(1)
     upper = x.upper.flatten(1)[:, idx].unsqueeze(1)
     try:
-        rel = _alpha_relaxation(node, rule, lower, upper, values, rates(p.cache))
+        rel = _alpha_relaxation(node, rule, lower, upper, values)
     except DomainError:
         return None
     b, s = values.shape[:2]
@@ -136,20 +136,17 @@ def _planes(rel: Relaxation) -> tuple[torch.Tensor, ...]:
     return rel.lower_slope, rel.lower_offset, rel.upper_slope, rel.upper_offset
 
 
-def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor,
-                      rate_memo: dict | None = None) -> Relaxation:
+def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Relaxation:
     """``rule.relax`` with per-row ``alpha`` [B, S, *shape], in chunks of spec rows sized by
     the measured cost (curves with many spec rows, e.g. thousands of disjuncts, take seconds
-    per node; ``rate_memo``: the rates measured so far), with the clock checked between
-    chunks."""
+    per node), with the clock checked between chunks."""
     def relax_rows(start: int, stop: int) -> list[torch.Tensor]:
         a = alpha[:, start:stop]
         rel = rule.relax(node, lower, upper, a)
         return [t.expand(a.shape) for t in (rel.lower_slope, rel.lower_offset,
                                             rel.upper_slope, rel.upper_offset)]
 
-    memo = None if rate_memo is None else (rate_memo, ("alpha_relax", node.name, alpha.dtype))
-    parts = timed_chunks(alpha.shape[1], alpha[:, :1].numel(), relax_rows, memo=memo)
+    parts = timed_chunks(alpha.shape[1], alpha[:, :1].numel(), relax_rows)
     if len(parts) == 1:
         return Relaxation(*parts[0])
     return Relaxation(*(torch.cat([p[i] for p in parts], dim=1) for i in range(4)))

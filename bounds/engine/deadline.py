@@ -124,22 +124,15 @@ FIRST_CHUNK_ELEMENTS = 4096
 
 
 def timed_chunks(n_items: int, item_elements: int, run: Callable[[int, int], T],
-                 target_s: float | None = None, memo: tuple[dict, object] | None = None
-                 ) -> list[T]:
+                 target_s: float | None = None) -> list[T]:
     """``run(start, stop)`` over ``range(n_items)`` in chunks sized from the measured cost per
     item so that each takes about ``target_s``, with a clock check before each chunk.
 
     Per-element costs of the same call differ by 100x between ops (a Gelu relaxation bisects
     for its tangent points, a Sin one does not), so a fixed element count per chunk is either
-    too coarse for the deadline or too fine for speed. ``memo`` (rates, key): seconds per
-    element measured by earlier calls of the same kind size the first chunk (alpha-CROWN's
-    passes relax the same nodes every iteration: no small probe chunk, and no concatenation,
-    each time) and keep this call's."""
+    too coarse for the deadline or too fine for speed."""
     target_s = CHUNK_TARGET_S if target_s is None else target_s
-    known = None if memo is None else memo[0].get(memo[1])
-    elements = max(item_elements, 1)
-    step = max(1, FIRST_CHUNK_ELEMENTS // elements if known is None
-               else int(target_s / max(known * elements, 1e-12)))
+    step = max(1, FIRST_CHUNK_ELEMENTS // max(item_elements, 1))
     out, start = [], 0
     while start < n_items:
         check_deadline()
@@ -147,8 +140,6 @@ def timed_chunks(n_items: int, item_elements: int, run: Callable[[int, int], T],
         began = time.monotonic()
         out.append(run(start, stop))
         per_item = max(time.monotonic() - began, 1e-6) / (stop - start)
-        if memo is not None:
-            memo[0][memo[1]] = per_item / elements
         step = max(1, int(target_s / per_item))
         start = stop
     return out

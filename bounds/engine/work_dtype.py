@@ -22,11 +22,22 @@ from bounds.types import Interval
 WORK_DTYPE = torch.float32
 
 
-def lowers(inter: Intermediates, work_dtype: torch.dtype | None) -> bool:
+# Passes whose coefficients hold fewer elements (domains x spec rows x the widest value) keep
+# the bounds' own dtype: their cost is per-operation overhead, not arithmetic, and float32
+# gains nothing (ERAN sigmoid 6x200, 9 spec rows, 1,800 elements: 0.35-0.41 vs 0.39-0.43 CPU
+# s per alpha pass; its intermediate rows, 80,000: 1.11-1.22 vs 1.32-1.47 s; TinyYOLO, 6.9M:
+# 1.39 vs 2.31-2.73 s), and small nets keep float64's exact trajectories.
+MIN_WORK_ELEMENTS = 1 << 15
+
+
+def lowers(inter: Intermediates, work_dtype: torch.dtype | None, rows: int = 0,
+           width: int = 0) -> bool:
     """Whether a loop over ``inter`` should run in ``work_dtype``: a floating dtype narrower
-    than the bounds' own (None, or the same dtype: no)."""
+    than the bounds' own (None, or the same dtype: no), for ``rows`` coefficient rows (all
+    domains) of ``width`` elements at least MIN_WORK_ELEMENTS in all."""
     return (work_dtype is not None and work_dtype.is_floating_point
-            and work_dtype.itemsize < inter.dtype.itemsize)
+            and work_dtype.itemsize < inter.dtype.itemsize
+            and rows * width >= MIN_WORK_ELEMENTS)
 
 
 # Bounds of larger magnitude keep the loop in the bounds' own dtype: products with slopes and

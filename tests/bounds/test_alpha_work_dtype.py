@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bounds.engine import alpha as alpha_mod
+from bounds.engine import work_dtype
 from bounds.engine.alpha import optimize_alpha
-from bounds.engine.deadline import timed_chunks
 from bounds.engine.forward import run_graph
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import PassCache
@@ -21,6 +21,12 @@ from bounds.types import Interval
 from tests.bounds.nets import mlp
 
 F64, F32 = torch.float64, torch.float32
+
+
+@pytest.fixture(autouse=True)
+def _small_passes_in_float32(monkeypatch):
+    """These nets are small: let their passes take the float32 path (see the last test)."""
+    monkeypatch.setattr(work_dtype, "MIN_WORK_ELEMENTS", 0)
 
 
 def _net(activation: str, seed: int, sizes=(6, 24, 24, 24, 4)):
@@ -209,17 +215,23 @@ def test_lowered_view_recasts_only_new_intervals_and_refuses_huge_bounds():
     assert lower.dtype == F64
 
 
-def test_timed_chunks_memo_sizes_the_first_chunk():
-    rates: dict = {}
-    calls = []
+def test_small_passes_keep_float64(monkeypatch):
+    """Below MIN_WORK_ELEMENTS (rows x widest value) the loop stays in float64: the same
+    bound as without a work dtype, no float32 pass."""
+    monkeypatch.setattr(work_dtype, "MIN_WORK_ELEMENTS", 1 << 15)
+    graph, box = _net("Tanh", 2), _box(2, 0.4)
+    inter = compute_intermediate(graph, box, None, "crown")
+    coef = _spec(2)[0].reshape(1, 5, 1, 4)
+    assert not lowers(inter, F32, 5, 24)
+    seen = []
+    real = alpha_mod.backward_bound
 
-    def run(a, b):
-        calls.append((a, b))
-        return b - a
+    def spy(inter_, *args, **kwargs):
+        seen.append(inter_.dtype)
+        return real(inter_, *args, **kwargs)
 
-    timed_chunks(1000, 100, run, memo=(rates, "k"))
-    assert calls[0] == (0, 40) and "k" in rates  # a small probe first, its rate kept
-    calls.clear()
-    rates["k"] = 1e-9
-    timed_chunks(1000, 100, run, memo=(rates, "k"))
-    assert calls == [(0, 1000)]
+    monkeypatch.setattr(alpha_mod, "backward_bound", spy)
+    with torch.enable_grad():
+        low, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4, work_dtype=F32)
+        plain, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4)
+    assert F32 not in seen and torch.equal(low, plain)
