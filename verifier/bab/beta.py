@@ -24,7 +24,7 @@ from bounds.engine.alpha import alpha_ranges, init_alphas
 from bounds.engine.crown import backward_bound
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import Intermediates, PassCache
-from bounds.types import Interval
+from bounds.engine.work_dtype import cast_intermediates
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,6 @@ def optimize_alpha_beta(inter: Intermediates, start: str, coef: torch.Tensor,
         lower = split_bound(inter, start, coef, alphas, betas,
                             split_terms(splits, dt, intervals), cache)
     return lower, alphas, betas
-
-
-def cast_intermediates(inter: Intermediates, dtype: torch.dtype) -> Intermediates:
-    """``inter`` with its box, bounds and rounding allowances in ``dtype`` (for a pass whose
-    result is only a guide: rounding to ``dtype`` can move a bound inward)."""
-    def cast(t):
-        return None if t is None else t.to(dtype)
-
-    return Intermediates(
-        inter.graph, Interval(cast(inter.box.lower), cast(inter.box.upper)),
-        {k: Interval(cast(v.lower), cast(v.upper)) for k, v in inter.bounds.items()},
-        {k: cast(d) for k, d in inter.deltas.items()}, inter.infeasible)
 
 
 def _optimize(inter: Intermediates, start: str, coef: torch.Tensor,
