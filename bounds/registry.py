@@ -161,6 +161,9 @@ class OpRule:
     relax: Callable | None = None
     backward: Callable | None = None
     doc: str = ""
+    # node -> True where the output depends on the input only through trunc(x) (a cast to an
+    # integer type): input splitting bisects such inputs at integers (verifier/bab/integer_split)
+    reads_integer: Callable[[object], bool] | None = None
     # no defaults: each rule states them (None where the op has none)
     alpha: Alpha | None = field(kw_only=True)
     rounding: Rounding = field(kw_only=True)

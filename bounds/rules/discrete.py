@@ -199,6 +199,7 @@ RULES = (
     OpRule("Cast", forward=_cast_forward, ibp=_cast_ibp, relax=_cast_relax,
            traits=OpTraits(monotone=True, elementwise=True),
            doc="truncation to an integer type, x != 0 for bool, rounding to float16/bfloat16",
+           reads_integer=lambda node: node.attrs.get("to") == "int",
            # the rule models the rounding to float16/bfloat16 itself
            alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("relaxed")),
     OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp, backward=concretise_backward,

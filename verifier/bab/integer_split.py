@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bounds.graph import Graph
+from bounds.registry import rules
 
 # Ops that pass input elements through unchanged (a selection): an integer read after them is
 # still an integer read of the input element.
@@ -28,13 +29,15 @@ _SELECT = ("Gather", "Slice", "Reshape")
 
 
 def _reads_int(graph: Graph, name: str) -> bool:
-    """Every consumer of value ``name`` is a cast to an integer type, or a selection whose
-    consumers all are (recursively)."""
+    """Every consumer of value ``name`` reads it only as an integer (its rule's
+    ``reads_integer``: a cast to an integer type), or is a selection whose consumers all do
+    (recursively)."""
     consumers = graph.consumers(name)
     if not consumers or name in {o.name for o in graph.outputs}:
         return False
     for node in consumers:
-        if node.op == "Cast" and node.attrs.get("to") == "int":
+        rule = rules().get(node.op, node.name) if node.op in rules() else None
+        if rule is not None and rule.reads_integer is not None and rule.reads_integer(node):
             continue
         if node.op in _SELECT and node.inputs[0] == name and _reads_int(graph, node.name):
             continue
