@@ -18,7 +18,7 @@ from bounds.engine.results import PassCache
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.engine.work_dtype import LARGEST_WORK_BOUND, lowered_view, lowers
 from bounds.types import Interval
-from tests.bounds.nets import mlp
+from tests.bounds.test_alpha_passes import _box, _net, _samples
 
 F64, F32 = torch.float64, torch.float32
 
@@ -27,28 +27,6 @@ F64, F32 = torch.float64, torch.float32
 def _small_passes_in_float32(monkeypatch):
     """These nets are small: let their passes take the float32 path (see the last test)."""
     monkeypatch.setattr(work_dtype, "MIN_WORK_ELEMENTS", 0)
-
-
-def _net(activation: str, seed: int, sizes=(6, 24, 24, 24, 4)):
-    rng = np.random.default_rng(seed)
-    weights = [(rng.normal(size=(o, i)) * 1.5 / np.sqrt(i), rng.normal(size=o) * 0.5)
-               for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
-    return mlp(weights, activation)
-
-
-def _box(seed: int, width: float, n: int = 6) -> Interval:
-    gen = torch.Generator().manual_seed(seed)
-    centre = torch.rand((1, 1, n), generator=gen, dtype=F64).float().to(F64)
-    return Interval((centre - width).float().to(F64), (centre + width).float().to(F64))
-
-
-def _samples(box: Interval, n: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    lo, hi = box.lower[0], box.upper[0]
-    pts = lo + (hi - lo) * torch.rand((n, *lo.shape), generator=gen, dtype=F64)
-    corners = torch.where(torch.rand((64, *lo.shape), generator=gen) < 0.5, lo, hi)
-    pts = torch.cat([pts, corners]).float()
-    return torch.minimum(torch.maximum(pts, lo.float()), hi.float()).to(F64)
 
 
 def _spec(seed: int, rows: int = 5, n_out: int = 4):
