@@ -14,6 +14,7 @@ from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Node
 from bounds.registry import UnsupportedOpError, rules
 from bounds.types import Interval
+from tests.bounds.test_dynamic_slice import _points
 from tests.onnx_import.test_scatter_window import N_DATA, N_IN, C, H, load, window_model
 
 F64 = torch.float64
@@ -47,13 +48,6 @@ def _box(rng, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     mid = torch.tensor(rng.normal(size=(batch, *SHAPE)), dtype=F64)
     rad = torch.tensor(rng.uniform(0, 0.5, (batch, *SHAPE)), dtype=F64)
     return mid - rad, mid + rad
-
-
-def _points(rng, lo, hi, n: int) -> torch.Tensor:
-    """n points per box [n, B, ...] (uniform, the two corners first)."""
-    u = torch.tensor(rng.uniform(size=(n, *lo.shape)), dtype=F64)
-    u[0], u[1] = 0.0, 1.0
-    return torch.minimum(torch.maximum(lo + u * (hi - lo), lo), hi)
 
 
 @pytest.mark.parametrize("fixed", [False, True], ids=["range", "fixed"])
