@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from bounds.engine.alpha import alpha_ranges, init_alphas
-from bounds.engine.deadline import check_deadline
+from bounds.engine.deadline import check_deadline, step_fits
 from bounds.engine.results import Intermediates, PassCache
 from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
 
@@ -108,8 +108,10 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     cache = PassCache()
     for it in range(max(1, options.iterations)):
         check_deadline()
+        began = time.monotonic()
         lower = split_bound(act.inter, start, act.coef, act.params[0], act.params[1],
                             act.terms, cache)[:, 0]
+        pass_s = time.monotonic() - began
         better = lower.detach() > best[act.idx]
         at = act.idx[better]
         best[at] = lower.detach()[better]
@@ -117,7 +119,9 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
             for k, v in g.items():
                 kept[k][at] = v.detach()[better]
         done = proved(act.idx, best[act.idx])
-        if bool(done.all()) or it + 1 >= options.iterations or time.monotonic() >= deadline:
+        # autograd's backward cannot read the clock: no step that would end past the
+        # deadline (the best iterate so far gives a sound bound)
+        if bool(done.all()) or it + 1 >= options.iterations or not step_fits(pass_s, deadline):
             break
         (-lower[~done].sum()).backward()
         act.step(lrs, it + 1)

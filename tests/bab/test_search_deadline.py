@@ -1,0 +1,92 @@
+"""The ReLU neuron-split search ends by its deadline, and by the bound engines' when that is
+earlier, although pieces of its steps (an attack's last iteration, autograd's backward, slow
+steps) cannot read the clock. (oval21 cifar_deep_kw img7479 at a 60 s cap: the search's
+attack ran to the stage's deadline, past the engines' earlier one, and the run ended 0.14 s
+past its timeout.)"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from bounds.engine.deadline import engine_deadline
+from bounds.engine.forward import run_graph
+from tests.bab.test_neuron_split import make_search, region_for, tiny_net
+from verifier.bab import pair_loop
+from verifier.bab.neuron_domains import split_domains
+
+OVERSHOOT_S = 0.3  # how far past its deadline the stand-in attack returns
+
+
+def open_search(deadline_s: float, **opts):
+    """A search that cannot end by itself before its deadline: a violated property (the
+    centre violates it) whose counterexamples are never validated, on a net too wide to
+    split to the end in seconds."""
+    graph, _ = tiny_net(7, n_in=4, hidden=(16, 16))
+    c = np.array([1.0, -1.0, 0.0])
+    y = run_graph(graph, torch.zeros(1, 4, dtype=torch.float64))[0].reshape(-1).numpy()
+    region = region_for(None, 4, c[None, None], [[float(c @ y) + 0.01]])
+    search = make_search(graph, region, deadline_s, attack=False, **opts)
+    search.validate = lambda x: None
+    return search
+
+
+class LateAttack:
+    """Runs to its deadline and then OVERSHOOT_S past it (as an attack's last iteration may),
+    finding nothing."""
+
+    last_loss = 1.0
+
+    def __call__(self, seed: int, deadline: float, starts=None):
+        time.sleep(max(0.0, deadline - time.monotonic()) + OVERSHOOT_S)
+
+
+def test_attacks_end_by_the_engines_earlier_deadline():
+    search = open_search(2.0)
+    search.attack = LateAttack()  # the first step attacks
+    deadline = search.deadline
+    with engine_deadline(deadline - 2 * OVERSHOOT_S):  # as strategy.run_methods has them
+        out = search.run()
+    assert out.verdict == "timeout"
+    assert time.monotonic() <= deadline
+
+
+def test_steps_getting_slower_end_by_the_deadline():
+    """Each step takes 1.3x the one before in a piece that does not read the clock: the
+    search must not start a step that would end past its deadline."""
+    search = open_search(3.0, batch=8)
+    deadline = search.deadline
+    choose, steps = search.choose, []
+
+    def slow_choose(dom):
+        time.sleep(0.15 * 1.3 ** len(steps))
+        steps.append(1)
+        return choose(dom)
+
+    search.choose = slow_choose
+    out = search.run()
+    assert out.verdict == "timeout"
+    assert len(steps) >= 3  # (the search ran steps, and then stopped in time)
+    assert time.monotonic() <= deadline
+
+
+def test_pair_loop_takes_no_step_past_its_deadline(monkeypatch):
+    """Slow passes (0.15 s each, 20 iterations): the optimisation stops while a gradient step
+    and the sound bound pass after it still fit, and its bounds are those of the best
+    iterate."""
+    search = open_search(30.0, narrow_dead=False)
+    root = search.root()
+    kids = split_domains(root, search.layers, root.candidates[:, 0])
+    bound = pair_loop.split_bound
+
+    def slow_bound(*args, **kwargs):
+        time.sleep(0.15)
+        return bound(*args, **kwargs)
+
+    monkeypatch.setattr(pair_loop, "split_bound", slow_bound)
+    search.deadline = time.monotonic() + 1.2
+    out = search.bound(kids, 20, reuse=True)
+    assert time.monotonic() <= search.deadline
+    assert torch.all(out.bound >= kids.bound)
