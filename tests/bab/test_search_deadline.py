@@ -54,14 +54,14 @@ def test_attacks_end_by_the_engines_earlier_deadline():
 
 
 def test_steps_getting_slower_end_by_the_deadline():
-    """Each step takes 1.3x the one before in a piece that does not read the clock: the
+    """Each step takes 1.15x the one before in a piece that does not read the clock: the
     search must not start a step that would end past its deadline."""
     search = open_search(3.0, batch=8)
     deadline = search.deadline
     choose, steps = search.choose, []
 
     def slow_choose(dom):
-        time.sleep(0.15 * 1.3 ** len(steps))
+        time.sleep(0.2 * 1.15 ** len(steps))
         steps.append(1)
         return choose(dom)
 

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 # copies of the batch, the primal points' forward pass) must end in time, and steps slow down
 # (another process on the machine, fewer children proved early in the pair loop).
 STEP_HISTORY = 8
-STEP_SAFETY = 1.5
+STEP_SAFETY = 1.25
 
 @dataclass(frozen=True)
 class NeuronSplitOptions(BabConfig):
