@@ -17,6 +17,7 @@ import torch
 from bounds.engine.analysis import largest_numel
 from bounds.engine.constants import node_args
 from bounds.engine.crown import backward_bound, default_relaxation
+from bounds.engine.guide import chain, chain_guide
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
 from bounds.engine.work_dtype import cast_alphas, cast_coef, lowered_view, lowers
@@ -209,6 +210,11 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
     rows = coef.shape[0] * coef.shape[1]
     view = lowered_view(inter, cache, work_dtype) if iterations > 0 and lowers(
         inter, work_dtype, rows, largest_numel(inter.graph)) else None
+    if iterations > 0 and isinstance(coef, torch.Tensor) and chain(inter.graph, start):
+        guided = _optimize_guided(inter, start, coef, loop, warm, cache, known,
+                                  view or (inter, cache))
+        if guided is not None:
+            return guided
     if view is not None:
         return _optimize_lowered(inter, start, coef, loop, warm, cache, known, view)
     return _optimize(inter, start, coef, loop, warm, cache, known)
@@ -304,6 +310,34 @@ def _optimize_lowered(inter: Intermediates, start: str, coef, loop: _Loop, warm:
     with torch.no_grad():
         lower = backward_bound(inter, start, coef, alphas=s.alphas(found), cache=cache).lower
     return torch.maximum(floor, lower), dense_alphas(inter, coef.shape[1], found, s.columns)
+
+
+def _optimize_guided(inter: Intermediates, start: str, coef: torch.Tensor, loop: _Loop,
+                     warm: dict | None, cache: PassCache, known: torch.Tensor | None,
+                     work: tuple) -> tuple[torch.Tensor, dict] | None:
+    """``optimize_alpha`` with its iterations on ``guide.chain_guide`` passes over ``work``
+    (``inter`` and its cache, or their view in a work dtype); None where the graph has no
+    guide. As with a work dtype, the bound returned is max(default pass or ``known``, one
+    engine pass in ``inter``'s dtype with the alphas found)."""
+    low, low_cache = work
+    s = _Start(low, start, coef.shape[1], low_cache, cast_alphas(warm, low.dtype), loop.sparse)
+    if not s.params:
+        return None
+    guide = chain_guide(low, low_cache, start, cast_coef(coef, low.dtype),
+                        {k: s.columns.get(k) for k in s.params})
+    if guide is None:
+        return None
+    dense = {k: v.detach().clone().requires_grad_(True)
+             for k, v in s.dense(s.params).items()}
+    floor = known if known is not None else _default_lower(inter, start, coef, cache)
+    _, found = maximize(lambda: guide.lower(dense), step_groups(low.graph, dense, loop.lr),
+                        Schedule(loop.iterations, stop=loop.stop), floor.to(low.dtype))
+    found = {k: v for part in found for k, v in part.items()}
+    cols = {k: v.flatten(2)[:, :, s.columns[k]] if k in s.columns else v
+            for k, v in cast_alphas(found, inter.dtype).items()}
+    with torch.no_grad():
+        lower = backward_bound(inter, start, coef, alphas=s.alphas(cols), cache=cache).lower
+    return torch.maximum(floor, lower), dense_alphas(inter, coef.shape[1], cols, s.columns)
 
 
 class _Passes:

@@ -254,3 +254,56 @@ def _rule(op: str) -> OpRule:
 
 
 RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))
+
+
+# ---------------------------------------------------------------- guide planes (no bound)
+
+# Step of the 0/1 indicators below: clamp(x * _STEP, 0, 1) is 1 for x > 1e-30 (no comparison:
+# boolean tensors cost several times an arithmetic pass over the same elements on CPU).
+_STEP = 1e30
+
+
+def _above(x: torch.Tensor) -> torch.Tensor:
+    """1 where x > 0 (up to 1e-30), else 0, in x's dtype."""
+    return (x * _STEP).clamp_(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class GuideTangents:
+    """Tangent planes at d = l + alpha (u - l) of an S-shaped curve, as a guide
+    (``guide_tangents``): slope t = f'(d), lower offset min and upper offset max over [l, u]
+    of g(x) = f(x) - t x, the points x_lo, x_up where they are reached (by the envelope
+    theorem d min / dt = -x_lo) and dt/dalpha = f''(d) (u - l)."""
+
+    slope: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    x_lower: torch.Tensor
+    x_upper: torch.Tensor
+    dslope: torch.Tensor
+
+
+def guide_tangents(op: str, alpha: torch.Tensor, l: torch.Tensor, u: torch.Tensor,
+                   fl: torch.Tensor, fu: torch.Tensor) -> GuideTangents:
+    """The tangent planes of S-shaped ``op`` at l + alpha (u - l) (``fl``, ``fu`` = f(l),
+    f(u)) in the inputs' dtype, with no rounding allowance: a guide for alpha-CROWN's
+    iterations (``bounds.engine.guide``), never a bound. The extremes of g are at
+    max(-|d|, l) or u (min) and l or min(|d|, u) (max): module docstring."""
+    with torch.no_grad():
+        kit, f = _KITS[op], CURVES[op].f
+        w = u - l
+        d = torch.addcmul(l, alpha, w)
+        y, t = kit.value_slope(d)
+        r = d.abs()
+        a_pt, b_pt = torch.maximum(-r, l), torch.minimum(r, u)
+        g_a = torch.addcmul(f(a_pt), t, a_pt, value=-1)
+        g_b = torch.addcmul(f(b_pt), t, b_pt, value=-1)
+        g_u = torch.addcmul(fu, t, u, value=-1)
+        g_l = torch.addcmul(fl, t, l, value=-1)
+        x_lo = torch.addcmul(a_pt, _above(g_a - g_u), u - a_pt)
+        x_up = torch.addcmul(b_pt, _above(g_l - g_b), l - b_pt)
+        return GuideTangents(t, torch.minimum(g_a, g_u), torch.maximum(g_l, g_b), x_lo, x_up,
+                             kit.second(d, y, t) * w)
+
+
+GUIDE_OPS = frozenset(CURVES)

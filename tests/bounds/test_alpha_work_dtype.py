@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bounds.engine import alpha as alpha_mod
+from bounds.engine import guide as guide_mod
 from bounds.engine import work_dtype
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.forward import run_graph
@@ -75,8 +76,9 @@ def test_float32_work_is_close_to_the_float64_loop(activation, seed):
 
 def test_no_float32_number_reaches_the_reported_bound(monkeypatch):
     """A float32 loop that claims bounds far above the truth changes nothing reported: the
-    bound is the float64 pass with the alphas found (or CROWN's), below sampled points."""
-    graph, box = _net("Sigmoid", 1), _box(1, 0.4)
+    bound is the float64 pass with the alphas found (or CROWN's), below sampled points.
+    (A Relu net: S-shaped chains take guide passes, see test_alpha_guide.)"""
+    graph, box = _net("Relu", 1), _box(1, 0.4)
     coef, rhs = _spec(1)
     honest = bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha")).lower
     search = alpha_mod._search
@@ -107,6 +109,15 @@ def test_the_reported_bound_is_one_float64_pass_with_the_alphas_found(monkeypatc
         return res
 
     monkeypatch.setattr(alpha_mod, "backward_bound", spy)
+    guides = []
+    real_guide = guide_mod.ChainGuide.lower
+
+    def guide_spy(self, alphas):
+        res = real_guide(self, alphas)
+        guides.append(res.dtype)
+        return res
+
+    monkeypatch.setattr(guide_mod.ChainGuide, "lower", guide_spy)
     crown = real(inter, out, coef).lower
     with torch.enable_grad():
         lower, alphas = optimize_alpha(inter, out, coef, 8, cache=PassCache(), known=crown,
@@ -115,7 +126,7 @@ def test_the_reported_bound_is_one_float64_pass_with_the_alphas_found(monkeypatc
     assert len(f64) == 1  # one float64 pass: the final one (CROWN was known)
     assert torch.equal(lower, torch.maximum(crown, f64[0]))
     assert all(v.dtype == F64 for v in alphas.values())
-    assert sum(dt == F32 for dt, _ in passes) >= 8
+    assert guides == [F32] * 8  # (the iterations: guide passes in float32)
 
 
 def test_window_rows_and_warm_starts_in_float32():

@@ -1,0 +1,128 @@
+"""alpha-CROWN's guide passes on chains of affine nodes and S-shaped activations
+(``bounds.engine.guide``): the same bound and alpha gradient as the engine's pass (up to the
+planes' rounding margins) for dense and column alphas; the bound reported is the engine's
+pass with the alphas found (a guide that lies changes nothing reported), encloses sampled
+points and is never looser than CROWN; graphs that are not such chains take the engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bounds.engine import alpha as alpha_mod
+from bounds.engine import guide as guide_mod
+from bounds.engine.alpha import _Start, optimize_alpha
+from bounds.engine.crown import backward_bound
+from bounds.engine.guide import chain, chain_guide
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.results import PassCache
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from tests.bounds.test_alpha_passes import _box, _net
+from tests.bounds.test_alpha_work_dtype import _sampled_min, _spec
+
+F64 = torch.float64
+
+
+def _setup(activation: str, seed: int, start: str, rows: int = 6, sparse: bool = True):
+    graph = _net(activation, seed)
+    inter = compute_intermediate(graph, _box(seed, 0.4), None, "crown")
+    gen = torch.Generator().manual_seed(seed)
+    coef = torch.randn((1, rows, *graph.shape_of(start)), generator=gen, dtype=F64)
+    cache = PassCache()
+    s = _Start(inter, start, rows, cache, None, sparse)
+    with torch.no_grad():
+        for v in s.params.values():
+            v.uniform_(0, 1, generator=gen)
+    return inter, cache, coef, s
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh", "Atan", "Erf"])
+@pytest.mark.parametrize("start", ["lin1", "lin2", "lin3"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_guide_matches_the_engine_pass_and_its_gradient(activation, start, sparse,
+                                                        monkeypatch):
+    # (a large share leaves some positions without alpha on these small nets)
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup(activation, 4, start, sparse=sparse)
+    assert s.params
+    if sparse:
+        assert any(k in s.columns for k in s.params)  # (some node has column alphas)
+    guide = chain_guide(inter, cache, start, coef, {k: s.columns.get(k) for k in s.params})
+    assert guide is not None
+    dense = {k: v.detach().clone().requires_grad_(True)
+             for k, v in s.dense(s.params).items()}
+    with torch.enable_grad():
+        engine = backward_bound(inter, start, coef, alphas=s.alphas(), cache=cache).lower
+        engine.sum().backward()
+        ours = guide.lower(dense)
+        ours.sum().backward()
+    scale = float(engine.abs().max())
+    torch.testing.assert_close(ours, engine, rtol=0, atol=1e-9 * scale)
+    for k, p in s.params.items():
+        grad = dense[k].grad.flatten(2)
+        if k in s.columns:
+            assert not bool(grad[:, :, _others(grad.shape[-1], s.columns[k])].any())
+            grad = grad[:, :, s.columns[k]]
+        torch.testing.assert_close(grad, p.grad.flatten(2), rtol=1e-6, atol=1e-9 * scale)
+
+
+def _others(n: int, idx: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[idx] = False
+    return keep.nonzero().flatten()
+
+
+def test_graphs_off_the_chain_take_the_engine():
+    assert chain(_net("Sigmoid", 1), "lin3") is not None
+    assert chain(_net("Relu", 1), "lin3") is None  # (Relu: no guide)
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("f32", [True, False])
+def test_guided_alpha_encloses_samples_and_beats_crown(activation, seed, f32):
+    graph, box = _net(activation, seed), _box(seed, 0.4)
+    coef, rhs = _spec(seed)
+    crown = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown")).lower
+    res = bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha", alpha_iterations=10,
+                                                          work_float32=f32)).lower
+    assert torch.all(res >= crown)
+    assert torch.all(res[0] <= _sampled_min(graph, box, coef, rhs, seed) + 1e-6)
+    inter_alpha = bound_spec(graph, box, coef, rhs, BoundOptions(
+        method="alpha", alpha_iterations=10, intermediate_alpha_iterations=3,
+        work_float32=f32)).lower
+    assert torch.all(inter_alpha[0] <= _sampled_min(graph, box, coef, rhs, seed) + 1e-6)
+
+
+def test_a_lying_guide_changes_nothing_reported(monkeypatch):
+    """optimize_alpha's bound is max(CROWN, the engine's pass with the alphas found): a guide
+    that claims +1e6 everywhere moves no reported bound above sampled points."""
+    graph, box = _net("Sigmoid", 1), _box(1, 0.4)
+    inter = compute_intermediate(graph, box, None, "crown")
+    coef, rhs = _spec(1)
+    coef = coef.reshape(1, 5, 1, 4)
+    out = graph.outputs[0].name
+    crown = backward_bound(inter, out, coef).lower
+    built = []
+    real = guide_mod.ChainGuide.lower
+
+    def lying(self, alphas):
+        built.append(self)
+        return real(self, alphas) + 1e6
+
+    monkeypatch.setattr(guide_mod.ChainGuide, "lower", lying)
+    passes = []
+    real_pass = alpha_mod.backward_bound
+
+    def spy(*args, **kwargs):
+        res = real_pass(*args, **kwargs)
+        passes.append(res.lower)
+        return res
+
+    monkeypatch.setattr(alpha_mod, "backward_bound", spy)
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, out, coef, 6, cache=PassCache(), known=crown)
+    assert built and len(passes) == 1
+    assert torch.equal(lower, torch.maximum(crown, passes[0]))
+    assert torch.all(lower[0] <= _sampled_min(graph, box, coef.reshape(1, 5, 4), rhs, 1)
+                     + 1e-6)
