@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine import adjoint_precision
 from bounds.engine import patches_step as windows
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
@@ -152,17 +153,17 @@ def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Re
     return Relaxation(*(torch.cat([p[i] for p in parts], dim=1) for i in range(4)))
 
 
-def _vjp_chunk(inter: Intermediates, node: Node, rule, rows: torch.Tensor) -> list:
+def _vjp_chunk(inter: Intermediates, node: Node, rule, rows: torch.Tensor,
+               work: torch.dtype | None = None) -> list:
     """Input coefficients ``[R, *in_shape]`` (None: unused input) of an affine node for
     output coefficients ``rows`` ``[R, *node.shape]``: the vector-Jacobian product, by the
     rule's ``backward`` where it has one (the exact adjoint: Conv's transposed convolution,
-    no forward recomputation), else by autograd through ``forward``."""
+    no forward recomputation), else by autograd through ``forward``. ``work``: the dtype of
+    the rule's adjoint (``adjoint_precision``; the result is in the rows' dtype)."""
     if rule.backward is not None:
-        args = node_args(node, inter.bounds, inter.device, inter.dtype)
-        coefs, _ = rule.backward(node, rows.unsqueeze(0), args)
+        coefs, _ = _rule_adjoint(inter, node, rule, rows.unsqueeze(0), work)
         if coefs is not None:  # an affine map's adjoint: the offset is A . f(0), see _vjp
-            dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
-            return [None if c is None else c[0] for c in dyn]
+            return [None if c is None else c[0] for c in coefs]
     primals, full = [], []
     for pos, name in enumerate(node.inputs):
         if name is None:
@@ -181,6 +182,22 @@ def _vjp_chunk(inter: Intermediates, node: Node, rule, rows: torch.Tensor) -> li
                                         create_graph=rows.requires_grad, allow_unused=True))
 
 
+def _rule_adjoint(inter: Intermediates, node: Node, rule, coef: torch.Tensor,
+                  work: torch.dtype | None):
+    """The rule's backward step of ``coef`` ([B, S, *shape]) with its arithmetic in ``work``
+    (None: the pass's dtype): (input coefficients per dynamic input in ``coef``'s dtype, or
+    None where the rule declines; the rule's offset, in ``work``)."""
+    dtype = inter.dtype if work is None else work
+    args = node_args(node, inter.bounds, inter.device, dtype)
+    coefs, offset = rule.backward(node, coef if work is None else coef.to(work), args)
+    if coefs is None:
+        return None, None
+    dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
+    if work is not None:
+        dyn = [None if c is None else c.to(coef.dtype) for c in dyn]
+    return dyn, offset
+
+
 def rates(cache: PassCache) -> dict:
     """Measured seconds per unit of work: the deadline block's when there is one (passes of
     the same block learn from each other), else the cache's."""
@@ -188,7 +205,8 @@ def rates(cache: PassCache) -> dict:
     return cache.rates if shared is None else shared
 
 
-def _vjp_rows(p: _Pass, node: Node, rule, flat: torch.Tensor) -> list:
+def _vjp_rows(p: _Pass, node: Node, rule, flat: torch.Tensor,
+              work: torch.dtype | None = None) -> list:
     """``_vjp_chunk`` over all rows of ``flat``, in chunks of about NODE_TIME_GRANULE_S each
     at the rate measured on this node, with a deadline check between chunks (one wide Conv,
     ConvTranspose or Resize step on thousands of rows took seconds)."""
@@ -203,7 +221,7 @@ def _vjp_rows(p: _Pass, node: Node, rule, flat: torch.Tensor) -> list:
         if first:
             check_deadline()
         began = time.monotonic()
-        parts.append(_vjp_chunk(p.inter, node, rule, flat[first:first + size]))
+        parts.append(_vjp_chunk(p.inter, node, rule, flat[first:first + size], work))
         measured[key] = (time.monotonic() - began) / min(size, n - first)
         first += size
     if len(parts) == 1:
@@ -226,17 +244,17 @@ def _one_step(p: _Pass, node: Node, coef: torch.Tensor) -> bool:
     return rows * rate <= NODE_TIME_GRANULE_S
 
 
-def _timed_rule_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
+def _timed_rule_step(p: _Pass, node: Node, rule, coef: torch.Tensor,
+                     work: torch.dtype | None = None):
     """The rule's backward step on all rows at once, its seconds per row measured (None:
-    the rule declines)."""
-    args = node_args(node, p.inter.bounds, p.inter.device, p.inter.dtype)
+    the rule declines). With a ``work`` dtype the offset is A . f(0) in the pass's dtype."""
     began = time.monotonic()
-    coefs, offset = rule.backward(node, coef, args)
+    coefs, offset = _rule_adjoint(p.inter, node, rule, coef, work)
     if coefs is None:
         return None
     rows = coef.shape[0] * coef.shape[1]
     rates(p.cache)[("vjp_row", node.name, node.op)] = (time.monotonic() - began) / max(1, rows)
-    return [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None], offset
+    return coefs, (offset if work is None else _zero_offset(p, node, rule, coef))
 
 
 def _zero_output(p: _Pass, node: Node, rule) -> torch.Tensor:
@@ -254,17 +272,21 @@ def _zero_output(p: _Pass, node: Node, rule) -> torch.Tensor:
     return zero
 
 
-def _vjp(p: _Pass, node: Node, rule, coef: torch.Tensor):
+def _zero_offset(p: _Pass, node: Node, rule, coef: torch.Tensor) -> torch.Tensor | None:
+    """A . f(0) of an affine node (None: f(0) = 0)."""
+    zero = _zero_output(p, node, rule)
+    return None if not torch.any(zero != 0) else _sum_spec(coef * zero)
+
+
+def _vjp(p: _Pass, node: Node, rule, coef: torch.Tensor, work: torch.dtype | None = None):
     """Backward step of an affine node: A -> A J, offset A . f(0)."""
     b, s = coef.shape[:2]
-    grads = _vjp_rows(p, node, rule, coef.reshape(b * s, *node.shape))
+    grads = _vjp_rows(p, node, rule, coef.reshape(b * s, *node.shape), work)
     result = []
     for name, g in zip(node.dynamic_inputs, grads, strict=True):
         shape = p.inter.graph.shape_of(name)
         result.append(None if g is None else g.reshape(b, s, *shape))
-    zero = _zero_output(p, node, rule)
-    offset = None if not torch.any(zero != 0) else _sum_spec(coef * zero)
-    return result, offset
+    return result, _zero_offset(p, node, rule, coef)
 
 
 def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
@@ -283,18 +305,19 @@ def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
     return [torch.addcmul(coef * low, neg, gap)], offset
 
 
-def _backward_node(p: _Pass, node: Node, coef: torch.Tensor):
-    """Returns (list of coef per dynamic input, offset [B,S] or None)."""
+def _backward_node(p: _Pass, node: Node, coef: torch.Tensor, work: torch.dtype | None = None):
+    """Returns (list of coef per dynamic input, offset [B,S] or None). ``work``: the dtype
+    of an affine node's adjoint (``adjoint_precision``; None: the pass's)."""
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         return _relaxed_step(p, node, rule, coef)
     if node_is_affine(node, rule):
         if rule.backward is not None and _one_step(p, node, coef):
-            out = _timed_rule_step(p, node, rule, coef)
+            out = _timed_rule_step(p, node, rule, coef, work)
             if out is not None:
                 return out
         # the rule's adjoint (or autograd) in row chunks with deadline checks between them
-        return _vjp(p, node, rule, coef)
+        return _vjp(p, node, rule, coef, work)
     if rule.backward is not None:
         args = node_args(node, p.inter.bounds, p.inter.device, p.inter.dtype)
         alpha = p.alphas.get(node.name)
@@ -378,30 +401,86 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     """One node of the pass: its rounding allowance and offset added to ``total`` (returned),
     its input coefficients added to ``pending``. ``a``: dense or window coefficients."""
     delta = p.inter.deltas.get(node.name)
+    centred = None if node.name in concretize_at else _float32_adjoint(p, node, a, delta)
     if delta is not None:
-        total = total - (a.with_values(a.values.abs()).dot(delta) if isinstance(a, Patches)
-                         else _dot(a.abs(), delta))
+        allowance = delta if centred is None else centred.allowance
+        total = total - (a.with_values(a.values.abs()).dot(allowance) if isinstance(a, Patches)
+                         else _dot(a.abs(), allowance))
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
         return total + (fn or windows.concretize)(a, p.inter.bounds[node.name])
+    work = None if centred is None else torch.float32
     coefs, offset = None, None
     if isinstance(a, Patches):
         step = windows.window_step(p.inter, node, a, lambda n, r: _relaxation(p, n, r),
-                                   p.use_alpha)
+                                   p.use_alpha, work)
         if step is None:
             a = a.to_dense()
         else:
             coefs, offset = step
     if coefs is None:
-        coefs, offset = _backward_node(p, node, a)
+        coefs, offset = _backward_node(p, node, a, work)
     if coefs is None:
         return total + windows.concretize(a, p.inter.bounds[node.name])
+    if centred is not None:  # A.y = A.f(c) + A W (x - c): the adjoint's error acts on x - c
+        offset = (_coef_dot(a, centred.output) - _coef_dot(coefs[0], centred.centre)
+                  - centred.underflow)
     if offset is not None:
         total = total + offset
     for name, c in zip(node.dynamic_inputs, coefs, strict=True):
         if c is not None:
             windows.accumulate(pending, name, c)
     return total
+
+
+def _coef_dot(a, values: torch.Tensor) -> torch.Tensor:
+    """sum over positions of dense or window coefficients times ``values`` [B, *shape]."""
+    return a.dot(values) if isinstance(a, Patches) else _dot(a, values)
+
+
+@dataclass(frozen=True)
+class _Centred:
+    """What a float32 adjoint of a weighted node y = W x + b needs (``adjoint_precision``),
+    from the bounds of its input x ([B, *shape] each): the centre c of x's interval, f(c) =
+    W c + b, the allowance (the node's rounding allowance plus gamma(k + 3) |W| r, r the
+    interval's radius) and the underflow term ([B, 1])."""
+
+    centre: torch.Tensor
+    output: torch.Tensor
+    allowance: torch.Tensor
+    underflow: torch.Tensor
+
+
+def _float32_adjoint(p: _Pass, node: Node, a, delta) -> _Centred | None:
+    """The parts of ``node``'s float32 adjoint of ``a`` (memoised for these bounds), or None
+    where its adjoint keeps the pass's dtype: ``adjoint_precision.uses_float32``, with the
+    coefficients inside float32's range and the input's interval finite."""
+    values = a.values if isinstance(a, Patches) else a
+    if not adjoint_precision.uses_float32(node, values, delta):
+        return None
+    if not bool(values.abs().max() <= adjoint_precision.LARGEST_COEF):
+        return None
+    memo = p.cache.relaxations(p.inter.bounds)
+    key = ("float32 adjoint", node.name)  # (the memo's other keys are node names)
+    if key not in memo:
+        memo[key] = _centred(p, node, delta)
+    return memo[key]
+
+
+def _centred(p: _Pass, node: Node, delta: torch.Tensor) -> _Centred | None:
+    inter = p.inter
+    x = inter.bounds[node.dynamic_inputs[0]]
+    if not (bool(torch.isfinite(x.lower).all()) and bool(torch.isfinite(x.upper).all())):
+        return None
+    rule = rules().get(node.op, node.name)
+    args = node_args(node, inter.bounds, inter.device, inter.dtype)
+    centre, radius = (x.lower + x.upper) / 2, (x.upper - x.lower) / 2
+    with torch.no_grad():
+        output = rule.forward(node, [centre, *args[1:]])
+        spread = rule.forward(node, [radius, args[1].abs()])
+    allowance = delta + adjoint_precision.adjoint_gamma(node) * spread
+    underflow = adjoint_precision.underflow_error(node) * radius.flatten(1).sum(1, keepdim=True)
+    return _Centred(centre, output, allowance, underflow)
 
 
 def _no_coef_left(pending: dict) -> None:

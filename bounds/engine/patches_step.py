@@ -91,15 +91,23 @@ def _relaxed(a: Patches, rel, use_alpha: bool) -> Step:
     return [a.with_values(torch.addcmul(v * low, neg, gap))], offset
 
 
-def _conv(inter: Intermediates, node: Node, a: Patches) -> Step | None:
+def _conv(inter: Intermediates, node: Node, a: Patches, work: torch.dtype | None = None
+          ) -> Step | None:
+    """The Conv's window step; with a ``work`` dtype its transposed convolution runs in it
+    and the offset is left to the caller (crown's float32 adjoints)."""
     if node.inputs[1] is not None or len(node.dynamic_inputs) != 1:
         return None
-    w = as_tensor(node.consts[1], inter.device, inter.dtype)
+    dtype = inter.dtype if work is None else work
+    w = as_tensor(node.consts[1], inter.device, dtype)
     if w.dim() - 2 != a.spatial:
         return None
     bias = node.consts.get(2)
-    bias = None if bias is None else as_tensor(bias, inter.device, inter.dtype)
-    q, offset = patches.conv_step(a, w, node.attrs, inter.graph.shape_of(node.inputs[0]), bias)
+    bias = None if bias is None or work is not None else as_tensor(bias, inter.device, dtype)
+    source = a if work is None else a.with_values(a.values.to(work))
+    q, offset = patches.conv_step(source, w, node.attrs, inter.graph.shape_of(node.inputs[0]),
+                                  bias)
+    if work is not None:
+        q = q.with_values(q.values.to(a.values.dtype))
     return [_keep_small(q)], offset
 
 
@@ -137,12 +145,15 @@ _STEPS: dict[str, Callable] = {"Conv": _conv, "AveragePool": _avg_pool, "Add": _
 
 
 def window_step(inter: Intermediates, node: Node, a: Patches, relaxation: Callable,
-                use_alpha: bool) -> Step | None:
+                use_alpha: bool, work: torch.dtype | None = None) -> Step | None:
     """(coefficients per dynamic input, offset [B, S] or None) of ``node``'s backward step on
-    windows; None: no window step here (the caller makes ``a`` dense and takes its own)."""
+    windows; None: no window step here (the caller makes ``a`` dense and takes its own).
+    ``work``: the dtype of a Conv's adjoint (``adjoint_precision``; None: the pass's)."""
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         rel = relaxation(node, rule)
         return None if rel is None else _relaxed(a, rel, use_alpha)
+    if node.op == "Conv":
+        return _conv(inter, node, a, work)
     step = _STEPS.get(node.op)
     return None if step is None else step(inter, node, a)

@@ -218,9 +218,20 @@ def _cnn_problem():
     return graph, box, torch.eye(3, dtype=F64).unsqueeze(0), torch.zeros((1, 3), dtype=F64)
 
 
+def _float64_adjoints(monkeypatch) -> None:
+    """Adjoints in float64 only: float32 ones round differently per chunk size
+    (tests/bounds/test_adjoint_precision.py checks those against their allowance)."""
+    import bounds.engine.adjoint_precision as adjoint_precision
+
+    monkeypatch.setattr(adjoint_precision, "ENABLED", False)
+
+
 def _one_row_chunks(monkeypatch):
-    """Every affine VJP in chunks of one row (time granule ~0): the most chunks possible."""
+    """Every affine VJP in chunks of one row (time granule ~0): the most chunks possible.
+    The whole pass to compare with must run with ``_float64_adjoints`` too."""
     import bounds.engine.crown as crown
+
+    _float64_adjoints(monkeypatch)
 
     monkeypatch.setattr(crown, "NODE_TIME_GRANULE_S", 1e-15)
     monkeypatch.setattr(crown, "VJP_PROBE_ELEMENTS", 1)
@@ -238,6 +249,7 @@ def _one_row_chunks(monkeypatch):
 def test_chunked_vjp_gives_the_same_bounds(monkeypatch):
     graph, box, coef, rhs = _cnn_problem()
     options = BoundOptions(method="crown", intermediate="crown")
+    _float64_adjoints(monkeypatch)
     whole = bound_spec(graph, box, coef, rhs, options).lower
     calls = _one_row_chunks(monkeypatch)
     with engine_deadline(time.monotonic() + 600):
@@ -344,6 +356,7 @@ def test_chunked_vjp_through_convtranspose_and_resize(tmp_path, monkeypatch):
     coef = torch.cat([torch.eye(n_out, dtype=F64), -torch.eye(n_out, dtype=F64)]).unsqueeze(0)
     rhs = torch.zeros((1, 2 * n_out), dtype=F64)
     options = BoundOptions(method="crown", intermediate="crown")
+    _float64_adjoints(monkeypatch)
     whole = bound_spec(graph, box, coef, rhs, options).lower
     calls = _one_row_chunks(monkeypatch)
     with engine_deadline(time.monotonic() + 600):

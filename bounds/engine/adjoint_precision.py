@@ -1,0 +1,122 @@
+"""Float32 adjoints of weighted nodes inside float64 backward passes, with their error bound.
+
+The dominant cost of CROWN on convolutional nets is the adjoint of each Conv (a transposed
+convolution of the coefficients), and torch's float64 convolutions on CPU are an order of
+magnitude slower than its float32 ones (a 3x3, 32-channel, 16x16 conv_transpose2d on 100 rows:
+59 vs 4.9 ms, one thread). So the pass, which keeps its coefficients, relaxations and offsets in
+float64, may take the adjoint of a Conv, ConvTranspose or Linear node in float32:
+
+    A_in = fl32(fl32(A_out) W32),   W32 = fl32(W) (exact for a float32 model's weights).
+
+Error bound (u = 2**-24; Higham, Thm 3.1 and Lemma 3.3): every entry of the adjoint is a sum of
+at most k products (k: the output elements one input element feeds, ``adjoint_length``), in
+whatever order the kernel sums them, so
+
+    |A_out W - A_in| <= u |A_out||W| + u(1+u)|A_out||W| + gamma(k)(1+u)^2 |A_out||W|
+                     <= gamma(k + 3) |A_out| |W|.
+
+With x the node's input in its interval [c - r, c + r], the pass writes
+A_out . (W x + b) = A_out . f(c) + A_out W (x - c) and replaces A_out W by A_in:
+
+    A_out . y >= A_out . f(c) - A_in . c + A_in . x - gamma(k + 3) |A_out| (|W| r),
+
+with f(c) = W c + b and |W| r evaluated in float64 once per bounds. Centring matters: the
+error acts on the radius, not on the magnitude of x (an input box of eps = 0.004 around pixels
+near 1, a ReLU output in [0, u]). The node's own float32 rounding allowance (``rounding.py``,
+class DOT) is subtracted as before, so the pass subtracts |A_out| . (delta + gamma(k + 3) |W| r)
+(``adjoint_gamma``).
+
+Underflow (values below 2**-126 may be flushed to zero) adds an absolute error. With
+|A_out|, |W| <= LARGEST_COEF (checked before the float32 step), each of the k products and
+sums, and the casts, contribute at most 2**-126 (|a| + |w| + 1) (1+u)^2, amplified by at most
+(1 + gamma(k)) <= 2 along the sum: at most k 2**-122 (2**41 + 1) <= k 2**-80 per entry of A_in,
+so the bound loses at most k 2**-80 sum(r) more (``underflow_error``). The same limit keeps
+every float32 sum below k 2**80, far from overflow.
+
+The bound holds for an ordinary (direct or im2col/col2im) float32 evaluation. It would not for
+reduced-precision "float32" math (TF32 on CUDA, bf16 fast-math on CPU): ``full_float32``
+allows the float32 adjoint only where torch is set to full float32 precision.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import numpy as np
+import torch
+
+from bounds.engine.rounding import gamma
+from bounds.graph import Node
+
+# The ops whose rule's backward takes the adjoint of a constant weight.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Linear"})
+# Adjoints with fewer coefficient elements stay in float64: casts then cost about what the
+# narrower arithmetic saves (ERAN's 200-wide Linear on 400 rows: 0.73 vs 0.34 ms per product).
+MIN_ELEMENTS = 1 << 15
+# Coefficients and weights of larger magnitude keep the adjoint in float64 (overflow, and the
+# underflow term's premise).
+LARGEST_COEF = 2.0**40
+# A switch for ablation runs and for tests that compare both paths.
+ENABLED = True
+
+
+def full_float32(device: torch.device) -> bool:
+    """Whether torch evaluates float32 products at full float32 precision on ``device``."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    return False
+
+
+def adjoint_length(node: Node) -> int:
+    """Most products summed in one entry of the node's adjoint A -> A W (``node`` weighted)."""
+    w = node.consts[1]
+    if node.op == "Linear":
+        return int(w.shape[0])
+    groups = int(node.attrs.get("group", 1))
+    kernel = math.prod(int(s) for s in w.shape[2:])
+    if node.op == "Conv":  # weight [Cout, Cin/g, *k]: an input feeds Cout/g channels
+        return int(w.shape[0]) // groups * kernel
+    return int(w.shape[1]) * kernel  # ConvTranspose, weight [Cin, Cout/g, *k]
+
+
+def uses_float32(node: Node, coef: torch.Tensor, delta: torch.Tensor | None) -> bool:
+    """Whether the pass takes ``node``'s adjoint of ``coef`` (float64, dense) in float32: a
+    weighted node with constant weights, a finite rounding allowance to widen, and enough
+    coefficients for the narrower arithmetic to pay."""
+    if not (ENABLED and node.op in WEIGHTED_OPS and coef.dtype == torch.float64
+            and len(node.dynamic_inputs) == 1 and 1 in node.consts
+            and delta is not None and coef.numel() >= MIN_ELEMENTS
+            and full_float32(coef.device)):
+        return False
+    return _largest_weight(node.consts[1]) <= LARGEST_COEF
+
+
+# id(weights) -> (weak reference to them, their largest magnitude): read on every step
+_LARGEST: dict[int, tuple[weakref.ref, float]] = {}
+
+
+def _largest_weight(w: np.ndarray) -> float:
+    entry = _LARGEST.get(id(w))
+    if entry is not None and entry[0]() is w:
+        return entry[1]
+    largest = float(np.abs(w).max(initial=0.0))
+    try:
+        _LARGEST[id(w)] = (weakref.ref(w, lambda r, key=id(w): _LARGEST.pop(key, None)), largest)
+    except TypeError:  # not weakly referable: recomputed each time
+        pass
+    return largest
+
+
+def underflow_error(node: Node) -> float:
+    """Absolute error per entry of a float32 adjoint from underflow, per unit of |x|."""
+    return adjoint_length(node) * 2.0**-80
+
+
+def adjoint_gamma(node: Node) -> float:
+    """The relative error bound of the node's float32 adjoint: gamma(k + 3) (module docstring)."""
+    return gamma(adjoint_length(node) + 3)

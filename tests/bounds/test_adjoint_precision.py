@@ -1,0 +1,177 @@
+"""Float32 adjoints of Conv, ConvTranspose and Linear inside float64 passes
+(bounds/engine/adjoint_precision.py): the float32 adjoint stays within its error bound
+gamma(k + 3) |A| |W|, k bounds the terms of each entry, and passes that take float32 adjoints
+(dense and window coefficients, alpha-CROWN, several domains) enclose sampled points and never
+claim more than the float64 pass, even with adjoint errors at the full size of the bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bounds.engine.adjoint_precision as adjoint_precision
+import bounds.engine.crown as crown
+from bounds.engine import patches
+from bounds.engine.intermediate import compute_intermediate
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.graph import Node
+from bounds.registry import rules
+from bounds.types import Interval
+from tests.bounds.test_conv_patches import CONVS, NETS, _box, _conv_node, _forward_all
+
+F64 = torch.float64
+
+
+def _conv_t_node(seed=0):
+    """ConvTranspose 3 -> 4 channels, strides (2, 1), dilations (1, 2), asymmetric pads,
+    output padding."""
+    rng = np.random.default_rng(seed)
+    attrs = {"strides": (2, 1), "dilations": (1, 2), "pads": (1, 0, 0, 1), "group": 1,
+             "output_padding": (1, 0)}
+    w = rng.standard_normal((3, 4, 3, 2))
+    # out = (in - 1) * stride - pads + dilation * (k - 1) + output_padding + 1
+    out = ((5 - 1) * 2 - 1 + 2 + 1 + 1, (6 - 1) * 1 - 1 + 2 * 1 + 0 + 1)
+    node = Node("convt", "ConvTranspose", ("x", None, None), (1, 4, *out), attrs,
+                {1: w, 2: rng.standard_normal(4)})
+    return node, (1, 3, 5, 6)
+
+
+def _linear_node(seed=0):
+    rng = np.random.default_rng(seed)
+    node = Node("lin", "Linear", ("x", None, None), (1, 37), {},
+                {1: rng.standard_normal((37, 23)).astype(np.float32),
+                 2: rng.standard_normal(37).astype(np.float32)})
+    return node, (1, 23)
+
+
+NODES = [lambda: _conv_node(case) for case in CONVS] + [_conv_t_node, _linear_node]
+
+
+def _adjoint(node, in_shape, coef, weight_abs=False, dtype=F64):
+    w = torch.as_tensor(node.consts[1]).to(dtype)
+    x = torch.zeros((coef.shape[0], *in_shape), dtype=dtype)
+    coefs, _ = rules().get(node.op).backward(
+        node, coef.to(dtype), [Interval(x, x), w.abs() if weight_abs else w])
+    return coefs[0].to(F64)
+
+
+@pytest.mark.parametrize("make", NODES)
+def test_float32_adjoint_is_within_its_error_bound(make):
+    """Coefficients spread over six orders of magnitude with random signs (cancellation)."""
+    node, in_shape = make()
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 6, *node.shape)
+    coef = torch.randn(shape, generator=g, dtype=F64) * 10 ** (6 * torch.rand(shape,
+                                                                           generator=g))
+    exact = _adjoint(node, in_shape, coef)
+    low = _adjoint(node, in_shape, coef, dtype=torch.float32)
+    bound = adjoint_precision.adjoint_gamma(node) * _adjoint(node, in_shape, coef.abs(), True)
+    assert bool(((exact - low).abs() <= bound).all())
+    assert bool(((exact - low).abs() > 0).any())  # float32 really rounded here
+
+
+@pytest.mark.parametrize("make", NODES)
+def test_adjoint_length_counts_the_terms_of_every_entry(make):
+    """An all-ones adjoint of all-ones weights counts each entry's products (k is their
+    maximum or more, and not loose by more than a stride's worth)."""
+    node, in_shape = make()
+    ones = Node(node.name, node.op, node.inputs, node.shape, node.attrs,
+                {**node.consts, 1: np.ones_like(node.consts[1])})
+    counts = _adjoint(ones, in_shape, torch.ones((1, 1, *node.shape), dtype=F64))
+    k = adjoint_precision.adjoint_length(node)
+    assert counts.max() <= k
+    assert counts.max() * 8 >= k
+
+
+def test_reduced_precision_float32_is_refused():
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert adjoint_precision.full_float32(torch.device("cpu"))
+        torch.set_float32_matmul_precision("high")  # TF32/bf16 products allowed
+        assert not adjoint_precision.full_float32(torch.device("cpu"))
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.fixture
+def float32_everywhere(monkeypatch):
+    """Float32 adjoints for passes of any size (the nets here are small), counted."""
+    monkeypatch.setattr(adjoint_precision, "MIN_ELEMENTS", 0)
+    taken = {"n": 0}
+    real = crown._float32_adjoint
+
+    def counted(*args):
+        centred = real(*args)
+        taken["n"] += centred is not None
+        return centred
+
+    monkeypatch.setattr(crown, "_float32_adjoint", counted)
+    return taken
+
+
+def _spec(graph, batch):
+    n = int(np.prod(graph.outputs[0].shape))
+    coef = torch.cat([torch.eye(n, dtype=F64), -torch.eye(n, dtype=F64)])
+    return coef.unsqueeze(0).expand(batch, -1, -1), torch.zeros((batch, 2 * n), dtype=F64)
+
+
+def _bounds(graph, box, method):
+    coef, rhs = _spec(graph, box.lower.shape[0])
+    return bound_spec(graph, box, coef, rhs, BoundOptions(method=method,
+                                                          intermediate="crown")).lower
+
+
+@pytest.mark.parametrize("windows", [False, True])
+@pytest.mark.parametrize("method", ["crown", "alpha"])
+@pytest.mark.parametrize("net", NETS)
+def test_float32_adjoint_passes_enclose_points_and_claim_no_more(net, method, windows,
+                                                                 float32_everywhere,
+                                                                 monkeypatch):
+    if windows:
+        monkeypatch.setattr(patches, "DENSE_SHARE", 100.0)
+    graph = net()
+    box = _box(graph, seed=5)
+    low = _bounds(graph, box, method)
+    assert float32_everywhere["n"] > 0
+    monkeypatch.setattr(adjoint_precision, "ENABLED", False)
+    high = _bounds(graph, box, method)
+    # alpha's optimiser may stop at another point; CROWN's planes are the same
+    slack = 1e-9 if method == "crown" else 1e-3
+    assert bool((low <= high + slack * (1 + high.abs())).all())
+    assert bool((low >= high - 1e-3 * (1 + high.abs())).all())  # and not loose
+    out = graph.outputs[0].name
+    for _ in range(20):
+        x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
+        y = _forward_all(graph, x)[out].flatten(1)
+        assert bool((torch.cat([y, -y], 1) >= low - 1e-9).all())
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_adjoint_errors_at_the_bound_claim_no_more(net, float32_everywhere, monkeypatch):
+    """Float32 adjoints pushed by the full error bound, each sign at random: the pass still
+    never claims more than the float64 pass (the allowance covers any error within it)."""
+    graph = net()
+    box = _box(graph, seed=7)
+    inter = compute_intermediate(graph, box, method="crown")
+    real = crown._rule_adjoint
+    g = torch.Generator().manual_seed(1)
+
+    def pushed(inter_, node, rule, coef, work):
+        coefs, offset = real(inter_, node, rule, coef, work)
+        if work is torch.float32:
+            w = torch.as_tensor(node.consts[1], dtype=F64).abs()
+            x = torch.zeros((coef.shape[0], *inter_.graph.shape_of(node.dynamic_inputs[0])),
+                            dtype=F64)
+            size = rule.backward(node, coef.abs(), [Interval(x, x), w])[0][0]
+            sign = torch.randint(0, 2, size.shape, generator=g).to(F64) * 2 - 1
+            coefs = [coefs[0] + sign * adjoint_precision.adjoint_gamma(node) * size]
+        return coefs, offset
+
+    monkeypatch.setattr(crown, "_rule_adjoint", pushed)
+    coef, _ = _spec(graph, box.lower.shape[0])
+    coef = coef.reshape(*coef.shape[:2], *graph.outputs[0].shape)
+    low = crown.backward_bound(inter, graph.outputs[0].name, coef).lower
+    monkeypatch.setattr(adjoint_precision, "ENABLED", False)
+    plain = crown.backward_bound(inter, graph.outputs[0].name, coef).lower
+    assert bool((low <= plain + 1e-9 * (1 + plain.abs())).all())
