@@ -41,6 +41,7 @@ allows the float32 adjoint only where torch is set to full float32 precision.
 from __future__ import annotations
 
 import math
+import os
 import weakref
 
 import numpy as np
@@ -57,8 +58,8 @@ MIN_ELEMENTS = 1 << 15
 # Coefficients and weights of larger magnitude keep the adjoint in float64 (overflow, and the
 # underflow term's premise).
 LARGEST_COEF = 2.0**40
-# A switch for ablation runs and for tests that compare both paths.
-ENABLED = True
+# A switch for ablation runs (NNCERT_FLOAT32_ADJOINTS=0) and for tests that compare both paths.
+ENABLED = os.environ.get("NNCERT_FLOAT32_ADJOINTS", "1") != "0"
 
 
 def full_float32(device: torch.device) -> bool:

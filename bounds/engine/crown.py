@@ -247,14 +247,14 @@ def _one_step(p: _Pass, node: Node, coef: torch.Tensor) -> bool:
 def _timed_rule_step(p: _Pass, node: Node, rule, coef: torch.Tensor,
                      work: torch.dtype | None = None):
     """The rule's backward step on all rows at once, its seconds per row measured (None:
-    the rule declines). With a ``work`` dtype the offset is A . f(0) in the pass's dtype."""
+    the rule declines). With a ``work`` dtype the offset is None: the caller's (_step)."""
     began = time.monotonic()
     coefs, offset = _rule_adjoint(p.inter, node, rule, coef, work)
     if coefs is None:
         return None
     rows = coef.shape[0] * coef.shape[1]
     rates(p.cache)[("vjp_row", node.name, node.op)] = (time.monotonic() - began) / max(1, rows)
-    return coefs, (offset if work is None else _zero_offset(p, node, rule, coef))
+    return coefs, (offset if work is None else None)
 
 
 def _zero_output(p: _Pass, node: Node, rule) -> torch.Tensor:
@@ -279,14 +279,15 @@ def _zero_offset(p: _Pass, node: Node, rule, coef: torch.Tensor) -> torch.Tensor
 
 
 def _vjp(p: _Pass, node: Node, rule, coef: torch.Tensor, work: torch.dtype | None = None):
-    """Backward step of an affine node: A -> A J, offset A . f(0)."""
+    """Backward step of an affine node: A -> A J, offset A . f(0) (None with a ``work``
+    dtype: the caller's, _step)."""
     b, s = coef.shape[:2]
     grads = _vjp_rows(p, node, rule, coef.reshape(b * s, *node.shape), work)
     result = []
     for name, g in zip(node.dynamic_inputs, grads, strict=True):
         shape = p.inter.graph.shape_of(name)
         result.append(None if g is None else g.reshape(b, s, *shape))
-    return result, _zero_offset(p, node, rule, coef)
+    return result, (_zero_offset(p, node, rule, coef) if work is None else None)
 
 
 def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
@@ -419,7 +420,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
         else:
             coefs, offset = step
     if coefs is None:
-        coefs, offset = _backward_node(p, node, a, work)
+        coefs, offset = _backward_node(p, node, a, work)  # (work: offset None)
     if coefs is None:
         return total + windows.concretize(a, p.inter.bounds[node.name])
     if centred is not None:  # A.y = A.f(c) + A W (x - c): the adjoint's error acts on x - c
