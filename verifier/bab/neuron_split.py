@@ -87,9 +87,13 @@ class NeuronSplitOptions(BabConfig):
     memory_bytes: int = 2 << 30  # the queue's tensors
     fsb_candidates: int = 3
     # Children's intermediate bounds: "reuse" the parent's (split applied), "downstream":
-    # CROWN again for the Relu layers after the newly split one (upstream bounds cannot
-    # change: CROWN there does not see the split), "recompute": CROWN for every layer.
-    intermediate: Literal["reuse", "downstream", "recompute"] = "downstream"
+    # CROWN again for the split layers after the newly split one (upstream bounds cannot
+    # change: CROWN there does not see the split), "recompute": CROWN for every layer;
+    # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost
+    # more than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py:
+    # oval21 base img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046,
+    # mnistfc 256x4 prop_0 -0.200 -> -0.179, at 1.3-1.6x the domains per second).
+    intermediate: Literal["auto", "reuse", "downstream", "recompute"] = "auto"
     # alpha-CROWN iterations per intermediate value at the root (tighter bounds to start from).
     root_alpha_iterations: int = 20
     beta: BetaOptions = BetaOptions()
@@ -466,6 +470,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  self.options.batch, self.carry)
         mode = self.options.intermediate
+        if mode == "auto":
+            mode = "reuse" if self.sign_only else "downstream"
         if mode != "downstream":
             return kids, mode == "reuse"
         return kids, first.repeat(len(kids) // len(batch))
