@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from bounds.engine.rounding import gamma
+from bounds.float32_upper import full_float32
 from bounds.graph import Node
 
 # The ops whose rule's backward takes the adjoint of a constant weight.
@@ -58,19 +59,9 @@ MIN_ELEMENTS = 1 << 15
 # Coefficients and weights of larger magnitude keep the adjoint in float64 (overflow, and the
 # underflow term's premise).
 LARGEST_COEF = 2.0**40
-# A switch for ablation runs (NNCERT_FLOAT32_ADJOINTS=0) and for tests that compare both paths.
-ENABLED = os.environ.get("NNCERT_FLOAT32_ADJOINTS", "1") != "0"
-
-
-def full_float32(device: torch.device) -> bool:
-    """Whether torch evaluates float32 products at full float32 precision on ``device``."""
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    if device.type == "cpu":
-        return True
-    if device.type == "cuda":
-        return not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
-    return False
+# A switch for ablation runs (NNCERT_FLOAT32_PRODUCTS=0, see float32_upper) and for tests that
+# compare both paths.
+ENABLED = os.environ.get("NNCERT_FLOAT32_PRODUCTS", "1") != "0"
 
 
 def adjoint_length(node: Node) -> int:
@@ -83,6 +74,15 @@ def adjoint_length(node: Node) -> int:
     if node.op == "Conv":  # weight [Cout, Cin/g, *k]: an input feeds Cout/g channels
         return int(w.shape[0]) // groups * kernel
     return int(w.shape[1]) * kernel  # ConvTranspose, weight [Cin, Cout/g, *k]
+
+
+def forward_length(node: Node) -> int:
+    """Most products one output of the weighted ``node`` sums (its forward map)."""
+    w = node.consts[1]
+    if node.op == "Linear":
+        return int(w.shape[1])
+    kernel = math.prod(int(s) for s in w.shape[2:])
+    return int(w.shape[1] if node.op == "Conv" else w.shape[0]) * kernel
 
 
 def uses_float32(node: Node, coef: torch.Tensor, delta: torch.Tensor | None) -> bool:

@@ -32,6 +32,7 @@ from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
 from bounds.engine.patches import Patches
 from bounds.engine.results import BackwardResult, ColumnAlpha, Intermediates, PassCache
+from bounds.float32_upper import nonneg_sum_upper
 from bounds.graph import Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -478,7 +479,9 @@ def _centred(p: _Pass, node: Node, delta: torch.Tensor) -> _Centred | None:
     centre, radius = (x.lower + x.upper) / 2, (x.upper - x.lower) / 2
     with torch.no_grad():
         output = rule.forward(node, [centre, *args[1:]])
-        spread = rule.forward(node, [radius, args[1].abs()])
+        spread = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)),
+                                  [radius, args[1].abs()], adjoint_precision.forward_length(node),
+                                  output.numel())
     allowance = delta + adjoint_precision.adjoint_gamma(node) * spread
     underflow = adjoint_precision.underflow_error(node) * radius.flatten(1).sum(1, keepdim=True)
     return _Centred(centre, output, allowance, underflow)

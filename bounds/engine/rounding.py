@@ -32,8 +32,13 @@ import math
 
 import torch
 
+from bounds.float32_upper import nonneg_sum_upper
 from bounds.registry import Rounding, rules
 from bounds.types import Interval
+
+# Ops whose allowance scale, |W| |x| + |b|, an upper bound in float32 computes
+# (``float32_upper``): the weighted ones.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Linear"})
 
 U32 = 2.0**-24
 # Each rule declares its class (``OpRule.rounding``); the model of each class is below.
@@ -99,8 +104,13 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
     if kind is Rounding.DOT:
         abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
         # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
-        scale = rule.forward(node, abs_args)
-        return gamma(reduction_length(node, in_shape) + 1) * scale
+        n = reduction_length(node, in_shape)
+        if node.op in WEIGHTED_OPS:  # an upper bound is all it takes: float32 may compute it
+            scale = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)), abs_args,
+                                     n + 1, out.lower.numel())
+        else:
+            scale = rule.forward(node, abs_args)
+        return gamma(n + 1) * scale
     delta = generic_error(_magnitude(out))
     if kind is Rounding.GENERIC_INPUT:  # e.g. x * Phi(x): float32 error grows like eps32 |x|
         delta = delta + GENERIC_REL * _magnitude(args[0])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bounds.float32_upper import nonneg_sum_upper
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.rules.bilinear import PRODUCT_ALPHA, PRODUCT_SPLIT, matmul_backward
 from bounds.rules.common import AFFINE_FIELDS, static_shape, sum_to_batch_spec
@@ -41,7 +42,8 @@ def _linear_ibp(node, args):
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
     center = x.center @ w.transpose(-1, -2)
-    radius = x.radius @ w.abs().transpose(-1, -2)
+    radius = nonneg_sum_upper(lambda ops: ops[0] @ ops[1].transpose(-1, -2),
+                              [x.radius, w.abs()], w.shape[-1], center.numel())
     if bias is not None:
         center = center + bias
     return Interval(center - radius, center + radius)
@@ -180,13 +182,22 @@ def _conv_t_backward(node, coef, args):
     return [grad.reshape(*coef.shape[:2], *in_shape), None, None][: len(args)], offset
 
 
+def _terms(node, w: torch.Tensor) -> int:
+    """Most products one output of a Conv or ConvTranspose sums (weights [Cout, Cin/g, *k]
+    and [Cin, Cout/g, *k])."""
+    kernel = w[0, 0].numel()
+    return (w.shape[1] if node.op == "Conv" else w.shape[0]) * kernel
+
+
 def _weighted_ibp(forward):
     """Centre/radius IBP for y = W x + b where ``forward(node, args, bias)`` applies W."""
 
     def ibp(node, args):
         x = args[0]
         center = forward(node, [x.center, *args[1:]], True)
-        radius = forward(node, [x.radius, args[1].abs()], False)
+        radius = nonneg_sum_upper(lambda ops: forward(node, list(ops), False),
+                                  [x.radius, args[1].abs()], _terms(node, args[1]),
+                                  center.numel())
         return Interval(center - radius, center + radius)
 
     return ibp
