@@ -320,24 +320,50 @@ def _optimize_guided(inter: Intermediates, start: str, coef: torch.Tensor, loop:
     guide. As with a work dtype, the bound returned is max(default pass or ``known``, one
     engine pass in ``inter``'s dtype with the alphas found)."""
     low, low_cache = work
-    s = _Start(low, start, coef.shape[1], low_cache, cast_alphas(warm, low.dtype), loop.sparse)
+    s = _Start(inter, start, coef.shape[1], cache, warm, loop.sparse)
     if not s.params:
         return None
-    guide = chain_guide(low, low_cache, start, cast_coef(coef, low.dtype),
-                        {k: s.columns.get(k) for k in s.params})
+    # (the default planes: the engine's, in the bounds' dtype, cast)
+    work_coef = cast_coef(coef, low.dtype)
+    guide = chain_guide(low, low_cache, start, work_coef,
+                        {k: s.columns.get(k) for k in s.params}, planes=(inter, cache))
     if guide is None:
         return None
-    dense = {k: v.detach().clone().requires_grad_(True)
+    dense = {k: v.detach().to(low.dtype, copy=True).requires_grad_(True)
              for k, v in s.dense(s.params).items()}
-    floor = known if known is not None else _default_lower(inter, start, coef, cache)
-    _, found = maximize(lambda: guide.lower(dense), step_groups(low.graph, dense, loop.lr),
-                        Schedule(loop.iterations, stop=loop.stop), floor.to(low.dtype))
+    if known is not None:
+        start_best = known.to(low.dtype)
+    else:  # the guide's default pass: where alpha's best beats it clearly, no engine one
+        with torch.no_grad():
+            start_best = chain_guide(low, low_cache, start, work_coef, {},
+                                     planes=(inter, cache)).lower({})
+    best, found = maximize(lambda: guide.lower(dense), step_groups(low.graph, dense, loop.lr),
+                           Schedule(loop.iterations, stop=loop.stop), start_best)
     found = {k: v for part in found for k, v in part.items()}
     cols = {k: v.flatten(2)[:, :, s.columns[k]] if k in s.columns else v
             for k, v in cast_alphas(found, inter.dtype).items()}
     with torch.no_grad():
         lower = backward_bound(inter, start, coef, alphas=s.alphas(cols), cache=cache).lower
+        floor = known if known is not None else _default_rows(
+            inter, start, coef, cache, best.to(inter.dtype), start_best.to(inter.dtype))
     return torch.maximum(floor, lower), dense_alphas(inter, coef.shape[1], cols, s.columns)
+
+
+# The guide's bound may differ from the engine's by the work dtype's rounding: alpha's best is
+# taken to beat the default relaxation only when the guide says so by this share of the
+# bound's magnitude (plus as much absolute); other rows get the engine's default pass.
+GUIDE_MARGIN = 1e-3
+
+
+def _default_rows(inter: Intermediates, start: str, coef: torch.Tensor, cache: PassCache,
+                  best: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+    """[B, S]: the engine's default pass when the guide's ``best`` fails to beat its
+    ``default`` by GUIDE_MARGIN in some row (all rows: a pass over some rows rounds otherwise
+    than the whole pass, and the bound is never looser than CROWN's to the last bit), else
+    -inf."""
+    if bool((best > default + GUIDE_MARGIN * (1 + default.abs())).all()):
+        return torch.full_like(best, -math.inf)
+    return _default_lower(inter, start, coef, cache)
 
 
 class _Passes:

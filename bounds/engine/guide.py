@@ -61,17 +61,17 @@ def _planes(rel, shape) -> list[torch.Tensor]:
                                                      rel.upper_slope, rel.upper_offset)]
 
 
-def _sshape_step(inter: Intermediates, cache: PassCache, node, rule,
+def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
                  positions: torch.Tensor | None, has_alpha: bool) -> Step | None:
     """The step through S-shaped ``node``: the default planes, and where the node has an
     alpha (at ``positions``, flat indices; None: all) its tangent planes on the side(s) that
     alpha moves (lower where l < 0, upper where u > 0: the others are chords)."""
-    rel = default_relaxation(inter, cache, node, rule)
+    rel = default_relaxation(*planes, node, rule)
     if rel is None:
         return None
     x = inter.bounds[node.dynamic_inputs[0]]
     full = x.lower.shape
-    lo_s, lo_o, up_s, up_o = _planes(rel, full)
+    lo_s, lo_o, up_s, up_o = (p.to(x.lower.dtype) for p in _planes(rel, full))
     if not has_alpha:
         gap_s, gap_o = up_s - lo_s, up_o - lo_o
 
@@ -89,34 +89,51 @@ def _sshape_step(inter: Intermediates, cache: PassCache, node, rule,
         mask.zero_()
         mask[:, positions] = 1.0
     mask = mask.reshape(full).unsqueeze(1)
-    fl, fu = rule.forward(node, [l]), rule.forward(node, [u])
-    kit = _SKit(node.op, l, u, fl, fu, (lo_s, lo_o, up_s, up_o), mask * (l < 0), mask * (u > 0))
+    kit = _SKit.build(node, rule, l, u, (lo_s, lo_o, up_s, up_o), mask)
     name = node.name
 
     def moving(a, alphas):
-        new, offset = _SStep.apply(a, alphas[name], kit)
-        return new, offset
+        return _SStep.apply(a, alphas[name], kit)
 
     return moving
 
 
 @dataclass(frozen=True)
 class _SKit:
-    """What an S-shaped node's guide step reads ([B, 1, *shape] each): its input bounds and
-    f there, its default planes, and 0/1 masks of the positions whose lower / upper plane
-    alpha moves (tangent where l < 0 / u > 0; chords elsewhere are the default planes)."""
+    """What an S-shaped node's guide step reads ([B, 1, *shape] each): its input bounds, 0/1
+    masks of the positions whose lower / upper plane alpha moves (tangent where l < 0 / u >
+    0; chords elsewhere are the default planes), the default planes where alpha does not
+    move them (0 where it does), and at the positions ``cross`` where it moves both (in
+    some domain: l < 0 < u) the masks, l, u, f(l), f(u) ([B, 1, k])."""
 
     op: str
     l: torch.Tensor
     u: torch.Tensor
-    fl: torch.Tensor
-    fu: torch.Tensor
-    planes: tuple
     m_lo: torch.Tensor
     m_up: torch.Tensor
+    fixed: tuple
+    cross: torch.Tensor
+    cross_masks: tuple
+    ends: tuple
+
+    @staticmethod
+    def build(node, rule, l, u, planes, mask) -> _SKit:
+        m_lo, m_up = mask * (l < 0), mask * (u > 0)
+        lo_s, lo_o, up_s, up_o = planes
+        fixed = (lo_s * (1 - m_lo), lo_o * (1 - m_lo), up_s * (1 - m_up), up_o * (1 - m_up))
+        both = (m_lo * m_up).reshape(l.shape[0], -1)
+        cross = (both > 0).any(0).nonzero().flatten()
+
+        def at(t):
+            return t.flatten(2).index_select(2, cross)
+
+        ends = (at(l), at(u), at(rule.forward(node, [l])), at(rule.forward(node, [u])))
+        return _SKit(node.op, l, u, m_lo, m_up, fixed, cross, (at(m_lo), at(m_up)), ends)
 
 
 def _above(x: torch.Tensor) -> torch.Tensor:
+    """1 where x > 0 (up to 1e-30), else 0: no boolean tensor (comparisons and where cost
+    several arithmetic passes over the same elements on CPU)."""
     return (x * 1e30).clamp_(0.0, 1.0)
 
 
@@ -124,33 +141,43 @@ class _SStep(torch.autograd.Function):
     """(a [B, S, *shape], alpha) -> (a+ s_lo + a- s_up, sum a+ o_lo + a- o_up [B, S]) through
     an S-shaped node's planes (alpha's tangents where the kit's masks say, the default planes
     elsewhere), with its backward written out: a few arithmetic passes over [B, S, *shape]
-    and no boolean tensors (autograd's min/max/where masks cost more than the step)."""
+    (the crossing positions' corrections on those alone) and no boolean tensor."""
 
     @staticmethod
     def forward(ctx, a, alpha, kit: _SKit):
-        tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.u, kit.fl, kit.fu)
-        lo_s, lo_o, up_s, up_o = kit.planes
-        s_lo = torch.addcmul(lo_s, kit.m_lo, tan.slope - lo_s)
-        s_up = torch.addcmul(up_s, kit.m_up, tan.slope - up_s)
-        o_lo = torch.addcmul(lo_o, kit.m_lo, tan.lower - lo_o)
-        o_up = torch.addcmul(up_o, kit.m_up, tan.upper - up_o)
+        tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.u, kit.cross, kit.ends)
+        lo_s, lo_o, up_s, up_o = kit.fixed
+        m_lo_c, m_up_c = kit.cross_masks
+        s_lo = torch.addcmul(lo_s, kit.m_lo, tan.slope)
+        s_up = torch.addcmul(up_s, kit.m_up, tan.slope)
+        o_lo = torch.addcmul(lo_o, kit.m_lo, tan.at_d)
+        o_up = torch.addcmul(up_o, kit.m_up, tan.at_d)
+        o_lo.flatten(2).index_add_(2, kit.cross, m_lo_c * tan.lower_fix)
+        o_up.flatten(2).index_add_(2, kit.cross, m_up_c * tan.upper_fix)
         pos = a.clamp(min=0)
         neg = a - pos
         new = torch.addcmul(pos * s_lo, neg, s_up)
         offset = torch.addcmul(pos * o_lo, neg, o_up).flatten(2).sum(-1)
-        ctx.save_for_backward(_above(a), pos * kit.m_lo, neg * kit.m_up, s_lo, s_up, o_lo,
-                              o_up, tan.x_lower, tan.x_upper, tan.dslope)
+        moved = torch.addcmul(pos * kit.m_lo, neg, kit.m_up)
+        pos_c = pos.flatten(2).index_select(2, kit.cross)
+        neg_c = neg.flatten(2).index_select(2, kit.cross)
+        x_fix = torch.addcmul(pos_c * m_lo_c * tan.x_lower_fix, neg_c * m_up_c,
+                              tan.x_upper_fix)
+        ctx.save_for_backward(_above(a), moved, s_lo, s_up, o_lo, o_up, tan.dslope, x_fix,
+                              torch.addcmul(kit.l, alpha.detach(), kit.u - kit.l))
+        ctx.cross = kit.cross
         return new, offset
 
     @staticmethod
     def backward(ctx, g_new, g_off):
-        up, pm, nm, s_lo, s_up, o_lo, o_up, x_lo, x_up, dslope = ctx.saved_tensors
+        up, moved, s_lo, s_up, o_lo, o_up, dslope, x_fix, d = ctx.saved_tensors
         g_off = g_off.reshape(*g_off.shape, *([1] * (g_new.dim() - 2)))
         g_pos = torch.addcmul(g_new * s_lo, g_off, o_lo)
         g_neg = torch.addcmul(g_new * s_up, g_off, o_up)
         g_a = torch.addcmul(g_neg, up, g_pos - g_neg)
-        g_t = torch.addcmul(pm * torch.addcmul(g_new, g_off, x_lo, value=-1), nm,
-                            torch.addcmul(g_new, g_off, x_up, value=-1))
+        # d new / dt = moved; d offset / dt = -(moved d + the crossing points' fixes)
+        g_t = moved * torch.addcmul(g_new, g_off, d, value=-1)
+        g_t.flatten(2).index_add_(2, ctx.cross, -g_off.flatten(2) * x_fix)
         return g_a, g_t * dslope, None
 
 
@@ -198,7 +225,8 @@ class ChainGuide:
 
 
 def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.Tensor,
-                columns: Mapping[str, torch.Tensor | None]) -> ChainGuide | None:
+                columns: Mapping[str, torch.Tensor | None],
+                planes: tuple | None = None) -> ChainGuide | None:
     """The guide of coef [B, S, *shape(start)] . value(start) under dense alphas of the nodes
     in ``columns`` (name -> flat positions that have an alpha, None: all), or None where the
     graph before ``start`` is not a chain of affine nodes (with a backward rule) and S-shaped
@@ -210,7 +238,8 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
     for node in nodes:
         rule = rules().get(node.op)
         if node.op in GUIDE_OPS:
-            step = _sshape_step(inter, cache, node, rule, columns.get(node.name),
+            step = _sshape_step(inter, planes or (inter, cache), node, rule,
+                                columns.get(node.name),
                                 node.name in columns)
         else:
             step = _affine_step(inter, node, rule)

@@ -50,7 +50,13 @@ class Schedule:
 
 
 def _keep_best(best: dict, current: Mapping, improved: torch.Tensor) -> None:
+    if not bool(improved.any()):
+        return
+    every = bool(improved.all())  # (the usual case: a copy, not a masked select)
     for k, v in current.items():
+        if every:
+            best[k] = v.detach().clone()
+            continue
         mask = improved.reshape(*improved.shape, *([1] * (v.dim() - 2)))
         best[k] = torch.where(mask, v.detach(), best[k])
 

@@ -258,52 +258,56 @@ RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))
 
 # ---------------------------------------------------------------- guide planes (no bound)
 
-# Step of the 0/1 indicators below: clamp(x * _STEP, 0, 1) is 1 for x > 1e-30 (no comparison:
-# boolean tensors cost several times an arithmetic pass over the same elements on CPU).
-_STEP = 1e30
-
-
-def _above(x: torch.Tensor) -> torch.Tensor:
-    """1 where x > 0 (up to 1e-30), else 0, in x's dtype."""
-    return (x * _STEP).clamp_(0.0, 1.0)
-
-
 @dataclass(frozen=True)
 class GuideTangents:
     """Tangent planes at d = l + alpha (u - l) of an S-shaped curve, as a guide
-    (``guide_tangents``): slope t = f'(d), lower offset min and upper offset max over [l, u]
-    of g(x) = f(x) - t x, the points x_lo, x_up where they are reached (by the envelope
-    theorem d min / dt = -x_lo) and dt/dalpha = f''(d) (u - l)."""
+    (``guide_tangents``), [B, S, *shape] each: slope t = f'(d), g(d) for g(x) = f(x) - t x
+    and dt/dalpha = f''(d) (u - l); at the ``cross`` positions [B, S, k] (flat) how far the
+    min and max of g over [l, u] lie below / above g(d), and how far their points lie from d
+    (by the envelope theorem d min / dt = -(its point))."""
 
     slope: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    x_lower: torch.Tensor
-    x_upper: torch.Tensor
+    at_d: torch.Tensor
     dslope: torch.Tensor
+    lower_fix: torch.Tensor
+    upper_fix: torch.Tensor
+    x_lower_fix: torch.Tensor
+    x_upper_fix: torch.Tensor
 
 
 def guide_tangents(op: str, alpha: torch.Tensor, l: torch.Tensor, u: torch.Tensor,
-                   fl: torch.Tensor, fu: torch.Tensor) -> GuideTangents:
-    """The tangent planes of S-shaped ``op`` at l + alpha (u - l) (``fl``, ``fu`` = f(l),
-    f(u)) in the inputs' dtype, with no rounding allowance: a guide for alpha-CROWN's
-    iterations (``bounds.engine.guide``), never a bound. The extremes of g are at
-    max(-|d|, l) or u (min) and l or min(|d|, u) (max): module docstring."""
+                   cross: torch.Tensor, ends: tuple) -> GuideTangents:
+    """The tangent planes of S-shaped ``op`` at l + alpha (u - l) in the inputs' dtype, with
+    no rounding allowance: a guide for alpha-CROWN's iterations (``bounds.engine.guide``),
+    never a bound. Where u <= 0 (convex) the min of g over [l, u] is g(d) and where l >= 0
+    (concave) its max is; elsewhere, at the flat positions ``cross`` (``ends``: l, u, f(l),
+    f(u) there, [B, 1, k] each), the extremes are taken over d, p = clamp(-d, l, u) and an
+    end: the critical points of g are +-|d| (module docstring), so that is exact."""
     with torch.no_grad():
-        kit, f = _KITS[op], CURVES[op].f
-        w = u - l
-        d = torch.addcmul(l, alpha, w)
+        kit = _KITS[op]
+        d = torch.addcmul(l, alpha, u - l)
         y, t = kit.value_slope(d)
-        r = d.abs()
-        a_pt, b_pt = torch.maximum(-r, l), torch.minimum(r, u)
-        g_a = torch.addcmul(f(a_pt), t, a_pt, value=-1)
-        g_b = torch.addcmul(f(b_pt), t, b_pt, value=-1)
-        g_u = torch.addcmul(fu, t, u, value=-1)
-        g_l = torch.addcmul(fl, t, l, value=-1)
-        x_lo = torch.addcmul(a_pt, _above(g_a - g_u), u - a_pt)
-        x_up = torch.addcmul(b_pt, _above(g_l - g_b), l - b_pt)
-        return GuideTangents(t, torch.minimum(g_a, g_u), torch.maximum(g_l, g_b), x_lo, x_up,
-                             kit.second(d, y, t) * w)
+        at_d = torch.addcmul(y, t, d, value=-1)
+        dslope = kit.second(d, y, t) * (u - l)
+        fixes = _crossing_fixes(op, d, t, at_d, cross, ends)
+        return GuideTangents(t, at_d, dslope, *fixes)
+
+
+def _crossing_fixes(op: str, d, t, at_d, cross: torch.Tensor, ends: tuple) -> list:
+    """``GuideTangents``' fixes at the positions ``cross`` (small: boolean work is fine)."""
+    l, u, fl, fu = ends
+    d, t, g_d = (x.flatten(2).index_select(2, cross) for x in (d, t, at_d))
+    p = torch.minimum(torch.maximum(-d, l), u)
+    g_p = torch.addcmul(CURVES[op].f(p), t, p, value=-1)
+    g_l = torch.addcmul(fl, t, l, value=-1)
+    g_u = torch.addcmul(fu, t, u, value=-1)
+    x_lo = torch.where(g_d <= g_p, d, p)
+    lo = torch.minimum(g_d, g_p)
+    x_lo = torch.where(g_u < lo, u, x_lo)
+    x_up = torch.where(g_d >= g_p, d, p)
+    up = torch.maximum(g_d, g_p)
+    x_up = torch.where(g_l > up, l, x_up)
+    return [torch.minimum(lo, g_u) - g_d, torch.maximum(up, g_l) - g_d, x_lo - d, x_up - d]
 
 
 GUIDE_OPS = frozenset(CURVES)

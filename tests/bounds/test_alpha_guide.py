@@ -17,7 +17,8 @@ from bounds.engine.guide import chain, chain_guide
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import PassCache
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
-from tests.bounds.test_alpha_passes import _box, _net
+from bounds.engine.forward import run_graph
+from tests.bounds.test_alpha_passes import _box, _net, _samples
 from tests.bounds.test_alpha_work_dtype import _sampled_min, _spec
 
 F64 = torch.float64
@@ -126,3 +127,38 @@ def test_a_lying_guide_changes_nothing_reported(monkeypatch):
     assert torch.equal(lower, torch.maximum(crown, passes[0]))
     assert torch.all(lower[0] <= _sampled_min(graph, box, coef.reshape(1, 5, 4), rhs, 1)
                      + 1e-6)
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh"])
+@pytest.mark.parametrize("seed", range(3))
+def test_default_pass_only_where_the_guide_does_not_clearly_win(activation, seed,
+                                                                 monkeypatch):
+    """Without a known bound, the engine's default pass runs only when the guide's best fails
+    to beat the guide's default pass by GUIDE_MARGIN in some row; either way the bound is
+    never looser than the default pass and encloses sampled points."""
+    graph, box = _net(activation, seed), _box(seed, 0.4)
+    inter = compute_intermediate(graph, box, None, "crown")
+    coef = torch.cat([torch.eye(24), -torch.eye(24)]).reshape(1, 48, 1, 24).to(F64)
+    default = backward_bound(inter, "lin2", coef).lower
+    calls = []
+    real = alpha_mod._default_lower
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(alpha_mod, "_default_lower", spy)
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, "lin2", coef, 8, cache=PassCache())
+    assert torch.all(lower >= default) and len(calls) <= 1
+    values = run_graph(graph, _samples(box, 2000, seed), keep_all=True)["lin2"].to(F64)
+    sampled = torch.cat([values, -values], dim=-1).reshape(-1, 48).min(0).values
+    for margin, passes in ((-1e9, 0), (1e9, 1)):  # the guide always / never wins clearly
+        monkeypatch.setattr(alpha_mod, "GUIDE_MARGIN", margin)
+        calls.clear()
+        with torch.enable_grad():
+            lower, _ = optimize_alpha(inter, "lin2", coef, 8, cache=PassCache())
+        assert len(calls) == passes
+        assert torch.all(lower[0] <= sampled + 1e-6)
+        if passes:
+            assert torch.all(lower >= default)
