@@ -5,15 +5,17 @@ and the bound reported is one pass of the engine (``crown.backward_bound``) with
 found. So the loop's own passes may be computed any way that tracks that pass closely: here,
 on a chain ``input -> affine -> S-shape -> affine -> ... -> start`` (MLPs such as ERAN's
 sigmoid nets), a pass built once per optimisation with everything that does not depend on
-alpha taken out of the loop (each activation's default planes, f(l), f(u), which planes alpha
-moves, the box's centre and radius, the steps before the first alpha), and per iteration only
-the tangent planes (``s_shaped.guide_tangents``: four points, no allowances) and the
-coefficient algebra, with alphas dense over each value (positions without one keep the default
-planes through a 0/1 mask, so no gathers or scatters). ERAN sigmoid 6x200, one layer's 400
-intermediate rows: a third of the engine pass's time per iteration.
+alpha taken out of the loop (each activation's default planes, which planes alpha moves, the
+box's centre and radius, the steps before the first alpha), and per iteration only the
+tangent planes (``s_shaped.guide_tangents``: g(d) where the curve is convex or concave on
+[l, u], the exact extremes only where it crosses 0, no allowances) and the coefficient
+algebra in one autograd node per activation with its backward written out. Alphas are dense
+over each value (positions without one keep the default planes through a 0/1 mask: no
+gathers or scatters of the coefficients). ERAN sigmoid 6x200, 400 rows of the sixth layer in
+float32: about 22 ms per iteration (forward and gradient) against 36 ms for the engine pass.
 
-The guide's number is never a bound: it leaves out the planes' rounding margins and computes
-in whatever dtype it is given.
+The guide's number is never a bound: it leaves out the planes' rounding margins (and the
+engine's allowances for float32 adjoints) and computes in whatever dtype it is given.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.s_shaped import GUIDE_OPS, guide_tangents
 
-Step = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
+# a backward step: (coefficients, alphas) -> (input coefficients, offset [B, S] or None)
+Step = Callable[[torch.Tensor, Mapping], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def _spec_dot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -230,7 +233,9 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
     """The guide of coef [B, S, *shape(start)] . value(start) under dense alphas of the nodes
     in ``columns`` (name -> flat positions that have an alpha, None: all), or None where the
     graph before ``start`` is not a chain of affine nodes (with a backward rule) and S-shaped
-    activations, or an activation's planes or the box are not finite."""
+    activations, or an activation's planes or the box are not finite. ``planes``: the
+    (intermediates, cache) whose default planes to take (cast to ``inter``'s dtype; default:
+    ``inter`` and ``cache``)."""
     nodes = chain(inter.graph, start)
     if nodes is None or not isinstance(coef, torch.Tensor):
         return None
@@ -239,8 +244,7 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
         rule = rules().get(node.op)
         if node.op in GUIDE_OPS:
             step = _sshape_step(inter, planes or (inter, cache), node, rule,
-                                columns.get(node.name),
-                                node.name in columns)
+                                columns.get(node.name), node.name in columns)
         else:
             step = _affine_step(inter, node, rule)
         if step is None:

@@ -13,11 +13,11 @@ from bounds.engine import alpha as alpha_mod
 from bounds.engine import guide as guide_mod
 from bounds.engine.alpha import _Start, optimize_alpha
 from bounds.engine.crown import backward_bound
+from bounds.engine.forward import run_graph
 from bounds.engine.guide import chain, chain_guide
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import PassCache
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
-from bounds.engine.forward import run_graph
 from tests.bounds.test_alpha_passes import _box, _net, _samples
 from tests.bounds.test_alpha_work_dtype import _sampled_min, _spec
 
