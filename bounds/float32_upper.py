@@ -44,11 +44,18 @@ def full_float32(device: torch.device) -> bool:
     TF32 on CUDA, not reduced-precision matmuls)."""
     if torch.get_float32_matmul_precision() != "highest":
         return False
-    if device.type == "cpu":
-        return True
+    if device.type == "cpu":  # oneDNN may be set to compute float32 in bf16 or tf32
+        return all(_ieee(getattr(torch.backends.mkldnn, part, None))
+                   for part in ("conv", "matmul")) and _ieee(torch.backends.mkldnn)
     if device.type == "cuda":
         return not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
     return False
+
+
+def _ieee(backend) -> bool:
+    """Whether ``backend`` (torch.backends.mkldnn or one of its parts) leaves float32 at IEEE
+    precision: no ``fp32_precision`` setting, or "none" (inherit) or "ieee"."""
+    return getattr(backend, "fp32_precision", "none") in ("none", "ieee")
 
 
 def nonneg_sum_upper(apply: Callable[[Sequence[torch.Tensor]], torch.Tensor],

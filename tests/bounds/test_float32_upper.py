@@ -86,6 +86,19 @@ def test_small_outputs_and_reduced_precision_stay_exact(monkeypatch):
     assert calls == [F64, F64, torch.float32]
 
 
+def test_onednn_reduced_precision_is_refused():
+    conv = torch.backends.mkldnn.conv
+    if not hasattr(conv, "fp32_precision"):
+        pytest.skip("this torch has no oneDNN fp32_precision setting")
+    before = conv.fp32_precision
+    try:
+        conv.fp32_precision = "bf16"
+        assert not float32_upper.full_float32(torch.device("cpu"))
+    finally:
+        conv.fp32_precision = before
+    assert float32_upper.full_float32(torch.device("cpu"))
+
+
 @pytest.mark.parametrize("make", NODES)
 def test_weighted_ibp_with_float32_radius_encloses_points(make, always_float32):
     """IBP of the node (float32 radius and rounding scale) encloses its outputs at sampled
