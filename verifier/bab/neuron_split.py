@@ -46,6 +46,7 @@ from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
     NeuronDomains,
     beta_slots,
+    child_intermediates,
     merge_pairs,
     merge_rows,
     split_domains,
@@ -190,8 +191,12 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         return rows & torch.isfinite(p.rhs).unsqueeze(0)
 
     def bound(self, dom: NeuronDomains, iterations: int, reuse: bool | torch.Tensor,
-              intermediate_alpha: int = 0) -> NeuronDomains:
+              intermediate_alpha: int = 0,
+              parents: Intermediates | None = None) -> NeuronDomains:
         """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
+        ``parents``: the intermediate bounds of the domains ``dom`` was split from (kid i
+        from parent i mod len(parents)): with ``reuse`` True the kids' come from them
+        (``child_intermediates``) rather than from a pass over the network.
 
         Only spec rows still open are optimised (refuted disjuncts stay refuted in every
         descendant); the others keep their old values. Relu-only searches optimise the open
@@ -201,7 +206,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         n, p = len(dom), self.problem
         if n == 0:
             return dom
-        inter, cache = self._intermediates(dom, reuse, intermediate_alpha)
+        if parents is not None and reuse is True:
+            inter, cache = child_intermediates(parents, dom), PassCache()
+        else:
+            inter, cache = self._intermediates(dom, reuse, intermediate_alpha)
         infeasible = inter.infeasible
         coef, _, rhs = self._spec(n)
         weight = self._open_rows(dom.refuted) & ~infeasible.unsqueeze(1)
@@ -335,8 +343,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self._primal_points(input_coef, out.bound[:, rows], weight, keep)
 
     # ---- branching ------------------------------------------------------------------------
-    def choose(self, dom: NeuronDomains) -> torch.Tensor:
-        """One global neuron index per domain (-1: nothing left to split)."""
+    def choose(self, dom: NeuronDomains, parents: Intermediates | None = None) -> torch.Tensor:
+        """One global neuron index per domain (-1: nothing left to split); ``parents``: the
+        domains' intermediate bounds (None: computed when needed)."""
         cand = dom.candidates[:, :self.options.fsb_candidates]
         first = cand[:, 0]
         if self.options.branching != "fsb" or cand.shape[1] == 1:
@@ -345,16 +354,20 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         k = cand.shape[1]
         kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first),
                               self.points, self.carry) for j in range(k)]
-        margins = self._cheap_margin(kids)  # [k, 2, N]
+        margins = self._cheap_margin(kids, parents)  # [k, 2, N]
         return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
                            first)
 
-    def _cheap_margin(self, kids: list[NeuronDomains]) -> torch.Tensor:
+    def _cheap_margin(self, kids: list[NeuronDomains],
+                      parents: Intermediates | None = None) -> torch.Tensor:
         """Bound with the parents' alphas and betas and no optimisation: [k, 2, N] margins."""
         allk = kids[0]
         for other in kids[1:]:
             allk.extend(other)
-        inter, cache = self._intermediates(allk, reuse=True)
+        if parents is not None:  # (kid i of parent i mod N: split_domains' order, k times)
+            inter, cache = child_intermediates(parents, allk), PassCache()
+        else:
+            inter, cache = self._intermediates(allk, reuse=True)
         infeasible = inter.infeasible
         guide = self._guide(inter)  # a margin that only ranks candidates: the work dtype
         if guide is not inter:
@@ -442,7 +455,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if not len(batch):  # every domain popped holds a nogood
             return
         try:
-            choice = self.choose(batch)
+            parents = self._parents(batch)
+            choice = self.choose(batch, parents)
         except DeadlineExceeded:  # the batch stays open (the search's stats count it)
             queue.push(batch)
             raise
@@ -450,12 +464,14 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if bool(stuck.any()):
             self._resolve_stuck(batch.select(stuck))
             batch, choice = batch.select(~stuck), choice[~stuck]
+            parents = None if parents is None else parents.select(~stuck)
         if len(batch):
             kids, reuse = self._split(batch, choice)
             c.max_depth = max(c.max_depth, int(kids.depth.max()))
             kids, reuse = self.nogoods.propagate(kids, reuse)
             try:
-                queue.push(self.bound(kids, self.options.step_iterations, reuse))
+                queue.push(self.bound(kids, self.options.step_iterations, reuse,
+                                      parents=parents))
             except DeadlineExceeded:
                 queue.push(batch)
                 raise
@@ -463,15 +479,27 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         c.step_times.append(time.monotonic() - started)
         self.progress.update(c.done, len(queue), queue.min_margin())
 
+    def _parents(self, batch: NeuronDomains) -> Intermediates | None:
+        """The batch's intermediate bounds (one pass over the network), which its children
+        start from, when the children reuse them (None: each child gets its own pass) and
+        no nogood can prune or change children (their order then says their parent)."""
+        if self._mode() != "reuse" or (self.options.nogoods and self.sign_only):
+            return None
+        return self._intermediates(batch, reuse=True)[0]
+
+    def _mode(self) -> str:
+        mode = self.options.intermediate
+        if mode == "auto":
+            return "reuse" if self.sign_only else "downstream"
+        return mode
+
     def _split(self, batch: NeuronDomains, choice: torch.Tensor):
         """Children of ``batch`` split at ``choice`` [N] (``split_more``), their reuse."""
         opts = self.options
         extra = opts.multi_split - 1 if not self.sign_only or opts.relu_multi_split else 0
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  self.options.batch, self.carry)
-        mode = self.options.intermediate
-        if mode == "auto":
-            mode = "reuse" if self.sign_only else "downstream"
+        mode = self._mode()
         if mode != "downstream":
             return kids, mode == "reuse"
         return kids, first.repeat(len(kids) // len(batch))
