@@ -279,7 +279,7 @@ def _optimize(inter: Intermediates, start: str, coef, loop: _Loop, warm: dict | 
     s = _Start(inter, start, coef.shape[1], cache, warm, loop.sparse)
     if not s.params or loop.iterations <= 0:
         with torch.no_grad():
-            fixed = {k: v.detach() for k, v in s.alphas().items()}
+            fixed = s.alphas({k: v.detach() for k, v in s.params.items()})
             return (backward_bound(inter, start, coef, alphas=fixed, cache=cache).lower,
                     s.dense(s.params))
     # The rules' default relaxation (alpha=None) is a valid starting best: alpha's initial

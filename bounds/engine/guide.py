@@ -27,6 +27,7 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.crown import default_relaxation
+from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -191,7 +192,7 @@ def _spec_sum(t: torch.Tensor) -> torch.Tensor:
 def chain(graph, start: str) -> list | None:
     """The nodes from ``start`` back to the input, in backward order, when they form a chain
     the guide takes (every node before ``start`` on it, each with one dynamic input, affine
-    with a backward rule or S-shaped); else None."""
+    with a backward rule or S-shaped, none of a convolutional value); else None."""
     names = [n.name for n in graph.nodes]
     if start not in names:
         return None
@@ -202,6 +203,8 @@ def chain(graph, start: str) -> list | None:
         rule = rules().get(node.op)
         if node.op not in GUIDE_OPS and not (node_is_affine(node, rule)
                                              and rule.backward is not None):
+            return None
+        if conv_like(graph, node.name):  # (the engine's window steps: its own business)
             return None
         out.append(node)
         current = node.dynamic_inputs[0]

@@ -74,8 +74,14 @@ def _others(n: int, idx: torch.Tensor) -> torch.Tensor:
 
 
 def test_graphs_off_the_chain_take_the_engine():
+    from tests.bounds.test_conv_patches import _Net
+
     assert chain(_net("Sigmoid", 1), "lin3") is not None
     assert chain(_net("Relu", 1), "lin3") is None  # (Relu: no guide)
+    n = _Net((1, 2, 8, 8), 0)
+    conv = n.add("s0", "Sigmoid", (n.conv("c0", "x", 3),), n.shapes["c0"])
+    graph = n.graph(n.conv("c1", conv, 2))
+    assert chain(graph, "c1") is None  # (convolutional values: the engine's windows)
 
 
 @pytest.mark.parametrize("activation", ["Sigmoid", "Tanh"])
@@ -162,3 +168,16 @@ def test_default_pass_only_where_the_guide_does_not_clearly_win(activation, seed
         assert torch.all(lower[0] <= sampled + 1e-6)
         if passes:
             assert torch.all(lower >= default)
+
+
+def test_no_iterations_with_column_alphas(monkeypatch):
+    """iterations=0 on sparse (column) alphas: the engine's pass with the initial alphas
+    (a ColumnAlpha was detached as a tensor before: AttributeError)."""
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup("Sigmoid", 4, "lin3")
+    assert s.columns
+    lower, alphas = optimize_alpha(inter, "lin3", coef, 0, cache=cache)
+    start = _Start(inter, "lin3", coef.shape[1], cache, None, True)
+    expected = backward_bound(inter, "lin3", coef, alphas=start.alphas(), cache=cache).lower
+    assert torch.equal(lower, expected)
+    assert all(v.shape == (1, coef.shape[1], 1, 24) for v in alphas.values())
