@@ -263,16 +263,21 @@ def test_chunked_vjp_stops_at_the_deadline_inside_a_node(monkeypatch):
     next chunk, not after the node (the check that raises is the one between chunks)."""
     import bounds.engine.crown as crown
 
+    import bounds.engine.deadline as deadline_module
+
     graph, box, coef, rhs = _cnn_problem()
     calls = _one_row_chunks(monkeypatch)
     counted = crown._vjp_chunk
 
     def slow(*args, **kwargs):
+        if calls["n"] == 0:  # the deadline: 0.2 s after the first chunk starts (the work
+            # before it, IBP and setup, takes seconds on a loaded machine)
+            deadline_module._DEADLINE.set(time.monotonic() + 0.2)
         time.sleep(0.02)
         return counted(*args, **kwargs)
 
     monkeypatch.setattr(crown, "_vjp_chunk", slow)
-    with engine_deadline(time.monotonic() + 0.2), pytest.raises(DeadlineExceeded) as info:
+    with engine_deadline(time.monotonic() + 600), pytest.raises(DeadlineExceeded) as info:
         bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
     assert info.traceback[-2].name == "_vjp_rows"
     assert calls["n"] < 50
