@@ -22,6 +22,7 @@ DEVICES: tuple[str, ...] = get_args(Device)
 PointMode = Literal["optimized", "midpoint"]  # where a nonlinear neuron's interval is split
 Heuristic = Literal["bbps", "width"]  # which nonlinear neuron is split
 Branching = Literal["fsb", "babsr"]  # filtered strong branching, or the top score only
+IntermediateMode = Literal["auto", "reuse", "downstream", "recompute"]  # children's bounds (BaB)
 
 
 class AttackConfig(BaseModel):
@@ -82,6 +83,15 @@ class BabConfig:
     nogoods: bool = _setting(  # off: on mnistfc/eran/oval21 they cost learning time and
         False, "--nogoods",     # rarely match another domain (session 12)
         "ReLU BaB: learn nogoods from verified domains to prune domains and force phases")
+    # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost more
+    # than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py: oval21 base
+    # img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046, mnistfc 256x4
+    # prop_0 -0.200 -> -0.179, at 1.3-1.6x the domains per second).
+    intermediate: IntermediateMode = _setting(
+        "auto", "--bab-intermediate",
+        "children's intermediate bounds: their parent's with the split applied (reuse), CROWN "
+        "again below the newest split (downstream) or everywhere (recompute); auto: reuse on "
+        "Relu-only nets, else downstream")
 
 
 class VerifyConfig(BaseModel):

@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 import torch
 
@@ -87,14 +86,10 @@ class NeuronSplitOptions(BabConfig):
     max_domains: int = 500_000
     memory_bytes: int = 2 << 30  # the queue's tensors
     fsb_candidates: int = 3
-    # Children's intermediate bounds: "reuse" the parent's (split applied), "downstream":
-    # CROWN again for the split layers after the newly split one (upstream bounds cannot
-    # change: CROWN there does not see the split), "recompute": CROWN for every layer;
-    # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost
-    # more than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py:
-    # oval21 base img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046,
-    # mnistfc 256x4 prop_0 -0.200 -> -0.179, at 1.3-1.6x the domains per second).
-    intermediate: Literal["auto", "reuse", "downstream", "recompute"] = "auto"
+    # (``intermediate``, the children's intermediate bounds, is a BabConfig field: "reuse" the
+    # parent's (split applied), "downstream": CROWN again for the split layers after the newly
+    # split one (upstream bounds cannot change: CROWN there does not see the split),
+    # "recompute": CROWN for every layer, "auto")
     # alpha-CROWN iterations per intermediate value at the root (tighter bounds to start from).
     root_alpha_iterations: int = 20
     beta: BetaOptions = BetaOptions()
