@@ -108,8 +108,9 @@ def _largest_weight(w: np.ndarray) -> float:
     if entry is not None and entry[0]() is w:
         return entry[1]
     largest = float(np.abs(w).max(initial=0.0))
+    key = id(w)
     try:
-        _LARGEST[id(w)] = (weakref.ref(w, lambda r, key=id(w): _LARGEST.pop(key, None)), largest)
+        _LARGEST[key] = (weakref.ref(w, lambda _ref: _LARGEST.pop(key, None)), largest)
     except TypeError:  # not weakly referable: recomputed each time
         pass
     return largest

@@ -7,6 +7,8 @@ errors at the full size of the bound."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +48,7 @@ def _linear_node(seed=0):
     return node, (1, 23)
 
 
-NODES = [lambda: _conv_node(case) for case in CONVS] + [_conv_t_node, _linear_node]
+NODES = [functools.partial(_conv_node, case) for case in CONVS] + [_conv_t_node, _linear_node]
 
 
 def _adjoint(node, in_shape, coef, weight_abs=False, dtype=F64):

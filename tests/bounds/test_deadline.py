@@ -262,7 +262,6 @@ def test_chunked_vjp_stops_at_the_deadline_inside_a_node(monkeypatch):
     """The deadline passing while one Conv step runs its chunks ends the computation at the
     next chunk, not after the node (the check that raises is the one between chunks)."""
     import bounds.engine.crown as crown
-
     import bounds.engine.deadline as deadline_module
 
     graph, box, coef, rhs = _cnn_problem()
