@@ -47,7 +47,8 @@ from verifier.bab.slot_queue import SlotQueue
 log = logging.getLogger(__name__)
 
 # A step (and a batch of the integer cells' sweep) starts only when STEP_SAFETY times the
-# slowest of the last STEP_HISTORY ones fits before the deadline (as the neuron-split search).
+# slowest of the last STEP_HISTORY ones fits before the deadline; the neuron-split search reads
+# the same constants.
 STEP_HISTORY = 8
 STEP_SAFETY = 1.25
 

@@ -41,7 +41,7 @@ from verifier.bab.beta import (
 )
 from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
 from verifier.bab.domain_queue import DomainQueue
-from verifier.bab.input_split import BabOutcome
+from verifier.bab.input_split import STEP_HISTORY, STEP_SAFETY, BabOutcome
 from verifier.bab.neuron_domains import (
     NeuronDomains,
     beta_slots,
@@ -68,11 +68,10 @@ __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 log = logging.getLogger(__name__)
 
 # A step starts only when STEP_SAFETY times the slowest of the last STEP_HISTORY steps fits
-# before the search's end: a step's pieces that cannot read the clock (autograd's backward,
-# copies of the batch, the primal points' forward pass) must end in time, and steps slow down
-# (another process on the machine, fewer children proved early in the pair loop).
-STEP_HISTORY = 8
-STEP_SAFETY = 1.25
+# before the search's end (the rule input splitting follows too, whose constants these are): a
+# step's pieces that cannot read the clock (autograd's backward, copies of the batch, the primal
+# points' forward pass) must end in time, and steps slow down (another process on the machine,
+# fewer children proved early in the pair loop).
 
 @dataclass(frozen=True)
 class NeuronSplitOptions(BabConfig):
