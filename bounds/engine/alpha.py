@@ -20,7 +20,13 @@ from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.guide import chain, chain_guide
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
-from bounds.engine.work_dtype import cast_alphas, cast_coef, lowered_view, lowers
+from bounds.engine.work_dtype import (
+    MIN_WORK_ELEMENTS,
+    cast_alphas,
+    cast_coef,
+    lowered_view,
+    lowers,
+)
 from bounds.registry import rules
 from bounds.rules.common import TANGENT_ALPHA
 
@@ -357,13 +363,21 @@ GUIDE_MARGIN = 1e-3
 
 def _default_rows(inter: Intermediates, start: str, coef: torch.Tensor, cache: PassCache,
                   best: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
-    """[B, S]: the engine's default pass when the guide's ``best`` fails to beat its
-    ``default`` by GUIDE_MARGIN in some row (all rows: a pass over some rows rounds otherwise
-    than the whole pass, and the bound is never looser than CROWN's to the last bit), else
-    -inf."""
-    if bool((best > default + GUIDE_MARGIN * (1 + default.abs())).all()):
-        return torch.full_like(best, -math.inf)
-    return _default_lower(inter, start, coef, cache)
+    """[B, S]: the engine's default pass at the spec rows where the guide's ``best`` fails to
+    beat its ``default`` by GUIDE_MARGIN (in some domain), -inf at the others. Passes of
+    MIN_WORK_ELEMENTS coefficients or more go over those rows alone (a sound bound, which
+    can differ from the whole pass's in the last bits: the products' sums round otherwise);
+    smaller ones over all rows (never looser than CROWN to the last bit; little to gain)."""
+    need = ~(best > default + GUIDE_MARGIN * (1 + default.abs()))
+    out = torch.full_like(best, -math.inf)
+    if not bool(need.any()):
+        return out
+    rows = need.any(0).nonzero().flatten()
+    if (rows.numel() == coef.shape[1]
+            or coef.shape[0] * coef.shape[1] * largest_numel(inter.graph) < MIN_WORK_ELEMENTS):
+        return _default_lower(inter, start, coef, cache)
+    out[:, rows] = _default_lower(inter, start, coef.index_select(1, rows), cache)
+    return out
 
 
 class _Passes:

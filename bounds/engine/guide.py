@@ -20,6 +20,7 @@ engine's allowances for float32 adjoints) and computes in whatever dtype it is g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -104,17 +105,19 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
 
 @dataclass(frozen=True)
 class _SKit:
-    """What an S-shaped node's guide step reads ([B, 1, *shape] each): its input bounds, 0/1
-    masks of the positions whose lower / upper plane alpha moves (tangent where l < 0 / u >
-    0; chords elsewhere are the default planes), the default planes where alpha does not
-    move them (0 where it does), and at the positions ``cross`` where it moves both (in
-    some domain: l < 0 < u) the masks, l, u, f(l), f(u) ([B, 1, k])."""
+    """What an S-shaped node's guide step reads ([B, 1, *shape] each): its input bounds l and
+    width w = u - l; 0/1 masks of the positions whose lower / upper plane alpha moves (tangent
+    where l < 0 / u > 0; chords elsewhere are the default planes), as m_up and dm = m_lo -
+    m_up; the default planes where alpha does not move them (0 where it does), as the upper
+    ones and the lower minus the upper (a coefficient's sign picks lower or upper: upper +
+    [a > 0] (lower - upper)); and at the positions ``cross`` where it moves both (in some
+    domain: l < 0 < u) the masks, l, u, f(l), f(u) ([B, 1, k])."""
 
     op: str
     l: torch.Tensor
-    u: torch.Tensor
-    m_lo: torch.Tensor
+    w: torch.Tensor
     m_up: torch.Tensor
+    dm: torch.Tensor
     fixed: tuple
     cross: torch.Tensor
     cross_masks: tuple
@@ -124,7 +127,8 @@ class _SKit:
     def build(node, rule, l, u, planes, mask) -> _SKit:
         m_lo, m_up = mask * (l < 0), mask * (u > 0)
         lo_s, lo_o, up_s, up_o = planes
-        fixed = (lo_s * (1 - m_lo), lo_o * (1 - m_lo), up_s * (1 - m_up), up_o * (1 - m_up))
+        lo_s, lo_o = lo_s * (1 - m_lo), lo_o * (1 - m_lo)
+        up_s, up_o = up_s * (1 - m_up), up_o * (1 - m_up)
         both = (m_lo * m_up).reshape(l.shape[0], -1)
         cross = (both > 0).any(0).nonzero().flatten()
 
@@ -132,7 +136,8 @@ class _SKit:
             return t.flatten(2).index_select(2, cross)
 
         ends = (at(l), at(u), at(rule.forward(node, [l])), at(rule.forward(node, [u])))
-        return _SKit(node.op, l, u, m_lo, m_up, fixed, cross, (at(m_lo), at(m_up)), ends)
+        return _SKit(node.op, l, u - l, m_up, m_lo - m_up, (up_s, lo_s - up_s, up_o, lo_o - up_o),
+                     cross, (at(m_lo), at(m_up)), ends)
 
 
 def _above(x: torch.Tensor) -> torch.Tensor:
@@ -142,47 +147,50 @@ def _above(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SStep(torch.autograd.Function):
-    """(a [B, S, *shape], alpha) -> (a+ s_lo + a- s_up, sum a+ o_lo + a- o_up [B, S]) through
-    an S-shaped node's planes (alpha's tangents where the kit's masks say, the default planes
-    elsewhere), with its backward written out: a few arithmetic passes over [B, S, *shape]
-    (the crossing positions' corrections on those alone) and no boolean tensor."""
+    """(a [B, S, *shape], alpha) -> (a S, sum a O [B, S]) through an S-shaped node's planes,
+    S and O the slope and offset of the plane a's sign picks (lower where a > 0: alpha's
+    tangents where the kit's masks say, the default planes elsewhere), with its backward
+    written out: a few arithmetic passes over [B, S, *shape] (the crossing positions'
+    corrections on those alone) and no boolean tensor."""
 
     @staticmethod
     def forward(ctx, a, alpha, kit: _SKit):
-        tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.u, kit.cross, kit.ends)
-        lo_s, lo_o, up_s, up_o = kit.fixed
+        tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.w, kit.cross, kit.ends)
+        up_s, d_s, up_o, d_o = kit.fixed
+        up = _above(a)
+        moving = torch.addcmul(kit.m_up, up, kit.dm)  # [a > 0] m_lo + [a <= 0] m_up
+        slope = torch.addcmul(up_s, up, d_s).addcmul_(moving, tan.slope)
+        at = torch.addcmul(up_o, up, d_o).addcmul_(moving, tan.at_d)
+        new = a * slope
+        offset = _spec_dot_same(a, at)
+        # the crossing positions: the extremes' offsets and points beyond the tangent point
         m_lo_c, m_up_c = kit.cross_masks
-        s_lo = torch.addcmul(lo_s, kit.m_lo, tan.slope)
-        s_up = torch.addcmul(up_s, kit.m_up, tan.slope)
-        o_lo = torch.addcmul(lo_o, kit.m_lo, tan.at_d)
-        o_up = torch.addcmul(up_o, kit.m_up, tan.at_d)
-        o_lo.flatten(2).index_add_(2, kit.cross, m_lo_c * tan.lower_fix)
-        o_up.flatten(2).index_add_(2, kit.cross, m_up_c * tan.upper_fix)
-        pos = a.clamp(min=0)
-        neg = a - pos
-        new = torch.addcmul(pos * s_lo, neg, s_up)
-        offset = torch.addcmul(pos * o_lo, neg, o_up).flatten(2).sum(-1)
-        moved = torch.addcmul(pos * kit.m_lo, neg, kit.m_up)
-        pos_c = pos.flatten(2).index_select(2, kit.cross)
-        neg_c = neg.flatten(2).index_select(2, kit.cross)
-        x_fix = torch.addcmul(pos_c * m_lo_c * tan.x_lower_fix, neg_c * m_up_c,
-                              tan.x_upper_fix)
-        ctx.save_for_backward(_above(a), moved, s_lo, s_up, o_lo, o_up, tan.dslope, x_fix,
-                              torch.addcmul(kit.l, alpha.detach(), kit.u - kit.l))
+        up_c = up.flatten(2).index_select(2, kit.cross)
+        lo_fix, up_fix = m_lo_c * tan.lower_fix, m_up_c * tan.upper_fix
+        fix = torch.addcmul(up_fix, up_c, lo_fix - up_fix)
+        x_lo, x_up = m_lo_c * tan.x_lower_fix, m_up_c * tan.x_upper_fix
+        x_fix = torch.addcmul(x_up, up_c, x_lo - x_up)
+        a_c = a.flatten(2).index_select(2, kit.cross)
+        offset = offset + (a_c * fix).sum(-1)
+        ctx.save_for_backward(slope, at, a * moving, tan.d, tan.dslope, fix, a_c * x_fix)
         ctx.cross = kit.cross
         return new, offset
 
     @staticmethod
     def backward(ctx, g_new, g_off):
-        up, moved, s_lo, s_up, o_lo, o_up, dslope, x_fix, d = ctx.saved_tensors
-        g_off = g_off.reshape(*g_off.shape, *([1] * (g_new.dim() - 2)))
-        g_pos = torch.addcmul(g_new * s_lo, g_off, o_lo)
-        g_neg = torch.addcmul(g_new * s_up, g_off, o_up)
-        g_a = torch.addcmul(g_neg, up, g_pos - g_neg)
-        # d new / dt = moved; d offset / dt = -(moved d + the crossing points' fixes)
-        g_t = moved * torch.addcmul(g_new, g_off, d, value=-1)
-        g_t.flatten(2).index_add_(2, ctx.cross, -g_off.flatten(2) * x_fix)
-        return g_a, g_t * dslope, None
+        slope, at, moved, d, dslope, fix, x_fix = ctx.saved_tensors
+        g_off_b = g_off.reshape(*g_off.shape, *([1] * (g_new.dim() - 2)))
+        g_a = torch.addcmul(g_new * slope, g_off_b, at)
+        g_a.flatten(2).index_add_(2, ctx.cross, g_off.unsqueeze(-1) * fix)
+        # d new / dt = a [moving]; d offset / dt = -(a [moving] d + the crossing fixes)
+        g_t = moved * torch.addcmul(g_new, g_off_b, d, value=-1)
+        g_t.flatten(2).index_add_(2, ctx.cross, -g_off.unsqueeze(-1) * x_fix)
+        return g_a, g_t.mul_(dslope), None
+
+
+def _spec_dot_same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over positions of a * b (both [B, S, *shape]) -> [B, S]."""
+    return (a * b).flatten(2).sum(-1)
 
 
 def _spec_sum(t: torch.Tensor) -> torch.Tensor:
@@ -211,13 +219,38 @@ def chain(graph, start: str) -> list | None:
     return out if current == graph.inputs[0].name else None
 
 
+class _Tail(torch.autograd.Function):
+    """(a [B, S, n]) -> a . v - |a M| . r [B, S]: the affine steps after the chain's last
+    activation as one matrix M [1 or B, n, k] (their offsets and the box's centre folded into
+    v [B, n]) and the box's radius r [B, k], with its backward written out (one product with
+    M's transpose; no [B, S, k] temporaries but |a M| and the signs)."""
+
+    @staticmethod
+    def forward(ctx, a, m, v, r):
+        p = torch.matmul(a, m)
+        out = torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
+        out = out - torch.bmm(p.abs(), r.unsqueeze(-1)).squeeze(-1)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(p, m, v, r)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        p, m, v, r = ctx.saved_tensors
+        # d|p| / dp = sign(p) (a subgradient at 0: the guide only steers)
+        q = torch.matmul(torch.copysign(r.unsqueeze(1), p), m.transpose(1, 2))
+        return torch.sub(v.unsqueeze(1), q).mul_(g.unsqueeze(-1)), None, None, None
+
+
 class ChainGuide:
     """Guide passes of coef . value(start) on a chain (module docstring): ``lower(alphas)``
     [B, S] for dense alphas ([B, S, *shape] per node). Build with :func:`chain_guide`."""
 
-    def __init__(self, first: torch.Tensor, const: torch.Tensor, steps: list, input_box):
+    def __init__(self, first: torch.Tensor, const: torch.Tensor, steps: list, input_box,
+                 tail: tuple | None = None):
         self.first, self.const, self.steps = first, const, steps
         self.centre, self.radius = input_box
+        self.tail = tail
 
     def lower(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
         a, total = self.first, self.const
@@ -227,7 +260,33 @@ class ChainGuide:
             a, offset = step(a, alphas)
             if offset is not None:
                 total = total + offset
+        if self.tail is not None:
+            return total + _Tail.apply(a.flatten(2), *self.tail)
         return total + _spec_dot(a, self.centre) - _spec_dot(a.abs(), self.radius)
+
+
+def _fold_tail(steps: list, deltas: list, top_shape, centre: torch.Tensor,
+               radius: torch.Tensor, like: torch.Tensor) -> tuple | None:
+    """``_Tail``'s (M, v, r) for affine ``steps`` from a value of ``top_shape`` down to the
+    input (``deltas``: their values' rounding allowances, below the top value; None where
+    some is not None: |a| . delta inside is no matrix)."""
+    if not steps or any(d is not None for d in deltas):
+        return None
+    n = math.prod(top_shape)
+    a = torch.eye(n, dtype=like.dtype, device=like.device).reshape(1, n, *top_shape)
+    offset = torch.zeros((1, n), dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        for step in steps:
+            a, off = step(a, {})
+            if off is not None:
+                offset = offset + off
+    m = a.flatten(2)
+    b = centre.shape[0]
+    c, r = centre.reshape(b, -1), radius.reshape(b, -1)
+    if m.shape[0] not in (1, b) or m.shape[2] != c.shape[1]:
+        return None
+    v = offset.expand(b, n) + torch.matmul(m, c.unsqueeze(-1)).squeeze(-1)
+    return m, v, r
 
 
 def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.Tensor,
@@ -256,15 +315,27 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
     box = inter.bounds[inter.graph.inputs[0].name]
     if not (bool(torch.isfinite(box.lower).all()) and bool(torch.isfinite(box.upper).all())):
         return None
+    centre, radius = (box.lower + box.upper) / 2, (box.upper - box.lower) / 2
     with torch.no_grad():  # the steps before the first alpha, once
         a = coef
         const = torch.zeros(coef.shape[:2], device=coef.device, dtype=coef.dtype)
         while steps and not steps[0][2]:
             step, delta, _ = steps.pop(0)
+            nodes.pop(0)
             if delta is not None:
                 const = const - _spec_dot(a.abs(), delta)
             a, offset = step(a, {})
             if offset is not None:
                 const = const + offset
-    return ChainGuide(a, const, [s[:2] for s in steps],
-                      ((box.lower + box.upper) / 2, (box.upper - box.lower) / 2))
+    # the affine steps after the last activation: one matrix, built once
+    cut = len(nodes)
+    while cut > 1 and nodes[cut - 1].op not in GUIDE_OPS:
+        cut -= 1
+    tail = None
+    if cut < len(nodes) and nodes[cut - 1].op in GUIDE_OPS:
+        tail = _fold_tail([s[0] for s in steps[cut:]], [s[1] for s in steps[cut + 1:]],
+                          inter.graph.shape_of(nodes[cut].name), centre, radius, coef)
+    if tail is not None:  # (the top value's allowance stays a step's)
+        first = steps[cut][1]
+        steps = steps[:cut] + [((lambda a, alphas: (a, None)), first, False)]
+    return ChainGuide(a, const, [s[:2] for s in steps], (centre, radius), tail)

@@ -261,11 +261,12 @@ RULES = tuple(_rule(op) for op in ("Sigmoid", "Tanh", "Atan", "Erf"))
 @dataclass(frozen=True)
 class GuideTangents:
     """Tangent planes at d = l + alpha (u - l) of an S-shaped curve, as a guide
-    (``guide_tangents``), [B, S, *shape] each: slope t = f'(d), g(d) for g(x) = f(x) - t x
-    and dt/dalpha = f''(d) (u - l); at the ``cross`` positions [B, S, k] (flat) how far the
-    min and max of g over [l, u] lie below / above g(d), and how far their points lie from d
-    (by the envelope theorem d min / dt = -(its point))."""
+    (``guide_tangents``), [B, S, *shape] each: the point d, slope t = f'(d), g(d) for
+    g(x) = f(x) - t x and dt/dalpha = f''(d) (u - l); at the ``cross`` positions [B, S, k]
+    (flat) how far the min and max of g over [l, u] lie below / above g(d), and how far their
+    points lie from d (by the envelope theorem d min / dt = -(its point))."""
 
+    d: torch.Tensor
     slope: torch.Tensor
     at_d: torch.Tensor
     dslope: torch.Tensor
@@ -275,22 +276,28 @@ class GuideTangents:
     x_upper_fix: torch.Tensor
 
 
-def guide_tangents(op: str, alpha: torch.Tensor, l: torch.Tensor, u: torch.Tensor,
+def guide_tangents(op: str, alpha: torch.Tensor, l: torch.Tensor, w: torch.Tensor,
                    cross: torch.Tensor, ends: tuple) -> GuideTangents:
-    """The tangent planes of S-shaped ``op`` at l + alpha (u - l) in the inputs' dtype, with
-    no rounding allowance: a guide for alpha-CROWN's iterations (``bounds.engine.guide``),
-    never a bound. Where u <= 0 (convex) the min of g over [l, u] is g(d) and where l >= 0
-    (concave) its max is; elsewhere, at the flat positions ``cross`` (``ends``: l, u, f(l),
-    f(u) there, [B, 1, k] each), the extremes are taken over d, p = clamp(-d, l, u) and an
-    end: the critical points of g are +-|d| (module docstring), so that is exact."""
+    """The tangent planes of S-shaped ``op`` at l + alpha w (w = u - l) in the inputs' dtype,
+    with no rounding allowance: a guide for alpha-CROWN's iterations
+    (``bounds.engine.guide``), never a bound. Where u <= 0 (convex) the min of g over [l, u]
+    is g(d) and where l >= 0 (concave) its max is; elsewhere, at the flat positions ``cross``
+    (``ends``: l, u, f(l), f(u) there, [B, 1, k] each), the extremes are taken over d,
+    p = clamp(-d, l, u) and an end: the critical points of g are +-|d| (module docstring),
+    so that is exact."""
     with torch.no_grad():
         kit = _KITS[op]
-        d = torch.addcmul(l, alpha, u - l)
-        y, t = kit.value_slope(d)
+        d = torch.addcmul(l, alpha, w)
+        if op == "Sigmoid":  # (fewer passes than the kit's forms: the guide only steers)
+            y = torch.sigmoid(d)
+            t = torch.addcmul(y, y, y, value=-1)
+            dslope = torch.addcmul(t, t, y, value=-2).mul_(w)
+        else:
+            y, t = kit.value_slope(d)
+            dslope = kit.second(d, y, t).mul_(w)
         at_d = torch.addcmul(y, t, d, value=-1)
-        dslope = kit.second(d, y, t) * (u - l)
         fixes = _crossing_fixes(op, d, t, at_d, cross, ends)
-        return GuideTangents(t, at_d, dslope, *fixes)
+        return GuideTangents(d, t, at_d, dslope, *fixes)
 
 
 def _crossing_fixes(op: str, d, t, at_d, cross: torch.Tensor, ends: tuple) -> list:

@@ -170,6 +170,44 @@ def test_default_pass_only_where_the_guide_does_not_clearly_win(activation, seed
             assert torch.all(lower >= default)
 
 
+_ULPS = 64 * torch.finfo(F64).eps
+
+
+def test_default_pass_over_the_rows_that_need_it(monkeypatch):
+    """On large passes the engine's default pass runs over the rows where the guide does not
+    clearly win, and only those: the others keep alpha's pass; those are never looser than
+    the default pass (but for the last bits) and every row encloses sampled points."""
+    graph, box = _net("Sigmoid", 2), _box(2, 0.4)
+    inter = compute_intermediate(graph, box, None, "crown")
+    coef = torch.cat([torch.eye(24), -torch.eye(24)]).reshape(1, 48, 1, 24).to(F64)
+    default = backward_bound(inter, "lin2", coef).lower
+    guide_best = torch.full((1, 48), 10.0, dtype=F64)  # the guide "wins" every row ...
+    guide_best[0, 5:9] = -10.0  # ... but these four
+    real_max = alpha_mod.maximize
+
+    def fake_max(*args, **kwargs):
+        best, found = real_max(*args, **kwargs)
+        return guide_best.to(best.dtype), found
+
+    rows_seen = []
+    real = alpha_mod._default_lower
+
+    def spy(inter_, start, c, cache):
+        rows_seen.append(c.shape[1])
+        return real(inter_, start, c, cache)
+
+    monkeypatch.setattr(alpha_mod, "MIN_WORK_ELEMENTS", 1)  # (row subsets on a small net)
+    monkeypatch.setattr(alpha_mod, "maximize", fake_max)
+    monkeypatch.setattr(alpha_mod, "_default_lower", spy)
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, "lin2", coef, 4, cache=PassCache())
+    assert rows_seen == [4]
+    assert torch.all(lower[0, 5:9] >= default[0, 5:9] - _ULPS * (1 + default[0, 5:9].abs()))
+    values = run_graph(graph, _samples(box, 2000, 2), keep_all=True)["lin2"].to(F64)
+    sampled = torch.cat([values, -values], dim=-1).reshape(-1, 48).min(0).values
+    assert torch.all(lower[0] <= sampled + 1e-6)
+
+
 def test_no_iterations_with_column_alphas(monkeypatch):
     """iterations=0 on sparse (column) alphas: the engine's pass with the initial alphas
     (a ColumnAlpha was detached as a tensor before: AttributeError)."""
