@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Collection, Mapping
 
@@ -51,6 +52,11 @@ UNMEASURED_SHARE = 8
 # Cost of one packed pass element beyond its rows (gathering its domain's bounds and
 # relaxations), in units of one coefficient row.
 PACK_OVERHEAD_ROWS = 2
+# Rows of a position's lower bound (+1) and of its negated upper bound (-1).
+BOTH_SIDES = (1.0, -1.0)
+# Values read only through their sign are bounded one side first (``_Refiner._sign_probes``);
+# NNCERT_SIGN_PROBES=0 bounds both sides of every unstable position (ablation).
+SIGN_PROBES = os.environ.get("NNCERT_SIGN_PROBES", "1") != "0"
 
 
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
@@ -139,19 +145,22 @@ def _fits(graph: Graph, cache: PassCache, work: int, name: str,
 
 
 def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tensor, m: int,
-                alpha_iterations: int, record: bool, work_dtype: torch.dtype | None = None):
-    """Lower bounds of +value and -value at positions ``idx`` [V, m] of each pass element
-    (``[V, 2m]``) and, with ``record``, the input coefficients of those rows (or None).
+                alpha_iterations: int, record: bool, work_dtype: torch.dtype | None = None,
+                signs: tuple[float, ...] = BOTH_SIDES):
+    """Lower bounds of s * value for each s in ``signs`` at positions ``idx`` [V, m] of each
+    pass element (``[V, len(signs) m]``, one block per sign) and, with ``record``, the input
+    coefficients of those rows (or None).
     ``work_dtype``: alpha's iterations run in it (``alpha.optimize_alpha``)."""
     shape = sub.graph.shape_of(name)
     spatial = conv_like(sub.graph, name)
     if spatial:  # one-cell windows, no dense one-hot rows over the whole value
-        coef = neuron_rows(shape, spatial, idx, sub.dtype)
+        coef = neuron_rows(shape, spatial, idx, sub.dtype, signs)
     else:
         v = idx.shape[0]
         onehot = torch.zeros((v, m, math.prod(shape)), device=sub.device, dtype=sub.dtype)
         onehot.scatter_(2, idx.unsqueeze(-1), 1.0)
-        coef = torch.cat([onehot, -onehot], dim=1).reshape(v, 2 * m, *shape)
+        coef = torch.cat([s * onehot for s in signs], dim=1).reshape(
+            v, len(signs) * m, *shape)
     if alpha_iterations > 0:
         with torch.enable_grad():
             res, _ = optimize_alpha(sub, name, coef, alpha_iterations, cache=cache,
@@ -179,11 +188,14 @@ class _Packing:
 
 def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
                    alpha_iterations: int = 0, cache: PassCache | None = None,
-                   record: bool = False, work_dtype: torch.dtype | None = None
+                   record: bool = False, work_dtype: torch.dtype | None = None,
+                   signs: tuple[float, ...] = BOTH_SIDES
                    ) -> tuple[Interval | None, LinearBounds | None]:
     """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
     +-inf), from the bounds of the values before it in ``inter``; with ``record`` (and no
-    alpha) also the linear bounds in the input found for those positions (else None).
+    alpha, both sides) also the linear bounds in the input found for those positions (else
+    None). ``signs``: (1.0,) bounds only from below, (-1.0,) only from above (the other side
+    stays infinite), the default both.
 
     Each domain bounds only its own selected positions. They are packed m to a pass element
     (a domain with c positions takes ceil(c / m) elements, each a copy of the domain's
@@ -203,17 +215,18 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
         return None, None
     rows = chunk_rows(graph, cache, largest_numel(graph), inter.device, inter.dtype,
                       alpha_iterations)
-    pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // 2)))
+    sides = len(signs)
+    pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // sides)))
     m, depth = pack.m, prefix_elements(graph, name)
-    if not _fits(graph, cache, 2 * m * len(pack) * depth, name, alpha_iterations):
+    if not _fits(graph, cache, sides * m * len(pack) * depth, name, alpha_iterations):
         return None, None
     numel = math.prod(graph.shape_of(name))
     lower = torch.full((b, numel), -math.inf, device=inter.device, dtype=inter.dtype)
     upper = torch.full((b, numel), math.inf, device=inter.device, dtype=inter.dtype)
-    step, rec = max(1, rows // (2 * m)), None
-    record = record and alpha_iterations == 0
+    step, rec = max(1, rows // (sides * m)), None
+    record = record and alpha_iterations == 0 and signs == BOTH_SIDES
     for start in range(0, len(pack), step):
-        if start and not _fits(graph, cache, 2 * m * (len(pack) - start) * depth, name,
+        if start and not _fits(graph, cache, sides * m * (len(pack) - start) * depth, name,
                                alpha_iterations):
             break
         began = time.monotonic()
@@ -223,14 +236,18 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
             d.shape[0] == b and bool((d == torch.arange(b, device=d.device)).all()))
         sub = inter if whole else inter.select(d)
         res, a = _bound_rows(sub, cache if whole else cache.for_subset(), name, i, m,
-                             alpha_iterations, record, work_dtype)
+                             alpha_iterations, record, work_dtype, signs)
         at = d.unsqueeze(1).expand(-1, m)[ok]
-        lower[at, i[ok]] = res[:, :m][ok]
-        upper[at, i[ok]] = -res[:, m:][ok]
+        for j, s in enumerate(signs):
+            block = res[:, j * m:(j + 1) * m][ok]
+            if s > 0:
+                lower[at, i[ok]] = block
+            else:
+                upper[at, i[ok]] = -block
         if record and a is not None:
             rec = _record_linear(rec, inter, sub.box, numel, (d, i, ok), a, res)
         rates(cache)[_rate_key(graph, alpha_iterations)] = (time.monotonic() - began) / (
-            2 * m * d.shape[0] * depth)
+            sides * m * d.shape[0] * depth)
     shape = graph.shape_of(name)
     return Interval(lower.reshape(b, *shape), upper.reshape(b, *shape)), rec
 
@@ -381,6 +398,10 @@ class _Refiner:
                 & ~inter.infeasible.unsqueeze(1))
         if reuse is not False:
             mask = mask & ~reuse.to(mask.device).unsqueeze(1)
+        if self._probes_signs(name):
+            out = self._sign_probes(name, out, mask)
+            inter.bounds[name] = out
+            return out
         refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
                                       record=inter.linear_bounds is not None,
                                       work_dtype=self.work_dtype)
@@ -391,3 +412,31 @@ class _Refiner:
         out = intersect(out, refined)
         inter.bounds[name] = out
         return out
+
+    def _probes_signs(self, name: str) -> bool:
+        """Whether ``name``'s positions are bounded one side first (``_sign_probes``): only
+        the signs of its values matter (every consumer is split by sign), and no alpha or
+        linear-bounds record wants both sides of every position."""
+        graph = self.inter.graph
+        return (SIGN_PROBES and self.alpha_iterations == 0 and self.inter.linear_bounds is None
+                and all(split_search(n.op) == "sign" for n in graph.consumers(name)))
+
+    def _sign_probes(self, name: str, out: Interval, mask: torch.Tensor) -> Interval:
+        """CROWN bounds of the unstable positions ``mask`` of a value whose consumers only
+        care about its sign, the upper bound alone first where the interval's midpoint is
+        < 0 (likely inactive); the lower bound there only if the upper one is still > 0.
+        Elsewhere both sides: an active position's magnitude sets the rounding allowances
+        of the nodes after it, so its upper bound stays CROWN's. An inactive position's
+        consumers output exactly 0 whatever its lower bound is."""
+        def refine(interval: Interval, where: torch.Tensor, signs: tuple) -> Interval:
+            if not bool(where.any()):
+                return interval
+            refined, _ = crown_interval(self.inter, name, where, 0, self.cache,
+                                        work_dtype=self.work_dtype, signs=signs)
+            return interval if refined is None else intersect(interval, refined)
+
+        lower, upper = out.lower.flatten(1), out.upper.flatten(1)
+        inactive = (lower + upper) < 0
+        out = refine(out, mask & ~inactive, BOTH_SIDES)
+        out = refine(out, mask & inactive, (-1.0,))
+        return refine(out, mask & inactive & (out.upper.flatten(1) > 0), (1.0,))

@@ -125,22 +125,23 @@ def _layout(shape: tuple[int, ...], spatial: int) -> tuple[int, int]:
 
 
 def neuron_rows(shape: tuple[int, ...], spatial: int, idx: torch.Tensor,
-                dtype: torch.dtype) -> Patches:
-    """Rows [V, 2m] of +1 then -1 at the flat positions ``idx`` [V, m] of a value of static
-    ``shape`` (lower and negated upper bounds of those neurons), as 1-cell windows."""
+                dtype: torch.dtype, signs: tuple[float, ...] = (1.0, -1.0)) -> Patches:
+    """Rows [V, len(signs) m] at the flat positions ``idx`` [V, m] of a value of static
+    ``shape``, as 1-cell windows: one block of m rows per sign (the default +1 then -1:
+    lower and negated upper bounds of those neurons)."""
     v, m = idx.shape
     cells = math.prod(shape[len(shape) - spatial:])
     ell, c = _layout(shape, spatial)
-    rows = torch.cat([idx, idx], 1)
-    values = torch.zeros((v, 2 * m, ell * c), dtype=dtype, device=idx.device)
-    sign = torch.ones((v, 2 * m, 1), dtype=dtype, device=idx.device)
-    sign[:, m:] = -1.0
+    rows = torch.cat([idx] * len(signs), 1)
+    values = torch.zeros((v, len(signs) * m, ell * c), dtype=dtype, device=idx.device)
+    sign = torch.cat([torch.full((v, m, 1), s, dtype=dtype, device=idx.device)
+                      for s in signs], 1)
     values.scatter_(2, torch.div(rows, cells, rounding_mode="floor").unsqueeze(-1), sign)
     cell, origin = rows % cells, []
     for n in reversed(shape[len(shape) - spatial:]):
         origin.insert(0, cell % n)
         cell = torch.div(cell, n, rounding_mode="floor")
-    return Patches(values.reshape(v, 2 * m, ell, c, *([1] * spatial)),
+    return Patches(values.reshape(v, len(signs) * m, ell, c, *([1] * spatial)),
                    torch.stack(origin, -1), tuple(shape))
 
 
