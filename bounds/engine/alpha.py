@@ -4,18 +4,27 @@ tangent points of smooth ops, window-max lower planes, McCormick plane mixing of
 Any alpha in the allowed range gives a sound bound, so optimisation only ever tightens: we keep
 the best bound (and its alphas) seen per domain and spec row, and return them for warm starts
 (the loop: ``optimize.maximize``, shared with beta-CROWN).
+
+(The op tables ``ALPHA_OPS``, ``STRUCTURED_ALPHA_OPS``, ``alpha_ranges`` and the starting
+alphas ``init_alphas`` live in ``alpha_ops`` and are re-exported here.)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.alpha_ops import (
+    ALPHA_OPS,
+    STRUCTURED_ALPHA_OPS,
+    _initial,
+    alpha_ranges,
+    init_alphas,
+)
 from bounds.engine.analysis import largest_numel
-from bounds.engine.constants import node_args
 from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.guide import chain, chain_guide
 from bounds.engine.optimize import Group, Schedule, maximize
@@ -30,87 +39,7 @@ from bounds.engine.work_dtype import (
 from bounds.registry import rules
 from bounds.rules.common import TANGENT_ALPHA
 
-
-class _RuleAlphas(Mapping):
-    """op -> (initial alpha, allowed range) of the rules whose ``alpha`` is elementwise (or,
-    with ``structured``, rule-specific), read from the registry: the rule is the only source.
-
-    Elementwise: init(lower, upper) -> alpha like lower (for the smooth ops alpha places the
-    tangent point at l + alpha (u - l), see bounds/rules). Structured: init(node, args, n_spec)
-    -> [B, S, ...] or None (MaxPool/ReduceMax: lower-plane weights over each window; products
-    of two dynamic operands: McCormick plane mixing (t, t') per product)."""
-
-    def __init__(self, structured: bool):
-        self.structured = structured
-
-    def _spec(self, op: str):
-        registry = rules()
-        rule = registry.get(op) if op in registry else None
-        if rule is None or rule.alpha is None or rule.alpha.structured != self.structured:
-            return None
-        return rule.alpha
-
-    def __getitem__(self, op: str) -> tuple[Callable, tuple[float, float]]:
-        spec = self._spec(op)
-        if spec is None:
-            raise KeyError(op)
-        return spec.init, (spec.low, spec.high)
-
-    def __contains__(self, op) -> bool:
-        return self._spec(op) is not None
-
-    def __iter__(self):
-        return (op for op in rules().keys() if op in self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-ALPHA_OPS: Mapping[str, tuple[Callable, tuple[float, float]]] = _RuleAlphas(structured=False)
-STRUCTURED_ALPHA_OPS: Mapping[str, tuple[Callable, tuple[float, float]]] = _RuleAlphas(
-    structured=True)
-
-
-def alpha_ranges(graph, alphas: Mapping[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    """node -> the allowed range of its alpha (its rule's), for the nodes of ``alphas``."""
-    out = {}
-    for name in alphas:
-        spec = rules().get(graph.node(name).op).alpha
-        out[name] = (spec.low, spec.high)
-    return out
-
-
-def _initial(inter: Intermediates, node, n_spec: int) -> torch.Tensor | None:
-    """The starting alpha of ``node`` from its rule (None: the node has none)."""
-    registry = rules()
-    spec = registry.get(node.op).alpha if node.op in registry else None
-    if spec is None or not spec.applies(node):
-        return None
-    if not spec.structured:
-        x = inter.bounds[node.dynamic_inputs[0]]
-        return spec.init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
-    return spec.init(node, node_args(node, inter.bounds, inter.device, inter.dtype), n_spec)
-
-
-def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,
-                before: str | None = None, structured: bool | None = None) -> dict:
-    """One alpha tensor ([B, S, *shape] for elementwise ops, rule-specific for window max and
-    products) per optimisable node (upstream of ``before`` if given), warm-started where
-    shapes match; ``structured`` True/False: only the nodes whose alpha is/is not
-    structured (None: all)."""
-    alphas = {}
-    for node in inter.graph.nodes:
-        if node.name == before:
-            break
-        if structured is not None and (node.op in STRUCTURED_ALPHA_OPS) != structured:
-            continue
-        start = _initial(inter, node, n_spec)
-        if start is None:
-            continue
-        if warm is not None and node.name in warm and warm[node.name].shape == start.shape:
-            start = warm[node.name]
-        alphas[node.name] = start.detach().clone().requires_grad_(True)
-    return alphas
+__all__ = ["ALPHA_OPS", "STRUCTURED_ALPHA_OPS", "alpha_ranges", "init_alphas", "optimize_alpha"]
 
 
 # Step size of tangent-point alphas (the smooth ops: alpha places the tangent point at
