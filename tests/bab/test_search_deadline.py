@@ -90,3 +90,47 @@ def test_pair_loop_takes_no_step_past_its_deadline(monkeypatch):
     out = search.bound(kids, 20, reuse=True)
     assert time.monotonic() <= search.deadline
     assert torch.all(out.bound >= kids.bound)
+
+
+def _sized_steps(shrink: bool, seconds: float, monkeypatch):
+    """A search whose alpha-beta passes take 2 ms per (domain, row) pair on top of their
+    work (a step's cost grows with its batch, as on conv nets); returns (verdict, step
+    sizes, deadline)."""
+    search = open_search(seconds, batch=16, shrink_last_steps=shrink)
+    deadline, step, sizes = search.deadline, search._step, []
+    bound = pair_loop.split_bound
+
+    def sized_step(queue, size):
+        sizes.append(size)
+        return step(queue, size)
+
+    def slow_bound(inter, start, coef, *args, **kwargs):
+        time.sleep(0.002 * coef.shape[0])
+        return bound(inter, start, coef, *args, **kwargs)
+
+    search._step = sized_step
+    monkeypatch.setattr(pair_loop, "split_bound", slow_bound)
+    return search.run().verdict, sizes, deadline
+
+
+def test_shrunk_steps_end_by_the_deadline(monkeypatch):
+    verdict, sizes, deadline = _sized_steps(True, 4.0, monkeypatch)
+    assert verdict == "timeout" and len(sizes) >= 2
+    assert time.monotonic() <= deadline
+
+
+def test_last_step_size_follows_the_time_left():
+    """Full steps while the slowest recent one fits (x STEP_SAFETY); then a batch sized by
+    the step-time model, none under LAST_STEP_MIN; without shrinking, none at all."""
+    search = open_search(30.0, batch=64)
+    search.counters.step_times.extend([0.5, 1.0])  # estimate 1.25 s
+    sizes = {}
+    for left in (2.0, 1.0, 0.8, 0.5):
+        search.deadline = time.monotonic() + left
+        sizes[left] = search._step_size()
+    assert sizes[2.0] == 64 and sizes[0.5] == 0
+    assert 0 < sizes[0.8] < sizes[1.0] < 64  # (fails without shrinking)
+    search = open_search(30.0, batch=16, shrink_last_steps=False)
+    search.counters.step_times.append(1.0)
+    search.deadline = time.monotonic() + 1.0
+    assert search._step_size() == 0

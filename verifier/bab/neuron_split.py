@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
@@ -31,7 +30,6 @@ from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 from verifier.bab.attack_schedule import AttackSchedule
 from verifier.bab.beta import (
-    BetaOptions,
     Warm,
     cast_intermediates,
     optimize_alpha_beta,
@@ -41,7 +39,7 @@ from verifier.bab.beta import (
 )
 from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
 from verifier.bab.domain_queue import DomainQueue
-from verifier.bab.input_split import STEP_HISTORY, STEP_SAFETY, BabOutcome
+from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
     NeuronDomains,
     beta_slots,
@@ -50,6 +48,12 @@ from verifier.bab.neuron_domains import (
     merge_rows,
     split_domains,
     split_more,
+)
+from verifier.bab.neuron_options import (
+    LAST_STEP_FIXED,
+    LAST_STEP_MIN,
+    NeuronSplitOptions,
+    _Counters,
 )
 from verifier.bab.nogoods import nogood_hooks
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
@@ -61,69 +65,10 @@ from verifier.bab.region_attack import region_attack
 from verifier.bab.search_attacks import SearchAttacks
 from verifier.bab.search_root import SearchRoot
 from verifier.bab.warm_start import AlphaCarry
-from verifier.config import BabConfig
 
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 
 log = logging.getLogger(__name__)
-
-# A step starts only when STEP_SAFETY times the slowest of the last STEP_HISTORY steps fits
-# before the search's end (the rule input splitting follows too, whose constants these are): a
-# step's pieces that cannot read the clock (autograd's backward, copies of the batch, the primal
-# points' forward pass) must end in time, and steps slow down (another process on the machine,
-# fewer children proved early in the pair loop).
-
-@dataclass(frozen=True)
-class NeuronSplitOptions(BabConfig):
-    """The user's BaB settings (inherited from ``BabConfig``: ``nonlinear`` also splits general
-    nonlinear neurons (GenBaB: Sigmoid, Tanh, Sin, GELU, ...) at ``points``, chosen by
-    ``heuristic``; ``products`` also splits operands of products of two perturbed values;
-    ``branching`` picks neurons by top score or filtered strong branching) and the search's own
-    tuning below. Networks with only Relus keep BaBSR scores."""
-
-    batch: int = 64
-    max_domains: int = 500_000
-    memory_bytes: int = 2 << 30  # the queue's tensors
-    fsb_candidates: int = 3
-    # (``intermediate``, the children's intermediate bounds, is a BabConfig field: "reuse" the
-    # parent's (split applied), "downstream": CROWN again for the split layers after the newly
-    # split one (upstream bounds cannot change: CROWN there does not see the split),
-    # "recompute": CROWN for every layer, "auto")
-    # alpha-CROWN iterations per intermediate value at the root (tighter bounds to start from).
-    root_alpha_iterations: int = 20
-    beta: BetaOptions = BetaOptions()
-    root_iterations: int = 30
-    stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
-    attack_every: int = 8  # steps between attacks on the region box
-    # GenBaB steps (many children each) are slow: attack at least this often (seconds).
-    attack_every_s: float = 4.0
-    seed: int = 0
-    multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
-    # Drop the Relus dead on the region from fully connected layers (``reduce``): exact.
-    narrow_dead: bool = True
-    # Relu-only nets: optimise alpha and beta and score branches in float32; bounds stay
-    # float64 passes.
-    work_float32: bool = True
-    # Relu-only nets: optimise open (domain, spec row) pairs, each dropped once proved.
-    pair_batches: bool = True
-    # Relu-only nets too split further candidates while the children fill less than a batch.
-    relu_multi_split: bool = True
-
-
-@dataclass
-class _Counters:
-    done: int = 0
-    steps: int = 0
-    stuck: int = 0
-    max_depth: int = 0
-    extra: dict = field(default_factory=dict)
-    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
-
-    def step_estimate(self) -> float:
-        """Seconds the next step may take (0 before the first: the engines' clock checks
-        stop it)."""
-        return STEP_SAFETY * max(self.step_times, default=0.0)
-
 
 class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def __init__(self, graph, problem: RegionProblem, deadline: float,
@@ -426,14 +371,15 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
                 return BabOutcome("sat", c.extra["cex"], self._stats(queue))
-            if time.monotonic() + c.step_estimate() >= self.deadline:
+            size = self._step_size()
+            if size == 0:
                 # no step that cannot finish: the engines would stop it at the deadline with
                 # its work lost, and the run would end without this search's stats
                 return BabOutcome("timeout", stats=self._stats(queue))
             if cap is None:
                 cap = min(opts.max_domains,
                           max(2 * opts.batch, opts.memory_bytes // queue.bytes_per_domain()))
-            self._step(queue)
+            self._step(queue, size)
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
             if self.attack is not None and self._attack_due():
@@ -442,10 +388,25 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
 
-    def _step(self, queue: DomainQueue) -> None:
-        """Split the worst ``batch`` domains once and queue their open children."""
+    def _step_size(self) -> int:
+        """The next step's batch: ``batch`` when a step as slow as the slowest recent one
+        fits before the deadline; with ``shrink_last_steps`` a smaller batch that fits by a
+        model of a step's time (LAST_STEP_FIXED of it fixed, the rest growing with the
+        children), down to LAST_STEP_MIN; else 0 (no step)."""
+        batch, estimate = self.options.batch, self.counters.step_estimate()
+        left = self.deadline - time.monotonic()
+        if left <= 0 or estimate < left:
+            return batch if left > 0 else 0
+        if not self.options.shrink_last_steps:
+            return 0
+        # a step's time modelled as estimate * (FIXED + (1 - FIXED) * size / batch)
+        size = int(batch * (left / estimate - LAST_STEP_FIXED) / (1 - LAST_STEP_FIXED))
+        return size if size >= LAST_STEP_MIN else 0
+
+    def _step(self, queue: DomainQueue, size: int) -> None:
+        """Split the worst ``size`` domains once and queue their open children."""
         c, started = self.counters, time.monotonic()
-        batch = self.nogoods.prune(queue.pop_worst(self.options.batch))
+        batch = self.nogoods.prune(queue.pop_worst(size))
         if not len(batch):  # every domain popped holds a nogood
             return
         try:
@@ -460,7 +421,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             batch, choice = batch.select(~stuck), choice[~stuck]
             parents = None if parents is None else parents.select(~stuck)
         if len(batch):
-            kids, reuse = self._split(batch, choice)
+            kids, reuse = self._split(batch, choice, size)
             c.max_depth = max(c.max_depth, int(kids.depth.max()))
             kids, reuse = self.nogoods.propagate(kids, reuse)
             try:
@@ -487,12 +448,13 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return "reuse" if self.sign_only else "downstream"
         return mode
 
-    def _split(self, batch: NeuronDomains, choice: torch.Tensor):
-        """Children of ``batch`` split at ``choice`` [N] (``split_more``), their reuse."""
+    def _split(self, batch: NeuronDomains, choice: torch.Tensor, size: int):
+        """Children of ``batch`` split at ``choice`` [N] (``split_more``, filling up to
+        ``size``), their reuse."""
         opts = self.options
         extra = opts.multi_split - 1 if not self.sign_only or opts.relu_multi_split else 0
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
-                                 self.options.batch, self.carry)
+                                 size, self.carry)
         mode = self._mode()
         if mode != "downstream":
             return kids, mode == "reuse"

@@ -1,0 +1,82 @@
+"""The neuron-split search's options and counters (``NeuronSplitSearch`` in ``neuron_split``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from verifier.bab.beta import BetaOptions
+from verifier.bab.input_split import STEP_HISTORY, STEP_SAFETY
+from verifier.config import BabConfig
+
+# A step starts only when STEP_SAFETY times the slowest of the last STEP_HISTORY steps fits
+# before the search's end (the rule input splitting follows too, whose constants these are): a
+# step's pieces that cannot read the clock (autograd's backward, copies of the batch, the primal
+# points' forward pass) must end in time, and steps slow down (another process on the machine,
+# fewer children proved early in the pair loop).
+
+# The smallest batch of a shrunk last step (``shrink_last_steps``), and the share of a step's
+# time taken as fixed (not shrinking with its batch) when sizing one.
+LAST_STEP_MIN = 8
+LAST_STEP_FIXED = 0.5
+
+
+@dataclass(frozen=True)
+class NeuronSplitOptions(BabConfig):
+    """The user's BaB settings (inherited from ``BabConfig``: ``nonlinear`` also splits general
+    nonlinear neurons (GenBaB: Sigmoid, Tanh, Sin, GELU, ...) at ``points``, chosen by
+    ``heuristic``; ``products`` also splits operands of products of two perturbed values;
+    ``branching`` picks neurons by top score or filtered strong branching) and the search's own
+    tuning below. Networks with only Relus keep BaBSR scores."""
+
+    batch: int = 64
+    max_domains: int = 500_000
+    memory_bytes: int = 2 << 30  # the queue's tensors
+    fsb_candidates: int = 3
+    # (``intermediate``, the children's intermediate bounds, is a BabConfig field: "reuse" the
+    # parent's (split applied), "downstream": CROWN again for the split layers after the newly
+    # split one (upstream bounds cannot change: CROWN there does not see the split),
+    # "recompute": CROWN for every layer, "auto")
+    # alpha-CROWN iterations per intermediate value at the root (tighter bounds to start from).
+    root_alpha_iterations: int = 20
+    beta: BetaOptions = BetaOptions()
+    root_iterations: int = 30
+    stuck_iterations: int = 300  # domains with nothing left to split: optimise longer
+    attack_every: int = 8  # steps between attacks on the region box
+    # GenBaB steps (many children each) are slow: attack at least this often (seconds).
+    attack_every_s: float = 4.0
+    seed: int = 0
+    multi_split: int = 5  # GenBaB: neurons split per domain and step while batches are small
+    # Drop the Relus dead on the region from fully connected layers (``reduce``): exact.
+    narrow_dead: bool = True
+    # Relu-only nets: optimise alpha and beta and score branches in float32; bounds stay
+    # float64 passes.
+    work_float32: bool = True
+    # Relu-only nets: optimise open (domain, spec row) pairs, each dropped once proved.
+    pair_batches: bool = True
+    # Relu-only nets too split further candidates while the children fill less than a batch.
+    relu_multi_split: bool = True
+    # Relu-only roots given bounds (the cascade's) refine them with alpha-CROWN as far as a
+    # share of the time allows (``search_root``).
+    root_refine: bool = True
+    # A step that would not fit before the deadline runs on fewer domains instead of none
+    # (the search stopped 2-5 s early on oval21 base).
+    shrink_last_steps: bool = True
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    steps: int = 0
+    stuck: int = 0
+    max_depth: int = 0
+    extra: dict = field(default_factory=dict)
+    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+
+    def step_estimate(self) -> float:
+        """Seconds the next step may take (0 before the first: the engines' clock checks
+        stop it)."""
+        return STEP_SAFETY * max(self.step_times, default=0.0)
+
+
