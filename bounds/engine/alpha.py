@@ -270,8 +270,7 @@ def _optimize_guided(inter: Intermediates, start: str, coef: torch.Tensor, loop:
         start_best = known.to(low.dtype)
     else:  # the guide's default pass: where alpha's best beats it clearly, no engine one
         with torch.no_grad():
-            start_best = chain_guide(low, low_cache, start, work_coef, {},
-                                     planes=(inter, cache)).lower({})
+            start_best = guide.lower({})
     best, found = maximize(lambda: guide.lower(dense), step_groups(low.graph, dense, loop.lr),
                            Schedule(loop.iterations, stop=loop.stop), start_best)
     found = {k: v for part in found for k, v in part.items()}

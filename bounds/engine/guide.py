@@ -96,9 +96,15 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
     mask = mask.reshape(full).unsqueeze(1)
     kit = _SKit.build(node, rule, l, u, (lo_s, lo_o, up_s, up_o), mask)
     name = node.name
+    gap_s, gap_o = up_s - lo_s, up_o - lo_o
 
     def moving(a, alphas):
-        return _SStep.apply(a, alphas[name], kit)
+        alpha = alphas.get(name)
+        if alpha is None:  # (the default planes: the guide's default pass)
+            neg = a.clamp(max=0)
+            offset = _spec_sum(a * lo_o + neg * gap_o)
+            return torch.addcmul(a * lo_s, neg, gap_s), offset
+        return _SStep.apply(a, alpha, kit)
 
     return moving
 
@@ -253,6 +259,8 @@ class ChainGuide:
         self.tail = tail
 
     def lower(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """[B, S]; nodes missing from ``alphas`` take their default planes (``lower({})``:
+        the guide's default pass)."""
         a, total = self.first, self.const
         for step, delta in self.steps:
             if delta is not None:
@@ -333,8 +341,15 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
         cut -= 1
     tail = None
     if cut < len(nodes) and nodes[cut - 1].op in GUIDE_OPS:
-        tail = _fold_tail([s[0] for s in steps[cut:]], [s[1] for s in steps[cut + 1:]],
-                          inter.graph.shape_of(nodes[cut].name), centre, radius, coef)
+        # (the same for every guide over these bounds: kept in the cache)
+        key = ("guide_tail", nodes[cut].name, coef.dtype)
+        kept = cache.guides.get(key)
+        if kept is not None and kept[0] is box.lower and kept[1] is box.upper:
+            tail = kept[2]
+        else:
+            tail = _fold_tail([s[0] for s in steps[cut:]], [s[1] for s in steps[cut + 1:]],
+                              inter.graph.shape_of(nodes[cut].name), centre, radius, coef)
+            cache.guides[key] = (box.lower, box.upper, tail)
     if tail is not None:  # (the top value's allowance stays a step's)
         first = steps[cut][1]
         steps = steps[:cut] + [((lambda a, alphas: (a, None)), first, False)]

@@ -95,6 +95,9 @@ class PassCache:
     rates: dict[object, float] = field(default_factory=dict)
     # dtype -> the bounds cast to it, with a cache of its own (``work_dtype.lowered_view``)
     work: dict[object, object] = field(default_factory=dict)
+    # alpha's guide passes: the affine steps after a chain's last activation, as one matrix
+    # (``guide.chain_guide``; kept with the input box they were made for)
+    guides: dict[object, object] = field(default_factory=dict)
     _relaxations: dict[str, object] = field(default_factory=dict)
     _owner: object = None
 
