@@ -11,7 +11,6 @@ rounding differences between our IR and onnxruntime do not undo the violation, a
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 import weakref
@@ -23,6 +22,7 @@ import torch
 from bounds.graph import Graph
 from verifier.attack.objective import TorchCondition, graph_outputs, sample_bytes
 from verifier.spec.types import OutputCondition
+from verifier.step_timer import StepTimer
 from verifier.validate import attack_float32_box
 
 # Step sizes as fractions of the box width: cosine decay from STEP_MAX to STEP_MIN.
@@ -55,10 +55,8 @@ class AttackResult:
 # The last PGD step's duration per graph: a run's first step is predicted from the previous
 # run's, so a run that starts just before its deadline does not end a whole step after it.
 _STEP_S: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# A step starts only when STEP_MARGIN times the slowest of the last RECENT_STEPS steps is left:
-# step times vary under load (TinyYOLO's last attack ended 0.05 s past a 120 s deadline when
-# the next step was predicted from the last one alone).
-STEP_MARGIN = 1.25
+# A step starts only when step_timer.SAFETY times the slowest of the last RECENT_STEPS steps
+# is left (``verifier.step_timer``).
 RECENT_STEPS = 4
 
 def float32_boxes(lower: np.ndarray, upper: np.ndarray, device, dtype=torch.float32):
@@ -102,7 +100,7 @@ def pgd(
 
     Stops early once every sample (or, with ``stop_on_any``, some sample) is below -margin,
     or when the next step would end after ``deadline`` (time.monotonic): a step starts only
-    when STEP_MARGIN times the slowest recent step is still left, so the attack ends on time,
+    when step_timer.SAFETY times the slowest recent step is still left, so the attack ends on time,
     not a step late.
     Step sizes are ``step_scale`` times the default schedule (fractions of the box width).
     ``target`` [B]: the disjunct each sample descends on (-1: all; ``TorchCondition.loss``);
@@ -110,10 +108,10 @@ def pgd(
     """
     width = hi - lo
     best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
-    recent = collections.deque([_STEP_S.get(graph, 0.0)], maxlen=RECENT_STEPS)
+    timer = StepTimer(RECENT_STEPS, first_guess=_STEP_S.get(graph, 0.0))
     for t in range(steps + 1):
         now = time.monotonic()
-        if now + STEP_MARGIN * max(recent) >= deadline:
+        if not timer.fits(deadline, now):
             break
         x = x.detach().requires_grad_(True)
         y = graph_outputs(graph, x)
@@ -132,8 +130,9 @@ def pgd(
         with torch.no_grad():
             x = x - _step_fraction(t, steps, step_scale) * width * torch.sign(grad)
             x = torch.minimum(torch.maximum(x, lo), hi)
-        recent.append(time.monotonic() - now)
-        _STEP_S[graph] = recent[-1]
+        last = time.monotonic() - now
+        timer.record(last)
+        _STEP_S[graph] = last
     return best_x.detach(), best_loss.detach()
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +30,7 @@ import torch
 from bounds.engine.forward import run_graph
 from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
 from bounds.types import Interval, LinearBounds
+from verifier import step_timer
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.integer_split import (
     integer_cells,
@@ -43,14 +43,15 @@ from verifier.bab.memory import memory_budget
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.slot_queue import SlotQueue
+from verifier.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
 
 # A step (and a batch of the integer cells' sweep) starts only when STEP_SAFETY times the
-# slowest of the last STEP_HISTORY ones fits before the deadline; the neuron-split search reads
-# the same constants.
-STEP_HISTORY = 8
-STEP_SAFETY = 1.25
+# slowest of the last STEP_HISTORY ones fits before the deadline (``verifier.step_timer``); the
+# neuron-split search reads the same constants.
+STEP_HISTORY = step_timer.HISTORY
+STEP_SAFETY = step_timer.SAFETY
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ class InputSplitSearch:
         self.options, self.progress, self.validate = options, progress, validate
         self.attack, self.steps = attack, 0
         self.start = time.monotonic()
-        self.step_times: deque = deque(maxlen=STEP_HISTORY)  # seconds of the last steps
+        self.step_timer = StepTimer(STEP_HISTORY, STEP_SAFETY)
         self.region_attack_s = 0.0  # time spent on whole-region attacks
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
@@ -348,22 +349,15 @@ class InputSplitSearch:
         inherit = self.options.inherit
         inherit_budget = memory_budget(self.options.inherit_max_bytes)
         while len(queue):
-            if not self._step_fits():
+            if not self.step_timer.fits(self.deadline):
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             began = time.monotonic()
             outcome = self._step(queue, inherit, inherit_budget, done)
-            self.step_times.append(time.monotonic() - began)
+            self.step_timer.record(time.monotonic() - began)
             if isinstance(outcome, BabOutcome):
                 return outcome
             done, inherit = outcome
         return BabOutcome("unsat", stats=self._stats(done, queue))
-
-    def _step_fits(self) -> bool:
-        """Whether a step may start: STEP_SAFETY times the slowest recent step fits before the
-        deadline (a step's forward passes, attacks and splits do not read the clock; cctsdb's
-        patch-1 ended 0.69 s past 120 s when only the deadline itself was checked)."""
-        slowest = max(self.step_times, default=0.0)
-        return time.monotonic() + STEP_SAFETY * slowest < self.deadline
 
     def _step(self, queue: DomainQueue, inherit: bool, inherit_budget: int, done: int):
         """One step: bound the worst batch, look for violations in it, split what stays open.
@@ -433,7 +427,7 @@ class InputSplitSearch:
                         torch.zeros((len(lower), p.n_disjuncts), dtype=torch.bool,
                                     device=lower.device))
         for start in range(0, len(lower), step):
-            if not self._step_fits():
+            if not self.step_timer.fits(self.deadline):
                 return BabOutcome("timeout", stats=self.cell_stats)
             began = time.monotonic()
             batch = cells.select(torch.arange(start, min(start + step, len(lower)),
@@ -441,10 +435,10 @@ class InputSplitSearch:
             candidates, _ = self.find_violation(batch)
             self.cell_stats["cells_swept"] += len(batch)
             cex = self.validate(candidates) if candidates is not None else None
-            self.step_times.append(time.monotonic() - began)
+            self.step_timer.record(time.monotonic() - began)
             if cex is not None:
                 return BabOutcome("sat", cex, self.cell_stats)
-        self.step_times.clear()  # (the search's steps take their own time)
+        self.step_timer.clear()  # (the search's steps take their own time)
         return cells
 
     def _attack_due(self) -> bool:

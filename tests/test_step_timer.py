@@ -1,0 +1,27 @@
+"""verifier.step_timer: a step starts only when SAFETY times the slowest recent step fits."""
+
+from __future__ import annotations
+
+from verifier.step_timer import SAFETY, StepTimer
+
+
+def test_first_step_always_fits_without_a_guess():
+    assert StepTimer().fits(deadline=10.0, now=9.999)
+
+
+def test_first_guess_counts_as_a_step():
+    timer = StepTimer(first_guess=1.0)
+    assert timer.fits(deadline=10.0, now=10.0 - SAFETY * 1.0 - 1e-6)
+    assert not timer.fits(deadline=10.0, now=10.0 - SAFETY * 1.0 + 1e-6)
+
+
+def test_slowest_of_the_recent_steps_only():
+    timer = StepTimer(history=3)
+    for seconds in (5.0, 1.0, 1.0, 1.0):  # the 5 s step has left the window
+        timer.record(seconds)
+    assert timer.slowest() == 1.0
+    timer.record(2.0)
+    assert timer.slowest() == 2.0
+    assert not timer.fits(deadline=10.0, now=10.0 - SAFETY * 2.0)
+    timer.clear()
+    assert timer.slowest() == 0.0 and timer.fits(deadline=10.0, now=9.5)
