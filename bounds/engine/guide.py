@@ -67,10 +67,14 @@ def _planes(rel, shape) -> list[torch.Tensor]:
 
 
 def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
-                 positions: torch.Tensor | None, has_alpha: bool) -> Step | None:
+                 positions: torch.Tensor | None, has_alpha: bool,
+                 deltas: tuple = (None, None)) -> Step | None:
     """The step through S-shaped ``node``: the default planes, and where the node has an
     alpha (at ``positions``, flat indices; None: all) its tangent planes on the side(s) that
-    alpha moves (lower where l < 0, upper where u > 0: the others are chords)."""
+    alpha moves (lower where l < 0, upper where u > 0: the others are chords). ``deltas``:
+    the rounding allowances of the node's output and input values that the step takes off
+    itself (-|a| . delta before it, -|a'| . delta' after it; None: the caller's), for a node
+    with an alpha folded into its planes' offsets (no passes of their own)."""
     rel = default_relaxation(*planes, node, rule)
     if rel is None:
         return None
@@ -94,7 +98,9 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
         mask.zero_()
         mask[:, positions] = 1.0
     mask = mask.reshape(full).unsqueeze(1)
-    kit = _SKit.build(node, rule, l, u, (lo_s, lo_o, up_s, up_o), mask)
+    d_out, d_in = (None if d is None else torch.broadcast_to(d.to(l.dtype), full).unsqueeze(1)
+                   for d in deltas)
+    kit = _SKit.build(node, rule, l, u, (lo_s, lo_o, up_s, up_o), mask, d_out, d_in)
     name = node.name
     gap_s, gap_o = up_s - lo_s, up_o - lo_o
 
@@ -103,7 +109,12 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
         if alpha is None:  # (the default planes: the guide's default pass)
             neg = a.clamp(max=0)
             offset = _spec_sum(a * lo_o + neg * gap_o)
-            return torch.addcmul(a * lo_s, neg, gap_s), offset
+            if d_out is not None:
+                offset = offset - _spec_dot_same(a.abs(), d_out)
+            new = torch.addcmul(a * lo_s, neg, gap_s)
+            if d_in is not None:
+                offset = offset - _spec_dot_same(new.abs(), d_in)
+            return new, offset
         return _SStep.apply(a, alpha, kit)
 
     return moving
@@ -117,7 +128,10 @@ class _SKit:
     m_up; the default planes where alpha does not move them (0 where it does), as the upper
     ones and the lower minus the upper (a coefficient's sign picks lower or upper: upper +
     [a > 0] (lower - upper)); and at the positions ``cross`` where it moves both (in some
-    domain: l < 0 < u) the masks, l, u, f(l), f(u) ([B, 1, k])."""
+    domain: l < 0 < u) the masks, l, u, f(l), f(u) ([B, 1, k]). The rounding allowance of the
+    node's output value is folded into the default offsets (-|a| delta_out: -delta_out on
+    the lower plane, +delta_out on the upper); that of its input value, -|a S| delta_in =
+    -a sign(a) S delta_in (S >= 0), is the step's (``in_delta``: -delta_in and 2 delta_in)."""
 
     op: str
     l: torch.Tensor
@@ -128,13 +142,16 @@ class _SKit:
     cross: torch.Tensor
     cross_masks: tuple
     ends: tuple
+    in_delta: tuple | None
 
     @staticmethod
-    def build(node, rule, l, u, planes, mask) -> _SKit:
+    def build(node, rule, l, u, planes, mask, d_out=None, d_in=None) -> _SKit:
         m_lo, m_up = mask * (l < 0), mask * (u > 0)
         lo_s, lo_o, up_s, up_o = planes
         lo_s, lo_o = lo_s * (1 - m_lo), lo_o * (1 - m_lo)
         up_s, up_o = up_s * (1 - m_up), up_o * (1 - m_up)
+        if d_out is not None:
+            lo_o, up_o = lo_o - d_out, up_o + d_out
         both = (m_lo * m_up).reshape(l.shape[0], -1)
         cross = (both > 0).any(0).nonzero().flatten()
 
@@ -143,7 +160,8 @@ class _SKit:
 
         ends = (at(l), at(u), at(rule.forward(node, [l])), at(rule.forward(node, [u])))
         return _SKit(node.op, l, u - l, m_up, m_lo - m_up, (up_s, lo_s - up_s, up_o, lo_o - up_o),
-                     cross, (at(m_lo), at(m_up)), ends)
+                     cross, (at(m_lo), at(m_up)), ends,
+                     None if d_in is None else (-d_in, 2 * d_in))
 
 
 def _above(x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +185,11 @@ class _SStep(torch.autograd.Function):
         moving = torch.addcmul(kit.m_up, up, kit.dm)  # [a > 0] m_lo + [a <= 0] m_up
         slope = torch.addcmul(up_s, up, d_s).addcmul_(moving, tan.slope)
         at = torch.addcmul(up_o, up, d_o).addcmul_(moving, tan.at_d)
+        point = tan.d  # (d offset / dt = -(a [moving] point))
+        if kit.in_delta is not None:  # -|a S| delta_in: -sign(a) delta_in S into the offset
+            signed = torch.addcmul(kit.in_delta[0], up, kit.in_delta[1])
+            at.addcmul_(slope, signed, value=-1)
+            point = point + signed
         new = a * slope
         offset = _spec_dot_same(a, at)
         # the crossing positions: the extremes' offsets and points beyond the tangent point
@@ -178,7 +201,7 @@ class _SStep(torch.autograd.Function):
         x_fix = torch.addcmul(x_up, up_c, x_lo - x_up)
         a_c = a.flatten(2).index_select(2, kit.cross)
         offset = offset + (a_c * fix).sum(-1)
-        ctx.save_for_backward(slope, at, a * moving, tan.d, tan.dslope, fix, a_c * x_fix)
+        ctx.save_for_backward(slope, at, a * moving, point, tan.dslope, fix, a_c * x_fix)
         ctx.cross = kit.cross
         return new, offset
 
@@ -310,16 +333,25 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
     if nodes is None or not isinstance(coef, torch.Tensor):
         return None
     steps = []
-    for node in nodes:
+    deltas = [inter.deltas.get(node.name) for node in nodes]
+    first = next((i for i, n in enumerate(nodes) if n.name in columns), len(nodes))
+    for i, node in enumerate(nodes):
         rule = rules().get(node.op)
         if node.op in GUIDE_OPS:
+            folded = (None, None)
+            if i >= first and node.name in columns:  # (its allowances: in its planes)
+                below = i + 1 < len(nodes) and nodes[i + 1].op not in GUIDE_OPS
+                folded = (deltas[i], deltas[i + 1] if below else None)
+                deltas[i] = None
+                if below:
+                    deltas[i + 1] = None
             step = _sshape_step(inter, planes or (inter, cache), node, rule,
-                                columns.get(node.name), node.name in columns)
+                                columns.get(node.name), node.name in columns, folded)
         else:
             step = _affine_step(inter, node, rule)
         if step is None:
             return None
-        steps.append((step, inter.deltas.get(node.name), node.name in columns))
+        steps.append((step, deltas[i], node.name in columns))
     box = inter.bounds[inter.graph.inputs[0].name]
     if not (bool(torch.isfinite(box.lower).all()) and bool(torch.isfinite(box.upper).all())):
         return None
@@ -350,7 +382,8 @@ def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.
             tail = _fold_tail([s[0] for s in steps[cut:]], [s[1] for s in steps[cut + 1:]],
                               inter.graph.shape_of(nodes[cut].name), centre, radius, coef)
             cache.guides[key] = (box.lower, box.upper, tail)
-    if tail is not None:  # (the top value's allowance stays a step's)
-        first = steps[cut][1]
-        steps = steps[:cut] + [((lambda a, alphas: (a, None)), first, False)]
+    if tail is not None:  # (the top value's allowance stays a step's, unless folded)
+        top = steps[cut][1]
+        steps = steps[:cut] + ([] if top is None else
+                               [((lambda a, alphas: (a, None)), top, False)])
     return ChainGuide(a, const, [s[:2] for s in steps], (centre, radius), tail)
