@@ -248,6 +248,14 @@ def chain(graph, start: str) -> list | None:
     return out if current == graph.inputs[0].name else None
 
 
+def _times(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """a [B, S, n] @ m [1 or B, n, k]: one matrix product where B = 1 (a batched one is
+    ~15% slower on CPU)."""
+    if a.shape[0] == 1 and m.shape[0] == 1:
+        return torch.mm(a[0], m[0]).unsqueeze(0)
+    return torch.matmul(a, m)
+
+
 class _Tail(torch.autograd.Function):
     """(a [B, S, n]) -> a . v - |a M| . r [B, S]: the affine steps after the chain's last
     activation as one matrix M [1 or B, n, k] (their offsets and the box's centre folded into
@@ -256,7 +264,7 @@ class _Tail(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, m, v, r):
-        p = torch.matmul(a, m)
+        p = _times(a, m)
         out = torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
         out = out - torch.bmm(p.abs(), r.unsqueeze(-1)).squeeze(-1)
         if ctx.needs_input_grad[0]:
@@ -267,7 +275,7 @@ class _Tail(torch.autograd.Function):
     def backward(ctx, g):
         p, m, v, r = ctx.saved_tensors
         # d|p| / dp = sign(p) (a subgradient at 0: the guide only steers)
-        q = torch.matmul(torch.copysign(r.unsqueeze(1), p), m.transpose(1, 2))
+        q = _times(torch.copysign(r.unsqueeze(1), p), m.transpose(1, 2))
         return torch.sub(v.unsqueeze(1), q).mul_(g.unsqueeze(-1)), None, None, None
 
 
