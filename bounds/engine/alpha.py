@@ -273,14 +273,16 @@ def _optimize_guided(inter: Intermediates, start: str, coef: torch.Tensor, loop:
             start_best = guide.lower({})
     best, found = maximize(lambda: guide.lower(dense), step_groups(low.graph, dense, loop.lr),
                            Schedule(loop.iterations, stop=loop.stop), start_best)
-    found = {k: v for part in found for k, v in part.items()}
+    # (dense: positions without an alpha have no gradient and keep their initial value, so
+    # this is dense_alphas of the columns)
+    found = cast_alphas({k: v for part in found for k, v in part.items()}, inter.dtype)
     cols = {k: v.flatten(2)[:, :, s.columns[k]] if k in s.columns else v
-            for k, v in cast_alphas(found, inter.dtype).items()}
+            for k, v in found.items()}
     with torch.no_grad():
         lower = backward_bound(inter, start, coef, alphas=s.alphas(cols), cache=cache).lower
         floor = known if known is not None else _default_rows(
             inter, start, coef, cache, best.to(inter.dtype), start_best.to(inter.dtype))
-    return torch.maximum(floor, lower), dense_alphas(inter, coef.shape[1], cols, s.columns)
+    return torch.maximum(floor, lower), found
 
 
 # The guide's bound may differ from the engine's by the work dtype's rounding: alpha's best is

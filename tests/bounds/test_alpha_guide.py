@@ -219,3 +219,25 @@ def test_no_iterations_with_column_alphas(monkeypatch):
     expected = backward_bound(inter, "lin3", coef, alphas=start.alphas(), cache=cache).lower
     assert torch.equal(lower, expected)
     assert all(v.shape == (1, coef.shape[1], 1, 24) for v in alphas.values())
+
+
+def test_guided_alphas_returned_dense_keep_the_initial_value_off_the_columns(monkeypatch):
+    """The guided optimisation returns its dense alphas as found: positions without an alpha
+    keep the rule's initial value (no gradient reaches them), columns the values found, and
+    the engine's pass with them gives the bound returned or less (max with the default)."""
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup("Sigmoid", 4, "lin3")
+    assert s.columns
+    with torch.enable_grad():
+        lower, alphas = optimize_alpha(inter, "lin3", coef, 6, cache=cache)
+    start = _Start(inter, "lin3", coef.shape[1], cache, None, True)
+    for k, v in alphas.items():
+        assert v.shape == (1, coef.shape[1], 1, 24) and v.dtype == F64
+        initial = start.dense(start.params)[k]
+        if k in start.columns:
+            off = _others(24, start.columns[k])
+            assert torch.equal(v.flatten(2)[:, :, off], initial.flatten(2)[:, :, off])
+    cols = {k: v.flatten(2)[:, :, start.columns[k]] if k in start.columns else v
+            for k, v in alphas.items()}
+    again = backward_bound(inter, "lin3", coef, alphas=start.alphas(cols), cache=cache).lower
+    assert torch.all(again <= lower)
