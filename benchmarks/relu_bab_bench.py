@@ -68,8 +68,16 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
     spec = load_spec(vnnlib)
     problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
     start = time.monotonic()
+    trace: list[tuple[float, int, float]] = []  # (CPU s, domains done, worst margin)
+
+    def record(event: dict) -> None:
+        trace.append((time.process_time(), event["domains_done"],
+                      -float("inf") if event["global_bound"] is None
+                      else event["global_bound"]))
+
     search = NeuronSplitSearch(model.graph, problem, start + seconds,
-                               NeuronSplitOptions(**overrides), Progress(None, label="bench"),
+                               NeuronSplitOptions(**overrides),
+                               Progress(record, every_s=0.0, label="bench"),
                                validate=lambda x: None, attack=None)
     from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 
@@ -94,7 +102,16 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
     stats["verdict"], stats["seconds"] = verdict, time.monotonic() - start
     stats["root_s"], stats["cpu_s"] = root_s[0], time.process_time() - cpu_start
     stats["root_cpu_s"] = root_cpu[0]
+    stats["trace"] = [(c - cpu_start - root_cpu[0], d, w) for c, d, w in trace]
     return stats
+
+
+def at_cpu(trace: list, seconds: float) -> str:
+    """'domains/worst' when ``seconds`` CPU s after the root had passed ('-': not reached)."""
+    got = [(d, w) for c, d, w in trace if c <= seconds]
+    if not got or trace[-1][0] < seconds:
+        return "-"
+    return f"{got[-1][0]}/{got[-1][1]:.4g}"
 
 
 def _synthetic(n: int, rows: int = 9, widths=(256, 256, 256, 256)):
@@ -158,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", default=[], metavar="BENCH:ONNX:VNNLIB",
                         help="run this instance (paths relative to the benchmark) instead of "
                              "the built-in cases; repeatable")
+    parser.add_argument("--checkpoints", default="",
+                        help="comma-separated CPU seconds after the root: print the domains "
+                             "done and worst margin reached by each (steadier than wall time "
+                             "under load)")
     parser.add_argument("--queue", type=int, default=0,
                         help="only time the queue's own work with this many domains queued")
     args = parser.parse_args(argv)
@@ -207,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
               f"root {stats['root_s']:5.1f}s {rate:8.1f} domains/s after the root "
               f"({cpu_rate:7.1f} per CPU s) "
               f"worst {stats.get('worst_margin') or float('nan'):.4g}", flush=True)
+        if args.checkpoints:  # the worst margin at equal CPU time: fair under load
+            marks = [float(x) for x in args.checkpoints.split(",")]
+            print(f"{args.label:8s} {label:14s} domains/worst at CPU s after the root: "
+                  + "  ".join(f"{m:g}: {at_cpu(stats['trace'], m)}" for m in marks),
+                  flush=True)
         if "nogoods_learned" in stats:  # issue 18 item 3 (``nogoods``)
             print(f"{args.label:8s} {label:14s} nogoods learned {stats['nogoods_learned']} "
                   f"of {stats['nogood_attempts']} tried (mean length "

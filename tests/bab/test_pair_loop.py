@@ -23,7 +23,8 @@ def test_pairs_bound_open_rows_as_rows_do_and_stay_sound(seed):
     region = region_for(exact, 4, rows[:, None, :], rhs)
     out = {}
     for pairs in (True, False):
-        search = make_search(graph, region, attack=False, pair_batches=pairs, narrow_dead=False)
+        search = make_search(graph, region, attack=False, pair_batches=pairs, narrow_dead=False,
+                             drop_hopeless=False)  # (the same iterations as rows get)
         root = search.root()
         kids = split_domains(root, search.layers, root.candidates[:, 0])
         search.counters.done = 0

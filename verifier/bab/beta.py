@@ -33,6 +33,8 @@ class BetaOptions:
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     lr_decay: float = 0.98
+    # pair loop: drop pairs that cannot reach their target at their recent rate of gain
+    drop_hopeless: bool = False
 
 
 Term = tuple[str, torch.Tensor, torch.Tensor | None]  # (value, s [B,1,*], r [B,1,*] or None)

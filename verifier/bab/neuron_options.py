@@ -63,6 +63,9 @@ class NeuronSplitOptions(BabConfig):
     # A step that would not fit before the deadline runs on fewer domains instead of none
     # (the search stopped 2-5 s early on oval21 base).
     shrink_last_steps: bool = True
+    # Relu-only nets: stop optimising the (domain, row) pairs that cannot be proved within
+    # the step's iterations at their recent rate of gain (``pair_loop``).
+    drop_hopeless: bool = True
 
 
 @dataclass

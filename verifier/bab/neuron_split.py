@@ -224,10 +224,11 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             known[di, ri] = torch.maximum(known[di, ri], final_margin(best.to(known) - rhs[di, ri]))
             return (closed | p.refuted_disjuncts(known))[di, ri // p.n_rows]
 
+        beta = replace(self.options.beta, iterations=iterations,
+                       drop_hopeless=self.options.drop_hopeless)
         best, alphas, betas = optimize_pairs(
             inter, self.out_name, full_coef, dom.splits, Pairs(d, r), (dom.alphas, dom.betas),
-            replace(self.options.beta, iterations=iterations), proved, self.deadline,
-            self._work_dtype(inter))
+            beta, proved, self.deadline, self._work_dtype(inter), rhs[d, r])
         lower = lower.clone()
         lower[d, r] = torch.maximum(lower[d, r], best)
         return (lower, merge_pairs(dom.alphas, alphas, d, r, lead, dev),

@@ -30,6 +30,8 @@ from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split
 # gathers the batch's bounds again).
 DROP_SHARE = 0.1
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+# Hopeless pairs (``drop_hopeless``) are judged on the gains of this many last iterations.
+HOPELESS_SPAN = 3
 Proved = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -85,12 +87,19 @@ class _Active:
 def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
                    splits: dict[str, torch.Tensor], pairs: Pairs, warm: tuple[dict, dict],
                    options: BetaOptions, proved: Proved,
-                   deadline: float = math.inf, work_dtype: torch.dtype | None = None):
+                   deadline: float = math.inf, work_dtype: torch.dtype | None = None,
+                   targets: torch.Tensor | None = None):
     """Lower bounds [P] of coef[dom, row] . value(start) on each pair's domain, optimised over
     alpha and beta >= 0; returns (lower [P], alphas, betas), parameters [P, 1, ...] in
     ``inter``'s dtype. ``coef`` [N, S, *out]; ``warm``: (alphas, betas) [N, S, ...] per
     node / split key. ``proved(idx, best)`` -> [len(idx)] bool: which of the pairs ``idx`` are
-    proved when their current best bounds are ``best`` (their disjunct refuted)."""
+    proved when their current best bounds are ``best`` (their disjunct refuted).
+
+    ``targets`` [P] (with ``options.drop_hopeless``): the bound at which a pair's row refutes
+    its disjunct; a pair whose best bound, improving at its rate of the last HOPELESS_SPAN
+    iterations for every iteration left, would still end below it leaves the batch too (its
+    children get split instead; the gains of an optimisation slow down, so the projection
+    overrates them and drops only pairs that cannot make it)."""
     dt = work_dtype or inter.dtype
     d, r = pairs.dom, pairs.row
     mine = inter.select(d)
@@ -106,6 +115,8 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     best = torch.full((len(pairs),), -math.inf, dtype=dt, device=coef.device)
     lrs = [options.lr_alpha, options.lr_beta]
     cache = PassCache()
+    history: list[torch.Tensor] = []  # best bounds [P] after each of the last iterations
+    hopeless = options.drop_hopeless and targets is not None
     for it in range(max(1, options.iterations)):
         check_deadline()
         began = time.monotonic()
@@ -119,6 +130,11 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
             for k, v in g.items():
                 kept[k][at] = v.detach()[better]
         done = proved(act.idx, best[act.idx])
+        if hopeless:
+            history = [*history[-(HOPELESS_SPAN - 1):], best.clone()]
+            if len(history) == HOPELESS_SPAN:
+                done = done | _hopeless(history, targets, act.idx,
+                                        options.iterations - it - 1)
         # autograd's backward cannot read the clock: no step that would end past the
         # deadline (the best iterate so far gives a sound bound)
         if bool(done.all()) or it + 1 >= options.iterations or not step_fits(pass_s, deadline):
@@ -130,6 +146,15 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
             act.keep(~done)
             cache = PassCache()
     return _certify(mine, start, pair_coef, pair_splits, best_params)
+
+
+def _hopeless(history: list[torch.Tensor], targets: torch.Tensor, idx: torch.Tensor,
+              left: int) -> torch.Tensor:
+    """[len(idx)] bool: pairs whose best bound, gaining per iteration what it gained on
+    average over ``history`` for ``left`` more iterations, stays below its target."""
+    now, then = history[-1][idx], history[0][idx]
+    rate = (now - then).clamp(min=0) / (len(history) - 1)
+    return now + left * rate < targets[idx].to(now)
 
 
 def _certify(inter: Intermediates, start: str, coef: torch.Tensor, splits: dict,
