@@ -241,3 +241,18 @@ def test_guided_alphas_returned_dense_keep_the_initial_value_off_the_columns(mon
             for k, v in alphas.items()}
     again = backward_bound(inter, "lin3", coef, alphas=start.alphas(cols), cache=cache).lower
     assert torch.all(again <= lower)
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Tanh"])
+@pytest.mark.parametrize("start", ["lin2", "lin3"])
+def test_guide_default_pass_matches_the_engine_default_pass(activation, start, monkeypatch):
+    """``lower({})`` on a guide built for alphas (steps with folded rounding allowances, the
+    folded affine tail) is the engine's default pass up to the planes' rounding margins."""
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup(activation, 5, start)
+    guide = chain_guide(inter, cache, start, coef, {k: s.columns.get(k) for k in s.params})
+    assert guide is not None and guide.tail is not None
+    with torch.no_grad():
+        engine = backward_bound(inter, start, coef, cache=cache).lower
+        ours = guide.lower({})
+    torch.testing.assert_close(ours, engine, rtol=0, atol=1e-9 * float(engine.abs().max()))
