@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.analysis import relaxed_inputs
 from bounds.engine.forward import run_graph
 from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
 from bounds.types import Interval, LinearBounds
@@ -346,8 +347,8 @@ class InputSplitSearch:
                 return first
         queue = DomainQueue(first)
         done = 0
-        inherit = self.options.inherit
         inherit_budget = memory_budget(self.options.inherit_max_bytes)
+        inherit = self.options.inherit and self._records_fit(inherit_budget)
         while len(queue):
             if not self.step_timer.fits(self.deadline):
                 return BabOutcome("timeout", stats=self._stats(done, queue))
@@ -358,6 +359,21 @@ class InputSplitSearch:
                 return outcome
             done, inherit = outcome
         return BabOutcome("unsat", stats=self._stats(done, queue))
+
+    def _records_fit(self, budget: int) -> bool:
+        """Whether one batch's children could carry linear bounds within ``budget`` bytes:
+        a record is [domains, positions, input size] per refined value, so inheriting only
+        pays on low-dimensional inputs. (cctsdb's patch-1, 12296 inputs, asked for a 2.4 GB
+        record of one cell and ran out of memory, or past its deadline building it.)"""
+        d = math.prod(self.input_shape)
+        positions = sum(math.prod(self.graph.shape_of(v)) for v in relaxed_inputs(self.graph))
+        # a_lo and a_hi in float64, for two children of each domain of the batch
+        need = 2 * 2 * 8 * d * positions * self.batch
+        if need > budget:
+            log.info("input split: children do not inherit linear bounds (%.1f GB a batch, "
+                     "%.1f GB budget)", need / 2**30, budget / 2**30)
+            return False
+        return True
 
     def _step(self, queue: DomainQueue, inherit: bool, inherit_budget: int, done: int):
         """One step: bound the worst batch, look for violations in it, split what stays open.
