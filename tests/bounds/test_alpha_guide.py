@@ -11,6 +11,7 @@ import torch
 
 from bounds.engine import alpha as alpha_mod
 from bounds.engine import guide as guide_mod
+from bounds.engine import guide_steps
 from bounds.engine.alpha import _Start, optimize_alpha
 from bounds.engine.crown import backward_bound
 from bounds.engine.forward import run_graph
@@ -256,3 +257,33 @@ def test_guide_default_pass_matches_the_engine_default_pass(activation, start, m
         engine = backward_bound(inter, start, coef, cache=cache).lower
         ours = guide.lower({})
     torch.testing.assert_close(ours, engine, rtol=0, atol=1e-9 * float(engine.abs().max()))
+
+
+def test_guides_over_the_same_bounds_share_their_activation_steps(monkeypatch):
+    """A second guide over the same bounds and alpha positions reuses the S-shaped steps
+    kept in the cache (one build per bound pass); other positions build anew, and either
+    guide still matches the engine's pass."""
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup("Sigmoid", 4, "lin3")
+    builds = []
+    real = guide_steps._sshape_step
+
+    def spy(*args, **kwargs):
+        builds.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(guide_steps, "_sshape_step", spy)
+    columns = {k: s.columns.get(k) for k in s.params}
+    dense = {k: v.detach().clone() for k, v in s.dense(s.params).items()}
+    engine = backward_bound(inter, "lin3", coef, alphas=s.alphas(), cache=cache).lower
+    first = chain_guide(inter, cache, "lin3", coef, columns)
+    n = len(builds)
+    assert n == len(columns)
+    second = chain_guide(inter, cache, "lin3", coef, columns)
+    assert len(builds) == n  # (kept)
+    other = {k: torch.arange(3) for k in columns}  # (other positions: built anew)
+    chain_guide(inter, cache, "lin3", coef, other)
+    assert len(builds) == 2 * n
+    scale = float(engine.abs().max())
+    for guide in (first, second):
+        torch.testing.assert_close(guide.lower(dense), engine, rtol=0, atol=1e-9 * scale)
