@@ -32,7 +32,7 @@ def test_hopeless_pairs_stop_early_and_stay_sound(seed, drop, monkeypatch):
         return bound(*args, **kwargs)
 
     monkeypatch.setattr(pair_loop, "split_bound", counted)
-    out = search.bound(kids, 20, reuse=True)
+    out = search.bound(kids, 20, reuse=True, hopeless=True)
     # the loop's passes and the certifying one: every iteration without dropping
     if drop:
         assert pair_loop.HOPELESS_SPAN + 1 <= len(calls) <= 10

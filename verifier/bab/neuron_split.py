@@ -30,6 +30,7 @@ from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 from verifier.bab.attack_schedule import AttackSchedule
 from verifier.bab.beta import (
+    BetaOptions,
     Warm,
     cast_intermediates,
     optimize_alpha_beta,
@@ -130,12 +131,16 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         return rows & torch.isfinite(p.rhs).unsqueeze(0)
 
     def bound(self, dom: NeuronDomains, iterations: int, reuse: bool | torch.Tensor,
-              intermediate_alpha: int = 0,
-              parents: Intermediates | None = None) -> NeuronDomains:
+              intermediate_alpha: int = 0, parents: Intermediates | None = None,
+              hopeless: bool = False, stuck: bool = False) -> NeuronDomains:
         """Bound the domains (updating bounds, warm starts, candidates); returns the open ones.
         ``parents``: the intermediate bounds of the domains ``dom`` was split from (kid i
         from parent i mod len(parents)): with ``reuse`` True the kids' come from them
-        (``child_intermediates``) rather than from a pass over the network.
+        (``child_intermediates``) rather than from a pass over the network. ``hopeless``:
+        pairs that cannot be proved in ``iterations`` stop early (``drop_hopeless``; a
+        search step's children, not the root nor domains with nothing left to split).
+        ``stuck``: domains with nothing left to split, whose bound is an LP's dual: the step
+        sizes do not decay (an empty domain's betas must grow without limit).
 
         Only spec rows still open are optimised (refuted disjuncts stay refuted in every
         descendant); the others keep their old values. Relu-only searches optimise the open
@@ -156,7 +161,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         lower = ibp_lower(inter.bounds[self.out_name], coef)
         optimise = self._by_pairs if self.sign_only and self.options.pair_batches \
             else self._by_rows
-        lower, alphas, betas = optimise(dom, (inter, cache), lower, weight, iterations)
+        beta = replace(self.options.beta, iterations=iterations,
+                       drop_hopeless=hopeless and self.options.drop_hopeless,
+                       lr_decay=1.0 if stuck else self.options.beta.lr_decay)
+        lower, alphas, betas = optimise(dom, (inter, cache), lower, weight, beta)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = dom.refuted | p.refuted_disjuncts(lower)
@@ -177,7 +185,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         return out.select(keep)
 
     def _by_rows(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
-                 weight: torch.Tensor, iterations: int):
+                 weight: torch.Tensor, beta: BetaOptions):
         """alpha-beta over the rows open in some domain: (raw lower bounds [N, S], alphas,
         betas [N, S, ...] merged with the old warm starts)."""
         (inter, cache), p, n = bounded, self.problem, len(dom)
@@ -197,7 +205,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                         {k: v[:, rows].to(inter.dtype) for k, v in dom.betas.items()})
             best, sub_alphas, sub_betas = optimize_alpha_beta(
                 inter, self.out_name, full_coef[:, rows], dom.splits,
-                replace(self.options.beta, iterations=iterations), warm,
+                beta, warm,
                 weight[:, rows], stop, self.deadline, self._intervals(inter.bounds), cache,
                 self._work_dtype(inter))
             lower = lower.clone()
@@ -207,7 +215,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 merge_rows(dom.betas, sub_betas, rows, lead, dev, beta_slots(self.layers)))
 
     def _by_pairs(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
-                  weight: torch.Tensor, iterations: int):
+                  weight: torch.Tensor, beta: BetaOptions):
         """alpha-beta over the open (domain, row) pairs (``pair_loop``); as :meth:`_by_rows`."""
         inter, p, n = bounded[0], self.problem, len(dom)
         _, full_coef, rhs = self._spec(n)
@@ -224,8 +232,6 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             known[di, ri] = torch.maximum(known[di, ri], final_margin(best.to(known) - rhs[di, ri]))
             return (closed | p.refuted_disjuncts(known))[di, ri // p.n_rows]
 
-        beta = replace(self.options.beta, iterations=iterations,
-                       drop_hopeless=self.options.drop_hopeless)
         best, alphas, betas = optimize_pairs(
             inter, self.out_name, full_coef, dom.splits, Pairs(d, r), (dom.alphas, dom.betas),
             beta, proved, self.deadline, self._work_dtype(inter), rhs[d, r])
@@ -291,41 +297,50 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if self.options.branching != "fsb" or cand.shape[1] == 1:
             return first
         valid = cand >= 0
-        k = cand.shape[1]
-        kids = [split_domains(dom, self.layers, torch.where(valid[:, j], cand[:, j], first),
-                              self.points, self.carry) for j in range(k)]
-        margins = self._cheap_margin(kids, parents)  # [k, 2, N]
-        return torch.where(first >= 0, pick_fsb(cand, valid, margins[:, 0].T, margins[:, 1].T),
+        k, n = cand.shape[1], len(dom)
+        # k children pairs per domain in one split: candidate j's children of domain i at
+        # j * n + i (upper halves) and (k + j) * n + i (lower halves); kid m of parent m mod n
+        choice = torch.where(valid, cand, first.unsqueeze(1)).T.reshape(-1)
+        light = not self.carry.nodes  # no warm start to carry: the kids need no copies of it
+        base = replace(dom, alphas={}, betas={}) if light else dom
+        kids = split_domains(base.repeat(k), self.layers, choice, self.points, self.carry)
+        margins = self._cheap_margin(kids, dom, parents).reshape(2, k, n)
+        return torch.where(first >= 0, pick_fsb(cand, valid, margins[0].T, margins[1].T),
                            first)
 
-    def _cheap_margin(self, kids: list[NeuronDomains],
+    def _cheap_margin(self, kids: NeuronDomains, dom: NeuronDomains,
                       parents: Intermediates | None = None) -> torch.Tensor:
-        """Bound with the parents' alphas and betas and no optimisation: [k, 2, N] margins."""
-        allk = kids[0]
-        for other in kids[1:]:
-            allk.extend(other)
-        if parents is not None:  # (kid i of parent i mod N: split_domains' order, k times)
-            inter, cache = child_intermediates(parents, allk), PassCache()
+        """Margins [M] of ``kids`` (kid m of ``dom``'s domain m mod N), bounded with their
+        parents' alphas and betas (the kids' own when they carry them) and no optimisation."""
+        idx = torch.arange(len(kids), device=kids.margin.device) % len(dom)
+        _, full_coef, rhs = self._spec(len(kids))
+        rows = self._open_rows(kids.refuted).any(0).nonzero().flatten()
+        if parents is not None:  # the guide dtype first: the kids' copies are half the size
+            guide = self._guide(parents)
+            low = replace(kids, lower={k: v.to(guide.dtype) for k, v in kids.lower.items()},
+                          upper={k: v.to(guide.dtype) for k, v in kids.upper.items()})
+            inter, cache = child_intermediates(guide, low), PassCache()
         else:
-            inter, cache = self._intermediates(allk, reuse=True)
+            inter, cache = self._intermediates(kids, reuse=True)
+            guide = self._guide(inter)  # a margin that only ranks candidates: the work dtype
+            if guide is not inter:
+                inter, cache = guide, PassCache()
         infeasible = inter.infeasible
-        guide = self._guide(inter)  # a margin that only ranks candidates: the work dtype
-        if guide is not inter:
-            inter, cache = guide, PassCache()
-        _, full_coef, rhs = self._spec(len(allk))
-        rows = self._open_rows(allk.refuted).any(0).nonzero().flatten()
-        alphas = {k: v[:, rows].to(inter.dtype) for k, v in allk.alphas.items()}
-        terms = split_terms(allk.splits, inter.dtype, self._intervals(inter.bounds))
-        betas = {k: allk.betas[k][:, rows].to(inter.dtype) for k in terms}
+        own = kids if kids.alphas else None
+        alphas = {k: (v[:, rows] if own else v[:, rows][idx]).to(inter.dtype)
+                  for k, v in (own or dom).alphas.items()}
+        terms = split_terms(kids.splits, inter.dtype, self._intervals(inter.bounds))
+        betas = {k: (own or dom).betas[k][:, rows].to(inter.dtype) for k in terms}
+        if own is None:
+            betas = {k: v[idx] for k, v in betas.items()}
         with torch.no_grad():
             sub = split_bound(inter, self.out_name, full_coef[:, rows].to(inter.dtype), alphas,
                               betas, terms, cache)
-        lower = allk.bound.clone()
+        lower = kids.bound.clone()
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
-        refuted = allk.refuted | self.problem.refuted_disjuncts(lower)
-        margin = self.problem.margin(lower, refuted)
-        return margin.reshape(len(kids), 2, -1)
+        refuted = kids.refuted | self.problem.refuted_disjuncts(lower)
+        return self.problem.margin(lower, refuted)
 
     # ---- search ---------------------------------------------------------------------------
     def run(self) -> BabOutcome:
@@ -427,7 +442,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             kids, reuse = self.nogoods.propagate(kids, reuse)
             try:
                 queue.push(self.bound(kids, self.options.step_iterations, reuse,
-                                      parents=parents))
+                                      parents=parents, hopeless=True))
             except DeadlineExceeded:
                 queue.push(batch)
                 raise
@@ -463,7 +478,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
 
     def _resolve_stuck(self, dom: NeuronDomains) -> None:
         """Every Relu is fixed: the bound is an LP dual; optimise it much longer."""
-        rest = self.bound(dom, self.options.stuck_iterations, reuse=True)
+        rest = self.bound(dom, self.options.stuck_iterations, reuse=True, stuck=True)
         self.counters.stuck += len(rest)
 
     def _stats(self, queue: DomainQueue, reason: str = "") -> dict:

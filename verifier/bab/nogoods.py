@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -386,7 +386,8 @@ def verified_on(search, dom: NeuronDomains, iterations: int) -> torch.Tensor:
     lower = ibp_lower(inter.bounds[search.out_name], coef)
     optimise = search._by_pairs if search.sign_only and search.options.pair_batches \
         else search._by_rows
-    lower = optimise(dom, (inter, cache), lower, weight, iterations)[0]
+    lower = optimise(dom, (inter, cache), lower, weight,
+                     replace(search.options.beta, iterations=iterations))[0]
     lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf),
                         final_margin(lower - rhs))
     return p.refuted_disjuncts(lower).all(1) | infeasible

@@ -32,6 +32,7 @@ DROP_SHARE = 0.1
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 # Hopeless pairs (``drop_hopeless``) are judged on the gains of this many last iterations.
 HOPELESS_SPAN = 3
+HOPELESS_AFTER = 3  # iterations before any pair is judged
 Proved = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -132,7 +133,7 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
         done = proved(act.idx, best[act.idx])
         if hopeless:
             history = [*history[-(HOPELESS_SPAN - 1):], best.clone()]
-            if len(history) == HOPELESS_SPAN:
+            if len(history) == HOPELESS_SPAN and it + 1 >= HOPELESS_AFTER:
                 done = done | _hopeless(history, targets, act.idx,
                                         options.iterations - it - 1)
         # autograd's backward cannot read the clock: no step that would end past the
