@@ -23,6 +23,8 @@ def test_hopeless_pairs_stop_early_and_stay_sound(seed, drop, monkeypatch):
     rhs = np.array([[mins[0] + 1.0], [mins[1] + 1.0]])
     region = region_for(exact, 4, rows[:, None, :], rhs)
     search = make_search(graph, region, attack=False, narrow_dead=False, drop_hopeless=drop)
+    assert not search._drops_hopeless()  # fully connected: off unless forced, as here
+    search._drops_hopeless = lambda: drop
     root = search.root()
     kids = split_domains(root, search.layers, root.candidates[:, 0])
     calls, bound = [], pair_loop.split_bound

@@ -162,7 +162,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         optimise = self._by_pairs if self.sign_only and self.options.pair_batches \
             else self._by_rows
         beta = replace(self.options.beta, iterations=iterations,
-                       drop_hopeless=hopeless and self.options.drop_hopeless,
+                       drop_hopeless=hopeless and self._drops_hopeless(),
                        lr_decay=1.0 if stuck else self.options.beta.lr_decay)
         lower, alphas, betas = optimise(dom, (inter, cache), lower, weight, beta)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
@@ -183,6 +183,12 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return out
         check_deadline()  # the copy below cannot check the clock
         return out.select(keep)
+
+    def _drops_hopeless(self) -> bool:
+        """``drop_hopeless`` applies: on, and some split layer is convolutional (on fully
+        connected nets the better-optimised children paid more; ``neuron_options``)."""
+        return self.options.drop_hopeless and any(sum(d > 1 for d in lay.shape) > 1
+                                                  for lay in self.layers)
 
     def _by_rows(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
                  weight: torch.Tensor, beta: BetaOptions):
