@@ -13,7 +13,7 @@ import torch
 
 from bounds.engine.crown import default_relaxation
 from bounds.engine.results import Intermediates
-from bounds.rules.s_shaped import guide_tangents
+from bounds.rules.s_shaped import GuideTangents, guide_tangents
 
 # a backward step: (coefficients, alphas) -> (input coefficients, offset [B, S] or None)
 Step = Callable[[torch.Tensor, Mapping], tuple[torch.Tensor, torch.Tensor | None]]
@@ -93,7 +93,7 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
     name = node.name
     gap_s, gap_o = up_s - lo_s, up_o - lo_o
 
-    def moving(a, alphas):
+    def moving(a, alphas, tangents=None):
         alpha = alphas.get(name)
         if alpha is None:  # (the default planes: the guide's default pass)
             neg = a.clamp(max=0)
@@ -104,8 +104,9 @@ def _sshape_step(inter: Intermediates, planes: tuple, node, rule,
             if d_in is not None:
                 offset = offset - _spec_dot_same(new.abs(), d_in)
             return new, offset
-        return _SStep.apply(a, alpha, kit)
+        return _SStep.apply(a, alpha, kit, None if tangents is None else tangents.get(name))
 
+    moving.kit, moving.node = kit, name  # (the guide's batched tangents: tangent_batches)
     return moving
 
 
@@ -167,8 +168,9 @@ class _SStep(torch.autograd.Function):
     corrections on those alone) and no boolean tensor."""
 
     @staticmethod
-    def forward(ctx, a, alpha, kit: _SKit):
-        tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.w, kit.cross, kit.ends)
+    def forward(ctx, a, alpha, kit: _SKit, tan=None):
+        if tan is None:
+            tan = guide_tangents(kit.op, alpha.detach(), kit.l, kit.w, kit.cross, kit.ends)
         up_s, d_s, up_o, d_o = kit.fixed
         up = _above(a)
         moving = torch.addcmul(kit.m_up, up, kit.dm)  # [a > 0] m_lo + [a <= 0] m_up
@@ -203,7 +205,7 @@ class _SStep(torch.autograd.Function):
         # d new / dt = a [moving]; d offset / dt = -(a [moving] d + the crossing fixes)
         g_t = moved * torch.addcmul(g_new, g_off_b, d, value=-1)
         g_t.flatten(2).index_add_(2, ctx.cross, -g_off.unsqueeze(-1) * x_fix)
-        return g_a, g_t.mul_(dslope), None
+        return g_a, g_t.mul_(dslope), None, None
 
 
 def _spec_dot_same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -213,3 +215,52 @@ def _spec_dot_same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _spec_sum(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).sum(-1)
+
+
+class TangentBatch:
+    """The tangent planes of several S-shaped nodes of one op in one call per pass
+    (``guide_tangents`` on their positions side by side: the same arithmetic per position,
+    a few calls instead of a few per node; what the many-node, few-row passes of a final
+    spec spend their time on)."""
+
+    def __init__(self, op: str, steps: list):
+        kits = [st.kit for st in steps]
+        self.op, self.names = op, [st.node for st in steps]
+        self.shapes = [k.l.shape[2:] for k in kits]
+        self.sizes = [k.l[0, 0].numel() for k in kits]
+        self.l = torch.cat([k.l.flatten(2) for k in kits], dim=2)
+        self.w = torch.cat([k.w.flatten(2) for k in kits], dim=2)
+        first = 0
+        cross = []
+        for k, n in zip(kits, self.sizes, strict=True):
+            cross.append(k.cross + first)
+            first += n
+        self.cross = torch.cat(cross)
+        self.counts = [k.cross.numel() for k in kits]
+        self.ends = tuple(torch.cat([k.ends[i] for k in kits], dim=2) for i in range(4))
+
+    def tangents(self, alphas: Mapping[str, torch.Tensor]) -> dict | None:
+        """name -> GuideTangents of each node (None: some node has no alpha here)."""
+        if any(n not in alphas for n in self.names):
+            return None
+        a = torch.cat([alphas[n].detach().flatten(2) for n in self.names], dim=2)
+        tan = guide_tangents(self.op, a, self.l, self.w, self.cross, self.ends)
+        dense = [torch.split(x, self.sizes, dim=2) for x in (tan.d, tan.slope, tan.at_d,
+                                                            tan.dslope)]
+        fixes = [torch.split(x, self.counts, dim=2) for x in (
+            tan.lower_fix, tan.upper_fix, tan.x_lower_fix, tan.x_upper_fix)]
+        out = {}
+        for i, (name, shape) in enumerate(zip(self.names, self.shapes, strict=True)):
+            parts = [x[i].reshape(*x[i].shape[:2], *shape) for x in dense]
+            out[name] = GuideTangents(*parts, *(x[i] for x in fixes))
+        return out
+
+
+def tangent_batches(steps: list) -> list[TangentBatch]:
+    """One TangentBatch per op over the alpha-moved S-shaped steps of ``steps`` (ops with
+    two such steps or more)."""
+    by_op: dict[str, list] = {}
+    for st in steps:
+        if hasattr(st, "kit"):
+            by_op.setdefault(st.kit.op, []).append(st)
+    return [TangentBatch(op, group) for op, group in by_op.items() if len(group) > 1]

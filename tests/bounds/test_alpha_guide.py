@@ -287,3 +287,25 @@ def test_guides_over_the_same_bounds_share_their_activation_steps(monkeypatch):
     scale = float(engine.abs().max())
     for guide in (first, second):
         torch.testing.assert_close(guide.lower(dense), engine, rtol=0, atol=1e-9 * scale)
+
+
+def test_batched_tangents_give_the_same_guide(monkeypatch):
+    """A guide with few rows takes its activations' tangent planes in one batch per op: the
+    same bound and alpha gradients as one call per node."""
+    monkeypatch.setattr(alpha_mod, "COLUMN_GAP_SHARE", 0.3)
+    inter, cache, coef, s = _setup("Tanh", 6, "lin3")
+    columns = {k: s.columns.get(k) for k in s.params}
+    out = []
+    for limit in (0, 1 << 30):
+        monkeypatch.setattr(guide_mod, "BATCH_ELEMENTS", limit)
+        guide = chain_guide(inter, PassCache(), "lin3", coef, columns)
+        assert bool(guide.batches) == bool(limit)
+        dense = {k: v.detach().clone().requires_grad_(True)
+                 for k, v in s.dense(s.params).items()}
+        with torch.enable_grad():
+            lower = guide.lower(dense)
+            lower.sum().backward()
+        out.append((lower.detach(), [dense[k].grad for k in sorted(dense)]))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-12, atol=1e-12)
+    for g0, g1 in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(g0, g1, rtol=1e-12, atol=1e-12)
