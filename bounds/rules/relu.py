@@ -83,21 +83,54 @@ def _view_key(t: torch.Tensor) -> tuple:
     return (t.shape, t.stride(), t.storage_offset(), t.dtype, t.device, t._version)
 
 
-def _cached_upper_plane(lower, upper):
-    if lower.requires_grad or upper.requires_grad:
-        return _upper_plane(lower, upper)
+def _plane_key(lower, upper):
     base_l = lower if lower._base is None else lower._base
     base_u = upper if upper._base is None else upper._base
-    key = (_view_key(lower), _view_key(upper), _view_key(base_l), _view_key(base_u))
+    return base_l, base_u, (_view_key(lower), _view_key(upper), _view_key(base_l),
+                            _view_key(base_u))
+
+
+def _cached_planes(lower, upper):
+    """The planes cached for exactly these bound views (None: none, or stale)."""
+    base_l, base_u, key = _plane_key(lower, upper)
     entry = _PLANES.get(base_l)
     if entry is not None and entry[0]() is base_u and entry[1] == key:
         return entry[2]
-    planes = _upper_plane(lower, upper)
+    return None
+
+
+def _store(lower, upper, planes) -> None:
+    base_l, base_u, key = _plane_key(lower, upper)
     try:
         _PLANES[base_l] = (weakref.ref(base_u), key, planes)
     except TypeError:
         pass
+
+
+def _cached_upper_plane(lower, upper):
+    if lower.requires_grad or upper.requires_grad:
+        return _upper_plane(lower, upper)
+    planes = _cached_planes(lower, upper)
+    if planes is None:
+        planes = _upper_plane(lower, upper)
+        _store(lower, upper, planes)
     return planes
+
+
+def carry_planes(old: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor],
+                 rows: torch.Tensor) -> bool:
+    """Bounds ``new`` = ``old``[rows] (the same views, (lower, upper) as ``relax`` gets them,
+    of rows of a batch): their planes cached as the rows of ``old``'s, when those are cached
+    (the planes are elementwise in the bounds: the same as computed afresh). A loop that
+    drops domains from its batch keeps its planes so (``verifier.bab.pair_loop``). Returns
+    whether planes were carried."""
+    if any(t.requires_grad for t in (*old, *new)):
+        return False
+    planes = _cached_planes(*old)
+    if planes is None or any(p.shape[0] != rows.shape[0] for p in planes):
+        return False
+    _store(*new, tuple(t[rows] for t in planes))
+    return True
 
 
 def relu_relax(node, lower, upper, alpha=None):

@@ -50,3 +50,24 @@ def test_relax_with_alpha_keeps_the_chord_and_uses_alpha_below():
         y = torch.relu(x)
         assert bool((rel.upper_slope * x + rel.upper_offset >= y).all())
         assert bool((rel.lower_slope * x + rel.lower_offset <= y).all())
+
+
+def test_carried_planes_equal_fresh_ones_of_the_rows_kept():
+    g = torch.Generator().manual_seed(1)
+    lower = torch.randn((6, 40), generator=g, dtype=F64)
+    upper = lower + torch.rand((6, 40), generator=g, dtype=F64) * 2
+    old = (lower.unsqueeze(1), upper.unsqueeze(1))
+    full = relu._cached_upper_plane(*old)
+    rows = torch.tensor([True, False, True, True, False, True])
+    new_l, new_u = lower[rows], upper[rows]
+    new = (new_l.unsqueeze(1), new_u.unsqueeze(1))
+    assert relu.carry_planes(old, new, rows)
+    carried = relu._cached_upper_plane(*new)
+    assert all(c.shape[0] == 4 for c in carried)
+    assert _same(carried, _fresh(*new))
+    assert all(torch.equal(c, f[rows]) for c, f in zip(carried, full, strict=True))
+    new_u.add_(0.25)  # changed after the carry: recomputed, never stale
+    assert _same(relu._cached_upper_plane(*new), _fresh(*new))
+    other = (lower.clone().unsqueeze(1), upper.clone().unsqueeze(1))  # nothing cached
+    assert not relu.carry_planes(other, (new_l[:1].unsqueeze(1), new_u[:1].unsqueeze(1)),
+                                 rows)

@@ -24,6 +24,7 @@ import torch
 from bounds.engine.alpha import alpha_ranges, init_alphas
 from bounds.engine.deadline import check_deadline, step_fits
 from bounds.engine.results import Intermediates, PassCache
+from bounds.rules.relu import carry_planes
 from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
 
 # Drop proved pairs from the batch once at least this share of it is proved (each drop
@@ -59,7 +60,13 @@ class _Active:
 
     def keep(self, mask: torch.Tensor) -> None:
         self.idx, self.coef = self.idx[mask], self.coef[mask]
-        self.inter = self.inter.select(mask)
+        old, self.inter = self.inter, self.inter.select(mask)
+        for value, x in old.bounds.items():  # Relu planes: those of the rows kept
+            y = self.inter.bounds[value]
+            if x.lower.shape[0] != len(mask) or y.lower is x.lower or y.upper is x.upper:
+                continue  # (a bound shared by the batch, not selected)
+            carry_planes((x.lower.unsqueeze(1), x.upper.unsqueeze(1)),
+                         (y.lower.unsqueeze(1), y.upper.unsqueeze(1)), mask)
         self.terms = {k: (v, s[mask], None if r is None else r[mask])
                       for k, (v, s, r) in self.terms.items()}
         self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
