@@ -83,6 +83,26 @@ class BabConfig:
     nogoods: bool = _setting(  # off: on mnistfc/eran/oval21 they cost learning time and
         False, "--nogoods",     # rarely match another domain (session 12)
         "ReLU BaB: learn nogoods from verified domains to prune domains and force phases")
+    # The three below: relubab, session 14 (benchmarks/relu_bab_bench.py, worst margin at equal
+    # CPU seconds). Root iterations: oval21 base img6638 reached -0.030 with 0, -0.0151 with 5
+    # (the cascade's), -0.0039 with 20; on resnet_2b 20 cost 11 s more for a worse bound, so
+    # the refinement is priced from one CROWN pass and takes 8% of the time at most.
+    root_refine: bool = _setting(
+        True, "--no-bab-root-refine",
+        "ReLU BaB: keep the cascade's intermediate bounds at the root instead of refining them "
+        "with more alpha-CROWN iterations where that fits in 8 percent of the time")
+    # The search stopped 2-5 s early on oval21 base when a full step no longer fitted.
+    shrink_last_steps: bool = _setting(
+        True, "--no-bab-shrink-last-steps",
+        "ReLU BaB: stop when a full step no longer fits before the deadline, instead of "
+        "running a smaller last batch")
+    # Conv nets only (on fully connected ones it lost: mnistfc 256x4 prop_0 -0.344 vs -0.255
+    # at 10 CPU s); on: oval21 base img6638 -0.0225 vs -0.0437, resnet_2b prop_10 -0.160 vs
+    # -0.216 at 15 CPU s.
+    drop_hopeless: bool = _setting(
+        True, "--no-bab-drop-hopeless",
+        "ReLU BaB on conv nets: keep optimising (domain, row) pairs that cannot be proved "
+        "within the step's iterations at their recent rate of gain, instead of splitting them")
     # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost more
     # than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py: oval21 base
     # img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046, mnistfc 256x4

@@ -36,3 +36,18 @@ def test_each_switch_turns_off_its_technique_alone(flag, field):
 def test_iterations_per_step_is_a_number_flag():
     assert parsed("--bab-iterations", "7").bab.step_iterations == 7
     assert parsed().bab.step_iterations == BabConfig().step_iterations
+
+
+SEARCH_SWITCHES = [("--no-bab-root-refine", "root_refine"),
+                   ("--no-bab-shrink-last-steps", "shrink_last_steps"),
+                   ("--no-bab-drop-hopeless", "drop_hopeless")]
+
+
+@pytest.mark.parametrize(("flag", "field"), SEARCH_SWITCHES)
+def test_each_search_switch_reaches_the_neuron_split_options_alone(flag, field):
+    from verifier.strategy import neuron_split_options
+
+    names = [f for _, f in SEARCH_SWITCHES]
+    assert all(getattr(neuron_split_options(parsed()), f) for f in names)
+    options = neuron_split_options(parsed(flag))
+    assert {f for f in names if not getattr(options, f)} == {field}

@@ -57,19 +57,8 @@ class NeuronSplitOptions(BabConfig):
     pair_batches: bool = True
     # Relu-only nets too split further candidates while the children fill less than a batch.
     relu_multi_split: bool = True
-    # Relu-only roots given bounds (the cascade's) refine them with alpha-CROWN as far as a
-    # share of the time allows (``search_root``).
-    root_refine: bool = True
-    # A step that would not fit before the deadline runs on fewer domains instead of none
-    # (the search stopped 2-5 s early on oval21 base).
-    shrink_last_steps: bool = True
-    # Relu-only nets with convolutional split layers: stop optimising the (domain, row) pairs
-    # that cannot be proved within the step's iterations at their recent rate of gain
-    # (``pair_loop``). relu_bab_bench, worst margin at 10-15 CPU s, on -> off: oval21 base
-    # img6638 -0.0225 vs -0.0437 (15 s), resnet_2b prop_10 -0.160 vs -0.216 (15 s); on fully
-    # connected nets it lost: mnistfc 256x4 prop_0 -0.344 vs -0.255, eran 225 -11.56 vs
-    # -11.33 (10 s), so it stays off there.
-    drop_hopeless: bool = True
+    # (``root_refine``, ``shrink_last_steps`` and ``drop_hopeless`` are BabConfig fields:
+    # ablation switches on verify and bench)
 
 
 @dataclass
