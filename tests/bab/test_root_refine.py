@@ -1,8 +1,11 @@
-"""A Relu-only root given bounds (the cascade's) refines them with alpha-CROWN when time
+"""A Relu-only conv root given bounds (the cascade's) refines them with alpha-CROWN when time
 allows (``root_refine``): never looser than given, tighter where alpha finds better, enclosing
-sampled values; off: the given bounds as they are."""
+sampled values; off, or on a fully connected net (where it did not pay): the given bounds as
+they are."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -11,11 +14,16 @@ import torch
 from bounds.engine.forward import run_graph
 from bounds.types import Interval
 from tests.bab.test_neuron_split import make_search, region_for, tiny_net
+from tests.bounds.test_conv_patches import _conv_1d
 
 
-def _given(seed: int):
-    graph, _ = tiny_net(seed, n_in=4, hidden=(8, 8, 8))
-    region = region_for(None, 4, np.array([[[1.0, -1.0, 0.0]]]), [[100.0]])
+def _given(seed: int, conv: bool = True):
+    graph = _conv_1d(seed) if conv else tiny_net(seed, n_in=4, hidden=(8, 8, 8))[0]
+    n_in = math.prod(graph.inputs[0].shape)
+    n_out = math.prod(graph.outputs[0].shape)
+    coef = np.zeros((1, 1, n_out))
+    coef[0, 0, :2] = (1.0, -1.0)
+    region = region_for(None, n_in, coef, [[100.0]])
     plain = make_search(graph, region, attack=False, narrow_dead=False,
                         root_alpha_iterations=0).root()  # plain CROWN intermediates
     return graph, region, {k: Interval(plain.lower[k], plain.upper[k]) for k in plain.lower}
@@ -28,7 +36,8 @@ def test_refined_root_bounds_are_inside_given_and_enclose_samples(seed):
     search.root_bounds = given
     root = search.root()
     tighter = 0.0
-    x = torch.rand(4000, 4, dtype=torch.float64) * 2 - 1
+    shape = graph.inputs[0].shape
+    x = torch.rand(4000, *shape, dtype=torch.float64) * 2 - 1
     values = {k: v.flatten(1) for k, v in run_graph(graph, x, keep_all=True).items()}
     for k, b in given.items():
         assert bool((root.lower[k] >= b.lower).all()) and bool((root.upper[k] <= b.upper).all())
@@ -38,9 +47,10 @@ def test_refined_root_bounds_are_inside_given_and_enclose_samples(seed):
     assert tighter > 0  # alpha-CROWN improved on plain CROWN somewhere (fails when skipped)
 
 
-def test_root_refine_off_keeps_given_bounds():
-    graph, region, given = _given(4)
-    search = make_search(graph, region, attack=False, narrow_dead=False, root_refine=False)
+@pytest.mark.parametrize(("conv", "on"), [(True, False), (False, True)])
+def test_root_refine_off_or_fully_connected_keeps_given_bounds(conv, on):
+    graph, region, given = _given(4, conv)
+    search = make_search(graph, region, attack=False, narrow_dead=False, root_refine=on)
     search.root_bounds = given
     root = search.root()
     for k, b in given.items():

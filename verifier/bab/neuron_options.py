@@ -76,3 +76,7 @@ class _Counters:
         return STEP_SAFETY * max(self.step_times, default=0.0)
 
 
+def has_conv_split_layer(layers) -> bool:
+    """Whether some split layer has two or more axes longer than 1 (a convolution's output):
+    ``drop_hopeless`` and ``root_refine`` measured gains only on such nets."""
+    return any(sum(d > 1 for d in lay.shape) > 1 for lay in layers)

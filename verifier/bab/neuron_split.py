@@ -55,6 +55,7 @@ from verifier.bab.neuron_options import (
     LAST_STEP_MIN,
     NeuronSplitOptions,
     _Counters,
+    has_conv_split_layer,
 )
 from verifier.bab.nogoods import nogood_hooks
 from verifier.bab.nonlinear import SplitPoints, split_layers, split_scores
@@ -187,8 +188,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def _drops_hopeless(self) -> bool:
         """``drop_hopeless`` applies: on, and some split layer is convolutional (on fully
         connected nets the better-optimised children paid more; ``neuron_options``)."""
-        return self.options.drop_hopeless and any(sum(d > 1 for d in lay.shape) > 1
-                                                  for lay in self.layers)
+        return self.options.drop_hopeless and has_conv_split_layer(self.layers)
 
     def _by_rows(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
                  weight: torch.Tensor, beta: BetaOptions):
