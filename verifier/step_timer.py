@@ -8,7 +8,7 @@ Measured overruns before this rule: cctsdb patch-1's input-split search ended 0.
 it when the next step was predicted from the last one alone.
 
 Used by the input-split search (its steps and the integer cells' sweep), the neuron-split
-search (``neuron_options``, through input_split's constants) and PGD.
+search (``neuron_options``) and PGD.
 """
 
 from __future__ import annotations

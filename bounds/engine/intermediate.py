@@ -34,7 +34,7 @@ from bounds.engine.forward_linear import (
     propagate_functions,
 )
 from bounds.engine.ibp import intersect, propagate_node
-from bounds.engine.patches import neuron_rows
+from bounds.engine.patches import BOTH_SIDES, neuron_rows
 from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
 from bounds.graph import Graph
@@ -52,17 +52,21 @@ UNMEASURED_SHARE = 8
 # Cost of one packed pass element beyond its rows (gathering its domain's bounds and
 # relaxations), in units of one coefficient row.
 PACK_OVERHEAD_ROWS = 2
-# Rows of a position's lower bound (+1) and of its negated upper bound (-1).
-BOTH_SIDES = (1.0, -1.0)
 # Values read only through their sign are bounded one side first (``_Refiner._sign_probes``);
 # NNCERT_SIGN_PROBES=0 bounds both sides of every unstable position (ablation).
 SIGN_PROBES = os.environ.get("NNCERT_SIGN_PROBES", "1") != "0"
 
 
+def _read_by_sign_only(graph: Graph, name: str) -> bool:
+    """Every consumer of ``name`` is split by sign (Relu-like): exact wherever the sign of
+    its input is fixed."""
+    return all(split_search(n.op) == "sign" for n in graph.consumers(name))
+
+
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
     """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
     lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
-    if all(split_search(n.op) == "sign" for n in graph.consumers(name)):
+    if _read_by_sign_only(graph, name):
         # ops split by sign are exact where the sign is fixed: their bounds do not matter
         return (lower < 0) & (upper > 0)
     return upper > lower
@@ -417,9 +421,8 @@ class _Refiner:
         """Whether ``name``'s positions are bounded one side first (``_sign_probes``): only
         the signs of its values matter (every consumer is split by sign), and no alpha or
         linear-bounds record wants both sides of every position."""
-        graph = self.inter.graph
         return (SIGN_PROBES and self.alpha_iterations == 0 and self.inter.linear_bounds is None
-                and all(split_search(n.op) == "sign" for n in graph.consumers(name)))
+                and _read_by_sign_only(self.inter.graph, name))
 
     def _sign_probes(self, name: str, out: Interval, mask: torch.Tensor) -> Interval:
         """CROWN bounds of the unstable positions ``mask`` of a value whose consumers only

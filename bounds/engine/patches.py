@@ -124,8 +124,12 @@ def _layout(shape: tuple[int, ...], spatial: int) -> tuple[int, int]:
     return math.prod(shape[: len(shape) - spatial - 1]), c
 
 
+# Rows of a position's lower bound (+1) and of its negated upper bound (-1).
+BOTH_SIDES = (1.0, -1.0)
+
+
 def neuron_rows(shape: tuple[int, ...], spatial: int, idx: torch.Tensor,
-                dtype: torch.dtype, signs: tuple[float, ...] = (1.0, -1.0)) -> Patches:
+                dtype: torch.dtype, signs: tuple[float, ...] = BOTH_SIDES) -> Patches:
     """Rows [V, len(signs) m] at the flat positions ``idx`` [V, m] of a value of static
     ``shape``, as 1-cell windows: one block of m rows per sign (the default +1 then -1:
     lower and negated upper bounds of those neurons)."""

@@ -120,10 +120,11 @@ def test_shrunk_steps_end_by_the_deadline(monkeypatch):
 
 
 def test_last_step_size_follows_the_time_left():
-    """Full steps while the slowest recent one fits (x STEP_SAFETY); then a batch sized by
+    """Full steps while the slowest recent one fits (x step_timer.SAFETY); then a batch sized by
     the step-time model, none under LAST_STEP_MIN; without shrinking, none at all."""
     search = open_search(30.0, batch=64)
-    search.counters.step_times.extend([0.5, 1.0])  # estimate 1.25 s
+    for seconds in (0.5, 1.0):  # estimate 1.25 s
+        search.counters.step_timer.record(seconds)
     sizes = {}
     for left in (2.0, 1.0, 0.8, 0.5):
         search.deadline = time.monotonic() + left
@@ -131,6 +132,6 @@ def test_last_step_size_follows_the_time_left():
     assert sizes[2.0] == 64 and sizes[0.5] == 0
     assert 0 < sizes[0.8] < sizes[1.0] < 64  # (fails without shrinking)
     search = open_search(30.0, batch=16, shrink_last_steps=False)
-    search.counters.step_times.append(1.0)
+    search.counters.step_timer.record(1.0)
     search.deadline = time.monotonic() + 1.0
     assert search._step_size() == 0

@@ -31,7 +31,6 @@ from bounds.engine.analysis import relaxed_inputs
 from bounds.engine.forward import run_graph
 from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
 from bounds.types import Interval, LinearBounds
-from verifier import step_timer
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.integer_split import (
     integer_cells,
@@ -48,11 +47,6 @@ from verifier.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
 
-# A step (and a batch of the integer cells' sweep) starts only when STEP_SAFETY times the
-# slowest of the last STEP_HISTORY ones fits before the deadline (``verifier.step_timer``); the
-# neuron-split search reads the same constants.
-STEP_HISTORY = step_timer.HISTORY
-STEP_SAFETY = step_timer.SAFETY
 
 
 @dataclass(frozen=True)
@@ -279,7 +273,8 @@ class InputSplitSearch:
         self.options, self.progress, self.validate = options, progress, validate
         self.attack, self.steps = attack, 0
         self.start = time.monotonic()
-        self.step_timer = StepTimer(STEP_HISTORY, STEP_SAFETY)
+        # a step (and a batch of the integer cells' sweep) starts only when it fits
+        self.step_timer = StepTimer()
         self.region_attack_s = 0.0  # time spent on whole-region attacks
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied

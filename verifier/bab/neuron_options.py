@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from verifier.bab.beta import BetaOptions
-from verifier.bab.input_split import STEP_HISTORY, STEP_SAFETY
 from verifier.config import BabConfig
+from verifier.step_timer import StepTimer
 
-# A step starts only when STEP_SAFETY times the slowest of the last STEP_HISTORY steps fits
-# before the search's end (the rule input splitting follows too, whose constants these are): a
-# step's pieces that cannot read the clock (autograd's backward, copies of the batch, the primal
-# points' forward pass) must end in time, and steps slow down (another process on the machine,
-# fewer children proved early in the pair loop).
+# A step starts only when it fits before the search's end by ``verifier.step_timer``'s rule
+# (input splitting and PGD follow it too): a step's pieces that cannot read the clock
+# (autograd's backward, copies of the batch, the primal points' forward pass) must end in
+# time, and steps slow down (another process on the machine, fewer children proved early in
+# the pair loop).
 
 # The smallest batch of a shrunk last step (``shrink_last_steps``), and the share of a step's
 # time taken as fixed (not shrinking with its batch) when sizing one.
@@ -68,12 +67,12 @@ class _Counters:
     stuck: int = 0
     max_depth: int = 0
     extra: dict = field(default_factory=dict)
-    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+    step_timer: StepTimer = field(default_factory=StepTimer)
 
     def step_estimate(self) -> float:
         """Seconds the next step may take (0 before the first: the engines' clock checks
         stop it)."""
-        return STEP_SAFETY * max(self.step_times, default=0.0)
+        return self.step_timer.safety * self.step_timer.slowest()
 
 
 def has_conv_split_layer(layers) -> bool:

@@ -453,7 +453,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 queue.push(batch)
                 raise
         c.steps += 1
-        c.step_times.append(time.monotonic() - started)
+        c.step_timer.record(time.monotonic() - started)
         self.progress.update(c.done, len(queue), queue.min_margin())
 
     def _parents(self, batch: NeuronDomains) -> Intermediates | None:
