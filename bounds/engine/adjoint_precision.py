@@ -26,6 +26,20 @@ near 1, a ReLU output in [0, u]). The node's own float32 rounding allowance (``r
 class DOT) is subtracted as before, so the pass subtracts |A_out| . (delta + gamma(k + 3) |W| r)
 (``adjoint_gamma``).
 
+Stride (``adjoint_length``): a Conv input element x_i (one spatial axis) feeds output o
+through tap t when o s + t d - pad = i, so the taps it uses satisfy t d = i + pad (mod s),
+one residue class of t modulo s / gcd(s, d): at most ceil(K / (s / gcd(s, d))) of the K taps
+per axis, k = Cout/g times their product (a 3x3 kernel at stride 2: 4 taps, not 9).
+
+Exact zeros (``row_scale``): a product with an exact-zero factor is an exact zero, and adding
+an exact zero is exact, so an entry whose sum has n nonzero products carries the error of a
+sum of n terms, gamma(n + 3) |A_out||W| with the same derivation. A row of A_out with m
+nonzero entries gives each entry of its adjoint at most min(k, m) nonzero products, so that
+row's allowance is gamma(min(k, m) + 3) |A_out| (|W| r): the rows of a pass that starts from
+single neurons (one nonzero) take gamma(4) at their first weighted node instead of gamma(k + 3).
+(A float64 entry that underflows to zero in float32 is counted as nonzero: the count only
+grows; its lost value is the underflow term's.)
+
 Underflow (values below 2**-126 may be flushed to zero) adds an absolute error. With
 |A_out|, |W| <= LARGEST_COEF (checked before the float32 step), each of the k products and
 sums, and the casts, contribute at most 2**-126 (|a| + |w| + 1) (1+u)^2, amplified by at most
@@ -47,7 +61,7 @@ import weakref
 import numpy as np
 import torch
 
-from bounds.engine.rounding import gamma
+from bounds.engine.rounding import U32, gamma
 from bounds.float32_upper import full_float32
 from bounds.graph import Node
 
@@ -74,8 +88,15 @@ def adjoint_length(node: Node) -> int:
     groups = int(node.attrs.get("group", 1))
     kernel = math.prod(int(s) for s in w.shape[2:])
     if node.op == "Conv":  # weight [Cout, Cin/g, *k]: an input feeds Cout/g channels
-        return int(w.shape[0]) // groups * kernel
+        return int(w.shape[0]) // groups * _taps_per_input(node, w)
     return int(w.shape[1]) * kernel  # ConvTranspose, weight [Cin, Cout/g, *k]
+
+
+def _taps_per_input(node: Node, w: np.ndarray) -> int:
+    strides = node.attrs.get("strides") or (1,) * (w.ndim - 2)
+    dilations = node.attrs.get("dilations") or (1,) * (w.ndim - 2)
+    return math.prod(-(-int(k) // (int(s) // math.gcd(int(s), int(d))))
+                     for k, s, d in zip(w.shape[2:], strides, dilations, strict=True))
 
 
 def forward_length(node: Node) -> int:
@@ -124,3 +145,16 @@ def underflow_error(node: Node) -> float:
 def adjoint_gamma(node: Node) -> float:
     """The relative error bound of the node's float32 adjoint: gamma(k + 3) (module docstring)."""
     return gamma(adjoint_length(node) + 3)
+
+
+def row_scale(length: int, absolute) -> torch.Tensor | None:
+    """Per row ([B, S]) the factor gamma(n + 3) / gamma(k + 3) <= 1 by which a row of
+    coefficients with m nonzero entries may scale its allowance gamma(k + 3) |A_out| (|W| r),
+    n = min(k, m) (module docstring, "Exact zeros"); None where every row has m >= k.
+    ``absolute``: |A_out|, dense [B, S, *shape] or windows (``patches.Patches``)."""
+    values = absolute if isinstance(absolute, torch.Tensor) else absolute.values
+    nonzero = (values != 0).flatten(2).sum(-1)
+    if int(nonzero.min()) >= length:
+        return None
+    n = nonzero.clamp(max=length).to(torch.float64) + 3
+    return (n * U32 / (1 - n * U32)) / gamma(length + 3)

@@ -405,9 +405,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     delta = p.inter.deltas.get(node.name)
     centred = None if node.name in concretize_at else _float32_adjoint(p, node, a, delta)
     if delta is not None:
-        allowance = delta if centred is None else centred.allowance
-        total = total - (a.with_values(a.values.abs()).dot(allowance) if isinstance(a, Patches)
-                         else _dot(a.abs(), allowance))
+        total = total - _allowance(a, delta, centred)
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
         return total + (fn or windows.concretize)(a, p.inter.bounds[node.name])
@@ -435,6 +433,19 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     return total
 
 
+def _allowance(a, delta: torch.Tensor, centred: _Centred | None) -> torch.Tensor:
+    """|a| . (delta + the float32 adjoint's error allowance, if any) ([B, S]); rows with fewer
+    nonzero coefficients than the adjoint's length take the smaller error bound of their count
+    (``adjoint_precision.row_scale``)."""
+    absolute = a.with_values(a.values.abs()) if isinstance(a, Patches) else a.abs()
+    if centred is None:
+        return _coef_dot(absolute, delta)
+    scale = adjoint_precision.row_scale(centred.length, absolute)
+    if scale is None:
+        return _coef_dot(absolute, centred.allowance)
+    return _coef_dot(absolute, delta) + scale * _coef_dot(absolute, centred.spread)
+
+
 def _coef_dot(a, values: torch.Tensor) -> torch.Tensor:
     """sum over positions of dense or window coefficients times ``values`` [B, *shape]."""
     return a.dot(values) if isinstance(a, Patches) else _dot(a, values)
@@ -445,12 +456,15 @@ class _Centred:
     """What a float32 adjoint of a weighted node y = W x + b needs (``adjoint_precision``),
     from the bounds of its input x ([B, *shape] each): the centre c of x's interval, f(c) =
     W c + b, the allowance (the node's rounding allowance plus gamma(k + 3) |W| r, r the
-    interval's radius) and the underflow term ([B, 1])."""
+    interval's radius; ``spread``: that second part alone) and the underflow term ([B, 1]).
+    ``length``: the adjoint's most products per entry (``adjoint_precision.adjoint_length``)."""
 
     centre: torch.Tensor
     output: torch.Tensor
     allowance: torch.Tensor
+    spread: torch.Tensor
     underflow: torch.Tensor
+    length: int
 
 
 def _float32_adjoint(p: _Pass, node: Node, a, delta) -> _Centred | None:
@@ -482,9 +496,10 @@ def _centred(p: _Pass, node: Node, delta: torch.Tensor) -> _Centred | None:
         spread = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)),
                                   [radius, args[1].abs()], adjoint_precision.forward_length(node),
                                   output.numel())
-    allowance = delta + adjoint_precision.adjoint_gamma(node) * spread
+    spread = adjoint_precision.adjoint_gamma(node) * spread
     underflow = adjoint_precision.underflow_error(node) * radius.flatten(1).sum(1, keepdim=True)
-    return _Centred(centre, output, allowance, underflow)
+    return _Centred(centre, output, delta + spread, spread, underflow,
+                    adjoint_precision.adjoint_length(node))
 
 
 def _no_coef_left(pending: dict) -> None:

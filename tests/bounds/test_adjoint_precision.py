@@ -1,9 +1,9 @@
 """Float32 adjoints of Conv and ConvTranspose inside float64 passes
 (bounds/engine/adjoint_precision.py): the float32 adjoint stays within its error bound
-gamma(k + 3) |A| |W| (Linear's too, though passes keep it in float64), k bounds the terms of each
-entry, and passes that take float32 adjoints (dense and window coefficients, alpha-CROWN, several
-domains) enclose sampled points and never claim more than the float64 pass, even with adjoint
-errors at the full size of the bound."""
+gamma(k + 3) |A| |W| (Linear's too, though passes keep it in float64), k is the most terms of an
+entry, rows with m < k nonzeros stay within gamma(m + 3) |A| |W|, and passes that take float32
+adjoints (dense and window coefficients, alpha-CROWN, several domains) enclose sampled points and
+never claim more than the float64 pass, even with adjoint errors at the full size of the bound."""
 
 from __future__ import annotations
 
@@ -76,15 +76,41 @@ def test_float32_adjoint_is_within_its_error_bound(make):
 
 @pytest.mark.parametrize("make", NODES)
 def test_adjoint_length_counts_the_terms_of_every_entry(make):
-    """An all-ones adjoint of all-ones weights counts each entry's products (k is their
-    maximum or more, and not loose by more than a stride's worth)."""
+    """An all-ones adjoint of all-ones weights counts each entry's products: k is their
+    maximum (strided Convs: the taps of one residue class, not the whole kernel)."""
     node, in_shape = make()
     ones = Node(node.name, node.op, node.inputs, node.shape, node.attrs,
                 {**node.consts, 1: np.ones_like(node.consts[1])})
     counts = _adjoint(ones, in_shape, torch.ones((1, 1, *node.shape), dtype=F64))
+    assert counts.max() == adjoint_precision.adjoint_length(node)
+
+
+@pytest.mark.parametrize("make", NODES)
+@pytest.mark.parametrize("nonzero", [1, 2, 5])
+def test_sparse_rows_stay_within_their_count_bound(make, nonzero):
+    """Rows with m nonzero coefficients (six orders of magnitude, random signs): the float32
+    adjoint's error stays within gamma(min(k, m) + 3) |A| |W| (``row_scale``), and the scale
+    is 1 exactly where m >= k."""
+    node, in_shape = make()
+    g = torch.Generator().manual_seed(nonzero)
+    b, s, n = 2, 40, int(np.prod(node.shape))
+    coef = torch.zeros((b * s, n), dtype=F64)
+    for row in coef:
+        at = torch.randperm(n, generator=g)[:nonzero]
+        row[at] = torch.randn(nonzero, generator=g, dtype=F64) * 10 ** (
+            6 * torch.rand(nonzero, generator=g, dtype=F64))
+    coef = coef.reshape(b, s, *node.shape)
     k = adjoint_precision.adjoint_length(node)
-    assert counts.max() <= k
-    assert counts.max() * 8 >= k
+    scale = adjoint_precision.row_scale(k, coef.abs())
+    if nonzero >= k:
+        assert scale is None
+        return
+    assert bool((scale < 1).all())
+    exact = _adjoint(node, in_shape, coef)
+    low = _adjoint(node, in_shape, coef, dtype=torch.float32)
+    size = _adjoint(node, in_shape, coef.abs(), True)
+    bound = adjoint_precision.adjoint_gamma(node) * scale.reshape(b, s, *[1] * len(in_shape))
+    assert bool(((exact - low).abs() <= bound * size).all())
 
 
 def test_reduced_precision_float32_is_refused():
@@ -99,17 +125,24 @@ def test_reduced_precision_float32_is_refused():
 
 @pytest.fixture
 def float32_everywhere(monkeypatch):
-    """Float32 adjoints for passes of any size (the nets here are small), counted."""
+    """Float32 adjoints for passes of any size (the nets here are small), counted, and the
+    steps whose rows took their smaller count bound (``row_scale``)."""
     monkeypatch.setattr(adjoint_precision, "MIN_ELEMENTS", 0)
-    taken = {"n": 0}
-    real = crown._float32_adjoint
+    taken = {"n": 0, "scaled": 0}
+    real, real_scale = crown._float32_adjoint, adjoint_precision.row_scale
 
     def counted(*args):
         centred = real(*args)
         taken["n"] += centred is not None
         return centred
 
+    def scale_counted(*args):
+        scale = real_scale(*args)
+        taken["scaled"] += scale is not None
+        return scale
+
     monkeypatch.setattr(crown, "_float32_adjoint", counted)
+    monkeypatch.setattr(adjoint_precision, "row_scale", scale_counted)
     return taken
 
 
@@ -141,6 +174,7 @@ def test_float32_adjoint_passes_enclose_points_and_claim_no_more(net, method, wi
     box = _box(graph, seed=5)
     low = _bounds(graph, box, method)
     assert float32_everywhere["n"] > 0
+    assert float32_everywhere["scaled"] > 0  # neuron rows start with one nonzero
     monkeypatch.setattr(adjoint_precision, "ENABLED", False)
     high = _bounds(graph, box, method)
     # alpha's optimiser may stop at another point; CROWN's planes are the same
@@ -163,6 +197,7 @@ def test_adjoint_errors_at_the_bound_claim_no_more(net, float32_everywhere, monk
     inter = compute_intermediate(graph, box, method="crown")
     real = crown._rule_adjoint
     g = torch.Generator().manual_seed(1)
+    pushed_rows = {"n": 0}
 
     def pushed(inter_, node, rule, coef, work):
         coefs, offset = real(inter_, node, rule, coef, work)
@@ -172,13 +207,27 @@ def test_adjoint_errors_at_the_bound_claim_no_more(net, float32_everywhere, monk
                             dtype=F64)
             size = rule.backward(node, coef.abs(), [Interval(x, x), w])[0][0]
             sign = torch.randint(0, 2, size.shape, generator=g).to(F64) * 2 - 1
+            k = adjoint_precision.adjoint_length(node)
+            scale = adjoint_precision.row_scale(k, coef.abs())
+            if scale is not None:  # rows with few nonzeros: their own, smaller bound
+                size = size * scale.reshape(*scale.shape, *[1] * (size.dim() - 2))
+                pushed_rows["n"] += 1
             coefs = [coefs[0] + sign * adjoint_precision.adjoint_gamma(node) * size]
         return coefs, offset
 
     monkeypatch.setattr(crown, "_rule_adjoint", pushed)
+    monkeypatch.setattr(crown.windows, "start", lambda graph, name, c: c)  # dense steps
     coef, _ = _spec(graph, box.lower.shape[0])
-    coef = coef.reshape(*coef.shape[:2], *graph.outputs[0].shape)
-    low = crown.backward_bound(inter, graph.outputs[0].name, coef).lower
+    # the output's spec rows, and one-hot rows of the last Conv (one nonzero each: the
+    # sparse rows' own bound at its adjoint)
+    conv = [n for n in graph.nodes if n.op == "Conv"][-1]
+    numel = int(np.prod(conv.shape))
+    one_hot = torch.eye(numel, dtype=F64).expand(box.lower.shape[0], -1, -1)
+    starts = [(graph.outputs[0].name, coef.reshape(*coef.shape[:2], *graph.outputs[0].shape)),
+              (conv.name, one_hot.reshape(*one_hot.shape[:2], *conv.shape))]
+    low = [crown.backward_bound(inter, name, c).lower for name, c in starts]
     monkeypatch.setattr(adjoint_precision, "ENABLED", False)
-    plain = crown.backward_bound(inter, graph.outputs[0].name, coef).lower
-    assert bool((low <= plain + 1e-9 * (1 + plain.abs())).all())
+    for (name, c), pushed_low in zip(starts, low, strict=True):
+        plain = crown.backward_bound(inter, name, c).lower
+        assert bool((pushed_low <= plain + 1e-9 * (1 + plain.abs())).all())
+    assert pushed_rows["n"] > 0  # some rows were sparse enough for their own bound
