@@ -69,10 +69,8 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
                    costs: dict[int, float] | None = None,
                    unstable: dict[int, int] | None = None,
                    margins: dict[int, float] | None = None,
-                   bounds: dict[int, dict] | None = None,
-                   cascade: tuple[BoundOptions, ...] = INCOMPLETE_CASCADE) -> bool:
-    """Incomplete verification of one region by the bound cascade (``cascade``: a prefix of
-    INCOMPLETE_CASCADE, :func:`cascade_steps`).
+                   bounds: dict[int, dict] | None = None) -> bool:
+    """Incomplete verification of one region by the bound cascade.
 
     A step is skipped when the time left is under DEEP_COST_FACTOR times what the previous
     step took. A step stopped at its time share (``_cascade_step``) ends the cascade for this
@@ -84,7 +82,7 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     ``bounds`` the latest step's intermediate bounds (the neuron-split search's root bounds).
     """
     last_cost = 0.0
-    for i, options in enumerate(cascade):
+    for i, options in enumerate(INCOMPLETE_CASCADE):
         if deadline - time.monotonic() < DEEP_COST_FACTOR * last_cost:
             return False
         start = time.monotonic()
@@ -111,31 +109,6 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
             margin = float(problem.margin(res.lower, refuted).min())
             margins[problem.index] = max(margins.get(problem.index, -math.inf), margin)
     return False
-
-
-def cascade_steps(graph, config) -> tuple[BoundOptions, ...]:
-    """The cascade's steps for a run: INCOMPLETE_CASCADE, less its last step (alpha-CROWN on
-    every intermediate value) where a ReLU search follows on a conv net (``short_cascade``).
-
-    There the search's root optimises the final bound with alpha and beta itself and refines
-    the intermediate bounds within its own time share (``root_refine``, which starts again
-    from CROWN and only intersects the cascade's), and the step cost 7x the one before it
-    while refuting none of the 16 sampled oval21 and cifar10_resnet instances (those refuted
-    fell to CROWN). Measured (cascade then search, worst margin at equal CPU s from the
-    start, full cascade vs short): resnet_2b prop_10 -0.332 vs -0.197 at 30 s (cascade 15.0
-    vs 3.2 CPU s); oval21 base img590 -0.544 vs -0.535 at 25 s, img6638 -0.0277 vs -0.0242.
-    """
-    if config.method not in ("auto", "bab") or not config.bab.short_cascade:
-        return INCOMPLETE_CASCADE
-    from verifier.bab.neuron_options import has_conv_split_layer
-    from verifier.bab.nonlinear import split_layers
-
-    bab = config.bab
-    layers = split_layers(graph, bab.nonlinear, bab.nonlinear and bab.products)
-    relu_only = bool(layers) and all(lay.sign_split and not lay.products for lay in layers)
-    if relu_only and has_conv_split_layer(layers):
-        return INCOMPLETE_CASCADE[:-1]
-    return INCOMPLETE_CASCADE
 
 
 def _cascade_step(graph, problem: RegionProblem, options: BoundOptions, deadline: float):
@@ -233,7 +206,6 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     open_problems, costs, unstable, margins, root_bounds = [], {}, {}, {}, {}
     # many input boxes: one batched pass settles most of them (verifier.bab.region_batch)
     batch_refuted = refute_in_batches(graph, problems, deadline, unstable)
-    cascade = cascade_steps(graph, config)
     for p in problems:
         if p.index in batch_refuted:
             continue
@@ -242,7 +214,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         # Small inputs go straight to input splitting, whose first step is the same bound.
         try:
             if (method == "incomplete" or not small_input) and region_refuted(
-                    graph, p, deadline, costs, unstable, margins, root_bounds, cascade):
+                    graph, p, deadline, costs, unstable, margins, root_bounds):
                 continue
         except BoundsDidNotFit as exc:
             return _last_attack(attacks, deadline, method, str(exc))
