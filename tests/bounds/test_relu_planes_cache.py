@@ -4,6 +4,9 @@ changed in place, other views of them or other tensors never get stale planes.""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import pytest
 import torch
 
 import bounds.rules.relu as relu
@@ -71,3 +74,39 @@ def test_carried_planes_equal_fresh_ones_of_the_rows_kept():
     other = (lower.clone().unsqueeze(1), upper.clone().unsqueeze(1))  # nothing cached
     assert not relu.carry_planes(other, (new_l[:1].unsqueeze(1), new_u[:1].unsqueeze(1)),
                                  rows)
+
+
+def _hard_bounds(dtype, n: int = 3000, seed: int = 0):
+    """Sign-crossing bounds of every scale: ordinary, tiny (subnormal products), huge, slopes
+    near 0, 1/2 and 1 (where 1 - s and the two terms round)."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.pow(10.0, torch.empty(n, dtype=F64).uniform_(-40, 30, generator=g))
+    lower = -torch.rand(n, generator=g, dtype=F64) * scale
+    upper = torch.rand(n, generator=g, dtype=F64) * scale
+    ratio = torch.pow(10.0, torch.empty(n, dtype=F64).uniform_(-8, 8, generator=g))
+    upper[::3] = -lower[::3] * ratio[::3]  # slopes from ~0 to ~1
+    upper[1::7] = -lower[1::7] * (1 + 1e-7 * torch.rand(len(upper[1::7]), generator=g,
+                                                         dtype=F64))  # s near 1/2
+    tiny = torch.finfo(dtype).tiny
+    lower[2::11], upper[2::11] = -tiny * 3.5, tiny * 0.75  # subnormal products
+    lower, upper = lower.to(dtype), upper.to(dtype)
+    keep = (lower < 0) & (upper > 0)
+    return lower[keep], upper[keep]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upper_plane_lies_above_relu_at_both_ends_exactly(dtype):
+    """Zero tolerance: s x + b >= relu(x) at x = l and x = u in exact rational arithmetic
+    (the plane is above relu on [l, u] iff at its ends), for the dtype's own s and b; and
+    the lift stays small (a relative 8 units of roundoff plus the smallest normal)."""
+    lower, upper = _hard_bounds(dtype)
+    unstable, slope, offset = relu._upper_plane(lower, upper)
+    assert bool(unstable.all()) and slope.dtype == offset.dtype == dtype
+    assert bool(((slope >= 0) & (slope <= 1)).all())
+    for s, b, lo, up in zip(slope.tolist(), offset.tolist(), lower.tolist(), upper.tolist(),
+                            strict=True):
+        s, b, lo, up = (Fraction(v) for v in (s, b, lo, up))
+        assert s * lo + b >= 0 and s * up + b >= up
+        exact = max(-s * lo, (1 - s) * up)
+        info = torch.finfo(dtype)
+        assert b <= exact * (1 + Fraction(8) * Fraction(info.eps)) + 2 * Fraction(info.tiny)
