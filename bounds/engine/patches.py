@@ -61,9 +61,9 @@ class Patches:
         return self.values.shape[0], self.values.shape[1]
 
     @cached_property
-    def _index(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """([B, S, K] flat spatial index of every window cell in the value (cells outside it:
-        0), [B, S, 1, K] mask of the cells inside it, None when all are)."""
+    def _index(self) -> tuple[torch.Tensor, bool]:
+        """([B, S, K] flat spatial index of every window cell in the value, cells outside it
+        pointing one past the last cell; whether any cell is outside)."""
         b, s = self.rows
         device = self.origin.device
         flat = torch.zeros((b, s, *([1] * self.spatial)), dtype=torch.long, device=device)
@@ -77,24 +77,24 @@ class Patches:
             flat = flat * n + cells
         inside = inside.expand(flat.shape) if inside.shape != flat.shape else inside
         if bool(inside.all()):
-            return flat.reshape(b, s, -1), None
-        flat = torch.where(inside, flat, 0).reshape(b, s, -1)
-        return flat, inside.reshape(b, s, 1, -1)
+            return flat.reshape(b, s, -1), False
+        return torch.where(inside, flat, math.prod(self.sp)).reshape(b, s, -1), True
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """The windows of ``t`` ([B, *shape] or per row [B, S, *shape], broadcastable):
-        [B, S, L, C, *win]; cells outside the value read 0."""
+        [B, S, L, C, *win]; cells outside the value read 0 (an appended zero cell: never
+        0 * inf)."""
         b, s = self.rows
         nd = len(self.value_shape)
         per_row = t.dim() == nd + 2
         t = t.expand((b, s, *self.value_shape) if per_row else (b, *self.value_shape))
         src = t.reshape(b, s if per_row else 1, -1, math.prod(self.sp))
-        idx, inside = self._index
+        idx, outside = self._index
+        if outside:
+            src = torch.cat([src, src.new_zeros((*src.shape[:3], 1))], 3)
         lc = src.shape[2]
         out = torch.gather(src.expand(b, s, lc, src.shape[3]), 3,
                            idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]))
-        if inside is not None:  # cells outside read 0 (never 0 * inf: where, not a product)
-            out = torch.where(inside, out, 0.0)
         return out.reshape(self.values.shape)
 
     def dot(self, t: torch.Tensor) -> torch.Tensor:
@@ -102,17 +102,20 @@ class Patches:
         return (self.values * self.gather(t)).flatten(2).sum(-1)
 
     def with_values(self, values: torch.Tensor) -> Patches:
-        return Patches(values, self.origin, self.value_shape)
+        """The same windows holding ``values`` (their cell index kept when already built)."""
+        out = Patches(values, self.origin, self.value_shape)
+        if "_index" in self.__dict__ and values.shape[:2] == self.values.shape[:2] and (
+                values.shape[4:] == self.values.shape[4:]):
+            out.__dict__["_index"] = self.__dict__["_index"]  # (a cached_property's slot)
+        return out
 
     def to_dense(self) -> torch.Tensor:
         """The coefficients [B, S, *shape] (cells outside the value hold 0 and drop)."""
         b, s = self.rows
-        idx, inside = self._index
+        idx, _ = self._index  # outside cells (all 0) go to one extra cell, then drop
         lc = self.values.shape[2] * self.values.shape[3]
         flat = self.values.reshape(b, s, lc, -1)
         cells = math.prod(self.sp)
-        if inside is not None:  # outside cells (all 0) go to one extra cell, then drop
-            idx = torch.where(inside[:, :, 0], idx, cells)
         out = flat.new_zeros((b, s, lc, cells + 1))
         out = out.scatter(3, idx.unsqueeze(2).expand(b, s, lc, idx.shape[-1]), flat)
         return out[..., :cells].reshape(b, s, *self.value_shape)
