@@ -103,6 +103,14 @@ class BabConfig:
         True, "--no-bab-drop-hopeless",
         "ReLU BaB on conv nets: keep optimising (domain, row) pairs that cannot be proved "
         "within the step's iterations at their recent rate of gain, instead of splitting them")
+    # bab18, session 15 (``verifier.strategy.cascade_steps``): resnet_2b prop_10 worst margin
+    # at 40 / about 50 CPU s from the start -0.1596 / -0.0838 with the full cascade, -0.1175 /
+    # -0.0620 when the root's own 20-iteration alpha-CROWN replaces the cascade's step.
+    short_cascade: bool = _setting(
+        True, "--no-bab-short-cascade",
+        "ReLU BaB on conv nets: run the bound cascade's alpha-CROWN on every intermediate "
+        "value (5 iterations) before the search, instead of the search's root running it "
+        "with 20 iterations")
     # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost more
     # than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py: oval21 base
     # img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046, mnistfc 256x4
