@@ -40,7 +40,8 @@ def test_iterations_per_step_is_a_number_flag():
 
 SEARCH_SWITCHES = [("--no-bab-root-refine", "root_refine"),
                    ("--no-bab-shrink-last-steps", "shrink_last_steps"),
-                   ("--no-bab-drop-hopeless", "drop_hopeless")]
+                   ("--no-bab-drop-hopeless", "drop_hopeless"),
+                   ("--no-bab-short-cascade", "short_cascade")]
 
 
 @pytest.mark.parametrize(("flag", "field"), SEARCH_SWITCHES)
