@@ -12,6 +12,9 @@ issue 18 item 1 can be switched off alone with ``--set``: ``narrow_dead=false`` 
 kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``; item 3:
 ``nogoods=true`` (learned nogoods, off by default; a second line per case reports them).
 ``--case mnistfc:onnx/mnist-net_256x4.onnx:vnnlib/prop_3_0.03.vnnlib`` runs other instances.
+``--cascade`` runs the bound cascade first as ``verify`` does (its root bounds, its steps) and
+counts the checkpoints' CPU seconds from the cascade's start: the measure for changes to the
+cascade or the root.
 
 The script only uses interfaces that existed before issue 18 (``NeuronSplitSearch``,
 ``NeuronSplitOptions``), so the same file measures the baseline code side by side:
@@ -55,8 +58,31 @@ CASES = (
 )
 
 
-def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
-    """Run the search on region 0 for ``seconds``; returns its stats plus timing."""
+def _cascade(graph, problem, deadline: float, overrides: dict):
+    """The bound cascade as ``verify`` runs it before the search (``strategy.region_refuted``,
+    with ``strategy.cascade_steps`` where the code measured has it): (refuted, the root bounds
+    or None, its CPU s)."""
+    from dataclasses import fields
+
+    from bounds.engine.deadline import engine_deadline
+    from verifier import strategy
+    from verifier.config import BabConfig, VerifyConfig
+
+    began, bounds, steps = time.process_time(), {}, {}
+    if hasattr(strategy, "cascade_steps"):
+        names = {f.name for f in fields(BabConfig)}
+        bab = BabConfig(**{k: v for k, v in overrides.items() if k in names})
+        steps["cascade"] = strategy.cascade_steps(graph, VerifyConfig(bab=bab))
+    with engine_deadline(deadline):
+        refuted = strategy.region_refuted(graph, problem, deadline, bounds=bounds, **steps)
+    return refuted, bounds.get(problem.index), time.process_time() - began
+
+
+def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
+             cascade: bool = False) -> dict:
+    """Run the search on region 0 for ``seconds``; returns its stats plus timing. With
+    ``cascade`` the bound cascade runs first and hands the root its bounds, as in ``verify``;
+    the trace's CPU seconds then count from the cascade's start (root included)."""
     import verifier.onnx_import.converters  # noqa: F401
     from verifier.bab.neuron_split import NeuronSplitOptions, NeuronSplitSearch
     from verifier.bab.problem import RegionProblem
@@ -75,10 +101,18 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
                       -float("inf") if event["global_bound"] is None
                       else event["global_bound"]))
 
+    root_bounds, cascade_cpu = None, 0.0
+    if cascade:
+        refuted, root_bounds, cascade_cpu = _cascade(model.graph, problem, start + seconds,
+                                                     overrides)
+        if refuted:
+            return {"verdict": "unsat", "stopped": "refuted by the cascade", "root_s": 0.0,
+                    "seconds": time.monotonic() - start, "cpu_s": cascade_cpu,
+                    "root_cpu_s": 0.0, "trace": [], "domains_bounded": 0}
     search = NeuronSplitSearch(model.graph, problem, start + seconds,
                                NeuronSplitOptions(**overrides),
                                Progress(record, every_s=0.0, label="bench"),
-                               validate=lambda x: None, attack=None)
+                               validate=lambda x: None, attack=None, root_bounds=root_bounds)
     from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 
     root_s, root_cpu = [0.0], [0.0]
@@ -102,7 +136,9 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict) -> dict:
     stats["verdict"], stats["seconds"] = verdict, time.monotonic() - start
     stats["root_s"], stats["cpu_s"] = root_s[0], time.process_time() - cpu_start
     stats["root_cpu_s"] = root_cpu[0]
-    stats["trace"] = [(c - cpu_start - root_cpu[0], d, w) for c, d, w in trace]
+    after = -cascade_cpu if cascade else root_cpu[0]  # the checkpoints' zero
+    stats["trace"] = [(c - cpu_start - after, d, w) for c, d, w in trace]
+    stats["cascade_cpu_s"] = cascade_cpu
     return stats
 
 
@@ -179,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated CPU seconds after the root: print the domains "
                              "done and worst margin reached by each (steadier than wall time "
                              "under load)")
+    parser.add_argument("--cascade", action="store_true",
+                        help="run the bound cascade first, as verify does, and give the root "
+                             "its bounds; checkpoints then count CPU s from the cascade's "
+                             "start")
     parser.add_argument("--queue", type=int, default=0,
                         help="only time the queue's own work with this many domains queued")
     args = parser.parse_args(argv)
@@ -216,9 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
-        stats = run_case(BENCH / bench / onnx, BENCH / bench / vnnlib, args.seconds, overrides)
+        stats = run_case(BENCH / bench / onnx, BENCH / bench / vnnlib, args.seconds, overrides,
+                         args.cascade)
         if prof:
             prof.disable()
+        if stats.get("stopped") == "refuted by the cascade":
+            print(f"{args.label:8s} {label:14s} unsat by the cascade in {stats['cpu_s']:.1f} "
+                  f"CPU s", flush=True)
+            continue
         done = stats.get("domains_bounded", 0)
         rate = (done - 1) / max(1e-9, stats["seconds"] - stats["root_s"])
         cpu_rate = (done - 1) / max(1e-9, stats["cpu_s"] - stats["root_cpu_s"])
@@ -230,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
               f"worst {stats.get('worst_margin') or float('nan'):.4g}", flush=True)
         if args.checkpoints:  # the worst margin at equal CPU time: fair under load
             marks = [float(x) for x in args.checkpoints.split(",")]
-            print(f"{args.label:8s} {label:14s} domains/worst at CPU s after the root: "
+            since = (f"from the cascade's start (cascade {stats['cascade_cpu_s']:.1f} s)"
+                     if args.cascade else "after the root")
+            print(f"{args.label:8s} {label:14s} domains/worst at CPU s {since}: "
                   + "  ".join(f"{m:g}: {at_cpu(stats['trace'], m)}" for m in marks),
                   flush=True)
         if "nogoods_learned" in stats:  # issue 18 item 3 (``nogoods``)
