@@ -208,7 +208,9 @@ def test_proves_beyond_incomplete_bounds(seed, acts):
     # GELU's relaxation (bisection for tangent points) is slow: a wider gap for it.
     rhs = lb + (0.2 if "Gelu" in acts else 0.5) * (m - lb)
     region = region_for(None, 3, c[None, None], [[rhs]])
-    out = search(graph, region, deadline_s=20.0).run()
+    # The Gelu-Tanh net needs 11-17 s alone on 2 cores (session 15): 20 s failed under a loaded
+    # CI run. The deadline is a budget, not a timing claim: a proof ends the search at once.
+    out = search(graph, region, deadline_s=60.0).run()
     assert out.verdict != "sat"  # sampling says no violation below m
     assert out.verdict == "unsat", out.stats
 
