@@ -10,9 +10,12 @@ matrices small even when the whole model has thousands of variables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 INF = float("inf")
 
@@ -108,6 +111,10 @@ class MilpModel:
         self.n_rows += expr.size
 
     def matrix(self) -> sp.csr_matrix:
+        # scipy is imported here, not with the module: importing it (0.3 s) delayed every
+        # ``auto`` run's size checks (``milp_suits``), which read this package.
+        import scipy.sparse as sp
+
         if not self._rows:
             return sp.csr_matrix((self.n_rows, self.n_cols))
         r, c, v = (np.concatenate(p) for p in zip(*self._rows, strict=True))
