@@ -19,6 +19,7 @@ from bounds.engine.results import PassCache
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.engine.work_dtype import LARGEST_WORK_BOUND, lowered_view, lowers
 from bounds.types import Interval
+from tests.bounds.spies import spy
 from tests.bounds.test_alpha_passes import _box, _net, _samples
 
 F64, F32 = torch.float64, torch.float32
@@ -100,33 +101,19 @@ def test_the_reported_bound_is_one_float64_pass_with_the_alphas_found(monkeypatc
     inter = compute_intermediate(graph, box, None, "crown")
     coef = _spec(2)[0].reshape(1, 5, 1, 4)
     out = graph.outputs[0].name
-    passes = []
     real = alpha_mod.backward_bound
-
-    def spy(inter_, *args, **kwargs):
-        res = real(inter_, *args, **kwargs)
-        passes.append((inter_.dtype, res.lower.detach()))
-        return res
-
-    monkeypatch.setattr(alpha_mod, "backward_bound", spy)
-    guides = []
-    real_guide = guide_mod.ChainGuide.lower
-
-    def guide_spy(self, alphas):
-        res = real_guide(self, alphas)
-        guides.append(res.dtype)
-        return res
-
-    monkeypatch.setattr(guide_mod.ChainGuide, "lower", guide_spy)
+    passes = spy(monkeypatch, alpha_mod, "backward_bound")
+    guides = spy(monkeypatch, guide_mod.ChainGuide, "lower")
     crown = real(inter, out, coef).lower
     with torch.enable_grad():
         lower, alphas = optimize_alpha(inter, out, coef, 8, cache=PassCache(), known=crown,
                                        work_dtype=F32)
-    f64 = [p for dt, p in passes if dt == F64]
+    f64 = [c.result.lower for c in passes if c.args[0].dtype == F64]
     assert len(f64) == 1  # one float64 pass: the final one (CROWN was known)
     assert torch.equal(lower, torch.maximum(crown, f64[0]))
     assert all(v.dtype == F64 for v in alphas.values())
-    assert guides == [F32] * 8  # (the iterations: guide passes in float32)
+    # (the iterations: guide passes in float32)
+    assert [g.dtype for g in guides.results] == [F32] * 8
 
 
 def test_window_rows_and_warm_starts_in_float32():
@@ -212,15 +199,8 @@ def test_small_passes_keep_float64(monkeypatch):
     inter = compute_intermediate(graph, box, None, "crown")
     coef = _spec(2)[0].reshape(1, 5, 1, 4)
     assert not lowers(inter, F32, 5, 24)
-    seen = []
-    real = alpha_mod.backward_bound
-
-    def spy(inter_, *args, **kwargs):
-        seen.append(inter_.dtype)
-        return real(inter_, *args, **kwargs)
-
-    monkeypatch.setattr(alpha_mod, "backward_bound", spy)
+    passes = spy(monkeypatch, alpha_mod, "backward_bound")
     with torch.enable_grad():
         low, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4, work_dtype=F32)
         plain, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4)
-    assert F32 not in seen and torch.equal(low, plain)
+    assert all(c.args[0].dtype != F32 for c in passes) and torch.equal(low, plain)

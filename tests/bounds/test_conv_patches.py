@@ -18,6 +18,7 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.graph import Graph, Node, TensorInfo
 from bounds.registry import rules
 from bounds.types import Interval
+from tests.bounds.spies import spy
 
 F64 = torch.float64
 
@@ -276,27 +277,13 @@ def test_windows_are_used(monkeypatch):
     """The 2-d net's passes take window steps of every kind and concretise windows at the
     input (the comparisons above are not vacuous)."""
     monkeypatch.setattr(patches, "DENSE_SHARE", 100.0)
-    ops, real = [], windows.window_step
-
-    def counted(inter, node, *args, **kwargs):
-        out = real(inter, node, *args, **kwargs)
-        ops.append((node.op, out is not None))
-        return out
-
-    concretised = {"n": 0}
-    real_concretize = patches.concretize
-
-    def at_input(*args):
-        concretised["n"] += 1
-        return real_concretize(*args)
-
-    monkeypatch.setattr(windows, "window_step", counted)
-    monkeypatch.setattr(patches, "concretize", at_input)
+    steps = spy(monkeypatch, windows, "window_step")
+    concretised = spy(monkeypatch, patches, "concretize")
     graph = _resnet_2d()
     _intermediates(graph, _box(graph))
-    taken = {op for op, ok in ops if ok}
+    taken = {c.args[1].op for c in steps if c.result is not None}
     assert {"Conv", "Relu", "Add", "Sub", "AveragePool"} <= taken
-    assert concretised["n"] > 0
+    assert concretised
 
 
 @pytest.mark.parametrize("net", [_resnet_2d, _conv_1d])
@@ -363,17 +350,9 @@ def test_windows_start_after_a_reshape(share, monkeypatch):
     k = graph.outputs[0].shape[-1]
     coef = torch.zeros((2, 3, k), dtype=F64)
     coef[:, 0, 5], coef[:, 1, 17], coef[:, 2, k - 1] = 1.0, -2.0, 0.5
-    starts = []
-    real = windows.start
-
-    def recorded(graph, name, c):
-        out = real(graph, name, c)
-        starts.append((name, isinstance(out, patches.Patches)))
-        return out
-
-    monkeypatch.setattr(windows, "start", recorded)
+    starts = spy(monkeypatch, windows, "start")
     got = backward_bound(inter, "flat", coef).lower
-    assert ("r1", True) in starts
+    assert any(c.args[1] == "r1" and isinstance(c.result, patches.Patches) for c in starts)
     _without_windows(monkeypatch)
     want = backward_bound(inter, "flat", coef).lower
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

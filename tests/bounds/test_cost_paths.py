@@ -22,6 +22,7 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import PassCache
 from bounds.types import Interval
 from tests.bounds.nets import mlp, random_mlp
+from tests.bounds.spies import spy
 from tests.bounds.structured_nets import maxpool_cnn
 
 F64 = torch.float64
@@ -54,18 +55,6 @@ def _assert_encloses(graph, box: Interval, inter, n: int = 300) -> None:
             assert bool((v <= iv.upper[b] + TOL).all()), (name, b)
 
 
-def _spy(monkeypatch, module, name: str) -> list:
-    calls = []
-    real = getattr(module, name)
-
-    def wrapped(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapped)
-    return calls
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_forward_path_with_few_inputs(monkeypatch, seed):
     """4 inputs, 32-wide layers: forward mode is cheap, goes along with CROWN, and the bounds
@@ -73,8 +62,8 @@ def test_forward_path_with_few_inputs(monkeypatch, seed):
     graph = random_mlp([4, 32, 32, 32, 3], seed=seed)
     box = _box((1, 4), 3, 1.0, seed)
     monkeypatch.setattr(budget, "FORWARD_MIN_BACKWARD_MACS", 0)  # as if CROWN were costly
-    crown_calls = _spy(monkeypatch, intermediate, "crown_interval")
-    refiner = _spy(monkeypatch, intermediate, "free_input_functions")
+    crown_calls = spy(monkeypatch, intermediate, "crown_interval")
+    refiner = spy(monkeypatch, intermediate, "free_input_functions")
     inter = compute_intermediate(graph, box, method="crown")
     assert refiner, "the cost model chose forward mode for 4 inputs"
     assert crown_calls, "CROWN refined the positions forward mode left unstable"
@@ -84,7 +73,7 @@ def test_forward_path_with_few_inputs(monkeypatch, seed):
 def test_no_forward_mode_where_backward_crown_is_cheap(monkeypatch):
     """A small net (backward CROWN far below FORWARD_MIN_BACKWARD_MACS): CROWN alone."""
     graph = random_mlp([4, 32, 32, 32, 3], seed=0)
-    forward = _spy(monkeypatch, intermediate, "free_input_functions")
+    forward = spy(monkeypatch, intermediate, "free_input_functions")
     compute_intermediate(graph, _box((1, 4), 3, 1.0, 0), method="crown")
     assert not forward
 
@@ -114,8 +103,8 @@ def test_backward_path_with_many_inputs(monkeypatch, seed):
     graph = mlp([(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.1)
                  for i, o in zip(sizes[:-1], sizes[1:], strict=True)])
     box = _box((1, 300), 2, 0.3, seed)
-    forward = _spy(monkeypatch, intermediate, "free_input_functions")
-    crown_calls = _spy(monkeypatch, intermediate, "crown_interval")
+    forward = spy(monkeypatch, intermediate, "free_input_functions")
+    crown_calls = spy(monkeypatch, intermediate, "crown_interval")
     inter = compute_intermediate(graph, box, method="crown")
     plain = compute_intermediate(graph, box, method="ibp")
     assert not forward and crown_calls
@@ -170,7 +159,7 @@ def test_chunked_interval_pass_matches_one_call(monkeypatch):
     whole = compute_intermediate(graph, box, method="ibp")
     monkeypatch.setattr(ibp, "CHUNK_MIN_ELEMENTS", 1)
     monkeypatch.setattr(deadline, "FIRST_CHUNK_ELEMENTS", 100)
-    parts = _spy(monkeypatch, ibp, "_node_interval")
+    parts = spy(monkeypatch, ibp, "_node_interval")
     chunked = compute_intermediate(graph, box, method="ibp")
     assert len(parts) > len(graph.nodes), "some node was bounded in several chunks"
     for name, iv in whole.bounds.items():
@@ -184,7 +173,7 @@ def test_chunked_interval_pass_stops_at_the_deadline(monkeypatch):
     graph = maxpool_cnn(5)
     box = _box((1, 1, 6, 6), 9, 0.3, 5)
     monkeypatch.setattr(ibp, "CHUNK_MIN_ELEMENTS", 1)
-    checks = _spy(monkeypatch, deadline, "check_deadline")
+    checks = spy(monkeypatch, deadline, "check_deadline")
     node = graph.nodes[0]
     bounds = {graph.inputs[0].name: box}
     ibp.propagate_node(graph, node, bounds, box.lower.device, F64)

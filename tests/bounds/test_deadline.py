@@ -18,6 +18,7 @@ from bounds.engine.deadline import (
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
+from tests.bounds.spies import StillClock
 
 F64 = torch.float64
 
@@ -59,23 +60,28 @@ def test_bound_spec_stops_past_the_deadline(method):
 
 
 def test_alpha_stops_between_iterations(monkeypatch):
-    """The deadline passing during alpha-CROWN's iterations ends the call."""
-    import bounds.engine.alpha as alpha
+    """The deadline passing during alpha-CROWN's iterations ends the call at the next
+    iteration. The engines' clock stands still until the third gradient step, then jumps past
+    the deadline: a loop that checks the clock between iterations raises before a fourth step
+    (whatever the machine's speed or load); one that does not runs its 50."""
+    import bounds.engine.deadline as deadline_mod
 
     graph, box, coef, rhs = _problem()
-    calls = {"n": 0}
-    real = alpha.backward_bound
+    clock = StillClock()
+    monkeypatch.setattr(deadline_mod, "time", clock)
+    steps = {"n": 0}
+    real_backward = torch.Tensor.backward
 
-    def slow(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            time.sleep(0.3)
-        return real(*args, **kwargs)
+    def step(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            clock.jump(3600.0)
+        return real_backward(self, *args, **kwargs)
 
-    monkeypatch.setattr(alpha, "backward_bound", slow)
-    with engine_deadline(time.monotonic() + 0.2), pytest.raises(DeadlineExceeded):
+    monkeypatch.setattr(torch.Tensor, "backward", step)
+    with engine_deadline(clock.now + 60.0), pytest.raises(DeadlineExceeded):
         bound_spec(graph, box, coef, rhs, BoundOptions(method="alpha", alpha_iterations=50))
-    assert calls["n"] < 50
+    assert steps["n"] == 3
 
 
 def test_step_fits_leaves_room_for_the_gradient_and_the_next_pass():

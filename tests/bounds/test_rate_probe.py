@@ -14,6 +14,7 @@ from bounds.engine.intermediate import _rate_key, compute_intermediate, crown_in
 from bounds.engine.results import PassCache
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
+from tests.bounds.spies import spy
 from tests.bounds.test_conv_patches import _conv_1d, _forward_all, _resnet_2d
 
 F64 = torch.float64
@@ -41,35 +42,23 @@ def _setting(net, seed=1, radius=0.3, batch=3):
     return graph, box, inter, name, mask
 
 
-def _counted_probes(monkeypatch):
-    calls = {"n": 0}
-    real = intermediate._probed
-
-    def counted(*args):
-        calls["n"] += 1
-        return real(*args)
-
-    monkeypatch.setattr(intermediate, "_probed", counted)
-    return calls
-
-
 @pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("signs", [(1.0, -1.0), (-1.0,)])
 def test_probe_then_rest_equals_one_call_and_encloses_points(net, signs, monkeypatch):
     graph, box, inter, name, mask = _setting(net)
     assert int(mask.sum()) > 4
-    calls = _counted_probes(monkeypatch)
+    probes = spy(monkeypatch, intermediate, "_probed")
     known = PassCache()
     rates(known)[_rate_key(graph)] = 1e-9  # a measured rate: one call, no probe
     whole, _ = crown_interval(inter, name, mask, cache=known, signs=signs)
-    assert calls["n"] == 0
+    assert not probes
     real_rows = intermediate.chunk_rows
     # unmeasured: a 4-row first chunk, so the probe leaves a rest
     monkeypatch.setattr(intermediate, "chunk_rows", lambda graph, cache, *a, **k: 4
                         if rates(cache).get(_rate_key(graph)) is None
                         else real_rows(graph, cache, *a, **k))
     probed, _ = crown_interval(inter, name, mask, cache=PassCache(), signs=signs)
-    assert calls["n"] == 1
+    assert len(probes) == 1
     for a, b in ((whole.lower, probed.lower), (whole.upper, probed.upper)):
         finite = torch.isfinite(a)
         assert torch.equal(finite, torch.isfinite(b))
