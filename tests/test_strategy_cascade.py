@@ -76,8 +76,8 @@ def test_root_bounds_never_looser_than_an_earlier_step(monkeypatch):
     problem = RegionProblem.from_region(0, region, "cpu", torch.float64)
     seen, step = [], strategy._cascade_step
 
-    def later_looser(graph, problem, options, deadline):
-        res = step(graph, problem, options, deadline)
+    def later_looser(graph, problem, options, deadline, **kw):
+        res = step(graph, problem, options, deadline, **kw)
         res = res if not seen else _loosened(res)
         seen.append(res.intermediate)
         return res
@@ -116,9 +116,9 @@ def test_short_cascade_leaves_the_root_to_bound_itself_when_the_step_would_have_
         monkeypatch.setattr(strategy, "DEEP_COST_FACTOR", 1e9)
     ran, step = [], strategy._cascade_step
 
-    def counted(graph, problem, options, deadline):
+    def counted(graph, problem, options, deadline, **kw):
         ran.append(options)
-        return step(graph, problem, options, deadline)
+        return step(graph, problem, options, deadline, **kw)
 
     monkeypatch.setattr(strategy, "_cascade_step", counted)
     bounds: dict = {}

@@ -13,6 +13,7 @@ stops early for a last attack).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -70,7 +71,8 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
                    unstable: dict[int, int] | None = None,
                    margins: dict[int, float] | None = None,
                    bounds: dict[int, dict] | None = None,
-                   cascade: tuple[BoundOptions, ...] = INCOMPLETE_CASCADE) -> bool:
+                   cascade: tuple[BoundOptions, ...] = INCOMPLETE_CASCADE,
+                   give_up: bool = True) -> bool:
     """Incomplete verification of one region by the bound cascade (``cascade``: a prefix of
     INCOMPLETE_CASCADE, :func:`cascade_steps`).
 
@@ -82,14 +84,18 @@ def region_refuted(graph, problem: RegionProblem, deadline: float,
     which ``auto``'s MILP choice reads instead of a bound pass of its own; ``margins`` the
     region's best worst-open-disjunct margin over the steps (< 0 while not refuted);
     ``bounds`` the steps' intermediate bounds intersected (:func:`tightest`; the
-    neuron-split search's root bounds).
+    neuron-split search's root bounds). A step whose intermediate values are bounded as the
+    previous step's were (plain CROWN) starts from that step's bounds instead of computing them
+    again; each step's alpha-CROWN loop ends once the region is refuted or, with ``give_up``
+    (``BabConfig.cascade_give_up``), once its pace says it will not be
+    (``verifier.bab.cascade_stop``).
     """
-    last_cost = 0.0
+    last_cost, res = 0.0, None
     for i, options in enumerate(cascade):
         if deadline - time.monotonic() < DEEP_COST_FACTOR * last_cost:
             return False
         start = time.monotonic()
-        res = _cascade_step(graph, problem, options, deadline)
+        res = _cascade_step(graph, problem, options, deadline, given=res, give_up=give_up)
         if res is None:
             if i == 0:
                 raise BoundsDidNotFit(f"a {options.method} bound of region {problem.index} "
@@ -141,6 +147,13 @@ def cascade_steps(graph, config) -> tuple[BoundOptions, ...]:
     return INCOMPLETE_CASCADE
 
 
+def cascade_give_up(config) -> bool:
+    """Whether the cascade's alpha loops may stop when their pace says they will not refute
+    the region (``BabConfig.cascade_give_up``, ``--no-bab-cascade-give-up``; on where the
+    config has no such field)."""
+    return bool(getattr(config.bab, "cascade_give_up", True))
+
+
 def tightest(old: dict[str, Interval] | None,
              new: dict[str, Interval]) -> dict[str, Interval]:
     """Each value's bounds from two cascade steps intersected (both hold on the region). A
@@ -153,18 +166,29 @@ def tightest(old: dict[str, Interval] | None,
             if k in old and old[k].lower.shape == v.lower.shape else v for k, v in new.items()}
 
 
-def _cascade_step(graph, problem: RegionProblem, options: BoundOptions, deadline: float):
+def _cascade_step(graph, problem: RegionProblem, options: BoundOptions, deadline: float,
+                  given=None, give_up: bool = True):
     """bound_spec of the region within CASCADE_STEP_SHARE of the time left; None when it did
-    not end by then (the run's own deadline passing still raises)."""
+    not end by then (the run's own deadline passing still raises). ``given``: the previous
+    step's SpecBounds; its intermediate bounds hold on the region, so they are intersected in,
+    and a step that would compute them the same way (plain CROWN: no intermediate alpha)
+    takes them as they are (IBP through them, no CROWN pass again: the same bounds). The
+    alpha loop stops at ``cascade_stop.RefuteOrGiveUp``."""
     from bounds.engine.deadline import DeadlineExceeded, engine_deadline
+    from verifier.bab.cascade_stop import RefuteOrGiveUp
 
     shape = graph.inputs[0].shape
     box = Interval(problem.lower.reshape(1, *shape), problem.upper.reshape(1, *shape))
+    known = None if given is None else given.intermediate
+    if known is not None and options.intermediate_alpha_iterations == 0 \
+            and options.intermediate_method(box.lower[0].numel()) == "crown":
+        options = dataclasses.replace(options, intermediate="ibp")
+    stop = RefuteOrGiveUp(problem, options.alpha_iterations, give_up)
     now = time.monotonic()
     try:
         with engine_deadline(min(deadline, now + CASCADE_STEP_SHARE * (deadline - now))):
             return bound_spec(graph, box, problem.coef.unsqueeze(0), problem.rhs.unsqueeze(0),
-                              options)
+                              options, given=known, stop=stop)
     except DeadlineExceeded:
         if time.monotonic() >= deadline:
             raise
@@ -257,7 +281,8 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         # Small inputs go straight to input splitting, whose first step is the same bound.
         try:
             if (method == "incomplete" or not small_input) and region_refuted(
-                    graph, p, deadline, costs, unstable, margins, root_bounds, cascade):
+                    graph, p, deadline, costs, unstable, margins, root_bounds, cascade,
+                    cascade_give_up(config)):
                 continue
         except BoundsDidNotFit as exc:
             return _last_attack(attacks, deadline, method, str(exc))
