@@ -12,7 +12,8 @@ from tests.bab.test_neuron_split import make_search, region_for, tiny_net
 from verifier.bab.neuron_domains import split_domains
 
 
-@pytest.mark.parametrize("seed", [40, 41])
+# seed 40 (40-56 s on a loaded machine) runs in the slow suite, which CI runs too
+@pytest.mark.parametrize("seed", [pytest.param(40, marks=pytest.mark.slow), 41])
 def test_pairs_bound_open_rows_as_rows_do_and_stay_sound(seed):
     graph, exact = tiny_net(seed, hidden=(5, 5))
     rows = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [1.0, 0.0, -1.0]])
