@@ -114,3 +114,11 @@ def test_region_refuted_reuses_the_previous_steps_bounds(monkeypatch):
     monkeypatch.setattr(strategy, "_cascade_step", spy)
     assert not strategy.region_refuted(graph, _problem(graph, 100.0), time.monotonic() + 60)
     assert seen[0] is None and all(g is not None for g in seen[1:]) and len(seen) == len(FULL)
+
+
+def test_gives_up_on_relu_nets_only():
+    from tests.bab.test_genbab import net
+    from verifier.config import VerifyConfig
+
+    assert strategy.cascade_give_up(tiny_net(0)[0], VerifyConfig())
+    assert not strategy.cascade_give_up(net(1, ("Sigmoid", "Sigmoid")), VerifyConfig())

@@ -6,11 +6,13 @@ not handed on, and the search's root (``verifier.bab.search_root``) optimises it
 intermediate bounds, which the final loop does not change. So the loop can stop as soon as
 
 - every disjunct is refuted (more iterations change nothing), or
-- some open disjunct cannot reach zero in the iterations left even if it kept gaining what it
-  gained in its best recent iteration. Adam's gains on these bounds shrink as it goes (ERAN
-  9x200 idx 6453, alpha over CROWN intermediates: -4.93, -4.83, -4.74, -4.67 ... -4.50 after
-  20 iterations), so the linear projection from the recent best gain is optimistic: a step it
-  gives up on would, in all likelihood, not have refuted the region either.
+- some open disjunct cannot reach zero in the iterations left even if it kept gaining
+  PACE_SLACK times what it gained in its best recent iteration. On Relu nets Adam's gains on
+  these bounds shrink as it goes (ERAN 9x200 idx 6453, alpha over CROWN intermediates: -4.93,
+  -4.83, -4.74, -4.67 ... -4.50 after 20 iterations), so the projection is optimistic: a step
+  it gives up on would, in all likelihood, not have refuted the region either. Not so on
+  smooth nets (a sigmoid net's bound jumped from -1.396 to refuted in one pass), where the
+  caller keeps ``give_up`` off (``verifier.strategy.cascade_give_up``).
 
 The loop's ``best`` (``bound_spec``'s stop argument) is the bound so far, per spec row
 ([B, S], rhs taken off: > 0 refutes the row); it is never smaller than the step's starting
@@ -27,6 +29,7 @@ from verifier.bab.problem import RegionProblem
 # Calls seen (passes) before the pace may end the loop, and the recent gains it reads.
 MIN_PASSES = 3
 RECENT_GAINS = 2
+PACE_SLACK = 2.0
 
 
 class RefuteOrGiveUp:
@@ -49,7 +52,7 @@ class RefuteOrGiveUp:
             return False
         steps = torch.stack(self.history[-RECENT_GAINS - 1:])
         pace = (steps[1:] - steps[:-1]).clamp(min=0).amax(0)
-        projected = rows + pace * max(0, self.iterations - seen)
+        projected = rows + PACE_SLACK * pace * max(0, self.iterations - seen)
         projected = torch.nan_to_num(projected, nan=-torch.inf)
         hopeless = ~refuted & ~(projected > 0).any(-1)
         self.gave_up = bool(hopeless.any())
