@@ -37,7 +37,7 @@ from bounds.graph import Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.tangents import DomainError
-from bounds.types import Relaxation
+from bounds.types import Interval, Relaxation
 
 # Largest number of coefficient elements one backward pass may hold (memory budget).
 MAX_COEF_ELEMENTS = 1 << 24
@@ -293,7 +293,14 @@ def _vjp(p: _Pass, node: Node, rule, coef: torch.Tensor, work: torch.dtype | Non
 
 def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
     """Backward step of an elementwise node through its planes (None, None: concretise)."""
-    rel = _relaxation(p, node, rule)
+    alpha = p.alphas.get(node.name)
+    if isinstance(alpha, ColumnAlpha):
+        return _column_step(p, node, rule, coef, alpha)
+    return _planes_step(p, _relaxation(p, node, rule), coef)
+
+
+def _planes_step(p: _Pass, rel: Relaxation | None, coef: torch.Tensor):
+    """``_relaxed_step`` through the planes ``rel`` (None: concretise)."""
     if rel is None:
         return None, None
     # A -> A+ lower_slope + A- upper_slope = A lower_slope + A- (upper - lower slope):
@@ -305,6 +312,79 @@ def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
     low = _unsqueeze_spec(rel.lower_slope, coef)
     gap = _unsqueeze_spec(rel.upper_slope, coef) - low
     return [torch.addcmul(coef * low, neg, gap)], offset
+
+
+def _column_step(p: _Pass, node: Node, rule, coef: torch.Tensor, alpha: ColumnAlpha):
+    """``_relaxed_step`` with the alpha planes at ``alpha.index`` and the default planes
+    elsewhere (``_column_relaxation``), without building [B, S, *shape] planes: the default
+    ones broadcast over the spec rows, then the columns' entries are replaced. Every entry
+    and every offset term is the same product of the same numbers as the merged planes'."""
+    base = default_relaxation(p.inter, p.cache, node, rule)
+    if base is None:
+        return None, None
+    idx = alpha.index
+    fixed = _column_parts(p, node, base, idx)
+    try:
+        col = _alpha_relaxation(node, rule, fixed.lower, fixed.upper, alpha.values)
+    except DomainError:
+        return None, None
+    b, s = coef.shape[:2]
+    flat = coef.reshape(b, s, -1)
+    neg = flat.clamp(max=0)
+    # (gather and scatter: torch's index_select along a last axis, which index_copy's
+    # gradient takes, is 10x slower)
+    at = idx.view(1, 1, -1).expand(b, s, -1)
+    cols = torch.gather(flat, 2, at)
+    neg_cols = cols.clamp(max=0)
+    offset = (_dot(neg, fixed.upper_offset)
+              + _sum_spec(neg_cols * col.upper_offset.to(flat.dtype)))
+    if p.use_alpha or bool(base.lower_offset.any()) or bool(col.lower_offset.any()):
+        offset = offset + (_dot(flat - neg, fixed.lower_offset)
+                           + _sum_spec((cols - neg_cols) * col.lower_offset.to(flat.dtype)))
+    out = torch.addcmul(flat * fixed.lower_slope, neg, fixed.gap)
+    col_low = col.lower_slope.to(flat.dtype)
+    at_cols = torch.addcmul(cols * col_low, neg_cols, col.upper_slope.to(flat.dtype) - col_low)
+    # (in place: addcmul's gradient does not read its output)
+    return [out.scatter_(2, at, at_cols).reshape(coef.shape)], offset
+
+
+@dataclass(frozen=True)
+class _ColumnParts:
+    """What ``_column_step`` reuses across alphas for one node, column index and input
+    interval (``source``; the work dtype's view replaces intervals in place): the input bounds
+    at the columns ([B, 1, k]), the default planes' lower slope and slope gap ([B, 1, n]) and
+    offsets with zeros at the columns."""
+
+    index: torch.Tensor
+    source: Interval
+    lower: torch.Tensor
+    upper: torch.Tensor
+    lower_slope: torch.Tensor
+    gap: torch.Tensor
+    lower_offset: torch.Tensor
+    upper_offset: torch.Tensor
+
+
+def _column_parts(p: _Pass, node: Node, base: Relaxation, idx: torch.Tensor) -> _ColumnParts:
+    """``_ColumnParts`` of ``node`` at ``idx`` (memoised for these bounds, this index and
+    the node's input interval)."""
+    memo = p.cache.relaxations(p.inter.bounds)
+    key = ("column parts", node.name)  # (the memo's other keys are node names)
+    x = p.inter.bounds[node.dynamic_inputs[0]]
+    found = memo.get(key)
+    if found is not None and found.index is idx and found.source is x:
+        return found
+
+    def dense(t: torch.Tensor) -> torch.Tensor:  # a default plane, [B or 1, 1, n]
+        return torch.broadcast_to(t, x.lower.shape).reshape(x.lower.shape[0], 1, -1)
+
+    low = dense(base.lower_slope)
+    memo[key] = _ColumnParts(idx, x, x.lower.flatten(1)[:, idx].unsqueeze(1),
+                             x.upper.flatten(1)[:, idx].unsqueeze(1), low,
+                             dense(base.upper_slope) - low,
+                             dense(base.lower_offset).index_fill(2, idx, 0.0),
+                             dense(base.upper_offset).index_fill(2, idx, 0.0))
+    return memo[key]
 
 
 def _backward_node(p: _Pass, node: Node, coef: torch.Tensor, work: torch.dtype | None = None):
