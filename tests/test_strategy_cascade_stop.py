@@ -122,3 +122,15 @@ def test_gives_up_on_relu_nets_only():
 
     assert strategy.cascade_give_up(tiny_net(0)[0], VerifyConfig())
     assert not strategy.cascade_give_up(net(1, ("Sigmoid", "Sigmoid")), VerifyConfig())
+
+
+def test_switch_off_never_gives_up():
+    from types import SimpleNamespace
+
+    from verifier.config import BabConfig, VerifyConfig
+
+    bab = BabConfig()
+    off = SimpleNamespace(bab=SimpleNamespace(cascade_give_up=False, nonlinear=bab.nonlinear,
+                                              products=bab.products))
+    assert not strategy.cascade_give_up(tiny_net(0)[0], off)
+    assert strategy.cascade_give_up(tiny_net(0)[0], VerifyConfig())
