@@ -73,6 +73,8 @@ def _cascade(graph, problem, deadline: float, overrides: dict):
         names = {f.name for f in fields(BabConfig)}
         bab = BabConfig(**{k: v for k, v in overrides.items() if k in names})
         steps["cascade"] = strategy.cascade_steps(graph, VerifyConfig(bab=bab))
+        if hasattr(strategy, "cascade_give_up"):  # (alpha loops that stop on their pace)
+            steps["give_up"] = strategy.cascade_give_up(graph, VerifyConfig(bab=bab))
     with engine_deadline(deadline):
         refuted = strategy.region_refuted(graph, problem, deadline, bounds=bounds, **steps)
     return refuted, bounds.get(problem.index), time.process_time() - began
