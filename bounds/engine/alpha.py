@@ -37,7 +37,7 @@ from bounds.engine.work_dtype import (
     lowers,
 )
 from bounds.registry import rules
-from bounds.rules.common import TANGENT_ALPHA
+from bounds.rules.common import KINK_ALPHA, TANGENT_ALPHA
 
 __all__ = ["ALPHA_OPS", "STRUCTURED_ALPHA_OPS", "alpha_ranges", "init_alphas", "optimize_alpha"]
 
@@ -54,6 +54,12 @@ TANGENT_STEP_SHARE = 0.5
 # default planes exceeds this share of the node's largest gap (over the batch); elsewhere alpha
 # could gain at most that gap per unit of coefficient, and the pass skips its curve work.
 COLUMN_GAP_SHARE = 1e-3
+# A Relu-like kink whose columns are more than this share of its positions takes a dense
+# alpha: the columns' gather and scatter (and their gradients) then cost more than the
+# positions left out save, and a kink's alpha changes no plane there (stable positions: the
+# rule ignores it; the others start at the default slope, which alpha may only improve on).
+# TinyYOLO over IBP intermediates, 95% columns: 2.27 -> 1.96 CPU s a pass, the same bound.
+DENSE_KINK_SHARE = 0.5
 
 
 def plane_gap(rel, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -77,7 +83,8 @@ def alpha_positions(inter: Intermediates, cache: PassCache, node) -> torch.Tenso
     finite = gap[torch.isfinite(gap)]
     top = float(finite.max()) if finite.numel() else 0.0
     keep = (gap > COLUMN_GAP_SHARE * top) & (gap > 0)
-    if bool(keep.all()):
+    if bool(keep.all()) or (rule.alpha is KINK_ALPHA
+                            and int(keep.sum()) > DENSE_KINK_SHARE * keep.numel()):
         return None
     return keep.nonzero().flatten()
 

@@ -89,3 +89,37 @@ def test_column_parts_follow_a_replaced_interval():
         again = backward_bound(inter, out, coef, alphas=alphas, cache=cache).lower
         fresh = backward_bound(inter, out, coef, alphas=alphas, cache=PassCache()).lower
     assert torch.equal(again, fresh)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kinks_take_a_dense_alpha_with_the_same_planes(seed, monkeypatch):
+    """A Relu node's alpha is dense where its columns exceed DENSE_KINK_SHARE of its
+    positions: at the start it gives the columns' bound (the positions it adds keep their
+    planes), and the optimised bound encloses sampled outputs and beats CROWN."""
+    from bounds.engine import alpha as alpha_mod
+
+    graph = _net("Relu", seed, saturate=True)
+    box = _box(seed, 0.6)
+    coef = _coef(seed, 5)
+    inter = compute_intermediate(graph, box, None, "crown")
+    out = graph.outputs[0].name
+    starts = {}
+    for share in (1.0, 0.0):  # (columns wherever some position is left out; dense always)
+        monkeypatch.setattr(alpha_mod, "DENSE_KINK_SHARE", share)
+        found = column_alphas(inter, 5, PassCache())
+        starts[share] = found
+        with torch.no_grad():
+            lower = backward_bound(inter, out, coef, alphas=found, cache=PassCache()).lower
+        if share == 1.0:
+            columns = lower
+            assert any(isinstance(a, ColumnAlpha) for a in found.values())
+        else:
+            assert not any(isinstance(a, ColumnAlpha) for a in found.values())
+            torch.testing.assert_close(lower, columns, rtol=1e-12, atol=1e-12)
+    crown = backward_bound(inter, out, coef).lower
+    with torch.enable_grad():
+        best, _ = alpha_mod.optimize_alpha(inter, out, coef, 10, cache=PassCache())
+    assert torch.all(best >= crown)
+    y = run_graph(graph, _samples(box, 2000, seed).to(F64))[0].to(F64)
+    values = torch.einsum("sj,nj->ns", coef[0, :, 0], y[:, 0])
+    assert torch.all(values >= best[0] - 1e-6), float((values - best[0]).min())
