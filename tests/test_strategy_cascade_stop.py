@@ -125,12 +125,8 @@ def test_gives_up_on_relu_nets_only():
 
 
 def test_switch_off_never_gives_up():
-    from types import SimpleNamespace
-
     from verifier.config import BabConfig, VerifyConfig
 
-    bab = BabConfig()
-    off = SimpleNamespace(bab=SimpleNamespace(cascade_give_up=False, nonlinear=bab.nonlinear,
-                                              products=bab.products))
+    off = VerifyConfig(bab=BabConfig(cascade_give_up=False))
     assert not strategy.cascade_give_up(tiny_net(0)[0], off)
     assert strategy.cascade_give_up(tiny_net(0)[0], VerifyConfig())

@@ -41,7 +41,8 @@ def test_iterations_per_step_is_a_number_flag():
 SEARCH_SWITCHES = [("--no-bab-root-refine", "root_refine"),
                    ("--no-bab-shrink-last-steps", "shrink_last_steps"),
                    ("--no-bab-drop-hopeless", "drop_hopeless"),
-                   ("--no-bab-short-cascade", "short_cascade")]
+                   ("--no-bab-short-cascade", "short_cascade"),
+                   ("--no-bab-cascade-give-up", "cascade_give_up")]
 
 
 @pytest.mark.parametrize(("flag", "field"), SEARCH_SWITCHES)
