@@ -14,7 +14,10 @@ region, all spec rows) each pass runs once in a worker process:
             cascade's last step (alpha on every intermediate value too)
     alphaibp  bound_spec(method="alpha", intermediate="ibp"): alpha's own work over IBP
             intermediates (on large models the CROWN refinements a pass makes depend on the
-            time left, so "alpha" there compares different intermediate bounds)
+            time left, so "alpha" there compares different intermediate bounds). The
+            fixed-work definition of one alpha pass on such models (TinyYOLO: "alpha" took
+            6 to 45 CPU s there, by the time the limit and the load left): the same
+            intermediate bounds in every tree, 20 iterations, no refinement to choose
 
 Each pass runs under the engines' deadline (``--limit`` seconds): a pass that does not end in
 time reports ``over N s`` instead of hanging; the worker itself is killed at its passes' limits
