@@ -139,7 +139,11 @@ class LocalPool(Executor):
         elif kind == "failed":
             self.record_failure(job, message[2])
         slot.job = None
-        if over_limit(slot.process.pid, self.settings.worker_recycle_mb):
+        if len(message) > 3 and message[3]:
+            log.info("worker %d still runs work abandoned at job %s's timeout: replacing it",
+                     slot.index, job.id)
+            self._restart(slot)
+        elif over_limit(slot.process.pid, self.settings.worker_recycle_mb):
             log.info("worker %d holds more than %d MiB after job %s: replacing it", slot.index,
                      self.settings.worker_recycle_mb, job.id)
             self._restart(slot)

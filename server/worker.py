@@ -2,8 +2,9 @@
 
 Kept light at import time: the verifier is imported by the default runner when the first job
 arrives, so a worker with a test runner starts quickly. Messages to the parent, over a pipe:
-``("ready",)``, ``("progress", job_id, dict)``, ``("result", job_id, dict)`` and
-``("failed", job_id, reason)``.
+``("ready",)``, ``("progress", job_id, dict)``, ``("result", job_id, dict, recycle)`` and
+``("failed", job_id, reason, recycle)`` (``recycle``: replace this process before the next
+job, work abandoned by the verifier's watchdog still runs in it).
 
 A worker never outlives its server: a watchdog thread ends the process as soon as its parent
 is gone (after ``kill -9`` of the server the pipe is not read while a job runs, so EOF alone
@@ -162,4 +163,13 @@ def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
         job_id, task = message
         progress = throttled(lambda event, job_id=job_id: conn.send(("progress", job_id, event)))
         kind, payload = run_task(runner, job_id, task, progress)
-        conn.send((kind, job_id, payload))
+        conn.send((kind, job_id, payload, _must_recycle()))
+
+
+def _must_recycle() -> bool:
+    """Whether the job left work running (a stage the watchdog abandoned at the timeout):
+    the parent then replaces this process before the next job."""
+    import sys
+
+    watchdog = sys.modules.get("verifier.watchdog")
+    return bool(watchdog and watchdog.abandoned_running())

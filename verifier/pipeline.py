@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ from verifier.onnx_import.loader import ImportedModel
 from verifier.result import VerificationResult
 from verifier.spec.types import Spec
 from verifier.validate import VNNCOMP_BOX_TOL, box_tolerance, has_attack_point
+from verifier.watchdog import Finished, run_until
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,8 @@ def ops_without_bound_rule(model: ImportedModel) -> list[str]:
 # Seconds of the timeout kept for finishing after the last stage's deadline (a stage may end
 # a few milliseconds past it: the step that noticed the deadline completes).
 FINISH_RESERVE_S = 0.05
+# Seconds before the timeout at which the watchdog answers for a stage still running.
+WATCHDOG_RESERVE_S = 0.01
 
 
 def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> VerificationResult:
@@ -231,6 +235,27 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     """
     config = config or VerifyConfig()
     start = time.monotonic()
+    # The answer comes by the timeout even if a stage overruns (verifier.watchdog).
+    cut = threading.Event()
+
+    def gated(event: dict) -> None:  # no progress events from abandoned work
+        if not cut.is_set():
+            progress(event)
+
+    ran = run_until(start + config.timeout - WATCHDOG_RESERVE_S,
+                    lambda: _verify_timed(model, spec, config, start,
+                                          gated if progress else None), "nncert-verify")
+    if isinstance(ran, Finished):
+        return ran.value
+    cut.set()
+    return VerificationResult(
+        verdict="timeout", time_s=time.monotonic() - start, method=config.method,
+        message=f"a stage overran the deadline and was abandoned at {ran.where}",
+        stats={"abandoned": ran.where})
+
+
+def _verify_timed(model, spec, config: VerifyConfig, start: float,
+                  progress) -> VerificationResult:
     # Stages end a little early: what follows the last one (its bookkeeping, the result)
     # must fit in the timeout too.
     deadline = start + config.timeout - min(FINISH_RESERVE_S, 0.1 * config.timeout)

@@ -10,7 +10,7 @@ from cli_util import EXAMPLES, assert_one_line_error, run_nncert
 
 SUMMARY = re.compile(r"^summary: instances=(\d+) unsat=(\d+) sat=(\d+) unknown=(\d+) "
                      r"timeout=(\d+) error=(\d+) incorrect=(\d+) time_s=[\d.]+ score=(-?\d+) "
-                     r"killed=(\d+) max_overrun_s=[\d.]+ bounded=(\d+) "
+                     r"killed=(\d+) max_overrun_s=[\d.]+ abandoned=(\d+) bounded=(\d+) "
                      r"max_first_bound_s=[\d.]+$")
 
 
@@ -20,7 +20,7 @@ def summary(proc) -> dict[str, int]:
     match = SUMMARY.match(last)
     assert match, last
     keys = ("instances", "unsat", "sat", "unknown", "timeout", "error", "incorrect", "score",
-            "killed", "bounded")
+            "killed", "abandoned", "bounded")
     return dict(zip(keys, map(int, match.groups()), strict=True))
 
 
@@ -38,6 +38,7 @@ def test_shared_test_suite(benchmarks_dir, tmp_path):
     got = summary(proc)
     assert (got["instances"], got["unsat"], got["sat"], got["incorrect"]) == (5, 4, 1, 0), got
     assert got["bounded"] >= got["unsat"], got  # a proof needs a complete bound pass
+    assert got["abandoned"] == 0, got  # no stage overran its deadline
     table = rows(out)
     assert len(table) == 5
     assert {"benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct"} <= set(
@@ -107,6 +108,7 @@ def test_folder_of_suites_and_hard_kill(tmp_path):
     assert all(r["result"] == "timeout" for r in table), table
     assert all(float(r["overrun_s"]) >= 0 for r in table), table
     assert summary(proc)["killed"] == sum(r["killed"] == "yes" for r in table)
+    assert summary(proc)["abandoned"] == sum(bool(r["abandoned"]) for r in table)
 
 
 def test_bad_filter_regex(tmp_path):

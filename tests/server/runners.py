@@ -65,3 +65,16 @@ def gpu_probe(task: dict, progress) -> dict:
     info = {"gpus": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
             "device": task["device"]}
     return {"verdict": "unknown", "message": json.dumps(info)}
+
+
+def abandons(task: dict, progress) -> dict:
+    """Like verify() when a stage overruns: the watchdog answers at a short deadline and the
+    stage keeps running in its thread; the message is the worker's pid."""
+    import threading
+
+    from verifier.watchdog import Abandoned, run_until
+
+    forever = threading.Event()
+    ran = run_until(time.monotonic() + 0.2, forever.wait)
+    assert isinstance(ran, Abandoned)
+    return {"verdict": "timeout", "message": str(os.getpid())}

@@ -83,3 +83,12 @@ def test_worker_holding_memory_after_a_job_is_replaced(tmp_path):
         pids = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"])["message"]
                 for _ in range(2)]
     assert pids[0] == pids[1]
+
+
+def test_worker_left_running_abandoned_work_is_replaced(tmp_path):
+    """A job whose verifier abandoned an overrunning stage (verifier.watchdog) leaves it
+    running in the worker: the next job gets a fresh worker (fails if the flag is ignored)."""
+    with client_for(settings_for(tmp_path, job_runner="runners:abandons")) as client:
+        jobs = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"]) for _ in range(2)]
+    assert [j["verdict"] for j in jobs] == ["timeout", "timeout"]
+    assert jobs[0]["message"] != jobs[1]["message"]

@@ -33,6 +33,8 @@ class BenchOptions:
     grace: float = 5.0
     check_model: bool = True
     worker_start_timeout: float = 300.0
+    # Workers log at this level to stderr (bench -v: each instance's stages, with times).
+    log_level: int = logging.WARNING
     bab: dict = field(default_factory=dict)  # VerifyConfig.bab fields (BabConfig keywords)
 
 
@@ -54,7 +56,8 @@ def run_task(task: dict) -> dict:
         result = verify(task["onnx"], task["vnnlib"], config)
         return {"result": result.verdict, "time_s": time.monotonic() - start,
                 "method": result.method, "message": result.message,
-                "first_bound_s": result.stats.get("first_bound_s")}
+                "first_bound_s": result.stats.get("first_bound_s"),
+                "abandoned": result.stats.get("abandoned", "")}
     except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the bench
         from verifier.cli.common import classify_error
 
@@ -72,7 +75,22 @@ def _worker_main(conn) -> None:
         task = conn.recv()
         if task is None:
             return
+        _log_to_stderr(task.get("log_level", logging.WARNING))
         conn.send(run_task(task))
+
+
+def _log_to_stderr(level: int) -> None:
+    """A worker's log records go to its stderr (the parent's), tagged with its process id."""
+    import sys
+
+    root = logging.getLogger()
+    if root.level == level and root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s [worker %(process)d] %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(level)
 
 
 class Worker:
@@ -131,7 +149,8 @@ def _task(instance: Instance, opts: BenchOptions) -> dict:
     return {"onnx": str(instance.onnx_path), "vnnlib": str(instance.vnnlib_path),
             "timeout": effective_timeout(instance, opts.timeout_cap), "method": opts.method,
             "device": opts.device, "seed": opts.seed, "check_model": opts.check_model,
-            "bab": dict(opts.bab), "memory_share": _memory_share(opts)}
+            "bab": dict(opts.bab), "memory_share": _memory_share(opts),
+            "log_level": opts.log_level}
 
 
 def _memory_share(opts: BenchOptions) -> float | None:
@@ -152,7 +171,8 @@ def _outcome(instance: Instance, answer: dict, timeout: float, wall_s: float,
     return Outcome(instance, answer["result"], float(answer["time_s"]), timeout,
                    answer.get("method", ""), answer.get("message", ""),
                    overrun_s=max(0.0, wall_s - timeout), killed=killed,
-                   first_bound_s=None if first is None else float(first))
+                   first_bound_s=None if first is None else float(first),
+                   abandoned=answer.get("abandoned", ""))
 
 
 def _run_serial(items: list[tuple[int, Instance]], opts: BenchOptions,
@@ -179,6 +199,8 @@ def _run_serial(items: list[tuple[int, Instance]], opts: BenchOptions,
                             task["timeout"])
                 answer = {"result": "timeout", "time_s": wall,
                           "message": f"killed after overrunning its timeout by {opts.grace:g} s"}
+            if answer.get("abandoned"):
+                worker.kill()  # its abandoned stage would slow the next instance down
             if killed or opts.isolate or not worker.alive():
                 worker.close()
                 worker = None

@@ -28,6 +28,9 @@ class Outcome:
     # Seconds from the start of verification to the end of its first complete bound pass
     # (None: no bound pass ended: settled by an attack first, or none fit before the deadline).
     first_bound_s: float | None = None
+    # Where a stage was still running when the watchdog answered at the timeout (a stage
+    # overran its deadline; "" when none did: verifier.watchdog).
+    abandoned: str = ""
 
     @property
     def correct(self) -> str:
@@ -53,6 +56,7 @@ class Tally:
     score: int = 0
     killed: int = 0
     max_overrun_s: float = 0.0
+    abandoned: int = 0  # answered on time by the watchdog, a stage still running
     bound_passes: int = 0  # instances whose verification completed a bound pass
     max_first_bound_s: float = 0.0  # the slowest first complete bound pass among them
 
@@ -62,6 +66,7 @@ class Tally:
             self.bound_passes += 1
             self.max_first_bound_s = max(self.max_first_bound_s, outcome.first_bound_s)
         self.killed += outcome.killed
+        self.abandoned += bool(outcome.abandoned)
         self.max_overrun_s = max(self.max_overrun_s, outcome.overrun_s)
         self.counts[outcome.result] = self.counts.get(outcome.result, 0) + 1
         self.incorrect += outcome.correct == "no"
@@ -95,7 +100,8 @@ def tally(outcomes: Iterable[Outcome]) -> tuple[dict[str, Tally], Tally]:
 
 
 CSV_FIELDS = ("benchmark", "onnx", "vnnlib", "result", "time_s", "expected", "correct",
-              "timeout_s", "overrun_s", "killed", "first_bound_s", "method", "message")
+              "timeout_s", "overrun_s", "killed", "abandoned", "first_bound_s", "method",
+              "message")
 
 
 def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
@@ -106,6 +112,6 @@ def write_csv(path: str | Path, outcomes: Iterable[Outcome]) -> None:
             i = o.instance
             writer.writerow([i.benchmark, i.onnx, i.vnnlib, o.result, f"{o.time_s:.3f}",
                              i.expected, o.correct, f"{o.timeout_s:g}", f"{o.overrun_s:.3f}",
-                             "yes" if o.killed else "",
+                             "yes" if o.killed else "", o.abandoned,
                              "" if o.first_bound_s is None else f"{o.first_bound_s:.3f}",
                              o.method, o.message])

@@ -10,6 +10,7 @@ Exit status 1 when any answer contradicts expected.csv, 2 when the suite cannot 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -72,6 +73,8 @@ class Progress:
         status = f"{outcome.result} {outcome.time_s:.1f}s"
         if outcome.overrun_s > 0:
             status += f" (over by {outcome.overrun_s:.1f}s{', killed' if outcome.killed else ''})"
+        if outcome.abandoned:
+            status += f" (a stage overran: {outcome.abandoned})"
         if outcome.correct == "no":
             status += f" INCORRECT (expected {outcome.instance.expected})"
         if outcome.result == "error" and outcome.message:
@@ -93,12 +96,12 @@ class Progress:
 def format_table(per: dict, total) -> str:
     """A fixed-width per-benchmark table with a total row."""
     head = ("benchmark", "instances", *VERDICT_COLUMNS, "incorrect", "time_s", "median_s",
-            "score", "killed", "max_overrun_s", "bounded", "max_first_bound_s")
+            "score", "killed", "max_overrun_s", "abandoned", "bounded", "max_first_bound_s")
     rows = []
     for name, t in [*per.items(), ("TOTAL", total)]:
         rows.append((name, str(t.instances), *(str(t.count(v)) for v in VERDICT_COLUMNS),
                      str(t.incorrect), f"{t.total_time:.1f}", f"{t.median_time:.2f}",
-                     str(t.score), str(t.killed), f"{t.max_overrun_s:.2f}",
+                     str(t.score), str(t.killed), f"{t.max_overrun_s:.2f}", str(t.abandoned),
                      str(t.bound_passes), f"{t.max_first_bound_s:.2f}"))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
@@ -114,7 +117,7 @@ def summary_line(total) -> str:
     counts = " ".join(f"{v}={total.count(v)}" for v in VERDICT_COLUMNS)
     return (f"summary: instances={total.instances} {counts} incorrect={total.incorrect} "
             f"time_s={total.total_time:.1f} score={total.score} killed={total.killed} "
-            f"max_overrun_s={total.max_overrun_s:.2f} bounded={total.bound_passes} "
+            f"max_overrun_s={total.max_overrun_s:.2f} abandoned={total.abandoned} bounded={total.bound_passes} "
             f"max_first_bound_s={total.max_first_bound_s:.2f}")
 
 
@@ -141,6 +144,7 @@ def run(args) -> int:
         timeout_cap=args.timeout_cap, method=args.method, device=args.device, seed=args.seed,
         jobs=args.jobs, isolate=args.isolate, in_process=args.in_process, grace=args.grace,
         check_model=not args.no_model_check, bab=bab_settings(args),
+        log_level=logging.getLogger().level,
     )
     progress = Progress(len(instances))
     outcomes = bench.run_instances(instances, opts, on_result=progress.update)
