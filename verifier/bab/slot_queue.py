@@ -95,9 +95,13 @@ class SlotQueue:
         new_cap = max(2 * cap, cap + n - len(self.free), 64)
         grow = new_cap - cap
         for name, store in self.fields.items():
-            extra = torch.full((grow, *store.shape[1:]), self.fill(name), dtype=store.dtype,
-                               device=store.device)
-            self.fields[name] = torch.cat([store, extra])
+            # new slots are free: every push writes each field of the slots it takes, so
+            # they need no fill (one copy of the old rows; a fill and a cat wrote the storage
+            # three times: 3.4 of 53 s of resnet_2b prop_20's steps)
+            grown = torch.empty((new_cap, *store.shape[1:]), dtype=store.dtype,
+                                device=store.device)
+            grown[:cap] = store
+            self.fields[name] = grown
         self.priority = torch.cat([self.priority, torch.full(
             (grow,), float("inf"), dtype=self.priority.dtype, device=self.priority.device)])
         self.used = torch.cat([self.used, torch.zeros(grow, dtype=torch.bool,
