@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from bounds.float32_upper import nonneg_sum_upper
+from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
 from bounds.types import Interval
 
@@ -80,6 +80,47 @@ def gamma(n: int) -> float:
     return n * U32 / (1 - n * U32)
 
 
+def gamma_of(k: torch.Tensor) -> torch.Tensor:
+    """gamma(k) elementwise (``k``: counts, as floats)."""
+    return k * U32 / (1 - k * U32)
+
+
+# Exact-zero counts are evaluated in float32 (exact for integers below 2**24) on outputs with
+# at least this many elements (where full float32 is available), else in the bounds' dtype.
+COUNT_FLOAT32_ELEMENTS = 1 << 15
+
+
+def nonzero_terms(node, rule, args: list, n: int) -> torch.Tensor | None:
+    """Per output of the weighted ``node`` (one dynamic input x, constant weights), at most how
+    many of its products can be nonzero (``None``: every output may have all ``n``): the
+    products whose input's interval is not [0, 0] and whose weight is not 0.
+
+    Why it bounds the error (module docstring, class DOT): a product with an exact-zero factor
+    is an exact zero (also under FMA), and adding an exact zero is exact, so along any path of
+    the summation tree only the additions whose other operand sums at least one possibly
+    nonzero product can round: an output with m such products carries the error of a sum of m
+    terms (plus the bias), gamma(m + 1) (|W| |x| + |b|), in any order. The interval of x
+    encloses the float32 network's value (the engines' invariant), so [0, 0] means that value
+    is exactly 0 (a Relu whose input is proven <= 0, zero padding)."""
+    x = args[0] if args else None
+    if not (isinstance(x, Interval) and len(node.dynamic_inputs) == 1 and 1 in node.consts
+            and n + 1 < 2**24):
+        return None
+    maybe = (x.lower != 0) | (x.upper != 0)
+    if bool(maybe.all()):
+        return None
+    dtype = x.lower.dtype
+    if x.lower.numel() >= COUNT_FLOAT32_ELEMENTS and full_float32(x.lower.device):
+        dtype = torch.float32
+    ops = [maybe.to(dtype)]
+    for a in args[1:]:
+        if isinstance(a, Interval):
+            return None
+        ops.append((a != 0).to(dtype) if len(ops) == 1 else torch.zeros_like(a, dtype=dtype))
+    counts = rule.forward(node, ops).to(x.lower.dtype)
+    return counts.clamp(min=0, max=n)
+
+
 def _magnitude(x: Interval) -> torch.Tensor:
     return torch.maximum(x.lower.abs(), x.upper.abs())
 
@@ -108,6 +149,9 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         if node.op in WEIGHTED_OPS:  # an upper bound is all it takes: float32 may compute it
             scale = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)), abs_args,
                                      n + 1, out.lower.numel())
+            terms = nonzero_terms(node, rule, args, n)
+            if terms is not None:
+                return gamma_of(terms + 1) * scale
         else:
             scale = rule.forward(node, abs_args)
         return gamma(n + 1) * scale
