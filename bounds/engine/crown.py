@@ -483,9 +483,12 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     """One node of the pass: its rounding allowance and offset added to ``total`` (returned),
     its input coefficients added to ``pending``. ``a``: dense or window coefficients."""
     delta = p.inter.deltas.get(node.name)
-    centred = None if node.name in concretize_at else _float32_adjoint(p, node, a, delta)
+    # |a|: the allowance's, and the float32 adjoint's range check (one pass for both)
+    absolute = None if delta is None else _absolute(a)
+    centred = (None if node.name in concretize_at
+               else _float32_adjoint(p, node, a, delta, absolute))
     if delta is not None:
-        total = total - _allowance(a, delta, centred)
+        total = total - _allowance(absolute, delta, centred)
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
         return total + (fn or windows.concretize)(a, p.inter.bounds[node.name])
@@ -513,11 +516,15 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     return total
 
 
-def _allowance(a, delta: torch.Tensor, centred: _Centred | None) -> torch.Tensor:
-    """|a| . (delta + the float32 adjoint's error allowance, if any) ([B, S]); rows with fewer
-    nonzero coefficients than the adjoint's length take the smaller error bound of their count
-    (``adjoint_precision.row_scale``)."""
-    absolute = a.with_values(a.values.abs()) if isinstance(a, Patches) else a.abs()
+def _absolute(a):
+    """|a| of dense or window coefficients."""
+    return a.with_values(a.values.abs()) if isinstance(a, Patches) else a.abs()
+
+
+def _allowance(absolute, delta: torch.Tensor, centred: _Centred | None) -> torch.Tensor:
+    """|a| . (delta + the float32 adjoint's error allowance, if any) ([B, S]), from
+    ``absolute`` = |a|; rows with fewer nonzero coefficients than the adjoint's length take
+    the smaller error bound of their count (``adjoint_precision.row_scale``)."""
     if centred is None:
         return _coef_dot(absolute, delta)
     scale = adjoint_precision.row_scale(centred.length, absolute)
@@ -547,14 +554,18 @@ class _Centred:
     length: int
 
 
-def _float32_adjoint(p: _Pass, node: Node, a, delta) -> _Centred | None:
+def _float32_adjoint(p: _Pass, node: Node, a, delta, absolute=None) -> _Centred | None:
     """The parts of ``node``'s float32 adjoint of ``a`` (memoised for these bounds), or None
     where its adjoint keeps the pass's dtype: ``adjoint_precision.uses_float32``, with the
-    coefficients inside float32's range and the input's interval finite."""
+    coefficients inside float32's range and the input's interval finite. ``absolute``: |a|
+    where the caller has it."""
     values = a.values if isinstance(a, Patches) else a
     if not adjoint_precision.uses_float32(node, values, delta):
         return None
-    if not bool(values.abs().max() <= adjoint_precision.LARGEST_COEF):
+    if absolute is None:
+        absolute = _absolute(a)
+    magnitude = absolute.values if isinstance(absolute, Patches) else absolute
+    if not bool(magnitude.max() <= adjoint_precision.LARGEST_COEF):
         return None
     memo = p.cache.relaxations(p.inter.bounds)
     key = ("float32 adjoint", node.name)  # (the memo's other keys are node names)

@@ -231,3 +231,20 @@ def test_adjoint_errors_at_the_bound_claim_no_more(net, float32_everywhere, monk
         plain = crown.backward_bound(inter, name, c).lower
         assert bool((pushed_low <= plain + 1e-9 * (1 + plain.abs())).all())
     assert pushed_rows["n"] > 0  # some rows were sparse enough for their own bound
+
+
+def test_row_scale_probe_gives_the_full_count():
+    """``row_scale`` settles rows from a leading part of them when it already holds k
+    nonzeros; rows whose nonzeros sit at the end, or number fewer than k, get the factor of
+    their full count (the same as counting every entry)."""
+    k, n = 10, 4 * adjoint_precision.COUNT_PROBE * 10
+    dense = torch.ones((2, 3, n), dtype=F64)
+    assert adjoint_precision.row_scale(k, dense) is None
+    late = torch.zeros((2, 3, n), dtype=F64)
+    late[..., -k:] = 1.0  # k nonzeros, all past the probe: still no scale
+    assert adjoint_precision.row_scale(k, late) is None
+    late[0, 1, -1] = 0.0  # one row with k - 1 nonzeros, past the probe
+    scale = adjoint_precision.row_scale(k, late)
+    expect = torch.ones((2, 3), dtype=F64)
+    expect[0, 1] = adjoint_precision.gamma(k - 1 + 3) / adjoint_precision.gamma(k + 3)
+    assert scale is not None and torch.allclose(scale, expect, rtol=0, atol=1e-15)
