@@ -22,7 +22,9 @@ def test_hopeless_pairs_stop_early_and_stay_sound(seed, drop, monkeypatch):
     # both disjuncts hold somewhere (rhs above the minimum): no bound can refute them
     rhs = np.array([[mins[0] + 1.0], [mins[1] + 1.0]])
     region = region_for(exact, 4, rows[:, None, :], rhs)
-    search = make_search(graph, region, attack=False, narrow_dead=False, drop_hopeless=drop)
+    # (lazy_certify off: every pair's bound gets the certifying pass counted below)
+    search = make_search(graph, region, attack=False, narrow_dead=False, drop_hopeless=drop,
+                         lazy_certify=False)
     assert not search._drops_hopeless()  # fully connected: off unless forced, as here
     search._drops_hopeless = lambda: drop
     root = search.root()

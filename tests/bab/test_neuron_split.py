@@ -118,7 +118,8 @@ def test_split_bound_is_sound_and_never_looser(seed, narrow):
     graph, exact = tiny_net(seed, hidden=(4, 4))
     c = np.array([1.0, 0.0, -1.0])
     region = region_for(exact, 4, c[None, None], [[100.0]])  # never refuted
-    search = make_search(graph, region, attack=False, narrow_dead=narrow)
+    # (never refuted: lazy certification would leave every optimised bound uncertified)
+    search = make_search(graph, region, attack=False, narrow_dead=narrow, lazy_certify=False)
     root = search.root()
     layers, red = search.layers, search.reduction
     rng = np.random.default_rng(seed)

@@ -25,7 +25,8 @@ def test_pairs_bound_open_rows_as_rows_do_and_stay_sound(seed):
     out = {}
     for pairs in (True, False):
         search = make_search(graph, region, attack=False, pair_batches=pairs, narrow_dead=False,
-                             drop_hopeless=False)  # (the same iterations as rows get)
+                             drop_hopeless=False,  # (the same iterations as rows get)
+                             lazy_certify=False)  # (every open pair's bound certified)
         root = search.root()
         kids = split_domains(root, search.layers, root.candidates[:, 0])
         search.counters.done = 0

@@ -165,21 +165,23 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         beta = replace(self.options.beta, iterations=iterations,
                        drop_hopeless=hopeless and self._drops_hopeless(),
                        lr_decay=1.0 if stuck else self.options.beta.lr_decay)
-        lower, alphas, betas = optimise(dom, (inter, cache), lower, weight, beta)
+        lower, alphas, betas, guide = optimise(dom, (inter, cache), lower, weight, beta)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = dom.refuted | p.refuted_disjuncts(lower)
+        # the queue's order: the optimisation's own bounds where no sound pass certified them
+        rank = lower if guide is None else torch.maximum(lower, guide - rhs)
         out = NeuronDomains(
             dict(dom.splits),
             {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
             {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
-            alphas, betas, lower, p.margin(lower, refuted), refuted, dom.candidates, dom.depth)
+            alphas, betas, lower, p.margin(rank, refuted), refuted, dom.candidates, dom.depth)
         keep = ~refuted.all(1)
         self.counters.done += n
         self.nogoods.observe(self, out, keep)
         if bool(keep.any()):
             self._branch_scores((inter, cache), out, {k: v[:, rows] for k, v in alphas.items()},
-                                {k: v[:, rows] for k, v in betas.items()}, rows, keep)
+                                {k: v[:, rows] for k, v in betas.items()}, rows, keep, rank)
         if bool(keep.all()):  # nothing refuted: no copy (alphas of wide nets take seconds)
             return out
         check_deadline()  # the copy below cannot check the clock
@@ -218,7 +220,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             lower[:, rows] = torch.maximum(lower[:, rows], best)
         lead, dev = (n, p.coef.shape[0]), p.coef.device
         return (lower, merge_rows(dom.alphas, sub_alphas, rows, lead, dev),
-                merge_rows(dom.betas, sub_betas, rows, lead, dev, beta_slots(self.layers)))
+                merge_rows(dom.betas, sub_betas, rows, lead, dev, beta_slots(self.layers)),
+                None)
 
     def _by_pairs(self, dom: NeuronDomains, bounded, lower: torch.Tensor,
                   weight: torch.Tensor, beta: BetaOptions):
@@ -229,7 +232,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         lead, dev = (n, p.coef.shape[0]), p.coef.device
         if len(d) == 0:
             return (lower, merge_rows(dom.alphas, {}, d, lead, dev),
-                    merge_rows(dom.betas, {}, d, lead, dev, beta_slots(self.layers)))
+                    merge_rows(dom.betas, {}, d, lead, dev, beta_slots(self.layers)), None)
         known = torch.maximum(final_margin(lower - rhs), dom.bound)  # updated as pairs improve
         closed = dom.refuted | inter.infeasible.unsqueeze(1)
 
@@ -238,13 +241,18 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             known[di, ri] = torch.maximum(known[di, ri], final_margin(best.to(known) - rhs[di, ri]))
             return (closed | p.refuted_disjuncts(known))[di, ri // p.n_rows]
 
-        best, alphas, betas = optimize_pairs(
+        best, alphas, betas, loop = optimize_pairs(
             inter, self.out_name, full_coef, dom.splits, Pairs(d, r), (dom.alphas, dom.betas),
-            beta, proved, self.deadline, self._work_dtype(inter), rhs[d, r])
+            beta, proved, self.deadline, self._work_dtype(inter), rhs[d, r],
+            lazy=self.options.lazy_certify)
         lower = lower.clone()
         lower[d, r] = torch.maximum(lower[d, r], best)
+        guide = None
+        if self.options.lazy_certify:  # (uncertified pairs: -inf in ``best``)
+            guide = torch.full_like(lower, -math.inf)
+            guide[d, r] = loop.to(guide.dtype)
         return (lower, merge_pairs(dom.alphas, alphas, d, r, lead, dev),
-                merge_pairs(dom.betas, betas, d, r, lead, dev, beta_slots(self.layers)))
+                merge_pairs(dom.betas, betas, d, r, lead, dev, beta_slots(self.layers)), guide)
 
     def _work_dtype(self, inter: Intermediates) -> torch.dtype:
         """The dtype of passes that only guide the search (optimisation, branching scores):
@@ -263,8 +271,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 for lay in self.layers if not lay.sign_split}
 
     def _branch_scores(self, bounded: tuple[Intermediates, PassCache], out: NeuronDomains,
-                       alphas, betas, rows, keep) -> None:
-        """Candidates (top-k BaBSR) for every domain, and primal points to test."""
+                       alphas, betas, rows, keep, rank: torch.Tensor | None = None) -> None:
+        """Candidates (top-k BaBSR) for every domain, and primal points to test (from the
+        weakest row by ``rank`` [N, S], the bounds that order the queue; default the
+        domains' bounds)."""
         inter, cache = bounded
         guide = self._guide(inter)  # scores and points are no bounds: the work dtype
         _, full_coef, _ = self._spec(len(out))
@@ -292,7 +302,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         idx, valid = top_candidates(scores, k)
         out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
         check_deadline()
-        self._primal_points(input_coef, out.bound[:, rows], weight, keep)
+        rank = out.bound if rank is None else rank
+        self._primal_points(input_coef, rank[:, rows], weight, keep)
 
     # ---- branching ------------------------------------------------------------------------
     def choose(self, dom: NeuronDomains, parents: Intermediates | None = None) -> torch.Tensor:
