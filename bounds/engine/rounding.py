@@ -29,7 +29,9 @@ covered by a final relative margin in ``final_margin``.
 from __future__ import annotations
 
 import math
+import weakref
 
+import numpy as np
 import torch
 
 from bounds.float32_upper import full_float32, nonneg_sum_upper
@@ -109,6 +111,9 @@ def nonzero_terms(node, rule, args: list, n: int) -> torch.Tensor | None:
     maybe = (x.lower != 0) | (x.upper != 0)
     if bool(maybe.all()):
         return None
+    if node.op == "Linear" and _all_nonzero(node.consts[1]):  # every weight: a sum
+        counts = maybe.sum(-1, keepdim=True, dtype=x.lower.dtype)
+        return counts.expand(*maybe.shape[:-1], int(node.consts[1].shape[0])).clamp(max=n)
     dtype = x.lower.dtype
     if x.lower.numel() >= COUNT_FLOAT32_ELEMENTS and full_float32(x.lower.device):
         dtype = torch.float32
@@ -119,6 +124,23 @@ def nonzero_terms(node, rule, args: list, n: int) -> torch.Tensor | None:
         ops.append((a != 0).to(dtype) if len(ops) == 1 else torch.zeros_like(a, dtype=dtype))
     counts = rule.forward(node, ops).to(x.lower.dtype)
     return counts.clamp(min=0, max=n)
+
+
+# id(weights) -> (weak reference to them, whether none is 0)
+_NONZERO: dict[int, tuple[weakref.ref, bool]] = {}
+
+
+def _all_nonzero(w) -> bool:
+    entry = _NONZERO.get(id(w))
+    if entry is not None and entry[0]() is w:
+        return entry[1]
+    found = bool((np.asarray(w) != 0).all())
+    key = id(w)
+    try:
+        _NONZERO[key] = (weakref.ref(w, lambda _ref: _NONZERO.pop(key, None)), found)
+    except TypeError:  # not weakly referable: checked each time
+        pass
+    return found
 
 
 def _magnitude(x: Interval) -> torch.Tensor:

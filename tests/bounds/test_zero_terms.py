@@ -59,12 +59,15 @@ def _brute_counts(node: Node, rule, maybe: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("make", NODES)
-@pytest.mark.parametrize("float32_counts", [False, True])
-def test_counts_are_the_nonzero_products(make, float32_counts, monkeypatch):
+@pytest.mark.parametrize("float32_counts,zero_weights", [(False, True), (True, True),
+                                                         (False, False)])
+def test_counts_are_the_nonzero_products(make, float32_counts, zero_weights, monkeypatch):
+    """(Linear with no zero weight: the count per domain is a sum over its inputs.)"""
     if float32_counts:
         monkeypatch.setattr(rounding, "COUNT_FLOAT32_ELEMENTS", 0)
     node, in_shape = make()
-    node = _zeroed(node, 1)
+    if zero_weights:
+        node = _zeroed(node, 1)
     rule = rules().get(node.op)
     box, zero = _box(in_shape, 2, 0.4)
     args = [box, torch.as_tensor(node.consts[1], dtype=F64),
