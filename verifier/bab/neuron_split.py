@@ -121,9 +121,14 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if isinstance(reuse, torch.Tensor):
             reuse = {lay.value: reuse >= j for j, lay in enumerate(self.layers)}
         cache = PassCache()
+        # alpha's iterations (the root's) in the work dtype: they only pick the parameters of
+        # the bounds' own pass (``bounds.engine.alpha``)
+        work = torch.float32 if alpha_iterations > 0 and self.options.work_float32 \
+            and self.sign_only else None
         with torch.no_grad():
             inter = compute_intermediate(self.graph, box, given, "crown", reuse_given=reuse,
-                                         alpha_iterations=alpha_iterations, cache=cache)
+                                         alpha_iterations=alpha_iterations, cache=cache,
+                                         work_dtype=work)
         return inter, cache
 
     def _open_rows(self, refuted: torch.Tensor) -> torch.Tensor:
