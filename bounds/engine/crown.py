@@ -59,6 +59,10 @@ class _Pass:
     inter: Intermediates
     alphas: Mapping[str, torch.Tensor]
     cache: PassCache
+    # the graph input's name where a weighted node that is its only consumer may bound its
+    # own contribution over the input box (``_input_step``): the pass returns no input
+    # coefficients; None: they are kept
+    closes_input: str | None = None
 
     @property
     def use_alpha(self) -> bool:
@@ -442,8 +446,11 @@ def backward_bound(inter: Intermediates, start: str, coef: torch.Tensor | Patche
     that also uses known facts about it (None: the interval alone). ``cache``: reused work
     (default: none).
     """
-    p = _Pass(inter, alphas or {}, PassCache() if cache is None else cache)
     graph = inter.graph
+    first = graph.inputs[0].name
+    closes = (first if not (keep_input or first in keep) and first not in concretize_at
+              and len(graph.consumers(first)) == 1 else None)
+    p = _Pass(inter, alphas or {}, PassCache() if cache is None else cache, closes)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     pending: dict = {start: windows.start(graph, start, coef)}
     # windows are tried once: at the start, or at the first convolutional value reached
@@ -505,6 +512,11 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
         coefs, offset = _backward_node(p, node, a, work)  # (work: offset None)
     if coefs is None:
         return total + windows.concretize(a, p.inter.bounds[node.name])
+    if centred is not None and node.dynamic_inputs[0] == p.closes_input:
+        # x is the input box [c - r, c + r]: min of A.f(c) + A_in (x - c) is A.f(c) - |A_in| r
+        # (the concretisation of the general case below, without its A_in . c both ways)
+        return total + (_coef_dot(a, centred.output) - centred.underflow
+                        - _coef_dot(_absolute(coefs[0]), centred.radius))
     if centred is not None:  # A.y = A.f(c) + A W (x - c): the adjoint's error acts on x - c
         offset = (_coef_dot(a, centred.output) - _coef_dot(coefs[0], centred.centre)
                   - centred.underflow)
@@ -547,6 +559,7 @@ class _Centred:
     ``length``: the adjoint's most products per entry (``adjoint_precision.adjoint_length``)."""
 
     centre: torch.Tensor
+    radius: torch.Tensor
     output: torch.Tensor
     allowance: torch.Tensor
     spread: torch.Tensor
@@ -589,7 +602,7 @@ def _centred(p: _Pass, node: Node, delta: torch.Tensor) -> _Centred | None:
                                   output.numel())
     spread = adjoint_precision.adjoint_gamma(node) * spread
     underflow = adjoint_precision.underflow_error(node) * radius.flatten(1).sum(1, keepdim=True)
-    return _Centred(centre, output, delta + spread, spread, underflow,
+    return _Centred(centre, radius, output, delta + spread, spread, underflow,
                     adjoint_precision.adjoint_length(node))
 
 

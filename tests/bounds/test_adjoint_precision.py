@@ -248,3 +248,41 @@ def test_row_scale_probe_gives_the_full_count():
     expect = torch.ones((2, 3), dtype=F64)
     expect[0, 1] = adjoint_precision.gamma(k - 1 + 3) / adjoint_precision.gamma(k + 3)
     assert scale is not None and torch.allclose(scale, expect, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_input_step_bounds_its_own_contribution(net, float32_everywhere, monkeypatch):
+    """A float32 adjoint at the input's only consumer bounds A.f(c) - |A_in| r itself
+    (``crown._Pass.closes_input``): the same bound as the pass that keeps the input
+    coefficients and concretises them, for dense and window rows, and below sampled values."""
+    graph = net()
+    box = _box(graph, seed=9)
+    inter = compute_intermediate(graph, box, method="crown")
+    first = graph.inputs[0].name
+    assert len(graph.consumers(first)) == 1
+    assert graph.consumers(first)[0].op in adjoint_precision.WEIGHTED_OPS
+    closing = []
+    real = crown._step
+
+    def step(p, node, *args):
+        closing.append(p.closes_input is not None and node.dynamic_inputs[0] == first)
+        return real(p, node, *args)
+
+    monkeypatch.setattr(crown, "_step", step)
+    coef, _ = _spec(graph, box.lower.shape[0])
+    out = graph.outputs[0]
+    coef = coef.reshape(*coef.shape[:2], *out.shape)
+    for windows in (False, True):
+        if windows:
+            monkeypatch.setattr(patches, "DENSE_SHARE", 100.0)
+        closing.clear()
+        closed = crown.backward_bound(inter, out.name, coef).lower
+        assert any(closing)
+        closing.clear()
+        kept = crown.backward_bound(inter, out.name, coef, keep_input=True).lower
+        assert not any(closing)
+        assert torch.allclose(closed, kept, rtol=1e-12, atol=1e-12)
+        for _ in range(10):
+            x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
+            y = _forward_all(graph, x)[out.name].flatten(1)
+            assert bool((torch.cat([y, -y], 1) >= closed - 1e-9).all())
