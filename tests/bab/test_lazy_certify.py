@@ -77,3 +77,17 @@ def test_lazy_search_keeps_the_parents_bound_and_queues_by_the_guide():
             assert float(out.bound[i, j]) + 100.0 <= m + 1e-6
     assert bool((out.margin >= out.bound.min(1).values - 1e-9).all())
     assert bool((out.margin > out.bound.min(1).values + 1e-6).any())
+
+
+def test_strong_branching_margins_never_below_the_parents_queued_margin():
+    """With lazy certification a domain's bound may lie below its queued margin; strong
+    branching's child estimates stay floored by the parent's margin, as they were by the
+    parent's bound when every bound was certified."""
+    exact, rows, search, kids = _kids(43)
+    dom = search.bound(kids, 10, reuse=True)
+    dom.margin = dom.margin + 1.0  # queued well above what a sound pass would give
+    parents = search._intermediates(dom, True)[0]
+    grand = split_domains(dom, search.layers, dom.candidates[:, 0])
+    est = search._cheap_margin(grand, dom, parents)
+    idx = torch.arange(len(grand)) % len(dom)
+    assert bool((est >= dom.margin[idx]).all())

@@ -362,7 +362,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = kids.refuted | self.problem.refuted_disjuncts(lower)
-        return self.problem.margin(lower, refuted)
+        # a kid is no worse than its parent: its queued margin (with ``lazy_certify`` the
+        # optimisation's, which its ``bound`` may lie below) floors the estimate
+        return torch.maximum(self.problem.margin(lower, refuted), dom.margin[idx])
 
     # ---- search ---------------------------------------------------------------------------
     def run(self) -> BabOutcome:
