@@ -42,7 +42,8 @@ SEARCH_SWITCHES = [("--no-bab-root-refine", "root_refine"),
                    ("--no-bab-shrink-last-steps", "shrink_last_steps"),
                    ("--no-bab-drop-hopeless", "drop_hopeless"),
                    ("--no-bab-short-cascade", "short_cascade"),
-                   ("--no-bab-cascade-give-up", "cascade_give_up")]
+                   ("--no-bab-cascade-give-up", "cascade_give_up"),
+                   ("--no-bab-lazy-certify", "lazy_certify")]
 
 
 @pytest.mark.parametrize(("flag", "field"), SEARCH_SWITCHES)
