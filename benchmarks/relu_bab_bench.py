@@ -75,8 +75,12 @@ def _cascade(graph, problem, deadline: float, overrides: dict):
         steps["cascade"] = strategy.cascade_steps(graph, VerifyConfig(bab=bab))
         if hasattr(strategy, "cascade_give_up"):  # (alpha loops that stop on their pace)
             steps["give_up"] = strategy.cascade_give_up(graph, VerifyConfig(bab=bab))
+    import inspect
+
+    if "bounds" in inspect.signature(strategy.region_refuted).parameters:
+        steps["bounds"] = bounds  # (a cascade that hands the root its bounds)
     with engine_deadline(deadline):
-        refuted = strategy.region_refuted(graph, problem, deadline, bounds=bounds, **steps)
+        refuted = strategy.region_refuted(graph, problem, deadline, **steps)
     return refuted, bounds.get(problem.index), time.process_time() - began
 
 
@@ -85,6 +89,8 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
     """Run the search on region 0 for ``seconds``; returns its stats plus timing. With
     ``cascade`` the bound cascade runs first and hands the root its bounds, as in ``verify``;
     the trace's CPU seconds then count from the cascade's start (root included)."""
+    from dataclasses import fields
+
     import verifier.onnx_import.converters  # noqa: F401
     from verifier.bab.neuron_split import NeuronSplitOptions, NeuronSplitSearch
     from verifier.bab.problem import RegionProblem
@@ -92,6 +98,11 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
     from verifier.onnx_import.loader import load_model
     from verifier.spec import load_spec
 
+    known = {f.name for f in fields(NeuronSplitOptions)}
+    if set(overrides) - known:  # a setting the measured code does not have (the baseline)
+        print(f"(not in this tree's NeuronSplitOptions, ignored: {sorted(set(overrides) - known)})",
+              file=sys.stderr, flush=True)
+        overrides = {k: v for k, v in overrides.items() if k in known}
     model = load_model(onnx)
     spec = load_spec(vnnlib)
     problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
@@ -111,10 +122,12 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
             return {"verdict": "unsat", "stopped": "refuted by the cascade", "root_s": 0.0,
                     "seconds": time.monotonic() - start, "cpu_s": cascade_cpu,
                     "root_cpu_s": 0.0, "trace": [], "domains_bounded": 0}
+    # keywords newer than the baseline's search only when set (/work/before has no root_bounds)
+    newer = {} if root_bounds is None else {"root_bounds": root_bounds}
     search = NeuronSplitSearch(model.graph, problem, start + seconds,
                                NeuronSplitOptions(**overrides),
                                Progress(record, every_s=0.0, label="bench"),
-                               validate=lambda x: None, attack=None, root_bounds=root_bounds)
+                               validate=lambda x: None, attack=None, **newer)
     from bounds.engine.deadline import DeadlineExceeded, engine_deadline
 
     root_s, root_cpu = [0.0], [0.0]
@@ -150,6 +163,12 @@ def at_cpu(trace: list, seconds: float) -> str:
     if not got or trace[-1][0] < seconds:
         return "-"
     return f"{got[-1][0]}/{got[-1][1]:.4g}"
+
+
+def at_domains(trace: list, count: int) -> str:
+    """The worst margin once ``count`` domains were bounded ('-': never), with the CPU s."""
+    got = [(c, w) for c, d, w in trace if d >= count]
+    return "-" if not got else f"{got[0][1]:.4g}@{got[0][0]:.1f}s"
 
 
 def _synthetic(n: int, rows: int = 9, widths=(256, 256, 256, 256)):
@@ -199,6 +218,30 @@ def queue_micro(n: int, steps: int = 10, batch: int = 64) -> None:
           f"slot queue {slot_s * 1e3:8.1f} ms/step", flush=True)
 
 
+def _side_by_side(args, argv: list[str]) -> int:
+    """This tree and ``args.baseline`` measured at the same time (two processes, one torch
+    thread each): both see the same load, and CPU seconds compare."""
+    import subprocess
+
+    rest, skip = [], False
+    for a in argv:  # the same arguments without --baseline (and without the labels)
+        if skip or a.startswith("--baseline="):
+            skip = False
+            continue
+        if a in ("--baseline", "--label"):
+            skip = True
+            continue
+        rest.append(a)
+    tree = Path(args.baseline).resolve()
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+    base = subprocess.Popen([sys.executable, __file__, *rest, "--label", tree.name],
+                            cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
+    ours = main([*rest, "--label", args.label or "main"])
+    out, _ = base.communicate()
+    print(out, end="", flush=True)
+    return ours or base.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -217,13 +260,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated CPU seconds after the root: print the domains "
                              "done and worst margin reached by each (steadier than wall time "
                              "under load)")
+    parser.add_argument("--domain-marks", default="",
+                        help="comma-separated domain counts: print the worst margin when each "
+                             "was first reached (tightness per domain)")
     parser.add_argument("--cascade", action="store_true",
                         help="run the bound cascade first, as verify does, and give the root "
                              "its bounds; checkpoints then count CPU s from the cascade's "
                              "start")
     parser.add_argument("--queue", type=int, default=0,
                         help="only time the queue's own work with this many domains queued")
+    parser.add_argument("--baseline", default="", metavar="TREE",
+                        help="also run this script on another checkout (e.g. /work/before) "
+                             "at the same time, same arguments: its lines come after ours")
     args = parser.parse_args(argv)
+    if args.baseline:
+        return _side_by_side(args, sys.argv[1:] if argv is None else argv)
     if args.queue:
         queue_micro(args.queue)
         return 0
@@ -282,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                      if args.cascade else "after the root")
             print(f"{args.label:8s} {label:14s} domains/worst at CPU s {since}: "
                   + "  ".join(f"{m:g}: {at_cpu(stats['trace'], m)}" for m in marks),
+                  flush=True)
+        if args.domain_marks:  # bound tightness per domain: the worst margin at equal counts
+            marks = [int(x) for x in args.domain_marks.split(",")]
+            print(f"{args.label:8s} {label:14s} worst (at CPU s) once N domains were bounded: "
+                  + "  ".join(f"{m}: {at_domains(stats['trace'], m)}" for m in marks),
                   flush=True)
         if "nogoods_learned" in stats:  # issue 18 item 3 (``nogoods``)
             print(f"{args.label:8s} {label:14s} nogoods learned {stats['nogoods_learned']} "
