@@ -91,3 +91,21 @@ def test_strong_branching_margins_never_below_the_parents_queued_margin():
     est = search._cheap_margin(grand, dom, parents)
     idx = torch.arange(len(grand)) % len(dom)
     assert bool((est >= dom.margin[idx]).all())
+
+
+def test_children_queue_no_lower_than_their_parent():
+    """A child's loop can end below its parent's (its new split's beta starts at 0): its
+    queued margin is floored by the one it came with (its parent's), so the worst open margin
+    never goes back, while its sound bound is still floored by the parent's bound."""
+    exact, rows, search, kids = _kids(43)
+    parent_margin = torch.full_like(kids.margin, 0.5)  # above anything the children reach
+    kids.margin = parent_margin.clone()
+    out = search.bound(kids, 2, reuse=True)
+    assert torch.equal(out.margin, parent_margin)
+    kids.margin = torch.full_like(kids.margin, -1e9)  # below: the children's own estimates
+    low = search.bound(kids, 2, reuse=True)
+    assert bool((low.margin > -1e9).all())
+    for i in range(len(out)):  # the floor changes no sound bound
+        fixed = [out.splits[lay.value][i].reshape(-1).numpy() for lay in search.layers]
+        m = exact_min(exact, -np.ones(4), np.ones(4), rows[0], fixed)
+        assert float(out.bound[i, 0]) + 100.0 <= m + 1e-6

@@ -174,13 +174,17 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
         refuted = dom.refuted | p.refuted_disjuncts(lower)
-        # the queue's order: the optimisation's own bounds where no sound pass certified them
+        # the queue's order: the optimisation's own bounds where no sound pass certified them,
+        # floored by the margin the domains came with (a child's, its parent's): a child's
+        # loop can end below its parent's (its new split's beta starts at 0), as its bound
+        # can, which is floored by the parent's bound above
         rank = lower if guide is None else torch.maximum(lower, guide - rhs)
+        margin = torch.maximum(p.margin(rank, refuted), dom.margin)
         out = NeuronDomains(
             dict(dom.splits),
             {lay.value: inter.bounds[lay.value].lower for lay in self.layers},
             {lay.value: inter.bounds[lay.value].upper for lay in self.layers},
-            alphas, betas, lower, p.margin(rank, refuted), refuted, dom.candidates, dom.depth)
+            alphas, betas, lower, margin, refuted, dom.candidates, dom.depth)
         keep = ~refuted.all(1)
         self.counters.done += n
         self.nogoods.observe(self, out, keep)
