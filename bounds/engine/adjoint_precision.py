@@ -161,10 +161,12 @@ def row_scale(length: int, absolute) -> torch.Tensor | None:
     # (a leading part of every row holding ``length`` nonzeros already settles it: no count
     # over whole rows, which cost a full pass over the coefficients at every weighted node)
     part = COUNT_PROBE * length
+    # (count_nonzero: one pass, where (values != 0).sum(-1) writes a mask and sums it as
+    # int64, three times slower)
     if part < values.shape[-1] and int(
-            (values[..., :part] != 0).sum(-1).min()) >= length:
+            torch.count_nonzero(values[..., :part], dim=-1).min()) >= length:
         return None
-    nonzero = (values != 0).sum(-1)
+    nonzero = torch.count_nonzero(values, dim=-1)
     if int(nonzero.min()) >= length:
         return None
     n = nonzero.clamp(max=length).to(torch.float64) + 3
