@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
+
+from bounds.rules.linear import conv_transpose
 
 # A window whose cells exceed this share of the value's spatial cells is made dense (beyond
 # it, gathering planes over windows costs more than the dense steps it saves).
 DENSE_SHARE = 0.5
-_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 @dataclass(frozen=True)
@@ -239,9 +239,9 @@ def conv_step(p: Patches, w: torch.Tensor, attrs, in_shape: tuple[int, ...],
     b, s = p.rows
     ell = p.values.shape[2]
     vals = p.values.reshape(b * s * ell, *p.values.shape[3:])
-    out = _CONV_T[spatial](vals, w, None, stride=tuple(int(x) for x in attrs["strides"]),
-                           dilation=tuple(int(x) for x in attrs["dilations"]),
-                           groups=int(attrs["group"]))
+    out = conv_transpose(vals, w, stride=tuple(int(x) for x in attrs["strides"]),
+                         dilation=tuple(int(x) for x in attrs["dilations"]),
+                         groups=int(attrs["group"]))
     strides = torch.tensor([int(x) for x in attrs["strides"]], device=p.origin.device)
     pads = torch.tensor([int(attrs["pads"][a]) for a in range(spatial)], device=p.origin.device)
     origin = p.origin * strides - pads
