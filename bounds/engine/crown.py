@@ -311,7 +311,7 @@ def _planes_step(p: _Pass, rel: Relaxation | None, coef: torch.Tensor):
     # three passes over the coefficients (they dominate the cost of CROWN).
     neg = coef.clamp(max=0)
     offset = _dot(neg, rel.upper_offset)
-    if p.use_alpha or bool(rel.lower_offset.any()):
+    if windows.has_offset(rel.lower_offset):
         offset = offset + _dot(coef - neg, rel.lower_offset)
     low = _unsqueeze_spec(rel.lower_slope, coef)
     gap = _unsqueeze_spec(rel.upper_slope, coef) - low
@@ -342,7 +342,7 @@ def _column_step(p: _Pass, node: Node, rule, coef: torch.Tensor, alpha: ColumnAl
     neg_cols = cols.clamp(max=0)
     offset = (_dot(neg, fixed.upper_offset)
               + _sum_spec(neg_cols * col.upper_offset.to(flat.dtype)))
-    if p.use_alpha or bool(base.lower_offset.any()) or bool(col.lower_offset.any()):
+    if windows.has_offset(base.lower_offset) or windows.has_offset(col.lower_offset):
         offset = offset + (_dot(flat - neg, fixed.lower_offset)
                            + _sum_spec((cols - neg_cols) * col.lower_offset.to(flat.dtype)))
     out = torch.addcmul(flat * fixed.lower_slope, neg, fixed.gap)
@@ -503,7 +503,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     coefs, offset = None, None
     if isinstance(a, Patches):
         step = windows.window_step(p.inter, node, a, lambda n, r: _relaxation(p, n, r),
-                                   p.use_alpha, work)
+                                   work)
         if step is None:
             a = a.to_dense()
         else:

@@ -79,12 +79,20 @@ def _keep_small(p: Patches) -> Coef:
     return p if patches.small(p) else p.to_dense()
 
 
-def _relaxed(a: Patches, rel, use_alpha: bool) -> Step:
+def has_offset(offset: torch.Tensor) -> bool:
+    """Whether a plane's ``offset`` adds to the bound: it depends on alpha (its gradient
+    counts), or some entry is nonzero. A constant all-zero offset (ReLU's lower planes, alpha
+    or not) adds exact zeros: skipping its product and sum changes neither the bound nor
+    its gradient."""
+    return offset.requires_grad or bool(offset.any())
+
+
+def _relaxed(a: Patches, rel) -> Step:
     """A -> A+ lower_slope + A- upper_slope over the windows; offsets likewise."""
     v = a.values
     neg = v.clamp(max=0)
     offset = (neg * a.gather(rel.upper_offset)).flatten(2).sum(-1)
-    if use_alpha or bool(rel.lower_offset.any()):
+    if has_offset(rel.lower_offset):
         offset = offset + ((v - neg) * a.gather(rel.lower_offset)).flatten(2).sum(-1)
     low = a.gather(rel.lower_slope)
     gap = a.gather(rel.upper_slope) - low
@@ -145,14 +153,14 @@ _STEPS: dict[str, Callable] = {"Conv": _conv, "AveragePool": _avg_pool, "Add": _
 
 
 def window_step(inter: Intermediates, node: Node, a: Patches, relaxation: Callable,
-                use_alpha: bool, work: torch.dtype | None = None) -> Step | None:
+                work: torch.dtype | None = None) -> Step | None:
     """(coefficients per dynamic input, offset [B, S] or None) of ``node``'s backward step on
     windows; None: no window step here (the caller makes ``a`` dense and takes its own).
     ``work``: the dtype of a Conv's adjoint (``adjoint_precision``; None: the pass's)."""
     rule = rules().get(node.op, node.name)
     if rule.relax is not None and rule.traits.elementwise:
         rel = relaxation(node, rule)
-        return None if rel is None else _relaxed(a, rel, use_alpha)
+        return None if rel is None else _relaxed(a, rel)
     if node.op == "Conv":
         return _conv(inter, node, a, work)
     step = _STEPS.get(node.op)
