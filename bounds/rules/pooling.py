@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from bounds.registry import Alpha, Milp, OpRule, OpTraits, Rounding
 from bounds.rules import max_relax
-from bounds.rules.common import AFFINE_FIELDS, ibp_monotone
+from bounds.rules.common import AFFINE_FIELDS, ibp_monotone, static_shape
 from bounds.types import Interval
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -66,6 +66,29 @@ def _avg_forward(node, args):
             mask = F.pad(ones, _torch_pads(begin, end))
         y = y / _AVG[spatial](mask, kernel, stride)
     return y.reshape(x.shape[0], *node.shape)
+
+
+_AVG_BACKWARD = {2: torch.ops.aten.avg_pool2d_backward, 3: torch.ops.aten.avg_pool3d_backward}
+
+
+def _avg_backward(node, coef, args):
+    """A -> A J for an unpadded AveragePool (no ceil-mode cells), in 2-D or 3-D: torch's own
+    backward kernel of the pool, which autograd's VJP of ``_avg_forward`` calls (the same
+    numbers, and the same gradient through it: its derivative is the pool), without the
+    forward pass and the graph that the VJP builds. Others: None (the engine's VJP)."""
+    a = node.attrs
+    spatial = len(a["kernel_shape"])
+    if (spatial not in _AVG_BACKWARD or any(int(p) for p in a["pads"])
+            or any(int(e) for e in a["extra"])):
+        return None, None
+    in_shape = static_shape(args[0])
+    rows = coef.reshape(-1, *coef.shape[coef.dim() - spatial - 1:])
+    # (the kernel reads only the input's sizes: a broadcast zero stands for it)
+    like = rows.new_zeros(()).expand(rows.shape[0], *in_shape[len(in_shape) - spatial - 1:])
+    kernel = [int(k) for k in a["kernel_shape"]]
+    grad = _AVG_BACKWARD[spatial](rows, like, kernel, [int(s) for s in a["strides"]],
+                                  [0] * spatial, False, True, None)
+    return [grad.reshape(*coef.shape[:2], *in_shape)], None
 
 
 def _max_forward(node, args):
@@ -214,7 +237,7 @@ def _rule(op, forward, traits, doc, fields, backward=None):
 
 
 RULES = (
-    _rule("AveragePool", _avg_forward, _LINEAR, "window mean", _SUM),
+    _rule("AveragePool", _avg_forward, _LINEAR, "window mean", _SUM, _avg_backward),
     _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM),
     _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
           "max(x_j, m)", _WINDOW_MAX, _maxpool_backward),
