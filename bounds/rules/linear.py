@@ -167,18 +167,22 @@ def conv_transpose(x: torch.Tensor, w: torch.Tensor, *, stride: tuple, dilation:
                    groups: int, padding: tuple | None = None,
                    output_padding: tuple | None = None) -> torch.Tensor:
     """torch's conv_transpose{1,2,3}d of ``x`` [N, Cin, *sp] with weights ``w`` (no bias).
-    A strided float32 2-D one onto at most FOLD_MAX_CHANNELS channels takes the im2col form:
+    A strided float32 2-D one takes the channels-last kernel, or onto at most
+    FOLD_MAX_CHANNELS channels the im2col form:
     cols = W^T x per cell, then col2im sums the overlapping cells (``F.fold``). Each output
     entry is still a sum of the same products, in another order: the error bounds that hold
     for any summation order (``adjoint_precision``) hold for both."""
     spatial = w.dim() - 2
     padding = padding or (0,) * spatial
     output_padding = output_padding or (0,) * spatial
-    if not (spatial == 2 and groups == 1 and w.shape[1] <= FOLD_MAX_CHANNELS
-            and x.dtype == torch.float32 and max(stride) > 1):
-        return _CONV_T[spatial](x, w, None, stride=stride, padding=padding,
-                                output_padding=output_padding, dilation=dilation,
-                                groups=groups)
+    strided32 = spatial == 2 and x.dtype == torch.float32 and max(stride) > 1
+    if not (strided32 and groups == 1 and w.shape[1] <= FOLD_MAX_CHANNELS):
+        # strided float32: the channels-last kernel (646 rows 32 -> 16 channels, 8x8 at
+        # stride 2: 29 vs 44 ms with the layout changes, one thread; no gain at stride 1)
+        y = _CONV_T[spatial](x.contiguous(memory_format=torch.channels_last) if strided32
+                             else x, w, None, stride=stride, padding=padding,
+                             output_padding=output_padding, dilation=dilation, groups=groups)
+        return y.contiguous()
     n, c_in, kernel = x.shape[0], w.shape[0], tuple(w.shape[2:])
     size = tuple((x.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                  + dilation[i] * (kernel[i] - 1) + output_padding[i] + 1 for i in range(2))

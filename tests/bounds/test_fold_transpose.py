@@ -124,3 +124,23 @@ def test_passes_through_the_fold_enclose_sampled_outputs(method, share, folds, m
         x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
         y = _forward_all(graph, x)["out"].flatten(1)
         assert bool((torch.cat([y, -y], 1) >= low).all())
+
+
+@pytest.mark.parametrize("case", [(8, 16, (8, 8), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),
+                                  (32, 16, (5, 7), (1, 1), (2, 2), (1, 1), (0, 0), (1, 0)),
+                                  (6, 4, (6, 6), (3, 3), (2, 1), (1, 2), (0, 1), (1, 0))])
+def test_channels_last_kernel_within_the_error_bound(case, folds):
+    """Strided float32 transposed convolutions onto more channels take the channels-last
+    kernel: contiguous output, within the same bound of the float64 kernel."""
+    cin, cout, sp, kernel, strides, dils, pads, extra = case
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((5, cout, *sp), generator=g, dtype=F64)
+    w = torch.randn((cout, cin, *kernel), generator=g, dtype=F64)
+    common = {"stride": strides, "dilation": dils, "groups": 1, "padding": pads,
+              "output_padding": extra}
+    exact = F.conv_transpose2d(x, w, **common)
+    low = linear.conv_transpose(x.float(), w.float(), **common)
+    assert folds["n"] == 0 and low.is_contiguous() and low.shape == exact.shape
+    k = cout * int(np.prod(kernel))
+    bound = adjoint_precision.gamma(k + 3) * F.conv_transpose2d(x.abs(), w.abs(), **common)
+    assert bool(((exact - low.to(F64)).abs() <= bound).all())
