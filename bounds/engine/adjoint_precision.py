@@ -163,10 +163,16 @@ def row_scale(length: int, absolute) -> torch.Tensor | None:
     part = COUNT_PROBE * length
     # (count_nonzero: one pass, where (values != 0).sum(-1) writes a mask and sums it as
     # int64, three times slower)
-    if part < values.shape[-1] and int(
-            torch.count_nonzero(values[..., :part], dim=-1).min()) >= length:
-        return None
-    nonzero = torch.count_nonzero(values, dim=-1)
+    if part < values.shape[-1]:
+        nonzero = torch.count_nonzero(values[..., :part], dim=-1)
+        short = nonzero < length
+        if not bool(short.any()):
+            return None
+        # the rest of the rows the probe left short (e.g. neurons whose fields lie late in
+        # the value), the others keep their probe's count (>= length: the same factor 1)
+        nonzero[short] += torch.count_nonzero(values[short][..., part:], dim=-1)
+    else:
+        nonzero = torch.count_nonzero(values, dim=-1)
     if int(nonzero.min()) >= length:
         return None
     n = nonzero.clamp(max=length).to(torch.float64) + 3

@@ -194,6 +194,8 @@ def _rule_adjoint(inter: Intermediates, node: Node, rule, coef: torch.Tensor,
     None where the rule declines; the rule's offset, in ``work``)."""
     dtype = inter.dtype if work is None else work
     args = node_args(node, inter.bounds, inter.device, dtype)
+    if work is not None:  # the caller takes the offset (A.f(c)): no bias term to sum here
+        args = args[:2] + [None] * (len(args) - 2)
     coefs, offset = rule.backward(node, coef if work is None else coef.to(work), args)
     if coefs is None:
         return None, None

@@ -286,3 +286,26 @@ def test_input_step_bounds_its_own_contribution(net, float32_everywhere, monkeyp
             x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
             y = _forward_all(graph, x)[out.name].flatten(1)
             assert bool((torch.cat([y, -y], 1) >= closed - 1e-9).all())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_row_scale_equals_the_full_count_on_random_rows(seed):
+    """Rows with nonzeros at random places (some all in the probe, some past it, some fewer
+    than k): the factor of each row's full count, dense and on windows' values."""
+    g = torch.Generator().manual_seed(seed)
+    k = 6
+    n = 3 * adjoint_precision.COUNT_PROBE * k
+    values = torch.zeros((2, 9, n), dtype=F64)
+    for b in range(2):
+        for s in range(9):
+            m = int(torch.randint(0, 2 * k, (1,), generator=g))
+            at = torch.randperm(n, generator=g)[:m]
+            values[b, s, at] = torch.randn(m, generator=g, dtype=F64)
+    count = (values != 0).sum(-1).clamp(max=k).to(F64) + 3
+    u = adjoint_precision.U32
+    expect = (count * u / (1 - count * u)) / adjoint_precision.gamma(k + 3)
+    scale = adjoint_precision.row_scale(k, values.abs())
+    if bool((count >= k + 3).all()):
+        assert scale is None
+    else:
+        assert scale is not None and torch.equal(scale, expect)
