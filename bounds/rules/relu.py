@@ -95,6 +95,14 @@ def _store(lower, upper, planes) -> None:
         pass
 
 
+def upper_plane(lower, upper) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(unstable mask, slope, offset) of the upper planes on [lower, upper] (the chord, its
+    offset rounded up; slope 1 / 0 and offset 0 on active / inactive neurons): the planes
+    ``relu_relax`` returns, for passes that apply them themselves
+    (``verifier.bab.chain_guide``)."""
+    return _upper_plane(lower, upper)
+
+
 def _cached_upper_plane(lower, upper):
     if lower.requires_grad or upper.requires_grad:
         return _upper_plane(lower, upper)

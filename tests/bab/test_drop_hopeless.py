@@ -29,13 +29,17 @@ def test_hopeless_pairs_stop_early_and_stay_sound(seed, drop, monkeypatch):
     search._drops_hopeless = lambda: drop
     root = search.root()
     kids = split_domains(root, search.layers, root.candidates[:, 0])
-    calls, bound = [], pair_loop.split_bound
+    calls = []
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return bound(*args, **kwargs)
+    def counting(real):
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+        return counted
 
-    monkeypatch.setattr(pair_loop, "split_bound", counted)
+    # the loop's passes: the engine's, or on a Linear/Relu chain ``chain_guide``'s
+    monkeypatch.setattr(pair_loop, "split_bound", counting(pair_loop.split_bound))
+    monkeypatch.setattr(pair_loop, "chain_bound", counting(pair_loop.chain_bound))
     out = search.bound(kids, 20, reuse=True, hopeless=True)
     # the loop's passes and the certifying one: every iteration without dropping
     if drop:

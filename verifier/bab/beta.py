@@ -35,6 +35,9 @@ class BetaOptions:
     lr_decay: float = 0.98
     # pair loop: drop pairs that cannot reach their target at their recent rate of gain
     drop_hopeless: bool = False
+    # pair loop: on a Linear/Relu chain, its optimisation passes by ``chain_guide`` (the
+    # certified pass stays the engine's)
+    chain_pass: bool = True
 
 
 Term = tuple[str, torch.Tensor, torch.Tensor | None]  # (value, s [B,1,*], r [B,1,*] or None)

@@ -60,6 +60,10 @@ class NeuronSplitOptions(BabConfig):
     # proves (``pair_loop.optimize_pairs``' ``lazy``); the others keep their parent's bound
     # and are queued by the optimisation's own.
     lazy_certify: bool = True
+    # Pair batches on a fully connected Relu chain: the optimisation's passes by
+    # ``chain_guide`` (a few fused tensor ops) instead of the general engine's; bounds kept as
+    # sound still come from the engine.
+    chain_pass: bool = True
     # (``root_refine``, ``shrink_last_steps`` and ``drop_hopeless`` are BabConfig fields:
     # ablation switches on verify and bench)
 

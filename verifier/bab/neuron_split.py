@@ -39,6 +39,7 @@ from verifier.bab.beta import (
     split_terms,
 )
 from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
+from verifier.bab.chain_guide import chain_bound, chain_state, linear_chain, usable
 from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
@@ -169,6 +170,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             else self._by_rows
         beta = replace(self.options.beta, iterations=iterations,
                        drop_hopeless=hopeless and self._drops_hopeless(),
+                       chain_pass=self.options.chain_pass,
                        lr_decay=1.0 if stuck else self.options.beta.lr_decay)
         lower, alphas, betas, guide = optimise(dom, (inter, cache), lower, weight, beta)
         lower = torch.maximum(final_margin(lower - rhs), dom.bound)
@@ -360,8 +362,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if own is None:
             betas = {k: v[idx] for k, v in betas.items()}
         with torch.no_grad():
-            sub = split_bound(inter, self.out_name, full_coef[:, rows].to(inter.dtype), alphas,
-                              betas, terms, cache)
+            sub = self._guide_bound(inter, full_coef[:, rows].to(inter.dtype), alphas, betas,
+                                    terms, cache)
         lower = kids.bound.clone()
         lower[:, rows] = torch.maximum(final_margin(sub - rhs[:, rows]), lower[:, rows])
         lower = torch.where(infeasible.unsqueeze(1), torch.full_like(lower, math.inf), lower)
@@ -369,6 +371,15 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         # a kid is no worse than its parent: its queued margin (with ``lazy_certify`` the
         # optimisation's, which its ``bound`` may lie below) floors the estimate
         return torch.maximum(self.problem.margin(lower, refuted), dom.margin[idx])
+
+    def _guide_bound(self, inter: Intermediates, coef: torch.Tensor, alphas: dict,
+                     betas: dict, terms: dict, cache: PassCache) -> torch.Tensor:
+        """``split_bound`` for a pass that only ranks (no bound kept): on a Linear/Relu chain
+        by ``chain_guide`` (with ``chain_pass``)."""
+        chain = linear_chain(inter.graph) if self.options.chain_pass else None
+        if usable(chain, inter, self.out_name, alphas, terms):
+            return chain_bound(chain, chain_state(chain, inter), coef, alphas, betas, terms)
+        return split_bound(inter, self.out_name, coef, alphas, betas, terms, cache)
 
     # ---- search ---------------------------------------------------------------------------
     def run(self) -> BabOutcome:

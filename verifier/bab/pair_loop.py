@@ -26,6 +26,7 @@ from bounds.engine.deadline import check_deadline, step_fits
 from bounds.engine.results import Intermediates, PassCache
 from bounds.rules.relu import carry_planes
 from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
+from verifier.bab.chain_guide import chain_bound, chain_state, linear_chain, usable
 
 # Drop proved pairs from the batch once at least this share of it is proved (each drop
 # gathers the batch's bounds again).
@@ -54,15 +55,20 @@ class Pairs:
 class _Active:
     """The pairs still optimised: their positions in the batch, bounds, parameters, moments."""
 
-    def __init__(self, inter, coef, terms, params: list[dict], ranges: list[dict]):
+    def __init__(self, inter, coef, terms, params: list[dict], ranges: list[dict],
+                 chain=None):
         self.idx = torch.arange(coef.shape[0], device=coef.device)
         self.inter, self.coef, self.terms = inter, coef, terms
+        # a Linear/Relu chain's passes (``chain_guide``): the chain and its pairs' planes
+        self.chain = None if chain is None else (chain, chain_state(chain, inter))
         self.params, self.ranges = params, ranges
         self.moments = [{k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in g.items()}
                         for g in params]
 
     def keep(self, mask: torch.Tensor) -> None:
         self.idx, self.coef = self.idx[mask], self.coef[mask]
+        if self.chain is not None:
+            self.chain = (self.chain[0], self.chain[1].select(mask))
         old, self.inter = self.inter, self.inter.select(mask)
         for value, x in old.bounds.items():  # Relu planes: those of the rows kept
             y = self.inter.bounds[value]
@@ -76,6 +82,14 @@ class _Active:
                        for g in self.params]
         self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
                         for g in self.moments]
+
+    def bound(self, start: str, cache: PassCache) -> torch.Tensor:
+        """The pairs' lower bounds [P] with the current parameters."""
+        if self.chain is not None:
+            return chain_bound(*self.chain, self.coef, self.params[0], self.params[1],
+                               self.terms)[:, 0]
+        return split_bound(self.inter, start, self.coef, self.params[0], self.params[1],
+                           self.terms, cache)[:, 0]
 
     def step(self, lrs: list[float], t: int) -> None:
         """One Adam step (bias-corrected, as ``bounds.engine.adam``) and the projection."""
@@ -128,8 +142,10 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     terms = split_terms(pair_splits, dt)
     betas = init_betas(terms, 1, {k: v[d, r].unsqueeze(1) for k, v in warm[1].items()})
     best_params = [{k: v.detach().clone() for k, v in g.items()} for g in (alphas, betas)]
+    chain = linear_chain(inter.graph) if options.chain_pass else None
     act = _Active(low, pair_coef.to(dt), terms, [alphas, betas],
-                  [alpha_ranges(inter.graph, alphas), {}])
+                  [alpha_ranges(inter.graph, alphas), {}],
+                  chain if usable(chain, low, start, alphas, terms) else None)
     best = torch.full((len(pairs),), -math.inf, dtype=dt, device=coef.device)
     lrs = [options.lr_alpha, options.lr_beta]
     cache = PassCache()
@@ -138,8 +154,7 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     for it in range(max(1, options.iterations)):
         check_deadline()
         began = time.monotonic()
-        lower = split_bound(act.inter, start, act.coef, act.params[0], act.params[1],
-                            act.terms, cache)[:, 0]
+        lower = act.bound(start, cache)
         pass_s = time.monotonic() - began
         better = lower.detach() > best[act.idx]
         at = act.idx[better]
