@@ -67,8 +67,18 @@ class _Active:
 
     def keep(self, mask: torch.Tensor) -> None:
         self.idx, self.coef = self.idx[mask], self.coef[mask]
-        if self.chain is not None:
+        if self.chain is not None:  # (its passes read the chain's state, not the bounds)
             self.chain = (self.chain[0], self.chain[1].select(mask))
+        else:
+            self._keep_bounds(mask)
+        self.terms = {k: (v, s[mask], None if r is None else r[mask])
+                      for k, (v, s, r) in self.terms.items()}
+        self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
+                       for g in self.params]
+        self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
+                        for g in self.moments]
+
+    def _keep_bounds(self, mask: torch.Tensor) -> None:
         old, self.inter = self.inter, self.inter.select(mask)
         for value, x in old.bounds.items():  # Relu planes: those of the rows kept
             y = self.inter.bounds[value]
@@ -76,12 +86,6 @@ class _Active:
                 continue  # (a bound shared by the batch, not selected)
             carry_planes((x.lower.unsqueeze(1), x.upper.unsqueeze(1)),
                          (y.lower.unsqueeze(1), y.upper.unsqueeze(1)), mask)
-        self.terms = {k: (v, s[mask], None if r is None else r[mask])
-                      for k, (v, s, r) in self.terms.items()}
-        self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
-                       for g in self.params]
-        self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
-                        for g in self.moments]
 
     def bound(self, start: str, cache: PassCache) -> torch.Tensor:
         """The pairs' lower bounds [P] with the current parameters."""
