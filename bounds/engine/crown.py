@@ -115,6 +115,19 @@ def _relaxation(p: _Pass, node: Node, rule):
     return default_relaxation(p.inter, p.cache, node, rule)
 
 
+def _window_planes(p: _Pass, node: Node, rule):
+    """The node's planes for a window step and, for the default planes (memoised per node
+    for these bounds), their slope gap upper_slope - lower_slope (else None)."""
+    rel = _relaxation(p, node, rule)
+    if rel is None or node.name in p.alphas:
+        return rel, None
+    memo = p.cache.relaxations(p.inter.bounds)
+    key = ("slope gap", node.name)  # (the memo's other keys are node names)
+    if key not in memo:
+        memo[key] = rel.upper_slope - rel.lower_slope
+    return rel, memo[key]
+
+
 def _column_relaxation(p: _Pass, node: Node, rule, alpha: ColumnAlpha):
     """Planes [B, S, *shape]: the alpha planes at ``alpha.index``, the default elsewhere
     (None where either would overflow)."""
@@ -504,7 +517,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     work = None if centred is None else torch.float32
     coefs, offset = None, None
     if isinstance(a, Patches):
-        step = windows.window_step(p.inter, node, a, lambda n, r: _relaxation(p, n, r),
+        step = windows.window_step(p.inter, node, a, lambda n, r: _window_planes(p, n, r),
                                    work)
         if step is None:
             a = a.to_dense()
