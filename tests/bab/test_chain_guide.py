@@ -1,7 +1,8 @@
 """The pair loop's passes on Linear/Relu chains (``verifier.bab.chain_guide``): the chain is
-recognised only where it is one, its bound and gradients are the engine's
-(``beta.split_bound``) for any alphas, betas and splits, with one box for all pairs or a box
-each, and a search's certified bounds stay the same and below the exact minima."""
+recognised only where it is one; its bound, gradients and branching coefficients are the
+engine's (``beta.split_bound``, ``branching.layer_output_coefs``) for any alphas, betas and
+splits, with one box for all pairs or a box each; a search's certified bounds stay the same
+and below the exact minima."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from bounds.types import Interval
 from tests.bab.exact import exact_min
 from tests.bab.test_neuron_split import make_search, region_for, tiny_net
 from tests.bounds.nets import mlp
-from verifier.bab.beta import init_betas, split_bound, split_terms
-from verifier.bab.chain_guide import chain_bound, chain_state, linear_chain, usable
+from verifier.bab.beta import init_betas, split_bound, split_extra, split_terms
+from verifier.bab.branching import layer_output_coefs
+from verifier.bab.chain_guide import chain_bound, chain_coefs, chain_state, linear_chain, usable
 from verifier.bab.neuron_domains import split_domains
 
 ROWS = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
@@ -101,6 +103,14 @@ def test_chain_bound_and_gradients_are_the_engines(seed, shared, tail):
     for g, h in zip(torch.autograd.grad(ours.sum(), params),
                     torch.autograd.grad(theirs.sum(), params), strict=True):
         assert torch.allclose(g, h, rtol=1e-10, atol=1e-12)
+    coefs, input_coef = chain_coefs(chain, state, coef, alphas, betas, terms)
+    extra = split_extra(betas, terms)[0]
+    their_coefs, their_input = layer_output_coefs(mine, search.out_name, coef, search.layers,
+                                                  alphas, extra)
+    assert set(coefs) == set(their_coefs)
+    for k, v in coefs.items():
+        assert torch.allclose(v, their_coefs[k], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(input_coef, their_input, rtol=1e-12, atol=1e-12)
     keep = torch.arange(len(d)) % 3 != 0  # the loop drops proved pairs: planes follow
     sub = chain_bound(chain, state.select(keep), coef[keep],
                       {k: v[keep] for k, v in alphas.items()},

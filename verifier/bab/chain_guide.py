@@ -164,12 +164,25 @@ def chain_state(chain: Chain, inter: Intermediates) -> ChainState:
     return ChainState(tuple(planes), tuple(deltas), (lo, hi))
 
 
+def chain_coefs(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dict,
+                betas: dict, terms: dict) -> tuple[dict, torch.Tensor]:
+    """``branching.layer_output_coefs`` on a chain: the coefficients [B, S, *shape] reaching
+    each Relu's output and those [B, S, *input shape] reaching the input."""
+    kept: dict = {}
+    chain_bound(chain, state, coef, alphas, betas, terms, kept)
+    graph, b, s = chain.graph, coef.shape[0], coef.shape[1]
+    coefs = {lay.relu: kept[lay.relu].reshape(b, s, *graph.shape_of(lay.relu))
+             for lay in chain.layers if lay.relu is not None}
+    return coefs, kept[None].reshape(b, s, *graph.inputs[0].shape)
+
+
 def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dict,
-                betas: dict, terms: dict) -> torch.Tensor:
+                betas: dict, terms: dict, kept: dict | None = None) -> torch.Tensor:
     """Lower bounds [B, S] of coef [B, S, *out] . value(chain.start) with the Relus' alphas
     [B, S, *shape] (per Relu node), the split terms' betas [B, S, *shape] (per Relu input
     value; ``terms`` as ``beta.split_terms``: Relu codes only) -- ``beta.split_bound``'s
-    bound on a chain (``state``: of the B domains)."""
+    bound on a chain (``state``: of the B domains). ``kept`` receives the coefficients
+    [B, S, width] reaching each Relu's output (by node) and the input (key None)."""
     b, s = coef.shape[:2]
     a = coef.reshape(b, s, -1)
     total = torch.zeros((b, s), dtype=a.dtype, device=a.device)
@@ -185,6 +198,8 @@ def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dic
             a = a @ w
         if planes is None:
             break
+        if kept is not None:
+            kept[lay.relu] = a
         unstable, fixed, up_slope, up_offset = (t.unsqueeze(1) for t in planes)
         alpha = alphas.get(lay.relu)
         low = fixed if alpha is None \
@@ -195,6 +210,8 @@ def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dic
         beta = betas.get(lay.relu_input)
         if beta is not None:
             a = a + beta.reshape(b, s, -1) * terms[lay.relu_input][1].reshape(b, 1, -1)
+    if kept is not None:
+        kept[None] = a
     if state.shared:
         centre, radius = state.box
         return total + a @ centre - a.abs() @ radius

@@ -39,7 +39,13 @@ from verifier.bab.beta import (
     split_terms,
 )
 from verifier.bab.branching import babsr_scores, layer_output_coefs, pick_fsb, top_candidates
-from verifier.bab.chain_guide import chain_bound, chain_state, linear_chain, usable
+from verifier.bab.chain_guide import (
+    chain_bound,
+    chain_coefs,
+    chain_state,
+    linear_chain,
+    usable,
+)
 from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
@@ -294,9 +300,15 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         extra = split_extra({k: v.to(guide.dtype) for k, v in betas.items()}, terms)[0] \
             if betas else None
         alphas = {k: v.detach().to(guide.dtype) for k, v in alphas.items()}
-        coefs, input_coef = layer_output_coefs(
-            guide, self.out_name, full_coef[:, rows].to(guide.dtype), self.layers, alphas,
-            extra, cache if guide is inter else PassCache())
+        chain = linear_chain(guide.graph) if self.options.chain_pass else None
+        if usable(chain, guide, self.out_name, alphas, terms):
+            coefs, input_coef = chain_coefs(
+                chain, chain_state(chain, guide), full_coef[:, rows].to(guide.dtype), alphas,
+                {k: v.to(guide.dtype) for k, v in betas.items()}, terms)
+        else:
+            coefs, input_coef = layer_output_coefs(
+                guide, self.out_name, full_coef[:, rows].to(guide.dtype), self.layers,
+                alphas, extra, cache if guide is inter else PassCache())
         coefs = {k: v.to(inter.dtype) for k, v in coefs.items()}
         alphas = {k: v.to(inter.dtype) for k, v in alphas.items()}
         input_coef = None if input_coef is None else input_coef.to(inter.dtype)
