@@ -9,7 +9,9 @@ the line reports domains bounded, steps, the root bound's time and domains/s aft
 (per wall second, and per CPU second of this process: steadier on a shared machine).
 ``--profile`` prints the top cumulative entries of cProfile for each case. Each technique of
 issue 18 item 1 can be switched off alone with ``--set``: ``narrow_dead=false`` (dead Relus
-kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``; item 3:
+kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``,
+``lazy_certify=false``, ``chain_pass=false`` (the general engine's passes in the pair loop on
+Linear/Relu chains too); item 3:
 ``nogoods=true`` (learned nogoods, off by default; a second line per case reports them).
 ``--case mnistfc:onnx/mnist-net_256x4.onnx:vnnlib/prop_3_0.03.vnnlib`` runs other instances.
 ``--cascade`` runs the bound cascade first as ``verify`` does (its root bounds, its steps) and
@@ -17,10 +19,11 @@ counts the checkpoints' CPU seconds from the cascade's start: the measure for ch
 cascade or the root.
 
 The script only uses interfaces that existed before issue 18 (``NeuronSplitSearch``,
-``NeuronSplitOptions``), so the same file measures the baseline code side by side:
+``NeuronSplitOptions``; newer keywords and settings only where the measured tree has them), so
+the same file measures the baseline code side by side, at the same time with ``--baseline``:
 
-    cd /work/before && PYTHONPATH=/work/before OMP_NUM_THREADS=1 \\
-        /work/main/.venv/bin/python /work/main/benchmarks/relu_bab_bench.py
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.relu_bab_bench --baseline /work/before \\
+        --seconds 60 --checkpoints 5,10,20 --domain-marks 100,400,1600
 """
 
 from __future__ import annotations
