@@ -6,10 +6,14 @@ and below the exact minima."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
 
+import verifier.bab.chain_guide as chain_guide
 import verifier.bab.pair_loop as pair_loop
 from bounds.engine.alpha_ops import init_alphas
 from bounds.engine.results import Intermediates, PassCache
@@ -60,6 +64,12 @@ def test_chains_are_recognised_and_nothing_else():
     assert linear_chain(mlp(weights, activation="Sigmoid")) is None
     tail = linear_chain(_relu_output(mlp(weights)))
     assert tail is not None and tail.layers[-1].linear is None and tail.start == "out"
+    graph = mlp(weights)  # the memo does not keep a graph alive
+    assert linear_chain(graph) is linear_chain(graph)
+    gone = weakref.ref(graph)
+    del graph
+    gc.collect()
+    assert gone() is None and all(ref() is not None for ref, _ in chain_guide._CHAINS.values())
     graph = mlp(weights)  # a value read twice is no chain
     twice = Node("sum", "Add", ("act0", "act0"), (1, 3))
     assert linear_chain(Graph(graph.inputs, (TensorInfo("sum", (1, 3)),),

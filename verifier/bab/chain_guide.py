@@ -40,13 +40,17 @@ class _Layer:
     # at the graph's output, ERAN's nets)
     relu: str | None  # the Relu node that feeds it (None: the first Linear)
     relu_input: str | None  # that Relu's input value (bounds, split codes, betas)
+    consts: tuple = ()  # the Linear's (W, b or None) arrays
+    relu_shape: tuple = ()  # the Relu's output shape
 
 
 @dataclass(frozen=True)
 class Chain:
     """A graph input -> Linear (-> Relu -> Linear)* (-> Relu) chain (``linear_chain``)."""
 
-    graph: object
+    # (no reference to the graph: the memo below must not keep graphs alive)
+    input_name: str
+    input_shape: tuple
     start: str  # the last Linear: the value the spec rows read
     layers: tuple[_Layer, ...]
     memo: dict = field(default_factory=dict, compare=False, repr=False)
@@ -64,9 +68,8 @@ class Chain:
             if lay.linear is None:
                 out.append((None, None))
                 continue
-            node = self.graph.node(lay.linear)
-            bias = node.consts.get(2)
-            out.append((as_tensor(node.consts[1], device, dtype),
+            weight, bias = lay.consts
+            out.append((as_tensor(weight, device, dtype),
                         None if bias is None else as_tensor(bias, device, dtype)))
         return out
 
@@ -76,11 +79,13 @@ _CHAINS: dict[int, tuple[weakref.ref, Chain | None]] = {}
 
 def linear_chain(graph) -> Chain | None:
     """The graph as a Linear/Relu chain (memoised per graph), or None when it is not one."""
-    entry = _CHAINS.get(id(graph))
+    key = id(graph)
+    entry = _CHAINS.get(key)
     if entry is not None and entry[0]() is graph:
         return entry[1]
     chain = _build(graph)
-    _CHAINS[id(graph)] = (weakref.ref(graph), chain)
+    # the entry goes with the graph (the chain holds its weights' arrays and tensors)
+    _CHAINS[key] = (weakref.ref(graph, lambda _, k=key: _CHAINS.pop(k, None)), chain)
     return chain
 
 
@@ -98,7 +103,9 @@ def _build(graph) -> Chain | None:
         elif node.op == "Linear" and 1 in node.consts and node.consts[1].ndim == 2 \
                 and (relu is not None or not layers) and len(node.inputs) <= 3:
             layers.append(_Layer(node.name, relu, None if relu is None
-                                 else graph.node(relu).inputs[0]))
+                                 else graph.node(relu).inputs[0],
+                                 (node.consts[1], node.consts.get(2)),
+                                 () if relu is None else tuple(graph.shape_of(relu))))
             relu, seen_linear = None, True
         elif node.op == "Relu" and seen_linear and relu is None:
             relu = node.name
@@ -106,12 +113,14 @@ def _build(graph) -> Chain | None:
             return None
         prev = node.name
     if relu is not None:  # the output is a Relu's
-        layers.append(_Layer(None, relu, graph.node(relu).inputs[0]))
+        layers.append(_Layer(None, relu, graph.node(relu).inputs[0], (),
+                             tuple(graph.shape_of(relu))))
     if not layers or graph.outputs[0].name != prev:
         return None
     if any(len(graph.consumers(n.name)) != 1 for n in graph.nodes[:-1]):
         return None
-    return Chain(graph, prev, tuple(layers))
+    first = graph.inputs[0]
+    return Chain(first.name, tuple(first.shape), prev, tuple(layers))
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,7 @@ def chain_state(chain: Chain, inter: Intermediates) -> ChainState:
         lower, upper = flat(x.lower), flat(x.upper)
         unstable, up_slope, up_offset = upper_plane(lower, upper)
         planes.append((unstable, (lower >= 0).to(lower.dtype), up_slope, up_offset))
-    box = inter.bounds.get(chain.graph.inputs[0].name, inter.box)  # (the engine's choice)
+    box = inter.bounds.get(chain.input_name, inter.box)  # (the engine's choice)
     lo, hi = flat(box.lower), flat(box.upper)
     if bool((lo == lo[:1]).all()) and bool((hi == hi[:1]).all()):
         return ChainState(tuple(planes), tuple(deltas),
@@ -170,10 +179,10 @@ def chain_coefs(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dic
     each Relu's output and those [B, S, *input shape] reaching the input."""
     kept: dict = {}
     chain_bound(chain, state, coef, alphas, betas, terms, kept)
-    graph, b, s = chain.graph, coef.shape[0], coef.shape[1]
-    coefs = {lay.relu: kept[lay.relu].reshape(b, s, *graph.shape_of(lay.relu))
+    b, s = coef.shape[0], coef.shape[1]
+    coefs = {lay.relu: kept[lay.relu].reshape(b, s, *lay.relu_shape)
              for lay in chain.layers if lay.relu is not None}
-    return coefs, kept[None].reshape(b, s, *graph.inputs[0].shape)
+    return coefs, kept[None].reshape(b, s, *chain.input_shape)
 
 
 def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dict,
@@ -223,11 +232,11 @@ def usable(chain: Chain | None, inter: Intermediates, start: str, alphas: dict,
            terms: dict) -> bool:
     """Whether :func:`chain_bound` computes this pass: a chain ending at ``start``, alphas
     of its Relus only (dense), split terms of Relu codes only on its Relu inputs."""
-    if chain is None or chain.graph is not inter.graph or chain.start != start:
+    if chain is None or linear_chain(inter.graph) is not chain or chain.start != start:
         return False
     relus = {lay.relu for lay in chain.layers if lay.relu}
     values = {lay.relu_input for lay in chain.layers if lay.relu_input}
-    linears = {lay.linear for lay in chain.layers} | {chain.graph.inputs[0].name}
+    linears = {lay.linear for lay in chain.layers} | {chain.input_name}
     if any(d is not None for k, d in inter.deltas.items() if k not in linears):
         return False  # (only the Linears' allowances are applied, as the engine's steps)
     return set(alphas) <= relus and all(
