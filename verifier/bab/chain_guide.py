@@ -28,7 +28,8 @@ import torch
 
 from bounds.engine.constants import as_tensor
 from bounds.engine.results import Intermediates
-from bounds.rules.relu import upper_plane
+from bounds.registry import rules
+from bounds.rules.relu import relu_relax, upper_plane
 
 # ops between the graph input and the first Linear that keep row-major order
 _REORDER_FREE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -89,6 +90,12 @@ def linear_chain(graph) -> Chain | None:
     return chain
 
 
+def _relaxed_as_relu(op: str) -> bool:
+    """The op's rule relaxes it with ``relu_relax``, whose planes the chain's passes apply."""
+    rule = rules().get(op)
+    return rule is not None and rule.relax is relu_relax
+
+
 def _build(graph) -> Chain | None:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         return None
@@ -107,7 +114,7 @@ def _build(graph) -> Chain | None:
                                  (node.consts[1], node.consts.get(2)),
                                  () if relu is None else tuple(graph.shape_of(relu))))
             relu, seen_linear = None, True
-        elif node.op == "Relu" and seen_linear and relu is None:
+        elif _relaxed_as_relu(node.op) and seen_linear and relu is None:
             relu = node.name
         else:
             return None
