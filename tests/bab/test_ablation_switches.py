@@ -43,7 +43,8 @@ SEARCH_SWITCHES = [("--no-bab-root-refine", "root_refine"),
                    ("--no-bab-drop-hopeless", "drop_hopeless"),
                    ("--no-bab-short-cascade", "short_cascade"),
                    ("--no-bab-cascade-give-up", "cascade_give_up"),
-                   ("--no-bab-lazy-certify", "lazy_certify")]
+                   ("--no-bab-lazy-certify", "lazy_certify"),
+                   ("--no-bab-chain-pass", "chain_pass")]
 
 
 @pytest.mark.parametrize(("flag", "field"), SEARCH_SWITCHES)

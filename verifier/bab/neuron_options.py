@@ -56,16 +56,8 @@ class NeuronSplitOptions(BabConfig):
     pair_batches: bool = True
     # Relu-only nets too split further candidates while the children fill less than a batch.
     relu_multi_split: bool = True
-    # Pair batches: the sound bound pass after the optimisation runs only for the pairs it
-    # proves (``pair_loop.optimize_pairs``' ``lazy``); the others keep their parent's bound
-    # and are queued by the optimisation's own.
-    lazy_certify: bool = True
-    # Pair batches on a fully connected Relu chain: the optimisation's passes by
-    # ``chain_guide`` (a few fused tensor ops) instead of the general engine's; bounds kept as
-    # sound still come from the engine.
-    chain_pass: bool = True
-    # (``root_refine``, ``shrink_last_steps`` and ``drop_hopeless`` are BabConfig fields:
-    # ablation switches on verify and bench)
+    # (``root_refine``, ``shrink_last_steps``, ``drop_hopeless``, ``lazy_certify`` and
+    # ``chain_pass`` are BabConfig fields: ablation switches on verify and bench)
 
 
 @dataclass

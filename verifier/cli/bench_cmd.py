@@ -117,7 +117,8 @@ def summary_line(total) -> str:
     counts = " ".join(f"{v}={total.count(v)}" for v in VERDICT_COLUMNS)
     return (f"summary: instances={total.instances} {counts} incorrect={total.incorrect} "
             f"time_s={total.total_time:.1f} score={total.score} killed={total.killed} "
-            f"max_overrun_s={total.max_overrun_s:.2f} abandoned={total.abandoned} bounded={total.bound_passes} "
+            f"max_overrun_s={total.max_overrun_s:.2f} abandoned={total.abandoned} "
+            f"bounded={total.bound_passes} "
             f"max_first_bound_s={total.max_first_bound_s:.2f}")
 
 
