@@ -14,6 +14,10 @@ the dispatcher drains.
   reports the reason to the board and ends the worker process, so the memory is returned;
 * a worker that dies (crash, ``os._exit``, Ray's out-of-memory killer) fails the job with the
   reason; the server keeps going;
+* abandoned work: a task whose verifier left an abandoned stage running
+  (:func:`server.worker.must_recycle`) hands its outcome to the board and ends its worker
+  process, so the next job does not share the CPU with it; the dispatcher records that
+  outcome when it sees the worker gone;
 * stop: tasks in flight are cancelled and their jobs stay ``running`` in the store, so the
   next start re-queues them (attempts kept), as with the local pool.
 
@@ -34,11 +38,12 @@ from typing import Any
 from server.executor import POLL_S, Executor
 from server.memory import MemoryWatchdog, limit_message, release_memory
 from server.store import Job
-from server.worker import load_runner, run_task, throttled
+from server.worker import load_runner, must_recycle, run_task, throttled
 
 log = logging.getLogger(__name__)
 
 MEMORY_EXIT_CODE = 71
+RECYCLE_EXIT_CODE = 72
 
 
 def import_ray():
@@ -53,12 +58,13 @@ def import_ray():
 
 class ProgressBoard:
     """A Ray actor collecting what tasks report: started jobs, the latest progress event of
-    each job, and failure reasons of tasks that ended their own process."""
+    each job, and the outcomes of tasks that ended their own process (a failure reason, or
+    the job's result when the worker ended to drop abandoned work)."""
 
     def __init__(self) -> None:
         self._started: list[str] = []
         self._progress: dict[str, dict] = {}
-        self._failures: dict[str, str] = {}
+        self._endings: dict[str, tuple[str, Any]] = {}
 
     def started(self, job_id: str) -> None:
         self._started.append(job_id)
@@ -67,7 +73,10 @@ class ProgressBoard:
         self._progress[job_id] = event
 
     def fail(self, job_id: str, reason: str) -> None:
-        self._failures[job_id] = reason
+        self._endings[job_id] = ("failed", reason)
+
+    def finish(self, job_id: str, kind: str, payload: Any) -> None:
+        self._endings[job_id] = (kind, payload)
 
     def take(self) -> tuple[list[str], dict[str, dict]]:
         """Started jobs and progress events since the last call."""
@@ -75,8 +84,9 @@ class ProgressBoard:
         self._started, self._progress = [], {}
         return started, progress
 
-    def failure(self, job_id: str) -> str | None:
-        return self._failures.pop(job_id, None)
+    def ending(self, job_id: str) -> tuple[str, Any] | None:
+        """``(kind, payload)`` left by a task that ended its own process, else None."""
+        return self._endings.pop(job_id, None)
 
 
 def run_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str, Any]:
@@ -95,9 +105,17 @@ def run_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str,
     try:
         with MemoryWatchdog(task.get("memory_mb"), exceeded):
             runner = load_runner(runner_spec)
-            return run_task(runner, job_id, task, progress)
+            outcome = run_task(runner, job_id, task, progress)
     finally:
         release_memory()  # the worker may run the next job
+    if must_recycle():
+        # Ray reuses the process for the next task: hand the outcome over and end it, or the
+        # abandoned stage would keep a core busy under the next job until its own deadline.
+        try:
+            ray.get(board.finish.remote(job_id, *outcome), timeout=10)
+        finally:
+            os._exit(RECYCLE_EXIT_CODE)
+    return outcome
 
 
 def run_gpu_job(job_id: str, task: dict, runner_spec: str, board: Any) -> tuple[str, Any]:
@@ -255,24 +273,24 @@ class RayExecutor(Executor):
         except ray.exceptions.TaskCancelledError:
             return
         except ray.exceptions.RayError as exc:
-            self.record_failure(item.job, self._death_reason(item.job, exc))
-            return
+            kind, payload = self._ending(item.job, exc)
         if kind == "result":
             self.record_result(item.job, payload)
         else:
             self.record_failure(item.job, payload)
 
-    def _death_reason(self, job: Job, exc: Exception) -> str:
-        """Why a task ended without an outcome: the memory limit, Ray's out-of-memory
-        killer, or a crash of its worker process."""
+    def _ending(self, job: Job, exc: Exception) -> tuple[str, Any]:
+        """The outcome of a task whose worker process ended: what it left on the board (its
+        result when it ended to drop abandoned work, the memory limit's reason), else why
+        it died (Ray's out-of-memory killer, a crash)."""
         try:
-            reason = self._ray.get(self._board.failure.remote(job.id), timeout=10)
+            ending = self._ray.get(self._board.ending.remote(job.id), timeout=10)
         except self._ray.exceptions.RayError:
-            reason = None
-        if reason:
-            return reason
+            ending = None
+        if ending:
+            return ending
         if isinstance(exc, self._ray.exceptions.OutOfMemoryError):
-            return "the Ray node ran out of memory and killed the job's worker"
+            return "failed", "the Ray node ran out of memory and killed the job's worker"
         first = str(exc).strip().splitlines()
         detail = f": {first[0]}" if first else ""
-        return f"Ray worker died while running the job ({type(exc).__name__}{detail})"
+        return "failed", f"Ray worker died while running the job ({type(exc).__name__}{detail})"

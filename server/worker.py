@@ -163,10 +163,10 @@ def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
         job_id, task = message
         progress = throttled(lambda event, job_id=job_id: conn.send(("progress", job_id, event)))
         kind, payload = run_task(runner, job_id, task, progress)
-        conn.send((kind, job_id, payload, _must_recycle()))
+        conn.send((kind, job_id, payload, must_recycle()))
 
 
-def _must_recycle() -> bool:
+def must_recycle() -> bool:
     """Whether the job left work running (a stage the watchdog abandoned at the timeout):
     the parent then replaces this process before the next job."""
     import sys

@@ -145,6 +145,17 @@ def test_ray_max_calls_one_gives_every_job_a_fresh_worker(ray_driver, tmp_path):
     assert jobs[0]["message"] != jobs[1]["message"]  # the worker pids
 
 
+def test_worker_left_running_abandoned_work_is_replaced(ray_driver, tmp_path):
+    """A job whose verifier abandoned an overrunning stage (verifier.watchdog) keeps its
+    verdict, and its worker process ends: the next job runs in a fresh one (fails if the
+    task returned normally and Ray reused the process)."""
+    settings = ray_settings(tmp_path, ray_driver, job_runner="runners:abandons", workers=1)
+    with client_for(settings) as client:
+        jobs = [wait_final(client, submit(client, SPEC_UNSAT).json()["id"]) for _ in range(2)]
+    assert [(j["status"], j["verdict"]) for j in jobs] == [("done", "timeout")] * 2
+    assert jobs[0]["message"] != jobs[1]["message"]  # the worker pids
+
+
 def test_cuda_jobs_get_a_gpu_and_a_fresh_worker(ray_driver, tmp_path):
     settings = ray_settings(tmp_path, ray_driver, job_runner="runners:gpu_probe", workers=1)
     with client_for(settings) as client:
