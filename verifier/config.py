@@ -132,12 +132,16 @@ class BabConfig:
     # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost more
     # than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py: oval21 base
     # img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046, mnistfc 256x4
-    # prop_0 -0.200 -> -0.179, at 1.3-1.6x the domains per second).
+    # prop_0 -0.200 -> -0.179, at 1.3-1.6x the domains per second). Fully connected Relu
+    # chains (mnistfc, ERAN) take downstream, with one Relu split per domain and step
+    # (``NeuronSplitOptions.relu_multi_split``): relu18g, session 19, mnistfc 256x4 prop_0_0.03
+    # worst margin at 100 domains -0.2586 vs -0.4175, at 2/4/8 CPU s -0.2586 vs
+    # -0.3306/-0.3045/-0.2759.
     intermediate: IntermediateMode = _setting(
         "auto", "--bab-intermediate",
         "children's intermediate bounds: their parent's with the split applied (reuse), CROWN "
         "again below the newest split (downstream) or everywhere (recompute); auto: reuse on "
-        "Relu-only nets, else downstream")
+        "Relu-only nets other than fully connected Linear/Relu chains, else downstream")
 
 
 class VerifyConfig(BaseModel):

@@ -62,6 +62,7 @@ from verifier.bab.neuron_options import (
     LAST_STEP_MIN,
     NeuronSplitOptions,
     _Counters,
+    fc_relu_chain,
     has_conv_split_layer,
 )
 from verifier.bab.nogoods import nogood_hooks
@@ -99,6 +100,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.layers = split_layers(graph, options.nonlinear,
                                    options.nonlinear and options.products)
         self.sign_only = all(lay.sign_split and not lay.products for lay in self.layers)
+        self.fc_chain = fc_relu_chain(graph, self.sign_only)
         self.points, self.carry = SplitPoints(options.points), AlphaCarry(self.layers)
         self.input_shape = graph.inputs[0].shape
         self.out_name = graph.outputs[0].name
@@ -512,14 +514,19 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def _mode(self) -> str:
         mode = self.options.intermediate
         if mode == "auto":
-            return "reuse" if self.sign_only else "downstream"
+            return "reuse" if self.sign_only and not self.fc_chain else "downstream"
         return mode
+
+    def _relu_multi_split(self) -> bool:
+        """``relu_multi_split``, its None resolved: off on fully connected Relu chains."""
+        multi = self.options.relu_multi_split
+        return not self.fc_chain if multi is None else multi
 
     def _split(self, batch: NeuronDomains, choice: torch.Tensor, size: int):
         """Children of ``batch`` split at ``choice`` [N] (``split_more``, filling up to
         ``size``), their reuse."""
         opts = self.options
-        extra = opts.multi_split - 1 if not self.sign_only or opts.relu_multi_split else 0
+        extra = opts.multi_split - 1 if not self.sign_only or self._relu_multi_split() else 0
         kids, first = split_more(batch, self.layers, choice, self.points, extra,
                                  size, self.carry)
         mode = self._mode()
