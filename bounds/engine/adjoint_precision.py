@@ -64,6 +64,7 @@ import torch
 from bounds.engine.rounding import U32, gamma
 from bounds.float32_upper import full_float32
 from bounds.graph import Node
+from bounds.rules.linear import channels_last_kernel
 
 # The ops whose adjoints are taken in float32: convolutions. Linear's float32 matrix products
 # are only about twice as fast as float64 ones, which the casts and the centring eat up, while
@@ -177,3 +178,16 @@ def row_scale(length: int, absolute) -> torch.Tensor | None:
         return None
     n = nonzero.clamp(max=length).to(torch.float64) + 3
     return (n * U32 / (1 - n * U32)) / gamma(length + 3)
+
+
+def work_cast(node: Node, coef: torch.Tensor, work: torch.dtype) -> torch.Tensor:
+    """``coef`` [..., C, H, W] in the ``work`` dtype of ``node``'s adjoint, cast straight into
+    channels-last layout where its transposed convolution runs the channels-last kernel
+    (``linear.channels_last_kernel``: the cast and the kernel's layout change in one copy;
+    the same numbers)."""
+    if node.op != "Conv" or coef.dim() < 4 or not channels_last_kernel(
+            node.consts[1].shape, tuple(int(s) for s in node.attrs["strides"]),
+            int(node.attrs["group"]), work):
+        return coef.to(work)
+    flat = coef.reshape(-1, *coef.shape[-3:])
+    return flat.to(work, memory_format=torch.channels_last).reshape(coef.shape)

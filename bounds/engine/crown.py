@@ -209,13 +209,16 @@ def _rule_adjoint(inter: Intermediates, node: Node, rule, coef: torch.Tensor,
     args = node_args(node, inter.bounds, inter.device, dtype)
     if work is not None:  # the caller takes the offset (A.f(c)): no bias term to sum here
         args = args[:2] + [None] * (len(args) - 2)
-    coefs, offset = rule.backward(node, coef if work is None else coef.to(work), args)
+    cast = coef if work is None else adjoint_precision.work_cast(node, coef, work)
+    coefs, offset = rule.backward(node, cast, args)
     if coefs is None:
         return None, None
     dyn = [c for c, name in zip(coefs, node.inputs, strict=False) if name is not None]
-    if work is not None:
-        dyn = [None if c is None else c.to(coef.dtype) for c in dyn]
+    if work is not None:  # (one copy, whatever layout the kernel left)
+        dyn = [None if c is None else c.to(coef.dtype, memory_format=torch.contiguous_format)
+               for c in dyn]
     return dyn, offset
+
 
 
 def rates(cache: PassCache) -> dict:

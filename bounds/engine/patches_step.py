@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from bounds.engine import patches
+from bounds.engine import adjoint_precision, patches
 from bounds.engine.constants import as_tensor
 from bounds.engine.patches import Patches
 from bounds.engine.results import Intermediates
@@ -113,11 +113,11 @@ def _conv(inter: Intermediates, node: Node, a: Patches, work: torch.dtype | None
         return None
     bias = node.consts.get(2)
     bias = None if bias is None or work is not None else as_tensor(bias, inter.device, dtype)
-    source = a if work is None else a.with_values(a.values.to(work))
+    source = a if work is None else a.with_values(adjoint_precision.work_cast(node, a.values, work))
     q, offset = patches.conv_step(source, w, node.attrs, inter.graph.shape_of(node.inputs[0]),
                                   bias)
     if work is not None:
-        q = q.with_values(q.values.to(a.values.dtype))
+        q = q.with_values(q.values.to(a.values.dtype, memory_format=torch.contiguous_format))
     return [_keep_small(q)], offset
 
 

@@ -163,31 +163,72 @@ def conv_input_coef(coef: torch.Tensor, w: torch.Tensor, in_sp, attrs) -> torch.
     return F.pad(full, torch_pads)
 
 
+def channels_last_kernel(w: torch.Tensor | tuple, stride: tuple, groups: int,
+                         dtype: torch.dtype) -> bool:
+    """Whether ``conv_transpose`` runs torch's channels-last kernel for weights ``w`` (or
+    their shape): a caller that casts its coefficients to float32 anyway may cast them
+    straight into that layout (``conv_transpose`` then keeps it: one copy each way less)."""
+    shape = tuple(w.shape) if isinstance(w, torch.Tensor) else tuple(w)
+    return (len(shape) == 4 and dtype == torch.float32 and max(stride) > 1
+            and not (groups == 1 and shape[1] <= FOLD_MAX_CHANNELS)
+            and not _pointwise(shape, stride, groups, dtype))
+
+
+def _pointwise(shape: tuple, stride: tuple, groups: int, dtype: torch.dtype) -> bool:
+    """A strided float32 2-D transposed convolution with a 1 x 1 kernel (a ResNet's strided
+    shortcut): one matrix product written at every stride-th cell."""
+    return (len(shape) == 4 and dtype == torch.float32 and max(stride) > 1 and groups == 1
+            and shape[2] == 1 and shape[3] == 1)
+
+
 def conv_transpose(x: torch.Tensor, w: torch.Tensor, *, stride: tuple, dilation: tuple,
                    groups: int, padding: tuple | None = None,
                    output_padding: tuple | None = None) -> torch.Tensor:
     """torch's conv_transpose{1,2,3}d of ``x`` [N, Cin, *sp] with weights ``w`` (no bias).
-    A strided float32 2-D one takes the channels-last kernel, or onto at most
-    FOLD_MAX_CHANNELS channels the im2col form:
-    cols = W^T x per cell, then col2im sums the overlapping cells (``F.fold``). Each output
-    entry is still a sum of the same products, in another order: the error bounds that hold
-    for any summation order (``adjoint_precision``) hold for both."""
+    A strided float32 2-D one takes the channels-last kernel (its output channels-last when
+    ``x`` is given so, else contiguous), with a 1 x 1 kernel and no padding a matrix product
+    W^T x written at every stride-th cell of zeros, or onto at most FOLD_MAX_CHANNELS
+    channels the im2col form: cols = W^T x per cell, then col2im sums the overlapping cells
+    (``F.fold``). Each output entry is still a sum of the same products (and exact zeros),
+    in another order: the error bounds that hold for any summation order
+    (``adjoint_precision``) hold for all of them."""
     spatial = w.dim() - 2
     padding = padding or (0,) * spatial
     output_padding = output_padding or (0,) * spatial
     strided32 = spatial == 2 and x.dtype == torch.float32 and max(stride) > 1
+    if (strided32 and _pointwise(tuple(w.shape), stride, groups, x.dtype) and not any(padding)
+            and all(0 <= o < s for o, s in zip(output_padding, stride, strict=True))):
+        return _pointwise_transpose(x, w, stride, output_padding)
     if not (strided32 and groups == 1 and w.shape[1] <= FOLD_MAX_CHANNELS):
         # strided float32: the channels-last kernel (646 rows 32 -> 16 channels, 8x8 at
         # stride 2: 29 vs 44 ms with the layout changes, one thread; no gain at stride 1)
+        keep = strided32 and not x.is_contiguous()
         y = _CONV_T[spatial](x.contiguous(memory_format=torch.channels_last) if strided32
                              else x, w, None, stride=stride, padding=padding,
                              output_padding=output_padding, dilation=dilation, groups=groups)
-        return y.contiguous()
+        return y if keep and y.is_contiguous(memory_format=torch.channels_last) else (
+            y.contiguous())
     n, c_in, kernel = x.shape[0], w.shape[0], tuple(w.shape[2:])
     size = tuple((x.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                  + dilation[i] * (kernel[i] - 1) + output_padding[i] + 1 for i in range(2))
     cols = torch.matmul(w.reshape(c_in, -1).t(), x.reshape(n, c_in, -1))
     return F.fold(cols, size, kernel, dilation=dilation, padding=padding, stride=stride)
+
+
+def _pointwise_transpose(x: torch.Tensor, w: torch.Tensor, stride: tuple,
+                         output_padding: tuple) -> torch.Tensor:
+    """conv_transpose2d of ``x`` [N, Cin, H, W] with a 1 x 1 kernel ``w`` [Cin, Cout, 1, 1],
+    no padding: y[:, :, i s0, j s1] = W^T x[:, :, i, j], every other cell 0 (output padding
+    < stride adds zero cells at the end). 646 rows 32 -> 16 channels, 8 x 8 at stride 2: 5.5
+    vs 12.7 ms with torch's kernel, one thread."""
+    n, c_in, h, wd = x.shape
+    c_out, (s0, s1) = w.shape[1], stride
+    y = x.new_zeros((n, c_out, h, s0, wd, s1))
+    prod = torch.matmul(w.reshape(c_in, c_out).t(), x.reshape(n, c_in, h * wd))
+    y[:, :, :, 0, :, 0] = prod.reshape(n, c_out, h, wd)
+    y = y.reshape(n, c_out, h * s0, wd * s1)
+    return y[:, :, : (h - 1) * s0 + 1 + output_padding[0],
+             : (wd - 1) * s1 + 1 + output_padding[1]].contiguous()
 
 
 def _conv_t_backward(node, coef, args):
