@@ -11,7 +11,9 @@ the line reports domains bounded, steps, the root bound's time and domains/s aft
 issue 18 item 1 can be switched off alone with ``--set``: ``narrow_dead=false`` (dead Relus
 kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false``,
 ``lazy_certify=false``, ``chain_pass=false`` (the general engine's passes in the pair loop on
-Linear/Relu chains too); item 3:
+Linear/Relu chains too). On fully connected Relu chains the defaults are one split per domain
+and step and downstream intermediate bounds (session 19); ``--set relu_multi_split=true --set
+intermediate=reuse`` gives the earlier defaults there. Item 3:
 ``nogoods=true`` (learned nogoods, off by default; a second line per case reports them).
 ``--case mnistfc:onnx/mnist-net_256x4.onnx:vnnlib/prop_3_0.03.vnnlib`` runs other instances.
 ``--cascade`` runs the bound cascade first as ``verify`` does (its root bounds, its steps) and
