@@ -220,7 +220,6 @@ def _rule_adjoint(inter: Intermediates, node: Node, rule, coef: torch.Tensor,
     return dyn, offset
 
 
-
 def rates(cache: PassCache) -> dict:
     """Measured seconds per unit of work: the deadline block's when there is one (passes of
     the same block learn from each other), else the cache's."""
