@@ -315,7 +315,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
                              costs, attacks, margin, root_bounds)
     if method == "incomplete" or not small_input:
         return _last_attack(attacks, deadline, method)
-    return _input_split(model, spec, config, open_problems, deadline, progress)
+    return _input_split(model, spec, config, open_problems, deadline, progress, attacks)
 
 
 def _low_dimensional(graph, problems) -> bool:
@@ -365,7 +365,8 @@ def _last_attack(attacks, deadline, method,
     return VerificationResult("unknown", method=method, message=reason)
 
 
-def _input_split(model, spec, config, problems, deadline, progress_cb) -> VerificationResult:
+def _input_split(model, spec, config, problems, deadline, progress_cb,
+                 attacks) -> VerificationResult:
     from verifier.bab.region_attack import box_attack
 
     stats: dict = {}
@@ -380,8 +381,17 @@ def _input_split(model, spec, config, problems, deadline, progress_cb) -> Verifi
         if outcome.verdict == "sat":
             return VerificationResult("sat", outcome.counterexample, method="bab-input",
                                       stats=stats)
-        if outcome.verdict != "unsat":
-            return VerificationResult(outcome.verdict, method="bab-input", stats=stats)
+        if outcome.verdict == "unsat":
+            continue
+        # as after a neuron-split search: seconds left that no step fits (cctsdb patch-1
+        # idx_01613 stopped at 93 s of 120 after a 70 s step) go to a last attack
+        if outcome.verdict == "timeout" and deadline - time.monotonic() <= LAST_ATTACK_MIN_S:
+            return VerificationResult("timeout", method="bab-input", stats=stats)
+        reason = ("the search stopped with time left, no step fitting in it"
+                  if outcome.verdict == "timeout" else "bounds did not settle the property")
+        result = _last_attack(attacks, deadline, "bab-input", reason)
+        return VerificationResult(result.verdict, result.counterexample, method=result.method,
+                                  message=result.message, stats=stats)
     return VerificationResult("unsat", method="bab-input", stats=stats)
 
 
