@@ -15,10 +15,9 @@ import torch.nn.functional as F
 import bounds.engine.adjoint_precision as adjoint_precision
 import bounds.rules.linear as linear
 from bounds.engine import patches
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Graph, Node, TensorInfo
 from bounds.types import Interval
-from tests.bounds.test_conv_patches import _forward_all
+from tests.bounds.test_fold_transpose import assert_encloses_samples, both_sides_bounds
 
 F64 = torch.float64
 
@@ -131,14 +130,6 @@ def _net(seed=0) -> Graph:
                  tuple(nodes))
 
 
-def _bounds(graph, box, method):
-    coef = torch.cat([torch.eye(5, dtype=F64), -torch.eye(5, dtype=F64)]).unsqueeze(0)
-    coef = coef.expand(box.lower.shape[0], -1, -1)
-    rhs = torch.zeros(coef.shape[:2], dtype=F64)
-    return bound_spec(graph, box, coef, rhs, BoundOptions(method=method,
-                                                          intermediate="crown")).lower
-
-
 @pytest.mark.parametrize("method,share", [("crown", None), ("crown", 100.0), ("alpha", None)])
 def test_passes_enclose_sampled_outputs(method, share, pointwise, monkeypatch):
     """Float32 adjoints everywhere (dense, and windows kept however large): the shortcut's
@@ -160,13 +151,10 @@ def test_passes_enclose_sampled_outputs(method, share, pointwise, monkeypatch):
     g = torch.Generator().manual_seed(3)
     centre = torch.rand((2, 3, 16, 16), generator=g, dtype=F64)
     box = Interval(centre - 0.03, centre + 0.03)
-    low = _bounds(graph, box, method)
+    low = both_sides_bounds(graph, box, method)
     assert pointwise["n"] > 0 and casts["n"] > 0
     monkeypatch.setattr(adjoint_precision, "ENABLED", False)
-    exact = _bounds(graph, box, method)
+    exact = both_sides_bounds(graph, box, method)
     slack = 1e-4 if method == "crown" else 1e-3
     assert torch.allclose(low, exact, rtol=slack, atol=slack)
-    for _ in range(50):
-        x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
-        y = _forward_all(graph, x)["out"].flatten(1)
-        assert bool((torch.cat([y, -y], 1) >= low).all())
+    assert_encloses_samples(graph, box, low)

@@ -95,12 +95,21 @@ def _net(seed=0) -> Graph:
                  tuple(nodes))
 
 
-def _bounds(graph, box, method):
+def both_sides_bounds(graph, box, method):
+    """Lower bounds of y and -y for a net with 5 outputs (CROWN intermediates)."""
     coef = torch.cat([torch.eye(5, dtype=F64), -torch.eye(5, dtype=F64)]).unsqueeze(0)
     coef = coef.expand(box.lower.shape[0], -1, -1)
     rhs = torch.zeros(coef.shape[:2], dtype=F64)
     return bound_spec(graph, box, coef, rhs, BoundOptions(method=method,
                                                           intermediate="crown")).lower
+
+
+def assert_encloses_samples(graph, box, low, samples: int = 50):
+    """``low`` (from both_sides_bounds) lies below y and -y at points sampled in ``box``."""
+    for _ in range(samples):
+        x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
+        y = _forward_all(graph, x)["out"].flatten(1)
+        assert bool((torch.cat([y, -y], 1) >= low).all())
 
 
 @pytest.mark.parametrize("method,share", [("crown", None), ("crown", 100.0), ("alpha", None)])
@@ -115,16 +124,13 @@ def test_passes_through_the_fold_enclose_sampled_outputs(method, share, folds, m
     g = torch.Generator().manual_seed(3)
     centre = torch.rand((2, 3, 12, 12), generator=g, dtype=F64)
     box = Interval(centre - 0.05, centre + 0.05)
-    low = _bounds(graph, box, method)
+    low = both_sides_bounds(graph, box, method)
     assert folds["n"] > 0
     monkeypatch.setattr(linear, "FOLD_MAX_CHANNELS", 0)
-    direct = _bounds(graph, box, method)
+    direct = both_sides_bounds(graph, box, method)
     slack = 1e-5 if method == "crown" else 1e-4  # (float32 sums reordered)
     assert torch.allclose(low, direct, rtol=slack, atol=slack)
-    for _ in range(50):
-        x = box.lower + (box.upper - box.lower) * torch.rand(box.lower.shape, dtype=F64)
-        y = _forward_all(graph, x)["out"].flatten(1)
-        assert bool((torch.cat([y, -y], 1) >= low).all())
+    assert_encloses_samples(graph, box, low)
 
 
 @pytest.mark.parametrize("case", [(8, 16, (8, 8), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),
