@@ -40,15 +40,17 @@ def _gamma(n: int) -> float:
 
 
 def full_float32(device: torch.device) -> bool:
-    """Whether torch evaluates float32 products at full float32 precision on ``device`` (not
-    TF32 on CUDA, not reduced-precision matmuls)."""
+    """Whether torch evaluates float32 products on ``device`` as sums of IEEE float32 products
+    (the error model of the allowances that use it): on the CPU unless reduced-precision
+    matmuls or oneDNN's bf16/tf32 modes are on; never on CUDA (below)."""
     if torch.get_float32_matmul_precision() != "highest":
         return False
     if device.type == "cpu":  # oneDNN may be set to compute float32 in bf16 or tf32
         return all(_ieee(getattr(torch.backends.mkldnn, part, None))
                    for part in ("conv", "matmul")) and _ieee(torch.backends.mkldnn)
-    if device.type == "cuda":
-        return not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    # CUDA: never. TF32 aside (cudnn.allow_tf32 is on by default), cuDNN may evaluate a
+    # float32 convolution by FFT or Winograd, whose error is not the summation bound these
+    # allowances assume; the float64 path is exact enough and fast on a GPU.
     return False
 
 

@@ -134,3 +134,9 @@ def test_wide_ibp_radius_is_not_loose(always_float32):
     radius = box.radius @ w.abs().T
     half = (out.upper - out.lower) / 2
     assert bool((half >= radius * (1 - 1e-12)).all() and (half <= radius * (1 + 1e-4)).all())
+
+
+def test_cuda_never_takes_the_float32_path():
+    """cuDNN may convolve by FFT or Winograd (and TF32 is on by default): the summation error
+    bound does not cover those, so CUDA tensors keep the float64 arithmetic."""
+    assert not float32_upper.full_float32(torch.device("cuda"))
