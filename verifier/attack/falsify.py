@@ -207,7 +207,8 @@ class Falsifier:
             log.info("the attack loss has no gradient at the best points: gradient-free "
                      "search on onnxruntime for the rest of the budget")
             return falsify_blackbox(self.model, self.spec, self.stop,
-                                    seed=int(torch.randint(1 << 30, (1,), generator=self.gen)))
+                                    seed=int(torch.randint(1 << 30, (1,), generator=self.gen,
+                                                           device=self.gen.device)))
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
         while not self.out_of_time():
             cex = self.guided_phase(groups) if self.round >= 1 else None

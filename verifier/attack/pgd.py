@@ -214,8 +214,8 @@ def attack_boxes(
     best_x = centre(lo, hi)
     best_loss = torch.full((n_box,), math.inf, device=lo.device, dtype=lo.dtype)
     chunk = batch_size(graph)
-    offset = int(torch.randint(1 << 20, (1,), generator=generator)) if generator is not None \
-        else 0
+    offset = (int(torch.randint(1 << 20, (1,), generator=generator, device=generator.device))
+              if generator is not None else 0)
     # Sample s belongs to box s % n_box, so every box gets its first start before any second.
     total = n_box * restarts
     for s in range(0, total, chunk):
