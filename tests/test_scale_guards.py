@@ -19,8 +19,15 @@ import verifier.memory_guard as memory_guard
 import verifier.strategy as strategy
 from bounds.graph import Graph, Node, TensorInfo
 from tests.bounds.nets import random_mlp
+from tests.bounds.structured_nets import maxpool_cnn
 from verifier.config import AttackConfig, VerifyConfig
-from verifier.device_choice import choose_device, gpu_pays
+from verifier.device_choice import (
+    GPU_MIN_CONV_MACS,
+    GPU_MIN_MACS,
+    choose_device,
+    gpu_pays,
+    pass_macs,
+)
 from verifier.pipeline import verify
 
 N_IN, HIDDEN = 20, 8
@@ -130,10 +137,20 @@ def _wide_cnn() -> Graph:
 
 
 def test_auto_device_keeps_small_models_on_the_cpu(monkeypatch):
+    """The measured rule (verifier/device_choice.py): fully connected nets of the benchmarks'
+    sizes and small CNNs stay on the CPU; CNNs from oval21's size up and any model past
+    GPU_MIN_MACS go to the GPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     acas_like = random_mlp([5, 50, 50, 50, 50, 50, 50, 5])
     assert not gpu_pays(acas_like, 10)
     assert choose_device("auto", acas_like, 10) == "cpu"
+    mnistfc_like = random_mlp([784, 256, 256, 256, 256, 10])
+    assert pass_macs(mnistfc_like, 9) > GPU_MIN_CONV_MACS  # large enough, were it a CNN
+    assert choose_device("auto", mnistfc_like, 9) == "cpu"
+    assert choose_device("auto", maxpool_cnn(0, deep=True), 3) == "cpu"  # a CNN, tiny
+    wide_mlp = random_mlp([1024, 2048, 2048, 10])
+    assert pass_macs(wide_mlp, 9) >= GPU_MIN_MACS
+    assert choose_device("auto", wide_mlp, 9) == "cuda"
     assert gpu_pays(_wide_cnn(), 1)
     assert choose_device("auto", _wide_cnn(), 1) == "cuda"
     assert choose_device("auto", None, 1) == "cpu"  # not bounded: onnxruntime on the CPU
@@ -156,6 +173,26 @@ def test_search_budgets_follow_the_process_cap(monkeypatch):
     assert memory_budget(1 << 30, share=0.5) == 1 << 19
     expected = int(budget.PASS_MEMORY_SHARE * (1 << 20)) // (budget.COEF_COPIES * 8)
     assert budget.coef_budget("cpu", torch.float64, 1 << 24) == expected
+
+
+def test_workers_side_by_side_split_the_gpu(monkeypatch):
+    """A bench worker's share of a GPU (set_device_share): the engines see no more than the
+    share less what the process already holds, and torch's allocator is capped at it."""
+    import bounds.engine.budget as budget
+
+    gib = 1 << 30
+    caps = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (80 * gib, 100 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda share, dev: caps.append(share))
+    monkeypatch.setattr(budget, "_capped", set())
+    monkeypatch.setattr(budget, "_device_share", None)
+    assert budget.free_bytes("cuda:0") == 80 * gib and caps == []
+    budget.set_device_share(0.1)
+    assert budget.free_bytes("cuda:0") == 9 * gib
+    assert budget.free_bytes("cuda:0") == 9 * gib
+    assert caps == [0.1]  # (set once)
 
 
 def test_the_engines_stop_before_the_run_deadline(monkeypatch):
