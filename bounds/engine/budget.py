@@ -67,13 +67,39 @@ def _rlimit_headroom() -> int | None:
     return max(0, soft - data_bytes())
 
 
+# Share of a GPU's memory this process may take (None: all of it): workers side by side on
+# one device split it (``set_device_share``, bench --jobs), as they split the host's.
+_device_share: float | None = None
+_capped: set = set()  # (device index, share) whose allocator cap is set
+
+
+def set_device_share(share: float | None) -> None:
+    """Let this process take at most ``share`` of each GPU's memory (None: no limit). Read by
+    ``free_bytes``, which also sets torch's allocator cap once CUDA is in use (an allocation
+    past it then fails with an out-of-memory error the pipeline answers, not another
+    worker's)."""
+    global _device_share
+    _device_share = share
+
+
+def _cuda_free(dev: torch.device) -> int:
+    free, total = torch.cuda.mem_get_info(dev)
+    if _device_share is None:
+        return int(free)
+    if (dev.index, _device_share) not in _capped:
+        torch.cuda.set_per_process_memory_fraction(_device_share, dev)
+        _capped.add((dev.index, _device_share))
+    left = int(_device_share * total) - torch.cuda.memory_reserved(dev)
+    return max(0, min(int(free), left))
+
+
 def free_bytes(device: torch.device | str) -> int:
-    """Memory free on ``device`` now: CUDA's free memory; on the host MemAvailable, and no
-    more than this process's RLIMIT_DATA leaves it."""
+    """Memory free on ``device`` now: CUDA's free memory, no more than this process's share of
+    the device leaves it; on the host MemAvailable, and no more than this process's
+    RLIMIT_DATA leaves it."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return int(free)
+        return _cuda_free(dev)
     free = _proc_field("/proc/meminfo", "MemAvailable") or DEFAULT_FREE_BYTES
     headroom = _rlimit_headroom()
     return free if headroom is None else min(free, headroom)

@@ -170,3 +170,22 @@ def test_bab_flags_reach_the_config(monkeypatch):
     answer = bench.run_task(task)
     assert answer["result"] == "error"
     assert seen["bab"] == BabConfig(**settings)
+
+
+def test_workers_side_by_side_split_the_cores(monkeypatch):
+    """--jobs N: each worker runs torch on cpu_count // N threads (at least one); one worker,
+    or the bench's own process, keeps torch's default."""
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    instance = bench.Instance("b", "m.onnx", "s.vnnlib", Path("m.onnx"), Path("s.vnnlib"), 10.0)
+    threads = {jobs: runner._task(instance, bench.BenchOptions(jobs=jobs))["threads"]
+               for jobs in (1, 4, 12, 32)}
+    assert threads == {1: None, 4: 4, 12: 1, 32: 1}
+    assert runner._task(instance, bench.BenchOptions(jobs=4, in_process=True))["threads"] is None
+    seen = {}
+    monkeypatch.setattr("verifier.memory_guard.cap_process_memory", lambda share: None)
+    monkeypatch.setattr("bounds.engine.budget.set_device_share", lambda share: None)
+    monkeypatch.setattr("torch.set_num_threads", lambda n: seen.setdefault("threads", n))
+    monkeypatch.setattr("verifier.pipeline.verify",
+                        lambda *a: (_ for _ in ()).throw(RuntimeError("stop here")))
+    bench.run_task(runner._task(instance, bench.BenchOptions(jobs=4)))
+    assert seen == {"threads": 4}

@@ -46,9 +46,15 @@ def run_task(task: dict) -> dict:
         from verifier.pipeline import verify
 
         if task.get("memory_share"):
+            from bounds.engine.budget import set_device_share
             from verifier.memory_guard import cap_process_memory
 
             cap_process_memory(task["memory_share"])
+            set_device_share(task["memory_share"])  # (a GPU's memory splits the same way)
+        if task.get("threads"):
+            import torch
+
+            torch.set_num_threads(task["threads"])
         config = VerifyConfig(timeout=task["timeout"], method=task["method"],
                               device=task["device"], seed=task["seed"],
                               check_model=task["check_model"],
@@ -150,7 +156,18 @@ def _task(instance: Instance, opts: BenchOptions) -> dict:
             "timeout": effective_timeout(instance, opts.timeout_cap), "method": opts.method,
             "device": opts.device, "seed": opts.seed, "check_model": opts.check_model,
             "bab": dict(opts.bab), "memory_share": _memory_share(opts),
-            "log_level": opts.log_level}
+            "threads": _worker_threads(opts), "log_level": opts.log_level}
+
+
+def _worker_threads(opts: BenchOptions) -> int | None:
+    """Torch threads per worker when workers run side by side: the cores split between them
+    (torch's default, every core in every worker, oversubscribes the machine jobs times over).
+    None (torch's default) for one worker or in-process."""
+    if opts.in_process or opts.jobs <= 1:
+        return None
+    import os
+
+    return max(1, (os.cpu_count() or 1) // opts.jobs)
 
 
 def _memory_share(opts: BenchOptions) -> float | None:
