@@ -23,9 +23,10 @@ Each pass runs under the engines' deadline (``--limit`` seconds): a pass that do
 time reports ``over N s`` instead of hanging; the worker itself is killed at its passes' limits
 plus a margin (``killed``). Peak memory is the growth of the process's resident set during the
 pass (Linux VmHWM, reset before each pass; CUDA: peak allocated); the speed-up compares
-process CPU seconds, which a loaded machine disturbs less than wall time. With ``--compare DIR`` the
-same worker runs with ``PYTHONPATH=DIR`` (a baseline checkout) right after each model's
-current-tree worker, so both see the same load; the table prints both and the speed-up.
+process CPU seconds, which a loaded machine disturbs less than wall time (on a GPU, whose work
+those do not count: wall seconds). With ``--compare DIR`` the same worker runs with
+``PYTHONPATH=DIR`` (a baseline checkout) right after each model's current-tree worker, so both
+see the same load; the table prints both and the speed-up.
 
     python -m benchmarks.bound_bench [--benchmarks eran yolo_2023 ...] [--models REGEX]
         [--passes ibp crown alpha] [--limit 60] [--compare /work/before] [--devices cpu cuda]
@@ -236,7 +237,9 @@ def _spawn(tree: Path | None, onnx: Path, spec: Path, device: str, passes, limit
            "--devices", device, "--passes", *passes, "--limit", str(limit),
            "--threads", str(threads)]
     root = str(tree if tree is not None else Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root}
+    # (the tree first; the caller's PYTHONPATH after it: packages installed beside the tree)
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     timeout = WORKER_SLACK_S + limit * len(passes) * (ITER_PROBE + 1.5)
     rows, status = [], "killed"
     try:
@@ -265,10 +268,13 @@ def _cell(row: dict, limit: float) -> str:
     return f"{row['seconds']:8.3f}s cpu {row['cpu_s']:7.3f}s {row['mem_mb']:6.0f}MB{worst}"
 
 
-def _speedup(now: dict, base: dict) -> str:
-    if now["status"] != "ok" or base["status"] != "ok" or not now["cpu_s"]:
+def _speedup(now: dict, base: dict, device: str = "cpu") -> str:
+    """Baseline over current time: process CPU seconds on the CPU (less disturbed by load),
+    wall seconds on a GPU (whose work the process's CPU time does not count)."""
+    key = "seconds" if device == "cuda" else "cpu_s"
+    if now["status"] != "ok" or base["status"] != "ok" or not now[key]:
         return ""
-    return f"x{base['cpu_s'] / now['cpu_s']:.2f} (cpu)"
+    return f"x{base[key] / now[key]:.2f} ({'wall' if key == 'seconds' else 'cpu'})"
 
 
 def run(args) -> list[dict]:
@@ -302,7 +308,7 @@ def _measure(args, bench: str, onnx: Path, spec: Path, device: str, rep: int) ->
                "device": device, "repeat": rep, "pass": p,
                **{f"now_{k}": v for k, v in now[p].items() if k != "pass"}}
         if base is not None:
-            line += f" | before {_cell(base[p], args.limit)} {_speedup(now[p], base[p])}"
+            line += f" | before {_cell(base[p], args.limit)} {_speedup(now[p], base[p], device)}"
             row.update({f"before_{k}": v for k, v in base[p].items() if k != "pass"})
         print(line, flush=True)
         rows.append(row)

@@ -90,7 +90,7 @@ def _cascade(graph, problem, deadline: float, overrides: dict):
 
 
 def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
-             cascade: bool = False) -> dict:
+             cascade: bool = False, device: str = "cpu") -> dict:
     """Run the search on region 0 for ``seconds``; returns its stats plus timing. With
     ``cascade`` the bound cascade runs first and hands the root its bounds, as in ``verify``;
     the trace's CPU seconds then count from the cascade's start (root included)."""
@@ -110,7 +110,7 @@ def run_case(onnx: Path, vnnlib: Path, seconds: float, overrides: dict,
         overrides = {k: v for k, v in overrides.items() if k in known}
     model = load_model(onnx)
     spec = load_spec(vnnlib)
-    problem = RegionProblem.from_region(0, spec.regions[0], "cpu", torch.float64)
+    problem = RegionProblem.from_region(0, spec.regions[0], device, torch.float64)
     start = time.monotonic()
     trace: list[tuple[float, int, float]] = []  # (CPU s, domains done, worst margin)
 
@@ -274,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                              "start")
     parser.add_argument("--queue", type=int, default=0,
                         help="only time the queue's own work with this many domains queued")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the search runs (cuda: compare domains per wall second)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default one: CPU seconds then count work)")
     parser.add_argument("--baseline", default="", metavar="TREE",
                         help="also run this script on another checkout (e.g. /work/before) "
                              "at the same time, same arguments: its lines come after ours")
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_micro(args.queue)
         return 0
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     only = {b for b in args.only.split(",") if b}
     overrides: dict = {"batch": args.batch} if args.batch else {}
     if args.iterations:
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if prof:
             prof.enable()
         stats = run_case(BENCH / bench / onnx, BENCH / bench / vnnlib, args.seconds, overrides,
-                         args.cascade)
+                         args.cascade, args.device)
         if prof:
             prof.disable()
         if stats.get("stopped") == "refuted by the cascade":
