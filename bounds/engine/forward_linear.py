@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.box_dot import box_lower, box_upper
 from bounds.engine.constants import node_args
 from bounds.graph import Node
 from bounds.registry import rules
@@ -36,11 +37,14 @@ class LinearFunctions:
 
     def concretize(self, box: Interval) -> Interval:
         b, d = self.lw.shape[:2]
-        lo = box.lower.reshape(b, d, *([1] * (self.lw.dim() - 2)))
-        hi = box.upper.reshape(b, d, *([1] * (self.lw.dim() - 2)))
-        lower = self.lb + (self.lw.clamp(min=0) * lo + self.lw.clamp(max=0) * hi).sum(1)
-        upper = self.ub + (self.uw.clamp(min=0) * hi + self.uw.clamp(max=0) * lo).sum(1)
-        return Interval(lower, upper)
+        lo, hi = box.lower.reshape(b, d), box.upper.reshape(b, d)
+
+        def by_input(w):  # [B, d, *shape] -> [B, positions, d]: the sum runs over the inputs
+            return w.flatten(2).transpose(1, 2)
+
+        lower = box_lower(by_input(self.lw), lo, hi).reshape(b, *self.lw.shape[2:])
+        upper = box_upper(by_input(self.uw), lo, hi).reshape(b, *self.uw.shape[2:])
+        return Interval(self.lb + lower, self.ub + upper)
 
     def widen(self, delta: torch.Tensor | None) -> LinearFunctions:
         if delta is None:

@@ -23,6 +23,7 @@ from functools import cached_property
 
 import torch
 
+from bounds.engine.box_dot import centre_radius
 from bounds.rules.linear import conv_transpose
 
 # A window whose cells exceed this share of the value's spatial cells is made dense (beyond
@@ -280,9 +281,11 @@ def avg_pool_step(p: Patches, attrs, in_shape: tuple[int, ...]) -> Patches | Non
 def concretize(p: Patches, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """Lower bound [B, S] of coef . x over the box [lower, upper] ([B, *shape])."""
     v = p.values
+    if bool(torch.isfinite(lower).all()) and bool(torch.isfinite(upper).all()):
+        # the centred form of box_dot (the same bound, and the same gradient, as dense rows)
+        centre, radius = centre_radius(lower, upper)
+        return (v * p.gather(centre) - v.abs() * p.gather(radius)).flatten(2).sum(-1)
     lo, hi = p.gather(lower), p.gather(upper)
-    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
-        terms = v.clamp(min=0) * lo + v.clamp(max=0) * hi
-    else:  # unbounded ends: skip the 0 * inf products of the unused end
-        terms = torch.where(v > 0, v * lo, torch.where(v < 0, v * hi, 0.0))
+    # unbounded ends: skip the 0 * inf products of the unused end
+    terms = torch.where(v > 0, v * lo, torch.where(v < 0, v * hi, 0.0))
     return terms.flatten(2).sum(-1)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from bounds.engine import adjoint_precision, patches
+from bounds.engine.box_dot import box_lower
 from bounds.engine.constants import as_tensor
 from bounds.engine.patches import Patches
 from bounds.engine.results import Intermediates
@@ -67,12 +68,7 @@ def concretize(a: Coef, box: Interval) -> torch.Tensor:
     """Lower bound [B, S] of a . x over the box (dense or window coefficients)."""
     if isinstance(a, Patches):
         return patches.concretize(a, box.lower, box.upper)
-    lo, hi = box.lower.unsqueeze(1), box.upper.unsqueeze(1)
-    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
-        return (a.clamp(min=0) * lo + a.clamp(max=0) * hi).flatten(2).sum(-1)
-    # unbounded ends: skip the 0 * inf products of the unused end
-    terms = torch.where(a > 0, a * lo, torch.where(a < 0, a * hi, 0.0))
-    return terms.flatten(2).sum(-1)
+    return box_lower(a, box.lower, box.upper)
 
 
 def _keep_small(p: Patches) -> Coef:

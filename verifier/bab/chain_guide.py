@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.box_dot import box_lower, centre_radius
 from bounds.engine.constants import as_tensor
 from bounds.engine.results import Intermediates
 from bounds.registry import rules
@@ -174,9 +175,9 @@ def chain_state(chain: Chain, inter: Intermediates) -> ChainState:
         planes.append((unstable, (lower >= 0).to(lower.dtype), up_slope, up_offset))
     box = inter.bounds.get(chain.input_name, inter.box)  # (the engine's choice)
     lo, hi = flat(box.lower), flat(box.upper)
-    if bool((lo == lo[:1]).all()) and bool((hi == hi[:1]).all()):
-        return ChainState(tuple(planes), tuple(deltas),
-                          ((lo[0] + hi[0]) / 2, (hi[0] - lo[0]) / 2), True)
+    if bool((lo == lo[:1]).all()) and bool((hi == hi[:1]).all()) \
+            and bool(torch.isfinite(lo[0]).all()) and bool(torch.isfinite(hi[0]).all()):
+        return ChainState(tuple(planes), tuple(deltas), centre_radius(lo[0], hi[0]), True)
     return ChainState(tuple(planes), tuple(deltas), (lo, hi))
 
 
@@ -231,8 +232,7 @@ def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dic
     if state.shared:
         centre, radius = state.box
         return total + a @ centre - a.abs() @ radius
-    lo, hi = (t.unsqueeze(1) for t in state.box)
-    return total + (a.clamp(min=0) * lo + a.clamp(max=0) * hi).sum(-1)
+    return total + box_lower(a, *state.box)
 
 
 def usable(chain: Chain | None, inter: Intermediates, start: str, alphas: dict,

@@ -1,0 +1,77 @@
+"""``box_dot``: bounds of a . x over a box as matrix products (centre and rounded-up radius)
+enclose a . x at sampled points and at the box's extreme vertex, equal the ends' form up to
+float64 rounding, and take the ends' form where an end is infinite."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bounds.engine.box_dot import box_lower, box_upper, centre_radius
+
+F64 = torch.float64
+
+
+def _ends_lower(a, lo, hi):
+    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+    return (a.clamp(min=0) * lo + a.clamp(max=0) * hi).flatten(2).sum(-1)
+
+
+@pytest.mark.parametrize(("b_coef", "b_box"), [(3, 3), (3, 1), (1, 3)])
+def test_bounds_enclose_samples_and_match_the_ends_form(b_coef, b_box):
+    gen = torch.Generator().manual_seed(b_coef * 7 + b_box)
+    shape = (2, 3, 4)
+    a = torch.randn(b_coef, 5, *shape, generator=gen, dtype=F64)
+    a[a.abs() < 0.3] = 0.0  # exact zeros, as after a dead Relu
+    lo = torch.randn(b_box, *shape, generator=gen, dtype=F64)
+    hi = lo + torch.rand(b_box, *shape, generator=gen, dtype=F64)
+    lower, upper = box_lower(a, lo, hi), box_upper(a, lo, hi)
+    b = max(b_coef, b_box)
+    assert lower.shape == upper.shape == (b, 5)
+    x = lo + (hi - lo) * torch.rand(200, b_box, *shape, generator=gen, dtype=F64)
+    values = (a.unsqueeze(0) * x.unsqueeze(2)).flatten(3).sum(-1)  # [200, B, S]
+    assert bool((values >= lower - 1e-12).all()) and bool((values <= upper + 1e-12).all())
+    worst = torch.where(a > 0, lo.unsqueeze(1), hi.unsqueeze(1))  # the minimising vertex
+    assert torch.allclose(lower, (a * worst).flatten(2).sum(-1), rtol=0, atol=1e-12)
+    assert torch.allclose(lower, _ends_lower(a, lo, hi), rtol=0, atol=1e-12)
+    assert torch.allclose(upper, -_ends_lower(-a, lo, hi), rtol=0, atol=1e-12)
+
+
+def test_the_rounded_radius_covers_the_box_whatever_the_rounding():
+    """fl((lo + hi) / 2) and fl(hi - c) round; [c - r, c + r] still holds [lo, hi] exactly
+    (checked in exact rational arithmetic on ends chosen to round)."""
+    from fractions import Fraction
+
+    gen = torch.Generator().manual_seed(3)
+    lo = torch.randn(2000, generator=gen, dtype=F64) * 10 ** torch.randint(
+        -8, 8, (2000,), generator=gen).to(F64)
+    hi = lo + torch.rand(2000, generator=gen, dtype=F64) * lo.abs() * 1e-15  # a few ulps wide
+    hi[::3] = lo[::3]  # degenerate boxes
+    c, r = centre_radius(lo, hi)
+    for i in range(2000):
+        ci, ri = Fraction(float(c[i])), Fraction(float(r[i]))
+        assert ci - ri <= Fraction(float(lo[i])) and Fraction(float(hi[i])) <= ci + ri
+
+
+def test_infinite_ends_take_the_ends_form():
+    a = torch.tensor([[[1.0, 0.0, -2.0]]], dtype=F64)
+    lo = torch.tensor([[0.0, -math.inf, -1.0]], dtype=F64)
+    hi = torch.tensor([[1.0, math.inf, 3.0]], dtype=F64)
+    assert box_lower(a, lo, hi).tolist() == [[-6.0]]  # 1 * 0 + 0 * (anything) - 2 * 3
+    assert box_upper(a, lo, hi).tolist() == [[3.0]]  # 1 * 1 - 2 * -1
+    a[0, 0, 0] = -1.0
+    lo[0, 0] = -math.inf
+    assert box_lower(a, lo, hi).tolist() == [[-7.0]]
+    assert box_upper(a, lo, hi).tolist() == [[math.inf]]
+
+
+def test_gradient_is_the_minimising_vertex():
+    """The gradient alpha-CROWN follows: lo where a > 0, hi where a < 0, the centre at an
+    exact zero (a subgradient of min over the box)."""
+    a = torch.tensor([[[2.0, -1.0, 0.0]]], dtype=F64, requires_grad=True)
+    lo = torch.tensor([[0.0, 1.0, 2.0]], dtype=F64)
+    hi = torch.tensor([[1.0, 3.0, 4.0]], dtype=F64)
+    box_lower(a, lo, hi).sum().backward()
+    assert torch.allclose(a.grad, torch.tensor([[[0.0, 3.0, 3.0]]], dtype=F64))
