@@ -37,10 +37,14 @@ def load_runner(spec: str) -> Callable[[dict, Callable[[dict], None]], dict]:
 
 def run_verification(task: dict, progress: Callable[[dict], None]) -> dict:
     """The default runner: ``verifier.verify`` on the stored model and spec files."""
+    from bounds.engine.budget import set_host_limit
     from verifier.config import VerifyConfig
     from verifier.pipeline import verify
     from verifier.spec import load_query
 
+    # the job's memory limit, which its supervisor enforces on the resident set: the engines
+    # and the search's queue size themselves to it (0 or absent: no limit)
+    set_host_limit((task.get("memory_mb") or 0) << 20 or None)
     check = task.get("check_model", True)
     if not check:
         log.warning("job on %s: model check against onnxruntime skipped (check_model=False)",

@@ -175,6 +175,32 @@ def test_search_budgets_follow_the_process_cap(monkeypatch):
     assert budget.coef_budget("cpu", torch.float64, 1 << 24) == expected
 
 
+def test_a_service_jobs_limit_bounds_the_engines_and_the_queue(monkeypatch):
+    """A job's memory limit (set_host_limit, enforced on the resident set by the service's
+    watchdog): free memory is the limit less the resident set, and a neuron-split search's
+    queue takes QUEUE_MEMORY_SHARE of it (not the machine's memory, not a fixed size)."""
+    import bounds.engine.budget as budget
+    from tests.bab.test_neuron_split import hard_unsat_region, make_search
+    from verifier.bab.neuron_options import QUEUE_MEMORY_SHARE
+
+    rss = budget._proc_field("/proc/self/status", "VmRSS")
+    monkeypatch.setattr(budget, "_host_limit", None)
+    machine = budget.free_bytes("cpu")
+    budget.set_host_limit(rss + (64 << 20))
+    try:
+        free = budget.free_bytes("cpu")
+        assert 0 < free <= 64 << 20 and free < machine
+        graph, region = hard_unsat_region()
+        search = make_search(graph, region, attack=False)
+        assert 0 < search._queue_bytes() <= QUEUE_MEMORY_SHARE * (64 << 20)
+        budget.set_host_limit(rss // 2)  # already past it: nothing free
+        assert budget.free_bytes("cpu") == 0
+        assert make_search(graph, region, attack=False, memory_bytes=123)._queue_bytes() == 123
+    finally:
+        budget.set_host_limit(None)
+    assert budget.free_bytes("cpu") > 64 << 20
+
+
 def test_workers_side_by_side_split_the_gpu(monkeypatch):
     """A bench worker's share of a GPU (set_device_share): the engines see no more than the
     share less what the process already holds, and torch's allocator is capped at it."""

@@ -93,16 +93,37 @@ def _cuda_free(dev: torch.device) -> int:
     return max(0, min(int(free), left))
 
 
+# Resident memory this process may reach (None: no limit of its own): a service job's
+# memory_mb, which its supervisor enforces on the resident set (server/memory.py), so the
+# engines and the search's queue must size themselves to it, not to the machine.
+_host_limit: int | None = None
+
+
+def set_host_limit(limit_bytes: int | None) -> None:
+    """Let this process's resident set reach at most ``limit_bytes`` (None: no limit); read
+    by ``free_bytes`` for the host."""
+    global _host_limit
+    _host_limit = limit_bytes
+
+
+def _host_limit_headroom() -> int | None:
+    if _host_limit is None:
+        return None
+    return max(0, _host_limit - (_proc_field("/proc/self/status", "VmRSS") or 0))
+
+
 def free_bytes(device: torch.device | str) -> int:
     """Memory free on ``device`` now: CUDA's free memory, no more than this process's share of
     the device leaves it; on the host MemAvailable, and no more than this process's
-    RLIMIT_DATA leaves it."""
+    RLIMIT_DATA or its resident-set limit (``set_host_limit``) leaves it."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return _cuda_free(dev)
     free = _proc_field("/proc/meminfo", "MemAvailable") or DEFAULT_FREE_BYTES
-    headroom = _rlimit_headroom()
-    return free if headroom is None else min(free, headroom)
+    for headroom in (_rlimit_headroom(), _host_limit_headroom()):
+        if headroom is not None:
+            free = min(free, headroom)
+    return free
 
 
 def element_size(dtype: torch.dtype) -> int:

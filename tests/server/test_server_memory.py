@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+from server_util import SPEC_UNSAT
+
 from server.memory import MIB, MemoryWatchdog, limit_message, over_limit, rss_bytes
 
 
@@ -48,3 +50,30 @@ def test_release_memory_returns_freed_heap():
     del chunks
     release_memory()
     assert rss_bytes() < before - 100 * MIB
+
+
+def test_the_jobs_limit_reaches_the_engines(monkeypatch, tmp_path):
+    """run_verification hands the job's memory_mb to the engines' budget (set_host_limit):
+    the bound passes and the search's queue size themselves to what the watchdog allows;
+    a job without a limit runs with none."""
+    import bounds.engine.budget as budget
+    from server.worker import run_verification
+
+    seen = []
+
+    def fake_verify(model, spec, config, progress=None):
+        seen.append(budget._host_limit)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("verifier.pipeline.verify", fake_verify)
+    monkeypatch.setattr(budget, "_host_limit", None)
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(SPEC_UNSAT)
+    task = {"timeout": 5.0, "method": "auto", "device": "cpu", "model_path": "m.onnx",
+            "spec_path": str(spec)}
+    for memory_mb in (512, 0, None, 4096):
+        try:
+            run_verification({**task, "memory_mb": memory_mb}, lambda event: None)
+        except RuntimeError:
+            pass
+    assert seen == [512 << 20, None, None, 4096 << 20]

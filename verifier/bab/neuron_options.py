@@ -20,6 +20,10 @@ from verifier.step_timer import StepTimer
 # time taken as fixed (not shrinking with its batch) when sizing one.
 LAST_STEP_MIN = 8
 LAST_STEP_FIXED = 0.5
+# Share of the memory free on the search's device (``budget.free_bytes``: the machine's, a
+# bench worker's share or a service job's limit) its queue may take; bound passes size
+# themselves to what is left (``budget.PASS_MEMORY_SHARE`` of it each).
+QUEUE_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,10 @@ class NeuronSplitOptions(BabConfig):
 
     batch: int = 64
     max_domains: int = 500_000
-    memory_bytes: int = 2 << 30  # the queue's tensors
+    # the queue's tensors; None: QUEUE_MEMORY_SHARE of the memory free on the search's device
+    # when the root is bounded (a fixed 2 GiB ended oval21 searches at 7.7k queued domains,
+    # 118 s into a 300 s run on a 24 GiB machine)
+    memory_bytes: int | None = None
     fsb_candidates: int = 3
     # (``intermediate``, the children's intermediate bounds, is a BabConfig field: "reuse" the
     # parent's (split applied), "downstream": CROWN again for the split layers after the newly

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import torch
 
+from bounds.engine.budget import free_bytes
 from bounds.engine.deadline import DeadlineExceeded, check_deadline, engine_deadline, time_left
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
@@ -60,6 +61,7 @@ from verifier.bab.neuron_domains import (
 from verifier.bab.neuron_options import (
     LAST_STEP_FIXED,
     LAST_STEP_MIN,
+    QUEUE_MEMORY_SHARE,
     NeuronSplitOptions,
     _Counters,
     fc_relu_chain,
@@ -447,7 +449,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 return BabOutcome("timeout", stats=self._stats(queue))
             if cap is None:
                 cap = min(opts.max_domains,
-                          max(2 * opts.batch, opts.memory_bytes // queue.bytes_per_domain()))
+                          max(2 * opts.batch, self._queue_bytes() // queue.bytes_per_domain()))
             self._step(queue, size)
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
@@ -456,6 +458,13 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
+
+    def _queue_bytes(self) -> int:
+        """The queue's memory budget: ``memory_bytes``, or QUEUE_MEMORY_SHARE of the memory
+        free on the search's device now."""
+        if self.options.memory_bytes is not None:
+            return self.options.memory_bytes
+        return int(QUEUE_MEMORY_SHARE * free_bytes(self.problem.lower.device))
 
     def _step_size(self) -> int:
         """The next step's batch: ``batch`` when a step as slow as the slowest recent one
