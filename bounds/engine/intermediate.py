@@ -34,6 +34,7 @@ from bounds.engine.forward_linear import (
     propagate_functions,
 )
 from bounds.engine.ibp import intersect, propagate_node
+from bounds.engine.linear_rows import linear_rows
 from bounds.engine.patches import BOTH_SIDES, neuron_rows
 from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
@@ -157,6 +158,11 @@ def _bound_rows(sub: Intermediates, cache: PassCache, name: str, idx: torch.Tens
     ``work_dtype``: alpha's iterations run in it (``alpha.optimize_alpha``)."""
     shape = sub.graph.shape_of(name)
     spatial = conv_like(sub.graph, name)
+    through = None if spatial or alpha_iterations > 0 else linear_rows(sub, name, idx, signs)
+    if through is not None:  # the rows taken through their Linear node (linear_rows.py)
+        source, coef, constant = through
+        res = backward_bound(sub, source, coef, keep_input=record, cache=cache)
+        return res.lower + constant, res.input_coef
     if spatial:  # one-cell windows, no dense one-hot rows over the whole value
         coef = neuron_rows(shape, spatial, idx, sub.dtype, signs)
     else:
