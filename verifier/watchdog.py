@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Frames of the abandoned thread named in the log and the result (innermost last).
-FRAMES_SHOWN = 4
+# Frames of the abandoned thread named in the log and the result (innermost last). Eight: four
+# named only the engine's forward pass in an attack's overrun, not the attack phase that ran it.
+FRAMES_SHOWN = 8
 
 _abandoned: list[threading.Thread] = []
 _abandoned_lock = threading.Lock()
