@@ -39,7 +39,7 @@ def box_upper(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torc
     """Upper bound [B, S] of a . x over the box (shapes as ``box_lower``)."""
     n = math.prod(a.shape[2:])
     if not _centred_form(lower, upper, n):
-        return -_by_ends(-a, lower, upper)
+        return _by_ends(a, upper, lower)
     return _centred(a, lower, upper, n, 1.0)
 
 
@@ -51,17 +51,26 @@ def _centred_form(lower: torch.Tensor, upper: torch.Tensor, n: int) -> bool:
 
 def _centred(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, n: int,
              side: float) -> torch.Tensor:
-    """a . c + side |a| . r ([B, S])."""
     centre, radius = centre_radius(lower, upper)
-    flat = a.flatten(2)
-    spread = flat.abs() @ radius.reshape(-1, n, 1)
-    return torch.add(flat @ centre.reshape(-1, n, 1), spread, alpha=side).squeeze(-1)
+    return centred_bound(a.flatten(2), centre.reshape(-1, n, 1), radius.reshape(-1, n, 1),
+                         side).squeeze(-1)
 
 
-def _by_ends(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """a+ . lower + a- . upper, skipping the 0 * inf products of an unbounded unused end."""
-    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
-    if bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all()):
-        return (a.clamp(min=0) * lo + a.clamp(max=0) * hi).flatten(2).sum(-1)
-    terms = torch.where(a > 0, a * lo, torch.where(a < 0, a * hi, 0.0))
-    return terms.flatten(2).sum(-1)
+def centred_bound(a: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
+                  side: float = -1.0) -> torch.Tensor:
+    """a . c + side |a| . r over the last axis of ``a`` [..., n] (side -1: the lower bound,
+    +1: the upper), for ``centre_radius``'s c and r as matmul operands: [n] (one box for
+    every row) or [B, n, 1]."""
+    return torch.add(a @ centre, a.abs() @ radius, alpha=side)
+
+
+def ends_terms(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """a_i lower_i where a_i > 0, a_i upper_i where a_i < 0, else 0 (operands aligned by
+    broadcasting): the terms of min of a . x over a box with unbounded ends (no 0 * inf)."""
+    return torch.where(a > 0, a * lower, torch.where(a < 0, a * upper, 0.0))
+
+
+def _by_ends(a: torch.Tensor, for_positive: torch.Tensor, for_negative: torch.Tensor
+             ) -> torch.Tensor:
+    """sum of a_i times the end ``for_positive`` (a_i > 0) or ``for_negative`` (a_i < 0)."""
+    return ends_terms(a, for_positive.unsqueeze(1), for_negative.unsqueeze(1)).flatten(2).sum(-1)

@@ -23,7 +23,7 @@ from functools import cached_property
 
 import torch
 
-from bounds.engine.box_dot import centre_radius
+from bounds.engine.box_dot import centre_radius, ends_terms
 from bounds.rules.linear import conv_transpose
 
 # A window whose cells exceed this share of the value's spatial cells is made dense (beyond
@@ -285,7 +285,4 @@ def concretize(p: Patches, lower: torch.Tensor, upper: torch.Tensor) -> torch.Te
         # the centred form of box_dot (the same bound, and the same gradient, as dense rows)
         centre, radius = centre_radius(lower, upper)
         return (v * p.gather(centre) - v.abs() * p.gather(radius)).flatten(2).sum(-1)
-    lo, hi = p.gather(lower), p.gather(upper)
-    # unbounded ends: skip the 0 * inf products of the unused end
-    terms = torch.where(v > 0, v * lo, torch.where(v < 0, v * hi, 0.0))
-    return terms.flatten(2).sum(-1)
+    return ends_terms(v, p.gather(lower), p.gather(upper)).flatten(2).sum(-1)

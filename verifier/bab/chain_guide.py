@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bounds.engine.box_dot import box_lower, centre_radius
+from bounds.engine.box_dot import box_lower, centre_radius, centred_bound
 from bounds.engine.constants import as_tensor
 from bounds.engine.results import Intermediates
 from bounds.registry import rules
@@ -230,8 +230,7 @@ def chain_bound(chain: Chain, state: ChainState, coef: torch.Tensor, alphas: dic
     if kept is not None:
         kept[None] = a
     if state.shared:
-        centre, radius = state.box
-        return total + a @ centre - a.abs() @ radius
+        return total + centred_bound(a, *state.box)
     return total + box_lower(a, *state.box)
 
 
