@@ -228,7 +228,12 @@ class Falsifier:
             return True  # nothing to decide: the rounds below stop at once
         n = max(1, min(len(group.lo), batch_size(self.graph) // 2))
         x = torch.cat([group.best_x[:n], uniform(group.lo[:n], group.hi[:n], self.gen)])
-        return has_gradient(self.graph, group.tcond, x)
+        return has_gradient(self.graph, group.tcond, x, self.stop)
+
+    def _losses(self, group: _Group, x: torch.Tensor) -> torch.Tensor:
+        """IR losses of the points x (+inf for those the time did not reach, and for NaN)."""
+        loss = evaluate(self.graph, group.tcond, x, batch_size(self.graph), self.stop)
+        return torch.nan_to_num(loss, nan=math.inf)
 
     def out_of_time(self) -> bool:
         return time.monotonic() >= self.stop
@@ -246,7 +251,7 @@ class Falsifier:
             if self.out_of_time():
                 break
             x = torch.cat([self._point(kind, lo, hi) for kind in kinds[s:s + per_batch]])
-            loss = torch.nan_to_num(evaluate(self.graph, group.tcond, x, len(x)), nan=math.inf)
+            loss = self._losses(group, x)
             box = torch.arange(len(x), device=lo.device) % n_box
             reduce_best(group.best_x, group.best_loss, box, x, loss)
             cex = self.check(group, x, loss, box)
@@ -288,7 +293,7 @@ class Falsifier:
         if got is None:
             return None
         x, box = got
-        loss = torch.nan_to_num(evaluate(self.graph, group.tcond, x, len(x)), nan=math.inf)
+        loss = self._losses(group, x)
         reduce_best(group.best_x, group.best_loss, box, x, loss)
         cex = self.check(group, x, loss, box)
         if cex is not None or self.out_of_time() or self.config.steps == 0:

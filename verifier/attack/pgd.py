@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bounds.graph import Graph
+from verifier.attack import pass_time
 from verifier.attack.objective import TorchCondition, graph_outputs, sample_bytes
 from verifier.spec.types import OutputCondition
 from verifier.step_timer import StepTimer
@@ -52,12 +52,13 @@ class AttackResult:
     loss: torch.Tensor  # [B]
 
 
-# The last PGD step's duration per graph: a run's first step is predicted from the previous
-# run's, so a run that starts just before its deadline does not end a whole step after it.
-_STEP_S: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # A step starts only when step_timer.SAFETY times the slowest of the last RECENT_STEPS steps
-# is left (``verifier.step_timer``).
+# is left (``verifier.step_timer``); a run's first step is predicted from the graph's recent
+# batches (``pass_time``), so a run that starts just before its deadline does not end a whole
+# step after it.
 RECENT_STEPS = 4
+# Points of the first forward pass on a graph never timed: its cost is unknown.
+PROBE_POINTS = 8
 
 def float32_boxes(lower: np.ndarray, upper: np.ndarray, device, dtype=torch.float32):
     """torch versions of ``validate.attack_float32_box`` (the float32 points nearest to the
@@ -72,11 +73,28 @@ def batch_size(graph: Graph) -> int:
     return int(max(1, min(MAX_BATCH, BATCH_BYTES // sample_bytes(graph))))
 
 
-def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """IR loss [B] of the points x [B, n], in chunks, without gradients."""
+def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int,
+             deadline: float = math.inf) -> torch.Tensor:
+    """IR loss [B] of the points x [B, n], in chunks of at most ``chunk``, without gradients.
+
+    A chunk starts only when it is expected to end before ``deadline`` (``pass_time``; a
+    graph never timed gets a probe of PROBE_POINTS first); points not reached get +inf.
+    """
+    loss = torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
+    s = 0
     with torch.no_grad():
-        return torch.cat([cond.loss(graph_outputs(graph, x[s:s + chunk]))
-                          for s in range(0, len(x), chunk)])
+        while s < len(x):
+            n = min(chunk, len(x) - s)
+            if not pass_time.known(graph):
+                n = min(n, PROBE_POINTS)
+            n = pass_time.affordable(graph, "forward", n, deadline)
+            if n == 0:
+                break
+            start = time.monotonic()
+            loss[s:s + n] = cond.loss(graph_outputs(graph, x[s:s + n]))
+            pass_time.record(graph, "forward", n, time.monotonic() - start)
+            s += n
+    return loss
 
 
 def _step_fraction(t: int, steps: int, scale: float = 1.0) -> float:
@@ -108,7 +126,7 @@ def pgd(
     """
     width = hi - lo
     best_x, best_loss = x.clone(), torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
-    timer = StepTimer(RECENT_STEPS, first_guess=_STEP_S.get(graph, 0.0))
+    timer = StepTimer(RECENT_STEPS, first_guess=pass_time.predict(graph, "step", len(x)))
     for t in range(steps + 1):
         now = time.monotonic()
         if not timer.fits(deadline, now):
@@ -132,18 +150,25 @@ def pgd(
             x = torch.minimum(torch.maximum(x, lo), hi)
         last = time.monotonic() - now
         timer.record(last)
-        _STEP_S[graph] = last
+        pass_time.record(graph, "step", len(x), last)
     return best_x.detach(), best_loss.detach()
 
 
-def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor) -> bool:
+def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor,
+                 deadline: float = math.inf) -> bool:
     """True when the PGD loss at the points x [B, n] has a nonzero gradient somewhere.
 
     False for graphs that are piecewise constant in their input (ArgMax, Cast to int, a
     comparison on the path to every output) or whose gradient vanishes at x: PGD cannot move
-    there, and a gradient-free search is the better use of the time.
+    there, and a gradient-free search is the better use of the time. Only as many points as
+    one step is expected to take before ``deadline`` are looked at (True when none fits:
+    nothing is decided, and the attack's rounds stop at their own deadline checks).
     """
-    x = x.detach().requires_grad_(True)
+    n = pass_time.affordable(graph, "step", len(x), deadline)
+    if n == 0:
+        return True
+    x = x[:n].detach().requires_grad_(True)
+    start = time.monotonic()
     loss = cond.loss(graph_outputs(graph, x), push_all=PUSH_ALL)
     if not loss.requires_grad:
         return False
@@ -151,6 +176,7 @@ def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor) -> bool:
     if not bool(finite.any()):
         return False
     (grad,) = torch.autograd.grad(loss[finite].sum(), x, allow_unused=True)
+    pass_time.record(graph, "step", n, time.monotonic() - start)
     return grad is not None and bool((grad != 0).any())
 
 
