@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from bounds import heap
 from bounds.graph import Graph, Node
 
 # Share of the memory free on the device that one bound pass may hold; the rest is for the
@@ -56,7 +57,8 @@ def data_bytes() -> int:
 
 
 def _rlimit_headroom() -> int | None:
-    """Bytes the data segment may still grow under RLIMIT_DATA (None: no limit)."""
+    """Bytes the data segment may still grow under RLIMIT_DATA (None: no limit); the heap's
+    free bytes are counted by ``free_bytes``."""
     try:
         import resource
     except ImportError:
@@ -115,7 +117,8 @@ def _host_limit_headroom() -> int | None:
 def free_bytes(device: torch.device | str) -> int:
     """Memory free on ``device`` now: CUDA's free memory, no more than this process's share of
     the device leaves it; on the host MemAvailable, and no more than this process's
-    RLIMIT_DATA or its resident-set limit (``set_host_limit``) leaves it."""
+    RLIMIT_DATA or its resident-set limit (``set_host_limit``) leaves it, plus the free
+    memory this process's heap holds resident (``bounds.heap.retained_free_bytes``)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return _cuda_free(dev)
@@ -123,7 +126,8 @@ def free_bytes(device: torch.device | str) -> int:
     for headroom in (_rlimit_headroom(), _host_limit_headroom()):
         if headroom is not None:
             free = min(free, headroom)
-    return free
+    # what the heap holds free is resident (used, to the OS) but ours to reuse (bounds.heap)
+    return free + heap.retained_free_bytes()
 
 
 def element_size(dtype: torch.dtype) -> int:
