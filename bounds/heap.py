@@ -10,8 +10,9 @@ concretisation 20 ms vs 8 ms. PyTorch's CPU allocator has no cache of its own.
 
 ``keep_freed_pages`` (once, at import of ``bounds``) sets glibc's M_MMAP_MAX to 0 (every
 allocation from the heap) and M_TRIM_THRESHOLD to its maximum (the heap does not shrink on
-free); ``release_freed_pages`` hands the heap's free pages back (malloc_trim) where a
-process's work ends (``verifier.pipeline.verify``: a service worker runs job after job);
+free); ``release_freed_pages`` hands the heap's free pages back (malloc_trim, about 70 ms
+per GB) in the long-lived workers that run job after job, after each answer is sent (the
+service's ``server.worker.worker_main``, the bench's ``runner._worker_main``);
 ``retained_free_bytes`` counts what the heap holds free and resident, which the engines'
 memory budget adds back (``budget.free_bytes``: those bytes count as used, yet this process
 can reuse them).

@@ -156,6 +156,8 @@ def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         exit_with_parent(parent_pid)
     runner = load_runner(runner_spec)
+    from bounds.heap import release_freed_pages
+
     conn.send(("ready",))
     while True:
         try:
@@ -168,6 +170,9 @@ def worker_main(conn, runner_spec: str, parent_pid: int | None = None) -> None:
         progress = throttled(lambda event, job_id=job_id: conn.send(("progress", job_id, event)))
         kind, payload = run_task(runner, job_id, task, progress)
         conn.send((kind, job_id, payload, must_recycle()))
+        # the next job's memory budget starts from the OS's (bounds.heap); after the answer,
+        # off the job's clock (about 70 ms per GB)
+        release_freed_pages()
 
 
 def must_recycle() -> bool:

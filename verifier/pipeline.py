@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bounds import heap
 from verifier.config import VerifyConfig
 from verifier.errors import (
     ConstantOutputError,
@@ -246,8 +245,6 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     ran = run_until(start + config.timeout - WATCHDOG_RESERVE_S,
                     lambda: _verify_timed(model, spec, config, start,
                                           gated if progress else None), "nncert-verify")
-    # a service worker runs job after job: the next job's memory budget starts from the OS's
-    heap.release_freed_pages()
     if isinstance(ran, Finished):
         return ran.value
     cut.set()

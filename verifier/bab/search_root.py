@@ -8,6 +8,7 @@ by the narrowed net's (``verifier.bab.reduce``).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -19,6 +20,8 @@ from verifier.bab.neuron_options import has_conv_split_layer
 from verifier.bab.nonlinear import split_layers
 from verifier.bab.reduce import dead_relu_reduction
 from verifier.bab.warm_start import AlphaCarry
+
+log = logging.getLogger(__name__)
 
 # A Relu-only root given bounds (the bound cascade's) refines them with alpha-CROWN in at most
 # this share of the search's time; one alpha iteration over every intermediate value costs
@@ -91,6 +94,8 @@ class SearchRoot:
         crown_s = time.monotonic() - began
         budget = ROOT_ALPHA_SHARE * (self.deadline - time.monotonic())
         fit = min(iterations, int(budget / max(1e-6, ALPHA_ITERATION_COST * crown_s)))
+        log.info("root alpha-CROWN: %d iterations fit %.2f s (a CROWN pass %.3f s)",
+                 fit if fit >= ROOT_ALPHA_MIN else 0, budget, crown_s)
         return fit if fit >= ROOT_ALPHA_MIN else 0
 
     def _set_layer_bounds(self, dom: NeuronDomains, bounds) -> None:
