@@ -335,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
               f"root {stats['root_s']:5.1f}s {rate:8.1f} domains/s after the root "
               f"({cpu_rate:7.1f} per CPU s) "
               f"worst {stats.get('worst_margin') or float('nan'):.4g} "
-              f"CPU {stats['cpu_s'] + stats['cascade_cpu_s']:.1f}s", flush=True)
+              f"CPU {stats['cpu_s'] + stats['cascade_cpu_s']:.1f}s"
+              + (f" queue {stats['queue_bytes_per_domain'] / 1024:.1f} kB/domain"
+                 if "queue_bytes_per_domain" in stats else ""), flush=True)
         if args.checkpoints:  # the worst margin at equal CPU time: fair under load
             marks = [float(x) for x in args.checkpoints.split(",")]
             since = (f"from the cascade's start (cascade {stats['cascade_cpu_s']:.1f} s)"

@@ -53,3 +53,41 @@ def test_pop_worst_returns_the_smallest_margins_with_all_fields():
         assert all(torch.equal(a, b) for a, b in zip(row, pushed.pop(k), strict=True))
     rest = q.pop_worst(1000)
     assert len(q) == 0 and q.min_margin() is None and len(rest) == len(pushed)
+
+
+def sparse_domains(n: int, splits_per_domain: int, gen: torch.Generator) -> NeuronDomains:
+    """Domains whose betas are nonzero at ``splits_per_domain`` positions (one row zero)."""
+    dom = domains(n, gen)
+    betas = torch.zeros(n, 2, 4, 5)
+    for i in range(n):
+        pos = torch.randperm(20, generator=gen)[:splits_per_domain]
+        betas[i, 0].view(-1)[pos] = torch.rand(len(pos), generator=gen) + 0.1
+    dom.betas = {"z": betas}
+    return dom
+
+
+def test_sparse_betas_come_back_exactly_and_take_less_room():
+    gen = torch.Generator().manual_seed(1)
+    q = DomainQueue()
+    pushed = {}
+    # pushes with more, then fewer, then no nonzero betas: the stored width grows and
+    # narrower pushes are padded
+    for n, k in ((5, 2), (9, 6), (4, 1), (3, 0), (6, 20)):
+        d = sparse_domains(n, k, gen)
+        pushed.update(rows(d))
+        q.push(d)
+        if k == 1:
+            for key, row in rows(q.pop_worst(6)).items():
+                assert all(torch.equal(a, b) for a, b in zip(row, pushed.pop(key), strict=True))
+    rest = q.pop_worst(100)
+    assert len(rest) == len(pushed)
+    for key, row in rows(rest).items():
+        assert all(torch.equal(a, b) for a, b in zip(row, pushed.pop(key), strict=True))
+
+
+def test_a_few_splits_take_a_few_positions():
+    gen = torch.Generator().manual_seed(2)
+    q = DomainQueue()
+    q.push(sparse_domains(50, 3, gen))
+    assert q.slots.fields["beta.v/z"].shape[1:] == (2, 3)
+    assert q.slots.fields["beta.i/z"].shape[1:] == (3,)

@@ -553,6 +553,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         stats = {"domains_bounded": c.done, "domains_queued": len(queue), "steps": c.steps,
                  "max_depth": c.max_depth, "unsplittable_open": c.stuck,
                  "worst_margin": queue.min_margin(),
+                 "queue_bytes_per_domain": queue.bytes_per_domain(),
                  "dead_dropped": c.extra.get("dead_dropped", 0)}
         stats.update(self.nogoods.stats())
         if reason:

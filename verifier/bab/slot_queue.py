@@ -71,6 +71,14 @@ class SlotQueue:
         self._count -= n
         return out, priority
 
+    def widen(self, name: str, size: int) -> None:
+        """Grow the last axis of field ``name`` to ``size`` (new entries ``fill(name)``): a
+        field whose rows vary in length (``sparse_rows``) takes longer ones."""
+        store = self.fields.get(name)
+        if store is not None and store.shape[-1] < size:
+            self.fields[name] = torch.nn.functional.pad(store, (0, size - store.shape[-1]),
+                                                        value=self.fill(name))
+
     def drop(self, names) -> None:
         for name in names:
             self.fields.pop(name, None)
