@@ -91,3 +91,23 @@ def test_a_few_splits_take_a_few_positions():
     q.push(sparse_domains(50, 3, gen))
     assert q.slots.fields["beta.v/z"].shape[1:] == (2, 3)
     assert q.slots.fields["beta.i/z"].shape[1:] == (3,)
+
+
+def test_relu_alphas_are_kept_where_the_relu_is_unstable():
+    """A Relu's alphas come back exactly at the domain's unstable positions (l < 0 < u) and as
+    0 where it is stable (its relaxation there reads no alpha); other nodes' alphas whole."""
+    gen = torch.Generator().manual_seed(3)
+    dom = domains(40, gen)
+    dom.lower["z"] = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    dom.upper["z"] = dom.lower["z"] + torch.rand(40, 3, generator=gen, dtype=torch.float64)
+    dom.alphas["other"] = torch.rand(40, 2, 5, generator=gen)
+    q = DomainQueue(relu_inputs={"relu": "z"})
+    q.push(dom)
+    got = q.pop_worst(40)
+    order = {float(m): i for i, m in enumerate(dom.margin)}
+    idx = torch.tensor([order[float(m)] for m in got.margin])
+    unstable = ((dom.lower["z"] < 0) & (dom.upper["z"] > 0))[idx].unsqueeze(1)
+    want = torch.where(unstable, dom.alphas["relu"][idx], 0.0)
+    assert torch.equal(got.alphas["relu"], want)
+    assert torch.equal(got.alphas["other"], dom.alphas["other"][idx])
+    assert q.slots.fields["alpha.i/relu"].shape[1] == int(unstable.sum((1, 2)).max())

@@ -5,7 +5,8 @@ way meant sorting it and copying every field -- alphas and betas included, tens 
 domain on mnistfc 256x4 -- at every step (``NeuronDomains.take_worst``). Here each field of
 each domain lives in a preallocated slot: taking the n worst costs a top-k over the margins
 and a copy of n rows, and children go into freed slots. Betas are queued as their nonzero
-positions and values (``sparse_rows``: nonzero only at a domain's splits).
+positions and values (``sparse_rows``: nonzero only at a domain's splits), and so are Relu
+alphas, at the positions where the domain's Relu is unstable (``relu_inputs``).
 """
 
 from __future__ import annotations
@@ -18,32 +19,44 @@ from verifier.bab.slot_queue import SlotQueue
 
 _DICTS = ("splits", "lower", "upper", "alphas")
 _PLAIN = ("bound", "refuted", "candidates", "depth")
-# betas as values and positions (sparse_rows): fields "beta.v/<key>" and "beta.i/<key>"
-_BETA_VALUES, _BETA_INDEX = "beta.v/", "beta.i/"
+# packed fields (sparse_rows): "<values prefix><key>" and "<index prefix><key>"
+_PACKED = {"betas": ("beta.v/", "beta.i/"), "alphas": ("alpha.v/", "alpha.i/")}
+_INDEX = tuple(index for _, index in _PACKED.values())
 
 
-def _flatten(dom: NeuronDomains) -> dict[str, torch.Tensor]:
+def _flatten(dom: NeuronDomains, relu_inputs: dict[str, str]) -> dict[str, torch.Tensor]:
     out = {}
+    packed_alphas = {k: relu_inputs[k] for k, t in dom.alphas.items()
+                     if k in relu_inputs and relu_inputs[k] in dom.lower
+                     and t.shape[2:] == dom.lower[relu_inputs[k]].shape[1:]}
     for name in _DICTS:
-        out.update({f"{name}/{k}": t for k, t in getattr(dom, name).items()})
+        out.update({f"{name}/{k}": t for k, t in getattr(dom, name).items()
+                    if name != "alphas" or k not in packed_alphas})
     out.update({name: getattr(dom, name) for name in _PLAIN})
     for k, t in dom.betas.items():
-        out[_BETA_VALUES + k], out[_BETA_INDEX + k] = sparse_rows.pack(t)
+        out[_PACKED["betas"][0] + k], out[_PACKED["betas"][1] + k] = sparse_rows.pack(t)
+    for k, z in packed_alphas.items():
+        unstable = (dom.lower[z] < 0) & (dom.upper[z] > 0)
+        out[_PACKED["alphas"][0] + k], out[_PACKED["alphas"][1] + k] = sparse_rows.pack(
+            dom.alphas[k], keep=unstable)
     return out
 
 
 def _fill(name: str) -> float:
     # a field a push left out: no split, no warm start (0 is a valid alpha and beta), no
-    # candidate, no beta position; the bounds fields are always pushed
-    return -1.0 if name == "candidates" or name.startswith(_BETA_INDEX) else 0.0
+    # candidate, no packed position; the bounds fields are always pushed
+    return -1.0 if name == "candidates" or name.startswith(_INDEX) else 0.0
 
 
 class DomainQueue:
     """Open domains, worst margin first out."""
 
-    def __init__(self) -> None:
+    def __init__(self, relu_inputs: dict[str, str] | None = None) -> None:
+        """``relu_inputs``: Relu node -> its input value (where the domains' bounds live),
+        for the Relus whose alphas are queued at unstable positions only."""
         self.slots = SlotQueue(fill=_fill)
-        self.beta_shapes: dict[str, tuple[int, ...]] = {}  # beta key -> [*shape] per row
+        self.relu_inputs = dict(relu_inputs or {})
+        self.shapes: dict[tuple[str, str], tuple[int, ...]] = {}  # packed field -> [*shape]
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -51,38 +64,41 @@ class DomainQueue:
     def push(self, dom: NeuronDomains) -> None:
         if not len(dom):
             return
-        flat = _flatten(dom)
-        for k, t in dom.betas.items():
-            self.beta_shapes.setdefault(k, tuple(t.shape[2:]))
-            self._align(flat, k)
+        flat = _flatten(dom, self.relu_inputs)
+        for name, (v_pre, i_pre) in _PACKED.items():
+            for k, t in getattr(dom, name).items():
+                if v_pre + k in flat:
+                    self.shapes.setdefault((name, k), tuple(t.shape[2:]))
+                    self._align(flat, v_pre + k, i_pre + k)
         self.slots.push(flat, dom.margin)
 
-    def _align(self, flat: dict[str, torch.Tensor], key: str) -> None:
-        """The pushed and the stored positions of beta ``key`` to one length (the longer)."""
-        values, index = flat[_BETA_VALUES + key], flat[_BETA_INDEX + key]
-        stored = self.slots.fields.get(_BETA_INDEX + key)
-        k = max(index.shape[1], 0 if stored is None else stored.shape[1])
-        for name in (_BETA_VALUES + key, _BETA_INDEX + key):
+    def _align(self, flat: dict[str, torch.Tensor], v_name: str, i_name: str) -> None:
+        """The pushed and the stored positions of a packed field to one length (the
+        longer)."""
+        stored = self.slots.fields.get(i_name)
+        k = max(flat[i_name].shape[1], 0 if stored is None else stored.shape[1])
+        for name in (v_name, i_name):
             self.slots.widen(name, k)
-        flat[_BETA_VALUES + key], flat[_BETA_INDEX + key] = sparse_rows.pad_to(values, index, k)
+        flat[v_name], flat[i_name] = sparse_rows.pad_to(flat[v_name], flat[i_name], k)
 
     def pop_worst(self, n: int) -> NeuronDomains:
         """Remove and return up to n domains with the smallest margin."""
         got, margin = self.slots.pop_smallest(n)
-        parts: dict = {name: {} for name in _DICTS}
-        betas = {}
+        parts: dict = {name: {} for name in (*_DICTS, "betas")}
+        packed = {v_pre: (name, i_pre) for name, (v_pre, i_pre) in _PACKED.items()}
         for key, t in got.items():
             head, _, rest = key.partition("/")
-            if head + "/" == _BETA_VALUES:
-                betas[rest] = sparse_rows.unpack(t, got[_BETA_INDEX + rest],
-                                                 self.beta_shapes[rest])
-            elif head + "/" == _BETA_INDEX:
+            if head + "/" in packed:
+                name, i_pre = packed[head + "/"]
+                parts[name][rest] = sparse_rows.unpack(t, got[i_pre + rest],
+                                                       self.shapes[(name, rest)])
+            elif key.startswith(_INDEX):
                 continue
             elif rest:
                 parts[head][rest] = t
             else:
                 parts[head] = t
-        return NeuronDomains(**parts, betas=betas, margin=margin)
+        return NeuronDomains(**parts, margin=margin)
 
     def bytes_per_domain(self) -> int:
         return self.slots.nbytes() // max(1, self.slots.capacity)

@@ -406,7 +406,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return BabOutcome("timeout", stats={"stopped": "deadline before the root bound"})
         queue = DomainQueue()
         try:
-            queue.push(self._own_rates(self.root))
+            root = self._own_rates(self.root)
+            # (after the root: it may narrow the net, and its layers with it)
+            queue.relu_inputs = {lay.node: lay.value for lay in self.layers if lay.op == "Relu"}
+            queue.push(root)
             return self._own_rates(self._search, queue)
         except DeadlineExceeded:  # a step the search's deadline cut short: its stats stay
             if time.monotonic() < self.deadline:

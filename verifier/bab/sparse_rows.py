@@ -7,6 +7,11 @@ and stays 0. Dense, they were 112 of the 278 kB a queued domain held on oval21 b
 splits. ``pack`` keeps, per domain, the positions where any row is nonzero (padded to the
 batch's largest count with index -1) and their values; ``unpack`` restores the dense tensor
 exactly.
+
+A Relu's alphas (lower-bound slopes, warm starts too) matter only where the Relu is unstable
+(l < 0 < u): elsewhere its relaxation is exact and reads no alpha, and a child's bounds lie
+within its parent's, so a neuron stable in a domain stays stable below it. They are packed
+at the domain's unstable positions (``keep``) and come back as 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ import torch
 INDEX_DTYPE = torch.int32
 
 
-def pack(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pack(dense: torch.Tensor, keep: torch.Tensor | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values [N, S, K], index [N, K]) of ``dense`` [N, S, *shape]: the K positions (flat
-    in ``shape``) of each domain where some row is nonzero, first to last, then index -1 and
-    value 0 as padding; K is the largest count over the domains."""
+    in ``shape``) of each domain where some row is nonzero (or where ``keep`` [N, *shape] is
+    True: the others then come back as 0), first to last, then index -1 and value 0 as
+    padding; K is the largest count over the domains."""
     n, s = dense.shape[:2]
     flat = dense.reshape(n, s, -1)
-    nonzero = (flat != 0).any(dim=1)  # [N, M]
-    k = int(nonzero.sum(dim=1).max()) if n else 0
-    # stable sort on "is zero": each domain's nonzero positions first, in their order
-    order = torch.sort((~nonzero).to(torch.int8), dim=1, stable=True).indices[:, :k]
-    keep = torch.gather(nonzero, 1, order)
+    chosen = (flat != 0).any(dim=1) if keep is None else keep.reshape(n, -1)  # [N, M]
+    k = int(chosen.sum(dim=1).max()) if n else 0
+    # stable sort on "not chosen": each domain's chosen positions first, in their order
+    order = torch.sort((~chosen).to(torch.int8), dim=1, stable=True).indices[:, :k]
+    keep = torch.gather(chosen, 1, order)
     values = torch.gather(flat, 2, order.unsqueeze(1).expand(n, s, k))
     values = torch.where(keep.unsqueeze(1), values, torch.zeros((), dtype=values.dtype))
     index = torch.where(keep, order, -1).to(INDEX_DTYPE)
