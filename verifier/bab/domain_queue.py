@@ -52,8 +52,8 @@ class DomainQueue:
     """Open domains, worst margin first out."""
 
     def __init__(self, relu_inputs: dict[str, str] | None = None) -> None:
-        """``relu_inputs``: Relu node -> its input value (where the domains' bounds live),
-        for the Relus whose alphas are queued at unstable positions only."""
+        """``relu_inputs``: node -> its input value (where the domains' bounds live), for the
+        sign-split (Relu) nodes whose alphas are queued at unstable positions only."""
         self.slots = SlotQueue(fill=_fill)
         self.relu_inputs = dict(relu_inputs or {})
         self.shapes: dict[tuple[str, str], tuple[int, ...]] = {}  # packed field -> [*shape]

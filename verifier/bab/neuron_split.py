@@ -408,7 +408,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         try:
             root = self._own_rates(self.root)
             # (after the root: it may narrow the net, and its layers with it)
-            queue.relu_inputs = {lay.node: lay.value for lay in self.layers if lay.op == "Relu"}
+            queue.relu_inputs = {lay.node: lay.value for lay in self.layers if lay.sign_split}
             queue.push(root)
             return self._own_rates(self._search, queue)
         except DeadlineExceeded:  # a step the search's deadline cut short: its stats stay
