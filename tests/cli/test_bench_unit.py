@@ -189,3 +189,34 @@ def test_workers_side_by_side_split_the_cores(monkeypatch):
                         lambda *a: (_ for _ in ()).throw(RuntimeError("stop here")))
     bench.run_task(runner._task(instance, bench.BenchOptions(jobs=4)))
     assert seen == {"threads": 4}
+
+
+def test_a_bench_worker_hands_heap_pages_back_after_each_answer(monkeypatch, tmp_path):
+    """Like the service's workers (tests/server/test_server_memory.py): the heap's free pages
+    go back after each answer is sent, not on the instance's clock."""
+    import multiprocessing as mp
+
+    import bounds.heap
+
+    events = []
+
+    class Logged:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def send(self, message):
+            events.append(("send", message if message == "ready" else message["result"]))
+            self.conn.send(message)
+
+        def recv(self):
+            return self.conn.recv()
+
+    parent, child = mp.Pipe()
+    monkeypatch.setattr(bounds.heap, "release_freed_pages", lambda: events.append("release"))
+    monkeypatch.setattr(runner, "_log_to_stderr", lambda level: None)  # this process's logging
+    task = {"onnx": str(tmp_path / "missing.onnx"), "vnnlib": str(tmp_path / "missing.vnnlib"),
+            "timeout": 5, "method": "auto", "device": "cpu", "seed": 0, "check_model": False}
+    parent.send(task)
+    parent.send(None)
+    runner._worker_main(Logged(child))
+    assert events == [("send", "ready"), ("send", "error"), "release"]

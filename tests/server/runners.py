@@ -78,3 +78,9 @@ def abandons(task: dict, progress) -> dict:
     ran = run_until(time.monotonic() + 0.2, forever.wait)
     assert isinstance(ran, Abandoned)
     return {"verdict": "timeout", "message": str(os.getpid())}
+
+
+def quick(task: dict, progress) -> dict:
+    """A verdict at once."""
+    return {"verdict": "unknown", "counterexample": None, "time_s": 0.0, "method": "stub",
+            "message": ""}

@@ -77,3 +77,34 @@ def test_the_jobs_limit_reaches_the_engines(monkeypatch, tmp_path):
         except RuntimeError:
             pass
     assert seen == [512 << 20, None, None, 4096 << 20]
+
+
+def test_a_worker_hands_heap_pages_back_after_each_answer(monkeypatch):
+    """Between jobs a worker returns the heap's free pages (bounds.heap), after the job's
+    answer is sent: trimming costs about 70 ms per GB, off the job's clock."""
+    import multiprocessing as mp
+
+    import bounds.heap
+    from server.worker import worker_main
+
+    events = []
+
+    class Logged:  # the worker's end of the pipe, logging what it sends
+        def __init__(self, conn):
+            self.conn = conn
+
+        def send(self, message):
+            events.append(("send", message[0]))
+            self.conn.send(message)
+
+        def recv(self):
+            return self.conn.recv()
+
+    parent, child = mp.Pipe()
+    monkeypatch.setattr(bounds.heap, "release_freed_pages", lambda: events.append("release"))
+    for job in ("a", "b"):
+        parent.send((job, {}))
+    parent.send(None)
+    worker_main(Logged(child), "tests.server.runners:quick")
+    assert events == [("send", "ready"), ("send", "result"), "release",
+                      ("send", "result"), "release"]
