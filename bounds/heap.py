@@ -76,7 +76,7 @@ def keep_freed_pages() -> bool:
     global _free_at_release
     _kept = bool(_LIBC.mallopt(M_MMAP_MAX, 0)) and bool(
         _LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX))
-    _free_at_release = _free_bytes()
+    _free_at_release = _heap_free()
     return _kept
 
 
@@ -84,7 +84,7 @@ def kept() -> bool:
     return _kept
 
 
-def _free_bytes() -> int:
+def _heap_free() -> int:
     return int(_LIBC.mallinfo2().fordblks)
 
 
@@ -93,7 +93,7 @@ def release_freed_pages() -> None:
     global _free_at_release
     if _kept:
         _LIBC.malloc_trim(0)
-        _free_at_release = _free_bytes()
+        _free_at_release = _heap_free()
 
 
 def retained_free_bytes() -> int:
@@ -102,4 +102,4 @@ def retained_free_bytes() -> int:
     resident even once reused and freed again)."""
     if not _kept:
         return 0
-    return max(0, _free_bytes() - _free_at_release)
+    return max(0, _heap_free() - _free_at_release)

@@ -101,7 +101,7 @@ def test_relu_alphas_are_kept_where_the_relu_is_unstable():
     dom.lower["z"] = torch.randn(40, 3, generator=gen, dtype=torch.float64)
     dom.upper["z"] = dom.lower["z"] + torch.rand(40, 3, generator=gen, dtype=torch.float64)
     dom.alphas["other"] = torch.rand(40, 2, 5, generator=gen)
-    q = DomainQueue(relu_inputs={"relu": "z"})
+    q = DomainQueue(kink_inputs={"relu": "z"})
     q.push(dom)
     got = q.pop_worst(40)
     order = {float(m): i for i, m in enumerate(dom.margin)}

@@ -5,8 +5,9 @@ way meant sorting it and copying every field -- alphas and betas included, tens 
 domain on mnistfc 256x4 -- at every step (``NeuronDomains.take_worst``). Here each field of
 each domain lives in a preallocated slot: taking the n worst costs a top-k over the margins
 and a copy of n rows, and children go into freed slots. Betas are queued as their nonzero
-positions and values (``sparse_rows``: nonzero only at a domain's splits), and so are Relu
-alphas, at the positions where the domain's Relu is unstable (``relu_inputs``).
+positions and values (``sparse_rows``: nonzero only at a domain's splits), and so are the
+alphas of Relu-like kinks, at the positions where the domain's kink is unstable
+(``kink_inputs``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ _PLAIN = ("bound", "refuted", "candidates", "depth")
 # packed fields (sparse_rows): "<values prefix><key>" and "<index prefix><key>"
 _PACKED = {"betas": ("beta.v/", "beta.i/"), "alphas": ("alpha.v/", "alpha.i/")}
 _INDEX = tuple(index for _, index in _PACKED.values())
+_BY_VALUES = {v_pre: (name, i_pre) for name, (v_pre, i_pre) in _PACKED.items()}
 
 
-def _flatten(dom: NeuronDomains, relu_inputs: dict[str, str]) -> dict[str, torch.Tensor]:
+def _flatten(dom: NeuronDomains, kink_inputs: dict[str, str]) -> dict[str, torch.Tensor]:
     out = {}
-    packed_alphas = {k: relu_inputs[k] for k, t in dom.alphas.items()
-                     if k in relu_inputs and relu_inputs[k] in dom.lower
-                     and t.shape[2:] == dom.lower[relu_inputs[k]].shape[1:]}
+    packed_alphas = {k: kink_inputs[k] for k, t in dom.alphas.items()
+                     if k in kink_inputs and kink_inputs[k] in dom.lower
+                     and t.shape[2:] == dom.lower[kink_inputs[k]].shape[1:]}
     for name in _DICTS:
         out.update({f"{name}/{k}": t for k, t in getattr(dom, name).items()
                     if name != "alphas" or k not in packed_alphas})
@@ -51,11 +53,11 @@ def _fill(name: str) -> float:
 class DomainQueue:
     """Open domains, worst margin first out."""
 
-    def __init__(self, relu_inputs: dict[str, str] | None = None) -> None:
-        """``relu_inputs``: node -> its input value (where the domains' bounds live), for the
-        sign-split (Relu) nodes whose alphas are queued at unstable positions only."""
+    def __init__(self, kink_inputs: dict[str, str] | None = None) -> None:
+        """``kink_inputs``: node -> its input value (where the domains' bounds live), for the
+        Relu-like kink nodes whose alphas are queued at unstable positions only."""
         self.slots = SlotQueue(fill=_fill)
-        self.relu_inputs = dict(relu_inputs or {})
+        self.kink_inputs = dict(kink_inputs or {})
         self.shapes: dict[tuple[str, str], tuple[int, ...]] = {}  # packed field -> [*shape]
 
     def __len__(self) -> int:
@@ -64,7 +66,7 @@ class DomainQueue:
     def push(self, dom: NeuronDomains) -> None:
         if not len(dom):
             return
-        flat = _flatten(dom, self.relu_inputs)
+        flat = _flatten(dom, self.kink_inputs)
         for name, (v_pre, i_pre) in _PACKED.items():
             for k, t in getattr(dom, name).items():
                 if v_pre + k in flat:
@@ -85,11 +87,10 @@ class DomainQueue:
         """Remove and return up to n domains with the smallest margin."""
         got, margin = self.slots.pop_smallest(n)
         parts: dict = {name: {} for name in (*_DICTS, "betas")}
-        packed = {v_pre: (name, i_pre) for name, (v_pre, i_pre) in _PACKED.items()}
         for key, t in got.items():
             head, _, rest = key.partition("/")
-            if head + "/" in packed:
-                name, i_pre = packed[head + "/"]
+            if head + "/" in _BY_VALUES:
+                name, i_pre = _BY_VALUES[head + "/"]
                 parts[name][rest] = sparse_rows.unpack(t, got[i_pre + rest],
                                                        self.shapes[(name, rest)])
             elif key.startswith(_INDEX):

@@ -27,6 +27,8 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import ibp_lower
+from bounds.registry import rules
+from bounds.rules.common import KINK_ALPHA
 from bounds.rules.softmax import expand_softmax
 from bounds.types import Interval
 from verifier.bab.attack_schedule import AttackSchedule
@@ -408,7 +410,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         try:
             root = self._own_rates(self.root)
             # (after the root: it may narrow the net, and its layers with it)
-            queue.relu_inputs = {lay.node: lay.value for lay in self.layers if lay.sign_split}
+            queue.kink_inputs = {lay.node: lay.value for lay in self.layers
+                                 if lay.op in rules() and rules().get(lay.op).alpha is KINK_ALPHA}
             queue.push(root)
             return self._own_rates(self._search, queue)
         except DeadlineExceeded:  # a step the search's deadline cut short: its stats stay

@@ -8,10 +8,11 @@ splits. ``pack`` keeps, per domain, the positions where any row is nonzero (padd
 batch's largest count with index -1) and their values; ``unpack`` restores the dense tensor
 exactly.
 
-A Relu's alphas (lower-bound slopes, warm starts too) matter only where the Relu is unstable
-(l < 0 < u): elsewhere its relaxation is exact and reads no alpha, and a child's bounds lie
-within its parent's, so a neuron stable in a domain stays stable below it. They are packed
-at the domain's unstable positions (``keep``) and come back as 0 elsewhere.
+A Relu-like kink's alphas (its rule's ``KINK_ALPHA``: lower-bound slopes, warm starts too)
+matter only where the kink is unstable (l < 0 < u): elsewhere its relaxation is exact and
+reads no alpha (the fact ``bounds.engine.alpha.alpha_positions`` uses too), and a child's
+bounds lie within its parent's, so a neuron stable in a domain stays stable below it. They
+are packed at the domain's unstable positions (``keep``) and come back as 0 elsewhere.
 """
 
 from __future__ import annotations
