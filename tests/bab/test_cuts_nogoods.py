@@ -19,7 +19,7 @@ def learning_search(graph, region, **opts):
     """A search whose learner may spend all its time learning (tiny nets learn little)."""
     search = make_search(graph, region, nogoods=True, **opts)
     search.nogoods = NogoodLearner(search.options.step_iterations, time_share=1.0,
-                                   probation=10**9)
+                                   probation=10**9, cuts=search.options.cuts)
     return search
 
 

@@ -25,6 +25,7 @@ from bounds.engine.crown import backward_bound
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.work_dtype import cast_intermediates
+from verifier.bab.cuts import CutSet, cut_terms, merge_extra
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BetaOptions:
     iterations: int = 20
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
+    lr_cut: float = 0.05  # cut multipliers (``verifier.bab.cuts``)
     lr_decay: float = 0.98
     # pair loop: drop pairs that cannot reach their target at their recent rate of gain
     drop_hopeless: bool = False
@@ -106,12 +108,18 @@ def split_extra(betas: dict[str, torch.Tensor], terms: dict[str, Term]):
 
 def split_bound(inter: Intermediates, start: str, coef: torch.Tensor,
                 alphas: Mapping[str, torch.Tensor], betas: dict[str, torch.Tensor],
-                terms: dict[str, Term], cache: PassCache | None = None) -> torch.Tensor:
+                terms: dict[str, Term], cache: PassCache | None = None,
+                cuts: tuple[CutSet, torch.Tensor] | None = None) -> torch.Tensor:
     """``backward_bound``'s lower bound [B, S] with the split constraints' Lagrangian terms
-    (and constants)."""
-    if not betas:
+    (and constants); ``cuts``: (cuts, multipliers [B, S, K]) whose terms enter too
+    (``verifier.bab.cuts``: then a bound on the counterexamples of the domains only)."""
+    if not betas and cuts is None:
         return backward_bound(inter, start, coef, alphas=alphas, cache=cache).lower
     extra, const = split_extra(betas, terms)
+    if cuts is not None:
+        more, cut_const = cut_terms(cuts[0], inter.bounds, cuts[1])
+        extra = merge_extra(extra, more)
+        const = cut_const if const is None else const + cut_const
     lower = backward_bound(inter, start, coef, alphas=alphas, extra=extra, cache=cache).lower
     return lower if const is None else lower + const
 

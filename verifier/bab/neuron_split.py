@@ -113,7 +113,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.reduction: Reduction | None = None  # set when the root narrows the net
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
-        self.nogoods = nogood_hooks(options.nogoods and self.sign_only, options.step_iterations)
+        self.nogoods = nogood_hooks((options.nogoods or options.cuts) and self.sign_only,
+                                    options.step_iterations, options.cuts)
 
     # ---- bounding -------------------------------------------------------------------------
     def _spec(self, n: int):
@@ -267,7 +268,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         best, alphas, betas, loop = optimize_pairs(
             inter, self.out_name, full_coef, dom.splits, Pairs(d, r), (dom.alphas, dom.betas),
             beta, proved, self.deadline, self._work_dtype(inter), rhs[d, r],
-            lazy=self.options.lazy_certify)
+            lazy=self.options.lazy_certify,
+            cuts=self.nogoods.cuts_for(dom, inter.bounds, inter.dtype))
         lower = lower.clone()
         lower[d, r] = torch.maximum(lower[d, r], best)
         guide = None
@@ -522,9 +524,12 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         """The batch's intermediate bounds (one pass over the network), which its children
         start from, when the children reuse them (None: each child gets its own pass) and
         no nogood can prune or change children (their order then says their parent)."""
-        if self._mode() != "reuse" or (self.options.nogoods and self.sign_only):
+        if self._mode() != "reuse" or (self._learns_nogoods() and self.sign_only):
             return None
         return self._intermediates(batch, reuse=True)[0]
+
+    def _learns_nogoods(self) -> bool:
+        return self.options.nogoods or self.options.cuts
 
     def _mode(self) -> str:
         mode = self.options.intermediate

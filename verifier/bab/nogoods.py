@@ -38,6 +38,7 @@ import torch
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import ibp_lower
 from verifier.bab.branching import SplitLayer
+from verifier.bab.cuts import CutSet, cut_set
 from verifier.bab.neuron_domains import NeuronDomains
 
 BETA_ZERO = 1e-6  # a beta at most this is "zero": its literal is tried without
@@ -50,6 +51,7 @@ class NogoodStats:
     attempts: int = 0  # strengthened sets bounded afresh
     pruned: int = 0  # domains dropped unbounded
     units: int = 0  # phases forced by unit propagation
+    cut_uses: int = 0  # domains bounded with some nogood as a cut
     learn_s: float = 0.0
     match_s: float = 0.0
     literals: int = 0  # total literals of the kept nogoods (for the mean length)
@@ -204,8 +206,10 @@ class NogoodLearner:
     """
 
     def __init__(self, iterations: int, max_attempts: int = 64, time_share: float = 0.25,
-                 max_pending: int = 256, tries: int = 8, probation: int = 128):
+                 max_pending: int = 256, tries: int = 8, probation: int = 128,
+                 cuts: bool = False):
         self.iterations, self.max_attempts = iterations, max_attempts
+        self.use_cuts = cuts  # the nogoods also enter bounds as cuts (``cuts_for``)
         # learning (one more bound per attempt) stops while it has taken more than this
         # share of the search's time since the root
         self.time_share, self.max_pending, self.tries = time_share, max_pending, tries
@@ -234,7 +238,7 @@ class NogoodLearner:
         s = self.store.stats
         if self.pending is None or s.learn_s > self.time_share * (time.monotonic() - self._start):
             return
-        if s.attempts >= self.probation and s.pruned + s.units < s.learned:
+        if s.attempts >= self.probation and s.pruned + s.units + s.cut_uses < s.learned:
             return  # the nogoods found so far are seldom used: learning stops paying
         began = time.monotonic()
         self._busy = True
@@ -307,11 +311,32 @@ class NogoodLearner:
         s = self.store.stats if self.store is not None else NogoodStats()
         return {"nogoods_learned": s.learned, "nogood_attempts": s.attempts,
                 "nogood_pruned": s.pruned, "nogood_units": s.units,
+                "nogood_cut_domains": s.cut_uses,
                 "nogood_mean_length": s.literals / max(1, s.learned),
                 "nogood_learn_s": round(s.learn_s, 3), "nogood_match_s": round(s.match_s, 3)}
 
     def prune(self, dom: NeuronDomains) -> NeuronDomains:
         return dom if self.store is None else self.store.prune(dom)
+
+    def cuts_for(self, dom: NeuronDomains, bounds, dtype) -> CutSet | None:
+        """The nogoods that can tighten the bounds of ``dom`` (its splits, its Relu inputs'
+        intermediate ``bounds``) as cuts (``verifier.bab.cuts``), or None."""
+        if not self.use_cuts or self.store is None or len(self.store) == 0 or self._busy:
+            return None
+        began = time.monotonic()
+        store, n = self.store, len(dom)
+        parts = []
+        for lay in store.layers:
+            code = dom.splits[lay.value].reshape(n, -1)
+            lo, up = bounds[lay.value].lower.reshape(n, -1), bounds[lay.value].upper.reshape(n, -1)
+            stable = torch.where(lo >= 0, 1, torch.where(up <= 0, -1, 0)).to(torch.int8)
+            parts.append(torch.where(code != 0, code, stable).cpu())
+        cuts = cut_set(store.layers, store.idx, store.sgn, torch.cat(parts, 1), dtype,
+                       dom.margin.device)
+        store.stats.match_s += time.monotonic() - began
+        if cuts is not None:
+            store.stats.cut_uses += int(cuts.mask.any(1).sum())
+        return cuts
 
     def propagate(self, kids: NeuronDomains, reuse):
         return (kids, reuse) if self.store is None else self.store.propagate(kids, reuse)
@@ -329,13 +354,17 @@ class NoNogoods:
     def propagate(self, kids: NeuronDomains, reuse):
         return kids, reuse
 
+    def cuts_for(self, dom: NeuronDomains, bounds, dtype) -> None:
+        return None
+
     def stats(self) -> dict:
         return {}
 
 
-def nogood_hooks(on: bool, iterations: int) -> NogoodLearner | NoNogoods:
-    """A learner (``on``: Relu-only nets with ``nogoods``) or hooks that do nothing."""
-    return NogoodLearner(iterations) if on else NoNogoods()
+def nogood_hooks(on: bool, iterations: int, cuts: bool = False) -> NogoodLearner | NoNogoods:
+    """A learner (``on``: Relu-only nets with ``nogoods``; ``cuts``: its nogoods enter the
+    bounds as cuts too) or hooks that do nothing."""
+    return NogoodLearner(iterations, cuts=cuts) if on else NoNogoods()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from bounds.engine.results import Intermediates, PassCache
 from bounds.rules.relu import carry_planes
 from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
 from verifier.bab.chain_guide import chain_bound, chain_state, linear_chain, usable
+from verifier.bab.cuts import CutSet
 
 # Drop proved pairs from the batch once at least this share of it is proved (each drop
 # gathers the batch's bounds again).
@@ -39,6 +40,7 @@ HOPELESS_AFTER = 3  # iterations before any pair is judged
 # (the work dtype's rounding may leave a provable pair just below it)
 CERTIFY_SLACK = 1e-3
 Proved = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+CUT_KEY = "cuts"  # the multipliers' entry in their parameter group
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,9 @@ class _Active:
     """The pairs still optimised: their positions in the batch, bounds, parameters, moments."""
 
     def __init__(self, inter, coef, terms, params: list[dict], ranges: list[dict],
-                 chain=None):
+                 chain=None, cuts: CutSet | None = None):
         self.idx = torch.arange(coef.shape[0], device=coef.device)
-        self.inter, self.coef, self.terms = inter, coef, terms
+        self.inter, self.coef, self.terms, self.cuts = inter, coef, terms, cuts
         # a Linear/Relu chain's passes (``chain_guide``): the chain and its pairs' planes
         self.chain = None if chain is None else (chain, chain_state(chain, inter))
         self.params, self.ranges = params, ranges
@@ -73,6 +75,7 @@ class _Active:
             self._keep_bounds(mask)
         self.terms = {k: (v, s[mask], None if r is None else r[mask])
                       for k, (v, s, r) in self.terms.items()}
+        self.cuts = None if self.cuts is None else self.cuts.select(mask)
         self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
                        for g in self.params]
         self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
@@ -92,8 +95,9 @@ class _Active:
         if self.chain is not None:
             return chain_bound(*self.chain, self.coef, self.params[0], self.params[1],
                                self.terms)[:, 0]
+        cuts = None if self.cuts is None else (self.cuts, self.params[2][CUT_KEY])
         return split_bound(self.inter, start, self.coef, self.params[0], self.params[1],
-                           self.terms, cache)[:, 0]
+                           self.terms, cache, cuts)[:, 0]
 
     def step(self, lrs: list[float], t: int) -> None:
         """One Adam step (bias-corrected, as ``bounds.engine.adam``) and the projection."""
@@ -117,7 +121,8 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
                    splits: dict[str, torch.Tensor], pairs: Pairs, warm: tuple[dict, dict],
                    options: BetaOptions, proved: Proved,
                    deadline: float = math.inf, work_dtype: torch.dtype | None = None,
-                   targets: torch.Tensor | None = None, lazy: bool = False):
+                   targets: torch.Tensor | None = None, lazy: bool = False,
+                   cuts: CutSet | None = None):
     """Lower bounds [P] of coef[dom, row] . value(start) on each pair's domain, optimised over
     alpha and beta >= 0; returns (lower [P], alphas, betas, guide [P]), parameters
     [P, 1, ...] in ``inter``'s dtype, ``guide`` the loop's own best bounds (``work_dtype``:
@@ -135,7 +140,11 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     ``lazy`` (with ``targets``): the bound pass in ``inter``'s dtype (``_certify``) runs only
     for the pairs whose loop bound reaches their target (less CERTIFY_SLACK); the others get
     -inf (no bound: the caller keeps what it knew) and their ``guide``. That pass was 6.6 of
-    53 CPU s of resnet_2b prop_20's steps, although only a proof needs a sound bound."""
+    53 CPU s of resnet_2b prop_20's steps, although only a proof needs a sound bound.
+
+    ``cuts`` (mask per domain): nogoods as cutting planes (``verifier.bab.cuts``), their
+    multipliers optimised with the rest from 0 (a pair's bound is then one on the
+    counterexamples of its domain: what a proof needs)."""
     dt = work_dtype or inter.dtype
     d, r = pairs.dom, pairs.row
     mine = inter.select(d)
@@ -145,13 +154,21 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     alphas = init_alphas(low, 1, {k: v[d, r].unsqueeze(1).to(dt) for k, v in warm[0].items()})
     terms = split_terms(pair_splits, dt)
     betas = init_betas(terms, 1, {k: v[d, r].unsqueeze(1) for k, v in warm[1].items()})
-    best_params = [{k: v.detach().clone() for k, v in g.items()} for g in (alphas, betas)]
-    chain = linear_chain(inter.graph) if options.chain_pass else None
-    act = _Active(low, pair_coef.to(dt), terms, [alphas, betas],
-                  [alpha_ranges(inter.graph, alphas), {}],
-                  chain if usable(chain, low, start, alphas, terms) else None)
-    best = torch.full((len(pairs),), -math.inf, dtype=dt, device=coef.device)
+    groups, ranges = [alphas, betas], [alpha_ranges(inter.graph, alphas), {}]
     lrs = [options.lr_alpha, options.lr_beta]
+    pair_cuts = None if cuts is None else cuts.select(d)
+    if pair_cuts is not None:  # multipliers >= 0, from 0
+        groups.append({CUT_KEY: torch.zeros((len(pairs), 1, len(cuts)), dtype=dt,
+                                            device=coef.device, requires_grad=True)})
+        ranges.append({})
+        lrs.append(options.lr_cut)
+    best_params = [{k: v.detach().clone() for k, v in g.items()} for g in groups]
+    # (the chain's passes carry no cut terms)
+    chain = linear_chain(inter.graph) if options.chain_pass and cuts is None else None
+    act = _Active(low, pair_coef.to(dt), terms, groups, ranges,
+                  chain if usable(chain, low, start, alphas, terms) else None,
+                  None if pair_cuts is None else pair_cuts.to(dt))
+    best = torch.full((len(pairs),), -math.inf, dtype=dt, device=coef.device)
     cache = PassCache()
     history: list[torch.Tensor] = []  # best bounds [P] after each of the last iterations
     hopeless = options.drop_hopeless and targets is not None
@@ -183,7 +200,7 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
             act.keep(~done)
             cache = PassCache()
     if not (lazy and targets is not None):
-        return (*_certify(mine, start, pair_coef, pair_splits, best_params), best)
+        return (*_certify(mine, start, pair_coef, pair_splits, best_params, pair_cuts), best)
     need = best >= targets.to(dt) - CERTIFY_SLACK * (1 + targets.to(dt).abs())
     lower = torch.full((len(pairs),), -math.inf, dtype=inter.dtype, device=coef.device)
     alphas = {k: v.to(inter.dtype) for k, v in best_params[0].items()}
@@ -191,7 +208,8 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     if bool(need.any()):
         sure, _, _ = _certify(mine.select(need), start, pair_coef[need],
                               {k: v[need] for k, v in pair_splits.items()},
-                              [{k: v[need] for k, v in g.items()} for g in best_params])
+                              [{k: v[need] for k, v in g.items()} for g in best_params],
+                              None if pair_cuts is None else pair_cuts.select(need))
         lower[need] = sure
     return lower, alphas, betas, best
 
@@ -206,7 +224,7 @@ def _hopeless(history: list[torch.Tensor], targets: torch.Tensor, idx: torch.Ten
 
 
 def _certify(inter: Intermediates, start: str, coef: torch.Tensor, splits: dict,
-             params: list[dict]):
+             params: list[dict], cuts: CutSet | None = None):
     """One pass in ``inter``'s dtype with the parameters found: the sound bounds [P]."""
     dt = inter.dtype
     alphas = {k: v.to(dt) for k, v in params[0].items()}
@@ -214,5 +232,7 @@ def _certify(inter: Intermediates, start: str, coef: torch.Tensor, splits: dict,
     terms = split_terms(splits, dt)  # (a subset of the pairs may have no split in a layer)
     with torch.no_grad():
         lower = split_bound(inter, start, coef, alphas,
-                            {k: v for k, v in betas.items() if k in terms}, terms)
+                            {k: v for k, v in betas.items() if k in terms}, terms,
+                            cuts=None if cuts is None else (cuts.to(dt),
+                                                            params[2][CUT_KEY].to(dt)))
     return lower[:, 0], alphas, betas
