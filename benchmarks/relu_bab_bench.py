@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.label:8s} {label:14s} nogoods learned {stats['nogoods_learned']} "
                   f"of {stats['nogood_attempts']} tried (mean length "
                   f"{stats['nogood_mean_length']:.1f}), pruned {stats['nogood_pruned']}, "
-                  f"forced {stats['nogood_units']}, learn {stats['nogood_learn_s']:.1f}s "
+                  f"forced {stats['nogood_units']}, "
+                  f"bounded with cuts {stats.get('nogood_cut_domains', '-')}, "
+                  f"learn {stats['nogood_learn_s']:.1f}s "
                   f"match {stats['nogood_match_s']:.1f}s", flush=True)
         if prof:
             out = io.StringIO()

@@ -49,6 +49,7 @@ from verifier.bab.chain_guide import (
     linear_chain,
     usable,
 )
+from verifier.bab.cut_trees import CUT_TREES, grow_cut_trees
 from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
@@ -113,6 +114,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.reduction: Reduction | None = None  # set when the root narrows the net
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
+        self.cut_tree_firsts: list[int] = []  # set by the root's branching scores
         self.nogoods = nogood_hooks((options.nogoods or options.cuts) and self.sign_only,
                                     options.step_iterations, options.cuts)
 
@@ -330,8 +332,12 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
         if not self.sign_only:
             k = max(k, self.options.multi_split)
-        idx, valid = top_candidates(scores, k)
-        out.candidates = torch.where(valid, idx, torch.full_like(idx, -1))
+        wide = self._grows_cut_trees() and self.counters.done == len(out) == 1  # the root
+        idx, valid = top_candidates(scores, max(k, CUT_TREES + 1) if wide else k)
+        idx = torch.where(valid, idx, torch.full_like(idx, -1))
+        if wide:  # the cut trees' first splits: the next-best neurons
+            self.cut_tree_firsts = [int(i) for i in idx[0, 1:CUT_TREES + 1] if int(i) >= 0]
+        out.candidates = idx[:, :k]
         check_deadline()
         rank = out.bound if rank is None else rank
         self._primal_points(input_coef, rank[:, rows], weight, keep)
@@ -415,7 +421,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             queue.kink_inputs = {lay.node: lay.value for lay in self.layers
                                  if lay.op in rules() and rules().get(lay.op).alpha is KINK_ALPHA}
             queue.push(root)
-            return self._own_rates(self._search, queue)
+            return self._own_rates(self._search, queue, root)
         except DeadlineExceeded:  # a step the search's deadline cut short: its stats stay
             if time.monotonic() < self.deadline:
                 raise  # an enclosing, earlier deadline: not this search's to report
@@ -443,9 +449,13 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         0.14 s past it: the bench's max_overrun_s on oval21 cifar_deep_kw img7479.)"""
         self.deadline = min(self.deadline, time.monotonic() + time_left())
 
-    def _search(self, queue: DomainQueue) -> BabOutcome:
-        """The loop of :meth:`run` from the root's domain on."""
+    def _search(self, queue: DomainQueue, root: NeuronDomains | None = None) -> BabOutcome:
+        """The loop of :meth:`run` from the root's domain on (after the cut trees, with
+        ``cuts``, from ``root``)."""
         opts, c = self.options, self.counters
+        if self._grows_cut_trees() and root is not None and len(queue):
+            c.extra["cut_tree_steps"] = grow_cut_trees(self, root, queue.kink_inputs,
+                                                       self.cut_tree_firsts)
         cap = None
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
@@ -531,6 +541,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def _learns_nogoods(self) -> bool:
         return self.options.nogoods or self.options.cuts
 
+    def _grows_cut_trees(self) -> bool:
+        return self.options.cuts and self.sign_only
+
     def _mode(self) -> str:
         mode = self.options.intermediate
         if mode == "auto":
@@ -567,6 +580,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                  "queue_bytes_per_domain": queue.bytes_per_domain(),
                  "dead_dropped": c.extra.get("dead_dropped", 0)}
         stats.update(self.nogoods.stats())
+        if "cut_tree_steps" in c.extra:
+            stats["cut_tree_steps"] = c.extra["cut_tree_steps"]
         if reason:
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
