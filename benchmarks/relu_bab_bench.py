@@ -14,7 +14,9 @@ kept), ``work_float32=false``, ``pair_batches=false``, ``relu_multi_split=false`
 Linear/Relu chains too). On fully connected Relu chains the defaults are one split per domain
 and step and downstream intermediate bounds (session 19); ``--set relu_multi_split=true --set
 intermediate=reuse`` gives the earlier defaults there. Item 3:
-``nogoods=true`` (learned nogoods, off by default; a second line per case reports them).
+``nogoods=true`` (learned nogoods, off by default; a second line per case reports them) and
+``cuts=true`` (the nogoods as cutting planes in the bounds, with cut trees; that line then
+counts the domains bounded with cuts).
 ``--case mnistfc:onnx/mnist-net_256x4.onnx:vnnlib/prop_3_0.03.vnnlib`` runs other instances.
 ``--cascade`` runs the bound cascade first as ``verify`` does (its root bounds, its steps) and
 counts the checkpoints' CPU seconds from the cascade's start: the measure for changes to the

@@ -85,8 +85,8 @@ class BabConfig:
         "ReLU BaB: learn nogoods from verified domains to prune domains and force phases")
     cuts: bool = _setting(
         False, "--cuts",
-        "ReLU BaB: use the learned nogoods (--nogoods) as cutting planes in the bound too "
-        "(cut multipliers optimised with alpha and beta)")
+        "ReLU BaB: learn nogoods (as --nogoods, also in short cut trees from the root) and "
+        "use them as cutting planes in the bounds (multipliers optimised with alpha and beta)")
     # The three below: relubab, session 14 (benchmarks/relu_bab_bench.py, worst margin at equal
     # CPU seconds). Root iterations: oval21 base img6638 reached -0.030 with 0, -0.0151 with 5
     # (the cascade's), -0.0039 with 20; on resnet_2b 20 cost 11 s more for a worse bound, so

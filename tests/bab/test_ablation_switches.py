@@ -55,3 +55,12 @@ def test_each_search_switch_reaches_the_neuron_split_options_alone(flag, field):
     assert all(getattr(neuron_split_options(parsed()), f) for f in names)
     options = neuron_split_options(parsed(flag))
     assert {f for f in names if not getattr(options, f)} == {field}
+
+
+@pytest.mark.parametrize(("flag", "field"), [("--nogoods", "nogoods"), ("--cuts", "cuts")])
+def test_nogoods_and_cuts_are_off_unless_asked_and_reach_the_search(flag, field):
+    from verifier.strategy import neuron_split_options
+
+    assert not neuron_split_options(parsed()).nogoods and not neuron_split_options(parsed()).cuts
+    options = neuron_split_options(parsed(flag))
+    assert {f for f in ("nogoods", "cuts") if getattr(options, f)} == {field}

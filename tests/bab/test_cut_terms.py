@@ -15,7 +15,7 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.types import Interval
 from tests.bab.exact import exact_min
 from tests.bab.test_cuts_nogoods import learning_search, outputs, pre_activations
-from tests.bab.test_neuron_split import make_search, region_for, tiny_net
+from tests.bab.test_neuron_split import region_for, tiny_net
 from verifier.bab.beta import split_bound
 from verifier.bab.branching import sign_split_layers
 from verifier.bab.cuts import cut_set
