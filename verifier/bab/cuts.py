@@ -35,8 +35,8 @@ import torch
 from verifier.bab.branching import SplitLayer
 
 MAX_CUTS = 32  # cuts per batch (multipliers [P, S, K] and the products below grow with K)
-# the constant's allowance for rounding, per unit of the multipliers' magnitudes, in eps
-ROUNDING_EPS = 64
+# the constant's allowance for rounding: this many times the gamma_n bound of its sums
+ROUNDING_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,12 @@ def cut_terms(cuts: CutSet, bounds, mu: torch.Tensor):
         shape = (b, s, *lay.shape)
         extra[lay.node] = (slope_up + slope_lo).reshape(shape)
         extra[lay.value] = (-slope_lo).reshape(shape)
-    # the sums above (c over the cuts, the constant over neurons) rounded: a generous allowance
-    allowance = ROUNDING_EPS * (len(cuts) + 2) * torch.finfo(dtype).eps * (2 * size + 1)
+    # Rounding of the sums above: each c_j sums at most K products, and each constant sums
+    # the nonzero c_j (at most the cuts' literals, adding exact zeros is exact) and K terms;
+    # every sum's magnitude is at most ``size``, so n eps size per sum with n terms bounds its
+    # error (Higham's gamma_n, with room to spare)
+    terms = float(cuts.length.sum()) + len(cuts) + 8
+    allowance = ROUNDING_FACTOR * terms * torch.finfo(dtype).eps * (2 * size + 1)
     return extra, const - allowance
 
 
