@@ -39,9 +39,9 @@ def test_lazy_pass_certifies_only_pairs_that_reach_their_target(monkeypatch):
     certified = []
     real = pair_loop._certify
 
-    def spy(inter, start, coef, splits, params):
+    def spy(inter, start, coef, splits, params, cuts=None):
         certified.append(coef.shape[0])
-        return real(inter, start, coef, splits, params)
+        return real(inter, start, coef, splits, params, cuts)
 
     monkeypatch.setattr(pair_loop, "_certify", spy)
     out = {}

@@ -20,6 +20,14 @@ from verifier.step_timer import StepTimer
 # time taken as fixed (not shrinking with its batch) when sizing one.
 LAST_STEP_MIN = 8
 LAST_STEP_FIXED = 0.5
+# Filtered strong branching on Relu-only nets (relubab, session 23, ``relu_bab_bench --cascade``
+# 40 s, 3 vs 6 candidates side by side): oval21 base img6638 proved in 8.8 vs 13.5 s, resnet_2b
+# prop_10 in 10.1 vs 13.1 s; worst margins at 38 CPU s better on oval21 wide img6391 (-0.269 vs
+# -0.310), deep img7479 (-1.216 vs -1.248), base img590 (-0.379 vs -0.388), resnet_2b prop_0
+# (-0.179 vs -0.190), mnistfc 256x4 prop_0_0.03 and ERAN 9x200 idx 225 at 29 s; resnet_4b
+# prop_13 -0.752 vs -0.745. 5 and 8 were each worse than 6 on some of them, 10 on img590.
+RELU_FSB_CANDIDATES = 6
+GENERAL_FSB_CANDIDATES = 3
 # Share of the memory free on the search's device (``budget.free_bytes``: the machine's, a
 # bench worker's share or a service job's limit) its queue may take; bound passes size
 # themselves to what is left (``budget.PASS_MEMORY_SHARE`` of it each).
@@ -40,7 +48,9 @@ class NeuronSplitOptions(BabConfig):
     # when the root is bounded (a fixed 2 GiB ended oval21 searches at 7.7k queued domains,
     # 118 s into a 300 s run on a 24 GiB machine)
     memory_bytes: int | None = None
-    fsb_candidates: int = 3
+    # neurons filtered strong branching tries per domain; None: RELU_FSB_CANDIDATES on
+    # Relu-only searches, GENERAL_FSB_CANDIDATES with general nonlinear splits
+    fsb_candidates: int | None = None
     # (``intermediate``, the children's intermediate bounds, is a BabConfig field: "reuse" the
     # parent's (split applied), "downstream": CROWN again for the split layers after the newly
     # split one (upstream bounds cannot change: CROWN there does not see the split),

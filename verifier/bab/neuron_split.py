@@ -62,9 +62,11 @@ from verifier.bab.neuron_domains import (
     split_more,
 )
 from verifier.bab.neuron_options import (
+    GENERAL_FSB_CANDIDATES,
     LAST_STEP_FIXED,
     LAST_STEP_MIN,
     QUEUE_MEMORY_SHARE,
+    RELU_FSB_CANDIDATES,
     NeuronSplitOptions,
     _Counters,
     fc_relu_chain,
@@ -329,7 +331,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         else:
             scores = split_scores(inter, self.layers, coefs, alphas, weight,
                                   self.options.heuristic, self.points)
-        k = self.options.fsb_candidates if self.options.branching == "fsb" else 1
+        k = self._fsb_candidates() if self.options.branching == "fsb" else 1
         if not self.sign_only:
             k = max(k, self.options.multi_split)
         wide = self._grows_cut_trees() and self.counters.done == len(out) == 1  # the root
@@ -343,10 +345,17 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self._primal_points(input_coef, rank[:, rows], weight, keep)
 
     # ---- branching ------------------------------------------------------------------------
+    def _fsb_candidates(self) -> int:
+        """``fsb_candidates``, its None resolved by the kind of search."""
+        k = self.options.fsb_candidates
+        if k is not None:
+            return k
+        return RELU_FSB_CANDIDATES if self.sign_only else GENERAL_FSB_CANDIDATES
+
     def choose(self, dom: NeuronDomains, parents: Intermediates | None = None) -> torch.Tensor:
         """One global neuron index per domain (-1: nothing left to split); ``parents``: the
         domains' intermediate bounds (None: computed when needed)."""
-        cand = dom.candidates[:, :self.options.fsb_candidates]
+        cand = dom.candidates[:, :self._fsb_candidates()]
         first = cand[:, 0]
         if self.options.branching != "fsb" or cand.shape[1] == 1:
             return first
