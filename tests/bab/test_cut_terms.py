@@ -164,3 +164,18 @@ def test_cut_set_keeps_only_cuts_that_can_tighten():
     assert len(cuts) == 2 and bool(cuts.mask.all())
     assert sorted(cuts.length.tolist()) == [2.0, 2.0]
     assert [s.abs().sum().item() for s in cuts.signs] == [1.0, 3.0]
+
+
+def test_a_cut_tree_that_closes_proves_the_region():
+    """A cut tree is a complete search of the root's region: on tiny unsat nets some close,
+    and the answer is then unsat (exact), with the main search not run."""
+    closed = 0
+    for seed in (70, 71, 72, 73):
+        graph, exact = tiny_net(seed, n_in=3, hidden=(6, 5))
+        c = np.array([0.0, 1.0, -1.0])
+        m = exact_min(exact, -np.ones(3), np.ones(3), c)
+        region = region_for(exact, 3, c[None, None], [[m - 0.03]])
+        out = learning_search(graph, region, cuts=True, attack=False).run()
+        assert out.verdict == "unsat", out.stats
+        closed += out.stats.get("stopped") == "a cut tree closed"
+    assert closed > 0

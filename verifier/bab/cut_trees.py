@@ -26,12 +26,13 @@ CUT_TREE_SHARE = 0.1  # of the search's time, for all the trees
 
 
 def grow_cut_trees(search, root: NeuronDomains, kink_inputs: dict, firsts: list[int],
-                   share: float = CUT_TREE_SHARE) -> int:
+                   share: float = CUT_TREE_SHARE) -> tuple[int, bool]:
     """Run the cut trees of ``search`` from ``root``, one per first split in ``firsts``
     (global neuron indices; its nogood learner observes every domain they verify); returns
-    the steps taken."""
+    (the steps taken, whether a tree closed: each tree is a complete search of the root's
+    region, so one whose queue empties with no domain left unsplittable proves it)."""
     if len(root) != 1 or not firsts:
-        return 0
+        return 0, False
     end = time.monotonic() + share * max(0.0, search.deadline - time.monotonic())
     steps = 0
     for t, neuron in enumerate(firsts):
@@ -42,10 +43,13 @@ def grow_cut_trees(search, root: NeuronDomains, kink_inputs: dict, firsts: list[
         only[0, 0] = neuron
         queue.push(replace(root.select(torch.tensor([0], device=root.margin.device)),
                            candidates=only))
+        stuck = search.counters.stuck
         while len(queue) and time.monotonic() < stop:
             size = search._step_size()
             if size == 0:
-                return steps
+                return steps, False
             search._step(queue, size)
             steps += 1
-    return steps
+        if not len(queue) and search.counters.stuck == stuck:
+            return steps, True
+    return steps, False

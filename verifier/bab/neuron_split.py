@@ -463,8 +463,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         ``cuts``, from ``root``)."""
         opts, c = self.options, self.counters
         if self._grows_cut_trees() and root is not None and len(queue):
-            c.extra["cut_tree_steps"] = grow_cut_trees(self, root, queue.kink_inputs,
-                                                       self.cut_tree_firsts)
+            c.extra["cut_tree_steps"], proved = grow_cut_trees(
+                self, root, queue.kink_inputs, self.cut_tree_firsts)
+            if proved:  # a cut tree searched the whole region
+                return BabOutcome("unsat", stats=self._stats(DomainQueue(), "a cut tree closed"))
         cap = None
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
