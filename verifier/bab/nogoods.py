@@ -77,12 +77,15 @@ class Nogoods:
         n = len(dom)
         return torch.cat([dom.splits[lay.value].reshape(n, -1) for lay in self.layers], 1)
 
-    def effective(self, dom: NeuronDomains) -> torch.Tensor:
-        """Codes with the neurons that the domain's bounds show stable as literals too."""
+    def effective(self, dom: NeuronDomains, bounds=None) -> torch.Tensor:
+        """Codes with the neurons that the domain's bounds show stable as literals too
+        (``bounds``: value -> Interval of the split layers' inputs; default the domain's)."""
         n, parts = len(dom), []
         for lay in self.layers:
             code = dom.splits[lay.value].reshape(n, -1)
-            lo, up = dom.lower[lay.value].reshape(n, -1), dom.upper[lay.value].reshape(n, -1)
+            lo = (dom.lower[lay.value] if bounds is None else bounds[lay.value].lower)
+            up = (dom.upper[lay.value] if bounds is None else bounds[lay.value].upper)
+            lo, up = lo.reshape(n, -1), up.reshape(n, -1)
             stable = torch.where(lo >= 0, 1, torch.where(up <= 0, -1, 0)).to(torch.int8)
             parts.append(torch.where(code != 0, code, stable))
         return torch.cat(parts, 1)
@@ -324,15 +327,9 @@ class NogoodLearner:
         if not self.use_cuts or self.store is None or len(self.store) == 0 or self._busy:
             return None
         began = time.monotonic()
-        store, n = self.store, len(dom)
-        parts = []
-        for lay in store.layers:
-            code = dom.splits[lay.value].reshape(n, -1)
-            lo, up = bounds[lay.value].lower.reshape(n, -1), bounds[lay.value].upper.reshape(n, -1)
-            stable = torch.where(lo >= 0, 1, torch.where(up <= 0, -1, 0)).to(torch.int8)
-            parts.append(torch.where(code != 0, code, stable).cpu())
-        cuts = cut_set(store.layers, store.idx, store.sgn, torch.cat(parts, 1), dtype,
-                       dom.margin.device)
+        store = self.store
+        cuts = cut_set(store.layers, store.idx, store.sgn, store.effective(dom, bounds).cpu(),
+                       dtype, dom.margin.device)
         store.stats.match_s += time.monotonic() - began
         if cuts is not None:
             store.stats.cut_uses += int(cuts.mask.any(1).sum())
