@@ -14,7 +14,12 @@ import torch
 from bounds.engine.intermediate import compute_intermediate
 from bounds.types import Interval
 from tests.bab.exact import exact_min
-from tests.bab.test_cuts_nogoods import learning_search, outputs, pre_activations
+from tests.bab.test_cuts_nogoods import (
+    learning_search,
+    offset_region,
+    outputs,
+    pre_activations,
+)
 from tests.bab.test_neuron_split import region_for, tiny_net
 from verifier.bab.beta import split_bound
 from verifier.bab.branching import sign_split_layers
@@ -131,10 +136,7 @@ def test_cut_terms_tighten_the_bound():
 @pytest.mark.parametrize("seed", [70, 71])
 @pytest.mark.parametrize("delta", [-0.03, 0.03])
 def test_search_with_cuts_matches_exact(seed, delta):
-    graph, exact = tiny_net(seed, n_in=3, hidden=(6, 5))
-    c = np.array([0.0, 1.0, -1.0])
-    m = exact_min(exact, -np.ones(3), np.ones(3), c)
-    region = region_for(exact, 3, c[None, None], [[m + delta]])
+    graph, region = offset_region(seed, delta)
     search = learning_search(graph, region, cuts=True, attack=delta > 0)
     out = search.run()
     assert out.verdict == ("sat" if delta > 0 else "unsat"), out.stats
@@ -173,10 +175,7 @@ def test_a_cut_tree_that_closes_proves_the_region():
     and the answer is then unsat (exact), with the main search not run."""
     closed = 0
     for seed in (70, 71, 72, 73):
-        graph, exact = tiny_net(seed, n_in=3, hidden=(6, 5))
-        c = np.array([0.0, 1.0, -1.0])
-        m = exact_min(exact, -np.ones(3), np.ones(3), c)
-        region = region_for(exact, 3, c[None, None], [[m - 0.03]])
+        graph, region = offset_region(seed, -0.03)
         out = learning_search(graph, region, cuts=True, attack=False).run()
         assert out.verdict == "unsat", out.stats
         closed += out.stats.get("stopped") == "a cut tree closed"

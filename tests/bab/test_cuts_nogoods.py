@@ -76,6 +76,15 @@ def invalid(exact, pattern, c, rhs, lo, hi) -> bool:
         sampled_violations(exact, pattern, c, rhs, lo, hi) > 0
 
 
+def offset_region(seed: int, delta: float):
+    """A tiny net (3 inputs, 6 and 5 Relus) and the property y1 - y2 > min + delta over
+    [-1, 1]^3 (exact min): sat for delta > 0, unsat for delta < 0."""
+    graph, exact = tiny_net(seed, n_in=3, hidden=(6, 5))
+    c = np.array([0.0, 1.0, -1.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    return graph, region_for(exact, 3, c[None, None], [[m + delta]])
+
+
 CASES = [(seed, hidden, narrow) for seed, hidden in
          [(40, (6, 6)), (41, (4, 4, 4)), (4, (5, 5))]
          for narrow in (True, False)]
@@ -125,10 +134,7 @@ def test_search_learns_nogoods():
 @pytest.mark.parametrize("seed", [50, *(pytest.param(s, marks=SLOW) for s in (51, 52, 53))])
 @pytest.mark.parametrize("delta", [-0.03, 0.03])
 def test_answers_match_exact_with_and_without_nogoods(seed, delta):
-    graph, exact = tiny_net(seed, n_in=3, hidden=(6, 5))
-    c = np.array([0.0, 1.0, -1.0])
-    m = exact_min(exact, -np.ones(3), np.ones(3), c)
-    region = region_for(exact, 3, c[None, None], [[m + delta]])
+    graph, region = offset_region(seed, delta)
     truth = "sat" if delta > 0 else "unsat"
     for on in (True, False):
         search = learning_search(graph, region) if on else make_search(graph, region)
