@@ -9,6 +9,16 @@ import math
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
+from bounds.rules.common import concretise_backward
+
+
+def concretises(node: Node, rule) -> bool:
+    """Whether CROWN's backward pass replaces the node's output by its interval: no
+    elementwise relaxation, not affine, and no backward step of its own (none, or
+    ``concretise_backward``: the piecewise-constant ops)."""
+    return (not (rule.relax is not None and rule.traits.elementwise)
+            and not node_is_affine(node, rule)
+            and (rule.backward is None or rule.backward is concretise_backward))
 
 
 def is_relaxed(node: Node, rule) -> bool:
@@ -60,6 +70,12 @@ def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
     for node in graph.nodes:
         rule = registry.get(node.op, node.name)
         ins = node.dynamic_inputs
+        if ins and concretises(node, rule):
+            # CROWN meets the node's output as a box of its interval: no pass through it can
+            # tighten the interval, nor (like the input box) the exact ranges after it
+            exact.add(node.name)
+            box.add(node.name)
+            continue
         if len(ins) != 1 or ins[0] not in exact:
             continue
         if rule.traits.box_preserving and node_is_affine(node, rule):
@@ -70,6 +86,8 @@ def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
             exact.add(node.name)
         elif rule.relax is not None and rule.traits.elementwise:
             exact.add(node.name)
+            if ins[0] in box:  # a function of each coordinate alone: still independent
+                box.add(node.name)
     return exact
 
 
@@ -91,6 +109,13 @@ def largest_numel(graph: Graph) -> int:
     included (a graph without nodes, y = x, holds only its input)."""
     inputs = (math.prod(t.shape) for t in graph.inputs)
     return max(*inputs, *(backward_footprint(graph, n) for n in graph.nodes), 1)
+
+
+def reads_lower_only(op: str) -> bool:
+    """Whether ``op``'s interval reads only its input's lower bounds (its rule's
+    ``traits.reads_lower_only``; False for an op without a rule)."""
+    registry = rules()
+    return op in registry and registry.get(op).traits.reads_lower_only
 
 
 def split_search(op: str) -> str | None:

@@ -23,7 +23,8 @@ from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
 from bounds.engine.work_dtype import WORK_DTYPE
 from bounds.graph import Graph
-from bounds.rules.softmax import expand_softmax, simplex_lower
+from bounds.rules.rewrites import bound_graph
+from bounds.rules.softmax import simplex_lower
 from bounds.types import Interval
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,8 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     b = box.lower.shape[0]
     coef = coef.expand(b, *coef.shape[1:]).to(box.lower)
     rhs = rhs.expand(b, rhs.shape[-1]).to(box.lower)
-    # Softmax is bounded through its exp / sum / reciprocal form (same value names).
-    expanded = expand_softmax(graph)
+    # ArgMax through score differences, Softmax through exp / sum / reciprocal (names kept).
+    expanded = bound_graph(graph)
     cache = PassCache()
     with torch.no_grad():
         if expanded is not graph:

@@ -1,6 +1,7 @@
 """Op rules, one module per op family. Registered explicitly through ALL_RULE_MODULES."""
 
 from bounds.rules import (
+    argmax_pairs,
     arithmetic,
     discrete,
     dynamic_slice,
@@ -36,6 +37,7 @@ ALL_RULE_MODULES = (
     softmax,
     logic,
     discrete,
+    argmax_pairs,
     dynamic_slice,
     scatter,
 )

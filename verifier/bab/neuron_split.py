@@ -29,7 +29,7 @@ from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import ibp_lower
 from bounds.registry import rules
 from bounds.rules.common import KINK_ALPHA
-from bounds.rules.softmax import expand_softmax
+from bounds.rules.rewrites import bound_graph
 from bounds.types import Interval
 from verifier.bab.attack_schedule import AttackSchedule
 from verifier.bab.beta import (
@@ -98,9 +98,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         ``root_bounds``: sound interval bounds [1, *shape] of the region's values that an
         earlier pass found (the bound cascade's alpha-CROWN): the root keeps them instead of
         recomputing its intermediate bounds with alpha-CROWN."""
-        # Softmax as Exp / ReduceSum / Reciprocal, as bound_spec does, so CROWN relaxes it
-        # here too (value names are kept; the same graph when there is no Softmax).
-        graph = expand_softmax(graph)
+        # The graph bound_spec bounds (``bound_graph``: value names kept; the same graph when
+        # no rewrite applies), so the search's passes relax the same nodes.
+        graph = bound_graph(graph)
         self.graph, self.problem, self.deadline = graph, problem, deadline
         self.options, self.progress = options, progress
         self.validate, self.attack = validate, attack

@@ -191,7 +191,10 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
                                         options.iterations - it - 1)
         # autograd's backward cannot read the clock: no step that would end past the
         # deadline (the best iterate so far gives a sound bound)
-        if bool(done.all()) or it + 1 >= options.iterations or not step_fits(pass_s, deadline):
+        # (no parameter reaches a bound that the relaxations do not shape: a step op
+        # concretised between them and the output)
+        if (bool(done.all()) or it + 1 >= options.iterations or not lower.requires_grad
+                or not step_fits(pass_s, deadline)):
             break
         (-lower[~done].sum()).backward()
         act.step(lrs, it + 1)
