@@ -57,8 +57,6 @@ class OpTraits:
     piecewise_linear: bool = False
     box_preserving: bool = False
     domain: tuple[float, float] = (float("-inf"), float("inf"))
-    # the node's interval reads only its input's lower bounds (CROWN refines that side alone)
-    reads_lower_only: bool = False
 
 
 def _always(node) -> bool:

@@ -111,13 +111,6 @@ def largest_numel(graph: Graph) -> int:
     return max(*inputs, *(backward_footprint(graph, n) for n in graph.nodes), 1)
 
 
-def reads_lower_only(op: str) -> bool:
-    """Whether ``op``'s interval reads only its input's lower bounds (its rule's
-    ``traits.reads_lower_only``; False for an op without a rule)."""
-    registry = rules()
-    return op in registry and registry.get(op).traits.reads_lower_only
-
-
 def split_search(op: str) -> str | None:
     """Who splits neurons of ``op`` (its rule's ``split.search``): "sign" (sign splits, exact
     once the input's sign is fixed: Relu), "interval" (GenBaB's interval splits), "operands"

@@ -20,7 +20,6 @@ import torch
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import (
     largest_numel,
-    reads_lower_only,
     relaxed_inputs,
     split_search,
     values_ibp_bounds_exactly,
@@ -63,11 +62,6 @@ def _read_by_sign_only(graph: Graph, name: str) -> bool:
     """Every consumer of ``name`` is split by sign (Relu-like): exact wherever the sign of
     its input is fixed."""
     return all(split_search(n.op) == "sign" for n in graph.consumers(name))
-
-
-def _read_lower_only(graph: Graph, name: str) -> bool:
-    """Every consumer of ``name`` reads only its lower bounds."""
-    return all(reads_lower_only(n.op) for n in graph.consumers(name))
 
 
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
@@ -474,7 +468,7 @@ class _Refiner:
             return out
         refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
                                       record=inter.linear_bounds is not None,
-                                      work_dtype=self.work_dtype, signs=self._sides(name))
+                                      work_dtype=self.work_dtype)
         if rec is not None:
             inter.linear_bounds[name] = rec
         if refined is None:
@@ -482,14 +476,6 @@ class _Refiner:
         out = intersect(out, refined)
         inter.bounds[name] = out
         return out
-
-    def _sides(self, name: str) -> tuple[float, ...]:
-        """The sides of ``name``'s bounds to refine: the lower one alone where every consumer
-        reads only that (``OpTraits.reads_lower_only``) and no linear-bounds record wants
-        both, else both."""
-        if self.inter.linear_bounds is None and _read_lower_only(self.inter.graph, name):
-            return (1.0,)
-        return BOTH_SIDES
 
     def _probes_signs(self, name: str) -> bool:
         """Whether ``name``'s positions are bounded one side first (``_sign_probes``): only

@@ -1,33 +1,40 @@
 """ArgMax decided from pairwise differences: PairArgMax and the ``pair_argmax`` rewrite.
 
 ArgMax's own rule (``discrete.py``) reads only the intervals of its input: index j can win
-unless some l_i > u_j. Two logits that move together (a segmentation net's two class scores
-at one pixel, both shifted by the same perturbation) have wide, overlapping intervals even
-where their difference keeps one sign over the whole box, so that rule decides almost nothing
-(carvana UNet: 0 of 1457 pixels by intervals, 1358 by CROWN bounds of the differences).
+unless some l_i > u_j. Two scores that move together (a segmentation net's two class scores at
+one pixel, both shifted by the same perturbation) have wide, overlapping intervals even where
+their difference keeps one sign over the whole box, so that rule decides almost nothing
+(carvana UNet, eps 0.004: 0 of 1457 pixels by intervals, 1358 by CROWN bounds of the
+differences).
 
-``pair_argmax`` rewrites ArgMax(x) over an axis of n <= MAX_CLASSES classes as
-PairArgMax(E), E holding for every ordered pair (i, j), i != j, the difference y_i - y_j of
-the scores y the ArgMax compares: a Linear node, so the engine bounds E with CROWN like any
-value that a step op reads. Index j cannot win when some E_(i,j) > margin (i surely beats j).
+``pair_argmax`` rewrites ArgMax over an axis of n <= MAX_CLASSES classes as PairArgMax(D), D
+holding for every pair i < j the difference y_j - y_i of the scores y the ArgMax compares: an
+affine node (a 1x1 Conv over channels, else a Linear over the class axis), so the engine
+bounds D with CROWN like any value a step op reads, both sides (n (n - 1) / 2 rows per
+position). PairArgMax reads b(i, k) = y_i - y_k from D (-D or D) and each index's shortfall
+s_k = max over i != k of b(i, k): s_k <= 0 exactly where k is a maximum. Its value is the
+first (``last``: the last) index of smallest shortfall, which is ArgMax's winner (ties
+included) wherever D holds differences of one y, and a value for any D, so its interval
+needs no assumption about D: k can have the smallest shortfall only if low(s_k) <= min_j
+high(s_j).
 
-Where x reaches the ArgMax from a Softmax over the same classes through layout ops only
-(Transpose, Reshape, Gather and the like: the element of the Softmax output behind every
-element of x is found by carrying an index tensor through them), y is the Softmax's input and
-the layout ops are replaced by one Gather of E's rows. Softmax keeps the order of its scores,
-and a float32 softmax keeps it up to its rounding, which the margin covers: if j is the
-ArgMax of the computed p, then p_j >= (sum p) / n, so y_j is within ln n of the row's maximum
-M, and so is every y_i > y_j; exp(y - M) of arguments that small, the shared sum and the
-division give p_i / p_j >= exp(y_i - y_j) (1 - e)^2 / (1 + e)^2 with e their relative error
-(a few float32 ulps in any sane kernel; SOFTMAX_MARGIN = 2**-8 allows for e up to about
-2**-11, some 8000 ulps). So y_i - y_j > SOFTMAX_MARGIN gives p_i > p_j: j is not the ArgMax.
-The check needs every group of the ArgMax to be one whole Softmax row (the same classes, in
-one order for all groups); otherwise, and where no Softmax is found, y is x itself and the
-margin 0 (a strict E > 0 is needed). Only lower bounds of E are read (``reads_lower_only``).
+Where the ArgMax's input comes from a Softmax over the same classes through layout ops only
+(Transpose, Reshape, Gather and the like; the element behind every element of the input is
+found by carrying an index tensor through them), y is the Softmax's input, followed further
+back through layout ops to where its class axis lies (a conv output's channels). Softmax keeps
+the order of its scores, and a float32 softmax keeps it up to its rounding, which ``margin``
+covers: if k is the ArgMax of the computed p, then p_k >= (sum p) / n, so y_k is within ln n
+of the row's maximum M, and so is every y_i > y_k; exp of arguments that small, the shared sum
+and the division give p_i / p_k >= exp(y_i - y_k) (1 - e)^2 / (1 + e)^2 with e their relative
+error (a few float32 ulps in any sane kernel; SOFTMAX_MARGIN = 2**-8 allows e up to about
+2**-11, some 8000 ulps). So y_i - y_k > SOFTMAX_MARGIN gives p_i > p_k: the runtime's winner
+k has s_k <= margin, and the interval admits every k with low(s_k) <= max(margin, min_j
+high(s_j)). The Softmax route needs every ArgMax group to be one whole Softmax row (the same
+classes, in one order for all groups); otherwise, and where no Softmax is found, y is the
+ArgMax's input itself and the margin 0.
 
-PairArgMax's forward (the first or, with ``last``, the last unbeaten index at margin 0) is
-argmax of y; behind a Softmax it may differ from the runtime's at near-ties, which only an
-attack's candidate could see, and every candidate is re-checked in onnxruntime.
+Behind a Softmax, PairArgMax's value may differ from the runtime's at near-ties; only an
+attack's candidate could see that, and every candidate is re-checked in onnxruntime.
 """
 
 from __future__ import annotations
@@ -53,65 +60,97 @@ LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze
 
 
 def pairs(n: int) -> list[tuple[int, int]]:
-    """The ordered pairs (i, j), i != j, in E's order: E_p = y_i - y_j."""
-    return [(i, j) for i in range(n) for j in range(n) if i != j]
+    """The pairs (i, j), i < j, in D's order: D_q = y_j - y_i."""
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
 def pair_weights(n: int) -> np.ndarray:
-    """[n (n - 1), n] rows e_i - e_j, one per pair."""
-    w = np.zeros((n * (n - 1), n), dtype=np.float32)
-    for p, (i, j) in enumerate(pairs(n)):
-        w[p, i], w[p, j] = 1.0, -1.0
+    """[n (n - 1) / 2, n] rows e_j - e_i, one per pair."""
+    w = np.zeros((n * (n - 1) // 2, n), dtype=np.float32)
+    for q, (i, j) in enumerate(pairs(n)):
+        w[q, i], w[q, j] = -1.0, 1.0
     return w
 
 
-def _scores(node, e: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """[B, *shape, P]: the pair differences behind every output position (``rows``: the
-    position in E, pair axis left out, of each output position)."""
-    moved = e.movedim(int(node.attrs["pair_axis"]) + 1, -1)
-    flat = moved.reshape(e.shape[0], -1, moved.shape[-1])
+def _behind(node, d: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[B, *shape, Q]: the pair differences behind every output position (``rows``: the
+    position in D, pair axis left out, of each output position)."""
+    moved = d.movedim(int(node.attrs["pair_axis"]) + 1, -1)
+    flat = moved.reshape(d.shape[0], -1, moved.shape[-1])
     picked = flat.index_select(1, rows.reshape(-1).long())
-    return picked.reshape(e.shape[0], *node.shape, moved.shape[-1])
+    return picked.reshape(d.shape[0], *node.shape, moved.shape[-1])
 
 
-def _beaten(node, values: torch.Tensor, margin: float) -> torch.Tensor:
-    """[B, *shape, n]: some i beats j by more than ``margin`` (in the ArgMax's index order)."""
+def _shortfalls(node, beats) -> torch.Tensor:
+    """[B, *shape, n] in the ArgMax's index order: s_k = max over i != k of beats(i, k),
+    how far the best rival of k is above it (beats(i, j): y_i - y_j, or a bound of it);
+    s_k <= 0 exactly where k is a maximum."""
     n = int(node.attrs["n"])
-    losers = torch.tensor([j for _, j in pairs(n)], device=values.device)
-    beaten = [(values[..., losers == j] > margin).any(-1) for j in range(n)]
-    by_class = torch.stack(beaten, -1)
-    order = torch.tensor(node.attrs["order"], device=values.device)
+    cols = []
+    for k in range(n):
+        rivals = [beats(i, k) for i in range(n) if i != k]
+        cols.append(torch.stack(rivals, -1).amax(-1))
+    by_class = torch.stack(cols, -1)
+    order = torch.tensor(node.attrs["order"], device=by_class.device)
     return by_class.index_select(-1, order)
 
 
-def _pick(can_win: torch.Tensor, last: bool) -> torch.Tensor:
-    """The first (``last``: the last) index where ``can_win``; -1 / n where none can."""
-    n = can_win.shape[-1]
-    pos = torch.arange(n, device=can_win.device, dtype=torch.float64)
+def _margins(d: torch.Tensor, n: int):
+    """beats(i, j) = y_i - y_j read from D (-D_q where (i, j) is pair q, D_q where (j, i))."""
+    index = {pair: q for q, pair in enumerate(pairs(n))}
+
+    def beats(i: int, j: int) -> torch.Tensor:
+        return -d[..., index[(i, j)]] if i < j else d[..., index[(j, i)]]
+    return beats
+
+
+def _margin_bounds(d: Interval, n: int, side: str):
+    """beats(i, j)'s lower (``side`` "lower") or upper bound from D's interval."""
+    index = {pair: q for q, pair in enumerate(pairs(n))}
+
+    def beats(i: int, j: int) -> torch.Tensor:
+        if i < j:  # -D_q
+            return -(d.upper if side == "lower" else d.lower)[..., index[(i, j)]]
+        return (d.lower if side == "lower" else d.upper)[..., index[(j, i)]]
+    return beats
+
+
+def _pick(where: torch.Tensor, last: bool) -> torch.Tensor:
+    """The first (``last``: the last) index where ``where``; n / -1 where none is."""
+    n = where.shape[-1]
+    pos = torch.arange(n, device=where.device, dtype=torch.float64)
     if last:
-        return torch.where(can_win, pos, -1.0).amax(-1)
-    return torch.where(can_win, pos, float(n)).amin(-1)
+        return torch.where(where, pos, -1.0).amax(-1)
+    return torch.where(where, pos, float(n)).amin(-1)
 
 
 def _forward(node, args):
-    e = _scores(node, args[0], args[1])
-    return _pick(~_beaten(node, e, 0.0), bool(node.attrs["last"])).to(args[0].dtype)
+    d = _behind(node, args[0], args[1])
+    s = _shortfalls(node, _margins(d, int(node.attrs["n"])))
+    # the first (last) smallest shortfall: ArgMax's winner wherever D holds differences
+    best = s == s.amin(-1, keepdim=True)
+    return _pick(best, bool(node.attrs["last"])).to(args[0].dtype)
 
 
 def _ibp(node, args):
-    e = _scores(node, args[0].lower, args[1])
     n = int(node.attrs["n"])
-    can_win = ~_beaten(node, e, float(node.attrs["margin"]))
+    d = Interval(_behind(node, args[0].lower, args[1]), _behind(node, args[0].upper, args[1]))
+    low = _shortfalls(node, _margin_bounds(d, n, "lower"))
+    high = _shortfalls(node, _margin_bounds(d, n, "upper"))
+    # k can have the smallest shortfall only if low_k <= min_j high_j; behind a Softmax the
+    # runtime's winner k has y_i - y_k <= margin for every i (module docstring)
+    level = torch.clamp(high.amin(-1, keepdim=True), min=float(node.attrs["margin"]))
+    can_win = low <= level
     first, last = _pick(can_win, False), _pick(can_win, True)
     none = first > last  # (no candidate: a NaN bound; then any index is possible)
-    first = torch.where(none, 0.0, first).to(e.dtype)
-    last = torch.where(none, float(n - 1), last).to(e.dtype)
+    first = torch.where(none, 0.0, first).to(d.lower.dtype)
+    last = torch.where(none, float(n - 1), last).to(d.lower.dtype)
     return Interval(first, last)
 
 
 RULES = (
     OpRule("PairArgMax", forward=_forward, ibp=_ibp, backward=concretise_backward,
-           traits=OpTraits(reads_lower_only=True),
+           traits=OpTraits(),
            doc="ArgMax read from the pairwise differences of the scores (pair_argmax)",
            **STEP_FIELDS),
 )
@@ -216,7 +255,7 @@ def _differences(graph: Graph, z: str, axis: int, n: int, p: str) -> tuple[list[
     ``{p}/diff``) and the axis of E that holds the pairs: a 1x1 Conv where ``axis`` is the
     channel axis of a value the graph's convolutions share the rank of (CROWN starts its
     rows there as windows), else a Linear over ``axis`` moved last."""
-    shape, count, w = graph.shape_of(z), n * (n - 1), pair_weights(n)
+    shape, count, w = graph.shape_of(z), n * (n - 1) // 2, pair_weights(n)
     if axis == 1 and conv_like(graph, z):
         spatial = len(shape) - 2
         conv = Node(f"{p}/diff", "Conv", (z, None), (shape[0], count, *shape[2:]),
