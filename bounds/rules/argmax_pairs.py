@@ -234,20 +234,22 @@ def _behind_softmax(graph: Graph, start: str, chain: list[Node], axis: int) -> l
 
 def _source(graph: Graph, node: Node):
     """(the scores z the differences are taken of, their class axis, the margin, the row of
-    z behind every ArgMax group, the class order), or None where no class axis is found."""
-    axis = int(node.attrs["axis"])
-    start, chain = _layout_chain(graph, node.inputs[0])
+    z behind every ArgMax group, the class order), or None where no class axis is found.
+    Tried in order: the scores before a Softmax (with the margin), the value before the
+    layout ops, the ArgMax's input itself."""
+    axis, x = int(node.attrs["axis"]), node.inputs[0]
+    start, chain = _layout_chain(graph, x)
     soft = _behind_softmax(graph, start, chain, axis)
-    margin = 0.0 if soft is None else SOFTMAX_MARGIN
-    if soft is not None:
-        start, chain = soft
-    groups = _groups(_carry(graph, start, chain), axis)
-    shape = graph.shape_of(start)
-    cls = _class_axis(shape, groups)
-    found = None if cls is None else _rows(shape, cls, groups)
-    if found is None:
-        return None
-    return start, cls, margin, *found
+    routes = [] if soft is None else [(*soft, SOFTMAX_MARGIN)]
+    routes += [(start, chain, 0.0), (x, [], 0.0)]
+    for z, steps, margin in routes:
+        groups = _groups(_carry(graph, z, steps), axis)
+        shape = graph.shape_of(z)
+        cls = _class_axis(shape, groups)
+        found = None if cls is None else _rows(shape, cls, groups)
+        if found is not None:
+            return z, cls, margin, *found
+    return None
 
 
 def _differences(graph: Graph, z: str, axis: int, n: int, p: str) -> tuple[list[Node], int]:

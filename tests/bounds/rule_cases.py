@@ -444,6 +444,27 @@ def _argmax_ref(axis, keepdims, last):
     return ref
 
 
+def _pair_argmax_ref(n, order, last, rows):
+    """PairArgMax's value, with the pair axis first in the sample: the first (last) index
+    of smallest shortfall s_k = max_{i != k} b(i, k), b(i, k) = y_i - y_k = -D_q (i < k) or
+    D_q (i > k) for the pair q of (min, max). On consistent D (differences of one y) this is
+    ArgMax of y, ties included."""
+    pair_of = {pair: q for q, pair in enumerate((i, j) for i in range(n)
+                                                 for j in range(i + 1, n))}
+
+    def ref(x):
+        d = np.moveaxis(x, 1, -1)[:, rows, :]
+        s = np.stack([np.max([-d[..., pair_of[(i, k)]] if i < k else d[..., pair_of[(k, i)]]
+                              for i in range(n) if i != k], 0) for k in range(n)], -1)
+        s = s[..., list(order)]
+        best = s == s.min(-1, keepdims=True)
+        if last:
+            return (n - 1 - np.argmax(best[..., ::-1], -1)).astype(np.float64)
+        return np.argmax(best, -1).astype(np.float64)
+
+    return ref
+
+
 def _onehot_ref(depth, on, off):
     def ref(x):
         idx = np.trunc(x)
@@ -511,6 +532,17 @@ DISCRETE = [
           attrs={"axis": 0, "keepdims": 1, "last": 1}, domain=(-1.0, 1.0), specials=(0.0,),
           onnx_attrs={"axis": 1, "keepdims": 1, "select_last_index": 1}, onnx_out=_INT64,
           numpy_ref=_argmax_ref(0, True, True)),
+    # an IR op of the ArgMax rewrite (bounds/rules/argmax_pairs.py), no ONNX form of its own:
+    # tests/bounds/test_argmax_pairs.py checks the rewritten graphs against onnxruntime
+    _step("PairArgMax", "PairArgMax(3 classes, 2 positions)", in_shape=(3, 2), out_shape=(2,),
+          attrs={"n": 3, "order": (1, 2, 0), "margin": 0.0, "last": 0, "pair_axis": 0},
+          consts={1: np.array([1, 0], np.int64)}, onnx_inputs=("x",),
+          numpy_ref=_pair_argmax_ref(3, (1, 2, 0), False, np.array([1, 0]))),
+    _step("PairArgMax", "PairArgMax(2 classes, last, margin)", in_shape=(1, 3),
+          out_shape=(3,), attrs={"n": 2, "order": (0, 1), "margin": 0.25, "last": 1,
+                                 "pair_axis": 0},
+          consts={1: np.array([2, 0, 1], np.int64)}, onnx_inputs=("x",),
+          numpy_ref=_pair_argmax_ref(2, (0, 1), True, np.array([2, 0, 1]))),
     _step("OneHot", "OneHot(depth 3)", in_shape=(4,), out_shape=(4, 3),
           attrs={"depth": 3, "axis": 1, "on": 5.0, "off": -1.0}, domain=(-4.5, 4.5),
           specials=(0.0, 1.0, 2.0, -1.0, -3.0, 3.0),
