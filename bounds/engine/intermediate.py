@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 # the rest is for later values and the final bound. Positions it leaves keep their (sound)
 # interval bounds.
 REFINE_TIME_SHARE = 0.5
+# The last value a pass refines leaves only the final bound (one backward pass of the spec
+# rows) to come: it may take this share, chunk by chunk, keeping what the chunks that fit
+# refined (a count of certified pixels gains from every position bounded).
+LAST_REFINE_SHARE = 0.8
 # Until a rate is measured, passes hold this fraction of the memory budget.
 UNMEASURED_SHARE = 8
 # Cost of one packed pass element beyond its rows (gathering its domain's bounds and
@@ -134,15 +138,15 @@ def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
 
 
 def _fits(graph: Graph, cache: PassCache, work: int, name: str,
-          alpha_iterations: int = 0) -> bool:
+          alpha_iterations: int = 0, share: float = REFINE_TIME_SHARE) -> bool:
     """Whether ``work`` (coefficient rows x values' elements of backward passes) fits in
-    REFINE_TIME_SHARE of the time left, at the rate last measured on this graph (unknown
-    rate: yes; the first chunk measures it and the engines' deadline checks bound it)."""
+    ``share`` of the time left, at the rate last measured on this graph (unknown rate: yes;
+    the first chunk measures it and the engines' deadline checks bound it)."""
     rate = rates(cache).get(_rate_key(graph, alpha_iterations))
     if rate is None:
         return True
     need, left = rate * work, time_left()
-    if need <= REFINE_TIME_SHARE * left:
+    if need <= share * left:
         return True
     log.info("CROWN bounds of %s left to intervals: about %.1f s needed, %.1f s left",
              name, need, left)
@@ -199,7 +203,7 @@ class _Packing:
 def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
                    alpha_iterations: int = 0, cache: PassCache | None = None,
                    record: bool = False, work_dtype: torch.dtype | None = None,
-                   signs: tuple[float, ...] = BOTH_SIDES
+                   signs: tuple[float, ...] = BOTH_SIDES, last: bool = False
                    ) -> tuple[Interval | None, LinearBounds | None]:
     """CROWN bounds of value ``name`` at the positions ``mask`` [B, numel] selects (others:
     +-inf), from the bounds of the values before it in ``inter``; with ``record`` (and no
@@ -216,6 +220,8 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     stops after a chunk, when what is left would take more than REFINE_TIME_SHARE of the time
     to the engines' deadline (those positions stay +-inf: the caller keeps their intervals).
     ``work_dtype``: alpha's iterations run in it (the bounds returned are ``inter``'s dtype).
+    ``last``: the pass refines nothing after this value: each chunk needs only to fit in
+    LAST_REFINE_SHARE of the time left, and the chunks that fit keep their bounds.
     """
     cache = PassCache() if cache is None else cache
     graph, b = inter.graph, inter.batch
@@ -231,21 +237,27 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
         probe = _first_positions(mask, max(1, rows // sides))
         if bool((mask & ~probe).any()):
             options = {"alpha_iterations": alpha_iterations, "cache": cache,
-                       "work_dtype": work_dtype, "signs": signs}
+                       "work_dtype": work_dtype, "signs": signs, "last": last}
             warm_up = key if cold_first_chunk(inter.device, key) else None
             return _probed(inter, name, (probe, mask & ~probe), options, warm_up), None
     pack = _Packing(mask, counts, k, _rows_per_pass(counts, k, max(1, rows // sides)))
     m, depth = pack.m, prefix_elements(graph, name)
-    if not _fits(graph, cache, sides * m * len(pack) * depth, name, alpha_iterations):
+    step, rec = max(1, rows // (sides * m)), None
+    share = LAST_REFINE_SHARE if last else REFINE_TIME_SHARE
+
+    def fits(start: int) -> bool:  # the rest (``last``: the next chunk) in its share
+        elements = len(pack) - start
+        work = sides * m * (min(step, elements) if last else elements) * depth
+        return _fits(graph, cache, work, name, alpha_iterations, share)
+
+    if not fits(0):
         return None, None
     numel = math.prod(graph.shape_of(name))
     lower = torch.full((b, numel), -math.inf, device=inter.device, dtype=inter.dtype)
     upper = torch.full((b, numel), math.inf, device=inter.device, dtype=inter.dtype)
-    step, rec = max(1, rows // (sides * m)), None
     record = record and alpha_iterations == 0 and signs == BOTH_SIDES
     for start in range(0, len(pack), step):
-        if start and not _fits(graph, cache, sides * m * (len(pack) - start) * depth, name,
-                               alpha_iterations):
+        if start and not fits(start):
             break
         began = time.monotonic()
         d, i, ok = pack.part(slice(start, start + step))
@@ -415,6 +427,8 @@ class _Refiner:
         # Values with no relaxed node upstream are affine in the input: IBP is already exact.
         self.need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
                      if method == "crown" else set())
+        # the last value refined (LAST_REFINE_SHARE): nothing but the final bound after it
+        self.last = next((n.name for n in reversed(graph.nodes) if n.name in self.need), None)
         self.funcs, self.zbox = {}, None
         free = free_coordinates(inter.box)
         use_forward = method == "forward" or forward_pays(
@@ -468,7 +482,7 @@ class _Refiner:
             return out
         refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
                                       record=inter.linear_bounds is not None,
-                                      work_dtype=self.work_dtype)
+                                      work_dtype=self.work_dtype, last=name == self.last)
         if rec is not None:
             inter.linear_bounds[name] = rec
         if refined is None:
