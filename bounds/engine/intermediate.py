@@ -373,7 +373,8 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
                          method: str = "crown", *, reuse_given: ReuseGiven = False,
                          alpha_iterations: int = 0, record_linear: bool = False,
                          cache: PassCache | None = None,
-                         work_dtype: torch.dtype | None = None) -> Intermediates:
+                         work_dtype: torch.dtype | None = None,
+                         last_share: bool = False) -> Intermediates:
     """Interval bounds of every value over the boxes ``box`` [B, *input_shape], and per domain
     whether some value's interval is empty (the given constraints contradict each other).
 
@@ -390,6 +391,8 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
     refined values (``linear_bounds``; meant for low-dimensional inputs: [B, numel, d] each).
     ``cache``: work to reuse and to keep for later passes over the result. ``work_dtype``:
     the dtype of alpha's iterations (``alpha.optimize_alpha``; None: the bounds' own).
+    ``last_share``: the last value refined may take LAST_REFINE_SHARE of the time left
+    (``crown_interval``'s ``last``), for a pass that only its final bound follows.
     """
     cache = PassCache() if cache is None else cache
     given = given or {}
@@ -398,7 +401,7 @@ def compute_intermediate(graph: Graph, box: Interval, given: dict[str, Interval]
                                   box.upper.reshape(-1, *info.shape))}
     infeasible = torch.zeros(box.lower.shape[0], dtype=torch.bool, device=box.lower.device)
     inter = Intermediates(graph, box, bounds, {}, infeasible, {} if record_linear else None)
-    refine = _Refiner(inter, given, method, reuse_given, alpha_iterations, cache)
+    refine = _Refiner(inter, given, method, reuse_given, alpha_iterations, cache, last_share)
     refine.work_dtype = work_dtype  # (alpha's iterations: crown_interval)
     for node in graph.nodes:
         check_deadline()
@@ -420,15 +423,17 @@ class _Refiner:
     value keeps its IBP interval."""
 
     def __init__(self, inter: Intermediates, given: dict, method: str,
-                 reuse_given: ReuseGiven, alpha_iterations: int, cache: PassCache):
+                 reuse_given: ReuseGiven, alpha_iterations: int, cache: PassCache,
+                 last_share: bool = False):
         graph = inter.graph
         self.inter, self.given, self.method = inter, given, method
         self.reuse_given, self.alpha_iterations, self.cache = reuse_given, alpha_iterations, cache
         # Values with no relaxed node upstream are affine in the input: IBP is already exact.
         self.need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
                      if method == "crown" else set())
-        # the last value refined (LAST_REFINE_SHARE): nothing but the final bound after it
-        self.last = next((n.name for n in reversed(graph.nodes) if n.name in self.need), None)
+        # the last value refined, where it may take LAST_REFINE_SHARE (``last_share``)
+        self.last = next((n.name for n in reversed(graph.nodes) if n.name in self.need),
+                         None) if last_share else None
         self.funcs, self.zbox = {}, None
         free = free_coordinates(inter.box)
         use_forward = method == "forward" or forward_pays(

@@ -43,6 +43,11 @@ class BoundOptions:
     # alpha-CROWN's iterations in float32 on float64 bounds (``work_dtype``): they only pick
     # the alphas; the bounds reported come from one float64 pass with them.
     work_float32: bool = True
+    # The last intermediate value refined may take LAST_REFINE_SHARE of the time left, chunk
+    # by chunk (``compute_intermediate``'s ``last_share``): for a pass that only the final
+    # bound follows (the cascade's CROWN step), not for search steps, whose timing is sized
+    # on the rest of their work.
+    last_refine: bool = False
 
     @property
     def work_dtype(self) -> torch.dtype | None:
@@ -171,7 +176,7 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
             expanded, box, given, options.intermediate_method(box.lower[0].numel()),
             alpha_iterations=(options.intermediate_alpha_iterations
                               if options.method == "alpha" else 0),
-            work_dtype=options.work_dtype,
+            work_dtype=options.work_dtype, last_share=options.last_refine,
             record_linear=record_linear, cache=cache)
     out_name = graph.outputs[0].name
     out_shape = graph.outputs[0].shape
