@@ -200,3 +200,26 @@ def test_segmenter_softmax_margin_is_applied():
     inter = compute_intermediate(graph, Interval(x, x), method="crown")
     bound = inter.bounds[_argmax_node(graph).name]
     assert bool((bound.lower == 0).all()) and bool((bound.upper == 1).all())
+
+
+def test_values_after_the_step_are_not_refined():
+    """CROWN meets a step op's output as a box of its interval: the values after PairArgMax
+    count as exact (no refinement), its input D does not."""
+    from bounds.engine.analysis import relaxed_inputs, values_ibp_bounds_exactly
+
+    model = _segmenter()
+    cast = next(n for n in model.graph.node if n.op_type == "Cast")
+    cast.output[0] = "af"
+    model.graph.node.extend([
+        helper.make_node("Transpose", ["af"], ["t"], perm=[1, 0]),
+        helper.make_node("Mul", ["t", "two"], ["y"])])
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(2.0), "two"))
+    data = model.SerializeToString()
+    graph = bound_graph(import_proto(onnx.load_model_from_string(data), data).graph)
+    node = _argmax_node(graph)
+    exact = values_ibp_bounds_exactly(graph)
+    need = set(relaxed_inputs(graph)) - exact
+    assert node.name in exact
+    assert node.inputs[0] in need
+    after = [n.name for n in graph.nodes if node.name in n.inputs]
+    assert after and all(name in exact for name in after)

@@ -77,3 +77,35 @@ def test_probe_takes_the_first_positions_domain_by_domain():
     mask = torch.tensor([[True, False, True, True], [True, True, False, False]])
     probe = intermediate._first_positions(mask, 4)
     assert probe.tolist() == [[True, False, True, True], [True, False, False, False]]
+
+
+def test_last_value_refines_the_chunks_that_fit(monkeypatch):
+    """With a rate that prices the whole refinement above REFINE_TIME_SHARE of the time left
+    but one chunk below LAST_REFINE_SHARE: an ordinary call refines nothing, a ``last`` call
+    refines chunk by chunk until the next chunk no longer fits, and what it refined is the
+    one-call bound there (infinite elsewhere, which the caller keeps as intervals)."""
+    graph, box, inter, name, mask = _setting(NETS[2], batch=1)
+    count = int(mask.sum())
+    assert count > 8
+    monkeypatch.setattr(intermediate, "chunk_rows", lambda *a, **k: 4)  # 2 positions a chunk
+    full = PassCache()
+    rates(full)[_rate_key(graph)] = 1e-12
+    whole, _ = crown_interval(inter, name, mask, cache=full)
+    depth = intermediate.prefix_elements(graph, name)
+    # every position would need 2x the time left; one chunk of 2 positions fits in 0.8
+    rate = 2.0 / (2 * count * depth)
+    monkeypatch.setattr(intermediate, "time_left", lambda: 1.0)
+    cache = PassCache()
+    rates(cache)[_rate_key(graph)] = rate
+    none, _ = crown_interval(inter, name, mask, cache=cache)
+    assert none is None
+    monkeypatch.setattr(intermediate, "_rate_key", lambda *a, **k: "frozen")  # keep the rate
+    cache = PassCache()
+    rates(cache)["frozen"] = rate
+    part, _ = crown_interval(inter, name, mask, cache=cache, last=True)
+    done = torch.isfinite(part.lower.flatten(1)) & mask
+    assert bool(done.all())  # every chunk fits (the rate stays), so all are refined
+    assert torch.allclose(part.lower.flatten(1)[mask], whole.lower.flatten(1)[mask], atol=1e-9)
+    rates(cache)["frozen"] = 0.9 / (2 * depth)  # now a chunk of 2 needs 0.9 > 0.8: none
+    later, _ = crown_interval(inter, name, mask, cache=cache, last=True)
+    assert later is None
