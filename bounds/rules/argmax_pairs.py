@@ -95,23 +95,14 @@ def _shortfalls(node, beats) -> torch.Tensor:
     return by_class.index_select(-1, order)
 
 
-def _margins(d: torch.Tensor, n: int):
-    """beats(i, j) = y_i - y_j read from D (-D_q where (i, j) is pair q, D_q where (j, i))."""
+def _beats(below: torch.Tensor, above: torch.Tensor, n: int):
+    """beats(i, j) = y_i - y_j (or a bound of it) read per pair q of (min(i, j), max(i, j)):
+    ``below[..., q]`` where i < j (the value -D_q), ``above[..., q]`` where i > j (D_q).
+    Values: (-D, D); lower bounds: (-D.upper, D.lower); upper bounds: (-D.lower, D.upper)."""
     index = {pair: q for q, pair in enumerate(pairs(n))}
 
     def beats(i: int, j: int) -> torch.Tensor:
-        return -d[..., index[(i, j)]] if i < j else d[..., index[(j, i)]]
-    return beats
-
-
-def _margin_bounds(d: Interval, n: int, side: str):
-    """beats(i, j)'s lower (``side`` "lower") or upper bound from D's interval."""
-    index = {pair: q for q, pair in enumerate(pairs(n))}
-
-    def beats(i: int, j: int) -> torch.Tensor:
-        if i < j:  # -D_q
-            return -(d.upper if side == "lower" else d.lower)[..., index[(i, j)]]
-        return (d.lower if side == "lower" else d.upper)[..., index[(j, i)]]
+        return below[..., index[(i, j)]] if i < j else above[..., index[(j, i)]]
     return beats
 
 
@@ -126,7 +117,7 @@ def _pick(where: torch.Tensor, last: bool) -> torch.Tensor:
 
 def _forward(node, args):
     d = _behind(node, args[0], args[1])
-    s = _shortfalls(node, _margins(d, int(node.attrs["n"])))
+    s = _shortfalls(node, _beats(-d, d, int(node.attrs["n"])))
     # the first (last) smallest shortfall: ArgMax's winner wherever D holds differences
     best = s == s.amin(-1, keepdim=True)
     return _pick(best, bool(node.attrs["last"])).to(args[0].dtype)
@@ -135,8 +126,8 @@ def _forward(node, args):
 def _ibp(node, args):
     n = int(node.attrs["n"])
     d = Interval(_behind(node, args[0].lower, args[1]), _behind(node, args[0].upper, args[1]))
-    low = _shortfalls(node, _margin_bounds(d, n, "lower"))
-    high = _shortfalls(node, _margin_bounds(d, n, "upper"))
+    low = _shortfalls(node, _beats(-d.upper, d.lower, n))
+    high = _shortfalls(node, _beats(-d.lower, d.upper, n))
     # k can have the smallest shortfall only if low_k <= min_j high_j; behind a Softmax the
     # runtime's winner k has y_i - y_k <= margin for every i (module docstring)
     level = torch.clamp(high.amin(-1, keepdim=True), min=float(node.attrs["margin"]))
