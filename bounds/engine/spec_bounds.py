@@ -104,14 +104,19 @@ def structured_relaxations(graph: Graph) -> dict[str, Callable | None]:
     return names
 
 
-def _with_softmax_ibp(graph: Graph, box: Interval, given: dict | None) -> dict:
-    """``given`` plus the Softmax rule's own (exact-range) IBP interval of every Softmax output,
-    which the expanded form's IBP only matches up to its pieces' rounding allowances."""
+def _with_softmax_ibp(graph: Graph, bounded: Graph, box: Interval, given: dict | None
+                      ) -> dict | None:
+    """``given`` plus the Softmax rule's own (exact-range) IBP interval of every Softmax output
+    that the rewritten graph ``bounded`` still holds (expanded, same name), which the expanded
+    form's IBP only matches up to its pieces' rounding allowances."""
+    kept = {n.name for n in bounded.nodes}
+    names = [n.name for n in graph.nodes if n.op == "Softmax" and n.name in kept]
+    if not names:  # (none, or every one dropped by the ArgMax rewrite: no IBP pass)
+        return given
     ibp = ibp_bounds(graph, box, given)
     out = dict(given or {})
-    for node in graph.nodes:
-        if node.op == "Softmax":
-            out[node.name] = intersect(ibp[node.name], out.get(node.name))
+    for name in names:
+        out[name] = intersect(ibp[name], out.get(name))
     return out
 
 
@@ -171,7 +176,7 @@ def bound_spec(graph: Graph, box: Interval, coef: torch.Tensor, rhs: torch.Tenso
     cache = PassCache()
     with torch.no_grad():
         if expanded is not graph:
-            given = _with_softmax_ibp(graph, box, given)
+            given = _with_softmax_ibp(graph, expanded, box, given)
         inter = compute_intermediate(
             expanded, box, given, options.intermediate_method(box.lower[0].numel()),
             alpha_iterations=(options.intermediate_alpha_iterations
