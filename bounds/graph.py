@@ -127,3 +127,13 @@ class Graph:
 
     def parameter_count(self) -> int:
         return int(sum(a.size for n in self.nodes for a in n.consts.values()))
+
+
+def conv_like(graph: Graph, name: str) -> int:
+    """The spatial rank of value ``name`` when some Conv of the graph has its rank (its last
+    axes then read as channel, spatial...), else 0."""
+    shape = graph.shape_of(name)
+    if len(shape) < 3 or not any(n.op == "Conv" and len(n.shape) == len(shape)
+                                 for n in graph.nodes):
+        return 0
+    return len(shape) - 2

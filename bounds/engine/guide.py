@@ -30,8 +30,8 @@ import torch
 
 from bounds.engine.constants import node_args
 from bounds.engine.guide_steps import Step, _kept_sshape_step, tangent_batches
-from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
+from bounds.graph import conv_like
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.s_shaped import GUIDE_OPS

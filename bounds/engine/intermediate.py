@@ -36,9 +36,8 @@ from bounds.engine.forward_linear import (
 from bounds.engine.ibp import intersect, propagate_node
 from bounds.engine.linear_rows import linear_rows
 from bounds.engine.patches import BOTH_SIDES, neuron_rows
-from bounds.engine.patches_step import conv_like
 from bounds.engine.results import Intermediates, PassCache
-from bounds.graph import Graph
+from bounds.graph import Graph, conv_like
 from bounds.rules.tangents import DomainError
 from bounds.types import Interval, LinearBounds, box_min
 

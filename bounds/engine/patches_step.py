@@ -15,7 +15,7 @@ from bounds.engine.box_dot import box_lower
 from bounds.engine.constants import as_tensor
 from bounds.engine.patches import Patches
 from bounds.engine.results import Intermediates
-from bounds.graph import Node
+from bounds.graph import Node, conv_like
 from bounds.registry import rules
 from bounds.types import Interval
 
@@ -25,16 +25,6 @@ Step = tuple[list, torch.Tensor | None]
 
 def dense(c: Coef) -> torch.Tensor:
     return c.to_dense() if isinstance(c, Patches) else c
-
-
-def conv_like(graph, name: str) -> int:
-    """The spatial rank of value ``name`` when some Conv of the graph has its rank (its last
-    axes then read as channel, spatial...), else 0."""
-    shape = graph.shape_of(name)
-    if len(shape) < 3 or not any(n.op == "Conv" and len(n.shape) == len(shape)
-                                 for n in graph.nodes):
-        return 0
-    return len(shape) - 2
 
 
 def start(graph, name: str, coef: Coef) -> Coef:

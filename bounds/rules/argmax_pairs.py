@@ -46,8 +46,7 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import node_args
-from bounds.engine.patches_step import conv_like
-from bounds.graph import Graph, Node
+from bounds.graph import Graph, Node, conv_like
 from bounds.registry import OpRule, OpTraits, rules
 from bounds.rules.common import STEP_FIELDS, concretise_backward
 from bounds.types import Interval
