@@ -165,7 +165,8 @@ def _alpha_relaxation(node: Node, rule, lower, upper, alpha: torch.Tensor) -> Re
         return [t.expand(a.shape) for t in (rel.lower_slope, rel.lower_offset,
                                             rel.upper_slope, rel.upper_offset)]
 
-    parts = timed_chunks(alpha.shape[1], alpha[:, :1].numel(), relax_rows)
+    parts = timed_chunks(alpha.shape[1], alpha[:, :1].numel(), relax_rows,
+                         key=("alpha relax", node.op))
     if len(parts) == 1:
         return Relaxation(*parts[0])
     return Relaxation(*(torch.cat([p[i] for p in parts], dim=1) for i in range(4)))

@@ -124,15 +124,23 @@ FIRST_CHUNK_ELEMENTS = 4096
 
 
 def timed_chunks(n_items: int, item_elements: int, run: Callable[[int, int], T],
-                 target_s: float | None = None) -> list[T]:
+                 target_s: float | None = None, key: tuple | None = None) -> list[T]:
     """``run(start, stop)`` over ``range(n_items)`` in chunks sized from the measured cost per
     item so that each takes about ``target_s``, with a clock check before each chunk.
 
     Per-element costs of the same call differ by 100x between ops (a Gelu relaxation bisects
     for its tangent points, a Sin one does not), so a fixed element count per chunk is either
-    too coarse for the deadline or too fine for speed."""
+    too coarse for the deadline or too fine for speed. ``key``: the kind of work, whose cost
+    per element the deadline block remembers (``shared_rates``), so a later call (the next
+    alpha iteration's relaxation of the same node) sizes its first chunk from it instead of
+    probing with a small one (each extra chunk costs its results' concatenation)."""
     target_s = CHUNK_TARGET_S if target_s is None else target_s
-    step = max(1, FIRST_CHUNK_ELEMENTS // max(item_elements, 1))
+    memo = shared_rates() if key is not None else None
+    known = None if memo is None else memo.get(key)
+    if known is None:
+        step = max(1, FIRST_CHUNK_ELEMENTS // max(item_elements, 1))
+    else:
+        step = max(1, int(target_s / (known * max(item_elements, 1))))
     out, start = [], 0
     while start < n_items:
         check_deadline()
@@ -140,6 +148,8 @@ def timed_chunks(n_items: int, item_elements: int, run: Callable[[int, int], T],
         began = time.monotonic()
         out.append(run(start, stop))
         per_item = max(time.monotonic() - began, 1e-6) / (stop - start)
+        if memo is not None:
+            memo[key] = per_item / max(item_elements, 1)
         step = max(1, int(target_s / per_item))
         start = stop
     return out

@@ -413,6 +413,34 @@ def test_timed_chunks_size_later_chunks_from_the_first():
     assert all(n <= 12 for n in seen) and len(seen) >= 9  # ~10 items per 0.02 s chunk
 
 
+def test_timed_chunks_with_a_key_size_a_later_call_from_the_rate_measured_before():
+    """The deadline block remembers a keyed call's rate: the next call with that key (the
+    next alpha iteration's relaxation) runs its items in one chunk, where an unkeyed call
+    probes with one item first (and pays a concatenation of the chunks)."""
+    seen = []
+
+    def run(start, stop):
+        seen.append(stop - start)
+        time.sleep(0.0005 * (stop - start))
+
+    with engine_deadline(time.monotonic() + 60):
+        timed_chunks(5, 8192, run, key=("relax", "Relu"))
+        assert seen[0] == 1  # nothing measured yet
+        seen.clear()
+        timed_chunks(5, 8192, run, key=("relax", "Relu"))
+        assert seen == [5]
+        seen.clear()
+        timed_chunks(5, 8192, run)  # no key: probes again
+        assert seen[0] == 1
+        seen.clear()
+        timed_chunks(5, 8192, run, key=("relax", "Gelu"))  # another kind of work: probes
+        assert seen[0] == 1
+    seen.clear()
+    with engine_deadline(time.monotonic() + 60, fresh_rates=True):  # a fresh block: probes
+        timed_chunks(5, 8192, run, key=("relax", "Relu"))
+    assert seen[0] == 1
+
+
 def test_timed_chunks_stop_at_the_deadline():
     calls = []
     with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
