@@ -56,11 +56,11 @@ from __future__ import annotations
 
 import math
 import os
-import weakref
 
 import numpy as np
 import torch
 
+from bounds.engine.constants import array_memo
 from bounds.engine.rounding import U32, gamma
 from bounds.float32_upper import full_float32
 from bounds.graph import Node
@@ -122,20 +122,11 @@ def uses_float32(node: Node, coef: torch.Tensor, delta: torch.Tensor | None) -> 
 
 
 # id(weights) -> (weak reference to them, their largest magnitude): read on every step
-_LARGEST: dict[int, tuple[weakref.ref, float]] = {}
+_LARGEST: dict = {}
 
 
 def _largest_weight(w: np.ndarray) -> float:
-    entry = _LARGEST.get(id(w))
-    if entry is not None and entry[0]() is w:
-        return entry[1]
-    largest = float(np.abs(w).max(initial=0.0))
-    key = id(w)
-    try:
-        _LARGEST[key] = (weakref.ref(w, lambda _ref: _LARGEST.pop(key, None)), largest)
-    except TypeError:  # not weakly referable: recomputed each time
-        pass
-    return largest
+    return array_memo(_LARGEST, w, lambda a: float(np.abs(a).max(initial=0.0)))
 
 
 def underflow_error(node: Node) -> float:

@@ -23,10 +23,29 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _drop(key: int, ref: weakref.ref) -> None:
-    entry = _CACHE.get(key)
+def _drop(key: int, ref: weakref.ref, table: dict | None = None) -> None:
+    table = _CACHE if table is None else table
+    entry = table.get(key)
     if entry is not None and entry[0] is ref:  # not a newer array that reuses the id
-        del _CACHE[key]
+        del table[key]
+
+
+def array_memo(table: dict, array, compute):
+    """``compute(array)``, remembered in ``table`` (id -> (weak reference, value)) while the
+    array lives, like the tensors above; an array that cannot be weakly referenced is
+    computed each time. (Per-array facts read on every bound pass: a weight's largest
+    magnitude, whether it has zeros.)"""
+    key = id(array)
+    entry = table.get(key)
+    if entry is not None and entry[0]() is array:
+        return entry[1]
+    value = compute(array)
+    try:
+        ref = weakref.ref(array, lambda r, key=key: _drop(key, r, table))
+    except TypeError:
+        return value
+    table[key] = (ref, value)
+    return value
 
 
 def _slot(array: np.ndarray) -> dict | None:

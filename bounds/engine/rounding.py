@@ -29,11 +29,11 @@ covered by a final relative margin in ``final_margin``.
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import torch
 
+from bounds.engine.constants import array_memo
 from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
 from bounds.types import Interval
@@ -127,20 +127,11 @@ def nonzero_terms(node, rule, args: list, n: int) -> torch.Tensor | None:
 
 
 # id(weights) -> (weak reference to them, whether none is 0)
-_NONZERO: dict[int, tuple[weakref.ref, bool]] = {}
+_NONZERO: dict = {}
 
 
 def _all_nonzero(w) -> bool:
-    entry = _NONZERO.get(id(w))
-    if entry is not None and entry[0]() is w:
-        return entry[1]
-    found = bool((np.asarray(w) != 0).all())
-    key = id(w)
-    try:
-        _NONZERO[key] = (weakref.ref(w, lambda _ref: _NONZERO.pop(key, None)), found)
-    except TypeError:  # not weakly referable: checked each time
-        pass
-    return found
+    return array_memo(_NONZERO, w, lambda a: bool((np.asarray(a) != 0).all()))
 
 
 def _magnitude(x: Interval) -> torch.Tensor:

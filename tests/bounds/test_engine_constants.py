@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 import torch
 
-from bounds.engine.constants import as_tensor, cache_size
+from bounds.engine.constants import array_memo, as_tensor, cache_size
 
 
 def test_a_cached_tensor_is_reused_while_its_array_lives():
@@ -52,3 +52,23 @@ def test_integer_and_scalar_constants():
     assert as_tensor(idx, "cpu", torch.float64).dtype == torch.int64
     scalar = np.float32(1.5)  # numpy scalars cannot be weakly referenced: converted, not cached
     assert as_tensor(scalar, "cpu", torch.float64).item() == 1.5
+
+
+def test_an_array_memo_computes_once_per_living_array_and_forgets_freed_ones():
+    table, calls = {}, []
+
+    def largest(a):
+        calls.append(1)
+        return float(np.abs(a).max())
+
+    w = np.array([1.0, -3.0, 2.0])
+    assert array_memo(table, w, largest) == 3.0
+    assert array_memo(table, w, largest) == 3.0 and len(calls) == 1
+    other = np.array([-5.0])  # another array: its own entry
+    assert array_memo(table, other, largest) == 5.0 and len(table) == 2
+    del w
+    gc.collect()
+    assert len(table) == 1  # the freed array's entry went with it
+    scalar = np.float64(-7.0)  # not weakly referable: computed each time, never stored
+    assert array_memo(table, scalar, largest) == 7.0
+    assert array_memo(table, scalar, largest) == 7.0 and len(calls) == 4 and len(table) == 1
