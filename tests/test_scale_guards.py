@@ -184,7 +184,7 @@ def test_a_service_jobs_limit_bounds_the_engines_and_the_queue(monkeypatch):
     from tests.bab.test_neuron_split import hard_unsat_region, make_search
     from verifier.bab.neuron_options import QUEUE_MEMORY_SHARE
 
-    rss = budget._proc_field("/proc/self/status", "VmRSS")
+    rss = budget.proc_field("/proc/self/status", "VmRSS")
     monkeypatch.setattr(budget, "_host_limit", None)
     monkeypatch.setattr(budget.heap, "retained_free_bytes", lambda: 0)  # test_heap.py's
     machine = budget.free_bytes("cpu")

@@ -11,6 +11,16 @@ The Linux out-of-memory killer gives no answer at all (TinyYOLO bench workers di
   fails inside the process (``MemoryError``, torch's "can't allocate memory") instead of the
   kernel killing it; :func:`is_out_of_memory` recognises those errors and the pipeline answers
   ``unknown``.
+* :class:`MemoryFloor` (started with the cap by :func:`guard_process_memory`) covers what a cap
+  fixed at the start cannot: other processes that grow later. Two verifications side by side
+  (two CLI runs, two benches) each capped at a share of what was free when it started can
+  together ask for more than the machine has, and the kernel then kills one (a carvana
+  `verify` at 19 GB beside a bench worker on 24 GB). The floor watches the machine's
+  available memory; when it falls below FLOOR_SHARE of the total, it lowers this process's
+  limit to what the process holds now (plus a little), so its next large allocation fails
+  inside it (an ``unknown`` answer) instead of the machine running out; the limit goes back
+  up once memory is available again. Every process under the floor stops growing, so the
+  kernel is not left to choose one to kill.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import threading
+from collections.abc import Callable
 
 import torch
 
@@ -27,6 +39,7 @@ from bounds.engine.budget import (
     element_size,
     free_bytes,
     ibp_pass_bytes,
+    proc_field,
 )
 from bounds.graph import Graph
 
@@ -109,11 +122,91 @@ def cap_process_memory(share: float = PROCESS_MEMORY_SHARE) -> int | None:
 
 
 def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+    return proc_field("/proc/meminfo", "MemAvailable")
+
+
+def _total_bytes() -> int | None:
+    return proc_field("/proc/meminfo", "MemTotal")
+
+
+# Below this share of the machine's memory available, processes under a MemoryFloor stop
+# growing (the kernel's out-of-memory killer acts near zero).
+FLOOR_SHARE = 0.05
+# What a clamped process may still allocate beyond what it holds (small Python objects, the
+# logging of the failure), and how often the floor reads /proc/meminfo.
+FLOOR_SLACK = 64 << 20
+FLOOR_INTERVAL_S = 0.05
+
+
+class MemoryFloor:
+    """A daemon thread that keeps this process from taking the machine's last memory (module
+    docstring): below ``floor`` bytes available, RLIMIT_DATA's soft limit drops to the data
+    segment now plus FLOOR_SLACK; at twice the floor it returns to ``cap`` (the limit set at
+    the start). ``available``: the reader of the machine's available bytes (tests inject
+    one)."""
+
+    def __init__(self, floor: int, cap: int,
+                 available: Callable[[], int | None] | None = None,
+                 interval: float = FLOOR_INTERVAL_S):
+        self.floor, self.cap, self.interval = floor, cap, interval
+        self.available = available or _available_bytes
+        self.clamped = False
+        self.clamps = 0  # times the limit was lowered (for tests and the log)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-floor", daemon=True)
+
+    def start(self) -> MemoryFloor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the guard must never take the process down
+                log.debug("memory floor check failed", exc_info=True)
+
+    def check(self) -> None:
+        """One reading: clamp below the floor, release at twice the floor."""
+        avail = self.available()
+        if avail is None:
+            return
+        if not self.clamped and avail < self.floor:
+            self._set(min(self.cap, data_bytes() + FLOOR_SLACK))
+            self.clamped, self.clamps = True, self.clamps + 1
+            log.warning("memory: %.2f GiB available on the machine, below the floor of %.2f "
+                        "GiB: this process stops growing", avail / 2**30, self.floor / 2**30)
+        elif self.clamped and avail >= 2 * self.floor:
+            self._set(self.cap)
+            self.clamped = False
+
+    @staticmethod
+    def _set(limit: int) -> None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+_FLOOR: MemoryFloor | None = None  # the process's one floor
+
+
+def guard_process_memory(share: float = PROCESS_MEMORY_SHARE) -> MemoryFloor | None:
+    """:func:`cap_process_memory`, and a :class:`MemoryFloor` under that cap (None where the
+    limit cannot be set or the machine's memory cannot be read). Once per process: a later
+    call (the next verification of an in-process caller) keeps the running floor and cap."""
+    global _FLOOR
+    if _FLOOR is not None:
+        return _FLOOR
+    cap = cap_process_memory(share)
+    total = _total_bytes()
+    if cap is None or total is None:
         return None
-    return None
+    _FLOOR = MemoryFloor(int(FLOOR_SHARE * total), cap).start()
+    return _FLOOR

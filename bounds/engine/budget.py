@@ -39,7 +39,7 @@ FORWARD_MIN_BACKWARD_MACS = 10**9
 DEFAULT_FREE_BYTES = 4 << 30
 
 
-def _proc_field(path: str, key: str) -> int | None:
+def proc_field(path: str, key: str) -> int | None:
     """A ``key: N kB`` field of a /proc file in bytes (None where it cannot be read)."""
     try:
         with open(path) as f:
@@ -53,7 +53,7 @@ def _proc_field(path: str, key: str) -> int | None:
 
 def data_bytes() -> int:
     """This process's data segment now (VmData; 0 where it cannot be read)."""
-    return _proc_field("/proc/self/status", "VmData") or 0
+    return proc_field("/proc/self/status", "VmData") or 0
 
 
 def _rlimit_headroom() -> int | None:
@@ -111,7 +111,7 @@ def set_host_limit(limit_bytes: int | None) -> None:
 def _host_limit_headroom() -> int | None:
     if _host_limit is None:
         return None
-    return max(0, _host_limit - (_proc_field("/proc/self/status", "VmRSS") or 0))
+    return max(0, _host_limit - (proc_field("/proc/self/status", "VmRSS") or 0))
 
 
 def free_bytes(device: torch.device | str) -> int:
@@ -122,7 +122,7 @@ def free_bytes(device: torch.device | str) -> int:
     dev = torch.device(device)
     if dev.type == "cuda":
         return _cuda_free(dev)
-    free = _proc_field("/proc/meminfo", "MemAvailable") or DEFAULT_FREE_BYTES
+    free = proc_field("/proc/meminfo", "MemAvailable") or DEFAULT_FREE_BYTES
     for headroom in (_rlimit_headroom(), _host_limit_headroom()):
         if headroom is not None:
             free = min(free, headroom)

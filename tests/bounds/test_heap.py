@@ -22,9 +22,9 @@ MB = 1 << 20
 FRESH_HEAP = """
 import torch
 from bounds import heap
-from bounds.engine.budget import _proc_field
+from bounds.engine.budget import proc_field
 MB = 1 << 20
-rss = lambda: _proc_field("/proc/self/status", "VmRSS")
+rss = lambda: proc_field("/proc/self/status", "VmRSS")
 assert heap.kept()
 heap.release_freed_pages()
 assert heap.retained_free_bytes() == 0
@@ -55,7 +55,7 @@ def test_freed_tensors_stay_resident_until_released():
 
 def test_free_bytes_counts_the_heaps_free_memory(monkeypatch):
     monkeypatch.setattr(heap, "retained_free_bytes", lambda: 0)
-    monkeypatch.setattr(budget, "_proc_field",
+    monkeypatch.setattr(budget, "proc_field",
                         lambda path, key: {"MemAvailable": 8 << 30, "VmRSS": 3 << 30}.get(key))
     budget.set_host_limit(4 << 30)
     try:

@@ -47,9 +47,9 @@ def run_task(task: dict) -> dict:
 
         if task.get("memory_share"):
             from bounds.engine.budget import set_device_share
-            from verifier.memory_guard import cap_process_memory
+            from verifier.memory_guard import guard_process_memory
 
-            cap_process_memory(task["memory_share"])
+            guard_process_memory(task["memory_share"])
             set_device_share(task["memory_share"])  # (a GPU's memory splits the same way)
         if task.get("threads"):
             import torch

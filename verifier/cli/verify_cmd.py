@@ -217,6 +217,11 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
         # Spec first: it decides whether the model is verified as is or composed.
         query = load_query(spec_path, compose=True)
         clock.lap("parse_spec")
+        # a model too large for the machine, or another process taking its memory, gives an
+        # ``unknown`` answer, not a kill (verifier.memory_guard)
+        from verifier.memory_guard import guard_process_memory
+
+        guard_process_memory()
         if emitter.v2:
             paths = bind_networks(query.info, paths)
         elif query.needs_composition:  # MODEL QUERY: the one model stands for every network

@@ -1,0 +1,79 @@
+"""The memory floor: below FLOOR_SHARE of the machine's memory available, a process stops
+growing (its next large allocation fails inside it, an ``unknown`` answer) instead of the
+kernel killing one of the processes that share the machine. Each check runs in a child
+process: resource limits are process-wide."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=120, check=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
+def test_below_the_floor_the_limit_drops_to_what_the_process_holds_and_comes_back():
+    out = _run("""
+        import resource
+        from bounds.engine.budget import data_bytes
+        from verifier.memory_guard import FLOOR_SLACK, MemoryFloor, cap_process_memory
+        cap = cap_process_memory(0.5)
+        machine = {"available": 10 << 30}
+        floor = MemoryFloor(1 << 30, cap, available=lambda: machine["available"])
+        soft = lambda: resource.getrlimit(resource.RLIMIT_DATA)[0]
+        floor.check()
+        print(floor.clamped, soft() == cap)
+        machine["available"] = 512 << 20  # another process took the machine's memory
+        floor.check()
+        print(floor.clamped, soft() <= data_bytes() + FLOOR_SLACK, floor.clamps)
+        machine["available"] = (3 << 30) // 2  # above the floor, below twice it: still held
+        floor.check()
+        print(floor.clamped)
+        machine["available"] = 4 << 30  # the other process is gone
+        floor.check()
+        print(floor.clamped, soft() == cap, floor.clamps)
+    """)
+    assert out.splitlines() == ["False True", "True True 1", "True", "False True 1"]
+
+
+def test_a_clamped_process_fails_a_large_allocation_with_an_error_the_pipeline_knows():
+    """The floor's own thread clamps (an injected reader says the machine is nearly full);
+    then a 1 GiB tensor fails with an error ``is_out_of_memory`` recognises, where without
+    the floor it is allocated."""
+    out = _run("""
+        import time, torch
+        from verifier.memory_guard import MemoryFloor, cap_process_memory, is_out_of_memory
+        cap = cap_process_memory(0.5)
+        torch.empty(1 << 27, dtype=torch.float64)  # 1 GiB fits under the cap
+        floor = MemoryFloor(1 << 30, cap, available=lambda: 100 << 20, interval=0.01).start()
+        for _ in range(200):
+            if floor.clamped:
+                break
+            time.sleep(0.01)
+        try:
+            torch.empty(1 << 27, dtype=torch.float64)
+        except Exception as exc:
+            print("recognised" if is_out_of_memory(exc) else f"other {exc!r}")
+        else:
+            print("allocated")
+        floor.stop()
+    """)
+    assert out == "recognised"
+
+
+def test_the_guard_starts_once_per_process():
+    out = _run("""
+        import threading
+        from verifier.memory_guard import guard_process_memory
+        first = guard_process_memory()
+        print(first is not None and guard_process_memory() is first,
+              sum(t.name == "memory-floor" for t in threading.enumerate()))
+    """)
+    assert out == "True 1"
