@@ -16,6 +16,8 @@ from bounds.engine.forward import run_graph
 from tests.bab.test_neuron_split import make_search, region_for, tiny_net
 from verifier.bab import pair_loop
 from verifier.bab.neuron_domains import split_domains
+from verifier.bab.neuron_options import expected_kids
+from verifier.step_timer import StepTimer
 
 OVERSHOOT_S = 0.3  # how far past its deadline the stand-in attack returns
 
@@ -125,8 +127,9 @@ def test_last_step_size_follows_the_time_left():
     """Full steps while the slowest recent one fits (x step_timer.SAFETY); then a batch sized by
     the step-time model, none under LAST_STEP_MIN; without shrinking, none at all."""
     search = open_search(30.0, batch=64)
+    full = expected_kids(64, search._extra_splits(), 64)  # a full step's children
     for seconds in (0.5, 1.0):  # estimate 1.25 s
-        search.counters.step_timer.record(seconds)
+        search.counters.step_timer.record(seconds, full)
     sizes = {}
     for left in (2.0, 1.0, 0.8, 0.5):
         search.deadline = time.monotonic() + left
@@ -134,6 +137,35 @@ def test_last_step_size_follows_the_time_left():
     assert sizes[2.0] == 64 and sizes[0.5] == 0
     assert 0 < sizes[0.8] < sizes[1.0] < 64  # (fails without shrinking)
     search = open_search(30.0, batch=16, shrink_last_steps=False)
-    search.counters.step_timer.record(1.0)
+    search.counters.step_timer.record(1.0, expected_kids(16, search._extra_splits(), 16))
     search.deadline = time.monotonic() + 1.0
     assert search._step_size() == 0
+
+
+def test_a_step_with_more_children_than_the_last_is_predicted_longer():
+    """TinyYOLO: the first step split the root alone into 32 children (multi-split) in 19 s;
+    the next, 32 queued parents, makes 64 and takes twice that. With 33 s left it must not
+    start at full size (it ran past the deadline on the 19 s estimate); a batch of the old
+    step's children does fit."""
+    search = open_search(300.0, batch=64)
+    extra = 4
+    search._extra_splits = lambda: extra
+    assert expected_kids(1, extra, 64) == 32 and expected_kids(32, extra, 64) == 64
+    search.counters.step_timer.record(19.0, 32)
+    search.deadline = time.monotonic() + 33.0
+    size = search._step_size(32)
+    assert 0 < size < 64
+    assert expected_kids(min(size, 32), extra, size) <= 32 + 16  # 1.25 x 19 x scale <= 33
+    search.deadline = time.monotonic() + 60.0  # 1.25 x 38 s = 47.5 s fits: a full step
+    assert search._step_size(32) == 64
+    search.deadline = time.monotonic() + 23.0  # not even 32 children (23.75 s) fit
+    assert search._step_size(32) < 16
+
+
+def test_the_step_timer_scales_recorded_steps_to_the_work_asked():
+    timer = StepTimer()
+    timer.record(2.0, 10)
+    assert timer.slowest() == 2.0 and timer.slowest(20) == 4.0
+    assert timer.slowest(5) == 1.5  # half the work: at most half of the time is taken as fixed
+    timer.record(1.0)  # a step that did not say its work counts as it is
+    assert timer.slowest(1) == 1.1 and timer.slowest(40) == 8.0

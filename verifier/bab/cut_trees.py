@@ -45,7 +45,7 @@ def grow_cut_trees(search, root: NeuronDomains, kink_inputs: dict, firsts: list[
                            candidates=only))
         stuck = search.counters.stuck
         while len(queue) and time.monotonic() < stop:
-            size = search._step_size()
+            size = search._step_size(len(queue))
             if size == 0:
                 return steps, False
             search._step(queue, size)

@@ -16,10 +16,9 @@ from verifier.step_timer import StepTimer
 # time, and steps slow down (another process on the machine, fewer children proved early in
 # the pair loop).
 
-# The smallest batch of a shrunk last step (``shrink_last_steps``), and the share of a step's
-# time taken as fixed (not shrinking with its batch) when sizing one.
+# The smallest batch of a shrunk last step (``shrink_last_steps``; a step's time follows the
+# children it bounds, ``step_timer.scale``).
 LAST_STEP_MIN = 8
-LAST_STEP_FIXED = 0.5
 # Filtered strong branching on Relu-only nets (relubab, session 23, ``relu_bab_bench --cascade``
 # 40 s, 3 vs 6 candidates side by side): oval21 base img6638 proved in 8.8 vs 13.5 s, resnet_2b
 # prop_10 in 10.1 vs 13.1 s; worst margins at 38 CPU s better on oval21 wide img6391 (-0.269 vs
@@ -91,10 +90,20 @@ class _Counters:
     extra: dict = field(default_factory=dict)
     step_timer: StepTimer = field(default_factory=StepTimer)
 
-    def step_estimate(self) -> float:
-        """Seconds the next step may take (0 before the first: the engines' clock checks
-        stop it)."""
-        return self.step_timer.safety * self.step_timer.slowest()
+    def step_estimate(self, work: float | None = None) -> float:
+        """Seconds the next step may take, bounding ``work`` domains where given (0 before
+        the first: the engines' clock checks stop it)."""
+        return self.step_timer.safety * self.step_timer.slowest(work)
+
+
+def expected_kids(parents: int, extra: int, size: int) -> int:
+    """Children a step makes from ``parents`` domains (``neuron_domains.split_more``'s rule:
+    two each, doubled by up to ``extra`` further splits while they fill at most ``size``;
+    an upper bound where a domain lacks candidates)."""
+    kids, used = 2 * parents, 1
+    while used <= extra and 2 * kids <= size:
+        kids, used = 2 * kids, used + 1
+    return kids
 
 
 def fc_relu_chain(graph, sign_only: bool) -> bool:

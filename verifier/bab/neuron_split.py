@@ -63,12 +63,12 @@ from verifier.bab.neuron_domains import (
 )
 from verifier.bab.neuron_options import (
     GENERAL_FSB_CANDIDATES,
-    LAST_STEP_FIXED,
     LAST_STEP_MIN,
     QUEUE_MEMORY_SHARE,
     RELU_FSB_CANDIDATES,
     NeuronSplitOptions,
     _Counters,
+    expected_kids,
     fc_relu_chain,
     has_conv_split_layer,
 )
@@ -471,7 +471,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         while len(queue) or c.extra.get("cex") is not None:
             if c.extra.get("cex") is not None:
                 return BabOutcome("sat", c.extra["cex"], self._stats(queue))
-            size = self._step_size()
+            size = self._step_size(len(queue))
             if size == 0:
                 # no step that cannot finish: the engines would stop it at the deadline with
                 # its work lost, and the run would end without this search's stats
@@ -495,20 +495,26 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return self.options.memory_bytes
         return int(QUEUE_MEMORY_SHARE * free_bytes(self.problem.lower.device))
 
-    def _step_size(self) -> int:
-        """The next step's batch: ``batch`` when a step as slow as the slowest recent one
-        fits before the deadline; with ``shrink_last_steps`` a smaller batch that fits by a
-        model of a step's time (LAST_STEP_FIXED of it fixed, the rest growing with the
-        children), down to LAST_STEP_MIN; else 0 (no step)."""
-        batch, estimate = self.options.batch, self.counters.step_estimate()
+    def _step_size(self, queued: int | None = None) -> int:
+        """The next step's batch: ``batch`` when a step as slow as the slowest recent one,
+        scaled to the children it would bound (``expected_kids`` of min(batch, ``queued``)
+        parents), fits before the deadline; with ``shrink_last_steps`` the largest smaller
+        batch that fits so, down to LAST_STEP_MIN; else 0 (no step)."""
+        batch = self.options.batch
         left = self.deadline - time.monotonic()
-        if left <= 0 or estimate < left:
-            return batch if left > 0 else 0
+        if left <= 0:
+            return 0
+
+        def fits(size: int) -> bool:
+            parents = size if queued is None else max(1, min(size, queued))
+            kids = expected_kids(parents, self._extra_splits(), size)
+            return self.counters.step_estimate(kids) < left
+
+        if fits(batch):
+            return batch
         if not self.options.shrink_last_steps:
             return 0
-        # a step's time modelled as estimate * (FIXED + (1 - FIXED) * size / batch)
-        size = int(batch * (left / estimate - LAST_STEP_FIXED) / (1 - LAST_STEP_FIXED))
-        return size if size >= LAST_STEP_MIN else 0
+        return next((size for size in range(batch - 1, LAST_STEP_MIN - 1, -1) if fits(size)), 0)
 
     def _step(self, queue: DomainQueue, size: int) -> None:
         """Split the worst ``size`` domains once and queue their open children."""
@@ -523,12 +529,14 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             queue.push(batch)
             raise
         stuck = choice < 0
-        if bool(stuck.any()):
+        bounded = int(stuck.sum())  # the step's work: the domains it bounds
+        if bounded:
             self._resolve_stuck(batch.select(stuck))
             batch, choice = batch.select(~stuck), choice[~stuck]
             parents = None if parents is None else parents.select(~stuck)
         if len(batch):
             kids, reuse = self._split(batch, choice, size)
+            bounded += len(kids)
             c.max_depth = max(c.max_depth, int(kids.depth.max()))
             kids, reuse = self.nogoods.propagate(kids, reuse)
             try:
@@ -538,7 +546,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 queue.push(batch)
                 raise
         c.steps += 1
-        c.step_timer.record(time.monotonic() - started)
+        c.step_timer.record(time.monotonic() - started, max(1, bounded))
         self.progress.update(c.done, len(queue), queue.min_margin())
 
     def _parents(self, batch: NeuronDomains) -> Intermediates | None:
@@ -569,14 +577,17 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
     def _split(self, batch: NeuronDomains, choice: torch.Tensor, size: int):
         """Children of ``batch`` split at ``choice`` [N] (``split_more``, filling up to
         ``size``), their reuse."""
-        opts = self.options
-        extra = opts.multi_split - 1 if not self.sign_only or self._relu_multi_split() else 0
-        kids, first = split_more(batch, self.layers, choice, self.points, extra,
-                                 size, self.carry)
+        kids, first = split_more(batch, self.layers, choice, self.points,
+                                 self._extra_splits(), size, self.carry)
         mode = self._mode()
         if mode != "downstream":
             return kids, mode == "reuse"
         return kids, first.repeat(len(kids) // len(batch))
+
+    def _extra_splits(self) -> int:
+        """Further neurons a domain may split in one step (``split_more``)."""
+        opts = self.options
+        return opts.multi_split - 1 if not self.sign_only or self._relu_multi_split() else 0
 
     def _resolve_stuck(self, dom: NeuronDomains) -> None:
         """Every Relu is fixed: the bound is an LP dual; optimise it much longer."""
