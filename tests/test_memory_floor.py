@@ -45,13 +45,15 @@ def test_below_the_floor_the_limit_drops_to_what_the_process_holds_and_comes_bac
 
 def test_a_clamped_process_fails_a_large_allocation_with_an_error_the_pipeline_knows():
     """The floor's own thread clamps (an injected reader says the machine is nearly full);
-    then a 1 GiB tensor fails with an error ``is_out_of_memory`` recognises, where without
-    the floor it is allocated."""
+    then a 1 GiB tensor, which the cap alone leaves room for, fails with an error
+    ``is_out_of_memory`` recognises. (No 1 GiB tensor is made before the clamp: freed into
+    the heap, its pages would count in the clamped limit and serve the second one.)"""
     out = _run("""
         import time, torch
+        from bounds.engine.budget import data_bytes
         from verifier.memory_guard import MemoryFloor, cap_process_memory, is_out_of_memory
         cap = cap_process_memory(0.5)
-        torch.empty(1 << 27, dtype=torch.float64)  # 1 GiB fits under the cap
+        assert cap - data_bytes() > 2 << 30  # room for the tensor under the cap
         floor = MemoryFloor(1 << 30, cap, available=lambda: 100 << 20, interval=0.01).start()
         for _ in range(200):
             if floor.clamped:
@@ -77,3 +79,25 @@ def test_the_guard_starts_once_per_process():
               sum(t.name == "memory-floor" for t in threading.enumerate()))
     """)
     assert out == "True 1"
+
+
+def test_any_runtime_error_at_the_memory_limit_counts_as_out_of_memory():
+    """Under the floor, oneDNN refused a convolution's allocation with "could not create a
+    primitive" (carvana beside a process holding the machine's memory): the run answered
+    `error` (internal) instead of `unknown` (out of memory). At the limit, a RuntimeError is an
+    allocation failure whatever its words; away from it, only the known words count."""
+    out = _run("""
+        from verifier.memory_guard import MemoryFloor, cap_process_memory, is_out_of_memory
+        cap = cap_process_memory(0.5)
+        machine = {"available": 10 << 30}
+        floor = MemoryFloor(1 << 30, cap, available=lambda: machine["available"])
+        onednn = RuntimeError("could not create a primitive")
+        print(is_out_of_memory(onednn))
+        machine["available"] = 100 << 20
+        floor.check()
+        print(is_out_of_memory(onednn), is_out_of_memory(ValueError("could not")))
+        machine["available"] = 4 << 30
+        floor.check()
+        print(is_out_of_memory(onednn))
+    """)
+    assert out.splitlines() == ["False", "True False", "False"]

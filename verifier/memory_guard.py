@@ -54,15 +54,36 @@ _OOM_MARKERS = ("can't allocate memory", "out of memory", "failed to allocate")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an allocation failure: MemoryError, CUDA out of memory, or torch's CPU
-    allocator refusing (a RuntimeError "can't allocate memory")."""
+    """True for an allocation failure: MemoryError, CUDA out of memory, torch's CPU allocator
+    refusing (a RuntimeError "can't allocate memory"), or any RuntimeError while this process
+    is at its memory limit (:func:`at_memory_limit`): libraries below torch word a refused
+    allocation their own way (oneDNN: "could not create a primitive", seen under the floor)."""
     if isinstance(exc, MemoryError):
         return True
     oom = getattr(torch, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
         return True
+    if not isinstance(exc, RuntimeError):
+        return False
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(m in text for m in _OOM_MARKERS)
+    return any(m in text for m in _OOM_MARKERS) or at_memory_limit()
+
+
+# A data segment within this much of its soft limit counts as at the limit.
+LIMIT_MARGIN = 256 << 20
+
+
+def at_memory_limit() -> bool:
+    """Whether this process's memory is held back now: its floor has clamped it, or its data
+    segment is within LIMIT_MARGIN of RLIMIT_DATA's soft limit."""
+    if _FLOOR is not None and _FLOOR.clamped:
+        return True
+    try:
+        import resource
+    except ImportError:
+        return False
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return soft != resource.RLIM_INFINITY and data_bytes() > soft - LIMIT_MARGIN
 
 
 def out_of_memory_reason(exc: BaseException) -> str:
