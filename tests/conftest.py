@@ -26,3 +26,16 @@ def benchmarks_dir() -> Path:
             pytest.fail(message + " (NNCERT_REQUIRE_BENCHMARKS=1)")
         pytest.skip(message)
     return BENCHMARKS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_memory_guard_in_the_test_process():
+    """Commands run in this process (``main(["verify", ...])``, the gate, also from module
+    fixtures: hence the session scope) would cap and guard the test worker's memory for
+    every later test: the guard's limit is process-wide. Its own tests run it in child
+    processes (tests/test_memory_floor.py), as do the CLI tests that start ``nncert``."""
+    import verifier.memory_guard as memory_guard
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(memory_guard, "guard_process_memory", lambda share=0.8: None)
+        yield

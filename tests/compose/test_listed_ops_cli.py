@@ -59,16 +59,13 @@ class _NoWatchdog:
 @pytest.fixture
 def in_process_cli(monkeypatch):
     """``main(["verify", ...])`` in this process: the timeout counts from the call (not from
-    the test process's start), the overrun watchdog, which exits the process, is off, and so
-    is the memory guard, whose limit would stay on the test process (tests/test_memory_floor.py
-    checks it in child processes)."""
+    the test process's start) and the overrun watchdog, which exits the process, is off
+    (the memory guard is off in every test process: tests/conftest.py)."""
     import verifier.cli.common as common
     import verifier.cli.verify_cmd as verify_cmd
-    import verifier.memory_guard as memory_guard
 
     monkeypatch.setattr(common, "process_age", lambda: 0.0)
     monkeypatch.setattr(verify_cmd, "_watchdog", lambda emitter, seconds: _NoWatchdog())
-    monkeypatch.setattr(memory_guard, "guard_process_memory", lambda share=0.8: None)
 
 
 @pytest.mark.parametrize("op", LISTED)

@@ -139,3 +139,15 @@ def test_thresholds_can_tolerate_falsified_samples(digits, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "GATE PASSED" in out and "certified accuracy" in out
+
+
+def test_the_gate_guards_its_memory_like_verify(digits, tmp_path, monkeypatch):
+    """The gate verifies in its own process: it caps and guards that process's memory
+    (verifier.memory_guard; off in test processes, so a recorder stands in here)."""
+    import verifier.memory_guard as memory_guard
+
+    calls = []
+    monkeypatch.setattr(memory_guard, "guard_process_memory",
+                        lambda share=0.8: calls.append(share))
+    rc, summary, _, _ = _gate(digits, tmp_path, SMALL_EPS)
+    assert rc == 0 and calls == [0.8]

@@ -241,6 +241,14 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _guard_memory() -> None:
+    """The gate verifies in this process: like ``verify``, a model too large or another
+    process taking the machine's memory gives ``unknown`` answers, not a kill."""
+    from verifier.memory_guard import guard_process_memory
+
+    guard_process_memory()
+
+
 def run_gate_cmd(args) -> int:
     from verifier.gate.gate import Thresholds
 
@@ -252,6 +260,7 @@ def run_gate_cmd(args) -> int:
         require_matplotlib()
     thresholds = Thresholds(args.min_certified, args.max_falsified, args.allow_unknown)
     progress = None if args.no_progress else _Progress()
+    _guard_memory()
     prop = _equivalence_property(args)
     if prop is not None:
         summary = _run_equivalence(args, prop, thresholds, progress)
@@ -333,6 +342,7 @@ def run_radius_cmd(args) -> int:
         require_matplotlib()
     opts = RadiusOptions(args.max_eps, args.tol, args.timeout_per_sample, args.timeout_per_call,
                          args.clip, args.norm)
+    _guard_memory()
     model, dataset, _, _ = _load(args)
     config = VerifyConfig(timeout=args.timeout_per_sample, device=args.device, seed=args.seed,
                           check_model=not args.no_model_check)
