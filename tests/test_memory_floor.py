@@ -19,6 +19,30 @@ def _run(code: str) -> str:
     return out.stdout.strip()
 
 
+def _allocate(elements: int) -> str:
+    """Child-process lines that allocate ``elements`` float64s and print "recognised" when
+    that fails with an error ``is_out_of_memory`` knows ("allocated" when it succeeds)."""
+    return f"""
+        try:
+            torch.empty({elements}, dtype=torch.float64)
+        except Exception as exc:
+            print("recognised" if is_out_of_memory(exc) else f"other {{exc!r}}")
+        else:
+            print("allocated")
+    """
+
+
+def test_the_process_cap_turns_a_huge_allocation_into_an_error():
+    """After cap_process_memory, a 64 GiB tensor fails with an error is_out_of_memory
+    recognises (the kernel would otherwise kill the process)."""
+    out = _run("""
+        import torch
+        from verifier.memory_guard import cap_process_memory, is_out_of_memory
+        assert cap_process_memory(0.05) is not None
+    """ + _allocate(8 << 30))
+    assert out == "recognised"
+
+
 def test_below_the_floor_the_limit_drops_to_what_the_process_holds_and_comes_back():
     out = _run("""
         import resource
@@ -59,14 +83,7 @@ def test_a_clamped_process_fails_a_large_allocation_with_an_error_the_pipeline_k
             if floor.clamped:
                 break
             time.sleep(0.01)
-        try:
-            torch.empty(1 << 27, dtype=torch.float64)
-        except Exception as exc:
-            print("recognised" if is_out_of_memory(exc) else f"other {exc!r}")
-        else:
-            print("allocated")
-        floor.stop()
-    """)
+    """ + _allocate(1 << 27))
     assert out == "recognised"
 
 

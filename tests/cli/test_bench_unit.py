@@ -182,7 +182,6 @@ def test_workers_side_by_side_split_the_cores(monkeypatch):
     assert threads == {1: None, 4: 4, 12: 1, 32: 1}
     assert runner._task(instance, bench.BenchOptions(jobs=4, in_process=True))["threads"] is None
     seen = {}
-    monkeypatch.setattr("verifier.memory_guard.guard_process_memory", lambda share: None)
     monkeypatch.setattr("bounds.engine.budget.set_device_share", lambda share: None)
     monkeypatch.setattr("torch.set_num_threads", lambda n: seen.setdefault("threads", n))
     monkeypatch.setattr("verifier.pipeline.verify",

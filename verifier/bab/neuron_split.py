@@ -504,10 +504,11 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         left = self.deadline - time.monotonic()
         if left <= 0:
             return 0
+        extra = self._extra_splits()
 
         def fits(size: int) -> bool:
             parents = size if queued is None else max(1, min(size, queued))
-            kids = expected_kids(parents, self._extra_splits(), size)
+            kids = expected_kids(parents, extra, size)
             return self.counters.step_estimate(kids) < left
 
         if fits(batch):
