@@ -4,13 +4,15 @@ from verifier.onnx_import.converters import (
     activations,
     arithmetic,
     basic,
+    composite,
     conv,
     linear,
     logic,
     pooling,
+    rearrange,
     scatter,
     shape,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "conv", "linear", "logic", "pooling", "scatter",
-           "shape"]
+__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "linear", "logic",
+           "pooling", "rearrange", "scatter", "shape"]

@@ -70,25 +70,39 @@ def global_max_pool(ctx: ConvertContext, node) -> None:
     ctx.bind(node.output[0], ctx.emit("ReduceMax", [x], shape, attrs))
 
 
+def reduce_axes(ctx: ConvertContext, node, x: Dyn, axes_input_from: int
+                ) -> tuple[tuple[int, ...], int] | None:
+    """(sorted axes, keepdims) of a Reduce* node over ``x`` (axes an input from opset
+    ``axes_input_from``, an attribute before); None when it is a no-op (empty axes with
+    ``noop_with_empty_axes``)."""
+    keepdims = int(ctx.attr(node, "keepdims", 1))
+    if ctx.opset >= axes_input_from:
+        axes = ctx.optional_const(node, 1)
+    else:
+        axes = ctx.attr(node, "axes")
+    axes = None if axes is None else [int(a) for a in np.ravel(axes)]
+    if not axes:
+        if ctx.attr(node, "noop_with_empty_axes", 0):
+            return None
+        axes = list(range(x.rank))
+    return tuple(sorted({normalize_axis(a, x.rank) for a in axes})), keepdims
+
+
+def reduced_shape(shape: tuple, axes: tuple, keepdims: int) -> tuple[int, ...]:
+    return tuple(1 if i in axes else d for i, d in enumerate(shape) if keepdims or i not in axes)
+
+
 def _reduce(op: str, axes_input_from: int):
     def convert(ctx: ConvertContext, node) -> None:
         x = ctx.value(node.input[0])
-        keepdims = int(ctx.attr(node, "keepdims", 1))
-        if ctx.opset >= axes_input_from:
-            axes = ctx.optional_const(node, 1)
-        else:
-            axes = ctx.attr(node, "axes")
-        axes = None if axes is None else [int(a) for a in np.ravel(axes)]
-        if not axes:
-            if ctx.attr(node, "noop_with_empty_axes", 0):
-                ctx.bind(node.output[0], x)
-                return
-            axes = list(range(x.rank))
-        axes = sorted({normalize_axis(a, x.rank) for a in axes})
-        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)
-                      if keepdims or i not in axes)
-        attrs = {"axes": tuple(axes), "keepdims": keepdims}
-        ctx.bind(node.output[0], ctx.emit(op, [x], shape, attrs))
+        found = reduce_axes(ctx, node, x, axes_input_from)
+        if found is None:
+            ctx.bind(node.output[0], x)
+            return
+        axes, keepdims = found
+        attrs = {"axes": axes, "keepdims": keepdims}
+        ctx.bind(node.output[0], ctx.emit(op, [x], reduced_shape(x.shape, axes, keepdims),
+                                          attrs))
 
     return convert
 

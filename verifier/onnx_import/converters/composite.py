@@ -1,0 +1,290 @@
+"""Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
+PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax; ReduceMin, ReduceL1, ReduceL2,
+ReduceSumSquare, ReduceLogSumExp; LayerNormalization, InstanceNormalization.
+
+Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
+each piece carries its own float32 rounding allowance (``bounds.engine.rounding``). The
+pieces follow the order in which onnxruntime's kernels compute (max-shifted exponentials for
+LogSoftmax and ReduceLogSumExp; mean and mean of squares for the normalisations, the variance
+as their difference), so its roundings are the ones the allowances cover; where a kernel
+rounds a step more or less (a division for a reciprocal and product), the generic allowance
+of the transcendental piece next to it (2**-19 relative) dominates a few ulps.
+
+Where a composition needs a guard that is the identity on every value the runtime can produce
+without a NaN (the Relu before a square root), the guard keeps the engines' domains: a
+variance whose interval dips below zero only by loose bounds or allowances. Bounds are looser
+than a dedicated rule's would be (a normalisation multiplies two input-dependent values);
+they are sound, and the attack sees the model as onnxruntime runs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bounds.rules.elu import alpha_problem
+from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
+from verifier.onnx_import.converters.arithmetic import emit_broadcast
+from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
+from verifier.onnx_import.converters.shape import reshape_value
+from verifier.onnx_import.registry import converter
+
+
+def _unary(ctx: ConvertContext, op: str, x: Dyn, attrs: dict | None = None) -> Dyn:
+    return ctx.emit(op, [x], x.shape, attrs)
+
+
+def _f32(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.float32)
+
+
+def _hard_sigmoid(ctx: ConvertContext, x: Dyn, alpha: float, beta: float) -> Dyn:
+    """max(0, min(1, alpha x + beta))."""
+    affine = emit_broadcast(ctx, "Add", [emit_broadcast(ctx, "Mul", [x, _f32(alpha)]),
+                                         _f32(beta)])
+    return _unary(ctx, "Clip", affine, {"min": 0.0, "max": 1.0})
+
+
+@converter("HardSigmoid", 1)
+def hard_sigmoid(ctx: ConvertContext, node) -> None:
+    x = ctx.value(node.input[0])
+    ctx.bind(node.output[0], _hard_sigmoid(ctx, x, float(ctx.attr(node, "alpha", 0.2)),
+                                           float(ctx.attr(node, "beta", 0.5))))
+
+
+converter("HardSigmoid", 6)(hard_sigmoid)
+
+
+@converter("HardSwish", 14)
+def hard_swish(ctx: ConvertContext, node) -> None:
+    """x HardSigmoid(x) with alpha 1/6, beta 1/2."""
+    x = ctx.value(node.input[0])
+    gate = _hard_sigmoid(ctx, x, float(np.float32(1.0 / 6.0)), 0.5)
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, gate]))
+
+
+@converter("PRelu", 1)
+def prelu(ctx: ConvertContext, node) -> None:
+    """LeakyRelu where the slope is one number; per-channel slopes s: s x + (1 - s) Relu(x),
+    one Relu per element (as tight as LeakyRelu's planes, scaled). The float32 constant
+    1 - s may differ from the real one by half an ulp of it, which the Mul and Add
+    allowances (2**-23 of each term) cover."""
+    x, slope = ctx.value(node.input[0]), ctx.value(node.input[1])
+    if isinstance(slope, Dyn):
+        raise unsupported(node, "an input-dependent slope")
+    slope = np.asarray(slope, dtype=np.float64)
+    values = np.unique(slope)
+    if values.size == 1:
+        ctx.bind(node.output[0], _unary(ctx, "LeakyRelu", x, {"alpha": float(values[0])}))
+        return
+    linear = emit_broadcast(ctx, "Mul", [x, _f32(slope)])
+    kept = emit_broadcast(ctx, "Mul", [_unary(ctx, "Relu", x), _f32(1.0 - slope)])
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Add", [linear, kept]))
+
+
+for _version in (6, 7, 9, 16):
+    converter("PRelu", _version)(prelu)
+
+
+@converter("Softsign", 1)
+def softsign(ctx: ConvertContext, node) -> None:
+    """x / (1 + |x|) as x Reciprocal(1 + |x|)."""
+    x = ctx.value(node.input[0])
+    denominator = emit_broadcast(ctx, "Add", [_unary(ctx, "Abs", x), _f32(1.0)])
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, _unary(ctx, "Reciprocal",
+                                                                   denominator)]))
+
+
+def _elu(ctx: ConvertContext, node, x: Dyn, alpha: float) -> Dyn:
+    problem = alpha_problem(alpha)
+    if problem:
+        raise unsupported(node, problem)
+    return _unary(ctx, "Elu", x, {"alpha": alpha})
+
+
+@converter("Selu", 1)
+def selu(ctx: ConvertContext, node) -> None:
+    """gamma Elu(x; alpha)."""
+    x = ctx.value(node.input[0])
+    alpha = float(ctx.attr(node, "alpha", 1.67326319217681884765625))
+    gamma = float(ctx.attr(node, "gamma", 1.05070102214813232421875))
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [_elu(ctx, node, x, alpha),
+                                                         _f32(gamma)]))
+
+
+converter("Selu", 6)(selu)
+
+
+@converter("Celu", 12)
+def celu(ctx: ConvertContext, node) -> None:
+    """alpha Elu(x / alpha; 1)."""
+    x = ctx.value(node.input[0])
+    alpha = float(ctx.attr(node, "alpha", 1.0))
+    if not alpha > 0:
+        raise unsupported(node, f"alpha={alpha!r} (Celu needs alpha > 0)")
+    if alpha == 1.0:
+        ctx.bind(node.output[0], _elu(ctx, node, x, 1.0))
+        return
+    inner = _elu(ctx, node, emit_broadcast(ctx, "Div", [x, _f32(alpha)]), 1.0)
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [inner, _f32(alpha)]))
+
+
+@converter("Mish", 18)
+def mish(ctx: ConvertContext, node) -> None:
+    """x tanh(softplus(x))."""
+    x = ctx.value(node.input[0])
+    gate = _unary(ctx, "Tanh", _unary(ctx, "Softplus", x))
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, gate]))
+
+
+@converter("Ceil", 1)
+def ceil(ctx: ConvertContext, node) -> None:
+    """-floor(-x), exact in float32 too."""
+    x = ctx.value(node.input[0])
+    ctx.bind(node.output[0], _unary(ctx, "Neg", _unary(ctx, "Floor", _unary(ctx, "Neg", x))))
+
+
+converter("Ceil", 6)(ceil)
+converter("Ceil", 13)(ceil)
+
+
+def _log_sum_exp(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> tuple[Dyn, Dyn]:
+    """(m, log sum exp(x - m)) over ``axes`` (kept), m the maximum: the shifted form every
+    runtime uses, whose exponentials cannot overflow."""
+    attrs = {"axes": axes, "keepdims": 1}
+    kept = reduced_shape(x.shape, axes, 1)
+    top = ctx.emit("ReduceMax", [x], kept, attrs)
+    shifted = emit_broadcast(ctx, "Sub", [x, top])
+    total = ctx.emit("ReduceSum", [_unary(ctx, "Exp", shifted)], kept, attrs)
+    return top, _unary(ctx, "Log", total)
+
+
+@converter("LogSoftmax", 1)
+def log_softmax(ctx: ConvertContext, node) -> None:
+    """x - m - log sum exp(x - m) along ``axis`` (opset < 13: the input as 2-D at ``axis``)."""
+    x = ctx.value(node.input[0])
+    if ctx.opset >= 13:
+        axis = normalize_axis(ctx.attr(node, "axis", -1), x.rank)
+        flat = x
+    else:
+        axis = normalize_axis(ctx.attr(node, "axis", 1), x.rank)
+        flat = reshape_value(ctx, x, (int(np.prod(x.shape[:axis])),
+                                      int(np.prod(x.shape[axis:]))))
+        axis = 1
+    top, log_total = _log_sum_exp(ctx, flat, (axis,))
+    out = emit_broadcast(ctx, "Sub", [emit_broadcast(ctx, "Sub", [flat, top]), log_total])
+    ctx.bind(node.output[0], out if flat is x else reshape_value(ctx, out, x.shape))
+
+
+converter("LogSoftmax", 11)(log_softmax)
+converter("LogSoftmax", 13)(log_softmax)
+
+
+def _reduction(build):
+    """A Reduce* converter: ``build(ctx, x, axes)`` gives the reduction with its axes kept;
+    keepdims=0 drops them by a reshape."""
+
+    def convert(ctx: ConvertContext, node) -> None:
+        x = ctx.value(node.input[0])
+        found = reduce_axes(ctx, node, x, 18)
+        if found is None:  # (runtimes differ on whether the elementwise part applies)
+            raise unsupported(node, "empty axes with noop_with_empty_axes")
+        axes, keepdims = found
+        out = build(ctx, x, axes)
+        if not keepdims:
+            out = reshape_value(ctx, out, reduced_shape(x.shape, axes, 0))
+        ctx.bind(node.output[0], out)
+
+    return convert
+
+
+def _sum(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    return ctx.emit("ReduceSum", [x], reduced_shape(x.shape, axes, 1),
+                    {"axes": axes, "keepdims": 1})
+
+
+def _sum_square(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    return _sum(ctx, _unary(ctx, "Pow", x, {"exponent": 2.0}), axes)
+
+
+def _reduce_min(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    top = ctx.emit("ReduceMax", [_unary(ctx, "Neg", x)], reduced_shape(x.shape, axes, 1),
+                   {"axes": axes, "keepdims": 1})
+    return _unary(ctx, "Neg", top)
+
+
+def _reduce_l2(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    # (Relu: a float32 sum of squares is never negative; its interval may dip below 0 by
+    # the rounding allowance, outside Sqrt's domain)
+    return _unary(ctx, "Sqrt", _unary(ctx, "Relu", _sum_square(ctx, x, axes)))
+
+
+def _reduce_log_sum_exp(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    top, log_total = _log_sum_exp(ctx, x, axes)
+    return emit_broadcast(ctx, "Add", [log_total, top])
+
+
+for _op, _build in (("ReduceMin", _reduce_min),
+                    ("ReduceL1", lambda ctx, x, axes: _sum(ctx, _unary(ctx, "Abs", x), axes)),
+                    ("ReduceL2", _reduce_l2), ("ReduceSumSquare", _sum_square),
+                    ("ReduceLogSumExp", _reduce_log_sum_exp)):
+    for _version in (1, 11, 13, 18):
+        converter(_op, _version)(_reduction(_build))
+
+
+def _normalize(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...], epsilon: float
+               ) -> tuple[Dyn, Dyn, Dyn]:
+    """((x - m) r, m, r) with m the mean over ``axes`` (kept) and r = 1 / sqrt(var + eps),
+    var = mean(x^2) - m^2 as onnxruntime computes it. The Relu is the identity wherever the
+    runtime's var + eps is a number a square root takes (elsewhere its output is NaN)."""
+    kept = reduced_shape(x.shape, axes, 1)
+    attrs = {"axes": axes, "keepdims": 1}
+    mean = ctx.emit("ReduceMean", [x], kept, attrs)
+    mean_square = ctx.emit("ReduceMean", [_unary(ctx, "Pow", x, {"exponent": 2.0})], kept,
+                           attrs)
+    variance = emit_broadcast(ctx, "Sub", [mean_square, _unary(ctx, "Pow", mean,
+                                                               {"exponent": 2.0})])
+    guarded = _unary(ctx, "Relu", emit_broadcast(ctx, "Add", [variance, _f32(epsilon)]))
+    inverse = _unary(ctx, "Reciprocal", _unary(ctx, "Sqrt", guarded))
+    centred = emit_broadcast(ctx, "Sub", [x, mean])
+    return emit_broadcast(ctx, "Mul", [centred, inverse]), mean, inverse
+
+
+def _affine(ctx: ConvertContext, y: Dyn, scale, bias) -> Dyn:
+    y = emit_broadcast(ctx, "Mul", [y, scale if isinstance(scale, Dyn) else _f32(scale)])
+    if bias is None:
+        return y
+    return emit_broadcast(ctx, "Add", [y, bias if isinstance(bias, Dyn) else _f32(bias)])
+
+
+@converter("LayerNormalization", 17)
+def layer_normalization(ctx: ConvertContext, node) -> None:
+    """Normalised over the axes from ``axis`` on, then scale and bias (broadcast); the
+    optional Mean and InvStdDev outputs are the pieces of the same name."""
+    x = ctx.value(node.input[0])
+    axis = normalize_axis(int(ctx.attr(node, "axis", -1)), x.rank)
+    epsilon = float(ctx.attr(node, "epsilon", 1e-5))
+    y, mean, inverse = _normalize(ctx, x, tuple(range(axis, x.rank)), epsilon)
+    ctx.bind(node.output[0], _affine(ctx, y, ctx.value(node.input[1]), ctx.optional(node, 2)))
+    for pos, value in ((1, mean), (2, inverse)):
+        if len(node.output) > pos and node.output[pos]:
+            ctx.bind(node.output[pos], value)
+
+
+@converter("InstanceNormalization", 1)
+def instance_normalization(ctx: ConvertContext, node) -> None:
+    """Normalised per sample and channel over the spatial axes, then per-channel scale and
+    bias."""
+    x = ctx.value(node.input[0])
+    if x.rank < 3:
+        raise unsupported(node, f"an input of rank {x.rank} (N, C and spatial axes needed)")
+    epsilon = float(ctx.attr(node, "epsilon", 1e-5))
+    y, _, _ = _normalize(ctx, x, tuple(range(2, x.rank)), epsilon)
+    per_channel = (x.shape[1],) + (1,) * (x.rank - 2)
+    scale, bias = (ctx.value(node.input[k]) for k in (1, 2))
+    if isinstance(scale, Dyn) or isinstance(bias, Dyn):
+        raise unsupported(node, "an input-dependent scale or bias")
+    ctx.bind(node.output[0], _affine(ctx, y, np.reshape(scale, per_channel),
+                                     np.reshape(bias, per_channel)))
+
+
+converter("InstanceNormalization", 6)(instance_normalization)
