@@ -320,6 +320,7 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
     if missing:
         return attack_only(model, spec, config, device, deadline,
                            f"no bound rule for {', '.join(missing)}")
+    from bounds.rules.tangents import DomainError
     from verifier.strategy import run_methods
 
     try:
@@ -327,6 +328,9 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
     except UnsupportedOpError as exc:  # a stage met an op it cannot handle: attack instead
         return attack_only(model, spec, config, device, deadline,
                            f"bounds stopped: {refusal_reason(exc)}")
+    except DomainError as exc:  # an interval left an op's domain: no finite bound, no bug
+        return attack_only(model, spec, config, device, deadline,
+                           f"bounds stopped: {' '.join(str(exc).split())}")
     except NncertError:
         raise
     except Exception as exc:  # noqa: BLE001

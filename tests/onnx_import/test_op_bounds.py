@@ -106,3 +106,23 @@ def test_normalisation_bounds_cover_runtime_cancellation(op, offset, spread):
     y = np.stack([o[0].astype(np.float64).reshape(-1) for o in ort_outputs(
         proto, [{model.input_names[0]: p} for p in points])])
     assert np.all(y >= lower) and np.all(y <= upper)
+
+
+def test_no_finite_bound_is_not_an_internal_error():
+    """A variance interval reaching zero stops the bounds with the op named; the run attacks
+    for its time and reports no internal error (that stat counts bugs in campaigns)."""
+    from verifier.config import VerifyConfig
+    from verifier.pipeline import verify
+    from verifier.spec.types import InputRegion, OutputCondition, Spec
+
+    build, low, high = OP_MODELS["LayerNormalization"]
+    data = build().SerializeToString()
+    model = import_proto(onnx.load_model_from_string(data), data)
+    coef = np.zeros((1, 1, 12))
+    coef[0, 0, 0] = 1.0
+    region = InputRegion(np.full(12, low), np.full(12, high),
+                         OutputCondition(coef, np.array([[-1e3]])))
+    result = verify(model, Spec((region,), 12, 12), VerifyConfig(timeout=3.0))
+    assert result.verdict == "unknown", result
+    assert "bounds stopped" in result.message and "Reciprocal" in result.message, result
+    assert "internal_error" not in result.stats, result
