@@ -316,6 +316,7 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         mismatch = _model_mismatch(model, spec, config, deadline)
         if mismatch is not None:
             return attack_only(mismatch[0], spec, config, device, deadline, mismatch[1])
+    model = _with_flat_io(model)
     missing = ops_without_bound_rule(model)
     if missing:
         return attack_only(model, spec, config, device, deadline,
@@ -337,6 +338,15 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         if is_out_of_memory(exc):
             raise  # answered by verify(): unknown, naming the allocation that failed
         return _internal_error(model, spec, config, device, deadline, exc)
+
+
+def _with_flat_io(model: ImportedModel) -> ImportedModel:
+    """The model with one flat input and output for the stages (``ir.flat_io``); onnxruntime
+    keeps its own inputs, which ``input_names``/``onnx_input_shapes`` describe."""
+    from verifier.ir.flat_io import flat_io
+
+    graph = flat_io(model.graph)
+    return model if graph is model.graph else replace(model, graph=graph)
 
 
 def _internal_error(model, spec: Spec, config: VerifyConfig, device: str, deadline: float,
