@@ -121,3 +121,44 @@ def test_ir_version_from_the_future_is_a_model_error():
     proto.ir_version = onnx.IR_VERSION + 85
     with pytest.raises(ModelError, match=f"IR version {onnx.IR_VERSION + 85}"):
         parse_model_bytes(proto.SerializeToString(), "m.onnx")
+
+
+def _half_model(input_type, nodes, weight_type=np.float16):
+    w = np.array([[1.0, -2.0], [0.5, 1.5]], dtype=weight_type)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", input_type, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_half_precision_input_is_refused():
+    """Rounding at 2**-11 per operation is outside the float32 model the bounds hold."""
+    model = _half_model(TensorProto.FLOAT16, [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                                              helper.make_node("Cast", ["h"], ["y"], to=1)])
+    with pytest.raises(UnsupportedOpError, match="float16 input"):
+        _import(model)
+
+
+def test_half_precision_computation_is_refused_at_its_first_node():
+    model = _half_model(TensorProto.FLOAT, [
+        helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+        helper.make_node("Reshape", ["xh", "s"], ["xr"]),
+        helper.make_node("MatMul", ["xr", "w"], ["h"], name="half_matmul"),
+        helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)])
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 2]), "s"))
+    with pytest.raises(UnsupportedOpError, match="'half_matmul'.*computes in float16"):
+        _import(model)
+
+
+def test_half_weights_cast_to_float_and_a_half_rounding_import():
+    """Casts are modelled: half weights cast to float are exact constants, and a value cast
+    to half and back is a rounding node."""
+    model = _half_model(TensorProto.FLOAT, [
+        helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["xh"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["xf", "wf"], ["y"])])
+    assert "Cast" in _import(model).graph.op_types

@@ -68,7 +68,7 @@ class EquivalenceProblem:
                         "(the model check refuses it; counterexamples are still exact: "
                         "onnxruntime runs the models)")
         data = merged.SerializeToString()
-        imported = import_proto(merged, data, f"{model} vs {reference}")
+        imported = import_proto(merged, data, f"{model} vs {reference}", half_precision=True)
         if len(imported.input_names) != 1:
             raise ModelError("the equivalence gate needs models with one input tensor")
         return cls(prop, model, imported, data, ref_bytes, new_bytes, k)

@@ -100,14 +100,19 @@ def load_model(path: str | Path, simplify: bool = True) -> ImportedModel:
 
 
 def import_proto(
-    proto: onnx.ModelProto, data: bytes, label: str = "", simplify: bool = True
+    proto: onnx.ModelProto, data: bytes, label: str = "", simplify: bool = True,
+    half_precision: bool = False,
 ) -> ImportedModel:
+    """The IR of ``proto``. Half-precision computation is refused unless ``half_precision``
+    (the equivalence gate's choice: it warns, and its model check refuses such models)."""
     opset = opset_of(proto)
     for entry in proto.opset_import:
         if entry.domain not in ("", "ai.onnx"):
             used = {n.domain for n in proto.graph.node}
             if entry.domain in used:
                 raise ModelError(f"custom operator domain {entry.domain!r} is not supported")
+    if not half_precision:
+        _refuse_half_precision(proto)
     ctx = ConvertContext(opset)
     initializers = {t.name for t in proto.graph.initializer}
     for t in proto.graph.initializer:
@@ -161,6 +166,47 @@ def import_proto(
         path=label,
         value_names=MappingProxyType(surviving_value_names(ctx.values, raw, graph)),
     )
+
+
+_HALF = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+# Ops that move or select elements of a value without computing: a half-precision value stays
+# exact through them.
+_MOVES = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
+                    "Gather", "Slice", "Concat", "Split", "Expand", "Tile", "Dropout"})
+
+
+def _refuse_half_precision(proto: onnx.ModelProto) -> None:
+    """UnsupportedOpError where the model computes in float16 or bfloat16 (an input of that
+    type, or a node other than Cast and pure data movement reading such a value): the rounding
+    model covers float32 and float64 arithmetic (2**-24 relative per operation); half
+    precision rounds at 2**-11 or 2**-8, and the engines' bounds would not hold it. A Cast to
+    half precision and back is modelled (a rounding node), and so are half weights cast to
+    float."""
+    half: dict[str, str] = {}
+    for vi in proto.graph.input:
+        kind = _HALF.get(vi.type.tensor_type.elem_type)
+        if kind:
+            raise UnsupportedOpError("input", vi.name, reason=f"a {kind} input (the rounding "
+                                     "model covers float32 and float64 computation)")
+    for t in proto.graph.initializer:
+        if t.data_type in _HALF:
+            half[t.name] = _HALF[t.data_type]
+    for node in proto.graph.node:
+        read = [half[n] for n in node.input if n in half]
+        if node.op_type == "Cast":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to in _HALF:
+                half[node.output[0]] = _HALF[to]
+        elif node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None and value.data_type in _HALF:
+                half[node.output[0]] = _HALF[value.data_type]
+        elif read and node.op_type in _MOVES:
+            half.update(dict.fromkeys(node.output, read[0]))
+        elif read and node.op_type not in ("Shape", "Size"):
+            raise UnsupportedOpError(node.op_type, node.name, reason=f"it computes in "
+                                     f"{read[0]} (the rounding model covers float32 and "
+                                     "float64 computation)")
 
 
 def surviving_value_names(values: dict, raw: Graph, graph: Graph) -> dict[str, str]:
