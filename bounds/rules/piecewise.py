@@ -1,4 +1,4 @@
-"""Piecewise-linear and step activations: LeakyRelu, Abs, Clip, Sign, Floor.
+"""Piecewise-linear and step activations: LeakyRelu, Abs, Clip, Sign, Floor, Round.
 
 LeakyRelu(a) = max(x, a x) for a <= 1 (convex; min(x, a x), concave, for a > 1); Abs is the
 a = -1 case. Clip(min, max) has kinks at min and max. For these, f(x) - s x is piecewise linear,
@@ -10,7 +10,8 @@ alpha (optional, in [0, 1]): the kink-side slope, s = a + alpha (1 - a) for Leak
 for Abs, alpha itself for Clip (both planes when both kinks lie inside [l, u]).
 Sign and Floor are steps: Sign uses the constant planes sign(l) <= f <= sign(u) (exact when
 stable); Floor uses x - 1 < floor(x) <= x with exact offsets when u - l >= 1, else the constant
-planes floor(l), floor(u). No alpha for the steps.
+planes floor(l), floor(u); Round (half to even, as ONNX) likewise with x - 1/2 <= round(x) <=
+x + 1/2 (equality at the ties). No alpha for the steps.
 """
 
 from __future__ import annotations
@@ -102,13 +103,25 @@ def _sign_relax(node, lower, upper, alpha=None) -> Relaxation:
 
 
 def _floor_relax(node, lower, upper, alpha=None) -> Relaxation:
-    l, u = lower.detach().to(F64), upper.detach().to(F64)
-    fl, fu = torch.floor(l), torch.floor(u)
-    steps = fu > fl
     # slope-1 planes: sup of floor(x) - x is 0 at an integer in (l, u] else floor(l) - l;
     # its inf is -1 (approached just left of an integer in (l, u]) else floor(l) - u.
-    up_off = torch.where(steps, torch.zeros_like(l), fl - l)
-    lo_off = torch.where(steps, -torch.ones_like(l), fl - u)
+    return _step_relax(torch.floor, 0.0, -1.0, lower, upper)
+
+
+def _round_relax(node, lower, upper, alpha=None) -> Relaxation:
+    # round(x) - x lies in [-1/2, 1/2], both ends reached at (or next to) a tie in [l, u]
+    return _step_relax(torch.round, 0.5, -0.5, lower, upper)
+
+
+def _step_relax(step, sup_gap: float, inf_gap: float, lower, upper) -> Relaxation:
+    """Planes of a nondecreasing integer step with step(x) - x in [inf_gap, sup_gap]: slope 1
+    with those offsets where [l, u] is at least 1 wide and holds a step (else the exact
+    offsets of its one level), the constant planes step(l), step(u) on narrower intervals."""
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    fl, fu = step(l), step(u)
+    steps = fu > fl
+    up_off = torch.where(steps, torch.full_like(l, sup_gap), fl - l)
+    lo_off = torch.where(steps, torch.full_like(l, inf_gap), fl - u)
     one = torch.ones_like(l)
     mag = torch.maximum(l.abs(), u.abs())
     lo_off = lo_off - margin(lo_off, one, mag, lower.dtype)
@@ -191,4 +204,9 @@ RULES = (
            ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
            traits=OpTraits(monotone=True, elementwise=True),
            doc="floor(x); x - 1 < floor(x) <= x planes or constants", split=None, **_STEP),
+    OpRule("Round", forward=lambda node, args: torch.round(args[0]),
+           ibp=_monotone_ibp(torch.round), relax=_round_relax,
+           traits=OpTraits(monotone=True, elementwise=True),
+           doc="round half to even; x - 1/2 <= round(x) <= x + 1/2 planes or constants",
+           split=None, **_STEP),
 )

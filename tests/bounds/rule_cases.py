@@ -115,6 +115,7 @@ NONLINEAR = [
     _unary("Abs", numpy_ref=np.abs),
     _unary("Sign", numpy_ref=np.sign),
     _unary("Floor", domain=(-1e3, 1e3), specials=(0.0, 1.0, -2.0, 3.0), numpy_ref=np.floor),
+    _unary("Round", domain=(-1e3, 1e3), specials=(0.5, 1.5, -2.5, 3.0), numpy_ref=np.round),
     _clip(-1.0, 2.0, "Clip(-1,2)"),
     _clip(0.5, None, "Clip(0.5,)"),
     _clip(None, -0.25, "Clip(,-0.25)"),

@@ -51,6 +51,17 @@ def _shape_mul(op):
     return lambda: make_model(nodes, X, ["y"])
 
 
+def _qdq(zero_point, axis=None):
+    """x quantised with scale(s) 0.02 (per tensor) or [0.02, 0.03] (per channel of a
+    [1, 2, 4, 4] input), then dequantised."""
+    per_axis = axis is not None
+    scale = np.array([0.02, 0.03], np.float32) if per_axis else np.float32(0.02)
+    attrs = {"axis": axis} if per_axis else {}
+    nodes = [_n("QuantizeLinear", ["x", "s", "z"], "q", **attrs),
+             _n("DequantizeLinear", ["q", "s", "z"], "y", **attrs)]
+    return make_model(nodes, IMG if per_axis else X, ["y"], {"s": scale, "z": zero_point})
+
+
 def _unary(op, **attrs):
     return lambda: one_node(op, X, **attrs)
 
@@ -174,4 +185,8 @@ OP_MODELS: dict = {
     "SpaceToDepth": (lambda: one_node("SpaceToDepth", IMG, blocksize=2), -1.0, 1.0),
     "CumSum": (lambda: one_node("CumSum", IMG, {"a": _i(2)}, opset=14, reverse=1), -1.0, 1.0),
     "Trilu": (lambda: one_node("Trilu", IMG, {"k": _i(1)}, opset=14, upper=0), -1.0, 1.0),
+    # rounding and quantisation (converters/quantize.py): a QDQ pair on uint8 and int8
+    "Round": (lambda: one_node("Round", X, opset=11), -3.0, 3.0),
+    "QuantizeLinear": (lambda: _qdq(np.uint8(100)), -1.0, 1.0),
+    "DequantizeLinear": (lambda: _qdq(np.array([-3, 0], np.int8), axis=1), -1.0, 1.0),
 }

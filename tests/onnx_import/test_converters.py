@@ -168,6 +168,17 @@ CASES = {
                                               {"i": np.array([[2, 0, 1, 1], [0, -1, 2, 0]])}),
     "gather_nd_full": lambda: one_node("GatherND", X4, {"i": _i([[0, 1, 2, 3], [0, 0, 0, 0]])}),
     "trilu_upper": lambda: one_node("Trilu", X4, opset=14),
+    "qdq_saturating_uint8": lambda: make_model(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        X2, ["y"], {"s": np.float32(0.004), "z": np.uint8(10)}),
+    "qdq_int8_default_zero_13": lambda: make_model(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=-1),
+         helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT)],
+        X2, ["y"], {"s": rand(5, low=0.005, high=0.02), "z": np.zeros(5, np.int8)}),
+    "round_ties": lambda: make_model(
+        [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Round", ["t"], ["y"])],
+        X2, ["y"], {"k": np.float32(4.0)}),
     "identity_dropout": lambda: make_model(
         [helper.make_node("Identity", ["x"], ["t"]), helper.make_node("Dropout", ["t"], ["y"])],
         X2, ["y"]),

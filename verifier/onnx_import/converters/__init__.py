@@ -9,10 +9,11 @@ from verifier.onnx_import.converters import (
     linear,
     logic,
     pooling,
+    quantize,
     rearrange,
     scatter,
     shape,
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "linear", "logic",
-           "pooling", "rearrange", "scatter", "shape"]
+           "pooling", "quantize", "rearrange", "scatter", "shape"]
