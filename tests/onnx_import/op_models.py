@@ -190,3 +190,19 @@ OP_MODELS: dict = {
     "QuantizeLinear": (lambda: _qdq(np.uint8(100)), -1.0, 1.0),
     "DequantizeLinear": (lambda: _qdq(np.array([-3, 0], np.int8), axis=1), -1.0, 1.0),
 }
+
+# Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
+# by test_op_bounds).
+VARIANT_MODELS: dict = {
+    "Resize(linear)": (lambda: make_model([helper.make_node(
+        "Resize", ["x", "", "s"], ["y"], mode="linear")], IMG, ["y"],
+        {"s": np.array([1, 1, 2, 1.5], np.float32)}), -1.0, 1.0),
+    "Resize(cubic, sizes)": (lambda: make_model([helper.make_node(
+        "Resize", ["x", "", "", "n"], ["y"], mode="cubic",
+        coordinate_transformation_mode="align_corners")], IMG, ["y"], {"n": _i(1, 2, 7, 3)}),
+        -1.0, 1.0),
+    "Upsample(linear)": (lambda: one_node("Upsample", IMG, {"s": np.array(
+        [1, 1, 2, 2], np.float32)}, opset=9, mode="linear"), -1.0, 1.0),
+    "PRelu(scalar)": (lambda: one_node("PRelu", X, {"s": np.array([0.3], np.float32)}),
+                      -1.0, 1.0),
+}

@@ -176,6 +176,18 @@ CASES = {
         [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=-1),
          helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT)],
         X2, ["y"], {"s": rand(5, low=0.005, high=0.02), "z": np.zeros(5, np.int8)}),
+    "resize_linear_antialias": lambda: make_model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", antialias=1)], X4,
+        ["y"], {"s": np.array([1, 1, 0.6, 0.5], np.float32)}, opset=18),
+    "resize_cubic_exclude": lambda: make_model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic", exclude_outside=1,
+                          cubic_coeff_a=-0.5)], X4, ["y"],
+        {"s": np.array([1, 1, 1.7, 2], np.float32)}),
+    "resize10_linear": lambda: make_model(
+        [helper.make_node("Resize", ["x", "s"], ["y"], mode="linear")], X4, ["y"],
+        {"s": np.array([1, 1, 2, 2], np.float32)}, opset=10),
+    "upsample7_linear": lambda: one_node("Upsample", X4, opset=7, mode="linear",
+                                         scales=[1.0, 1.0, 2.0, 3.0]),
     "round_ties": lambda: make_model(
         [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Round", ["t"], ["y"])],
         X2, ["y"], {"k": np.float32(4.0)}),
@@ -360,6 +372,16 @@ def test_dynamic_value_converter_matches_onnxruntime(name):
                          helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
                         {"x": (1, 2)}, ["y"], {"u": rand(1)}),
      "'ScatterND'.*indices of ScatterND .*depends on the input"),
+    (lambda: make_model([helper.make_node("Resize", ["x", "r", "s"], ["y"], mode="linear",
+                                          coordinate_transformation_mode="tf_crop_and_resize")],
+                        X4, ["y"], {"r": np.array([0, 0, 0, 0, 1, 1, 0.5, 0.5], np.float32),
+                                    "s": np.array([1, 1, 2, 2], np.float32)}),
+     "'Resize'.*tf_crop_and_resize"),
+    (lambda: make_model([helper.make_node("Neg", ["x"], ["n"]),
+                         helper.make_node("PRelu", ["x", "n"], ["y"])], X2, ["y"]),
+     "'PRelu'.*input-dependent slope"),
+    (lambda: one_node("ReduceL1", X4, {"a": np.array([], np.int64)}, opset=18,
+                      noop_with_empty_axes=1), "'ReduceL1'.*noop_with_empty_axes"),
 ])
 def test_unsupported_uses_name_op_and_reason(build, match):
     from verifier.errors import UnsupportedOpError

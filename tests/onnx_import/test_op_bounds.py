@@ -17,7 +17,7 @@ from bounds.engine.deadline import engine_deadline
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.types import Interval
 from tests.onnx_import.onnx_util import ort_outputs
-from tests.onnx_import.op_models import OP_MODELS
+from tests.onnx_import.op_models import OP_MODELS, VARIANT_MODELS
 from verifier.onnx_import.loader import import_proto
 
 SAMPLES = 48
@@ -55,10 +55,13 @@ def _bounds(graph, lo: np.ndarray, hi: np.ndarray, method: str) -> tuple[np.ndar
     return lower[:n_out], -lower[n_out:]
 
 
+MODELS = {**OP_MODELS, **VARIANT_MODELS}
+
+
 @pytest.mark.parametrize("method", ["ibp", "crown"])
-@pytest.mark.parametrize("op", sorted(OP_MODELS))
+@pytest.mark.parametrize("op", sorted(MODELS))
 def test_bounds_enclose_onnxruntime(op, method):
-    build, low, high = OP_MODELS[op]
+    build, low, high = MODELS[op]
     proto = build()
     data = proto.SerializeToString()
     model = import_proto(onnx.load_model_from_string(data), data)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis
+from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
 from verifier.onnx_import.converters.conv import resolve_pads
+from verifier.onnx_import.converters.interpolation import emit_interpolation
 from verifier.onnx_import.registry import converter
 
 
@@ -155,9 +156,14 @@ def _emit_resize(ctx: ConvertContext, x: Dyn, per_axis: list) -> Dyn:
 def upsample(ctx: ConvertContext, node) -> None:
     """Nearest upsampling: output index o reads input index floor(o / scale)."""
     x = ctx.value(node.input[0])
-    if ctx.attr(node, "mode", "nearest") != "nearest":
-        raise ModelError(f"Upsample node {node.name!r}: only mode 'nearest' is supported")
     scales = ctx.attr(node, "scales") if ctx.opset < 9 else ctx.const(node.input[1])
+    mode = ctx.attr(node, "mode", "nearest")
+    if mode in ("linear", "bilinear"):
+        ctx.bind(node.output[0], emit_interpolation(ctx, node, x, np.ravel(scales), None,
+                                                    legacy=True))
+        return
+    if mode != "nearest":
+        raise unsupported(node, f"mode {mode!r}")
     per_axis = []
     for d, s in zip(x.shape, np.ravel(scales).tolist(), strict=True):
         size = int(np.floor(d * s))
@@ -174,8 +180,12 @@ def resize(ctx: ConvertContext, node) -> None:
     """Nearest resize as a gather: the source index of every output position along each axis
     is found by running the node (ONNX reference implementation) on a tensor of indices."""
     x = ctx.value(node.input[0])
-    if ctx.attr(node, "mode", "nearest") != "nearest":
-        raise ModelError(f"Resize node {node.name!r}: only mode 'nearest' is supported")
+    mode = ctx.attr(node, "mode", "nearest")
+    if mode in ("linear", "cubic"):
+        ctx.bind(node.output[0], _interpolated_resize(ctx, node, x))
+        return
+    if mode != "nearest":
+        raise unsupported(node, f"mode {mode!r}")
     from verifier.onnx_import.fold import reference_fold
 
     others = [None if n == "" else ctx.const(n) for n in node.input[1:]]
@@ -188,6 +198,21 @@ def resize(ctx: ConvertContext, node) -> None:
         idx = idx.astype(np.int64)
         per_axis.append(None if len(idx) == d and np.all(idx == np.arange(d)) else idx)
     ctx.bind(node.output[0], _emit_resize(ctx, x, per_axis))
+
+
+def _interpolated_resize(ctx: ConvertContext, node, x: Dyn) -> Dyn:
+    """Linear or cubic Resize: scales (Resize 10: input 1; later: input 2, unless empty)
+    or sizes (input 3)."""
+    if ctx.opset < 11:
+        return emit_interpolation(ctx, node, x, np.ravel(ctx.const(node.input[1])), None,
+                                  legacy=True)
+    scales = ctx.optional_const(node, 2)
+    scales = None if scales is None or np.size(scales) == 0 else np.ravel(scales)
+    sizes = ctx.optional_const(node, 3)
+    sizes = None if sizes is None or np.size(sizes) == 0 else np.ravel(sizes)
+    if (scales is None) == (sizes is None):
+        raise ModelError(f"Resize node {node.name!r}: needs exactly one of scales and sizes")
+    return emit_interpolation(ctx, node, x, scales, sizes)
 
 
 for _version in (11, 13, 18, 19):
