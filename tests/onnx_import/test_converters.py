@@ -188,6 +188,13 @@ CASES = {
         {"s": np.array([1, 1, 2, 2], np.float32)}, opset=10),
     "upsample7_linear": lambda: one_node("Upsample", X4, opset=7, mode="linear",
                                          scales=[1.0, 1.0, 2.0, 3.0]),
+    # constant int8 weights dequantised at opset 13: the ONNX reference evaluator has no
+    # DequantizeLinear 13, the fold takes its newest version
+    "dequantize_const_weights13": lambda: make_model(
+        [helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], axis=0),
+         helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], X2, ["y"],
+        {"wq": np.arange(-10, 10, dtype=np.int8).reshape(4, 5), "s": rand(4, low=0.01, high=0.1),
+         "z": np.array([0, 1, -2, 3], np.int8)}),
     "round_ties": lambda: make_model(
         [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Round", ["t"], ["y"])],
         X2, ["y"], {"k": np.float32(4.0)}),
