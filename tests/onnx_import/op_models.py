@@ -189,6 +189,10 @@ OP_MODELS: dict = {
     "Round": (lambda: one_node("Round", X, opset=11), -3.0, 3.0),
     "QuantizeLinear": (lambda: _qdq(np.uint8(100)), -1.0, 1.0),
     "DequantizeLinear": (lambda: _qdq(np.array([-3, 0], np.int8), axis=1), -1.0, 1.0),
+    # x^T W x per batch: a constant contraction, then one of two input-dependent operands
+    "Einsum": (lambda: make_model([_n("Einsum", ["x", "w"], "xw", equation="bi,ij->bj"),
+                                   _n("Einsum", ["xw", "x"], "y", equation="bj,bj->b")],
+                                  X, ["y"], {"w": rand(4, 4)}, opset=12), -1.0, 1.0),
 }
 
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS

@@ -195,6 +195,14 @@ CASES = {
          helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], X2, ["y"],
         {"wq": np.arange(-10, 10, dtype=np.int8).reshape(4, 5), "s": rand(4, low=0.01, high=0.1),
          "z": np.array([0, 1, -2, 3], np.int8)}),
+    "einsum_attention": lambda: make_model(
+        [helper.make_node("Einsum", ["x", "x"], ["y"], equation="bhqd,bhkd->bhqk")],
+        {"x": (1, 2, 3, 4)}, ["y"], opset=12),
+    "einsum_ellipsis_const_left": lambda: make_model(
+        [helper.make_node("Einsum", ["w", "x"], ["y"], equation="kj,...ij->...ki")],
+        {"x": (1, 2, 3, 4)}, ["y"], {"w": rand(5, 4)}, opset=12),
+    "einsum_implicit_transpose": lambda: one_node("Einsum", {"x": (1, 3, 4)}, opset=12,
+                                                  equation="jib"),
     "round_ties": lambda: make_model(
         [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Round", ["t"], ["y"])],
         X2, ["y"], {"k": np.float32(4.0)}),

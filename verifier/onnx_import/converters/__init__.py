@@ -6,6 +6,7 @@ from verifier.onnx_import.converters import (
     basic,
     composite,
     conv,
+    einsum,
     linear,
     logic,
     pooling,
@@ -15,5 +16,5 @@ from verifier.onnx_import.converters import (
     shape,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "linear", "logic",
+__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
            "pooling", "quantize", "rearrange", "scatter", "shape"]
