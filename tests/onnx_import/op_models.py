@@ -164,6 +164,8 @@ OP_MODELS: dict = {
     "Mish": (lambda: one_node("Mish", X, opset=18), -3.0, 3.0),
     "Ceil": (_unary("Ceil"), -2.0, 2.0),
     "LogSoftmax": (lambda: one_node("LogSoftmax", X), -2.0, 2.0),
+    "ThresholdedRelu": (lambda: one_node("ThresholdedRelu", X, opset=10, alpha=0.3), -1.0, 1.0),
+    "Shrink": (lambda: one_node("Shrink", X, opset=9, lambd=0.4, bias=0.1), -1.0, 1.0),
     "ReduceMin": (lambda: one_node("ReduceMin", IMG, axes=[1]), -1.0, 1.0),
     "ReduceL1": (lambda: one_node("ReduceL1", IMG, axes=[2, 3], keepdims=0), -1.0, 1.0),
     "ReduceL2": (lambda: one_node("ReduceL2", IMG, {"a": _i(1)}, opset=18), -1.0, 1.0),
@@ -209,4 +211,12 @@ VARIANT_MODELS: dict = {
         [1, 1, 2, 2], np.float32)}, opset=9, mode="linear"), -1.0, 1.0),
     "PRelu(scalar)": (lambda: one_node("PRelu", X, {"s": np.array([0.3], np.float32)}),
                       -1.0, 1.0),
+    "Shrink(continuous)": (lambda: one_node("Shrink", X, opset=9, lambd=0.3, bias=0.3),
+                           -1.0, 1.0),
+    # (ONNX Clip ends are scalars: -mean(x) / 2 below, 0.6 above)
+    "Clip(input-dependent ends)": (lambda: make_model(
+        [_n("ReduceMean", ["x"], "r", keepdims=0), _n("Neg", ["r"], "m"),
+         _n("Mul", ["m", "h"], "lo"),
+         helper.make_node("Clip", ["x", "lo", "c"], ["y"])], X, ["y"],
+        {"h": np.float32(0.5), "c": np.float32(0.6)}), -1.0, 1.0),
 }

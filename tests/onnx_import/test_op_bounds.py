@@ -129,3 +129,11 @@ def test_no_finite_bound_is_not_an_internal_error():
     assert result.verdict == "unknown", result
     assert "bounds stopped" in result.message and "Reciprocal" in result.message, result
     assert "internal_error" not in result.stats, result
+
+
+@pytest.mark.parametrize("name", sorted(VARIANT_MODELS))
+def test_variant_matches_onnxruntime(name):
+    from tests.onnx_import.onnx_util import compare
+
+    build, low, high = VARIANT_MODELS[name]
+    compare(build(), n=8, low=low, high=high)

@@ -71,7 +71,26 @@ def _clip_bounds(ctx: ConvertContext, node) -> dict:
     return {"min": -np.inf if low <= -3.4e38 else low, "max": np.inf if high >= 3.4e38 else high}
 
 
-_clip = unary("Clip", _clip_bounds)
+_clip_const = unary("Clip", _clip_bounds)
+
+
+def _clip(ctx: ConvertContext, node) -> None:
+    """Constant ends: one Clip node; an input-dependent end: min(max(x, lo), hi), ONNX's
+    definition (hi wherever lo > hi), through the exact Max/Min rewrites."""
+    from verifier.onnx_import.converters.arithmetic import max_pair, min_pair
+
+    ends = [ctx.optional(node, k) for k in (1, 2)] if ctx.opset >= 11 else [None, None]
+    if not any(isinstance(v, Dyn) for v in ends):
+        _clip_const(ctx, node)
+        return
+    y = ctx.value(node.input[0])
+    if ends[0] is not None:
+        y = max_pair(ctx, y, ends[0])
+    if ends[1] is not None:
+        y = min_pair(ctx, y, ends[1])
+    ctx.bind(node.output[0], y)
+
+
 for _version in (1, 6, 11, 12, 13):
     converter("Clip", _version)(_clip)
 

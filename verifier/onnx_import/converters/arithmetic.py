@@ -93,7 +93,7 @@ def _dynamic_exponent(ctx: ConvertContext, node, base, exponent: Dyn) -> Dyn:
     return ctx.emit("Exp", [product], product.shape, hint="pow")
 
 
-def _max_pair(ctx: ConvertContext, a, b):
+def max_pair(ctx: ConvertContext, a, b):
     """max(a, b) = a + Relu(b - a), exact over the reals (onnxruntime's max is exact too, so
     the float32 allowances of Sub and Add only widen the bounds)."""
     if not isinstance(a, Dyn):
@@ -104,13 +104,13 @@ def _max_pair(ctx: ConvertContext, a, b):
     return emit_broadcast(ctx, "Add", [a, ctx.emit("Relu", [gap], gap.shape)])
 
 
-def _min_pair(ctx: ConvertContext, a, b):
+def min_pair(ctx: ConvertContext, a, b):
     """min(a, b) = -max(-a, -b)."""
     if not isinstance(a, Dyn) and not isinstance(b, Dyn):
         return np.minimum(a, b)
     neg = [ctx.emit("Neg", [v], v.shape) if isinstance(v, Dyn) else -np.asarray(v)
            for v in (a, b)]
-    out = _max_pair(ctx, *neg)
+    out = max_pair(ctx, *neg)
     return ctx.emit("Neg", [out], out.shape)
 
 
@@ -129,8 +129,8 @@ def _add_pair(ctx: ConvertContext, a, b):
     return emit_broadcast(ctx, "Add", [a, b])
 
 
-converter("Max", 1)(_variadic(_max_pair))
-converter("Min", 1)(_variadic(_min_pair))
+converter("Max", 1)(_variadic(max_pair))
+converter("Min", 1)(_variadic(min_pair))
 converter("Sum", 1)(_variadic(_add_pair))
 
 

@@ -1,6 +1,7 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
-PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax; ReduceMin, ReduceL1, ReduceL2,
-ReduceSumSquare, ReduceLogSumExp; LayerNormalization, InstanceNormalization.
+PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
+ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp; LayerNormalization,
+InstanceNormalization.
 
 Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
 each piece carries its own float32 rounding allowance (``bounds.engine.rounding``). The
@@ -288,3 +289,37 @@ def instance_normalization(ctx: ConvertContext, node) -> None:
 
 
 converter("InstanceNormalization", 6)(instance_normalization)
+
+
+@converter("ThresholdedRelu", 10)
+def thresholded_relu(ctx: ConvertContext, node) -> None:
+    """x where x > alpha, else 0 (a step at alpha when alpha != 0)."""
+    x = ctx.value(node.input[0])
+    alpha = _f32(float(ctx.attr(node, "alpha", 1.0)))
+    above = emit_broadcast(ctx, "Greater", [x, alpha])
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Select", [above, x, _f32(0.0)]))
+
+
+converter("ThresholdedRelu", 22)(thresholded_relu)
+
+
+@converter("Shrink", 9)
+def shrink(ctx: ConvertContext, node) -> None:
+    """x - bias above lambd, x + bias below -lambd, 0 between: Relu(x - l) - Relu(-x - l)
+    when bias = lambd (continuous), else two steps (Selects)."""
+    x = ctx.value(node.input[0])
+    lambd, bias = float(ctx.attr(node, "lambd", 0.5)), float(ctx.attr(node, "bias", 0.0))
+    if lambd < 0:
+        raise unsupported(node, f"lambd={lambd!r} < 0")
+    if bias == lambd:
+        up = _unary(ctx, "Relu", emit_broadcast(ctx, "Sub", [x, _f32(lambd)]))
+        down = _unary(ctx, "Relu", emit_broadcast(ctx, "Sub", [_unary(ctx, "Neg", x),
+                                                               _f32(lambd)]))
+        ctx.bind(node.output[0], emit_broadcast(ctx, "Sub", [up, down]))
+        return
+    above = emit_broadcast(ctx, "Greater", [x, _f32(lambd)])
+    below = emit_broadcast(ctx, "Greater", [_f32(-lambd), x])
+    low = emit_broadcast(ctx, "Select", [below, emit_broadcast(ctx, "Add", [x, _f32(bias)]),
+                                         _f32(0.0)])
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Select", [
+        above, emit_broadcast(ctx, "Sub", [x, _f32(bias)]), low]))
