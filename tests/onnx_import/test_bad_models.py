@@ -162,3 +162,37 @@ def test_half_weights_cast_to_float_and_a_half_rounding_import():
         helper.make_node("Cast", ["xh"], ["xf"], to=TensorProto.FLOAT),
         helper.make_node("MatMul", ["xf", "wf"], ["y"])])
     assert "Cast" in _import(model).graph.op_types
+
+
+def test_gzip_compressed_model_loads(tmp_path):
+    """VNN-COMP ships models as .onnx.gz: read like the plain file."""
+    import gzip
+
+    model = one_node("Relu", {"x": (1, 3)})
+    path = tmp_path / "m.onnx.gz"
+    path.write_bytes(gzip.compress(model.SerializeToString()))
+    loaded = load_model(path)
+    assert "Relu" in loaded.graph.op_types
+    assert onnx.load_model_from_string(loaded.onnx_bytes).graph.node[0].op_type == "Relu"
+
+
+def test_truncated_gzip_model_is_named(tmp_path):
+    import gzip
+
+    data = gzip.compress(one_node("Relu", {"x": (1, 3)}).SerializeToString())
+    path = tmp_path / "m.onnx.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated gzip stream"):
+        load_model(path)
+
+
+def test_model_cap_refuses_a_gzip_bomb(tmp_path, monkeypatch):
+    import gzip
+
+    import verifier.onnx_import.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_MODEL_BYTES", 1000)
+    path = tmp_path / "bomb.onnx.gz"
+    path.write_bytes(gzip.compress(b"\0" * 100_000))
+    with pytest.raises(ModelError, match="possible gzip bomb"):
+        load_model(path)

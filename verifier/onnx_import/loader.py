@@ -13,6 +13,7 @@ import onnx
 
 from bounds.graph import Graph, TensorInfo
 from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
+from verifier.gz import read_capped
 from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
 from verifier.onnx_import.fold import fold_node
 from verifier.onnx_import.registry import find_converter
@@ -35,13 +36,14 @@ class ImportedModel:
     value_names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+# Protobuf's own limit on a message: a larger (decompressed) model cannot be parsed anyway.
+MAX_MODEL_BYTES = 2**31 - 1
+
+
 def read_model_proto(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
-    """Read and parse an ONNX file, refusing external data. Raises ModelError."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read model {str(path)!r}: {exc.strerror or exc}") from None
+    """Read (plain or gzip-compressed, as VNN-COMP ships ``.onnx.gz``) and parse an ONNX
+    file, refusing external data. Raises ModelError."""
+    data = read_capped(path, MAX_MODEL_BYTES, f"model {str(path)!r}", ModelError)
     return parse_model_bytes(data, str(path)), data
 
 

@@ -27,11 +27,10 @@ Semantics chosen here:
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 
 from verifier.errors import SpecError
+from verifier.gz import read_capped
 from verifier.spec.layout import Layout
 from verifier.spec.normalize import build_spec
 from verifier.spec.parser import Parser
@@ -50,37 +49,11 @@ __all__ = [
 
 def read_text(path: str | Path, max_bytes: int = MAX_BYTES) -> str:
     """The text of a plain or gzip-compressed spec (detected by magic bytes), size-capped."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            data = _gunzip(f, max_bytes, path) if head == b"\x1f\x8b" else f.read(max_bytes + 1)
-    except OSError as e:
-        raise SpecError(f"cannot read spec {path}: {e.strerror or e}") from None
-    if len(data) > max_bytes:
-        raise SpecError(f"spec {path} is larger than the limit of {max_bytes} bytes")
+    data = read_capped(path, max_bytes, f"spec {path}", SpecError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(f"spec {path} is not UTF-8 text (byte {e.start})") from None
-
-
-def _gunzip(f, max_bytes: int, path) -> bytes:
-    """Decompress every gzip member, refusing output above max_bytes (gzip bombs).
-
-    ``GzipFile.read(n)`` decompresses in bounded steps, so memory stays near ``max_bytes``.
-    """
-    try:
-        with gzip.GzipFile(fileobj=f) as g:
-            data = g.read(max_bytes + 1)
-    except EOFError:
-        raise SpecError(f"spec {path}: truncated gzip stream") from None
-    except (gzip.BadGzipFile, zlib.error) as e:
-        raise SpecError(f"spec {path}: corrupt gzip data ({e})") from None
-    if len(data) > max_bytes:
-        raise SpecError(f"spec {path} decompresses to more than {max_bytes} bytes "
-                        "(refused as a possible gzip bomb)")
-    return data
 
 
 def parse_query(text: str, source: str = "", max_terms: int = MAX_TERMS,
