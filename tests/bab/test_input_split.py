@@ -16,7 +16,7 @@ from tests.bab.test_neuron_split import region_for, tiny_net
 from verifier.bab.input_split import InputSplitOptions, InputSplitSearch
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
-from verifier.spec.types import InputRegion
+from verifier.spec.types import InputRegion, OutputCondition
 
 
 def make_search(graph, region: InputRegion, deadline_s: float = 30.0,
@@ -344,3 +344,35 @@ def test_input_split_inherits_linear_bounds_through_softmax():
     result = verify(model, spec, VerifyConfig(timeout=20, method="bab", check_model=False))
     assert "internal_error" not in result.stats, result
     assert result.verdict in ("unsat", "timeout"), result
+
+
+def _inverse_norm_graph():
+    """y = 1 / (x0 x0 + x1 x1 + 0.1) on [-1, 1]^2: IBP of the products is [-1, 1], so the
+    whole box leaves Reciprocal's domain; boxes on one side of each axis do not."""
+    import onnx
+    from onnx import helper
+
+    from tests.onnx_import.onnx_util import make_model
+    from verifier.onnx_import.loader import import_proto
+
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq"], ["s"], axes=[1], keepdims=1),
+             helper.make_node("Add", ["s", "c"], ["d"]),
+             helper.make_node("Div", ["one", "d"], ["y"])]
+    proto = make_model(nodes, {"x": (1, 2)}, ["y"], {"c": np.float32(0.1),
+                                                     "one": np.float32(1.0)}, opset=11)
+    data = proto.SerializeToString()
+    return import_proto(onnx.load_model_from_string(data), data).graph
+
+
+@pytest.mark.parametrize(("threshold", "verdict"), [(10.5, "unsat"), (9.5, "sat")])
+def test_domains_outside_an_op_domain_are_split_not_fatal(threshold, verdict):
+    """A batch whose bound raises DomainError is bounded in halves; the failing domains get
+    no bound and are split until their intervals stay in the domain (the maximum, 10 at 0,
+    decides both thresholds)."""
+    graph = _inverse_norm_graph()
+    coef = np.array([[[-1.0]]])
+    region = InputRegion(np.full(2, -1.0), np.full(2, 1.0),
+                         OutputCondition(coef, np.array([[-threshold]])))
+    outcome = make_search(graph, region, deadline_s=20.0).run()
+    assert outcome.verdict == verdict, outcome

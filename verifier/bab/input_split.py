@@ -29,7 +29,8 @@ import torch
 
 from bounds.engine.analysis import relaxed_inputs
 from bounds.engine.forward import run_graph
-from bounds.engine.spec_bounds import BoundOptions, SpecBounds, bound_spec
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.rules.tangents import DomainError
 from bounds.types import Interval, LinearBounds
 from verifier.bab.input_clip import clip_boxes, concretize_min
 from verifier.bab.integer_split import (
@@ -259,8 +260,19 @@ def bisect(domains: Domains, dims: torch.Tensor, integer: torch.Tensor | None = 
 class _Bounded:
     lower: torch.Tensor  # [N, S] lower bounds of row value - rhs
     refuted: torch.Tensor  # [N, D]
-    spec: SpecBounds
+    input_coef: torch.Tensor | None  # [N, S, *input] the rows' CROWN input coefficients
     linear_c: torch.Tensor | None  # [N, S] constants of the rows' linear lower bounds
+    linear_bounds: dict | None = None  # the values' linear bounds (``record_linear``)
+
+    def joined(self, other: _Bounded) -> _Bounded:
+        """Both batches' bounds, in order (linear records dropped: the children of a batch
+        that had to be cut do not inherit them)."""
+        def cat(a, b):
+            return None if a is None or b is None else torch.cat([a, b])
+
+        return _Bounded(torch.cat([self.lower, other.lower]),
+                        torch.cat([self.refuted, other.refuted]),
+                        cat(self.input_coef, other.input_coef), cat(self.linear_c, other.linear_c))
 
 
 class InputSplitSearch:
@@ -286,6 +298,22 @@ class InputSplitSearch:
         self.value_shapes: dict[str, tuple[int, ...]] = {}
 
     def bound(self, dom: Domains, record_linear: bool = False) -> _Bounded:
+        """The batch's bounds. Where an interval leaves an op's domain (DomainError: a
+        Reciprocal or Log over a box too wide for IBP to keep its input positive) the batch
+        is bounded in halves, and a domain that fails alone gets no bound (-inf): the search
+        splits it until its intervals stay inside."""
+        try:
+            return self._bound_batch(dom, record_linear)
+        except DomainError:
+            if len(dom) == 1:
+                lower = torch.full((1, self.problem.coef.shape[0]), -math.inf,
+                                   dtype=dom.lower.dtype, device=dom.lower.device)
+                return _Bounded(lower, dom.refuted.clone(), None, None)
+            half = len(dom) // 2
+            idx = torch.arange(len(dom), device=dom.lower.device)
+            return self.bound(dom.select(idx[:half])).joined(self.bound(dom.select(idx[half:])))
+
+    def _bound_batch(self, dom: Domains, record_linear: bool) -> _Bounded:
         shape, p = self.input_shape, self.problem
         n = len(dom)
         box = Interval(dom.lower.reshape(n, *shape), dom.upper.reshape(n, *shape))
@@ -302,7 +330,8 @@ class InputSplitSearch:
         if res.linear_lower is not None and res.input_coef is not None:
             a = res.input_coef.flatten(2)
             linear_c = res.linear_lower - concretize_min(a, dom.lower, dom.upper)
-        return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower), res, linear_c)
+        return _Bounded(res.lower, dom.refuted | p.refuted_disjuncts(res.lower),
+                        res.input_coef, linear_c, res.intermediates.linear_bounds)
 
     def clip_keep(self, dom: Domains, a: torch.Tensor | None,
                   c: torch.Tensor | None) -> torch.Tensor | None:
@@ -379,7 +408,7 @@ class InputSplitSearch:
         res = self.bound(batch, record_linear=inherit)
         open_ = ~res.refuted.all(1)
         done += len(batch)
-        coef = res.spec.input_coef[open_] if res.spec.input_coef is not None else None
+        coef = res.input_coef[open_] if res.input_coef is not None else None
         batch = Domains(batch.lower[open_], batch.upper[open_],
                         p.margin(res.lower[open_], res.refuted[open_]), res.refuted[open_])
         before = len(batch)
@@ -404,7 +433,7 @@ class InputSplitSearch:
                 return BabOutcome("sat", cex, self._stats(done, queue))
         if len(queue) + 2 * len(batch) > self.options.max_domains:
             return BabOutcome("unknown", stats=self._stats(done, queue, "domain budget"))
-        linear_bounds = res.spec.intermediates.linear_bounds
+        linear_bounds = res.linear_bounds
         if inherit and linear_bounds is not None:
             lin = _merge_linear(linear_bounds, parent_lin)
             lin = {k: v.select(open_) for k, v in lin.items()}
