@@ -301,17 +301,27 @@ class InputSplitSearch:
         """The batch's bounds. Where an interval leaves an op's domain (DomainError: a
         Reciprocal or Log over a box too wide for IBP to keep its input positive) the batch
         is bounded in halves, and a domain that fails alone gets no bound (-inf): the search
-        splits it until its intervals stay inside."""
+        splits it until its intervals stay inside. Where the network itself leaves the
+        domain (not finite at the failing box's centre: a Log of a negative base), splitting
+        cannot help and the error stands."""
         try:
             return self._bound_batch(dom, record_linear)
         except DomainError:
             if len(dom) == 1:
+                if not self._finite_at_centre(dom):
+                    raise
                 lower = torch.full((1, self.problem.coef.shape[0]), -math.inf,
                                    dtype=dom.lower.dtype, device=dom.lower.device)
                 return _Bounded(lower, dom.refuted.clone(), None, None)
             half = len(dom) // 2
             idx = torch.arange(len(dom), device=dom.lower.device)
             return self.bound(dom.select(idx[:half])).joined(self.bound(dom.select(idx[half:])))
+
+    def _finite_at_centre(self, dom: Domains) -> bool:
+        x = (dom.lower + dom.upper) / 2
+        with torch.no_grad():
+            y = run_graph(self.graph, x.reshape(len(dom), *self.input_shape))[0]
+        return bool(torch.isfinite(y).all())
 
     def _bound_batch(self, dom: Domains, record_linear: bool) -> _Bounded:
         shape, p = self.input_shape, self.problem

@@ -1,7 +1,7 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
 PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
-ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp; LayerNormalization,
-InstanceNormalization.
+ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
+LayerNormalization, InstanceNormalization, MeanVarianceNormalization.
 
 Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
 each piece carries its own float32 rounding allowance (``bounds.engine.rounding``). The
@@ -244,7 +244,9 @@ def _normalize(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...], epsilon: floa
                            attrs)
     variance = emit_broadcast(ctx, "Sub", [mean_square, _unary(ctx, "Pow", mean,
                                                                {"exponent": 2.0})])
-    guarded = _unary(ctx, "Relu", emit_broadcast(ctx, "Add", [variance, _f32(epsilon)]))
+    if epsilon:
+        variance = emit_broadcast(ctx, "Add", [variance, _f32(epsilon)])
+    guarded = _unary(ctx, "Relu", variance)
     inverse = _unary(ctx, "Reciprocal", _unary(ctx, "Sqrt", guarded))
     centred = emit_broadcast(ctx, "Sub", [x, mean])
     return emit_broadcast(ctx, "Mul", [centred, inverse]), mean, inverse
@@ -323,3 +325,56 @@ def shrink(ctx: ConvertContext, node) -> None:
                                          _f32(0.0)])
     ctx.bind(node.output[0], emit_broadcast(ctx, "Select", [
         above, emit_broadcast(ctx, "Sub", [x, _f32(bias)]), low]))
+
+
+@converter("MeanVarianceNormalization", 9)
+def mean_variance_normalization(ctx: ConvertContext, node) -> None:
+    """(x - mean) / sqrt(var) over ``axes`` (default N, H, W), without an epsilon as ONNX and
+    onnxruntime define it: bounded only where the variance keeps a positive lower bound."""
+    x = ctx.value(node.input[0])
+    axes = ctx.attr(node, "axes") or [0, 2, 3]
+    axes = tuple(sorted({normalize_axis(int(a), x.rank) for a in axes}))
+    ctx.bind(node.output[0], _normalize(ctx, x, axes, 0.0)[0])
+
+
+converter("MeanVarianceNormalization", 13)(mean_variance_normalization)
+
+
+def _lp_terms(ctx: ConvertContext, node, x: Dyn) -> tuple[Dyn, int]:
+    """(|x|^p, p) for p = 1 or 2."""
+    p = int(ctx.attr(node, "p", 2))
+    if p not in (1, 2):
+        raise unsupported(node, f"p={p} (1 and 2 are handled)")
+    return (_unary(ctx, "Abs", x) if p == 1 else _unary(ctx, "Pow", x, {"exponent": 2.0})), p
+
+
+def _lp_root(ctx: ConvertContext, total: Dyn, p: int) -> Dyn:
+    # (Relu: a float32 sum of squares is never negative, its interval may dip below 0)
+    return total if p == 1 else _unary(ctx, "Sqrt", _unary(ctx, "Relu", total))
+
+
+@converter("LpPool", 2)
+def lp_pool(ctx: ConvertContext, node) -> None:
+    """(sum over each window of |x|^p)^(1/p), zero padding included: an AveragePool counting
+    the padding, times the window size."""
+    from verifier.onnx_import.converters.pooling import pool_attrs
+
+    x = ctx.value(node.input[0])
+    attrs, shape = pool_attrs(ctx, node, x, "AveragePool")
+    if any(attrs["extra"]) or any(d != 1 for d in attrs["dilations"]):
+        raise unsupported(node, "ceil_mode or dilations")
+    terms, p = _lp_terms(ctx, node, x)
+    mean = ctx.emit("AveragePool", [terms], shape, {**attrs, "count_include_pad": 1})
+    total = emit_broadcast(ctx, "Mul", [mean, _f32(float(np.prod(attrs["kernel_shape"])))])
+    ctx.bind(node.output[0], _lp_root(ctx, total, p))
+
+
+for _version in (11, 18):
+    converter("LpPool", _version)(lp_pool)
+
+
+@converter("GlobalLpPool", 2)
+def global_lp_pool(ctx: ConvertContext, node) -> None:
+    x = ctx.value(node.input[0])
+    terms, p = _lp_terms(ctx, node, x)
+    ctx.bind(node.output[0], _lp_root(ctx, _sum(ctx, terms, tuple(range(2, x.rank))), p))

@@ -20,34 +20,39 @@ def _pool(op: str):
     def convert(ctx: ConvertContext, node) -> None:
         x = ctx.value(node.input[0])
         if len(node.output) > 1 and node.output[1]:
-            raise ModelError(f"{node.op_type} node {node.name!r}: the Indices output is not"
-                             " supported")
-        kernel = [int(k) for k in ctx.attr(node, "kernel_shape")]
-        n = len(kernel)
-        if x.rank != n + 2:
-            raise ModelError(f"{op} node {node.name!r}: input rank {x.rank}, kernel rank {n}")
-        strides = [int(s) for s in ctx.attr(node, "strides") or [1] * n]
-        dilations = [int(d) for d in ctx.attr(node, "dilations") or [1] * n]
-        if op == "AveragePool" and any(d != 1 for d in dilations):
-            raise ModelError(f"AveragePool node {node.name!r}: dilations are not supported")
-        pads = resolve_pads(ctx, node, x.shape[2:], kernel, strides, dilations)
-        ceil = bool(ctx.attr(node, "ceil_mode", 0))
-        out, extra = [], []
-        for i, size in enumerate(x.shape[2:]):
-            span = (kernel[i] - 1) * dilations[i] + 1
-            padded = size + pads[i] + pads[i + n]
-            o = (-(-(padded - span) // strides[i]) if ceil else (padded - span) // strides[i]) + 1
-            if ceil and (o - 1) * strides[i] >= size + pads[i]:
-                o -= 1  # the last window would start in the end padding
-            out.append(o)
-            extra.append(max(0, (o - 1) * strides[i] + span - padded))
-        attrs = {"kernel_shape": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
-                 "dilations": tuple(dilations), "extra": tuple(extra),
-                 "count_include_pad": int(ctx.attr(node, "count_include_pad", 0))}
-        shape = x.shape[:2] + tuple(out)
+            raise unsupported(node, "the Indices output")
+        attrs, shape = pool_attrs(ctx, node, x, op)
         ctx.bind(node.output[0], ctx.emit(op, [x], shape, attrs))
 
     return convert
+
+
+def pool_attrs(ctx: ConvertContext, node, x: Dyn, op: str) -> tuple[dict, tuple[int, ...]]:
+    """(IR attributes, output shape) of a window pooling ``op`` over ``x`` from the ONNX
+    node's kernel, strides, pads (auto_pad), dilations, ceil_mode and count_include_pad."""
+    kernel = [int(k) for k in ctx.attr(node, "kernel_shape")]
+    n = len(kernel)
+    if x.rank != n + 2:
+        raise ModelError(f"{op} node {node.name!r}: input rank {x.rank}, kernel rank {n}")
+    strides = [int(s) for s in ctx.attr(node, "strides") or [1] * n]
+    dilations = [int(d) for d in ctx.attr(node, "dilations") or [1] * n]
+    if op == "AveragePool" and any(d != 1 for d in dilations):
+        raise unsupported(node, "dilations")
+    pads = resolve_pads(ctx, node, x.shape[2:], kernel, strides, dilations)
+    ceil = bool(ctx.attr(node, "ceil_mode", 0))
+    out, extra = [], []
+    for i, size in enumerate(x.shape[2:]):
+        span = (kernel[i] - 1) * dilations[i] + 1
+        padded = size + pads[i] + pads[i + n]
+        o = (-(-(padded - span) // strides[i]) if ceil else (padded - span) // strides[i]) + 1
+        if ceil and (o - 1) * strides[i] >= size + pads[i]:
+            o -= 1  # the last window would start in the end padding
+        out.append(o)
+        extra.append(max(0, (o - 1) * strides[i] + span - padded))
+    attrs = {"kernel_shape": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
+             "dilations": tuple(dilations), "extra": tuple(extra),
+             "count_include_pad": int(ctx.attr(node, "count_include_pad", 0))}
+    return attrs, x.shape[:2] + tuple(out)
 
 
 for _version in (1, 7, 10, 11, 19):
