@@ -174,8 +174,10 @@ OP_MODELS: dict = {
     "LayerNormalization": (lambda: one_node("LayerNormalization", {"x": (1, 3, 4)},
                                             {"s": rand(4), "b": rand(4, seed=2)}, opset=17),
                            -1.0, 1.0),
-    "MeanVarianceNormalization": (lambda: one_node("MeanVarianceNormalization", IMG,
-                                                   axes=[2, 3]), -1.0, 1.0),
+    # (no epsilon: a constant input, the box's centre, has no variance; x * c varies)
+    "MeanVarianceNormalization": (lambda: make_model(
+        [_n("Mul", ["x", "c"], "t"), _n("MeanVarianceNormalization", ["t"], "y", axes=[2, 3])],
+        IMG, ["y"], {"c": rand(2, 4, 4, low=0.5, high=1.5)}), 0.5, 1.5),
     "LpPool": (lambda: one_node("LpPool", IMG, kernel_shape=[2, 2], pads=[1, 0, 0, 1],
                                 strides=[2, 1]), -1.0, 1.0),
     "GlobalLpPool": (lambda: one_node("GlobalLpPool", IMG, p=1), -1.0, 1.0),
