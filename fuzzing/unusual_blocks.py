@@ -298,3 +298,10 @@ VECTOR_BLOCKS = {
     "range": (range_gather, lambda s: s[1] >= 2),
     "batchnorm_vec": (batch_norm_vec, lambda s: True),
 }
+
+
+# The blocks of later importer work (unusual_blocks_more.py), in the same tables.
+from fuzzing.unusual_blocks_more import IMAGE_MORE, VECTOR_MORE  # noqa: E402
+
+IMAGE_BLOCKS.update(IMAGE_MORE)
+VECTOR_BLOCKS.update(VECTOR_MORE)

@@ -1,0 +1,138 @@
+"""More blocks of the unusual-model generator: the ops imported as compositions, index maps,
+interpolation and quantisation (verifier/onnx_import/converters/composite.py, rearrange.py,
+interpolation.py, quantize.py, einsum.py). Merged into ``unusual_blocks``' tables; opset 13.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fuzzing.unusual_blocks import F32, I64, _weights
+
+
+# -- image blocks: [1, C, H, W] -------------------------------------------------------------------
+def instance_norm(b) -> None:
+    c = b.shape[1]
+    scale, bias = b.rng.uniform(0.5, 1.5, c), b.rng.normal(size=c) * 0.3
+    out = b.node("InstanceNormalization", [b.cur, b.const(scale), b.const(bias)],
+                 epsilon=float(b.rng.choice([1e-5, 1e-2])))
+    b.set(out, b.shape)
+
+
+def resize_interpolated(b) -> None:
+    """Linear or cubic upsampling by 2 under one of the common coordinate modes."""
+    _, c, h, w = b.shape
+    mode = str(b.rng.choice(["linear", "cubic"]))
+    coords = str(b.rng.choice(["half_pixel", "align_corners", "asymmetric",
+                               "pytorch_half_pixel"]))
+    out = b.node("Resize", [b.cur, "", b.const([1.0, 1.0, 2.0, 2.0])], mode=mode,
+                 coordinate_transformation_mode=coords)
+    b.set(out, (1, c, 2 * h, 2 * w))
+
+
+def space_depth(b) -> None:
+    """SpaceToDepth then DepthToSpace (DCR or CRD) by 2: the same pixels, moved twice."""
+    _, c, h, w = b.shape
+    packed = b.node("SpaceToDepth", [b.cur], blocksize=2)
+    mode = str(b.rng.choice(["DCR", "CRD"]))
+    b.set(b.node("DepthToSpace", [packed], blocksize=2, mode=mode), b.shape)
+
+
+def prelu_image(b) -> None:
+    slopes = b.rng.uniform(-0.5, 1.5, (b.shape[1], 1, 1))
+    b.set(b.node("PRelu", [b.cur, b.const(slopes)]), b.shape)
+
+
+def lp_pool(b) -> None:
+    _, c, h, w = b.shape
+    out = b.node("LpPool", [b.cur], kernel_shape=[2, 2], p=int(b.rng.choice([1, 2])))
+    b.set(out, (1, c, h - 1, w - 1))
+
+
+def qdq_image(b) -> None:
+    """uint8 quantisation round trip (per tensor), the QDQ form of int8 models."""
+    scale, zero = b.const(float(b.rng.choice([0.02, 0.05]))), b.const(128, np.uint8)
+    q = b.node("QuantizeLinear", [b.cur, scale, zero])
+    b.set(b.node("DequantizeLinear", [q, scale, zero]), b.shape)
+
+
+IMAGE_MORE = {
+    "instancenorm": (instance_norm, lambda s: s[2] * s[3] >= 2),
+    "resize_linear": (resize_interpolated, lambda s: s[2] <= 10),
+    "space_depth": (space_depth, lambda s: s[2] % 2 == 0 and s[3] % 2 == 0),
+    "prelu_img": (prelu_image, lambda s: True),
+    "lppool": (lp_pool, lambda s: s[2] >= 2 and s[3] >= 2),
+    "qdq_img": (qdq_image, lambda s: True),
+}
+
+
+# -- vector blocks: [1, n] ------------------------------------------------------------------------
+def activation(b) -> None:
+    """One of the activations imported as compositions."""
+    op = str(b.rng.choice(["HardSigmoid", "Softsign", "Selu", "Celu", "ThresholdedRelu",
+                           "Shrink"]))
+    attrs = {"Celu": {"alpha": 0.5}, "ThresholdedRelu": {"alpha": 0.2},
+             "Shrink": {"lambd": 0.3, "bias": float(b.rng.choice([0.0, 0.3]))}}.get(op, {})
+    b.set(b.node(op, [b.cur], **attrs), b.shape)
+
+
+def round_ceil(b) -> None:
+    """z + 0.5 round(2 z) or z + 0.5 ceil(2 z): steps at the ties or the integers."""
+    op = str(b.rng.choice(["Round", "Ceil"]))
+    step = b.node(op, [b.node("Mul", [b.cur, b.const(2.0)], False)])
+    b.set(b.node("Add", [b.cur, b.node("Mul", [step, b.const(0.5)], False)], False), b.shape)
+
+
+def log_softmax(b) -> None:
+    b.set(b.node("LogSoftmax", [b.cur], axis=1), b.shape)
+
+
+def reduce_more(b) -> None:
+    """[z, r(z)] for one of ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp."""
+    op = str(b.rng.choice(["ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",
+                           "ReduceLogSumExp"]))
+    r = b.node(op, [b.cur], axes=[1], keepdims=1)
+    b.set(b.node("Concat", [b.cur, r], False, axis=1), (1, b.shape[1] + 1))
+
+
+def cumsum(b) -> None:
+    attrs = {"exclusive": int(b.rng.integers(0, 2)), "reverse": int(b.rng.integers(0, 2))}
+    b.set(b.node("CumSum", [b.cur, b.const(1, I64)], **attrs), b.shape)
+
+
+def einsum(b) -> None:
+    """z W (a constant contraction) or z * (z W) summed with z (two input-dependent sides)."""
+    n = b.shape[1]
+    w = b.const(_weights(b, (n, n)).astype(F32))
+    zw = b.node("Einsum", [b.cur, w], equation="bi,ij->bj")
+    if b.rng.random() < 0.5:
+        b.set(zw, b.shape)
+        return
+    quad = b.node("Einsum", [b.cur, zw], equation="bi,bi->b")
+    quad = b.node("Reshape", [quad, b.const([1, 1], I64)], False)
+    b.set(b.node("Concat", [b.cur, quad], False, axis=1), (1, n + 1))
+
+
+def gather_elements(b) -> None:
+    n = b.shape[1]
+    idx = b.rng.integers(-n, n, (1, n))
+    b.set(b.node("GatherElements", [b.cur, b.const(idx, I64)], axis=1), b.shape)
+
+
+def clip_dynamic(b) -> None:
+    """Clip(z, -mean(z), 0.8): an input-dependent lower end."""
+    mean = b.node("ReduceMean", [b.cur], False, axes=[0, 1], keepdims=0)
+    low = b.node("Neg", [mean], False)
+    b.set(b.node("Clip", [b.cur, low, b.const(0.8)]), b.shape)
+
+
+VECTOR_MORE = {
+    "activation_more": (activation, lambda s: True),
+    "round_ceil": (round_ceil, lambda s: True),
+    "logsoftmax": (log_softmax, lambda s: True),
+    "reduce_more": (reduce_more, lambda s: s[1] >= 2),
+    "cumsum": (cumsum, lambda s: True),
+    "einsum": (einsum, lambda s: True),
+    "gather_elements": (gather_elements, lambda s: s[1] >= 2),
+    "clip_dynamic": (clip_dynamic, lambda s: True),
+}
