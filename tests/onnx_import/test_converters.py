@@ -203,6 +203,15 @@ CASES = {
         {"x": (1, 2, 3, 4)}, ["y"], {"w": rand(5, 4)}, opset=12),
     "einsum_implicit_transpose": lambda: one_node("Einsum", {"x": (1, 3, 4)}, opset=12,
                                                   equation="jib"),
+    # every entry clamped to an input-dependent lower end: onnxruntime's ArgMax sees a tie
+    # and takes the first index; the IR must clamp to exactly the same value
+    "clip_dynamic_ties_argmax": lambda: make_model(
+        [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+         helper.make_node("Add", ["m", "one"], ["lo"]),
+         helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+         helper.make_node("ArgMax", ["c"], ["a"], axis=1),
+         helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT)],
+        X2, ["y"], {"one": np.float32(1.0), "hi": np.float32(5.0)}),
     "round_ties": lambda: make_model(
         [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Round", ["t"], ["y"])],
         X2, ["y"], {"k": np.float32(4.0)}),

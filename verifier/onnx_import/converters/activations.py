@@ -76,18 +76,23 @@ _clip_const = unary("Clip", _clip_bounds)
 
 def _clip(ctx: ConvertContext, node) -> None:
     """Constant ends: one Clip node; an input-dependent end: min(max(x, lo), hi), ONNX's
-    definition (hi wherever lo > hi), through the exact Max/Min rewrites."""
-    from verifier.onnx_import.converters.arithmetic import max_pair, min_pair
+    definition (hi wherever lo > hi), a dynamic end as a max (min) of the stacked pair and a
+    constant one as a Clip: clamped values are the end itself, so ties stay ties."""
+    from verifier.onnx_import.converters.arithmetic import stacked_extreme
 
     ends = [ctx.optional(node, k) for k in (1, 2)] if ctx.opset >= 11 else [None, None]
     if not any(isinstance(v, Dyn) for v in ends):
         _clip_const(ctx, node)
         return
     y = ctx.value(node.input[0])
-    if ends[0] is not None:
-        y = max_pair(ctx, y, ends[0])
-    if ends[1] is not None:
-        y = min_pair(ctx, y, ends[1])
+    low, high = ends
+    if low is not None:
+        y = stacked_extreme(ctx, y, low, largest=True)
+    if isinstance(high, Dyn):
+        y = stacked_extreme(ctx, y, high, largest=False)
+    elif high is not None:
+        y = ctx.emit("Clip", [y], y.shape, {"min": -np.inf,
+                                             "max": float(np.ravel(high)[0])})
     ctx.bind(node.output[0], y)
 
 

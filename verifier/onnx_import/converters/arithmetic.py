@@ -114,6 +114,31 @@ def min_pair(ctx: ConvertContext, a, b):
     return ctx.emit("Neg", [out], out.shape)
 
 
+def stacked_extreme(ctx: ConvertContext, a, b, largest: bool) -> Dyn:
+    """max(a, b) (``largest``) or min(a, b) of two values, at least one dynamic, as a
+    ReduceMax over a new last axis holding both (Neg around it for min): the forward value
+    is one of the operands exactly, so values clamped to the same end stay equal (an ArgMax
+    after a Clip with an input-dependent end sees onnxruntime's ties; the Relu form
+    a + Relu(b - a) rounds differently per element in float64)."""
+    shape = broadcast_shape(shape_of(a), shape_of(b))
+    parts = []
+    for v in (a, b):
+        if not isinstance(v, Dyn):
+            v = np.broadcast_to(np.asarray(v, dtype=np.float32), shape)
+            v = v if largest else -v
+            parts.append(np.ascontiguousarray(v).reshape(shape + (1,)))
+            continue
+        v = align_rank(ctx, v, len(shape))
+        if v.shape != shape:
+            v = ctx.emit("Expand", [v], shape)
+        if not largest:
+            v = ctx.emit("Neg", [v], shape)
+        parts.append(ctx.emit("Reshape", [v], shape + (1,)))
+    both = ctx.emit("Concat", parts, shape + (2,), {"axis": len(shape)})
+    top = ctx.emit("ReduceMax", [both], shape, {"axes": (len(shape),), "keepdims": 0})
+    return top if largest else ctx.emit("Neg", [top], shape)
+
+
 def _variadic(pair):
     def convert(ctx: ConvertContext, node) -> None:
         values = [ctx.value(n) for n in node.input if n]
