@@ -24,9 +24,9 @@ from bounds.engine.analysis import (
     split_search,
     values_ibp_bounds_exactly,
 )
-from bounds.engine.budget import coef_budget, forward_pays, prefix_elements
+from bounds.engine.budget import coef_budget, fan_in, forward_pays, prefix_elements
 from bounds.engine.crown import MAX_COEF_ELEMENTS, NODE_TIME_GRANULE_S, backward_bound, rates
-from bounds.engine.deadline import check_deadline, time_left
+from bounds.engine.deadline import check_deadline, shared_rates, time_left
 from bounds.engine.forward_linear import (
     constant_functions,
     free_coordinates,
@@ -59,6 +59,29 @@ PACK_OVERHEAD_ROWS = 2
 # Values read only through their sign are bounded one side first (``_Refiner._sign_probes``);
 # NNCERT_SIGN_PROBES=0 bounds both sides of every unstable position (ablation).
 SIGN_PROBES = os.environ.get("NNCERT_SIGN_PROBES", "1") != "0"
+
+
+# Seconds per multiply-add of a forward-mode step before one is measured (about 0.5 GFLOP/s:
+# a slow float64 core, so that an unmeasured first step is not priced too cheap).
+FORWARD_DEFAULT_RATE = 2e-9
+_FORWARD_KEY = ("forward-mode step",)
+
+
+def forward_rate() -> float:
+    """Measured seconds per multiply-add of forward-mode steps in this deadline block."""
+    memo = shared_rates()
+    known = None if memo is None else memo.get(_FORWARD_KEY)
+    return FORWARD_DEFAULT_RATE if known is None else known
+
+
+def _note_forward_rate(seconds: float, work: int) -> None:
+    memo = shared_rates()
+    if memo is not None and work > 0:
+        rate = seconds / work
+        known = memo.get(_FORWARD_KEY)
+        # (the slower of this step and the memory of earlier ones, decaying: small steps
+        # cost more per multiply-add than large ones)
+        memo[_FORWARD_KEY] = rate if known is None else max(rate, 0.5 * known)
 
 
 def _read_by_sign_only(graph: Graph, name: str) -> bool:
@@ -451,14 +474,40 @@ class _Refiner:
         if delta is not None:  # an unbounded value's allowance: huge, never 0 * inf = NaN
             delta = torch.nan_to_num(delta, posinf=torch.finfo(delta.dtype).max)
         inter.deltas[node.name] = delta
+        if self.forward and not self._forward_fits(node):
+            self.forward = False  # (the rest of the pass: IBP and CROWN, as without it)
         if self.forward:
+            began = time.monotonic()
             out = self._forward(node, out, delta)
+            _note_forward_rate(time.monotonic() - began, self._forward_work(node))
         out = intersect(out, given.get(node.name))
         inter.bounds[node.name] = out
         reuse = _reused_rows(self.reuse_given, given, node.name)
         if node.name in self.need and reuse is not True:
             out = self._crown(node.name, out, reuse)
         return out
+
+    def _forward_work(self, node) -> int:
+        """Multiply-adds of ``node``'s forward-mode step: its linear functions' elements
+        (domains x free inputs x positions, lower and upper) times its fan-in."""
+        d = self.zbox.lower.shape[1]
+        numel = math.prod(self.inter.graph.shape_of(node.name))
+        return 2 * self.inter.batch * d * numel * fan_in(node)
+
+    def _forward_fits(self, node) -> bool:
+        """Whether ``node``'s forward-mode step, priced at the measured rate, takes at most
+        REFINE_TIME_SHARE of the time left: one step over many domains and free inputs can
+        take longer than a whole search step has (the engines read the clock between nodes
+        only). Where it does not fit, forward mode ends for this pass."""
+        left = time_left()
+        if left == math.inf:
+            return True
+        need = forward_rate() * self._forward_work(node)
+        if need <= REFINE_TIME_SHARE * left:
+            return True
+        log.info("forward-mode bounds stop at %s: about %.2f s needed, %.2f s left",
+                 node.name, need, left)
+        return False
 
     def _forward(self, node, out: Interval, delta) -> Interval:
         inter = self.inter

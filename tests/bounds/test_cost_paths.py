@@ -197,3 +197,25 @@ def test_alpha_refinement_rate_does_not_starve_plain_crown():
     tighter = inter.bounds["lin1"].lower > plain.bounds["lin1"].lower + 1e-9
     assert bool(tighter.any())
     _assert_encloses(graph, box, inter)
+
+
+def test_forward_mode_stops_where_its_next_step_would_not_fit(monkeypatch, caplog):
+    """A forward-mode step priced beyond the time left ends forward mode for the pass (the
+    engines read the clock between nodes only; one step over many domains and free inputs
+    ran past a search step's deadline): the pass finishes with IBP and CROWN, sound, and
+    before its deadline."""
+    graph = random_mlp([4, 32, 32, 32, 3], seed=0)
+    box = _box((1, 4), 3, 1.0, 0)
+    monkeypatch.setattr(budget, "FORWARD_MIN_BACKWARD_MACS", 0)
+    monkeypatch.setattr(intermediate, "FORWARD_DEFAULT_RATE", 10.0)  # seconds per MAC
+    funcs = spy(monkeypatch, intermediate, "propagate_functions")
+    began = time.monotonic()
+    with caplog.at_level("INFO"), engine_deadline(time.monotonic() + 30.0):
+        inter = compute_intermediate(graph, box, method="crown")
+    assert time.monotonic() - began < 30.0
+    assert "forward-mode bounds stop" in caplog.text
+    assert not funcs, "no forward-mode step started"
+    _assert_encloses(graph, box, inter)
+    with engine_deadline(None):  # no deadline: the same pass keeps forward mode
+        compute_intermediate(graph, box, method="crown")
+    assert funcs
