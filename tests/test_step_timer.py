@@ -25,3 +25,13 @@ def test_slowest_of_the_recent_steps_only():
     assert not timer.fits(deadline=10.0, now=10.0 - SAFETY * 2.0)
     timer.clear()
     assert timer.slowest() == 0.0 and timer.fits(deadline=10.0, now=9.5)
+
+
+def test_fits_scales_the_recent_steps_to_the_next_steps_work():
+    """Input splitting's batch fills up as its queue grows: a step of 1 domain in 0.4 s says
+    little about one of 4 (the next predicted 1.6 s, not 0.4 s)."""
+    timer = StepTimer()
+    timer.record(0.4, work=1)
+    assert timer.fits(deadline=1.0, now=0.0)  # as much work as before: 0.5 s
+    assert not timer.fits(deadline=1.0, now=0.0, work=4)  # 1.25 x 1.6 s
+    assert timer.fits(deadline=2.1, now=0.0, work=4)

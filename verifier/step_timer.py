@@ -57,11 +57,13 @@ class StepTimer:
         return max((s if work is None or w is None else s * scale(work / w)
                     for s, w in self._recent), default=0.0)
 
-    def fits(self, deadline: float, now: float | None = None) -> bool:
-        """Whether a step started ``now`` (default: the clock) is expected to end before
-        ``deadline`` (time.monotonic seconds)."""
+    def fits(self, deadline: float, now: float | None = None,
+             work: float | None = None) -> bool:
+        """Whether a step started ``now`` (default: the clock) doing ``work`` (None: as much
+        as the recent ones) is expected to end before ``deadline`` (time.monotonic
+        seconds)."""
         now = time.monotonic() if now is None else now
-        return now + self.safety * self.slowest() < deadline
+        return now + self.safety * self.slowest(work) < deadline
 
 
 def scale(ratio: float) -> float:

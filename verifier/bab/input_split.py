@@ -384,11 +384,16 @@ class InputSplitSearch:
         inherit_budget = memory_budget(self.options.inherit_max_bytes)
         inherit = self.options.inherit and self._records_fit(inherit_budget)
         while len(queue):
-            if not self.step_timer.fits(self.deadline):
+            # (a step's work is the domains it bounds: the batch fills up as the queue
+            # grows, and each step doubled its predecessor's time while the last one's
+            # duration alone was the estimate; an unusual-model case, 3074 disjuncts, ran
+            # past its 2 s deadline)
+            work = min(self.batch, len(queue))
+            if not self.step_timer.fits(self.deadline, work=work):
                 return BabOutcome("timeout", stats=self._stats(done, queue))
             began = time.monotonic()
             outcome = self._step(queue, inherit, inherit_budget, done)
-            self.step_timer.record(time.monotonic() - began)
+            self.step_timer.record(time.monotonic() - began, work)
             if isinstance(outcome, BabOutcome):
                 return outcome
             done, inherit = outcome
