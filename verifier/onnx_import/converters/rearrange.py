@@ -84,23 +84,25 @@ converter("GatherND", 12)(gather_nd)
 converter("GatherND", 13)(gather_nd)
 
 
-def _blocks(node, x: Dyn, block: int, to_depth: bool) -> None:
+def _block_input(ctx: ConvertContext, node, to_depth: bool) -> tuple[Dyn, int]:
+    """(the 4-D input, the block size) of a DepthToSpace / SpaceToDepth node, checked."""
+    x = ctx.value(node.input[0])
+    block = int(ctx.attr(node, "blocksize", 0))
     if x.rank != 4 or block < 1:
         raise ModelError(f"{node.op_type} node {node.name!r}: needs a 4-D input and a positive "
                          f"blocksize, got shape {x.shape} and {block}")
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     if to_depth and (h % block or w % block):
         raise ModelError(f"SpaceToDepth node {node.name!r}: {h}x{w} not divisible by {block}")
     if not to_depth and c % (block * block):
         raise ModelError(f"DepthToSpace node {node.name!r}: {c} channels not divisible by "
                          f"{block * block}")
+    return x, block
 
 
 @converter("DepthToSpace", 1)
 def depth_to_space(ctx: ConvertContext, node) -> None:
-    x = ctx.value(node.input[0])
-    b = int(ctx.attr(node, "blocksize", 0))
-    _blocks(node, x, b, to_depth=False)
+    x, b = _block_input(ctx, node, to_depth=False)
     n, c, h, w = x.shape
     pos = _positions(x)
     if ctx.attr(node, "mode", "DCR") == "CRD":
@@ -116,9 +118,7 @@ converter("DepthToSpace", 13)(depth_to_space)
 
 @converter("SpaceToDepth", 1)
 def space_to_depth(ctx: ConvertContext, node) -> None:
-    x = ctx.value(node.input[0])
-    b = int(ctx.attr(node, "blocksize", 0))
-    _blocks(node, x, b, to_depth=True)
+    x, b = _block_input(ctx, node, to_depth=True)
     n, c, h, w = x.shape
     moved = _positions(x).reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
     ctx.bind(node.output[0], _gather_map(ctx, x, moved.reshape(n, c * b * b, h // b, w // b)))
