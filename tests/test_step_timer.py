@@ -35,3 +35,18 @@ def test_fits_scales_the_recent_steps_to_the_next_steps_work():
     assert timer.fits(deadline=1.0, now=0.0)  # as much work as before: 0.5 s
     assert not timer.fits(deadline=1.0, now=0.0, work=4)  # 1.25 x 1.6 s
     assert timer.fits(deadline=2.1, now=0.0, work=4)
+
+
+def test_a_guess_holds_until_the_first_step_is_recorded():
+    """A neuron-split search's root sets the guess (its bound of one domain): it predicts the
+    first step, unscaled, and leaves no trace once a step has its own time."""
+    timer = StepTimer()
+    timer.guess(2.0)
+    assert timer.slowest(work=64) == 2.0
+    assert not timer.fits(deadline=10.0, now=10.0 - SAFETY * 2.0 + 1e-6)
+    timer.record(0.5)
+    assert timer.slowest() == 0.5  # (a first_guess would still count: 2.0)
+    timer.clear()
+    timer.guess(1.0)
+    timer.clear()
+    assert timer.slowest() == 0.0

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from bounds.engine.constants import node_args
+from bounds.engine.deadline import checked
 from bounds.engine.results import Intermediates
 from bounds.registry import rules
 
@@ -83,7 +84,7 @@ def init_alphas(inter: Intermediates, n_spec: int, warm: dict | None = None,
     shapes match; ``structured`` True/False: only the nodes whose alpha is/is not
     structured (None: all)."""
     alphas = {}
-    for node in inter.graph.nodes:
+    for node in checked(inter.graph.nodes):
         if node.name == before:
             break
         if structured is not None and (node.op in STRUCTURED_ALPHA_OPS) != structured:

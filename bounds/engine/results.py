@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.deadline import checked
 from bounds.graph import Graph
 from bounds.types import Interval, LinearBounds
 
@@ -54,7 +55,8 @@ class Intermediates:
         def pick(t):
             return t[rows] if t is not None and t.dim() > 0 and t.shape[0] == b else t
 
-        bounds = {k: Interval(pick(v.lower), pick(v.upper)) for k, v in self.bounds.items()}
+        bounds = {k: Interval(pick(v.lower), pick(v.upper))
+                  for k, v in checked(self.bounds.items())}
         return Intermediates(self.graph, Interval(self.box.lower[rows], self.box.upper[rows]),
                              bounds, {k: pick(d) for k, d in self.deltas.items()})
 

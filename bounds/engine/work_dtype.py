@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.deadline import checked
 from bounds.engine.patches import Patches
 from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
 from bounds.types import Interval
@@ -64,7 +65,7 @@ def cast_intermediates(inter: Intermediates, dtype: torch.dtype) -> Intermediate
 
     return Intermediates(
         inter.graph, Interval(cast(inter.box.lower), cast(inter.box.upper)),
-        {k: Interval(cast(v.lower), cast(v.upper)) for k, v in inter.bounds.items()},
+        {k: Interval(cast(v.lower), cast(v.upper)) for k, v in checked(inter.bounds.items())},
         {k: cast(d) for k, d in inter.deltas.items()}, inter.infeasible)
 
 

@@ -139,8 +139,9 @@ def _window_index(in_sp: tuple, kernel: tuple, strides: tuple, dilations: tuple,
     return grid.reshape(math.prod(out_sp), -1)
 
 
-def _pool_windows(node, x: Interval):
-    """(index [O, K], lead size L, window lower/upper [B, L*O, K]) of a MaxPool node."""
+def _pool_windows(node, x: Interval, upper: bool = True):
+    """(index [O, K], lead size L, window lower/upper [B, L*O, K]) of a MaxPool node (upper
+    None unless ``upper``: gathering a side costs a copy of the input's size per domain)."""
     a = node.attrs
     spatial = len(a["kernel_shape"])
     in_shape = tuple(x.lower.shape[1:])
@@ -155,7 +156,7 @@ def _pool_windows(node, x: Interval):
     def windows(t):
         return torch.cat([t.reshape(b, lead, hw), pad], -1)[:, :, idx].reshape(b, -1, idx.shape[1])
 
-    return idx, lead, windows(x.lower), windows(x.upper)
+    return idx, lead, windows(x.lower), windows(x.upper) if upper else None
 
 
 def _finite(x: Interval) -> bool:
@@ -216,7 +217,8 @@ def max_alpha_init(node, args, n_spec: int) -> torch.Tensor | None:
     x = args[0]
     if not _finite(x) or (node.op == "ReduceMax" and not node.attrs["axes"]):
         return None
-    lo = _pool_windows(node, x)[2] if node.op == "MaxPool" else _reduce_windows(node, x)[0]
+    lo = (_pool_windows(node, x, upper=False)[2] if node.op == "MaxPool"
+          else _reduce_windows(node, x)[0])
     return max_relax.initial_alpha(lo, n_spec)
 
 

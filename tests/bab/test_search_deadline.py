@@ -74,6 +74,26 @@ def test_steps_getting_slower_end_by_the_deadline():
     assert time.monotonic() <= deadline
 
 
+def test_no_first_step_when_the_roots_bound_would_not_fit():
+    """The first step is predicted from the root's own bound (one domain, as a step bounds
+    its children): on a VGG16-size net a first step started with 3.5 s left and its set-up
+    alone took 13 s. Here the bound takes 0.6 s in a piece that cannot read the clock, and
+    after the root less than that is left: no step starts, the search ends in time."""
+    search = open_search(1.0)
+    deadline, bound, calls = search.deadline, search.bound, []
+
+    def slow_bound(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.6)
+        return bound(*args, **kwargs)
+
+    search.bound = slow_bound
+    out = search.run()
+    assert out.verdict == "timeout"
+    assert len(calls) == 1  # the root's
+    assert time.monotonic() <= deadline
+
+
 def test_pair_loop_takes_no_step_past_its_deadline(monkeypatch):
     """Slow passes (0.15 s each, 20 iterations): the optimisation stops while a gradient step
     and the sound bound pass after it still fit, and its bounds are those of the best

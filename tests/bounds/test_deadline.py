@@ -488,3 +488,24 @@ def test_fresh_rates_keep_the_enclosing_deadline():
             with pytest.raises(DeadlineExceeded):
                 check_deadline()
         assert shared_rates() == {"k": 1.0}
+
+
+def test_per_node_set_up_loops_read_the_clock():
+    """Copies, casts and alpha starts of every value of a net are loops over its nodes, each
+    node seconds on a VGG16-size net (a search step's set-up ran 9 s without a clock read,
+    past the run's deadline): past the deadline they stop at their next node."""
+    from bounds.engine.alpha_ops import init_alphas
+    from bounds.engine.deadline import checked
+    from bounds.engine.intermediate import compute_intermediate
+    from bounds.engine.work_dtype import cast_intermediates
+
+    graph, box, _, _ = _problem()
+    inter = compute_intermediate(graph, Interval(box.lower[:, 0], box.upper[:, 0]))
+    with engine_deadline(time.monotonic() - 1.0):
+        for run in (lambda: inter.select(torch.tensor([0])),
+                    lambda: cast_intermediates(inter, torch.float32),
+                    lambda: init_alphas(inter, 1),
+                    lambda: list(checked([1, 2]))):
+            with pytest.raises(DeadlineExceeded):
+                run()
+    assert list(checked([1, 2])) == [1, 2]  # no deadline: every item

@@ -22,6 +22,7 @@ import torch
 
 from bounds.engine.alpha import alpha_ranges, init_alphas
 from bounds.engine.crown import backward_bound
+from bounds.engine.deadline import checked
 from bounds.engine.optimize import Group, Schedule, maximize
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.work_dtype import cast_intermediates
@@ -57,7 +58,7 @@ def split_terms(splits: dict[str, torch.Tensor], dtype,
     bounds of z, so both constraints hold on it. Entries without the flag have s = r = 0.
     """
     terms: dict[str, Term] = {}
-    for name, code in splits.items():
+    for name, code in checked(splits.items()):
         if not bool(code.any()):
             continue
         if intervals is None or name not in intervals:
@@ -82,7 +83,7 @@ def init_betas(terms: dict[str, Term], n_spec: int,
                warm: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """One beta tensor [B, S, *shape] per split key, warm-started where shapes match."""
     betas = {}
-    for key, (_, s, _) in terms.items():
+    for key, (_, s, _) in checked(terms.items()):
         shape = (s.shape[0], n_spec, *s.shape[2:])
         start = torch.zeros(shape, device=s.device, dtype=s.dtype)
         if warm is not None and key in warm and warm[key].shape == shape:

@@ -91,8 +91,8 @@ class _Counters:
     step_timer: StepTimer = field(default_factory=StepTimer)
 
     def step_estimate(self, work: float | None = None) -> float:
-        """Seconds the next step may take, bounding ``work`` domains where given (0 before
-        the first: the engines' clock checks stop it)."""
+        """Seconds the next step may take, bounding ``work`` domains where given (before the
+        first, from the root's bound: ``SearchRoot.root``)."""
         return self.step_timer.safety * self.step_timer.slowest(work)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from bounds.engine.alpha import alpha_ranges, init_alphas
-from bounds.engine.deadline import check_deadline, step_fits
+from bounds.engine.deadline import check_deadline, checked, step_fits
 from bounds.engine.results import Intermediates, PassCache
 from bounds.rules.relu import carry_planes
 from verifier.bab.beta import BetaOptions, cast_intermediates, init_betas, split_bound, split_terms
@@ -64,8 +64,8 @@ class _Active:
         # a Linear/Relu chain's passes (``chain_guide``): the chain and its pairs' planes
         self.chain = None if chain is None else (chain, chain_state(chain, inter))
         self.params, self.ranges = params, ranges
-        self.moments = [{k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in g.items()}
-                        for g in params]
+        self.moments = [{k: (torch.zeros_like(v), torch.zeros_like(v))
+                         for k, v in checked(g.items())} for g in params]
 
     def keep(self, mask: torch.Tensor) -> None:
         self.idx, self.coef = self.idx[mask], self.coef[mask]
@@ -76,8 +76,8 @@ class _Active:
         self.terms = {k: (v, s[mask], None if r is None else r[mask])
                       for k, (v, s, r) in self.terms.items()}
         self.cuts = None if self.cuts is None else self.cuts.select(mask)
-        self.params = [{k: v.detach()[mask].clone().requires_grad_(True) for k, v in g.items()}
-                       for g in self.params]
+        self.params = [{k: v.detach()[mask].clone().requires_grad_(True)
+                        for k, v in checked(g.items())} for g in self.params]
         self.moments = [{k: (m[mask], s[mask]) for k, (m, s) in g.items()}
                         for g in self.moments]
 
@@ -149,11 +149,12 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
     d, r = pairs.dom, pairs.row
     mine = inter.select(d)
     low = mine if dt == inter.dtype else cast_intermediates(mine, dt)
-    pair_splits = {k: v[d] for k, v in splits.items()}
+    pair_splits = {k: v[d] for k, v in checked(splits.items())}
     pair_coef = coef[d, r].unsqueeze(1)
-    alphas = init_alphas(low, 1, {k: v[d, r].unsqueeze(1).to(dt) for k, v in warm[0].items()})
+    alphas = init_alphas(low, 1, {k: v[d, r].unsqueeze(1).to(dt)
+                                  for k, v in checked(warm[0].items())})
     terms = split_terms(pair_splits, dt)
-    betas = init_betas(terms, 1, {k: v[d, r].unsqueeze(1) for k, v in warm[1].items()})
+    betas = init_betas(terms, 1, {k: v[d, r].unsqueeze(1) for k, v in checked(warm[1].items())})
     groups, ranges = [alphas, betas], [alpha_ranges(inter.graph, alphas), {}]
     lrs = [options.lr_alpha, options.lr_beta]
     pair_cuts = None if cuts is None else cuts.select(d)
@@ -162,7 +163,7 @@ def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
                                             device=coef.device, requires_grad=True)})
         ranges.append({})
         lrs.append(options.lr_cut)
-    best_params = [{k: v.detach().clone() for k, v in g.items()} for g in groups]
+    best_params = [{k: v.detach().clone() for k, v in checked(g.items())} for g in groups]
     # (the chain's passes carry no cut terms)
     chain = linear_chain(inter.graph) if options.chain_pass and cuts is None else None
     act = _Active(low, pair_coef.to(dt), terms, groups, ranges,

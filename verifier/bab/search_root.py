@@ -48,7 +48,12 @@ class SearchRoot:
         self._root_intermediates(dom)
         if self.options.narrow_dead:  # (again: alpha-CROWN finds more dead Relus)
             self._narrow(dom)
-        return self.bound(dom, self.options.root_iterations, reuse=True)
+        began = time.monotonic()
+        dom = self.bound(dom, self.options.root_iterations, reuse=True)
+        # the first step's estimate until it has its own: a step bounds at least one domain
+        # as this did (unscaled: on small nets a batch of children costs little more than one)
+        self.counters.step_timer.guess(time.monotonic() - began)
+        return dom
 
     def _root_intermediates(self, dom: NeuronDomains) -> None:
         """The root's split-layer bounds into ``dom``: ``root_bounds`` refined by alpha-CROWN
