@@ -128,3 +128,32 @@ def test_a_guided_phase_cut_short_in_a_short_attack_runs_again(monkeypatch):
     assert len(calls) == 2 and attacks.groups[0].guided
     attacks.guided_phase(attacks.groups)
     assert len(calls) == 2
+
+
+def test_groups_after_a_guided_pass_that_did_not_fit_wait_for_the_next_call(monkeypatch):
+    """A spec of many output conditions (a robustness spec over 99 classes: 99 groups) runs
+    one group's bound pass per call when it does not fit, not one per group."""
+    from verifier.spec.types import InputRegion, OutputCondition, Spec
+
+    falsify_module = importlib.import_module("verifier.attack.falsify")
+    calls = []
+
+    def no_points(*args, **kwargs):
+        calls.append(1)
+        return None
+
+    monkeypatch.setattr(falsify_module, "bound_vertices", no_points)
+    model, _ = decoy_instance()
+    rows = ([[1.0, -1.0, 0.0]], [[1.0, 0.0, -1.0]], [[0.0, 1.0, -1.0]])
+    regions = tuple(InputRegion(-np.ones(N), np.ones(N), OutputCondition(
+        np.asarray([r], dtype=np.float64), np.zeros((1, 1)))) for r in rows)
+    spec = Spec(regions, N, 3)
+    attacks = Falsifier(model, spec, AttackConfig(), seed=0)
+    attacks.groups = falsify_module.group_regions(spec, "cpu")
+    assert len(attacks.groups) == 3
+    attacks.stop = time.monotonic() + 0.3
+    attacks.guided_phase(attacks.groups)
+    assert len(calls) == 1 and not any(g.guided for g in attacks.groups)
+    attacks.stop = time.monotonic() + falsify_module.GUIDED_FIRST_MIN_S + 5
+    attacks.guided_phase(attacks.groups)
+    assert len(calls) == 4 and all(g.guided for g in attacks.groups)
