@@ -5,6 +5,7 @@ memory budget and interval passes chunked over a batch of domains."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -219,3 +220,46 @@ def test_forward_mode_stops_where_its_next_step_would_not_fit(monkeypatch, caplo
     with engine_deadline(None):  # no deadline: the same pass keeps forward mode
         compute_intermediate(graph, box, method="crown")
     assert funcs
+
+
+def test_affordable_window_is_the_longest_that_fits():
+    """Rows that do not fit whole go back as many nodes as their budget pays for at the
+    measured rate (elements of the window's values), at least MIN_WINDOW_NODES."""
+    graph = random_mlp([4, 8, 8, 8, 8, 8, 3], seed=0)  # 11 nodes of 8 elements, then 3
+    cache, rate = PassCache(), 1e-3
+    intermediate.rates(cache)[intermediate._rate_key(graph)] = rate
+    last = graph.nodes[-1].name
+    names, depth = intermediate._affordable_window(graph, cache, last, 1, rate * (3 + 5 * 8))
+    assert names == {n.name for n in graph.nodes[:5]} and depth == 3 + 5 * 8
+    too_short = rate * (3 + (intermediate.MIN_WINDOW_NODES - 2) * 8)
+    assert intermediate._affordable_window(graph, cache, last, 1, too_short) is None
+    assert intermediate._affordable_window(graph, PassCache(), last, 1, 1e9) is None  # no rate
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_windowed_rows_enclose_sampled_points(monkeypatch, seed):
+    """The CROWN rows of a deep net that do not fit whole stop MIN_WINDOW_NODES nodes back,
+    at the intervals there: the bounds enclose sampled points and are tighter than IBP."""
+    graph = random_mlp([6, 16, 16, 16, 16, 16, 16, 4], seed=seed)
+    box = _box((1, 6), 2, 0.4, seed)
+    names = [n.name for n in graph.nodes]
+    windows = []
+
+    def window(graph, cache, name, work, budget_s):
+        k = names.index(name)
+        cut = max(0, k + 1 - intermediate.MIN_WINDOW_NODES)
+        windows.append((name, cut))
+        return frozenset(names[:cut]), sum(math.prod(n.shape) for n in graph.nodes[cut:k + 1])
+
+    whole = compute_intermediate(graph, box, method="crown")
+    monkeypatch.setattr(intermediate, "_fits", lambda *a, **k: False)
+    monkeypatch.setattr(intermediate, "_affordable_window", window)
+    inter = compute_intermediate(graph, box, method="crown")
+    assert any(bool(((iv.upper - iv.lower) > (whole.bounds[n].upper - whole.bounds[n].lower)
+                     + TOL).any()) for n, iv in inter.bounds.items())  # (the rows stopped)
+    assert any(cut > 0 for _, cut in windows)  # (rows that stopped before the input)
+    _assert_encloses(graph, box, inter)
+    plain = compute_intermediate(graph, box, method="ibp")
+    gain = [float((plain.bounds[n].upper - plain.bounds[n].lower).sum()
+                  - (iv.upper - iv.lower).sum()) for n, iv in inter.bounds.items()]
+    assert min(gain) >= -TOL and max(gain) > 0
