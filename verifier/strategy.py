@@ -430,12 +430,13 @@ def _neuron_split(model, spec, config, problems, deadline, progress_cb, device, 
     from verifier.bab.neuron_split import NeuronSplitSearch, region_attack
     from verifier.bab.nonlinear import has_nonlinear_splits
 
-    options = neuron_split_options(config)
+    options = neuron_split_options(config, root_crown_s=(costs or {}).get(0))
     name = "bab-genbab" if options.nonlinear and has_nonlinear_splits(model.graph) \
         else "bab-relu"
     if name == "bab-genbab" and costs is not None:
-        options = neuron_split_options(config, root_alpha_iterations=_root_alpha_iterations(
-            costs, deadline - time.monotonic()))
+        options = neuron_split_options(config, root_crown_s=costs.get(0),
+                                       root_alpha_iterations=_root_alpha_iterations(
+                                           costs, deadline - time.monotonic()))
     share = attack_share(attacks.best_loss, margin) if config.bab.adaptive_attack else 0.0
     left = deadline - time.monotonic()
     # smooth networks: the first short attack often misses

@@ -43,6 +43,9 @@ class NeuronSplitOptions(BabConfig):
 
     batch: int = 64
     max_domains: int = 500_000
+    # seconds of the bound cascade's CROWN pass over the region, where one ran (prices the
+    # root's alpha-CROWN without a pass of its own: ``SearchRoot._affordable_alpha``)
+    root_crown_s: float | None = None
     # the queue's tensors; None: QUEUE_MEMORY_SHARE of the memory free on the search's device
     # when the root is bounded (a fixed 2 GiB ended oval21 searches at 7.7k queued domains,
     # 118 s into a 300 s run on a 24 GiB machine)
