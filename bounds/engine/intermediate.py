@@ -315,10 +315,12 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
     # values took the time and the later ones' windows ran into the deadline (no bound); over
     # the count itself the early values lost their whole rows. One CROWN step, one thread
     # (worst row, 20 / 40 s): CIFAR-100-size ResNet 4 blocks -15.3 / -3.36 against -13.2 /
-    # -4.90 before windows; 8 blocks -3.8e4 / -2.7e3 against -8.2e4 / -2.7e4.
+    # -4.90 before windows; 8 blocks -3.8e4 / -2.7e3 against -8.2e4 / -2.7e4. (Alpha
+    # refinements have no window: the greedy share, as before.)
+    windows = alpha_iterations == 0
     if not _fits(graph, cache, rows(0) * depth, name, alpha_iterations,
-                 share / math.sqrt(max(1, spread))):
-        cut = None if alpha_iterations > 0 else _affordable_window(
+                 share / math.sqrt(max(1, spread)) if windows else share):
+        cut = None if not windows else _affordable_window(
             graph, cache, name, rows(0), share * time_left() / max(1, spread))
         if cut is None:
             return None, None
