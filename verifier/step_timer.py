@@ -43,15 +43,15 @@ class StepTimer:
         self._recent: deque[tuple[float, float | None]] = deque(maxlen=history)
         if first_guess > 0:
             self._recent.append((first_guess, None))
-        self._guess: tuple[float, float | None] | None = None
+        self._guess: tuple[float, None] | None = None
 
-    def guess(self, seconds: float, work: float | None = None) -> None:
-        """What a step doing ``work`` is expected to take until the first one is recorded
-        (unlike ``first_guess``, which stays among the recent steps): a neuron-split search's
-        root, bounded as its steps bound their children. Without it the first step always
-        starts, and on a VGG16-size net its set-up alone took 13 s of a search that had 3.5 s
-        left."""
-        self._guess = (seconds, work if work is None or work > 0 else None)
+    def guess(self, seconds: float) -> None:
+        """What the next step is expected to take, whatever its work, until the first one is
+        recorded (unlike ``first_guess``, which stays among the recent steps): a neuron-split
+        search's root, bounded as its steps bound their children. Without it the first step
+        always starts, and on a VGG16-size net its set-up alone took 13 s of a search that had
+        3.5 s left."""
+        self._guess = (seconds, None)
 
     def record(self, seconds: float, work: float | None = None) -> None:
         """A step's duration and, optionally, its work (> 0)."""

@@ -178,7 +178,7 @@ def _fits(graph: Graph, cache: PassCache, work: int, name: str,
     need, left = rate * work, time_left()
     if need <= share * left:
         return True
-    log.info("CROWN bounds of %s left to intervals: about %.1f s needed, %.1f s left",
+    log.info("CROWN rows of %s do not fit whole: about %.1f s needed, %.1f s left",
              name, need, left)
     return False
 
@@ -323,6 +323,7 @@ def crown_interval(inter: Intermediates, name: str, mask: torch.Tensor,
         cut = None if not windows else _affordable_window(
             graph, cache, name, rows(0), share * time_left() / max(1, spread))
         if cut is None:
+            log.info("CROWN bounds of %s left to intervals", name)
             return None, None
         window, depth = cut
         # (its later chunks in the same share: the rate of a first windowed chunk can be
