@@ -52,8 +52,9 @@ def _centred_form(lower: torch.Tensor, upper: torch.Tensor, n: int) -> bool:
 def _centred(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, n: int,
              side: float) -> torch.Tensor:
     centre, radius = centre_radius(lower, upper)
-    return centred_bound(a.flatten(2), centre.reshape(-1, n, 1), radius.reshape(-1, n, 1),
-                         side).squeeze(-1)
+    # (reshape, not flatten(2): a value with no axes of its own has coefficients [B, S])
+    return centred_bound(a.reshape(*a.shape[:2], n), centre.reshape(-1, n, 1),
+                         radius.reshape(-1, n, 1), side).squeeze(-1)
 
 
 def centred_bound(a: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
@@ -73,4 +74,5 @@ def ends_terms(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> tor
 def _by_ends(a: torch.Tensor, for_positive: torch.Tensor, for_negative: torch.Tensor
              ) -> torch.Tensor:
     """sum of a_i times the end ``for_positive`` (a_i > 0) or ``for_negative`` (a_i < 0)."""
-    return ends_terms(a, for_positive.unsqueeze(1), for_negative.unsqueeze(1)).flatten(2).sum(-1)
+    terms = ends_terms(a, for_positive.unsqueeze(1), for_negative.unsqueeze(1))
+    return terms.reshape(*terms.shape[:2], -1).sum(-1)  # (as in ``_centred``: [B, S] allowed)

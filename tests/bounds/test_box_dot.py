@@ -75,3 +75,25 @@ def test_gradient_is_the_minimising_vertex():
     hi = torch.tensor([[1.0, 3.0, 4.0]], dtype=F64)
     box_lower(a, lo, hi).sum().backward()
     assert torch.allclose(a.grad, torch.tensor([[[0.0, 3.0, 3.0]]], dtype=F64))
+
+
+@pytest.mark.parametrize("finite", [True, False])
+def test_a_value_with_no_axes_of_its_own(finite):
+    """Coefficients [B, S] of a scalar value per domain (a box [B]), as a window's boundary
+    node may have (a ReduceMean to a scalar): the bounds are the ends' products, with an
+    infinite end taken in the ends' form (campaign case 32:573 raised IndexError here)."""
+    a = torch.tensor([[2.0, -3.0, 0.0], [-1.0, 0.5, 4.0]], dtype=F64)
+    lo = torch.tensor([-1.0, 0.25], dtype=F64)
+    hi = torch.tensor([2.0, 1.5 if finite else math.inf], dtype=F64)
+    lower, upper = box_lower(a, lo, hi), box_upper(a, lo, hi)
+    assert lower.shape == upper.shape == (2, 3)
+
+    def end(coef, x):  # coef * x, 0 where coef is 0 (no 0 * inf)
+        return torch.where(coef == 0, 0.0, coef * x)
+    want_lo = torch.where(a > 0, end(a, lo[:, None]), end(a, hi[:, None]))
+    want_hi = torch.where(a > 0, end(a, hi[:, None]), end(a, lo[:, None]))
+    assert torch.equal(lower.isinf(), want_lo.isinf()) and torch.equal(upper.isinf(),
+                                                                       want_hi.isinf())
+    finite_lo, finite_hi = want_lo.isfinite(), want_hi.isfinite()
+    assert torch.allclose(lower[finite_lo], want_lo[finite_lo], rtol=0, atol=1e-12)
+    assert torch.allclose(upper[finite_hi], want_hi[finite_hi], rtol=0, atol=1e-12)
