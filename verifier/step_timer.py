@@ -43,7 +43,7 @@ class StepTimer:
         self._recent: deque[tuple[float, float | None]] = deque(maxlen=history)
         if first_guess > 0:
             self._recent.append((first_guess, None))
-        self._guess: tuple[float, None] | None = None
+        self._guess = 0.0  # (``guess``; 0: none)
 
     def guess(self, seconds: float) -> None:
         """What the next step is expected to take, whatever its work, until the first one is
@@ -51,7 +51,7 @@ class StepTimer:
         search's root, bounded as its steps bound their children. Without it the first step
         always starts, and on a VGG16-size net its set-up alone took 13 s of a search that had
         3.5 s left."""
-        self._guess = (seconds, None)
+        self._guess = seconds
 
     def record(self, seconds: float, work: float | None = None) -> None:
         """A step's duration and, optionally, its work (> 0)."""
@@ -60,13 +60,14 @@ class StepTimer:
     def clear(self) -> None:
         """Forget the steps so far (the next loop's steps take their own time)."""
         self._recent.clear()
-        self._guess = None
+        self._guess = 0.0
 
     def slowest(self, work: float | None = None) -> float:
         """The longest recent step, each scaled to ``work`` where both say their work."""
-        steps = self._recent or ([self._guess] if self._guess is not None else [])
-        return max((s if work is None or w is None else s * scale(work / w)
-                    for s, w in steps), default=0.0)
+        if not self._recent:
+            return self._guess  # (unscaled: the guess says no work)
+        return max(s if work is None or w is None else s * scale(work / w)
+                   for s, w in self._recent)
 
     def fits(self, deadline: float, now: float | None = None,
              work: float | None = None) -> bool:
