@@ -177,3 +177,19 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
 def final_margin(lower: torch.Tensor) -> torch.Tensor:
     """Outward margin for the engines' own float64 arithmetic on a final lower bound."""
     return lower - 1e-9 * (1 + lower.abs())
+
+
+def float32_below(x: torch.Tensor) -> torch.Tensor:
+    """The largest float32 value <= each ``x`` (any float dtype): a lower bound stored in
+    float32 stays a lower bound of the real value it bounds (round to nearest alone can round
+    up; a value beyond float32's range becomes -inf, or float32's largest below +inf)."""
+    x32 = x.to(torch.float32)
+    if x.dtype == torch.float32:
+        return x32
+    above = x32.to(x.dtype) > x
+    return torch.where(above, torch.nextafter(x32, torch.full_like(x32, -math.inf)), x32)
+
+
+def float32_above(x: torch.Tensor) -> torch.Tensor:
+    """The smallest float32 value >= each ``x`` (see :func:`float32_below`)."""
+    return -float32_below(-x)

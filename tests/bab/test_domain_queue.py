@@ -1,4 +1,5 @@
-"""The neuron-split search's slot queue gives back exactly what went in, worst first."""
+"""The neuron-split search's slot queue gives back exactly what went in, worst first (interval
+bounds: enclosed by their float32 roundings outward)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def domains(n: int, gen: torch.Generator) -> NeuronDomains:
 
     return NeuronDomains(
         {"z": torch.randint(-1, 2, (n, 3), generator=gen).to(torch.int8)},
-        {"z": r(n, 3)}, {"z": r(n, 3) + 5},
+        # bounds that float32 holds exactly come back exactly (see the outward test below)
+        {"z": r(n, 3).float().double()}, {"z": (r(n, 3) + 5).float().double()},
         {"relu": r(n, 2, 3).float()}, {"z": r(n, 2, 3).float()},
         r(n, 2), r(n), torch.rand(n, 1, generator=gen) < 0.3,
         torch.randint(-1, 9, (n, 3), generator=gen), torch.randint(0, 9, (n,), generator=gen))
@@ -111,3 +113,39 @@ def test_relu_alphas_are_kept_where_the_relu_is_unstable():
     assert torch.equal(got.alphas["relu"], want)
     assert torch.equal(got.alphas["other"], dom.alphas["other"][idx])
     assert q.slots.fields["alpha.i/relu"].shape[1] == int(unstable.sum((1, 2)).max())
+
+
+def test_bounds_come_back_rounded_outward_to_float32_in_their_own_dtype():
+    """float64 bounds are stored in float32: the popped lower bound is the largest float32 at
+    or below the pushed one, the upper the smallest at or above; the dtype is the pushed one
+    and so is every neuron's sign pattern (stable stays stable, unstable unstable)."""
+    gen = torch.Generator().manual_seed(4)
+    dom = domains(30, gen)
+    lo = torch.randn(30, 3, generator=gen, dtype=torch.float64) * 10.0 ** torch.randint(
+        -40, 40, (30, 3), generator=gen).double()
+    lo[0] = torch.tensor([0.0, -1e-300, 1e300], dtype=torch.float64)
+    dom.lower["z"] = lo
+    dom.upper["z"] = torch.where(lo > 0, lo * 1.5, lo * -0.5) + (lo == 0)
+    dom.upper["z"][1] = torch.tensor([1e-300, -0.0, 3.5e38], dtype=torch.float64)
+    q = DomainQueue(kink_inputs={"relu": "z"})
+    q.push(dom)
+    got = q.pop_worst(30)
+    idx = torch.tensor([{float(m): i for i, m in enumerate(dom.margin)}[float(m)]
+                        for m in got.margin])
+    want_lo, want_up = dom.lower["z"][idx], dom.upper["z"][idx]
+    got_lo, got_up = got.lower["z"], got.upper["z"]
+    assert got_lo.dtype == got_up.dtype == torch.float64
+    assert bool((got_lo <= want_lo).all()) and bool((got_up >= want_up).all())
+    assert torch.equal(got_lo, got_lo.float().double()), "stored as float32 values"
+    # the nearest float32 outside: the next float32 towards the bound is inside (beyond
+    # float32's range: the infinity)
+    lo32, up32 = got_lo.float(), got_up.float()
+    assert bool(torch.where(torch.isinf(lo32), want_lo < -torch.finfo(torch.float32).max,
+                            torch.nextafter(lo32, torch.full_like(lo32, torch.inf)).double()
+                            > want_lo).all())
+    assert bool(torch.where(torch.isinf(up32), want_up > torch.finfo(torch.float32).max,
+                            torch.nextafter(up32, torch.full_like(up32, -torch.inf)).double()
+                            < want_up).all())
+    for a, b in ((got_lo, want_lo), (got_up, want_up)):
+        assert torch.equal(a >= 0, b >= 0) and torch.equal(a <= 0, b <= 0)
+    assert q.slots.fields["lower/z"].dtype == torch.float32

@@ -7,13 +7,16 @@ each domain lives in a preallocated slot: taking the n worst costs a top-k over 
 and a copy of n rows, and children go into freed slots. Betas are queued as their nonzero
 positions and values (``sparse_rows``: nonzero only at a domain's splits), and so are the
 alphas of Relu-like kinks, at the positions where the domain's kink is unstable
-(``kink_inputs``).
+(``kink_inputs``). Interval bounds are queued in float32, rounded outward (the lower bound
+down, the upper up): a popped domain's bounds enclose the ones it was pushed with, at half
+the memory (bounds were 58% of an oval21 base domain in float64).
 """
 
 from __future__ import annotations
 
 import torch
 
+from bounds.engine.rounding import float32_above, float32_below
 from verifier.bab import sparse_rows
 from verifier.bab.neuron_domains import NeuronDomains
 from verifier.bab.slot_queue import SlotQueue
@@ -24,6 +27,7 @@ _PLAIN = ("bound", "refuted", "candidates", "depth")
 _PACKED = {"betas": ("beta.v/", "beta.i/"), "alphas": ("alpha.v/", "alpha.i/")}
 _INDEX = tuple(index for _, index in _PACKED.values())
 _BY_VALUES = {v_pre: (name, i_pre) for name, (v_pre, i_pre) in _PACKED.items()}
+_OUTWARD = {"lower": float32_below, "upper": float32_above}
 
 
 def _flatten(dom: NeuronDomains, kink_inputs: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -32,7 +36,8 @@ def _flatten(dom: NeuronDomains, kink_inputs: dict[str, str]) -> dict[str, torch
                      if k in kink_inputs and kink_inputs[k] in dom.lower
                      and t.shape[2:] == dom.lower[kink_inputs[k]].shape[1:]}
     for name in _DICTS:
-        out.update({f"{name}/{k}": t for k, t in getattr(dom, name).items()
+        store = _OUTWARD.get(name, lambda t: t)
+        out.update({f"{name}/{k}": store(t) for k, t in getattr(dom, name).items()
                     if name != "alphas" or k not in packed_alphas})
     out.update({name: getattr(dom, name) for name in _PLAIN})
     for k, t in dom.betas.items():
@@ -59,6 +64,7 @@ class DomainQueue:
         self.slots = SlotQueue(fill=_fill)
         self.kink_inputs = dict(kink_inputs or {})
         self.shapes: dict[tuple[str, str], tuple[int, ...]] = {}  # packed field -> [*shape]
+        self.bound_dtypes: dict[str, torch.dtype] = {}  # "lower/<value>" ... -> pushed dtype
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -66,6 +72,9 @@ class DomainQueue:
     def push(self, dom: NeuronDomains) -> None:
         if not len(dom):
             return
+        for name in _OUTWARD:
+            for k, t in getattr(dom, name).items():
+                self.bound_dtypes.setdefault(f"{name}/{k}", t.dtype)
         flat = _flatten(dom, self.kink_inputs)
         for name, (v_pre, i_pre) in _PACKED.items():
             for k, t in getattr(dom, name).items():
@@ -96,7 +105,7 @@ class DomainQueue:
             elif key.startswith(_INDEX):
                 continue
             elif rest:
-                parts[head][rest] = t
+                parts[head][rest] = t.to(self.bound_dtypes.get(key, t.dtype))
             else:
                 parts[head] = t
         return NeuronDomains(**parts, margin=margin)
