@@ -82,9 +82,9 @@ GUIDED_FIRST_MIN_S = 2.0
 
 @dataclass
 class _Group:
-    """Regions sharing one output condition, with their float32 boxes."""
+    """Regions sharing one output condition up to its thresholds, with their float32 boxes."""
 
-    condition: OutputCondition
+    condition: OutputCondition  # the first region's
     regions: np.ndarray  # region indices [R]
     lo: torch.Tensor  # [R, n]
     hi: torch.Tensor
@@ -98,13 +98,16 @@ class _Group:
 
 
 def _condition_key(cond: OutputCondition) -> tuple:
+    """What regions of one group share: the condition but for its finite thresholds."""
     strict = b"" if cond.strict is None else np.asarray(cond.strict).tobytes()
-    return (cond.coef.shape, cond.coef.tobytes(), cond.rhs.tobytes(), strict)
+    return (cond.coef.shape, cond.coef.tobytes(), np.isfinite(cond.rhs).tobytes(), strict)
 
 
 def group_regions(spec: Spec, device) -> list[_Group]:
-    """Group regions by equal output condition, each box as the float32 points nearest to it;
-    only in strict mode (no box tolerance) are regions with no float32 point dropped."""
+    """Group regions by output condition up to its thresholds (``TorchCondition.at``: a spec
+    of 10000 boxes, each with its own output bound, spent its first attack on 20000 groups'
+    cheap points one by one), each box as the float32 points nearest to it; only in strict
+    mode (no box tolerance) are regions with no float32 point dropped."""
     by_key: dict[tuple, list[int]] = {}
     for r, region in enumerate(spec.regions):
         by_key.setdefault(_condition_key(region.condition), []).append(r)
@@ -120,9 +123,11 @@ def group_regions(spec: Spec, device) -> list[_Group]:
         if len(keep) == 0:
             continue
         lo, hi = float32_boxes(lower[keep], upper[keep], device)
-        cond = spec.regions[members[0]].condition
-        groups.append(_Group(cond, np.asarray(members)[keep], lo, hi,
-                             TorchCondition.from_condition(cond, device, torch.float32)))
+        conds = [spec.regions[members[r]].condition for r in keep]
+        if all(np.array_equal(c.rhs, conds[0].rhs) for c in conds[1:]):
+            conds = conds[:1]
+        groups.append(_Group(conds[0], np.asarray(members)[keep], lo, hi,
+                             TorchCondition.from_conditions(conds, device, torch.float32)))
     return groups
 
 
@@ -228,11 +233,13 @@ class Falsifier:
             return True  # nothing to decide: the rounds below stop at once
         n = max(1, min(len(group.lo), batch_size(self.graph) // 2))
         x = torch.cat([group.best_x[:n], uniform(group.lo[:n], group.hi[:n], self.gen)])
-        return has_gradient(self.graph, group.tcond, x, self.stop)
+        box = torch.arange(n, device=x.device).repeat(2)
+        return has_gradient(self.graph, group.tcond.at(box), x, self.stop)
 
-    def _losses(self, group: _Group, x: torch.Tensor) -> torch.Tensor:
-        """IR losses of the points x (+inf for those the time did not reach, and for NaN)."""
-        loss = evaluate(self.graph, group.tcond, x, batch_size(self.graph), self.stop)
+    def _losses(self, group: _Group, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """IR losses of the points x in the group's boxes ``box`` (+inf for those the time
+        did not reach, and for NaN)."""
+        loss = evaluate(self.graph, group.tcond.at(box), x, batch_size(self.graph), self.stop)
         return torch.nan_to_num(loss, nan=math.inf)
 
     def out_of_time(self) -> bool:
@@ -251,8 +258,8 @@ class Falsifier:
             if self.out_of_time():
                 break
             x = torch.cat([self._point(kind, lo, hi) for kind in kinds[s:s + per_batch]])
-            loss = self._losses(group, x)
             box = torch.arange(len(x), device=lo.device) % n_box
+            loss = self._losses(group, x, box)
             reduce_best(group.best_x, group.best_loss, box, x, loss)
             cex = self.check(group, x, loss, box)
             if cex is not None:
@@ -288,20 +295,21 @@ class Falsifier:
         now = time.monotonic()
         got = bound_vertices(self.graph, group.lo, group.hi, group.condition,
                              min(self.stop, now + GUIDED_SHARE * (self.stop - now)),
-                             min(GUIDED_POINTS, batch_size(self.graph)))
+                             min(GUIDED_POINTS, batch_size(self.graph)),
+                             group.tcond.rhs if group.tcond.per_region else None)
         # done once the bounds gave points, or gave none with ample time (a bound pass that
         # did not fit in a share of a half-second budget tries again in a later call)
         group.guided = got is not None or self.stop - now >= GUIDED_FIRST_MIN_S
         if got is None:
             return None
         x, box = got
-        loss = self._losses(group, x)
+        loss = self._losses(group, x, box)
         reduce_best(group.best_x, group.best_loss, box, x, loss)
         cex = self.check(group, x, loss, box)
         if cex is not None or self.out_of_time() or self.config.steps == 0:
             return cex
         for scale in reversed(STEP_SCALES):  # fine steps first: a thin pocket at the vertex
-            res = attack_boxes(self.graph, group.lo[box], group.hi[box], group.tcond,
+            res = attack_boxes(self.graph, group.lo[box], group.hi[box], group.tcond.at(box),
                                steps=self.config.steps, restarts=1, init=x, generator=self.gen,
                                deadline=self.stop, stop_on_any=True, step_scale=scale)
             reduce_best(group.best_x, group.best_loss, box, res.x, res.loss)

@@ -67,11 +67,14 @@ def input_coefs(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Te
 
 
 def bound_vertices(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, cond: OutputCondition,
-                   deadline: float, limit: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+                   deadline: float, limit: int, box_rhs: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Vertices the CROWN bounds of ``cond``'s rows point to, for the float32 boxes lo/hi
     [R, n] (the first MAX_BOXES): (points [M, n] in lo's dtype, box index [M]), most
     promising (lowest linear bound) first, at most ``limit``; None when the bound pass did
-    not fit before ``deadline`` or gave no linear bounds."""
+    not fit before ``deadline`` or gave no linear bounds. ``box_rhs`` [R, D, K]: each box's
+    own thresholds where its condition is ``cond`` but for them (they shift each box's
+    linear bounds, not their coefficients)."""
     if (len(graph.inputs) != 1 or len(graph.outputs) != 1 or not graph.nodes
             or time.monotonic() >= deadline):
         return None  # (a graph without nodes, y = x: nothing for the bounds to point at)
@@ -93,6 +96,9 @@ def bound_vertices(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, cond: Outpu
     if got is None:
         return None
     a, low = got  # [B, S, n], [B, S]
+    if box_rhs is not None:  # coef @ y - rhs_b = (coef @ y - rhs) + rhs - rhs_b
+        own = box_rhs[:len(low)].reshape(len(low), -1).to(low)
+        low = low + rhs.to(low) - own[:, torch.isfinite(torch.as_tensor(cond.rhs)).flatten()]
     a, low = _with_disjunct_sums(a, low, disjunct.to(a.device))
     b, s, n = a.shape
     order = torch.argsort(torch.nan_to_num(low, nan=math.inf).flatten())[:limit]

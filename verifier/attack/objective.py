@@ -4,6 +4,11 @@ A region's condition is OR_d AND_k coef[d, k] @ y <= rhs[d, k]. For one disjunct
 max_k (coef[d, k] @ y - rhs[d, k]): it is <= 0 exactly when every row holds. Over disjuncts the
 loss is the min, so ``loss(y) <= 0`` iff the condition holds on y (up to float rounding, which
 is why counterexamples are re-checked with onnxruntime). Padding rows (rhs = +inf) never count.
+
+Regions whose conditions differ only in their thresholds (one per region: nn4sys-style specs
+of thousands of boxes, each with its own output bound) share one ``TorchCondition`` whose rhs
+has a leading region axis; ``at(box)`` gives the condition of a batch of samples, sample i in
+region ``box[i]``, so one forward pass serves all of them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ _MAX_LHS_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class TorchCondition:
-    """An OutputCondition as torch tensors: coef [D*K, n_out], rhs [D, K], mask [D, K]."""
+    """An OutputCondition as torch tensors: coef [D*K, n_out], rhs [D, K] (or [R, D, K]: one
+    per region, or per sample after ``at``), mask [D, K]."""
 
     coef: torch.Tensor
     rhs: torch.Tensor
@@ -43,9 +49,35 @@ class TorchCondition:
             active=torch.as_tensor(active, device=device),
         )
 
+    @classmethod
+    def from_conditions(cls, conds: list[OutputCondition], device: str | torch.device,
+                        dtype: torch.dtype) -> TorchCondition:
+        """Conditions with one coef and one pattern of padding rows, one rhs each: rhs
+        [R, D, K] (a single condition keeps rhs [D, K])."""
+        first = cls.from_condition(conds[0], device, dtype)
+        if len(conds) == 1:
+            return first
+        rhs = np.stack([np.where(np.isfinite(c.rhs), c.rhs, 0.0) for c in conds])
+        return cls(first.coef, torch.as_tensor(rhs, device=device, dtype=dtype), first.active)
+
+    @property
+    def per_region(self) -> bool:
+        return self.rhs.dim() == 3
+
+    def at(self, box: torch.Tensor) -> TorchCondition:
+        """The condition of samples in regions ``box`` [B] (itself when all regions share one
+        rhs)."""
+        return TorchCondition(self.coef, self.rhs[box], self.active) if self.per_region else self
+
+    def rows(self, start: int, stop: int) -> TorchCondition:
+        """The condition of samples start..stop of a per-sample condition (``at``)."""
+        if not self.per_region:
+            return self
+        return TorchCondition(self.coef, self.rhs[start:stop], self.active)
+
     @property
     def n_disjuncts(self) -> int:
-        return int(self.rhs.shape[0])
+        return int(self.rhs.shape[-2])
 
     def loss(self, y: torch.Tensor, push_all: bool = False,
              target: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,7 +89,10 @@ class TorchCondition:
         targeted attack: <= 0 still means the condition holds), or the min over all
         disjuncts where ``target[b] < 0``.
         """
-        d, k = self.rhs.shape
+        d, k = self.rhs.shape[-2:]
+        if self.per_region and self.rhs.shape[0] != y.shape[0]:
+            raise ValueError(f"{self.rhs.shape[0]} rows of thresholds for {y.shape[0]} "
+                             "samples: take the samples' condition with at(box)")
         if d == 0:
             return torch.full((y.shape[0],), math.inf, device=y.device, dtype=y.dtype)
         step = max(1, _MAX_LHS_ELEMENTS // max(1, y.shape[0] * k))
@@ -65,7 +100,8 @@ class TorchCondition:
         for s in range(0, d, step):
             e = min(d, s + step)
             lhs = (y @ self.coef[s * k:e * k].T).reshape(y.shape[0], e - s, k)
-            gap = torch.where(self.active[s:e], lhs - self.rhs[s:e], -torch.inf)
+            rhs = self.rhs[:, s:e] if self.per_region else self.rhs[s:e]
+            gap = torch.where(self.active[s:e], lhs - rhs, -torch.inf)
             value = gap.amax(dim=2)
             if push_all:
                 value = value + torch.relu(gap).sum(dim=2)

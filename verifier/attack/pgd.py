@@ -75,7 +75,8 @@ def batch_size(graph: Graph) -> int:
 
 def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int,
              deadline: float = math.inf) -> torch.Tensor:
-    """IR loss [B] of the points x [B, n], in chunks of at most ``chunk``, without gradients.
+    """IR loss [B] of the points x [B, n], in chunks of at most ``chunk``, without gradients
+    (``cond``: one for all points, or theirs, ``TorchCondition.at``).
 
     A chunk starts only when it is expected to end before ``deadline`` (``pass_time``; a
     graph never timed gets a probe of PROBE_POINTS first); points not reached get +inf.
@@ -91,7 +92,7 @@ def evaluate(graph: Graph, cond: TorchCondition, x: torch.Tensor, chunk: int,
             if n == 0:
                 break
             start = time.monotonic()
-            loss[s:s + n] = cond.loss(graph_outputs(graph, x[s:s + n]))
+            loss[s:s + n] = cond.rows(s, s + n).loss(graph_outputs(graph, x[s:s + n]))
             pass_time.record(graph, "forward", n, time.monotonic() - start)
             s += n
     return loss
@@ -169,7 +170,7 @@ def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor,
         return True
     x = x[:n].detach().requires_grad_(True)
     start = time.monotonic()
-    loss = cond.loss(graph_outputs(graph, x), push_all=PUSH_ALL)
+    loss = cond.rows(0, n).loss(graph_outputs(graph, x), push_all=PUSH_ALL)
     if not loss.requires_grad:
         return False
     finite = torch.isfinite(loss)
@@ -221,7 +222,8 @@ def attack_boxes(
     ``lower``/``upper`` are float64 numpy arrays (snapped to float32 boxes here) or float32
     tensors that already are float32 boxes. Returns per box the best point and its IR loss; a
     loss <= 0 means the IR sees a violation, which the caller must re-check with
-    ``verifier.validate``. All boxes share one output condition. The time is checked between
+    ``verifier.validate``. All boxes share one output condition, or a TorchCondition with one
+    rhs per box (``TorchCondition.at``). The time is checked between
     steps; boxes not reached before ``deadline`` come back with loss +inf. ``step_scale``
     multiplies the step-size schedule (falsification alternates coarse and fine rounds).
     With ``targeted`` and a condition of several disjuncts, every start but each box's first
@@ -254,8 +256,8 @@ def attack_boxes(
             first = idx < n_box
             x0[first] = init[box[first]]
         target = targets(idx // n_box, cond.n_disjuncts, offset) if targeted else None
-        x, loss = pgd(graph, cond, x0, lo[box], hi[box], steps, deadline, stop_on_any,
-                      step_scale, target)
+        x, loss = pgd(graph, cond.at(box), x0, lo[box], hi[box], steps, deadline,
+                      stop_on_any, step_scale, target)
         reduce_best(best_x, best_loss, box, x, loss)
         if stop_on_any and bool((loss <= 0).any()):
             break
