@@ -144,3 +144,40 @@ def test_benchmark_test_set(benchmarks_dir, backend, use_crown):
         opts = MilpOptions(backend=backend, use_crown=use_crown)
         verdict, _, stats = milp_verify(model, spec, time.monotonic() + 60, options=opts)
         assert verdict == expected, (onnx_path, stats)
+
+
+def _market_split(m_rows: int = 4, seed: int = 0) -> MilpModel:
+    """Cornuejols-Dawande market split: sum_j a_ij x_j + s_i = d_i with |s| minimised, x binary
+    (10 (m - 1) of them): small, and hard for LP-based branch-and-bound."""
+    rng = np.random.default_rng(seed)
+    n = 10 * (m_rows - 1)
+    a = rng.integers(0, 100, size=(m_rows, n)).astype(np.float64)
+    m = MilpModel()
+    x = m.add_vars(np.zeros(n), np.ones(n), integer=True)
+    plus = m.add_vars(np.zeros(m_rows), np.full(m_rows, np.inf))
+    minus = m.add_vars(np.zeros(m_rows), np.full(m_rows, np.inf))
+    cols = np.concatenate([x, plus, minus])
+    mat = np.concatenate([a, np.eye(m_rows), -np.eye(m_rows)], axis=1)
+    d = np.floor(a.sum(axis=1) / 2)
+    m.add_rows(Expr(cols, mat, np.zeros(m_rows)), d, d)
+    m.objective = {int(c): 1.0 for c in np.concatenate([plus, minus])}
+    return m
+
+
+@pytest.mark.parametrize("limit", [0.5, 2.0])
+def test_highs_returns_within_its_time_limit(limit):
+    """The solve ends by its limit (from the call, model building included), not a check of
+    HiGHS's clock later: a stage gives the solver the time to its own deadline."""
+    model = _market_split()
+    start = time.monotonic()
+    out = backends.solve(model, limit, "highs")
+    assert time.monotonic() - start <= limit
+    assert out.status in ("timeout", "feasible")
+
+
+def test_solver_limit_keeps_slack_for_the_solver_clock():
+    now = time.monotonic()
+    assert backends.solver_limit(now - 1.0) == 0.01
+    assert 0.0 < backends.solver_limit(now + 0.5) < 0.5 * 0.8
+    long = backends.solver_limit(now + 300.0)
+    assert 300.0 - backends.SLACK_S - 3.0 - 0.1 < long < 300.0 - backends.SLACK_S - 3.0 + 0.01
