@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import verifier.milp.backends as backends
+import verifier.milp.highs_run as highs_run
 from tests.milp.nets import make_spec, onnx_mlp, random_layers
 from verifier.milp import MilpOptions, milp_verify
 from verifier.milp.encode import MilpUnsupportedError, check_supported
@@ -180,4 +181,41 @@ def test_solver_limit_keeps_slack_for_the_solver_clock():
     assert backends.solver_limit(now - 1.0) == 0.01
     assert 0.0 < backends.solver_limit(now + 0.5) < 0.5 * 0.8
     long = backends.solver_limit(now + 300.0)
-    assert 300.0 - backends.SLACK_S - 3.0 - 0.1 < long < 300.0 - backends.SLACK_S - 3.0 + 0.01
+    assert 300.0 - highs_run.SLACK_S - 3.0 - 0.1 < long < 300.0 - highs_run.SLACK_S - 3.0 + 0.01
+
+
+@pytest.fixture
+def in_child(monkeypatch):
+    """Every HiGHS solve in a child process (``highs_run.solve_in_child``)."""
+    monkeypatch.setattr(backends, "KILLABLE_NONZEROS", 0)
+
+
+def test_a_child_process_solves_and_returns_the_solution(in_child):
+    out = backends.solve(_knapsack(), 10, "highs")
+    assert out.status == "optimal" and out.objective == pytest.approx(-2.0)
+    assert out.x is not None and list(np.round(out.x)) == [0.0, 1.0]
+    assert out.fixed_s > 0.0
+
+
+@pytest.mark.parametrize("limit", [0.5, 2.0])
+def test_a_child_process_returns_within_its_time_limit(in_child, limit):
+    start = time.monotonic()
+    out = backends.solve(_market_split(), limit, "highs")
+    assert time.monotonic() - start <= limit
+    assert out.status in ("timeout", "feasible")
+
+
+def test_a_child_process_that_does_not_answer_is_stopped_at_the_deadline(in_child,
+                                                                         monkeypatch):
+    monkeypatch.setattr(highs_run, "child_command",
+                        lambda: [sys.executable, "-c", "import time; time.sleep(60)"])
+    start = time.monotonic()
+    out = backends.solve(_knapsack(), 0.5, "highs")
+    assert time.monotonic() - start < 1.5  # killed at 0.5 s, not waited for
+    assert out.status == "timeout" and "deadline" in out.note
+
+
+def test_a_child_process_that_fails_is_an_error(in_child, monkeypatch):
+    monkeypatch.setattr(highs_run, "child_command", lambda: [sys.executable, "-c", "exit(3)"])
+    out = backends.solve(_knapsack(), 5, "highs")
+    assert out.status == "error" and "3" in out.note

@@ -14,11 +14,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from verifier.milp.highs_run import (
+    INT_TOL,
+    solve_arrays,
+    solve_in_child,
+    solver_limit,
+)
+from verifier.milp.highs_run import stop_highs_at as _stop_highs_at
 from verifier.milp.model import MilpModel
 
 log = logging.getLogger(__name__)
@@ -28,39 +34,11 @@ _GUROBI_MISSING: str | None = None  # why gurobipy cannot be imported (cached)
 _HIGHS_QUIET = False
 _GUROBI_ENV = None
 _GUROBI_LOCK = threading.Lock()
-# Integrality tolerance: a binary off by eps moves a big-M row by eps * M, and ReLU bounds of
-# 100s are common, so the solvers' defaults (1e-6, 1e-5) give fake optima; 1e-9 is Gurobi's
-# smallest allowed value. Candidates are re-solved with the binaries fixed anyway (verify.py).
-INT_TOL = 1e-9
 _HIGHS_LOCK = threading.Lock()
-# A solver's own time limit is checked only now and then: on mnistfc 256x4 prop_6_0.05's MILP
-# (201k nonzeros after presolve) HiGHS's root separation rounds took about 1 s each and it ran
-# up to 0.55 s past its limit (limits 0.3-10 s); building its model took another 0.05-0.12 s.
-# A 300 s `--method milp` run overran its stage deadline and was abandoned by the watchdog.
-# The limit given to the solver is what is left when it starts, less this slack (its
-# interrupt callbacks came about every 0.5 s there: no finer).
-SLACK_S = 1.0
-SLACK_SHARE = 0.01
-
-
-def solver_limit(stop: float) -> float:
-    """Seconds to give a solver that starts now and must be done by ``stop`` (monotonic)."""
-    left = stop - time.monotonic()
-    return max(left - min(SLACK_S, 0.2 * left) - SLACK_SHARE * left, 0.01)
-
-
-def _stop_highs_at(h, stop: Callable[[], float]) -> None:
-    """Interrupt ``h``'s simplex, IPM and MIP at ``stop()`` (monotonic) from its interrupt
-    callbacks, a second check beside its time limit (they come every iteration or node in
-    some phases, seldom in others)."""
-
-    def interrupt(event) -> None:
-        if time.monotonic() >= stop():
-            event.interrupt()
-
-    h.cbSimplexInterrupt += interrupt
-    h.cbIpmInterrupt += interrupt
-    h.cbMipInterrupt += interrupt
+# Models with at least this many nonzeros are solved in a child process killed at the deadline
+# (``highs_run``): HiGHS's clock checks came every 1-2.3 s on mnistfc 256x4 / ERAN 9x200's
+# MILPs (530k / 420k nonzeros); a child costs about 0.1 s to start.
+KILLABLE_NONZEROS = 100_000
 
 
 @dataclass
@@ -74,6 +52,9 @@ class SolveResult:
     backend: str = ""
     nodes: int = 0
     note: str = ""
+    # seconds from the call to the solver's first clock check (model building, presolve: the
+    # part its time limit cannot cut short; the whole call when it never checked)
+    fixed_s: float = 0.0
 
 
 class BackendUnavailable(RuntimeError):
@@ -105,49 +86,15 @@ def _new_highs():
 
 
 def _highs(model: MilpModel, time_limit: float) -> SolveResult:
-    import highspy
-
     stop = time.monotonic() + max(float(time_limit), 0.01)
     a = model.arrays()
-    h = _new_highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("random_seed", 0)
-    h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = model.n_cols, model.n_rows
-    lp.col_cost_ = a["cost"]
-    lp.col_lower_, lp.col_upper_ = a["col_lo"], a["col_hi"]
-    lp.row_lower_, lp.row_upper_ = a["row_lo"], a["row_hi"]
-    csr = a["A"]
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.start_ = csr.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = csr.indices.astype(np.int32)
-    lp.a_matrix_.value_ = csr.data
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_cols, model.n_rows
-    if a["integer"].any():
-        kind = highspy.HighsVarType
-        lp.integrality_ = [kind.kInteger if i else kind.kContinuous for i in a["integer"]]
-    h.passModel(lp)
-    # HiGHS's clock runs from the object's creation, and building the model took some of it
-    h.setOptionValue("time_limit", h.getRunTime() + solver_limit(stop))
-    _stop_highs_at(h, lambda: stop)
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    nodes = int(getattr(info, "mip_node_count", 0) or 0)
-    has_sol = info.primal_solution_status == 2
-    x = np.array(h.getSolution().col_value) if has_sol else None
-    ms = highspy.HighsModelStatus
-    if status == ms.kOptimal:
-        return SolveResult("optimal", x, info.objective_function_value, "highs", nodes)
-    if status == ms.kInfeasible:
-        return SolveResult("infeasible", None, math.inf, "highs", nodes)
-    if status in (ms.kTimeLimit, ms.kInterrupt, ms.kIterationLimit, ms.kSolutionLimit):
-        if x is not None:
-            return SolveResult("feasible", x, info.objective_function_value, "highs", nodes)
-        return SolveResult("timeout", None, math.nan, "highs", nodes)
-    return SolveResult("error", x, math.nan, "highs", nodes, note=h.modelStatusToString(status))
+    csr = a.pop("A")
+    a.update(indptr=csr.indptr, indices=csr.indices, data=csr.data)
+    if csr.nnz >= KILLABLE_NONZEROS:
+        out = solve_in_child(a, stop)
+    else:
+        out = solve_arrays(a, stop, _new_highs)
+    return SolveResult(backend="highs", **out)
 
 
 def _import_gurobi():
@@ -198,8 +145,11 @@ def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
                 m.addMConstr(csr[dn], v, ">", a["row_lo"][dn])
             m.setObjective(a["cost"] @ v, grb.MINIMIZE)
             m.Params.TimeLimit = solver_limit(stop)
+            fixed = time.monotonic() - (stop - max(float(time_limit), 0.01))
             m.optimize()
-            return _gurobi_result(m, v, grb)
+            result = _gurobi_result(m, v, grb)
+            result.fixed_s = fixed
+            return result
         finally:
             m.dispose()
     except gp.GurobiError as exc:

@@ -21,12 +21,14 @@ callers turn into ``unknown``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
+from bounds.engine.deadline import DeadlineExceeded, checked, time_left
 from bounds.engine.rounding import gamma, reduction_length
 from bounds.graph import Graph, Node
 from bounds.registry import Rounding, rules
@@ -181,7 +183,14 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     values = {graph.inputs[0].name: Expr.variables(x_idx)}
     out_name = graph.outputs[0].name
     n_unstable, exact = 0, True
-    for node in graph.nodes:
+    pace = _Pace()
+    for node in checked(graph.nodes):  # the engines' deadline, where one is set
+        dense = math.prod(node.shape) * (model.n_cols + math.prod(node.shape))
+        if dense > MAX_DENSE_ELEMENTS:
+            raise MilpUnsupportedError(
+                f"the MILP encoding is too large: {node.name!r} needs dense rows of "
+                f"{dense:.3g} elements (at most {MAX_DENSE_ELEMENTS:.0e})")
+        pace.before(dense)
         if act.is_piecewise(node):
             expr, k = _piecewise(graph, node, model, values, bounds)
             n_unstable += k
@@ -200,10 +209,40 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
             expr = _materialise(model, expr, _flat(box.lower), _flat(box.upper),
                                 delta if err is None else err)
         values[node.name] = expr
+        pace.after()
         if node.name == upto:
             out_name = upto
             break
     return Encoding(model, x_idx, values[out_name], n_unstable, exact)
+
+
+# Elements (outputs x columns so far) of the dense rows one node may build: about 0.8 GB in
+# float64. verivital's Convnet_avgpool (conv_1: 5.6e8) took 65-93 s and GBs to encode that
+# node; oval21 base's largest is 2.9e7.
+MAX_DENSE_ELEMENTS = 1e8
+
+
+class _Pace:
+    """The encoding's dense rows cost about (outputs x columns so far) per node: a node starts
+    only when that, at the pace of the nodes before it, fits in the engines' time left
+    (verivital's Convnet_avgpool took 123 s to encode, up to 40 s in one node, where a 20 s
+    ``--method milp`` run was abandoned by the watchdog)."""
+
+    def __init__(self) -> None:
+        self.done = 0.0  # elements
+        self.spent = 0.0  # seconds
+        self.elements = 0.0
+        self.start = 0.0
+
+    def before(self, elements: float) -> None:
+        if self.spent > 0 and elements * self.spent / self.done > time_left():
+            raise DeadlineExceeded(f"the MILP encoding would not end in time "
+                                   f"({elements:.3g} elements in the next node)")
+        self.elements, self.start = elements, time.monotonic()
+
+    def after(self) -> None:
+        self.done += self.elements
+        self.spent += time.monotonic() - self.start
 
 
 def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds: dict):

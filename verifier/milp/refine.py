@@ -49,7 +49,7 @@ from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.types import Interval
 from verifier.milp.backends import HighsBounder
-from verifier.milp.encode import encode, is_exact, unsupported_ops
+from verifier.milp.encode import MilpUnsupportedError, encode, is_exact, unsupported_ops
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,11 @@ def refine_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: di
     for name in kink_inputs(graph, skip_affine=True):
         if layers >= opts.max_layers or time.monotonic() >= deadline:
             break
-        iv = _refine_layer(graph, lower, upper, current, deltas, name, deadline, opts)
+        try:
+            iv = _refine_layer(graph, lower, upper, current, deltas, name, deadline, opts)
+        except MilpUnsupportedError as exc:  # an encoding too large to build
+            log.info("bound refinement stops: %s", exc)
+            break
         if iv is None:
             continue
         layers += 1
