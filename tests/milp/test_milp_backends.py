@@ -215,7 +215,7 @@ def test_a_child_process_that_does_not_answer_is_stopped_at_the_deadline(in_chil
     assert out.status == "timeout" and "deadline" in out.note
 
 
-def test_a_child_process_that_fails_is_an_error(in_child, monkeypatch):
+def test_a_child_process_that_fails_leaves_the_solve_to_this_process(in_child, monkeypatch):
     monkeypatch.setattr(highs_run, "child_command", lambda: [sys.executable, "-c", "exit(3)"])
     out = backends.solve(_knapsack(), 5, "highs")
-    assert out.status == "error" and "3" in out.note
+    assert out.status == "optimal" and out.objective == pytest.approx(-2.0)

@@ -90,9 +90,8 @@ def _highs(model: MilpModel, time_limit: float) -> SolveResult:
     a = model.arrays()
     csr = a.pop("A")
     a.update(indptr=csr.indptr, indices=csr.indices, data=csr.data)
-    if csr.nnz >= KILLABLE_NONZEROS:
-        out = solve_in_child(a, stop)
-    else:
+    out = solve_in_child(a, stop) if csr.nnz >= KILLABLE_NONZEROS else None
+    if out is None:  # a small model, or the child failed: here, with HiGHS's own limit
         out = solve_arrays(a, stop, _new_highs)
     return SolveResult(backend="highs", **out)
 

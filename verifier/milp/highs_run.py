@@ -114,18 +114,22 @@ def _result(h, highspy) -> dict:
 
 
 def child_command() -> list[str]:
-    # -I: no PYTHONPATH, no user site, not this file's folder on the path (nothing shadows
-    # numpy or highspy); the venv's packages stay
-    return [sys.executable, "-I", os.path.abspath(__file__)]
+    # -P: not this file's folder on the path (its modules' names must not shadow any the
+    # child imports); PYTHONPATH stays (where highspy may come from)
+    return [sys.executable, "-P", os.path.abspath(__file__)]
 
 
-def solve_in_child(a: dict, stop: float) -> dict:
+def solve_in_child(a: dict, stop: float) -> dict | None:
     """``solve_arrays`` in a child process, killed at ``stop`` (monotonic: one clock for the
-    whole machine) when it has not answered by then."""
+    whole machine) when it has not answered by then; None when the child failed (no
+    process, no highspy there, a crash): solve here instead."""
     start = time.monotonic()
     payload = pickle.dumps((a, stop), protocol=pickle.HIGHEST_PROTOCOL)
-    proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    try:
+        proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
     try:
         data, _ = proc.communicate(payload, timeout=max(stop - time.monotonic(), 0.01))
     except subprocess.TimeoutExpired:
@@ -135,9 +139,7 @@ def solve_in_child(a: dict, stop: float) -> dict:
                 "note": "solver process stopped at the deadline",
                 "fixed_s": time.monotonic() - start}
     if proc.returncode != 0 or not data:
-        return {"status": "error", "x": None, "objective": math.nan, "nodes": 0,
-                "note": f"solver process exited with {proc.returncode}",
-                "fixed_s": time.monotonic() - start}
+        return None
     out = pickle.loads(data)
     out["fixed_s"] += time.monotonic() - start - out.pop("child_s")
     return out
