@@ -4,6 +4,7 @@
 and falls back to HiGHS when it is absent or refuses the model (the pip package's restricted
 license limits model size and raises ``GurobiError`` at optimisation time); ``gurobi`` asks for
 Gurobi but still falls back rather than fail; ``highs`` uses HiGHS only. Both run one thread.
+HiGHS solves large models in a child process that is killed at the deadline (``highs_run``).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def _gurobi_env(gp):
 def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
     gp = _import_gurobi()
     grb = gp.GRB
-    stop = time.monotonic() + max(float(time_limit), 0.01)
+    start = time.monotonic()
+    stop = start + max(float(time_limit), 0.01)
     a = model.arrays()
     try:
         with _GUROBI_LOCK:
@@ -144,7 +146,7 @@ def _gurobi(model: MilpModel, time_limit: float) -> SolveResult:
                 m.addMConstr(csr[dn], v, ">", a["row_lo"][dn])
             m.setObjective(a["cost"] @ v, grb.MINIMIZE)
             m.Params.TimeLimit = solver_limit(stop)
-            fixed = time.monotonic() - (stop - max(float(time_limit), 0.01))
+            fixed = time.monotonic() - start
             m.optimize()
             result = _gurobi_result(m, v, grb)
             result.fixed_s = fixed
