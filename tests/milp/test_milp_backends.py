@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ from tests.milp.nets import make_spec, onnx_mlp, random_layers
 from verifier.milp import MilpOptions, milp_verify
 from verifier.milp.encode import MilpUnsupportedError, check_supported
 from verifier.milp.model import Expr, MilpModel
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _knapsack() -> MilpModel:
@@ -219,3 +224,51 @@ def test_a_child_process_that_fails_leaves_the_solve_to_this_process(in_child, m
     monkeypatch.setattr(highs_run, "child_command", lambda: [sys.executable, "-c", "exit(3)"])
     out = backends.solve(_knapsack(), 5, "highs")
     assert out.status == "optimal" and out.objective == pytest.approx(-2.0)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_child_process_ends_with_its_parent():
+    """A service worker killed with its job must not leave its solver running."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, 'tests/milp'); sys.path.insert(0, '.')\n"
+        "import verifier.milp.backends as b\n"
+        "from test_milp_backends import _market_split\n"
+        "b.KILLABLE_NONZEROS = 0\n"
+        "b.solve(_market_split(), 60, 'highs')\n")], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        kids = []
+        while not kids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            kids = _children(parent.pid)
+        assert kids, "the solver's child process did not start"
+        parent.kill()
+        parent.wait()
+        end = time.monotonic() + 10 * highs_run.ORPHAN_CHECK_S
+        while any(_alive(k) for k in kids) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids)
+    finally:
+        parent.kill()

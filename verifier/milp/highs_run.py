@@ -17,6 +17,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,8 @@ SLACK_S = 1.0
 SLACK_SHARE = 0.01
 # Seconds a killed child may take to go.
 KILL_WAIT_S = 5.0
+# How often a child looks whether its parent is still there.
+ORPHAN_CHECK_S = 0.5
 
 
 def solver_limit(stop: float) -> float:
@@ -145,7 +148,21 @@ def solve_in_child(a: dict, stop: float) -> dict | None:
     return out
 
 
+def _exit_with_parent(interval_s: float = ORPHAN_CHECK_S) -> None:
+    """End this process once its parent is gone (a service worker killed with its job, a
+    cancelled run): a solver left running would hold a core until its own time limit."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _child() -> None:
+    _exit_with_parent()
     # C-level prints of HiGHS (its banner) must not mix with the result on stdout
     result_fd = os.dup(1)
     null = os.open(os.devnull, os.O_WRONLY)
