@@ -60,12 +60,41 @@ def limit_message(limit_mb: int) -> str:
     return f"memory limit of {limit_mb} MiB exceeded"
 
 
+def child_pids(pid: int | None = None) -> list[int]:
+    """The child processes of ``pid`` (default: this process), from every thread's
+    ``/proc/PID/task/TID/children`` (empty where the kernel does not list them)."""
+    pid = pid or os.getpid()
+    out: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def over_limit(pid: int | None, limit_mb: int | None) -> bool:
-    """True when ``pid`` uses more than ``limit_mb`` MiB (never for a limit of None or 0)."""
+    """True when ``pid`` and its child processes (a job's MILP solver runs in one:
+    ``verifier.milp.highs_run``) use more than ``limit_mb`` MiB (never for a limit of None or
+    0)."""
     if not limit_mb:
         return False
-    rss = rss_bytes(pid)
+    rss = family_rss_bytes(pid)
     return rss is not None and rss > limit_mb * MIB
+
+
+def family_rss_bytes(pid: int | None = None) -> int | None:
+    """Resident set size of ``pid`` (default: this process) and of its child processes, in
+    bytes; None when ``pid`` is gone."""
+    rss = rss_bytes(pid)
+    if rss is None:
+        return None
+    return rss + sum(rss_bytes(child) or 0 for child in child_pids(pid))
 
 
 def release_memory() -> None:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 from server_util import SPEC_UNSAT
 
-from server.memory import MIB, MemoryWatchdog, limit_message, over_limit, rss_bytes
+from server.memory import (
+    MIB,
+    MemoryWatchdog,
+    child_pids,
+    family_rss_bytes,
+    limit_message,
+    over_limit,
+    rss_bytes,
+)
 
 
 def test_rss_of_this_process_and_of_a_missing_one():
@@ -108,3 +118,22 @@ def test_a_worker_hands_heap_pages_back_after_each_answer(monkeypatch):
     worker_main(Logged(child), "tests.server.runners:quick")
     assert events == [("send", "ready"), ("send", "result"), "release",
                       ("send", "result"), "release"]
+
+
+def test_a_jobs_child_processes_count_towards_its_limit():
+    """A job's MILP solver runs in a child process (``verifier.milp.highs_run``): its memory is
+    the job's too."""
+    code = ("import sys, time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); "
+            "print('ready', flush=True); time.sleep(30)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        assert child.pid in child_pids()
+        with_child = family_rss_bytes() // MIB  # (the test process may have other children)
+        assert with_child - 100 > rss_bytes() // MIB + 200
+        assert over_limit(os.getpid(), with_child - 100)
+        child.kill()
+        child.wait()
+        assert not over_limit(os.getpid(), with_child - 100)
+    finally:
+        child.kill()
