@@ -31,8 +31,10 @@ INT_TOL = 1e-9
 # SLACK_SHARE of it: its own clock checks come late (above).
 SLACK_S = 1.0
 SLACK_SHARE = 0.01
-# Seconds a killed child may take to go.
+# Seconds a killed child may take to go; the kill comes this long before the deadline, so
+# that the solve still ends by it.
 KILL_WAIT_S = 5.0
+KILL_RESERVE_S = 0.05
 # How often a child looks whether its parent is still there.
 ORPHAN_CHECK_S = 0.5
 
@@ -134,7 +136,8 @@ def solve_in_child(a: dict, stop: float) -> dict | None:
     except OSError:
         return None
     try:
-        data, _ = proc.communicate(payload, timeout=max(stop - time.monotonic(), 0.01))
+        data, _ = proc.communicate(
+            payload, timeout=max(stop - KILL_RESERVE_S - time.monotonic(), 0.01))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate(timeout=KILL_WAIT_S)
