@@ -21,6 +21,8 @@ import numpy as np
 
 from verifier.milp.highs_run import (
     INT_TOL,
+    configured_highs,
+    highs_lp,
     solve_arrays,
     solve_in_child,
     solver_limit,
@@ -86,11 +88,18 @@ def _new_highs():
     return h
 
 
+def _solver_arrays(model: MilpModel) -> dict:
+    """``model.arrays()`` with its rows also as the CSR pieces HiGHS takes."""
+    a = model.arrays()
+    csr = a["A"]
+    a.update(indptr=csr.indptr, indices=csr.indices, data=csr.data)
+    return a
+
+
 def _highs(model: MilpModel, time_limit: float) -> SolveResult:
     stop = time.monotonic() + max(float(time_limit), 0.01)
-    a = model.arrays()
-    csr = a.pop("A")
-    a.update(indptr=csr.indptr, indices=csr.indices, data=csr.data)
+    a = _solver_arrays(model)
+    csr = a.pop("A")  # (the child gets plain arrays: no scipy to import there)
     out = solve_in_child(a, stop) if csr.nnz >= KILLABLE_NONZEROS else None
     if out is None:  # a small model, or the child failed: here, with HiGHS's own limit
         out = solve_arrays(a, stop, _new_highs)
@@ -202,36 +211,17 @@ class HighsBounder:
     """
 
     def __init__(self, model: MilpModel, integer: bool = False):
-        import highspy
-
-        self.a = model.arrays()
+        self.a = _solver_arrays(model)
         self.integer = bool(integer and self.a["integer"].any())
-        self.h = _new_highs()
-        h = self.h
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("random_seed", 0)
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = model.n_cols, model.n_rows
-        lp.col_cost_ = np.zeros(model.n_cols)
-        lp.col_lower_, lp.col_upper_ = self.a["col_lo"], self.a["col_hi"]
-        lp.row_lower_, lp.row_upper_ = self.a["row_lo"], self.a["row_hi"]
-        csr = self.a["A"]
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-        lp.a_matrix_.start_ = csr.indptr.astype(np.int32)
-        lp.a_matrix_.index_ = csr.indices.astype(np.int32)
-        lp.a_matrix_.value_ = csr.data
-        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_cols, model.n_rows
+        self.h = h = configured_highs(_new_highs)
+        lp = highs_lp(self.a, np.zeros(model.n_cols), self.integer)
         if self.integer:
-            kind = highspy.HighsVarType
-            lp.integrality_ = [kind.kInteger if i else kind.kContinuous
-                               for i in self.a["integer"]]
             h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
         h.passModel(lp)
         self._stop = math.inf  # the current minimum's end (its interrupt callbacks read it)
         _stop_highs_at(h, lambda: self._stop)
         self._cost_idx = np.zeros(0, dtype=np.int32)
-        self.csc = csr.tocsc()
+        self.csc = self.a["A"].tocsc()
 
     def minimum(self, idx: np.ndarray, coef: np.ndarray, time_limit: float) -> float:
         """A sound lower bound of ``coef @ v[idx]`` over the model (``-inf`` when unsure)."""

@@ -185,7 +185,8 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     n_unstable, exact = 0, True
     pace = _Pace()
     for node in checked(graph.nodes):  # the engines' deadline, where one is set
-        dense = math.prod(node.shape) * (model.n_cols + math.prod(node.shape))
+        n_out = math.prod(node.shape)
+        dense = n_out * (model.n_cols + n_out)  # rows x columns the node may build densely
         if dense > MAX_DENSE_ELEMENTS:
             raise MilpUnsupportedError(
                 f"the MILP encoding is too large: {node.name!r} needs dense rows of "

@@ -62,22 +62,24 @@ def stop_highs_at(h, stop: Callable[[], float], first: list | None = None) -> No
     h.cbMipInterrupt += interrupt
 
 
-def solve_arrays(a: dict, stop: float, new_highs: Callable | None = None) -> dict:
-    """Minimise ``a["cost"] @ v`` subject to the arrays' bounds, rows (CSR: ``indptr``,
-    ``indices``, ``data``) and integrality, by ``stop`` (monotonic). Returns the fields of a
-    ``backends.SolveResult``: status, x, objective, nodes, note, fixed_s."""
-    import highspy
-
-    start = time.monotonic()
-    h = (new_highs or highspy.Highs)()
+def configured_highs(new_highs: Callable):
+    """A quiet, single-threaded, seeded Highs object from ``new_highs()``."""
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)
-    h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
-    n_cols, n_rows = len(a["cost"]), len(a["row_lo"])
+    return h
+
+
+def highs_lp(a: dict, cost: np.ndarray, integer: bool):
+    """The HighsLp of the arrays ``a`` (bounds, rows as CSR ``indptr``/``indices``/``data``,
+    ``integer`` flags: kept only when ``integer``) with objective ``cost``."""
+    import highspy
+
+    n_cols, n_rows = len(a["col_lo"]), len(a["row_lo"])
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n_cols, n_rows
-    lp.col_cost_ = a["cost"]
+    lp.col_cost_ = cost
     lp.col_lower_, lp.col_upper_ = a["col_lo"], a["col_hi"]
     lp.row_lower_, lp.row_upper_ = a["row_lo"], a["row_hi"]
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
@@ -85,10 +87,22 @@ def solve_arrays(a: dict, stop: float, new_highs: Callable | None = None) -> dic
     lp.a_matrix_.index_ = a["indices"].astype(np.int32)
     lp.a_matrix_.value_ = a["data"]
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n_cols, n_rows
-    if a["integer"].any():
+    if integer:
         kind = highspy.HighsVarType
         lp.integrality_ = [kind.kInteger if i else kind.kContinuous for i in a["integer"]]
-    h.passModel(lp)
+    return lp
+
+
+def solve_arrays(a: dict, stop: float, new_highs: Callable | None = None) -> dict:
+    """Minimise ``a["cost"] @ v`` subject to the arrays' bounds, rows (CSR: ``indptr``,
+    ``indices``, ``data``) and integrality, by ``stop`` (monotonic). Returns the fields of a
+    ``backends.SolveResult``: status, x, objective, nodes, note, fixed_s."""
+    import highspy
+
+    start = time.monotonic()
+    h = configured_highs(new_highs or highspy.Highs)
+    h.setOptionValue("mip_feasibility_tolerance", INT_TOL)
+    h.passModel(highs_lp(a, a["cost"], bool(a["integer"].any())))
     # HiGHS's clock runs from the object's creation, and building the model took some of it
     h.setOptionValue("time_limit", h.getRunTime() + solver_limit(stop))
     first: list[float] = []
