@@ -135,7 +135,7 @@ def _result(h, highspy) -> dict:
 def child_command() -> list[str]:
     # -P: not this file's folder on the path (its modules' names must not shadow any the
     # child imports); PYTHONPATH stays (where highspy may come from)
-    return [sys.executable, "-P", os.path.abspath(__file__)]
+    return [sys.executable, "-P", os.path.abspath(__file__), str(os.getpid())]
 
 
 def solve_in_child(a: dict, stop: float) -> dict | None:
@@ -165,10 +165,11 @@ def solve_in_child(a: dict, stop: float) -> dict | None:
     return out
 
 
-def _exit_with_parent(interval_s: float = ORPHAN_CHECK_S) -> None:
-    """End this process once its parent is gone (a service worker killed with its job, a
-    cancelled run): a solver left running would hold a core until its own time limit."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int, interval_s: float = ORPHAN_CHECK_S) -> None:
+    """End this process once its parent ``parent`` is gone (a service worker killed with its
+    job, a cancelled run): a solver left running would hold a core until its own time limit.
+    The parent names itself: one that died before this process started would otherwise be
+    replaced by the process that adopted it."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -178,8 +179,8 @@ def _exit_with_parent(interval_s: float = ORPHAN_CHECK_S) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _child() -> None:
-    _exit_with_parent()
+def _child(parent: int) -> None:
+    _exit_with_parent(parent)
     # C-level prints of HiGHS (its banner) must not mix with the result on stdout
     result_fd = os.dup(1)
     null = os.open(os.devnull, os.O_WRONLY)
@@ -193,4 +194,4 @@ def _child() -> None:
 
 
 if __name__ == "__main__":
-    _child()
+    _child(int(sys.argv[1]))
