@@ -38,6 +38,12 @@ from verifier.errors import (
     SpecError,
     UnsupportedOpError,
 )
+from verifier.load_time import (
+    MODEL_BYTES_PER_S,
+    SPEC_BYTES_PER_S,
+    NoTimeToLoad,
+    require_time_to_load,
+)
 from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
 from verifier.onnx_import.loader import ImportedModel
 from verifier.result import VerificationResult
@@ -178,16 +184,25 @@ def resolve_device(device: str, model=None, spec: Spec | None = None) -> str:
     return choose_device(device, graph, rows)
 
 
-def load_inputs(model, spec) -> tuple[ImportedModel | OrtModel, Spec]:
-    """Load paths (a model the importer refuses but onnxruntime runs becomes an OrtModel)."""
+def load_inputs(model, spec, deadline: float | None = None) -> tuple[ImportedModel | OrtModel,
+                                                                   Spec]:
+    """Load paths (a model the importer refuses but onnxruntime runs becomes an OrtModel).
+    ``deadline``: raise NoTimeToLoad rather than start a read it leaves too little time for."""
     if isinstance(model, str | Path):
+        _require_time_to_load(model, "the model", MODEL_BYTES_PER_S, deadline)
         model = load_runnable_model(model)
     if isinstance(spec, str | Path):
         from verifier.spec import load_spec
 
+        _require_time_to_load(spec, "the spec", SPEC_BYTES_PER_S, deadline)
         spec = load_spec(spec)
     check_spec_matches(model, spec)
     return model, spec
+
+
+def _require_time_to_load(path, what: str, bytes_per_s: float, deadline: float | None) -> None:
+    if deadline is not None:
+        require_time_to_load(path, what, bytes_per_s, deadline, time.monotonic())
 
 
 def model_sizes(model: ImportedModel | OrtModel) -> tuple[int, int]:
@@ -235,6 +250,12 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     """
     config = config or VerifyConfig()
     start = time.monotonic()
+    if isinstance(model, str | Path):  # the first read starts on this thread's clock
+        try:
+            _require_time_to_load(model, "the model", MODEL_BYTES_PER_S,
+                                  stage_deadline(start, config.timeout))
+        except NoTimeToLoad as exc:
+            return _no_time_to_load(exc, start, config)
     # The answer comes by the timeout even if a stage overruns (verifier.watchdog).
     cut = threading.Event()
 
@@ -258,8 +279,11 @@ def _verify_timed(model, spec, config: VerifyConfig, start: float,
                   progress) -> VerificationResult:
     # Stages end a little early: what follows the last one (its bookkeeping, the result)
     # must fit in the timeout too.
-    deadline = start + config.timeout - min(FINISH_RESERVE_S, 0.1 * config.timeout)
-    model, spec = load_inputs(model, spec)
+    deadline = stage_deadline(start, config.timeout)
+    try:
+        model, spec = load_inputs(model, spec, deadline)
+    except NoTimeToLoad as exc:
+        return _no_time_to_load(exc, start, config)
     from bounds.engine.deadline import bound_pass_clock, first_bound_pass_s
 
     with box_tolerance(0.0 if config.strict_box else VNNCOMP_BOX_TOL), bound_pass_clock(start):
@@ -288,6 +312,20 @@ def _verify_timed(model, spec, config: VerifyConfig, start: float,
         message=result.message,
         stats=stats,
     )
+
+
+def stage_deadline(start: float, timeout: float) -> float:
+    """When the stages of a run started at ``start`` must end: a share of the timeout is kept
+    for finishing, and at least twice the watchdog's reserve, so that a stage that ends a few
+    milliseconds past its deadline still ends before the watchdog gives up on it (with the
+    share alone, timeouts under 0.1 s put the watchdog first)."""
+    return start + timeout - max(min(FINISH_RESERVE_S, 0.1 * timeout), 2 * WATCHDOG_RESERVE_S)
+
+
+def _no_time_to_load(exc: NoTimeToLoad, start: float, config: VerifyConfig) -> VerificationResult:
+    log.info("answering timeout: %s", exc)
+    return VerificationResult("timeout", time_s=time.monotonic() - start, method=config.method,
+                              message=str(exc))
 
 
 def _out_of_memory(exc: BaseException, config: VerifyConfig) -> VerificationResult:
