@@ -307,7 +307,8 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
     if method == "auto":  # small models: MILP decides (verifier.milp.refine.milp_suits)
         from verifier.milp.refine import auto_milp
 
-        decided = auto_milp(model, spec, deadline, config.milp_backend, unstable)
+        decided = auto_milp(model, spec, deadline, config.milp_backend, unstable,
+                            config.bab.milp_one_layer)
         if decided is not None:
             return VerificationResult(decided[0], decided[1], method="milp", stats=decided[2])
     if method in ("auto", "bab") and not small_input:

@@ -121,3 +121,50 @@ def oracle_min_t(layers: Layers, lower, upper, coef: np.ndarray, rhs: np.ndarray
         if res.status == 0:
             best = min(best, float(res.fun))
     return best
+
+
+
+def conv_avgpool_weights(seed: int, side: int = 3, channels: int = 2) -> dict[str, np.ndarray]:
+    """Float32-representable weights of ``onnx_conv_avgpool``'s net."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    pooled = channels * ((side - 1) // 2) ** 2
+    return {"cw": (rng.normal(size=(channels, 1, 2, 2)) / 2).astype(f32),
+            "cb": (rng.normal(size=channels) * 0.1).astype(f32),
+            "w": (rng.normal(size=(2, pooled)) / 2).astype(f32),
+            "b": (rng.normal(size=2) * 0.1).astype(f32)}
+
+
+def onnx_conv_avgpool(seed: int, side: int = 3, channels: int = 2) -> ImportedModel:
+    """Conv(channels x 2x2) -> Relu -> AveragePool(2x2, stride 2) -> Flatten -> Gemm(2): one
+    layer of Relus, like verivital's Convnet_avgpool, on a side x side image."""
+    weights = conv_avgpool_weights(seed, side, channels)
+    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], kernel_shape=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1),
+    ]
+    return _model(nodes, inits, (1, 1, side, side), (1, 2))
+
+
+def conv_avgpool_layers(seed: int) -> Layers:
+    """``onnx_conv_avgpool(seed)`` (3x3 image) as a two-layer MLP, written out by hand from
+    its weights: conv positions (channel, row, col) row-major, each channel's 2x2 outputs
+    averaged by the pool, then the dense layer."""
+    wts = {k: v.astype(np.float64) for k, v in conv_avgpool_weights(seed).items()}
+    channels = wts["cb"].size
+    w1 = np.zeros((channels * 4, 9))
+    b1 = np.zeros(channels * 4)
+    for c in range(channels):
+        for r in range(2):
+            for q in range(2):
+                row = c * 4 + r * 2 + q
+                for dr in range(2):
+                    for dq in range(2):
+                        w1[row, (r + dr) * 3 + (q + dq)] = wts["cw"][c, 0, dr, dq]
+                b1[row] = wts["cb"][c]
+    pool = np.kron(np.eye(channels), np.full((1, 4), 0.25))
+    return [(w1, b1), (wts["w"] @ pool, wts["b"])]

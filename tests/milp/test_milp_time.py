@@ -26,7 +26,7 @@ def _mlp_case():
 
 def test_an_encoding_too_large_to_build_gives_unknown(monkeypatch):
     model, spec = _mlp_case()
-    monkeypatch.setattr(encode_mod, "MAX_DENSE_ELEMENTS", 100)
+    monkeypatch.setattr(encode_mod, "MAX_WORK_ELEMENTS", 100)
     verdict, cex, stats = milp_verify(model, spec, time.monotonic() + 30, backend="highs")
     assert verdict == "unknown" and cex is None
     assert "too large" in stats["reason"]

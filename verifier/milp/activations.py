@@ -40,12 +40,14 @@ def combine(terms: list[tuple[np.ndarray | float, Expr]]) -> Expr:
     """sum_i scale_i * expr_i with per-position (or scalar) scales."""
     idx = union_idx([e for _, e in terms])
     n = terms[0][1].size
-    mat, const = np.zeros((n, len(idx))), np.zeros(n)
+    mat, const = None, np.zeros(n)
     for scale, e in terms:
         s = np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,))
-        mat += s[:, None] * e.on(idx)
+        part = e.on(idx)
+        part = part * float(s[0]) if np.ndim(scale) == 0 else part.multiply(s[:, None])
+        mat = part if mat is None else mat + part
         const += s * e.const
-    return Expr(idx, mat, const)
+    return Expr(idx, mat.tocsr(), const)
 
 
 def shift(x: Expr, c: float | np.ndarray) -> Expr:

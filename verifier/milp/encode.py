@@ -88,13 +88,17 @@ def check_supported(graph: Graph) -> None:
 
 
 def _affine(graph: Graph, node: Node, values: dict[str, Expr]) -> Expr:
-    """Exact encoding of an affine node by applying its ``forward`` to basis columns."""
+    """Exact encoding of an affine node: its ``forward`` applied to basis vectors gives its
+    linear part (chunk by chunk, kept sparse), applied to the constant part its offset. The
+    basis is the input expression's columns, or, for one input with fewer positions than
+    columns, the input's positions (the node's Jacobian, then multiplied by the expression:
+    a conv layer after a wide Relu layer reads a few of its thousands of fresh variables)."""
     rule = rules().get(node.op, node.name)
     exprs = [values[n] for n in node.dynamic_inputs]
     idx = union_idx(exprs)
-    m = len(idx)
+    shapes = [graph.shape_of(n) for n in node.dynamic_inputs]
 
-    def args(dynamic):
+    def apply(dynamic):
         out, it = [], iter(dynamic)
         for pos, name in enumerate(node.inputs):
             if name is None:
@@ -102,29 +106,59 @@ def _affine(graph: Graph, node: Node, values: dict[str, Expr]) -> Expr:
                 out.append(None if const is None else as_tensor(const, "cpu", DTYPE))
             else:
                 out.append(next(it))
-        return out
+        with torch.no_grad():
+            return rule.forward(node, out)
 
-    shapes = [graph.shape_of(n) for n in node.dynamic_inputs]
-    with torch.no_grad():
-        offset = rule.forward(node, args([torch.as_tensor(e.const).reshape(1, *s)
-                                          for e, s in zip(exprs, shapes, strict=True)]))
-        n_out = math.prod(node.shape)
-        if m == 0:
-            return Expr.constant(offset.reshape(-1).numpy())
-        zero = rule.forward(node, args([torch.zeros(1, *s, dtype=DTYPE) for s in shapes]))
-        basis = [torch.as_tensor(e.on(idx).T.copy()).reshape(m, *s)
-                 for e, s in zip(exprs, shapes, strict=True)]
-        linear = rule.forward(node, args(basis)) - zero
-    mat = linear.reshape(m, n_out).T.numpy().copy()
-    mat[np.abs(mat) < 1e-300] = 0.0
-    return Expr(idx, mat, offset.reshape(-1).numpy().astype(np.float64))
+    offset = apply([torch.as_tensor(e.const).reshape(1, *s)
+                    for e, s in zip(exprs, shapes, strict=True)]).reshape(-1).numpy()
+    offset = offset.astype(np.float64)
+    if len(idx) == 0:
+        return Expr.constant(offset)
+    zero = apply([torch.zeros(1, *s, dtype=DTYPE) for s in shapes]).reshape(1, -1)
+    n_in = math.prod(shapes[0])
+    if len(exprs) == 1 and n_in < len(idx):
+        jacobian = _linear_part(apply, zero, [_sparse().identity(n_in, format="csr")], shapes)
+        return Expr(idx, (jacobian @ exprs[0].on(idx)).tocsr(), offset)
+    return Expr(idx, _linear_part(apply, zero, [e.on(idx) for e in exprs], shapes), offset)
+
+
+# Dense elements of one chunk of basis vectors pushed through a node (inputs plus outputs):
+# about 160 MB in float64.
+CHUNK_ELEMENTS = 2e7
+
+
+def _linear_part(apply, zero: torch.Tensor, columns: list, shapes: list):
+    """The sparse matrix [outputs, k] of the node's linear part on the k basis vectors whose
+    coordinates (one sparse [positions, k] matrix per input) are ``columns``."""
+    sp = _sparse()
+    k = columns[0].shape[1]
+    n_out = zero.shape[1]
+    width = sum(math.prod(s) for s in shapes) + n_out
+    step = max(1, min(k, int(CHUNK_ELEMENTS // width)))
+    pieces = []
+    for start in range(0, k, step):
+        cols = slice(start, min(k, start + step))
+        basis = [torch.as_tensor(c[:, cols].T.toarray()).reshape(-1, *s)
+                 for c, s in zip(columns, shapes, strict=True)]
+        linear = (apply(basis).reshape(len(basis[0]), n_out) - zero).numpy()
+        linear[np.abs(linear) < 1e-300] = 0.0
+        pieces.append(sp.csr_matrix(linear.T))
+    return sp.hstack(pieces, format="csr")
+
+
+def _sparse():
+    import scipy.sparse as sp
+
+    return sp
 
 
 def _materialise(model: MilpModel, x: Expr, lower, upper, err: Expr | np.ndarray) -> Expr:
     """A fresh variable z per position with |z - x| <= err (a bounded rounding error); ``err``
     is a constant array or an affine expression that is nonnegative wherever it matters."""
-    z = model.add_vars(lower, upper)
-    diff = Expr(np.concatenate([x.idx, z]), np.hstack([x.mat, -np.eye(x.size)]), x.const)
+    z = model.add_vars(lower, upper)  # fresh columns: after every column of x
+    sp = _sparse()
+    diff = Expr(np.concatenate([x.idx, z]),
+                sp.hstack([x.mat, -sp.identity(x.size)], format="csr"), x.const)
     if isinstance(err, np.ndarray):
         model.add_rows(diff, -err, err)
         return Expr.variables(z)
@@ -185,13 +219,12 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     n_unstable, exact = 0, True
     pace = _Pace()
     for node in checked(graph.nodes):  # the engines' deadline, where one is set
-        n_out = math.prod(node.shape)
-        dense = n_out * (model.n_cols + n_out)  # rows x columns the node may build densely
-        if dense > MAX_DENSE_ELEMENTS:
+        work = _work(graph, node, values)
+        if work > MAX_WORK_ELEMENTS:
             raise MilpUnsupportedError(
-                f"the MILP encoding is too large: {node.name!r} needs dense rows of "
-                f"{dense:.3g} elements (at most {MAX_DENSE_ELEMENTS:.0e})")
-        pace.before(dense)
+                f"the MILP encoding is too large: {node.name!r} needs {work:.3g} elements of "
+                f"basis vectors pushed through it (at most {MAX_WORK_ELEMENTS:.0e})")
+        pace.before(work)
         if act.is_piecewise(node):
             expr, k = _piecewise(graph, node, model, values, bounds)
             n_unstable += k
@@ -211,21 +244,43 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
                                 delta if err is None else err)
         values[node.name] = expr
         pace.after()
+        nonzeros = model.nnz + expr.mat.nnz
+        if nonzeros > MAX_NONZEROS:
+            raise MilpUnsupportedError(
+                f"the MILP encoding is too large: {nonzeros:.3g} nonzeros after "
+                f"{node.name!r} (at most {MAX_NONZEROS:.0e})")
         if node.name == upto:
             out_name = upto
             break
     return Encoding(model, x_idx, values[out_name], n_unstable, exact)
 
 
-# Elements (outputs x columns so far) of the dense rows one node may build: about 0.8 GB in
-# float64. verivital's Convnet_avgpool (conv_1: 5.6e8) took 65-93 s and GBs to encode that
-# node; oval21 base's largest is 2.9e7.
-MAX_DENSE_ELEMENTS = 1e8
+# Elements of the dense chunks of basis vectors one node may push (``_work``): at the pace of
+# numpy and torch on this CPU, tens of seconds (oval21 base's largest node: 2.9e7).
+MAX_WORK_ELEMENTS = 2e9
+# Nonzeros of the model and the newest expression: beyond this, memory runs to GBs and no
+# solver ends within a verification's time (HiGHS: minutes at 1e6 on mnistfc 256x4).
+MAX_NONZEROS = 2e7
+
+
+def _work(graph: Graph, node: Node, values: dict) -> float:
+    """The elements an affine node's encoding pushes through it (``_affine``: basis vectors
+    times the node's inputs and outputs), or for any other node the entries of its input
+    expression and its outputs."""
+    exprs = [values[n] for n in node.dynamic_inputs]
+    n_out = math.prod(node.shape)
+    if act.is_piecewise(node) or not node_is_affine(node, rules().get(node.op, node.name)):
+        return float(sum(e.mat.nnz for e in exprs) + n_out)
+    n_in = [math.prod(graph.shape_of(n)) for n in node.dynamic_inputs]
+    k = len(union_idx(exprs))
+    if len(exprs) == 1:
+        k = min(k, n_in[0])
+    return float(k) * (sum(n_in) + n_out)
 
 
 class _Pace:
-    """The encoding's dense rows cost about (outputs x columns so far) per node: a node starts
-    only when that, at the pace of the nodes before it, fits in the engines' time left
+    """A node's encoding costs about its ``_work``: a node starts only when that, at the pace
+    of the nodes before it, fits in the engines' time left
     (verivital's Convnet_avgpool took 123 s to encode, up to 40 s in one node, where a 20 s
     ``--method milp`` run was abandoned by the watchdog)."""
 

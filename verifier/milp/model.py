@@ -20,13 +20,31 @@ if TYPE_CHECKING:
 INF = float("inf")
 
 
+def _sparse():
+    # scipy is imported on first use, not with the module: importing it (0.3 s) delayed every
+    # ``auto`` run's size checks (``milp_suits``), which read this package.
+    import scipy.sparse as sp
+
+    return sp
+
+
 @dataclass(frozen=True)
 class Expr:
-    """``value[n] = mat[n, m] @ v[idx[m]] + const[n]`` (a flattened tensor)."""
+    """``value[n] = mat[n, m] @ v[idx[m]] + const[n]`` (a flattened tensor). ``mat`` is kept
+    sparse (CSR; a dense array given is converted): a conv layer's outputs each read a few
+    inputs, and dense rows made wide conv layers unencodable (verivital's 27x27x32 Relu layer
+    took 4 GB for the identity of its fresh variables alone)."""
 
     idx: np.ndarray  # int64 [m], sorted model column indices
-    mat: np.ndarray  # float64 [n, m]
+    mat: sp.csr_matrix  # float64 [n, m]
     const: np.ndarray  # float64 [n]
+
+    def __post_init__(self) -> None:
+        sp = _sparse()
+        mat = self.mat
+        if not (sp.issparse(mat) and mat.format == "csr" and mat.dtype == np.float64):
+            dense = mat if sp.issparse(mat) else np.asarray(mat, dtype=np.float64)
+            object.__setattr__(self, "mat", sp.csr_matrix(dense, dtype=np.float64))
 
     @property
     def size(self) -> int:
@@ -36,21 +54,26 @@ class Expr:
     def variables(cls, idx: np.ndarray) -> Expr:
         """The expression that is exactly the variables ``idx``."""
         idx = np.asarray(idx, dtype=np.int64)
-        return cls(idx, np.eye(len(idx)), np.zeros(len(idx)))
+        return cls(idx, _sparse().identity(len(idx), dtype=np.float64, format="csr"),
+                   np.zeros(len(idx)))
 
     @classmethod
     def constant(cls, values: np.ndarray) -> Expr:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
-        return cls(np.zeros(0, dtype=np.int64), np.zeros((values.size, 0)), values)
+        return cls(np.zeros(0, dtype=np.int64), _sparse().csr_matrix((values.size, 0)), values)
 
-    def on(self, idx: np.ndarray) -> np.ndarray:
+    def on(self, idx: np.ndarray) -> sp.csr_matrix:
         """``mat`` re-expressed over the (superset, sorted) column list ``idx``."""
-        out = np.zeros((self.size, len(idx)))
-        out[:, np.searchsorted(idx, self.idx)] = self.mat
-        return out
+        pos = np.searchsorted(idx, self.idx)
+        m = self.mat
+        return _sparse().csr_matrix((m.data, pos[m.indices], m.indptr),
+                                    shape=(self.size, len(idx)))
 
     def rows(self, keep: np.ndarray) -> Expr:
         """The sub-expression of the positions ``keep`` (index array or mask)."""
+        keep = np.asarray(keep)
+        if keep.dtype == bool:
+            keep = np.flatnonzero(keep)
         return Expr(self.idx, self.mat[keep], self.const[keep])
 
 
@@ -63,11 +86,17 @@ def union_idx(exprs: list[Expr]) -> np.ndarray:
 def stack_rows(parts: list[tuple[np.ndarray, Expr]], size: int) -> Expr:
     """An expression of ``size`` positions assembled from (positions, expression) pieces."""
     idx = union_idx([e for _, e in parts])
-    mat = np.zeros((size, len(idx)))
+    rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     const = np.zeros(size)
     for pos, e in parts:
-        mat[pos] = e.on(idx)
+        part = e.on(idx).tocoo()
+        rows.append(np.asarray(pos, dtype=np.int64)[part.row])
+        cols.append(part.col.astype(np.int64))
+        vals.append(part.data)
         const[pos] = e.const
+    mat = _sparse().csr_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                                       np.concatenate(cols))),
+                               shape=(size, len(idx)))
     return Expr(idx, mat, const)
 
 
@@ -104,17 +133,16 @@ class MilpModel:
         """Add rows ``lower <= expr <= upper`` (the constant part moves to the sides)."""
         lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (expr.size,)) - expr.const
         hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), (expr.size,)) - expr.const
-        r, c = np.nonzero(expr.mat)
-        self._rows.append((r + self.n_rows, expr.idx[c], expr.mat[r, c]))
+        part = expr.mat.tocoo()
+        keep = part.data != 0
+        self._rows.append((part.row[keep].astype(np.int64) + self.n_rows,
+                           expr.idx[part.col[keep]], part.data[keep]))
         self._row_lo.append(lo)
         self._row_hi.append(hi)
         self.n_rows += expr.size
 
     def matrix(self) -> sp.csr_matrix:
-        # scipy is imported here, not with the module: importing it (0.3 s) delayed every
-        # ``auto`` run's size checks (``milp_suits``), which read this package.
-        import scipy.sparse as sp
-
+        sp = _sparse()
         if not self._rows:
             return sp.csr_matrix((self.n_rows, self.n_cols))
         r, c, v = (np.concatenate(p) for p in zip(*self._rows, strict=True))
@@ -150,6 +178,11 @@ class MilpModel:
         lo[ints] = hi[ints] = np.clip(np.round(x[ints]), lo[ints], hi[ints])
         m.col_lo, m.col_hi, m.col_int = [lo], [hi], [np.zeros(self.n_cols, dtype=bool)]
         return m
+
+    @property
+    def nnz(self) -> int:
+        """Entries of the constraint matrix so far."""
+        return int(sum(r[0].size for r in self._rows))
 
     @property
     def n_binaries(self) -> int:

@@ -104,8 +104,9 @@ def _disjunct_model(enc: Encoding, coef: np.ndarray, rhs: np.ndarray, sound: boo
         tol = 0.0
         if sound:
             tol = ABS_TOL + REL_TOL * np.abs(rhs)
+        rows = np.asarray((out.mat.T @ coef.T).T)  # coef @ mat, dense [K, m]
         lhs = Expr(np.concatenate([out.idx, t]),
-                   np.hstack([coef @ out.mat, -np.ones((coef.shape[0], 1))]), coef @ out.const)
+                   np.hstack([rows, -np.ones((coef.shape[0], 1))]), coef @ out.const)
         m.add_rows(lhs, -INF, rhs + tol)
     m.objective = {int(t[0]): 1.0}
     return m
@@ -128,7 +129,7 @@ class _Region:
             self.bounds, self.refuted = _region_bounds(model.graph, region, opts.use_crown,
                                                        opts.alpha_bounds)
             t1 = time.monotonic()
-            # dense per-node rows: seconds on conv nets (encode._Pace)
+            # seconds on conv nets (encode._Pace)
             self.enc = self._encode(opts.float_errors)
         self.fixed_s = 0.0  # the longest part of a solve its clock did not cover so far
         self.exact: Encoding | None = None if opts.float_errors else self.enc

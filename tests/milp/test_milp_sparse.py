@@ -1,0 +1,113 @@
+"""The MILP encoding keeps its expressions sparse (verifier.milp.model.Expr), so that wide conv
+layers encode, and ``auto`` decides nets with one layer of Relus by MILP
+(verifier.milp.refine.one_kink_layer)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.forward import run_graph
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.types import Interval
+from tests.milp.nets import (
+    conv_avgpool_layers,
+    make_spec,
+    mlp_forward,
+    onnx_cnn,
+    onnx_conv_avgpool,
+    oracle_min_t,
+)
+from verifier.milp import milp_verify
+from verifier.milp.backends import solve
+from verifier.milp.encode import encode
+from verifier.milp.model import Expr, stack_rows
+from verifier.milp.refine import milp_suits, one_kink_layer
+
+MARGIN = 1e-4  # thresholds this close to the exact optimum are not asked for an answer
+
+
+def _crown_encoding(model, lower, upper, float_errors=True):
+    graph = model.graph
+    shape = graph.inputs[0].shape
+    box = Interval(torch.as_tensor(lower).reshape(1, *shape),
+                   torch.as_tensor(upper).reshape(1, *shape))
+    n_out = int(np.prod(graph.outputs[0].shape))
+    res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
+                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
+    return encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=float_errors)
+
+
+def test_hand_written_layers_are_the_net():
+    """The oracle's MLP (written from the weights) computes what the ONNX net computes."""
+    model, layers = onnx_conv_avgpool(0), conv_avgpool_layers(0)
+    xs = np.random.default_rng(0).uniform(-1, 1, (16, 9))
+    got = run_graph(model.graph, torch.as_tensor(xs).reshape(16, 1, 3, 3))[0].numpy()
+    want = np.array([mlp_forward(layers, x) for x in xs])
+    np.testing.assert_allclose(got.reshape(16, 2), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_conv_avgpool_verdicts_match_enumeration(seed):
+    """A 3x3 image, two 2x2 filters (8 Relus), average pooling, a dense layer: the MILP's
+    verdict equals the exact activation-pattern enumeration's."""
+    model, layers = onnx_conv_avgpool(seed), conv_avgpool_layers(seed)
+    rng = np.random.default_rng(100 + seed)
+    centre, radius = rng.uniform(-1, 1, 9), rng.uniform(0.2, 0.8, 9)
+    lower, upper = centre - radius, centre + radius
+    coef = np.array([[[1.0, -1.0]]])
+    gap = np.array([coef[0, 0] @ mlp_forward(layers, x)
+                    for x in rng.uniform(lower, upper, (64, 9))])
+    rhs = np.array([[gap.min() + rng.uniform(-0.3, 0.4) * (gap.max() - gap.min())]])
+    t_star = oracle_min_t(layers, lower, upper, coef[0], rhs[0])
+    if abs(t_star) < MARGIN:
+        pytest.skip("threshold within the margin of the exact optimum")
+    verdict, _, _ = milp_verify(model, make_spec([(lower, upper)], coef, rhs),
+                                time.monotonic() + 30, backend="highs")
+    assert verdict == ("sat" if t_star < 0 else "unsat")
+
+
+def test_wide_conv_layer_encodes_sparsely_and_exactly():
+    """A 20x20 image through eight 2x2 filters: 2888 Relus. Every expression stays sparse
+    (a conv output reads 4 inputs; dense rows held 2888 x 3288 per node), and the encoding
+    with the input fixed reproduces the net's output."""
+    model = onnx_conv_avgpool(1, side=20, channels=8)
+    n = 400
+    lower, upper = -np.ones(n), np.ones(n)
+    enc = _crown_encoding(model, lower, upper, float_errors=False)
+    assert enc.n_unstable > 1000
+    assert enc.model.nnz < 20 * enc.model.n_rows  # a few entries per row, not thousands
+    assert enc.output.mat.nnz <= 2 * enc.model.n_cols
+    x = np.random.default_rng(2).uniform(lower, upper)
+    m = enc.model.copy()
+    m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
+    out = solve(m, 60, "highs")
+    assert out.status == "optimal"
+    got = enc.output.mat @ out.x[enc.output.idx] + enc.output.const
+    want = run_graph(model.graph, torch.as_tensor(x).reshape(1, 1, 20, 20))[0].reshape(-1)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
+
+
+def test_expressions_accept_dense_and_stack_sparse():
+    e = Expr(np.array([3, 7]), np.array([[1.0, 0.0], [0.0, 2.0]]), np.zeros(2))
+    assert e.mat.format == "csr" and e.mat.nnz == 2
+    v = Expr.variables(np.array([9]))
+    s = stack_rows([(np.array([2]), v), (np.array([0, 1]), e)], 3)
+    np.testing.assert_array_equal(s.idx, [3, 7, 9])
+    np.testing.assert_array_equal(s.mat.toarray(), [[1, 0, 0], [0, 2, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(e.rows(np.array([False, True])).mat.toarray(), [[0.0, 2.0]])
+
+
+def test_one_kink_layer_nets_get_milp_with_many_binaries():
+    """``auto``'s rule: a one-Relu-layer net goes to MILP past the 64-binary limit of other
+    nets; a net with two Relu layers (onnx_cnn) does not, nor with the rule switched off."""
+    wide = onnx_conv_avgpool(1, side=12, channels=8)
+    assert one_kink_layer(wide.graph) and not one_kink_layer(onnx_cnn(0).graph)
+    spec = make_spec([(-np.ones(144), np.ones(144))], [[[1.0, -1.0]]], [[0.0]])
+    assert milp_suits(wide.graph, spec, unstable={0: 500})
+    assert not milp_suits(wide.graph, spec, unstable={0: 500}, one_layer=False)
+    two = make_spec([(-np.ones(9), np.ones(9))], [[[1.0, -1.0]]], [[0.0]])
+    assert not milp_suits(onnx_cnn(0).graph, two, unstable={0: 500})
