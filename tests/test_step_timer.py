@@ -50,3 +50,18 @@ def test_a_guess_holds_until_the_first_step_is_recorded():
     timer.guess(1.0)
     timer.clear()
     assert timer.slowest() == 0.0
+
+
+def test_steps_of_far_less_work_do_not_predict_a_large_one():
+    """A search whose batch doubles each step: a slow early step (another process took the
+    core) scaled 32-fold stopped the search with most of its time left. The steps of
+    comparable work predict the next one; with none, the largest still does."""
+    timer = StepTimer()
+    timer.record(0.05, work=2)  # slowed by load
+    for work in (4, 8, 16, 32):
+        timer.record(0.01, work=work)
+    assert timer.slowest(work=64) == 0.01 * 2
+    assert timer.fits(deadline=1.0, now=0.0, work=64)
+    assert timer.slowest(work=1024) == 0.01 * 32  # none within 2x: the largest, scaled
+    assert timer.slowest(work=2) == 0.05  # the slow step is near this work: it counts
+    assert timer.slowest() == 0.05  # unscaled: the slowest of all
