@@ -227,3 +227,40 @@ def test_softmax_output_is_relaxed_and_verdicts_match_sampling(seed):
         assert out.verdict != forbidden, (delta, out.stats)
         if delta > 0:
             assert out.verdict == "sat", out.stats
+
+
+def test_a_step_out_of_memory_halves_the_batch_and_the_search_goes_on():
+    """A step whose allocation is refused puts its domains back and the next steps take half
+    as many: the search still proves what it proves without the refusal (it answered
+    ``unknown`` for the whole run before)."""
+    graph, region = hard_unsat_region()
+    search = make_search(graph, region, attack=False, batch=16)
+    bound, sizes = search.bound, []
+
+    def bound_refusing_large(kids, *args, **kwargs):
+        sizes.append(len(kids))
+        if len(kids) > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 633384960 bytes")
+        return bound(kids, *args, **kwargs)
+
+    search.bound = bound_refusing_large
+    out = search.run()
+    assert out.verdict == "unsat", out.stats
+    assert search.batch_cap == 1 and max(sizes) > 2  # refused first, then one parent a step
+    assert out.stats["out_of_memory_steps"] >= 1
+
+
+def test_an_error_that_is_not_memory_still_ends_the_search():
+    graph, exact = tiny_net(0, hidden=(4, 5))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(4), np.ones(4), c)
+    search = make_search(graph, region_for(exact, 4, c[None, None], [[m - 0.05]]),
+                         attack=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    search.bound = broken
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        search.run()

@@ -82,6 +82,7 @@ from verifier.bab.region_attack import region_attack
 from verifier.bab.search_attacks import SearchAttacks
 from verifier.bab.search_root import SearchRoot
 from verifier.bab.warm_start import AlphaCarry
+from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
 
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 
@@ -119,6 +120,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.cut_tree_firsts: list[int] = []  # set by the root's branching scores
         self.nogoods = nogood_hooks((options.nogoods or options.cuts) and self.sign_only,
                                     options.step_iterations, options.cuts)
+        self.batch_cap = options.batch  # halved by each step that runs out of memory
 
     # ---- bounding -------------------------------------------------------------------------
     def _spec(self, n: int):
@@ -479,7 +481,13 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             if cap is None:
                 cap = min(opts.max_domains,
                           max(2 * opts.batch, self._queue_bytes() // queue.bytes_per_domain()))
-            self._step(queue, size)
+            try:
+                self._step(queue, size)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or size <= 1:
+                    raise
+                self._smaller_batch(size, exc)
+                continue
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
             if self.attack is not None and self._attack_due():
@@ -487,6 +495,18 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
+
+    def _smaller_batch(self, size: int, exc: BaseException) -> None:
+        """After a step of ``size`` parents ran out of memory (its domains are back in the
+        queue): the next steps take half as many. A TinyYOLO search answered ``unknown`` at
+        151 s of 300 when its fourth step's allocation was refused, its worst bound -0.21 and
+        rising."""
+        release_memory(str(self.problem.lower.device))
+        self.batch_cap = max(1, size // 2)
+        self.counters.extra["out_of_memory_steps"] = \
+            self.counters.extra.get("out_of_memory_steps", 0) + 1
+        log.warning("a search step of %d domains ran out of memory (%s); the next take %d",
+                    size, out_of_memory_reason(exc), self.batch_cap)
 
     def _queue_bytes(self) -> int:
         """The queue's memory budget: ``memory_bytes``, or QUEUE_MEMORY_SHARE of the memory
@@ -499,8 +519,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         """The next step's batch: ``batch`` when a step as slow as the slowest recent one,
         scaled to the children it would bound (``expected_kids`` of min(batch, ``queued``)
         parents), fits before the deadline; with ``shrink_last_steps`` the largest smaller
-        batch that fits so, down to LAST_STEP_MIN; else 0 (no step)."""
-        batch = self.options.batch
+        batch that fits so, down to LAST_STEP_MIN; else 0 (no step). Never more than
+        ``batch_cap`` (a step that ran out of memory halves it)."""
+        batch = min(self.options.batch, self.batch_cap)
         left = self.deadline - time.monotonic()
         if left <= 0:
             return 0
@@ -515,7 +536,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             return batch
         if not self.options.shrink_last_steps:
             return 0
-        return next((size for size in range(batch - 1, LAST_STEP_MIN - 1, -1) if fits(size)), 0)
+        smallest = min(LAST_STEP_MIN, batch)
+        return next((size for size in range(batch - 1, smallest - 1, -1) if fits(size)), 0)
 
     def _step(self, queue: DomainQueue, size: int) -> None:
         """Split the worst ``size`` domains once and queue their open children."""
@@ -526,8 +548,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         try:
             parents = self._parents(batch)
             choice = self.choose(batch, parents)
-        except DeadlineExceeded:  # the batch stays open (the search's stats count it)
-            queue.push(batch)
+        except Exception as exc:  # the batch stays open (the search's stats count it)
+            if isinstance(exc, DeadlineExceeded) or is_out_of_memory(exc):
+                queue.push(batch)
             raise
         stuck = choice < 0
         bounded = int(stuck.sum())  # the step's work: the domains it bounds
@@ -543,8 +566,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             try:
                 queue.push(self.bound(kids, self.options.step_iterations, reuse,
                                       parents=parents, hopeless=True))
-            except DeadlineExceeded:
-                queue.push(batch)
+            except Exception as exc:
+                if isinstance(exc, DeadlineExceeded) or is_out_of_memory(exc):
+                    queue.push(batch)
                 raise
         c.steps += 1
         c.step_timer.record(time.monotonic() - started, max(1, bounded))
@@ -603,8 +627,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                  "queue_bytes_per_domain": queue.bytes_per_domain(),
                  "dead_dropped": c.extra.get("dead_dropped", 0)}
         stats.update(self.nogoods.stats())
-        if "cut_tree_steps" in c.extra:
-            stats["cut_tree_steps"] = c.extra["cut_tree_steps"]
+        for key in ("cut_tree_steps", "out_of_memory_steps"):
+            if key in c.extra:
+                stats[key] = c.extra[key]
         if reason:
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
