@@ -139,6 +139,9 @@ class _Region:
                       "crown_refuted": int(self.refuted.sum()),
                       "disjuncts": int(self.refuted.size), "solves": []}
         stats[f"region_{r}"] = self.stats
+        log.info("MILP region %d: %d variables (%d binaries), %d rows; bounds %.2f s, "
+                 "encoding %.2f s", r, self.stats["vars"], self.stats["binaries"],
+                 self.stats["rows"], self.stats["bounds_s"], self.stats["encode_s"])
 
     def _encode(self, float_errors: bool) -> Encoding:
         region = self.spec.regions[self.r]
@@ -155,6 +158,8 @@ class _Region:
                                      "backend": out.backend, "nodes": out.nodes,
                                      "s": round(time.monotonic() - t1, 4),
                                      **({"note": out.note} if out.note else {})})
+        log.info("MILP region %d disjunct %d (%s): %s after %d nodes, %.2f s", self.r, d, phase,
+                 out.status, out.nodes or 0, time.monotonic() - t1)
         return out
 
     def _try(self, enc: Encoding, m, out):
