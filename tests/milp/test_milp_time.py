@@ -62,3 +62,32 @@ def test_no_solve_starts_without_time_for_its_fixed_part(monkeypatch):
     region.deadline = time.monotonic() + verify_mod.MIN_SOLVE_S / 2
     region.fixed_s = 0.0
     assert verify_mod._Region._solve(region, None, 0, "proof").status == "timeout"
+
+
+def test_a_slow_node_stops_between_chunks_before_the_deadline():
+    """An affine node whose basis vectors take 20 ms each (a wide conv): its chunks are sized
+    from their pace and the one that would not end in time is not started."""
+    import scipy.sparse as sp
+    import torch
+
+    def slow_identity(basis):
+        time.sleep(0.02 * basis[0].shape[0])
+        return basis[0]
+
+    columns = [sp.identity(200, format="csr")]
+    start = time.monotonic()
+    with engine_deadline(start + 0.5), pytest.raises(DeadlineExceeded, match="would not end"):
+        encode_mod._linear_part(slow_identity, torch.zeros(1, 200, dtype=torch.float64),
+                                columns, [(200,)])
+    assert time.monotonic() - start < 0.5  # 200 vectors need 4 s: stopped on its estimate
+
+
+def test_chunks_give_the_same_matrix_as_one_push():
+    import scipy.sparse as sp
+    import torch
+
+    w = torch.as_tensor(np.random.default_rng(0).normal(size=(7, 30)))
+    columns = [sp.random(30, 50, density=0.2, format="csr", random_state=1)]
+    got = encode_mod._linear_part(lambda b: b[0] @ w.T, torch.zeros(1, 7, dtype=torch.float64),
+                                  columns, [(30,)])
+    np.testing.assert_allclose(got.toarray(), w.numpy() @ columns[0].toarray(), atol=1e-12)

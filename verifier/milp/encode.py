@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bounds.engine.constants import as_tensor
-from bounds.engine.deadline import DeadlineExceeded, checked, time_left
+from bounds.engine.deadline import DeadlineExceeded, check_deadline, checked, time_left
 from bounds.engine.rounding import gamma, reduction_length
 from bounds.graph import Graph, Node
 from bounds.registry import Rounding, rules
@@ -129,21 +129,39 @@ CHUNK_ELEMENTS = 2e7
 
 def _linear_part(apply, zero: torch.Tensor, columns: list, shapes: list):
     """The sparse matrix [outputs, k] of the node's linear part on the k basis vectors whose
-    coordinates (one sparse [positions, k] matrix per input) are ``columns``."""
+    coordinates (one sparse [positions, k] matrix per input) are ``columns``. Chunks hold at
+    most CHUNK_ELEMENTS and are sized to about CHUNK_TARGET_S from the first ones' pace; a
+    chunk that would not end before the engines' deadline is not started (one chunk of a
+    TinyYOLO conv, sized by memory alone, took seconds: a 7 s ``--method milp`` run was
+    abandoned in it)."""
     sp = _sparse()
     k = columns[0].shape[1]
     n_out = zero.shape[1]
     width = sum(math.prod(s) for s in shapes) + n_out
-    step = max(1, min(k, int(CHUNK_ELEMENTS // width)))
-    pieces = []
-    for start in range(0, k, step):
-        cols = slice(start, min(k, start + step))
+    most = max(1, min(k, int(CHUNK_ELEMENTS // width)))
+    pieces, start, size, per_vector = [], 0, min(FIRST_CHUNK, most), 0.0
+    while start < k:
+        size = min(size, k - start)
+        if per_vector * size > time_left():
+            raise DeadlineExceeded(f"the MILP encoding would not end in time ({k - start} "
+                                   f"basis vectors left at {per_vector:.2g} s each)")
+        check_deadline()
+        began = time.monotonic()
+        cols = slice(start, start + size)
         basis = [torch.as_tensor(c[:, cols].T.toarray()).reshape(-1, *s)
                  for c, s in zip(columns, shapes, strict=True)]
-        linear = (apply(basis).reshape(len(basis[0]), n_out) - zero).numpy()
+        linear = (apply(basis).reshape(size, n_out) - zero).numpy()
         linear[np.abs(linear) < 1e-300] = 0.0
         pieces.append(sp.csr_matrix(linear.T))
+        per_vector = max(per_vector, (time.monotonic() - began) / size)
+        start += size
+        size = max(1, min(most, int(CHUNK_TARGET_S / max(per_vector, 1e-9))))
     return sp.hstack(pieces, format="csr")
+
+
+# Basis vectors of a node's first chunk, and the seconds a chunk is sized to after it.
+FIRST_CHUNK = 4
+CHUNK_TARGET_S = 0.2
 
 
 def _sparse():
