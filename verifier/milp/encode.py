@@ -153,7 +153,8 @@ def _linear_part(apply, zero: torch.Tensor, columns: list, shapes: list):
         linear = (apply(basis).reshape(size, n_out) - zero).numpy()
         linear[np.abs(linear) < 1e-300] = 0.0
         pieces.append(sp.csr_matrix(linear.T))
-        per_vector = max(per_vector, (time.monotonic() - began) / size)
+        per_vector = (time.monotonic() - began) / size  # the latest pace: one slow chunk
+        # (a collection, a first allocation) would otherwise shrink every later one
         start += size
         size = max(1, min(most, int(CHUNK_TARGET_S / max(per_vector, 1e-9))))
     return sp.hstack(pieces, format="csr")

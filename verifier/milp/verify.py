@@ -227,7 +227,8 @@ def milp_verify(model: ImportedModel, spec: Spec, deadline: float, backend: str 
             return "timeout", None, stats
         try:
             out = _Region(model, spec, r, deadline, opts, stats).run()
-        except DeadlineExceeded:  # the region's bound pass did not end in time
+        except DeadlineExceeded as exc:  # its bound pass or encoding did not end in time
+            stats["reason"] = str(exc)
             return "timeout", None, stats
         except MilpUnsupportedError as exc:  # e.g. too large to encode
             stats["reason"] = str(exc)
