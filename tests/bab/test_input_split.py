@@ -377,3 +377,26 @@ def test_domains_outside_an_op_domain_are_split_not_fatal(threshold, verdict):
                          OutputCondition(coef, np.array([[-threshold]])))
     outcome = make_search(graph, region, deadline_s=20.0).run()
     assert outcome.verdict == verdict, outcome
+
+
+def test_a_batch_out_of_memory_is_bounded_again_in_halves():
+    """Bounding a batch that runs out of memory puts it back and later steps take half as
+    many: the search still proves what it proves without the refusal (the whole run
+    answered ``unknown`` before)."""
+    graph, exact = tiny_net(1, n_in=3, hidden=(5, 4))
+    c = np.array([1.0, -1.0, 0.0])
+    m = exact_min(exact, -np.ones(3), np.ones(3), c)
+    search = make_search(graph, region_for(exact, 3, c[None, None], [[m - 0.002]]))
+    bound, sizes = search.bound, []
+
+    def bound_refusing_large(dom, *args, **kwargs):
+        sizes.append(len(dom))
+        if len(dom) > 1:
+            raise MemoryError("refused")
+        return bound(dom, *args, **kwargs)
+
+    search.bound = bound_refusing_large
+    out = search.run()
+    assert out.verdict == "unsat", out.stats
+    assert max(sizes) > 1 and search.batch == 1  # refused, then one domain a step
+    assert out.stats["out_of_memory_steps"] >= 1

@@ -44,6 +44,7 @@ from verifier.bab.memory import memory_budget
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.slot_queue import SlotQueue
+from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
 from verifier.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,7 @@ class InputSplitSearch:
         self.input_shape = graph.inputs[0].shape
         self.clipped_away = 0  # domains the clip emptied
         self.batch = batch_size(graph, options)
+        self.out_of_memory_steps = 0  # steps whose bound ran out of memory (batch halved)
         self.integer = integer_dims(graph).to(problem.lower.device)
         self.cell_stats: dict = {}
         # value -> shape in the graph bound_spec runs (Softmax expanded: its linear-bound
@@ -399,6 +401,15 @@ class InputSplitSearch:
             done, inherit = outcome
         return BabOutcome("unsat", stats=self._stats(done, queue))
 
+    def _smaller_batch(self, size: int, exc: BaseException) -> None:
+        """After bounding ``size`` domains ran out of memory: later steps take half as many
+        (as the neuron-split search does), instead of the run answering ``unknown``."""
+        release_memory(str(self.problem.lower.device))
+        self.batch = max(1, size // 2)
+        self.out_of_memory_steps += 1
+        log.warning("input split: bounding %d domains ran out of memory (%s); the next steps "
+                    "take %d", size, out_of_memory_reason(exc), self.batch)
+
     def _records_fit(self, budget: int) -> bool:
         """Whether one batch's children could carry linear bounds within ``budget`` bytes:
         a record is [domains, positions, input size] per refined value, so inheriting only
@@ -420,7 +431,14 @@ class InputSplitSearch:
         p = self.problem
         batch = queue.take_worst(self.batch)
         parent_lin = batch.lin
-        res = self.bound(batch, record_linear=inherit)
+        try:
+            res = self.bound(batch, record_linear=inherit)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(batch) <= 1:
+                raise
+            queue.push(batch)  # bounded again, in smaller batches
+            self._smaller_batch(len(batch), exc)
+            return done, inherit
         open_ = ~res.refuted.all(1)
         done += len(batch)
         coef = res.input_coef[open_] if res.input_coef is not None else None
@@ -536,6 +554,8 @@ class InputSplitSearch:
         stats = {"domains_bounded": done, "domains_queued": len(queue),
                  "domains_clipped_away": self.clipped_away,
                  "region_attack_s": round(self.region_attack_s, 3), **self.cell_stats}
+        if self.out_of_memory_steps:
+            stats["out_of_memory_steps"] = self.out_of_memory_steps
         if reason:
             stats["stopped"] = reason
         return stats
