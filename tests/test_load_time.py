@@ -55,12 +55,25 @@ def test_stages_end_before_the_watchdog(timeout):
 
 
 @pytest.mark.parametrize("timeout", [1e-6, 0.005, 0.02])
-def test_too_short_to_read_the_model_answers_timeout_without_abandoning(timeout):
+def test_a_timeout_shorter_than_the_reserves_answers_at_once(timeout):
+    """The watchdog would give up at once: nothing starts (it was abandoned before)."""
     result = pipeline.verify(str(MODEL), str(SPEC), VerifyConfig(timeout=timeout))
+    assert result.verdict == "timeout"
+    assert "no time to run" in result.message
+    assert "abandoned" not in result.stats
+    assert not abandoned_running()
+
+
+def test_too_short_to_read_the_model_stops_before_reading_it(tmp_path, monkeypatch):
+    """A 3 MB model needs about 0.07 s to read; 0.06 s leaves 0.04 s: it is not read."""
+    model = tmp_path / "big.onnx"
+    model.write_bytes(b"\0" * 3_000_000)
+    monkeypatch.setattr(pipeline, "load_runnable_model",
+                        lambda path: pytest.fail("the model was read"))
+    result = pipeline.verify(str(model), str(SPEC), VerifyConfig(timeout=0.06))
     assert result.verdict == "timeout"
     assert "reading the model" in result.message
     assert "abandoned" not in result.stats
-    assert not abandoned_running()
 
 
 def test_too_short_to_read_the_spec_stops_before_parsing_it(tmp_path, monkeypatch):

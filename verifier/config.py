@@ -129,16 +129,16 @@ class BabConfig:
         "optimisation for every pair, instead of only for the pairs the optimisation proves")
     # relu18f, session 18 (``verifier.bab.chain_guide``): mnistfc 256x4 prop_0, 30 s, 225.2 vs
     # 138.2 domains/CPU s on vs off, the same worst margins at the same domain counts.
+    chain_pass: bool = _setting(
+        True, "--no-bab-chain-pass",
+        "ReLU BaB pair batches on fully connected Relu chains: optimise with the general "
+        "engine's bound passes instead of the chain's fused passes")
     # session 30 (verifier.milp.refine.one_kink_layer): verivital Convnet_avgpool prop_7 and
     # prop_12 (eps 0.04) unsat by MILP in 16-17 s; ReLU BaB: unknown at 120 s.
     milp_one_layer: bool = _setting(
         True, "--no-milp-one-layer",
         "auto: nets with one layer of Relu-like neurons go to MILP before branch-and-bound "
         "with up to 20000 binaries, instead of 64 as other nets")
-    chain_pass: bool = _setting(
-        True, "--no-bab-chain-pass",
-        "ReLU BaB pair batches on fully connected Relu chains: optimise with the general "
-        "engine's bound passes instead of the chain's fused passes")
     # "auto": reuse on Relu-only nets, else downstream. On Relu nets the CROWN rows cost more
     # than their tighter bounds gain (40 s searches, benchmarks/relu_bab_bench.py: oval21 base
     # img6638 worst margin -0.030 -> -0.012, resnet_2b prop_10 -0.103 -> -0.046, mnistfc 256x4

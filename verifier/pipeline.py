@@ -250,12 +250,11 @@ def verify(model, spec, config: VerifyConfig | None = None, progress=None) -> Ve
     """
     config = config or VerifyConfig()
     start = time.monotonic()
-    if isinstance(model, str | Path):  # the first read starts on this thread's clock
-        try:
-            _require_time_to_load(model, "the model", MODEL_BYTES_PER_S,
-                                  stage_deadline(start, config.timeout))
-        except NoTimeToLoad as exc:
-            return _no_time_to_load(exc, start, config)
+    if stage_deadline(start, config.timeout) <= start:  # the watchdog would not even wait
+        return _no_time_to_load(NoTimeToLoad(
+            f"the timeout of {config.timeout:.3g} s leaves no time to run (stages end "
+            f"{start + config.timeout - stage_deadline(start, config.timeout):.3f} s before it)"),
+            start, config)
     # The answer comes by the timeout even if a stage overruns (verifier.watchdog).
     cut = threading.Event()
 

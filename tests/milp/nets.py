@@ -12,10 +12,15 @@ import itertools
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import linprog
 
+from bounds.engine.spec_bounds import BoundOptions, bound_spec
+from bounds.types import Interval
 from tests.onnx_builders import gemm_relu_mlp
+from verifier.milp.backends import solve
+from verifier.milp.encode import encode
 from verifier.onnx_import.loader import ImportedModel, import_proto
 from verifier.spec.types import InputRegion, OutputCondition, Spec
 
@@ -168,3 +173,25 @@ def conv_avgpool_layers(seed: int) -> Layers:
                 b1[row] = wts["cb"][c]
     pool = np.kron(np.eye(channels), np.full((1, 4), 0.25))
     return [(w1, b1), (wts["w"] @ pool, wts["b"])]
+
+
+def crown_encoding(model: ImportedModel, lower, upper, float_errors: bool = True):
+    """The MILP encoding of ``model`` over the box [lower, upper] (flat), its big-M constants
+    from CROWN's intermediate bounds."""
+    graph = model.graph
+    shape = graph.inputs[0].shape
+    box = Interval(torch.as_tensor(lower).reshape(1, *shape),
+                   torch.as_tensor(upper).reshape(1, *shape))
+    n_out = int(np.prod(graph.outputs[0].shape))
+    res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
+                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
+    return encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=float_errors)
+
+
+def output_at(enc, x: np.ndarray) -> np.ndarray:
+    """The encoding's output with its input columns fixed at ``x`` (solved by HiGHS)."""
+    m = enc.model.copy()
+    m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
+    out = solve(m, 60, "highs")
+    assert out.status == "optimal"
+    return enc.output.mat @ out.x[enc.output.idx] + enc.output.const

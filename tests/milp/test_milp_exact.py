@@ -10,19 +10,17 @@ import pytest
 import torch
 
 from bounds.engine.forward import run_graph
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
-from bounds.types import Interval
 from tests.milp.nets import (
+    crown_encoding,
     make_spec,
     mlp_forward,
     onnx_cnn,
     onnx_mlp,
     oracle_min_t,
+    output_at,
     random_layers,
 )
 from verifier.milp import MilpOptions, milp_verify
-from verifier.milp.backends import solve
-from verifier.milp.encode import encode
 
 MARGIN = 1e-4  # cases with |t*| below this are too close to the boundary to demand an answer
 ARCHS = [[2, 4, 2], [3, 3, 3, 2], [2, 2, 3, 2, 3], [3, 6, 2]]
@@ -125,23 +123,6 @@ def test_several_regions_sat_in_second():
     assert verdict == "sat" and cex.region == 1
 
 
-def _fixed_input_output(model, x: np.ndarray, lower, upper) -> np.ndarray:
-    """Solve the encoding with the input columns fixed at x; return the output's value."""
-    graph = model.graph
-    shape = graph.inputs[0].shape
-    box = Interval(torch.as_tensor(lower).reshape(1, *shape),
-                   torch.as_tensor(upper).reshape(1, *shape))
-    n_out = int(np.prod(graph.outputs[0].shape))
-    res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
-                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
-    enc = encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=False)
-    m = enc.model.copy()
-    m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
-    out = solve(m, 30, "highs")
-    assert out.status == "optimal"
-    return enc.output.mat @ out.x[enc.output.idx] + enc.output.const
-
-
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_encoding_is_exact_at_points(kind):
     rng = np.random.default_rng(3)
@@ -150,7 +131,7 @@ def test_encoding_is_exact_at_points(kind):
     lower, upper = -np.ones(n), np.ones(n)
     for x in rng.uniform(lower, upper, (5, n)):
         want = run_graph(model.graph, torch.as_tensor(x).reshape(1, *model.graph.inputs[0].shape))
-        got = _fixed_input_output(model, x, lower, upper)
+        got = output_at(crown_encoding(model, lower, upper, float_errors=False), x)
         np.testing.assert_allclose(got, want[0].reshape(-1).numpy(), atol=1e-6)
 
 

@@ -11,34 +11,21 @@ import pytest
 import torch
 
 from bounds.engine.forward import run_graph
-from bounds.engine.spec_bounds import BoundOptions, bound_spec
-from bounds.types import Interval
 from tests.milp.nets import (
     conv_avgpool_layers,
+    crown_encoding,
     make_spec,
     mlp_forward,
     onnx_cnn,
     onnx_conv_avgpool,
     oracle_min_t,
+    output_at,
 )
 from verifier.milp import milp_verify
-from verifier.milp.backends import solve
-from verifier.milp.encode import encode
 from verifier.milp.model import Expr, stack_rows
 from verifier.milp.refine import milp_suits, one_kink_layer
 
 MARGIN = 1e-4  # thresholds this close to the exact optimum are not asked for an answer
-
-
-def _crown_encoding(model, lower, upper, float_errors=True):
-    graph = model.graph
-    shape = graph.inputs[0].shape
-    box = Interval(torch.as_tensor(lower).reshape(1, *shape),
-                   torch.as_tensor(upper).reshape(1, *shape))
-    n_out = int(np.prod(graph.outputs[0].shape))
-    res = bound_spec(graph, box, torch.zeros(1, 1, n_out, dtype=torch.float64),
-                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
-    return encode(graph, lower, upper, res.intermediate, res.deltas, float_errors=float_errors)
 
 
 def test_hand_written_layers_are_the_net():
@@ -77,16 +64,12 @@ def test_wide_conv_layer_encodes_sparsely_and_exactly():
     model = onnx_conv_avgpool(1, side=20, channels=8)
     n = 400
     lower, upper = -np.ones(n), np.ones(n)
-    enc = _crown_encoding(model, lower, upper, float_errors=False)
+    enc = crown_encoding(model, lower, upper, float_errors=False)
     assert enc.n_unstable > 1000
     assert enc.model.nnz < 20 * enc.model.n_rows  # a few entries per row, not thousands
     assert enc.output.mat.nnz <= 2 * enc.model.n_cols
     x = np.random.default_rng(2).uniform(lower, upper)
-    m = enc.model.copy()
-    m.col_lo[0], m.col_hi[0] = x.copy(), x.copy()  # column block 0 is the input
-    out = solve(m, 60, "highs")
-    assert out.status == "optimal"
-    got = enc.output.mat @ out.x[enc.output.idx] + enc.output.const
+    got = output_at(enc, x)
     want = run_graph(model.graph, torch.as_tensor(x).reshape(1, 1, 20, 20))[0].reshape(-1)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
 

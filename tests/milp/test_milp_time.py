@@ -97,18 +97,10 @@ def test_affine_nodes_are_not_priced_by_the_pace_of_other_nodes(monkeypatch):
     """An affine node's element count says little of its time (Convnet_avgpool's pooling:
     30x the conv's elements in 8x its time; the conv's pace gave a 20 s run up in 3 s): its
     chunks keep to the deadline themselves, so a slow pace seen before it does not stop it."""
-    import torch
-
-    from bounds.engine.spec_bounds import BoundOptions, bound_spec
-    from bounds.types import Interval
-    from tests.milp.nets import onnx_conv_avgpool
+    from tests.milp.nets import crown_encoding, onnx_conv_avgpool
 
     model = onnx_conv_avgpool(1, side=12, channels=4)
     lower, upper = -np.ones(144), np.ones(144)
-    box = Interval(torch.as_tensor(lower).reshape(1, 1, 12, 12),
-                   torch.as_tensor(upper).reshape(1, 1, 12, 12))
-    res = bound_spec(model.graph, box, torch.zeros(1, 1, 2, dtype=torch.float64),
-                     torch.zeros(1, 1, dtype=torch.float64), BoundOptions(method="crown"))
     after = encode_mod._Pace.after
 
     def slow_after(self):  # every node measured as if it took 1000 s
@@ -117,5 +109,5 @@ def test_affine_nodes_are_not_priced_by_the_pace_of_other_nodes(monkeypatch):
 
     monkeypatch.setattr(encode_mod._Pace, "after", slow_after)
     with engine_deadline(time.monotonic() + 30):
-        enc = encode_mod.encode(model.graph, lower, upper, res.intermediate, res.deltas)
+        enc = crown_encoding(model, lower, upper)
     assert enc.output.size == 2

@@ -44,7 +44,7 @@ from verifier.bab.memory import memory_budget
 from verifier.bab.problem import RegionProblem
 from verifier.bab.progress import Progress
 from verifier.bab.slot_queue import SlotQueue
-from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
+from verifier.memory_guard import halved_after_out_of_memory, is_out_of_memory
 from verifier.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -401,15 +401,6 @@ class InputSplitSearch:
             done, inherit = outcome
         return BabOutcome("unsat", stats=self._stats(done, queue))
 
-    def _smaller_batch(self, size: int, exc: BaseException) -> None:
-        """After bounding ``size`` domains ran out of memory: later steps take half as many
-        (as the neuron-split search does), instead of the run answering ``unknown``."""
-        release_memory(str(self.problem.lower.device))
-        self.batch = max(1, size // 2)
-        self.out_of_memory_steps += 1
-        log.warning("input split: bounding %d domains ran out of memory (%s); the next steps "
-                    "take %d", size, out_of_memory_reason(exc), self.batch)
-
     def _records_fit(self, budget: int) -> bool:
         """Whether one batch's children could carry linear bounds within ``budget`` bytes:
         a record is [domains, positions, input size] per refined value, so inheriting only
@@ -437,7 +428,9 @@ class InputSplitSearch:
             if not is_out_of_memory(exc) or len(batch) <= 1:
                 raise
             queue.push(batch)  # bounded again, in smaller batches
-            self._smaller_batch(len(batch), exc)
+            self.batch = halved_after_out_of_memory(len(batch), exc,
+                                                    str(self.problem.lower.device), "input split")
+            self.out_of_memory_steps += 1
             return done, inherit
         open_ = ~res.refuted.all(1)
         done += len(batch)

@@ -82,7 +82,7 @@ from verifier.bab.region_attack import region_attack
 from verifier.bab.search_attacks import SearchAttacks
 from verifier.bab.search_root import SearchRoot
 from verifier.bab.warm_start import AlphaCarry
-from verifier.memory_guard import is_out_of_memory, out_of_memory_reason, release_memory
+from verifier.memory_guard import halved_after_out_of_memory, is_out_of_memory
 
 __all__ = ["NeuronSplitOptions", "NeuronSplitSearch", "region_attack"]
 
@@ -486,7 +486,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             except Exception as exc:
                 if not is_out_of_memory(exc) or size <= 1:
                     raise
-                self._smaller_batch(size, exc)
+                self.batch_cap = halved_after_out_of_memory(
+                    size, exc, str(self.problem.lower.device), "neuron split")
+                c.extra["out_of_memory_steps"] = c.extra.get("out_of_memory_steps", 0) + 1
                 continue
             if len(queue) > cap:
                 return self._give_up(queue, "domain/memory budget")
@@ -495,18 +497,6 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         if c.stuck:
             return self._give_up(queue, "unsplittable open domains")
         return BabOutcome("unsat", stats=self._stats(queue))
-
-    def _smaller_batch(self, size: int, exc: BaseException) -> None:
-        """After a step of ``size`` parents ran out of memory (its domains are back in the
-        queue): the next steps take half as many. A TinyYOLO search answered ``unknown`` at
-        151 s of 300 when its fourth step's allocation was refused, its worst bound -0.21 and
-        rising."""
-        release_memory(str(self.problem.lower.device))
-        self.batch_cap = max(1, size // 2)
-        self.counters.extra["out_of_memory_steps"] = \
-            self.counters.extra.get("out_of_memory_steps", 0) + 1
-        log.warning("a search step of %d domains ran out of memory (%s); the next take %d",
-                    size, out_of_memory_reason(exc), self.batch_cap)
 
     def _queue_bytes(self) -> int:
         """The queue's memory budget: ``memory_bytes``, or QUEUE_MEMORY_SHARE of the memory
@@ -548,8 +538,8 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         try:
             parents = self._parents(batch)
             choice = self.choose(batch, parents)
-        except Exception as exc:  # the batch stays open (the search's stats count it)
-            if isinstance(exc, DeadlineExceeded) or is_out_of_memory(exc):
+        except Exception as exc:
+            if _batch_stays_open(exc):
                 queue.push(batch)
             raise
         stuck = choice < 0
@@ -567,7 +557,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
                 queue.push(self.bound(kids, self.options.step_iterations, reuse,
                                       parents=parents, hopeless=True))
             except Exception as exc:
-                if isinstance(exc, DeadlineExceeded) or is_out_of_memory(exc):
+                if _batch_stays_open(exc):
                     queue.push(batch)
                 raise
         c.steps += 1
@@ -634,3 +624,9 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
             stats["stopped"] = reason
         self.progress.update(c.done, len(queue), queue.min_margin(), force=True)
         return stats
+
+
+def _batch_stays_open(exc: BaseException) -> bool:
+    """Whether a step stopped by ``exc`` puts its batch back in the queue: the deadline (the
+    search's stats count the batch) or an allocation refused (bounded again in halves)."""
+    return isinstance(exc, DeadlineExceeded) or is_out_of_memory(exc)

@@ -35,7 +35,7 @@ from bounds.registry import Rounding, rules
 from bounds.rules.arithmetic import node_is_affine
 from verifier.milp import activations as act
 from verifier.milp.activations import combine
-from verifier.milp.model import INF, Expr, MilpModel, union_idx
+from verifier.milp.model import INF, Expr, MilpModel, sparse_module, union_idx
 
 DTYPE = torch.float64
 
@@ -117,7 +117,8 @@ def _affine(graph: Graph, node: Node, values: dict[str, Expr]) -> Expr:
     zero = apply([torch.zeros(1, *s, dtype=DTYPE) for s in shapes]).reshape(1, -1)
     n_in = math.prod(shapes[0])
     if len(exprs) == 1 and n_in < len(idx):
-        jacobian = _linear_part(apply, zero, [_sparse().identity(n_in, format="csr")], shapes)
+        eye = sparse_module().identity(n_in, format="csr")
+        jacobian = _linear_part(apply, zero, [eye], shapes)
         return Expr(idx, (jacobian @ exprs[0].on(idx)).tocsr(), offset)
     return Expr(idx, _linear_part(apply, zero, [e.on(idx) for e in exprs], shapes), offset)
 
@@ -134,7 +135,7 @@ def _linear_part(apply, zero: torch.Tensor, columns: list, shapes: list):
     chunk that would not end before the engines' deadline is not started (one chunk of a
     TinyYOLO conv, sized by memory alone, took seconds: a 7 s ``--method milp`` run was
     abandoned in it)."""
-    sp = _sparse()
+    sp = sparse_module()
     k = columns[0].shape[1]
     n_out = zero.shape[1]
     width = sum(math.prod(s) for s in shapes) + n_out
@@ -165,17 +166,11 @@ FIRST_CHUNK = 4
 CHUNK_TARGET_S = 0.2
 
 
-def _sparse():
-    import scipy.sparse as sp
-
-    return sp
-
-
 def _materialise(model: MilpModel, x: Expr, lower, upper, err: Expr | np.ndarray) -> Expr:
     """A fresh variable z per position with |z - x| <= err (a bounded rounding error); ``err``
     is a constant array or an affine expression that is nonnegative wherever it matters."""
     z = model.add_vars(lower, upper)  # fresh columns: after every column of x
-    sp = _sparse()
+    sp = sparse_module()
     diff = Expr(np.concatenate([x.idx, z]),
                 sp.hstack([x.mat, -sp.identity(x.size)], format="csr"), x.const)
     if isinstance(err, np.ndarray):
@@ -238,13 +233,13 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
     n_unstable, exact = 0, True
     pace = _Pace()
     for node in checked(graph.nodes):  # the engines' deadline, where one is set
-        work = _work(graph, node, values)
+        piecewise = act.is_piecewise(node)
+        affine = not piecewise and node_is_affine(node, rules().get(node.op, node.name))
+        work = _work(graph, node, values, affine)
         if work > MAX_WORK_ELEMENTS:
             raise MilpUnsupportedError(
                 f"the MILP encoding is too large: {node.name!r} needs {work:.3g} elements of "
                 f"basis vectors pushed through it (at most {MAX_WORK_ELEMENTS:.0e})")
-        piecewise = act.is_piecewise(node)
-        affine = not piecewise and node_is_affine(node, rules().get(node.op, node.name))
         # Affine nodes keep to the deadline chunk by chunk (``_linear_part``); their element
         # counts say little of their time (Convnet_avgpool: 1.9e7 in 0.53 s for the conv,
         # 5.7e8 in 4.5 s for the pooling, which the conv's pace put at 16.4 s: a 20 s run
@@ -290,13 +285,13 @@ MAX_WORK_ELEMENTS = 2e9
 MAX_NONZEROS = 2e7
 
 
-def _work(graph: Graph, node: Node, values: dict) -> float:
-    """The elements an affine node's encoding pushes through it (``_affine``: basis vectors
-    times the node's inputs and outputs), or for any other node the entries of its input
-    expression and its outputs."""
+def _work(graph: Graph, node: Node, values: dict, affine: bool) -> float:
+    """The elements an ``affine`` node's encoding pushes through it (``_affine``: basis
+    vectors times the node's inputs and outputs), or for any other node the entries of its
+    input expression and its outputs."""
     exprs = [values[n] for n in node.dynamic_inputs]
     n_out = math.prod(node.shape)
-    if act.is_piecewise(node) or not node_is_affine(node, rules().get(node.op, node.name)):
+    if not affine:
         return float(sum(e.mat.nnz for e in exprs) + n_out)
     n_in = [math.prod(graph.shape_of(n)) for n in node.dynamic_inputs]
     k = len(union_idx(exprs))

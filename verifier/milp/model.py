@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 INF = float("inf")
 
 
-def _sparse():
+def sparse_module():
+    """``scipy.sparse``, which the expressions and the solvers' matrices use."""
     # scipy is imported on first use, not with the module: importing it (0.3 s) delayed every
     # ``auto`` run's size checks (``milp_suits``), which read this package.
     import scipy.sparse as sp
@@ -40,7 +41,7 @@ class Expr:
     const: np.ndarray  # float64 [n]
 
     def __post_init__(self) -> None:
-        sp = _sparse()
+        sp = sparse_module()
         mat = self.mat
         if not (sp.issparse(mat) and mat.format == "csr" and mat.dtype == np.float64):
             dense = mat if sp.issparse(mat) else np.asarray(mat, dtype=np.float64)
@@ -54,19 +55,20 @@ class Expr:
     def variables(cls, idx: np.ndarray) -> Expr:
         """The expression that is exactly the variables ``idx``."""
         idx = np.asarray(idx, dtype=np.int64)
-        return cls(idx, _sparse().identity(len(idx), dtype=np.float64, format="csr"),
+        return cls(idx, sparse_module().identity(len(idx), dtype=np.float64, format="csr"),
                    np.zeros(len(idx)))
 
     @classmethod
     def constant(cls, values: np.ndarray) -> Expr:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
-        return cls(np.zeros(0, dtype=np.int64), _sparse().csr_matrix((values.size, 0)), values)
+        empty = sparse_module().csr_matrix((values.size, 0))
+        return cls(np.zeros(0, dtype=np.int64), empty, values)
 
     def on(self, idx: np.ndarray) -> sp.csr_matrix:
         """``mat`` re-expressed over the (superset, sorted) column list ``idx``."""
         pos = np.searchsorted(idx, self.idx)
         m = self.mat
-        return _sparse().csr_matrix((m.data, pos[m.indices], m.indptr),
+        return sparse_module().csr_matrix((m.data, pos[m.indices], m.indptr),
                                     shape=(self.size, len(idx)))
 
     def rows(self, keep: np.ndarray) -> Expr:
@@ -94,7 +96,7 @@ def stack_rows(parts: list[tuple[np.ndarray, Expr]], size: int) -> Expr:
         cols.append(part.col.astype(np.int64))
         vals.append(part.data)
         const[pos] = e.const
-    mat = _sparse().csr_matrix((np.concatenate(vals), (np.concatenate(rows),
+    mat = sparse_module().csr_matrix((np.concatenate(vals), (np.concatenate(rows),
                                                        np.concatenate(cols))),
                                shape=(size, len(idx)))
     return Expr(idx, mat, const)
@@ -142,7 +144,7 @@ class MilpModel:
         self.n_rows += expr.size
 
     def matrix(self) -> sp.csr_matrix:
-        sp = _sparse()
+        sp = sparse_module()
         if not self._rows:
             return sp.csr_matrix((self.n_rows, self.n_cols))
         r, c, v = (np.concatenate(p) for p in zip(*self._rows, strict=True))
