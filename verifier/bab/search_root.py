@@ -16,7 +16,6 @@ import torch
 
 from bounds.types import Interval
 from verifier.bab.neuron_domains import NeuronDomains
-from verifier.bab.neuron_options import has_conv_split_layer
 from verifier.bab.nonlinear import split_layers
 from verifier.bab.reduce import dead_relu_reduction
 from verifier.bab.warm_start import AlphaCarry
@@ -86,11 +85,14 @@ class SearchRoot:
         intersected with the given ones, ``dom`` keeps). The cascade's bounds come from few
         alpha iterations; 20 more on oval21 base img6638 cost 2 s and took a 40 s search from
         a worst margin of -0.015 to -0.004, while on resnet_2b they cost 11 s and the search
-        did worse (-0.070 -> -0.088 at 40 s): the time decides. Conv nets only: on ERAN's
-        fully connected 9x200 (idx 6453) it cost 1.5 s of a 7.4 s verify, on mnistfc 256x2
-        prop_13 it changed nothing (23-27 s either way)."""
-        if not (self.options.root_refine and has_conv_split_layer(self.layers)) \
-                or iterations <= 0:
+        did worse (-0.070 -> -0.088 at 40 s): the time decides. Fully connected nets too:
+        the cascade's 5 iterations can leave them far from alpha's bounds (mnistfc 256x4
+        prop_6_0.05: root -34.7 after 5 iterations, -13.3 after 20, whose 0.5 s more took a
+        30 s search from a worst margin of -26.2 to -9.7; ERAN 9x200 idx 225: -14.5 -> -9.7;
+        mnistfc 256x4 prop_0: -0.227 -> -0.126, with 40% more domains a second, as fewer
+        Relus stay unstable). (Session 16 kept them out: ERAN 9x200 idx 6453 paid 1.5 s of a
+        7.4 s verify, mnistfc 256x2 prop_13 gained nothing.)"""
+        if not self.options.root_refine or iterations <= 0:
             return 0
         known, budget = self.options.root_crown_s, ROOT_ALPHA_SHARE * (
             self.deadline - time.monotonic())
