@@ -108,8 +108,9 @@ def _linear_combination_backward(signs):
                 term = sum_to_batch_spec(coef * arg) * sign
                 offset = term if offset is None else offset + term
                 coefs.append(None)
-            else:
-                coefs.append(reduce_to_operand(coef * sign, static_shape(arg)))
+            else:  # (a + b: the coefficients themselves, no copy; no step writes in place)
+                coefs.append(reduce_to_operand(coef if sign == 1 else coef * sign,
+                                               static_shape(arg)))
         return coefs, offset
 
     return backward
