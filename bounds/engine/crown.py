@@ -30,6 +30,7 @@ from bounds.engine import adjoint_precision
 from bounds.engine import patches_step as windows
 from bounds.engine.constants import as_tensor, node_args
 from bounds.engine.deadline import check_deadline, shared_rates, timed_chunks
+from bounds.engine.kink_step import kink_step
 from bounds.engine.patches import Patches
 from bounds.engine.results import BackwardResult, ColumnAlpha, Intermediates, PassCache
 from bounds.float32_upper import nonneg_sum_upper
@@ -318,6 +319,8 @@ def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
     alpha = p.alphas.get(node.name)
     if isinstance(alpha, ColumnAlpha):
         return _column_step(p, node, rule, coef, alpha)
+    if alpha is not None and rule.alpha_planes is not None and alpha.dim() == coef.dim():
+        return kink_step(p.inter, p.cache, node, rule, coef, alpha)
     return _planes_step(p, _relaxation(p, node, rule), coef)
 
 

@@ -139,6 +139,12 @@ def relu_relax(node, lower, upper, alpha=None):
     return Relaxation(low_slope, torch.zeros_like(upper), up_slope, up_offset)
 
 
+def relu_alpha_planes(lower, upper):
+    """``OpRule.alpha_planes`` of Relu: the planes ``relu_relax`` gives for any alpha."""
+    unstable, up_slope, up_offset = _cached_upper_plane(lower, upper)
+    return (lower >= 0).to(upper.dtype), unstable.to(upper.dtype), up_slope, up_offset
+
+
 def _kinks(node) -> Kinks:
     return Kinks(0.0, 0.0, ((1.0, 0.0),))
 
@@ -152,6 +158,7 @@ RULES = (
         traits=OpTraits(monotone=True, elementwise=True, piecewise_linear=True, convex=True),
         doc="max(x, 0)",
         alpha=KINK_ALPHA,
+        alpha_planes=relu_alpha_planes,
         rounding=Rounding.EXACT,
         split=Split("zero", "sign"),
         milp=Milp("kinks", _kinks, zero_kink=True),
