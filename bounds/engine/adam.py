@@ -42,8 +42,10 @@ class Adam:
                 continue
             # one multi-tensor call per stage (the same arithmetic per element as the
             # one-tensor form: fewer Python round trips on many small alphas)
-            moments = [self.moments.setdefault(id(p), (torch.zeros_like(p),
-                                                       torch.zeros_like(p))) for p in live]
+            for p in live:  # (new parameters' moments: zeros, made once)
+                if id(p) not in self.moments:
+                    self.moments[id(p)] = (torch.zeros_like(p), torch.zeros_like(p))
+            moments = [self.moments[id(p)] for p in live]
             grads = [p.grad for p in live]
             m, v = [x[0] for x in moments], [x[1] for x in moments]
             torch._foreach_mul_(m, self.beta1)
