@@ -320,7 +320,9 @@ def _relaxed_step(p: _Pass, node: Node, rule, coef: torch.Tensor):
     if isinstance(alpha, ColumnAlpha):
         return _column_step(p, node, rule, coef, alpha)
     if alpha is not None and rule.alpha_planes is not None and alpha.dim() == coef.dim():
-        return kink_step(p.inter, p.cache, node, rule, coef, alpha)
+        fused = kink_step(p.inter, p.cache, node, rule, coef, alpha)
+        if fused is not None:
+            return fused
     return _planes_step(p, _relaxation(p, node, rule), coef)
 
 

@@ -12,8 +12,8 @@ offset A- . up_offset, and autograd records every one of those tensors' operatio
 (the same planes; A+ low + A- up is A low + A- (up - low) with one rounding less), and the
 backward written out: dA = g [A > 0] low + (g [A <= 0] up_slope + g_off [A <= 0] up_offset),
 dalpha = g A+ mask. A subgradient at A = 0 (any is fine: the loop only steers).
-TinyYOLO alphaibp, about 40% of whose float32 elements pass through Relu steps: see the
-commit's measurement.
+TinyYOLO alphaibp (20 float32 iterations over 16x52x52 Relu values), one process alternating
+the two steps: min 0.569 vs 0.613 CPU s a pass, the same bound.
 """
 
 from __future__ import annotations
@@ -38,19 +38,18 @@ class KinkPlanes:
     up_offset: torch.Tensor
 
 
-def kink_planes(inter: Intermediates, cache: PassCache, node: Node, rule) -> KinkPlanes:
+def kink_planes(inter: Intermediates, cache: PassCache, node: Node, rule) -> KinkPlanes | None:
     """``rule.alpha_planes`` of ``node``'s input bounds, in their dtype (memoised per pass cache
-    and input interval)."""
+    and input interval); None where the bounds carry a gradient (the step passes none to
+    them: the generic step's business)."""
+    x = inter.bounds[node.dynamic_inputs[0]]
+    if x.lower.requires_grad or x.upper.requires_grad:
+        return None
     memo = cache.relaxations(inter.bounds)
     key = ("kink planes", node.name)  # (the memo's other keys are node names)
-    x = inter.bounds[node.dynamic_inputs[0]]
     found = memo.get(key)
     if found is not None and found.source is x:
         return found
-    if x.lower.requires_grad or x.upper.requires_grad:  # (bounds under optimisation: afresh)
-        memo.pop(key, None)
-        return KinkPlanes(x, *(t.to(x.lower.dtype).unsqueeze(1)
-                               for t in rule.alpha_planes(x.lower, x.upper)))
     fixed, mask, up_s, up_o = (t.to(x.lower.dtype).unsqueeze(1)
                                for t in rule.alpha_planes(x.lower, x.upper))
     memo[key] = KinkPlanes(x, fixed, mask, up_s, up_o)
@@ -95,10 +94,12 @@ class KinkStep(torch.autograd.Function):
 
 
 def kink_step(inter: Intermediates, cache: PassCache, node: Node, rule, coef: torch.Tensor,
-              alpha: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+              alpha: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor] | None:
     """The engine's backward step of kink ``node`` for dense ``coef`` and dense ``alpha``:
-    ([input coefficients], offset [B, S])."""
+    ([input coefficients], offset [B, S]); None: not here (``kink_planes``)."""
     p = kink_planes(inter, cache, node, rule)
+    if p is None:
+        return None
     out, offset = KinkStep.apply(coef, alpha.to(coef.dtype), p.fixed, p.mask, p.up_slope,
                                  p.up_offset)
     return [out], offset

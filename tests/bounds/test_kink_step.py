@@ -105,3 +105,23 @@ def test_broadcast_alpha_gets_a_gradient_of_its_own_shape():
     out2, offset2 = KinkStep.apply(a.detach(), full, *[p.expand(2, 1, 12) for p in planes])
     (out2.sum() + offset2.sum()).backward()
     torch.testing.assert_close(shared.grad, full.grad.sum(1, keepdim=True))
+
+
+def test_bounds_with_a_gradient_take_the_generic_step():
+    """Where a Relu's input bounds carry a gradient the fused step (which passes none to
+    them) stands aside: the gradient reaches the bounds."""
+    from bounds.types import Interval
+
+    graph = _net("Relu", 0, saturate=False)
+    box = _box(0, 0.6)
+    inter = compute_intermediate(graph, box, None, "crown")
+    relu = next(n for n in graph.nodes if n.op == "Relu")
+    x = inter.bounds[relu.dynamic_inputs[0]]
+    lower = x.lower.clone().requires_grad_(True)
+    inter.bounds[relu.dynamic_inputs[0]] = Interval(lower, x.upper)
+    alphas = {relu.name: torch.full((1, 5, *relu.shape), 0.5, dtype=F64)}
+    with torch.enable_grad():
+        bound = backward_bound(inter, graph.outputs[0].name, _coef(0, 5), alphas=alphas,
+                               cache=PassCache()).lower
+        (grad,) = torch.autograd.grad(bound.sum(), [lower])
+    assert grad is not None and bool(grad.ne(0).any())
