@@ -170,9 +170,9 @@ class OpRule:
     split: Split | None = field(kw_only=True)
     milp: Milp = field(kw_only=True)
     # Kink rules whose alpha planes are alpha x at some positions and fixed elsewhere:
-    # (lower, upper) -> (fixed lower slope, alpha's 0/1 mask, upper slope, upper offset), the
-    # planes ``relax`` gives for any alpha; the engine then takes the step itself
-    # (``bounds.engine.kink_step``). None: the engine relaxes with ``relax``.
+    # (lower, upper) -> (fixed lower slope, alpha's 0/1 mask, upper slope, upper offset) in the
+    # bounds' dtype, the planes ``relax`` gives for any alpha; the engine then takes the step
+    # itself (``bounds.engine.kink_step``). None: the engine relaxes with ``relax``.
     alpha_planes: Callable | None = field(default=None, kw_only=True)
 
 

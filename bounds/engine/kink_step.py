@@ -39,8 +39,8 @@ class KinkPlanes:
 
 
 def kink_planes(inter: Intermediates, cache: PassCache, node: Node, rule) -> KinkPlanes | None:
-    """``rule.alpha_planes`` of ``node``'s input bounds, in their dtype (memoised per pass cache
-    and input interval); None where the bounds carry a gradient (the step passes none to
+    """``rule.alpha_planes`` of ``node``'s input bounds, [B, 1, *shape] (memoised per pass
+    cache and input interval); None where the bounds carry a gradient (the step passes none to
     them: the generic step's business)."""
     x = inter.bounds[node.dynamic_inputs[0]]
     if x.lower.requires_grad or x.upper.requires_grad:
@@ -50,9 +50,7 @@ def kink_planes(inter: Intermediates, cache: PassCache, node: Node, rule) -> Kin
     found = memo.get(key)
     if found is not None and found.source is x:
         return found
-    fixed, mask, up_s, up_o = (t.to(x.lower.dtype).unsqueeze(1)
-                               for t in rule.alpha_planes(x.lower, x.upper))
-    memo[key] = KinkPlanes(x, fixed, mask, up_s, up_o)
+    memo[key] = KinkPlanes(x, *(t.unsqueeze(1) for t in rule.alpha_planes(x.lower, x.upper)))
     return memo[key]
 
 
@@ -74,22 +72,22 @@ class KinkStep(torch.autograd.Function):
         low = torch.addcmul(fixed, mask, alpha)
         out = torch.addcmul(pos * low, neg, up_slope)
         offset = (neg * up_offset).flatten(2).sum(-1)
-        ctx.save_for_backward(a, low, mask, up_slope, up_offset)
+        ctx.save_for_backward(pos, low, mask, up_slope, up_offset)  # (A > 0 where A+ > 0)
         ctx.alpha_shape = alpha.shape
         return out, offset
 
     @staticmethod
     def backward(ctx, g_out, g_off):
-        a, low, mask, up_slope, up_offset = ctx.saved_tensors
+        pos, low, mask, up_slope, up_offset = ctx.saved_tensors
         g_a = g_alpha = None
         if ctx.needs_input_grad[0]:
             below = g_out * up_slope
             if g_off is not None:
-                g_off = g_off.reshape(*g_off.shape, *([1] * (a.dim() - 2)))
+                g_off = g_off.reshape(*g_off.shape, *([1] * (pos.dim() - 2)))
                 below = torch.addcmul(below, g_off, up_offset)
-            g_a = _reduce_to(torch.where(a > 0, g_out * low, below), a.shape)
+            g_a = _reduce_to(torch.where(pos > 0, g_out * low, below), pos.shape)
         if ctx.needs_input_grad[1]:
-            g_alpha = _reduce_to(g_out * a.clamp(min=0) * mask, ctx.alpha_shape)
+            g_alpha = _reduce_to(g_out * pos * mask, ctx.alpha_shape)
         return g_a, g_alpha, None, None, None, None
 
 
