@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from bounds.engine.batch_rows import one_row
+
 
 def centre_radius(lower: torch.Tensor, upper: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,13 +47,18 @@ def box_upper(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torc
 
 def _centred_form(lower: torch.Tensor, upper: torch.Tensor, n: int) -> bool:
     """Whether the box is finite with ``n`` entries per batch row (else the ends' form)."""
+    lower, upper = one_row(lower), one_row(upper)
     return (lower.numel() == lower.shape[0] * n and bool(torch.isfinite(lower).all())
             and bool(torch.isfinite(upper).all()))
 
 
 def _centred(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, n: int,
              side: float) -> torch.Tensor:
-    centre, radius = centre_radius(lower, upper)
+    centre, radius = centre_radius(one_row(lower), one_row(upper))
+    if centre.shape[0] == 1:  # one box for every domain: one matrix-vector product per term
+        rows = a.reshape(-1, n)
+        return centred_bound(rows, centre.reshape(n), radius.reshape(n), side).reshape(
+            a.shape[:2])
     # (reshape, not flatten(2): a value with no axes of its own has coefficients [B, S])
     return centred_bound(a.reshape(*a.shape[:2], n), centre.reshape(-1, n, 1),
                          radius.reshape(-1, n, 1), side).squeeze(-1)
@@ -74,5 +81,5 @@ def ends_terms(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> tor
 def _by_ends(a: torch.Tensor, for_positive: torch.Tensor, for_negative: torch.Tensor
              ) -> torch.Tensor:
     """sum of a_i times the end ``for_positive`` (a_i > 0) or ``for_negative`` (a_i < 0)."""
-    terms = ends_terms(a, for_positive.unsqueeze(1), for_negative.unsqueeze(1))
+    terms = ends_terms(a, one_row(for_positive).unsqueeze(1), one_row(for_negative).unsqueeze(1))
     return terms.reshape(*terms.shape[:2], -1).sum(-1)  # (as in ``_centred``: [B, S] allowed)

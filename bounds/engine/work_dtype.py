@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bounds.engine.batch_rows import cast_rows
 from bounds.engine.deadline import checked
 from bounds.engine.patches import Patches
 from bounds.engine.results import ColumnAlpha, Intermediates, PassCache
@@ -63,7 +64,7 @@ def cast_intermediates(inter: Intermediates, dtype: torch.dtype,
     in ``dtype`` (for a pass whose result is only a guide: rounding to ``dtype`` can move a
     bound inward)."""
     def cast(t):
-        return None if t is None else t.to(dtype)
+        return None if t is None else cast_rows(t, dtype)
 
     deltas = {k: cast(d) for k, d in inter.deltas.items()} if allowances else {}
     return Intermediates(

@@ -97,3 +97,24 @@ def test_a_value_with_no_axes_of_its_own(finite):
     finite_lo, finite_hi = want_lo.isfinite(), want_hi.isfinite()
     assert torch.allclose(lower[finite_lo], want_lo[finite_lo], rtol=0, atol=1e-12)
     assert torch.allclose(upper[finite_hi], want_hi[finite_hi], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [box_lower, box_upper])
+def test_a_box_repeated_by_zero_strides_gives_the_bound_of_its_copies(side):
+    """One region box for every domain (``expand``, as the Relu search builds it): the bound
+    and the coefficients' gradient equal those of the box written out per domain, finite
+    ends and infinite ones."""
+    gen = torch.Generator().manual_seed(11)
+    for infinite in (False, True):
+        lo = torch.randn(1, 2, 3, generator=gen, dtype=F64)
+        hi = lo + torch.rand(1, 2, 3, generator=gen, dtype=F64)
+        if infinite:
+            lo[0, 1, 2] = -math.inf
+        a = torch.randn(4, 5, 2, 3, generator=gen, dtype=F64)
+        got, want = a.clone().requires_grad_(), a.clone().requires_grad_()
+        shared = side(got, lo.expand(4, 2, 3), hi.expand(4, 2, 3))
+        copied = side(want, lo.repeat(4, 1, 1), hi.repeat(4, 1, 1))
+        assert torch.allclose(shared, copied, rtol=1e-15, atol=1e-12, equal_nan=True)
+        shared[torch.isfinite(shared)].sum().backward()
+        copied[torch.isfinite(copied)].sum().backward()
+        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0, equal_nan=True)
