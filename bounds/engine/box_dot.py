@@ -74,8 +74,13 @@ def centred_bound(a: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
 
 def ends_terms(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """a_i lower_i where a_i > 0, a_i upper_i where a_i < 0, else 0 (operands aligned by
-    broadcasting): the terms of min of a . x over a box with unbounded ends (no 0 * inf)."""
-    return torch.where(a > 0, a * lower, torch.where(a < 0, a * upper, 0.0))
+    broadcasting): the terms of min of a . x over a box with unbounded ends (no 0 * inf).
+    Gradient in a: the chosen end where it is finite, 0 elsewhere (a product with an infinite
+    end carries none: its 0 * inf in backward would be NaN, and alphas shared by rows with
+    finite bounds would take it)."""
+    end = torch.where(a > 0, lower, torch.where(a < 0, upper, 0.0))
+    finite = torch.isfinite(end)
+    return torch.where(finite, a * torch.where(finite, end, 0.0), a.detach() * end)
 
 
 def _by_ends(a: torch.Tensor, for_positive: torch.Tensor, for_negative: torch.Tensor

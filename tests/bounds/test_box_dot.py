@@ -118,3 +118,16 @@ def test_a_box_repeated_by_zero_strides_gives_the_bound_of_its_copies(side):
         shared[torch.isfinite(shared)].sum().backward()
         copied[torch.isfinite(copied)].sum().backward()
         torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0, equal_nan=True)
+
+
+def test_an_infinite_end_leaves_the_gradient_of_finite_rows_finite():
+    """Rows whose coefficient takes the finite end of an unbounded input have a finite bound,
+    and alpha-CROWN follows their gradient: it is that end (NaN before: the product with the
+    infinite end that ``where`` did not choose)."""
+    a = torch.tensor([[[-1.0, 2.0], [0.0, 2.0], [1.0, 2.0]]], dtype=F64, requires_grad=True)
+    lo = torch.tensor([[-math.inf, 1.0]], dtype=F64)
+    hi = torch.tensor([[3.0, 4.0]], dtype=F64)
+    lower = box_lower(a, lo, hi)
+    assert lower.tolist() == [[-1.0, 2.0, -math.inf]]
+    lower[0, :2].sum().backward()
+    assert a.grad.tolist() == [[[3.0, 1.0], [0.0, 1.0], [0.0, 0.0]]]
