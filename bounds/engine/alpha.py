@@ -24,7 +24,7 @@ from bounds.engine.alpha_ops import (
     alpha_ranges,
     init_alphas,
 )
-from bounds.engine.analysis import largest_numel
+from bounds.engine.analysis import largest_constant, largest_numel
 from bounds.engine.crown import backward_bound, default_relaxation
 from bounds.engine.guide import chain, chain_guide
 from bounds.engine.optimize import Group, Schedule, maximize
@@ -151,7 +151,8 @@ def optimize_alpha(inter: Intermediates, start: str, coef: torch.Tensor, iterati
     loop = _Loop(iterations, lr, stop, sparse)
     rows = coef.shape[0] * coef.shape[1]
     view = lowered_view(inter, cache, work_dtype) if iterations > 0 and lowers(
-        inter, work_dtype, rows, largest_numel(inter.graph)) else None
+        inter, work_dtype, rows, largest_numel(inter.graph),
+        largest_constant(inter.graph)) else None
     if iterations > 0 and isinstance(coef, torch.Tensor) and chain(inter.graph, start):
         guided = _optimize_guided(inter, start, coef, loop, warm, cache, known,
                                   view or (inter, cache))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bounds.graph import Graph, Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
@@ -102,6 +104,12 @@ def backward_footprint(graph: Graph, node: Node) -> int:
     if node.op == "MaxPool":
         return size * math.prod(int(k) for k in node.attrs["kernel_shape"])
     return size
+
+
+def largest_constant(graph: Graph) -> int:
+    """The most elements of one constant operand of a node (a weight matrix: each spec row's
+    pass multiplies by it)."""
+    return max((int(np.size(c)) for n in graph.nodes for c in n.consts.values()), default=0)
 
 
 def largest_numel(graph: Graph) -> int:

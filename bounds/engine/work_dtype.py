@@ -30,16 +30,25 @@ WORK_DTYPE = torch.float32
 # s per alpha pass; its intermediate rows, 80,000: 1.11-1.22 vs 1.32-1.47 s; TinyYOLO, 6.9M:
 # 1.39 vs 2.31-2.73 s), and small nets keep float64's exact trajectories.
 MIN_WORK_ELEMENTS = 1 << 15
+# ... unless their products are large: rows x the largest weight (multiply-adds of one product
+# per pass) from this many. Few rows through wide matrices spend the pass in the products,
+# where float32 halves the time (a 9 x 200 by 200 x 784 product: 106 vs 50 us). Side by side,
+# 5 passes each, one thread, bound_spec alpha (min CPU ms, float64 -> float32 loop): ERAN
+# sigmoid 6x200 idx 7167 138 -> 113, idx 56 125 -> 114; mnistfc 256x4 prop_0 94 -> 81, 256x6
+# 161 -> 139; the bounds moved by under 3e-3 either way (the loop's trajectory: 7167 -17.6323
+# -> -17.6332, 256x6 -1605.409 -> -1605.381). ACAS Xu (5 rows x 2,500) gains nothing: below.
+MIN_PRODUCT_WORK = 1 << 17
 
 
 def lowers(inter: Intermediates, work_dtype: torch.dtype | None, rows: int = 0,
-           width: int = 0) -> bool:
+           width: int = 0, weight: int = 0) -> bool:
     """Whether a loop over ``inter`` should run in ``work_dtype``: a floating dtype narrower
     than the bounds' own (None, or the same dtype: no), for ``rows`` coefficient rows (all
-    domains) of ``width`` elements at least MIN_WORK_ELEMENTS in all."""
+    domains) of ``width`` elements at least MIN_WORK_ELEMENTS in all, or multiplied by a
+    constant of ``weight`` elements at least MIN_PRODUCT_WORK times."""
     return (work_dtype is not None and work_dtype.is_floating_point
             and work_dtype.itemsize < inter.dtype.itemsize
-            and rows * width >= MIN_WORK_ELEMENTS)
+            and (rows * width >= MIN_WORK_ELEMENTS or rows * weight >= MIN_PRODUCT_WORK))
 
 
 # Bounds of larger magnitude keep the loop in the bounds' own dtype: products with slopes and

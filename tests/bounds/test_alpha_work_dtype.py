@@ -13,6 +13,7 @@ from bounds.engine import alpha as alpha_mod
 from bounds.engine import guide as guide_mod
 from bounds.engine import work_dtype
 from bounds.engine.alpha import optimize_alpha
+from bounds.engine.analysis import largest_constant
 from bounds.engine.forward import run_graph
 from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import PassCache
@@ -212,3 +213,24 @@ def test_small_passes_keep_float64(monkeypatch):
         low, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4, work_dtype=F32)
         plain, _ = optimize_alpha(inter, graph.outputs[0].name, coef, 4)
     assert all(c.args[0].dtype != F32 for c in passes) and torch.equal(low, plain)
+
+
+def test_few_rows_through_a_wide_weight_take_float32(monkeypatch):
+    """Below MIN_WORK_ELEMENTS but with products of MIN_PRODUCT_WORK multiply-adds or more
+    (rows x the largest weight: few spec rows through a 784-wide input layer, as on ERAN's
+    and mnistfc's nets) the loop runs in float32, and the bound reported is still a float64
+    pass that encloses sampled outputs; ACAS Xu-sized products stay in float64."""
+    monkeypatch.setattr(work_dtype, "MIN_WORK_ELEMENTS", 1 << 15)
+    sizes = (784, 200, 200, 4)
+    graph, box = _net("Sigmoid", 1, sizes), _box(1, 0.02, 784)
+    inter = compute_intermediate(graph, box, None, "crown")
+    assert largest_constant(graph) == 784 * 200
+    assert lowers(inter, F32, 9, 784, 784 * 200) and not lowers(inter, F32, 5, 50, 2500)
+    guides = spy(monkeypatch, alpha_mod, "chain_guide")
+    coef, rhs = _spec(4, rows=3)
+    with torch.enable_grad():
+        lower, _ = optimize_alpha(inter, graph.outputs[0].name, coef.reshape(1, 3, 1, 4), 3,
+                                  work_dtype=F32)
+    assert guides and all(c.args[0].dtype == F32 for c in guides)
+    assert lower.dtype == F64
+    assert bool((lower[0] - rhs[0] <= _sampled_min(graph, box, coef, rhs, 4) + 1e-9).all())
