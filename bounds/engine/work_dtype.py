@@ -56,7 +56,7 @@ def lowers(inter: Intermediates, work_dtype: torch.dtype | None, rows: int = 0,
 LARGEST_WORK_BOUND = 2.0**64
 
 
-def _fits(interval: Interval, dtype: torch.dtype) -> bool:
+def fits(interval: Interval, dtype: torch.dtype) -> bool:
     """Whether every finite bound of ``interval`` stays below LARGEST_WORK_BOUND and the
     range of ``dtype``: a value that would overflow there (an Exp of a wide interval) would
     make the work passes' planes infinite and their guide worthless."""
@@ -113,7 +113,7 @@ def lowered_view(inter: Intermediates, cache: PassCache, dtype: torch.dtype
         cache.work[dtype] = view
         view.inter = cast_intermediates(inter, dtype, allowances=False)
         view.source = dict(inter.bounds)
-        view.fits = all(_fits(v, dtype) for v in inter.bounds.values())
+        view.fits = all(fits(v, dtype) for v in inter.bounds.values())
         return (view.inter, view.cache) if view.fits else None
     low = view.inter
     memo = view.cache.relaxations(low.bounds)
@@ -121,7 +121,7 @@ def lowered_view(inter: Intermediates, cache: PassCache, dtype: torch.dtype
         if view.source.get(name) is interval:
             continue
         view.source[name] = interval
-        view.fits = view.fits and _fits(interval, dtype)
+        view.fits = view.fits and fits(interval, dtype)
         low.bounds[name] = Interval(interval.lower.to(dtype), interval.upper.to(dtype))
         for node in inter.graph.consumers(name):  # planes made from the old interval
             memo.pop(node.name, None)

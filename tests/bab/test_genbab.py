@@ -5,6 +5,7 @@ that incomplete bounds alone cannot give, and the ablation switches."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -300,3 +301,28 @@ def _scaled(graph: Graph, r: float) -> Graph:
                                                  for i in n.inputs), n.shape, n.attrs, n.consts)
                        for n in graph.nodes]
     return Graph((TensorInfo("x_unit", (1, d)),), graph.outputs, tuple(nodes))
+
+
+def test_genbab_guides_in_float32_while_every_interval_fits():
+    """The search's guiding passes (alpha-beta's loop, branching scores) take float32 on a
+    smooth net too while every interval fits ``work_dtype.fits`` (about 2x faster passes;
+    the bounds kept are float64 passes), and the bounds' own dtype once some interval does
+    not (an Exp of a wide input: its planes would overflow float32) or without
+    ``work_float32``."""
+    from bounds.engine.work_dtype import LARGEST_WORK_BOUND
+
+    graph = net(3, ("Sigmoid", "Sigmoid"))
+    c = np.array([1.0, -1.0])
+    m, _ = sampled_min(graph, c)
+    lb = alpha_lower(graph, c)
+    region = region_for(None, 3, c[None, None], [[lb + 0.5 * (m - lb)]])  # open at the root
+    s = search(graph, region, attack=False)
+    inter, _ = s._intermediates(s.root(), reuse=True)
+    assert inter.dtype == F64 and s._work_dtype(inter) == torch.float32
+    name = next(iter(inter.bounds))
+    wide = dict(inter.bounds)
+    wide[name] = Interval(inter.bounds[name].lower, inter.bounds[name].upper
+                          + 2 * LARGEST_WORK_BOUND)
+    assert s._work_dtype(replace(inter, bounds=wide)) == F64
+    plain = search(graph, region, attack=False, work_float32=False)
+    assert plain._work_dtype(inter) == F64

@@ -27,6 +27,7 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.results import Intermediates, PassCache
 from bounds.engine.rounding import final_margin
 from bounds.engine.spec_bounds import ibp_lower
+from bounds.engine.work_dtype import fits
 from bounds.registry import rules
 from bounds.rules.common import KINK_ALPHA
 from bounds.rules.rewrites import bound_graph
@@ -287,9 +288,14 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
 
     def _work_dtype(self, inter: Intermediates) -> torch.dtype:
         """The dtype of passes that only guide the search (optimisation, branching scores):
-        float32 with ``work_float32`` on Relu-only nets, else the bounds' own (the smooth
-        ops' planes overflow far sooner in float32: Exp of a wide interval)."""
-        return torch.float32 if self.options.work_float32 and self.sign_only else inter.dtype
+        float32 with ``work_float32`` on Relu-only nets, and on other nets while every
+        interval stays within ``work_dtype.fits`` (the smooth ops' planes overflow far sooner
+        in float32: Exp of a wide interval); else the bounds' own."""
+        if not self.options.work_float32:
+            return inter.dtype
+        if self.sign_only or all(fits(v, torch.float32) for v in inter.bounds.values()):
+            return torch.float32
+        return inter.dtype
 
     def _guide(self, inter: Intermediates) -> Intermediates:
         """``inter`` in the work dtype, for passes whose results are not bounds."""
