@@ -18,10 +18,11 @@ def one_row(t: torch.Tensor) -> torch.Tensor:
     return t[:1] if repeats_one_row(t) else t
 
 
-def pick_rows(t: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
-    """``t[rows]`` (``count`` rows: the True entries of a bool ``rows``, or its indices),
-    kept a view of one row where ``t`` repeats one row."""
+def pick_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]`` (``rows``: a bool mask or indices), kept a view of one row where ``t``
+    repeats one row."""
     if repeats_one_row(t):
+        count = int(rows.sum()) if rows.dtype == torch.bool else rows.numel()
         return t[:1].expand(count, *t.shape[1:])
     return t[rows]
 

@@ -52,17 +52,14 @@ class Intermediates:
     def select(self, rows: torch.Tensor) -> Intermediates:
         """The domains ``rows`` ([B] bool or indices) on their own (no linear records)."""
         b = self.batch
-        count = int(rows.sum()) if rows.dtype == torch.bool else rows.numel()
 
         def pick(t):
-            return pick_rows(t, rows, count) if t is not None and t.dim() > 0 and (
-                t.shape[0] == b) else t
+            return pick_rows(t, rows) if t is not None and t.dim() > 0 and t.shape[0] == b else t
 
         bounds = {k: Interval(pick(v.lower), pick(v.upper))
                   for k, v in checked(self.bounds.items())}
         return Intermediates(self.graph, Interval(pick(self.box.lower), pick(self.box.upper)),
                              bounds, {k: pick(d) for k, d in self.deltas.items()})
-
 
 
 @dataclass(frozen=True)

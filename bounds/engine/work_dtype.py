@@ -122,7 +122,8 @@ def lowered_view(inter: Intermediates, cache: PassCache, dtype: torch.dtype
             continue
         view.source[name] = interval
         view.fits = view.fits and fits(interval, dtype)
-        low.bounds[name] = Interval(interval.lower.to(dtype), interval.upper.to(dtype))
+        low.bounds[name] = Interval(cast_rows(interval.lower, dtype),
+                                    cast_rows(interval.upper, dtype))
         for node in inter.graph.consumers(name):  # planes made from the old interval
             memo.pop(node.name, None)
     return (low, view.cache) if view.fits else None

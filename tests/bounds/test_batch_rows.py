@@ -25,12 +25,12 @@ def test_repeated_rows_are_recognised_and_kept_one_row():
     assert not repeats_one_row(shared[:1]) and not repeats_one_row(torch.tensor(1.0))
     assert one_row(shared).shape == (1, 2, 3) and one_row(copied) is copied
     rows = torch.tensor([True, False, True, True, False])
-    picked = pick_rows(shared, rows, 3)
+    picked = pick_rows(shared, rows)
     assert picked.shape == (3, 2, 3) and picked.stride(0) == 0
     assert torch.equal(picked, copied[rows])
     index = torch.tensor([4, 0, 0, 2, 1, 3])
-    assert torch.equal(pick_rows(shared, index, 6), copied[index])
-    assert torch.equal(pick_rows(copied, index, 6), copied[index])
+    assert torch.equal(pick_rows(shared, index), copied[index])
+    assert torch.equal(pick_rows(copied, index), copied[index])
 
 
 def test_casts_keep_the_repeat_and_round_as_to():
