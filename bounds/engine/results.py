@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bounds.engine.batch_rows import pick_rows
+from bounds.engine.batch_rows import as_indices, pick_rows
 from bounds.engine.deadline import checked
 from bounds.graph import Graph
 from bounds.types import Interval, LinearBounds
@@ -51,7 +51,7 @@ class Intermediates:
 
     def select(self, rows: torch.Tensor) -> Intermediates:
         """The domains ``rows`` ([B] bool or indices) on their own (no linear records)."""
-        b = self.batch
+        b, rows = self.batch, as_indices(rows)
 
         def pick(t):
             return pick_rows(t, rows) if t is not None and t.dim() > 0 and t.shape[0] == b else t

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import torch
 
-from bounds.engine.batch_rows import cast_rows, one_row, pick_rows, repeats_one_row
+from bounds.engine.batch_rows import (
+    as_indices,
+    cast_rows,
+    one_row,
+    pick_rows,
+    repeats_one_row,
+    take_rows,
+)
 from bounds.engine.results import Intermediates
 from bounds.types import Interval
 from tests.bounds.nets import random_mlp
@@ -53,3 +60,25 @@ def test_select_keeps_a_repeated_box_and_picks_the_rest():
     by_mask = inter.select(torch.tensor([False, True, True, False]))
     assert by_mask.box.lower.shape == (2, 2, 3)
     assert by_mask.bounds["v"].upper.flatten().tolist() == [2.0, 3.0]
+
+
+def test_take_rows_equals_indexing():
+    """By mask, by indices (repeats, any order) and on non-contiguous batches, with the
+    gradient of indexing; other index shapes fall back to indexing."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn((6, 3, 4, 5), generator=g)
+    mask = torch.tensor([True, False, True, True, False, True])
+    idx = torch.tensor([5, 0, 0, 3])
+    for t in (base, base.to(F64), base.transpose(1, 3), base[::1, :, 1:3],
+              base.contiguous(memory_format=torch.channels_last)):
+        for rows in (mask, idx, as_indices(mask), torch.zeros(0, dtype=torch.long)):
+            got = take_rows(t, rows)
+            assert torch.equal(got, t[rows]) and got.dtype == t.dtype
+    assert torch.equal(as_indices(mask), torch.tensor([0, 2, 3, 5])) and as_indices(idx) is idx
+    two_d = torch.tensor([[1, 2], [0, 0]])
+    assert torch.equal(take_rows(base, two_d), base[two_d])
+    leaf = base.clone().requires_grad_()
+    (take_rows(leaf, idx) * 2).sum().backward()
+    expected = torch.zeros_like(base)
+    expected.index_put_((idx,), torch.full_like(base[idx], 2.0), accumulate=True)
+    assert torch.equal(leaf.grad, expected)

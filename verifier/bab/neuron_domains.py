@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from bounds.engine.batch_rows import as_indices, take_rows
 from bounds.engine.results import Intermediates
 from bounds.types import Interval
 from verifier.bab.branching import SplitLayer, decode
@@ -46,7 +47,9 @@ class NeuronDomains:
         return NeuronDomains(**out)
 
     def select(self, idx: torch.Tensor) -> NeuronDomains:
-        return self._map(lambda t: t[idx])
+        """The domains ``idx`` ([N] bool or indices)."""
+        rows = as_indices(idx)
+        return self._map(lambda t: take_rows(t, rows))
 
     def repeat(self, times: int) -> NeuronDomains:
         return self._map(lambda t: t.repeat(times, *([1] * (t.dim() - 1))))
