@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.adam import adam_update
 from bounds.engine.alpha import alpha_ranges, init_alphas
 from bounds.engine.deadline import check_deadline, checked, step_fits
 from bounds.engine.results import Intermediates, PassCache
@@ -101,20 +102,17 @@ class _Active:
 
     def step(self, lrs: list[float], t: int) -> None:
         """One Adam step (bias-corrected, as ``bounds.engine.adam``) and the projection."""
-        (b1, b2), c1, c2 = ADAM_BETAS, 1 - ADAM_BETAS[0] ** t, math.sqrt(1 - ADAM_BETAS[1] ** t)
         with torch.no_grad():
             for g, mom, lr, ranges in zip(self.params, self.moments, lrs, self.ranges,
                                           strict=True):
-                for k, p in g.items():
-                    if p.grad is None:
-                        continue
-                    m, v = mom[k]
-                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                    p.addcdiv_(m, (v.sqrt() / c2).add_(ADAM_EPS), value=-lr / c1)
-                    p.grad = None
+                live = [k for k, p in g.items() if p.grad is not None]
+                adam_update([g[k] for k in live], [g[k].grad for k in live],
+                            [mom[k][0] for k in live], [mom[k][1] for k in live], t, lr,
+                            ADAM_BETAS, ADAM_EPS)
+                for k in live:
+                    g[k].grad = None
                     low, high = ranges.get(k, (0.0, math.inf))  # betas >= 0
-                    p.clamp_(low, high)
+                    g[k].clamp_(low, high)
 
 
 def optimize_pairs(inter: Intermediates, start: str, coef: torch.Tensor,
