@@ -73,17 +73,19 @@ def test_fold_not_taken_beyond_its_channels_or_in_float64(folds):
     assert folds["n"] == 0
 
 
-def _net(seed=0) -> Graph:
-    """Conv 3 -> 8 channels at stride 2 (the fold's case), Relu, Conv, Relu, Linear."""
+def _net(seed=0, kernel=3) -> Graph:
+    """Conv 3 -> 8 channels at stride 2 (kernel 3: the fold's case; 4: the phase form's, as
+    oval21's first Conv), Relu, Conv, Relu, Linear."""
     rng = np.random.default_rng(seed)
     attrs = {"strides": (2, 2), "dilations": (1, 1), "pads": (1, 1, 1, 1), "group": 1}
+    k = kernel
     nodes = [
         Node("c0", "Conv", ("x", None, None), (1, 8, 6, 6), attrs,
-             {1: (rng.standard_normal((8, 3, 3, 3)) / 3).astype(np.float32),
+             {1: (rng.standard_normal((8, 3, k, k)) / k).astype(np.float32),
               2: (rng.standard_normal(8) * 0.1).astype(np.float32)}),
         Node("r0", "Relu", ("c0",), (1, 8, 6, 6)),
         Node("c1", "Conv", ("r0", None, None), (1, 4, 3, 3), attrs,
-             {1: (rng.standard_normal((4, 8, 3, 3)) / 3).astype(np.float32),
+             {1: (rng.standard_normal((4, 8, k, k)) / k).astype(np.float32),
               2: (rng.standard_normal(4) * 0.1).astype(np.float32)}),
         Node("r1", "Relu", ("c1",), (1, 4, 3, 3)),
         Node("flat", "Reshape", ("r1",), (1, 36), {"shape": (1, 36)}),

@@ -15,9 +15,8 @@ import torch.nn.functional as F
 
 import bounds.engine.adjoint_precision as adjoint_precision
 import bounds.rules.linear as linear
-from bounds.graph import Graph, Node, TensorInfo
 from bounds.types import Interval
-from tests.bounds.test_fold_transpose import assert_encloses_samples, both_sides_bounds
+from tests.bounds.test_fold_transpose import _net, assert_encloses_samples, both_sides_bounds
 
 F64 = torch.float64
 
@@ -87,36 +86,13 @@ def test_taken_onto_few_channels_where_the_strides_divide_the_kernel(phases):
     assert phases["n"] == 1
 
 
-def _net(seed=0) -> Graph:
-    """Conv 3 -> 8 channels, 4 x 4 at stride 2 (the phase form's case, as oval21's and
-    marabou-cifar10's first Conv), Relu, Conv, Relu, Linear."""
-    rng = np.random.default_rng(seed)
-    attrs = {"strides": (2, 2), "dilations": (1, 1), "pads": (1, 1, 1, 1), "group": 1}
-    nodes = [
-        Node("c0", "Conv", ("x", None, None), (1, 8, 6, 6), attrs,
-             {1: (rng.standard_normal((8, 3, 4, 4)) / 4).astype(np.float32),
-              2: (rng.standard_normal(8) * 0.1).astype(np.float32)}),
-        Node("r0", "Relu", ("c0",), (1, 8, 6, 6)),
-        Node("c1", "Conv", ("r0", None, None), (1, 4, 3, 3), attrs,
-             {1: (rng.standard_normal((4, 8, 4, 4)) / 4).astype(np.float32),
-              2: (rng.standard_normal(4) * 0.1).astype(np.float32)}),
-        Node("r1", "Relu", ("c1",), (1, 4, 3, 3)),
-        Node("flat", "Reshape", ("r1",), (1, 36), {"shape": (1, 36)}),
-        Node("out", "Linear", ("flat", None, None), (1, 5), {},
-             {1: rng.standard_normal((5, 36)).astype(np.float32),
-              2: rng.standard_normal(5).astype(np.float32)}),
-    ]
-    return Graph((TensorInfo("x", (1, 3, 12, 12)),), (TensorInfo("out", (1, 5)),),
-                 tuple(nodes))
-
-
 @pytest.mark.parametrize("method", ["crown", "alpha"])
 def test_passes_through_the_phases_enclose_sampled_outputs(method, phases, monkeypatch):
     """Float32 adjoints everywhere: the first Conv's adjoint takes the phase form; the bounds
     enclose sampled outputs and equal the col2im form's up to float32 reordering (both carry
     the same allowance)."""
     monkeypatch.setattr(adjoint_precision, "MIN_ELEMENTS", 0)
-    graph = _net()
+    graph = _net(kernel=4)
     g = torch.Generator().manual_seed(4)
     centre = torch.rand((2, 3, 12, 12), generator=g, dtype=F64)
     box = Interval(centre - 0.05, centre + 0.05)
