@@ -43,7 +43,8 @@ class Curve:
     """A smooth elementwise function, described for relaxation (all callables take float64).
 
     ``f``/``df``: value and derivative. ``crit(s, l, u)``: list of tensors containing every x in
-    [l, u] with f'(x) = s (supersets allowed). ``curvature(l, u)``: +1 where f is convex on the
+    [l, u] with f'(x) = s (supersets allowed), or a :class:`Critical` (approximate points with
+    a bound on the error that makes in g). ``curvature(l, u)``: +1 where f is convex on the
     whole [l, u], -1 where concave, 0 otherwise. ``crossing(l, u)``: optional default slopes
     (lower, upper) where curvature is 0; the parallel-chord pair is used when absent.
     ``in_domain(l, u)``: bool mask of intervals inside the domain.
@@ -57,6 +58,17 @@ class Curve:
     crossing: Callable | None = None
     in_domain: Callable | None = None
     domain_text: str = ""
+
+
+@dataclass(frozen=True)
+class Critical:
+    """What a ``crit`` may return instead of a list: approximate critical points and ``slack``
+    (broadcastable to the intervals), a bound on how far g = f - s x at each point may fall
+    short of (max) or exceed (min) g at the true critical point it stands for; ``extreme``
+    widens its result by it."""
+
+    points: list
+    slack: torch.Tensor
 
 
 def check_domain(op: str, lower: torch.Tensor, upper: torch.Tensor, ok: torch.Tensor,
@@ -84,14 +96,19 @@ def extreme(curve: Curve, s: torch.Tensor, lower: torch.Tensor, upper: torch.Ten
     Candidates are detached: by the envelope theorem the gradient in s is -x* anyway.
     """
     with torch.no_grad():
-        cands = [lower, upper] + [clamp_into(c, lower, upper) for c in curve.crit(s, lower, upper)]
+        found = curve.crit(s, lower, upper)
+        points, slack = (found.points, found.slack) if isinstance(found, Critical) else (
+            found, None)
+        cands = [lower, upper] + [clamp_into(c, lower, upper) for c in points]
         shape = broadcast_shape(s.shape, lower.shape, upper.shape)
         cands = torch.stack([torch.broadcast_to(c, shape) for c in cands])
     slope_term = s.unsqueeze(0) * cands
     # a zero slope at an infinite end (e.g. Reciprocal on [1, inf]) contributes 0, not NaN
     slope_term = torch.where(s.unsqueeze(0) == 0, torch.zeros_like(slope_term), slope_term)
     vals = curve.f(cands) - slope_term
-    return vals.amax(0) if largest else vals.amin(0)
+    if slack is None:
+        return vals.amax(0) if largest else vals.amin(0)
+    return vals.amax(0) + slack if largest else vals.amin(0) - slack
 
 
 def margin(offset: torch.Tensor, slope: torch.Tensor, mag: torch.Tensor,
