@@ -39,15 +39,16 @@ def _nonzero(l, u):
     return (l > 0) | (u < 0)
 
 
-EXP = Curve("Exp", torch.exp, torch.exp, lambda s, l, u: [torch.log(s)], _const(1.0))
+EXP = Curve("Exp", torch.exp, torch.exp, lambda s, l, u: [torch.log(s)], _const(1.0),
+            increasing=True)
 LOG = Curve("Log", torch.log, torch.reciprocal, lambda s, l, u: [1 / s], _const(-1.0),
-            in_domain=_positive, domain_text="needs x > 0")
+            in_domain=_positive, domain_text="needs x > 0", increasing=True)
 # derivatives singular at 0 are evaluated at max(x, TINY): a finite value and a finite gradient
 # for alpha-CROWN (any slope is sound, offsets being exact)
 TINY = 1e-300
 SQRT = Curve("Sqrt", torch.sqrt, lambda x: 0.5 / torch.sqrt(x.clamp(min=TINY)),
              lambda s, l, u: [_nan_unless(s > 0, 0.25 / (s * s))], _const(-1.0),
-             in_domain=lambda l, u: l >= 0, domain_text="needs x >= 0")
+             in_domain=lambda l, u: l >= 0, domain_text="needs x >= 0", increasing=True)
 
 
 def _recip_crit(s, l, u):

@@ -75,8 +75,9 @@ def _dsigmoid(x):
 
 
 def _curve(name, f, df, r) -> Curve:
-    curve = Curve(name, f, df, even_crit(r), sshape_curvature)
-    return Curve(name, f, df, even_crit(r), sshape_curvature, crossing=sshape_crossing(curve))
+    curve = Curve(name, f, df, even_crit(r), sshape_curvature, increasing=True)
+    return Curve(name, f, df, even_crit(r), sshape_curvature, crossing=sshape_crossing(curve),
+                 increasing=True)
 
 
 CURVES = {

@@ -36,7 +36,7 @@ def _convex(l, u):
     return torch.ones_like(l)
 
 
-CURVE = Curve("Softplus", softplus, torch.sigmoid, _logit, _convex)
+CURVE = Curve("Softplus", softplus, torch.sigmoid, _logit, _convex, increasing=True)
 
 RULES = (
     curve_rule("Softplus", CURVE, softplus,

@@ -47,7 +47,8 @@ class Curve:
     a bound on the error that makes in g). ``curvature(l, u)``: +1 where f is convex on the
     whole [l, u], -1 where concave, 0 otherwise. ``crossing(l, u)``: optional default slopes
     (lower, upper) where curvature is 0; the parallel-chord pair is used when absent.
-    ``in_domain(l, u)``: bool mask of intervals inside the domain.
+    ``in_domain(l, u)``: bool mask of intervals inside the domain. ``increasing``: f is
+    nondecreasing on its whole domain (IBP is then [f(l), f(u)]).
     """
 
     name: str
@@ -58,6 +59,7 @@ class Curve:
     crossing: Callable | None = None
     in_domain: Callable | None = None
     domain_text: str = ""
+    increasing: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,12 @@ def ibp_curve(curve: Curve, op: str, x: Interval) -> Interval:
     l, u = x.lower.to(F64), x.upper.to(F64)
     if curve.in_domain is not None:
         check_domain(op, l, u, curve.in_domain(l, u), curve.domain_text)
-    zero = torch.zeros_like(l)
-    lo = extreme(curve, zero, l, u, largest=False)
-    hi = extreme(curve, zero, l, u, largest=True)
+    if curve.increasing:  # (its range is [f(l), f(u)]: no critical points to look for)
+        lo, hi = curve.f(l), curve.f(u)
+    else:
+        zero = torch.zeros_like(l)
+        lo = extreme(curve, zero, l, u, largest=False)
+        hi = extreme(curve, zero, l, u, largest=True)
     eps = MARGIN_ULPS * torch.finfo(F64).eps
     return Interval((lo - eps * lo.abs()).to(dtype), (hi + eps * hi.abs()).to(dtype))
 
