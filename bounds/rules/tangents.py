@@ -22,6 +22,7 @@ Domains: an interval that leaves an op's domain (Log of x <= 0, Sqrt of x < 0, R
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -218,6 +219,10 @@ def ibp_curve(curve: Curve, op: str, x: Interval) -> Interval:
         zero = torch.zeros_like(l)
         lo = extreme(curve, zero, l, u, largest=False)
         hi = extreme(curve, zero, l, u, largest=True)
+    # an undefined value (f at an infinite end: x Phi(x) at -inf, sin(inf)) bounds nothing:
+    # the widest interval, not NaN (which every later comparison would take as false)
+    lo = torch.where(torch.isnan(lo), -math.inf, lo)
+    hi = torch.where(torch.isnan(hi), math.inf, hi)
     eps = MARGIN_ULPS * torch.finfo(F64).eps
     return Interval((lo - eps * lo.abs()).to(dtype), (hi + eps * hi.abs()).to(dtype))
 

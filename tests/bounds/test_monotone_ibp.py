@@ -1,6 +1,7 @@
 """IBP of curves marked ``increasing`` (``tangents.ibp_curve``'s [f(l), f(u)] shortcut): the
 same intervals as the general form (extremes over the ends and critical points of f), and
-they enclose f at sampled points."""
+they enclose f at sampled points. An undefined f at an infinite end (NaN) widens IBP to
+the whole line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from bounds.rules.exp_log import EXP, LOG, SQRT
+from bounds.rules.gelu import CURVES as GELU
+from bounds.rules.periodic import CURVES as PERIODIC
 from bounds.rules.s_shaped import CURVES
 from bounds.rules.softplus import CURVE as SOFTPLUS
 from bounds.rules.tangents import ibp_curve
@@ -45,3 +48,17 @@ def test_increasing_ibp_equals_the_general_form(name):
     x = box.lower.unsqueeze(1) + frac * (box.upper - box.lower).unsqueeze(1)
     y = curve.f(torch.minimum(torch.maximum(x, box.lower.unsqueeze(1)), box.upper.unsqueeze(1)))
     assert bool((y >= fast.lower.unsqueeze(1)).all()) and bool((y <= fast.upper.unsqueeze(1)).all())
+
+
+@pytest.mark.parametrize("op", ["Gelu", "Sin", "Cos"])
+def test_undefined_value_at_an_infinite_end_gives_the_widest_interval(op):
+    # f(-inf) or f(inf) is NaN for these (x Phi(x) at -inf, sin(inf)): IBP answers the widest
+    # interval, never NaN, which later comparisons would read as false
+    curve = GELU["none"] if op == "Gelu" else PERIODIC[op]
+    box = Interval(torch.tensor([-np.inf, -2.0, 1.0], dtype=F64),
+                   torch.tensor([3.0, np.inf, 2.0], dtype=F64))
+    out = ibp_curve(curve, op, box)
+    assert not bool(torch.isnan(out.lower).any() | torch.isnan(out.upper).any())
+    assert float(out.lower[0]) == -np.inf and float(out.upper[1]) == np.inf
+    x = torch.tensor([1.0, 1.5, 2.0], dtype=F64)
+    assert bool(((curve.f(x) >= out.lower[2]) & (curve.f(x) <= out.upper[2])).all())
