@@ -40,7 +40,8 @@ class LinearFunctions:
         lo, hi = box.lower.reshape(b, d), box.upper.reshape(b, d)
 
         def by_input(w):  # [B, d, *shape] -> [B, positions, d]: the sum runs over the inputs
-            return w.flatten(2).transpose(1, 2)
+            # (reshape, not flatten(2): a scalar value, shape (), has w [B, d])
+            return w.reshape(b, d, -1).transpose(1, 2)
 
         lower = box_lower(by_input(self.lw), lo, hi).reshape(b, *self.lw.shape[2:])
         upper = box_upper(by_input(self.uw), lo, hi).reshape(b, *self.uw.shape[2:])

@@ -263,3 +263,24 @@ def test_windowed_rows_enclose_sampled_points(monkeypatch, seed):
     gain = [float((plain.bounds[n].upper - plain.bounds[n].lower).sum()
                   - (iv.upper - iv.lower).sum()) for n, iv in inter.bounds.items()]
     assert min(gain) >= -TOL and max(gain) > 0
+
+
+def test_forward_functions_of_a_scalar_value_concretize():
+    """A value of shape () (a ReduceMean over every axis) has forward weights [B, d]; its
+    bounds are the box extremes of the linear functions (an IndexError before: campaign case
+    45:128)."""
+    from bounds.engine.forward_linear import LinearFunctions
+
+    g = torch.Generator().manual_seed(3)
+    b, d = 2, 5
+    lw = torch.randn(b, d, generator=g, dtype=torch.float64)
+    uw = lw + torch.rand(b, d, generator=g, dtype=torch.float64)
+    lb, ub = torch.zeros(b, dtype=torch.float64), torch.ones(b, dtype=torch.float64)
+    lo = -torch.rand(b, d, generator=g, dtype=torch.float64)
+    hi = torch.rand(b, d, generator=g, dtype=torch.float64)
+    out = LinearFunctions(lw, lb, uw, ub).concretize(Interval(lo, hi))
+    assert out.lower.shape == (b,) and out.upper.shape == (b,)
+    want_lo = (torch.where(lw > 0, lw * lo, lw * hi)).sum(1) + lb
+    want_hi = (torch.where(uw > 0, uw * hi, uw * lo)).sum(1) + ub
+    assert torch.allclose(out.lower, want_lo) and torch.allclose(out.upper, want_hi)
+    assert bool((out.lower <= want_lo + 1e-12).all()) and bool((out.upper >= want_hi - 1e-12).all())
