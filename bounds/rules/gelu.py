@@ -32,8 +32,15 @@ def _erf_f(x):
     return x * 0.5 * torch.special.erfc(-x * _INV_SQRT2)
 
 
+def _erf_terms(x):
+    """f' of the erf form as its two terms: Phi(x) and x phi(x)."""
+    tail = 0.5 * torch.special.erfc(-x * _INV_SQRT2)
+    return tail, x * _INV_SQRT2PI * torch.exp(-0.5 * x * x)
+
+
 def _erf_df(x):
-    return 0.5 * torch.special.erfc(-x * _INV_SQRT2) + x * _INV_SQRT2PI * torch.exp(-0.5 * x * x)
+    tail, bump = _erf_terms(x)
+    return tail + bump
 
 
 def _tanh_arg(x):
@@ -45,15 +52,30 @@ def _tanh_f(x):
     return x * torch.sigmoid(2 * _tanh_arg(x))
 
 
+def _tanh_terms(x):
+    """f' of the tanh form as sigma(z) and its second term, z = 2 v, with sigma(z)(1 -
+    sigma(z)) as sigma(z) sigma(-z) (no cancellation for z >> 0): (z, sigma(z), that
+    product, the second term)."""
+    z = 2 * _tanh_arg(x)
+    sg = torch.sigmoid(z)
+    flat = sg * torch.sigmoid(-z)
+    return z, sg, flat, 2 * x * flat * _K * (1 + 3 * _C3 * x * x)
+
+
 def _tanh_df(x):
-    sg = torch.sigmoid(2 * _tanh_arg(x))
-    return sg + 2 * x * sg * (1 - sg) * _K * (1 + 3 * _C3 * x * x)
+    _, sg, _, bump = _tanh_terms(x)
+    return sg + bump
 
 
-def _tanh_ddf(x: float) -> float:
-    t = math.tanh(_K * (x + _C3 * x**3))
+def _tanh_ddf(x):
+    """f'' of the tanh form, with 1 - tanh(v)^2 = 4 sigma(2 v) sigma(-2 v) and tanh(v) =
+    sigma(2 v) - sigma(-2 v) (1 - t^2 from t = tanh(v) is 0 once |v| > 19: Newton's steps
+    would divide by it)."""
+    z = 2 * _tanh_arg(x)
+    hi, lo = torch.sigmoid(z), torch.sigmoid(-z)
+    t = hi - lo
     du, ddu = _K * (1 + 3 * _C3 * x * x), 6 * _K * _C3 * x
-    return (1 - t * t) * (du + 0.5 * x * ddu - x * t * du * du)
+    return 4 * hi * lo * (du + 0.5 * x * ddu - x * t * du * du)
 
 
 def _inflection_tanh() -> float:
@@ -61,7 +83,7 @@ def _inflection_tanh() -> float:
     a, b = 1.0, 2.0
     for _ in range(80):
         m = (a + b) / 2
-        a, b = (m, b) if _tanh_ddf(m) > 0 else (a, m)
+        a, b = (m, b) if float(_tanh_ddf(torch.tensor(m, dtype=torch.float64))) > 0 else (a, m)
     return (a + b) / 2
 
 
@@ -73,9 +95,7 @@ def _erf_df_err(x):
     """f'(x) of the erf form and a bound on its float64 error at x: 16 ulps of its terms'
     magnitudes and of their sensitivity to x's own rounding (|x| |d/dx| of erfc(-x / sqrt 2)
     and of x exp(-x^2 / 2): |x| phi(x) (2 + x^2))."""
-    phi = _INV_SQRT2PI * torch.exp(-0.5 * x * x)
-    tail = 0.5 * torch.special.erfc(-x * _INV_SQRT2)
-    bump = x * phi
+    tail, bump = _erf_terms(x)
     return tail + bump, _ERR_ULPS * (tail + bump.abs() + bump.abs() * (2 + x * x))
 
 
@@ -86,23 +106,9 @@ def _erf_ddf(x):
 def _tanh_df_err(x):
     """The tanh form's f'(x) and its error bound (as ``_erf_df_err``: the sigmoid's argument
     z = 2 v carries |z| ulps, which move sigma(z) by sigma (1 - sigma) |z| and the second term
-    by its own size times |z|). 1 - sigma(z) as sigma(-z): no cancellation for z >> 0."""
-    z = 2 * _tanh_arg(x)
-    sg = torch.sigmoid(z)
-    flat = sg * torch.sigmoid(-z)
-    bump = 2 * x * flat * _K * (1 + 3 * _C3 * x * x)
+    by its own size times |z|)."""
+    z, sg, flat, bump = _tanh_terms(x)
     return sg + bump, _ERR_ULPS * (sg + bump.abs() + (flat + bump.abs()) * (1 + z.abs()))
-
-
-def _tanh_ddf_t(x):
-    """f'' of the tanh form, with 1 - tanh(v)^2 = 4 sigma(2 v) sigma(-2 v) and tanh(v) =
-    sigma(2 v) - sigma(-2 v) (1 - t^2 from t = tanh(v) is 0 once |v| > 19: Newton's steps
-    would divide by it)."""
-    z = 2 * _tanh_arg(x)
-    hi, lo = torch.sigmoid(z), torch.sigmoid(-z)
-    t = hi - lo
-    du, ddu = _K * (1 + 3 * _C3 * x * x), 6 * _K * _C3 * x
-    return 4 * hi * lo * (du + 0.5 * x * ddu - x * t * du * du)
 
 
 # f' = s on one monotone piece of f' (``_SlopeInverse``): a table of f' on TABLE_POINTS points
@@ -211,7 +217,7 @@ def _make(name: str, f, df, df_err, ddf, c: float) -> Curve:
 
 CURVES = {
     "none": _make("Gelu", _erf_f, _erf_df, _erf_df_err, _erf_ddf, math.sqrt(2.0)),
-    "tanh": _make("Gelu(tanh)", _tanh_f, _tanh_df, _tanh_df_err, _tanh_ddf_t, _inflection_tanh()),
+    "tanh": _make("Gelu(tanh)", _tanh_f, _tanh_df, _tanh_df_err, _tanh_ddf, _inflection_tanh()),
 }
 
 

@@ -25,6 +25,7 @@ relaxation instead of the curve's whole computation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,8 +77,7 @@ def _dsigmoid(x):
 
 def _curve(name, f, df, r) -> Curve:
     curve = Curve(name, f, df, even_crit(r), sshape_curvature, increasing=True)
-    return Curve(name, f, df, even_crit(r), sshape_curvature, crossing=sshape_crossing(curve),
-                 increasing=True)
+    return dataclasses.replace(curve, crossing=sshape_crossing(curve))
 
 
 CURVES = {

@@ -255,9 +255,8 @@ class TangentTable:
         f, df = self.curve.f, self.curve.df
         e = -torch.sinh(torch.linspace(0.0, TABLE_SPAN, TABLE_POINTS, dtype=F64))
         f_e = f(e)
-        d = bisect(lambda x: f(x) + df(x) * (e - x) - f_e, torch.zeros_like(e),
-                   torch.zeros_like(e), -e, True, _TABLE_BISECTIONS)
-        return d
+        return bisect(lambda x: f(x) + df(x) * (e - x) - f_e, torch.zeros_like(e),
+                      torch.zeros_like(e), -e, True, _TABLE_BISECTIONS)
 
     def values(self, device) -> torch.Tensor:
         key = str(device)
