@@ -232,3 +232,20 @@ def test_pass_work_counts_multiply_adds():
     per_map = 32 * 64 * 64
     assert prefix_work(graph, "c0") == (per_map * 27, 1)
     assert prefix_work(graph, "c1") == (per_map * (27 + 1 + 32 * 9), 3)
+
+
+def test_the_memory_guard_prices_one_spec_row_not_all(monkeypatch):
+    """Wide outputs with a row per class (999 disjuncts on VGG16: 122 GiB for all rows at
+    once) are bounded when an interval pass and a one-row backward chunk fit: the passes
+    take spec rows in chunks. Before, every bound stage was skipped."""
+    from bounds.engine.budget import COEF_COPIES
+
+    graph = random_mlp([20, 8, 400], seed=1)
+    one_row = memory_guard.pass_bytes(graph, torch.float64)
+    free = 4 * one_row
+    monkeypatch.setattr(memory_guard, "free_bytes", lambda device: free)
+    assert strategy._bounds_do_not_fit(graph, "cpu") is None
+    all_rows = 399 * COEF_COPIES * 400 * 8  # (the robustness spec's rows at once)
+    assert all_rows > memory_guard.PASS_FIT_SHARE * free
+    monkeypatch.setattr(memory_guard, "free_bytes", lambda device: one_row)
+    assert "not bounded" in strategy._bounds_do_not_fit(graph, "cpu")

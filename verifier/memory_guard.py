@@ -4,8 +4,9 @@ The Linux out-of-memory killer gives no answer at all (TinyYOLO bench workers di
 -9). Two defences, both here:
 
 * before the bound stages, :func:`bounds_fit` estimates what one interval pass and one
-  backward pass chunk need (``bounds.engine.budget``) against the memory free on the device;
-  a model that cannot fit is not bounded (the attack still runs) and the answer names why;
+  backward pass chunk (of one spec row) need (``bounds.engine.budget``) against the memory
+  free on the device; a model that cannot fit is not bounded (the attack still runs) and
+  the answer names why;
 * :func:`cap_process_memory` (called by processes that run verifications: bench workers, and
   the CLI) sets RLIMIT_DATA to a share of the memory available, so an allocation beyond it
   fails inside the process (``MemoryError``, torch's "can't allocate memory") instead of the
@@ -111,19 +112,22 @@ def halved_after_out_of_memory(size: int, exc: BaseException, device: str, searc
     return smaller
 
 
-def pass_bytes(graph: Graph, spec_rows: int, dtype: torch.dtype) -> int:
+def pass_bytes(graph: Graph, dtype: torch.dtype) -> int:
     """Memory of the smallest first bound pass: one interval pass (intervals and rounding
-    allowances of every value) and one backward chunk of the spec rows over the widest value."""
+    allowances of every value) and one backward chunk of one spec row over the widest value.
+    (The engines take spec rows in chunks sized to the memory free, ``chunk_rows``: a spec of
+    999 disjuncts over a VGG16 was refused every bound, 119.5 GiB for all rows at once, where
+    the interval pass needs 0.64 GiB, a one-row chunk 0.12 GiB and the constants 2.06 GiB.)"""
     widest = max([math.prod(graph.inputs[0].shape)] + [math.prod(n.shape) for n in graph.nodes])
-    backward = COEF_COPIES * max(1, spec_rows) * widest * element_size(dtype)
+    backward = COEF_COPIES * widest * element_size(dtype)
     params = 2 * graph.parameter_count() * element_size(dtype)  # materialised constants
     return ibp_pass_bytes(graph, 1, dtype) + backward + params
 
 
-def bounds_fit(graph: Graph, spec_rows: int, device: str, dtype: torch.dtype) -> str | None:
+def bounds_fit(graph: Graph, device: str, dtype: torch.dtype) -> str | None:
     """None when a first bound pass fits PASS_FIT_SHARE of the memory free on ``device``;
     else the reason, in words."""
-    need, free = pass_bytes(graph, spec_rows, dtype), free_bytes(device)
+    need, free = pass_bytes(graph, dtype), free_bytes(device)
     if need <= PASS_FIT_SHARE * free:
         return None
     return (f"one bound pass needs about {need / 2**30:.2f} GiB and {free / 2**30:.2f} GiB "

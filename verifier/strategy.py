@@ -274,7 +274,7 @@ def _run_methods(model, spec, config, device, deadline, progress=None) -> Verifi
         return VerificationResult(verdict, cex, method="milp", stats=stats,
                                   message=stats.get("reason", ""))
     graph = model.graph
-    too_big = _bounds_do_not_fit(graph, spec, device)
+    too_big = _bounds_do_not_fit(graph, device)
     if too_big is not None:
         result = _last_attack(attacks, deadline, method, too_big)
         if result.verdict == "sat":
@@ -339,12 +339,12 @@ def _low_dimensional(graph, problems) -> bool:
     return all(n is not None and n <= limit for n in counts)
 
 
-def _bounds_do_not_fit(graph, spec, device) -> str | None:
-    """Why no bound pass of this model and spec fits the memory free (None: it fits)."""
+def _bounds_do_not_fit(graph, device) -> str | None:
+    """Why no bound pass of this model fits the memory free (None: it fits). The spec's
+    rows do not count: the passes take them in chunks, one row at the least."""
     from verifier.memory_guard import bounds_fit
 
-    rows = max(r.condition.coef.shape[0] * r.condition.coef.shape[1] for r in spec.regions)
-    reason = bounds_fit(graph, rows, device, DTYPE)
+    reason = bounds_fit(graph, device, DTYPE)
     if reason is not None:
         log.warning("bound stages skipped: %s", reason)
         return f"not bounded: {reason}"

@@ -61,17 +61,30 @@ def identity_functions(box: Interval, shape) -> LinearFunctions:
     return LinearFunctions(w, zero, w, zero)
 
 
+# A coordinate whose box is at most this many float32 spacings wide is pinned: a spec's
+# fixed value that no float32 represents widens to its two float32 neighbours
+# (``InputRegion.bound_box``), which must not count as a free input (VGG16 with 10 moving
+# pixels of 150528: forward mode over 10 inputs, not 150526).
+PINNED_SPACINGS = 4
+
+
 def free_coordinates(box: Interval) -> torch.Tensor:
-    """Indices of the input coordinates some domain of ``box`` [B, ...] leaves free
-    (lower < upper); the others are fixed points in every domain."""
+    """Indices of the input coordinates some domain of ``box`` [B, ...] leaves free: wider
+    than PINNED_SPACINGS float32 spacings. The others are pinned: intervals no wider than
+    float32 rounding (exact points among them), carried as interval constants."""
     b = box.lower.shape[0]
-    return torch.nonzero((box.upper.reshape(b, -1) > box.lower.reshape(b, -1)).any(0))[:, 0]
+    lower, upper = box.lower.reshape(b, -1), box.upper.reshape(b, -1)
+    magnitude = torch.maximum(lower.abs(), upper.abs())
+    # float32's spacing at x is at most 2**-23 |x| (and 2**-149 near zero)
+    pinned = (upper - lower) <= PINNED_SPACINGS * torch.clamp(magnitude * 2.0**-23, min=2.0**-149)
+    return torch.nonzero((~pinned).any(0))[:, 0]
 
 
 def free_input_functions(box: Interval, shape, free: torch.Tensor
                          ) -> tuple[LinearFunctions, Interval]:
-    """The input as linear functions of its ``free`` coordinates z = x[free] (the others are
-    constants: x = x_fixed + sum_j e_free[j] z_j), and the box of z. Forward mode over z costs
+    """The input as linear functions of its ``free`` coordinates z = x[free], and the box of
+    z. The other coordinates are constants: their lower end in the lower function, their
+    upper end in the upper one (x = x_pinned + sum_j e_free[j] z_j). Forward mode over z costs
     len(free) per element instead of the whole input size (MetaRoom: ~150 of 5376 pixels
     move)."""
     b, d = box.lower.shape[0], box.lower[0].numel()
@@ -80,11 +93,12 @@ def free_input_functions(box: Interval, shape, free: torch.Tensor
     w = torch.zeros((f, d), dtype=lower.dtype, device=lower.device)
     w[torch.arange(f, device=lower.device), free] = 1.0
     w = w.reshape(1, f, *shape).expand(b, f, *shape)
-    fixed = lower.clone()
-    fixed[:, free] = 0.0
-    fixed = fixed.reshape(b, *shape)
+    pinned_lower, pinned_upper = lower.clone(), upper.clone()
+    pinned_lower[:, free] = 0.0
+    pinned_upper[:, free] = 0.0
     zbox = Interval(lower[:, free], upper[:, free])
-    return LinearFunctions(w, fixed, w, fixed), zbox
+    return (LinearFunctions(w, pinned_lower.reshape(b, *shape), w,
+                            pinned_upper.reshape(b, *shape)), zbox)
 
 
 def constant_functions(interval: Interval, d: int) -> LinearFunctions:

@@ -167,6 +167,12 @@ def chunk_rows(graph: Graph, cache: PassCache, width: int, device=None,
     return max(1, min(rows, int(NODE_TIME_GRANULE_S / max(per_pass * width, 1e-12))))
 
 
+def backward_rows_fit(graph: Graph, cache: PassCache, rows: int, name: str) -> bool:
+    """Whether ``rows`` plain CROWN rows back from value ``name`` fit in the time left, at
+    the rate measured on this graph's refinement passes (unknown rate or no deadline: yes)."""
+    return _fits(graph, cache, rows * prefix_elements(graph, name), name, share=1.0)
+
+
 def _fits(graph: Graph, cache: PassCache, work: int, name: str,
           alpha_iterations: int = 0, share: float = REFINE_TIME_SHARE) -> bool:
     """Whether ``work`` (coefficient rows x values' elements of backward passes) fits in

@@ -284,3 +284,61 @@ def test_forward_functions_of_a_scalar_value_concretize():
     want_hi = (torch.where(uw > 0, uw * hi, uw * lo)).sum(1) + ub
     assert torch.allclose(out.lower, want_lo) and torch.allclose(out.upper, want_hi)
     assert bool((out.lower <= want_lo + 1e-12).all()) and bool((out.upper >= want_hi - 1e-12).all())
+
+
+def _float32_hull_box(shape, seed: int, free_share: float = 0.2) -> Interval:
+    """Most coordinates pinned to a value no float32 represents, widened to its two float32
+    neighbours as ``InputRegion.bound_box`` does; the rest free with radius 0.3."""
+    from verifier.spec.types import float32_hull
+
+    rng = np.random.default_rng(seed)
+    centre = np.round(rng.normal(size=(1, *shape)), 3) + 1e-9  # (decimals: not float32)
+    width = np.where(rng.random((1, *shape)) < free_share, 0.3, 0.0)
+    lower, upper = float32_hull(centre - width, centre + width)
+    return Interval(torch.as_tensor(lower), torch.as_tensor(upper))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_neighbours_are_pinned_not_free(seed):
+    """A coordinate widened only to its float32 neighbours is pinned: forward mode carries
+    the free coordinates alone (all 36 counted as free before), its input functions still
+    enclose the box (the pinned ends as constants), and its bounds enclose sampled points."""
+    graph = maxpool_cnn(seed, deep=True)
+    box = _float32_hull_box((1, 1, 6, 6), seed)
+    widths = (box.upper - box.lower).flatten()
+    assert bool((widths > 0).all())  # every coordinate has some width
+    free = free_coordinates(box)
+    assert torch.equal(free, torch.nonzero(widths > 0.1)[:, 0])
+    funcs, zbox = free_input_functions(box, (1, 1, 6, 6), free)
+    again = funcs.concretize(zbox)
+    assert torch.allclose(again.lower, box.lower, rtol=0, atol=1e-12)
+    assert torch.allclose(again.upper, box.upper, rtol=0, atol=1e-12)
+    pinned = (widths < 0.1).reshape(box.lower.shape)
+    assert torch.equal(again.lower[pinned], box.lower[pinned])  # (constants: exact ends)
+    assert torch.equal(again.upper[pinned], box.upper[pinned])
+    inter = compute_intermediate(graph, box, method="forward")
+    _assert_encloses(graph, box, inter)
+
+
+def test_final_pass_stops_at_once_where_its_rows_cannot_end_in_time(monkeypatch):
+    """Spec rows whose backward pass, priced at the measured rate, cannot end before the
+    engines' deadline: the pass raises DeadlineExceeded before its first row (it ran into
+    the deadline before, holding the time the rest of the run needed)."""
+    import bounds.engine.spec_bounds as spec_bounds
+    from bounds.engine.spec_bounds import BoundOptions, bound_spec
+
+    graph = random_mlp([6, 16, 16, 10], seed=2)
+    box = _box((1, 6), 1, 0.2, 2)
+    coef = torch.randn(1, 9, 10, dtype=F64)
+    rhs = torch.zeros(1, 9, dtype=F64)
+    passes = spy(monkeypatch, spec_bounds, "backward_bound")
+    options = BoundOptions(method="crown", intermediate="ibp")
+    with engine_deadline(10.0 + time.monotonic()):
+        intermediate.rates(PassCache())[intermediate._rate_key(graph)] = 1e6  # s per unit
+        with pytest.raises(DeadlineExceeded):
+            bound_spec(graph, box, coef, rhs, options)
+    assert not passes
+    with engine_deadline(10.0 + time.monotonic()):  # (a rate that fits: the pass runs)
+        intermediate.rates(PassCache())[intermediate._rate_key(graph)] = 1e-12
+        lower = bound_spec(graph, box, coef, rhs, options).lower
+    assert passes and bool(torch.isfinite(lower).all())
