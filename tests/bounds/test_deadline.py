@@ -199,20 +199,27 @@ def test_refinement_stops_after_a_chunk_when_the_rest_would_not_fit(monkeypatch)
 
 def test_measured_rate_is_shared_within_a_deadline_block():
     """A later bound computation in the same deadline block estimates from the rate an
-    earlier one measured: with a rate that cannot fit, no refinement starts (IBP's bound)."""
+    earlier one measured: with a rate that cannot fit, no refinement starts (IBP's
+    intervals), and the final pass stops before its first row."""
     from bounds.engine.deadline import shared_rates
+    from bounds.engine.intermediate import compute_intermediate
+    from bounds.rules.rewrites import bound_graph
 
     graph, box, coef, rhs = _wide_problem()
-    ibp = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="ibp"))
+    ibp = compute_intermediate(bound_graph(graph), box, method="ibp")
     with engine_deadline(time.monotonic() + 60):
         bound_spec(graph, box, coef, rhs, BoundOptions(method="crown", intermediate="crown"))
         rates = shared_rates()
         assert rates, "the first computation measured its refinement rate"
         for key in rates:
             rates[key] = 1e6  # seconds per unit: nothing fits
-        res = bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
-                                                             intermediate="crown"))
-    assert torch.equal(res.lower, ibp.lower)
+        inter = compute_intermediate(bound_graph(graph), box, method="crown")
+        with pytest.raises(DeadlineExceeded):
+            bound_spec(graph, box, coef, rhs, BoundOptions(method="crown",
+                                                           intermediate="crown"))
+    for name, iv in ibp.bounds.items():
+        assert torch.equal(inter.bounds[name].lower, iv.lower), name
+        assert torch.equal(inter.bounds[name].upper, iv.upper), name
 
 
 def _cnn_problem():
