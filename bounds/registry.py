@@ -174,6 +174,12 @@ class OpRule:
     # bounds' dtype, the planes ``relax`` gives for any alpha; the engine then takes the step
     # itself (``bounds.engine.kink_step``). None: the engine relaxes with ``relax``.
     alpha_planes: Callable | None = field(default=None, kw_only=True)
+    # (node, args) -> a lower bound every evaluation of the node meets, exact or float32
+    # (broadcastable to the output; -inf where none is known), or None: IBP raises its lower
+    # ends to it after the rounding allowance (``bounds.engine.ibp``), which widens both ends
+    # alike and so takes values that cannot go negative below 0 (a LayerNorm's variance:
+    # the Sqrt after it had no bound). ``bounds.rules.floors`` has the common ones.
+    floor: Callable | None = field(default=None, kw_only=True)
 
 
 class Registry:

@@ -41,9 +41,11 @@ def widen(interval: Interval, delta: torch.Tensor | None) -> Interval:
 
 
 def intersect(a: Interval, b: Interval | None) -> Interval:
+    """Both intervals' constraints; a NaN end says nothing (fmax/fmin take the other end: a
+    NaN in a given interval made every bound of a ViT NaN)."""
     if b is None:
         return a
-    return Interval(torch.maximum(a.lower, b.lower), torch.minimum(a.upper, b.upper))
+    return Interval(torch.fmax(a.lower, b.lower), torch.fmin(a.upper, b.upper))
 
 
 # A node whose batch holds more output elements than this is bounded in timed chunks of
@@ -54,7 +56,15 @@ CHUNK_MIN_ELEMENTS = 1 << 20
 def _node_interval(node: Node, rule: OpRule, args: list, in_shape) -> tuple:
     out = node_ibp(node, rule, args)
     delta = rounding_error(node, rule, args, out, in_shape)
-    return widen(out, delta), delta
+    return raise_to_floor(widen(out, delta), rule.floor and rule.floor(node, args)), delta
+
+
+def raise_to_floor(interval: Interval, floor: torch.Tensor | None) -> Interval:
+    """``interval`` with its lower ends raised to ``floor`` (``OpRule.floor``: a bound the
+    value meets exactly and in float32, which the symmetric rounding allowance loses)."""
+    if floor is None:
+        return interval
+    return Interval(torch.maximum(interval.lower, floor.to(interval.lower)), interval.upper)
 
 
 def _batch_of(args: list) -> int:

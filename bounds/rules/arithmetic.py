@@ -27,6 +27,7 @@ from bounds.rules.common import (
     static_shape,
     sum_to_batch_spec,
 )
+from bounds.rules.floors import nonneg_product_floor, nonneg_sum_floor
 from bounds.types import Interval
 
 NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
@@ -146,7 +147,8 @@ _PRODUCT = {"alpha": bilinear.PRODUCT_ALPHA, "rounding": Rounding.ARITHMETIC,
 RULES = (
     OpRule("Add", forward=lambda node, a: a[0] + a[1], ibp=_add_ibp,
            backward=_linear_combination_backward((1.0, 1.0)),
-           traits=OpTraits(monotone=True, **_COORD), doc="x + y", **_ARITH),
+           traits=OpTraits(monotone=True, **_COORD), doc="x + y", floor=nonneg_sum_floor,
+           **_ARITH),
     OpRule("Sub", forward=lambda node, a: a[0] - a[1], ibp=_sub_ibp,
            backward=_linear_combination_backward((1.0, -1.0)),
            traits=OpTraits(**_COORD), doc="x - y", **_ARITH),
@@ -154,7 +156,7 @@ RULES = (
            traits=OpTraits(**_COORD), doc="-x", **{**_ARITH, "rounding": Rounding.EXACT}),
     OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp, backward=_scale_backward,
            traits=OpTraits(**_COORD),
-           doc="x * y (affine if one operand is constant)",
+           doc="x * y (affine if one operand is constant)", floor=nonneg_product_floor,
            split=bilinear.PRODUCT_SPLIT, **_PRODUCT),
     OpRule("Div", forward=lambda node, a: a[0] / a[1], ibp=_div_ibp, backward=_scale_backward,
            traits=OpTraits(**_COORD),

@@ -119,6 +119,14 @@ def _pow_ibp(node, args):
     return ibp_curve(pow_curve(_exponent(node)), "Pow", args[0])
 
 
+def _pow_floor(node, args):
+    """x^p >= 0 for an even integer p (exact and float32); None otherwise."""
+    p = _exponent(node)
+    if p != int(p) or int(p) % 2:
+        return None
+    return torch.zeros((), dtype=args[0].lower.dtype)
+
+
 def _pow_relax(node, lower, upper, alpha=None):
     return relax_curve(pow_curve(_exponent(node)), "Pow", lower, upper, alpha)
 
@@ -137,5 +145,6 @@ RULES = (
     _simple("Reciprocal", RECIPROCAL, torch.reciprocal, OpTraits(**_EL), None),
     OpRule("Pow", forward=_pow_forward, ibp=_pow_ibp, relax=_pow_relax,
            traits=OpTraits(**_EL), doc="x^p, constant p: tangent/chord relaxation",
-           alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC, split=None, milp=Milp("relaxed")),
+           alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC, split=None, milp=Milp("relaxed"),
+           floor=_pow_floor),
 )

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from bounds.registry import Alpha, Milp, OpRule, OpTraits, Rounding
 from bounds.rules import max_relax
 from bounds.rules.common import AFFINE_FIELDS, ibp_monotone, static_shape
+from bounds.rules.floors import nonneg_reduce_floor
 from bounds.types import Interval
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -233,9 +234,9 @@ _WINDOW_MAX = {"alpha": Alpha(max_alpha_init, structured=True), "rounding": Roun
         "split": None, "milp": Milp("window_max")}
 
 
-def _rule(op, forward, traits, doc, fields, backward=None):
+def _rule(op, forward, traits, doc, fields, backward=None, floor=None):
     return OpRule(op, forward=forward, ibp=ibp_monotone(forward), traits=traits, doc=doc,
-                  backward=backward, **fields)
+                  backward=backward, floor=floor, **fields)
 
 
 RULES = (
@@ -243,8 +244,10 @@ RULES = (
     _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM),
     _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
           "max(x_j, m)", _WINDOW_MAX, _maxpool_backward),
-    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM),
-    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes", _SUM),
+    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM,
+          floor=nonneg_reduce_floor(_reduce_sum)),
+    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes", _SUM,
+          floor=nonneg_reduce_floor(_reduce_mean)),
     _rule("ReduceMax", _reduce_max, _MONO, "max over axes (MaxPool's planes)", _WINDOW_MAX,
           _reducemax_backward),
 )

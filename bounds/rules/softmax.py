@@ -52,7 +52,8 @@ def _ibp(node, args):
     upper = eu / (eu + _others_sum(el, dim))
     # Outward margin for the rounding of exp, the sums and the division (a few ulps each).
     margin = 8 * x.lower.shape[dim] * torch.finfo(x.lower.dtype).eps
-    lower = (lower * (1 - margin)).clamp_min(0.0)
+    # (inputs unbounded above: exp(inf - inf) is NaN; the range [0, 1] holds regardless)
+    lower = torch.nan_to_num(lower * (1 - margin), nan=0.0).clamp_min(0.0)
     upper = torch.nan_to_num(upper * (1 + margin), nan=1.0).clamp_max(1.0)
     return Interval(lower, upper)
 

@@ -1,0 +1,133 @@
+"""Lower floors that hold in exact and float32 arithmetic (``OpRule.floor``,
+``bounds.rules.floors``): IBP raises its lower ends to them after the symmetric rounding
+allowance. A LayerNorm's variance came out negative and the Sqrt after it stopped every bound
+pass (a small ViT); each floor is checked against sampled points, in float64 and float32."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bounds.engine.forward import run_graph
+from bounds.engine.ibp import ibp_bounds, intersect
+from bounds.engine.intermediate import compute_intermediate
+from bounds.graph import Graph, Node, TensorInfo
+from bounds.rules.floors import round_down_float32
+from bounds.types import Interval
+
+F64 = torch.float64
+EPS = np.float32(1e-5)
+
+
+def _layer_norm(width: int = 24, scale: float = 40.0) -> Graph:
+    """x [1, 3, width] -> (x - mean) / sqrt(mean((x - mean)^2) + eps): the decomposed form
+    that ONNX exporters write (opset < 17)."""
+    shape, col = (1, 3, width), (1, 3, 1)
+    rng = np.random.default_rng(0)
+    w = (scale * rng.normal(size=(width, width)) / math.sqrt(width)).astype(np.float32)
+    nodes = [
+        Node("lin", "Linear", ("x", None, None), shape, {}, {1: w, 2: np.zeros(width, np.float32)}),
+        Node("mean", "ReduceMean", ("lin",), col, {"axes": (2,), "keepdims": 1}),
+        Node("centred", "Sub", ("lin", "mean"), shape),
+        Node("square", "Pow", ("centred",), shape, {"exponent": 2.0}),
+        Node("var", "ReduceMean", ("square",), col, {"axes": (2,), "keepdims": 1}),
+        Node("var_eps", "Add", ("var", None), col, {}, {1: np.full((1, 1, 1), EPS)}),
+        Node("std", "Sqrt", ("var_eps",), col),
+        Node("normed", "Div", ("centred", "std"), shape),
+    ]
+    return Graph((TensorInfo("x", shape),), (TensorInfo("normed", shape),), tuple(nodes))
+
+
+def _box(width: int, radius: float, seed: int) -> Interval:
+    """A box with float32 ends (its float32 points are then inside it)."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randn((1, 3, width), generator=gen, dtype=F64)
+    return Interval((centre - radius).float().double(), (centre + radius).float().double())
+
+
+def _samples(box: Interval, n: int = 400) -> torch.Tensor:
+    """Float32 points of ``box`` (corners among them)."""
+    gen = torch.Generator().manual_seed(5)
+    t = torch.rand((n, *box.lower.shape[1:]), generator=gen, dtype=F64)
+    t[: n // 4] = t[: n // 4].round()
+    x = (box.lower + (box.upper - box.lower) * t).float()
+    return torch.clamp(x, box.lower.float(), box.upper.float())
+
+
+def _assert_encloses(graph: Graph, box: Interval, bounds: dict) -> None:
+    """Sampled float32 points, evaluated in float64 and in float32, lie in every value's
+    interval."""
+    x = _samples(box)
+    for dtype in (F64, torch.float32):
+        values = run_graph(graph, x.to(dtype), keep_all=True)
+        for name, iv in bounds.items():
+            v = values[name].to(F64)
+            assert bool((v >= iv.lower - 1e-9).all()), (name, dtype)
+            assert bool((v <= iv.upper + 1e-9).all()), (name, dtype)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_layer_norm_variance_keeps_its_epsilon(seed):
+    """Wide pre-activations (rounding allowances of the squares' sum far above eps): the
+    variance stays >= 0 and the Sqrt's input >= eps, where IBP went negative before and the
+    Sqrt raised; the bounds enclose sampled points in float64 and float32."""
+    graph = _layer_norm()
+    box = _box(24, 1.0, seed)
+    bounds = ibp_bounds(graph, box)
+    assert float(bounds["square"].lower.min()) >= 0.0
+    assert float(bounds["var"].lower.min()) >= 0.0
+    assert float(bounds["var_eps"].lower.min()) == float(EPS)
+    assert bool(torch.isfinite(bounds["normed"].lower).all())
+    _assert_encloses(graph, box, bounds)
+    crown = compute_intermediate(graph, box, method="crown")
+    assert float(crown.bounds["var_eps"].lower.min()) >= float(EPS)
+    _assert_encloses(graph, box, crown.bounds)
+
+
+def test_floors_only_where_the_inputs_are_nonnegative():
+    """A sum with a negative operand and an odd power get no floor: their IBP stays as it
+    was (negative lower ends, enclosing samples)."""
+    shape = (1, 6)
+    nodes = [Node("s", "Add", ("x", None), shape, {}, {1: np.full(shape, 0.5, np.float32)}),
+             Node("c", "Pow", ("x",), shape, {"exponent": 3.0}),
+             Node("m", "Mul", ("x", "x"), shape)]
+    graph = Graph((TensorInfo("x", shape),), (TensorInfo("m", shape),), tuple(nodes))
+    box = Interval(-torch.ones(1, 6, dtype=F64), torch.ones(1, 6, dtype=F64))
+    bounds = ibp_bounds(graph, box)
+    assert float(bounds["s"].lower.max()) < 0 and float(bounds["c"].lower.max()) < 0
+    assert float(bounds["m"].lower.max()) < 0
+    _assert_encloses(graph, box, bounds)
+
+
+def test_round_down_float32():
+    x = torch.tensor([0.1, 1.0, -0.1, 1e-5, 0.0, 3.0000001], dtype=F64)
+    down = round_down_float32(x)
+    assert bool((down <= x).all())
+    assert torch.equal(down.to(torch.float32).to(F64), down)  # float32 values
+    up = torch.nextafter(down.to(torch.float32), torch.full((6,), math.inf)).to(F64)
+    assert bool((up > x).all() | (down == x).all())
+
+
+def test_intersect_ignores_a_nan_end():
+    a = Interval(torch.tensor([0.0, -1.0], dtype=F64), torch.tensor([1.0, 2.0], dtype=F64))
+    b = Interval(torch.tensor([math.nan, 0.5], dtype=F64), torch.tensor([0.5, math.nan]))
+    out = intersect(a, b)
+    assert torch.equal(out.lower, torch.tensor([0.0, 0.5], dtype=F64))
+    assert torch.equal(out.upper, torch.tensor([0.5, 2.0], dtype=F64))
+
+
+def test_softmax_of_unbounded_scores_stays_in_its_range():
+    """Scores unbounded above (an exploded IBP): the Softmax interval is within [0, 1], not
+    NaN (a NaN there reached every bound of a ViT through ``intersect``); the ends are [0, 1]
+    widened by the rounding allowance."""
+    shape = (1, 4)
+    graph = Graph((TensorInfo("x", shape),), (TensorInfo("p", shape),),
+                  (Node("p", "Softmax", ("x",), shape, {"axis": 1}),))
+    box = Interval(torch.tensor([[-1.0, 0.0, -math.inf, 2.0]], dtype=F64),
+                   torch.tensor([[1.0, math.inf, 3.0, 2.0]], dtype=F64))
+    out = ibp_bounds(graph, box)["p"]
+    assert not bool(torch.isnan(out.lower).any() | torch.isnan(out.upper).any())
+    assert bool((out.lower >= -1e-5).all() & (out.upper <= 1 + 1e-5).all())  # (+ rounding)
