@@ -50,18 +50,19 @@ def nonneg_sum_floor(node, args) -> torch.Tensor:
 def nonneg_product_floor(node, args) -> torch.Tensor:
     """x * y with x, y >= 0 is >= 0 (exact and float32)."""
     ok = _nonneg(args)
-    dtype = next(a.lower.dtype for a in args if isinstance(a, Interval))
-    return torch.where(ok, torch.zeros((), dtype=dtype), torch.full((), -math.inf, dtype=dtype))
+    like = next(a.lower for a in args if isinstance(a, Interval))
+    zero = torch.zeros((), dtype=like.dtype, device=like.device)
+    return torch.where(ok, zero, zero - math.inf)
 
 
 def nonneg_reduce_floor(forward):
     """A sum or mean over axes (``forward``) of values >= 0 is >= 0, exact and float32: 0
-    where no reduced element's lower end is negative (``forward`` of the negative ones'
+    where no reduced element's lower end is negative or NaN (``forward`` of their
     indicator: a count, 0 exactly when there is none)."""
 
     def floor(node, args) -> torch.Tensor:
         x = args[0]
-        negative = forward(node, [(x.lower < 0).to(x.lower.dtype)])
+        negative = forward(node, [(~(x.lower >= 0)).to(x.lower.dtype)])
         return torch.where(negative == 0, torch.zeros_like(negative),
                            torch.full_like(negative, -math.inf))
 
