@@ -1,0 +1,195 @@
+"""Model classes the dev sets lack, built here with torch (random weights, fixed seeds), each
+verified by ``nncert verify`` in its own process: how a new user's run ends on them.
+
+    .venv/bin/python -m benchmarks.probe_models [--models vit tinyresnet vgg16]
+        [--timeout 60] [--dir /tmp/nncert-probes]
+
+* ``vgg16``: VGG16 at ImageNet shape (3x224x224, 138M parameters, a 553 MB ONNX file),
+  999 disjuncts (one per other class), 10 pixels moving by 0.05 and the rest pinned to
+  values that no float32 represents (decimal text): the memory guard, the final pass's
+  pricing and pinned coordinates (session 36).
+* ``tinyresnet``: a TinyImageNet-shaped ResNet (3x64x64, BatchNorm, 4 residual blocks, 200
+  classes), 199 disjuncts, eps 1/255 on every pixel.
+* ``vit``: a small vision transformer (CIFAR shape, 8x8 patches, 2 blocks of width 48,
+  3 heads, Softmax attention), exported at opset 13 so that LayerNorm is written out as
+  ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div; eps 1/255 on every pixel.
+
+Random weights make these figures of behaviour and cost (does every stage run, end on time,
+fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
+the run's message per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _vgg16() -> nn.Module:
+    layers, c = [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        conv = nn.Conv2d(c, v, 3, padding=1)
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU()]
+        c = v
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512 * 7 * 7, 4096), nn.ReLU(),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def _tinyresnet() -> nn.Module:
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        _Block(32, 32, 1), _Block(32, 64, 2), _Block(64, 64, 1), _Block(64, 128, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 200))
+    with torch.no_grad():  # batch statistics of a trained net, roughly
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return net
+
+
+class _Attention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads, self.qkv, self.out = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)).softmax(-1)
+        return self.out((att @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.norm1, self.att = nn.LayerNorm(d), _Attention(d, heads)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        x = x + self.att(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _ViT(nn.Module):
+    def __init__(self, d: int = 48, depth: int = 2, heads: int = 3, patch: int = 8):
+        super().__init__()
+        self.patch, n = patch, (32 // patch) ** 2
+        self.embed = nn.Linear(3 * patch * patch, d)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.blocks = nn.Sequential(*[_Encoder(d, heads) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 10)
+
+    def forward(self, x):
+        b, p, g = x.shape[0], self.patch, 32 // self.patch
+        x = x.reshape(b, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, 3 * p * p)
+        x = torch.cat([self.cls.expand(b, -1, -1), self.embed(x)], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+# name -> (builder, input shape, moving pixels (None: all), eps, digits of pinned values)
+PROBES = {
+    "vgg16": (_vgg16, (1, 3, 224, 224), 10, 0.05, 8),
+    "tinyresnet": (_tinyresnet, (1, 3, 64, 64), None, 1 / 255, None),
+    "vit": (_ViT, (1, 3, 32, 32), None, 1 / 255, None),
+}
+
+
+def _spec_text(x: torch.Tensor, label: int, n_out: int, moving: int | None, eps: float,
+               digits: int | None) -> str:
+    """Robustness of ``label`` around ``x`` in [0, 1]: one disjunct per other class."""
+    flat = x.flatten().tolist()
+    free = set(range(len(flat))) if moving is None else set(
+        torch.randperm(len(flat), generator=torch.Generator().manual_seed(1))[:moving].tolist())
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, v in enumerate(flat):
+        e = eps if i in free else 0.0
+        hi, lo = min(1.0, v + e), max(0.0, v - e)
+        text = (lambda t: f"{t:.{digits}f}") if digits else repr
+        lines += [f"(assert (<= X_{i} {text(hi)}))", f"(assert (>= X_{i} {text(lo)}))"]
+    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))"
+                                            for j in range(n_out) if j != label) + "))")
+    return "\n".join(lines) + "\n"
+
+
+def build(name: str, folder: Path) -> tuple[Path, Path]:
+    """The probe's ONNX model and VNN-LIB spec in ``folder`` (made once, then reused)."""
+    onnx_path, spec_path = folder / f"{name}.onnx", folder / f"{name}.vnnlib"
+    if onnx_path.exists() and spec_path.exists():
+        return onnx_path, spec_path
+    builder, shape, moving, eps, digits = PROBES[name]
+    torch.manual_seed(0)
+    model = builder().eval()
+    x = torch.rand(shape)
+    with torch.no_grad():
+        y = model(x)
+    torch.onnx.export(model, x, str(onnx_path), input_names=["input"], output_names=["output"],
+                      opset_version=13, dynamo=False)
+    spec_path.write_text(_spec_text(x, int(y.argmax()), y.shape[-1], moving, eps, digits))
+    return onnx_path, spec_path
+
+
+def run(onnx_path: Path, spec_path: Path, timeout: float) -> dict:
+    """``nncert verify`` in a child process: verdict, wall seconds, peak RSS (GB), message."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "verifier.cli", "verify", str(onnx_path),
+                           str(spec_path), "--timeout", str(timeout), "-v"],
+                          capture_output=True, text=True, timeout=timeout + 120)
+    wall = time.monotonic() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    lines = proc.stdout.strip().splitlines()
+    said = [ln for ln in proc.stderr.splitlines() if "nncert.verify:" in ln]
+    return {"verdict": lines[-1] if lines else f"exit {proc.returncode}", "wall_s": wall,
+            "peak_gb": peak, "message": said[-1].split("nncert.verify:", 1)[1].strip()
+            if said else ""}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="*", default=["vit", "tinyresnet"],
+                        choices=sorted(PROBES))
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/nncert-probes"))
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        row = run(*build(name, args.dir), args.timeout)
+        # (peak: the largest child so far, which is this one where models grow in order)
+        print(f"{name:11s} {row['verdict']:8s} {row['wall_s']:7.1f} s  peak {row['peak_gb']:5.2f}"
+              f" GB  {row['message'][:150]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
