@@ -8,8 +8,8 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
   999 disjuncts (one per other class), 10 pixels moving by 0.05 and the rest pinned to
   values that no float32 represents (decimal text): the memory guard, the final pass's
   pricing and pinned coordinates (session 36).
-* ``tinyresnet``: a TinyImageNet-shaped ResNet (3x64x64, BatchNorm, 4 residual blocks, 200
-  classes), 199 disjuncts, eps 1/255 on every pixel.
+* ``tinyresnet``: a TinyImageNet-shaped ResNet (3x64x64, ``resnet_proxy``'s BatchNorm
+  blocks, 3 stages, 200 classes), 199 disjuncts, eps 1/255 on every pixel.
 * ``vit``: a small vision transformer (CIFAR shape, 8x8 patches, 2 blocks of width 48,
   3 heads, Softmax attention), exported at opset 13 so that LayerNorm is written out as
   ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div; eps 1/255 on every pixel.
@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.resnet_proxy import build as build_resnet
+
 
 def _vgg16() -> nn.Module:
     layers, c = [], 3
@@ -49,32 +51,10 @@ def _vgg16() -> nn.Module:
                          nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000))
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-        self.skip = (nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
-
-    def forward(self, x):
-        return torch.relu(self.body(x) + self.skip(x))
-
-
 def _tinyresnet() -> nn.Module:
-    net = nn.Sequential(
-        nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        _Block(32, 32, 1), _Block(32, 64, 2), _Block(64, 64, 1), _Block(64, 128, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 200))
-    with torch.no_grad():  # batch statistics of a trained net, roughly
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    return net
+    """``resnet_proxy``'s BatchNorm ResNet at TinyImageNet's shape: 3 stages of one block
+    (widths 32, 64, 128), 200 classes, no hidden layer."""
+    return build_resnet(32, [1, 2, 4], 1, 0, 200)
 
 
 class _Attention(nn.Module):

@@ -38,18 +38,23 @@ def _nonneg(args) -> torch.Tensor:
     return out
 
 
-def nonneg_sum_floor(node, args) -> torch.Tensor:
+def nonneg_sum_floor(node, args) -> torch.Tensor | None:
     """x + y with x, y >= 0 is at least max(x, y): in float32 too (x + y >= x, rounding is
     monotone), so at least the float32 rounding down of the larger lower end (a LayerNorm's
-    variance plus its epsilon: at least the epsilon)."""
-    low = torch.maximum(*torch.broadcast_tensors(*[_lower(a) for a in args]))
-    return torch.where(_nonneg(args), round_down_float32(low),
-                       torch.full_like(low, -math.inf))
-
-
-def nonneg_product_floor(node, args) -> torch.Tensor:
-    """x * y with x, y >= 0 is >= 0 (exact and float32)."""
+    variance plus its epsilon: at least the epsilon). None where no position qualifies (a
+    residual sum of a convolution and a Relu: no work past the mask)."""
     ok = _nonneg(args)
+    if not bool(ok.any()):
+        return None
+    low = torch.maximum(*torch.broadcast_tensors(*[_lower(a) for a in args]))
+    return torch.where(ok, round_down_float32(low), torch.full_like(low, -math.inf))
+
+
+def nonneg_product_floor(node, args) -> torch.Tensor | None:
+    """x * y with x, y >= 0 is >= 0 (exact and float32); None where no position qualifies."""
+    ok = _nonneg(args)
+    if not bool(ok.any()):
+        return None
     like = next(a.lower for a in args if isinstance(a, Interval))
     zero = torch.zeros((), dtype=like.dtype, device=like.device)
     return torch.where(ok, zero, zero - math.inf)
