@@ -64,7 +64,7 @@ from bounds.engine.constants import array_memo
 from bounds.engine.rounding import U32, gamma
 from bounds.float32_upper import full_float32
 from bounds.graph import Node
-from bounds.rules.linear import channels_last_kernel
+from bounds.rules.linear import channels_last_kernel, forward_products, strided_taps
 
 # The ops whose adjoints are taken in float32: convolutions. Linear's float32 matrix products
 # are only about twice as fast as float64 ones, which the casts and the centring eat up, while
@@ -89,24 +89,14 @@ def adjoint_length(node: Node) -> int:
     groups = int(node.attrs.get("group", 1))
     kernel = math.prod(int(s) for s in w.shape[2:])
     if node.op == "Conv":  # weight [Cout, Cin/g, *k]: an input feeds Cout/g channels
-        return int(w.shape[0]) // groups * _taps_per_input(node, w)
+        return int(w.shape[0]) // groups * strided_taps(
+            w.shape[2:], node.attrs.get("strides"), node.attrs.get("dilations"))
     return int(w.shape[1]) * kernel  # ConvTranspose, weight [Cin, Cout/g, *k]
-
-
-def _taps_per_input(node: Node, w: np.ndarray) -> int:
-    strides = node.attrs.get("strides") or (1,) * (w.ndim - 2)
-    dilations = node.attrs.get("dilations") or (1,) * (w.ndim - 2)
-    return math.prod(-(-int(k) // (int(s) // math.gcd(int(s), int(d))))
-                     for k, s, d in zip(w.shape[2:], strides, dilations, strict=True))
 
 
 def forward_length(node: Node) -> int:
     """Most products one output of the weighted ``node`` sums (its forward map)."""
-    w = node.consts[1]
-    if node.op == "Linear":
-        return int(w.shape[1])
-    kernel = math.prod(int(s) for s in w.shape[2:])
-    return int(w.shape[1] if node.op == "Conv" else w.shape[0]) * kernel
+    return forward_products(node.op, node.consts[1].shape, node.attrs)
 
 
 def uses_float32(node: Node, coef: torch.Tensor, delta: torch.Tensor | None) -> bool:

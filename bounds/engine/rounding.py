@@ -36,6 +36,7 @@ import torch
 from bounds.engine.constants import array_memo
 from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
+from bounds.rules.linear import forward_products
 from bounds.types import Interval
 
 # Ops whose allowance scale, |W| |x| + |b|, an upper bound in float32 computes
@@ -139,11 +140,8 @@ def _magnitude(x: Interval) -> torch.Tensor:
 
 
 def reduction_length(node, in_shape: tuple[int, ...]) -> int:
-    if node.op == "Linear":
-        return int(node.consts[1].shape[1])
-    if node.op in ("Conv", "ConvTranspose") and 1 in node.consts:
-        w = node.consts[1]
-        return int(math.prod(w.shape[1:])) * (w.shape[0] if node.op == "ConvTranspose" else 1)
+    if node.op in WEIGHTED_OPS and 1 in node.consts:
+        return forward_products(node.op, node.consts[1].shape, node.attrs)
     return int(math.prod(in_shape)) if in_shape else 1
 
 

@@ -19,6 +19,8 @@ one constant operand the backward declines and the engine uses the vector-Jacobi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -298,11 +300,32 @@ def _conv_t_backward(node, coef, args):
     return [grad.reshape(*coef.shape[:2], *in_shape), None, None][: len(args)], offset
 
 
+def strided_taps(kernel, strides, dilations) -> int:
+    """Most kernel taps that meet one position of a strided transpose (a ConvTranspose's
+    outputs, a Conv's adjoint): along each axis the taps j with j d = r (mod s) for one r,
+    at most ceil(k / (s / gcd(s, d)))."""
+    strides = strides or (1,) * len(kernel)
+    dilations = dilations or (1,) * len(kernel)
+    return math.prod(-(-int(k) // (int(s) // math.gcd(int(s), int(d))))
+                     for k, s, d in zip(kernel, strides, dilations, strict=True))
+
+
+def forward_products(op: str, w_shape, attrs) -> int:
+    """Most products one output of a Linear, Conv or ConvTranspose sums (weights [out, in],
+    [Cout, Cin/g, *k] and [Cin, Cout/g, *k]): the reduction length of its rounding error and
+    of its cost. A ConvTranspose output sums Cin/g channels times the taps its stride lets
+    meet it, not Cout x Cin x k (which priced a generator's layers 32x too high)."""
+    if op == "Linear":
+        return int(w_shape[1])
+    if op == "Conv":
+        return math.prod(int(s) for s in w_shape[1:])
+    groups = int(attrs.get("group", 1))
+    return int(w_shape[0]) // groups * strided_taps(
+        w_shape[2:], attrs.get("strides"), attrs.get("dilations"))
+
+
 def _terms(node, w: torch.Tensor) -> int:
-    """Most products one output of a Conv or ConvTranspose sums (weights [Cout, Cin/g, *k]
-    and [Cin, Cout/g, *k])."""
-    kernel = w[0, 0].numel()
-    return (w.shape[1] if node.op == "Conv" else w.shape[0]) * kernel
+    return forward_products(node.op, w.shape, node.attrs)
 
 
 def _weighted_ibp(forward):

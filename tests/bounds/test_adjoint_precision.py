@@ -48,7 +48,18 @@ def _linear_node(seed=0):
     return node, (1, 23)
 
 
-NODES = [functools.partial(_conv_node, case) for case in CONVS] + [_conv_t_node, _linear_node]
+def _grouped_conv_t_node(seed=0):
+    """A generator's layer: ConvTranspose 4 -> 6 channels in 2 groups, kernel 4, stride 2."""
+    rng = np.random.default_rng(seed)
+    attrs = {"strides": (2, 2), "dilations": (1, 1), "pads": (1, 1, 1, 1), "group": 2,
+             "output_padding": (0, 0)}
+    node = Node("convt", "ConvTranspose", ("x", None, None), (1, 6, 10, 10), attrs,
+                {1: rng.standard_normal((4, 3, 4, 4)), 2: rng.standard_normal(6)})
+    return node, (1, 4, 5, 5)
+
+
+NODES = [functools.partial(_conv_node, case) for case in CONVS] + [
+    _conv_t_node, _grouped_conv_t_node, _linear_node]
 
 
 def _adjoint(node, in_shape, coef, weight_abs=False, dtype=F64):
@@ -83,6 +94,18 @@ def test_adjoint_length_counts_the_terms_of_every_entry(make):
                 {**node.consts, 1: np.ones_like(node.consts[1])})
     counts = _adjoint(ones, in_shape, torch.ones((1, 1, *node.shape), dtype=F64))
     assert counts.max() == adjoint_precision.adjoint_length(node)
+
+
+@pytest.mark.parametrize("make", NODES)
+def test_forward_length_counts_the_terms_of_every_output(make):
+    """All-ones inputs through all-ones weights count each output's products: forward_length
+    (the rounding error's and the cost's reduction length) is their maximum. A ConvTranspose
+    output sums Cin/g channels times the taps its stride lets meet it (was Cin x Cout x k)."""
+    node, in_shape = make()
+    x = torch.ones(in_shape, dtype=F64)
+    w = torch.ones(node.consts[1].shape, dtype=F64)
+    counts = rules().get(node.op).forward(node, [x, w])
+    assert counts.max() == adjoint_precision.forward_length(node)
 
 
 @pytest.mark.parametrize("make", NODES)
