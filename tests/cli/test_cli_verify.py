@@ -66,6 +66,29 @@ def test_profile_startup_line():
         assert f" {stage}=" in profile[0]
 
 
+def test_profiled_model_check_runs_within_the_timeout(monkeypatch, capsys):
+    """--profile-startup runs the model check as its own lap with the run's deadline (it had
+    none: 64 s of a 60 s run on VGG16)."""
+    import time
+
+    import verifier.onnx_import.check as check
+    from verifier.cli import main
+
+    deadlines, real = [], check.differential_check
+
+    def recorded(model, spec, seed=0, n_random=8, deadline=None):
+        deadlines.append(deadline)
+        return real(model, spec, seed, n_random, deadline)
+
+    monkeypatch.setattr(check, "differential_check", recorded)
+    start = time.monotonic()
+    assert main(["verify", str(MODEL), str(EXAMPLES / "tiny_unsat.vnnlib"), "--timeout", "30",
+                 "--profile-startup"]) == 0
+    assert capsys.readouterr().out == "unsat\n"
+    assert deadlines and deadlines[0] is not None
+    assert start < deadlines[0] <= start + 30
+
+
 def _mod_model(path) -> None:
     """y = fmod(x0 + x1, 0.7): ``Mod`` has no converter, onnxruntime runs it."""
     import onnx
