@@ -45,6 +45,45 @@ def test_external_data_refused():
         parse_model_bytes(model.SerializeToString())
 
 
+def _external(name: str, location: str) -> onnx.TensorProto:
+    tensor = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[3])
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    return tensor
+
+
+def _if_model(branch_tensor: onnx.TensorProto) -> onnx.ModelProto:
+    """y = x + (If s > 0: the branch's constant, else 0): a tensor only a subgraph holds."""
+    def branch(name, value):
+        return helper.make_graph([helper.make_node("Constant", [], [name], value=value)], name,
+                                 [], [helper.make_tensor_value_info(name, TensorProto.FLOAT, [3])])
+
+    zero = onnx.numpy_helper.from_array(np.zeros(3, np.float32), "z")
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["k"], then_branch=branch("t", branch_tensor),
+                              else_branch=branch("e", zero)),
+             helper.make_node("Add", ["x", "k"], ["y"])]
+    x, y = (helper.make_tensor_value_info(v, TensorProto.FLOAT, [3]) for v in "xy")
+    graph = helper.make_graph(nodes, "g", [x], [y],
+                              [onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_external_data_in_a_subgraph_is_refused():
+    """Subgraphs and sparse initializers are searched too (only the main graph was)."""
+    model = _if_model(_external("hidden", "../../../../etc/hostname"))
+    with pytest.raises(ModelError, match="'hidden' refers to external data"):
+        parse_model_bytes(model.SerializeToString())
+    plain = _if_model(onnx.numpy_helper.from_array(np.ones(3, np.float32), "shown"))
+    sparse = onnx.SparseTensorProto(values=_external("sparse", "w.bin"), dims=[3])
+    sparse.indices.CopyFrom(onnx.numpy_helper.from_array(np.array([0], np.int64), "i"))
+    plain.graph.sparse_initializer.append(sparse)
+    with pytest.raises(ModelError, match="'sparse' refers to external data"):
+        parse_model_bytes(plain.SerializeToString())
+
+
 def test_unsupported_op_names_op_node_and_list():
     model = one_node("Hardmax", {"x": (1, 4)})
     with pytest.raises(UnsupportedOpError) as info:

@@ -66,11 +66,21 @@ def parse_model_bytes(data: bytes, label: str = "<upload>") -> onnx.ModelProto:
 
 
 def _all_tensors(model: onnx.ModelProto):
-    yield from model.graph.initializer
-    for node in model.graph.node:
+    yield from _graph_tensors(model.graph)
+
+
+def _graph_tensors(graph: onnx.GraphProto):
+    """Every tensor a graph holds: initializers (sparse ones too), tensor attributes, and
+    those of its subgraphs (If, Loop, Scan bodies)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
         for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                yield a.t
+            yield from ([a.t] if a.HasField("t") else [])
+            yield from a.tensors
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _graph_tensors(sub)
 
 
 def opset_of(model: onnx.ModelProto) -> int:
