@@ -126,3 +126,13 @@ def split_search(op: str) -> str | None:
     registry = rules()
     rule = registry.get(op) if op in registry else None
     return None if rule is None or rule.split is None else rule.split.search
+
+
+def linear_by_sign(op: str) -> bool:
+    """Whether ``op`` is piecewise linear with every kink at 0 (its MILP form says so: Relu,
+    LeakyRelu, Abs): exact once the sign of its input is fixed, so CROWN need not tighten
+    the positions where IBP already fixes that sign."""
+    registry = rules()
+    rule = registry.get(op) if op in registry else None
+    milp = None if rule is None else rule.milp
+    return milp is not None and milp.kind == "kinks" and milp.zero_kink

@@ -20,6 +20,7 @@ import torch
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import (
     largest_numel,
+    linear_by_sign,
     relaxed_inputs,
     split_search,
     values_ibp_bounds_exactly,
@@ -101,8 +102,9 @@ def _read_by_sign_only(graph: Graph, name: str) -> bool:
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
     """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
     lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
-    if _read_by_sign_only(graph, name):
-        # ops split by sign are exact where the sign is fixed: their bounds do not matter
+    if all(linear_by_sign(n.op) for n in graph.consumers(name)):
+        # consumers exact where the sign is fixed: the bounds there do not matter (LeakyRelu
+        # and Abs too, not only Relu: a cGAN's discriminator refined all 4096 rows of a layer)
         return (lower < 0) & (upper > 0)
     return upper > lower
 
