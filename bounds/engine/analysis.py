@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from bounds.graph import Graph, Node
-from bounds.registry import rules
+from bounds.registry import Kinks, rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.rules.common import concretise_backward
 
@@ -136,3 +136,28 @@ def linear_by_sign(op: str) -> bool:
     rule = registry.get(op) if op in registry else None
     milp = None if rule is None else rule.milp
     return milp is not None and milp.kind == "kinks" and milp.zero_kink
+
+
+def _kinks_form(node: Node) -> Kinks | None:
+    """The node's exact piecewise-linear form const + slope x + sum_k w_k relu(x - a_k) from
+    its rule's MILP form; None where the op has none."""
+    registry = rules()
+    milp = registry.get(node.op).milp if node.op in registry else None
+    if milp is None or milp.kind != "kinks" or milp.kinks is None:
+        return None
+    return milp.kinks(node)
+
+
+def zero_when_dead(node: Node) -> bool:
+    """The op outputs exactly 0 wherever its input is <= 0 (Relu): const = slope = 0 and
+    every kink a_k >= 0."""
+    form = _kinks_form(node)
+    return form is not None and form.const == 0 and form.slope == 0 and all(
+        at >= 0 for _, at in form.terms)
+
+
+def outputs_relu(node: Node) -> bool:
+    """The op outputs relu(x) exactly (0 + 0 x + 1 relu(x - 0)); a LeakyRelu does not."""
+    form = _kinks_form(node)
+    return form is not None and form.const == 0 and form.slope == 0 and \
+        [(float(w), float(at)) for w, at in form.terms] == [(1.0, 0.0)]

@@ -24,6 +24,7 @@ from bounds.engine.analysis import (
     relaxed_inputs,
     split_search,
     values_ibp_bounds_exactly,
+    zero_when_dead,
 )
 from bounds.engine.budget import coef_budget, fan_in, forward_pays, prefix_elements
 from bounds.engine.crown import MAX_COEF_ELEMENTS, NODE_TIME_GRANULE_S, backward_bound, rates
@@ -94,9 +95,11 @@ def _note_forward_rate(seconds: float, work: int) -> None:
 
 
 def _read_by_sign_only(graph: Graph, name: str) -> bool:
-    """Every consumer of ``name`` is split by sign (Relu-like): exact wherever the sign of
-    its input is fixed."""
-    return all(split_search(n.op) == "sign" for n in graph.consumers(name))
+    """Every consumer of ``name`` outputs exactly 0 where it is <= 0 and is split by sign
+    (Relu): an inactive position's lower bound matters to none of them (a LeakyRelu's
+    does)."""
+    return all(split_search(n.op) == "sign" and zero_when_dead(n)
+               for n in graph.consumers(name))
 
 
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:

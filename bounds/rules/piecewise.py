@@ -185,7 +185,7 @@ RULES = (
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
                "LeakyRelu", _leaky_alpha(node), lower, upper, alpha),
            traits=OpTraits(**_PWL), doc="max(x, a x); Relu-style planes, alpha = slope",
-           alpha=KINK_ALPHA, rounding=Rounding.ARITHMETIC, split=Split("zero", "none"),
+           alpha=KINK_ALPHA, rounding=Rounding.ARITHMETIC, split=Split("zero", "sign"),
            milp=Milp("kinks", _leaky_kinks, zero_kink=True)),
     OpRule("Abs", forward=lambda node, args: args[0].abs(), ibp=lambda node, args: ibp_curve(
                _leaky_curve(-1.0), "Abs", args[0]),

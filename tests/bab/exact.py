@@ -1,4 +1,5 @@
-"""Exact answers for tiny ReLU MLPs: enumerate activation patterns, one LP per linear piece.
+"""Exact answers for tiny ReLU (or LeakyRelu: ``slope``, the output's slope below 0) MLPs:
+enumerate activation patterns, one LP per linear piece.
 
 On a fixed activation pattern the network is affine in x, and the pattern's region is the
 polytope {x in box : z_i(x) >= 0 for active, <= 0 for inactive neurons}. The exact minimum of a
@@ -14,7 +15,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 
-def _pieces(weights, lower, upper, fixed=None):
+def _pieces(weights, lower, upper, fixed=None, slope: float = 0.0):
     """Yield (A_ub, b_ub, out_coef [n_out, n], out_bias [n_out]) for every sign pattern that
     interval arithmetic does not rule out; ``fixed[layer][i]`` (+1 active, -1 inactive, 0 free)
     restricts the patterns."""
@@ -27,7 +28,7 @@ def _pieces(weights, lower, upper, fixed=None):
         zc, zr = w @ c + b, np.abs(w) @ r
         zl, zu = zc - zr, zc + zr
         stable.append(np.where(zl >= 0, 1, np.where(zu <= 0, 0, -1)))
-        lo, hi = np.maximum(zl, 0), np.maximum(zu, 0)
+        lo, hi = np.maximum(zl, slope * zl), np.maximum(zu, slope * zu)
     fixed = fixed or [np.zeros(len(layer), dtype=int) for layer in stable]
     choices = [[(1,) if f == 1 else (0,) if f == -1 else (1,) if s == 1 else (0,) if s == 0
                 else (0, 1) for s, f in zip(layer, fix, strict=True)]
@@ -45,27 +46,30 @@ def _pieces(weights, lower, upper, fixed=None):
             sign = np.where(p == 1, -1.0, 1.0)  # active: -z <= 0; inactive: z <= 0
             rows.append(sign[:, None] * za)
             rhs.append(-sign * zc)
-            a, c = p[:, None] * za, p * zc
+            gain = p + (1 - p) * slope  # the piece's slope: 1 active, ``slope`` inactive
+            a, c = gain[:, None] * za, gain * zc
         w, b = weights[-1]
         yield np.vstack(rows), np.concatenate(rhs), w.astype(np.float64) @ a, \
             w.astype(np.float64) @ c + b
 
 
-def exact_min(weights, lower, upper, coef: np.ndarray, fixed=None) -> float:
+def exact_min(weights, lower, upper, coef: np.ndarray, fixed=None, slope: float = 0.0
+              ) -> float:
     """min over the box (and the ``fixed`` signs) of coef @ net(x); +inf when empty."""
     best = np.inf
     bounds = list(zip(lower, upper, strict=True))
-    for a_ub, b_ub, oa, oc in _pieces(weights, lower, upper, fixed):
+    for a_ub, b_ub, oa, oc in _pieces(weights, lower, upper, fixed, slope):
         res = linprog(coef @ oa, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
         if res.status == 0:
             best = min(best, res.fun + coef @ oc)
     return best
 
 
-def exact_sat(weights, lower, upper, coef: np.ndarray, rhs: np.ndarray) -> bool:
+def exact_sat(weights, lower, upper, coef: np.ndarray, rhs: np.ndarray, slope: float = 0.0
+              ) -> bool:
     """True iff some x in the box meets OR_d AND_k coef[d, k] @ net(x) <= rhs[d, k]."""
     bounds = list(zip(lower, upper, strict=True))
-    for a_ub, b_ub, oa, oc in _pieces(weights, lower, upper):
+    for a_ub, b_ub, oa, oc in _pieces(weights, lower, upper, slope=slope):
         for d in range(coef.shape[0]):
             a = np.vstack([a_ub, coef[d] @ oa])
             b = np.concatenate([b_ub, rhs[d] - coef[d] @ oc])

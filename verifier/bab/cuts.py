@@ -32,11 +32,20 @@ from dataclasses import dataclass
 
 import torch
 
+from bounds.engine.analysis import outputs_relu
+from bounds.graph import Graph
 from verifier.bab.branching import SplitLayer
 
 MAX_CUTS = 32  # cuts per batch (multipliers [P, S, K] and the products below grow with K)
 # the constant's allowance for rounding: this many times the gamma_n bound of its sums
 ROUNDING_FACTOR = 4
+
+
+def relu_outputs(graph: Graph, layers: list[SplitLayer]) -> bool:
+    """Whether every layer's node outputs relu(z) exactly (its rule's piecewise-linear form
+    is 0 + 0 z + 1 relu(z - 0)): the cut terms above are written on that output. A
+    LeakyRelu is split by sign too, but its a z + (1 - a) relu(z) would take wrong terms."""
+    return all(outputs_relu(graph.node(lay.node)) for lay in layers)
 
 
 @dataclass(frozen=True)

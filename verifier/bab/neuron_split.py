@@ -51,6 +51,7 @@ from verifier.bab.chain_guide import (
     usable,
 )
 from verifier.bab.cut_trees import CUT_TREES, grow_cut_trees
+from verifier.bab.cuts import relu_outputs
 from verifier.bab.domain_queue import DomainQueue
 from verifier.bab.input_split import BabOutcome
 from verifier.bab.neuron_domains import (
@@ -119,8 +120,10 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         self.schedule = AttackSchedule(options.attack_every, adaptive=options.adaptive_attack)
         self.seeds: torch.Tensor | None = None  # vertices of the worst domains' bounds
         self.cut_tree_firsts: list[int] = []  # set by the root's branching scores
+        # (cuts: on Relu outputs only; a LeakyRelu net learns nogoods without them)
+        self.cuts = options.cuts and self.sign_only and relu_outputs(graph, self.layers)
         self.nogoods = nogood_hooks((options.nogoods or options.cuts) and self.sign_only,
-                                    options.step_iterations, options.cuts)
+                                    options.step_iterations, self.cuts)
         self.batch_cap = options.batch  # halved by each step that runs out of memory
 
     # ---- bounding -------------------------------------------------------------------------
@@ -582,7 +585,7 @@ class NeuronSplitSearch(SearchRoot, SearchAttacks):
         return self.options.nogoods or self.options.cuts
 
     def _grows_cut_trees(self) -> bool:
-        return self.options.cuts and self.sign_only
+        return self.cuts
 
     def _mode(self) -> str:
         mode = self.options.intermediate

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bounds.engine.analysis import zero_when_dead
 from bounds.graph import Graph, Node
-from bounds.registry import rules
 from bounds.types import Interval
 
 
@@ -69,19 +69,6 @@ class Reduction:
                          device=t.device)
         out[..., idx.to(t.device)] = t.reshape(*t.shape[:lead], -1)
         return out.reshape(*t.shape[:lead], *shape)
-
-
-def zero_when_dead(node: Node) -> bool:
-    """The op outputs exactly 0 wherever its input is <= 0 (Relu): by its rule's exact
-    piecewise-linear form const + slope x + sum_k w_k relu(x - a_k), with const = slope = 0
-    and every kink a_k >= 0."""
-    if node.op not in rules():
-        return False
-    milp = rules().get(node.op).milp
-    if milp is None or milp.kind != "kinks" or milp.kinks is None:
-        return False
-    form = milp.kinks(node)
-    return form.const == 0 and form.slope == 0 and all(at >= 0 for _, at in form.terms)
 
 
 def _narrowable(graph: Graph, relu: Node) -> bool:
