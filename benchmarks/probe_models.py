@@ -13,6 +13,10 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
 * ``vit``: a small vision transformer (CIFAR shape, 8x8 patches, 2 blocks of width 48,
   3 heads, Softmax attention), exported at opset 13 so that LayerNorm is written out as
   ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div; eps 1/255 on every pixel.
+* ``cgan``: a conditional GAN's generator (Linear, three stride-2 ConvTranspose layers with
+  BatchNorm and Relu, Tanh) feeding a discriminator (two stride-2 Convs, LeakyRelu, Linear,
+  2 scores), one condition input pinned and 4 latent inputs moving by 0.4: input splitting
+  through ConvTranspose and LeakyRelu layers (session 37).
 
 Random weights make these figures of behaviour and cost (does every stage run, end on time,
 fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
@@ -98,11 +102,56 @@ class _ViT(nn.Module):
         return self.head(self.norm(self.blocks(x))[:, 0])
 
 
-# name -> (builder, input shape, moving pixels (None: all), eps, digits of pinned values)
+class _CGan(nn.Module):
+    def __init__(self, latent: int = 5):
+        super().__init__()
+        self.fc = nn.Linear(latent, 64 * 4 * 4)
+
+        def up(cin, cout):
+            return [nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.generator = nn.Sequential(nn.BatchNorm2d(64), nn.ReLU(), *up(64, 32), *up(32, 16),
+                                       nn.ConvTranspose2d(16, 1, 4, 2, 1), nn.Tanh())
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(1, 16, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 4, 2, 1),
+            nn.BatchNorm2d(32), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(32 * 8 * 8, 2))
+        with torch.no_grad():  # inference statistics of a trained-looking net
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.2, 0.2)
+                    m.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, z):
+        return self.discriminator(self.generator(self.fc(z).reshape(-1, 64, 4, 4)))
+
+
+def _latent_spec(x: torch.Tensor, label: int, n_out: int, *_) -> str:
+    """The condition (first input) pinned at x, the latent inputs within x +- 0.4; unsafe
+    when the other score reaches ``label``'s."""
+    flat = x.flatten().tolist()
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, v in enumerate(flat):
+        e = 0.0 if i == 0 else 0.4
+        lines += [f"(assert (>= X_{i} {v - e!r}))", f"(assert (<= X_{i} {v + e!r}))"]
+    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))"
+                                            for j in range(n_out) if j != label) + "))")
+    return "\n".join(lines) + "\n"
+
+
+def _cgan_input(shape) -> torch.Tensor:
+    x = torch.zeros(shape)
+    x[0, 0] = 1.0  # the condition
+    return x
+
+
+# name -> (builder, input shape, moving pixels (None: all), eps, digits of pinned values,
+# [the input (default uniform in [0, 1)), the spec (default _spec_text)])
 PROBES = {
     "vgg16": (_vgg16, (1, 3, 224, 224), 10, 0.05, 8),
     "tinyresnet": (_tinyresnet, (1, 3, 64, 64), None, 1 / 255, None),
     "vit": (_ViT, (1, 3, 32, 32), None, 1 / 255, None),
+    "cgan": (_CGan, (1, 5), None, 0.4, None, _cgan_input, _latent_spec),
 }
 
 
@@ -129,15 +178,16 @@ def build(name: str, folder: Path) -> tuple[Path, Path]:
     onnx_path, spec_path = folder / f"{name}.onnx", folder / f"{name}.vnnlib"
     if onnx_path.exists() and spec_path.exists():
         return onnx_path, spec_path
-    builder, shape, moving, eps, digits = PROBES[name]
+    builder, shape, moving, eps, digits, *custom = PROBES[name]
+    make_input, spec = custom if custom else (torch.rand, _spec_text)
     torch.manual_seed(0)
     model = builder().eval()
-    x = torch.rand(shape)
+    x = make_input(shape)
     with torch.no_grad():
         y = model(x)
     torch.onnx.export(model, x, str(onnx_path), input_names=["input"], output_names=["output"],
                       opset_version=13, dynamo=False)
-    spec_path.write_text(_spec_text(x, int(y.argmax()), y.shape[-1], moving, eps, digits))
+    spec_path.write_text(spec(x, int(y.argmax()), y.shape[-1], moving, eps, digits))
     return onnx_path, spec_path
 
 
