@@ -125,18 +125,13 @@ class _CGan(nn.Module):
         return self.discriminator(self.generator(self.fc(z).reshape(-1, 64, 4, 4)))
 
 
-def _latent_spec(x: torch.Tensor, label: int, n_out: int, *_) -> str:
-    """The condition (first input) pinned at x, the latent inputs within x +- 0.4; unsafe
-    when the other score reaches ``label``'s."""
+def _latent_spec(x: torch.Tensor, label: int, n_out: int, moving, eps: float, digits) -> str:
+    """The condition (first input) pinned at x, the latent inputs within x +- ``eps``;
+    unsafe when the other score reaches ``label``'s."""
     flat = x.flatten().tolist()
-    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
-    for i, v in enumerate(flat):
-        e = 0.0 if i == 0 else 0.4
-        lines += [f"(assert (>= X_{i} {v - e!r}))", f"(assert (<= X_{i} {v + e!r}))"]
-    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))"
-                                            for j in range(n_out) if j != label) + "))")
-    return "\n".join(lines) + "\n"
+    steps = [0.0] + [eps] * (len(flat) - 1)
+    return _box_spec([v - e for v, e in zip(flat, steps, strict=True)],
+                     [v + e for v, e in zip(flat, steps, strict=True)], label, n_out)
 
 
 def _cgan_input(shape) -> torch.Tensor:
@@ -155,22 +150,29 @@ PROBES = {
 }
 
 
+def _box_spec(lows: list[float], highs: list[float], label: int, n_out: int,
+              text=repr) -> str:
+    """VNN-LIB: the input box, unsafe where some other output reaches ``label``'s (one
+    disjunct per other output)."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(lows))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, (lo, hi) in enumerate(zip(lows, highs, strict=True)):
+        lines += [f"(assert (<= X_{i} {text(hi)}))", f"(assert (>= X_{i} {text(lo)}))"]
+    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))"
+                                            for j in range(n_out) if j != label) + "))")
+    return "\n".join(lines) + "\n"
+
+
 def _spec_text(x: torch.Tensor, label: int, n_out: int, moving: int | None, eps: float,
                digits: int | None) -> str:
     """Robustness of ``label`` around ``x`` in [0, 1]: one disjunct per other class."""
     flat = x.flatten().tolist()
     free = set(range(len(flat))) if moving is None else set(
         torch.randperm(len(flat), generator=torch.Generator().manual_seed(1))[:moving].tolist())
-    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
-    for i, v in enumerate(flat):
-        e = eps if i in free else 0.0
-        hi, lo = min(1.0, v + e), max(0.0, v - e)
-        text = (lambda t: f"{t:.{digits}f}") if digits else repr
-        lines += [f"(assert (<= X_{i} {text(hi)}))", f"(assert (>= X_{i} {text(lo)}))"]
-    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))"
-                                            for j in range(n_out) if j != label) + "))")
-    return "\n".join(lines) + "\n"
+    steps = [eps if i in free else 0.0 for i in range(len(flat))]
+    return _box_spec([max(0.0, v - e) for v, e in zip(flat, steps, strict=True)],
+                     [min(1.0, v + e) for v, e in zip(flat, steps, strict=True)], label, n_out,
+                     (lambda t: f"{t:.{digits}f}") if digits else repr)
 
 
 def build(name: str, folder: Path) -> tuple[Path, Path]:

@@ -64,7 +64,7 @@ from bounds.engine.constants import array_memo
 from bounds.engine.rounding import U32, gamma
 from bounds.float32_upper import full_float32
 from bounds.graph import Node
-from bounds.rules.linear import channels_last_kernel, forward_products, strided_taps
+from bounds.rules.linear import channels_last_kernel, strided_taps
 
 # The ops whose adjoints are taken in float32: convolutions. Linear's float32 matrix products
 # are only about twice as fast as float64 ones, which the casts and the centring eat up, while
@@ -92,11 +92,6 @@ def adjoint_length(node: Node) -> int:
         return int(w.shape[0]) // groups * strided_taps(
             w.shape[2:], node.attrs.get("strides"), node.attrs.get("dilations"))
     return int(w.shape[1]) * kernel  # ConvTranspose, weight [Cin, Cout/g, *k]
-
-
-def forward_length(node: Node) -> int:
-    """Most products one output of the weighted ``node`` sums (its forward map)."""
-    return forward_products(node.op, node.consts[1].shape, node.attrs)
 
 
 def uses_float32(node: Node, coef: torch.Tensor, delta: torch.Tensor | None) -> bool:

@@ -123,17 +123,21 @@ def split_search(op: str) -> str | None:
     """Who splits neurons of ``op`` (its rule's ``split.search``): "sign" (sign splits, exact
     once the input's sign is fixed: Relu), "interval" (GenBaB's interval splits), "operands"
     (products), "none"; None for an op without a rule or a split field."""
-    registry = rules()
-    rule = registry.get(op) if op in registry else None
+    rule = _rule(op)
     return None if rule is None or rule.split is None else rule.split.search
+
+
+def _rule(op: str):
+    """``op``'s rule, None where it has none."""
+    registry = rules()
+    return registry.get(op) if op in registry else None
 
 
 def linear_by_sign(op: str) -> bool:
     """Whether ``op`` is piecewise linear with every kink at 0 (its MILP form says so: Relu,
     LeakyRelu, Abs): exact once the sign of its input is fixed, so CROWN need not tighten
     the positions where IBP already fixes that sign."""
-    registry = rules()
-    rule = registry.get(op) if op in registry else None
+    rule = _rule(op)
     milp = None if rule is None else rule.milp
     return milp is not None and milp.kind == "kinks" and milp.zero_kink
 
@@ -141,8 +145,8 @@ def linear_by_sign(op: str) -> bool:
 def _kinks_form(node: Node) -> Kinks | None:
     """The node's exact piecewise-linear form const + slope x + sum_k w_k relu(x - a_k) from
     its rule's MILP form; None where the op has none."""
-    registry = rules()
-    milp = registry.get(node.op).milp if node.op in registry else None
+    rule = _rule(node.op)
+    milp = None if rule is None else rule.milp
     if milp is None or milp.kind != "kinks" or milp.kinks is None:
         return None
     return milp.kinks(node)

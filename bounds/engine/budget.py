@@ -16,7 +16,7 @@ import torch
 
 from bounds import heap
 from bounds.graph import Graph, Node
-from bounds.rules.linear import forward_products
+from bounds.rules.linear import WEIGHTED_OPS, forward_products
 
 # Share of the memory free on the device that one bound pass may hold; the rest is for the
 # queue of branch-and-bound domains, onnxruntime, and other processes on the machine.
@@ -161,7 +161,7 @@ def prefix_elements(graph: Graph, name: str) -> int:
 def fan_in(node: Node) -> int:
     """Multiply-adds per output element of ``node`` in a linear pass (its weights' reduction
     length: Linear in-features, Conv input channels x kernel; 1 for other ops)."""
-    if node.op in ("Linear", "Conv", "ConvTranspose") and 1 in node.consts:
+    if node.op in WEIGHTED_OPS and 1 in node.consts:
         return forward_products(node.op, node.consts[1].shape, node.attrs)
     if node.op == "MatMul" and node.consts:
         pos, w = next(iter(node.consts.items()))

@@ -37,6 +37,7 @@ from bounds.float32_upper import nonneg_sum_upper
 from bounds.graph import Node
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
+from bounds.rules.linear import forward_products
 from bounds.rules.tangents import DomainError
 from bounds.types import Interval, Relaxation
 
@@ -621,7 +622,8 @@ def _centred(p: _Pass, node: Node, delta: torch.Tensor) -> _Centred | None:
     with torch.no_grad():
         output = rule.forward(node, [centre, *args[1:]])
         spread = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)),
-                                  [radius, args[1].abs()], adjoint_precision.forward_length(node),
+                                  [radius, args[1].abs()],
+                                  forward_products(node.op, args[1].shape, node.attrs),
                                   output.numel())
     spread = adjoint_precision.adjoint_gamma(node) * spread
     underflow = adjoint_precision.underflow_error(node) * radius.flatten(1).sum(1, keepdim=True)

@@ -23,9 +23,8 @@ from bounds.engine.box_dot import box_lower, box_upper
 from bounds.engine.constants import node_args
 from bounds.graph import Node
 from bounds.registry import rules
+from bounds.rules.linear import WEIGHTED_OPS
 from bounds.types import Interval
-
-WEIGHTED_OPS = frozenset({"Linear", "Conv", "ConvTranspose"})
 
 
 @dataclass(frozen=True)

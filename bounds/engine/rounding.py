@@ -36,12 +36,8 @@ import torch
 from bounds.engine.constants import array_memo
 from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
-from bounds.rules.linear import forward_products
+from bounds.rules.linear import WEIGHTED_OPS, forward_products
 from bounds.types import Interval
-
-# Ops whose allowance scale, |W| |x| + |b|, an upper bound in float32 computes
-# (``float32_upper``): the weighted ones.
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Linear"})
 
 U32 = 2.0**-24
 # Each rule declares its class (``OpRule.rounding``); the model of each class is below.
@@ -157,7 +153,9 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
         # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
         n = reduction_length(node, in_shape)
-        if node.op in WEIGHTED_OPS:  # an upper bound is all it takes: float32 may compute it
+        # weighted ops: their allowance scale |W| |x| + |b| is an upper bound that float32
+        # may compute (``float32_upper``)
+        if node.op in WEIGHTED_OPS:
             scale = nonneg_sum_upper(lambda ops: rule.forward(node, list(ops)), abs_args,
                                      n + 1, out.lower.numel())
             terms = nonzero_terms(node, rule, args, n)

@@ -310,6 +310,10 @@ def strided_taps(kernel, strides, dilations) -> int:
                      for k, s, d in zip(kernel, strides, dilations, strict=True))
 
 
+# Ops with a weight operand (consts[1]) whose outputs are sums of products with it.
+WEIGHTED_OPS = frozenset({"Linear", "Conv", "ConvTranspose"})
+
+
 def forward_products(op: str, w_shape, attrs) -> int:
     """Most products one output of a Linear, Conv or ConvTranspose sums (weights [out, in],
     [Cout, Cin/g, *k] and [Cin, Cout/g, *k]): the reduction length of its rounding error and
@@ -324,10 +328,6 @@ def forward_products(op: str, w_shape, attrs) -> int:
         w_shape[2:], attrs.get("strides"), attrs.get("dilations"))
 
 
-def _terms(node, w: torch.Tensor) -> int:
-    return forward_products(node.op, w.shape, node.attrs)
-
-
 def _weighted_ibp(forward):
     """Centre/radius IBP for y = W x + b where ``forward(node, args, bias)`` applies W."""
 
@@ -335,7 +335,8 @@ def _weighted_ibp(forward):
         x = args[0]
         center = forward(node, [x.center, *args[1:]], True)
         radius = nonneg_sum_upper(lambda ops: forward(node, list(ops), False),
-                                  [x.radius, args[1].abs()], _terms(node, args[1]),
+                                  [x.radius, args[1].abs()],
+                                  forward_products(node.op, args[1].shape, node.attrs),
                                   center.numel())
         return Interval(center - radius, center + radius)
 

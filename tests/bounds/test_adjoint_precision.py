@@ -20,6 +20,7 @@ from bounds.engine.intermediate import compute_intermediate
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Node
 from bounds.registry import rules
+from bounds.rules.linear import forward_products
 from bounds.types import Interval
 from tests.bounds.test_conv_patches import CONVS, NETS, _box, _conv_node, _forward_all
 
@@ -98,14 +99,14 @@ def test_adjoint_length_counts_the_terms_of_every_entry(make):
 
 @pytest.mark.parametrize("make", NODES)
 def test_forward_length_counts_the_terms_of_every_output(make):
-    """All-ones inputs through all-ones weights count each output's products: forward_length
+    """All-ones inputs through all-ones weights count each output's products: forward_products
     (the rounding error's and the cost's reduction length) is their maximum. A ConvTranspose
     output sums Cin/g channels times the taps its stride lets meet it (was Cin x Cout x k)."""
     node, in_shape = make()
     x = torch.ones(in_shape, dtype=F64)
     w = torch.ones(node.consts[1].shape, dtype=F64)
     counts = rules().get(node.op).forward(node, [x, w])
-    assert counts.max() == adjoint_precision.forward_length(node)
+    assert counts.max() == forward_products(node.op, node.consts[1].shape, node.attrs)
 
 
 @pytest.mark.parametrize("make", NODES)

@@ -57,16 +57,12 @@ def parse_model_bytes(data: bytes, label: str = "<upload>") -> onnx.ModelProto:
     if model.ir_version > onnx.IR_VERSION:  # onnxruntime refuses it too, deep in a stage
         raise ModelError(f"{label} has ONNX IR version {model.ir_version}; the newest "
                          f"supported is {onnx.IR_VERSION}")
-    for tensor in _all_tensors(model):
+    for tensor in _graph_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelError(
                 f"{label}: tensor {tensor.name!r} refers to external data, which is not accepted"
             )
     return model
-
-
-def _all_tensors(model: onnx.ModelProto):
-    yield from _graph_tensors(model.graph)
 
 
 def _graph_tensors(graph: onnx.GraphProto):
