@@ -82,6 +82,13 @@ def test_padded_ceil_mode_and_1d_pools_decline():
 
 @pytest.mark.parametrize("method", ["crown", "alpha"])
 def test_passes_equal_the_vjp_and_enclose_sampled_outputs(method, monkeypatch):
+    # Float64 adjoints in both passes: whether a Conv's adjoint is taken in float32 depends
+    # on the chunk's size, which follows the free memory, so two passes a parallel worker's
+    # allocations separate could round differently (seen once under -n 2; the float32 path
+    # has its own tests in test_adjoint_precision.py).
+    import bounds.engine.adjoint_precision as adjoint_precision
+
+    monkeypatch.setattr(adjoint_precision, "ENABLED", False)
     graph = _resnet_2d()
     g = torch.Generator().manual_seed(4)
     centre = torch.randn((2, *graph.inputs[0].shape), generator=g, dtype=F64)
