@@ -106,15 +106,16 @@ class TableGrid:
 class Split:
     """How branch and bound splits the op's input interval [l, u] at a point strictly inside.
 
-    ``point``: "zero" (the kink: 0 where l < 0 < u, else the midpoint), "table" (the looked-up
-    optimum of the op's table, the midpoint where none applies) or "midpoint".
+    ``point``: "zero" (the kink: 0 where l < 0 < u, else the midpoint), "kinks" (a kink of
+    the op's piecewise-linear MILP form inside (l, u), else the midpoint), "table" (the
+    looked-up optimum of the op's table, the midpoint where none applies) or "midpoint".
     ``search``: who offers these neurons as candidates: "sign" (the Relu search: sign splits
     with beta-CROWN), "interval" (GenBaB: the children carry [l, p] and [p, u]), "operands"
     (GenBaB splits the operands of a product of two dynamic values) or "none" (not offered).
     ``tables``: the tables of point "table"; ``table_key(attrs)`` picks one for a node (the
     only table's key by default)."""
 
-    point: Literal["zero", "table", "midpoint"]
+    point: Literal["zero", "kinks", "table", "midpoint"]
     search: Literal["sign", "interval", "operands", "none"]
     tables: tuple[TableGrid, ...] = ()
     key_of: Callable[[Mapping], str] | None = None
@@ -142,13 +143,14 @@ class Milp:
     """How ``verifier.milp`` encodes the op.
 
     ``kind``: "affine" (exact, by ``forward`` on basis columns, for nodes that are affine;
-    other nodes of the op are not encoded), "kinks" (exact big-M Relus of ``kinks(node)``),
-    "window_max" (exact big-M max over the windows ``forward`` reads), "relaxed" (the rule's
-    planes: sound, but a MILP point is only a candidate) or "none" (not encodable).
+    other nodes of the op are not encoded), "kinks" (exact big-M Relus of ``kinks(attrs)``,
+    from the node's attributes), "window_max" (exact big-M max over the windows ``forward``
+    reads), "relaxed" (the rule's planes: sound, but a MILP point is only a candidate) or
+    "none" (not encodable).
     ``zero_kink``: every kink of the op is at 0 (Relu-like: one binary per unstable neuron)."""
 
     kind: Literal["affine", "kinks", "window_max", "relaxed", "none"]
-    kinks: Callable[[object], Kinks] | None = None
+    kinks: Callable[[Mapping], Kinks] | None = None
     zero_kink: bool = False
 
 

@@ -5,6 +5,7 @@ concretise instead of relaxing, and how large a backward pass's coefficients get
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -142,26 +143,33 @@ def linear_by_sign(op: str) -> bool:
     return milp is not None and milp.kind == "kinks" and milp.zero_kink
 
 
-def _kinks_form(node: Node) -> Kinks | None:
-    """The node's exact piecewise-linear form const + slope x + sum_k w_k relu(x - a_k) from
-    its rule's MILP form; None where the op has none."""
-    rule = _rule(node.op)
+def kinks_form(op: str, attrs: Mapping) -> Kinks | None:
+    """The exact piecewise-linear form const + slope x + sum_k w_k relu(x - a_k) of ``op``
+    with node attributes ``attrs``, from its rule's MILP form; None where the op has none."""
+    rule = _rule(op)
     milp = None if rule is None else rule.milp
     if milp is None or milp.kind != "kinks" or milp.kinks is None:
         return None
-    return milp.kinks(node)
+    return milp.kinks(attrs)
+
+
+def kink_points(op: str, attrs: Mapping) -> tuple[float, ...]:
+    """Where ``op`` (with ``attrs``) changes slope, ascending; () where it has no
+    piecewise-linear form or no kink (a Clip with min > max is constant)."""
+    form = kinks_form(op, attrs)
+    return () if form is None else tuple(sorted({float(at) for _, at in form.terms}))
 
 
 def zero_when_dead(node: Node) -> bool:
     """The op outputs exactly 0 wherever its input is <= 0 (Relu): const = slope = 0 and
     every kink a_k >= 0."""
-    form = _kinks_form(node)
+    form = kinks_form(node.op, node.attrs)
     return form is not None and form.const == 0 and form.slope == 0 and all(
         at >= 0 for _, at in form.terms)
 
 
 def outputs_relu(node: Node) -> bool:
     """The op outputs relu(x) exactly (0 + 0 x + 1 relu(x - 0)); a LeakyRelu does not."""
-    form = _kinks_form(node)
+    form = kinks_form(node.op, node.attrs)
     return form is not None and form.const == 0 and form.slope == 0 and \
         [(float(w), float(at)) for w, at in form.terms] == [(1.0, 0.0)]

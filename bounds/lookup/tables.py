@@ -10,7 +10,10 @@ strictly inside each (l, u) at which to split a neuron's input interval:
   p = l + t (u - l);
 * outside the grid, ops without a table, or tables absent from the manifest: the midpoint;
 * ops whose rule splits at the kink (``Split.point`` "zero": Relu, LeakyRelu, Abs, Sign): 0
-  where l < 0 < u, the midpoint elsewhere.
+  where l < 0 < u, the midpoint elsewhere;
+* piecewise-linear ops with kinks elsewhere (``Split.point`` "kinks": Clip): the kink inside
+  (l, u) nearest its midpoint (the kinks are those of the rule's MILP form), else the
+  midpoint.
 
 Soundness never depends on the table: any point strictly inside (l, u) is a valid split, the
 table only decides how tight the two halves are. The result is clamped into [nextafter(l, u),
@@ -22,6 +25,7 @@ nextafter(u, l)] in the input dtype; an interval with no representable point str
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from bounds.engine.analysis import kink_points
 from bounds.lookup.build import DEFAULT_DIR, TableError, check_bytes, read_manifest
 from bounds.registry import Split, rules
 
@@ -155,6 +160,19 @@ def _interpolate(table: Table, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor
     return torch.where(den > 1e-9, t, torch.full_like(t, 0.5))
 
 
+def _kink_nearest(kinks: tuple[float, ...], lower: torch.Tensor, upper: torch.Tensor,
+                  mid: torch.Tensor) -> torch.Tensor:
+    """Per element the kink strictly inside (lower, upper) nearest ``mid``; ``mid`` where
+    none is (each child then has one kink fewer, and a child with none is exact)."""
+    point, dist = mid, torch.full_like(mid, math.inf)
+    for at in kinks:
+        at_t = torch.full_like(mid, at)
+        near = (lower < at_t) & (upper > at_t) & ((at_t - mid).abs() < dist)
+        point = torch.where(near, at_t, point)
+        dist = torch.where(near, (at_t - mid).abs(), dist)
+    return point
+
+
 def strictly_inside(p: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """Clamp into (lower, upper) in the input dtype; the midpoint where nothing fits."""
     lo_in, hi_in = torch.nextafter(lower, upper), torch.nextafter(upper, lower)
@@ -180,6 +198,9 @@ def branch_points(op: str, lower: torch.Tensor, upper: torch.Tensor, *,
     if split is not None and split.point == "zero":
         crossing = (lower < 0) & (upper > 0)
         return strictly_inside(torch.where(crossing, torch.zeros_like(mid), mid), lower, upper)
+    if split is not None and split.point == "kinks":
+        return strictly_inside(_kink_nearest(kink_points(op, attrs or {}), lower, upper, mid),
+                               lower, upper)
     table = (store or default_store()).get(table_key(op, attrs))
     if table is None or lower.numel() == 0:
         return strictly_inside(mid, lower, upper)

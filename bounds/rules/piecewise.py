@@ -50,12 +50,12 @@ def _leaky_relax(op: str, a: float, lower, upper, alpha) -> Relaxation:
     return finish_planes(curve, op, s_lo, s_up, l, u, lower.dtype)
 
 
-def _leaky_alpha(node) -> float:
-    return float(node.attrs.get("alpha", 0.01))
+def _leaky_alpha(attrs) -> float:
+    return float(attrs.get("alpha", 0.01))
 
 
-def _clip_bounds(node) -> tuple[float, float]:
-    lo, hi = node.attrs.get("min"), node.attrs.get("max")
+def _clip_bounds(attrs) -> tuple[float, float]:
+    lo, hi = attrs.get("min"), attrs.get("max")
     lo = -math.inf if lo is None else float(lo)
     hi = math.inf if hi is None else float(hi)
     return lo, hi
@@ -76,7 +76,7 @@ def _clip_curve(lo: float, hi: float) -> Curve:
 
 
 def _clip_relax(node, lower, upper, alpha=None) -> Relaxation:
-    lo, hi = _clip_bounds(node)
+    lo, hi = _clip_bounds(node.attrs)
     curve = _clip_curve(lo, hi)
     l, u = lower.detach().to(F64), upper.detach().to(F64)
     chord = chord_slope(curve, l, u)
@@ -141,15 +141,15 @@ def _monotone_ibp(fn):
 
 
 def _leaky_forward(node, args):
-    return torch.nn.functional.leaky_relu(args[0], _leaky_alpha(node))
+    return torch.nn.functional.leaky_relu(args[0], _leaky_alpha(node.attrs))
 
 
 def _leaky_ibp(node, args):
-    return ibp_curve(_leaky_curve(_leaky_alpha(node)), "LeakyRelu", args[0])
+    return ibp_curve(_leaky_curve(_leaky_alpha(node.attrs)), "LeakyRelu", args[0])
 
 
 def _clip_forward(node, args):
-    lo, hi = _clip_bounds(node)
+    lo, hi = _clip_bounds(node.attrs)
     return args[0].clamp(None if lo == -math.inf else lo, None if hi == math.inf else hi)
 
 
@@ -157,19 +157,19 @@ def _clip_ibp(node, args):
     return Interval(_clip_forward(node, [args[0].lower]), _clip_forward(node, [args[0].upper]))
 
 
-def _leaky_kinks(node) -> Kinks:
-    a = _leaky_alpha(node)  # max(x, a x) = a x + (1 - a) relu(x), min(...) likewise for a > 1
+def _leaky_kinks(attrs) -> Kinks:
+    a = _leaky_alpha(attrs)  # max(x, a x) = a x + (1 - a) relu(x), min(...) likewise for a > 1
     return Kinks(0.0, a, ((1.0 - a, 0.0),))
 
 
-def _abs_kinks(node) -> Kinks:
+def _abs_kinks(attrs) -> Kinks:
     return Kinks(0.0, -1.0, ((2.0, 0.0),))
 
 
-def _clip_kinks(node) -> Kinks:
+def _clip_kinks(attrs) -> Kinks:
     """clamp(x, lo, hi) = lo + relu(x - lo) - relu(x - hi); an infinite side drops its Relu
     (and its constant); lo > hi gives hi everywhere (ONNX)."""
-    lo, hi = _clip_bounds(node)
+    lo, hi = _clip_bounds(attrs)
     if lo > hi:
         return Kinks(hi, 0.0, ())
     terms = ((1.0, lo),) if math.isfinite(lo) else ()
@@ -183,7 +183,7 @@ _STEP = {"alpha": None, "rounding": Rounding.EXACT, "milp": Milp("relaxed")}
 RULES = (
     OpRule("LeakyRelu", forward=_leaky_forward, ibp=_leaky_ibp,
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
-               "LeakyRelu", _leaky_alpha(node), lower, upper, alpha),
+               "LeakyRelu", _leaky_alpha(node.attrs), lower, upper, alpha),
            traits=OpTraits(**_PWL), doc="max(x, a x); Relu-style planes, alpha = slope",
            alpha=KINK_ALPHA, rounding=Rounding.ARITHMETIC, split=Split("zero", "sign"),
            milp=Milp("kinks", _leaky_kinks, zero_kink=True)),
@@ -192,11 +192,12 @@ RULES = (
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
                "Abs", -1.0, lower, upper, alpha),
            traits=OpTraits(convex=True, **_PWL), doc="|x|; chord above, slope 2 alpha - 1 below",
-           alpha=None, rounding=Rounding.EXACT, split=Split("zero", "none"),
+           alpha=KINK_ALPHA, rounding=Rounding.EXACT, split=Split("zero", "sign"),
            milp=Milp("kinks", _abs_kinks, zero_kink=True)),
     OpRule("Clip", forward=_clip_forward, ibp=_clip_ibp, relax=_clip_relax,
            traits=OpTraits(monotone=True, **_PWL), doc="clamp(x, min, max); two kinks",
-           alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("kinks", _clip_kinks)),
+           alpha=None, rounding=Rounding.EXACT, split=Split("kinks", "interval"),
+           milp=Milp("kinks", _clip_kinks)),
     OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
            relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),
            doc="sign(x); constant IBP planes", split=Split("zero", "none"), **_STEP),

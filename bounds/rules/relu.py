@@ -145,7 +145,7 @@ def relu_alpha_planes(lower, upper):
     return (lower >= 0).to(upper.dtype), unstable.to(upper.dtype), up_slope, up_offset
 
 
-def _kinks(node) -> Kinks:
+def _kinks(attrs) -> Kinks:
     return Kinks(0.0, 0.0, ((1.0, 0.0),))
 
 

@@ -1,5 +1,5 @@
-"""Exact answers for tiny ReLU (or LeakyRelu: ``slope``, the output's slope below 0) MLPs:
-enumerate activation patterns, one LP per linear piece.
+"""Exact answers for tiny ReLU (or LeakyRelu: ``slope``, the output's slope below 0; Abs:
+slope -1) MLPs: enumerate activation patterns, one LP per linear piece.
 
 On a fixed activation pattern the network is affine in x, and the pattern's region is the
 polytope {x in box : z_i(x) >= 0 for active, <= 0 for inactive neurons}. The exact minimum of a
@@ -28,7 +28,11 @@ def _pieces(weights, lower, upper, fixed=None, slope: float = 0.0):
         zc, zr = w @ c + b, np.abs(w) @ r
         zl, zu = zc - zr, zc + zr
         stable.append(np.where(zl >= 0, 1, np.where(zu <= 0, 0, -1)))
-        lo, hi = np.maximum(zl, slope * zl), np.maximum(zu, slope * zu)
+        f_lo, f_hi = np.maximum(zl, slope * zl), np.maximum(zu, slope * zu)
+        # max(z, s z) is convex: its least value is 0 (at z = 0) where the interval holds 0
+        lo = np.where((zl < 0) & (zu > 0), np.minimum(0.0, np.minimum(f_lo, f_hi)),
+                      np.minimum(f_lo, f_hi))
+        hi = np.maximum(f_lo, f_hi)
     fixed = fixed or [np.zeros(len(layer), dtype=int) for layer in stable]
     choices = [[(1,) if f == 1 else (0,) if f == -1 else (1,) if s == 1 else (0,) if s == 0
                 else (0, 1) for s, f in zip(layer, fix, strict=True)]

@@ -65,7 +65,11 @@ def test_split_is_usable(rule: OpRule):
     split = rule.split
     if split is None:
         return
-    assert split.point in ("zero", "table", "midpoint"), rule.op
+    assert split.point in ("zero", "kinks", "table", "midpoint"), rule.op
+    if split.point == "kinks":  # the kinks are read from the exact piecewise-linear form
+        assert rule.milp.kind == "kinks" and rule.traits.piecewise_linear, rule.op
+    if split.search == "sign":  # exact once the sign is fixed: every kink at 0
+        assert rule.milp.kind == "kinks" and rule.milp.zero_kink, rule.op
     assert split.search in ("sign", "interval", "operands", "none"), rule.op
     assert (split.point == "table") == bool(split.tables), rule.op
     if split.search in ("sign", "interval"):
@@ -116,7 +120,7 @@ def test_kinks_form_is_the_op(case):
     """The MILP's piecewise-linear form c + s x + sum w relu(x - t) equals ``forward``."""
     rule = rules().get(case.op)
     x = _points(case)
-    form = rule.milp.kinks(_node(case))
+    form = rule.milp.kinks(dict(case.attrs))
     y = form.const + form.slope * x
     for weight, at in form.terms:
         y = y + weight * torch.relu(x - at)

@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from bounds.engine.analysis import split_search
+from bounds.engine.analysis import kink_points, kinks_form, split_search
 from bounds.engine.deadline import check_deadline, timed_chunks
 from bounds.engine.results import Intermediates
 from bounds.graph import Graph
@@ -115,11 +115,19 @@ class SplitPoints:
 
 
 def splittable(layer: SplitLayer, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """[B, numel] candidates: unstable Relus; nonlinear neurons wider than MIN_WIDTH."""
+    """[B, numel] candidates: unstable Relus; piecewise-linear neurons with a kink inside
+    their interval (elsewhere their planes are exact already), unless the value also feeds
+    products; other nonlinear neurons wider than MIN_WIDTH."""
     lower, upper = lower.flatten(1), upper.flatten(1)
     if layer.sign_split:
         return (lower < 0) & (upper > 0)
-    return (upper - lower) > MIN_WIDTH
+    wide = (upper - lower) > MIN_WIDTH
+    if layer.products or kinks_form(layer.op, layer.attrs) is None:
+        return wide
+    inside = torch.zeros_like(wide)
+    for at in kink_points(layer.op, layer.attrs):
+        inside |= (lower < at) & (upper > at)
+    return wide & inside
 
 
 def _plane(rel, lower_side: bool, z: torch.Tensor) -> torch.Tensor:

@@ -330,5 +330,5 @@ def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds:
     x, lo, hi = values[src], _flat(bounds[src].lower), _flat(bounds[src].upper)
     milp = rules().get(node.op, node.name).milp
     if milp.kind == "kinks":
-        return act.kinks(model, x, lo, hi, milp.kinks(node))
+        return act.kinks(model, x, lo, hi, milp.kinks(node.attrs))
     return act.maximum(model, x, lo, hi, act.windows(graph, node))
