@@ -68,7 +68,8 @@ class Alpha:
     """alpha-CROWN's parameters of a rule; any value in [low, high] gives a sound bound.
 
     Elementwise (``structured`` False): ``relax`` takes alpha [B, S, *shape] and
-    ``init(lower, upper)`` gives its start from the input bounds. Structured: ``backward`` takes
+    ``init(lower, upper, attrs)`` gives its start from the input bounds (and the node's
+    attributes, where they place kinks). Structured: ``backward`` takes
     a rule-specific alpha and ``init(node, args, n_spec)`` gives it (None: none for this node);
     ``applies(node)`` says whether the node uses one at all (e.g. products of two dynamic
     operands only)."""

@@ -20,10 +20,10 @@ class _RuleAlphas(Mapping):
     """op -> (initial alpha, allowed range) of the rules whose ``alpha`` is elementwise (or,
     with ``structured``, rule-specific), read from the registry: the rule is the only source.
 
-    Elementwise: init(lower, upper) -> alpha like lower (for the smooth ops alpha places the
-    tangent point at l + alpha (u - l), see bounds/rules). Structured: init(node, args, n_spec)
-    -> [B, S, ...] or None (MaxPool/ReduceMax: lower-plane weights over each window; products
-    of two dynamic operands: McCormick plane mixing (t, t') per product)."""
+    Elementwise: init(lower, upper, attrs) -> alpha like lower (for the smooth ops alpha
+    places the tangent point at l + alpha (u - l), see bounds/rules). Structured: init(node,
+    args, n_spec) -> [B, S, ...] or None (MaxPool/ReduceMax: lower-plane weights over each
+    window; products of two dynamic operands: McCormick plane mixing (t, t') per product)."""
 
     def __init__(self, structured: bool):
         self.structured = structured
@@ -73,7 +73,7 @@ def _initial(inter: Intermediates, node, n_spec: int) -> torch.Tensor | None:
         return None
     if not spec.structured:
         x = inter.bounds[node.dynamic_inputs[0]]
-        return spec.init(x.lower, x.upper).unsqueeze(1).expand(-1, n_spec, *node.shape)
+        return spec.init(x.lower, x.upper, node.attrs).unsqueeze(1).expand(-1, n_spec, *node.shape)
     return spec.init(node, node_args(node, inter.bounds, inter.device, inter.dtype), n_spec)
 
 

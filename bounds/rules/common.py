@@ -55,12 +55,12 @@ def concretise_backward(node, coef, args, alpha=None):
     return None, None
 
 
-def half_alpha(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def half_alpha(lower: torch.Tensor, upper: torch.Tensor, attrs=None) -> torch.Tensor:
     """Initial alpha of the smooth ops: the tangent point at the midpoint of [l, u]."""
     return torch.full_like(lower, 0.5)
 
 
-def kink_alpha(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def kink_alpha(lower: torch.Tensor, upper: torch.Tensor, attrs=None) -> torch.Tensor:
     """Initial alpha of a Relu-like kink: CROWN's adaptive slope, 1 where u > -l, else 0."""
     return (upper > -lower).to(lower.dtype)
 

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from bounds.registry import Kinks, Milp, OpRule, OpTraits, Rounding, Split
+from bounds.registry import Alpha, Kinks, Milp, OpRule, OpTraits, Rounding, Split
 from bounds.rules.common import KINK_ALPHA
 from bounds.rules.tangents import F64, Curve, chord_slope, finish_planes, ibp_curve, margin
 from bounds.types import Interval, Relaxation
@@ -75,15 +75,31 @@ def _clip_curve(lo: float, hi: float) -> Curve:
     )
 
 
+def _clip_slopes(lo: float, hi: float, l: torch.Tensor, u: torch.Tensor):
+    """(chord, lower-kink slope, upper-kink slope, kink masks) of Clip without alpha: on a
+    kink's side the Relu-style choice of the steeper-gaining piece."""
+    chord = chord_slope(_clip_curve(lo, hi), l, u)
+    cross_lo, cross_hi = (l < lo) & (u > lo), (l < hi) & (u > hi)
+    return chord, (u - lo > lo - l).to(F64), (hi - l > u - hi).to(F64), cross_lo, cross_hi
+
+
+def _clip_alpha_init(lower, upper, attrs=None) -> torch.Tensor:
+    """The alpha whose planes are those of ``_clip_relax`` without alpha: the kink side's
+    slope where one kink lies inside, the chord where both do (or none: alpha unused)."""
+    lo, hi = _clip_bounds(attrs or {})
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    chord, kink_lo, kink_hi, cross_lo, cross_hi = _clip_slopes(lo, hi, l, u)
+    start = torch.where(cross_lo & ~cross_hi, kink_lo,
+                        torch.where(cross_hi & ~cross_lo, kink_hi, chord))
+    return start.clamp(0, 1).to(lower.dtype)
+
+
 def _clip_relax(node, lower, upper, alpha=None) -> Relaxation:
     lo, hi = _clip_bounds(node.attrs)
     curve = _clip_curve(lo, hi)
     l, u = lower.detach().to(F64), upper.detach().to(F64)
-    chord = chord_slope(curve, l, u)
-    cross_lo, cross_hi = (l < lo) & (u > lo), (l < hi) & (u > hi)
+    chord, kink_lo, kink_hi, cross_lo, cross_hi = _clip_slopes(lo, hi, l, u)
     if alpha is None:
-        kink_lo = (u - lo > lo - l).to(F64)
-        kink_hi = (hi - l > u - hi).to(F64)
         both_lo = both_hi = chord
     else:
         kink_lo = kink_hi = both_lo = both_hi = alpha.to(F64).clamp(0, 1)
@@ -196,7 +212,8 @@ RULES = (
            milp=Milp("kinks", _abs_kinks, zero_kink=True)),
     OpRule("Clip", forward=_clip_forward, ibp=_clip_ibp, relax=_clip_relax,
            traits=OpTraits(monotone=True, **_PWL), doc="clamp(x, min, max); two kinks",
-           alpha=None, rounding=Rounding.EXACT, split=Split("kinks", "interval"),
+           alpha=Alpha(_clip_alpha_init), rounding=Rounding.EXACT,
+           split=Split("kinks", "interval"),
            milp=Milp("kinks", _clip_kinks)),
     OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
            relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),

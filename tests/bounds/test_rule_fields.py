@@ -55,7 +55,7 @@ def test_alpha_is_usable(rule: OpRule):
     else:
         assert rule.relax is not None and rule.traits.elementwise, rule.op
         lower = torch.tensor([[-2.0, -1.0, 0.5]], dtype=torch.float64)
-        start = spec.init(lower, lower + 3.0)
+        start = spec.init(lower, lower + 3.0, {})
         assert start.shape == lower.shape
         assert bool(((start >= spec.low) & (start <= spec.high)).all()), rule.op
 
@@ -148,3 +148,22 @@ def test_convexity_traits_hold(case):
 def test_case_domain_inside_the_rule_domain(case):
     lo, hi = rules().get(case.op).traits.domain
     assert lo <= case.domain[0] and case.domain[1] <= hi, case.label
+
+
+@pytest.mark.parametrize("attrs", [{"min": -1.0, "max": 2.0}, {"min": 0.0, "max": 6.0},
+                                   {"min": 0.5}, {"max": -0.25}])
+def test_clip_alpha_starts_at_the_planes_without_alpha(attrs):
+    """alpha-CROWN starts where CROWN is: Clip's initial alpha (from the node's kinks) gives
+    the planes its relaxation picks without one, on intervals holding no, one or both
+    kinks."""
+    rule = rules().get("Clip")
+    gen = torch.Generator().manual_seed(5)
+    lower = (torch.rand(2, 200, generator=gen, dtype=torch.float64) - 0.5) * 16
+    upper = lower + torch.rand(2, 200, generator=gen, dtype=torch.float64) * 10
+    node = Node("y", "Clip", ("x",), (200,), attrs)
+    start = rule.alpha.init(lower, upper, attrs)
+    assert bool(((start >= rule.alpha.low) & (start <= rule.alpha.high)).all())
+    default, started = rule.relax(node, lower, upper), rule.relax(node, lower, upper, start)
+    for field in ("lower_slope", "lower_offset", "upper_slope", "upper_offset"):
+        torch.testing.assert_close(getattr(started, field), getattr(default, field),
+                                   rtol=0, atol=1e-12)
