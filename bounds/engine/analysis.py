@@ -94,6 +94,23 @@ def values_ibp_bounds_exactly(graph: Graph) -> set[str]:
     return exact
 
 
+def positionwise(node: Node) -> bool:
+    """Each output position of ``node`` is a function of one position of its one dynamic
+    input: an elementwise relaxed op, or a per-coordinate affine map or a move. Its IBP
+    interval from its input's bounds is the exact range over them, and a CROWN row of the
+    output passes through one lower (upper) plane to one row of the input, which is no
+    tighter than the range: where the input's bounds are at least as tight as its own CROWN
+    rows, CROWN cannot tighten the output."""
+    if len(node.dynamic_inputs) != 1:
+        return False
+    rule = _rule(node.op)
+    if rule is None:
+        return False
+    if rule.relax is not None:
+        return rule.traits.elementwise
+    return rule.traits.box_preserving and node_is_affine(node, rule)
+
+
 def backward_footprint(graph: Graph, node: Node) -> int:
     """Coefficient elements per spec row that the backward step through ``node`` holds: the
     value itself, every product a_ik b_kj of a two-operand MatMul, every window cell of a

@@ -21,6 +21,7 @@ from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import (
     largest_numel,
     linear_by_sign,
+    positionwise,
     relaxed_inputs,
     split_search,
     values_ibp_bounds_exactly,
@@ -110,6 +111,20 @@ def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.T
         # and Abs too, not only Relu: a cGAN's discriminator refined all 4096 rows of a layer)
         return (lower < 0) & (upper > 0)
     return upper > lower
+
+
+def _expected_tight(graph: Graph, need: set, exact: set) -> set:
+    """The values of ``need`` expected to follow tight ones (``_Refiner._follows_tight``),
+    assuming each refinement of every position runs whole."""
+    tight, derived = set(exact), set()
+    for node in graph.nodes:
+        if positionwise(node) and node.dynamic_inputs[0] in tight:
+            tight.add(node.name)
+            derived |= {node.name} & need
+        elif node.name in need and not all(linear_by_sign(n.op)
+                                           for n in graph.consumers(node.name)):
+            tight.add(node.name)
+    return derived
 
 
 def _rows_per_pass(counts: torch.Tensor, k: int, most: int | None = None) -> int:
@@ -517,14 +532,20 @@ class _Refiner:
         self.inter, self.given, self.method = inter, given, method
         self.reuse_given, self.alpha_iterations, self.cache = reuse_given, alpha_iterations, cache
         # Values with no relaxed node upstream are affine in the input: IBP is already exact.
-        self.need = (set(relaxed_inputs(graph)) - values_ibp_bounds_exactly(graph)
-                     if method == "crown" else set())
-        # how many values are still to refine from each one on (``crown_interval``'s spread)
-        to_refine = [n.name for n in graph.nodes if n.name in self.need]
+        exact = values_ibp_bounds_exactly(graph)
+        self.need = set(relaxed_inputs(graph)) - exact if method == "crown" else set()
+        # Values whose bounds are at least as tight as their own CROWN rows would make them,
+        # in every domain, in this pass: exact ones, those refined at every position, and
+        # positionwise functions of these (``_follows_tight``: not refined at all).
+        self.tight = set(exact)
+        # how many values are still to refine from each one on (``crown_interval``'s spread;
+        # those expected to follow tight ones are not counted)
+        derived = _expected_tight(graph, self.need, exact)
+        to_refine = [n.name for n in graph.nodes if n.name in self.need - derived]
         self.spread = {name: len(to_refine) - i for i, name in enumerate(to_refine)}
         # the last value refined, where it may take LAST_REFINE_SHARE (``last_share``)
-        self.last = next((n.name for n in reversed(graph.nodes) if n.name in self.need),
-                         None) if last_share else None
+        self.last = next((n.name for n in reversed(graph.nodes)
+                          if n.name in self.need - derived), None) if last_share else None
         self.funcs, self.zbox = {}, None
         free = free_coordinates(inter.box)
         use_forward = method == "forward" or forward_pays(
@@ -552,9 +573,21 @@ class _Refiner:
         out = intersect(out, given.get(node.name))
         inter.bounds[node.name] = out
         reuse = _reused_rows(self.reuse_given, given, node.name)
-        if node.name in self.need and reuse is not True:
-            out = self._crown(node.name, out, reuse)
+        if self._follows_tight(node):
+            # (its IBP interval, from its input's, is as tight as its CROWN rows can be)
+            self.tight.add(node.name)
+        elif node.name in self.need and reuse is not True:
+            out, whole = self._crown(node.name, out, reuse)
+            if whole:
+                self.tight.add(node.name)
         return out
+
+    def _follows_tight(self, node) -> bool:
+        """A positionwise function of a value bounded at least as tightly as its CROWN rows
+        would bound it (``analysis.positionwise``): e.g. a HardSigmoid's scale, shift and
+        Clip after a refined convolution (a MobileNet-style probe: 17 of 37 s of CROWN)."""
+        return (self.method == "crown" and positionwise(node)
+                and node.dynamic_inputs[0] in self.tight)
 
     def _forward_work(self, node) -> int:
         """Multiply-adds of ``node``'s forward-mode step: its linear functions' elements
@@ -592,8 +625,11 @@ class _Refiner:
         self.funcs[node.name] = f if f is not None else constant_functions(out, d)
         return out
 
-    def _crown(self, name: str, out: Interval, reuse) -> Interval:
+    def _crown(self, name: str, out: Interval, reuse) -> tuple[Interval, bool]:
+        """``name``'s interval refined by CROWN, and whether every position of every domain
+        got its CROWN bounds (not only the unstable ones, no reused or skipped domain)."""
         inter = self.inter
+        every = out.upper.flatten(1) > out.lower.flatten(1)
         mask = (_positions_to_refine(inter.graph, name, out)
                 & ~inter.infeasible.unsqueeze(1))
         if reuse is not False:
@@ -601,18 +637,20 @@ class _Refiner:
         if self._probes_signs(name):
             out = self._sign_probes(name, out, mask)
             inter.bounds[name] = out
-            return out
+            return out, False
         refined, rec = crown_interval(inter, name, mask, self.alpha_iterations, self.cache,
                                       record=inter.linear_bounds is not None,
                                       work_dtype=self.work_dtype, last=name == self.last,
-                                      spread=self.spread[name])
+                                      spread=self.spread.get(name, 1))
         if rec is not None:
             inter.linear_bounds[name] = rec
         if refined is None:
-            return out
+            return out, False
+        whole = bool((mask | ~every | inter.infeasible.unsqueeze(1)).all()) and bool(
+            (torch.isfinite(refined.lower.flatten(1)) | ~mask).all())
         out = intersect(out, refined)
         inter.bounds[name] = out
-        return out
+        return out, whole
 
     def _probes_signs(self, name: str) -> bool:
         """Whether ``name``'s positions are bounded one side first (``_sign_probes``): only
@@ -633,7 +671,7 @@ class _Refiner:
                 return interval
             refined, _ = crown_interval(self.inter, name, where, 0, self.cache,
                                         work_dtype=self.work_dtype, signs=signs,
-                                        spread=self.spread[name])
+                                        spread=self.spread.get(name, 1))
             return interval if refined is None else intersect(interval, refined)
 
         lower, upper = out.lower.flatten(1), out.upper.flatten(1)
