@@ -17,6 +17,9 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
   BatchNorm and Relu, Tanh) feeding a discriminator (two stride-2 Convs, LeakyRelu, Linear,
   2 scores), one condition input pinned and 4 latent inputs moving by 0.4: input splitting
   through ConvTranspose and LeakyRelu layers (session 37).
+* ``mobilenet``: MobileNetV2/V3-style inverted residual blocks (depthwise convs, BatchNorm,
+  ReLU6 as Clip, HardSwish with HardSigmoid squeeze-excite gates), CIFAR shape, eps 1/255
+  on every pixel: Clip kink splits and gate products (session 38).
 
 Random weights make these figures of behaviour and cost (does every stage run, end on time,
 fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
@@ -125,6 +128,54 @@ class _CGan(nn.Module):
         return self.discriminator(self.generator(self.fc(z).reshape(-1, 64, 4, 4)))
 
 
+class _InvertedResidual(nn.Module):
+    """MobileNetV2/V3's block: 1x1 expand, 3x3 depthwise, [squeeze-excite gate], 1x1
+    project, each conv with BatchNorm; a residual sum where the shape allows."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int, act, gate: bool):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1), nn.BatchNorm2d(hidden), act())
+        self.depthwise = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden),
+                                       nn.BatchNorm2d(hidden), act())
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden, hidden // 4, 1),
+                                  nn.ReLU(), nn.Conv2d(hidden // 4, hidden, 1),
+                                  nn.Hardsigmoid()) if gate else None
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        h = self.depthwise(self.expand(x))
+        if self.gate is not None:
+            h = h * self.gate(h)
+        h = self.project(h)
+        return x + h if self.residual else h
+
+
+class _MobileNet(nn.Module):
+    """MobileNetV2/V3-style at CIFAR shape: a stride-2 stem, inverted residual blocks with
+    ReLU6 (exported as Clip) and then HardSwish with a HardSigmoid gate, global average
+    pooling, 10 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU6())
+        self.blocks = nn.Sequential(
+            _InvertedResidual(16, 48, 24, 2, nn.ReLU6, False),
+            _InvertedResidual(24, 72, 24, 1, nn.ReLU6, False),
+            _InvertedResidual(24, 96, 32, 2, nn.Hardswish, True),
+            _InvertedResidual(32, 128, 32, 1, nn.Hardswish, True))
+        self.head = nn.Sequential(nn.Conv2d(32, 64, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(64, 10))
+        with torch.no_grad():  # inference statistics of a trained-looking net
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.2, 0.2)
+                    m.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
 def _latent_spec(x: torch.Tensor, label: int, n_out: int, moving, eps: float, digits) -> str:
     """The condition (first input) pinned at x, the latent inputs within x +- ``eps``;
     unsafe when the other score reaches ``label``'s."""
@@ -147,6 +198,7 @@ PROBES = {
     "tinyresnet": (_tinyresnet, (1, 3, 64, 64), None, 1 / 255, None),
     "vit": (_ViT, (1, 3, 32, 32), None, 1 / 255, None),
     "cgan": (_CGan, (1, 5), None, 0.4, None, _cgan_input, _latent_spec),
+    "mobilenet": (_MobileNet, (1, 3, 32, 32), None, 1 / 255, None),
 }
 
 
