@@ -105,6 +105,15 @@ class _ViT(nn.Module):
         return self.head(self.norm(self.blocks(x))[:, 0])
 
 
+def _trained_statistics(model: nn.Module) -> None:
+    """BatchNorm inference statistics of a trained-looking net (random, not the identity)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+
+
 class _CGan(nn.Module):
     def __init__(self, latent: int = 5):
         super().__init__()
@@ -118,11 +127,7 @@ class _CGan(nn.Module):
         self.discriminator = nn.Sequential(
             nn.Conv2d(1, 16, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 4, 2, 1),
             nn.BatchNorm2d(32), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(32 * 8 * 8, 2))
-        with torch.no_grad():  # inference statistics of a trained-looking net
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 2.0)
+        _trained_statistics(self)
 
     def forward(self, z):
         return self.discriminator(self.generator(self.fc(z).reshape(-1, 64, 4, 4)))
@@ -166,11 +171,7 @@ class _MobileNet(nn.Module):
             _InvertedResidual(32, 128, 32, 1, nn.Hardswish, True))
         self.head = nn.Sequential(nn.Conv2d(32, 64, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1),
                                   nn.Flatten(), nn.Linear(64, 10))
-        with torch.no_grad():  # inference statistics of a trained-looking net
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 2.0)
+        _trained_statistics(self)
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)))
