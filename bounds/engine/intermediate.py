@@ -103,10 +103,15 @@ def _read_by_sign_only(graph: Graph, name: str) -> bool:
                for n in graph.consumers(name))
 
 
+def _unstable_only(graph: Graph, name: str) -> bool:
+    """Whether CROWN tightens ``name`` only where its interval holds 0 inside."""
+    return all(linear_by_sign(n.op) for n in graph.consumers(name))
+
+
 def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.Tensor:
     """[B, numel] mask of the positions whose bounds CROWN should tighten, per domain."""
     lower, upper = interval.lower.flatten(1), interval.upper.flatten(1)
-    if all(linear_by_sign(n.op) for n in graph.consumers(name)):
+    if _unstable_only(graph, name):
         # consumers exact where the sign is fixed: the bounds there do not matter (LeakyRelu
         # and Abs too, not only Relu: a cGAN's discriminator refined all 4096 rows of a layer)
         return (lower < 0) & (upper > 0)
@@ -121,8 +126,7 @@ def _expected_tight(graph: Graph, need: set, exact: set) -> set:
         if positionwise(node) and node.dynamic_inputs[0] in tight:
             tight.add(node.name)
             derived |= {node.name} & need
-        elif node.name in need and not all(linear_by_sign(n.op)
-                                           for n in graph.consumers(node.name)):
+        elif node.name in need and not _unstable_only(graph, node.name):
             tight.add(node.name)
     return derived
 

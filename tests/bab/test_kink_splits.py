@@ -5,18 +5,17 @@ are exact). Answers match exact ones: patterns x LPs for Abs, the exact MILP for
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from bounds.graph import Graph, Node
+from bounds.graph import Node
 from bounds.lookup.tables import branch_points
 from bounds.registry import rules
 from tests.bab.exact import exact_min, exact_sat
 from tests.bab.test_genbab import alpha_lower, search
 from tests.bab.test_neuron_split import make_search, region_for, tiny_net
+from tests.bounds.nets import with_activation
 from tests.milp.test_milp_activations import _min_output, _net
 from verifier.bab.branching import sign_split_layers
 from verifier.bab.nonlinear import SplitPoints, split_layers, splittable
@@ -29,9 +28,7 @@ CLIP = {"min": KINK, "max": 1.0}
 def abs_net(seed: int, n_in: int = 4, hidden=(5, 5)):
     """tiny_net with its Relus made Abs."""
     graph, exact = tiny_net(seed, n_in=n_in, hidden=hidden)
-    nodes = tuple(dataclasses.replace(n, op="Abs") if n.op == "Relu" else n
-                  for n in graph.nodes)
-    return Graph(graph.inputs, graph.outputs, nodes), exact
+    return with_activation(graph, "Abs"), exact
 
 
 # ---- Clip: split points at the kinks, candidates only where a kink is inside -----------------

@@ -5,15 +5,13 @@ which a LeakyRelu does not output), even when asked to."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 from bounds.engine.analysis import outputs_relu, zero_when_dead
-from bounds.graph import Graph
 from tests.bab.exact import exact_min, exact_sat
 from tests.bab.test_neuron_split import make_search, region_for, tiny_net
+from tests.bounds.nets import with_activation
 from verifier.bab.branching import sign_split_layers
 from verifier.bab.cuts import relu_outputs
 
@@ -21,9 +19,7 @@ from verifier.bab.cuts import relu_outputs
 def leaky_net(seed: int, slope: float, n_in: int = 4, hidden=(5, 5)):
     """tiny_net with its Relus made LeakyRelu(``slope``)."""
     graph, exact = tiny_net(seed, n_in=n_in, hidden=hidden)
-    nodes = tuple(dataclasses.replace(n, op="LeakyRelu", attrs={"alpha": slope})
-                  if n.op == "Relu" else n for n in graph.nodes)
-    return Graph(graph.inputs, graph.outputs, nodes), exact
+    return with_activation(graph, "LeakyRelu", {"alpha": slope}), exact
 
 
 def test_leaky_layers_are_split_by_sign_without_cuts():

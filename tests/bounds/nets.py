@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from bounds.graph import Graph, Node, TensorInfo
@@ -26,6 +28,13 @@ def mlp(weights: list[tuple[np.ndarray, np.ndarray]], activation: str = "Relu",
             prev = f"act{i}"
     return Graph((TensorInfo("x", shape),), (TensorInfo(prev, (1, weights[-1][0].shape[0])),),
                  tuple(nodes))
+
+
+def with_activation(graph: Graph, op: str, attrs: dict | None = None) -> Graph:
+    """``graph`` with every Relu node made ``op`` (with ``attrs``)."""
+    nodes = tuple(dataclasses.replace(n, op=op, attrs=dict(attrs or {})) if n.op == "Relu"
+                  else n for n in graph.nodes)
+    return Graph(graph.inputs, graph.outputs, nodes)
 
 
 def random_mlp(sizes: list[int], seed: int = 0, activation: str = "Relu") -> Graph:

@@ -5,8 +5,6 @@ looser than CROWN."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,7 @@ from bounds.engine.results import ColumnAlpha, PassCache
 from bounds.engine.spec_bounds import BoundOptions, bound_spec
 from bounds.graph import Graph, TensorInfo
 from bounds.types import Interval
-from tests.bounds.nets import mlp
+from tests.bounds.nets import mlp, with_activation
 
 F64 = torch.float64
 
@@ -32,11 +30,9 @@ def _net(activation: str, seed: int, sizes=(6, 24, 24, 24, 4)):
     rng = np.random.default_rng(seed)
     weights = [(rng.normal(size=(o, i)) * 1.5 / np.sqrt(i), rng.normal(size=o) * 0.5)
                for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
-    graph = mlp(weights, activation)
-    if activation != "Clip":
-        return graph
-    return Graph(graph.inputs, graph.outputs, tuple(
-        dataclasses.replace(n, attrs=dict(CLIP)) if n.op == "Clip" else n for n in graph.nodes))
+    if activation == "Clip":
+        return with_activation(mlp(weights), "Clip", CLIP)
+    return mlp(weights, activation)
 
 
 def _box(seed: int, width: float, n: int = 6) -> Interval:
