@@ -76,6 +76,54 @@ def _variadic(op):
                               {"c": rand(1, low=-0.5, high=0.5)})
 
 
+RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+SEQ, BATCH, IN, HID = 4, 1, 3, 5
+
+
+def recurrent_model(op: str, directions: int = 1, layout: int = 0, bias: bool = True,
+                    h0: str = "", c0: str = "", peepholes: bool = False, lens=None,
+                    outputs=(0, 1, 2), seed: int = 0, batch: int = BATCH, **attrs):
+    """One ``op`` node on input x; h0 / c0: "" absent, "const" an initializer, "input" a
+    second (third) model input. ``outputs``: which of Y, Y_h, Y_c the model returns."""
+    rng = np.random.default_rng(seed)
+    g = RECURRENT_GATES[op]
+    x_shape = (batch, SEQ, IN) if layout else (SEQ, batch, IN)
+    state = (batch, directions, HID) if layout else (directions, batch, HID)
+    inputs, inits = {"x": x_shape}, {
+        "W": rng.uniform(-0.8, 0.8, (directions, g * HID, IN)).astype(np.float32),
+        "R": rng.uniform(-0.8, 0.8, (directions, g * HID, HID)).astype(np.float32)}
+    names = ["x", "W", "R"]
+    optional = [("B", bias, lambda: rng.uniform(-0.5, 0.5, (directions, 2 * g * HID))),
+                ("lens", lens is not None, lambda: np.asarray(lens, np.int32))]
+    for name, present, make in optional:
+        names.append(name if present else "")
+        if present:
+            inits[name] = make().astype(np.int32 if name == "lens" else np.float32)
+    for name, how in (("h0", h0), ("c0", c0)):
+        if name == "c0" and op != "LSTM":
+            continue
+        names.append(name if how else "")
+        if how == "input":
+            inputs[name] = state
+        elif how == "const":
+            inits[name] = rng.uniform(-0.5, 0.5, state).astype(np.float32)
+    if peepholes:
+        names.append("P")
+        inits["P"] = rng.uniform(-0.5, 0.5, (directions, 3 * HID)).astype(np.float32)
+    while names and names[-1] == "":
+        names.pop()
+    outs = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
+    node_outs = [o if k in outputs else "" for k, o in enumerate(outs)]
+    while node_outs[-1] == "":
+        node_outs.pop()
+    direction = {1: "forward", 2: "bidirectional"}[directions]
+    node = helper.make_node(op, names, node_outs, name=f"the_{op.lower()}", hidden_size=HID,
+                            direction=attrs.pop("direction", direction), **attrs,
+                            **({"layout": layout} if layout else {}))
+    opset = 14 if layout else 13
+    return make_model([node], inputs, [o for o in node_outs if o], inits, opset)
+
+
 OP_MODELS: dict = {
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
@@ -151,6 +199,11 @@ OP_MODELS: dict = {
     "Resize": (lambda: make_model([helper.make_node("Resize", ["x", "", "s"], ["y"],
                                                     mode="nearest")], IMG, ["y"],
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
+    # unrolled over their steps (converters/recurrent.py)
+    "RNN": (lambda: recurrent_model("RNN", h0="const", outputs=(0,)), -1.5, 1.5),
+    "GRU": (lambda: recurrent_model("GRU", linear_before_reset=1, outputs=(1,)), -1.5, 1.5),
+    "LSTM": (lambda: recurrent_model("LSTM", directions=2, peepholes=True, outputs=(0,)),
+             -1.5, 1.5),
     "Upsample": (lambda: one_node("Upsample", IMG, {"s": np.array([1, 1, 2, 2], np.float32)},
                                   opset=9), -1.0, 1.0),
     # imported as compositions of other IR ops (converters/composite.py)

@@ -12,9 +12,11 @@ from verifier.onnx_import.converters import (
     pooling,
     quantize,
     rearrange,
+    recurrent,
     scatter,
     shape,
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
-           "pooling", "quantize", "rearrange", "scatter", "shape"]
+           "pooling", "quantize", "rearrange", "recurrent",
+           "scatter", "shape"]

@@ -38,7 +38,7 @@ def _f32(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _hard_sigmoid(ctx: ConvertContext, x: Dyn, alpha: float, beta: float) -> Dyn:
+def hard_sigmoid_of(ctx: ConvertContext, x: Dyn, alpha: float, beta: float) -> Dyn:
     """max(0, min(1, alpha x + beta))."""
     affine = emit_broadcast(ctx, "Add", [emit_broadcast(ctx, "Mul", [x, _f32(alpha)]),
                                          _f32(beta)])
@@ -48,7 +48,7 @@ def _hard_sigmoid(ctx: ConvertContext, x: Dyn, alpha: float, beta: float) -> Dyn
 @converter("HardSigmoid", 1)
 def hard_sigmoid(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])
-    ctx.bind(node.output[0], _hard_sigmoid(ctx, x, float(ctx.attr(node, "alpha", 0.2)),
+    ctx.bind(node.output[0], hard_sigmoid_of(ctx, x, float(ctx.attr(node, "alpha", 0.2)),
                                            float(ctx.attr(node, "beta", 0.5))))
 
 
@@ -59,7 +59,7 @@ converter("HardSigmoid", 6)(hard_sigmoid)
 def hard_swish(ctx: ConvertContext, node) -> None:
     """x HardSigmoid(x) with alpha 1/6, beta 1/2."""
     x = ctx.value(node.input[0])
-    gate = _hard_sigmoid(ctx, x, float(np.float32(1.0 / 6.0)), 0.5)
+    gate = hard_sigmoid_of(ctx, x, float(np.float32(1.0 / 6.0)), 0.5)
     ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, gate]))
 
 
@@ -86,16 +86,18 @@ for _version in (6, 7, 9, 16):
     converter("PRelu", _version)(prelu)
 
 
+def softsign_of(ctx: ConvertContext, x: Dyn) -> Dyn:
+    """x / (1 + |x|) as x Reciprocal(1 + |x|)."""
+    denominator = emit_broadcast(ctx, "Add", [_unary(ctx, "Abs", x), _f32(1.0)])
+    return emit_broadcast(ctx, "Mul", [x, _unary(ctx, "Reciprocal", denominator)])
+
+
 @converter("Softsign", 1)
 def softsign(ctx: ConvertContext, node) -> None:
-    """x / (1 + |x|) as x Reciprocal(1 + |x|)."""
-    x = ctx.value(node.input[0])
-    denominator = emit_broadcast(ctx, "Add", [_unary(ctx, "Abs", x), _f32(1.0)])
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, _unary(ctx, "Reciprocal",
-                                                                   denominator)]))
+    ctx.bind(node.output[0], softsign_of(ctx, ctx.value(node.input[0])))
 
 
-def _elu(ctx: ConvertContext, node, x: Dyn, alpha: float) -> Dyn:
+def elu_of(ctx: ConvertContext, node, x: Dyn, alpha: float) -> Dyn:
     problem = alpha_problem(alpha)
     if problem:
         raise unsupported(node, problem)
@@ -108,7 +110,7 @@ def selu(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])
     alpha = float(ctx.attr(node, "alpha", 1.67326319217681884765625))
     gamma = float(ctx.attr(node, "gamma", 1.05070102214813232421875))
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [_elu(ctx, node, x, alpha),
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [elu_of(ctx, node, x, alpha),
                                                          _f32(gamma)]))
 
 
@@ -123,9 +125,9 @@ def celu(ctx: ConvertContext, node) -> None:
     if not alpha > 0:
         raise unsupported(node, f"alpha={alpha!r} (Celu needs alpha > 0)")
     if alpha == 1.0:
-        ctx.bind(node.output[0], _elu(ctx, node, x, 1.0))
+        ctx.bind(node.output[0], elu_of(ctx, node, x, 1.0))
         return
-    inner = _elu(ctx, node, emit_broadcast(ctx, "Div", [x, _f32(alpha)]), 1.0)
+    inner = elu_of(ctx, node, emit_broadcast(ctx, "Div", [x, _f32(alpha)]), 1.0)
     ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [inner, _f32(alpha)]))
 
 
