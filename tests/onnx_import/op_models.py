@@ -7,7 +7,7 @@ operands depending on the input; bool/int results are cast back to float for the
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.onnx_import.onnx_util import make_model, one_node, rand
 
@@ -124,6 +124,36 @@ def recurrent_model(op: str, directions: int = 1, layout: int = 0, bias: bool = 
     return make_model([node], inputs, [o for o in node_outs if o], inits, opset)
 
 
+def if_on_shape(nested: bool = False, pick_then: bool = True, branch_init: bool = False):
+    """If on a condition computed from the input's shape (constant once imported), as torch
+    exports it; the branches read the outer input x. ``nested``: the taken branch holds
+    another If. ``branch_init``: the taken branch has its own initializer."""
+    def branch(name, nodes, out, inits=None):
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, F, None)],
+                                 [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+
+    then_nodes = [_n("Sin", ["x"], "t_out")]
+    inits = None
+    if branch_init:
+        then_nodes = [_n("Mul", ["x", "t_scale"], "t_mul"), _n("Sin", ["t_mul"], "t_out")]
+        inits = {"t_scale": np.array([0.5, 1.0, 1.5, 2.0], np.float32)}
+    if nested:
+        inner = helper.make_node("If", ["cond"], ["t_out"], name="inner_if",
+                                 then_branch=branch("tt", [_n("Tanh", ["x"], "tt_out")],
+                                                    "tt_out"),
+                                 else_branch=branch("te", [_n("Neg", ["x"], "te_out")],
+                                                    "te_out"))
+        then_nodes = [inner]
+    node = helper.make_node("If", ["cond"], ["branch"], name="outer_if",
+                            then_branch=branch("then", then_nodes, "t_out", inits),
+                            else_branch=branch("else", [_n("Relu", ["x"], "e_out")], "e_out"))
+    size = 4 if pick_then else 5
+    nodes = [_n("Shape", ["x"], "s"), _n("Gather", ["s", "one"], "d"),
+             _n("Equal", ["d", "size"], "cond"), node, _n("Add", ["branch", "x"], "y")]
+    return make_model(nodes, X, ["y"], {"one": np.array(1, np.int64),
+                                        "size": np.array(size, np.int64)})
+
+
 OP_MODELS: dict = {
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
@@ -199,6 +229,7 @@ OP_MODELS: dict = {
     "Resize": (lambda: make_model([helper.make_node("Resize", ["x", "", "s"], ["y"],
                                                     mode="nearest")], IMG, ["y"],
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
+    "If": (if_on_shape, -2.0, 2.0),
     # unrolled over their steps (converters/recurrent.py)
     "RNN": (lambda: recurrent_model("RNN", h0="const", outputs=(0,)), -1.5, 1.5),
     "GRU": (lambda: recurrent_model("GRU", linear_before_reset=1, outputs=(1,)), -1.5, 1.5),

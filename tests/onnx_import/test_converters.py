@@ -415,3 +415,31 @@ def test_unsupported_uses_name_op_and_reason(build, match):
     data = model.SerializeToString()
     with pytest.raises(UnsupportedOpError, match=match):
         import_proto(model, data)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(pick_then=False), dict(nested=True),
+                                    dict(nested=True, pick_then=False), dict(branch_init=True)])
+def test_if_on_a_constant_condition_inlines_its_branch(kwargs):
+    from tests.onnx_import.op_models import if_on_shape
+
+    model = if_on_shape(**kwargs)
+    compare(model, n=8)
+    data = model.SerializeToString()
+    imported = import_proto(model, data)
+    branch_names = {"t_out", "t_mul", "tt_out", "te_out", "e_out", "t_scale"}
+    assert not branch_names & set(imported.value_names), "branch values are not outer values"
+
+
+def test_if_on_an_input_dependent_condition_is_refused():
+    from verifier.errors import UnsupportedOpError
+
+    branch = lambda op: helper.make_graph(  # noqa: E731
+        [helper.make_node(op, ["x"], ["o_" + op])], op, [],
+        [helper.make_tensor_value_info("o_" + op, TensorProto.FLOAT, None)])
+    model = make_model([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                        helper.make_node("Greater", ["s", "z"], ["c"]),
+                        helper.make_node("If", ["c"], ["y"], name="gate",
+                                         then_branch=branch("Relu"), else_branch=branch("Neg"))],
+                       X2, ["y"], {"z": np.float32(0.0)})
+    with pytest.raises(UnsupportedOpError, match="'If'.*gate.*condition of If node"):
+        import_proto(model, model.SerializeToString())

@@ -116,7 +116,7 @@ def import_proto(
     opset = opset_of(proto)
     for entry in proto.opset_import:
         if entry.domain not in ("", "ai.onnx"):
-            used = {n.domain for n in proto.graph.node}
+            used = {n.domain for n in all_nodes(proto.graph.node)}
             if entry.domain in used:
                 raise ModelError(f"custom operator domain {entry.domain!r} is not supported")
     if not half_precision:
@@ -134,21 +134,7 @@ def import_proto(
         inputs.append(TensorInfo(vi.name, shape, onnx_name=vi.name))
     if not inputs:
         raise ModelError(f"{label or 'model'} has no non-constant input")
-    for node in proto.graph.node:
-        if node.domain not in ("", "ai.onnx"):
-            raise ModelError(f"node {node.name!r} uses custom domain {node.domain!r}")
-        convert = find_converter(node.op_type, opset, node.name or node.op_type)
-        try:
-            if _all_constant(ctx, node):
-                fold_node(ctx, node)
-            else:
-                convert(ctx, node)
-        except (ModelError, UnsupportedOpError):
-            raise
-        except Exception as exc:
-            raise ModelError(
-                f"cannot convert {node.op_type} node {node.name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+    convert_nodes(ctx, proto.graph.node)
     constant = [vi.name for vi in proto.graph.output if not isinstance(ctx.value(vi.name), Dyn)]
     if constant:
         error = ConstantOutputError if len(constant) == len(proto.graph.output) else ModelError
@@ -176,6 +162,40 @@ def import_proto(
     )
 
 
+def convert_nodes(ctx: ConvertContext, nodes) -> None:
+    """Convert ``nodes`` in order (a graph's, or an inlined If branch's), folding those whose
+    inputs are all constant."""
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise ModelError(f"node {node.name!r} uses custom domain {node.domain!r}")
+        convert = find_converter(node.op_type, ctx.opset, node.name or node.op_type)
+        try:
+            if _all_constant(ctx, node) and not _has_subgraph(node):
+                fold_node(ctx, node)
+            else:
+                convert(ctx, node)
+        except (ModelError, UnsupportedOpError):
+            raise
+        except Exception as exc:
+            raise ModelError(
+                f"cannot convert {node.op_type} node {node.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    """If, Loop, Scan: their bodies read outer values that their inputs do not list."""
+    return any(a.HasField("g") or a.graphs for a in node.attribute)
+
+
+def all_nodes(nodes):
+    """``nodes`` and, depth first, the nodes of their subgraphs."""
+    for node in nodes:
+        yield node
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from all_nodes(sub.node)
+
+
 _HALF = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
 # Ops that move or select elements of a value without computing: a half-precision value stays
 # exact through them.
@@ -199,7 +219,7 @@ def _refuse_half_precision(proto: onnx.ModelProto) -> None:
     for t in proto.graph.initializer:
         if t.data_type in _HALF:
             half[t.name] = _HALF[t.data_type]
-    for node in proto.graph.node:
+    for node in all_nodes(proto.graph.node):
         read = [half[n] for n in node.input if n in half]
         if node.op_type == "Cast":
             to = next((a.i for a in node.attribute if a.name == "to"), None)
