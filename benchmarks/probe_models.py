@@ -20,6 +20,9 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
 * ``mobilenet``: MobileNetV2/V3-style inverted residual blocks (depthwise convs, BatchNorm,
   ReLU6 as Clip, HardSwish with HardSigmoid squeeze-excite gates), CIFAR shape, eps 1/255
   on every pixel: Clip kink splits and gate products (session 38).
+* ``lstm``, ``gru``: sequential MNIST (28 steps of 28 pixels, hidden 64, a linear head on
+  the last state), eps 0.01 on every pixel: the recurrent converters' unrolled gates and gate
+  products (session 39).
 
 Random weights make these figures of behaviour and cost (does every stage run, end on time,
 fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
@@ -177,6 +180,19 @@ class _MobileNet(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
+class _SequenceClassifier(nn.Module):
+    """An image read row by row (28 steps of 28 pixels) by a recurrent layer, classified from
+    its last hidden state: the sequential-MNIST shape of RNN verification papers."""
+
+    def __init__(self, kind: str, hidden: int = 64):
+        super().__init__()
+        self.rnn, self.head = getattr(nn, kind)(28, hidden), nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(28, 1, 28))
+        return self.head(out[-1])
+
+
 def _latent_spec(x: torch.Tensor, label: int, n_out: int, moving, eps: float, digits) -> str:
     """The condition (first input) pinned at x, the latent inputs within x +- ``eps``;
     unsafe when the other score reaches ``label``'s."""
@@ -200,6 +216,8 @@ PROBES = {
     "vit": (_ViT, (1, 3, 32, 32), None, 1 / 255, None),
     "cgan": (_CGan, (1, 5), None, 0.4, None, _cgan_input, _latent_spec),
     "mobilenet": (_MobileNet, (1, 3, 32, 32), None, 1 / 255, None),
+    "lstm": (lambda: _SequenceClassifier("LSTM"), (1, 784), None, 0.01, None),
+    "gru": (lambda: _SequenceClassifier("GRU"), (1, 784), None, 0.01, None),
 }
 
 
