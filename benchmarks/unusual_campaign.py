@@ -4,6 +4,7 @@ fuzzing/unusual_*.py.
 
     OMP_NUM_THREADS=1 python benchmarks/unusual_campaign.py --cases 100 --timeout 2 --seed 1
     python benchmarks/unusual_campaign.py --case 1:37 --timeout 2   # one case, verbosely
+    python benchmarks/unusual_campaign.py --cases 60 --blocks recurrent   # one block family
 
 Checks per case: the import agrees with onnxruntime (or the refusal names the op / the
 mismatch), the answer arrives by timeout + 1 s (cases run in a worker process killed on
@@ -109,7 +110,8 @@ def _run_slice(indices: list[int], args, sink, lock, results: list) -> None:
         for index in indices:
             if args.max_wall and time.monotonic() - args.started > args.max_wall:
                 return  # no new case past the wall budget; the summary counts what ran
-            case = make_unusual_case(args.seed, index, large_share=args.large_share)
+            case = make_unusual_case(args.seed, index, blocks=tuple(args.blocks),
+                                     large_share=args.large_share)
             res, worker = run_unusual_case(case, worker, args.timeout)
             row = asdict(res)
             with lock:
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every case result here (JSON lines)")
     ap.add_argument("--out", type=Path, help="save failing cases (model, spec, result) here")
     ap.add_argument("--case", help="run one case SEED:INDEX and print its details")
+    ap.add_argument("--blocks", nargs="+", default=[], metavar="BLOCK",
+                    help="every case's model made of these blocks, in order (e.g. recurrent)")
     ap.add_argument("--summarize", type=Path, nargs="+", help="summarise --json files only")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.case:
         seed, index = (int(v) for v in args.case.split(":"))
-        case = make_unusual_case(seed, index, large_share=args.large_share)
+        case = make_unusual_case(seed, index, blocks=tuple(args.blocks),
+                                 large_share=args.large_share)
         print(case.vnnlib[:3000])
         res, worker = run_unusual_case(case, None, args.timeout)
         worker.close()

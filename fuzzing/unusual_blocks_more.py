@@ -1,6 +1,7 @@
 """More blocks of the unusual-model generator: the ops imported as compositions, index maps,
-interpolation and quantisation (verifier/onnx_import/converters/composite.py, rearrange.py,
-interpolation.py, quantize.py, einsum.py). Merged into ``unusual_blocks``' tables; opset 13.
+interpolation, quantisation and recurrent layers (verifier/onnx_import/converters/composite.py,
+rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py). Merged into
+``unusual_blocks``' tables; opset 13.
 """
 
 from __future__ import annotations
@@ -130,7 +131,48 @@ def clip_dynamic(b) -> None:
     b.set(b.node("Clip", [b.cur, low, b.const(0.8)]), b.shape)
 
 
+def recurrent(b) -> None:
+    """z read as a sequence of S steps by an RNN, GRU or LSTM (random direction, hidden size,
+    biases, initial state, clip, peepholes, GRU's linear_before_reset, LSTM's input_forget);
+    the block's output is Y or Y_h, flattened."""
+    from onnx import helper
+
+    n = b.shape[1]
+    steps = next((s for s in (4, 3, 2) if n % s == 0 and n > s), n)
+    feat, hid = n // steps, int(b.rng.integers(2, 6))
+    op = str(b.rng.choice(["RNN", "GRU", "LSTM"]))
+    gates, dirs = {"RNN": 1, "GRU": 3, "LSTM": 4}[op], int(b.rng.integers(1, 3))
+    direction = "bidirectional" if dirs == 2 else str(b.rng.choice(["forward", "reverse"]))
+    seq = b.node("Reshape", [b.cur, b.const([steps, 1, feat], I64)], False)
+    ins = [seq, b.const(_weights(b, (dirs, gates * hid, feat)).astype(F32)),
+           b.const(_weights(b, (dirs, gates * hid, hid)).astype(F32)),
+           b.const(b.rng.normal(size=(dirs, 2 * gates * hid)).astype(F32) * 0.3)
+           if b.rng.random() < 0.7 else "", "",
+           b.const(b.rng.normal(size=(dirs, 1, hid)).astype(F32) * 0.3)
+           if b.rng.random() < 0.3 else ""]
+    attrs = {"hidden_size": hid, "direction": direction}
+    if b.rng.random() < 0.3:
+        attrs["clip"] = float(b.rng.uniform(0.5, 2.0))
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(b.rng.integers(0, 2))
+    if op == "LSTM":
+        ins += ["", b.const(b.rng.normal(size=(dirs, 3 * hid)).astype(F32) * 0.3)
+                if b.rng.random() < 0.5 else ""]
+        attrs["input_forget"] = int(b.rng.random() < 0.2)
+    while ins[-1] == "":
+        ins.pop()
+    y, y_h = b.fresh("y_"), b.fresh("yh_")
+    b.nodes.append(helper.make_node(op, ins, [y, y_h], name=b.fresh(op.lower()), **attrs))
+    if op not in b.ops:
+        b.ops.append(op)
+    whole = b.rng.random() < 0.5
+    size = steps * dirs * hid if whole else dirs * hid
+    out = b.node("Reshape", [y if whole else y_h, b.const([1, size], I64)], False)
+    b.set(out, (1, size))
+
+
 VECTOR_MORE = {
+    "recurrent": (recurrent, lambda s: s[1] >= 2),
     "activation_more": (activation, lambda s: True),
     "round_ceil": (round_ceil, lambda s: True),
     "logsoftmax": (log_softmax, lambda s: True),
