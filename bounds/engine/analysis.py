@@ -111,6 +111,15 @@ def positionwise(node: Node) -> bool:
     return rule.traits.box_preserving and node_is_affine(node, rule)
 
 
+def positionwise_affine(node: Node) -> bool:
+    """A positionwise node that no relaxation approximates: a per-coordinate affine map or
+    a move (Slice, Reshape, Transpose...)."""
+    if not positionwise(node):
+        return False
+    rule = _rule(node.op)
+    return rule is not None and rule.relax is None
+
+
 def backward_footprint(graph: Graph, node: Node) -> int:
     """Coefficient elements per spec row that the backward step through ``node`` holds: the
     value itself, every product a_ik b_kj of a two-operand MatMul, every window cell of a

@@ -22,6 +22,7 @@ from bounds.engine.analysis import (
     largest_numel,
     linear_by_sign,
     positionwise,
+    positionwise_affine,
     relaxed_inputs,
     split_search,
     values_ibp_bounds_exactly,
@@ -116,6 +117,29 @@ def _positions_to_refine(graph: Graph, name: str, interval: Interval) -> torch.T
         # and Abs too, not only Relu: a cGAN's discriminator refined all 4096 rows of a layer)
         return (lower < 0) & (upper > 0)
     return upper > lower
+
+
+def _values_to_refine(graph: Graph, exact: set) -> set:
+    """The values backward CROWN refines: the inputs of relaxed nodes, except that a value
+    whose positions are all read by such inputs through positionwise affine maps or moves
+    (its gate Slices, an LSTM step's four; a Reshape before them) is refined in their place,
+    one pass over its rows instead of one per part; the parts then follow it
+    (``_Refiner._follows_tight``). Not where a part is refined only at unstable positions:
+    its source's stable positions would be bounded for nothing."""
+    need = set(relaxed_inputs(graph)) - exact
+    readers: dict[str, list] = {}
+    for node in graph.nodes:
+        for name in set(node.dynamic_inputs):
+            readers.setdefault(name, []).append(node)
+    for node in reversed(graph.nodes):  # (a part's own source is lifted before it)
+        if node.name in need or node.name in exact:
+            continue
+        parts = [c for c in readers.get(node.name, ()) if c.name in need
+                 and positionwise_affine(c) and not _unstable_only(graph, c.name)]
+        covered = sum(math.prod(c.shape) for c in parts)
+        if parts and covered >= math.prod(node.shape):
+            need.add(node.name)
+    return need
 
 
 def _expected_tight(graph: Graph, need: set, exact: set) -> set:
@@ -537,7 +561,7 @@ class _Refiner:
         self.reuse_given, self.alpha_iterations, self.cache = reuse_given, alpha_iterations, cache
         # Values with no relaxed node upstream are affine in the input: IBP is already exact.
         exact = values_ibp_bounds_exactly(graph)
-        self.need = set(relaxed_inputs(graph)) - exact if method == "crown" else set()
+        self.need = _values_to_refine(graph, exact) if method == "crown" else set()
         # Values whose bounds are at least as tight as their own CROWN rows would make them,
         # in every domain, in this pass: exact ones, those refined at every position, and
         # positionwise functions of these (``_follows_tight``: not refined at all).

@@ -20,7 +20,8 @@ from bounds.registry import OpRule, OpTraits, Rounding
 from bounds.rules.common import AFFINE_FIELDS, ibp_monotone, static_shape
 
 _SHAPE = OpTraits(affine=True, monotone=True)
-_MOVE = OpTraits(affine=True, monotone=True, box_preserving=True)  # a permutation of coordinates
+# a permutation of coordinates, or a selection of distinct ones (Slice)
+_MOVE = OpTraits(affine=True, monotone=True, box_preserving=True)
 
 
 def _reshape(node, args):
@@ -130,7 +131,7 @@ RULES = (
     _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward, _MOVE),
     _rule("Transpose", _transpose, "permute axes", traits=_MOVE),
     _rule("Concat", _concat, "concatenate along an axis"),
-    _rule("Slice", _slice, "strided slice"),
+    _rule("Slice", _slice, "strided slice", traits=_MOVE),
     _rule("Gather", _gather, "select constant indices along an axis"),
     _rule("Expand", _expand, "broadcast to the static shape"),
     _rule("Tile", _tile, "repeat along each axis"),
