@@ -251,6 +251,7 @@ OP_MODELS: dict = {
     "ThresholdedRelu": (lambda: one_node("ThresholdedRelu", X, opset=10, alpha=0.3), -1.0, 1.0),
     "Shrink": (lambda: one_node("Shrink", X, opset=9, lambd=0.4, bias=0.1), -1.0, 1.0),
     "ReduceMin": (lambda: one_node("ReduceMin", IMG, axes=[1]), -1.0, 1.0),
+    "ReduceProd": (lambda: one_node("ReduceProd", IMG, axes=[2, 3], keepdims=0), 0.5, 1.5),
     "ReduceL1": (lambda: one_node("ReduceL1", IMG, axes=[2, 3], keepdims=0), -1.0, 1.0),
     "ReduceL2": (lambda: one_node("ReduceL2", IMG, {"a": _i(1)}, opset=18), -1.0, 1.0),
     "ReduceSumSquare": (lambda: one_node("ReduceSumSquare", IMG, axes=[1]), -1.0, 1.0),

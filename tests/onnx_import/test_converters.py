@@ -443,3 +443,16 @@ def test_if_on_an_input_dependent_condition_is_refused():
                        X2, ["y"], {"z": np.float32(0.0)})
     with pytest.raises(UnsupportedOpError, match="'If'.*gate.*condition of If node"):
         import_proto(model, model.SerializeToString())
+
+
+@pytest.mark.parametrize("shape,attrs,opset", [
+    ((1, 3, 5), dict(axes=[2]), 13),                    # odd length: a carried element
+    ((1, 2, 3, 4), dict(axes=[1, 3], keepdims=0), 13),  # axes moved last first
+    ((1, 7), dict(), 13),                               # every axis
+    ((1, 2, 6), {"a": np.array([-1], np.int64)}, 18),   # axes as an input
+])
+def test_reduce_prod(shape, attrs, opset):
+    inits = {k: v for k, v in attrs.items() if isinstance(v, np.ndarray)}
+    kw = {k: v for k, v in attrs.items() if k not in inits}
+    compare(one_node("ReduceProd", {"x": shape}, inits or None, opset=opset, **kw), n=8,
+            low=-1.5, high=1.5)

@@ -1,6 +1,6 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
 PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
-ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
+ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
 LayerNormalization, InstanceNormalization, MeanVarianceNormalization.
 
 Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
@@ -20,13 +20,15 @@ they are sound, and the attack sees the model as onnxruntime runs it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bounds.rules.elu import alpha_problem
 from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
-from verifier.onnx_import.converters.shape import reshape_value
+from verifier.onnx_import.converters.shape import emit_slice, reshape_value
 from verifier.onnx_import.registry import converter
 
 
@@ -226,7 +228,33 @@ def _reduce_log_sum_exp(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> D
     return emit_broadcast(ctx, "Add", [log_total, top])
 
 
-for _op, _build in (("ReduceMin", _reduce_min),
+def _reduce_prod(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> Dyn:
+    """The product over ``axes`` as pairwise Muls of halves (a tree of depth log2 n): the
+    reduced axes are moved last and flattened, then halved until one value is left. Any
+    order of the n - 1 float32 products lies within the same relative envelope, so each
+    Mul's allowance covers onnxruntime's sequential order too."""
+    kept = [a for a in range(x.rank) if a not in axes]
+    moved = x
+    if kept + list(axes) != list(range(x.rank)):
+        perm = tuple(kept + list(axes))
+        moved = ctx.emit("Transpose", [x], tuple(x.shape[p] for p in perm), {"perm": perm})
+    n = math.prod(x.shape[a] for a in axes)
+    flat = reshape_value(ctx, moved, tuple(x.shape[a] for a in kept) + (n,))
+    last = len(kept)
+    while n > 1:
+        half = n // 2
+        a = emit_slice(ctx, flat, [last], [0], [half], [1])
+        b = emit_slice(ctx, flat, [last], [half], [2 * half], [1])
+        pairs = emit_broadcast(ctx, "Mul", [a, b])
+        if n % 2:
+            odd = emit_slice(ctx, flat, [last], [n - 1], [n], [1])
+            pairs = ctx.emit("Concat", [pairs, odd], pairs.shape[:-1] + (half + 1,),
+                             {"axis": last})
+        flat, n = pairs, half + n % 2
+    return reshape_value(ctx, flat, reduced_shape(x.shape, axes, 1))
+
+
+for _op, _build in (("ReduceMin", _reduce_min), ("ReduceProd", _reduce_prod),
                     ("ReduceL1", lambda ctx, x, axes: _sum(ctx, _unary(ctx, "Abs", x), axes)),
                     ("ReduceL2", _reduce_l2), ("ReduceSumSquare", _sum_square),
                     ("ReduceLogSumExp", _reduce_log_sum_exp)):
