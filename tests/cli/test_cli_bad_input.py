@@ -76,6 +76,16 @@ def test_external_data(tmp_path):
     assert "external" in line
 
 
+def test_external_data_beside_the_model_is_read(tmp_path):
+    """torch's exporter writes weights beside the model by default: read from the model's
+    folder, the run answers (Y = Relu(X W) with W = I: Y_1 >= 0.9 is reachable)."""
+    path = _model_with(tmp_path, "Relu", True)
+    (tmp_path / "weights.bin").write_bytes(np.eye(2, dtype=np.float32).tobytes())
+    proc = run_nncert("verify", path, _spec(tmp_path), "--timeout", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "sat"
+
+
 def test_op_nobody_runs(tmp_path):
     """An op neither the importer nor onnxruntime knows is bad input. (A model onnxruntime runs
     is attacked instead: tests/cli/test_cli_verify.py.)"""

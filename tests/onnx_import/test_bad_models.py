@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.onnx_builders import bad_initializer_model
-from tests.onnx_import.onnx_util import make_model, one_node
+from tests.onnx_import.onnx_util import compare, make_model, one_node
 from verifier.errors import ModelError, UnsupportedOpError
 from verifier.onnx_import.loader import import_proto, load_model, parse_model_bytes
 
@@ -235,3 +235,96 @@ def test_model_cap_refuses_a_gzip_bomb(tmp_path, monkeypatch):
     path.write_bytes(gzip.compress(b"\0" * 100_000))
     with pytest.raises(ModelError, match="possible gzip bomb"):
         load_model(path)
+
+
+def _saved_with_external_data(tmp_path, location: str = "model.onnx.data",
+                              folder_name: str = "m") -> tuple[onnx.ModelProto, object]:
+    """A two-initializer model saved as torch's exporter does: weights in one data file
+    beside the model (offsets into it). Returns the inline model and the saved path."""
+    rng = np.random.default_rng(0)
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["h"]),
+                        helper.make_node("Add", ["h", "b"], ["y"])], {"x": (1, 4)}, ["y"],
+                       {"w": rng.normal(size=(4, 3)).astype(np.float32),
+                        "b": rng.normal(size=3).astype(np.float32)})
+    inline = onnx.ModelProto()
+    inline.CopyFrom(model)
+    folder = tmp_path / folder_name
+    folder.mkdir()
+    path = folder / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+    return inline, path
+
+
+def test_external_data_beside_the_model_is_embedded(tmp_path):
+    from verifier.onnx_import.loader import read_model_proto
+
+    inline, path = _saved_with_external_data(tmp_path)
+    assert any(t.data_location == TensorProto.EXTERNAL
+               for t in onnx.load_model(str(path), load_external_data=False).graph.initializer)
+    proto, data = read_model_proto(path)
+    assert all(t.data_location != TensorProto.EXTERNAL for t in proto.graph.initializer)
+    for ours, theirs in zip(proto.graph.initializer, inline.graph.initializer, strict=True):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(ours),
+                                      onnx.numpy_helper.to_array(theirs))
+    compare(onnx.load_model_from_string(data))  # onnxruntime runs the returned bytes
+    assert load_model(path).graph.nodes
+
+
+def _point_at(path, location: str, offset: int | None = None, length: int | None = None):
+    """Rewrite the first initializer's external-data entry of the model at ``path``."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    tensor = model.graph.initializer[0]
+    keep = {e.key: e.value for e in tensor.external_data}
+    keep["location"] = location
+    if offset is not None:
+        keep["offset"] = str(offset)
+    if length is not None:
+        keep["length"] = str(length)
+    del tensor.external_data[:]
+    for k, v in keep.items():
+        tensor.external_data.add(key=k, value=v)
+    path.write_bytes(model.SerializeToString())
+
+
+@pytest.mark.parametrize("location,match", [
+    ("../outside.bin", "not a relative path inside"),
+    ("/etc/hostname", "not a relative path inside"),
+    ("missing.bin", "not a file in the model's folder"),
+    ("link.bin", "not a file in the model's folder"),  # a link out of the folder
+])
+def test_external_data_outside_the_folder_is_refused(tmp_path, location, match):
+    from verifier.onnx_import.loader import read_model_proto
+
+    _, path = _saved_with_external_data(tmp_path)
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
+    (path.parent / "link.bin").symlink_to(tmp_path / "outside.bin")
+    _point_at(path, location)
+    with pytest.raises(ModelError, match=match):
+        read_model_proto(path)
+
+
+@pytest.mark.parametrize("offset,length", [(0, 4), (10**6, None), (-4, 48)])
+def test_external_data_of_the_wrong_size_is_refused(tmp_path, offset, length):
+    from verifier.onnx_import.loader import read_model_proto
+
+    _, path = _saved_with_external_data(tmp_path)
+    _point_at(path, "model.onnx.data", offset, length)
+    with pytest.raises(ModelError, match="bytes expected"):
+        read_model_proto(path)
+
+
+def test_constant_nodes_of_ops_without_a_converter_fold():
+    """Mod on shape constants (torch's MultiheadAttention export): folded like any constant
+    arithmetic; a random op is not (a folded sample would not be the model)."""
+    nodes = [helper.make_node("Mod", ["a", "b"], ["m"]),
+             helper.make_node("Cast", ["m"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "mf"], ["y"])]
+    model = make_model(nodes, {"x": (1, 3)}, ["y"], {"a": np.array([7, 8, 9], np.int64),
+                                                      "b": np.array(4, np.int64)})
+    compare(model)
+    random = make_model([helper.make_node("RandomNormalLike", ["c"], ["r"]),
+                         helper.make_node("Add", ["x", "r"], ["y"])], {"x": (1, 3)}, ["y"],
+                        {"c": np.zeros(3, np.float32)})
+    with pytest.raises(UnsupportedOpError, match="RandomNormalLike"):
+        _import(random)

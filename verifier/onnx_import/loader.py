@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,19 @@ MAX_MODEL_BYTES = 2**31 - 1
 
 def read_model_proto(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
     """Read (plain or gzip-compressed, as VNN-COMP ships ``.onnx.gz``) and parse an ONNX
-    file, refusing external data. Raises ModelError."""
+    file. Tensors kept as external data (torch.onnx.export's default since its dynamo
+    exporter: ``model.onnx.data`` beside the model) are read from files in the model's own
+    directory and embedded, so the bytes returned hold the whole model (onnxruntime sessions
+    are built from them). Raises ModelError."""
     data = read_capped(path, MAX_MODEL_BYTES, f"model {str(path)!r}", ModelError)
-    return parse_model_bytes(data, str(path)), data
+    model = parse_model_bytes(data, str(path), external_dir=Path(path).parent)
+    if embed_external_data(model, Path(path).parent, str(path), len(data)):
+        data = model.SerializeToString()
+    return model, data
 
 
-def parse_model_bytes(data: bytes, label: str = "<upload>") -> onnx.ModelProto:
+def parse_model_bytes(data: bytes, label: str = "<upload>",
+                      external_dir: Path | None = None) -> onnx.ModelProto:
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
@@ -57,12 +65,69 @@ def parse_model_bytes(data: bytes, label: str = "<upload>") -> onnx.ModelProto:
     if model.ir_version > onnx.IR_VERSION:  # onnxruntime refuses it too, deep in a stage
         raise ModelError(f"{label} has ONNX IR version {model.ir_version}; the newest "
                          f"supported is {onnx.IR_VERSION}")
-    for tensor in _graph_tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelError(
-                f"{label}: tensor {tensor.name!r} refers to external data, which is not accepted"
-            )
+    if external_dir is None:
+        for tensor in _graph_tensors(model.graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                raise ModelError(
+                    f"{label}: tensor {tensor.name!r} refers to external data, which is not "
+                    "accepted here: save the model with its weights inside (onnx.save(model, "
+                    "path, save_as_external_data=False), or torch.onnx.export(..., "
+                    "external_data=False))")
     return model
+
+
+def embed_external_data(model: onnx.ModelProto, folder: Path, label: str,
+                        model_bytes: int) -> bool:
+    """Read every external-data tensor of ``model`` (subgraphs and sparse initializers too)
+    from its file and hold it inline; True when there was one. A location must be a
+    relative path to a regular file inside ``folder`` (no absolute path, no '..', no link
+    out of it), its offset and length within the file and its length that of the tensor's
+    elements; the whole model stays under protobuf's limit. Raises ModelError."""
+    external = [t for t in _graph_tensors(model.graph)
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    total = model_bytes
+    for tensor in external:
+        raw = _external_bytes(tensor, folder, label)
+        total += len(raw)
+        if total > MAX_MODEL_BYTES:
+            raise ModelError(f"{label}: the model with its external data is larger than "
+                             f"{MAX_MODEL_BYTES} bytes (protobuf's limit)")
+        tensor.raw_data = raw
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return bool(external)
+
+
+def _external_bytes(tensor: onnx.TensorProto, folder: Path, label: str) -> bytes:
+    info = {e.key: e.value for e in tensor.external_data}
+    what = f"{label}: external data of tensor {tensor.name!r}"
+    location = info.get("location", "")
+    parts = Path(location.replace("\\", "/")).parts
+    if not location or Path(location).is_absolute() or ".." in parts or ":" in location:
+        raise ModelError(f"{what}: location {location!r} is not a relative path inside the "
+                         "model's folder")
+    root = folder.resolve()
+    target = (root / location).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise ModelError(f"{what}: {location!r} is not a file in the model's folder "
+                         f"{str(folder)!r}")
+    try:
+        offset = int(info.get("offset", 0))
+        size = target.stat().st_size
+        length = int(info["length"]) if "length" in info else size - offset
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{what}: bad offset or length ({exc})") from None
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize \
+        if tensor.data_type not in (0, onnx.TensorProto.STRING) else None
+    if itemsize is None:
+        raise ModelError(f"{what}: data type {tensor.data_type} cannot be held externally")
+    expected = math.prod(int(d) for d in tensor.dims) * itemsize
+    if offset < 0 or length != expected or offset + length > size:
+        raise ModelError(f"{what}: {length} bytes at offset {offset} of a {size}-byte file "
+                         f"({expected} bytes expected)")
+    with open(target, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
 
 
 def _graph_tensors(graph: onnx.GraphProto):
@@ -168,18 +233,27 @@ def convert_nodes(ctx: ConvertContext, nodes) -> None:
     for node in nodes:
         if node.domain not in ("", "ai.onnx"):
             raise ModelError(f"node {node.name!r} uses custom domain {node.domain!r}")
-        convert = find_converter(node.op_type, ctx.opset, node.name or node.op_type)
         try:
-            if _all_constant(ctx, node) and not _has_subgraph(node):
+            if _foldable(ctx, node):  # (any standard op: shape arithmetic needs no converter)
                 fold_node(ctx, node)
             else:
-                convert(ctx, node)
+                find_converter(node.op_type, ctx.opset, node.name or node.op_type)(ctx, node)
         except (ModelError, UnsupportedOpError):
             raise
         except Exception as exc:
             raise ModelError(
                 f"cannot convert {node.op_type} node {node.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+# Ops whose output is drawn at random each run: a folded sample would not be the model.
+_RANDOM = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                     "Multinomial", "Bernoulli"})
+
+
+def _foldable(ctx: ConvertContext, node: onnx.NodeProto) -> bool:
+    return (_all_constant(ctx, node) and not _has_subgraph(node)
+            and node.op_type not in _RANDOM)
 
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:
