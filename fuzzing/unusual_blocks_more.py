@@ -1,7 +1,7 @@
 """More blocks of the unusual-model generator: the ops imported as compositions, index maps,
-interpolation, quantisation and recurrent layers (verifier/onnx_import/converters/composite.py,
-rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py). Merged into
-``unusual_blocks``' tables; opset 13.
+interpolation, quantisation, recurrent layers and TopK (verifier/onnx_import/converters/:
+composite.py, rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py,
+sorting.py). Merged into ``unusual_blocks``' tables; opset 13.
 """
 
 from __future__ import annotations
@@ -171,8 +171,23 @@ def recurrent(b) -> None:
     b.set(out, (1, size))
 
 
+def top_k(b) -> None:
+    """The k largest (or smallest) values of z, in order (torch.sort when k = n)."""
+    n = b.shape[1]
+    k = int(b.rng.integers(1, n + 1))
+    from onnx import helper
+
+    values, indices = b.fresh("topk_"), b.fresh("topk_i_")
+    b.nodes.append(helper.make_node("TopK", [b.cur, b.const([k], I64)], [values, indices],
+                                    name=values, largest=int(b.rng.random() < 0.7)))
+    if "TopK" not in b.ops:
+        b.ops.append("TopK")
+    b.set(values, (1, k))
+
+
 VECTOR_MORE = {
     "recurrent": (recurrent, lambda s: s[1] >= 2),
+    "topk": (top_k, lambda s: True),
     "activation_more": (activation, lambda s: True),
     "round_ceil": (round_ceil, lambda s: True),
     "logsoftmax": (log_softmax, lambda s: True),

@@ -230,6 +230,8 @@ OP_MODELS: dict = {
                                                     mode="nearest")], IMG, ["y"],
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
+    "TopK": (lambda: make_model([helper.make_node("TopK", ["x", "k"], ["y", "i"])], X, ["y"],
+                                {"k": _i(3)}, 11), -1.0, 1.0),
     # unrolled over their steps (converters/recurrent.py)
     "RNN": (lambda: recurrent_model("RNN", h0="const", outputs=(0,)), -1.5, 1.5),
     "GRU": (lambda: recurrent_model("GRU", linear_before_reset=1, outputs=(1,)), -1.5, 1.5),

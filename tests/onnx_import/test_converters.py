@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.onnx_import.onnx_util import compare, make_model, one_node, rand
+from verifier.errors import UnsupportedOpError
 from verifier.onnx_import.loader import import_proto
 
 X4 = {"x": (1, 3, 6, 6)}
@@ -431,8 +432,6 @@ def test_if_on_a_constant_condition_inlines_its_branch(kwargs):
 
 
 def test_if_on_an_input_dependent_condition_is_refused():
-    from verifier.errors import UnsupportedOpError
-
     branch = lambda op: helper.make_graph(  # noqa: E731
         [helper.make_node(op, ["x"], ["o_" + op])], op, [],
         [helper.make_tensor_value_info("o_" + op, TensorProto.FLOAT, None)])
@@ -456,3 +455,34 @@ def test_reduce_prod(shape, attrs, opset):
     kw = {k: v for k, v in attrs.items() if k not in inits}
     compare(one_node("ReduceProd", {"x": shape}, inits or None, opset=opset, **kw), n=8,
             low=-1.5, high=1.5)
+
+
+def _top_k(shape, k, opset=11, read_indices=False, **attrs):
+    outs = ["y", "i"]
+    nodes = [helper.make_node("TopK", ["x", "k"], outs, name="top", **attrs)]
+    if read_indices:
+        nodes += [helper.make_node("Cast", ["i"], ["fi"], to=TensorProto.FLOAT),
+                  helper.make_node("Add", ["y", "fi"], ["z"])]
+    return make_model(nodes, {"x": shape}, ["z" if read_indices else "y"],
+                      {"k": np.array([k], np.int64)}, opset)
+
+
+@pytest.mark.parametrize("shape,k,opset,attrs", [
+    ((1, 7), 7, 11, {}),                           # torch.sort: every element, descending
+    ((1, 9), 3, 11, {"largest": 0}),               # the 3 smallest, ascending
+    ((1, 5, 4), 2, 10, {"axis": 1}),               # opset 10 (largest only), a middle axis
+    ((2, 6), 1, 11, {"sorted": 0}),                # k = 1: the order is no choice
+    ((1, 1), 1, 11, {}),                           # one element: no comparator
+])
+def test_top_k_values(shape, k, opset, attrs):
+    compare(_top_k(shape, k, opset, **attrs), n=8)
+    compare(_top_k(shape, k, opset, **attrs), n=4, low=-0.01, high=0.01)  # near ties
+
+
+def test_top_k_indices_are_refused_only_when_read():
+    with pytest.raises(UnsupportedOpError, match="'TopK'.*top.*indices output is read"):
+        import_proto(_top_k((1, 5), 2, read_indices=True),
+                     _top_k((1, 5), 2, read_indices=True).SerializeToString())
+    with pytest.raises(UnsupportedOpError, match="sorted=0 with k > 1"):
+        model = _top_k((1, 5), 2, sorted=0)
+        import_proto(model, model.SerializeToString())

@@ -56,6 +56,14 @@ class Dyn:
 Value = Dyn | np.ndarray
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """An output the importer does not compute (TopK's indices): reading it raises
+    ``error``, so a model that never reads it imports."""
+
+    error: Exception
+
+
 class ConvertContext:
     """Maps ONNX value names to constants or IR values, and collects emitted IR nodes."""
 
@@ -72,7 +80,10 @@ class ConvertContext:
     def value(self, name: str) -> Value:
         if name not in self.values:
             raise ModelError(f"value {name!r} is used before it is defined")
-        return self.values[name]
+        value = self.values[name]
+        if isinstance(value, Unavailable):
+            raise value.error
+        return value
 
     def const(self, name: str, what: str = "") -> np.ndarray:
         """An input that must be constant (shape tensors, weights given as initializers...)."""
@@ -107,7 +118,7 @@ class ConvertContext:
 
     # -- writing ---------------------------------------------------------------------------
     def bind(self, onnx_name: str, value: Value) -> None:
-        if isinstance(value, np.ndarray) or isinstance(value, Dyn):
+        if isinstance(value, (np.ndarray, Dyn, Unavailable)):
             self.values[onnx_name] = value
         else:
             self.values[onnx_name] = np.asarray(value)

@@ -15,8 +15,9 @@ from verifier.onnx_import.converters import (
     recurrent,
     scatter,
     shape,
+    sorting,
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
            "pooling", "quantize", "rearrange", "recurrent",
-           "scatter", "shape"]
+           "scatter", "shape", "sorting"]
