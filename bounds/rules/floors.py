@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from bounds.types import Interval
@@ -72,3 +73,29 @@ def nonneg_reduce_floor(forward):
                            torch.full_like(negative, -math.inf))
 
     return floor
+
+
+U32 = 2.0 ** -24  # float32's unit roundoff
+
+
+def variance_floor(node, args) -> torch.Tensor | None:
+    """mean(x^2) - mean(x)^2 over n values (a Sub the importer marks ``variance_of`` = n: the
+    normalisations' variance as onnxruntime computes it, two float32 means and a square) is
+    never below -2 (3 n + 5) u A, A = mean(x^2) exactly (<= the minuend's upper end up to
+    (n + 1) u): the exact variance is >= 0, the float sum of squares is off by at most
+    n u A, the float mean by n u mean|x| with mean|x|^2 <= A, so the square by (2 n + 1) u A,
+    and the last subtraction rounds once more (first-order; the factor 2 covers the rest).
+    Unmarked Subs: None."""
+    n = node.attrs.get("variance_of")
+    if not n:
+        return None
+    top = args[0].upper if isinstance(args[0], Interval) else torch.as_tensor(args[0])
+    return -variance_slack(n) * torch.clamp(top, min=0.0)
+
+
+def variance_slack(n: int) -> float:
+    """c with the runtime's mean(x^2) - mean(x)^2 over n float32 values >= the exact variance
+    minus c times its float32 mean of squares (``variance_floor``; float32, so that the
+    constant the importer stores is this value rounded up)."""
+    c = 2.0 * (3 * n + 5) * U32 * (1.0 + 4.0 * (n + 1) * U32)
+    return float(np.nextafter(np.float32(c), np.float32(np.inf)))

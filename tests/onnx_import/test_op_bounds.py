@@ -119,9 +119,10 @@ def test_no_finite_bound_is_not_an_internal_error():
     from verifier.pipeline import verify
     from verifier.spec.types import InputRegion, OutputCondition, Spec
 
-    # (more inputs than input splitting takes: no search narrows the box)
+    # (more inputs than input splitting takes: no search narrows the box; no epsilon, so
+    # equal inputs give a variance of 0 and 1 / sqrt has no finite bound)
     data = one_node("LayerNormalization", {"x": (1, 4, 8)}, {"s": np.ones(8, np.float32)},
-                    opset=17).SerializeToString()
+                    opset=17, epsilon=0.0).SerializeToString()
     model = import_proto(onnx.load_model_from_string(data), data)
     coef = np.zeros((1, 1, 32))
     coef[0, 0, 0] = 1.0
@@ -139,3 +140,32 @@ def test_variant_matches_onnxruntime(name):
 
     build, low, high = VARIANT_MODELS[name]
     compare(build(), n=8, low=low, high=high)
+
+
+@pytest.mark.parametrize("op,opset", [("LayerNormalization", 17),
+                                      ("InstanceNormalization", 6)])
+@pytest.mark.parametrize("radius", [0.05, 0.2])
+def test_normalisation_bounds_exist_where_the_variance_stays_positive(op, opset, radius):
+    """Features spread over [1, 3] moving by +-radius: the exact variance stays well above 0,
+    the centred form's lower end says so (mean(x^2) - mean^2 alone fell below 0: no bound,
+    a DomainError at the Reciprocal), and the bounds enclose onnxruntime's values."""
+    from tests.onnx_import.onnx_util import one_node
+
+    n = 16
+    shape = (1, n) if op == "LayerNormalization" else (1, 1, n)
+    rng = np.random.default_rng(11)
+    width = n if op == "LayerNormalization" else 1
+    proto = one_node(op, {"x": shape}, {"s": rng.uniform(0.5, 2, width).astype(np.float32),
+                                        "b": rng.uniform(-1, 1, width).astype(np.float32)},
+                     opset=opset)
+    data = proto.SerializeToString()
+    model = import_proto(onnx.load_model_from_string(data), data)
+    centre = np.linspace(1.0, 3.0, n).reshape(shape)
+    lo, hi = (centre - radius).astype(np.float32), (centre + radius).astype(np.float32)
+    for method in ("ibp", "crown"):
+        lower, upper = _bounds(model.graph, lo, hi, method)
+        assert np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))
+        points = _points(lo, hi, rng)
+        y = np.stack([o[0].astype(np.float64).reshape(-1) for o in ort_outputs(
+            proto, [{model.input_names[0]: p} for p in points])])
+        assert np.all(y >= lower) and np.all(y <= upper)

@@ -25,8 +25,9 @@ import math
 import numpy as np
 
 from bounds.rules.elu import alpha_problem
+from bounds.rules.floors import variance_slack
 from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
-from verifier.onnx_import.converters.arithmetic import emit_broadcast
+from verifier.onnx_import.converters.arithmetic import emit_broadcast, stacked_extreme
 from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
 from verifier.onnx_import.converters.shape import emit_slice, reshape_value
 from verifier.onnx_import.registry import converter
@@ -266,19 +267,32 @@ def _normalize(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...], epsilon: floa
                ) -> tuple[Dyn, Dyn, Dyn]:
     """((x - m) r, m, r) with m the mean over ``axes`` (kept) and r = 1 / sqrt(var + eps),
     var = mean(x^2) - m^2 as onnxruntime computes it. The Relu is the identity wherever the
-    runtime's var + eps is a number a square root takes (elsewhere its output is NaN)."""
+    runtime's var + eps is a number a square root takes (elsewhere its output is NaN).
+
+    That difference of two means loses their dependence under bound propagation (its lower
+    end falls below 0, and 1 / sqrt has no bound). The runtime's value is never below
+    mean((x - m)^2) - c u mean(x^2) (``rules.floors.variance_floor``'s error analysis, c its
+    constant): so var is taken as the max of the two, the identity on every evaluation, whose
+    lower end is the centred form's (each square >= 0, CROWN-tight)."""
     kept = reduced_shape(x.shape, axes, 1)
     attrs = {"axes": axes, "keepdims": 1}
     mean = ctx.emit("ReduceMean", [x], kept, attrs)
     mean_square = ctx.emit("ReduceMean", [_unary(ctx, "Pow", x, {"exponent": 2.0})], kept,
                            attrs)
+    count = math.prod(x.shape[a] for a in axes)  # (the Sub's floor: rules/floors.py)
     variance = emit_broadcast(ctx, "Sub", [mean_square, _unary(ctx, "Pow", mean,
-                                                               {"exponent": 2.0})])
+                                                               {"exponent": 2.0})],
+                              {"variance_of": count})
+    centred = emit_broadcast(ctx, "Sub", [x, mean])
+    centred_var = ctx.emit("ReduceMean", [_unary(ctx, "Pow", centred, {"exponent": 2.0})],
+                           kept, attrs)
+    slack = emit_broadcast(ctx, "Mul", [mean_square, _f32(variance_slack(count))])
+    variance = stacked_extreme(ctx, variance, emit_broadcast(ctx, "Sub", [centred_var, slack]),
+                               largest=True)
     if epsilon:
         variance = emit_broadcast(ctx, "Add", [variance, _f32(epsilon)])
     guarded = _unary(ctx, "Relu", variance)
     inverse = _unary(ctx, "Reciprocal", _unary(ctx, "Sqrt", guarded))
-    centred = emit_broadcast(ctx, "Sub", [x, mean])
     return emit_broadcast(ctx, "Mul", [centred, inverse]), mean, inverse
 
 
