@@ -1,5 +1,5 @@
 """More blocks of the unusual-model generator: the ops imported as compositions, index maps,
-interpolation, quantisation, recurrent layers and TopK (verifier/onnx_import/converters/:
+interpolation, quantisation, recurrent layers, TopK, MVN (verifier/onnx_import/converters/:
 composite.py, rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py,
 sorting.py). Merged into ``unusual_blocks``' tables; opset 13.
 """
@@ -185,7 +185,17 @@ def top_k(b) -> None:
     b.set(values, (1, k))
 
 
+def mvn(b) -> None:
+    """MeanVarianceNormalization over the vector (the normalisations' variance and its
+    centred lower bound, converters/composite._normalize), then a per-feature scale."""
+    n = b.shape[1]
+    normed = b.node("MeanVarianceNormalization", [b.cur], axes=[1])
+    scale = b.const(b.rng.uniform(0.5, 1.5, n).astype(F32))
+    b.set(b.node("Mul", [normed, scale], False), b.shape)
+
+
 VECTOR_MORE = {
+    "mvn": (mvn, lambda s: s[1] >= 3),
     "recurrent": (recurrent, lambda s: s[1] >= 2),
     "topk": (top_k, lambda s: True),
     "activation_more": (activation, lambda s: True),
