@@ -2,7 +2,7 @@
 verified by ``nncert verify`` in its own process: how a new user's run ends on them.
 
     .venv/bin/python -m benchmarks.probe_models [--models vit tinyresnet vgg16]
-        [--timeout 60] [--dir /tmp/nncert-probes]
+        [--timeout 60] [--dir /tmp/nncert-probes] [--exporter torchscript|dynamo]
 
 * ``vgg16``: VGG16 at ImageNet shape (3x224x224, 138M parameters, a 553 MB ONNX file),
   999 disjuncts (one per other class), 10 pixels moving by 0.05 and the rest pinned to
@@ -246,9 +246,13 @@ def _spec_text(x: torch.Tensor, label: int, n_out: int, moving: int | None, eps:
                      (lambda t: f"{t:.{digits}f}") if digits else repr)
 
 
-def build(name: str, folder: Path) -> tuple[Path, Path]:
-    """The probe's ONNX model and VNN-LIB spec in ``folder`` (made once, then reused)."""
-    onnx_path, spec_path = folder / f"{name}.onnx", folder / f"{name}.vnnlib"
+def build(name: str, folder: Path, exporter: str = "torchscript") -> tuple[Path, Path]:
+    """The probe's ONNX model and VNN-LIB spec in ``folder`` (made once, then reused).
+    ``exporter``: "torchscript" (opset 13, weights inline) or "dynamo" (torch.onnx.export's
+    default: its own opset, weights in ``NAME.onnx.data`` beside the model; needs
+    onnxscript)."""
+    stem = name if exporter == "torchscript" else f"{name}_{exporter}"
+    onnx_path, spec_path = folder / f"{stem}.onnx", folder / f"{stem}.vnnlib"
     if onnx_path.exists() and spec_path.exists():
         return onnx_path, spec_path
     builder, shape, moving, eps, digits, *custom = PROBES[name]
@@ -258,8 +262,12 @@ def build(name: str, folder: Path) -> tuple[Path, Path]:
     x = make_input(shape)
     with torch.no_grad():
         y = model(x)
-    torch.onnx.export(model, x, str(onnx_path), input_names=["input"], output_names=["output"],
-                      opset_version=13, dynamo=False)
+    if exporter == "dynamo":
+        torch.onnx.export(model, (x,), str(onnx_path), input_names=["input"],
+                          output_names=["output"], dynamo=True)
+    else:
+        torch.onnx.export(model, x, str(onnx_path), input_names=["input"],
+                          output_names=["output"], opset_version=13, dynamo=False)
     spec_path.write_text(spec(x, int(y.argmax()), y.shape[-1], moving, eps, digits))
     return onnx_path, spec_path
 
@@ -285,10 +293,13 @@ def main(argv=None) -> None:
                         choices=sorted(PROBES))
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/nncert-probes"))
+    parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                        help="how torch writes the models: dynamo is torch.onnx.export's "
+                             "default (weights as external data; needs onnxscript)")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        row = run(*build(name, args.dir), args.timeout)
+        row = run(*build(name, args.dir, args.exporter), args.timeout)
         # (peak: the largest child so far, which is this one where models grow in order)
         print(f"{name:11s} {row['verdict']:8s} {row['wall_s']:7.1f} s  peak {row['peak_gb']:5.2f}"
               f" GB  {row['message'][:150]}", flush=True)
