@@ -486,3 +486,17 @@ def test_top_k_indices_are_refused_only_when_read():
     with pytest.raises(UnsupportedOpError, match="sorted=0 with k > 1"):
         model = _top_k((1, 5), 2, sorted=0)
         import_proto(model, model.SerializeToString())
+
+
+def test_if_branch_that_redefines_an_outer_value_is_refused():
+    """Inlining relies on names being unique model-wide: a branch that writes an outer name
+    would replace that value for every later reader."""
+    from tests.onnx_import.op_models import if_on_shape
+    from verifier.errors import ModelError
+
+    model = if_on_shape()
+    then_branch = next(a.g for a in model.graph.node[3].attribute if a.name == "then_branch")
+    then_branch.node[0].output[0] = "s"  # the outer Shape's output
+    then_branch.output[0].name = "s"
+    with pytest.raises(ModelError, match="redefines the outer value 's'"):
+        import_proto(model, model.SerializeToString())

@@ -81,6 +81,11 @@ def if_(ctx: ConvertContext, node) -> None:
         raise ModelError(f"If node {node.name!r}: its branch does not give its "
                          f"{len(node.output)} output(s)")
     outer = set(ctx.values)
+    defined = [t.name for t in branch.initializer] + [o for n in branch.node for o in n.output]
+    clash = next((name for name in defined if name and name in outer), None)
+    if clash is not None:  # (ONNX names are unique model-wide; inlining relies on it)
+        raise ModelError(f"If node {node.name!r}: its branch redefines the outer value "
+                         f"{clash!r}")
     for t in branch.initializer:
         ctx.bind(t.name, tensor_array(t, "initializer").copy())
     convert_nodes(ctx, branch.node)
