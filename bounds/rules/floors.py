@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from bounds.float32_upper import U32
 from bounds.types import Interval
 
 
@@ -73,9 +74,6 @@ def nonneg_reduce_floor(forward):
                            torch.full_like(negative, -math.inf))
 
     return floor
-
-
-U32 = 2.0 ** -24  # float32's unit roundoff
 
 
 def variance_floor(node, args) -> torch.Tensor | None:

@@ -12,6 +12,7 @@ import bounds.engine.intermediate as intermediate
 from bounds.engine.forward import run_graph
 from bounds.engine.intermediate import compute_intermediate
 from bounds.graph import Graph, Node, TensorInfo
+from bounds.types import Interval
 
 
 @pytest.fixture
@@ -40,6 +41,13 @@ def refined_pass(graph, box, monkeypatch, alpha_iterations: int = 0, **patches):
                                      alpha_iterations=alpha_iterations)
     monkeypatch.undo()
     return set(refined), inter
+
+
+def random_box(seed: int, n_in: int, radius: float, batch: int = 2) -> Interval:
+    """``batch`` float64 boxes [batch, 1, n_in] of half-width ``radius`` around random centres."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn((batch, 1, n_in), generator=g, dtype=torch.float64)
+    return Interval(centre - radius, centre + radius)
 
 
 def linear_maker(rng):

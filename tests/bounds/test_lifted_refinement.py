@@ -19,6 +19,7 @@ from tests.bounds.refined import (  # noqa: F401 (float64_adjoints: a fixture)
     assert_samples_enclosed,
     float64_adjoints,
     linear_maker,
+    random_box,
     refined_pass,
 )
 
@@ -54,10 +55,8 @@ def _cell_net(seed: int, gate_ops=("Sigmoid", "Sigmoid", "Sigmoid", "Tanh"),
     return Graph((TensorInfo("x", (1, N_IN)),), (TensorInfo("out", (1, 3)),), tuple(nodes))
 
 
-def _box(seed: int, radius: float = 0.3, batch: int = 2) -> Interval:
-    g = torch.Generator().manual_seed(seed)
-    centre = torch.randn((batch, 1, N_IN), generator=g, dtype=F64)
-    return Interval(centre - radius, centre + radius)
+def _box(seed: int, radius: float = 0.3) -> Interval:
+    return random_box(seed, N_IN, radius)
 
 
 def _no_lifting(graph, exact):

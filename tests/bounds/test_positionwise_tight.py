@@ -17,6 +17,7 @@ from tests.bounds.refined import (  # noqa: F401 (float64_adjoints: a fixture)
     assert_samples_enclosed,
     float64_adjoints,
     linear_maker,
+    random_box,
     refined_pass,
 )
 
@@ -44,10 +45,8 @@ def _gated_net(seed: int) -> Graph:
     return Graph((TensorInfo("x", (1, N_IN)),), (TensorInfo("out", (1, 3)),), nodes)
 
 
-def _box(seed: int, radius: float = 0.4, batch: int = 2) -> Interval:
-    g = torch.Generator().manual_seed(seed)
-    centre = torch.randn((batch, 1, N_IN), generator=g, dtype=F64)
-    return Interval(centre - radius, centre + radius)
+def _box(seed: int, radius: float = 0.4) -> Interval:
+    return random_box(seed, N_IN, radius)
 
 
 def _bounds(graph, box, monkeypatch, skip: bool, alpha_iterations: int = 0):

@@ -48,14 +48,16 @@ def read_model_proto(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
     directory and embedded, so the bytes returned hold the whole model (onnxruntime sessions
     are built from them). Raises ModelError."""
     data = read_capped(path, MAX_MODEL_BYTES, f"model {str(path)!r}", ModelError)
-    model = parse_model_bytes(data, str(path), external_dir=Path(path).parent)
+    model = parse_model_bytes(data, str(path), external_data=True)
     if embed_external_data(model, Path(path).parent, str(path), len(data)):
         data = model.SerializeToString()
     return model, data
 
 
 def parse_model_bytes(data: bytes, label: str = "<upload>",
-                      external_dir: Path | None = None) -> onnx.ModelProto:
+                      external_data: bool = False) -> onnx.ModelProto:
+    """The parsed model; ModelError when ``data`` is no valid ONNX model, or (unless
+    ``external_data``: the caller embeds it) when a tensor refers to external data."""
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
@@ -65,7 +67,7 @@ def parse_model_bytes(data: bytes, label: str = "<upload>",
     if model.ir_version > onnx.IR_VERSION:  # onnxruntime refuses it too, deep in a stage
         raise ModelError(f"{label} has ONNX IR version {model.ir_version}; the newest "
                          f"supported is {onnx.IR_VERSION}")
-    if external_dir is None:
+    if not external_data:
         for tensor in _graph_tensors(model.graph):
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 raise ModelError(
@@ -140,8 +142,13 @@ def _graph_tensors(graph: onnx.GraphProto):
         for a in node.attribute:
             yield from ([a.t] if a.HasField("t") else [])
             yield from a.tensors
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _graph_tensors(sub)
+        for sub in _subgraphs(node):
+            yield from _graph_tensors(sub)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs ``node``'s attributes hold (If's branches, Loop and Scan bodies)."""
+    return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -252,22 +259,17 @@ _RANDOM = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "Rando
 
 
 def _foldable(ctx: ConvertContext, node: onnx.NodeProto) -> bool:
-    return (_all_constant(ctx, node) and not _has_subgraph(node)
+    # (If, Loop, Scan bodies read outer values that their inputs do not list)
+    return (_all_constant(ctx, node) and not _subgraphs(node)
             and node.op_type not in _RANDOM)
-
-
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    """If, Loop, Scan: their bodies read outer values that their inputs do not list."""
-    return any(a.HasField("g") or a.graphs for a in node.attribute)
 
 
 def all_nodes(nodes):
     """``nodes`` and, depth first, the nodes of their subgraphs."""
     for node in nodes:
         yield node
-        for a in node.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from all_nodes(sub.node)
+        for sub in _subgraphs(node):
+            yield from all_nodes(sub.node)
 
 
 _HALF = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}

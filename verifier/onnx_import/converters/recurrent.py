@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.composite import elu_of, hard_sigmoid_of, softsign_of
 from verifier.onnx_import.converters.linear import emit_linear
@@ -169,10 +169,19 @@ def _pre(ctx: ConvertContext, cell: _Cell, value):
     return ctx.emit("Clip", [value], value.shape, {"min": -cell.clip, "max": cell.clip})
 
 
+def _peephole(cell: _Cell, k: int):
+    """LSTM's peephole weights of gate k (0: i, 1: o, 2: f), None without peepholes."""
+    width = cell.hidden
+    return None if cell.peep is None else _f32(cell.peep[k * width:(k + 1) * width])
+
+
 def _step(ctx: ConvertContext, node, cell: _Cell, x_proj: Dyn, h, c):
     """One step from the step's input projection x W^T (+ biases) and the previous state."""
     width, acts = cell.hidden, cell.acts
-    gate = lambda v, k: _part(ctx, v, k, width)  # noqa: E731
+
+    def gate(v, k):
+        return _part(ctx, v, k, width)
+
     if cell.op == "RNN":
         pre = _add(ctx, x_proj, _project(ctx, h, cell.r))
         return acts[0](ctx, node, _pre(ctx, cell, pre)), None
@@ -189,16 +198,15 @@ def _step(ctx: ConvertContext, node, cell: _Cell, x_proj: Dyn, h, c):
         keep = emit_broadcast(ctx, "Sub", [_f32(1.0), z])
         return _add(ctx, _mul(ctx, keep, cand), _mul(ctx, z, h)), None
     pre = _add(ctx, x_proj, _project(ctx, h, cell.r))  # LSTM: gates i, o, f, c
-    peep = (lambda k: None) if cell.peep is None else (  # noqa: E731
-        lambda k: _f32(cell.peep[k * width:(k + 1) * width]))
-    i = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 0), _mul(ctx, peep(0), c))))
+    peep = [_peephole(cell, k) for k in range(3)]
+    i = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 0), _mul(ctx, peep[0], c))))
     if cell.input_forget:
         f = emit_broadcast(ctx, "Sub", [_f32(1.0), i])
     else:
-        f = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 2), _mul(ctx, peep(2), c))))
+        f = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 2), _mul(ctx, peep[2], c))))
     g = acts[1](ctx, node, _pre(ctx, cell, gate(pre, 3)))
     c_new = _add(ctx, _mul(ctx, f, c), _mul(ctx, i, g))
-    o = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 1), _mul(ctx, peep(1), c_new))))
+    o = acts[0](ctx, node, _pre(ctx, cell, _add(ctx, gate(pre, 1), _mul(ctx, peep[1], c_new))))
     return _mul(ctx, o, acts[2](ctx, node, c_new)), c_new
 
 
@@ -227,8 +235,7 @@ def _stack(ctx: ConvertContext, parts: list, shape: tuple):
     """Parts of equal shape stacked along a new first axis (constants stay numpy)."""
     if not any(isinstance(p, Dyn) for p in parts):
         return np.stack(parts)
-    lifted = [reshape_value(ctx, p, (1,) + tuple(np.shape(p) if not isinstance(p, Dyn)
-                                                  else p.shape)) for p in parts]
+    lifted = [reshape_value(ctx, p, (1,) + shape_of(p)) for p in parts]
     if len(lifted) == 1:
         return lifted[0]
     return ctx.emit("Concat", lifted, shape, {"axis": 0})
@@ -307,6 +314,6 @@ def _wanted(node, k: int) -> bool:
     return len(node.output) > k and node.output[k] != ""
 
 
-for _op, _versions in (("RNN", (7, 14, 22)), ("GRU", (7, 14, 22)), ("LSTM", (7, 14, 22))):
-    for _version in _versions:
+for _op in GATES:
+    for _version in (7, 14, 22):
         converter(_op, _version)(recurrent)

@@ -303,9 +303,14 @@ def gather(ctx: ConvertContext, node) -> None:
     dim = x.shape[axis]
     if np.any(idx < -dim) or np.any(idx >= dim):
         raise ModelError(f"Gather node {node.name!r}: index out of range for axis size {dim}")
-    idx = np.where(idx < 0, idx + dim, idx)
+    ctx.bind(node.output[0], emit_gather(ctx, x, np.where(idx < 0, idx + dim, idx), axis))
+
+
+def emit_gather(ctx: ConvertContext, x: Dyn, idx, axis: int) -> Dyn:
+    """x's entries at the constant, non-negative indices ``idx`` along ``axis``."""
+    idx = np.asarray(idx, dtype=np.int64)
     shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
-    ctx.bind(node.output[0], ctx.emit("Gather", [x, idx], shape, {"axis": axis}))
+    return ctx.emit("Gather", [x, idx], shape, {"axis": axis})
 
 
 converter("Gather", 11)(gather)

@@ -18,6 +18,7 @@ from verifier.onnx_import.context import (
     unsupported,
 )
 from verifier.onnx_import.converters.arithmetic import stacked_extreme
+from verifier.onnx_import.converters.shape import emit_gather
 from verifier.onnx_import.registry import converter
 
 
@@ -50,16 +51,10 @@ def top_network(n: int, k: int) -> list[list[tuple[int, int]]]:
     return kept[::-1]
 
 
-def _gather(ctx: ConvertContext, x: Dyn, idx, axis: int) -> Dyn:
-    idx = np.asarray(idx, dtype=np.int64)
-    shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
-    return ctx.emit("Gather", [x, idx], shape, {"axis": axis})
-
-
 def _compare_exchange(ctx: ConvertContext, x: Dyn, axis: int, layer, largest: bool) -> Dyn:
     n, count = x.shape[axis], len(layer)
-    first_side = _gather(ctx, x, [a for a, _ in layer], axis)
-    second_side = _gather(ctx, x, [b for _, b in layer], axis)
+    first_side = emit_gather(ctx, x, [a for a, _ in layer], axis)
+    second_side = emit_gather(ctx, x, [b for _, b in layer], axis)
     first = stacked_extreme(ctx, first_side, second_side, largest=largest)
     second = stacked_extreme(ctx, first_side, second_side, largest=not largest)
     shape = list(x.shape)
@@ -68,7 +63,7 @@ def _compare_exchange(ctx: ConvertContext, x: Dyn, axis: int, layer, largest: bo
     order = list(range(n))
     for t, (a, b) in enumerate(layer):
         order[a], order[b] = n + t, n + count + t
-    return _gather(ctx, both, order, axis)
+    return emit_gather(ctx, both, order, axis)
 
 
 @converter("TopK", 1)
@@ -88,7 +83,7 @@ def top_k(ctx: ConvertContext, node) -> None:
         raise unsupported(node, "sorted=0 with k > 1 (the order is the runtime's choice)")
     for layer in top_network(n, k):
         x = _compare_exchange(ctx, x, axis, layer, largest)
-    ctx.bind(node.output[0], x if k == n else _gather(ctx, x, list(range(k)), axis))
+    ctx.bind(node.output[0], x if k == n else emit_gather(ctx, x, list(range(k)), axis))
     if len(node.output) > 1 and node.output[1]:
         ctx.bind(node.output[1], Unavailable(unsupported(
             node, "its indices output is read (only the values are imported)")))
