@@ -83,15 +83,21 @@ def _select_indices(x: torch.Tensor, per_axis) -> torch.Tensor:
 
 
 def pad_indices(size: int, begin: int, end: int, mode: str) -> np.ndarray:
-    """Source index of every output position of an edge- or reflect-padded axis."""
-    pos = np.arange(-begin, size + end)
+    """Source index of every output position of an edge-, wrap- or reflect-padded axis.
+    Negative pads crop first, and the padding then reads the cropped axis (onnxruntime's
+    order: it matters for wrap, whose period is the cropped length)."""
+    start = max(-begin, 0)
+    kept = size - start - max(-end, 0)
+    pos = np.arange(-max(begin, 0), kept + max(end, 0))
     if mode == "edge":
-        return np.clip(pos, 0, size - 1)
-    if size == 1:
-        return np.zeros_like(pos)
-    period = 2 * (size - 1)
+        return start + np.clip(pos, 0, kept - 1)
+    if mode == "wrap":  # the axis read as a ring (torch's circular padding)
+        return start + np.mod(pos, kept)
+    if kept == 1:
+        return start + np.zeros_like(pos)
+    period = 2 * (kept - 1)
     pos = np.mod(pos, period)
-    return np.where(pos >= size, period - pos, pos)
+    return start + np.where(pos >= kept, period - pos, pos)
 
 
 def _pad(node, args):

@@ -103,6 +103,13 @@ CASES = {
     "pad11_const": lambda: one_node("Pad", X4, {"p": _i(0, 1, 1, 0, 0, 0, 2, -1),
                                                 "v": np.array(1.5, np.float32)}, opset=11),
     "pad_reflect": lambda: one_node("Pad", X4, {"p": _i(0, 0, 2, 1, 0, 0, 1, 3)}, mode="reflect"),
+    # wrap (opset 19, torch's circular padding); the last axis's 5 exceeds its size
+    "pad_wrap": lambda: one_node("Pad", X4, {"p": _i(0, 0, 2, 1, 0, 0, 1, 5)}, opset=19,
+                                 mode="wrap"),
+    "pad_wrap_crop": lambda: one_node("Pad", X4, {"p": _i(0, 0, -1, 2, 0, 0, 1, -1)},
+                                      opset=19, mode="wrap"),
+    "pad_reflect_crop": lambda: one_node("Pad", X4, {"p": _i(0, 0, -1, 2, 0, 0, 2, -1)},
+                                         mode="reflect"),
     "pad_edge": lambda: one_node("Pad", X4, {"p": _i(0, 0, 2, 1, 0, 0, 1, 3)}, mode="edge"),
     "pad18_axes": lambda: make_model(
         [helper.make_node("Pad", ["x", "p", "", "a"], ["y"])], X4, ["y"],

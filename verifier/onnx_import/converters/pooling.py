@@ -122,7 +122,7 @@ for _op, _since in (("ReduceSum", 13), ("ReduceMean", 18), ("ReduceMax", 18)):
 def pad(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])
     mode = ctx.attr(node, "mode", "constant")
-    if mode not in ("constant", "reflect", "edge"):
+    if mode not in ("constant", "reflect", "edge", "wrap"):
         raise ModelError(f"Pad node {node.name!r}: mode {mode!r} is not supported")
     if ctx.opset < 11:
         pads = [int(p) for p in ctx.attr(node, "pads")]
