@@ -29,7 +29,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from verifier.onnx_import.loader import ImportedModel
-from verifier.onnx_import.ort import ort_session
+from verifier.onnx_import.ort import ort_session, run_batched
 from verifier.result import Counterexample
 from verifier.spec.types import InputRegion, Spec
 
@@ -216,12 +216,16 @@ def run_onnx_batch(model: ImportedModel, xs: np.ndarray) -> np.ndarray:
     xs = np.asarray(xs).reshape(len(xs), -1)
     if len(xs) > 1 and is_batchable(model):
         sess = ort_session(model.onnx_bytes)
-        shape = (len(xs), *model.onnx_input_shapes[0][1:])
+        shape = model.onnx_input_shapes[0][1:]
+        dtype = _input_dtype(sess, 0)
+        name = model.input_names[0]
         try:
-            outs = sess.run(list(model.output_names),
-                            {model.input_names[0]: xs.reshape(shape).astype(_input_dtype(sess, 0))})
-            flat = [np.asarray(o, dtype=np.float64).reshape(len(xs), -1) for o in outs]
-            return np.concatenate(flat, axis=1)
+            rows = run_batched(sess, list(model.output_names),
+                               {name: xs.reshape(len(xs), *shape).astype(dtype)},
+                               {name: xs[:1].reshape(1, *shape).astype(dtype)}, len(xs))
+            if rows is not None:
+                return np.concatenate([r.astype(np.float64) for r in rows], axis=1)
+            log.debug("an output's batch axis is not found; running row by row")
         except Exception as exc:  # the graph may hard-code batch 1 in a Reshape
             log.debug("batched onnxruntime call failed (%s); running row by row", exc)
     return np.stack([run_onnx(model, x) for x in xs])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from conftest import abs_net, gap_spec, make_spec
+from onnx import helper
 
+from tests.onnx_import.onnx_util import make_model, rand
+from verifier.onnx_import.loader import import_proto
 from verifier.validate import (
     VNNCOMP_BOX_TOL,
     box_tolerance,
@@ -99,3 +103,16 @@ def test_batch_fixed_and_symbolic_batch():
         assert cex is not None and np.allclose(cex.x, xs[2])
         assert validate_batch(model, spec, xs[:2], regions=np.zeros(2, dtype=int)) is None
         assert validate_batch(model, spec, xs, limit=2) is None
+
+
+def test_batch_whose_output_holds_the_batch_on_axis_1():
+    # the output [2, N, 4]: one batched onnxruntime call must still give each point its own
+    # values (it gave rows of the wrong points, so the attacks screened wrong outputs)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("MatMul", ["t", "w"], ["y"])]
+    proto = make_model(nodes, {"x": (1, 2, 3)}, ["y"], {"w": rand(3, 4)}, batch_symbolic=True)
+    data = proto.SerializeToString()
+    model = import_proto(onnx.load_model_from_string(data), data)
+    xs = np.random.default_rng(1).uniform(-1, 1, (5, 6))
+    np.testing.assert_array_equal(run_onnx_batch(model, xs),
+                                  np.stack([run_onnx(model, x) for x in xs]))

@@ -13,14 +13,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bounds.graph import Graph, Node
-from tests.onnx_import.onnx_util import one_node, rand
+from tests.onnx_import.onnx_util import make_model, one_node, rand
 from tests.onnx_import.test_benchmarks import unit_box_spec
 from verifier.errors import ModelMismatchError
 from verifier.onnx_import import check
 from verifier.onnx_import.check import differential_check, run_check, sample_points
 from verifier.onnx_import.check_eval import OutOfTime, enclose, excess
 from verifier.onnx_import.loader import import_proto
-from verifier.onnx_import.ort import ort_session, run_ort
+from verifier.onnx_import.ort import batch_axis, ort_session, run_ort, session_exposing
 from verifier.spec.types import InputRegion, Spec
 
 
@@ -251,3 +251,39 @@ def test_ort_session_is_cached_and_runs():
     assert ort_session(model) is ort_session(model)
     out = run_ort(model, np.zeros((2, 4)))
     assert out[0].shape == (2, 3)
+
+
+def _batch_second_model(back: bool):
+    """x[N, 2, 3] (N symbolic) -> Transpose to [2, N, 3] -> MatMul -> u[2, N, 4] (the batch
+    on axis 1, as a seq-first LSTM's values hold it) -> Relu; transposed back when ``back``."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("MatMul", ["t", "w"], ["u"]),
+             helper.make_node("Relu", ["u"], ["r" if back else "y"])]
+    if back:
+        nodes.append(helper.make_node("Transpose", ["r"], ["y"], perm=[1, 0, 2]))
+    return _import(make_model(nodes, {"x": (1, 2, 3)}, ["y"], {"w": rand(3, 4)},
+                              batch_symbolic=True))
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_values_holding_the_batch_off_axis_0_are_compared_point_by_point(back):
+    # run_ort stacks the points on the symbolic batch axis: a value whose batch sits on
+    # axis 1 was read as if on axis 0, its points mixed, and a faithful import refused
+    model = _batch_second_model(back)
+    points = np.random.default_rng(0).uniform(-1, 1, (5, 6))
+    batched = run_ort(model, points, session=session_exposing(model, ["u"]))
+    one_by_one = [run_ort(model, p[None], session=session_exposing(model, ["u"])) for p in points]
+    for k, value in enumerate(batched):
+        np.testing.assert_array_equal(value, np.concatenate([o[k] for o in one_by_one]))
+    assert differential_check(model, unit_box_spec(model)) <= 1e-5
+
+
+@pytest.mark.parametrize("shape,one,n,axis", [
+    ((4, 3), (1, 3), 4, 0), ((5, 1, 4, 8), (5, 1, 1, 8), 4, 2),
+    ((5, 3), (5, 3), 5, None),     # does not depend on the batch
+    ((8, 3), (2, 3), 4, None),     # the batch merged into a larger axis: order unknown
+    ((4, 4), (1, 1), 4, None),     # two axes grew
+    ((4, 3), (1, 3, 1), 4, None), ((2, 3), (2, 3), 1, 0),
+])
+def test_batch_axis(shape, one, n, axis):
+    assert batch_axis(shape, one, n) == axis

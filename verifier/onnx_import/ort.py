@@ -19,6 +19,8 @@ _MAX_SESSIONS = 8
 # The most recent (model bytes object, session): repeated calls for one model skip the hash.
 _LAST_SESSION: tuple[bytes, object] | None = None
 _EXPOSING: dict[str, object] = {}
+# (id(session), output names) -> (session, each output's shape for one point): run_batched
+_ONE_POINT_SHAPES: dict[tuple, tuple[object, list[tuple]]] = {}
 
 
 def ort_session(model):
@@ -94,13 +96,54 @@ def run_ort(model, flat_points: np.ndarray, session=None) -> list[np.ndarray]:
     batched = all(len(m.shape) > 0 and not isinstance(m.shape[0], int) for m in metas)
     points = np.asarray(flat_points)
     if batched and all(len(s) > 0 and s[0] == 1 for s in shapes):
-        return [o.reshape(len(points), -1) for o in session.run(None, _feeds(model, metas, points,
-                                                                             sizes, batch=True))]
+        rows = run_batched(session, None, _feeds(model, metas, points, sizes, batch=True),
+                           _feeds(model, metas, points[:1], sizes, batch=True), len(points))
+        if rows is not None:
+            return rows
     rows: list[list[np.ndarray]] = []
     for point in points:
         outs = session.run(None, _feeds(model, metas, point[None], sizes, batch=False))
         rows.append([o.reshape(-1) for o in outs])
     return [np.stack([r[k] for r in rows]) for k in range(len(rows[0]))]
+
+
+def run_batched(session, names: list[str] | None, feeds: dict, first: dict,
+                n: int) -> list[np.ndarray] | None:
+    """Outputs ``[n, size]``, point by point, of one onnxruntime call on ``n`` points stacked
+    along the inputs' symbolic batch axis (``feeds``; ``first``: the first point alone). An
+    output need not carry the batch on its axis 0 (an LSTM's ``[seq, dirs, batch, hidden]``,
+    a Transpose in between): its batch axis is the one axis whose size is n times the one-point
+    size, of size 1 for one point. None when some output has no such axis (the caller then runs
+    the points one at a time)."""
+    outs = session.run(names, feeds)
+    key = (id(session), None if names is None else tuple(names))
+    cached = _ONE_POINT_SHAPES.get(key)
+    if cached is None or cached[0] is not session:
+        if len(_ONE_POINT_SHAPES) >= _MAX_SESSIONS:
+            _ONE_POINT_SHAPES.clear()
+        one = [np.shape(o) for o in session.run(names, first)]
+        _ONE_POINT_SHAPES[key] = cached = (session, one)
+    rows = []
+    for out, one in zip(outs, cached[1], strict=True):
+        axis = batch_axis(np.shape(out), one, n)
+        if axis is None:
+            return None
+        rows.append(np.moveaxis(np.asarray(out), axis, 0).reshape(n, -1))
+    return rows
+
+
+def batch_axis(shape: tuple, one: tuple, n: int) -> int | None:
+    """The axis of a batched value of ``shape`` that holds ``n`` points, given the value's
+    shape for one point; None when there is not exactly one (a value that does not depend on
+    the batch, or one whose batch was merged into a larger axis, whose order is unknown)."""
+    if len(shape) != len(one):
+        return None
+    if n == 1:
+        return 0 if len(shape) > 0 else None
+    differ = [k for k, (a, b) in enumerate(zip(shape, one, strict=True)) if a != b]
+    if len(differ) != 1 or one[differ[0]] != 1 or shape[differ[0]] != n:
+        return None
+    return differ[0]
 
 
 def input_feeds(model, point: np.ndarray) -> dict:
