@@ -146,13 +146,17 @@ def ort_only_model(data: bytes, label: str, reason: str) -> OrtModel | None:
                     tuple(tuple(np.asarray(o).shape) for o in outs), reason, label)
 
 
-def load_runnable_model(path) -> object:
+def load_runnable_model(path, n_inputs: int | None = None) -> object:
     """The imported model (``ImportedModel``) when the importer takes it, else an OrtModel
-    when onnxruntime runs it; otherwise the importer's error is raised (bad input)."""
+    when onnxruntime runs it; otherwise the importer's error is raised (bad input).
+    ``n_inputs``: the spec's input count, which fixes a symbolic sequence-length dimension."""
     from verifier.onnx_import.fold import FoldTooLarge
     from verifier.onnx_import.loader import import_proto, read_model_proto
+    from verifier.onnx_import.symbolic_axes import pin_symbolic_axes
 
     proto, data = read_model_proto(path)  # unreadable or malformed files: raised here
+    if n_inputs is not None and pin_symbolic_axes(proto, n_inputs, str(path)):
+        data = proto.SerializeToString()  # onnxruntime sessions see the same static shape
     try:
         return import_proto(proto, data, str(path))
     except FoldTooLarge:
@@ -188,14 +192,14 @@ def load_inputs(model, spec, deadline: float | None = None) -> tuple[ImportedMod
                                                                    Spec]:
     """Load paths (a model the importer refuses but onnxruntime runs becomes an OrtModel).
     ``deadline``: raise NoTimeToLoad rather than start a read it leaves too little time for."""
-    if isinstance(model, str | Path):
-        _require_time_to_load(model, "the model", MODEL_BYTES_PER_S, deadline)
-        model = load_runnable_model(model)
-    if isinstance(spec, str | Path):
+    if isinstance(spec, str | Path):  # first: its input count fixes symbolic model axes
         from verifier.spec import load_spec
 
         _require_time_to_load(spec, "the spec", SPEC_BYTES_PER_S, deadline)
         spec = load_spec(spec)
+    if isinstance(model, str | Path):
+        _require_time_to_load(model, "the model", MODEL_BYTES_PER_S, deadline)
+        model = load_runnable_model(model, spec.n_inputs)
     check_spec_matches(model, spec)
     return model, spec
 

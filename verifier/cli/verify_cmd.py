@@ -234,7 +234,8 @@ def _verify(args, clock: Stopwatch, emitter: Emitter, paths: dict[str, str],
         (model_path,) = paths.values()
         from verifier.pipeline import check_spec_matches, load_runnable_model
 
-        model = load_runnable_model(model_path)  # refused by the importer: attacked only
+        # refused by the importer: attacked only
+        model = load_runnable_model(model_path, query.spec.n_inputs)
         clock.lap("load_model")
         check_spec_matches(model, query.spec)
         config = _config(args, clock)

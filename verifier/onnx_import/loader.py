@@ -169,7 +169,7 @@ def _static_shape(value_info: onnx.ValueInfoProto) -> tuple[int, ...]:
         else:
             raise ModelError(
                 f"input {value_info.name!r} has a symbolic dimension {d.dim_param!r} at axis {i};"
-                " only the batch axis may be symbolic"
+                " only the batch axis may be symbolic (verify with a spec fixes one other)"
             )
     return tuple(shape)
 
