@@ -108,8 +108,10 @@ def propagate_node(graph: Graph, node: Node, bounds: dict, device, dtype):
     return parts[0] if len(parts) == 1 else _cat_parts(parts)
 
 
-def ibp_bounds(graph: Graph, box: Interval, given: dict[str, Interval] | None = None) -> dict:
-    """Intervals of every value for inputs in ``box`` ([B, *input_shape] tensors).
+def ibp_bounds(graph: Graph, box: Interval, given: dict[str, Interval] | None = None,
+               until: str | None = None) -> dict:
+    """Intervals of every value for inputs in ``box`` ([B, *input_shape] tensors); with
+    ``until``, of the values up to that node only (graph order).
 
     ``given`` holds extra per-domain constraints on values (e.g. branch-and-bound splits); they
     are intersected in as soon as the value is computed.
@@ -121,4 +123,6 @@ def ibp_bounds(graph: Graph, box: Interval, given: dict[str, Interval] | None = 
     for node in graph.nodes:
         out, _ = propagate_node(graph, node, bounds, box.lower.device, box.lower.dtype)
         bounds[node.name] = intersect(out, given.get(node.name))
+        if node.name == until:
+            break
     return bounds

@@ -25,6 +25,7 @@ from bounds.engine.work_dtype import WORK_DTYPE
 from bounds.graph import Graph
 from bounds.rules.rewrites import bound_graph
 from bounds.rules.softmax import simplex_lower
+from bounds.rules.tangents import DomainError
 from bounds.types import Interval
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,18 @@ def _with_softmax_ibp(graph: Graph, bounded: Graph, box: Interval, given: dict |
                       ) -> dict | None:
     """``given`` plus the Softmax rule's own (exact-range) IBP interval of every Softmax output
     that the rewritten graph ``bounded`` still holds (expanded, same name), which the expanded
-    form's IBP only matches up to its pieces' rounding allowances."""
+    form's IBP only matches up to its pieces' rounding allowances. The IBP pass ends at the
+    last such Softmax; where an interval leaves an op's domain on the way (IBP looser than the
+    CROWN pass that follows), the intervals are not added: they only refine."""
     kept = {n.name for n in bounded.nodes}
     names = [n.name for n in graph.nodes if n.op == "Softmax" and n.name in kept]
     if not names:  # (none, or every one dropped by the ArgMax rewrite: no IBP pass)
         return given
-    ibp = ibp_bounds(graph, box, given)
+    try:
+        ibp = ibp_bounds(graph, box, given, until=names[-1])
+    except DomainError as exc:
+        log.debug("no Softmax intervals from IBP: %s", exc)
+        return given
     out = dict(given or {})
     for name in names:
         out[name] = intersect(ibp[name], out.get(name))
