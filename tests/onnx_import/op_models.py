@@ -154,7 +154,49 @@ def if_on_shape(nested: bool = False, pick_then: bool = True, branch_init: bool 
                                         "size": np.array(size, np.int64)})
 
 
+def ml_model(op: str, inputs=X, outputs=("y",), opset: int = 17, kept=None, **attrs):
+    """One ``ai.onnx.ml`` node reading the inputs (scikit-learn models as skl2onnx writes
+    them); ``kept``: its outputs that are the model's (default all). The model imports both
+    operator domains."""
+    node = helper.make_node(op, list(inputs), list(outputs), domain="ai.onnx.ml", **attrs)
+    model = make_model([node], inputs, list(kept or outputs), opset=opset)
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    return model
+
+
+def ml_classifier(kept=("y",), **attrs):
+    """A LinearClassifier on 4 features (3 classes unless the attributes say otherwise): its
+    outputs "label" (int64) and "y" (the scores), those in ``kept`` the model's."""
+    base = {"coefficients": rand(3, 4).ravel().tolist(), "intercepts": rand(3).tolist(),
+            "classlabels_ints": [0, 1, 2]}
+    model = ml_model("LinearClassifier", outputs=("label", "y"), kept=kept, **{**base, **attrs})
+    for out in model.graph.output:
+        if out.name == "label":
+            out.type.tensor_type.elem_type = TensorProto.INT64
+    return model
+
+
+def make_ml_extractor():
+    """A table of labels read at the ArgMax of x (a classifier's label, as skl2onnx writes
+    it), cast to float."""
+    nodes = [_n("ArgMax", ["x"], "i", axis=1),
+             helper.make_node("ArrayFeatureExtractor", ["t", "i"], ["l"], domain="ai.onnx.ml"),
+             _n("Cast", ["l"], "y", to=F)]
+    model = make_model(nodes, X, ["y"], {"t": _i(3, 7, 9, 11)}, opset=17)
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    return model
+
+
 OP_MODELS: dict = {
+    # scikit-learn's operators (converters/ml.py)
+    "ai.onnx.ml.Scaler": (lambda: ml_model("Scaler", offset=[0.1, -0.2, 0.3, 0.0],
+                                           scale=[2.0, 0.5, 1.5, -1.0]), -2.0, 2.0),
+    "ai.onnx.ml.LinearClassifier": (lambda: ml_classifier(post_transform="SOFTMAX"), -2.0, 2.0),
+    "ai.onnx.ml.LinearRegressor": (lambda: ml_model(
+        "LinearRegressor", coefficients=rand(2, 4).ravel().tolist(), intercepts=[0.5, -0.25],
+        targets=2), -2.0, 2.0),
+    "ai.onnx.ml.Normalizer": (lambda: ml_model("Normalizer", norm="L2"), 0.25, 2.0),
+    "ai.onnx.ml.ArrayFeatureExtractor": (lambda: make_ml_extractor(), -2.0, 2.0),
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
         "Tanh", "Identity", "Dropout", "Softplus")},

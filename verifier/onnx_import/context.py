@@ -67,8 +67,9 @@ class Unavailable:
 class ConvertContext:
     """Maps ONNX value names to constants or IR values, and collects emitted IR nodes."""
 
-    def __init__(self, opset: int):
+    def __init__(self, opset: int, ml_opset: int = 1):
         self.opset = opset
+        self.ml_opset = ml_opset  # of the ai.onnx.ml operators (converters/ml.py)
         self.values: dict[str, Value] = {}
         self.nodes: list[Node] = []
         self._counter = 0

@@ -157,7 +157,7 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
     )
     try:
-        return _evaluate(graph, ctx.opset, feeds)
+        return _evaluate(graph, ctx.opset, feeds, ctx.ml_opset)
     except Exception as exc:
         if "No implementation for operator" not in str(exc):
             raise _fold_error(node, exc) from None
@@ -165,15 +165,17 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
     # one computes the same for the types older versions allow (the differential check
     # against onnxruntime would see a difference).
     try:
-        return _evaluate(graph, onnx.defs.onnx_opset_version(), feeds)
+        return _evaluate(graph, onnx.defs.onnx_opset_version(), feeds,
+                         ctx.ml_opset)
     except Exception as exc:
         raise _fold_error(node, exc) from None
 
 
-def _evaluate(graph, opset: int, feeds: dict) -> list[np.ndarray]:
+def _evaluate(graph, opset: int, feeds: dict, ml_opset: int = 1) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid("ai.onnx.ml", ml_opset)])
     return list(ReferenceEvaluator(model).run(None, feeds))
 
 

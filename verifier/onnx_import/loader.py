@@ -16,10 +16,15 @@ from bounds.graph import Graph, TensorInfo
 from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
 from verifier.gz import read_capped
 from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
+from verifier.onnx_import.converters.ml import DOMAIN as ML_DOMAIN
+from verifier.onnx_import.converters.ml import ml_op
 from verifier.onnx_import.fold import fold_node
 from verifier.onnx_import.registry import find_converter
 
 log = logging.getLogger(__name__)
+
+# The operator domains imported: the standard one and scikit-learn's (converters/ml.py).
+_DOMAINS = ("", "ai.onnx", ML_DOMAIN)
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,10 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
 
 
-def opset_of(model: onnx.ModelProto) -> int:
+def opset_of(model: onnx.ModelProto, domain: str = "") -> int:
+    """The opset ``model`` imports for ``domain`` ("": the standard operators); 1 if none."""
     for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
+        if entry.domain == domain or (domain == "" and entry.domain == "ai.onnx"):
             return int(entry.version)
     return 1
 
@@ -168,8 +174,9 @@ def _static_shape(value_info: onnx.ValueInfoProto) -> tuple[int, ...]:
             shape.append(1)  # symbolic batch dimension: one sample at a time
         else:
             raise ModelError(
-                f"input {value_info.name!r} has a symbolic dimension {d.dim_param!r} at axis {i};"
-                " only the batch axis may be symbolic (verify with a spec fixes one other)"
+                f"input {value_info.name!r} has a symbolic dimension {d.dim_param!r} at axis"
+                f" {i}; only the batch axis may be symbolic (nncert verify fixes one other from"
+                " the spec's input count)"
             )
     return tuple(shape)
 
@@ -187,13 +194,13 @@ def import_proto(
     (the equivalence gate's choice: it warns, and its model check refuses such models)."""
     opset = opset_of(proto)
     for entry in proto.opset_import:
-        if entry.domain not in ("", "ai.onnx"):
+        if entry.domain not in _DOMAINS:
             used = {n.domain for n in all_nodes(proto.graph.node)}
             if entry.domain in used:
                 raise ModelError(f"custom operator domain {entry.domain!r} is not supported")
     if not half_precision:
         _refuse_half_precision(proto)
-    ctx = ConvertContext(opset)
+    ctx = ConvertContext(opset, ml_opset=opset_of(proto, ML_DOMAIN))
     initializers = {t.name for t in proto.graph.initializer}
     for t in proto.graph.initializer:
         ctx.bind(t.name, tensor_array(t, "initializer").copy())
@@ -238,11 +245,14 @@ def convert_nodes(ctx: ConvertContext, nodes) -> None:
     """Convert ``nodes`` in order (a graph's, or an inlined If branch's), folding those whose
     inputs are all constant."""
     for node in nodes:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in _DOMAINS:
             raise ModelError(f"node {node.name!r} uses custom domain {node.domain!r}")
         try:
             if _foldable(ctx, node):  # (any standard op: shape arithmetic needs no converter)
                 fold_node(ctx, node)
+            elif node.domain == ML_DOMAIN:
+                find_converter(ml_op(node.op_type), ctx.ml_opset,
+                               node.name or node.op_type)(ctx, node)
             else:
                 find_converter(node.op_type, ctx.opset, node.name or node.op_type)(ctx, node)
         except (ModelError, UnsupportedOpError):

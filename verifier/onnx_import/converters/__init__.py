@@ -9,6 +9,7 @@ from verifier.onnx_import.converters import (
     einsum,
     linear,
     logic,
+    ml,
     pooling,
     quantize,
     rearrange,
@@ -19,5 +20,4 @@ from verifier.onnx_import.converters import (
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
-           "pooling", "quantize", "rearrange", "recurrent",
-           "scatter", "shape", "sorting"]
+           "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter", "shape", "sorting"]
