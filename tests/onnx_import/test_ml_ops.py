@@ -24,6 +24,7 @@ CASES = {
     **{f"classifier_{t.lower()}": (lambda t=t: ml_classifier(kept=BOTH, post_transform=t))
        for t in ("NONE", "LOGISTIC", "SOFTMAX")},
     "classifier_labels": lambda: ml_classifier(kept=BOTH, classlabels_ints=[3, 7, 9]),
+    "classifier_unsorted_labels": lambda: ml_classifier(kept=BOTH, classlabels_ints=[9, 3, 7]),
     **{f"binary_{t.lower()}": (lambda t=t: ml_classifier(
         kept=BOTH, post_transform=t, coefficients=rand(1, 4).ravel().tolist(),
         intercepts=[0.1], classlabels_ints=[4, 6])) for t in ("NONE", "LOGISTIC", "SOFTMAX")},
@@ -132,7 +133,7 @@ def test_verify_answers_on_an_sklearn_style_mlp(tmp_path):
         return "\n".join([*lines, claim]) + "\n"
 
     # another label somewhere in a wide box: found and re-checked; the top probability stays
-    # above 0 in a small one
+    # above 0 in a small one; the label never leaves the table's range (sorted labels: steps)
     other = "(<= Y_0 25.0)" if top == 2 else f"(>= Y_0 {(top + 1) * 10 + 5}.0)"
     sat = tmp_path / "sat.vnnlib"
     sat.write_text(spec(3.0, f"(assert {other})"))
@@ -141,3 +142,6 @@ def test_verify_answers_on_an_sklearn_style_mlp(tmp_path):
     unsat = tmp_path / "unsat.vnnlib"
     unsat.write_text(spec(0.01, f"(assert (<= Y_{top + 1} 0.0))"))
     assert verify(str(path), str(unsat), VerifyConfig(timeout=30.0)).verdict == "unsat"
+    outside = tmp_path / "outside.vnnlib"
+    outside.write_text(spec(3.0, "(assert (<= Y_0 5.0))"))
+    assert verify(str(path), str(outside), VerifyConfig(timeout=30.0)).verdict == "unsat"

@@ -144,11 +144,21 @@ def _label_of(ctx: ConvertContext, scores: Dyn, labels: np.ndarray | None) -> Dy
 
 
 def _pick(ctx: ConvertContext, table: np.ndarray, index: Dyn) -> Dyn:
-    """table[index] for a constant 1-D table and an input-dependent index: the one-hot row of
-    the index times the table."""
-    one_hot = ctx.emit("OneHot", [index], index.shape + (table.size,),
-                       {"depth": int(table.size), "axis": index.rank, "off": 0.0, "on": 1.0})
-    picked = emit_linear(ctx, one_hot, table.reshape(1, -1), None)  # [..., 1]
+    """table[index] for a constant 1-D table and an input-dependent index in [0, size). A
+    non-decreasing table (scikit-learn's classes are sorted) is a sum of steps
+    table[0] + sum_k (table[k] - table[k-1]) [index >= k], whose bounds over an index interval
+    [lo, hi] are [table[lo], table[hi]]; any other table is the one-hot row of the index times
+    the table (each entry bounded alone: looser)."""
+    if table.size > 1 and bool(np.all(np.diff(table) >= 0)):
+        column = ctx.emit("Reshape", [index], index.shape + (1,))
+        steps = emit_broadcast(ctx, "GreaterOrEqual",
+                               [column, np.arange(1, table.size, dtype=np.float64)])
+        picked = emit_linear(ctx, steps, np.diff(table).reshape(1, -1), table[:1])
+    else:
+        one_hot = ctx.emit("OneHot", [index], index.shape + (table.size,),
+                           {"depth": int(table.size), "axis": index.rank, "off": 0.0,
+                            "on": 1.0})
+        picked = emit_linear(ctx, one_hot, table.reshape(1, -1), None)  # [..., 1]
     return ctx.emit("Reshape", [picked], index.shape)
 
 
