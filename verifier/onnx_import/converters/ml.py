@@ -76,8 +76,8 @@ def _post_transform(ctx: ConvertContext, node, scores: Dyn) -> Dyn:
 
 
 def _scores(ctx: ConvertContext, node, x: Dyn, rows: int | None) -> Dyn:
-    """x W^T + b with W [rows, features] from ``coefficients`` (rows: from the intercepts
-    when None)."""
+    """x W^T + b with W [rows, features] from ``coefficients`` (rows, when None: as many as
+    the coefficients fill)."""
     n = _features(node, x)
     coef = _floats(ctx, node, "coefficients")
     bias = _floats(ctx, node, "intercepts")
