@@ -197,6 +197,10 @@ OP_MODELS: dict = {
         targets=2), -2.0, 2.0),
     "ai.onnx.ml.Normalizer": (lambda: ml_model("Normalizer", norm="L2"), 0.25, 2.0),
     "ai.onnx.ml.ArrayFeatureExtractor": (lambda: make_ml_extractor(), -2.0, 2.0),
+    "ai.onnx.ml.Imputer": (lambda: ml_model("Imputer", replaced_value_float=0.5,
+                                            imputed_value_floats=[1.0, -1.0, 2.0, 0.0]),
+                           -1.0, 1.0),
+    "ai.onnx.ml.Binarizer": (lambda: ml_model("Binarizer", threshold=0.25), -1.0, 1.0),
     **{op: (_unary(op), -2.0, 2.0) for op in (
         "Abs", "Atan", "Cos", "Erf", "Exp", "Floor", "Neg", "Relu", "Sigmoid", "Sign", "Sin",
         "Tanh", "Identity", "Dropout", "Softplus")},

@@ -33,6 +33,11 @@ CASES = {
     "regressor_three": lambda: ml_model("LinearRegressor", targets=3, **THREE),
     **{f"normalizer_{n.lower()}": (lambda n=n: ml_model("Normalizer", norm=n))
        for n in ("MAX", "L1", "L2")},
+    "imputer_nan": lambda: ml_model("Imputer", replaced_value_float=float("nan"),
+                                    imputed_value_floats=[0.5]),
+    "imputer_value": lambda: ml_model("Imputer", replaced_value_float=0.0,
+                                      imputed_value_floats=[1.0, 2.0, 3.0, 4.0]),
+    "binarizer": lambda: ml_model("Binarizer", threshold=-0.5),
     "extractor_columns": lambda: make_model(
         [helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], domain="ai.onnx.ml")],
         X, ["y"], {"i": np.array([3, 0, 3], np.int64)}, opset=17),
@@ -74,12 +79,31 @@ def test_the_label_follows_the_raw_scores_where_sigmoids_saturate():
     assert int(label.reshape(-1)[0]) == 1 == int(ort_outputs(model, [{"x": x}])[0][0][0])
 
 
+def test_imputer_replaces_exactly_the_value():
+    # random samples never hit the replaced value: inputs that do, and their neighbours
+    model = _with_ml(ml_model("Imputer", replaced_value_float=0.25,
+                              imputed_value_floats=[1.0, 2.0, 3.0, 4.0]))
+    data = model.SerializeToString()
+    graph = import_proto(onnx.load_model_from_string(data), data).graph
+    import torch
+
+    from bounds.engine.forward import run_graph
+
+    below = float(np.nextafter(np.float32(0.25), np.float32(0)))
+    x = np.array([[0.25, below, 0.25, -0.25]], np.float32)
+    ours = run_graph(graph, torch.from_numpy(x))[0].numpy().reshape(-1)
+    ref = ort_outputs(model, [{"x": x}])[0][0].reshape(-1)
+    np.testing.assert_array_equal(ours.astype(np.float32), ref)
+    assert ref.tolist() == [1.0, below, 3.0, -0.25]
+
+
 @pytest.mark.parametrize("build,words", [
     (lambda: ml_classifier(post_transform="PROBIT"), ["PROBIT"]),
     (lambda: ml_model("LinearClassifier", outputs=("label", "y"), kept=("y",),
                       classlabels_strings=["a", "b", "c"], **THREE), ["string class labels"]),
     (lambda: ml_model("ZipMap", classlabels_int64s=[0, 1, 2, 3]), ["ZipMap", "zipmap"]),
     (lambda: ml_model("Normalizer", norm="L3"), ["norm 'L3'"]),
+    (lambda: ml_model("Imputer", imputed_value_floats=[1.0, 2.0]), ["2 imputed values"]),
     (lambda: ml_model("LinearRegressor", coefficients=[1.0, 2.0, 3.0]), ["3 coefficients"]),
 ])
 def test_refusals_name_the_problem(build, words):

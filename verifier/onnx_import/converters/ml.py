@@ -1,5 +1,6 @@
 """The ``ai.onnx.ml`` operators that scikit-learn models exported by skl2onnx use around their
-arithmetic: Scaler, LinearClassifier, LinearRegressor, Normalizer, ArrayFeatureExtractor.
+arithmetic: Scaler, LinearClassifier, LinearRegressor, Normalizer, ArrayFeatureExtractor,
+Imputer, Binarizer.
 Each becomes the standard IR pieces that compute it (affine maps, Softmax, Sigmoid, ArgMax,
 a division), in the order onnxruntime's kernels compute, so each piece's float32 allowance
 covers one of their roundings; the differential check compares the import with
@@ -207,6 +208,36 @@ def array_feature_extractor(ctx: ConvertContext, node) -> None:
         raise ModelError(f"ArrayFeatureExtractor node {node.name!r}: indices {idx.tolist()} "
                          f"outside the {x.shape[-1]} features")
     ctx.bind(node.output[0], emit_gather(ctx, x, idx, x.rank - 1))
+
+
+@converter(ml_op("Imputer"), 1)
+def imputer(ctx: ConvertContext, node) -> None:
+    """x with the entries equal to ``replaced_value_float`` replaced by the imputed values (per
+    feature or one for all). Replacing NaN (scikit-learn's SimpleImputer) is the identity on
+    the values a spec's box holds; a number v is a selection where x == v."""
+    x = ctx.value(node.input[0])
+    n = _features(node, x)
+    if ctx.attr(node, "imputed_value_int64s") is not None:
+        raise unsupported(node, "integer imputed values (an integer input)")
+    imputed = _floats(ctx, node, "imputed_value_floats")
+    if imputed is None or imputed.size not in (1, n):
+        raise ModelError(f"Imputer node {node.name!r}: {0 if imputed is None else imputed.size} "
+                         f"imputed values for {n} features")
+    replaced = float(ctx.attr(node, "replaced_value_float", 0.0))
+    if np.isnan(replaced):
+        ctx.bind(node.output[0], x)
+        return
+    hit = emit_broadcast(ctx, "Equal", [x, np.full((1,) * x.rank, replaced)])
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Select", [hit, imputed, x]))
+
+
+@converter(ml_op("Binarizer"), 1)
+def binarizer(ctx: ConvertContext, node) -> None:
+    """1 where x > threshold, else 0."""
+    x = ctx.value(node.input[0])
+    threshold = float(ctx.attr(node, "threshold", 0.0))
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Greater", [x, np.full((1,) * x.rank,
+                                                                        threshold)]))
 
 
 # (constant only: never claimed by ``nncert supports``; a dynamic one is refused by name)
