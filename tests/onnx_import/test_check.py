@@ -287,3 +287,16 @@ def test_values_holding_the_batch_off_axis_0_are_compared_point_by_point(back):
 ])
 def test_batch_axis(shape, one, n, axis):
     assert batch_axis(shape, one, n) == axis
+
+
+def test_an_output_merging_the_batch_runs_point_by_point_every_time():
+    # Reshape to [-1] merges the batch into one axis (its order unknown): no batched reading,
+    # on the first call and (remembered) on later ones
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    model = _import(make_model(nodes, {"x": (1, 2, 3)}, ["y"], {"flat": np.array([-1])},
+                               batch_symbolic=True))
+    points = np.random.default_rng(1).uniform(-1, 1, (4, 6))
+    expected = np.concatenate([run_ort(model, p[None])[0] for p in points])
+    for _ in range(2):
+        np.testing.assert_array_equal(run_ort(model, points)[0], expected)

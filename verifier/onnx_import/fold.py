@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from verifier.errors import ModelError
+from verifier.onnx_import.registry import ML_DOMAIN
 
 MAX_FOLDED_ELEMENTS = 1 << 26  # per folded tensor (256 MiB of float32)
 BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where",
@@ -175,7 +176,7 @@ def _evaluate(graph, opset: int, feeds: dict, ml_opset: int = 1) -> list[np.ndar
     from onnx.reference import ReferenceEvaluator
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid("ai.onnx.ml", ml_opset)])
+                                                    helper.make_opsetid(ML_DOMAIN, ml_opset)])
     return list(ReferenceEvaluator(model).run(None, feeds))
 
 

@@ -16,10 +16,8 @@ from bounds.graph import Graph, TensorInfo
 from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
 from verifier.gz import read_capped
 from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
-from verifier.onnx_import.converters.ml import DOMAIN as ML_DOMAIN
-from verifier.onnx_import.converters.ml import ml_op
 from verifier.onnx_import.fold import fold_node
-from verifier.onnx_import.registry import find_converter
+from verifier.onnx_import.registry import ML_DOMAIN, find_converter, ml_op
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ _MAX_SESSIONS = 8
 # The most recent (model bytes object, session): repeated calls for one model skip the hash.
 _LAST_SESSION: tuple[bytes, object] | None = None
 _EXPOSING: dict[str, object] = {}
-# (id(session), output names) -> (session, each output's shape for one point): run_batched
-_ONE_POINT_SHAPES: dict[tuple, tuple[object, list[tuple]]] = {}
+# (id(session), output names) -> (session, each output's shape for one point, or None where
+# some output has no batch axis): run_batched
+_ONE_POINT_SHAPES: dict[tuple, tuple[object, list[tuple] | None]] = {}
 
 
 def ort_session(model):
@@ -115,9 +116,11 @@ def run_batched(session, names: list[str] | None, feeds: dict, first: dict,
     a Transpose in between): its batch axis is the one axis whose size is n times the one-point
     size, of size 1 for one point. None when some output has no such axis (the caller then runs
     the points one at a time)."""
-    outs = session.run(names, feeds)
     key = (id(session), None if names is None else tuple(names))
     cached = _ONE_POINT_SHAPES.get(key)
+    if cached is not None and cached[0] is session and cached[1] is None:
+        return None  # an earlier call found an output with no batch axis (the model's shape)
+    outs = session.run(names, feeds)
     if cached is None or cached[0] is not session:
         if len(_ONE_POINT_SHAPES) >= _MAX_SESSIONS:
             _ONE_POINT_SHAPES.clear()
@@ -127,6 +130,7 @@ def run_batched(session, names: list[str] | None, feeds: dict, first: dict,
     for out, one in zip(outs, cached[1], strict=True):
         axis = batch_axis(np.shape(out), one, n)
         if axis is None:
+            _ONE_POINT_SHAPES[key] = (session, None)  # later calls go point by point at once
             return None
         rows.append(np.moveaxis(np.asarray(out), axis, 0).reshape(n, -1))
     return rows

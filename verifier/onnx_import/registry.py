@@ -14,6 +14,15 @@ from functools import cache
 from bounds.registry import Registry, UnsupportedOpError
 
 CONVERTERS = Registry("ONNX converter")
+# scikit-learn's operator domain (converters/ml.py): its ops are keyed apart (``ml_op``)
+ML_DOMAIN = "ai.onnx.ml"
+
+
+def ml_op(op_type: str) -> str:
+    """The registry key of an ``ai.onnx.ml`` operator (kept apart from the standard ops)."""
+    return f"{ML_DOMAIN}.{op_type}"
+
+
 # Ops imported only when all their operands are constant (folded): their output's shape would
 # depend on input values otherwise. ``nncert supports --onnx-operators`` leaves them out.
 CONSTANT_ONLY: set[str] = set()

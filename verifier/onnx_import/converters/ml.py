@@ -20,14 +20,7 @@ from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.linear import emit_linear
 from verifier.onnx_import.converters.shape import emit_gather
-from verifier.onnx_import.registry import converter
-
-DOMAIN = "ai.onnx.ml"
-
-
-def ml_op(op_type: str) -> str:
-    """The registry key of an ``ai.onnx.ml`` operator (kept apart from the standard ops)."""
-    return f"{DOMAIN}.{op_type}"
+from verifier.onnx_import.registry import converter, ml_op
 
 
 def _floats(ctx: ConvertContext, node, name: str, default=None) -> np.ndarray | None:
@@ -195,7 +188,7 @@ def normalizer(ctx: ConvertContext, node) -> None:
 @converter(ml_op("ArrayFeatureExtractor"), 1)
 def array_feature_extractor(ctx: ConvertContext, node) -> None:
     """x[..., indices]: a Gather on the last axis for constant indices; a constant 1-D table
-    read at an input-dependent index (a classifier's label) through its one-hot row."""
+    read at an input-dependent index (a classifier's label) as ``_pick`` reads it."""
     x, idx = ctx.value(node.input[0]), ctx.value(node.input[1])
     if isinstance(idx, Dyn):
         table = np.asarray(ctx.const(node.input[0], "the table read at a dynamic index"))
