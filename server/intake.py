@@ -114,13 +114,18 @@ def expansion_budget(text: str, n_in: int, settings: Settings) -> bool:
 def check_spec(text: str, summary: dict, settings: Settings) -> None:
     """Parse the spec and check it against the model's sizes (422 with the parser's message).
     A query only a composed model verifies (hidden tensors, several tensors, networks equal-to
-    the uploaded one, products) is composed here once, so a mismatch is refused at submit."""
+    the uploaded one, products) is composed here once, so a mismatch is refused at submit.
+    A model with a symbolic input dimension is imported here, that dimension set by the
+    spec's input count (as the job will run it)."""
     from verifier.errors import SpecError
     from verifier.spec import parse_query
 
-    n_in = sum(math.prod(t["shape"]) for t in summary["inputs"])
-    n_out = sum(math.prod(t["shape"]) for t in summary["outputs"])
-    prescan_spec(text, n_in, n_out, settings)
+    symbolic = summary.get("symbolic_axis")
+    n_in, n_out = (_tensor_values(summary["inputs"]), _tensor_values(summary["outputs"])) \
+        if not symbolic else (0, 0)
+    cap = settings.max_tensor_elements  # each tensor's size, before the spec fixes it
+    prescan_spec(text, n_in or cap * len(summary["inputs"]),
+                 n_out or cap * len(summary["outputs"]), settings)
     try:
         always_false = expansion_budget(text, n_in, settings)
         query = parse_query(text, "spec", max_terms=settings.max_spec_terms, compose=True)
@@ -133,13 +138,40 @@ def check_spec(text: str, summary: dict, settings: Settings) -> None:
         raise ApiError(422, "spec has no input to verify: every input box is empty (some "
                             "input's lower bound is above its upper bound)")
     if query.needs_composition:
+        if symbolic:
+            raise ApiError(422, f"a composed query needs a model with static input shapes; "
+                                f"this one's input {symbolic} is symbolic")
         check_composition(query, summary, settings)
         return
+    if symbolic:
+        summary = pinned_summary(summary, spec.n_inputs, settings)
+        n_in, n_out = _tensor_values(summary["inputs"]), _tensor_values(summary["outputs"])
     if spec.n_inputs != n_in:
         raise ApiError(422, f"spec declares {spec.n_inputs} input variables, the model has {n_in}")
     if spec.n_outputs != n_out:
         raise ApiError(422, f"spec declares {spec.n_outputs} output variables, "
                             f"the model has {n_out}")
+
+
+def _tensor_values(tensors: list[dict]) -> int:
+    return sum(math.prod(t["shape"]) for t in tensors)
+
+
+def pinned_summary(summary: dict, n_inputs: int, settings: Settings) -> dict:
+    """The summary of the stored model with its symbolic input dimension set so that its
+    inputs hold ``n_inputs`` values (the import, size and constant checks of
+    :func:`check_model` at that size); 422 when no size fits."""
+    from server.artifacts import Artifacts
+    from verifier.errors import ModelError
+    from verifier.onnx_import.loader import read_model_proto
+    from verifier.onnx_import.symbolic_axes import pin_symbolic_axes
+
+    proto, _ = read_model_proto(Artifacts(settings.data_dir).path("models", summary["id"]))
+    try:
+        pin_symbolic_axes(proto, n_inputs, "uploaded model")
+    except ModelError as exc:
+        raise ApiError(422, f"spec does not fit the model: {exc}") from None
+    return check_model(proto.SerializeToString(), summary["id"], settings)
 
 
 def check_composition(query, summary: dict, settings: Settings) -> None:
@@ -198,6 +230,9 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
     summary = {"id": digest, "size_bytes": len(data), "opset": opset,
                "ops": dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
                "parameters": params}
+    symbolic = symbolic_summary(proto)
+    if symbolic:  # imported once a spec sets the dimension (check_spec)
+        return {**summary, **symbolic}
     try:
         imported = import_proto(proto, data, "uploaded model")
     except FoldTooLarge as exc:
@@ -215,6 +250,31 @@ def check_model(data: bytes, digest: str, settings: Settings) -> dict:
         "outputs": [{"name": t.onnx_name or t.name, "shape": list(t.shape)}
                     for t in graph.outputs],
     }
+
+
+def symbolic_summary(proto) -> dict | None:
+    """Inputs, outputs and the symbolic dimension of a model with one symbolic non-batch input
+    dimension (shown as -1; each spec's input count sets it); None without one; 422 with
+    several."""
+    from verifier.errors import ModelError
+    from verifier.onnx_import.symbolic_axes import (
+        declared_shape,
+        describe,
+        graph_inputs,
+        symbolic_axis,
+    )
+
+    try:
+        found = symbolic_axis(proto, "uploaded model")
+    except ModelError as exc:
+        raise ApiError(422, f"model refused: {exc}") from None
+    if found is None:
+        return None
+    return {"inputs": [{"name": vi.name, "shape": declared_shape(vi)}
+                       for vi in graph_inputs(proto)],
+            "outputs": [{"name": vi.name, "shape": declared_shape(vi)}
+                        for vi in proto.graph.output],
+            "symbolic_axis": describe(*found)}
 
 
 def check_constants(graph, settings: Settings) -> None:

@@ -26,7 +26,8 @@ class ErrorBody(BaseModel):
 
 class TensorSummary(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[int] = Field(description="-1 where the dimension is symbolic (see the model's "
+                                         "symbolic_axis)")
 
 
 class ModelSummary(BaseModel):
@@ -40,6 +41,10 @@ class ModelSummary(BaseModel):
     attack_only: str | None = Field(
         None, description="set when the importer refused the model but onnxruntime runs it: "
                           "why; its jobs are attacked (sat or unknown), never bounded")
+    symbolic_axis: str | None = Field(
+        None, description="the one symbolic non-batch input dimension (a dynamic sequence "
+                          "length): each spec's input count sets it, and the model is "
+                          "imported and checked at that size when a spec is submitted")
 
 
 class JobOptions(BaseModel):

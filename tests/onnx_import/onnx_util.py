@@ -80,3 +80,44 @@ def compare(model: onnx.ModelProto, n: int = 4, low: float = -2.0, high: float =
 
 def rand(*shape, seed: int = 1, low: float = -1.0, high: float = 1.0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+FEATURES = 3
+
+
+def sequence_model(dims=("N", "seq", FEATURES), extra: dict | None = None) -> onnx.ModelProto:
+    """A model for symbolic sequence lengths: x[dims] -> mean over the sequence -> Gemm ->
+    Relu -> Gemm -> y[1, 2] (plus ``extra`` inputs {name: dims}, added to the mean's result
+    through a Gemm of their own)."""
+    rng = np.random.default_rng(3)
+    inits = {"w1": rng.normal(0, 1, (4, FEATURES)), "b1": rng.normal(0, 0.1, 4),
+             "w2": rng.normal(0, 1, (2, 4)), "b2": np.zeros(2), "axes": np.array([1])}
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+             helper.make_node("Gemm", ["m", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], transB=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))]
+    for name, shape in (extra or {}).items():
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+        inits[f"{name}_w"] = rng.normal(0, 1, (FEATURES, shape[-1]))
+        nodes[0:1] = [helper.make_node("ReduceMean", ["x", "axes"], ["m0"], keepdims=0),
+                      helper.make_node("Gemm", [name, f"{name}_w"], [f"{name}_p"], transB=1),
+                      helper.make_node("Add", ["m0", f"{name}_p"], ["m"])]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(v.astype(np.int64 if k == "axes" else np.float32), k)
+         for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model
+
+
+def sequence_spec(center: np.ndarray, eps: float, y0_at_least: float) -> str:
+    """A box of +-eps around ``center`` and Y_0 >= ``y0_at_least`` (sequence_model's two
+    outputs)."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(center.size)]
+    lines += ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
+    for i, v in enumerate(center.ravel().tolist()):
+        lines += [f"(assert (>= X_{i} {v - eps!r}))", f"(assert (<= X_{i} {v + eps!r}))"]
+    lines.append(f"(assert (>= Y_0 {y0_at_least!r}))")
+    return "\n".join(lines) + "\n"

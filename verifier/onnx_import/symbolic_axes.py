@@ -16,29 +16,51 @@ log = logging.getLogger(__name__)
 
 
 def _symbolic(d: onnx.TensorShapeProto.Dimension) -> bool:
-    return not (d.HasField("dim_value") and d.dim_value > 0)
+    """A named or unset dimension (a dim_value of 0 or below is a static one the importer
+    refuses)."""
+    return not d.HasField("dim_value")
 
 
-def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph's inputs that are not initializers."""
     constant = {t.name for t in proto.graph.initializer}
     return [vi for vi in proto.graph.input if vi.name not in constant]
+
+
+def symbolic_axis(proto: onnx.ModelProto, label: str = "model"
+                  ) -> tuple[onnx.ValueInfoProto, int] | None:
+    """The (input, axis) of the one symbolic non-batch input dimension of ``proto``; None when
+    there is none. ModelError when there are several (an input count fixes only their
+    product)."""
+    unknown = [(vi, axis) for vi in graph_inputs(proto)
+               for axis, d in enumerate(vi.type.tensor_type.shape.dim)
+               if axis > 0 and _symbolic(d)]
+    if len(unknown) > 1:
+        raise ModelError(f"{label}: symbolic input dimensions {_where(unknown)}; the spec's "
+                         "input count fixes one only: export the model with static sizes for "
+                         "the others")
+    return unknown[0] if unknown else None
+
+
+def describe(vi: onnx.ValueInfoProto, axis: int) -> str:
+    """``'x' axis 1 ('seq')``: the dimension as messages name it."""
+    return f"{vi.name!r} axis {axis} ({_name(vi, axis)})"
+
+
+def _where(unknown) -> str:
+    return ", ".join(describe(vi, axis) for vi, axis in unknown)
 
 
 def pin_symbolic_axes(proto: onnx.ModelProto, n_values: int, label: str = "model") -> bool:
     """Set the one symbolic non-batch input dimension of ``proto`` (in place) so that the
     inputs hold ``n_values`` values in all; False when there is none. ModelError when there
-    are several (the count fixes only their product) or no whole size fits."""
-    unknown = [(vi, axis) for vi in _graph_inputs(proto)
-               for axis, d in enumerate(vi.type.tensor_type.shape.dim)
-               if axis > 0 and _symbolic(d)]
-    if not unknown:
+    are several (``symbolic_axis``) or no whole size fits."""
+    found = symbolic_axis(proto, label)
+    if found is None:
         return False
-    where = ", ".join(f"{vi.name!r} axis {axis} ({_name(vi, axis)})" for vi, axis in unknown)
-    if len(unknown) > 1:
-        raise ModelError(f"{label}: symbolic input dimensions {where}; the spec's input count "
-                         "fixes one only: export the model with static sizes for the others")
-    target, axis = unknown[0]
-    fixed = sum(math.prod(_known(vi)) for vi in _graph_inputs(proto) if vi is not target)
+    where = describe(*found)
+    target, axis = found
+    fixed = sum(math.prod(_known(vi)) for vi in graph_inputs(proto) if vi is not target)
     per = math.prod(d for i, d in enumerate(_known(target)) if i != axis)
     rest = n_values - fixed
     if rest <= 0 or rest % per:
@@ -61,3 +83,10 @@ def _known(vi: onnx.ValueInfoProto) -> list[int]:
 
 def _name(vi: onnx.ValueInfoProto, axis: int) -> str:
     return repr(vi.type.tensor_type.shape.dim[axis].dim_param or "unnamed")
+
+
+def declared_shape(vi: onnx.ValueInfoProto) -> list[int]:
+    """The dimensions as declared: a symbolic batch axis (axis 0) as 1, any other symbolic
+    dimension as -1 (set by a spec's input count)."""
+    return [(-1 if axis else 1) if _symbolic(d) else int(d.dim_value)
+            for axis, d in enumerate(vi.type.tensor_type.shape.dim)]
