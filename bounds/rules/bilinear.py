@@ -133,6 +133,8 @@ def matmul_backward(node, coef, args, alpha=None):
         return None, None  # vector operands: concretise (not emitted by our importer)
     if not _finite(a.lower, a.upper, b.lower, b.upper):
         return None, None
+    if alpha is None:
+        return _matmul_midpoint_planes(coef, a, b)
     al, bl = _matmul_operands(a.lower, b.lower)
     au, bu = _matmul_operands(a.upper, b.upper)
     c = coef.unsqueeze(-2)  # [B, S, *lead, m, 1, p]
@@ -141,6 +143,31 @@ def matmul_backward(node, coef, args, alpha=None):
     ca, cb, offset = product_planes(c, Interval(al, au), Interval(bl, bu), alpha)
     return [_reduce_lead(ca.sum(-1), _shape(a.lower)),
             _reduce_lead(cb.sum(-3), _shape(b.lower))], offset
+
+
+def _matmul_midpoint_planes(coef: torch.Tensor, a: Interval, b: Interval):
+    """``matmul_backward`` with the default planes (t = t' = 1/2) as matrix products: both
+    planes of a_ik b_kj then have the slopes mid(b_kj) on a_ik and mid(a_ik) on b_kj, so the
+    coefficients are coef @ mid(b)^T and mid(a)^T @ coef, and the offsets' sums over k are
+    products of the bound matrices; no [*lead, m, k, p] tensor of planes is formed (attention's
+    Q K^T and weights @ V). The margin covers each term as ``product_planes``' does, with
+    |sums| bounded by sums of |terms|, plus k ulps for the sums over k themselves."""
+    la, ua, lb, ub = (_spec(t) for t in (a.lower, a.upper, b.lower, b.upper))
+    mid_a, mid_b = (la + ua) / 2, (lb + ub) / 2
+    ca = coef @ mid_b.transpose(-1, -2)  # [B, S, *lead, m, k]
+    cb = mid_a.transpose(-1, -2) @ coef  # [B, S, *lead, k, p]
+    # offsets summed over k: lower -(la lb + ua ub) / 2, upper -(la ub + ua lb) / 2
+    off_lo = -(la @ lb + ua @ ub) / 2
+    off_up = -(la @ ub + ua @ lb) / 2
+    abs_la, abs_ua, abs_lb, abs_ub = la.abs(), ua.abs(), lb.abs(), ub.abs()
+    mag_a, mag_b = torch.maximum(abs_la, abs_ua), torch.maximum(abs_lb, abs_ub)
+    slopes = mag_a @ mid_b.abs() + mid_a.abs() @ mag_b
+    eps = (MARGIN_ULPS + a.lower.shape[-1]) * torch.finfo(coef.dtype).eps
+    off_lo = off_lo - eps * ((abs_la @ abs_lb + abs_ua @ abs_ub) / 2 + slopes)
+    off_up = off_up + eps * ((abs_la @ abs_ub + abs_ua @ abs_lb) / 2 + slopes)
+    pos = coef.clamp(min=0)
+    offset = (pos * off_lo + (coef - pos) * off_up).flatten(2).sum(-1)
+    return [_reduce_lead(ca, _shape(a.lower)), _reduce_lead(cb, _shape(b.lower))], offset
 
 
 def alpha_shape(node, args) -> tuple[int, ...] | None:

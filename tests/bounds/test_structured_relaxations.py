@@ -97,6 +97,9 @@ CASES = {
                     lambda a: np.matmul(a[0], a[1])),
     "MatMul(a,b broadcast)": ("MatMul", {}, {0: (1, 3, 2), 1: (2, 2, 3)}, (2, 3, 3),
                               lambda a: np.matmul(a[0], a[1])),
+    # attention's shape: heads as a leading axis, a longer inner sum
+    "MatMul(heads)": ("MatMul", {}, {0: (2, 4, 6), 1: (2, 6, 3)}, (2, 4, 3),
+                      lambda a: np.matmul(a[0], a[1])),
 }
 
 
@@ -160,6 +163,26 @@ def test_backward_planes_bound_sampled_values(label, dtype):
         if k == 1:
             alpha = (alpha > 0.5).to(dtype)
         _check_backward(label, node, intervals, pts, values, coef, alpha, dtype)
+
+
+@pytest.mark.parametrize("label", [k for k in CASES if CASES[k][0] == "MatMul"])
+def test_matmul_default_planes_are_the_half_alpha_planes(label):
+    """MatMul's default step (matrix products of the bound matrices) gives alpha = 1/2's
+    coefficients, and its offset differs only by its wider rounding margin (a few ulps)."""
+    from bounds.engine.alpha import STRUCTURED_ALPHA_OPS
+
+    rng, node, intervals, _, _ = _draw(label, 11, torch.float64)
+    coef = torch.as_tensor(rng.normal(size=(N_BOXES, 3, *node.shape)))
+    rule = rules().get(node.op)
+    fast, fast_offset = rule.backward(node, coef, intervals)
+    half = STRUCTURED_ALPHA_OPS[node.op][0](node, intervals, 3)
+    planes, offset = rule.backward(node, coef, intervals, alpha=half)
+    for a, b in zip(fast, planes, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    scale = sum((c.abs() * i.lower.abs().maximum(i.upper.abs()).unsqueeze(1)).flatten(2).sum(-1)
+                for c, i in zip(planes, intervals, strict=True)) + offset.abs()
+    gap = offset - fast_offset
+    assert bool((gap >= 0).all()) and bool((gap <= 1e-13 * scale).all())
 
 
 @pytest.mark.parametrize("label", list(CASES))
