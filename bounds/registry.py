@@ -89,6 +89,7 @@ class Rounding(Enum):
     DOT = "dot"  # a dot product plus bias: gamma(n + 1) (|W| |x| + |b|)
     GENERIC = "generic"  # library functions with no error bound: the generic allowance of |y|
     GENERIC_INPUT = "generic_input"  # generic, plus a term growing like eps |x| (GELU)
+    SLACK = "slack"  # stated by the node: relative * (|x| + |s|) (``bounds.rules.slack``)
 
 
 @dataclass(frozen=True)

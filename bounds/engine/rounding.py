@@ -15,6 +15,8 @@ Error model (u = 2**-24, the float32 unit roundoff):
 * elementwise arithmetic (Add, Sub, Mul, Div, LeakyRelu): at most two roundings: 2u |y|;
 * data movement (reshape, transpose, slicing, padding, Relu, max), comparisons, logic and
   index ops (ArgMax, OneHot, Cast to integers) are exact: 0;
+* Slack (``bounds.rules.slack``): a bound its node states, relative * (|x| + |s|) (a
+  LayerNormalization's variance as onnxruntime computes it);
 * transcendental functions, whose implementations in onnxruntime promise no error bound:
   2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (GENERIC_INPUT ops add
   2**-19 |x|: Gelu's tanh form was measured off by ~eps32 |x| at x = -4.4).
@@ -37,6 +39,7 @@ from bounds.engine.constants import array_memo
 from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
 from bounds.rules.linear import WEIGHTED_OPS, forward_products
+from bounds.rules.slack import slack_error
 from bounds.types import Interval
 
 U32 = 2.0**-24
@@ -164,6 +167,8 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         else:
             scale = rule.forward(node, abs_args)
         return gamma(n + 1) * scale
+    if kind is Rounding.SLACK:
+        return slack_error(node, args)
     delta = generic_error(_magnitude(out))
     if kind is Rounding.GENERIC_INPUT:  # e.g. x * Phi(x): float32 error grows like eps32 |x|
         delta = delta + GENERIC_REL * _magnitude(args[0])

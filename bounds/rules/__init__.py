@@ -17,6 +17,7 @@ from bounds.rules import (
     s_shaped,
     scatter,
     shape,
+    slack,
     softmax,
     softplus,
 )
@@ -40,4 +41,5 @@ ALL_RULE_MODULES = (
     argmax_pairs,
     dynamic_slice,
     scatter,
+    slack,
 )

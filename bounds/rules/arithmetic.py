@@ -27,7 +27,7 @@ from bounds.rules.common import (
     static_shape,
     sum_to_batch_spec,
 )
-from bounds.rules.floors import nonneg_product_floor, nonneg_sum_floor, variance_floor
+from bounds.rules.floors import nonneg_product_floor, nonneg_sum_floor
 from bounds.types import Interval
 
 NODE_AFFINE_OPS = ("Mul", "Div", "MatMul")
@@ -151,7 +151,7 @@ RULES = (
            **_ARITH),
     OpRule("Sub", forward=lambda node, a: a[0] - a[1], ibp=_sub_ibp,
            backward=_linear_combination_backward((1.0, -1.0)),
-           traits=OpTraits(**_COORD), doc="x - y", floor=variance_floor, **_ARITH),
+           traits=OpTraits(**_COORD), doc="x - y", **_ARITH),
     OpRule("Neg", forward=lambda node, a: -a[0], ibp=_neg_ibp, backward=_neg_backward,
            traits=OpTraits(**_COORD), doc="-x", **{**_ARITH, "rounding": Rounding.EXACT}),
     OpRule("Mul", forward=lambda node, a: a[0] * a[1], ibp=_mul_ibp, backward=_scale_backward,

@@ -76,24 +76,12 @@ def nonneg_reduce_floor(forward):
     return floor
 
 
-def variance_floor(node, args) -> torch.Tensor | None:
-    """mean(x^2) - mean(x)^2 over n values (a Sub the importer marks ``variance_of`` = n: the
-    normalisations' variance as onnxruntime computes it, two float32 means and a square) is
-    never below -2 (3 n + 5) u A, A = mean(x^2) exactly (<= the minuend's upper end up to
-    (n + 1) u): the exact variance is >= 0, the float sum of squares is off by at most
-    n u A, the float mean by n u mean|x| with mean|x|^2 <= A, so the square by (2 n + 1) u A,
-    and the last subtraction rounds once more (first-order; the factor 2 covers the rest).
-    Unmarked Subs: None."""
-    n = node.attrs.get("variance_of")
-    if not n:
-        return None
-    top = args[0].upper if isinstance(args[0], Interval) else torch.as_tensor(args[0])
-    return -variance_slack(n) * torch.clamp(top, min=0.0)
-
-
 def variance_slack(n: int) -> float:
-    """c with the runtime's mean(x^2) - mean(x)^2 over n float32 values >= the exact variance
-    minus c times its float32 mean of squares (``variance_floor``; float32, so that the
-    constant the importer stores is this value rounded up)."""
+    """c with the runtime's mean(x^2) - mean(x)^2 over n float32 values within c A of the
+    exact variance, A = mean(x^2) exactly: the float sum of squares is off by at most n u A,
+    the float mean by n u mean|x| with mean|x|^2 <= A, so its square by (2 n + 1) u A, and
+    the last subtraction rounds once more: 2 (3 n + 5) u A to first order (the factor 2
+    covers the rest), either way. Float32, rounded up (the importer stores it:
+    ``bounds.rules.slack``)."""
     c = 2.0 * (3 * n + 5) * U32 * (1.0 + 4.0 * (n + 1) * U32)
     return float(np.nextafter(np.float32(c), np.float32(np.inf)))

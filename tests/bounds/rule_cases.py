@@ -401,6 +401,11 @@ STRUCTURED = [
              operands={0: (6,), 1: (1,)}, attrs={"axes": (0,), "lengths": (3,)},
              onnx_inputs=("x0", "x1"), domain=(0.0, 3.99), specials=(1.0, 2.0, 3.0),
              numpy_ref=_dynamic_slice_ref),
+    # x with an error allowance sized by s: no ONNX form (the importer writes it for a
+    # LayerNormalization's variance; tests/onnx_import checks those models in onnxruntime)
+    RuleCase("Slack", "Slack(x,s)", in_shape=(12,), out_shape=(6,), operands={0: (6,), 1: (6,)},
+             attrs={"relative": 2.0**-10}, onnx_inputs=("x0", "x1"), nonlinear=False,
+             numpy_ref=lambda x: _cut(x, (6, 6))[0].astype(np.float64)),
     # x[:6] with x[6:12] written at window floor(x[12]) + 0..1 (clamped to the axis), inside a
     # constant mask; the ONNX form (ScatterND of sliced Range indices) needs several nodes, so
     # tests/onnx_import/test_scatter_window.py checks the semantics in onnxruntime

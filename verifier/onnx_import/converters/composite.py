@@ -27,7 +27,7 @@ import numpy as np
 from bounds.rules.elu import alpha_problem
 from bounds.rules.floors import variance_slack
 from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
-from verifier.onnx_import.converters.arithmetic import emit_broadcast, stacked_extreme
+from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
 from verifier.onnx_import.converters.shape import emit_slice, reshape_value
 from verifier.onnx_import.registry import converter
@@ -270,25 +270,22 @@ def _normalize(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...], epsilon: floa
     runtime's var + eps is a number a square root takes (elsewhere its output is NaN).
 
     That difference of two means loses their dependence under bound propagation (its lower
-    end falls below 0, and 1 / sqrt has no bound). The runtime's value is never below
-    mean((x - m)^2) - c u mean(x^2) (``rules.floors.variance_floor``'s error analysis, c its
-    constant): so var is taken as the max of the two, the identity on every evaluation, whose
-    lower end is the centred form's (each square >= 0, CROWN-tight)."""
+    end falls below 0 and its upper end grows with mean(x^2)'s). The same reals give the
+    centred form v = mean((x - m)^2), and the runtime's float32 value is within c (v + m^2)
+    of it (c = ``rules.floors.variance_slack``, its error analysis): var is v in a Slack
+    node (``bounds.rules.slack``) carrying that error, so bounds follow v (each square >= 0,
+    CROWN-tight) and the error enters as a rounding allowance. (The max of the float form
+    and a floor below it, used before, gave CROWN a constant lower plane: a trained
+    two-block transformer's bound was -1.92 where this form gives +1.99.)"""
     kept = reduced_shape(x.shape, axes, 1)
     attrs = {"axes": axes, "keepdims": 1}
     mean = ctx.emit("ReduceMean", [x], kept, attrs)
-    mean_square = ctx.emit("ReduceMean", [_unary(ctx, "Pow", x, {"exponent": 2.0})], kept,
-                           attrs)
-    count = math.prod(x.shape[a] for a in axes)  # (the Sub's floor: rules/floors.py)
-    variance = emit_broadcast(ctx, "Sub", [mean_square, _unary(ctx, "Pow", mean,
-                                                               {"exponent": 2.0})],
-                              {"variance_of": count})
     centred = emit_broadcast(ctx, "Sub", [x, mean])
     centred_var = ctx.emit("ReduceMean", [_unary(ctx, "Pow", centred, {"exponent": 2.0})],
                            kept, attrs)
-    slack = emit_broadcast(ctx, "Mul", [mean_square, _f32(variance_slack(count))])
-    variance = stacked_extreme(ctx, variance, emit_broadcast(ctx, "Sub", [centred_var, slack]),
-                               largest=True)
+    count = math.prod(x.shape[a] for a in axes)
+    variance = ctx.emit("Slack", [centred_var, _unary(ctx, "Pow", mean, {"exponent": 2.0})],
+                        kept, {"relative": variance_slack(count)})
     if epsilon:
         variance = emit_broadcast(ctx, "Add", [variance, _f32(epsilon)])
     guarded = _unary(ctx, "Relu", variance)
