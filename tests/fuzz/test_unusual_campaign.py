@@ -212,3 +212,14 @@ def test_a_hanging_task_gets_its_worker_killed():
         assert answer is None and not worker.alive()
     finally:
         worker.close()
+
+
+def test_import_errors_take_matching_nans_as_agreement():
+    """A NaN on both sides agrees (a normalisation of a constant vector, case 61:131); on
+    one side only it is the worst error; an infinity agrees only with itself."""
+    from fuzzing.unusual_tasks import _errors
+
+    nan, inf = float("nan"), float("inf")
+    ours = np.array([[nan, 1.0], [nan, 1.0], [1.0, inf], [1.0, inf]])
+    ref = np.array([[nan, 1.0], [0.5, 1.0], [1.0, inf], [1.0, 2.0]])
+    assert _errors(ours, ref).tolist() == [0.0, inf, 0.0, inf]
