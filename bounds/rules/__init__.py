@@ -20,6 +20,7 @@ from bounds.rules import (
     slack,
     softmax,
     softplus,
+    trees,
 )
 
 ALL_RULE_MODULES = (
@@ -42,4 +43,5 @@ ALL_RULE_MODULES = (
     dynamic_slice,
     scatter,
     slack,
+    trees,
 )

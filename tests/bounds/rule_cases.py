@@ -301,6 +301,22 @@ def _affine(op, label, **kw) -> RuleCase:
     return RuleCase(op, label, nonlinear=False, **kw)
 
 
+_INF = np.inf
+# per leaf and feature: (end, strict) below and above
+_TREE_LOWER = np.array([[[-_INF, 0], [-_INF, 0]], [[0.0, 1], [-_INF, 0]],
+                        [[-_INF, 0], [-_INF, 0]], [[-_INF, 0], [0.5, 0]]])
+_TREE_UPPER = np.array([[[0.0, 0], [_INF, 0]], [[_INF, 0], [_INF, 0]],
+                        [[_INF, 0], [0.5, 1]], [[_INF, 0], [_INF, 0]]])
+_TREE_VALUES = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25], [2.0, -0.75]], np.float32)
+_TREE_OF = np.array([0, 0, 1, 1])
+
+
+def _tree_leaves_ref(x):
+    first = np.where((x[:, 0] <= 0.0)[:, None], _TREE_VALUES[0], _TREE_VALUES[1])
+    second = np.where((x[:, 1] < 0.5)[:, None], _TREE_VALUES[2], _TREE_VALUES[3])
+    return np.stack([first, second], axis=1).astype(np.float64)
+
+
 def _dynamic_slice_ref(x):
     """x [N, 7]: the data x[:, :6] read at floor(x[:, 6]) for 3 elements."""
     s = np.floor(x[:, 6]).astype(np.int64)
@@ -401,6 +417,11 @@ STRUCTURED = [
              operands={0: (6,), 1: (1,)}, attrs={"axes": (0,), "lengths": (3,)},
              onnx_inputs=("x0", "x1"), domain=(0.0, 3.99), specials=(1.0, 2.0, 3.0),
              numpy_ref=_dynamic_slice_ref),
+    # two trees on 2 features (x0 <= 0 | x0 > 0; x1 < 0.5 | x1 >= 0.5), 2 outputs per leaf: no
+    # one-node ONNX form here (tests/onnx_import/test_tree_ensembles.py checks the ensembles)
+    RuleCase("TreeLeaves", "TreeLeaves(2 trees)", in_shape=(2,), out_shape=(2, 2),
+             consts={1: _TREE_LOWER, 2: _TREE_UPPER, 3: _TREE_VALUES, 4: _TREE_OF},
+             domain=(-1.0, 1.0), specials=(0.0, 0.5), numpy_ref=_tree_leaves_ref),
     # x with an error allowance sized by s: no ONNX form (the importer writes it for a
     # LayerNormalization's variance; tests/onnx_import checks those models in onnxruntime)
     RuleCase("Slack", "Slack(x,s)", in_shape=(12,), out_shape=(6,), operands={0: (6,), 1: (6,)},

@@ -187,7 +187,53 @@ def make_ml_extractor():
     return model
 
 
+# two trees on 4 features: (tree, node, mode, feature, threshold, true node, false node), every
+# branch mode; leaves carry weights per output (TreeEnsembleClassifier / Regressor)
+_TREE_NODES = [(0, 0, "BRANCH_LEQ", 0, 0.1, 1, 2), (0, 1, "BRANCH_LT", 1, -0.3, 3, 4),
+               (0, 2, "BRANCH_GTE", 2, 0.5, 5, 6), (0, 3, "LEAF", 0, 0.0, 0, 0),
+               (0, 4, "LEAF", 0, 0.0, 0, 0), (0, 5, "LEAF", 0, 0.0, 0, 0),
+               (0, 6, "BRANCH_GT", 0, 0.8, 7, 8), (0, 7, "LEAF", 0, 0.0, 0, 0),
+               (0, 8, "LEAF", 0, 0.0, 0, 0), (1, 0, "BRANCH_LEQ", 3, 0.0, 1, 2),
+               (1, 1, "LEAF", 0, 0.0, 0, 0), (1, 2, "LEAF", 0, 0.0, 0, 0)]
+_TREE_LEAVES = [(0, 3), (0, 4), (0, 5), (0, 7), (0, 8), (1, 1), (1, 2)]
+
+
+def make_tree_ensemble(op: str, outputs: int = 3, weights=None, binary: bool = False,
+                       kept=("y",), **attrs):
+    """A TreeEnsembleClassifier (outputs "label", "y", those in ``kept`` the model's;
+    ``outputs`` classes, or one score column for two labels when ``binary``) or
+    TreeEnsembleRegressor (``outputs`` targets) on 4 features, as skl2onnx writes them;
+    ``weights`` [7 leaves, columns] (default random)."""
+    columns = 1 if binary else outputs
+    w = (np.random.default_rng(5).uniform(-1, 1, (len(_TREE_LEAVES), columns))
+         if weights is None else np.asarray(weights, np.float64))
+    t, n, mode, f, v, yes, no = zip(*_TREE_NODES, strict=True)
+    fields = {"nodes_treeids": list(t), "nodes_nodeids": list(n), "nodes_modes": list(mode),
+              "nodes_featureids": list(f), "nodes_values": list(v),
+              "nodes_truenodeids": list(yes), "nodes_falsenodeids": list(no)}
+    prefix = "class" if op == "TreeEnsembleClassifier" else "target"
+    cells = [(tree, node, c, float(w[k, c])) for k, (tree, node) in enumerate(_TREE_LEAVES)
+             for c in range(columns)]
+    for name, col in zip(("treeids", "nodeids", "ids", "weights"), zip(*cells, strict=True),
+                         strict=True):
+        fields[f"{prefix}_{name}"] = list(col)
+    if op == "TreeEnsembleClassifier":
+        fields["classlabels_int64s"] = [0, 1] if binary else list(range(outputs))
+        model = ml_model(op, outputs=("label", "y"), kept=kept, **{**fields, **attrs})
+        for out in model.graph.output:
+            if out.name == "label":
+                out.type.tensor_type.elem_type = TensorProto.INT64
+        return model
+    return ml_model(op, n_targets=outputs, **{**fields, **attrs})
+
+
 OP_MODELS: dict = {
+    "ai.onnx.ml.TreeEnsembleClassifier": (
+        lambda: make_tree_ensemble("TreeEnsembleClassifier", post_transform="SOFTMAX"),
+        -1.0, 1.0),
+    "ai.onnx.ml.TreeEnsembleRegressor": (
+        lambda: make_tree_ensemble("TreeEnsembleRegressor", outputs=2, base_values=[0.5, -1.0]),
+        -1.0, 1.0),
     # scikit-learn's operators (converters/ml.py)
     "ai.onnx.ml.Scaler": (lambda: ml_model("Scaler", offset=[0.1, -0.2, 0.3, 0.0],
                                            scale=[2.0, 0.5, 1.5, -1.0]), -2.0, 2.0),

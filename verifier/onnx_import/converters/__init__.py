@@ -17,7 +17,9 @@ from verifier.onnx_import.converters import (
     scatter,
     shape,
     sorting,
+    trees,
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
-           "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter", "shape", "sorting"]
+           "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter", "shape", "sorting",
+           "trees"]

@@ -1,0 +1,82 @@
+"""TreeLeaves(x; lower, upper, values, tree): the leaf values each tree of an ensemble gives x.
+
+A tree ensemble (``ai.onnx.ml`` TreeEnsembleClassifier / Regressor) is imported as this node
+followed by a sum over trees (``converters/trees.py``). Each leaf is the box of feature values
+its path admits: consts 1 and 2 hold, per leaf and feature, the path's lower and upper ends
+and whether each is strict (``lower``/``upper`` [L, F, 2]: the end, then 1.0 where strict);
+const 3 the leaf's values [L, C]; const 4 the tree of each leaf [L] (0..T-1). The output, for
+x [..., F], is [..., T, C]: per tree, the values of the one leaf whose box holds x.
+
+Bounds: a leaf can be reached from a box of x when the box meets the leaf's closed box (a
+superset of the exact test, which would drop a leaf reachable only on a strict end: sound);
+each tree's output then lies between the least and the greatest of its reachable leaves'
+values, per output. The value is piecewise constant: no planes (CROWN takes the interval),
+nothing rounds (a selection); the sum over trees carries the float32 allowance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bounds.registry import Milp, OpRule, OpTraits, Rounding
+from bounds.types import Interval
+
+
+def _consts(node, like: torch.Tensor):
+    lower, upper, values, tree = (torch.as_tensor(node.consts[k]) for k in (1, 2, 3, 4))
+    f64 = dict(dtype=torch.float64, device=like.device)
+    return (lower.to(**f64), upper.to(**f64), values.to(dtype=like.dtype, device=like.device),
+            tree.to(dtype=torch.long, device=like.device))
+
+
+def _trees(node) -> int:
+    return int(node.shape[-2])
+
+
+def _gather_by_tree(score: torch.Tensor, values: torch.Tensor, tree: torch.Tensor, n_trees: int,
+                    reduce: str) -> torch.Tensor:
+    """For each row of ``score`` [R, L] (a mask or weight per leaf) the per-tree reduction
+    of ``values`` [L, C] over the leaves it selects: [R, T, C]. ``reduce``: "sum" (one leaf
+    per tree), "amin" or "amax" (over the masked leaves; +-inf where a tree has none)."""
+    rows, n_leaves = score.shape
+    c = values.shape[1]
+    index = tree.view(1, n_leaves, 1).expand(rows, n_leaves, c)
+    if reduce == "sum":
+        out = torch.zeros(rows, n_trees, c, dtype=values.dtype, device=values.device)
+        return out.scatter_add_(1, index, score.unsqueeze(-1).to(values.dtype) * values)
+    fill = torch.inf if reduce == "amin" else -torch.inf
+    picked = torch.where(score.unsqueeze(-1), values.unsqueeze(0), fill)
+    out = torch.full((rows, n_trees, c), fill, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(1, index, picked, reduce)
+
+
+def _forward(node, args):
+    x = args[0]
+    lower, upper, values, tree = _consts(node, x)
+    flat = x.reshape(-1, 1, x.shape[-1]).to(torch.float64)
+    above = torch.where(lower[..., 1] > 0, flat > lower[..., 0], flat >= lower[..., 0])
+    below = torch.where(upper[..., 1] > 0, flat < upper[..., 0], flat <= upper[..., 0])
+    inside = (above & below).all(-1)  # [R, L]: one leaf per tree
+    out = _gather_by_tree(inside, values, tree, _trees(node), "sum")
+    return out.reshape(*x.shape[:-1], *out.shape[1:])
+
+
+def _ibp(node, args):
+    x = args[0]
+    lower, upper, values, tree = _consts(node, x.lower)
+    lo = x.lower.reshape(-1, 1, x.lower.shape[-1]).to(torch.float64)
+    hi = x.upper.reshape(-1, 1, x.upper.shape[-1]).to(torch.float64)
+    # closed boxes meet (NaN ends reach every leaf)
+    reach = (~(hi < lower[..., 0]) & ~(lo > upper[..., 0])).all(-1)
+    n = _trees(node)
+    out_lo = _gather_by_tree(reach, values, tree, n, "amin")
+    out_hi = _gather_by_tree(reach, values, tree, n, "amax")
+    shape = (*x.lower.shape[:-1], *out_lo.shape[1:])
+    return Interval(out_lo.reshape(shape), out_hi.reshape(shape))
+
+
+RULES = (
+    OpRule("TreeLeaves", forward=_forward, ibp=_ibp, traits=OpTraits(), alpha=None, split=None,
+           milp=Milp("none"), rounding=Rounding.EXACT,
+           doc="per tree, the values of the leaf whose box holds x (piecewise constant)"),
+)

@@ -1,0 +1,106 @@
+"""Tree ensembles (``ai.onnx.ml`` TreeEnsembleClassifier / Regressor, converters/trees.py):
+every configuration against onnxruntime, also on the thresholds themselves (which side each
+branch mode sends them), refusals by name, and ``verify`` deciding small and wide boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.onnx_import.onnx_util import compare, ort_outputs
+from tests.onnx_import.op_models import make_tree_ensemble
+from verifier.config import VerifyConfig
+from verifier.errors import UnsupportedOpError
+from verifier.onnx_import.loader import import_proto
+from verifier.pipeline import verify
+
+CLASSIFIER, REGRESSOR = "TreeEnsembleClassifier", "TreeEnsembleRegressor"
+BOTH = ("label", "y")
+CONFIGS = {
+    "classes_none": dict(op=CLASSIFIER, kept=BOTH),
+    "classes_softmax": dict(op=CLASSIFIER, post_transform="SOFTMAX", kept=BOTH),
+    "classes_logistic": dict(op=CLASSIFIER, post_transform="LOGISTIC", kept=BOTH),
+    "binary_signed": dict(op=CLASSIFIER, binary=True, kept=BOTH),
+    "binary_probabilities": dict(op=CLASSIFIER, binary=True, kept=BOTH,
+                                 weights=[[0.1], [0.9], [0.3], [0.6], [0.0], [0.2], [0.25]]),
+    "binary_logistic": dict(op=CLASSIFIER, binary=True, post_transform="LOGISTIC", kept=BOTH),
+    "targets_base": dict(op=REGRESSOR, outputs=2, base_values=[0.5, -1.0]),
+    "target_average": dict(op=REGRESSOR, outputs=1, aggregate_function="AVERAGE"),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_matches_onnxruntime(config):
+    compare(make_tree_ensemble(**CONFIGS[config]), n=64, low=-1.5, high=1.5)
+
+
+@pytest.mark.parametrize("config", ["classes_none", "targets_base"])
+def test_thresholds_go_the_way_their_branch_mode_says(config):
+    """Inputs exactly at the thresholds (x0 = 0.1 LEQ, x1 = -0.3 LT, x2 = 0.5 GTE, x0 = 0.8
+    GT, x3 = 0.0 LEQ) and one float32 step either side."""
+    from bounds.engine.forward import run_graph
+
+    model = make_tree_ensemble(**CONFIGS[config])
+    data = model.SerializeToString()
+    graph = import_proto(onnx.load_model_from_string(data), data).graph
+    base = np.array([0.1, -0.3, 0.5, 0.0], np.float32)
+    points = [base, np.array([0.8, -0.3, 0.0, 0.0], np.float32)]
+    for p in list(points):
+        for step in (-np.inf, np.inf):
+            points.append(np.nextafter(p, np.float32(step)))
+    for p in points:
+        ref = ort_outputs(model, [{"x": p.reshape(1, 4)}])[0]
+        import torch
+
+        ours = run_graph(graph, torch.as_tensor(p).reshape(1, 1, 4).double())
+        for got, want in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(got.numpy().ravel(), np.asarray(want, np.float64).ravel(),
+                                       rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("attrs,words", [
+    ({"op": REGRESSOR, "aggregate_function": "MIN"}, "aggregate_function 'MIN'"),
+    ({"op": CLASSIFIER, "post_transform": "PROBIT"}, "post_transform 'PROBIT'"),
+])
+def test_what_is_not_converted_is_refused_by_name(attrs, words):
+    model = make_tree_ensemble(**attrs)
+    data = model.SerializeToString()
+    with pytest.raises(UnsupportedOpError) as err:
+        import_proto(onnx.load_model_from_string(data), data)
+    assert words in str(err.value), str(err.value)
+
+
+def test_an_equality_branch_is_refused_by_name():
+    model = make_tree_ensemble(REGRESSOR, outputs=1)
+    attr = next(a for a in model.graph.node[0].attribute if a.name == "nodes_modes")
+    attr.strings[0] = b"BRANCH_EQ"
+    data = model.SerializeToString()
+    with pytest.raises(UnsupportedOpError) as err:
+        import_proto(onnx.load_model_from_string(data), data)
+    assert "BRANCH_EQ" in str(err.value)
+
+
+def _spec(center: np.ndarray, eps: float, y_at_least: float) -> str:
+    lines = [f"(declare-const X_{i} Real)" for i in range(4)] + ["(declare-const Y_0 Real)"]
+    for i, v in enumerate(center.tolist()):
+        lines += [f"(assert (>= X_{i} {v - eps!r}))", f"(assert (<= X_{i} {v + eps!r}))"]
+    return "\n".join(lines + [f"(assert (>= Y_0 {y_at_least!r}))"]) + "\n"
+
+
+def test_verify_decides_a_regressor_in_small_and_wide_boxes(tmp_path):
+    """A box inside one leaf per tree cannot reach a larger target (unsat); a box across
+    every threshold reaches the largest leaf sum (sat, re-checked by onnxruntime)."""
+    weights = [[0.0], [1.0], [2.0], [0.5], [3.0], [0.0], [1.0]]
+    model = make_tree_ensemble(REGRESSOR, outputs=1, weights=weights)
+    path = tmp_path / "trees.onnx"
+    onnx.save(model, path)
+    center = np.array([-0.5, 0.2, 0.0, -0.5], np.float32)  # leaves (0, 4) and (1, 1): 1.0
+    y = float(np.ravel(ort_outputs(model, [{"x": center.reshape(1, 4)}])[0][0])[0])
+    assert y == pytest.approx(1.0)
+    small, wide = tmp_path / "small.vnnlib", tmp_path / "wide.vnnlib"
+    small.write_text(_spec(center, 0.05, 1.5))
+    wide.write_text(_spec(np.array([0.5, 0.0, 0.5, 0.0], np.float32), 1.0, 3.5))
+    assert verify(str(path), str(small), VerifyConfig(timeout=30.0)).verdict == "unsat"
+    found = verify(str(path), str(wide), VerifyConfig(timeout=30.0))
+    assert found.verdict == "sat" and float(np.asarray(found.counterexample.y).ravel()[0]) >= 3.5
