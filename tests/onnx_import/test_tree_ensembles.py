@@ -104,3 +104,21 @@ def test_verify_decides_a_regressor_in_small_and_wide_boxes(tmp_path):
     assert verify(str(path), str(small), VerifyConfig(timeout=30.0)).verdict == "unsat"
     found = verify(str(path), str(wide), VerifyConfig(timeout=30.0))
     assert found.verdict == "sat" and float(np.asarray(found.counterexample.y).ravel()[0]) >= 3.5
+
+
+@pytest.mark.parametrize("child,words", [(99, "tree 0 has 2 roots"),
+                                         (0, "a weight for tree 0 node 3")])
+def test_a_broken_tree_is_a_model_error(child, words):
+    """Tree 0's node 2 (a GTE branch) points to a node that does not exist (its own true
+    child is left without a parent: two roots), or back to the root (a cycle: the root is
+    a child, and the walk from the one parentless node finds the other leaves' weights
+    orphaned)."""
+    from verifier.errors import ModelError
+
+    model = make_tree_ensemble(REGRESSOR, outputs=1)
+    attr = next(a for a in model.graph.node[0].attribute if a.name == "nodes_truenodeids")
+    attr.ints[2] = child
+    data = model.SerializeToString()
+    with pytest.raises(ModelError) as err:
+        import_proto(onnx.load_model_from_string(data), data)
+    assert words in str(err.value), str(err.value)

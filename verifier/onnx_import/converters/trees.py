@@ -86,9 +86,11 @@ def _leaf_boxes(ctx: ConvertContext, node, n_features: int):
         stack = [(roots[0], {})]
         while stack:
             key, box = stack.pop()
-            if key not in table or len(stack) > len(table):
+            if key not in table:
                 raise ModelError(f"{node.op_type} node {node.name!r}: tree {t} refers to "
                                  f"node {key[1]}, which it does not define")
+            if len(stack) > len(table):  # each cycle through a branch grows the stack
+                raise ModelError(f"{node.op_type} node {node.name!r}: tree {t} has a cycle")
             m, f, v, yes, no = table[key]
             if m == "LEAF":
                 leaves.append((t, key[1], box))
