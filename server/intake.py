@@ -121,11 +121,14 @@ def check_spec(text: str, summary: dict, settings: Settings) -> None:
     from verifier.spec import parse_query
 
     symbolic = summary.get("symbolic_axis")
-    n_in, n_out = (_tensor_values(summary["inputs"]), _tensor_values(summary["outputs"])) \
-        if not symbolic else (0, 0)
-    cap = settings.max_tensor_elements  # each tensor's size, before the spec fixes it
-    prescan_spec(text, n_in or cap * len(summary["inputs"]),
-                 n_out or cap * len(summary["outputs"]), settings)
+    if symbolic:  # sizes unknown until the spec sets them: each tensor's cap bounds indices
+        n_in = n_out = 0
+        cap = settings.max_tensor_elements
+        prescan_spec(text, cap * len(summary["inputs"]), cap * len(summary["outputs"]),
+                     settings)
+    else:
+        n_in, n_out = _tensor_values(summary["inputs"]), _tensor_values(summary["outputs"])
+        prescan_spec(text, n_in, n_out, settings)
     try:
         always_false = expansion_budget(text, n_in, settings)
         query = parse_query(text, "spec", max_terms=settings.max_spec_terms, compose=True)

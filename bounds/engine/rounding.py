@@ -39,7 +39,6 @@ from bounds.engine.constants import array_memo
 from bounds.float32_upper import full_float32, nonneg_sum_upper
 from bounds.registry import Rounding, rules
 from bounds.rules.linear import WEIGHTED_OPS, forward_products
-from bounds.rules.slack import slack_error
 from bounds.types import Interval
 
 U32 = 2.0**-24
@@ -167,8 +166,8 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         else:
             scale = rule.forward(node, abs_args)
         return gamma(n + 1) * scale
-    if kind is Rounding.SLACK:
-        return slack_error(node, args)
+    if kind is Rounding.SLACK:  # (bounds/rules/slack.py): relative * (|x| + |s|)
+        return node.attrs["relative"] * (_magnitude(args[0]) + _magnitude(args[1]))
     delta = generic_error(_magnitude(out))
     if kind is Rounding.GENERIC_INPUT:  # e.g. x * Phi(x): float32 error grows like eps32 |x|
         delta = delta + GENERIC_REL * _magnitude(args[0])

@@ -19,22 +19,12 @@ import math
 import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
-from bounds.types import Interval
-
-
-def _magnitude(x: Interval) -> torch.Tensor:
-    return torch.maximum(x.lower.abs(), x.upper.abs())
-
-
-def slack_error(node, args) -> torch.Tensor:
-    """relative * (|x| + |s|) over the operands' intervals: the runtime's distance from x."""
-    return node.attrs["relative"] * (_magnitude(args[0]) + _magnitude(args[1]))
 
 
 def _floor(node, args) -> torch.Tensor:
     """x - c |x| - c |s| at x's lower end (increasing in x for c < 1)."""
-    x_low, rel = args[0].lower, node.attrs["relative"]
-    low = x_low - rel * x_low.abs() - rel * _magnitude(args[1])
+    x_low, s, rel = args[0].lower, args[1], node.attrs["relative"]
+    low = x_low - rel * x_low.abs() - rel * torch.maximum(s.lower.abs(), s.upper.abs())
     return torch.where(torch.isnan(low), torch.full_like(low, -math.inf), low)
 
 

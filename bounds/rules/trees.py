@@ -22,11 +22,13 @@ from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.types import Interval
 
 
-def _consts(node, like: torch.Tensor):
-    lower, upper, values, tree = (torch.as_tensor(node.consts[k]) for k in (1, 2, 3, 4))
-    f64 = dict(dtype=torch.float64, device=like.device)
-    return (lower.to(**f64), upper.to(**f64), values.to(dtype=like.dtype, device=like.device),
-            tree.to(dtype=torch.long, device=like.device))
+def _consts(args, like: torch.Tensor):
+    """The leaf boxes (float64, as x is compared), values (``like``'s dtype) and trees of the
+    node's constant arguments (the engine's cached tensors; float32 holds the thresholds,
+    which are float32 in ONNX, exactly)."""
+    lower, upper, values, tree = args[1:5]
+    return (lower.to(torch.float64), upper.to(torch.float64), values.to(like.dtype),
+            tree.to(torch.long))
 
 
 def _trees(node) -> int:
@@ -52,7 +54,7 @@ def _gather_by_tree(score: torch.Tensor, values: torch.Tensor, tree: torch.Tenso
 
 def _forward(node, args):
     x = args[0]
-    lower, upper, values, tree = _consts(node, x)
+    lower, upper, values, tree = _consts(args, x)
     flat = x.reshape(-1, 1, x.shape[-1]).to(torch.float64)
     above = torch.where(lower[..., 1] > 0, flat > lower[..., 0], flat >= lower[..., 0])
     below = torch.where(upper[..., 1] > 0, flat < upper[..., 0], flat <= upper[..., 0])
@@ -63,7 +65,7 @@ def _forward(node, args):
 
 def _ibp(node, args):
     x = args[0]
-    lower, upper, values, tree = _consts(node, x.lower)
+    lower, upper, values, tree = _consts(args, x.lower)
     lo = x.lower.reshape(-1, 1, x.lower.shape[-1]).to(torch.float64)
     hi = x.upper.reshape(-1, 1, x.upper.shape[-1]).to(torch.float64)
     # closed boxes meet (NaN ends reach every leaf)

@@ -53,9 +53,11 @@ def scaler(ctx: ConvertContext, node) -> None:
 
 
 def _labels(ctx: ConvertContext, node) -> np.ndarray | None:
+    """Integer class labels (LinearClassifier's ``classlabels_ints``, the tree ensembles'
+    ``classlabels_int64s``); None when there are none."""
     if ctx.attr(node, "classlabels_strings") is not None:
         raise unsupported(node, "string class labels (the label output is a string)")
-    ints = ctx.attr(node, "classlabels_ints")
+    ints = ctx.attr(node, "classlabels_ints", ctx.attr(node, "classlabels_int64s"))
     return None if ints is None else np.asarray(ints, dtype=np.int64)
 
 
@@ -110,17 +112,19 @@ def linear_classifier(ctx: ConvertContext, node) -> None:
         ctx.bind(node.output[0], label)
 
 
-def _binary(ctx: ConvertContext, node, raw: Dyn, labels: np.ndarray) -> tuple[Dyn, Dyn]:
-    """onnxruntime's two-class scores from the one raw score s (measured): (1 - p, p) with
-    p = sigmoid(s) under LOGISTIC and p = s otherwise (SOFTMAX too leaves s as it is); the
-    label is the second class where s > 0."""
+def _binary(ctx: ConvertContext, node, raw: Dyn, labels: np.ndarray, complement: bool = True,
+            threshold: float = 0.0) -> tuple[Dyn, Dyn]:
+    """onnxruntime's two-class scores from the one raw score s (measured for
+    LinearClassifier): (1 - p, p) with p = sigmoid(s) under LOGISTIC and p = s otherwise
+    (SOFTMAX too leaves s as it is), or (-p, p) without ``complement``; the label is the
+    second class where s > ``threshold``."""
     kind = ctx.attr(node, "post_transform", "NONE")
     if kind not in ("NONE", "LOGISTIC", "SOFTMAX"):
         raise unsupported(node, f"post_transform {kind!r}")
     p = ctx.emit("Sigmoid", [raw], raw.shape) if kind == "LOGISTIC" else raw
     pair = emit_linear(ctx, p, np.array([[-1.0], [1.0]], np.float32),
-                       np.array([1.0, 0.0], np.float32))
-    positive = emit_broadcast(ctx, "Greater", [raw, np.zeros((1, 1))])
+                       np.array([1.0 if complement else 0.0, 0.0], np.float32))
+    positive = emit_broadcast(ctx, "Greater", [raw, np.full((1, 1), threshold, np.float32)])
     low, high = (float(v) for v in labels)
     label = emit_linear(ctx, positive, np.array([[high - low]], np.float32),
                         np.array([low], np.float32))

@@ -22,8 +22,13 @@ import numpy as np
 from verifier.errors import ModelError
 from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
-from verifier.onnx_import.converters.linear import emit_linear
-from verifier.onnx_import.converters.ml import _features, _label_of, _labels, _post_transform
+from verifier.onnx_import.converters.ml import (
+    _binary,
+    _features,
+    _label_of,
+    _labels,
+    _post_transform,
+)
 from verifier.onnx_import.registry import converter, ml_op
 
 # mode -> (feature end set on the true branch, on the false branch): (side, strict)
@@ -41,6 +46,7 @@ def _attr_floats(ctx: ConvertContext, node, name: str) -> list[float] | None:
 
 
 def _mode(m) -> str:
+    """A mode of the nodes_modes list (ConvertContext.attr decodes single strings only)."""
     return m.decode() if isinstance(m, bytes) else str(m)
 
 
@@ -155,18 +161,14 @@ def _ensemble(ctx: ConvertContext, node, x: Dyn, prefix: str, n_out: int, aggreg
     return scores, values
 
 
-def _aggregate(ctx: ConvertContext, node) -> str:
-    value = ctx.attr(node, "aggregate_function", "SUM")
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @converter(ml_op("TreeEnsembleRegressor"), 1)
 def tree_ensemble_regressor(ctx: ConvertContext, node) -> None:
     """The targets: leaf weights summed (or averaged) over trees, plus base values, then the
     post-transform."""
     x = ctx.value(node.input[0])
     n_out = int(ctx.attr(node, "n_targets", 1))
-    scores, _ = _ensemble(ctx, node, x, "target", n_out, _aggregate(ctx, node))
+    aggregate = ctx.attr(node, "aggregate_function", "SUM")
+    scores, _ = _ensemble(ctx, node, x, "target", n_out, aggregate)
     ctx.bind(node.output[0], _post_transform(ctx, node, scores))
 
 
@@ -177,8 +179,6 @@ def tree_ensemble_classifier(ctx: ConvertContext, node) -> None:
     form when one score column stands for two labels."""
     x = ctx.value(node.input[0])
     labels = _labels(ctx, node)
-    if labels is None and ctx.attr(node, "classlabels_int64s") is not None:
-        labels = np.asarray(ctx.attr(node, "classlabels_int64s"), dtype=np.int64)
     if labels is None:
         raise unsupported(node, "no integer class labels")
     ids = set(ctx.attr(node, "class_ids") or [])
@@ -188,31 +188,20 @@ def tree_ensemble_classifier(ctx: ConvertContext, node) -> None:
     if binary:
         if ids != {0}:
             raise unsupported(node, f"a binary score on class id {ids.pop()}")
-        scores, label = _binary(ctx, node, raw, labels, bool((values >= 0).all()))
+        kind = ctx.attr(node, "post_transform", "NONE")
+        if kind not in ("NONE", "LOGISTIC"):
+            raise unsupported(node, f"post_transform {kind!r} on a binary score")
+        # onnxruntime (measured): leaf weights all >= 0 are probabilities under NONE
+        probabilities = kind == "NONE" and bool((values >= 0).all())
+        scores, label = _binary(ctx, node, raw, labels,
+                                complement=probabilities or kind == "LOGISTIC",
+                                threshold=0.5 if probabilities else 0.0)
     else:
         scores, label = _post_transform(ctx, node, raw), _label_of(ctx, raw, labels)
     if len(node.output) > 1 and node.output[1]:
         ctx.bind(node.output[1], scores)
     if node.output[0]:
         ctx.bind(node.output[0], label)
-
-
-def _binary(ctx: ConvertContext, node, raw: Dyn, labels: np.ndarray, probabilities: bool
-            ) -> tuple[Dyn, Dyn]:
-    kind = ctx.attr(node, "post_transform", "NONE")
-    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-    if kind not in ("NONE", "LOGISTIC"):
-        raise unsupported(node, f"post_transform {kind!r} on a binary score")
-    p = ctx.emit("Sigmoid", [raw], raw.shape) if kind == "LOGISTIC" else raw
-    complement = kind == "LOGISTIC" or probabilities  # (1 - p, p); else (-s, s)
-    pair = emit_linear(ctx, p, np.array([[-1.0], [1.0]], np.float32),
-                       np.array([1.0 if complement else 0.0, 0.0], np.float32))
-    threshold = 0.5 if probabilities and kind == "NONE" else 0.0
-    positive = emit_broadcast(ctx, "Greater", [raw, np.full((1, 1), threshold, np.float32)])
-    low, high = (float(v) for v in labels)
-    label = emit_linear(ctx, positive, np.array([[high - low]], np.float32),
-                        np.array([low], np.float32))
-    return pair, ctx.emit("Reshape", [label], raw.shape[:-1])
 
 
 converter(ml_op("TreeEnsembleRegressor"), 3)(tree_ensemble_regressor)
