@@ -227,6 +227,32 @@ def make_tree_ensemble(op: str, outputs: int = 3, weights=None, binary: bool = F
     return ml_model(op, n_targets=outputs, **{**fields, **attrs})
 
 
+def make_svm(op: str, kernel: str = "RBF", classes: int = 3, kept=("label", "y"), **attrs):
+    """An SVMClassifier (outputs "label", "y", those in ``kept`` the model's: one-vs-one over
+    ``classes`` classes, 3, 2, 3, 2 support vectors per class) or SVMRegressor (5 support
+    vectors) on 4 features, as skl2onnx writes them; ``attrs`` override the generated
+    attributes (None: leave it out)."""
+    rng = np.random.default_rng(11)
+    per_class = [3, 2, 3, 2][:classes]
+    count = sum(per_class) if op == "SVMClassifier" else 5
+    fields = {"kernel_type": kernel, "kernel_params": [0.4, 0.5, 3.0],
+              "support_vectors": rng.uniform(-1, 1, (count, 4)).ravel().tolist()}
+    if op == "SVMClassifier":
+        fields.update(vectors_per_class=per_class, classlabels_ints=list(range(classes)),
+                      coefficients=rng.uniform(-1, 1, (classes - 1) * count).tolist(),
+                      rho=rng.uniform(-0.3, 0.3, classes * (classes - 1) // 2).tolist())
+        model = ml_model(op, outputs=("label", "y"), kept=kept, **_given({**fields, **attrs}))
+        for out in model.graph.output:
+            if out.name == "label":
+                out.type.tensor_type.elem_type = TensorProto.INT64
+        return model
+    fields.update(n_supports=count, coefficients=rng.uniform(-2, 2, count).tolist(), rho=[0.25])
+    return ml_model(op, **_given({**fields, **attrs}))
+
+
+def _given(attrs: dict) -> dict:
+    return {k: v for k, v in attrs.items() if v is not None}
+
 OP_MODELS: dict = {
     "ai.onnx.ml.TreeEnsembleClassifier": (
         lambda: make_tree_ensemble("TreeEnsembleClassifier", post_transform="SOFTMAX"),
@@ -234,6 +260,8 @@ OP_MODELS: dict = {
     "ai.onnx.ml.TreeEnsembleRegressor": (
         lambda: make_tree_ensemble("TreeEnsembleRegressor", outputs=2, base_values=[0.5, -1.0]),
         -1.0, 1.0),
+    "ai.onnx.ml.SVMClassifier": (lambda: make_svm("SVMClassifier", kept=("y",)), -1.0, 1.0),
+    "ai.onnx.ml.SVMRegressor": (lambda: make_svm("SVMRegressor", kernel="POLY"), -1.0, 1.0),
     # scikit-learn's operators (converters/ml.py)
     "ai.onnx.ml.Scaler": (lambda: ml_model("Scaler", offset=[0.1, -0.2, 0.3, 0.0],
                                            scale=[2.0, 0.5, 1.5, -1.0]), -2.0, 2.0),
@@ -386,6 +414,9 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "SVMClassifier(label)": (lambda: make_svm("SVMClassifier", kept=("label",)), -1.0, 1.0),
+    "SVMClassifier(binary, sigmoid)": (lambda: make_svm(
+        "SVMClassifier", kernel="SIGMOID", classes=2, kept=("y",)), -1.0, 1.0),
     "Resize(linear)": (lambda: make_model([helper.make_node(
         "Resize", ["x", "", "s"], ["y"], mode="linear")], IMG, ["y"],
         {"s": np.array([1, 1, 2, 1.5], np.float32)}), -1.0, 1.0),

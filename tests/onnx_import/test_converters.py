@@ -237,6 +237,18 @@ def test_converter_matches_onnxruntime(name):
     compare(CASES[name]())
 
 
+def test_gemm_alpha_is_a_scaling_of_its_own():
+    """alpha is not folded into float32 weights (that rounds every weight, a change the dot
+    product's allowance does not cover): the weights stay as given and a Mul scales."""
+    w = rand(5, 3)
+    proto = one_node("Gemm", X2, {"w": w, "b": rand(1, 3)}, alpha=0.1, beta=2.0)
+    data = proto.SerializeToString()
+    graph = import_proto(onnx.load_model_from_string(data), data, simplify=False).graph
+    linear = next(n for n in graph.nodes if n.op == "Linear")
+    np.testing.assert_array_equal(np.asarray(linear.consts[1]), w.T)
+    assert [n.op for n in graph.nodes if n.op in ("Mul", "Add")] == ["Mul", "Add"]
+
+
 @pytest.mark.parametrize("op", UNARY)
 def test_unary(op):
     compare(one_node(op, {"x": (1, 3, 5)}), n=6, low=-3.0, high=3.0)

@@ -17,9 +17,10 @@ from verifier.onnx_import.converters import (
     scatter,
     shape,
     sorting,
+    svm,
     trees,
 )
 
 __all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
            "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter", "shape", "sorting",
-           "trees"]
+           "svm", "trees"]

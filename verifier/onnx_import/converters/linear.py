@@ -34,17 +34,22 @@ def gemm(ctx: ConvertContext, node) -> None:
     if isinstance(a, Dyn) and not isinstance(b, Dyn) and (c is None or not isinstance(c, Dyn)):
         if trans_a:
             a = ctx.emit("Transpose", [a], a.shape[::-1], {"perm": (1, 0)})
-        weight = alpha * (np.asarray(b) if trans_b else np.asarray(b).T)  # -> [out, in]
-        bias = None
-        if c is not None:
-            c = beta * np.asarray(c, dtype=np.float64)
-            full = np.broadcast_to(c, (a.shape[0], weight.shape[0]))
-            if not np.all(full == full[:1]):  # a bias that differs between rows
-                y = emit_linear(ctx, a, weight.astype(np.float32), None)
-                ctx.bind(node.output[0], emit_broadcast(ctx, "Add", [y, _as_float(c)]))
-                return
-            bias = full[0]
-        ctx.bind(node.output[0], emit_linear(ctx, a, weight.astype(np.float32), bias))
+        weight = np.asarray(b if trans_b else np.asarray(b).T, dtype=np.float32)  # [out, in]
+        full = None if c is None else np.broadcast_to(
+            beta * np.asarray(c, dtype=np.float64), (a.shape[0], weight.shape[0]))
+        if alpha == 1.0 and (full is None or np.all(full == full[:1])):
+            bias = None if full is None else full[0]
+            ctx.bind(node.output[0], emit_linear(ctx, a, weight, bias))
+            return
+        # onnxruntime scales the product by alpha, a rounding of its own (a Mul's allowance;
+        # alpha folded into float32 weights would round each weight instead); a bias that
+        # differs between rows is added after
+        y = emit_linear(ctx, a, weight, None)
+        if alpha != 1.0:
+            y = emit_broadcast(ctx, "Mul", [y, np.asarray(alpha, dtype=np.float32)])
+        if full is not None:
+            y = emit_broadcast(ctx, "Add", [y, _as_float(np.array(full))])
+        ctx.bind(node.output[0], y)
         return
     a = _transposed(ctx, a) if trans_a else a
     b = _transposed(ctx, b) if trans_b else b

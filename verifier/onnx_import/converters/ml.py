@@ -9,8 +9,8 @@ onnxruntime as for every model.
 Refused by name: string class labels (a label the bounds cannot carry), the PROBIT and
 SOFTMAX_ZERO transforms, ZipMap (its output is a sequence of maps, not a tensor: skl2onnx
 writes plain tensors with ``options={"zipmap": False}``). Tree ensembles are converted in
-``converters/trees.py``; SVMs with kernels and the other ml operators are not converted
-(unsupported operator)."""
+``converters/trees.py``, kernel SVMs in ``converters/svm.py``; the other ml operators are not
+converted (unsupported operator)."""
 
 from __future__ import annotations
 
