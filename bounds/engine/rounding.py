@@ -16,7 +16,7 @@ Error model (u = 2**-24, the float32 unit roundoff):
 * data movement (reshape, transpose, slicing, padding, Relu, max), comparisons, logic and
   index ops (ArgMax, OneHot, Cast to integers) are exact: 0;
 * Slack (``bounds.rules.slack``): a bound its node states, relative * (|x| + |s|) (a
-  LayerNormalization's variance as onnxruntime computes it);
+  LayerNormalization's variance, LRN's running channel sum, as onnxruntime computes them);
 * transcendental functions, whose implementations in onnxruntime promise no error bound:
   2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (GENERIC_INPUT ops add
   2**-19 |x|: Gelu's tanh form was measured off by ~eps32 |x| at x = -4.4).

@@ -62,6 +62,16 @@ def nonneg_product_floor(node, args) -> torch.Tensor | None:
     return torch.where(ok, zero, zero - math.inf)
 
 
+def running_sum_slack(steps: int) -> float:
+    """c with a running float32 sum of ``steps`` roundings within c B of the exact sum, where
+    B bounds the sum of the |partial sums| the roundings act on (each rounds by at most u
+    times its exact value plus the error so far: u B / (1 - steps u)). onnxruntime's LRN
+    keeps such a sum over the channels (the importer states B: ``local_response_normalization``
+    in converters/composite.py). Float32, rounded up."""
+    c = U32 / (1.0 - steps * U32)
+    return float(np.nextafter(np.float32(c), np.float32(np.inf)))
+
+
 def nonneg_reduce_floor(forward):
     """A sum or mean over axes (``forward``) of values >= 0 is >= 0, exact and float32: 0
     where no reduced element's lower end is negative or NaN (``forward`` of their

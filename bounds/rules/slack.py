@@ -9,7 +9,8 @@ constant (``floors.variance_slack``): the runtime's value is within c (v + m^2) 
 then follow v linearly (CROWN passes the coefficient through) and the error enters as a
 rounding allowance (``Rounding.SLACK``): |A| c (|v| + |m^2|) at the node, as every rounding
 does. The floor keeps the pointwise form v - c |v| - c |s|, increasing in v: its lower end
-is the lower end of v less c times itself, not less c times v's upper end.
+is the lower end of v less c times itself, not less c times v's upper end. LRN's running
+channel sum in onnxruntime is stated the same way (``converters/composite.py``).
 """
 
 from __future__ import annotations

@@ -321,6 +321,8 @@ OP_MODELS: dict = {
     "MaxPool": (lambda: one_node("MaxPool", IMG, kernel_shape=[2, 2], strides=[2, 2]),
                 -1.0, 1.0),
     "GlobalAveragePool": (lambda: one_node("GlobalAveragePool", IMG), -1.0, 1.0),
+    "LRN": (lambda: one_node("LRN", {"x": (1, 5, 2, 2)}, size=3, alpha=0.5, bias=1.0),
+            -1.5, 1.5),
     "GlobalMaxPool": (lambda: one_node("GlobalMaxPool", IMG), -1.0, 1.0),
     "ReduceSum": (lambda: one_node("ReduceSum", IMG, {"a": _i(1)}), -1.0, 1.0),
     "ReduceMean": (lambda: one_node("ReduceMean", IMG, axes=[2, 3]), -1.0, 1.0),

@@ -1,7 +1,7 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
 PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
 ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
-LayerNormalization, InstanceNormalization, MeanVarianceNormalization.
+LayerNormalization, InstanceNormalization, MeanVarianceNormalization, LRN.
 
 Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
 each piece carries its own float32 rounding allowance (``bounds.engine.rounding``). The
@@ -25,9 +25,10 @@ import math
 import numpy as np
 
 from bounds.rules.elu import alpha_problem
-from bounds.rules.floors import variance_slack
+from bounds.rules.floors import running_sum_slack, variance_slack
 from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
+from verifier.onnx_import.converters.linear import emit_linear
 from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
 from verifier.onnx_import.converters.shape import emit_slice, reshape_value
 from verifier.onnx_import.registry import converter
@@ -332,6 +333,51 @@ def instance_normalization(ctx: ConvertContext, node) -> None:
 
 
 converter("InstanceNormalization", 6)(instance_normalization)
+
+
+@converter("LRN", 1)
+def local_response_normalization(ctx: ConvertContext, node) -> None:
+    """x (bias + alpha / size * sum of x^2 over a window of ``size`` channels)^-beta.
+
+    onnxruntime (N, C, H, W inputs only; odd sizes, alpha and beta > 0: others are refused
+    here by name) keeps the window's sum as a running sum over the channels: the first
+    window's ``size`` products added to bias one by one, then per channel the product that
+    enters added and the one that leaves subtracted (alpha / size is the float32 quotient it
+    multiplies by). Each of its T = size + 2 (C - 1) roundings is at most u times the partial
+    sum it rounds: bias (in all of them) plus the squares then in the window (one square is in
+    at most 3 size + 2 of them; its product rounds twice more), so the error stays within u B
+    (1 + O(T u)) for B = T |bias| + (3 size + 4) alpha / size * (the squares up to the
+    window's end): the window's exact sum (a banded Linear over the channels) goes into a
+    Slack node stating that (B a second, triangular Linear; ``floors.running_sum_slack``)."""
+    x = ctx.value(node.input[0])
+    if x.rank != 4:
+        raise unsupported(node, f"an input of rank {x.rank} (onnxruntime's kernel takes N, C, "
+                                "H, W)")
+    size = int(ctx.attr(node, "size", 0))
+    alpha, beta, bias = (np.float32(ctx.attr(node, name, default)) for name, default in
+                         (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    if size < 1 or size % 2 == 0 or not (alpha > 0 and beta > 0):
+        raise unsupported(node, f"size {size}, alpha {alpha}, beta {beta} (onnxruntime's "
+                                "kernel takes an odd size and alpha, beta > 0)")
+    share = np.float32(alpha / np.float32(size))
+    channels = x.shape[1]
+    half = (size - 1) // 2
+    out, into = np.meshgrid(np.arange(channels), np.arange(channels), indexing="ij")
+    window = ((into >= out - half) & (into <= out + half)) * np.float64(share)
+    steps = size + 2 * (channels - 1)
+    seen = (into <= out + half) * ((3 * size + 4) * np.float64(share))
+    squares = ctx.emit("Transpose", [_unary(ctx, "Pow", x, {"exponent": 2.0})],
+                       (x.shape[0], *x.shape[2:], channels), {"perm": (0, 2, 3, 1)})
+    exact = emit_linear(ctx, squares, window, np.full(channels, np.float64(bias)))
+    partials = emit_linear(ctx, squares, seen, np.full(channels, steps * abs(np.float64(bias))))
+    scale = ctx.emit("Slack", [exact, partials], exact.shape,
+                     {"relative": running_sum_slack(steps)})
+    scale = ctx.emit("Transpose", [scale], x.shape, {"perm": (0, 3, 1, 2)})
+    ctx.bind(node.output[0], emit_broadcast(
+        ctx, "Mul", [x, _unary(ctx, "Pow", scale, {"exponent": -float(beta)})]))
+
+
+converter("LRN", 13)(local_response_normalization)
 
 
 @converter("ThresholdedRelu", 10)
