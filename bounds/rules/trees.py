@@ -10,8 +10,13 @@ x [..., F], is [..., T, C]: per tree, the values of the one leaf whose box holds
 Bounds: a leaf can be reached from a box of x when the box meets the leaf's closed box (a
 superset of the exact test, which would drop a leaf reachable only on a strict end: sound);
 each tree's output then lies between the least and the greatest of its reachable leaves'
-values, per output. The value is piecewise constant: no planes (CROWN takes the interval),
-nothing rounds (a selection); the sum over trees carries the float32 allowance.
+values, per output. CROWN's step bounds a linear function A . y of the outputs exactly
+per tree: y is constant in x within a leaf, so the least of A_t . v over tree t's reachable
+leaves v, summed over trees, is its lower bound (the per-output intervals lose which outputs
+come from the same leaf: a classifier's margin between two classes is bounded by the worst
+leaf's margin, not by the best score of one leaf less the worst of another's); nothing
+flows on to x. Nothing rounds (a selection); the sum over trees carries the float32
+allowance.
 """
 
 from __future__ import annotations
@@ -63,13 +68,18 @@ def _forward(node, args):
     return out.reshape(*x.shape[:-1], *out.shape[1:])
 
 
+def _reach(x: Interval, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """[R, L]: the leaves each row of x's box can reach (closed boxes meet; NaN ends reach
+    every leaf)."""
+    lo = x.lower.reshape(-1, 1, x.lower.shape[-1]).to(torch.float64)
+    hi = x.upper.reshape(-1, 1, x.upper.shape[-1]).to(torch.float64)
+    return (~(hi < lower[..., 0]) & ~(lo > upper[..., 0])).all(-1)
+
+
 def _ibp(node, args):
     x = args[0]
     lower, upper, values, tree = _consts(args, x.lower)
-    lo = x.lower.reshape(-1, 1, x.lower.shape[-1]).to(torch.float64)
-    hi = x.upper.reshape(-1, 1, x.upper.shape[-1]).to(torch.float64)
-    # closed boxes meet (NaN ends reach every leaf)
-    reach = (~(hi < lower[..., 0]) & ~(lo > upper[..., 0])).all(-1)
+    reach = _reach(x, lower, upper)
     n = _trees(node)
     out_lo = _gather_by_tree(reach, values, tree, n, "amin")
     out_hi = _gather_by_tree(reach, values, tree, n, "amax")
@@ -77,8 +87,30 @@ def _ibp(node, args):
     return Interval(out_lo.reshape(shape), out_hi.reshape(shape))
 
 
+def _backward(node, coef, args):
+    """No coefficients for x (constant within each leaf); the offset: the lower bound of
+    coef . y, per tree the least coef_t . v over its reachable leaves, summed ([B, S])."""
+    x = args[0]
+    lower, upper, values, tree = _consts(args, coef)
+    n_trees, n_out = node.shape[-2:]
+    batch, specs = coef.shape[:2]
+    reach = _reach(x, lower, upper).reshape(x.lower.shape[0], 1, -1, tree.numel())  # B,1,R,L
+    per_tree = coef.reshape(batch, specs, -1, n_trees, n_out)  # [B, S, R, T, C]
+    score = torch.zeros(*per_tree.shape[:3], tree.numel(), dtype=coef.dtype, device=coef.device)
+    for c in range(n_out):  # coef_t(l) . v_l per leaf, one output at a time (memory)
+        score += per_tree[..., c].index_select(-1, tree) * values[:, c]
+    score = torch.where(reach, score, torch.inf)  # (x's or coef's batch may broadcast)
+    least = torch.full((*score.shape[:3], n_trees), torch.inf, dtype=coef.dtype,
+                       device=coef.device)
+    least = least.scatter_reduce_(-1, tree.expand_as(score), score, "amin")
+    # every tree has a reachable leaf (its leaves cover the feature space); -inf if not
+    least = torch.where(torch.isinf(least), -torch.inf, least)
+    return [None] * len(node.inputs), least.sum(dim=(2, 3))
+
+
 RULES = (
-    OpRule("TreeLeaves", forward=_forward, ibp=_ibp, traits=OpTraits(), alpha=None, split=None,
+    OpRule("TreeLeaves", forward=_forward, ibp=_ibp, backward=_backward, traits=OpTraits(),
+           alpha=None, split=None,
            milp=Milp("none"), rounding=Rounding.EXACT,
            doc="per tree, the values of the leaf whose box holds x (piecewise constant)"),
 )

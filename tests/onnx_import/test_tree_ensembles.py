@@ -122,3 +122,40 @@ def test_a_broken_tree_is_a_model_error(child, words):
     with pytest.raises(ModelError) as err:
         import_proto(onnx.load_model_from_string(data), data)
     assert words in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_crown_bounds_a_margin_per_leaf(equal):
+    """A linear function of the class scores (here score 0 - score 1) is bounded per tree by
+    its least value over the reachable leaves: with every leaf scoring classes 0 and 1 alike
+    (``equal``) the margin is 0 wherever x lies, which CROWN finds (up to the sum's float32
+    allowance) while the per-class intervals put it near -1.7; with random leaves, never
+    below the intervals' bound and never above onnxruntime's margins in the box."""
+    import torch
+
+    from bounds.engine.deadline import engine_deadline
+    from bounds.engine.spec_bounds import BoundOptions, bound_spec
+    from bounds.types import Interval
+
+    weights = np.random.default_rng(4).uniform(0, 1, (7, 3))
+    if equal:
+        weights[:, 1] = weights[:, 0]
+    model = make_tree_ensemble(CLASSIFIER, weights=weights, kept=("y",))
+    graph = import_proto(onnx.load_model_from_string(model.SerializeToString()),
+                         model.SerializeToString()).graph
+    lo = np.array([-0.5, -1.0, 0.0, -0.5], np.float32)  # reaches leaves of both trees
+    hi = np.array([1.0, 0.5, 1.0, 0.5], np.float32)
+    box = Interval(torch.from_numpy(lo.astype(np.float64)).reshape(1, 1, 4),
+                   torch.from_numpy(hi.astype(np.float64)).reshape(1, 1, 4))
+    coef = torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64)
+    rhs = torch.zeros(1, 1, dtype=torch.float64)
+    with engine_deadline(None):
+        ibp, crown = (float(bound_spec(graph, box, coef, rhs, BoundOptions(method=m)).lower)
+                      for m in ("ibp", "crown"))
+    assert crown >= ibp
+    if equal:
+        assert crown > -1e-5 and ibp < -0.5, (crown, ibp)
+    xs = np.random.default_rng(0).uniform(lo, hi, (200, 4)).astype(np.float32)
+    ys = np.concatenate([out[0] for out in ort_outputs(model, [{"x": x.reshape(1, 4)}
+                                                               for x in xs])])
+    assert (ys @ np.array([1.0, -1.0, 0.0])).min() >= crown - 1e-6
