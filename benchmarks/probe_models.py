@@ -23,6 +23,8 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
 * ``lstm``, ``gru``: sequential MNIST (28 steps of 28 pixels, hidden 64, a linear head on
   the last state), eps 0.01 on every pixel: the recurrent converters' unrolled gates and gate
   products (session 39).
+* ``alexnet``: AlexNet's conv, Relu, LocalResponseNorm (ONNX LRN), max-pool stages at CIFAR
+  shape, eps 1/255 on every pixel: LRN's running channel sum (session 42).
 
 Random weights make these figures of behaviour and cost (does every stage run, end on time,
 fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
@@ -193,6 +195,18 @@ class _SequenceClassifier(nn.Module):
         return self.head(out[-1])
 
 
+def _alexnet() -> nn.Module:
+    """AlexNet's layer pattern at CIFAR shape: conv, Relu, LocalResponseNorm (exported as
+    ONNX LRN; AlexNet's k = 2, alpha 1e-4, beta 0.75, 5 channels), max pooling, twice, then
+    a dense head."""
+    def stage(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
+                nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*stage(3, 32), *stage(32, 64), nn.Flatten(),
+                         nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
 def _latent_spec(x: torch.Tensor, label: int, n_out: int, moving, eps: float, digits) -> str:
     """The condition (first input) pinned at x, the latent inputs within x +- ``eps``;
     unsafe when the other score reaches ``label``'s."""
@@ -218,6 +232,7 @@ PROBES = {
     "mobilenet": (_MobileNet, (1, 3, 32, 32), None, 1 / 255, None),
     "lstm": (lambda: _SequenceClassifier("LSTM"), (1, 784), None, 0.01, None),
     "gru": (lambda: _SequenceClassifier("GRU"), (1, 784), None, 0.01, None),
+    "alexnet": (_alexnet, (1, 3, 32, 32), None, 1 / 255, None),
 }
 
 

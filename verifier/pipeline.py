@@ -357,7 +357,7 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         mismatch = _model_mismatch(model, spec, config, deadline)
         if mismatch is not None:
             return attack_only(mismatch[0], spec, config, device, deadline, mismatch[1])
-    model = _with_flat_io(model)
+    model = _with_flat_io(model, spec)
     missing = ops_without_bound_rule(model)
     if missing:
         return attack_only(model, spec, config, device, deadline,
@@ -381,12 +381,13 @@ def _verify_loaded(model, spec: Spec, config: VerifyConfig, deadline: float,
         return _internal_error(model, spec, config, device, deadline, exc)
 
 
-def _with_flat_io(model: ImportedModel) -> ImportedModel:
-    """The model with one flat input and output for the stages (``ir.flat_io``); onnxruntime
-    keeps its own inputs, which ``input_names``/``onnx_input_shapes`` describe."""
+def _with_flat_io(model: ImportedModel, spec: Spec) -> ImportedModel:
+    """The model with one flat input and output for the stages (``ir.flat_io``; outputs the
+    spec does not read left out); onnxruntime keeps its own inputs, which
+    ``input_names``/``onnx_input_shapes`` describe."""
     from verifier.ir.flat_io import flat_io
 
-    graph = flat_io(model.graph)
+    graph = flat_io(model.graph, spec.read_outputs())
     return model if graph is model.graph else replace(model, graph=graph)
 
 

@@ -204,7 +204,7 @@ RULES = (
            alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("relaxed")),
     OpRule("ArgMax", forward=_argmax_forward, ibp=_argmax_ibp, backward=concretise_backward,
            doc="index of the largest value; candidates are the indices u_j >= max l",
-           **STEP_FIELDS),
+           **{**STEP_FIELDS, "milp": Milp("argmax")}),
     OpRule("OneHot", forward=_onehot_forward, ibp=_onehot_ibp,
            doc="on where the truncated index equals the position, off elsewhere",
            **STEP_FIELDS),

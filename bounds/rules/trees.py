@@ -7,16 +7,16 @@ and whether each is strict (``lower``/``upper`` [L, F, 2]: the end, then 1.0 whe
 const 3 the leaf's values [L, C]; const 4 the tree of each leaf [L] (0..T-1). The output, for
 x [..., F], is [..., T, C]: per tree, the values of the one leaf whose box holds x.
 
-Bounds: a leaf can be reached from a box of x when the box meets the leaf's closed box (a
-superset of the exact test, which would drop a leaf reachable only on a strict end: sound);
-each tree's output then lies between the least and the greatest of its reachable leaves'
-values, per output. CROWN's step bounds a linear function A . y of the outputs exactly
-per tree: y is constant in x within a leaf, so the least of A_t . v over tree t's reachable
-leaves v, summed over trees, is its lower bound (the per-output intervals lose which outputs
-come from the same leaf: a classifier's margin between two classes is bounded by the worst
-leaf's margin, not by the best score of one leaf less the worst of another's); nothing
-flows on to x. Nothing rounds (a selection); the sum over trees carries the float32
-allowance.
+Bounds: a leaf can be reached from a box of x when on every feature some value of the box
+passes the leaf's ends, strict or not (exact: a box whose upper end is a threshold t does
+not reach the leaves beyond x > t); each tree's output then lies between the least and the
+greatest of its reachable leaves' values, per output. CROWN's step bounds a linear function
+A . y of the outputs exactly per tree: y is constant in x within a leaf, so the least of
+A_t . v over tree t's reachable leaves v, summed over trees, is its lower bound (the
+per-output intervals lose which outputs come from the same leaf: a classifier's margin
+between two classes is bounded by the worst leaf's margin, not by the best score of one leaf
+less the worst of another's); nothing flows on to x. Nothing rounds (a selection); the sum
+over trees carries the float32 allowance. MILP: ``verifier.milp.choices``.
 """
 
 from __future__ import annotations
@@ -69,11 +69,14 @@ def _forward(node, args):
 
 
 def _reach(x: Interval, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """[R, L]: the leaves each row of x's box can reach (closed boxes meet; NaN ends reach
-    every leaf)."""
+    """[R, L]: the leaves each row of x's box can reach: on every feature some value of the
+    box's closed interval passes the leaf's ends, strict or not (x > t needs the box's upper
+    end above t). NaN ends reach every leaf."""
     lo = x.lower.reshape(-1, 1, x.lower.shape[-1]).to(torch.float64)
     hi = x.upper.reshape(-1, 1, x.upper.shape[-1]).to(torch.float64)
-    return (~(hi < lower[..., 0]) & ~(lo > upper[..., 0])).all(-1)
+    below = torch.where(lower[..., 1] > 0, hi <= lower[..., 0], hi < lower[..., 0])
+    above = torch.where(upper[..., 1] > 0, lo >= upper[..., 0], lo > upper[..., 0])
+    return ~(below | above).any(-1)
 
 
 def _ibp(node, args):
@@ -111,6 +114,6 @@ def _backward(node, coef, args):
 RULES = (
     OpRule("TreeLeaves", forward=_forward, ibp=_ibp, backward=_backward, traits=OpTraits(),
            alpha=None, split=None,
-           milp=Milp("none"), rounding=Rounding.EXACT,
+           milp=Milp("leaves"), rounding=Rounding.EXACT,
            doc="per tree, the values of the leaf whose box holds x (piecewise constant)"),
 )

@@ -71,3 +71,21 @@ def test_verify_bounds_and_attacks_a_two_input_two_output_model():
     assert "internal_error" not in proved.stats, proved
     found = verify(model, _spec(top - 0.01), VerifyConfig(timeout=20.0))
     assert found.verdict == "sat", found
+
+
+def test_an_output_the_spec_does_not_read_is_left_out():
+    """Reading only y2 (Y_2, Y_3): y1's part of the concatenation is zeros, the values read
+    are unchanged; reading nothing of y2 drops its Sigmoid from the graph."""
+    proto, model = _two_by_two()
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 7)).astype(np.float32)
+    (full,) = run_graph(flat_io(model.graph), torch.from_numpy(x))
+    y2_only = flat_io(model.graph, np.array([False, False, True, True]))
+    (part,) = run_graph(y2_only, torch.from_numpy(x))
+    np.testing.assert_array_equal(part[:, :2].numpy(), 0.0)
+    np.testing.assert_array_equal(part[:, 2:].numpy(), full[:, 2:].numpy())
+    y1_only = flat_io(model.graph, np.array([True, False, False, False]))
+    assert "Sigmoid" not in {n.op for n in y1_only.nodes}
+    (part,) = run_graph(y1_only, torch.from_numpy(x))
+    np.testing.assert_array_equal(part[:, :2].numpy(), full[:, :2].numpy())
+    assert Spec((_spec(0.5).regions[0],), 7, 4).read_outputs().tolist() == [False, False, False,
+                                                                           True]

@@ -159,3 +159,42 @@ def test_crown_bounds_a_margin_per_leaf(equal):
     ys = np.concatenate([out[0] for out in ort_outputs(model, [{"x": x.reshape(1, 4)}
                                                                for x in xs])])
     assert (ys @ np.array([1.0, -1.0, 0.0])).min() >= crown - 1e-6
+
+
+@pytest.mark.parametrize("lo,hi,reached", [
+    # x0 <= 0.1 (LEQ) at the box's upper end: only the true branch's leaves
+    ([-0.5, -1.0, 0.0, 0.5], [0.1, 1.0, 1.0, 1.0], {(0, 3), (0, 4)}),
+    # x1 < -0.3 (LT) at the box's lower end: not leaf (0, 3)
+    ([-0.5, -0.3, 0.0, 0.5], [0.1, 1.0, 1.0, 1.0], {(0, 4)}),
+    # x2 >= 0.5 (GTE) at the box's upper end: leaf (0, 5) still
+    ([0.5, 0.0, 0.0, 0.5], [0.6, 0.5, 0.5, 1.0], {(0, 5), (0, 8)}),
+    # x0 > 0.8 (GT) at the box's upper end: not leaf (0, 7)
+    ([0.5, 0.0, 0.0, 0.5], [0.8, 0.5, 0.4, 1.0], {(0, 8)}),
+])
+def test_a_box_ending_on_a_threshold_reaches_the_side_it_holds(lo, hi, reached):
+    """Each leaf of tree 0 scores its own power of two (tree 1 scores 0): the interval of the
+    sum names the leaves the box reaches, strict ends kept; onnxruntime at the box's corners
+    agrees."""
+    import torch
+
+    from bounds.registry import rules
+    from bounds.types import Interval
+    from tests.onnx_import.op_models import _TREE_LEAVES
+
+    code = {leaf: 2.0 ** k for k, leaf in enumerate(_TREE_LEAVES) if leaf[0] == 0}
+    weights = [[code.get(leaf, 0.0)] for leaf in _TREE_LEAVES]
+    model = make_tree_ensemble(REGRESSOR, outputs=1, weights=weights)
+    graph = import_proto(onnx.load_model_from_string(model.SerializeToString()),
+                         model.SerializeToString()).graph
+    node = next(n for n in graph.nodes if n.op == "TreeLeaves")
+    box = Interval(torch.tensor([[lo]], dtype=torch.float64), torch.tensor([[hi]],
+                                                                         dtype=torch.float64))
+    args = [box] + [torch.as_tensor(np.asarray(node.consts[k])) for k in (1, 2, 3, 4)]
+    out = rules().get("TreeLeaves").ibp(node, args)
+    low, high = float(out.lower[0, 0, 0, 0]), float(out.upper[0, 0, 0, 0])
+    assert (low, high) == (min(code[r] for r in reached), max(code[r] for r in reached))
+    corners = [np.where([(k >> i) & 1 for i in range(4)], hi, lo).astype(np.float32)
+               for k in range(16)]
+    seen = {float(np.ravel(y[0])[0]) for y in ort_outputs(model, [{"x": c.reshape(1, 4)}
+                                                                  for c in corners])}
+    assert seen <= {code[r] for r in reached}

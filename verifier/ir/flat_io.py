@@ -7,6 +7,11 @@ form: the new input is the concatenation (each original input, named as before, 
 of its positions), the new output the concatenation of the flattened outputs. The values are
 the same numbers, moved: bounds, relaxations and rounding allowances are unchanged. Models
 with one input and one output keep their graph.
+
+``read``: the flat output positions the spec reads. An output tensor none of whose positions
+it reads (a classifier's probabilities beside the label a spec is about) gets zeros in the
+concatenation instead, and the nodes that only fed it go: the stages then neither bound nor
+encode it, and its ops need no bound rule. Counterexamples are checked on the model itself.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ FLAT_INPUT = "nncert/flat_input"
 FLAT_OUTPUT = "nncert/flat_output"
 
 
-def flat_io(graph: Graph) -> Graph:
+def flat_io(graph: Graph, read: np.ndarray | None = None) -> Graph:
     if len(graph.inputs) == 1 and len(graph.outputs) == 1:
         return graph
     sizes = [math.prod(t.shape) for t in graph.inputs]
@@ -33,12 +38,27 @@ def flat_io(graph: Graph) -> Graph:
                           {1: positions}))
         offset += size
     nodes.extend(graph.nodes)
-    parts = []
+    parts, consts, start = [], {}, 0
     for k, info in enumerate(graph.outputs):
-        flat = f"{FLAT_OUTPUT}/{k}"
-        nodes.append(Node(flat, "Reshape", (info.name,), (math.prod(info.shape),)))
-        parts.append(flat)
-    total = sum(math.prod(t.shape) for t in graph.outputs)
-    nodes.append(Node(FLAT_OUTPUT, "Concat", tuple(parts), (total,), {"axis": 0}))
-    return Graph((TensorInfo(FLAT_INPUT, (offset,)),), (TensorInfo(FLAT_OUTPUT, (total,)),),
-                 tuple(nodes), opset=graph.opset)
+        size = math.prod(info.shape)
+        if read is not None and not np.any(read[start:start + size]):
+            parts.append(None)
+            consts[k] = np.zeros(size, dtype=np.float32)
+        else:
+            flat = f"{FLAT_OUTPUT}/{k}"
+            nodes.append(Node(flat, "Reshape", (info.name,), (size,)))
+            parts.append(flat)
+        start += size
+    nodes.append(Node(FLAT_OUTPUT, "Concat", tuple(parts), (start,), {"axis": 0}, consts))
+    return Graph((TensorInfo(FLAT_INPUT, (offset,)),), (TensorInfo(FLAT_OUTPUT, (start,)),),
+                 tuple(_feeding(nodes, FLAT_OUTPUT)), opset=graph.opset)
+
+
+def _feeding(nodes: list[Node], output: str) -> list[Node]:
+    """The nodes ``output`` depends on, in their order."""
+    needed, kept = {output}, []
+    for node in reversed(nodes):
+        if node.name in needed:
+            kept.append(node)
+            needed.update(node.dynamic_inputs)
+    return kept[::-1]

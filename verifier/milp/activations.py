@@ -168,7 +168,11 @@ def can_relax(node: Node) -> bool:
 
 
 def is_piecewise(node: Node) -> bool:
-    """Whether the node gets an exact piecewise-linear encoding ("kinks" or "window_max")."""
+    """Whether the node gets an exact piecewise-linear encoding ("kinks", "window_max", or
+    the choices of ``verifier.milp.choices``: "argmax", "leaves")."""
     registry = rules()
     return (node.op in registry and len(node.dynamic_inputs) == 1
-            and registry.get(node.op, node.name).milp.kind in ("kinks", "window_max"))
+            and registry.get(node.op, node.name).milp.kind in PIECEWISE)
+
+
+PIECEWISE = ("kinks", "window_max", "argmax", "leaves")

@@ -6,6 +6,8 @@
 * Ops whose rule's ``milp`` is "kinks" or "window_max" (Relu, LeakyRelu, Abs, Clip, MaxPool,
   ReduceMax): exact big-M encodings (activations.py) whose constants come from our (sound)
   CROWN intermediate bounds, so they cut off no reachable point; stable neurons need no binary.
+  "argmax" and "leaves" (ArgMax, a tree ensemble's TreeLeaves): one binary per candidate the
+  bounds leave possible (choices.py).
 * Ops whose rule's ``milp`` is "relaxed" (Sigmoid, Tanh, ...): the rule's linear planes at the
   node's input bounds (a sound outer relaxation; ``Encoding.exact`` is then False and a MILP
   point is only a candidate).
@@ -34,6 +36,7 @@ from bounds.graph import Graph, Node
 from bounds.registry import Rounding, rules
 from bounds.rules.arithmetic import node_is_affine
 from verifier.milp import activations as act
+from verifier.milp import choices
 from verifier.milp.activations import combine
 from verifier.milp.model import INF, Expr, MilpModel, sparse_module, union_idx
 
@@ -211,13 +214,16 @@ def _flat(t: torch.Tensor | None) -> np.ndarray | None:
 
 
 def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, deltas: dict,
-           float_errors: bool = True, upto: str | None = None) -> Encoding:
+           float_errors: bool = True, upto: str | None = None, search: bool = False
+           ) -> Encoding:
     """MILP of ``graph`` for flattened inputs in [lower, upper].
 
     ``bounds`` maps value names to sound ``Interval``s with batch 1 (e.g. ``bound_spec(...)
     .intermediate``, rounding included) and ``deltas`` to rounding allowances
     (``bound_spec(...).deltas``).
     ``upto``: stop after that value, which becomes the encoding's output (bound refinement).
+    ``search``: the choosing ops keep a margin from their boundaries (``choices``: points
+    the runtime takes the same way; no longer a superset, so never for a proof).
     """
     if upto is None:
         check_supported(graph)
@@ -247,7 +253,8 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
         if not affine:
             pace.before(work)
         if piecewise:
-            expr, k = _piecewise(graph, node, model, values, bounds)
+            expr, k = _piecewise(graph, node, model, values, bounds,
+                                 SEARCH_MARGIN if search else 0.0)
             n_unstable += k
         elif affine:
             expr = _affine(graph, node, values)
@@ -324,11 +331,21 @@ class _Pace:
         self.spent += time.monotonic() - self.start
 
 
-def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds: dict):
+# The search encoding's relative distance from the choosing ops' boundaries: ORT sums a tree
+# ensemble's leaf values in float32 (relative error ~1e-7 per tree) and rounds the point.
+SEARCH_MARGIN = 1e-5
+
+
+def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds: dict,
+               margin: float = 0.0):
     """(expression, #binaries) of a piecewise-linear node (see activations.py)."""
     src = node.dynamic_inputs[0]
     x, lo, hi = values[src], _flat(bounds[src].lower), _flat(bounds[src].upper)
     milp = rules().get(node.op, node.name).milp
     if milp.kind == "kinks":
         return act.kinks(model, x, lo, hi, milp.kinks(node.attrs))
+    if milp.kind == "argmax":
+        return choices.argmax(model, node, x, lo, hi, graph.shape_of(src), margin)
+    if milp.kind == "leaves":
+        return choices.leaves(model, node, x, lo, hi, margin)
     return act.maximum(model, x, lo, hi, act.windows(graph, node))

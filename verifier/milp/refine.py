@@ -48,6 +48,7 @@ from bounds.graph import Graph
 from bounds.registry import rules
 from bounds.rules.arithmetic import node_is_affine
 from bounds.types import Interval
+from verifier.milp import choices
 from verifier.milp.backends import HighsBounder
 from verifier.milp.encode import MilpUnsupportedError, encode, is_exact, unsupported_ops
 
@@ -59,6 +60,9 @@ MILP_MAX_BINARIES = 64
 MILP_MAX_KINK_NEURONS = 4096
 # Binaries ``auto`` gives MILP on a net with one layer of Relu-like neurons (one_kink_layer).
 MILP_MAX_BINARIES_ONE_LAYER = 20000
+# Binaries ``auto`` gives MILP on a net whose only binaries are choices (ArgMax, TreeLeaves:
+# a tree ensemble, which no other method decides): measured below, session 42.
+MILP_MAX_CHOICE_BINARIES = 5000
 # Share of the time left that ``milp_suits`` may spend on CROWN passes of its own.
 MILP_DECIDE_SHARE = 0.05
 
@@ -104,11 +108,27 @@ def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
 
 
 def count_unstable(graph: Graph, bounds: dict) -> int:
-    """Unstable Relu-like neurons (l < 0 < u) under ``bounds``."""
+    """The MILP's binaries under ``bounds``: unstable Relu-like neurons (l < 0 < u) and the
+    candidates of the choosing ops (ArgMax, TreeLeaves: ``choices``)."""
     total = 0
     for name in kink_inputs(graph):
         lo, hi = _flat(bounds[name].lower), _flat(bounds[name].upper)
         total += int(((lo < 0) & (hi > 0)).sum())
+    return total + _choice_binaries(graph, bounds)
+
+
+def _choice_binaries(graph: Graph, bounds: dict) -> int:
+    total = 0
+    for node in graph.nodes:
+        kind = rules().get(node.op, node.name).milp.kind
+        if kind not in ("argmax", "leaves") or not node.dynamic_inputs:
+            continue
+        src = node.dynamic_inputs[0]
+        if src not in bounds:
+            return MILP_MAX_CHOICE_BINARIES + 1  # (no bounds: not a MILP to choose)
+        lo, hi = _flat(bounds[src].lower), _flat(bounds[src].upper)
+        total += (choices.argmax_binaries(node, lo, hi, graph.shape_of(src)) if kind == "argmax"
+                  else choices.leaf_binaries(node, lo, hi))
     return total
 
 
@@ -215,6 +235,8 @@ def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
         max_binaries = max(max_binaries, MILP_MAX_BINARIES_ONE_LAYER)
     elif kinks > MILP_MAX_KINK_NEURONS or (kinks == 0 and not is_exact(graph)):
         return False
+    elif kinks == 0:  # exact, its binaries all choices
+        max_binaries = max(max_binaries, MILP_MAX_CHOICE_BINARIES)
     stop = None if deadline is None else \
         time.monotonic() + MILP_DECIDE_SHARE * max(deadline - time.monotonic(), 0.0)
     for index, region in enumerate(spec.regions):

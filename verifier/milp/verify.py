@@ -143,10 +143,10 @@ class _Region:
                  "encoding %.2f s", r, self.stats["vars"], self.stats["binaries"],
                  self.stats["rows"], self.stats["bounds_s"], self.stats["encode_s"])
 
-    def _encode(self, float_errors: bool) -> Encoding:
+    def _encode(self, float_errors: bool, search: bool = False) -> Encoding:
         region = self.spec.regions[self.r]
         return encode(self.model.graph, *region.bound_box(), self.bounds.intermediate,
-                      self.bounds.deltas, float_errors)
+                      self.bounds.deltas, float_errors, search=search)
 
     def _solve(self, m, d: int, phase: str):
         t1 = time.monotonic()
@@ -187,7 +187,7 @@ class _Region:
             return cex or "unknown"
         # The proof model's point may use its rounding slack: search the exact encoding.
         with engine_deadline(self.deadline):
-            self.exact = self.exact or self._encode(False)
+            self.exact = self.exact or self._encode(False, search=True)
         m = _disjunct_model(self.exact, cond.coef[d], cond.rhs[d], sound=False)
         out = self._solve(m, d, "search")
         if out.x is not None:

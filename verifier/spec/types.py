@@ -94,6 +94,14 @@ class Spec:
     version: str = "1.0"
     source: str = ""
 
+    def read_outputs(self) -> np.ndarray:
+        """[n_outputs] bool: the output positions some condition reads (a nonzero
+        coefficient)."""
+        read = np.zeros(self.n_outputs, dtype=bool)
+        for region in self.regions:
+            read |= np.any(region.condition.coef != 0, axis=(0, 1))
+        return read
+
     def violated_by(self, x: np.ndarray, y: np.ndarray) -> bool:
         """True when x lies in some region's box and y satisfies that region's condition."""
         return any(r.contains(x) and r.condition.holds(y) for r in self.regions)
