@@ -23,8 +23,9 @@ verified by ``nncert verify`` in its own process: how a new user's run ends on t
 * ``lstm``, ``gru``: sequential MNIST (28 steps of 28 pixels, hidden 64, a linear head on
   the last state), eps 0.01 on every pixel: the recurrent converters' unrolled gates and gate
   products (session 39).
-* ``alexnet``: AlexNet's conv, Relu, LocalResponseNorm (ONNX LRN), max-pool stages at CIFAR
-  shape, eps 1/255 on every pixel: LRN's running channel sum (session 42).
+* ``alexnet``: AlexNet's conv, Relu, LRN (the ONNX operator: torch would write its own
+  decomposition), max-pool stages at CIFAR shape, eps 1/255 on every pixel: LRN's running
+  channel sum (session 42).
 
 Random weights make these figures of behaviour and cost (does every stage run, end on time,
 fit in memory), not of tightness. Prints verdict, wall seconds, peak resident memory and
@@ -195,13 +196,29 @@ class _SequenceClassifier(nn.Module):
         return self.head(out[-1])
 
 
+class _LrnFunction(torch.autograd.Function):
+    """torch's LocalResponseNorm, exported as the ONNX LRN operator (torch writes its own
+    decomposition otherwise: Pad, AveragePool over channels, Pow, Div)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return nn.functional.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=2.0)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("LRN", x, size_i=5, alpha_f=1e-4, beta_f=0.75, bias_f=2.0)
+
+
+class _Lrn(nn.Module):
+    def forward(self, x):
+        return _LrnFunction.apply(x)
+
+
 def _alexnet() -> nn.Module:
-    """AlexNet's layer pattern at CIFAR shape: conv, Relu, LocalResponseNorm (exported as
-    ONNX LRN; AlexNet's k = 2, alpha 1e-4, beta 0.75, 5 channels), max pooling, twice, then
-    a dense head."""
+    """AlexNet's layer pattern at CIFAR shape: conv, Relu, LRN (AlexNet's k = 2, alpha 1e-4,
+    beta 0.75, 5 channels), max pooling, twice, then a dense head."""
     def stage(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
-                nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(2)]
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), _Lrn(), nn.MaxPool2d(2)]
 
     return nn.Sequential(*stage(3, 32), *stage(32, 64), nn.Flatten(),
                          nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10))
