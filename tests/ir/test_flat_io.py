@@ -89,3 +89,16 @@ def test_an_output_the_spec_does_not_read_is_left_out():
     np.testing.assert_array_equal(part[:, :2].numpy(), full[:, :2].numpy())
     assert Spec((_spec(0.5).regions[0],), 7, 4).read_outputs().tolist() == [False, False, False,
                                                                            True]
+    # a spec that reads no output keeps the whole graph (its output then depends on x)
+    kept = flat_io(model.graph, np.zeros(4, dtype=bool))
+    assert [n.name for n in kept.nodes] == [n.name for n in flat_io(model.graph).nodes]
+
+
+def test_a_spec_that_reads_no_output_is_decided(tmp_path):
+    """Y_1 >= Y_1 holds everywhere: sat at any point of the box (was an internal error when
+    every output was left out)."""
+    proto, model = _two_by_two()
+    coef = np.zeros((1, 1, 4))
+    region = InputRegion(np.full(7, -0.1), np.full(7, 0.1), OutputCondition(coef, np.zeros((1, 1))))
+    result = verify(model, Spec((region,), 7, 4), VerifyConfig(timeout=20.0))
+    assert result.verdict == "sat", result
