@@ -1,5 +1,6 @@
-"""More blocks of the unusual-model generator: the ops imported as compositions, index maps,
-interpolation, quantisation, recurrent layers, TopK, MVN (verifier/onnx_import/converters/:
+"""More blocks of the unusual-model generator: the ops imported as compositions (LRN too),
+index maps, interpolation, quantisation, recurrent layers, TopK, MVN
+(verifier/onnx_import/converters/:
 composite.py, rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py,
 sorting.py). Merged into ``unusual_blocks``' tables; opset 13.
 """
@@ -61,6 +62,15 @@ def qdq_image(b) -> None:
     b.set(b.node("DequantizeLinear", [q, scale, zero]), b.shape)
 
 
+def lrn(b) -> None:
+    """LRN over an odd window of channels (onnxruntime's running channel sum, a Slack)."""
+    out = b.node("LRN", [b.cur], size=int(b.rng.choice([1, 3, 5])),
+                 alpha=float(b.rng.choice([1e-4, 0.1, 1.0])),
+                 beta=float(b.rng.choice([0.5, 0.75, 1.5])),
+                 bias=float(b.rng.choice([1.0, 2.0])))
+    b.set(out, b.shape)
+
+
 IMAGE_MORE = {
     "instancenorm": (instance_norm, lambda s: s[2] * s[3] >= 2),
     "resize_linear": (resize_interpolated, lambda s: s[2] <= 10),
@@ -68,6 +78,7 @@ IMAGE_MORE = {
     "prelu_img": (prelu_image, lambda s: True),
     "lppool": (lp_pool, lambda s: s[2] >= 2 and s[3] >= 2),
     "qdq_img": (qdq_image, lambda s: True),
+    "lrn": (lrn, lambda s: True),
 }
 
 
