@@ -28,7 +28,6 @@ from bounds.rules.elu import alpha_problem
 from bounds.rules.floors import running_sum_slack, variance_slack
 from verifier.onnx_import.context import ConvertContext, Dyn, normalize_axis, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
-from verifier.onnx_import.converters.linear import emit_linear
 from verifier.onnx_import.converters.pooling import reduce_axes, reduced_shape
 from verifier.onnx_import.converters.shape import emit_slice, reshape_value
 from verifier.onnx_import.registry import converter
@@ -347,8 +346,8 @@ def local_response_normalization(ctx: ConvertContext, node) -> None:
     sum it rounds: bias (in all of them) plus the squares then in the window (one square is in
     at most 3 size + 2 of them; its product rounds twice more), so the error stays within u B
     (1 + O(T u)) for B = T |bias| + (3 size + 4) alpha / size * (the squares up to the
-    window's end): the window's exact sum (a banded Linear over the channels) goes into a
-    Slack node stating that (B a second, triangular Linear; ``floors.running_sum_slack``)."""
+    window's end): the window's exact sum (a banded 1x1 Conv across the channels) goes into
+    a Slack node stating that (B a second, triangular one; ``floors.running_sum_slack``)."""
     x = ctx.value(node.input[0])
     if x.rank != 4:
         raise unsupported(node, f"an input of rank {x.rank} (onnxruntime's kernel takes N, C, "
@@ -363,18 +362,35 @@ def local_response_normalization(ctx: ConvertContext, node) -> None:
     channels = x.shape[1]
     half = (size - 1) // 2
     out, into = np.meshgrid(np.arange(channels), np.arange(channels), indexing="ij")
-    window = ((into >= out - half) & (into <= out + half)) * np.float64(share)
+    window = ((into >= out - half) & (into <= out + half)) * share
     steps = size + 2 * (channels - 1)
-    seen = (into <= out + half) * ((3 * size + 4) * np.float64(share))
-    squares = ctx.emit("Transpose", [_unary(ctx, "Pow", x, {"exponent": 2.0})],
-                       (x.shape[0], *x.shape[2:], channels), {"perm": (0, 2, 3, 1)})
-    exact = emit_linear(ctx, squares, window, np.full(channels, np.float64(bias)))
-    partials = emit_linear(ctx, squares, seen, np.full(channels, steps * abs(np.float64(bias))))
+    seen = (into <= out + half) * _f32_up((3 * size + 4) * np.float64(share))
+    squares = _unary(ctx, "Pow", x, {"exponent": 2.0})
+    exact = _channel_mix(ctx, squares, window, np.full(channels, bias))
+    partials = _channel_mix(ctx, squares, seen,
+                            np.full(channels, _f32_up(steps * abs(np.float64(bias)))))
     scale = ctx.emit("Slack", [exact, partials], exact.shape,
                      {"relative": running_sum_slack(steps)})
-    scale = ctx.emit("Transpose", [scale], x.shape, {"perm": (0, 3, 1, 2)})
     ctx.bind(node.output[0], emit_broadcast(
         ctx, "Mul", [x, _unary(ctx, "Pow", scale, {"exponent": -float(beta)})]))
+
+
+def _f32_up(value: float) -> np.float32:
+    """The least float32 >= value (a magnitude that may only grow)."""
+    f = np.float32(value)
+    return f if f >= value else np.nextafter(f, np.float32(np.inf))
+
+
+def _channel_mix(ctx: ConvertContext, x: Dyn, weight: np.ndarray, bias: np.ndarray) -> Dyn:
+    """weight [C, C] applied across the channels of x [N, C, H, W] at every pixel, plus bias:
+    a 1x1 Conv (the engines keep a convolution's window structure, where a Linear over
+    transposed channels made CROWN's intermediate coefficients dense: an AlexNet-style net at
+    CIFAR shape peaked at 13.7 GB)."""
+    c = weight.shape[0]
+    return ctx.emit("Conv", [x, weight.astype(np.float32).reshape(c, c, 1, 1),
+                             bias.astype(np.float32)], x.shape,
+                    {"strides": (1, 1), "dilations": (1, 1), "group": 1, "pads": (0, 0, 0, 0)},
+                    hint="conv")
 
 
 converter("LRN", 13)(local_response_normalization)
