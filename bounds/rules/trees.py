@@ -21,6 +21,7 @@ over trees carries the float32 allowance. MILP: ``verifier.milp.choices``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
@@ -77,6 +78,18 @@ def _reach(x: Interval, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tenso
     below = torch.where(lower[..., 1] > 0, hi <= lower[..., 0], hi < lower[..., 0])
     above = torch.where(upper[..., 1] > 0, lo >= upper[..., 0], lo > upper[..., 0])
     return ~(below | above).any(-1)
+
+
+def reachable_leaves(node, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """[R, L] bool: the leaves each row of the box [lower, upper] (x flattened, R rows of F
+    features) can reach: ``_reach``, the one test the bounds and the MILP encoding
+    (``verifier.milp.choices``) share."""
+    lo_end, hi_end = (torch.as_tensor(np.asarray(node.consts[k]), dtype=torch.float64)
+                      for k in (1, 2))
+    features = lo_end.shape[1]
+    box = Interval(torch.as_tensor(lower, dtype=torch.float64).reshape(-1, features),
+                   torch.as_tensor(upper, dtype=torch.float64).reshape(-1, features))
+    return _reach(box, lo_end, hi_end).numpy()
 
 
 def _ibp(node, args):

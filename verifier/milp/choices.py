@@ -27,7 +27,9 @@ import math
 
 import numpy as np
 
+from bounds.engine.deadline import check_deadline
 from bounds.graph import Node
+from bounds.rules.trees import reachable_leaves
 from verifier.milp.model import INF, Expr, MilpModel, sparse_module
 
 
@@ -95,6 +97,7 @@ def argmax(model: MilpModel, node: Node, x: Expr, lower: np.ndarray, upper: np.n
     entries, one_of, n_bin = [], [], 0
     plus, minus, cols, big = [], [], [], []
     for g, pos in enumerate(groups):
+        check_deadline()
         cand = _candidates(lower[pos], upper[pos])
         if cand.size == 1:
             const[g] = cand[0]
@@ -136,15 +139,6 @@ def _leaf_parts(node: Node):
             box_lo[..., 1] > 0, box_hi[..., 1] > 0, values.astype(np.float64), per_tree)
 
 
-def _reachable(box_lo, box_hi, lo_strict, hi_strict, lo: np.ndarray, hi: np.ndarray
-               ) -> np.ndarray:
-    """[L]: leaves some point of [lo, hi] reaches (strict ends kept: a box that ends at a
-    threshold t does not reach x > t), as ``bounds.rules.trees`` decides."""
-    below = np.where(lo_strict, hi <= box_lo, hi < box_lo)
-    above = np.where(hi_strict, lo >= box_hi, lo > box_hi)
-    return ~np.any(below | above, axis=1)
-
-
 class _Sides:
     """The shared side binaries of one input row: p = [x_f <= t] ("le") or [x_f < t] ("lt")
     per (feature, threshold, kind) that a candidate leaf's box end names, linked to x
@@ -159,14 +153,14 @@ class _Sides:
     def column(self, f: int, t: float, le: bool) -> int:
         return self.keys.setdefault((f, t, int(le)), len(self.keys))
 
-    def add(self, model: MilpModel, x: Expr, base: int, lo, hi, gap) -> np.ndarray:
+    def add(self, model: MilpModel, x: Expr, base: int, lo, hi, margin: float) -> np.ndarray:
         """The binaries (in ``column`` order), their links to x at positions base + f and
         their order along each feature."""
         keys = list(self.keys)
         p = model.add_vars(np.zeros(len(keys)), np.ones(len(keys)), integer=True)
         f = np.array([k[0] for k in keys])
         t = np.array([k[1] for k in keys])
-        g = gap(t)
+        g = _gap(margin, t)  # (thresholds are finite: 0 without a margin)
         # p = 1: x_f + (u_f - t + g) p <= u_f; p = 0: x_f + (t + g - l_f) p >= t + g
         model.add_rows(_rows_with(x, base + f, None, p, hi[f] - t + g), -INF, hi[f])
         model.add_rows(_rows_with(x, base + f, None, p, t + g - lo[f]), t + g, INF)
@@ -199,13 +193,14 @@ def leaves(model: MilpModel, node: Node, x: Expr, lower: np.ndarray, upper: np.n
     n_rows = x.size // n_feat
     const = np.zeros(n_rows * n_trees * n_out)
     entries, one_of, n_bin = [], [], 0
+    reach_rows = reachable_leaves(node, lower, upper)
     for r in range(n_rows):
         base = r * n_feat
         lo, hi = lower[base:base + n_feat], upper[base:base + n_feat]
-        reach = _reachable(box_lo, box_hi, lo_strict, hi_strict, lo, hi)
         sides, needs = _Sides(), []  # (leaf binary, side key, 1 for a <= p / -1 for 1 - p)
         for t, members in enumerate(per_tree):
-            cand = members[reach[members]]
+            check_deadline()  # (one tree's leaves at a time: 10^5 leaves take seconds)
+            cand = members[reach_rows[r, members]]
             out = (r * n_trees + t) * n_out
             if cand.size == 1:
                 const[out:out + n_out] = values[cand[0]]
@@ -229,7 +224,7 @@ def leaves(model: MilpModel, node: Node, x: Expr, lower: np.ndarray, upper: np.n
                                                      bool(lo_strict[leaf, f])), -1))
         if not sides.keys:
             continue
-        p = sides.add(model, x, base, lo, hi, lambda t: _gap(margin, t) if margin else 0.0 * t)
+        p = sides.add(model, x, base, lo, hi, margin)
         n_bin += len(p)
         _leaf_rows(model, needs, p)
     _one_of(model, one_of)
@@ -252,12 +247,8 @@ def _leaf_rows(model: MilpModel, needs: list[tuple[int, int, int]], p: np.ndarra
 def leaf_binaries(node: Node, lower: np.ndarray, upper: np.ndarray) -> int:
     """The leaf binaries ``leaves`` would add under these bounds (its side binaries, at most
     as many, are not counted)."""
-    box_lo, box_hi, lo_strict, hi_strict, _, per_tree = _leaf_parts(node)
-    n_feat = box_lo.shape[1]
-    total = 0
-    for r in range(lower.size // n_feat):
-        feats = slice(r * n_feat, (r + 1) * n_feat)
-        reach = _reachable(box_lo, box_hi, lo_strict, hi_strict, lower[feats], upper[feats])
-        counts = [int(reach[m].sum()) for m in per_tree]
-        total += sum(c for c in counts if c > 1)
-    return total
+    reach = reachable_leaves(node, lower, upper)
+    tree = np.asarray(node.consts[4]).astype(np.int64)
+    counts = np.stack([np.bincount(tree, weights=row, minlength=int(node.shape[-2]))
+                       for row in reach])
+    return int(counts[counts > 1].sum())
