@@ -61,6 +61,13 @@ def _labels(ctx: ConvertContext, node) -> np.ndarray | None:
     return None if ints is None else np.asarray(ints, dtype=np.int64)
 
 
+def _no_post_transform(ctx: ConvertContext, node) -> None:
+    """Refuse a post-transform where the op's converter takes none."""
+    kind = ctx.attr(node, "post_transform", "NONE")
+    if kind != "NONE":
+        raise unsupported(node, f"post_transform {kind!r}")
+
+
 def _post_transform(ctx: ConvertContext, node, scores: Dyn) -> Dyn:
     kind = ctx.attr(node, "post_transform", "NONE")
     if kind == "NONE":
@@ -165,8 +172,7 @@ def _pick(ctx: ConvertContext, table: np.ndarray, index: Dyn) -> Dyn:
 def linear_regressor(ctx: ConvertContext, node) -> None:
     """x W^T + b with one row per target."""
     x = ctx.value(node.input[0])
-    if ctx.attr(node, "post_transform", "NONE") != "NONE":
-        raise unsupported(node, f"post_transform {ctx.attr(node, 'post_transform')!r}")
+    _no_post_transform(ctx, node)
     ctx.bind(node.output[0], _scores(ctx, node, x, int(ctx.attr(node, "targets", 1))))
 
 

@@ -27,7 +27,13 @@ from verifier.errors import ModelError
 from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.linear import emit_linear
-from verifier.onnx_import.converters.ml import _features, _floats, _label_of, _labels
+from verifier.onnx_import.converters.ml import (
+    _features,
+    _floats,
+    _label_of,
+    _labels,
+    _no_post_transform,
+)
 from verifier.onnx_import.registry import converter, ml_op
 
 KERNELS = ("LINEAR", "POLY", "RBF", "SIGMOID")
@@ -42,12 +48,6 @@ def _rows(ctx: ConvertContext, node) -> Dyn:
     x = ctx.value(node.input[0])
     n = _features(node, x)
     return ctx.emit("Reshape", [x], (1, n)) if x.rank == 1 else x
-
-
-def _no_post_transform(ctx: ConvertContext, node) -> None:
-    kind = ctx.attr(node, "post_transform", "NONE")
-    if kind != "NONE":
-        raise unsupported(node, f"post_transform {kind!r}")
 
 
 def _kernel_params(ctx: ConvertContext, node) -> tuple[str, float, float, float]:
