@@ -185,6 +185,11 @@ class OpRule:
     # alike and so takes values that cannot go negative below 0 (a LayerNorm's variance:
     # the Sqrt after it had no bound). ``bounds.rules.floors`` has the common ones.
     floor: Callable | None = field(default=None, kw_only=True)
+    # (node, args) -> the forward's values with a gradient where the forward's is zero almost
+    # everywhere (a step: Sign, Floor, Round), or None: the forward's own. Only the attack's
+    # descent reads it (``run_graph(surrogate=True)``: straight-through gradients through
+    # binarised and quantised layers); values are the forward's, bit for bit.
+    surrogate: Callable | None = field(default=None, kw_only=True)
 
 
 class Registry:

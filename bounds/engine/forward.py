@@ -9,10 +9,13 @@ from bounds.graph import Graph
 from bounds.registry import rules
 
 
-def run_graph(graph: Graph, *inputs: torch.Tensor, keep_all: bool = False):
+def run_graph(graph: Graph, *inputs: torch.Tensor, keep_all: bool = False,
+              surrogate: bool = False):
     """Evaluate ``graph`` on batched inputs ``[B, *shape]`` (one per graph input, in order).
 
-    Returns the tuple of outputs, or the dict of every value when ``keep_all``.
+    Returns the tuple of outputs, or the dict of every value when ``keep_all``. With
+    ``surrogate`` the ops that have one take their rule's ``surrogate`` forward: the same
+    values, with straight-through gradients across steps (for descent, not for bounds).
     """
     if len(inputs) != len(graph.inputs):
         raise ValueError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
@@ -23,7 +26,8 @@ def run_graph(graph: Graph, *inputs: torch.Tensor, keep_all: bool = False):
     registry = rules()
     for node in graph.nodes:
         rule = registry.get(node.op, node.name)
-        values[node.name] = rule.forward(node, node_args(node, values, device, dtype))
+        forward = rule.surrogate if surrogate and rule.surrogate is not None else rule.forward
+        values[node.name] = forward(node, node_args(node, values, device, dtype))
     if keep_all:
         return values
     return tuple(values[o.name] for o in graph.outputs)

@@ -22,6 +22,7 @@ import torch
 
 from bounds.registry import Alpha, Kinks, Milp, OpRule, OpTraits, Rounding, Split
 from bounds.rules.common import KINK_ALPHA
+from bounds.rules.straight_through import straight_through
 from bounds.rules.tangents import F64, Curve, chord_slope, finish_planes, ibp_curve, margin
 from bounds.types import Interval, Relaxation
 
@@ -217,14 +218,16 @@ RULES = (
            milp=Milp("kinks", _clip_kinks)),
     OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
            relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),
-           doc="sign(x); constant IBP planes", split=Split("zero", "none"), **_STEP),
+           doc="sign(x); constant IBP planes", split=Split("zero", "none"),
+           surrogate=straight_through(torch.sign), **_STEP),
     OpRule("Floor", forward=lambda node, args: torch.floor(args[0]),
            ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
            traits=OpTraits(monotone=True, elementwise=True),
-           doc="floor(x); x - 1 < floor(x) <= x planes or constants", split=None, **_STEP),
+           doc="floor(x); x - 1 < floor(x) <= x planes or constants", split=None,
+           surrogate=straight_through(torch.floor), **_STEP),
     OpRule("Round", forward=lambda node, args: torch.round(args[0]),
            ibp=_monotone_ibp(torch.round), relax=_round_relax,
            traits=OpTraits(monotone=True, elementwise=True),
            doc="round half to even; x - 1/2 <= round(x) <= x + 1/2 planes or constants",
-           split=None, **_STEP),
+           split=None, surrogate=straight_through(torch.round), **_STEP),
 )

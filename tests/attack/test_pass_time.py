@@ -68,10 +68,10 @@ def _simulated(monkeypatch, per_point_s: float, overhead_s: float = 0.0):
     clock = {"now": 0.0, "points": []}
     real_outputs = pgd_module.graph_outputs
 
-    def timed_outputs(g, x):
+    def timed_outputs(g, x, **kw):
         clock["now"] += overhead_s + per_point_s * len(x)
         clock["points"].append(len(x))
-        return real_outputs(g, x)
+        return real_outputs(g, x, **kw)
 
     monkeypatch.setattr(pgd_module.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(pgd_module, "graph_outputs", timed_outputs)

@@ -21,10 +21,10 @@ def test_pgd_stops_before_a_step_that_would_overrun(monkeypatch):
     clock = {"now": 0.0, "calls": 0}
     real_outputs = pgd_module.graph_outputs
 
-    def slowing_outputs(g, x):  # step i takes 0.1 * 1.15**i simulated seconds
+    def slowing_outputs(g, x, **kw):  # step i takes 0.1 * 1.15**i simulated seconds
         clock["now"] += 0.1 * 1.15 ** clock["calls"]
         clock["calls"] += 1
-        return real_outputs(g, x)
+        return real_outputs(g, x, **kw)
 
     monkeypatch.setattr(pgd_module.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(pgd_module, "graph_outputs", slowing_outputs)

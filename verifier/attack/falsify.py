@@ -16,7 +16,9 @@ Phases, for every group of regions sharing one output condition:
    ``pgd.targets``); rounds alternate coarse and fine step sizes, double their restarts while
    a round stays short (small networks run a step on a thousand points as fast as on one),
    double their steps every two rounds (up to 8 times) and run until the time budget is
-   spent;
+   spent. PGD descends straight through steps (Sign, Floor, Round: ``OpRule.surrogate``);
+   where only those surrogates give the loss a gradient (binarised or quantised nets), each
+   round is followed by as long a slice of the gradient-free search below;
 4. instead of PGD, when the loss has no gradient at any group's best points, nor at as many
    uniform points (a graph piecewise constant in its input: ArgMax, Cast to int,
    comparisons), the gradient-free search on onnxruntime (``blackbox.falsify_blackbox``)
@@ -52,6 +54,7 @@ from verifier.attack.pgd import (
     evaluate,
     float32_boxes,
     has_gradient,
+    has_surrogates,
     reduce_best,
     uniform,
 )
@@ -78,6 +81,11 @@ GUIDED_POINTS = 64
 # attack has 0.5 s: on marabou-cifar10 large 6413 and small 8498 round 0 finds the
 # counterexample in 0.3-0.4 s, and a guided phase first took the whole half second).
 GUIDED_FIRST_MIN_S = 2.0
+# Where PGD descends only through straight-through surrogates (steps on every path: binarised
+# or quantised nets), each PGD round is followed by a gradient-free slice of as long, at
+# least this many seconds: on random binarised CNNs the gradient-free search found
+# counterexamples that the surrogate descent missed, on quantised (QDQ) nets the reverse.
+STEPPED_SLICE_MIN_S = 0.25
 
 
 @dataclass
@@ -164,6 +172,8 @@ class Falsifier:
         self.groups: list[_Group] | None = None
         self.round = 0  # the next PGD round
         self.gradient: bool | None = None  # PGD can move (None: not known yet)
+        # PGD moves only through surrogate gradients (None: not known yet)
+        self.stepped: bool | None = None
 
     @property
     def best_loss(self) -> float:
@@ -211,11 +221,17 @@ class Falsifier:
         if not self.gradient:
             log.info("the attack loss has no gradient at the best points: gradient-free "
                      "search on onnxruntime for the rest of the budget")
-            return falsify_blackbox(self.model, self.spec, self.stop,
-                                    seed=int(torch.randint(1 << 30, (1,), generator=self.gen,
-                                                           device=self.gen.device)))
+            return self._blackbox(self.stop)
+        if self.stepped is None:
+            # (one more gradient pass, on graphs with steps only)
+            self.stepped = has_surrogates(self.graph) and not any(
+                self._has_gradient(g, surrogate=False) for g in groups)
+            if self.stepped:
+                log.info("the attack loss has gradients only through straight-through steps: "
+                         "PGD rounds alternate with gradient-free search")
         groups.sort(key=lambda g: float(g.best_loss.min()) if g.best_loss is not None else 0.0)
         while not self.out_of_time():
+            started = time.monotonic()
             cex = self.guided_phase(groups) if self.round >= 1 else None
             if cex is not None or self.out_of_time():
                 return cex
@@ -224,17 +240,29 @@ class Falsifier:
                 if cex is not None or self.out_of_time():
                     return cex
             self.round += 1
+            if self.stepped:
+                took = max(STEPPED_SLICE_MIN_S, time.monotonic() - started)
+                cex = self._blackbox(min(self.stop, time.monotonic() + took))
+                if cex is not None:
+                    return cex
         return None
 
-    def _has_gradient(self, group: _Group) -> bool:
-        """Whether PGD can move in this group: a nonzero loss gradient at the best cheap
-        points or at as many uniform points (one dead point must not rule PGD out)."""
+    def _blackbox(self, stop: float) -> Counterexample | None:
+        """The gradient-free search on onnxruntime until ``stop`` (time.monotonic)."""
+        return falsify_blackbox(self.model, self.spec, stop,
+                                seed=int(torch.randint(1 << 30, (1,), generator=self.gen,
+                                                       device=self.gen.device)))
+
+    def _has_gradient(self, group: _Group, surrogate: bool = True) -> bool:
+        """Whether PGD can move in this group: a nonzero loss gradient (``surrogate``: PGD's,
+        straight through steps; else the graph's own) at the best cheap points or at as many
+        uniform points (one dead point must not rule PGD out)."""
         if self.out_of_time():
             return True  # nothing to decide: the rounds below stop at once
         n = max(1, min(len(group.lo), batch_size(self.graph) // 2))
         x = torch.cat([group.best_x[:n], uniform(group.lo[:n], group.hi[:n], self.gen)])
         box = torch.arange(n, device=x.device).repeat(2)
-        return has_gradient(self.graph, group.tcond.at(box), x, self.stop)
+        return has_gradient(self.graph, group.tcond.at(box), x, self.stop, surrogate)
 
     def _losses(self, group: _Group, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         """IR losses of the points x in the group's boxes ``box`` (+inf for those the time

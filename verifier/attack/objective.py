@@ -113,14 +113,15 @@ class TorchCondition:
         return torch.stack(parts, dim=1).amin(dim=1) if len(parts) > 1 else parts[0]
 
 
-def graph_outputs(graph: Graph, x: torch.Tensor) -> torch.Tensor:
-    """Flattened, concatenated outputs [B, n_out] of the graph on flattened inputs x [B, n_in]."""
+def graph_outputs(graph: Graph, x: torch.Tensor, surrogate: bool = False) -> torch.Tensor:
+    """Flattened, concatenated outputs [B, n_out] of the graph on flattened inputs x [B, n_in]
+    (``surrogate``: straight-through gradients across steps, the same values; ``run_graph``)."""
     inputs, offset = [], 0
     for info in graph.inputs:
         size = math.prod(info.shape)
         inputs.append(x[:, offset:offset + size].reshape(x.shape[0], *info.shape))
         offset += size
-    outs = run_graph(graph, *inputs)
+    outs = run_graph(graph, *inputs, surrogate=surrogate)
     return torch.cat([o.reshape(o.shape[0], -1) for o in outs], dim=1)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from bounds.graph import Graph
+from bounds.registry import rules
 from verifier.attack import pass_time
 from verifier.attack.objective import TorchCondition, graph_outputs, sample_bytes
 from verifier.spec.types import OutputCondition
@@ -133,7 +134,7 @@ def pgd(
         if not timer.fits(deadline, now):
             break
         x = x.detach().requires_grad_(True)
-        y = graph_outputs(graph, x)
+        y = graph_outputs(graph, x, surrogate=True)
         loss = cond.loss(y)
         with torch.no_grad():
             better = loss < best_loss
@@ -155,13 +156,23 @@ def pgd(
     return best_x.detach(), best_loss.detach()
 
 
+def has_surrogates(graph: Graph) -> bool:
+    """Whether some node of ``graph`` descends through a straight-through surrogate (a step:
+    ``OpRule.surrogate``)."""
+    registry = rules()
+    return any(registry.get(node.op, node.name).surrogate is not None for node in graph.nodes)
+
+
 def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor,
-                 deadline: float = math.inf) -> bool:
+                 deadline: float = math.inf, surrogate: bool = True) -> bool:
     """True when the PGD loss at the points x [B, n] has a nonzero gradient somewhere.
 
-    False for graphs that are piecewise constant in their input (ArgMax, Cast to int, a
-    comparison on the path to every output) or whose gradient vanishes at x: PGD cannot move
-    there, and a gradient-free search is the better use of the time. Only as many points as
+    With ``surrogate`` the gradient is PGD's own: straight-through across steps (Sign, Floor,
+    Round: ``OpRule.surrogate``), so binarised and quantised nets descend; without, the
+    graph's true gradient. False for graphs that are piecewise constant in their input
+    (ArgMax, Cast to int, a comparison on the path to every output) or whose gradient
+    vanishes at x: PGD cannot move there, and a gradient-free search is the better use of
+    the time. Only as many points as
     one step is expected to take before ``deadline`` are looked at (True when none fits:
     nothing is decided, and the attack's rounds stop at their own deadline checks).
     """
@@ -170,7 +181,8 @@ def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor,
         return True
     x = x[:n].detach().requires_grad_(True)
     start = time.monotonic()
-    loss = cond.rows(0, n).loss(graph_outputs(graph, x), push_all=PUSH_ALL)
+    loss = cond.rows(0, n).loss(graph_outputs(graph, x, surrogate=surrogate),
+                                push_all=PUSH_ALL)
     if not loss.requires_grad:
         return False
     finite = torch.isfinite(loss)
