@@ -8,10 +8,12 @@ so its extremes over [l, u] lie at l, u or a kink: offsets are exact for every s
 (Relu-style); with both Clip kinks inside, two chord-parallel planes.
 alpha (optional, in [0, 1]): the kink-side slope, s = a + alpha (1 - a) for LeakyRelu, 2 alpha - 1
 for Abs, alpha itself for Clip (both planes when both kinks lie inside [l, u]).
-Sign and Floor are steps: Sign uses the constant planes sign(l) <= f <= sign(u) (exact when
-stable); Floor uses x - 1 < floor(x) <= x with exact offsets when u - l >= 1, else the constant
-planes floor(l), floor(u); Round (half to even, as ONNX) likewise with x - 1/2 <= round(x) <=
-x + 1/2 (equality at the ties). No alpha for the steps.
+Sign, Floor and Round are steps. Sign across 0 takes planes through (0, 1) above and (0, -1)
+below, with slopes between 0 and the steepest sound ones (2 / |l| and 2 / u), alpha their share
+(the step's relaxation of binarised nets; constant planes sign(l), sign(u) where stable);
+Floor uses x - 1 < floor(x) <= x with exact offsets when u - l >= 1, else the constant planes
+floor(l), floor(u); Round (half to even, as ONNX) likewise with x - 1/2 <= round(x) <= x + 1/2
+(equality at the ties). No alpha for Floor and Round.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import torch
 from bounds.registry import Alpha, Kinks, Milp, OpRule, OpTraits, Rounding, Split
 from bounds.rules.common import KINK_ALPHA
 from bounds.rules.straight_through import straight_through
-from bounds.rules.tangents import F64, Curve, chord_slope, finish_planes, ibp_curve, margin
+from bounds.rules.tangents import (
+    F64,
+    Curve,
+    chord_slope,
+    clean_slope,
+    finish_planes,
+    ibp_curve,
+    margin,
+)
 from bounds.types import Interval, Relaxation
 
 
@@ -115,8 +125,46 @@ def _constant_planes(lo_val, up_val, dtype) -> Relaxation:
     return Relaxation(zero, lo_val.to(dtype), zero, up_val.to(dtype))
 
 
+def _sign_steepest(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The steepest sound slopes of Sign's (upper, lower) planes on [l, u] through (0, 1) and
+    (0, -1) (across 0: 2 / |l|, 2 / u; from 0: the planes through the origin, 1 / |l| where u
+    = 0 and 1 / u where l = 0; 0 on the stable sides)."""
+    zero = torch.zeros_like(l)
+    up = torch.where((l < 0) & (u > 0), 2 / -l, torch.where((l < 0) & (u == 0), 1 / -l, zero))
+    lo = torch.where((l < 0) & (u > 0), 2 / u, torch.where((l == 0) & (u > 0), 1 / u, zero))
+    return up, lo
+
+
+def _sign_alpha_init(lower, upper, attrs=None) -> torch.Tensor:
+    """The alpha of ``_sign_relax``'s default planes: 1 (the steep upper plane, the flat lower
+    one) where |l| > u, else 0."""
+    return (-lower.detach() > upper.detach()).to(lower.dtype)
+
+
 def _sign_relax(node, lower, upper, alpha=None) -> Relaxation:
-    return _constant_planes(torch.sign(lower), torch.sign(upper), lower.dtype)
+    """Planes of sign(x) (-1, 0 at 0, 1) with slopes s_u = alpha S_u, s_l = (1 - alpha) S_l
+    (``_sign_steepest``; default: the steep plane on the longer side, whose area between
+    plane and step is smaller), and exact offsets for them over the three pieces: for s >= 0,
+    sup (f - s x) = max(-1 - s l [l < 0], 0 [0 in [l, u]], 1 - s max(l, 0) [u > 0]) and
+    inf (f - s x) = min(-1 - s min(u, 0) [l < 0], 0, 1 - s u [u > 0]). Stable intervals keep
+    the constant planes sign(l) = sign(u)."""
+    l, u = lower.detach().to(F64), upper.detach().to(F64)
+    steep_up, steep_lo = _sign_steepest(l, u)
+    share = _sign_alpha_init(l, u) if alpha is None else alpha.to(F64).clamp(0, 1)
+    s_up, s_lo = clean_slope(share * steep_up, lower.dtype), clean_slope(
+        (1 - share) * steep_lo, lower.dtype)
+    neg, pos, zero = l < 0, u > 0, (l <= 0) & (u >= 0)
+    inf = torch.full_like(s_up, math.inf)
+    up_off = torch.maximum(torch.where(neg, -1 - s_up * l, -inf),
+                           torch.maximum(torch.where(zero, 0.0, -inf),
+                                         torch.where(pos, 1 - s_up * l.clamp(min=0), -inf)))
+    lo_off = torch.minimum(torch.where(neg, -1 - s_lo * u.clamp(max=0), inf),
+                           torch.minimum(torch.where(zero, 0.0, inf),
+                                         torch.where(pos, 1 - s_lo * u, inf)))
+    mag = torch.maximum(l.abs(), u.abs())
+    up_off = up_off + margin(up_off, s_up, mag, lower.dtype)
+    lo_off = lo_off - margin(lo_off, s_lo, mag, lower.dtype)
+    return Relaxation(*(t.to(lower.dtype) for t in (s_lo, lo_off, s_up, up_off)))
 
 
 def _floor_relax(node, lower, upper, alpha=None) -> Relaxation:
@@ -218,8 +266,9 @@ RULES = (
            milp=Milp("kinks", _clip_kinks)),
     OpRule("Sign", forward=lambda node, args: torch.sign(args[0]), ibp=_monotone_ibp(torch.sign),
            relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),
-           doc="sign(x); constant IBP planes", split=Split("zero", "none"),
-           surrogate=straight_through(torch.sign), **_STEP),
+           doc="sign(x); planes through (0, 1) and (0, -1), alpha = their slopes' share",
+           split=Split("zero", "none"), surrogate=straight_through(torch.sign),
+           alpha=Alpha(_sign_alpha_init), rounding=Rounding.EXACT, milp=Milp("relaxed")),
     OpRule("Floor", forward=lambda node, args: torch.floor(args[0]),
            ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
            traits=OpTraits(monotone=True, elementwise=True),
