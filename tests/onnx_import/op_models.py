@@ -371,6 +371,8 @@ OP_MODELS: dict = {
     "Celu": (lambda: one_node("Celu", X, opset=12, alpha=0.5), -2.0, 2.0),
     "Mish": (lambda: one_node("Mish", X, opset=18), -3.0, 3.0),
     "Ceil": (_unary("Ceil"), -2.0, 2.0),
+    "Mod": (lambda: one_node("Mod", X, {"d": np.array([0.7, -1.3, 0.25, 3.0], np.float32)},
+                             fmod=1), -4.0, 4.0),
     "LogSoftmax": (lambda: one_node("LogSoftmax", X), -2.0, 2.0),
     "ThresholdedRelu": (lambda: one_node("ThresholdedRelu", X, opset=10, alpha=0.3), -1.0, 1.0),
     "Shrink": (lambda: one_node("Shrink", X, opset=9, lambd=0.4, bias=0.1), -1.0, 1.0),
@@ -416,6 +418,10 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "Mod(integer, floor)": (lambda: make_model(
+        [_n("Mul", ["x", "k"], "xk"), _n("Cast", ["xk"], "xi", to=TensorProto.INT32),
+         _n("Mod", ["xi", "d"], "r", fmod=0), _n("Cast", ["r"], "y", to=TensorProto.FLOAT)],
+        X, ["y"], {"k": np.float32(10.0), "d": np.array([3, -4, 5, 7], np.int32)}), -3.0, 3.0),
     "SVMClassifier(label)": (lambda: make_svm("SVMClassifier", kept=("label",)), -1.0, 1.0),
     "SVMClassifier(binary, sigmoid)": (lambda: make_svm(
         "SVMClassifier", kernel="SIGMOID", classes=2, kept=("y",)), -1.0, 1.0),

@@ -519,3 +519,36 @@ def test_if_branch_that_redefines_an_outer_value_is_refused():
     then_branch.output[0].name = "s"
     with pytest.raises(ModelError, match="redefines the outer value 's'"):
         import_proto(model, model.SerializeToString())
+
+
+@pytest.mark.parametrize("divisor", [np.float32(0.7), np.float32(-1.3),
+                                     np.array([0.5, -2.0, 3.0, 0.25], np.float32)])
+@pytest.mark.parametrize(("fmod", "opset"), [(1, 13), (0, 28), (1, 28)])
+def test_mod_matches_onnxruntime(divisor, fmod, opset):
+    """fmod = 1: the sign of x (C's fmod); fmod = 0 (floats from opset 28): the sign of d."""
+    model = make_model([helper.make_node("Mod", ["x", "d"], ["y"], fmod=fmod)], {"x": (2, 4)},
+                       ["y"], {"d": divisor}, opset=opset)
+    compare(model, n=64, low=-5.0, high=5.0)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_of_integers_matches_onnxruntime(fmod):
+    nodes = [helper.make_node("Mul", ["x", "k"], ["xk"]),
+             helper.make_node("Cast", ["xk"], ["xi"], to=TensorProto.INT32),
+             helper.make_node("Mod", ["xi", "d"], ["r"], fmod=fmod),
+             helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT)]
+    model = make_model(nodes, {"x": (2, 4)}, ["y"],
+                       {"k": np.float32(10.0), "d": np.array([2, -3, 5, 7], np.int32)})
+    compare(model, n=64, low=-5.0, high=5.0)
+
+
+@pytest.mark.parametrize(("inits", "match"), [
+    ({"d": np.array([1.0, 0.0, 2.0, 3.0], np.float32)}, "zero or non-finite divisor"),
+    ({}, "input-dependent divisor")])
+def test_mod_refuses_what_it_cannot_bound(inits, match):
+    inputs = {"x": (2, 4)} if inits else {"x": (2, 4), "d": (2, 4)}
+    model = make_model([helper.make_node("Mod", ["x", "d"], ["y"], fmod=1)], inputs, ["y"],
+                       inits)
+    data = model.SerializeToString()
+    with pytest.raises(UnsupportedOpError, match=match):
+        import_proto(onnx.load_model_from_string(data), data)

@@ -1,5 +1,5 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
-PRelu, Softsign, Selu, Celu, Mish, Ceil, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
+PRelu, Softsign, Selu, Celu, Mish, Ceil, Mod, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
 ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
 LayerNormalization, InstanceNormalization, MeanVarianceNormalization, LRN.
 
@@ -151,6 +151,34 @@ def ceil(ctx: ConvertContext, node) -> None:
 
 converter("Ceil", 6)(ceil)
 converter("Ceil", 13)(ceil)
+
+
+@converter("Mod", 10)
+def mod(ctx: ConvertContext, node) -> None:
+    """x mod d for a constant nonzero divisor d: x - d q with q = trunc(x / d) (fmod = 1, the
+    sign of x: C's fmod, which onnxruntime computes exactly) or floor(x / d) (fmod = 0, the
+    sign of d: integers). trunc(y) = floor(relu(y)) - floor(relu(-y)): steps and kinks that
+    have rules, no product of two input-dependent values."""
+    x, d = ctx.value(node.input[0]), ctx.value(node.input[1])
+    if isinstance(d, Dyn):
+        raise unsupported(node, "an input-dependent divisor")
+    d = np.asarray(d, dtype=np.float64)
+    if not np.all(np.isfinite(d)) or np.any(d == 0):
+        raise unsupported(node, "a zero or non-finite divisor (the result is NaN or x)")
+    if not isinstance(x, Dyn):
+        raise unsupported(node, "a constant dividend")  # (folded before conversion)
+    ratio = emit_broadcast(ctx, "Div", [x, _f32(d)])
+    if int(ctx.attr(node, "fmod", 0)):
+        up = _unary(ctx, "Floor", _unary(ctx, "Relu", ratio))
+        down = _unary(ctx, "Floor", _unary(ctx, "Relu", _unary(ctx, "Neg", ratio)))
+        quotient = emit_broadcast(ctx, "Sub", [up, down])
+    else:
+        quotient = _unary(ctx, "Floor", ratio)
+    ctx.bind(node.output[0], emit_broadcast(ctx, "Sub", [x, emit_broadcast(
+        ctx, "Mul", [quotient, _f32(d)])]))
+
+
+converter("Mod", 13)(mod)
 
 
 def _log_sum_exp(ctx: ConvertContext, x: Dyn, axes: tuple[int, ...]) -> tuple[Dyn, Dyn]:
