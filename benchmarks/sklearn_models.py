@@ -23,14 +23,12 @@ per instance (verdict and seconds per tree) and the counts and total seconds per
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.fresh_runs import run_instances
 
 
 def _svm_models():
@@ -120,23 +118,6 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
     return instances
 
 
-def run(python: str, tree: str | None, onnx_path: Path, spec: Path, timeout: float
-        ) -> tuple[str, float]:
-    env = dict(os.environ)
-    if tree:
-        env["PYTHONPATH"] = tree
-    start = time.perf_counter()
-    try:
-        out = subprocess.run([python, "-m", "verifier.cli", "verify", str(onnx_path),
-                              str(spec), "--timeout", str(timeout)], capture_output=True,
-                             text=True, env=env, timeout=timeout + 60, cwd="/")
-        lines = out.stdout.strip().splitlines()
-        verdict = lines[0].split()[0] if lines else f"error(rc={out.returncode})"
-    except subprocess.TimeoutExpired:
-        verdict = "killed"
-    return verdict, time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
@@ -145,20 +126,8 @@ def main() -> None:
     parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")
     parser.add_argument("--nncert-python", default=sys.executable)
     args = parser.parse_args()
-    here = str(Path(__file__).resolve().parents[1])
-    trees = [("current", here)] + ([("baseline", args.compare)] if args.compare else [])
-    totals: dict[tuple[str, str], Counter] = {}
-    seconds: Counter = Counter()
-    for name, onnx_path, spec in build(args.families, args.dir):
-        cells = []
-        for label, tree in trees:
-            verdict, took = run(args.nncert_python, tree, onnx_path, spec, args.timeout)
-            totals.setdefault((name, label), Counter())[verdict] += 1
-            seconds[(name, label)] += took
-            cells.append(f"{label} {verdict} {took:.1f}s")
-        print(f"{spec.name}: " + " | ".join(cells), flush=True)
-    for (name, label), counts in totals.items():
-        print(f"{name} [{label}]: {dict(counts)} in {seconds[(name, label)]:.0f} s")
+    run_instances(build(args.families, args.dir), args.nncert_python, args.compare,
+                  args.timeout)
 
 
 if __name__ == "__main__":

@@ -123,12 +123,15 @@ def test_falsify_attacks_the_nearest_float32_points_by_default():
 
 
 def mod_model(modulus: float = 0.7) -> onnx.ModelProto:
-    """y = fmod(x0 + x1, modulus): ``Mod`` has no converter; onnxruntime runs it."""
+    """y = fmod(x0 + x1, 0 x + modulus): the importer refuses ``Mod`` of an input-dependent
+    divisor (here one in form only); onnxruntime runs it."""
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["s"], transB=1),
-             helper.make_node("Mod", ["s", "m"], ["y"], fmod=1)]
+             helper.make_node("Gemm", ["x", "z", "m"], ["d"], transB=1),
+             helper.make_node("Mod", ["s", "d"], ["y"], fmod=1)]
     inits = [numpy_helper.from_array(np.ones((1, 2), np.float32), "w"),
              numpy_helper.from_array(np.zeros(1, np.float32), "b"),
-             numpy_helper.from_array(np.full((1, 1), modulus, np.float32), "m")]
+             numpy_helper.from_array(np.zeros((1, 2), np.float32), "z"),
+             numpy_helper.from_array(np.full(1, modulus, np.float32), "m")]
     graph = helper.make_graph(
         nodes, "mod", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
@@ -170,7 +173,7 @@ def test_op_without_converter_is_unknown_naming_the_op(mod_path):
 
 def test_model_onnxruntime_cannot_run_stays_an_error(tmp_path):
     proto = mod_model()
-    proto.graph.node[1].op_type = "NoSuchOp"
+    proto.graph.node[-1].op_type = "NoSuchOp"
     path = tmp_path / "bad.onnx"
     path.write_bytes(proto.SerializeToString())
     with pytest.raises(Exception, match="NoSuchOp"):

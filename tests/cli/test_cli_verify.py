@@ -94,25 +94,24 @@ def test_profiled_model_check_runs_within_the_timeout(monkeypatch):
     assert abs(deadlines[0] - (clock.origin + 30)) < 1.0
 
 
-def _mod_model(path) -> None:
-    """y = fmod(x0 + x1, 0.7): ``Mod`` has no converter, onnxruntime runs it."""
+def _sinh_model(path) -> None:
+    """y = sinh(x0 + x1): ``Sinh`` has no converter, onnxruntime runs it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["s"], transB=1),
-             helper.make_node("Mod", ["s", "m"], ["y"], fmod=1)]
+             helper.make_node("Sinh", ["s"], ["y"])]
     inits = [numpy_helper.from_array(np.ones((1, 2), np.float32), "w"),
-             numpy_helper.from_array(np.zeros(1, np.float32), "b"),
-             numpy_helper.from_array(np.full((1, 1), 0.7, np.float32), "m")]
+             numpy_helper.from_array(np.zeros(1, np.float32), "b")]
     graph = helper.make_graph(
-        nodes, "mod", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        nodes, "sinh", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     proto.ir_version = 8
     onnx.save(proto, path)
 
 
-_MOD_SPEC = """(declare-const X_0 Real)
+_SINH_SPEC = """(declare-const X_0 Real)
 (declare-const X_1 Real)
 (declare-const Y_0 Real)
 (assert (>= X_0 0.0))
@@ -124,10 +123,10 @@ _MOD_SPEC = """(declare-const X_0 Real)
 
 
 def test_model_the_importer_refuses_is_attacked(tmp_path):
-    # X_1 is pinned to a value no float32 equals; fmod(x0 + x1, 0.7) >= 0.05 needs x0 >= 0.48.
-    model, spec = tmp_path / "mod.onnx", tmp_path / "sat.vnnlib"
-    _mod_model(model)
-    spec.write_text(_MOD_SPEC.format(threshold=0.05))
+    # X_1 is pinned to a value no float32 equals; sinh(x0 + x1) >= 0.05 needs x0 >= 0.48.
+    model, spec = tmp_path / "sinh.onnx", tmp_path / "sat.vnnlib"
+    _sinh_model(model)
+    spec.write_text(_SINH_SPEC.format(threshold=0.05))
     proc = run_nncert("verify", model, spec, "--timeout", "30", "--no-check")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "sat"
@@ -141,25 +140,25 @@ def test_model_the_importer_refuses_is_attacked(tmp_path):
 
 
 def test_model_the_importer_refuses_unknown_names_the_op(tmp_path):
-    model, spec = tmp_path / "mod.onnx", tmp_path / "unsat.vnnlib"
-    _mod_model(model)
-    spec.write_text(_MOD_SPEC.format(threshold=0.75))  # fmod(., 0.7) < 0.7: never
+    model, spec = tmp_path / "sinh.onnx", tmp_path / "unsat.vnnlib"
+    _sinh_model(model)
+    spec.write_text(_SINH_SPEC.format(threshold=0.75))  # sinh(x0 + x1) <= sinh(0.08): never
     proc = run_nncert("-v", "verify", model, spec, "--timeout", "12")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "unknown\n"
-    assert "'Mod'" in proc.stderr
+    assert "'Sinh'" in proc.stderr
 
 
 def test_model_neither_importer_nor_onnxruntime_runs_is_bad_input(tmp_path):
     import onnx
 
     model, spec = tmp_path / "bad.onnx", tmp_path / "sat.vnnlib"
-    _mod_model(model)
+    _sinh_model(model)
     proto = onnx.load(model)
     proto.graph.node[1].op_type = "NoSuchOp"
     proto.graph.node[1].name = "the_node"
     onnx.save(proto, model)
-    spec.write_text(_MOD_SPEC.format(threshold=0.05))
+    spec.write_text(_SINH_SPEC.format(threshold=0.05))
     proc = run_nncert("verify", model, spec, "--timeout", "30")
     line = assert_one_line_error(proc)
     assert "NoSuchOp" in line and "the_node" in line

@@ -1,0 +1,49 @@
+"""``nncert verify`` on generated instances, each in its own process, per tree side by side
+(the current checkout and an optional baseline), with counts and seconds per model: the
+runner of ``sklearn_models`` and ``step_models``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def run(python: str, tree: str | None, onnx_path: Path, spec: Path, timeout: float
+        ) -> tuple[str, float]:
+    """(verdict, wall seconds) of one ``verify`` with PYTHONPATH=``tree`` (None: as is)."""
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
+    start = time.perf_counter()
+    try:
+        out = subprocess.run([python, "-m", "verifier.cli", "verify", str(onnx_path),
+                              str(spec), "--timeout", str(timeout)], capture_output=True,
+                             text=True, env=env, timeout=timeout + 60, cwd="/")
+        lines = out.stdout.strip().splitlines()
+        verdict = lines[0].split()[0] if lines else f"error(rc={out.returncode})"
+    except subprocess.TimeoutExpired:
+        verdict = "killed"
+    return verdict, time.perf_counter() - start
+
+
+def run_instances(instances: list[tuple[str, Path, Path]], python: str, compare: str | None,
+                  timeout: float) -> None:
+    """Each (model name, onnx, vnnlib) on the current tree, then on ``compare``; one line per
+    instance, then the verdict counts and seconds per model and tree."""
+    here = str(Path(__file__).resolve().parents[1])
+    trees = [("current", here)] + ([("baseline", compare)] if compare else [])
+    totals: dict[tuple[str, str], Counter] = {}
+    seconds: Counter = Counter()
+    for name, onnx_path, spec in instances:
+        cells = []
+        for label, tree in trees:
+            verdict, took = run(python, tree, onnx_path, spec, timeout)
+            totals.setdefault((name, label), Counter())[verdict] += 1
+            seconds[(name, label)] += took
+            cells.append(f"{label} {verdict} {took:.1f}s")
+        print(f"{spec.name}: " + " | ".join(cells), flush=True)
+    for (name, label), counts in totals.items():
+        print(f"{name} [{label}]: {dict(counts)} in {seconds[(name, label)]:.0f} s")
