@@ -4,10 +4,13 @@ runner of ``sklearn_models`` and ``step_models``."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,3 +50,19 @@ def run_instances(instances: list[tuple[str, Path, Path]], python: str, compare:
         print(f"{spec.name}: " + " | ".join(cells), flush=True)
     for (name, label), counts in totals.items():
         print(f"{name} [{label}]: {dict(counts)} in {seconds[(name, label)]:.0f} s")
+
+
+def main(description: str, families: list[str], default_dir: str,
+         build: Callable[[list[str], Path], list[tuple[str, Path, Path]]]) -> None:
+    """The command line of a generated-instance benchmark: ``--families`` (of ``families``),
+    ``--timeout``, ``--dir`` (where ``build(families, dir)`` writes the instances),
+    ``--compare`` (a baseline checkout) and ``--nncert-python``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--families", nargs="*", default=families, choices=families)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--dir", type=Path, default=Path(default_dir))
+    parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")
+    parser.add_argument("--nncert-python", default=sys.executable)
+    args = parser.parse_args()
+    run_instances(build(args.families, args.dir), args.nncert_python, args.compare,
+                  args.timeout)

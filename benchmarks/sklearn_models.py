@@ -22,13 +22,11 @@ per instance (verdict and seconds per tree) and the counts and total seconds per
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.fresh_runs import run_instances
+from benchmarks import fresh_runs
 
 
 def _svm_models():
@@ -119,16 +117,7 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/nncert-sklearn"))
-    parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")
-    parser.add_argument("--nncert-python", default=sys.executable)
-    args = parser.parse_args()
-    run_instances(build(args.families, args.dir), args.nncert_python, args.compare,
-                  args.timeout)
-
+    fresh_runs.main(__doc__.splitlines()[0], list(FAMILIES), "/tmp/nncert-sklearn", build)
 
 if __name__ == "__main__":
     main()

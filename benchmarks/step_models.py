@@ -18,15 +18,13 @@ seconds per model.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.fresh_runs import run_instances
+from benchmarks import fresh_runs
 
 
 class _Sign(nn.Module):
@@ -151,16 +149,7 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="*", default=list(RADII), choices=list(RADII))
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/nncert-steps"))
-    parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")
-    parser.add_argument("--nncert-python", default=sys.executable)
-    args = parser.parse_args()
-    run_instances(build(args.families, args.dir), args.nncert_python, args.compare,
-                  args.timeout)
-
+    fresh_runs.main(__doc__.splitlines()[0], list(RADII), "/tmp/nncert-steps", build)
 
 if __name__ == "__main__":
     main()
