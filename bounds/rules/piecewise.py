@@ -244,7 +244,7 @@ def _clip_kinks(attrs) -> Kinks:
 
 
 _PWL = {"elementwise": True, "piecewise_linear": True}
-_STEP = {"alpha": None, "rounding": Rounding.EXACT, "milp": Milp("relaxed")}
+_STEP = {"rounding": Rounding.EXACT, "milp": Milp("relaxed")}
 RULES = (
     OpRule("LeakyRelu", forward=_leaky_forward, ibp=_leaky_ibp,
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(
@@ -268,15 +268,15 @@ RULES = (
            relax=_sign_relax, traits=OpTraits(monotone=True, elementwise=True),
            doc="sign(x); planes through (0, 1) and (0, -1), alpha = their slopes' share",
            split=Split("zero", "none"), surrogate=straight_through(torch.sign),
-           alpha=Alpha(_sign_alpha_init), rounding=Rounding.EXACT, milp=Milp("relaxed")),
+           alpha=Alpha(_sign_alpha_init), **_STEP),
     OpRule("Floor", forward=lambda node, args: torch.floor(args[0]),
            ibp=_monotone_ibp(torch.floor), relax=_floor_relax,
            traits=OpTraits(monotone=True, elementwise=True),
            doc="floor(x); x - 1 < floor(x) <= x planes or constants", split=None,
-           surrogate=straight_through(torch.floor), **_STEP),
+           surrogate=straight_through(torch.floor), alpha=None, **_STEP),
     OpRule("Round", forward=lambda node, args: torch.round(args[0]),
            ibp=_monotone_ibp(torch.round), relax=_round_relax,
            traits=OpTraits(monotone=True, elementwise=True),
            doc="round half to even; x - 1/2 <= round(x) <= x + 1/2 planes or constants",
-           split=None, surrogate=straight_through(torch.round), **_STEP),
+           split=None, surrogate=straight_through(torch.round), alpha=None, **_STEP),
 )

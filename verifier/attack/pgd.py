@@ -172,9 +172,9 @@ def has_gradient(graph: Graph, cond: TorchCondition, x: torch.Tensor,
     graph's true gradient. False for graphs that are piecewise constant in their input
     (ArgMax, Cast to int, a comparison on the path to every output) or whose gradient
     vanishes at x: PGD cannot move there, and a gradient-free search is the better use of
-    the time. Only as many points as
-    one step is expected to take before ``deadline`` are looked at (True when none fits:
-    nothing is decided, and the attack's rounds stop at their own deadline checks).
+    the time. Only as many points as one step is expected to take before ``deadline`` are
+    looked at (True when none fits: nothing is decided, and the attack's rounds stop at their
+    own deadline checks).
     """
     n = pass_time.affordable(graph, "step", len(x), deadline)
     if n == 0:
