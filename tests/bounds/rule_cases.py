@@ -331,6 +331,60 @@ def _scatter_window_ref(x):
     return np.where((t >= 0) & (t <= 1) & (_SCATTER_MASK > 0), x[:, 6:12], x[:, :6])
 
 
+
+def _reflect(c: np.ndarray, low: float, high: float) -> np.ndarray:
+    """c folded into [low, high] by reflections at both ends (ONNX GridSample's padding)."""
+    span = high - low
+    d = np.where(c < low, low - c, c - high)
+    n, r = np.floor(d / span), np.mod(d, span)
+    folded = np.where(c < low, np.where(n % 2 == 0, low + r, high - r),
+                      np.where(n % 2 == 0, high - r, low + r))
+    return np.where((c >= low) & (c <= high), c, folded)
+
+
+def _grid_sample_ref(mode: str, padding: str, align: bool):
+    """x [S, 24]: a 3 x 4 image x[:, :12] read at the 2 x 3 grid x[:, 12:] ((x, y) pairs in
+    [-1, 1] spanning the image), written from ONNX GridSample's definition."""
+    h, w = 3, 4
+
+    def coord(g, size):
+        c = (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
+        if padding == "reflection":
+            c = _reflect(c, 0.0, size - 1.0) if align else _reflect(c, -0.5, size - 0.5)
+        return np.clip(c, 0, size - 1) if padding != "zeros" else c
+
+    def pixel(img, r, c):
+        return img[r, c] if 0 <= r < h and 0 <= c < w else 0.0
+
+    def ref(x):
+        data, grid = _cut(x, (12, 12))
+        data, grid = data.reshape(-1, h, w), grid.reshape(-1, 2, 3, 2)
+        out = np.zeros((len(x), 1, 1, 2, 3))
+        for s, i, j in np.ndindex(len(x), 2, 3):
+            cx, cy = coord(grid[s, i, j, 0], w), coord(grid[s, i, j, 1], h)
+            if mode == "nearest":
+                out[s, 0, 0, i, j] = pixel(data[s], int(np.rint(cy)), int(np.rint(cx)))
+                continue
+            x0, y0 = int(np.floor(cx)), int(np.floor(cy))
+            fx, fy = cx - x0, cy - y0
+            out[s, 0, 0, i, j] = ((1 - fy) * ((1 - fx) * pixel(data[s], y0, x0)
+                                              + fx * pixel(data[s], y0, x0 + 1))
+                                  + fy * ((1 - fx) * pixel(data[s], y0 + 1, x0)
+                                          + fx * pixel(data[s], y0 + 1, x0 + 1)))
+        return out
+
+    return ref
+
+
+def _grid_sample(mode: str, padding: str, align: int) -> RuleCase:
+    # grid values in [-2, 2] reach outside the image on every side
+    return RuleCase("GridSample", f"GridSample({mode},{padding},{align})", in_shape=(24,),
+                    out_shape=(1, 1, 2, 3), operands={0: (1, 1, 3, 4), 1: (1, 2, 3, 2)},
+                    attrs={"mode": mode, "padding_mode": padding, "align_corners": align},
+                    onnx_inputs=("x0", "x1"), domain=(-2.0, 2.0), specials=(-1.0, 0.0, 1.0),
+                    scale=2.0,  # a weighted sum rounds with its terms' size (|data| <= 2)
+                    numpy_ref=_grid_sample_ref(mode, padding, bool(align)))
+
 _SCATTER_MASK = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
 
 STRUCTURED = [
@@ -435,6 +489,14 @@ STRUCTURED = [
              attrs={"axes": (0,), "first": (0,), "last": (1,)},
              onnx_inputs=("x0", "x1", "x2", _SCATTER_MASK), domain=(0.0, 5.99),
              specials=(1.0, 2.0, 3.0, 4.0, 5.0), numpy_ref=_scatter_window_ref),
+    # an image read at an input-dependent grid; its one-node ONNX form takes the grid with
+    # ONNX's batch axis, which the harness's operands lack, so tests/onnx_import/
+    # test_grid_sample.py checks the semantics in onnxruntime
+    _grid_sample("linear", "zeros", 0),
+    _grid_sample("linear", "border", 1),
+    _grid_sample("linear", "reflection", 0),
+    _grid_sample("nearest", "zeros", 1),
+    _grid_sample("nearest", "reflection", 1),
 ]
 
 # ---------------------------------------------------------------- piecewise-constant ops: the

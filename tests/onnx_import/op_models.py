@@ -76,6 +76,14 @@ def _variadic(op):
                               {"c": rand(1, low=-0.5, high=0.5)})
 
 
+def _grid_sample_of_input(mode: str, padding: str, align: int, opset: int):
+    """An image [1, 2, 4, 4] read at the grid 1.3 x reshaped to [1, 4, 4, 2]."""
+    nodes = [_n("Mul", ["x", "k"], "t"), _n("Reshape", ["t", "s"], "g"),
+             _n("GridSample", ["x", "g"], "y", mode=mode, padding_mode=padding,
+                align_corners=align)]
+    return make_model(nodes, IMG, ["y"], {"k": np.float32(1.3), "s": _i(1, 4, 4, 2)}, opset)
+
+
 RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 SEQ, BATCH, IN, HID = 4, 1, 3, 5
 
@@ -409,6 +417,9 @@ OP_MODELS: dict = {
     "Round": (lambda: one_node("Round", X, opset=11), -3.0, 3.0),
     "QuantizeLinear": (lambda: _qdq(np.uint8(100)), -1.0, 1.0),
     "DequantizeLinear": (lambda: _qdq(np.array([-3, 0], np.int8), axis=1), -1.0, 1.0),
+    # spatial sampling (converters/grid_sample.py): the image read at a grid 1.3 x (values
+    # past the image's edges), so the grid depends on the input
+    "GridSample": (lambda: _grid_sample_of_input("bilinear", "zeros", 0, opset=16), -1.0, 1.0),
     # x^T W x per batch: a constant contraction, then one of two input-dependent operands
     "Einsum": (lambda: make_model([_n("Einsum", ["x", "w"], "xw", equation="bi,ij->bj"),
                                    _n("Einsum", ["xw", "x"], "y", equation="bj,bj->b")],
@@ -418,6 +429,14 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "GridSample(input grid, nearest, reflection)": (
+        lambda: _grid_sample_of_input("nearest", "reflection", 1, opset=20), -1.0, 1.0),
+    "GridSample(constant grid, cubic, border)": (
+        lambda: one_node("GridSample", IMG, {"g": rand(1, 3, 5, 2, low=-1.3, high=1.3)},
+                         opset=20, mode="cubic", padding_mode="border"), -1.0, 1.0),
+    "GridSample(constant grid, linear, zeros)": (
+        lambda: one_node("GridSample", IMG, {"g": rand(1, 3, 5, 2, low=-1.3, high=1.3)},
+                         opset=16, align_corners=1), -1.0, 1.0),
     "Mod(integer, floor)": (lambda: make_model(
         [_n("Mul", ["x", "k"], "xk"), _n("Cast", ["xk"], "xi", to=TensorProto.INT32),
          _n("Mod", ["xi", "d"], "r", fmod=0), _n("Cast", ["r"], "y", to=TensorProto.FLOAT)],

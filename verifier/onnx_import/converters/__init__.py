@@ -7,6 +7,7 @@ from verifier.onnx_import.converters import (
     composite,
     conv,
     einsum,
+    grid_sample,
     linear,
     logic,
     ml,
@@ -21,6 +22,6 @@ from verifier.onnx_import.converters import (
     trees,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "linear", "logic",
-           "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter", "shape", "sorting",
-           "svm", "trees"]
+__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "grid_sample",
+           "linear", "logic", "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter",
+           "shape", "sorting", "svm", "trees"]
