@@ -90,6 +90,9 @@ class Rounding(Enum):
     GENERIC = "generic"  # library functions with no error bound: the generic allowance of |y|
     GENERIC_INPUT = "generic_input"  # generic, plus a term growing like eps |x| (GELU)
     SLACK = "slack"  # stated by the node: relative * (|x| + |s|) (``bounds.rules.slack``)
+    # interpolation at float32 coordinates: grows with the image's size times the largest
+    # pixel magnitude the taps can reach (``bounds.rules.grid_sample.sampling_error``)
+    SAMPLING = "sampling"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ Error model (u = 2**-24, the float32 unit roundoff):
   index ops (ArgMax, OneHot, Cast to integers) are exact: 0;
 * Slack (``bounds.rules.slack``): a bound its node states, relative * (|x| + |s|) (a
   LayerNormalization's variance, LRN's running channel sum, as onnxruntime computes them);
+* interpolation at an input-dependent grid (``bounds.rules.grid_sample``): the runtime's
+  float32 coordinates move each tap's weight by up to a few u times the image's size, so
+  (8 (size + 1) + 8) u M, M the largest pixel magnitude the taps can reach;
 * transcendental functions, whose implementations in onnxruntime promise no error bound:
   2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (GENERIC_INPUT ops add
   2**-19 |x|: Gelu's tanh form was measured off by ~eps32 |x| at x = -4.4).
@@ -168,6 +171,10 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         return gamma(n + 1) * scale
     if kind is Rounding.SLACK:  # (bounds/rules/slack.py): relative * (|x| + |s|)
         return node.attrs["relative"] * (_magnitude(args[0]) + _magnitude(args[1]))
+    if kind is Rounding.SAMPLING:
+        from bounds.rules.grid_sample import sampling_error
+
+        return sampling_error(node, args)
     delta = generic_error(_magnitude(out))
     if kind is Rounding.GENERIC_INPUT:  # e.g. x * Phi(x): float32 error grows like eps32 |x|
         delta = delta + GENERIC_REL * _magnitude(args[0])

@@ -17,12 +17,16 @@ clamping, and otherwise may reach any pixel of the axis. IBP takes the min (max)
 data's lower (upper) bounds over the reachable rectangle: a sparse table of window minima
 along W, then a masked min over the rows.
 
-float32: the runtime's weights are nonnegative and sum to 1 within a few roundings, and its
-sum of at most 4 products rounds a few times more, so its value is within 2^-19 M of the
-hull, M the largest magnitude in it; IBP widens both ends by that. CROWN concretises the
-output by its interval (no backward: the engine's default for an op without one). The grid's
-forward is torch's ``grid_sample``, whose conventions ONNX's GridSample adopted (the
-importer's differential check compares it with onnxruntime). No alpha, split or MILP form.
+float32 (``Rounding.SAMPLING``, ``sampling_error``): the runtime computes coordinates in
+float32, off by up to a few u (size + 1) pixels, so each linear weight moves by up to twice
+that; its weights stay nonnegative and sum to 1 within a few roundings, and its sum of at
+most 4 products rounds a few times more. Its value is thus within (8 (size + 1) + 8) u M of
+the exact one at the same inputs, M the largest magnitude of the pixels the taps can reach
+(the hull's ends): the allowance the engines add, which the differential check also reads.
+The hull itself already holds any convex combination of the reachable pixels. CROWN
+concretises the output by its interval (no backward: the engine's default for an op without
+one). The forward is torch's ``grid_sample``, whose conventions ONNX's GridSample adopted
+(the importer's differential check compares it with onnxruntime). No alpha, split or MILP.
 """
 
 from __future__ import annotations
@@ -35,8 +39,7 @@ from bounds.types import Interval
 
 _TORCH_MODE = {"linear": "bilinear", "nearest": "nearest"}
 _PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
-# relative allowance of the runtime's float32 weights and sums (docstring)
-_MARGIN = 2.0**-19
+U32 = 2.0**-24
 # elements of one [B, N, C, H, P] block of the row reduction
 _BLOCK = 2**24
 
@@ -65,14 +68,22 @@ def _coordinate(g: torch.Tensor, size: int, align: bool) -> torch.Tensor:
     return (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
 
 
+def coordinates(g_lo: torch.Tensor, g_hi: torch.Tensor, size: int, align: bool):
+    """Float64 pixel coordinates [lo, hi] of grid values in [g_lo, g_hi], widened by 64 u of
+    their magnitude: the runtime's float32 coordinate rounds about 3 times (NaN ends: the
+    whole line)."""
+    lo = torch.nan_to_num(_coordinate(g_lo.double(), size, align), nan=-torch.inf)
+    hi = torch.nan_to_num(_coordinate(g_hi.double(), size, align), nan=torch.inf)
+    slack = 64 * U32 * (lo.abs() + hi.abs() + size + 1)
+    return lo - slack, hi + slack
+
+
 def reachable(g_lo: torch.Tensor, g_hi: torch.Tensor, size: int, padding: str, align: bool):
     """For grid values in [g_lo, g_hi] along an axis of ``size`` pixels: (first, last) pixel
     indices the taps can read (long, first <= last) and a mask where a tap can read the zero
     outside the image (zeros padding; where no pixel is reachable, first = last = 0 and the
     mask is set: the output is 0)."""
-    slack = 2.0**-12 * (size + 1)
-    lo = torch.nan_to_num(_coordinate(g_lo.double(), size, align), nan=-torch.inf) - slack
-    hi = torch.nan_to_num(_coordinate(g_hi.double(), size, align), nan=torch.inf) + slack
+    lo, hi = coordinates(g_lo, g_hi, size, align)
     first, last = torch.floor(lo), torch.floor(hi) + 1
     top = size - 1
     outside = torch.zeros_like(lo, dtype=torch.bool)
@@ -135,7 +146,8 @@ def _rect(x: torch.Tensor, rows, cols, reduce, fill: float) -> torch.Tensor:
     return torch.cat(out, -1)
 
 
-def _ibp(node, args):
+def _hull(node, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) [B, N, C, P] of the pixels (and zeros) each output's taps can reach."""
     x, grid = args[0], args[1]
     g_lo, g_hi = grid.lower, grid.upper
     batch = g_lo.shape[0]
@@ -155,13 +167,129 @@ def _ibp(node, args):
     zero = (out_c | out_r)[:, :, None, :]  # [B, N, 1, P]
     lower = torch.where(zero, lower.clamp(max=0.0), lower)
     upper = torch.where(zero, upper.clamp(min=0.0), upper)
-    margin = _MARGIN * torch.maximum(lower.abs(), upper.abs())
-    shape = (b, n, c, ho, wo)
-    return Interval((lower - margin).reshape(shape), (upper + margin).reshape(shape))
+    return lower, upper
+
+
+def _ibp(node, args):
+    lower, upper = _hull(node, args)
+    shape = (lower.shape[0], *node.shape)
+    return Interval(lower.reshape(shape), upper.reshape(shape))
+
+
+def _cell_taps(node, g_lo: torch.Tensor, g_hi: torch.Tensor, size: int, axis_taps: int):
+    """Along one axis, where the grid's box keeps every coordinate in one cell: (pixel index
+    [..., T] of each tap, weight bounds [..., T] low and high, mask [...] of such outputs);
+    T = 2 (linear: 1 - f and f at floor(c) and floor(c) + 1, f = c - floor(c)) or 1
+    (nearest: the pixel round(c), weight 1, no tie inside). Taps outside the image get weight
+    0 under zeros padding; under border and reflection padding only coordinates inside
+    [0, size - 1], which neither changes, count as one cell."""
+    lo, hi = coordinates(g_lo, g_hi, size, bool(node.attrs["align_corners"]))
+    zeros = node.attrs["padding_mode"] == "zeros"
+    if axis_taps == 1:
+        pick = torch.floor(lo + 0.5)
+        fixed = (pick - 0.5 < lo) & (hi < pick + 0.5)
+        taps = pick.unsqueeze(-1)
+        w_lo = w_hi = torch.ones_like(taps)
+    else:
+        pick = torch.floor(lo)
+        fixed = pick == torch.floor(hi)
+        f_lo, f_hi = (lo - pick).clamp(0, 1), (hi - pick).clamp(0, 1)
+        taps = torch.stack([pick, pick + 1], -1)
+        w_lo, w_hi = torch.stack([1 - f_hi, f_lo], -1), torch.stack([1 - f_lo, f_hi], -1)
+    inside = (taps >= 0) & (taps <= size - 1)
+    fixed = fixed & torch.isfinite(lo) & torch.isfinite(hi)
+    if not zeros:
+        fixed = fixed & (lo >= 0) & (hi <= size - 1)
+    # a tap outside the image reads 0 (zeros padding) or, under the other paddings, only with
+    # weight 0 here (c = size - 1 exactly): either way it adds nothing
+    w_lo, w_hi = torch.where(inside, w_lo, 0.0), torch.where(inside, w_hi, 0.0)
+    return torch.where(inside, taps, 0.0).long(), w_lo, w_hi, fixed
+
+
+def _backward(node, coef, args, alpha=None):
+    """One cell per output (both axes): y = sum_k w_k x_k with w_k in [wl_k, wu_k], so
+    a y >= a sum_k m_k x_k - |a| sum_k r_k M_k, m the weights' midpoints, r their radii and
+    M_k the tap's largest magnitude; every other output (and every output of a constant
+    image) is concretised by its interval."""
+    lower, upper = _hull(node, args)
+    b_s = coef.shape[:2]
+    a = coef.reshape(*b_s, *node.shape[:2], -1)  # [B, S, N, C, P]
+    concrete = _offset(a, lower, upper)
+    if node.is_const(0):
+        return [None, None], concrete.sum(-1)
+    x, grid = args
+    bsz = max(a.shape[0], x.lower.shape[0], grid.lower.shape[0])
+    _, _, h, w = x.lower.shape[1:]
+    n = node.shape[0]
+    g_lo = grid.lower.expand(bsz, *grid.lower.shape[1:]).reshape(bsz, n, -1, 2)
+    g_hi = grid.upper.expand(bsz, *grid.upper.shape[1:]).reshape(bsz, n, -1, 2)
+    t = 1 if node.attrs["mode"] == "nearest" else 2
+    cx, wxl, wxu, fx = _cell_taps(node, g_lo[..., 0], g_hi[..., 0], w, t)
+    cy, wyl, wyu, fy = _cell_taps(node, g_lo[..., 1], g_hi[..., 1], h, t)
+    fixed = fx & fy  # [B, N, P]
+    # the t x t taps: pixel index and weight bounds [B, N, P, T] (nonnegative products)
+    pixel = (cy.unsqueeze(-1) * w + cx.unsqueeze(-2)).flatten(-2)
+    w_lo = (wyl.unsqueeze(-1) * wxl.unsqueeze(-2)).flatten(-2)
+    w_hi = (wyu.unsqueeze(-1) * wxu.unsqueeze(-2)).flatten(-2)
+    mid, rad = _in_dtype((w_lo + w_hi) / 2, (w_hi - w_lo) / 2, coef.dtype)
+    xl = x.lower.expand(bsz, *x.lower.shape[1:]).reshape(bsz, n, -1, h * w)  # [B, N, C, HW]
+    xu = x.upper.expand(bsz, *x.upper.shape[1:]).reshape(bsz, n, -1, h * w)
+    mag = torch.maximum(xl.abs(), xu.abs())
+    p, t2 = pixel.shape[-2:]
+    taps = pixel.reshape(bsz, n, 1, p * t2).expand(-1, -1, mag.shape[2], -1)
+    tap_mag = torch.gather(mag, -1, taps).reshape(*mag.shape[:3], p, t2)  # [B, N, C, P, T]
+    spread = (rad.unsqueeze(2) * tap_mag).sum(-1)  # [B, N, C, P]
+    keep = fixed.unsqueeze(2).to(coef.dtype)  # [B, N, 1, P]
+    a_cell = a * keep.unsqueeze(1)
+    offset = (concrete * (1 - keep.unsqueeze(1))).sum(-1) - (
+        a_cell.abs() * spread.to(coef.dtype).unsqueeze(1)).sum(-1)
+    # the midpoints' coefficients scattered onto the pixels the taps read
+    data = torch.zeros(*a.shape[:4], h * w, dtype=coef.dtype, device=coef.device)
+    for k in range(pixel.shape[-1]):
+        contrib = a_cell * mid[..., k].unsqueeze(1).unsqueeze(3)  # [B, S, N, C, P]
+        index = pixel[..., k].unsqueeze(1).unsqueeze(3).expand_as(contrib)
+        data.scatter_add_(-1, index, contrib)
+    return [data.reshape(*b_s, *x.lower.shape[1:]), None], offset.flatten(2).sum(-1)
+
+
+def _in_dtype(mid: torch.Tensor, rad: torch.Tensor, dtype: torch.dtype):
+    """Midpoints and radii (float64) in the pass's dtype, the radius grown by the midpoint's
+    rounding and rounded up, so [mid - rad, mid + rad] still holds every weight."""
+    if dtype == mid.dtype:
+        return mid, rad
+    from bounds.engine.rounding import float32_above
+
+    low = mid.to(dtype)
+    rad = rad + (mid - low.to(mid.dtype)).abs()
+    return low, (float32_above(rad) if dtype == torch.float32 else rad.to(dtype))
+
+
+def _offset(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """min of a y over lower <= y <= upper, per element: a [B, S, N, C, P] with bounds
+    [B, N, C, P] (0 * inf skipped)."""
+    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+    return torch.where(a > 0, a * lo, torch.where(a < 0, a * hi, 0.0))
+
+
+def sampling_error(node, args) -> torch.Tensor | None:
+    """How far the runtime's float32 value may be from the exact one (module docstring);
+    None for nearest, which selects a pixel and rounds nothing."""
+    if node.attrs["mode"] == "nearest":
+        return None
+    lower, upper = _hull(node, args)
+    size = max(_image_size(node, args))
+    magnitude = torch.maximum(lower.abs(), upper.abs())
+    return ((8 * (size + 1) + 8) * U32 * magnitude).reshape(lower.shape[0], *node.shape)
+
+
+def _image_size(node, args) -> tuple[int, int]:
+    x = args[0]
+    data = x if node.is_const(0) else x.lower
+    return int(data.shape[-2]), int(data.shape[-1])
 
 
 RULES = (
-    OpRule("GridSample", forward=_forward, ibp=_ibp, traits=OpTraits(),
+    OpRule("GridSample", forward=_forward, ibp=_ibp, backward=_backward, traits=OpTraits(),
            doc="sampling at an input-dependent grid (nearest, linear): hull of reachable pixels",
-           alpha=None, rounding=Rounding.EXACT, split=None, milp=Milp("none")),
+           alpha=None, rounding=Rounding.SAMPLING, split=None, milp=Milp("none")),
 )
