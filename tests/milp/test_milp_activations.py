@@ -209,3 +209,41 @@ def test_gurobi_size_limit_falls_back_on_a_real_model():
     if backends._GUROBI_MISSING is None and used == {"gurobi"}:
         pytest.skip("gurobipy has a full license here")
     assert used == {"highs"}
+
+
+@pytest.mark.parametrize("op", ["Sign", "Floor", "Round"])
+@pytest.mark.parametrize("seed", range(3))
+def test_step_encoding_reaches_the_infimum(op, seed):
+    """Integer encodings of the steps: the optimum bounds every sample and, in one hidden
+    layer of steps, is the network's value next to the solver's point (both neighbours are
+    allowed at a threshold: the value may need a nudge off it). Deeper, inputs on several
+    thresholds at once may combine values no nearby input has: a superset, not exact."""
+    model = _net(op, seed)
+    rng = np.random.default_rng(200 + seed)
+    lower = rng.uniform(-1.5, 0, 3) * 2
+    upper = lower + rng.uniform(0.5, 3.0, 3)
+    coef = rng.normal(size=2)
+    value, x, enc = _min_output(model, lower, upper, coef)
+    assert not enc.exact and not is_exact(model.graph) and enc.n_unstable > 0
+    assert value <= _sampled(model, lower, upper, coef).min() + 1e-7
+    one = _one_layer(op, seed)
+    value, x, _ = _min_output(one, lower, upper, coef)
+    assert value <= _sampled(one, lower, upper, coef).min() + 1e-7
+    nudges = np.vstack([np.zeros(3), rng.normal(size=(400, 3)) * 1e-6])
+    near = min(_value_at(one, np.clip(x + d, lower, upper), coef) for d in nudges)
+    assert near == pytest.approx(value, abs=1e-4)
+
+
+def _one_layer(op: str, seed: int):
+    """Gemm -> op -> Gemm: one layer of steps."""
+    rng = np.random.default_rng(seed)
+    w0 = (rng.normal(size=(6, 3)) / np.sqrt(3)).astype(F32) * F32(1.5)
+    w1 = (rng.normal(size=(2, 6)) / np.sqrt(6)).astype(F32)
+    inits = [numpy_helper.from_array(w0, "w0"),
+             numpy_helper.from_array((rng.normal(size=6) * 0.3).astype(F32), "b0"),
+             numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array((rng.normal(size=2) * 0.3).astype(F32), "b1")]
+    nodes = [helper.make_node("Gemm", ["x", "w0", "b0"], ["z"], transB=1),
+             helper.make_node(op, ["z"], ["h"]),
+             helper.make_node("Gemm", ["h", "w1", "b1"], ["y"], transB=1)]
+    return _model(nodes, inits, (1, 3), (1, 2))
