@@ -23,10 +23,15 @@ that; its weights stay nonnegative and sum to 1 within a few roundings, and its 
 most 4 products rounds a few times more. Its value is thus within (8 (size + 1) + 8) u M of
 the exact one at the same inputs, M the largest magnitude of the pixels the taps can reach
 (the hull's ends): the allowance the engines add, which the differential check also reads.
-The hull itself already holds any convex combination of the reachable pixels. CROWN
-concretises the output by its interval (no backward: the engine's default for an op without
-one). The forward is torch's ``grid_sample``, whose conventions ONNX's GridSample adopted
-(the importer's differential check compares it with onnxruntime). No alpha, split or MILP.
+The hull itself already holds any convex combination of the reachable pixels.
+
+CROWN (``_backward``): where the coordinates an output can take reach at most 3 taps per axis
+(linear; 2 for nearest), y = sum_k w_k x_k with each weight in an interval read off the tent
+(or the pick) over the coordinate range; the weights' midpoints become the image's
+coefficients and their radii times the taps' magnitudes the offset. Other outputs are
+concretised by their interval; the grid gets no coefficient. The forward is torch's
+``grid_sample``, whose conventions ONNX's GridSample adopted (the importer's differential
+check compares it with onnxruntime). No alpha, split or MILP.
 """
 
 from __future__ import annotations
@@ -176,41 +181,44 @@ def _ibp(node, args):
     return Interval(lower.reshape(shape), upper.reshape(shape))
 
 
-def _cell_taps(node, g_lo: torch.Tensor, g_hi: torch.Tensor, size: int, axis_taps: int):
-    """Along one axis, where the grid's box keeps every coordinate in one cell: (pixel index
-    [..., T] of each tap, weight bounds [..., T] low and high, mask [...] of such outputs);
-    T = 2 (linear: 1 - f and f at floor(c) and floor(c) + 1, f = c - floor(c)) or 1
-    (nearest: the pixel round(c), weight 1, no tie inside). Taps outside the image get weight
-    0 under zeros padding; under border and reflection padding only coordinates inside
-    [0, size - 1], which neither changes, count as one cell."""
+def _window_taps(node, g_lo: torch.Tensor, g_hi: torch.Tensor, size: int):
+    """Along one axis: (pixel index [..., T] of each tap a coordinate in the grid's box can
+    use, its weight's bounds [..., T] low and high, mask [...] of outputs whose taps fit in
+    T). Linear: T = 3 taps from floor(lo), the tent max(0, 1 - |c - t|) bounded over [lo, hi]
+    (its max at the point nearest t, its min at an end: the tent is unimodal). Nearest: T = 2
+    taps from the first pick, weight 1 where only one pick is possible, else in [0, 1]. Taps
+    outside the image get weight 0 under zeros padding (they read 0); under border and
+    reflection padding only coordinates inside [0, size - 1], which neither changes, are
+    taken (taps past the edge then have weight 0)."""
     lo, hi = coordinates(g_lo, g_hi, size, bool(node.attrs["align_corners"]))
-    zeros = node.attrs["padding_mode"] == "zeros"
-    if axis_taps == 1:
-        pick = torch.floor(lo + 0.5)
-        fixed = (pick - 0.5 < lo) & (hi < pick + 0.5)
-        taps = pick.unsqueeze(-1)
-        w_lo = w_hi = torch.ones_like(taps)
+    if node.attrs["mode"] == "nearest":
+        first, last = torch.ceil(lo - 0.5), torch.floor(hi + 0.5)
+        taps = first.unsqueeze(-1) + torch.arange(2, dtype=lo.dtype)
+        fits = last - first <= 1
+        alone = (first == last).unsqueeze(-1)
+        w_hi = (taps <= last.unsqueeze(-1)).to(lo.dtype)
+        w_lo = torch.where(alone, w_hi, torch.zeros_like(w_hi))
     else:
-        pick = torch.floor(lo)
-        fixed = pick == torch.floor(hi)
-        f_lo, f_hi = (lo - pick).clamp(0, 1), (hi - pick).clamp(0, 1)
-        taps = torch.stack([pick, pick + 1], -1)
-        w_lo, w_hi = torch.stack([1 - f_hi, f_lo], -1), torch.stack([1 - f_lo, f_hi], -1)
+        first = torch.floor(lo)
+        taps = first.unsqueeze(-1) + torch.arange(3, dtype=lo.dtype)
+        fits = torch.floor(hi) - first <= 1
+        l, h = lo.unsqueeze(-1), hi.unsqueeze(-1)
+        gap = torch.maximum(torch.maximum(l - taps, taps - h), torch.zeros_like(taps))
+        w_hi = (1 - gap).clamp(0, 1)
+        w_lo = torch.minimum((1 - (l - taps).abs()).clamp(0, 1), (1 - (h - taps).abs()).clamp(0, 1))
+    fits = fits & torch.isfinite(lo) & torch.isfinite(hi)
+    if node.attrs["padding_mode"] != "zeros":
+        fits = fits & (lo >= 0) & (hi <= size - 1)
     inside = (taps >= 0) & (taps <= size - 1)
-    fixed = fixed & torch.isfinite(lo) & torch.isfinite(hi)
-    if not zeros:
-        fixed = fixed & (lo >= 0) & (hi <= size - 1)
-    # a tap outside the image reads 0 (zeros padding) or, under the other paddings, only with
-    # weight 0 here (c = size - 1 exactly): either way it adds nothing
     w_lo, w_hi = torch.where(inside, w_lo, 0.0), torch.where(inside, w_hi, 0.0)
-    return torch.where(inside, taps, 0.0).long(), w_lo, w_hi, fixed
+    return torch.where(inside, taps, 0.0).long(), w_lo, w_hi, fits
 
 
 def _backward(node, coef, args, alpha=None):
-    """One cell per output (both axes): y = sum_k w_k x_k with w_k in [wl_k, wu_k], so
-    a y >= a sum_k m_k x_k - |a| sum_k r_k M_k, m the weights' midpoints, r their radii and
-    M_k the tap's largest magnitude; every other output (and every output of a constant
-    image) is concretised by its interval."""
+    """Where an output's taps fit a small window (``_window_taps``, both axes):
+    y = sum_k w_k x_k with w_k in [wl_k, wu_k], so a y >= a sum_k m_k x_k - |a| sum_k r_k M_k,
+    m the weights' midpoints, r their radii and M_k the tap's largest magnitude; every other
+    output (and every output of a constant image) is concretised by its interval."""
     lower, upper = _hull(node, args)
     b_s = coef.shape[:2]
     a = coef.reshape(*b_s, *node.shape[:2], -1)  # [B, S, N, C, P]
@@ -223,9 +231,8 @@ def _backward(node, coef, args, alpha=None):
     n = node.shape[0]
     g_lo = grid.lower.expand(bsz, *grid.lower.shape[1:]).reshape(bsz, n, -1, 2)
     g_hi = grid.upper.expand(bsz, *grid.upper.shape[1:]).reshape(bsz, n, -1, 2)
-    t = 1 if node.attrs["mode"] == "nearest" else 2
-    cx, wxl, wxu, fx = _cell_taps(node, g_lo[..., 0], g_hi[..., 0], w, t)
-    cy, wyl, wyu, fy = _cell_taps(node, g_lo[..., 1], g_hi[..., 1], h, t)
+    cx, wxl, wxu, fx = _window_taps(node, g_lo[..., 0], g_hi[..., 0], w)
+    cy, wyl, wyu, fy = _window_taps(node, g_lo[..., 1], g_hi[..., 1], h)
     fixed = fx & fy  # [B, N, P]
     # the t x t taps: pixel index and weight bounds [B, N, P, T] (nonnegative products)
     pixel = (cy.unsqueeze(-1) * w + cx.unsqueeze(-2)).flatten(-2)
