@@ -71,7 +71,35 @@ def lrn(b) -> None:
     b.set(out, b.shape)
 
 
+def grid_sample(b) -> None:
+    """GridSample (opset 16) at a constant grid (a random affine warp) or at a grid computed
+    from the image (tanh of a dense layer, scaled past the edges); random mode (cubic at the
+    constant grid only), padding and corner convention."""
+    _, c, h, w = b.shape
+    b.opset = max(b.opset, 16)
+    learned = bool(b.rng.random() < 0.5)
+    modes = ["bilinear", "nearest"] + ([] if learned else ["bicubic"])
+    attrs = {"mode": str(b.rng.choice(modes)),
+             "padding_mode": str(b.rng.choice(["zeros", "border", "reflection"])),
+             "align_corners": int(b.rng.integers(0, 2))}
+    ho, wo = int(b.rng.integers(2, h + 2)), int(b.rng.integers(2, w + 2))
+    if learned:
+        flat = b.node("Flatten", [b.cur], False, axis=1)
+        weights = b.rng.normal(size=(ho * wo * 2, c * h * w)) / np.sqrt(c * h * w)
+        dense = b.node("Gemm", [flat, b.const(weights), b.const(b.rng.normal(size=ho * wo * 2)
+                                                                 * 0.3)], False, transB=1)
+        scaled = b.node("Mul", [b.node("Tanh", [dense], False), b.const(1.2)], False)
+        grid = b.node("Reshape", [scaled, b.const([1, ho, wo, 2], I64)], False)
+    else:
+        theta = np.eye(2, 3) + b.rng.normal(size=(2, 3)) * 0.3
+        ys, xs = np.meshgrid(np.linspace(-1, 1, ho), np.linspace(-1, 1, wo), indexing="ij")
+        base = np.stack([xs, ys, np.ones_like(xs)], -1)  # [Ho, Wo, 3]
+        grid = b.const((base @ theta.T)[None])
+    b.set(b.node("GridSample", [b.cur, grid], **attrs), (1, c, ho, wo))
+
+
 IMAGE_MORE = {
+    "grid_sample": (grid_sample, lambda s: s[2] * s[3] <= 64),
     "instancenorm": (instance_norm, lambda s: s[2] * s[3] >= 2),
     "resize_linear": (resize_interpolated, lambda s: s[2] <= 10),
     "space_depth": (space_depth, lambda s: s[2] % 2 == 0 and s[3] % 2 == 0),

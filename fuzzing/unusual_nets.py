@@ -54,6 +54,7 @@ class Builder:
     parts: list[str] = field(default_factory=list)
     count: int = 0
     width: int = 8  # widest hidden Gemm; larger models stress deadlines, not soundness
+    opset: int = OPSET  # raised by blocks whose op is newer (GridSample: 16)
 
     def fresh(self, stem: str) -> str:
         self.count += 1
@@ -121,7 +122,9 @@ def _pick(b: Builder, blocks: dict, fits) -> str:
     return name
 
 
-def _to_proto(b: Builder, input_shape: tuple[int, ...], opset: int = OPSET) -> onnx.ModelProto:
+def _to_proto(b: Builder, input_shape: tuple[int, ...], opset: int | None = None
+              ) -> onnx.ModelProto:
+    opset = b.opset if opset is None else opset
     graph = helper.make_graph(
         b.nodes, "unusual",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],

@@ -9,7 +9,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -49,6 +49,14 @@ class BoundOptions:
     # bound follows (the cascade's CROWN step), not for search steps, whose timing is sized
     # on the rest of their work.
     last_refine: bool = False
+
+    def __post_init__(self) -> None:
+        # a misspelt method would otherwise give IBP's bounds silently ("alpha-crown" did)
+        if self.method not in get_args(Method):
+            raise ValueError(f"unknown bound method {self.method!r}: one of "
+                             f"{', '.join(get_args(Method))}")
+        if self.intermediate not in ("auto", "ibp", "forward", "crown"):
+            raise ValueError(f"unknown intermediate method {self.intermediate!r}")
 
     @property
     def work_dtype(self) -> torch.dtype | None:

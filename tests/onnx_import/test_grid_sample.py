@@ -138,7 +138,7 @@ def test_spatial_transformer_bounds_hold_at_onnxruntime_values():
     points = rng.uniform(lo, hi, (64, 1, 2, 4, 4)).astype(np.float32)
     points[:16] = np.where(rng.random(points[:16].shape) < 0.5, lo, hi)
     values = np.stack([r[0].ravel() for r in ort_outputs(model, [{"x": p} for p in points])])
-    for method in ("ibp", "crown", "alpha-crown"):
+    for method in ("ibp", "crown", "alpha"):
         with engine_deadline(None):
             lower = bound_spec(graph, box, coef, torch.zeros(1, 2 * n_out, dtype=torch.float64),
                                BoundOptions(method=method)).lower[0].numpy()
