@@ -187,10 +187,14 @@ def _window_taps(node, g_lo: torch.Tensor, g_hi: torch.Tensor, size: int):
     T). Linear: T = 3 taps from floor(lo), the tent max(0, 1 - |c - t|) bounded over [lo, hi]
     (its max at the point nearest t, its min at an end: the tent is unimodal). Nearest: T = 2
     taps from the first pick, weight 1 where only one pick is possible, else in [0, 1]. Taps
-    outside the image get weight 0 under zeros padding (they read 0); under border and
-    reflection padding only coordinates inside [0, size - 1], which neither changes, are
-    taken (taps past the edge then have weight 0)."""
+    outside the image get weight 0 under zeros padding (they read 0); border padding clamps
+    the coordinates to [0, size - 1] first, as the runtime does; under reflection padding only
+    coordinates inside [0, size - 1], which it leaves alone, are taken (taps past the edge
+    then have weight 0)."""
     lo, hi = coordinates(g_lo, g_hi, size, bool(node.attrs["align_corners"]))
+    padding = node.attrs["padding_mode"]
+    if padding == "border":  # the runtime clamps the coordinate itself: so do we
+        lo, hi = lo.clamp(0, size - 1), hi.clamp(0, size - 1)
     if node.attrs["mode"] == "nearest":
         first, last = torch.ceil(lo - 0.5), torch.floor(hi + 0.5)
         taps = first.unsqueeze(-1) + torch.arange(2, dtype=lo.dtype)
@@ -207,7 +211,7 @@ def _window_taps(node, g_lo: torch.Tensor, g_hi: torch.Tensor, size: int):
         w_hi = (1 - gap).clamp(0, 1)
         w_lo = torch.minimum((1 - (l - taps).abs()).clamp(0, 1), (1 - (h - taps).abs()).clamp(0, 1))
     fits = fits & torch.isfinite(lo) & torch.isfinite(hi)
-    if node.attrs["padding_mode"] != "zeros":
+    if padding == "reflection":
         fits = fits & (lo >= 0) & (hi <= size - 1)
     inside = (taps >= 0) & (taps <= size - 1)
     w_lo, w_hi = torch.where(inside, w_lo, 0.0), torch.where(inside, w_hi, 0.0)
