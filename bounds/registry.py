@@ -150,15 +150,12 @@ class Milp:
     ``kind``: "affine" (exact, by ``forward`` on basis columns, for nodes that are affine;
     other nodes of the op are not encoded), "kinks" (exact big-M Relus of ``kinks(attrs)``,
     from the node's attributes), "window_max" (exact big-M max over the windows ``forward``
-    reads), "steps" (Sign, Floor, Round: integer variables, exact but for the op's value at
-    its thresholds), "argmax" (big-M: the index of a largest element along the node's axis),
-    "leaves"
+    reads), "argmax" (big-M: the index of a largest element along the node's axis), "leaves"
     (TreeLeaves: one binary per reachable leaf of each tree), "relaxed" (the rule's planes:
     sound, but a MILP point is only a candidate) or "none" (not encodable).
     ``zero_kink``: every kink of the op is at 0 (Relu-like: one binary per unstable neuron)."""
 
-    kind: Literal["affine", "kinks", "window_max", "steps", "argmax", "leaves", "relaxed",
-                  "none"]
+    kind: Literal["affine", "kinks", "window_max", "argmax", "leaves", "relaxed", "none"]
     kinks: Callable[[Mapping], Kinks] | None = None
     zero_kink: bool = False
 

@@ -244,7 +244,7 @@ def _clip_kinks(attrs) -> Kinks:
 
 
 _PWL = {"elementwise": True, "piecewise_linear": True}
-_STEP = {"rounding": Rounding.EXACT, "milp": Milp("steps")}
+_STEP = {"rounding": Rounding.EXACT, "milp": Milp("relaxed")}
 RULES = (
     OpRule("LeakyRelu", forward=_leaky_forward, ibp=_leaky_ibp,
            relax=lambda node, lower, upper, alpha=None: _leaky_relax(

@@ -89,8 +89,8 @@ def test_table_keys_are_unique():
 @pytest.mark.parametrize("rule", _RULES)
 def test_milp_matches_the_traits(rule: OpRule):
     kind = rule.milp.kind
-    assert kind in ("affine", "kinks", "window_max", "steps", "argmax", "leaves", "relaxed",
-                    "none"), rule.op
+    assert kind in ("affine", "kinks", "window_max", "argmax", "leaves", "relaxed", "none"), \
+        rule.op
     assert (kind == "affine") == rule.traits.affine, rule.op
     if kind == "relaxed":
         assert rule.relax is not None and rule.traits.elementwise, rule.op

@@ -15,15 +15,6 @@ encodings, all reduced to one big-M Relu so that each gets the same treatment of
   binary a_i per element, sum a_i = 1, y >= x_i, y <= x_i + (max_j u_j - l_i)(1 - a_i),
   which is exact.
 
-"steps" ops (Sign, Floor, Round): integer variables, exact but at the op's own thresholds,
-where both neighbours stay allowed: a superset (a proof stays sound) and not exact, since
-inputs on several thresholds at once (hyperplanes that meet) may take value combinations no
-nearby input has; a MILP point is then a candidate (``Encoding.exact`` False). Floor: z
-integer, x - 1 <= z <= x; Round (half to even): x - 1/2 <= z <= x + 1/2; the integer's
-bounds are the op at the input's bounds. Sign: y = p - n with binaries p + n <= 1,
-x <= u p, x >= l n, x >= l (1 - p), x <= u (1 - n) (p = n = 0 forces x = 0). Positions whose
-bounds fix the value are constants.
-
 Relaxed (``exact`` False): a "relaxed" op (an elementwise ``relax`` rule: Sigmoid, Exp, ...)
 gets the rule's linear planes at its input bounds plus the output's own bounds. That region
 contains every reachable point, so an infeasible MILP still proves ``unsat``, but a MILP point is
@@ -99,48 +90,6 @@ def kinks(model: MilpModel, x: Expr, lower, upper, form: Kinks) -> tuple[Expr, i
         return Expr.constant(np.full(x.size, float(form.const))), 0
     y = terms[0][1] if len(terms) == 1 and terms[0][0] == 1.0 else combine(terms)
     return (shift(y, form.const) if form.const else y), n_bin
-
-
-def steps(model: MilpModel, op: str, x: Expr, lower: np.ndarray, upper: np.ndarray
-          ) -> tuple[Expr, int]:
-    """Sign, Floor or Round of x in [lower, upper] (module docstring); (y, #integers)."""
-    if op == "Sign":
-        return _sign(model, x, lower, upper)
-    below, above = (-1.0, 0.0) if op == "Floor" else (-0.5, 0.5)  # z - x in [below, above]
-    step = np.floor if op == "Floor" else np.round  # (np.round: half to even, as Round)
-    with np.errstate(invalid="ignore"):
-        z_lo, z_hi = step(lower), step(upper)
-    fixed = (z_lo == z_hi) & np.isfinite(z_lo)
-    idx_f, idx_v = np.flatnonzero(fixed), np.flatnonzero(~fixed)
-    parts = []
-    if idx_f.size:
-        parts.append((idx_f, Expr.constant(z_lo[idx_f])))
-    if idx_v.size:
-        z = Expr.variables(model.add_vars(z_lo[idx_v], z_hi[idx_v], integer=True))
-        model.add_rows(combine([(1.0, z), (-1.0, x.rows(idx_v))]), below, above)
-        parts.append((idx_v, z))
-    return stack_rows(parts, x.size), int(idx_v.size)
-
-
-def _sign(model: MilpModel, x: Expr, lower: np.ndarray, upper: np.ndarray
-          ) -> tuple[Expr, int]:
-    constant = np.where(lower > 0, 1.0, np.where(upper < 0, -1.0, 0.0))
-    free = (lower <= 0) & (upper >= 0) & ~((lower == 0) & (upper == 0))
-    idx_c, idx_v = np.flatnonzero(~free), np.flatnonzero(free)
-    parts = []
-    if idx_c.size:
-        parts.append((idx_c, Expr.constant(constant[idx_c])))
-    if idx_v.size:
-        lo, hi, xv, k = lower[idx_v], upper[idx_v], x.rows(idx_v), idx_v.size
-        p = Expr.variables(model.add_vars(np.zeros(k), np.ones(k), integer=True))
-        n = Expr.variables(model.add_vars(np.zeros(k), np.ones(k), integer=True))
-        model.add_rows(combine([(1.0, p), (1.0, n)]), -INF, 1.0)
-        model.add_rows(combine([(1.0, xv), (-hi, p)]), -INF, 0.0)  # x <= u p
-        model.add_rows(combine([(1.0, xv), (-lo, n)]), 0.0, INF)  # x >= l n
-        model.add_rows(combine([(1.0, xv), (lo, p)]), lo, INF)  # x >= l (1 - p)
-        model.add_rows(combine([(1.0, xv), (hi, n)]), -INF, hi)  # x <= u (1 - n)
-        parts.append((idx_v, combine([(1.0, p), (-1.0, n)])))
-    return stack_rows(parts, x.size), 2 * int(idx_v.size)
 
 
 def windows(graph: Graph, node: Node) -> list[np.ndarray]:
@@ -226,9 +175,4 @@ def is_piecewise(node: Node) -> bool:
             and registry.get(node.op, node.name).milp.kind in PIECEWISE)
 
 
-PIECEWISE = ("kinks", "window_max", "argmax", "leaves", "steps")
-
-
-def is_exact_piecewise(node: Node) -> bool:
-    """A piecewise node whose encoding is exact (all but the steps)."""
-    return is_piecewise(node) and rules().get(node.op, node.name).milp.kind != "steps"
+PIECEWISE = ("kinks", "window_max", "argmax", "leaves")

@@ -7,8 +7,7 @@
   ReduceMax): exact big-M encodings (activations.py) whose constants come from our (sound)
   CROWN intermediate bounds, so they cut off no reachable point; stable neurons need no binary.
   "argmax" and "leaves" (ArgMax, a tree ensemble's TreeLeaves): one binary per candidate the
-  bounds leave possible (choices.py). "steps" (Sign, Floor, Round): integer variables, a
-  superset at the thresholds (``Encoding.exact`` False).
+  bounds leave possible (choices.py).
 * Ops whose rule's ``milp`` is "relaxed" (Sigmoid, Tanh, ...): the rule's linear planes at the
   node's input bounds (a sound outer relaxation; ``Encoding.exact`` is then False and a MILP
   point is only a candidate).
@@ -79,8 +78,7 @@ def _unsupported(nodes) -> list[str]:
 def is_exact(graph: Graph) -> bool:
     """Whether the encoding of ``graph`` is exact (no op only relaxed)."""
     registry = rules()
-    return all(act.is_exact_piecewise(node)
-               or node_is_affine(node, registry.get(node.op, node.name))
+    return all(act.is_piecewise(node) or node_is_affine(node, registry.get(node.op, node.name))
                for node in graph.nodes)
 
 
@@ -258,7 +256,6 @@ def encode(graph: Graph, lower: np.ndarray, upper: np.ndarray, bounds: dict, del
             expr, k = _piecewise(graph, node, model, values, bounds,
                                  SEARCH_MARGIN if search else 0.0)
             n_unstable += k
-            exact = exact and act.is_exact_piecewise(node)
         elif affine:
             expr = _affine(graph, node, values)
         else:
@@ -347,8 +344,6 @@ def _piecewise(graph: Graph, node: Node, model: MilpModel, values: dict, bounds:
     milp = rules().get(node.op, node.name).milp
     if milp.kind == "kinks":
         return act.kinks(model, x, lo, hi, milp.kinks(node.attrs))
-    if milp.kind == "steps":
-        return act.steps(model, node.op, x, lo, hi)
     if milp.kind == "argmax":
         return choices.argmax(model, node, x, lo, hi, graph.shape_of(src), margin)
     if milp.kind == "leaves":

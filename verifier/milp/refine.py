@@ -118,32 +118,18 @@ def count_unstable(graph: Graph, bounds: dict) -> int:
 
 
 def _choice_binaries(graph: Graph, bounds: dict) -> int:
-    """Binaries of the choosing ops (ArgMax, TreeLeaves) and integers of the step ops (Sign:
-    two per neuron whose bounds hold 0, Floor and Round: one per neuron whose bounds hold
-    more than one value)."""
     total = 0
     for node in graph.nodes:
         kind = rules().get(node.op, node.name).milp.kind
-        if kind not in ("argmax", "leaves", "steps") or not node.dynamic_inputs:
+        if kind not in ("argmax", "leaves") or not node.dynamic_inputs:
             continue
         src = node.dynamic_inputs[0]
         if src not in bounds:
             return MILP_MAX_CHOICE_BINARIES + 1  # (no bounds: not a MILP to choose)
         lo, hi = _flat(bounds[src].lower), _flat(bounds[src].upper)
-        if kind == "steps":
-            total += _step_integers(node.op, lo, hi)
-            continue
         total += (choices.argmax_binaries(node, lo, hi, graph.shape_of(src)) if kind == "argmax"
                   else choices.leaf_binaries(node, lo, hi))
     return total
-
-
-def _step_integers(op: str, lo: np.ndarray, hi: np.ndarray) -> int:
-    if op == "Sign":
-        return 2 * int(((lo <= 0) & (hi >= 0) & ~((lo == 0) & (hi == 0))).sum())
-    step = np.floor if op == "Floor" else np.round
-    with np.errstate(invalid="ignore"):
-        return int((~(step(lo) == step(hi)) | ~np.isfinite(lo) | ~np.isfinite(hi)).sum())
 
 
 def _refine_layer(graph, lower, upper, current, deltas, name, deadline, opts) -> Interval | None:
