@@ -220,3 +220,32 @@ def test_auto_uses_the_cascade_counts(monkeypatch):
                                   time.monotonic() + 30)
     assert result.verdict == "sat" and result.method == "milp"
     assert calls["n"] == 0
+
+
+def test_clip_kinks_count_as_binaries_and_clip_nets_may_be_decided():
+    """A Clip net (kinks at its two ends, QDQ nets' saturation): each end inside a neuron's
+    bounds is one binary of the encoding, and milp_suits counts exactly those."""
+    from onnx import helper, numpy_helper
+
+    from tests.milp.nets import _model
+    from verifier.milp.encode import encode
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(size=6).astype(np.float32) * 0.3, "b0"),
+             numpy_helper.from_array(np.float32(-0.2), "lo"),
+             numpy_helper.from_array(np.float32(0.4), "hi"),
+             numpy_helper.from_array(rng.normal(size=(2, 6)).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "b1")]
+    nodes = [helper.make_node("Gemm", ["x", "w0", "b0"], ["z"], transB=1),
+             helper.make_node("Clip", ["z", "lo", "hi"], ["c"]),
+             helper.make_node("Gemm", ["c", "w1", "b1"], ["y"], transB=1)]
+    model = _model(nodes, inits, (1, 3), (1, 2))
+    lower, upper = -np.ones(3), np.ones(3)
+    res = crown_bounds(model.graph, lower, upper)
+    n = count_unstable(model.graph, res.intermediate)
+    enc = encode(model.graph, lower, upper, res.intermediate, res.deltas)
+    assert n == enc.n_unstable > 0
+    spec = make_spec([(lower, upper)], [[[1.0, -1.0]]], [[0.0]])
+    assert milp_suits(model.graph, spec, max_binaries=n)
+    assert not milp_suits(model.graph, spec, max_binaries=n - 1)

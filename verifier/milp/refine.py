@@ -91,6 +91,10 @@ def _other_piecewise(node) -> bool:
     return milp.kind == "window_max" or (milp.kind == "kinks" and not milp.zero_kink)
 
 
+def _window_max(node) -> bool:
+    return rules().get(node.op, node.name).milp.kind == "window_max"
+
+
 def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
     """Input values of the Relu-like nodes (kink at 0), in graph order, without repeats.
     ``skip_affine``: leave out values affine in the network input (their interval bounds over
@@ -108,13 +112,41 @@ def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
 
 
 def count_unstable(graph: Graph, bounds: dict) -> int:
-    """The MILP's binaries under ``bounds``: unstable Relu-like neurons (l < 0 < u) and the
+    """The MILP's binaries under ``bounds``: unstable Relu-like neurons (l < 0 < u), the
+    kinks of the other piecewise-linear ops (Clip) inside their inputs' bounds, and the
     candidates of the choosing ops (ArgMax, TreeLeaves: ``choices``)."""
     total = 0
     for name in kink_inputs(graph):
         lo, hi = _flat(bounds[name].lower), _flat(bounds[name].upper)
         total += int(((lo < 0) & (hi > 0)).sum())
-    return total + _choice_binaries(graph, bounds)
+    return total + _off_zero_kinks(graph, bounds) + _choice_binaries(graph, bounds)
+
+
+def _off_zero_kink_neurons(graph: Graph) -> int:
+    """Elements of the inputs of "kinks" ops with kinks away from 0 (Clip): no bound pass."""
+    return sum(math.prod(graph.shape_of(n.dynamic_inputs[0])) for n in graph.nodes
+               if n.dynamic_inputs and _off_zero(n))
+
+
+def _off_zero(node) -> bool:
+    milp = rules().get(node.op, node.name).milp
+    return milp.kind == "kinks" and not milp.zero_kink
+
+
+def _off_zero_kinks(graph: Graph, bounds: dict) -> int:
+    """One binary per kink t of a "kinks" op whose kinks are not all at 0 (Clip's two ends),
+    per element whose input bounds hold t strictly inside (``activations.kinks``)."""
+    total = 0
+    for node in graph.nodes:
+        if not node.dynamic_inputs or not _off_zero(node):
+            continue
+        milp = rules().get(node.op, node.name).milp
+        src = node.dynamic_inputs[0]
+        if src not in bounds:
+            return MILP_MAX_CHOICE_BINARIES + 1  # (no bounds: not a MILP to choose)
+        lo, hi = _flat(bounds[src].lower), _flat(bounds[src].upper)
+        total += sum(int(((lo < at) & (hi > at)).sum()) for _, at in milp.kinks(node.attrs).terms)
+    return total
 
 
 def _choice_binaries(graph: Graph, bounds: dict) -> int:
@@ -219,18 +251,19 @@ def milp_suits(graph: Graph, spec, max_binaries: int = MILP_MAX_BINARIES, *,
                one_layer: bool = True) -> bool:
     """Whether ``auto`` should decide ``spec`` by MILP: every op encodable, at most
     MILP_MAX_KINK_NEURONS Relu-like neurons, and in every input region at most
-    ``max_binaries`` unstable Relu-like neurons after CROWN (the MILP's binaries; MaxPool/Clip
-    nets are left to the other methods). A net with no Relu-like neuron whose encoding only
-    relaxes some op (Sigmoid, Tanh ...) is left to GenBaB: its MILP is an LP over the same
-    planes the bound cascade already optimised, whose points are only candidates.
+    ``max_binaries`` binaries after CROWN (unstable Relu-like neurons, Clip kinks inside
+    their bounds, choices; MaxPool nets are left to the other methods). A net with no
+    Relu-like neuron whose encoding only relaxes some op (Sigmoid, Tanh ...) is left to
+    GenBaB: its MILP is an LP over the same planes the bound cascade already optimised, whose
+    points are only candidates.
     ``unstable[i]``: region i's count from a CROWN pass already run; other regions get a pass
     within MILP_DECIDE_SHARE of the time to ``deadline`` (no answer in time: MILP is not
     used). ``one_layer``: a net with ``one_kink_layer`` is decided by MILP with up to
     MILP_MAX_BINARIES_ONE_LAYER binaries, whatever its size (the encoding's own caps and
     pace still apply)."""
-    if unsupported_ops(graph) or any(_other_piecewise(n) for n in graph.nodes):
+    if unsupported_ops(graph) or any(_window_max(n) for n in graph.nodes):
         return False
-    kinks = kink_neurons(graph)
+    kinks = kink_neurons(graph) + _off_zero_kink_neurons(graph)
     if one_layer and one_kink_layer(graph):
         max_binaries = max(max_binaries, MILP_MAX_BINARIES_ONE_LAYER)
     elif kinks > MILP_MAX_KINK_NEURONS or (kinks == 0 and not is_exact(graph)):
