@@ -228,7 +228,7 @@ def _backward(node, coef, args, alpha=None):
     a = coef.reshape(*b_s, *node.shape[:2], -1)  # [B, S, N, C, P]
     concrete = _offset(a, lower, upper)
     if node.is_const(0):
-        return [None, None], concrete.sum(-1)
+        return [None, None], concrete.flatten(2).sum(-1)
     x, grid = args
     bsz = max(a.shape[0], x.lower.shape[0], grid.lower.shape[0])
     _, _, h, w = x.lower.shape[1:]

@@ -145,3 +145,28 @@ def test_spatial_transformer_bounds_hold_at_onnxruntime_values():
         low, up = lower[:n_out], -lower[n_out:]
         assert np.all(np.isfinite(low)) and np.all(np.isfinite(up)), method
         assert np.all(values >= low) and np.all(values <= up), method
+
+
+def test_constant_image_read_at_input_coordinates():
+    """A learned 2-D lookup table (constant image) interpolated at coordinates from the input:
+    the op with a constant image agrees with onnxruntime and its bounds hold."""
+    table = rand(1, 3, 5, 6, seed=9)
+    node = helper.make_node("GridSample", ["table", "g"], ["y"], mode="linear",
+                            padding_mode="border")
+    model = make_model([node], {"g": (1, 2, 2, 2)}, ["y"], {"table": table}, opset=20)
+    compare(model, n=8, low=-1.2, high=1.2, tol=2e-6)
+    graph = _import(model).graph
+    rng = np.random.default_rng(4)
+    centre = rng.uniform(-0.8, 0.8, (1, 2, 2, 2)).astype(np.float32)
+    lo, hi = centre - np.float32(0.1), centre + np.float32(0.1)
+    n_out = 12
+    eye = torch.eye(n_out, dtype=torch.float64)
+    coef = torch.cat([eye, -eye]).unsqueeze(0)
+    box = Interval(torch.from_numpy(lo.astype(np.float64)), torch.from_numpy(hi.astype(np.float64)))
+    points = rng.uniform(lo, hi, (64, 1, 2, 2, 2)).astype(np.float32)
+    values = np.stack([r[0].ravel() for r in ort_outputs(model, [{"g": p} for p in points])])
+    for method in ("ibp", "crown"):
+        with engine_deadline(None):
+            lower = bound_spec(graph, box, coef, torch.zeros(1, 2 * n_out, dtype=torch.float64),
+                               BoundOptions(method=method)).lower[0].numpy()
+        assert np.all(values >= lower[:n_out]) and np.all(values <= -lower[n_out:]), method
