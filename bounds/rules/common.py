@@ -85,3 +85,19 @@ def broadcast_shape(*shapes) -> torch.Size:
     inside the first bound pass of every run."""
     return torch.Size(int(d) for d in np.broadcast_shapes(*(tuple(s) for s in shapes)))
 
+
+def batched_data(node, x: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    """The node's first input as a batched tensor [batch, *shape]: a constant (no batch axis;
+    integer constants, e.g. a Range, take the float dtype) is expanded, a batch of one too."""
+    if node.is_const(0):
+        return x.to(dtype).unsqueeze(0).expand(batch, *x.shape)
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x
+
+
+def interval_offset(coef: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+                    ) -> torch.Tensor:
+    """min of coef . y over lower <= y <= upper, per [B, S]: coef [B, S, *shape], bounds
+    [B, *shape] (0 * inf terms skipped)."""
+    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+    terms = torch.where(coef > 0, coef * lo, torch.where(coef < 0, coef * hi, 0.0))
+    return terms.flatten(2).sum(-1)

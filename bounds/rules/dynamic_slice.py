@@ -33,15 +33,8 @@ from __future__ import annotations
 import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding, UnsupportedOpError
+from bounds.rules.common import batched_data, interval_offset
 from bounds.types import Interval
-
-
-def _batched(node, x: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    """The data as a batched tensor [batch, *shape] (a constant has no batch axis; integer
-    constants, e.g. a Range, take the float dtype: the importer checked they are exact)."""
-    if node.is_const(0):
-        return x.to(dtype).unsqueeze(0).expand(batch, *x.shape)
-    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x
 
 
 def _dims(node, x: torch.Tensor, batched: bool) -> list[int]:
@@ -107,7 +100,7 @@ def _select(node, x: torch.Tensor, first, last, reduce: str) -> torch.Tensor:
 def _forward(node, args):
     start = args[1]
     batch = start.shape[0]
-    x = _batched(node, args[0], batch, start.dtype)
+    x = batched_data(node, args[0], batch, start.dtype)
     s = start.reshape(batch, -1)
     first, _, ok = _window_starts(node, _dims(node, x, True), s, s)
     y = _select(node, x, first, first, "id")
@@ -126,7 +119,7 @@ def _bounds(node, args):
     hi = data.upper if isinstance(data, Interval) else data
     batch = max(batch, 1 if node.is_const(0) else lo.shape[0])
     dtype = start.lower.dtype
-    lo, hi = _batched(node, lo, batch, dtype), _batched(node, hi, batch, dtype)
+    lo, hi = batched_data(node, lo, batch, dtype), batched_data(node, hi, batch, dtype)
     lo_s, hi_s = lo_s.expand(batch, -1), hi_s.expand(batch, -1)
     dims = _dims(node, lo, True)
     first, last, ok = _window_starts(node, dims, lo_s, hi_s)
@@ -164,22 +157,16 @@ def _scatter(node, coef: torch.Tensor, first: torch.Tensor, data_shape) -> torch
     return c.reshape(b, s, *data_shape)
 
 
-def _offset(coef: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """min of coef . y over lower <= y <= upper, per [B, S] (0 * inf terms skipped)."""
-    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
-    terms = torch.where(coef > 0, coef * lo, torch.where(coef < 0, coef * hi, 0.0))
-    return terms.flatten(2).sum(-1)
-
-
 def _backward(node, coef, args, alpha=None):
     """Exact adjoint where a box fixes the starts, the IBP interval elsewhere (docstring)."""
     lower, upper, first, _, fixed = _bounds(node, args)
     if node.is_const(0):
-        return [None, None], _offset(coef, lower, upper)  # exact where fixed: lower == upper
+        # exact where fixed: lower == upper
+        return [None, None], interval_offset(coef, lower, upper)
     keep = fixed.reshape(-1, 1, *([1] * (coef.dim() - 2))).to(coef.dtype)
     data_shape = tuple(args[0].lower.shape[1:])
     data_coef = _scatter(node, coef * keep, first.expand(coef.shape[0], -1), data_shape)
-    offset = _offset(coef * (1 - keep), lower, upper)
+    offset = interval_offset(coef * (1 - keep), lower, upper)
     return [data_coef, None], offset
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
+from bounds.rules.common import batched_data, interval_offset
 from bounds.types import Interval
 
 _TORCH_MODE = {"linear": "bilinear", "nearest": "nearest"}
@@ -49,17 +50,10 @@ U32 = 2.0**-24
 _BLOCK = 2**24
 
 
-def _batched(x: torch.Tensor, is_const: bool, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    """[batch, N, C, H, W] from the data (a constant has no batch axis)."""
-    if is_const:
-        return x.to(dtype).unsqueeze(0).expand(batch, *x.shape)
-    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x
-
-
 def _forward(node, args):
     x, grid = args[0], args[1]
     batch = grid.shape[0]
-    x = _batched(x, node.is_const(0), batch, grid.dtype)
+    x = batched_data(node, x, batch, grid.dtype)
     b, n, c, h, w = x.shape
     _, _, ho, wo = node.shape
     y = F.grid_sample(x.reshape(b * n, c, h, w), grid.reshape(b * n, ho, wo, 2).to(x.dtype),
@@ -157,10 +151,10 @@ def _hull(node, args) -> tuple[torch.Tensor, torch.Tensor]:
     g_lo, g_hi = grid.lower, grid.upper
     batch = g_lo.shape[0]
     if node.is_const(0):
-        lo = hi = _batched(x, True, batch, g_lo.dtype)
+        lo = hi = batched_data(node, x, batch, g_lo.dtype)
     else:
-        lo = _batched(x.lower, False, batch, g_lo.dtype)
-        hi = _batched(x.upper, False, batch, g_lo.dtype)
+        lo = batched_data(node, x.lower, batch, g_lo.dtype)
+        hi = batched_data(node, x.upper, batch, g_lo.dtype)
     b, n, c, h, w = lo.shape
     _, _, ho, wo = node.shape
     padding, align = node.attrs["padding_mode"], bool(node.attrs["align_corners"])
@@ -226,9 +220,8 @@ def _backward(node, coef, args, alpha=None):
     lower, upper = _hull(node, args)
     b_s = coef.shape[:2]
     a = coef.reshape(*b_s, *node.shape[:2], -1)  # [B, S, N, C, P]
-    concrete = _offset(a, lower, upper)
     if node.is_const(0):
-        return [None, None], concrete.flatten(2).sum(-1)
+        return [None, None], interval_offset(a, lower, upper)
     x, grid = args
     bsz = max(a.shape[0], x.lower.shape[0], grid.lower.shape[0])
     _, _, h, w = x.lower.shape[1:]
@@ -252,15 +245,15 @@ def _backward(node, coef, args, alpha=None):
     spread = (rad.unsqueeze(2) * tap_mag).sum(-1)  # [B, N, C, P]
     keep = fixed.unsqueeze(2).to(coef.dtype)  # [B, N, 1, P]
     a_cell = a * keep.unsqueeze(1)
-    offset = (concrete * (1 - keep.unsqueeze(1))).sum(-1) - (
-        a_cell.abs() * spread.to(coef.dtype).unsqueeze(1)).sum(-1)
+    offset = interval_offset(a * (1 - keep.unsqueeze(1)), lower, upper) - (
+        a_cell.abs() * spread.to(coef.dtype).unsqueeze(1)).flatten(2).sum(-1)
     # the midpoints' coefficients scattered onto the pixels the taps read
     data = torch.zeros(*a.shape[:4], h * w, dtype=coef.dtype, device=coef.device)
     for k in range(pixel.shape[-1]):
         contrib = a_cell * mid[..., k].unsqueeze(1).unsqueeze(3)  # [B, S, N, C, P]
         index = pixel[..., k].unsqueeze(1).unsqueeze(3).expand_as(contrib)
         data.scatter_add_(-1, index, contrib)
-    return [data.reshape(*b_s, *x.lower.shape[1:]), None], offset.flatten(2).sum(-1)
+    return [data.reshape(*b_s, *x.lower.shape[1:]), None], offset
 
 
 def _in_dtype(mid: torch.Tensor, rad: torch.Tensor, dtype: torch.dtype):
@@ -273,13 +266,6 @@ def _in_dtype(mid: torch.Tensor, rad: torch.Tensor, dtype: torch.dtype):
     low = mid.to(dtype)
     rad = rad + (mid - low.to(mid.dtype)).abs()
     return low, (float32_above(rad) if dtype == torch.float32 else rad.to(dtype))
-
-
-def _offset(a: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """min of a y over lower <= y <= upper, per element: a [B, S, N, C, P] with bounds
-    [B, N, C, P] (0 * inf skipped)."""
-    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
-    return torch.where(a > 0, a * lo, torch.where(a < 0, a * hi, 0.0))
 
 
 def sampling_error(node, args) -> torch.Tensor | None:

@@ -87,12 +87,16 @@ def _zero_kink(node) -> bool:
 
 def _other_piecewise(node) -> bool:
     """A window max or a piecewise-linear op with kinks away from 0 (Clip)."""
-    milp = rules().get(node.op, node.name).milp
-    return milp.kind == "window_max" or (milp.kind == "kinks" and not milp.zero_kink)
+    return _window_max(node) or _off_zero(node)
 
 
 def _window_max(node) -> bool:
     return rules().get(node.op, node.name).milp.kind == "window_max"
+
+
+def _off_zero(node) -> bool:
+    milp = rules().get(node.op, node.name).milp
+    return milp.kind == "kinks" and not milp.zero_kink
 
 
 def kink_inputs(graph: Graph, skip_affine: bool = False) -> list[str]:
@@ -126,11 +130,6 @@ def _off_zero_kink_neurons(graph: Graph) -> int:
     """Elements of the inputs of "kinks" ops with kinks away from 0 (Clip): no bound pass."""
     return sum(math.prod(graph.shape_of(n.dynamic_inputs[0])) for n in graph.nodes
                if n.dynamic_inputs and _off_zero(n))
-
-
-def _off_zero(node) -> bool:
-    milp = rules().get(node.op, node.name).milp
-    return milp.kind == "kinks" and not milp.zero_kink
 
 
 def _off_zero_kinks(graph: Graph, bounds: dict) -> int:

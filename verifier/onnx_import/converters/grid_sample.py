@@ -69,22 +69,20 @@ def grid_sample(ctx: ConvertContext, node) -> None:
         return
     if h * w >= _MAX_PIXELS:
         raise unsupported(node, f"an image of {h * w} pixels (at most {_MAX_PIXELS - 1})")
-    taps, weights = sampling_taps(node, ctx.opset, (h, w), np.asarray(grid, np.float32))
+    taps, weights = sampling_taps(node, ctx.opset, attrs["mode"], (h, w),
+                                  np.asarray(grid, np.float32))
     ctx.bind(node.output[0], _emit_weighted_taps(ctx, x, taps, weights, out_shape))
 
 
-def sampling_taps(node, opset: int, size: tuple[int, int], grid: np.ndarray
+def sampling_taps(node, opset: int, mode: str, size: tuple[int, int], grid: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(pixel indices [N, P, K] into each image's H * W pixels, float32 weights [N, P, K]) of
-    a constant ``grid`` [N, Ho, Wo, 2], read off onnxruntime (module docstring); unused
-    taps have weight 0 and index 0."""
+    a constant ``grid`` [N, Ho, Wo, 2], read off onnxruntime (module docstring) for the
+    node's ``mode`` (ours: nearest, linear, cubic); unused taps have weight 0 and index 0."""
     import onnxruntime as ort
 
     h, w = size
     n = grid.shape[0]
-    mode = _MODES[next((helper.get_attribute_value(a) for a in node.attribute
-                        if a.name == "mode"), b"bilinear" if opset < 20 else b"linear"
-                       ).decode()]
     s = _SPACING[mode]
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     classes = [(a, b) for a in range(min(s, h)) for b in range(min(s, w))]
