@@ -2,7 +2,8 @@
 
 Cheap, common ops (the shape arithmetic that exporters emit) are folded with numpy; anything
 else runs through ``onnx.reference.ReferenceEvaluator`` on a one-node model, so every standard
-op folds without a hand-written numpy version.
+op folds without a hand-written numpy version; what the reference refuses is run by onnxruntime
+(the runtime that counterexamples are checked with), which keeps some deprecated attributes.
 
 Folding is budgeted: a few bytes of ONNX can ask for a huge constant (``ConstantOfShape`` of
 ``[150000000]``, an outer product of two small vectors). Before evaluating a node whose output
@@ -160,16 +161,38 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
     try:
         return _evaluate(graph, ctx.opset, feeds, ctx.ml_opset)
     except Exception as exc:
-        if "No implementation for operator" not in str(exc):
-            raise _fold_error(node, exc) from None
-    # The reference evaluator lacks this op's version (DequantizeLinear 13, say): the newest
-    # one computes the same for the types older versions allow (the differential check
-    # against onnxruntime would see a difference).
+        first = exc
+    if "No implementation for operator" in str(first):
+        # The reference evaluator lacks this op's version (DequantizeLinear 13, say): the
+        # newest one computes the same for the types older versions allow (the differential
+        # check against onnxruntime would see a difference).
+        try:
+            return _evaluate(graph, onnx.defs.onnx_opset_version(), feeds, ctx.ml_opset)
+        except Exception as exc:  # noqa: BLE001  (onnxruntime may still run it)
+            first = exc
+    # What the reference refuses, onnxruntime (whose results counterexamples are checked
+    # with) may run: attributes it keeps after their deprecation (Resize's
+    # tf_half_pixel_for_nn, which tf2onnx writes), ops the reference lacks.
     try:
-        return _evaluate(graph, onnx.defs.onnx_opset_version(), feeds,
-                         ctx.ml_opset)
-    except Exception as exc:
-        raise _fold_error(node, exc) from None
+        return _run_onnxruntime(graph, ctx.opset, feeds, ctx.ml_opset)
+    except Exception as exc:  # noqa: BLE001
+        raise _fold_error(node, first, exc) from None
+
+
+def _run_onnxruntime(graph, opset: int, feeds: dict, ml_opset: int) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(ML_DOMAIN, ml_opset)])
+    for out in model.graph.output:  # onnxruntime infers the outputs' types itself
+        out.type.Clear()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(None, feeds)]
 
 
 def _evaluate(graph, opset: int, feeds: dict, ml_opset: int = 1) -> list[np.ndarray]:
@@ -180,6 +203,9 @@ def _evaluate(graph, opset: int, feeds: dict, ml_opset: int = 1) -> list[np.ndar
     return list(ReferenceEvaluator(model).run(None, feeds))
 
 
-def _fold_error(node: onnx.NodeProto, exc: Exception) -> ModelError:
-    return ModelError(f"cannot fold constant {node.op_type} node {node.name!r}: "
-                      f"{type(exc).__name__}: {exc}")
+def _fold_error(node: onnx.NodeProto, exc: Exception,
+                runtime_exc: Exception | None = None) -> ModelError:
+    why = f"{type(exc).__name__}: {exc}"
+    if runtime_exc is not None:
+        why += f"; onnxruntime: {type(runtime_exc).__name__}: {str(runtime_exc)[:300]}"
+    return ModelError(f"cannot fold constant {node.op_type} node {node.name!r}: {why}")
