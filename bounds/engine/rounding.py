@@ -136,7 +136,10 @@ def _all_nonzero(w) -> bool:
     return array_memo(_NONZERO, w, lambda a: bool((np.asarray(a) != 0).all()))
 
 
-def _magnitude(x: Interval) -> torch.Tensor:
+def _magnitude(x: Interval | torch.Tensor) -> torch.Tensor:
+    """max |x| over an interval, or |x| of a constant operand."""
+    if not isinstance(x, Interval):
+        return x.abs()
     return torch.maximum(x.lower.abs(), x.upper.abs())
 
 
@@ -155,7 +158,7 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
     if kind is Rounding.ARITHMETIC:
         return 2 * U32 * _magnitude(out)
     if kind is Rounding.DOT:
-        abs_args = [_magnitude(a) if isinstance(a, Interval) else a.abs() for a in args]
+        abs_args = [_magnitude(a) for a in args]
         # These ops are (multi)linear with nonnegative structure, so forward(|args|) >= |W||x|.
         n = reduction_length(node, in_shape)
         # weighted ops: their allowance scale |W| |x| + |b| is an upper bound that float32

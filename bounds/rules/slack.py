@@ -20,12 +20,14 @@ import math
 import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
+from bounds.types import Interval
 
 
 def _floor(node, args) -> torch.Tensor:
     """x - c |x| - c |s| at x's lower end (increasing in x for c < 1)."""
     x_low, s, rel = args[0].lower, args[1], node.attrs["relative"]
-    low = x_low - rel * x_low.abs() - rel * torch.maximum(s.lower.abs(), s.upper.abs())
+    s_size = torch.maximum(s.lower.abs(), s.upper.abs()) if isinstance(s, Interval) else s.abs()
+    low = x_low - rel * x_low.abs() - rel * s_size
     return torch.where(torch.isnan(low), torch.full_like(low, -math.inf), low)
 
 

@@ -3,7 +3,8 @@
 Padding is resolved here (auto_pad -> explicit ONNX-ordered pads) so the IR carries only
 ``pads``, ``strides``, ``dilations``, ``group`` (and ``output_padding`` for ConvTranspose).
 BatchNormalization becomes Mul + Add by per-channel constants; the IR passes fold them into a
-preceding Conv/Linear when possible.
+preceding Conv/Linear when possible. Input-dependent statistics (tf2onnx's LayerNormalization)
+take the centred form with the runtime's rounding stated (``_statistics_batch_norm``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.registry import converter
 
@@ -118,14 +119,67 @@ converter("ConvTranspose", 11)(conv_transpose)
 def batch_norm(ctx: ConvertContext, node) -> None:
     """y = scale * (x - mean) / sqrt(var + eps) + bias = a * x + c, per channel (axis 1)."""
     x = ctx.value(node.input[0])
+    eps = float(ctx.attr(node, "epsilon", 1e-5))
+    if ctx.attr(node, "training_mode", 0):
+        raise unsupported(node, "training_mode 1 (statistics of the batch)")
+    if any(isinstance(ctx.value(n), Dyn) for n in node.input[1:5]):
+        ctx.bind(node.output[0], _statistics_batch_norm(ctx, node, x, eps))
+        return
     scale, bias, mean, var = (np.asarray(ctx.const(n, f"BatchNormalization {node.name!r}"),
                                          dtype=np.float64) for n in node.input[1:5])
-    eps = float(ctx.attr(node, "epsilon", 1e-5))
     a = scale / np.sqrt(var + eps)
     c = bias - mean * a
     bshape = (1, -1) + (1,) * (x.rank - 2)
     y = emit_broadcast(ctx, "Mul", [x, a.astype(np.float32).reshape(bshape)])
     ctx.bind(node.output[0], emit_broadcast(ctx, "Add", [y, c.astype(np.float32).reshape(bshape)]))
+
+
+# onnxruntime's float32 y = x ns + (bias - mean ns), ns = scale / sqrt(var + eps), against the
+# exact (x - mean) ns + bias for the same ns, x, mean, bias: its products x ns and mean ns, the
+# difference and the sum round once each (twice for the products, counting the rounding of ns
+# into them), within 2u |x ns| + 4u |mean ns| + 2u |bias| to first order; with |x ns| <=
+# |z| + |bias| + |mean ns| (z the exact output) that is 2u |z| + 6u |mean ns| + 4u |bias|,
+# which two Slacks of relative 8u cover: 8u (|z| + |mean ns|) + 8u (|z'| + |bias|), z' ~ z.
+_STATISTICS_SLACK = 8 * 2.0**-24
+
+
+def _statistics_batch_norm(ctx: ConvertContext, node, x: Dyn, eps: float) -> Dyn:
+    """BatchNormalization whose statistics (or scale, bias) depend on the input: tf2onnx
+    writes Keras' LayerNormalization so, as a BatchNormalization of the reshaped values whose
+    mean and variance are ReduceMean and ReduceSumSquare nodes of them. Bounds follow the
+    centred form (x - mean) ns + bias, where x and mean keep their dependence; the runtime's
+    fused form rounds differently, stated by two Slack nodes (``_STATISTICS_SLACK``). A
+    Relu guards var + eps as in ``composite._normalize``: the identity wherever the runtime's
+    square root is a number."""
+    channel = (1, x.shape[1]) + (1,) * (x.rank - 2)
+    scale, bias, mean, var = (_per_channel(ctx, node, ctx.value(n), channel)
+                              for n in node.input[1:5])
+    if isinstance(var, Dyn):
+        shifted = emit_broadcast(ctx, "Add", [var, np.float32(eps)])
+        guarded = ctx.emit("Relu", [shifted], shifted.shape)
+        root = ctx.emit("Sqrt", [guarded], guarded.shape)
+        inverse = ctx.emit("Reciprocal", [root], root.shape)
+    else:
+        inverse = (1.0 / np.sqrt(np.float32(var) + np.float32(eps))).astype(np.float32)
+    factor = (emit_broadcast(ctx, "Mul", [inverse, scale])
+              if isinstance(inverse, Dyn) or isinstance(scale, Dyn)
+              else (inverse * scale).astype(np.float32))
+    centred = emit_broadcast(ctx, "Sub", [x, mean])
+    exact = emit_broadcast(ctx, "Add", [emit_broadcast(ctx, "Mul", [centred, factor]), bias])
+    shifted_mean = emit_broadcast(ctx, "Mul", [mean, factor])
+    attrs = {"relative": _STATISTICS_SLACK}
+    stated = emit_broadcast(ctx, "Slack", [exact, shifted_mean], attrs)
+    return emit_broadcast(ctx, "Slack", [stated, bias], attrs)
+
+
+def _per_channel(ctx: ConvertContext, node, value, channel: tuple) -> object:
+    """A [C] statistic (or scale, bias) shaped to broadcast over axis 1."""
+    if np.prod(shape_of(value)) != channel[1] or len(shape_of(value)) != 1:
+        raise ModelError(f"BatchNormalization {node.name!r}: a statistic of shape "
+                         f"{shape_of(value)} for {channel[1]} channels")
+    if isinstance(value, Dyn):
+        return ctx.emit("Reshape", [value], channel)
+    return np.asarray(value, dtype=np.float32).reshape(channel)
 
 
 for _version in (6, 7, 9, 14, 15):
