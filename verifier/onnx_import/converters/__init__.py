@@ -5,6 +5,7 @@ from verifier.onnx_import.converters import (
     arithmetic,
     basic,
     composite,
+    control_flow,
     conv,
     einsum,
     grid_sample,
@@ -22,6 +23,7 @@ from verifier.onnx_import.converters import (
     trees,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "composite", "conv", "einsum", "grid_sample",
+__all__ = ["activations", "arithmetic", "basic", "composite", "control_flow",
+           "conv", "einsum", "grid_sample",
            "linear", "logic", "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter",
            "shape", "sorting", "svm", "trees"]

@@ -1,12 +1,12 @@
-"""Constant, Identity, Dropout, Shape, Size, If on a constant condition, and the constant-only
-ConstantOfShape and Range."""
+"""Constant, Identity, Dropout, Shape, Size, and the constant-only ConstantOfShape and Range
+(If and Loop: ``control_flow``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, tensor_array, unsupported
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
 from verifier.onnx_import.registry import converter
 
 
@@ -63,35 +63,3 @@ for _op in ("ConstantOfShape", "Range"):
 
 def dyn_or_none(value) -> Dyn | None:
     return value if isinstance(value, Dyn) else None
-
-
-@converter("If", 1)
-def if_(ctx: ConvertContext, node) -> None:
-    """The branch a constant condition picks, inlined (exporters emit If on shape tests, which
-    fold to constants: torch's LocalResponseNorm, squeezes of possibly-1 axes). An
-    input-dependent condition is refused. Names defined inside the branch are dropped
-    afterwards: they are not values of the outer graph (onnxruntime cannot expose them)."""
-    from verifier.onnx_import.loader import convert_nodes
-
-    cond = ctx.const(node.input[0], f"the condition of If node {node.name!r}")
-    if np.size(cond) != 1:
-        raise unsupported(node, f"a condition of {np.size(cond)} elements (1 expected)")
-    branch = ctx.attr(node, "then_branch" if bool(np.ravel(cond)[0]) else "else_branch")
-    if branch is None or len(branch.output) != len(node.output):
-        raise ModelError(f"If node {node.name!r}: its branch does not give its "
-                         f"{len(node.output)} output(s)")
-    outer = set(ctx.values)
-    defined = [t.name for t in branch.initializer] + [o for n in branch.node for o in n.output]
-    clash = next((name for name in defined if name and name in outer), None)
-    if clash is not None:  # (ONNX names are unique model-wide; inlining relies on it)
-        raise ModelError(f"If node {node.name!r}: its branch redefines the outer value "
-                         f"{clash!r}")
-    for t in branch.initializer:
-        ctx.bind(t.name, tensor_array(t, "initializer").copy())
-    convert_nodes(ctx, branch.node)
-    results = [ctx.value(v.name) for v in branch.output]
-    for name in set(ctx.values) - outer:
-        del ctx.values[name]
-    for name, value in zip(node.output, results, strict=True):
-        if name:
-            ctx.bind(name, value)

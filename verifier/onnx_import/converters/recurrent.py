@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, unsupported
+from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.composite import elu_of, hard_sigmoid_of, softsign_of
 from verifier.onnx_import.converters.linear import emit_linear
-from verifier.onnx_import.converters.shape import emit_slice, reshape_value
+from verifier.onnx_import.converters.shape import emit_slice, reshape_value, stack_values
 from verifier.onnx_import.registry import converter
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -231,16 +231,6 @@ def _run(ctx: ConvertContext, node, cell: _Cell, xs: Dyn, length: int, reverse: 
     return hidden, h, c
 
 
-def _stack(ctx: ConvertContext, parts: list, shape: tuple):
-    """Parts of equal shape stacked along a new first axis (constants stay numpy)."""
-    if not any(isinstance(p, Dyn) for p in parts):
-        return np.stack(parts)
-    lifted = [reshape_value(ctx, p, (1,) + shape_of(p)) for p in parts]
-    if len(lifted) == 1:
-        return lifted[0]
-    return ctx.emit("Concat", lifted, shape, {"axis": 0})
-
-
 def _length(ctx: ConvertContext, node, steps: int, batch: int) -> int:
     lens = ctx.optional_const(node, 4)
     if lens is None:
@@ -301,13 +291,13 @@ def recurrent(ctx: ConvertContext, node) -> None:
     states = (directions, batch, hidden)
     zero = np.zeros((batch, hidden), np.float32)
     if _wanted(node, 0):
-        per_step = [_stack(ctx, [run[0][t] if t < length else zero for run in runs], states)
+        per_step = [stack_values(ctx, [run[0][t] if t < length else zero for run in runs], states)
                     for t in range(steps)]
-        ctx.bind(node.output[0], _stack(ctx, per_step, (steps,) + states))
+        ctx.bind(node.output[0], stack_values(ctx, per_step, (steps,) + states))
     if _wanted(node, 1):
-        ctx.bind(node.output[1], _stack(ctx, [run[1] for run in runs], states))
+        ctx.bind(node.output[1], stack_values(ctx, [run[1] for run in runs], states))
     if node.op_type == "LSTM" and _wanted(node, 2):
-        ctx.bind(node.output[2], _stack(ctx, [run[2] for run in runs], states))
+        ctx.bind(node.output[2], stack_values(ctx, [run[2] for run in runs], states))
 
 
 def _wanted(node, k: int) -> bool:

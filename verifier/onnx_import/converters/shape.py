@@ -33,6 +33,17 @@ def reshape_value(ctx: ConvertContext, x, shape) -> object:
     return np.reshape(x, shape)
 
 
+def stack_values(ctx: ConvertContext, parts: list, shape: tuple):
+    """Parts of equal shape stacked along a new first axis into ``shape`` (constants stay
+    numpy)."""
+    if not any(isinstance(p, Dyn) for p in parts):
+        return np.stack([np.asarray(p) for p in parts])
+    lifted = [reshape_value(ctx, p, (1,) + shape_of(p)) for p in parts]
+    if len(lifted) == 1:
+        return lifted[0]
+    return ctx.emit("Concat", lifted, shape, {"axis": 0})
+
+
 @converter("Flatten", 1)
 def flatten(ctx: ConvertContext, node) -> None:
     x = ctx.value(node.input[0])

@@ -1,0 +1,141 @@
+"""If on a constant condition, inlined, and Loop with a trip count known at import, unrolled.
+
+Exporters write control flow whose decisions fold to constants at import: If on shape tests
+(torch's LocalResponseNorm, squeezes of possibly-1 axes), and Loop for a Keras RNN layer that
+tf2onnx does not map to an ONNX RNN node (SimpleRNN, a custom cell: a TensorFlow while loop
+counting to the sequence length, reading step t of the input by a Gather at the counter), or
+a scripted torch loop. The body is converted once per iteration, its inputs bound to the
+iteration number (a constant), the condition and the carried values; nodes that read only
+constants fold, so the condition the body computes is a constant, and the loop stops when it
+is false. An input-dependent condition or trip count is refused by name. Names defined inside
+a subgraph are dropped afterwards: they are not values of the outer graph (onnxruntime cannot
+expose them), and ONNX names are unique model-wide, which inlining relies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verifier.errors import ModelError
+from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, tensor_array, unsupported
+from verifier.onnx_import.converters.shape import stack_values
+from verifier.onnx_import.registry import converter
+
+# Iterations a Loop may unroll to: each one copies the body into the graph.
+MAX_UNROLLED_ITERATIONS = 4096
+
+
+def _check_names(ctx: ConvertContext, node, graph, outer: set) -> None:
+    defined = ([t.name for t in graph.initializer] + [i.name for i in graph.input]
+               + [o for n in graph.node for o in n.output])
+    clash = next((name for name in defined if name and name in outer), None)
+    if clash is not None:
+        raise ModelError(f"{node.op_type} node {node.name!r}: its subgraph redefines the outer "
+                         f"value {clash!r}")
+
+
+def _run_subgraph(ctx: ConvertContext, graph, feeds: list) -> list:
+    """The values of ``graph``'s outputs with its inputs bound to ``feeds``."""
+    from verifier.onnx_import.loader import convert_nodes
+
+    for vi, value in zip(graph.input, feeds, strict=True):
+        ctx.bind(vi.name, value)
+    for t in graph.initializer:
+        ctx.bind(t.name, tensor_array(t, "initializer").copy())
+    convert_nodes(ctx, graph.node)
+    return [ctx.value(v.name) for v in graph.output]
+
+
+def _drop_inner(ctx: ConvertContext, outer: set) -> None:
+    for name in set(ctx.values) - outer:
+        del ctx.values[name]
+
+
+@converter("If", 1)
+def if_(ctx: ConvertContext, node) -> None:
+    """The branch a constant condition picks, inlined. An input-dependent condition is
+    refused."""
+    cond = ctx.const(node.input[0], f"the condition of If node {node.name!r}")
+    if np.size(cond) != 1:
+        raise unsupported(node, f"a condition of {np.size(cond)} elements (1 expected)")
+    branch = ctx.attr(node, "then_branch" if bool(np.ravel(cond)[0]) else "else_branch")
+    if branch is None or len(branch.output) != len(node.output):
+        raise ModelError(f"If node {node.name!r}: its branch does not give its "
+                         f"{len(node.output)} output(s)")
+    outer = set(ctx.values)
+    _check_names(ctx, node, branch, outer)
+    results = _run_subgraph(ctx, branch, [])
+    _drop_inner(ctx, outer)
+    for name, value in zip(node.output, results, strict=True):
+        if name:
+            ctx.bind(name, value)
+
+
+def _constant_flag(ctx: ConvertContext, node, value, what: str) -> bool:
+    if isinstance(value, Dyn):
+        raise unsupported(node, f"an input-dependent {what} (the loop is unrolled at import)")
+    if np.size(value) != 1:
+        raise ModelError(f"Loop node {node.name!r}: its {what} has {np.size(value)} elements "
+                         "(1 expected)")
+    return bool(np.ravel(value)[0])
+
+
+def _trip_count(ctx: ConvertContext, node) -> int | None:
+    if len(node.input) < 1 or not node.input[0]:
+        return None
+    count = ctx.value(node.input[0])
+    if isinstance(count, Dyn):
+        raise unsupported(node, "an input-dependent trip count (the loop is unrolled at import)")
+    return int(np.ravel(count)[0])
+
+
+@converter("Loop", 1)
+def loop(ctx: ConvertContext, node) -> None:
+    """Unrolled while the trip count (input 0, optional) and the condition (input 1, then each
+    iteration's first body output) allow, at most ``MAX_UNROLLED_ITERATIONS`` times. Outputs:
+    the carried values after the last iteration, then each scan output stacked along a new
+    first axis."""
+    body = ctx.attr(node, "body")
+    carried = [ctx.value(name) for name in node.input[2:]]
+    n_scan = -1 if body is None else len(body.output) - 1 - len(carried)
+    if n_scan < 0 or len(body.input) != 2 + len(carried):
+        raise ModelError(f"Loop node {node.name!r}: its body's inputs and outputs do not match "
+                         f"its {len(carried)} carried value(s)")
+    trips = _trip_count(ctx, node)
+    if trips is not None and trips > MAX_UNROLLED_ITERATIONS:
+        raise unsupported(node, f"a trip count of {trips}, more than the "
+                                f"{MAX_UNROLLED_ITERATIONS} iterations unrolled at import")
+    cond = (True if len(node.input) < 2 or not node.input[1]
+            else _constant_flag(ctx, node, ctx.value(node.input[1]), "loop condition"))
+    outer = set(ctx.values)
+    _check_names(ctx, node, body, outer)
+    scans: list[list] = [[] for _ in range(n_scan)]
+    iteration = 0
+    while cond and (trips is None or iteration < trips):
+        if iteration == MAX_UNROLLED_ITERATIONS:
+            raise unsupported(node, f"more than the {MAX_UNROLLED_ITERATIONS} iterations "
+                                    "unrolled at import")
+        results = _run_subgraph(ctx, body, [np.array(iteration, dtype=np.int64),
+                                            np.array(True), *carried])
+        cond = _constant_flag(ctx, node, results[0], "loop condition")
+        carried = results[1:1 + len(carried)]
+        for k, value in enumerate(results[1 + len(carried):]):
+            scans[k].append(value)
+        _drop_inner(ctx, outer)
+        iteration += 1
+    if n_scan and iteration == 0:
+        raise unsupported(node, "scan outputs of a loop that runs no iteration")
+    outputs = list(carried)
+    for parts in scans:
+        shapes = {tuple(shape_of(p)) for p in parts}
+        if len(shapes) != 1:
+            raise unsupported(node, f"scan outputs whose shape changes between iterations "
+                                    f"({sorted(shapes)})")
+        outputs.append(stack_values(ctx, parts, (len(parts), *shapes.pop())))
+    for name, value in zip(node.output, outputs, strict=False):
+        if name:
+            ctx.bind(name, value)
+
+
+for _version in (11, 13, 16, 19, 21):
+    converter("Loop", _version)(loop)
