@@ -162,6 +162,75 @@ def if_on_shape(nested: bool = False, pick_then: bool = True, branch_init: bool 
                                         "size": np.array(size, np.int64)})
 
 
+def loop_model(style: str = "while", steps: int = 2, condition: str = "counter"):
+    """A recurrent cell run by Loop, as tf2onnx writes a Keras SimpleRNN: the body reads
+    step i of the outer sequence (x [1, 4] as 2 steps of 2 features) by a Gather at the
+    iteration number, carries h and scans it out; y is the last h and every step's, side by
+    side. ``style``: "while" (no trip count, the condition i + 1 < steps computed in the body,
+    tf2onnx's while loop) or "count" (trip count ``steps``, the condition passed through, a
+    scripted torch for loop). ``condition`` "state": the body's condition reads h (refused)."""
+    rng = np.random.default_rng(4)
+    inits = {"seq_shape": _i(2, 1, 2), "w": rng.uniform(-1, 1, (2, 3)).astype(np.float32),
+             "u": rng.uniform(-1, 1, (3, 3)).astype(np.float32),
+             "b": rng.uniform(-0.5, 0.5, (1, 3)).astype(np.float32),
+             "h0": np.zeros((1, 3), np.float32), "limit": np.array(steps, np.int64),
+             "one": np.array(1, np.int64), "zero": np.array(0, np.int64),
+             "flat": _i(1, 3 * steps), "zf": np.float32(0.0)}
+    body_nodes = [_n("Gather", ["seq", "i"], "xt", axis=0), _n("MatMul", ["xt", "w"], "xw"),
+                  _n("MatMul", ["h_in", "u"], "hu"), _n("Add", ["xw", "hu"], "pre"),
+                  _n("Add", ["pre", "b"], "pre_b"), _n("Tanh", ["pre_b"], "h_out"),
+                  _n("Identity", ["h_out"], "h_scan")]
+    if condition == "state":
+        body_nodes += [_n("ReduceSum", ["h_out"], "h_sum", keepdims=0),
+                       _n("Greater", ["h_sum", "zf"], "cond_out")]
+    elif style == "while":
+        body_nodes += [_n("Add", ["i", "one"], "next"), _n("Less", ["next", "limit"], "cond_out")]
+    else:
+        body_nodes += [_n("Identity", ["cond_in"], "cond_out")]
+    body = helper.make_graph(
+        body_nodes, "cell",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", F, [1, 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", F, [1, 3]),
+         helper.make_tensor_value_info("h_scan", F, [1, 3])])
+    outer = [_n("Reshape", ["x", "seq_shape"], "seq")]
+    if style == "while":
+        outer.append(_n("Less", ["zero", "limit"], "cond0"))
+        loop = helper.make_node("Loop", ["", "cond0", "h0"], ["h_last", "hs"], name="cell_loop",
+                                body=body)
+    else:
+        loop = helper.make_node("Loop", ["limit", "", "h0"], ["h_last", "hs"], name="cell_loop",
+                                body=body)
+    nodes = [*outer, loop, _n("Reshape", ["hs", "flat"], "hs_flat"),
+             _n("Concat", ["h_last", "hs_flat"], "y", axis=1)]
+    return make_model(nodes, X, ["y"], inits)
+
+
+def statistics_batch_norm(features: int = 4, groups: int = 3):
+    """Keras' LayerNormalization as tf2onnx writes it: x [1, groups, features] reshaped to
+    [1, groups, features, 1], its mean and variance over the features (ReduceMean,
+    ReduceSumSquare of the centred values over the count) fed to a BatchNormalization of
+    unit scale and zero bias, reshaped back, then Keras' gamma and beta."""
+    rng = np.random.default_rng(6)
+    inits = {"r4": _i(1, groups, features, 1), "r3": _i(1, groups, features),
+             "ones": np.ones(groups, np.float32), "zeros": np.zeros(groups, np.float32),
+             "axes": _i(0, 2, 3), "count": np.float32(features),
+             "gamma": rng.uniform(0.5, 1.5, features).astype(np.float32),
+             "beta": rng.uniform(-0.5, 0.5, features).astype(np.float32)}
+    nodes = [_n("Reshape", ["x", "r4"], "xr"),
+             _n("ReduceMean", ["xr"], "m4", axes=[0, 2, 3], keepdims=1),
+             _n("Squeeze", ["m4", "axes"], "mean"), _n("Sub", ["xr", "m4"], "centred"),
+             _n("ReduceSumSquare", ["centred"], "ss", axes=[0, 2, 3], keepdims=0),
+             _n("Div", ["ss", "count"], "var"),
+             _n("BatchNormalization", ["xr", "ones", "zeros", "mean", "var"], "bn",
+                epsilon=1e-3),
+             _n("Reshape", ["bn", "r3"], "back"), _n("Mul", ["back", "gamma"], "scaled"),
+             _n("Add", ["scaled", "beta"], "y")]
+    return make_model(nodes, {"x": (1, groups, features)}, ["y"], inits)
+
+
 def ml_model(op: str, inputs=X, outputs=("y",), opset: int = 17, kept=None, **attrs):
     """One ``ai.onnx.ml`` node reading the inputs (scikit-learn models as skl2onnx writes
     them); ``kept``: its outputs that are the model's (default all). The model imports both
@@ -360,6 +429,7 @@ OP_MODELS: dict = {
                                                     mode="nearest")], IMG, ["y"],
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
+    "Loop": (loop_model, -1.5, 1.5),
     "TopK": (lambda: make_model([helper.make_node("TopK", ["x", "k"], ["y", "i"])], X, ["y"],
                                 {"k": _i(3)}, 11), -1.0, 1.0),
     # unrolled over their steps (converters/recurrent.py)
@@ -429,6 +499,12 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "Loop(trip count)": (lambda: loop_model("count", steps=2), -1.5, 1.5),
+    "BatchNormalization(input statistics)": (statistics_batch_norm, -1.0, 1.0),
+    "Resize(nearest, tf_half_pixel_for_nn)": (lambda: make_model([helper.make_node(
+        "Resize", ["x", "", "s"], ["y"], mode="nearest",
+        coordinate_transformation_mode="tf_half_pixel_for_nn")], IMG, ["y"],
+        {"s": np.array([1, 1, 2, 1.5], np.float32)}, opset=13), -1.0, 1.0),
     "GridSample(input grid, nearest, reflection)": (
         lambda: _grid_sample_of_input("nearest", "reflection", 1, opset=20), -1.0, 1.0),
     "GridSample(constant grid, cubic, border)": (

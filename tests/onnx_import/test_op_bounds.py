@@ -111,6 +111,46 @@ def test_normalisation_bounds_cover_runtime_cancellation(op, offset, spread):
     assert np.all(y >= lower) and np.all(y <= upper)
 
 
+def _picked_mean_batch_norm():
+    """BatchNormalization of x [1, 2, 64] whose mean is x's first feature per channel (a
+    Slice: exact, no allowance of its own), variance 1e-4 and epsilon 1e-5: ns ~ 95, and the
+    runtime's fused products x ns and mean ns cancel alone."""
+    from tests.onnx_import.op_models import _i, _n, make_model
+
+    inits = {"s": _i(0, 0, 0), "e": _i(1, 2, 1), "c": _i(2), "var": np.full(2, 1e-4, np.float32),
+             "ones": np.ones(2, np.float32), "b": np.array([0.5, -0.25], np.float32)}
+    nodes = [_n("Slice", ["x", "s", "e"], "first"), _n("Reshape", ["first", "c"], "mean"),
+             _n("BatchNormalization", ["x", "ones", "b", "mean", "var"], "y", epsilon=1e-5)]
+    return make_model(nodes, {"x": (1, 2, 64)}, ["y"], inits)
+
+
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (30.0, 0.3), (1000.0, 0.01)])
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+@pytest.mark.parametrize("form", ["reduced", "picked"])
+def test_statistics_batch_norm_bounds_cover_the_fused_rounding(offset, spread, method, form):
+    """A BatchNormalization fed statistics of its own input (tf2onnx's LayerNormalization:
+    "reduced"; a mean picked from the input: "picked"), which onnxruntime runs fused,
+    x ns + (bias - mean ns): on inputs far from zero the two products nearly cancel (at
+    offset 1000 each is ~3e4 to ~1e5 for outputs ~1). The bounds of the centred form must
+    hold those errors (the importer's two Slack nodes: without them "picked" fails)."""
+    from tests.onnx_import.op_models import statistics_batch_norm
+
+    proto = (statistics_batch_norm(features=64, groups=2) if form == "reduced"
+             else _picked_mean_batch_norm())
+    data = proto.SerializeToString()
+    model = import_proto(onnx.load_model_from_string(data), data)
+    rng = np.random.default_rng(9)
+    centre = offset + spread * rng.standard_normal((1, 2, 64))
+    half = 1e-3 * spread
+    lo, hi = (centre - half).astype(np.float32), (centre + half).astype(np.float32)
+    lower, upper = _bounds(model.graph, lo, hi, method)
+    points = _points(lo, hi, rng)
+    y = np.stack([o[0].astype(np.float64).reshape(-1) for o in ort_outputs(
+        proto, [{model.input_names[0]: p} for p in points])])
+    assert np.all(y >= lower) and np.all(y <= upper), (
+        float(np.max(lower - y)), float(np.max(y - upper)))
+
+
 def test_no_finite_bound_is_not_an_internal_error():
     """A variance interval reaching zero stops the bounds with the op named; the run attacks
     for its time and reports no internal error (that stat counts bugs in campaigns)."""
