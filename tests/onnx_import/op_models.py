@@ -481,6 +481,8 @@ OP_MODELS: dict = {
     "DepthToSpace": (lambda: one_node("DepthToSpace", {"x": (1, 8, 2, 3)}, blocksize=2,
                                       mode="CRD"), -1.0, 1.0),
     "SpaceToDepth": (lambda: one_node("SpaceToDepth", IMG, blocksize=2), -1.0, 1.0),
+    "ReverseSequence": (lambda: one_node("ReverseSequence", {"x": (3, 2, 2)}, {"n": _i(3, 1)}),
+                        -1.0, 1.0),
     "CumSum": (lambda: one_node("CumSum", IMG, {"a": _i(2)}, opset=14, reverse=1), -1.0, 1.0),
     "Trilu": (lambda: one_node("Trilu", IMG, {"k": _i(1)}, opset=14, upper=0), -1.0, 1.0),
     # rounding and quantisation (converters/quantize.py): a QDQ pair on uint8 and int8
@@ -499,6 +501,9 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "ReverseSequence(batch axis 0)": (lambda: one_node(
+        "ReverseSequence", {"x": (2, 3, 2)}, {"n": _i(2, 0)}, batch_axis=0, time_axis=1),
+        -1.0, 1.0),
     "Loop(trip count)": (lambda: loop_model("count", steps=2), -1.5, 1.5),
     "BatchNormalization(input statistics)": (statistics_batch_norm, -1.0, 1.0),
     "Resize(nearest, tf_half_pixel_for_nn)": (lambda: make_model([helper.make_node(

@@ -1,5 +1,6 @@
 """Data movement and fixed linear maps with constant parameters: GatherElements, GatherND,
-DepthToSpace, SpaceToDepth (a Gather of the flattened input at a constant index map),
+DepthToSpace, SpaceToDepth, ReverseSequence (a Gather of the flattened input at a constant
+index map),
 CumSum (Linear with a triangular 0/1 matrix along its axis) and Trilu (a 0/1 mask).
 
 The index map is found by applying the op to the flat positions of the input
@@ -59,6 +60,28 @@ def gather_elements(ctx: ConvertContext, node) -> None:
 
 
 converter("GatherElements", 13)(gather_elements)
+
+
+@converter("ReverseSequence", 10)
+def reverse_sequence(ctx: ConvertContext, node) -> None:
+    """Per batch entry b, the first ``sequence_lens[b]`` steps along ``time_axis`` reversed,
+    the rest kept (tf2onnx writes it for a backward RNN of a Keras Bidirectional layer)."""
+    x = ctx.value(node.input[0])
+    lens = _const_indices(ctx, node).reshape(-1)
+    time_axis = normalize_axis(int(ctx.attr(node, "time_axis", 0)), x.rank)
+    batch_axis = normalize_axis(int(ctx.attr(node, "batch_axis", 1)), x.rank)
+    if {time_axis, batch_axis} != {0, 1} or x.rank < 2:
+        raise ModelError(f"ReverseSequence node {node.name!r}: time_axis {time_axis} and "
+                         f"batch_axis {batch_axis} must be 0 and 1")
+    steps, batch = x.shape[time_axis], x.shape[batch_axis]
+    if lens.size != batch or np.any(lens < 0) or np.any(lens > steps):
+        raise ModelError(f"ReverseSequence node {node.name!r}: sequence_lens {lens.tolist()} "
+                         f"for a batch of {batch} and {steps} steps")
+    source = np.moveaxis(_positions(x), (time_axis, batch_axis), (0, 1)).copy()
+    for b, length in enumerate(lens.tolist()):
+        source[:length, b] = source[:length, b][::-1].copy()
+    ctx.bind(node.output[0], _gather_map(ctx, x, np.moveaxis(source, (0, 1),
+                                                             (time_axis, batch_axis))))
 
 
 @converter("GatherND", 11)
