@@ -208,6 +208,38 @@ def loop_model(style: str = "while", steps: int = 2, condition: str = "counter")
     return make_model(nodes, X, ["y"], inits)
 
 
+def sequence_model(finish: str = "stack"):
+    """x [1, 4] through ONNX sequence ops as TorchScript writes list code: split into pieces
+    (SplitToSequence), a list grown by SequenceInsert (at the end and at the front), an item
+    dropped (SequenceErase), one read (SequenceAt), the length (SequenceLength) scaling it,
+    then ``finish``: "stack" (ConcatFromSequence along a new axis), "concat" (along axis 1),
+    "at" (the item read, scaled)."""
+    nodes = [_n("SplitToSequence", ["x", "two"], "pieces", axis=1),      # [1,2], [1,2]
+             _n("Sin", ["x"], "sx"), _n("Slice", ["sx", "s0", "e2", "a1"], "head"),
+             _n("SequenceEmpty", [], "empty"),
+             _n("SequenceInsert", ["empty", "head"], "one"),
+             _n("SequenceAt", ["pieces", "minus_one"], "last"),
+             _n("SequenceInsert", ["one", "last", "zero"], "two_items"),
+             _n("SequenceConstruct", ["head", "head"], "pair"),
+             _n("SequenceAt", ["pair", "zero"], "first"),
+             _n("SequenceInsert", ["two_items", "first"], "three"),
+             _n("SequenceErase", ["three", "one_i"], "kept"),               # last, head
+             _n("SequenceLength", ["kept"], "n"), _n("Cast", ["n"], "nf", to=F),
+             _n("SequenceAt", ["kept", "zero"], "picked"),
+             _n("Mul", ["picked", "nf"], "scaled")]
+    if finish == "stack":
+        nodes += [_n("ConcatFromSequence", ["kept"], "stacked", axis=1, new_axis=1),
+                  _n("Reshape", ["stacked", "flat"], "y")]
+    elif finish == "concat":
+        nodes += [_n("ConcatFromSequence", ["kept"], "y", axis=1)]
+    else:
+        nodes += [_n("Identity", ["scaled"], "y")]
+    inits = {"two": np.array(2, np.int64), "s0": _i(0), "e2": _i(2), "a1": _i(1),
+             "minus_one": np.array(-1, np.int64), "zero": np.array(0, np.int64),
+             "one_i": np.array(1, np.int64), "flat": _i(1, 4)}
+    return make_model(nodes, X, ["y"], inits, opset=13)
+
+
 def statistics_batch_norm(features: int = 4, groups: int = 3):
     """Keras' LayerNormalization as tf2onnx writes it: x [1, groups, features] reshaped to
     [1, groups, features, 1], its mean and variance over the features (ReduceMean,
@@ -430,6 +462,12 @@ OP_MODELS: dict = {
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
     "Loop": (loop_model, -1.5, 1.5),
+    # lists resolved at import (converters/sequence.py)
+    **{op: (sequence_model, -2.0, 2.0) for op in (
+        "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceConstruct",
+        "SplitToSequence", "ConcatFromSequence")},
+    "SequenceAt": (lambda: sequence_model("at"), -2.0, 2.0),
+    "SequenceLength": (lambda: sequence_model("at"), -2.0, 2.0),
     "TopK": (lambda: make_model([helper.make_node("TopK", ["x", "k"], ["y", "i"])], X, ["y"],
                                 {"k": _i(3)}, 11), -1.0, 1.0),
     # unrolled over their steps (converters/recurrent.py)
@@ -501,6 +539,7 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "ConcatFromSequence(concat)": (lambda: sequence_model("concat"), -2.0, 2.0),
     "ReverseSequence(batch axis 0)": (lambda: one_node(
         "ReverseSequence", {"x": (2, 3, 2)}, {"n": _i(2, 0)}, batch_axis=0, time_axis=1),
         -1.0, 1.0),

@@ -57,6 +57,13 @@ Value = Dyn | np.ndarray
 
 
 @dataclass(frozen=True)
+class Sequence:
+    """An ONNX sequence, known item by item at import (``converters/sequence.py``)."""
+
+    items: tuple
+
+
+@dataclass(frozen=True)
 class Unavailable:
     """An output the importer does not compute (TopK's indices): reading it raises
     ``error``, so a model that never reads it imports."""
@@ -119,7 +126,7 @@ class ConvertContext:
 
     # -- writing ---------------------------------------------------------------------------
     def bind(self, onnx_name: str, value: Value) -> None:
-        if isinstance(value, (np.ndarray, Dyn, Unavailable)):
+        if isinstance(value, (np.ndarray, Dyn, Sequence, Unavailable)):
             self.values[onnx_name] = value
         else:
             self.values[onnx_name] = np.asarray(value)

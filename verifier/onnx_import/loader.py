@@ -350,9 +350,10 @@ def _same(a, b) -> bool:
 
 
 def _all_constant(ctx: ConvertContext, node) -> bool:
-    """True when every present input is a constant (and there is at least one input)."""
+    """True when every present input is a constant tensor (and there is at least one input;
+    a sequence is not one: ``converters/sequence.py``)."""
     present = [name for name in node.input if name]
-    return bool(present) and all(not isinstance(ctx.value(n), Dyn) for n in present)
+    return bool(present) and all(isinstance(ctx.value(n), np.ndarray) for n in present)
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:

@@ -17,13 +17,13 @@ from verifier.onnx_import.converters import (
     rearrange,
     recurrent,
     scatter,
+    sequence,
     shape,
     sorting,
     svm,
     trees,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "composite", "control_flow",
-           "conv", "einsum", "grid_sample",
-           "linear", "logic", "ml", "pooling", "quantize", "rearrange", "recurrent", "scatter",
-           "shape", "sorting", "svm", "trees"]
+__all__ = ["activations", "arithmetic", "basic", "composite", "control_flow", "conv", "einsum",
+           "grid_sample", "linear", "logic", "ml", "pooling", "quantize", "rearrange",
+           "recurrent", "scatter", "sequence", "shape", "sorting", "svm", "trees"]
