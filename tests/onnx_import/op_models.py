@@ -208,6 +208,37 @@ def loop_model(style: str = "while", steps: int = 2, condition: str = "counter")
     return make_model(nodes, X, ["y"], inits)
 
 
+def scan_model(input_direction: int = 0, output_direction: int = 0, output_axis: int = 1):
+    """An RNN cell run by Scan, as older converters write one: x [1, 6] as [1, 3 steps, 2]
+    scanned along axis 1 (``input_direction`` 1: from the end), h [1, 3] carried and scanned
+    out along ``output_axis`` (``output_direction`` 1: stacked in reverse); a second scan
+    input, a constant [3, 1] step bias, read along axis 0."""
+    rng = np.random.default_rng(5)
+    inits = {"shape": _i(1, 3, 2), "h0": np.zeros((1, 3), np.float32),
+             "steps_bias": rng.uniform(-0.5, 0.5, (3, 1)).astype(np.float32),
+             "flat": _i(1, 9)}
+    body = helper.make_graph(
+        [_n("MatMul", ["xt", "w"], "xw"), _n("MatMul", ["h_in", "u"], "hu"),
+         _n("Add", ["xw", "hu"], "pre"), _n("Add", ["pre", "bt"], "pre_b"),
+         _n("Tanh", ["pre_b"], "h_out"), _n("Identity", ["h_out"], "h_scan")],
+        "cell",
+        [helper.make_tensor_value_info("h_in", F, [1, 3]),
+         helper.make_tensor_value_info("xt", F, [1, 2]),
+         helper.make_tensor_value_info("bt", F, [1])],
+        [helper.make_tensor_value_info("h_out", F, [1, 3]),
+         helper.make_tensor_value_info("h_scan", F, None)],
+        [numpy_helper.from_array(rng.uniform(-1, 1, (2, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.uniform(-1, 1, (3, 3)).astype(np.float32), "u")])
+    scan = helper.make_node("Scan", ["h0", "xs", "steps_bias"], ["h_last", "hs"],
+                            name="cell_scan", body=body, num_scan_inputs=2,
+                            scan_input_axes=[1, 0], scan_input_directions=[input_direction, 0],
+                            scan_output_axes=[output_axis],
+                            scan_output_directions=[output_direction])
+    nodes = [_n("Reshape", ["x", "shape"], "xs"), scan, _n("Reshape", ["hs", "flat"], "hs_flat"),
+             _n("Concat", ["h_last", "hs_flat"], "y", axis=1)]
+    return make_model(nodes, {"x": (1, 6)}, ["y"], inits)
+
+
 def sequence_model(finish: str = "stack"):
     """x [1, 4] through ONNX sequence ops as TorchScript writes list code: split into pieces
     (SplitToSequence), a list grown by SequenceInsert (at the end and at the front), an item
@@ -462,6 +493,7 @@ OP_MODELS: dict = {
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
     "Loop": (loop_model, -1.5, 1.5),
+    "Scan": (scan_model, -1.5, 1.5),
     # lists resolved at import (converters/sequence.py)
     **{op: (sequence_model, -2.0, 2.0) for op in (
         "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceConstruct",
@@ -539,6 +571,8 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "Scan(reversed input and output, output axis 0)": (
+        lambda: scan_model(input_direction=1, output_direction=1, output_axis=0), -1.5, 1.5),
     "ConcatFromSequence(concat)": (lambda: sequence_model("concat"), -2.0, 2.0),
     "ReverseSequence(batch axis 0)": (lambda: one_node(
         "ReverseSequence", {"x": (2, 3, 2)}, {"n": _i(2, 0)}, batch_axis=0, time_axis=1),

@@ -146,3 +146,12 @@ def test_split_to_sequence_agrees_with_onnxruntime(split, keepdims):
              helper.make_node("ConcatFromSequence", ["parts"], ["y"], axis=0 if stack else 1,
                               new_axis=int(stack))]
     compare(make_model(nodes, {"x": (1, 4)}, ["y"], inits), n=4)
+
+
+@pytest.mark.parametrize("input_direction,output_direction,output_axis",
+                         [(0, 0, 1), (1, 0, 1), (0, 1, 0), (1, 1, -1)])
+def test_scan_agrees_with_onnxruntime(input_direction, output_direction, output_axis):
+    from tests.onnx_import.op_models import scan_model
+
+    compare(scan_model(input_direction, output_direction, output_axis), n=8, low=-1.5,
+            high=1.5)

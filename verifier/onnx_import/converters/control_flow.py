@@ -1,10 +1,12 @@
-"""If on a constant condition, inlined, and Loop with a trip count known at import, unrolled.
+"""If on a constant condition, inlined; Loop with a trip count known at import and Scan,
+unrolled.
 
 Exporters write control flow whose decisions fold to constants at import: If on shape tests
 (torch's LocalResponseNorm, squeezes of possibly-1 axes), and Loop for a Keras RNN layer that
 tf2onnx does not map to an ONNX RNN node (SimpleRNN, a custom cell: a TensorFlow while loop
 counting to the sequence length, reading step t of the input by a Gather at the counter), or
-a scripted torch loop. The body is converted once per iteration, its inputs bound to the
+a scripted torch loop; Scan for RNNs of older converters (keras2onnx, CNTK). The body is
+converted once per iteration, its inputs bound to the
 iteration number (a constant), the condition and the carried values; nodes that read only
 constants fold, so the condition the body computes is a constant, and the loop stops when it
 is false. An input-dependent condition or trip count is refused by name. Names defined inside
@@ -17,8 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from verifier.errors import ModelError
-from verifier.onnx_import.context import ConvertContext, Dyn, shape_of, tensor_array, unsupported
-from verifier.onnx_import.converters.shape import stack_values
+from verifier.onnx_import.context import (
+    ConvertContext,
+    Dyn,
+    normalize_axis,
+    shape_of,
+    tensor_array,
+    unsupported,
+)
+from verifier.onnx_import.converters.shape import emit_slice, join_values, reshape_value
 from verifier.onnx_import.registry import converter
 
 # Iterations a Loop may unroll to: each one copies the body into the graph.
@@ -131,7 +140,7 @@ def loop(ctx: ConvertContext, node) -> None:
         if len(shapes) != 1:
             raise unsupported(node, f"scan outputs whose shape changes between iterations "
                                     f"({sorted(shapes)})")
-        outputs.append(stack_values(ctx, parts, (len(parts), *shapes.pop())))
+        outputs.append(join_values(ctx, parts, 0, new_axis=True))
     for name, value in zip(node.output, outputs, strict=False):
         if name:
             ctx.bind(name, value)
@@ -139,3 +148,70 @@ def loop(ctx: ConvertContext, node) -> None:
 
 for _version in (11, 13, 16, 19, 21):
     converter("Loop", _version)(loop)
+
+
+def _scan_step(ctx: ConvertContext, x, axis: int, t: int):
+    """Step ``t`` of a scan input: ``x`` at index t along ``axis``, that axis dropped."""
+    if isinstance(x, Dyn):
+        piece = emit_slice(ctx, x, [axis], [t], [t + 1], [1])
+    else:
+        piece = np.take(x, [t], axis=axis)
+    shape = shape_of(piece)
+    return reshape_value(ctx, piece, shape[:axis] + shape[axis + 1:])
+
+
+@converter("Scan", 9)
+def scan(ctx: ConvertContext, node) -> None:
+    """Unrolled over the scan inputs' length: the body reads the states and step t of each
+    scan input (along its ``scan_input_axes`` entry, from the end where its direction is 1)
+    and gives the states and one element of each scan output, stacked along its
+    ``scan_output_axes`` entry (in reverse where its direction is 1)."""
+    body = ctx.attr(node, "body")
+    m = int(ctx.attr(node, "num_scan_inputs", 0))
+    values = [ctx.value(name) for name in node.input]
+    n = len(values) - m
+    k = -1 if body is None else len(body.output) - n
+    if m < 1 or n < 0 or k < 0 or len(body.input) != n + m:
+        raise ModelError(f"Scan node {node.name!r}: its body's inputs and outputs do not match "
+                         f"its {n} state(s) and {m} scan input(s)")
+    in_axes = list(ctx.attr(node, "scan_input_axes", [0] * m))
+    in_dirs = list(ctx.attr(node, "scan_input_directions", [0] * m))
+    out_axes = list(ctx.attr(node, "scan_output_axes", [0] * k))
+    out_dirs = list(ctx.attr(node, "scan_output_directions", [0] * k))
+    scanned = values[n:]
+    in_axes = [normalize_axis(int(a), len(shape_of(x))) for a, x in zip(in_axes, scanned,
+                                                                       strict=True)]
+    lengths = {shape_of(x)[a] for x, a in zip(scanned, in_axes, strict=True)}
+    if len(lengths) != 1:
+        raise ModelError(f"Scan node {node.name!r}: scan inputs of lengths {sorted(lengths)}")
+    steps = lengths.pop()
+    if steps > MAX_UNROLLED_ITERATIONS:
+        raise unsupported(node, f"{steps} steps, more than the {MAX_UNROLLED_ITERATIONS} "
+                                "iterations unrolled at import")
+    if steps == 0 and k:
+        raise unsupported(node, "scan outputs of a scan over no step")
+    outer = set(ctx.values)
+    _check_names(ctx, node, body, outer)
+    states = values[:n]
+    collected: list[list] = [[] for _ in range(k)]
+    for t in range(steps):
+        pieces = [_scan_step(ctx, x, a, steps - 1 - t if d else t)
+                  for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
+        results = _run_subgraph(ctx, body, [*states, *pieces])
+        states = results[:n]
+        for j, value in enumerate(results[n:]):
+            collected[j].append(value)
+        _drop_inner(ctx, outer)
+    outputs = list(states)
+    for parts, axis, direction in zip(collected, out_axes, out_dirs, strict=True):
+        if direction:
+            parts = parts[::-1]
+        axis = normalize_axis(int(axis), len(shape_of(parts[0])) + 1)
+        outputs.append(join_values(ctx, parts, axis, new_axis=True))
+    for name, value in zip(node.output, outputs, strict=False):
+        if name:
+            ctx.bind(name, value)
+
+
+for _version in (11, 16, 19, 21):
+    converter("Scan", _version)(scan)

@@ -27,7 +27,7 @@ from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
 from verifier.onnx_import.converters.arithmetic import emit_broadcast
 from verifier.onnx_import.converters.composite import elu_of, hard_sigmoid_of, softsign_of
 from verifier.onnx_import.converters.linear import emit_linear
-from verifier.onnx_import.converters.shape import emit_slice, reshape_value, stack_values
+from verifier.onnx_import.converters.shape import emit_slice, join_values, reshape_value
 from verifier.onnx_import.registry import converter
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -288,16 +288,15 @@ def recurrent(ctx: ConvertContext, node) -> None:
     runs = [_run(ctx, node, cell, xs, length,
                  direction == "reverse" or d == 1, _state(ctx, h0, d), _state(ctx, c0, d))
             for d, cell in enumerate(cells)]
-    states = (directions, batch, hidden)
     zero = np.zeros((batch, hidden), np.float32)
     if _wanted(node, 0):
-        per_step = [stack_values(ctx, [run[0][t] if t < length else zero for run in runs], states)
+        per_step = [join_values(ctx, [run[0][t] if t < length else zero for run in runs], 0, True)
                     for t in range(steps)]
-        ctx.bind(node.output[0], stack_values(ctx, per_step, (steps,) + states))
+        ctx.bind(node.output[0], join_values(ctx, per_step, 0, True))
     if _wanted(node, 1):
-        ctx.bind(node.output[1], stack_values(ctx, [run[1] for run in runs], states))
+        ctx.bind(node.output[1], join_values(ctx, [run[1] for run in runs], 0, True))
     if node.op_type == "LSTM" and _wanted(node, 2):
-        ctx.bind(node.output[2], stack_values(ctx, [run[2] for run in runs], states))
+        ctx.bind(node.output[2], join_values(ctx, [run[2] for run in runs], 0, True))
 
 
 def _wanted(node, k: int) -> bool:

@@ -22,7 +22,7 @@ from verifier.onnx_import.context import (
     shape_of,
     unsupported,
 )
-from verifier.onnx_import.converters.shape import emit_slice, reshape_value
+from verifier.onnx_import.converters.shape import emit_slice, join_values, reshape_value
 from verifier.onnx_import.registry import converter
 
 
@@ -97,21 +97,9 @@ def concat_from_sequence(ctx: ConvertContext, node) -> None:
     items = list(_sequence(ctx, node).items)
     if not items:
         raise ModelError(f"ConcatFromSequence node {node.name!r}: the sequence is empty")
-    rank = len(shape_of(items[0]))
-    new_axis = int(ctx.attr(node, "new_axis", 0))
-    axis = normalize_axis(int(ctx.attr(node, "axis")), rank + new_axis)
-    if new_axis:
-        items = [reshape_value(ctx, v, shape_of(v)[:axis] + (1,) + shape_of(v)[axis:])
-                 for v in items]
-    if not any(isinstance(v, Dyn) for v in items):
-        ctx.bind(node.output[0], np.concatenate([np.asarray(v) for v in items], axis=axis))
-        return
-    if len(items) == 1:
-        ctx.bind(node.output[0], items[0])
-        return
-    shape = list(shape_of(items[0]))
-    shape[axis] = sum(shape_of(v)[axis] for v in items)
-    ctx.bind(node.output[0], ctx.emit("Concat", items, tuple(shape), {"axis": axis}))
+    new_axis = bool(int(ctx.attr(node, "new_axis", 0)))
+    axis = normalize_axis(int(ctx.attr(node, "axis")), len(shape_of(items[0])) + new_axis)
+    ctx.bind(node.output[0], join_values(ctx, items, axis, new_axis))
 
 
 @converter("SplitToSequence", 11)

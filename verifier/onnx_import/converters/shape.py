@@ -33,15 +33,19 @@ def reshape_value(ctx: ConvertContext, x, shape) -> object:
     return np.reshape(x, shape)
 
 
-def stack_values(ctx: ConvertContext, parts: list, shape: tuple):
-    """Parts of equal shape stacked along a new first axis into ``shape`` (constants stay
-    numpy)."""
+def join_values(ctx: ConvertContext, parts: list, axis: int, new_axis: bool = False):
+    """``parts`` concatenated along ``axis`` (``new_axis``: stacked along a new axis there,
+    of parts of equal shape); constants stay numpy."""
+    if new_axis:
+        parts = [reshape_value(ctx, p, shape_of(p)[:axis] + (1,) + shape_of(p)[axis:])
+                 for p in parts]
     if not any(isinstance(p, Dyn) for p in parts):
-        return np.stack([np.asarray(p) for p in parts])
-    lifted = [reshape_value(ctx, p, (1,) + shape_of(p)) for p in parts]
-    if len(lifted) == 1:
-        return lifted[0]
-    return ctx.emit("Concat", lifted, shape, {"axis": 0})
+        return np.concatenate([np.asarray(p) for p in parts], axis=axis)
+    if len(parts) == 1:
+        return parts[0]
+    shape = list(shape_of(parts[0]))
+    shape[axis] = sum(shape_of(p)[axis] for p in parts)
+    return ctx.emit("Concat", parts, tuple(shape), {"axis": axis})
 
 
 @converter("Flatten", 1)
