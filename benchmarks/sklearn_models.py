@@ -15,6 +15,9 @@ with fixed seeds on data scikit-learn bundles or generates (no download):
   moves by less than max(1, 5%).
 * ``forest``: a random forest (100 trees, full depth) and gradient boosting (50 stages,
   depth 3) on the digits; a random forest of depth 6. Specs: the label stays.
+* ``boosting``: XGBoost and LightGBM classifiers on the digits (30 trees per class) and
+  regressors on a generated set, exported by onnxmltools (needs xgboost, lightgbm and
+  onnxmltools).
 
 Boxes are L_inf balls around training or held-out points, three radii each. Prints one line
 per instance (verdict and seconds per tree) and the counts and total seconds per model.
@@ -65,15 +68,57 @@ def _forest_models():
     return {name: (model.fit(x, y), held_out, (0.25, 0.5, 1.0)) for name, model in sets.items()}
 
 
-FAMILIES = {"svm": _svm_models, "forest": _forest_models}
+def _boosting_models():
+    """XGBoost and LightGBM (exported by onnxmltools): classifiers on the digits, regressors
+    on a generated set."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_digits, make_regression
+
+    digits = load_digits()
+    x, y = digits.data[:1200], digits.target[:1200]
+    held_out = digits.data[1200:]
+    xr, yr = make_regression(n_samples=300, n_features=6, noise=5.0, random_state=0)
+    sets = {"digits_xgb30": (xgboost.XGBClassifier(n_estimators=30, max_depth=3,
+                                                   random_state=0), x, y, held_out,
+                             (0.25, 0.5, 1.0)),
+            "digits_lgbm30": (lightgbm.LGBMClassifier(n_estimators=30, num_leaves=8,
+                                                      random_state=0, verbose=-1),
+                              x, y, held_out, (0.25, 0.5, 1.0)),
+            "xgb_regressor": (xgboost.XGBRegressor(n_estimators=40, max_depth=4,
+                                                   random_state=0), xr, yr, xr,
+                              (0.01, 0.05, 0.2)),
+            "lgbm_regressor": (lightgbm.LGBMRegressor(n_estimators=40, num_leaves=15,
+                                                      random_state=0, verbose=-1),
+                               xr, yr, xr, (0.01, 0.05, 0.2))}
+    return {name: (model.fit(data, target), points, radii)
+            for name, (model, data, target, points, radii) in sets.items()}
+
+
+FAMILIES = {"svm": _svm_models, "forest": _forest_models, "boosting": _boosting_models}
 
 
 def _export(model, sample: np.ndarray, path: Path) -> None:
+    module = type(model).__module__
+    if module.startswith(("xgboost", "lightgbm")):
+        path.write_bytes(_export_boosting(model, sample.shape[1]).SerializeToString())
+        return
     from skl2onnx import to_onnx
 
     options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
     path.write_bytes(to_onnx(model, sample[:1].astype(np.float32),
                              options=options).SerializeToString())
+
+
+def _export_boosting(model, n_features: int):
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    types = [("input", FloatTensorType([None, n_features]))]
+    if type(model).__module__.startswith("xgboost"):
+        return onnxmltools.convert_xgboost(model, initial_types=types, target_opset=15)
+    return onnxmltools.convert_lightgbm(model, initial_types=types, target_opset=15,
+                                        zipmap=False)
 
 
 def _spec(center: np.ndarray, radius: float, outputs: list, low: float, high: float) -> str:
