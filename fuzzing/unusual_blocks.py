@@ -305,3 +305,8 @@ from fuzzing.unusual_blocks_more import IMAGE_MORE, VECTOR_MORE  # noqa: E402
 
 IMAGE_BLOCKS.update(IMAGE_MORE)
 VECTOR_BLOCKS.update(VECTOR_MORE)
+
+# Control flow, sequences and other exporters' forms (unusual_blocks_flow.py).
+from fuzzing.unusual_blocks_flow import VECTOR_FLOW  # noqa: E402
+
+VECTOR_BLOCKS.update(VECTOR_FLOW)
