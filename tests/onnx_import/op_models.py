@@ -294,6 +294,18 @@ def statistics_batch_norm(features: int = 4, groups: int = 3):
     return make_model(nodes, {"x": (1, groups, features)}, ["y"], inits)
 
 
+def contrib_model(op: str, inputs: dict, inits: dict | None = None, n_out: int = 1, **attrs):
+    """One onnxruntime contrib node (domain com.microsoft) reading the inputs then the
+    initializers, as onnxruntime's optimizer saves it."""
+    names = list(inputs) + list(inits or {})
+    outs = [f"y{i}" for i in range(n_out)] if n_out > 1 else ["y"]
+    node = helper.make_node(op, names, outs, domain="com.microsoft", name=f"the_{op.lower()}",
+                            **attrs)
+    model = make_model([node], inputs, outs, inits, opset=13)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
 def ml_model(op: str, inputs=X, outputs=("y",), opset: int = 17, kept=None, **attrs):
     """One ``ai.onnx.ml`` node reading the inputs (scikit-learn models as skl2onnx writes
     them); ``kept``: its outputs that are the model's (default all). The model imports both
@@ -493,6 +505,25 @@ OP_MODELS: dict = {
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
     "Loop": (loop_model, -1.5, 1.5),
+    # onnxruntime's contrib ops from a saved optimized model (converters/contrib.py)
+    "com.microsoft.FusedConv": (lambda: contrib_model(
+        "FusedConv", IMG, {"w": rand(3, 2, 3, 3), "b": rand(3, seed=2)}, pads=[1, 1, 1, 1],
+        activation="LeakyRelu", activation_params=[0.2]), -1.0, 1.0),
+    "com.microsoft.FusedGemm": (lambda: contrib_model(
+        "FusedGemm", X, {"w": rand(3, 4), "b": rand(3, seed=2)}, transB=1,
+        activation="Relu"), -1.0, 1.0),
+    "com.microsoft.FusedMatMul": (lambda: contrib_model(
+        "FusedMatMul", {"x": (1, 2, 3)}, {"w": rand(4, 3)}, transB=1, alpha=0.5), -1.0, 1.0),
+    "com.microsoft.QuickGelu": (lambda: contrib_model("QuickGelu", X, alpha=1.5), -3.0, 3.0),
+    "com.microsoft.Gelu": (lambda: contrib_model("Gelu", X), -3.0, 3.0),
+    "com.microsoft.BiasGelu": (lambda: contrib_model("BiasGelu", X, {"b": rand(4)}), -3.0,
+                               3.0),
+    "com.microsoft.FastGelu": (lambda: contrib_model("FastGelu", X, {"b": rand(4)}), -3.0,
+                               3.0),
+    "com.microsoft.SkipLayerNormalization": (lambda: contrib_model(
+        "SkipLayerNormalization", {"x": (1, 3, 4)},
+        {"skip": rand(1, 3, 4, seed=3), "g": rand(4, low=0.5, high=1.5), "beta": rand(4),
+         "bias": rand(4, seed=4)}, epsilon=1e-5), -1.0, 1.0),
     "Scan": (scan_model, -1.5, 1.5),
     # lists resolved at import (converters/sequence.py)
     **{op: (sequence_model, -2.0, 2.0) for op in (
@@ -571,6 +602,22 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "com.microsoft.FusedConv(Clip, with Z)": (lambda: contrib_model(
+        "FusedConv", IMG, {"w": rand(3, 2, 3, 3), "b": rand(3, seed=2),
+                           "z": rand(1, 3, 2, 2, seed=3)},
+        strides=[2, 2], pads=[1, 1, 0, 0], activation="Clip", activation_params=[-0.5, 0.5]),
+        -1.0, 1.0),
+    "com.microsoft.FusedGemm(LeakyRelu, alpha)": (lambda: contrib_model(
+        "FusedGemm", X, {"w": rand(4, 3), "b": rand(3, seed=2)}, alpha=0.5, beta=2.0,
+        activation="LeakyRelu", activation_alpha=0.1), -1.0, 1.0),
+    "com.microsoft.FusedConv(HardSigmoid)": (lambda: contrib_model(
+        "FusedConv", IMG, {"w": rand(3, 2, 1, 1)}, activation="HardSigmoid",
+        activation_params=[0.3, 0.4]), -2.0, 2.0),
+    "com.microsoft.FusedGemm(HardSigmoid)": (lambda: contrib_model(
+        "FusedGemm", X, {"w": rand(3, 4)}, transB=1, activation="HardSigmoid",
+        activation_alpha=0.3, activation_beta=0.4), -2.0, 2.0),
+    "com.microsoft.FusedGemm(Tanh)": (lambda: contrib_model(
+        "FusedGemm", X, {"w": rand(3, 4)}, transB=1, activation="Tanh"), -1.0, 1.0),
     "Scan(reversed input and output, output axis 0)": (
         lambda: scan_model(input_direction=1, output_direction=1, output_axis=0), -1.5, 1.5),
     "ConcatFromSequence(concat)": (lambda: sequence_model("concat"), -2.0, 2.0),

@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from verifier.errors import ModelError
-from verifier.onnx_import.registry import ML_DOMAIN
+from verifier.onnx_import.registry import ML_DOMAIN, MS_DOMAIN
 
 MAX_FOLDED_ELEMENTS = 1 << 26  # per folded tensor (256 MiB of float32)
 BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where",
@@ -183,7 +183,8 @@ def _run_onnxruntime(graph, opset: int, feeds: dict, ml_opset: int) -> list[np.n
     import onnxruntime as ort
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(ML_DOMAIN, ml_opset)])
+                                                    helper.make_opsetid(ML_DOMAIN, ml_opset),
+                                                    helper.make_opsetid(MS_DOMAIN, 1)])
     for out in model.graph.output:  # onnxruntime infers the outputs' types itself
         out.type.Clear()
     options = ort.SessionOptions()

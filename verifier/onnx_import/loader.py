@@ -17,12 +17,12 @@ from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
 from verifier.gz import read_capped
 from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
 from verifier.onnx_import.fold import fold_node
-from verifier.onnx_import.registry import ML_DOMAIN, find_converter, ml_op
+from verifier.onnx_import.registry import ML_DOMAIN, MS_DOMAIN, find_converter, ml_op
 
 log = logging.getLogger(__name__)
 
 # The operator domains imported: the standard one and scikit-learn's (converters/ml.py).
-_DOMAINS = ("", "ai.onnx", ML_DOMAIN)
+_DOMAINS = ("", "ai.onnx", ML_DOMAIN, MS_DOMAIN)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,8 @@ def import_proto(
         if entry.domain not in _DOMAINS:
             used = {n.domain for n in all_nodes(proto.graph.node)}
             if entry.domain in used:
-                raise ModelError(f"custom operator domain {entry.domain!r} is not supported")
+                raise ModelError(f"custom operator domain {entry.domain!r} is not supported"
+                                 + _DOMAIN_HINTS.get(entry.domain, ""))
     if not half_precision:
         _refuse_half_precision(proto)
     ctx = ConvertContext(opset, ml_opset=opset_of(proto, ML_DOMAIN))
@@ -239,6 +240,12 @@ def import_proto(
     )
 
 
+_DOMAIN_HINTS = {
+    "com.microsoft.nchwc": " (onnxruntime's blocked-layout ops, written when a model is saved "
+                           "at optimization level ORT_ENABLE_ALL for this machine's CPU; save "
+                           "it at ORT_ENABLE_EXTENDED or below)"}
+
+
 def convert_nodes(ctx: ConvertContext, nodes) -> None:
     """Convert ``nodes`` in order (a graph's, or an inlined If branch's), folding those whose
     inputs are all constant."""
@@ -250,6 +257,9 @@ def convert_nodes(ctx: ConvertContext, nodes) -> None:
                 fold_node(ctx, node)
             elif node.domain == ML_DOMAIN:
                 find_converter(ml_op(node.op_type), ctx.ml_opset,
+                               node.name or node.op_type)(ctx, node)
+            elif node.domain == MS_DOMAIN:
+                find_converter(f"{MS_DOMAIN}.{node.op_type}", 1,
                                node.name or node.op_type)(ctx, node)
             else:
                 find_converter(node.op_type, ctx.opset, node.name or node.op_type)(ctx, node)

@@ -18,6 +18,10 @@ CONVERTERS = Registry("ONNX converter")
 ML_DOMAIN = "ai.onnx.ml"
 
 
+# onnxruntime's contrib operators (converters/contrib.py), keyed apart the same way
+MS_DOMAIN = "com.microsoft"
+
+
 def ml_op(op_type: str) -> str:
     """The registry key of an ``ai.onnx.ml`` operator (kept apart from the standard ops)."""
     return f"{ML_DOMAIN}.{op_type}"

@@ -5,6 +5,7 @@ from verifier.onnx_import.converters import (
     arithmetic,
     basic,
     composite,
+    contrib,
     control_flow,
     conv,
     einsum,
@@ -24,6 +25,6 @@ from verifier.onnx_import.converters import (
     trees,
 )
 
-__all__ = ["activations", "arithmetic", "basic", "composite", "control_flow", "conv", "einsum",
-           "grid_sample", "linear", "logic", "ml", "pooling", "quantize", "rearrange",
+__all__ = ["activations", "arithmetic", "basic", "composite", "contrib", "control_flow", "conv",
+           "einsum", "grid_sample", "linear", "logic", "ml", "pooling", "quantize", "rearrange",
            "recurrent", "scatter", "sequence", "shape", "sorting", "svm", "trees"]
