@@ -53,12 +53,14 @@ def run_instances(instances: list[tuple[str, Path, Path]], python: str, compare:
 
 
 def main(description: str, families: list[str], default_dir: str,
-         build: Callable[[list[str], Path], list[tuple[str, Path, Path]]]) -> None:
+         build: Callable[[list[str], Path], list[tuple[str, Path, Path]]],
+         default: list[str] | None = None) -> None:
     """The command line of a generated-instance benchmark: ``--families`` (of ``families``),
     ``--timeout``, ``--dir`` (where ``build(families, dir)`` writes the instances),
-    ``--compare`` (a baseline checkout) and ``--nncert-python``."""
+    ``--compare`` (a baseline checkout) and ``--nncert-python``; ``default``: the families run
+    when none is named (all by default)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--families", nargs="*", default=families, choices=families)
+    parser.add_argument("--families", nargs="*", default=default or families, choices=families)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--dir", type=Path, default=Path(default_dir))
     parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")

@@ -33,6 +33,11 @@ download) so that BatchNormalization and Normalization hold non-trivial statisti
   Conv1DTranspose, over 12x12x2.
 * ``rnn``: ConvLSTM2D over 8 frames of 6x6 (tf2onnx writes a Loop whose body holds the
   Convs), TimeDistributed pooling, a GRU with reset_after=False, a bidirectional SimpleRNN.
+* ``mobilenetv3``, ``efficientnet``, ``densenet``, ``resnet50``: Keras Applications
+  (MobileNetV3Small, EfficientNetB0, DenseNet121, ResNet50) at random weights, 5 classes,
+  64x64 (DenseNet 32x32) inputs: scale probes (every run ends on time, fits in memory). Not in
+  the default families. (ConvNeXt does not export: tf2onnx 1.16 leaves a PartitionedCall in
+  its depthwise convolutions.)
 
 Specs: the label at a point stays the argmax, over an L_inf ball of two radii at three
 points. Prints one line per instance and the counts and total seconds per model.
@@ -47,7 +52,12 @@ import numpy as np
 from benchmarks import fresh_runs
 
 SHAPES = {"cnn": (28, 28, 1), "blocks": (16, 16, 3), "seq": (16, 4), "attention": (8, 16),
-          "mlp": (20,), "merge": (12, 12, 2), "rnn": (8, 6, 6, 1)}
+          "mlp": (20,), "merge": (12, 12, 2), "rnn": (8, 6, 6, 1),
+          "mobilenetv3": (64, 64, 3), "efficientnet": (64, 64, 3), "densenet": (32, 32, 3),
+          "resnet50": (64, 64, 3)}
+# Keras Applications at random weights (no download, not trained): scale probes.
+APPS = {"mobilenetv3": "MobileNetV3Small", "efficientnet": "EfficientNetB0",
+        "densenet": "DenseNet121", "resnet50": "ResNet50"}
 CLASSES = 5
 RADII = (0.005, 0.02)
 
@@ -179,6 +189,9 @@ def _data(shape: tuple, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
 
 def _model(family: str, data: np.ndarray, labels: np.ndarray):
     import tensorflow as tf
+    if family in APPS:
+        build_app = getattr(tf.keras.applications, APPS[family])
+        return build_app(weights=None, input_shape=SHAPES[family], classes=CLASSES)
     inputs = tf.keras.Input(SHAPES[family])
     outputs = _mlp(inputs, data) if family == "mlp" else BUILDERS[family](inputs)
     model = tf.keras.Model(inputs, outputs)
@@ -240,7 +253,8 @@ BUILDERS = {"cnn": _cnn, "blocks": _blocks, "seq": _seq, "attention": _attention
 
 
 def main() -> None:
-    fresh_runs.main(__doc__.splitlines()[0], list(SHAPES), "/tmp/nncert-keras", build)
+    fresh_runs.main(__doc__.splitlines()[0], list(SHAPES), "/tmp/nncert-keras", build,
+                    default=[f for f in SHAPES if f not in APPS])
 
 
 if __name__ == "__main__":
