@@ -155,3 +155,14 @@ def test_scan_agrees_with_onnxruntime(input_direction, output_direction, output_
 
     compare(scan_model(input_direction, output_direction, output_axis), n=8, low=-1.5,
             high=1.5)
+
+
+def test_a_while_loop_with_an_int64_max_trip_count_stops_at_its_condition():
+    """(torch writes INT64_MAX as the trip count of a while loop; the body's condition
+    stops it, as onnxruntime runs it)"""
+    model = loop_model("while", steps=2)
+    loop = next(n for n in model.graph.node if n.op_type == "Loop")
+    model.graph.initializer.append(onnx.numpy_helper.from_array(
+        np.array(2**63 - 1, np.int64), "forever"))
+    loop.input[0] = "forever"
+    compare(model, n=4, low=-1.5, high=1.5)

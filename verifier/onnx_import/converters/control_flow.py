@@ -98,6 +98,19 @@ def _trip_count(ctx: ConvertContext, node) -> int | None:
     return int(np.ravel(count)[0])
 
 
+def _passes_condition(body) -> bool:
+    """Whether the body hands its condition on unchanged (a for loop: only the trip count
+    stops it). Otherwise the condition it computes may stop a loop whose trip count is huge
+    (exporters write INT64_MAX for while loops; onnxruntime honours the body's condition
+    whether or not the node has a condition input)."""
+    cond_in, cond_out = body.input[1].name, body.output[0].name
+    if cond_out == cond_in:
+        return True
+    producer = next((n for n in body.node if cond_out in n.output), None)
+    return producer is not None and producer.op_type == "Identity" and \
+        list(producer.input) == [cond_in]
+
+
 @converter("Loop", 1)
 def loop(ctx: ConvertContext, node) -> None:
     """Unrolled while the trip count (input 0, optional) and the condition (input 1, then each
@@ -111,7 +124,7 @@ def loop(ctx: ConvertContext, node) -> None:
         raise ModelError(f"Loop node {node.name!r}: its body's inputs and outputs do not match "
                          f"its {len(carried)} carried value(s)")
     trips = _trip_count(ctx, node)
-    if trips is not None and trips > MAX_UNROLLED_ITERATIONS:
+    if trips is not None and trips > MAX_UNROLLED_ITERATIONS and _passes_condition(body):
         raise unsupported(node, f"a trip count of {trips}, more than the "
                                 f"{MAX_UNROLLED_ITERATIONS} iterations unrolled at import")
     cond = (True if len(node.input) < 2 or not node.input[1]
