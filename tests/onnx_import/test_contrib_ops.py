@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import onnx
 import pytest
 from onnx import helper
@@ -73,3 +74,46 @@ def test_an_unknown_fused_activation_is_refused_by_name():
                           activation="Softplus")
     with pytest.raises(UnsupportedOpError, match="fused activation 'Softplus'"):
         import_proto(model, model.SerializeToString())
+
+
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (30.0, 0.3), (1000.0, 0.01)])
+def test_skip_layer_normalization_bounds_cover_the_runtime_on_offset_inputs(offset, spread):
+    """onnxruntime's SkipLayerNormalization kernel takes its own variance of input + skip +
+    bias; on inputs far from zero (offset 1000, spread 0.01) its rounding must stay inside
+    the bounds (or the bounds must not exist: DomainError), as for LayerNormalization."""
+    import torch
+
+    from bounds.engine.deadline import engine_deadline
+    from bounds.engine.spec_bounds import BoundOptions, bound_spec
+    from bounds.rules.tangents import DomainError
+    from bounds.types import Interval
+    from tests.onnx_import.onnx_util import ort_outputs
+    from tests.onnx_import.op_models import contrib_model
+
+    n = 64
+    rng = np.random.default_rng(11)
+    model = contrib_model("SkipLayerNormalization", {"x": (1, 2, n)},
+                          {"skip": (0.1 * rng.standard_normal((1, 2, n))).astype(np.float32),
+                           "g": rng.uniform(0.5, 1.5, n).astype(np.float32),
+                           "beta": rng.uniform(-1, 1, n).astype(np.float32)}, epsilon=1e-5)
+    imported = import_proto(model, model.SerializeToString())
+    centre = offset + spread * rng.standard_normal((1, 2, n))
+    half = 1e-3 * spread
+    lo, hi = (centre - half).astype(np.float32), (centre + half).astype(np.float32)
+    eye = torch.eye(2 * n, dtype=torch.float64)
+    coef = torch.cat([eye, -eye]).unsqueeze(0)
+    box = Interval(torch.from_numpy(lo.astype(np.float64)),
+                   torch.from_numpy(hi.astype(np.float64)))
+    try:
+        with engine_deadline(None):
+            lower = bound_spec(imported.graph, box, coef,
+                               torch.zeros(1, 4 * n, dtype=torch.float64),
+                               BoundOptions(method="crown")).lower[0].numpy()
+    except DomainError:
+        assert offset > 0, "no bound on inputs centred at zero"
+        return
+    points = [np.clip(lo + rng.uniform(0, 1, lo.shape).astype(np.float32) * (hi - lo), lo, hi)
+              for _ in range(32)]
+    ys = np.stack([o[0].astype(np.float64).reshape(-1)
+                   for o in ort_outputs(model, [{"x": p} for p in points])])
+    assert np.all(ys >= lower[:2 * n]) and np.all(ys <= -lower[2 * n:])
