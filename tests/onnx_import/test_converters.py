@@ -552,3 +552,34 @@ def test_mod_refuses_what_it_cannot_bound(inits, match):
     data = model.SerializeToString()
     with pytest.raises(UnsupportedOpError, match=match):
         import_proto(onnx.load_model_from_string(data), data)
+
+
+def test_a_pool_over_four_spatial_axes_is_refused_by_name():
+    """(jax2onnx writes a window max over NHWC so; onnxruntime cannot run it either)"""
+    model = one_node("MaxPool", {"x": (1, 1, 1, 4, 4, 2)}, kernel_shape=[1, 2, 2, 1],
+                     strides=[1, 2, 2, 1])
+    with pytest.raises(UnsupportedOpError, match="'MaxPool'.*4 spatial axes"):
+        import_proto(model, model.SerializeToString())
+
+
+def test_a_model_onnxruntime_cannot_run_is_a_model_error():
+    """The differential check runs the model in onnxruntime first; a model it cannot run is
+    bad input (exit 2), not an internal error."""
+    import dataclasses
+
+    from verifier.errors import ModelError
+    from verifier.onnx_import.check import differential_check
+    from verifier.spec.types import InputRegion, OutputCondition, Spec
+
+    # Gather at an index past the end: the importer folds nothing, onnxruntime fails at run
+    model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], axis=1)], X2, ["y"],
+                       {"i": np.array([0], np.int64)})
+    imported = import_proto(model, model.SerializeToString())
+    bad = onnx.load_model_from_string(model.SerializeToString())
+    bad.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.array([7], np.int64),
+                                                                    "i"))
+    imported = dataclasses.replace(imported, onnx_bytes=bad.SerializeToString())
+    region = InputRegion(np.zeros(5), np.ones(5),
+                         OutputCondition(np.ones((1, 1, 1)), np.zeros((1, 1))))
+    with pytest.raises(ModelError, match="onnxruntime cannot run the model"):
+        differential_check(imported, Spec((region,), 5, 1))

@@ -21,6 +21,8 @@ def _pool(op: str):
         x = ctx.value(node.input[0])
         if len(node.output) > 1 and node.output[1]:
             raise unsupported(node, "the Indices output")
+        if not 1 <= x.rank - 2 <= 3:  # (torch's pools, which onnxruntime's match)
+            raise unsupported(node, f"a window over {x.rank - 2} spatial axes (1 to 3)")
         attrs, shape = pool_attrs(ctx, node, x, op)
         ctx.bind(node.output[0], ctx.emit(op, [x], shape, attrs))
 
