@@ -602,6 +602,9 @@ OP_MODELS: dict = {
 # Further uses of listed ops whose conversion takes another route (checked like OP_MODELS
 # by test_op_bounds).
 VARIANT_MODELS: dict = {
+    "Conv(4 spatial axes, two with a unit kernel)": (lambda: one_node(
+        "Conv", {"x": (1, 2, 3, 4, 4, 1)}, {"w": rand(3, 2, 1, 2, 2, 1)}, strides=[1, 2, 1, 1]),
+        -1.0, 1.0),
     "com.microsoft.FusedConv(Clip, with Z)": (lambda: contrib_model(
         "FusedConv", IMG, {"w": rand(3, 2, 3, 3), "b": rand(3, seed=2),
                            "z": rand(1, 3, 2, 2, seed=3)},

@@ -583,3 +583,25 @@ def test_a_model_onnxruntime_cannot_run_is_a_model_error():
                          OutputCondition(np.ones((1, 1, 1)), np.zeros((1, 1))))
     with pytest.raises(ModelError, match="onnxruntime cannot run the model"):
         differential_check(imported, Spec((region,), 5, 1))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    # jax2onnx's window sum over NCHW: two leading unit axes
+    ((1, 1, 1, 4, 6, 6), (1, 1, 1, 1, 2, 2), dict(strides=[1, 1, 2, 2])),
+    # unit axes around the kernel's, groups, bias, padding on the kept axes
+    ((1, 2, 3, 5, 4, 2), (4, 1, 1, 3, 3, 1), dict(group=2, pads=[0, 1, 1, 0, 0, 1, 0, 0])),
+    # a unit kernel on every axis (one axis is kept)
+    ((1, 2, 2, 3, 2, 2), (3, 2, 1, 1, 1, 1), dict()),
+])
+def test_a_conv_over_four_spatial_axes_with_unit_axes_agrees_with_onnxruntime(x_shape, w_shape,
+                                                                             attrs):
+    inits = {"w": rand(*w_shape)}
+    if attrs.get("group"):
+        inits["b"] = rand(w_shape[0], seed=2)
+    compare(one_node("Conv", {"x": x_shape}, inits, **attrs), n=4)
+
+
+def test_a_conv_kernel_over_four_spatial_axes_is_refused_by_name():
+    model = one_node("Conv", {"x": (1, 1, 3, 3, 3, 3)}, {"w": rand(1, 1, 2, 2, 2, 2)})
+    with pytest.raises(UnsupportedOpError, match="'Conv'.*4 spatial axes"):
+        import_proto(model, model.SerializeToString())

@@ -74,10 +74,52 @@ def conv(ctx: ConvertContext, node) -> None:
     attrs = {"strides": tuple(strides), "dilations": tuple(dilations), "group": group,
              "pads": tuple(pads)}
     shape = (x.shape[0], w.shape[0], *out)
+    if n > MAX_CONV_AXES:
+        ctx.bind(node.output[0], _conv_folding_unit_axes(ctx, node, x, w, b, attrs, shape))
+        return
     ctx.bind(node.output[0], ctx.emit("Conv", [x, w, b], shape, attrs, hint="conv"))
 
 
 converter("Conv", 11)(conv)
+
+# Spatial axes the IR's Conv takes (torch's 1-, 2- and 3-D convolutions).
+MAX_CONV_AXES = 3
+
+
+def _conv_folding_unit_axes(ctx: ConvertContext, node, x: Dyn, w: np.ndarray, b, attrs: dict,
+                            shape: tuple) -> Dyn:
+    """A Conv over more spatial axes than the IR takes, where the extra axes have a unit
+    kernel (size, stride, dilation 1, no padding): jax2onnx writes a window sum over NCHW so,
+    unsqueezed to 4 spatial axes with a [1, 1, k, k] kernel. Such an axis acts as a batch:
+    its U positions are moved before the channels and merged with them, and the convolution
+    runs with U times the groups and its weights tiled U times; a kernel over more than
+    ``MAX_CONV_AXES`` axes is refused by name."""
+    n = x.rank - 2
+    unit = [i for i in range(n) if w.shape[2 + i] == 1 and attrs["strides"][i] == 1
+            and attrs["dilations"][i] == 1 and attrs["pads"][i] == 0
+            and attrs["pads"][i + n] == 0]
+    kept = [i for i in range(n) if i not in unit] or [unit.pop()]
+    if len(kept) > MAX_CONV_AXES:
+        raise unsupported(node, f"a kernel over {len(kept)} spatial axes (at most "
+                                f"{MAX_CONV_AXES})")
+    copies = int(np.prod([x.shape[2 + i] for i in unit]))
+    perm = (0, *(2 + i for i in unit), 1, *(2 + i for i in kept))
+    moved = ctx.emit("Transpose", [x], tuple(x.shape[p] for p in perm), {"perm": perm})
+    flat = ctx.emit("Reshape", [moved], (x.shape[0], copies * x.shape[1],
+                                         *(x.shape[2 + i] for i in kept)))
+    kernel = w.reshape(w.shape[0], w.shape[1], *(w.shape[2 + i] for i in kept))
+    tiled = np.tile(kernel, (copies,) + (1,) * (kernel.ndim - 1))
+    bias = None if b is None else np.tile(b, copies)
+    picked = {key: tuple(attrs[key][i] for i in kept) for key in ("strides", "dilations")}
+    picked["pads"] = (tuple(attrs["pads"][i] for i in kept)
+                      + tuple(attrs["pads"][i + n] for i in kept))
+    picked["group"] = attrs["group"] * copies
+    out = (x.shape[0], copies * w.shape[0], *(shape[2 + i] for i in kept))
+    y = ctx.emit("Conv", [flat, tiled, bias], out, picked, hint="conv")
+    unflat = ctx.emit("Reshape", [y], (x.shape[0], *(x.shape[2 + i] for i in unit), w.shape[0],
+                                       *(shape[2 + i] for i in kept)))
+    return ctx.emit("Transpose", [unflat], shape,
+                    {"perm": tuple(int(i) for i in np.argsort(perm))})
 
 
 @converter("ConvTranspose", 1)
