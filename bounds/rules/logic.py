@@ -1,4 +1,5 @@
-"""Comparisons and boolean logic on 0/1 values: Equal, Greater, GreaterOrEqual, And, Or, Select.
+"""Comparisons and boolean logic on 0/1 values: Equal, Greater, GreaterOrEqual, And, Or, Select,
+and the float tests IsNaN, IsInf.
 
 Booleans are stored as 0.0 / 1.0 in the IR's float tensors (the importer turns Less into
 Greater with swapped operands, Not x into 1 - x, and a Where whose condition depends on the
@@ -14,6 +15,10 @@ the outcome and the hull {0, 1} otherwise:
   for every combination the operands allow.
 * Select(c, x, y) = x where c != 0 else y: the interval of x (y) where c is surely true
   (false), the hull of both where c may be either.
+* IsNaN(x), IsInf(x): 0 on the whole box where x's interval is finite and inside float32's
+  range (the float32 value lies in the interval, so it is a number, and below FLT_MAX in
+  magnitude it did not overflow); otherwise either (jax2onnx writes IsNaN into sorts, to
+  order NaNs last).
 All are exact in float32 (a comparison or a copy rounds nothing). Comparisons and Select name
 ``concretise_backward`` so that CROWN refines their operands' bounds first (And/Or read
 booleans, whose bounds CROWN cannot tighten).
@@ -101,6 +106,34 @@ def _select_ibp(node, args):
     return Interval(lower, upper)
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _surely_finite(x) -> torch.Tensor:
+    """Where x's float32 value is a finite number on the whole box."""
+    return (_lo(x) > -_FLOAT32_MAX) & (_hi(x) < _FLOAT32_MAX)
+
+
+def _float_test_ibp(node, args):
+    x = args[0]
+    like = _lo(x) if _lo(x).is_floating_point() else _lo(x).double()
+    return _bool_interval(torch.zeros_like(like, dtype=torch.bool), _surely_finite(x), like)
+
+
+def _is_nan_forward(node, args):
+    return _as_float(torch.isnan(args[0]), args[0])
+
+
+def _is_inf_forward(node, args):
+    x = args[0]
+    hit = torch.zeros_like(x, dtype=torch.bool)
+    if node.attrs.get("detect_positive", 1):
+        hit = hit | (x == float("inf"))
+    if node.attrs.get("detect_negative", 1):
+        hit = hit | (x == float("-inf"))
+    return _as_float(hit, x)
+
+
 def _compare_forward(fn):
     def forward(node, args):
         return _as_float(fn(args[0], args[1]), _dtype_of(args))
@@ -128,6 +161,13 @@ RULES = (
            traits=_STEP, **_FIELDS, doc="logical and of 0/1 values"),
     OpRule("Or", forward=_compare_forward(lambda a, b: (a != 0) | (b != 0)), ibp=_or_ibp,
            traits=_STEP, **_FIELDS, doc="logical or of 0/1 values"),
+    OpRule("IsNaN", forward=_is_nan_forward, ibp=_float_test_ibp,
+           backward=concretise_backward, traits=_STEP, **_FIELDS,
+           doc="x is NaN, as 0/1: 0 where x's interval is finite"),
+    OpRule("IsInf", forward=_is_inf_forward, ibp=_float_test_ibp,
+           backward=concretise_backward, traits=_STEP, **_FIELDS,
+           doc="x is +-inf (detect_positive, detect_negative), as 0/1: 0 where x's interval "
+               "is inside float32's range"),
     OpRule("Select", forward=_select_forward, ibp=_select_ibp,
            backward=concretise_backward, traits=_STEP, **_FIELDS,
            doc="Where with an input-dependent condition: branch if fixed, else the hull"),

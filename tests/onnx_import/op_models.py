@@ -505,6 +505,9 @@ OP_MODELS: dict = {
                                   {"s": np.array([1, 1, 2, 2], np.float32)}), -1.0, 1.0),
     "If": (if_on_shape, -2.0, 2.0),
     "Loop": (loop_model, -1.5, 1.5),
+    "IsNaN": (lambda: _to_float([_n("Sqrt", ["x"], "r"), _n("IsNaN", ["r"], "b")]), 0.0, 2.0),
+    "IsInf": (lambda: _to_float([_n("IsInf", ["x"], "b", detect_negative=0)], opset=10),
+              -1.0, 1.0),
     # onnxruntime's contrib ops from a saved optimized model (converters/contrib.py)
     "com.microsoft.FusedConv": (lambda: contrib_model(
         "FusedConv", IMG, {"w": rand(3, 2, 3, 3), "b": rand(3, seed=2)}, pads=[1, 1, 1, 1],

@@ -6,6 +6,7 @@ range fixes the result. Rewrites that keep the IR small:
 Less(a, b) = Greater(b, a); LessOrEqual(a, b) = GreaterOrEqual(b, a); Not x = 1 - x (x is 0/1);
 Xor(a, b) = Not(Equal(a, b)); ArgMin(x) = ArgMax(-x) (same tie rule: the first index);
 Where with a constant condition stays an affine Where, else it becomes Select.
+IsNaN and IsInf are step ops of their own (0 wherever the input's interval is finite).
 Cast between float types is the identity (float64/float32) or a rounding node (float16,
 bfloat16); to integer types it truncates toward zero, to bool it tests x != 0.
 """
@@ -63,6 +64,24 @@ def logical_not(ctx: ConvertContext, node) -> None:
 def logical_xor(ctx: ConvertContext, node) -> None:
     a, b = (_bool_operand(ctx.value(n)) for n in node.input[:2])
     ctx.bind(node.output[0], _negate(ctx, emit_broadcast(ctx, "Equal", [a, b])))
+
+
+@converter("IsNaN", 9)
+def is_nan(ctx: ConvertContext, node) -> None:
+    x = ctx.value(node.input[0])
+    ctx.bind(node.output[0], ctx.emit("IsNaN", [x], x.shape))
+
+
+@converter("IsInf", 10)
+def is_inf(ctx: ConvertContext, node) -> None:
+    x = ctx.value(node.input[0])
+    attrs = {k: int(ctx.attr(node, k, 1)) for k in ("detect_negative", "detect_positive")}
+    ctx.bind(node.output[0], ctx.emit("IsInf", [x], x.shape, attrs))
+
+
+for _version in (13, 20):
+    converter("IsNaN", _version)(is_nan)
+converter("IsInf", 20)(is_inf)
 
 
 @converter("Where", 9)
