@@ -166,3 +166,14 @@ def test_a_while_loop_with_an_int64_max_trip_count_stops_at_its_condition():
         np.array(2**63 - 1, np.int64), "forever"))
     loop.input[0] = "forever"
     compare(model, n=4, low=-1.5, high=1.5)
+
+
+def test_a_loop_whose_unrolled_copies_exceed_the_node_budget_is_refused():
+    """2000 iterations of an 8-node body: above the 8192 body-node copies unrolled at import
+    (import time grows with the copies; the load-time estimate cannot see them)."""
+    model = loop_model("count", steps=2)
+    for init in model.graph.initializer:
+        if init.name == "limit":
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(2000, np.int64), "limit"))
+    with pytest.raises(UnsupportedOpError, match="trip count of 2000, more than the 1024"):
+        _import(model)

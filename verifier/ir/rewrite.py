@@ -29,6 +29,9 @@ class Rewriter:
     def __init__(self, graph: Graph):
         self._graph = graph
         self.nodes: list[Node] = list(graph.nodes)
+        # (lookups by name, kept in step with ``nodes``: a scan per lookup made the passes
+        # quadratic in the node count, 9 s on a Loop unrolled to 8000 nodes)
+        self._by_name: dict[str, Node] = {n.name: n for n in self.nodes}
         self._outputs = [o.name for o in graph.outputs]
         self._input_shapes = {t.name: t.shape for t in graph.inputs}
 
@@ -40,7 +43,7 @@ class Rewriter:
                 yield node
 
     def get(self, name: str) -> Node | None:
-        return next((n for n in self.nodes if n.name == name), None)
+        return self._by_name.get(name)
 
     producer = get
 
@@ -62,11 +65,14 @@ class Rewriter:
     def replace(self, old: Node, new: Node, before: list[Node] = ()) -> None:
         i = self._position(old.name)
         self.nodes[i:i + 1] = [*before, new]
+        del self._by_name[old.name]
+        self._by_name.update((n.name, n) for n in (*before, new))
         if new.name != old.name:
             self._rename(old.name, new.name)
 
     def remove(self, node: Node) -> None:
         del self.nodes[self._position(node.name)]
+        del self._by_name[node.name]
 
     def alias(self, node: Node, target: str) -> None:
         """Drop ``node``; its readers (and graph outputs) read ``target`` instead."""
@@ -81,6 +87,7 @@ class Rewriter:
             if old in n.inputs:
                 inputs = tuple(new if x == old else x for x in n.inputs)
                 self.nodes[i] = Node(n.name, n.op, inputs, n.shape, n.attrs, n.consts)
+                self._by_name[n.name] = self.nodes[i]
         self._outputs = [new if o == old else o for o in self._outputs]
 
     def graph(self) -> Graph:

@@ -179,12 +179,16 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
         raise _fold_error(node, first, exc) from None
 
 
+def _one_node_model(graph, opset: int, ml_opset: int) -> onnx.ModelProto:
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid(ML_DOMAIN, ml_opset),
+                                                   helper.make_opsetid(MS_DOMAIN, 1)])
+
+
 def _run_onnxruntime(graph, opset: int, feeds: dict, ml_opset: int) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(ML_DOMAIN, ml_opset),
-                                                    helper.make_opsetid(MS_DOMAIN, 1)])
+    model = _one_node_model(graph, opset, ml_opset)
     for out in model.graph.output:  # onnxruntime infers the outputs' types itself
         out.type.Clear()
     options = ort.SessionOptions()
@@ -199,9 +203,7 @@ def _run_onnxruntime(graph, opset: int, feeds: dict, ml_opset: int) -> list[np.n
 def _evaluate(graph, opset: int, feeds: dict, ml_opset: int = 1) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(ML_DOMAIN, ml_opset)])
-    return list(ReferenceEvaluator(model).run(None, feeds))
+    return list(ReferenceEvaluator(_one_node_model(graph, opset, ml_opset)).run(None, feeds))
 
 
 def _fold_error(node: onnx.NodeProto, exc: Exception,
