@@ -89,6 +89,8 @@ class Rounding(Enum):
     DOT = "dot"  # a dot product plus bias: gamma(n + 1) (|W| |x| + |b|)
     GENERIC = "generic"  # library functions with no error bound: the generic allowance of |y|
     GENERIC_INPUT = "generic_input"  # generic, plus a term growing like eps |x| (GELU)
+    # x^p: for p = 2 or 3 products (one or two roundings, and underflow), else generic
+    POWER = "power"
     SLACK = "slack"  # stated by the node: relative * (|x| + |s|) (``bounds.rules.slack``)
     # interpolation at float32 coordinates: grows with the image's size times the largest
     # pixel magnitude the taps can reach (``bounds.rules.grid_sample.sampling_error``)

@@ -20,6 +20,10 @@ Error model (u = 2**-24, the float32 unit roundoff):
 * interpolation at an input-dependent grid (``bounds.rules.grid_sample``): the runtime's
   float32 coordinates move each tap's weight by up to a few u times the image's size, so
   (8 (size + 1) + 8) u M, M the largest pixel magnitude the taps can reach;
+* Pow with exponent 2 or 3 (products: onnxruntime multiplies, or calls powf, below one
+  ulp): 3u |y| + 2**-126 (a result that underflows to a subnormal or 0); the generic
+  allowance's absolute term (2**-21) made the square of a zero LayerNorm mean 4.8e-7, and
+  the variance of a constant token (DeiT's class token) lost its lower bound;
 * transcendental functions, whose implementations in onnxruntime promise no error bound:
   2**-19 |y| + 2**-21 absolute, a deliberately generous allowance (GENERIC_INPUT ops add
   2**-19 |x|: Gelu's tanh form was measured off by ~eps32 |x| at x = -4.4).
@@ -78,6 +82,18 @@ GENERIC_ABS = 2.0**-21
 def generic_error(magnitude: torch.Tensor) -> torch.Tensor:
     """The allowance of ops with no error analysis of their own, for outputs of ``magnitude``."""
     return GENERIC_REL * magnitude + GENERIC_ABS
+
+
+# Pow with these exponents is a product: onnxruntime multiplies (x * x, x * x * x) or calls
+# the C library's pow, whose error is below one ulp; either way at most 3u |y| for a normal
+# result, and a result that underflows is off by less than the smallest normal float32.
+SMALL_POWERS = (2.0, 3.0)
+_SMALLEST_NORMAL = 2.0**-126
+
+
+def power_error(magnitude: torch.Tensor) -> torch.Tensor:
+    """The allowance of x^2 and x^3 for outputs of ``magnitude``."""
+    return 3 * U32 * magnitude + _SMALLEST_NORMAL
 
 
 def gamma(n: int) -> float:
@@ -174,6 +190,8 @@ def rounding_error(node, rule, args: list, out: Interval, in_shape) -> torch.Ten
         return gamma(n + 1) * scale
     if kind is Rounding.SLACK:  # (bounds/rules/slack.py): relative * (|x| + |s|)
         return node.attrs["relative"] * (_magnitude(args[0]) + _magnitude(args[1]))
+    if kind is Rounding.POWER and node.attrs.get("exponent") in SMALL_POWERS:
+        return power_error(_magnitude(out))
     if kind is Rounding.SAMPLING:
         from bounds.rules.grid_sample import sampling_error
 

@@ -18,8 +18,10 @@ import math
 
 import torch
 
+from bounds.float32_upper import U32
 from bounds.registry import Milp, OpRule, OpTraits, Rounding, TableGrid
 from bounds.rules.common import TANGENT_ALPHA, table_split
+from bounds.rules.floors import round_down_float32
 from bounds.rules.tangents import Curve, curve_rule, ibp_curve, relax_curve
 
 
@@ -127,6 +129,16 @@ def _pow_floor(node, args):
     return torch.zeros((), dtype=args[0].lower.dtype)
 
 
+def _sqrt_floor(node, args):
+    """Square root is one of IEEE 754's correctly rounded operations, so a float32 sqrt of x >=
+    l >= 0 is at least sqrt(l) rounded down (1 - 2u times it, rounded down, leaves room): the
+    generic allowance's absolute term took the root of a LayerNorm's epsilon below 0, and the
+    Reciprocal after it had no bound."""
+    low = args[0].lower
+    root = torch.sqrt(low.clamp(min=0)) * (1 - 2 * U32)
+    return torch.where(low >= 0, round_down_float32(root), torch.full_like(low, -math.inf))
+
+
 def _pow_relax(node, lower, upper, alpha=None):
     return relax_curve(pow_curve(_exponent(node)), "Pow", lower, upper, alpha)
 
@@ -139,12 +151,13 @@ RULES = (
     _simple("Log", LOG, torch.log,
             OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),
             table_split(TableGrid("Log", lo=0.05, hi=8.0))),
-    _simple("Sqrt", SQRT, torch.sqrt,
-            OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),
-            table_split(TableGrid("Sqrt", lo=0.0, hi=8.0))),
+    curve_rule("Sqrt", SQRT, torch.sqrt,
+               OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),
+               "Sqrt: tangent/chord relaxation, alpha = tangent point in [0, 1]",
+               split=table_split(TableGrid("Sqrt", lo=0.0, hi=8.0)), floor=_sqrt_floor),
     _simple("Reciprocal", RECIPROCAL, torch.reciprocal, OpTraits(**_EL), None),
     OpRule("Pow", forward=_pow_forward, ibp=_pow_ibp, relax=_pow_relax,
            traits=OpTraits(**_EL), doc="x^p, constant p: tangent/chord relaxation",
-           alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC, split=None, milp=Milp("relaxed"),
+           alpha=TANGENT_ALPHA, rounding=Rounding.POWER, split=None, milp=Milp("relaxed"),
            floor=_pow_floor),
 )

@@ -164,3 +164,90 @@ def test_float32_variance_of_means_stays_within_its_slack(n, offset, spread):
                 worst = max(worst, ratio)
                 assert ratio <= variance_slack(n)
     assert worst < variance_slack(n)
+
+
+def _onnxruntime_unary(op: str, x: np.ndarray, exponent: float | None = None) -> np.ndarray:
+    """onnxruntime's float32 ``op`` (Pow with a constant exponent) at the points ``x``."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, inits = ["x"], []
+    if exponent is not None:
+        inputs.append("p")
+        inits.append(numpy_helper.from_array(np.array(exponent, np.float32), "p"))
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    session = onnxruntime.InferenceSession(model.SerializeToString())
+    return session.run(None, {"x": x.astype(np.float32)})[0]
+
+
+def _tiny_and_ordinary(seed: int = 0) -> np.ndarray:
+    """Float32 points from subnormal to 1e12 in magnitude, both signs, and their neighbours."""
+    rng = np.random.default_rng(seed)
+    x = (rng.choice([-1.0, 1.0], 4000) * 10.0 ** rng.uniform(-45, 12, 4000)).astype(np.float32)
+    return np.concatenate([x, np.nextafter(x, np.float32(0)), np.float32([0.0, -0.0])])
+
+
+@pytest.mark.parametrize("exponent", [2.0, 3.0])
+def test_small_powers_stay_within_their_allowance(exponent):
+    """onnxruntime's x^2 and x^3 (tiny results underflowing to subnormals or 0 included) are
+    within 3u |y| + 2^-126 of the exact power: the allowance of ``Rounding.POWER``, which no
+    longer carries the generic absolute term 2^-21."""
+    from bounds.engine.rounding import power_error
+
+    x = _tiny_and_ordinary()
+    x = x[np.abs(x.astype(np.float64)) ** exponent < 3e38]  # finite in float32
+    got = _onnxruntime_unary("Pow", x, exponent).astype(np.float64)
+    exact = x.astype(np.float64) ** exponent
+    allowance = power_error(torch.as_tensor(np.abs(exact))).numpy()
+    assert bool((np.abs(got - exact) <= allowance).all())
+
+
+def test_square_root_meets_its_floor():
+    """onnxruntime's Sqrt at float32 points x >= l is at least the floor of Sqrt over [l, x]
+    (sqrt(l) less 2u, rounded down), at l = x itself: the tightest case."""
+    from bounds.registry import rules
+
+    x = np.abs(_tiny_and_ordinary(1))
+    got = _onnxruntime_unary("Sqrt", x).astype(np.float64)
+    point = torch.as_tensor(x.astype(np.float64))
+    node = Node("r", "Sqrt", ("x",), (len(x),))
+    floor = rules().get("Sqrt").floor(node, [Interval(point, point)]).numpy()
+    assert bool((got >= floor).all())
+
+
+def test_layer_norm_of_a_constant_zero_token_is_bounded():
+    """A class token of zeros next to the patches (DeiT at its initial weights) through a
+    LayerNorm with epsilon 1e-12: the zero token's variance is exactly 0, and the generic
+    allowance of the squares (2^-21) took it below -epsilon, so the Sqrt reached 0 and the
+    Reciprocal after it stopped every bound pass. Now the token's normalised values are
+    bounded (0), and the bounds enclose sampled points in float64 and float32."""
+    width, eps = 8, np.float32(1e-12)
+    shape, col = (1, 2, width), (1, 2, 1)
+    nodes = [
+        Node("tokens", "Concat", (None, "x"), shape, {"axis": 1},
+             {0: np.zeros((1, 1, width), np.float32)}),
+        Node("mean", "ReduceMean", ("tokens",), col, {"axes": (2,), "keepdims": 1}),
+        Node("centred", "Sub", ("tokens", "mean"), shape),
+        Node("square", "Pow", ("centred",), shape, {"exponent": 2.0}),
+        Node("var", "ReduceMean", ("square",), col, {"axes": (2,), "keepdims": 1}),
+        Node("var_eps", "Add", ("var", None), col, {}, {1: np.full((1, 1, 1), eps)}),
+        Node("std", "Sqrt", ("var_eps",), col),
+        Node("inverse", "Reciprocal", ("std",), col),
+        Node("normed", "Mul", ("centred", "inverse"), shape),
+    ]
+    graph = Graph((TensorInfo("x", (1, 1, width)),), (TensorInfo("normed", shape),),
+                  tuple(nodes))
+    gen = torch.Generator().manual_seed(3)
+    centre = torch.randn((1, 1, width), generator=gen, dtype=F64)
+    box = Interval((centre - 0.1).float().double(), (centre + 0.1).float().double())
+    bounds = ibp_bounds(graph, box)
+    assert float(bounds["std"].lower.reshape(2)[0]) >= 0.99e-6
+    zero_token = bounds["normed"]
+    assert float(zero_token.lower.reshape(2, width)[0].abs().max()) == 0.0
+    assert float(zero_token.upper.reshape(2, width)[0].abs().max()) == 0.0
+    _assert_encloses(graph, box, bounds)
