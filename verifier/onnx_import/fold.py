@@ -221,17 +221,14 @@ def _one_node_model(graph, opset: int, ml_opset: int) -> onnx.ModelProto:
 
 
 def _run_onnxruntime(graph, opset: int, feeds: dict, ml_opset: int) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """The one-node ``graph`` run by onnxruntime, in a session made as the model's own are
+    (``ort.new_session``: its C++ log silenced, so a deprecated attribute prints nothing)."""
+    from verifier.onnx_import.ort import new_session
 
     model = _one_node_model(graph, opset, ml_opset)
     for out in model.graph.output:  # onnxruntime infers the outputs' types itself
         out.type.Clear()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = new_session(model.SerializeToString())
     return [np.asarray(v) for v in session.run(None, feeds)]
 
 
