@@ -35,9 +35,16 @@ def node_ibp(node: Node, rule: OpRule, args: list) -> Interval:
 
 
 def widen(interval: Interval, delta: torch.Tensor | None) -> Interval:
+    """``interval`` widened by a rounding allowance. An end at infinity on the inward side
+    stays there: a value whose exact lower end is +inf (an Exp of a masked attention score's
+    difference, 3.4e38) overflows to +inf in float32 too, while inf - inf would make the end
+    NaN (and the masked softmax output [0, 1] instead of 0)."""
     if delta is None:
         return interval
-    return Interval(interval.lower - delta, interval.upper + delta)
+    lower, upper = interval.lower - delta, interval.upper + delta
+    lower = torch.where(interval.lower == math.inf, interval.lower, lower)
+    upper = torch.where(interval.upper == -math.inf, interval.upper, upper)
+    return Interval(lower, upper)
 
 
 def intersect(a: Interval, b: Interval | None) -> Interval:

@@ -129,6 +129,14 @@ def _pow_floor(node, args):
     return torch.zeros((), dtype=args[0].lower.dtype)
 
 
+def _exp_floor(node, args):
+    """exp(x) >= 0, exact and float32 (an underflow is 0, never below): the generic
+    allowance of an unbounded output (a masked attention score's difference, Exp over
+    [-4e32, 4e32]) took the lower end to -inf, and a softmax sum holding an overflowed +inf
+    term to NaN."""
+    return torch.zeros((), dtype=args[0].lower.dtype, device=args[0].lower.device)
+
+
 def _sqrt_floor(node, args):
     """Square root is one of IEEE 754's correctly rounded operations, so a float32 sqrt of x >=
     l >= 0 is at least sqrt(l) rounded down (1 - 2u times it, rounded down, leaves room): the
@@ -145,8 +153,9 @@ def _pow_relax(node, lower, upper, alpha=None):
 
 _EL = {"elementwise": True}
 RULES = (
-    _simple("Exp", EXP, torch.exp, OpTraits(monotone=True, convex=True, **_EL),
-            table_split(TableGrid("Exp"))),
+    curve_rule("Exp", EXP, torch.exp, OpTraits(monotone=True, convex=True, **_EL),
+               "Exp: tangent/chord relaxation, alpha = tangent point in [0, 1]",
+               split=table_split(TableGrid("Exp")), floor=_exp_floor),
     # log and sqrt only exist for x > 0 (x >= 0): their tables span (0, 8]
     _simple("Log", LOG, torch.log,
             OpTraits(monotone=True, concave=True, domain=(0.0, math.inf), **_EL),

@@ -224,7 +224,11 @@ def ibp_curve(curve: Curve, op: str, x: Interval) -> Interval:
     lo = torch.where(torch.isnan(lo), -math.inf, lo)
     hi = torch.where(torch.isnan(hi), math.inf, hi)
     eps = MARGIN_ULPS * torch.finfo(F64).eps
-    return Interval((lo - eps * lo.abs()).to(dtype), (hi + eps * hi.abs()).to(dtype))
+    # (an infinite end keeps its value: inf - eps inf is NaN; a lower end at +inf, Exp of a
+    # masked attention score's difference, overflows in float32 as in float64)
+    lo = torch.where(torch.isinf(lo), lo, lo - eps * lo.abs())
+    hi = torch.where(torch.isinf(hi), hi, hi + eps * hi.abs())
+    return Interval(lo.to(dtype), hi.to(dtype))
 
 
 # The crossing slopes' tangent points (``sshape_crossing``), tabulated once per curve:
