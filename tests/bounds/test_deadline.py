@@ -59,6 +59,28 @@ def test_bound_spec_stops_past_the_deadline(method):
     assert torch.equal(inside, outside)
 
 
+def test_interval_pass_stops_between_nodes(monkeypatch):
+    """The interval pass that ``bound_spec`` runs ahead of an expanded Softmax checked no
+    clock (a pass over MobileViT ran past a run's hard deadline): it stops at the first node
+    past the deadline."""
+    from bounds.engine import ibp
+
+    graph, box, _, _ = _problem()
+    seen = []
+    real = ibp.propagate_node
+
+    def counting(g, node, *args):
+        seen.append(node.name)
+        return real(g, node, *args)
+
+    monkeypatch.setattr(ibp, "propagate_node", counting)
+    assert len(ibp.ibp_bounds(graph, box)) == len(graph.nodes) + 1
+    seen.clear()
+    with engine_deadline(time.monotonic() - 1), pytest.raises(DeadlineExceeded):
+        ibp.ibp_bounds(graph, box)
+    assert seen == []
+
+
 def test_alpha_stops_between_iterations(monkeypatch):
     """The deadline passing during alpha-CROWN's iterations ends the call at the next
     iteration. The engines' clock stands still until the third gradient step, then jumps past
