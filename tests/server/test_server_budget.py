@@ -193,3 +193,38 @@ def test_empty_form_fields_are_refused(client):
                         files={"model": ("m.onnx", tiny_model_bytes())},
                         data={"spec_texts": [SPEC_UNSAT, ""]})
     assert batch.status_code == 422 and "spec_texts" in batch.text
+
+
+def _dequantized_weights_model(n: int) -> onnx.ModelProto:
+    """x [1, 1] times int8 weights [1, n] dequantized by DequantizeLinear (a quantized
+    model's weights, folded at import to n floats)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((1, n), np.int8), "wq"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "scale")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "scale"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "dq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_folded_constant_may_be_as_large_as_the_largest_initializer(monkeypatch):
+    """Weights dequantized at import are as many as their int8 initializer holds: above the
+    fixed cap (here lowered to 1000 elements) they import, while a constant that outgrows
+    every initializer is still refused."""
+    from verifier.onnx_import import fold
+    from verifier.onnx_import.loader import import_proto
+
+    monkeypatch.setattr(fold, "MAX_FOLDED_ELEMENTS", 1000)
+    model = _dequantized_weights_model(3000)
+    data = model.SerializeToString()
+    imported = import_proto(onnx.load_model_from_string(data), data, "dq")
+    assert imported.graph.outputs[0].shape[-1] == 3000
+    bomb = folding_bomb_model()
+    with pytest.raises(FoldTooLarge, match="above the limit of 1000"):
+        import_proto(onnx.load_model_from_string(bomb), bomb, "bomb")

@@ -80,6 +80,7 @@ class ConvertContext:
         self.values: dict[str, Value] = {}
         self.nodes: list[Node] = []
         self._counter = 0
+        self.fold_budget: int | None = None  # elements per folded tensor (``fold.fold_budget``)
 
     # -- reading ---------------------------------------------------------------------------
     def has(self, name: str) -> bool:

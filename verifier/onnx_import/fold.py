@@ -8,8 +8,10 @@ op folds without a hand-written numpy version; what the reference refuses is run
 Folding is budgeted: a few bytes of ONNX can ask for a huge constant (``ConstantOfShape`` of
 ``[150000000]``, an outer product of two small vectors). Before evaluating a node whose output
 can outgrow its inputs, the output's element count is computed from the inputs' shapes and
-values with exact Python integers, and a node above :data:`MAX_FOLDED_ELEMENTS` is refused
+values with exact Python integers, and a node above the budget is refused
 (:class:`FoldTooLarge`) without allocating; every folded result is checked against the same cap.
+The budget is :data:`MAX_FOLDED_ELEMENTS`, or the element count of the model's largest
+initializer where that is larger (:func:`fold_budget`): the file already holds that much.
 """
 
 from __future__ import annotations
@@ -103,11 +105,19 @@ def predicted_elements(node: onnx.NodeProto, args: list) -> int | None:
     return math.prod(dims)
 
 
-def _check_budget(node: onnx.NodeProto, elements: int) -> None:
-    if elements > MAX_FOLDED_ELEMENTS:
+def fold_budget(initializers) -> int:
+    """Elements one folded tensor may hold: MAX_FOLDED_ELEMENTS, or as many as the model's
+    largest initializer, which its file already carries (DequantizeLinear of a VGG16's int8
+    fc6 weights builds 102.8M floats; a few bytes asking for as many are still refused)."""
+    return max([MAX_FOLDED_ELEMENTS, *(int(np.size(a)) for a in initializers)])
+
+
+def _check_budget(ctx, node: onnx.NodeProto, elements: int) -> None:
+    budget = getattr(ctx, "fold_budget", None) or MAX_FOLDED_ELEMENTS
+    if elements > budget:
         raise FoldTooLarge(
             f"folding constant {node.op_type} node {node.name!r} would build a tensor of "
-            f"{elements} elements, above the limit of {MAX_FOLDED_ELEMENTS}")
+            f"{elements} elements, above the limit of {budget}")
 
 
 def _numpy_fold(ctx, node, args: list) -> list[np.ndarray] | None:
@@ -139,14 +149,14 @@ def fold_node(ctx, node: onnx.NodeProto) -> None:
     args = [None if name == "" else ctx.const(name) for name in node.input]
     predicted = predicted_elements(node, args)
     if predicted is not None:
-        _check_budget(node, predicted)
+        _check_budget(ctx, node, predicted)
     outs = _numpy_fold(ctx, node, args)
     if outs is None:
         outs = reference_fold(ctx, node, args)
     for name, value in zip(node.output, outs, strict=False):
         if name:
             value = np.asarray(value)
-            _check_budget(node, int(value.size))
+            _check_budget(ctx, node, int(value.size))
             ctx.bind(name, value)
 
 

@@ -16,7 +16,7 @@ from bounds.graph import Graph, TensorInfo
 from verifier.errors import ConstantOutputError, ModelError, UnsupportedOpError
 from verifier.gz import read_capped
 from verifier.onnx_import.context import ConvertContext, Dyn, tensor_array
-from verifier.onnx_import.fold import fold_node
+from verifier.onnx_import.fold import fold_budget, fold_node
 from verifier.onnx_import.registry import ML_DOMAIN, MS_DOMAIN, find_converter, ml_op
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ def import_proto(
     initializers = {t.name for t in proto.graph.initializer}
     for t in proto.graph.initializer:
         ctx.bind(t.name, tensor_array(t, "initializer").copy())
+    ctx.fold_budget = fold_budget(ctx.values[name] for name in initializers)
     inputs = []
     for vi in proto.graph.input:
         if vi.name in initializers:
