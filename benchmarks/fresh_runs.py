@@ -14,6 +14,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def argmax_spec(center, radius: float, label: int, classes: int, low: float | None = None,
+                high: float | None = None) -> str:
+    """VNN-LIB: label ``label`` of ``classes`` outputs stays the argmax over the L_inf ball of
+    ``radius`` around ``center`` (a numpy array), clipped to [low, high] where given."""
+    flat = center.reshape(-1).tolist()
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(classes)]
+    for i, v in enumerate(flat):
+        lo = v - radius if low is None else max(low, v - radius)
+        hi = v + radius if high is None else min(high, v + radius)
+        lines.append(f"(assert (>= X_{i} {lo!r}))")
+        lines.append(f"(assert (<= X_{i} {hi!r}))")
+    others = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(classes) if j != label)
+    lines.append(f"(assert (or {others}))")
+    return "\n".join(lines) + "\n"
+
+
 def run(python: str, tree: str | None, onnx_path: Path, spec: Path, timeout: float
         ) -> tuple[str, float]:
     """(verdict, wall seconds) of one ``verify`` with PYTHONPATH=``tree`` (None: as is)."""

@@ -185,22 +185,6 @@ def _train(module, x: np.ndarray, labels: np.ndarray) -> None:
     module.eval()
 
 
-def _spec(center: np.ndarray, radius: float, label: int, low: float | None,
-          high: float | None) -> str:
-    """Label ``label`` stays the argmax over the ball (clipped to [low, high] if given)."""
-    flat = center.reshape(-1).tolist()
-    lines = [f"(declare-const X_{i} Real)" for i in range(len(flat))]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(CLASSES)]
-    for i, v in enumerate(flat):
-        lo = v - radius if low is None else max(low, v - radius)
-        hi = v + radius if high is None else min(high, v + radius)
-        lines.append(f"(assert (>= X_{i} {lo!r}))")
-        lines.append(f"(assert (<= X_{i} {hi!r}))")
-    others = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(CLASSES) if j != label)
-    lines.append(f"(assert (or {others}))")
-    return "\n".join(lines) + "\n"
-
-
 def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
     """(model name, onnx, vnnlib) per instance: two points, two radii per model."""
     import onnxruntime as ort
@@ -225,7 +209,8 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
             scores = session.run(None, {"x": x[k:k + 1]})[0].reshape(-1)
             for radius in RADII[kind]:
                 spec = folder / f"hf_{family}_{k}_{radius}.vnnlib"
-                spec.write_text(_spec(x[k], radius, int(np.argmax(scores)), *bounds))
+                spec.write_text(fresh_runs.argmax_spec(
+                    x[k], radius, int(np.argmax(scores)), CLASSES, *bounds))
                 instances.append((f"hf_{family}", onnx_path, spec))
     return instances
 

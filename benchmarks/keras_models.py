@@ -210,18 +210,6 @@ def _export(model, family: str, path: Path) -> None:
                                output_path=str(path))
 
 
-def _spec(center: np.ndarray, radius: float, label: int, low: float, high: float) -> str:
-    """Label ``label`` stays the argmax over the ball (clipped to [low, high])."""
-    lines = [f"(declare-const X_{i} Real)" for i in range(center.size)]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(CLASSES)]
-    for i, v in enumerate(center.reshape(-1).tolist()):
-        lines.append(f"(assert (>= X_{i} {max(low, v - radius)!r}))")
-        lines.append(f"(assert (<= X_{i} {min(high, v + radius)!r}))")
-    others = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(CLASSES) if j != label)
-    lines.append(f"(assert (or {others}))")
-    return "\n".join(lines) + "\n"
-
-
 def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
     """(model name, onnx, vnnlib) per instance: three points, two radii per model."""
     import onnxruntime as ort
@@ -243,7 +231,8 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
             scores = session.run(None, {feed: center[None]})[0].reshape(-1)
             for radius in RADII:
                 spec = folder / f"keras_{family}_{k}_{radius}.vnnlib"
-                spec.write_text(_spec(center, radius, int(np.argmax(scores)), low, high))
+                spec.write_text(fresh_runs.argmax_spec(
+                    center, radius, int(np.argmax(scores)), CLASSES, low, high))
                 instances.append((f"keras_{family}", onnx_path, spec))
     return instances
 
