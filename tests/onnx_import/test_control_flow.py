@@ -59,11 +59,17 @@ def test_an_input_dependent_trip_count_is_refused_by_name():
         _import(model)
 
 
-def test_a_trip_count_above_the_unroll_limit_is_refused_before_unrolling():
+def _count_loop_with_limit(limit: int):
+    """``loop_model("count")`` with its trip-count initializer set to ``limit``."""
     model = loop_model("count", steps=2)
     for init in model.graph.initializer:
         if init.name == "limit":
-            init.CopyFrom(onnx.numpy_helper.from_array(np.array(100000, np.int64), "limit"))
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(limit, np.int64), "limit"))
+    return model
+
+
+def test_a_trip_count_above_the_unroll_limit_is_refused_before_unrolling():
+    model = _count_loop_with_limit(100000)
     with pytest.raises(UnsupportedOpError, match="trip count of 100000"):
         _import(model)
 
@@ -171,9 +177,6 @@ def test_a_while_loop_with_an_int64_max_trip_count_stops_at_its_condition():
 def test_a_loop_whose_unrolled_copies_exceed_the_node_budget_is_refused():
     """2000 iterations of an 8-node body: above the 8192 body-node copies unrolled at import
     (import time grows with the copies; the load-time estimate cannot see them)."""
-    model = loop_model("count", steps=2)
-    for init in model.graph.initializer:
-        if init.name == "limit":
-            init.CopyFrom(onnx.numpy_helper.from_array(np.array(2000, np.int64), "limit"))
+    model = _count_loop_with_limit(2000)
     with pytest.raises(UnsupportedOpError, match="trip count of 2000, more than the 1024"):
         _import(model)

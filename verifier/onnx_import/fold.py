@@ -113,7 +113,7 @@ def fold_budget(initializers) -> int:
 
 
 def _check_budget(ctx, node: onnx.NodeProto, elements: int) -> None:
-    budget = getattr(ctx, "fold_budget", None) or MAX_FOLDED_ELEMENTS
+    budget = ctx.fold_budget or MAX_FOLDED_ELEMENTS
     if elements > budget:
         raise FoldTooLarge(
             f"folding constant {node.op_type} node {node.name!r} would build a tensor of "
@@ -198,11 +198,12 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
                                        None) for k, v in feeds.items()],
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
     )
+    runtime_error = None
     if _rounds_floats(node, args):
         try:
             return _run_onnxruntime(graph, ctx.opset, feeds, ctx.ml_opset)
-        except Exception:  # noqa: BLE001  (the reference may still run it)
-            pass
+        except Exception as exc:  # noqa: BLE001  (the reference may still run it)
+            runtime_error = exc
     try:
         return _evaluate(graph, ctx.opset, feeds, ctx.ml_opset)
     except Exception as exc:
@@ -217,11 +218,14 @@ def reference_fold(ctx, node: onnx.NodeProto, args: list) -> list[np.ndarray]:
             first = exc
     # What the reference refuses, onnxruntime (whose results counterexamples are checked
     # with) may run: attributes it keeps after their deprecation (Resize's
-    # tf_half_pixel_for_nn, which tf2onnx writes), ops the reference lacks.
-    try:
-        return _run_onnxruntime(graph, ctx.opset, feeds, ctx.ml_opset)
-    except Exception as exc:  # noqa: BLE001
-        raise _fold_error(node, first, exc) from None
+    # tf_half_pixel_for_nn, which tf2onnx writes), ops the reference lacks. (Not twice: a
+    # floating-point op it refused above is refused again.)
+    if runtime_error is None:
+        try:
+            return _run_onnxruntime(graph, ctx.opset, feeds, ctx.ml_opset)
+        except Exception as exc:  # noqa: BLE001
+            runtime_error = exc
+    raise _fold_error(node, first, runtime_error) from None
 
 
 def _one_node_model(graph, opset: int, ml_opset: int) -> onnx.ModelProto:
