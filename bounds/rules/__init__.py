@@ -21,6 +21,7 @@ from bounds.rules import (
     slack,
     softmax,
     softplus,
+    swish,
     trees,
 )
 
@@ -34,6 +35,7 @@ ALL_RULE_MODULES = (
     s_shaped,
     periodic,
     gelu,
+    swish,
     exp_log,
     softplus,
     elu,

@@ -85,6 +85,13 @@ def _gelu_tanh(x):
     return x * special.expit(2 * v)
 
 
+def _swish(a, label):
+    a = float(np.float32(a))  # the float32 number onnxruntime multiplies by
+    return _unary("Swish", label, attrs={"alpha": a}, onnx_attrs={"alpha": a}, opset=24,
+                  specials=(0.0, -1.2785 / a, -2.3994 / a, 2.3994 / a),
+                  numpy_ref=lambda x: x * special.expit(a * x))
+
+
 def _pow(p, domain, label):
     return _unary("Pow", label, attrs={"exponent": p}, domain=domain,
                   onnx_inputs=("x", np.array(p)), specials=(0.0, 1.0),
@@ -130,6 +137,9 @@ NONLINEAR = [
     _unary("Gelu", "Gelu(tanh)", attrs={"approximate": "tanh"},
            onnx_attrs={"approximate": "tanh"}, opset=20, specials=(0.0, -0.75, -1.42, 1.42),
            numpy_ref=_gelu_tanh),
+    _swish(1.0, "Swish"),
+    _swish(1.702, "Swish(a=1.702)"),
+    _swish(0.25, "Swish(a=0.25)"),
     _unary("Exp", domain=(-1e3, 60.0), numpy_ref=np.exp),
     # onnxruntime has no double Softplus kernel
     _unary("Softplus", specials=(0.0, -20.0, 20.0, -40.0),

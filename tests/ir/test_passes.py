@@ -145,3 +145,58 @@ def test_gelu_lookalike_with_other_constants_is_left_alone():
     model = make_model(_gelu_nodes("Div", ("h", "a")), {"x": (1, 4)}, ["y"], consts, opset=17)
     _, simple = _both(model)
     assert "Gelu" not in _ops(simple)
+
+
+def _swish_model(gate_input: str, order=("h", "s"), alpha=None):
+    """Linear -> h * Sigmoid(gate_input) -> Linear; gate_input "h", "ah" (h * alpha) or "x2"
+    (another value)."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Mul", ["h", "alpha"], ["ah"]),
+             helper.make_node("MatMul", ["x", "w2"], ["x2"]),
+             helper.make_node("Sigmoid", [gate_input], ["s"]),
+             helper.make_node("Mul", list(order), ["p"]),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    consts = {"w": rand(4, 6), "w2": rand(4, 6, seed=5), "v": rand(6, 2, seed=3),
+              "alpha": np.float32(1.0 if alpha is None else alpha)}
+    return make_model(nodes, {"x": (1, 4)}, ["y"], consts, opset=17)
+
+
+@pytest.mark.parametrize("order", [("h", "s"), ("s", "h")])
+@pytest.mark.parametrize("gate_input,alpha", [("h", None), ("ah", 1.702), ("ah", 0.25)])
+def test_silu_and_scaled_swish_fuse_to_swish(order, gate_input, alpha):
+    model = _swish_model(gate_input, order, alpha)
+    raw, simple = _both(model)
+    assert _ops(simple) == ["Linear", "Swish", "Linear"]
+    want = float(np.float32(1.0 if alpha is None else alpha))
+    assert simple.nodes[1].attrs["alpha"] == want
+    _same(raw, simple, low=-3.0, high=3.0)
+    compare(model, low=-3.0, high=3.0)
+
+
+@pytest.mark.parametrize("gate_input,alpha", [("x2", None), ("ah", -0.5), ("ah", 0.0)])
+def test_swish_lookalikes_stay_products(gate_input, alpha):
+    raw, simple = _both(_swish_model(gate_input, alpha=alpha))
+    assert "Swish" not in _ops(simple) and "Sigmoid" in _ops(simple)
+    _same(raw, simple, low=-3.0, high=3.0)
+
+
+def test_fused_swish_bounds_are_tighter_than_the_products():
+    """The point of the fusion: one curve's planes instead of McCormick planes of x and
+    sigmoid(x), which forget that both factors move together. Bounds of both graphs enclose
+    samples; the fused ones are narrower."""
+    from bounds.engine.intermediate import compute_intermediate
+    from bounds.types import Interval
+
+    raw, simple = _both(_swish_model("h"))
+    centre = torch.from_numpy(rand(1, 4, seed=9)).double()
+    box = Interval(centre - 0.4, centre + 0.4)
+    out = raw.outputs[0].name
+    wide = compute_intermediate(raw, box, method="crown").bounds[out]
+    tight = compute_intermediate(simple, box, method="crown").bounds[out]
+    x = box.lower + (box.upper - box.lower) * torch.rand((300, 1, 4), dtype=torch.float64,
+                                                         generator=torch.Generator().manual_seed(2))
+    y = run_graph(raw, x)[0]
+    for iv in (wide, tight):
+        assert bool((y >= iv.lower - 1e-6).all() & (y <= iv.upper + 1e-6).all())
+    assert bool((tight.upper - tight.lower <= wide.upper - wide.lower + 1e-9).all())
+    assert float((tight.upper - tight.lower).sum()) < 0.8 * float((wide.upper - wide.lower).sum())

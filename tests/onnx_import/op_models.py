@@ -552,6 +552,7 @@ OP_MODELS: dict = {
     "Selu": (_unary("Selu"), -2.0, 2.0),
     "Celu": (lambda: one_node("Celu", X, opset=12, alpha=0.5), -2.0, 2.0),
     "Mish": (lambda: one_node("Mish", X, opset=18), -3.0, 3.0),
+    "Swish": (lambda: one_node("Swish", X, opset=24, alpha=1.5), -4.0, 4.0),
     "Ceil": (_unary("Ceil"), -2.0, 2.0),
     "Mod": (lambda: one_node("Mod", X, {"d": np.array([0.7, -1.3, 0.25, 3.0], np.float32)},
                              fmod=1), -4.0, 4.0),
@@ -630,6 +631,11 @@ VARIANT_MODELS: dict = {
     "ReverseSequence(batch axis 0)": (lambda: one_node(
         "ReverseSequence", {"x": (2, 3, 2)}, {"n": _i(2, 0)}, batch_axis=0, time_axis=1),
         -1.0, 1.0),
+    "Swish(alpha < 0: a product)": (lambda: one_node("Swish", X, opset=24, alpha=-0.5),
+                                    -4.0, 4.0),
+    "com.microsoft.QuickGelu(alpha 0: a product)": (lambda: contrib_model("QuickGelu", X,
+                                                                          alpha=0.0),
+                                                    -3.0, 3.0),
     "Loop(trip count)": (lambda: loop_model("count", steps=2), -1.5, 1.5),
     "BatchNormalization(input statistics)": (statistics_batch_norm, -1.0, 1.0),
     "Resize(nearest, tf_half_pixel_for_nn)": (lambda: make_model([helper.make_node(

@@ -14,6 +14,8 @@
 * ``fuse_gelu``: the exporters' decomposition 0.5 * (x * (1 + erf(x / sqrt 2))) becomes one Gelu
   node, so the bound engines relax GELU as one function instead of bounding a product of two
   perturbed values.
+* ``fuse_swish``: x * Sigmoid(x) (SiLU) and x * Sigmoid(a x), a > 0 a constant number, become
+  one Swish node (alpha a), for the same reason.
 * ``drop_dead_nodes``: nodes that no output depends on.
 """
 
@@ -190,6 +192,36 @@ def fuse_gelu(graph: Graph) -> Graph:
     return drop_dead_nodes(rw.graph())
 
 
+def _swish_alpha(rw: Rewriter, x: str, gate: Node) -> float | None:
+    """alpha where gate = Sigmoid(x) (1) or Sigmoid(x * alpha), alpha a positive constant
+    number (its float32 value, which the runtime multiplies by); None otherwise."""
+    if gate.op != "Sigmoid" or gate.shape != rw.shape_of(x):
+        return None
+    if gate.inputs[0] == x:
+        return 1.0
+    scale = rw.get(gate.inputs[0])
+    if (scale is None or scale.op != "Mul" or scale.dynamic_inputs != (x,)
+            or len(scale.consts) != 1 or scale.shape != gate.shape):
+        return None
+    (c,) = scale.consts.values()
+    alpha = float(np.float32(np.asarray(c).reshape(-1)[0])) if np.asarray(c).size == 1 else 0.0
+    return alpha if 0 < alpha < float("inf") else None
+
+
+def fuse_swish(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op != "Mul" or node.consts or len(node.dynamic_inputs) != 2:
+            continue
+        for x, other in (node.inputs, node.inputs[::-1]):
+            gate = rw.get(other)
+            alpha = _swish_alpha(rw, x, gate) if gate is not None else None
+            if alpha is not None and rw.shape_of(x) == node.shape:
+                rw.replace(node, Node(node.name, "Swish", (x,), node.shape, {"alpha": alpha}))
+                break
+    return drop_dead_nodes(rw.graph())
+
+
 def drop_dead_nodes(graph: Graph) -> Graph:
     live = {o.name for o in graph.outputs}
     keep = []
@@ -202,7 +234,7 @@ def drop_dead_nodes(graph: Graph) -> Graph:
     return Graph(graph.inputs, graph.outputs, tuple(reversed(keep)), graph.opset, graph.metadata)
 
 
-PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_affine_followers,
+PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_affine_followers,
           fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
 
 

@@ -1,7 +1,8 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
-PRelu, Softsign, Selu, Celu, Mish, Ceil, Mod, LogSoftmax, ThresholdedRelu, Shrink; ReduceMin,
-ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2);
-LayerNormalization, InstanceNormalization, MeanVarianceNormalization, LRN.
+PRelu, Softsign, Selu, Celu, Mish, Swish (alpha <= 0; a Swish node otherwise), Ceil, Mod,
+LogSoftmax, ThresholdedRelu, Shrink; ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
+ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2); LayerNormalization, InstanceNormalization,
+MeanVarianceNormalization, LRN.
 
 Each composition equals the op over the reals, so the bounds of its pieces bound the op, and
 each piece carries its own float32 rounding allowance (``bounds.engine.rounding``). The
@@ -132,6 +133,22 @@ def celu(ctx: ConvertContext, node) -> None:
         return
     inner = elu_of(ctx, node, emit_broadcast(ctx, "Div", [x, _f32(alpha)]), 1.0)
     ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [inner, _f32(alpha)]))
+
+
+def swish_of(ctx: ConvertContext, x: Dyn, alpha: float) -> Dyn:
+    """x sigmoid(alpha x), alpha a float32 number: the IR's Swish for alpha > 0 (one curve),
+    else the product itself (alpha <= 0 bends the other way: not the Swish rule's shape)."""
+    alpha = float(np.float32(alpha))
+    if alpha > 0 and math.isfinite(alpha):
+        return _unary(ctx, "Swish", x, {"alpha": alpha})
+    gate = _unary(ctx, "Sigmoid", emit_broadcast(ctx, "Mul", [x, _f32(alpha)]))
+    return emit_broadcast(ctx, "Mul", [x, gate])
+
+
+@converter("Swish", 24)
+def swish(ctx: ConvertContext, node) -> None:
+    x = ctx.value(node.input[0])
+    ctx.bind(node.output[0], swish_of(ctx, x, ctx.attr(node, "alpha", 1.0)))
 
 
 @converter("Mish", 18)

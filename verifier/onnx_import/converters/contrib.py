@@ -13,6 +13,7 @@ from onnx import helper
 
 from verifier.errors import ModelError
 from verifier.onnx_import.context import ConvertContext, Dyn, unsupported
+from verifier.onnx_import.converters.composite import swish_of
 from verifier.onnx_import.registry import MS_DOMAIN, converter, find_converter
 
 # The opset whose forms the rewritten nodes take (Clip's bounds as inputs, Gelu, the
@@ -127,11 +128,9 @@ def fused_matmul(ctx: ConvertContext, node) -> None:
 
 @converter(f"{MS_DOMAIN}.QuickGelu", 1)
 def quick_gelu(ctx: ConvertContext, node) -> None:
-    """x sigmoid(alpha x), alpha 1.702 by default."""
+    """x sigmoid(alpha x), alpha 1.702 by default: a Swish."""
     x = ctx.value(node.input[0])
-    scaled = _standard(ctx, node, "Mul", [x, np.float32(ctx.attr(node, "alpha", 1.702))])[0]
-    gate = _standard(ctx, node, "Sigmoid", [scaled])[0]
-    ctx.bind(node.output[0], _standard(ctx, node, "Mul", [x, gate])[0])
+    ctx.bind(node.output[0], swish_of(ctx, x, ctx.attr(node, "alpha", 1.702)))
 
 
 def _biased(ctx: ConvertContext, node, pos: int = 1):
