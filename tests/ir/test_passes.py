@@ -200,3 +200,54 @@ def test_fused_swish_bounds_are_tighter_than_the_products():
         assert bool((y >= iv.lower - 1e-6).all() & (y <= iv.upper + 1e-6).all())
     assert bool((tight.upper - tight.lower <= wide.upper - wide.lower + 1e-9).all())
     assert float((tight.upper - tight.lower).sum()) < 0.8 * float((wide.upper - wide.lower).sum())
+
+
+def _tanh_gelu_nodes(variant: str, kappa: float = 0.044715):
+    """0.5 x (1 + tanh(sqrt(2 / pi) (x + kappa x^3))) after a MatMul, as exporters write it:
+    "torch" (torch.onnx's decomposition: (x 0.5) (1 + tanh(k (x + kappa Pow(x, 3))))), "hf"
+    (GPT-2's gelu_new as traced: 0.5 x, x * x * x, the scale distributed over the sum)."""
+    h = [helper.make_node("MatMul", ["x", "w"], ["h"])]
+    if variant == "torch":
+        return h + [helper.make_node("Pow", ["h", "three"], ["c"]),
+                    helper.make_node("Mul", ["kappa", "c"], ["kc"]),
+                    helper.make_node("Add", ["h", "kc"], ["s"]),
+                    helper.make_node("Mul", ["k", "s"], ["v"]),
+                    helper.make_node("Tanh", ["v"], ["t"]),
+                    helper.make_node("Add", ["one", "t"], ["a"]),
+                    helper.make_node("Mul", ["h", "half"], ["hh"]),
+                    helper.make_node("Mul", ["hh", "a"], ["y"])]
+    return h + [helper.make_node("Mul", ["h", "h"], ["h2"]),
+                helper.make_node("Mul", ["h2", "h"], ["c"]),
+                helper.make_node("Mul", ["c", "kappa"], ["kc"]),
+                helper.make_node("Mul", ["h", "k"], ["kh"]),
+                helper.make_node("Mul", ["kc", "k"], ["kkc"]),
+                helper.make_node("Add", ["kh", "kkc"], ["v"]),
+                helper.make_node("Tanh", ["v"], ["t"]),
+                helper.make_node("Add", ["t", "one"], ["a"]),
+                helper.make_node("Mul", ["half", "h"], ["hh"]),
+                helper.make_node("Mul", ["a", "hh"], ["y"])]
+
+
+def _tanh_gelu_consts(kappa: float = 0.044715) -> dict:
+    return {"w": rand(4, 3), "three": np.float32(3.0), "kappa": np.float32(kappa),
+            "k": np.float32((2 / np.pi) ** 0.5), "one": np.float32(1.0),
+            "half": np.float32(0.5)}
+
+
+@pytest.mark.parametrize("variant", ["torch", "hf"])
+def test_tanh_gelu_decompositions_fuse_to_gelu_tanh(variant):
+    model = make_model(_tanh_gelu_nodes(variant), {"x": (1, 4)}, ["y"], _tanh_gelu_consts(),
+                       opset=17)
+    raw, simple = _both(model)
+    assert _ops(simple) == ["Linear", "Gelu"]
+    assert simple.nodes[1].attrs["approximate"] == "tanh"
+    _same(raw, simple, low=-4.0, high=4.0)
+    compare(model, low=-4.0, high=4.0)
+
+
+def test_tanh_gelu_lookalike_with_another_cubic_term_is_left_alone():
+    model = make_model(_tanh_gelu_nodes("torch"), {"x": (1, 4)}, ["y"],
+                       _tanh_gelu_consts(kappa=0.05), opset=17)
+    raw, simple = _both(model)
+    assert "Gelu" not in _ops(simple) and "Tanh" in _ops(simple)
+    _same(raw, simple, low=-4.0, high=4.0)

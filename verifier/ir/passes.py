@@ -11,15 +11,18 @@
 * ``fold_input_normalisation``: (x - m) / s feeding a Linear/Conv folds into it, when m and s
   vary only along its input-feature axis (Sub into a Conv only without padding, where zero
   padding would otherwise see the shifted values). The Sub/Div first moves past Reshapes.
-* ``fuse_gelu``: the exporters' decomposition 0.5 * (x * (1 + erf(x / sqrt 2))) becomes one Gelu
-  node, so the bound engines relax GELU as one function instead of bounding a product of two
-  perturbed values.
+* ``fuse_gelu``: the exporters' decompositions 0.5 x (1 + erf(x / sqrt 2)) and 0.5 x (1 +
+  tanh(sqrt(2 / pi) (x + 0.044715 x^3))) (GPT-2's "gelu_new"), with the products and scalings
+  in any order, become one Gelu node, so the bound engines relax GELU as one function instead
+  of bounding a product of two perturbed values.
 * ``fuse_swish``: x * Sigmoid(x) (SiLU) and x * Sigmoid(a x), a > 0 a constant number, become
   one Swish node (alpha a), for the same reason.
 * ``drop_dead_nodes``: nodes that no output depends on.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -155,40 +158,157 @@ def fold_input_normalisation(graph: Graph) -> Graph:
 
 def _const_scalar(node: Node, value: float) -> bool:
     """True when ``node`` has exactly one constant operand, a scalar close to ``value``."""
+    c = _scalar_operand(node)
+    return c is not None and _close(c, value)
+
+
+def _close(a: float, b: float) -> bool:
+    # float32 constants of the exporters (sqrt 2, sqrt(2 / pi), 0.044715) are within 1e-7
+    # relative of the real ones; the allowance of the fused op covers that (fuse_gelu)
+    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+def _scalar_operand(node: Node) -> float | None:
+    """The value of ``node``'s constant operand when it has exactly one and it is a scalar."""
     if len(node.consts) != 1:
-        return False
-    (c,) = node.consts.values()
-    return c.size == 1 and abs(float(c.reshape(())) - value) <= 1e-6 * max(1.0, abs(value))
-
-
-def _gelu_input(rw: Rewriter, prod: Node) -> str | None:
-    """For prod = x * (1 + erf(x / sqrt 2)) (operands in either order), return x."""
-    if prod.op != "Mul" or len(prod.dynamic_inputs) != 2:
         return None
-    for x, other in (prod.inputs, prod.inputs[::-1]):
-        add = rw.get(other)
+    (c,) = node.consts.values()
+    return float(np.asarray(c).reshape(())) if np.asarray(c).size == 1 else None
+
+
+def _factors(rw: Rewriter, name: str, x: str, depth: int = 4):
+    """``name`` as a product: (scalar constant, dynamic factors), descending through Mul nodes
+    (and Div by a constant) of ``x``'s shape but not into ``x`` itself; None if too deep."""
+    node = rw.get(name) if name != x else None
+    if node is None or depth == 0 or node.shape != rw.shape_of(x) or not (
+            node.op == "Mul" or (node.op == "Div" and 1 in node.consts)):
+        return 1.0, [name]
+    const = 1.0
+    if node.consts:
+        c = _scalar_operand(node)
+        if c is None or len(node.dynamic_inputs) != 1:
+            return 1.0, [name]
+        const = 1.0 / c if node.op == "Div" else c
+    leaves = []
+    for operand in node.dynamic_inputs:
+        part = _factors(rw, operand, x, depth - 1)
+        if part is None:
+            return None
+        const, leaves = const * part[0], leaves + part[1]
+    return const, leaves
+
+
+def _polynomial(rw: Rewriter, name: str, x: str, depth: int = 8) -> dict[int, float] | None:
+    """``name`` as a polynomial in ``x`` ({degree: coefficient}) through Add, Sub, Neg, Mul,
+    Div by a constant and Pow 2 or 3 of ``x``'s shape; None where it is not one."""
+    if name == x:
+        return {1: 1.0}
+    node = rw.get(name)
+    if node is None or depth == 0 or node.shape != rw.shape_of(x):
+        return None
+    parts = [_polynomial(rw, v, x, depth - 1) for v in node.dynamic_inputs]
+    if any(p is None for p in parts) or not parts:
+        return None
+    c = _scalar_operand(node) if node.consts else None
+    if node.consts and c is None:
+        return None
+    if node.op == "Neg":
+        return _poly_scale(parts[0], -1.0)
+    if node.op == "Pow" and node.attrs.get("exponent") in (2.0, 3.0):
+        out = parts[0]
+        for _ in range(int(node.attrs["exponent"]) - 1):
+            out = _poly_mul(out, parts[0])
+        return out
+    if node.op in ("Mul", "Div") and c is not None:
+        if node.op == "Div" and 1 not in node.consts:
+            return None
+        return _poly_scale(parts[0], c if node.op == "Mul" else 1.0 / c)
+    if node.op == "Mul" and len(parts) == 2:
+        return _poly_mul(*parts)
+    if node.op in ("Add", "Sub"):
+        if c is not None:  # a constant term: x - c or c - x
+            first = 0 if 0 in node.consts else 1
+            const, dyn = {0: c}, parts[0]
+            terms = (const, dyn) if first == 0 else (dyn, const)
+        elif len(parts) == 2:
+            terms = tuple(parts)
+        else:
+            return None
+        return _poly_add(terms[0], _poly_scale(terms[1], -1.0 if node.op == "Sub" else 1.0))
+    return None
+
+
+def _poly_scale(p: dict, c: float) -> dict:
+    return {k: v * c for k, v in p.items()}
+
+
+def _poly_add(p: dict, q: dict) -> dict:
+    out = dict(p)
+    for k, v in q.items():
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _poly_mul(p: dict, q: dict) -> dict:
+    out: dict[int, float] = {}
+    for i, a in p.items():
+        for j, b in q.items():
+            out[i + j] = out.get(i + j, 0.0) + a * b
+    return out
+
+
+def _poly_is(p: dict | None, want: dict[int, float]) -> bool:
+    return p is not None and all(
+        _close(p.get(k, 0.0), want.get(k, 0.0)) for k in set(p) | set(want))
+
+
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+# GELU as 0.5 x (1 + gate(w)): the gate op, its argument w as a polynomial in x, the IR mode
+_GELU_FORMS = (("Erf", {1: 2.0**-0.5}, "none"),
+               ("Tanh", {1: _SQRT_2_PI, 3: _SQRT_2_PI * 0.044715}, "tanh"))
+
+
+def _gelu_form(rw: Rewriter, node: Node) -> tuple[str, str] | None:
+    """(x, approximate) when ``node`` computes 0.5 x (1 + erf(x / sqrt 2)) or 0.5 x (1 +
+    tanh(sqrt(2 / pi) (x + 0.044715 x^3))), in any order of the products and scalings."""
+    for x in _product_candidates(rw, node):
+        parts = _factors(rw, node.name, x)
+        if parts is None or len(parts[1]) != 2 or x not in parts[1] or not _close(parts[0], 0.5):
+            continue
+        (one_plus,) = [v for v in parts[1] if v != x] or [None]
+        add = rw.get(one_plus) if one_plus is not None else None
         if add is None or add.op != "Add" or not _const_scalar(add, 1.0):
             continue
-        erf = rw.get(add.dynamic_inputs[0])
-        if erf is None or erf.op != "Erf":
-            continue
-        scale = rw.get(erf.inputs[0])
-        if scale is not None and scale.dynamic_inputs == (x,) and (
-                (scale.op == "Div" and 1 in scale.consts and _const_scalar(scale, 2 ** 0.5))
-                or (scale.op == "Mul" and _const_scalar(scale, 2 ** -0.5))):
-            return x
+        gate = rw.get(add.dynamic_inputs[0])
+        for op, poly, mode in _GELU_FORMS:
+            if gate is not None and gate.op == op and _poly_is(
+                    _polynomial(rw, gate.inputs[0], x), poly):
+                return x, mode
     return None
+
+
+def _product_candidates(rw: Rewriter, node: Node, depth: int = 3) -> list[str]:
+    """The values a product's factor x may be: operands of the Mul nodes under ``node``."""
+    found, stack = [], [(node, depth)]
+    while stack:
+        cur, d = stack.pop()
+        for v in cur.dynamic_inputs:
+            found.append(v)
+            sub = rw.get(v)
+            if sub is not None and sub.op == "Mul" and d > 1:
+                stack.append((sub, d - 1))
+    return list(dict.fromkeys(found))
 
 
 def fuse_gelu(graph: Graph) -> Graph:
     rw = Rewriter(graph)
     for node in rw.iter():
-        if node.op != "Mul" or len(node.dynamic_inputs) != 1 or not _const_scalar(node, 0.5):
+        if node.op != "Mul":
             continue
-        prod = rw.get(node.dynamic_inputs[0])
-        x = _gelu_input(rw, prod) if prod is not None and rw.single_use(prod.name) else None
-        if x is not None and rw.shape_of(x) == node.shape:
-            rw.replace(node, Node(node.name, "Gelu", (x,), node.shape, {"approximate": "none"}))
+        form = _gelu_form(rw, node)
+        if form is not None and rw.shape_of(form[0]) == node.shape:
+            x, mode = form
+            rw.replace(node, Node(node.name, "Gelu", (x,), node.shape, {"approximate": mode}))
     return drop_dead_nodes(rw.graph())
 
 

@@ -1,0 +1,83 @@
+"""Fused activations bound what onnxruntime computes for the decomposition they replace.
+
+``fuse_swish`` and ``fuse_gelu`` replace several float32 operations (a sigmoid or tanh, a
+polynomial, products) by one node whose rounding allowance is the fused op's
+(``Rounding.GENERIC_INPUT``). That is sound only if onnxruntime's float32 result of the whole
+decomposition stays within the allowance of the fused node around the exact value: measured
+here at 8000 float32 points from 1e-8 to 1e4 in magnitude, at every graph optimisation level
+(onnxruntime's own fusions, QuickGelu and FastGelu among them, compute differently)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import helper
+
+from bounds.engine.rounding import rounding_error
+from bounds.registry import rules
+from bounds.types import Interval
+from tests.onnx_import.onnx_util import make_model
+from verifier.ir.passes import simplify_graph
+from verifier.onnx_import.loader import import_proto
+
+N = 8000
+
+
+def _points() -> np.ndarray:
+    mags = np.logspace(-8, 4, N // 4)
+    dense = np.linspace(-12.0, 12.0, N // 2)
+    return np.concatenate([mags, -mags, dense]).astype(np.float32)[None]
+
+
+def _nodes(form: str) -> tuple[list, dict]:
+    n = helper.make_node
+    if form == "silu":
+        return [n("Sigmoid", ["x"], ["s"]), n("Mul", ["x", "s"], ["y"])], {}
+    if form == "quick_gelu":
+        return ([n("Mul", ["x", "a"], ["ax"]), n("Sigmoid", ["ax"], ["s"]),
+                 n("Mul", ["s", "x"], ["y"])], {"a": np.float32(1.702)})
+    if form == "gelu_erf":
+        return ([n("Div", ["x", "r2"], ["d"]), n("Erf", ["d"], ["e"]),
+                 n("Add", ["e", "one"], ["a"]), n("Mul", ["x", "a"], ["p"]),
+                 n("Mul", ["p", "half"], ["y"])],
+                {"r2": np.float32(2 ** 0.5), "one": np.float32(1.0), "half": np.float32(0.5)})
+    return ([n("Pow", ["x", "three"], ["c"]), n("Mul", ["kappa", "c"], ["kc"]),
+             n("Add", ["x", "kc"], ["s"]), n("Mul", ["k", "s"], ["v"]),
+             n("Tanh", ["v"], ["t"]), n("Add", ["one", "t"], ["a"]),
+             n("Mul", ["x", "half"], ["hx"]), n("Mul", ["hx", "a"], ["y"])],
+            {"three": np.float32(3.0), "kappa": np.float32(0.044715),
+             "k": np.float32((2 / np.pi) ** 0.5), "one": np.float32(1.0),
+             "half": np.float32(0.5)})
+
+
+LEVELS = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+          ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+
+
+@pytest.mark.parametrize("form,op", [("silu", "Swish"), ("quick_gelu", "Swish"),
+                                     ("gelu_erf", "Gelu"), ("gelu_tanh", "Gelu")])
+def test_runtime_decomposition_within_the_fused_allowance(form, op):
+    nodes, consts = _nodes(form)
+    model = make_model(nodes, {"x": (1, N)}, ["y"], consts, opset=17)
+    data = model.SerializeToString()
+    graph = simplify_graph(import_proto(onnx.load_model_from_string(data), data,
+                                        simplify=False).graph)
+    (node,) = graph.nodes
+    assert node.op == op
+    x = _points()
+    rule = rules().get(op)
+    xt = torch.from_numpy(x).double()
+    exact = rule.forward(node, [xt])
+    delta = rounding_error(node, rule, [Interval(xt, xt)], Interval(exact, exact), node.shape)
+    for level in LEVELS:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(sess.run(None, {"x": x})[0]).double()
+        excess = (got - exact).abs() - delta
+        worst = int(excess.argmax())
+        assert float(excess.max()) <= 0.0, (level, float(x[0, worst]), float(got[0, worst]),
+                                             float(exact[0, worst]), float(delta[0, worst]))
