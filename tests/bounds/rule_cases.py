@@ -140,6 +140,10 @@ NONLINEAR = [
     _swish(1.0, "Swish"),
     _swish(1.702, "Swish(a=1.702)"),
     _swish(0.25, "Swish(a=0.25)"),
+    # (ONNX's gate: alpha the float32 1/6 of the op's function body)
+    _unary("HardSwish", attrs={"alpha": float(np.float32(1 / 6)), "beta": 0.5}, opset=14,
+           specials=(0.0, -3.0, 3.0, -1.5),
+           numpy_ref=lambda x: x * np.clip(x * float(np.float32(1 / 6)) + 0.5, 0.0, 1.0)),
     _unary("Exp", domain=(-1e3, 60.0), numpy_ref=np.exp),
     # onnxruntime has no double Softplus kernel
     _unary("Softplus", specials=(0.0, -20.0, 20.0, -40.0),

@@ -1,11 +1,13 @@
 """Fused activations bound what onnxruntime computes for the decomposition they replace.
 
-``fuse_swish`` and ``fuse_gelu`` replace several float32 operations (a sigmoid or tanh, a
-polynomial, products) by one node whose rounding allowance is the fused op's
-(``Rounding.GENERIC_INPUT``). That is sound only if onnxruntime's float32 result of the whole
-decomposition stays within the allowance of the fused node around the exact value: measured
-here at 8000 float32 points from 1e-8 to 1e4 in magnitude, at every graph optimisation level
-(onnxruntime's own fusions, QuickGelu and FastGelu among them, compute differently)."""
+``fuse_swish``, ``fuse_gelu`` and ``fuse_hard_swish`` replace several float32 operations (a
+sigmoid, tanh or clip, a polynomial, products) by one node whose rounding allowance is the
+fused op's (``Rounding.GENERIC_INPUT``). That is sound only if onnxruntime's float32 result of
+the whole decomposition stays within the allowance of the fused node around the exact value:
+measured here at 8000 float32 points from 1e-8 to 1e4 in magnitude, at every graph optimisation
+level
+(onnxruntime's own fusions, QuickGelu and FastGelu among them, compute differently); and
+onnxruntime's HardSwish kernel against the rule's real gate (alpha the float32 1/6)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,19 @@ def _nodes(form: str) -> tuple[list, dict]:
     if form == "quick_gelu":
         return ([n("Mul", ["x", "a"], ["ax"]), n("Sigmoid", ["ax"], ["s"]),
                  n("Mul", ["s", "x"], ["y"])], {"a": np.float32(1.702)})
+    if form == "hard_swish_op":
+        return [n("HardSwish", ["x"], ["y"])], {}
+    if form == "hard_sigmoid":  # ONNX's default gate (alpha 0.2)
+        return [n("HardSigmoid", ["x"], ["g"]), n("Mul", ["x", "g"], ["y"])], {}
+    if form == "relu6_div":
+        return ([n("Add", ["x", "three"], ["s"]), n("Clip", ["s", "zero", "six"], ["g"]),
+                 n("Mul", ["x", "g"], ["p"]), n("Div", ["p", "six"], ["y"])],
+                {"three": np.float32(3.0), "zero": np.float32(0.0), "six": np.float32(6.0)})
+    if form == "relu6_sixth":
+        return ([n("Add", ["x", "three"], ["s"]), n("Clip", ["s", "zero", "six"], ["g"]),
+                 n("Mul", ["g", "sixth"], ["q"]), n("Mul", ["q", "x"], ["y"])],
+                {"three": np.float32(3.0), "zero": np.float32(0.0), "six": np.float32(6.0),
+                 "sixth": np.float32(1 / 6)})
     if form == "gelu_erf":
         return ([n("Div", ["x", "r2"], ["d"]), n("Erf", ["d"], ["e"]),
                  n("Add", ["e", "one"], ["a"]), n("Mul", ["x", "a"], ["p"]),
@@ -58,10 +73,14 @@ LEVELS = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel
 
 
 @pytest.mark.parametrize("form,op", [("silu", "Swish"), ("quick_gelu", "Swish"),
-                                     ("gelu_erf", "Gelu"), ("gelu_tanh", "Gelu")])
+                                     ("gelu_erf", "Gelu"), ("gelu_tanh", "Gelu"),
+                                     ("hard_swish_op", "HardSwish"),
+                                     ("hard_sigmoid", "HardSwish"),
+                                     ("relu6_div", "HardSwish"), ("relu6_sixth", "HardSwish")])
 def test_runtime_decomposition_within_the_fused_allowance(form, op):
     nodes, consts = _nodes(form)
-    model = make_model(nodes, {"x": (1, N)}, ["y"], consts, opset=17)
+    model = make_model(nodes, {"x": (1, N)}, ["y"], consts, opset=17 if "hard" not in form
+                       else 14)
     data = model.SerializeToString()
     graph = simplify_graph(import_proto(onnx.load_model_from_string(data), data,
                                         simplify=False).graph)

@@ -251,3 +251,44 @@ def test_tanh_gelu_lookalike_with_another_cubic_term_is_left_alone():
     raw, simple = _both(model)
     assert "Gelu" not in _ops(simple) and "Tanh" in _ops(simple)
     _same(raw, simple, low=-4.0, high=4.0)
+
+
+def _hard_swish_nodes(variant: str) -> tuple[list, dict]:
+    """x HardSigmoid(x) (torch.onnx before opset 14), x Relu6(x + 3) / 6 (Keras's
+    hard_swish), Relu6(3 + x) (1/6) x, and lookalikes: a Relu6 divided by 5, a plain Relu."""
+    n = helper.make_node
+    h = [n("MatMul", ["x", "w"], ["h"])]
+    consts = {"w": rand(4, 3), "three": np.float32(3.0), "zero": np.float32(0.0),
+              "six": np.float32(6.0), "sixth": np.float32(1 / 6), "five": np.float32(5.0)}
+    if variant == "hardsigmoid":
+        return h + [n("HardSigmoid", ["h"], ["g"], alpha=1 / 6, beta=0.5),
+                    n("Mul", ["h", "g"], ["y"])], consts
+    relu6 = [n("Add", ["h", "three"] if variant != "mul_sixth" else ["three", "h"], ["s"]),
+             n("Clip", ["s", "zero", "six"], ["g"])]
+    if variant == "div_six":
+        return h + relu6 + [n("Mul", ["h", "g"], ["p"]), n("Div", ["p", "six"], ["y"])], consts
+    if variant == "mul_sixth":
+        return h + relu6 + [n("Mul", ["g", "sixth"], ["q"]), n("Mul", ["q", "h"], ["y"])], consts
+    if variant == "div_five":
+        return h + relu6 + [n("Mul", ["h", "g"], ["p"]), n("Div", ["p", "five"], ["y"])], consts
+    return h + [n("Relu", ["h"], ["g"]), n("Mul", ["h", "g"], ["y"])], consts
+
+
+@pytest.mark.parametrize("variant", ["hardsigmoid", "div_six", "mul_sixth"])
+def test_hard_swish_decompositions_fuse(variant):
+    nodes, consts = _hard_swish_nodes(variant)
+    model = make_model(nodes, {"x": (1, 4)}, ["y"], consts, opset=13)
+    raw, simple = _both(model)
+    assert _ops(simple) == ["Linear", "HardSwish"]
+    attrs = simple.nodes[1].attrs
+    assert abs(attrs["alpha"] - 1 / 6) < 1e-7 and abs(attrs["beta"] - 0.5) < 1e-7
+    _same(raw, simple, low=-8.0, high=8.0)
+    compare(model, low=-8.0, high=8.0)
+
+
+@pytest.mark.parametrize("variant", ["div_five", "relu"])
+def test_hard_swish_lookalikes_stay_products(variant):
+    nodes, consts = _hard_swish_nodes(variant)
+    raw, simple = _both(make_model(nodes, {"x": (1, 4)}, ["y"], consts, opset=13))
+    assert "HardSwish" not in _ops(simple)
+    _same(raw, simple, low=-8.0, high=8.0)

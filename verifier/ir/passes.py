@@ -17,6 +17,8 @@
   of bounding a product of two perturbed values.
 * ``fuse_swish``: x * Sigmoid(x) (SiLU) and x * Sigmoid(a x), a > 0 a constant number, become
   one Swish node (alpha a), for the same reason.
+* ``fuse_hard_swish``: x * HardSigmoid(x) and x * Clip(x + 3, 0, 6) / 6 (products and scalings
+  in any order) become one HardSwish node.
 * ``drop_dead_nodes``: nodes that no output depends on.
 """
 
@@ -342,6 +344,42 @@ def fuse_swish(graph: Graph) -> Graph:
     return drop_dead_nodes(rw.graph())
 
 
+def _hard_swish_params(rw: Rewriter, node: Node) -> tuple[str, float, float] | None:
+    """(x, alpha, beta) when ``node`` computes k x Clip(a x + b, 0, h) with k h = 1 (x *
+    HardSigmoid(x); x * Relu6(x + 3) / 6 in any order): x clip(alpha x + beta, 0, 1) with
+    alpha = a / h > 0, beta = b / h."""
+    for x in _product_candidates(rw, node):
+        parts = _factors(rw, node.name, x)
+        if parts is None or len(parts[1]) != 2 or x not in parts[1]:
+            continue
+        (gate_name,) = [v for v in parts[1] if v != x] or [None]
+        gate = rw.get(gate_name) if gate_name is not None else None
+        if gate is None or gate.op != "Clip" or gate.attrs.get("min") != 0.0:
+            continue
+        high = gate.attrs.get("max")
+        if high is None or not (0 < float(high) < math.inf) or not _close(
+                parts[0] * float(high), 1.0):
+            continue
+        poly = _polynomial(rw, gate.inputs[0], x)
+        if poly is None or set(poly) - {0, 1} or poly.get(1, 0.0) <= 0:
+            continue
+        return x, poly[1] / float(high), poly.get(0, 0.0) / float(high)
+    return None
+
+
+def fuse_hard_swish(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op not in ("Mul", "Div"):
+            continue
+        found = _hard_swish_params(rw, node)
+        if found is not None and rw.shape_of(found[0]) == node.shape:
+            x, alpha, beta = found
+            rw.replace(node, Node(node.name, "HardSwish", (x,), node.shape,
+                                  {"alpha": alpha, "beta": beta}))
+    return drop_dead_nodes(rw.graph())
+
+
 def drop_dead_nodes(graph: Graph) -> Graph:
     live = {o.name for o in graph.outputs}
     keep = []
@@ -354,8 +392,8 @@ def drop_dead_nodes(graph: Graph) -> Graph:
     return Graph(graph.inputs, graph.outputs, tuple(reversed(keep)), graph.opset, graph.metadata)
 
 
-PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_affine_followers,
-          fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
+PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_hard_swish,
+          fuse_affine_followers, fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
 
 
 def simplify_graph(graph: Graph) -> Graph:

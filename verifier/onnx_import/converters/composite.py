@@ -1,4 +1,4 @@
-"""Ops imported as compositions of IR ops the engines already bound: HardSigmoid, HardSwish,
+"""Ops imported as compositions of IR ops the engines already bound: HardSigmoid,
 PRelu, Softsign, Selu, Celu, Mish, Swish (alpha <= 0; a Swish node otherwise), Ceil, Mod,
 LogSoftmax, ThresholdedRelu, Shrink; ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
 ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2); LayerNormalization, InstanceNormalization,
@@ -61,10 +61,11 @@ converter("HardSigmoid", 6)(hard_sigmoid)
 
 @converter("HardSwish", 14)
 def hard_swish(ctx: ConvertContext, node) -> None:
-    """x HardSigmoid(x) with alpha 1/6, beta 1/2."""
+    """x HardSigmoid(x) with alpha 1/6 (float32, as the op's function body), beta 1/2: one
+    node (``bounds.rules.hard_swish``)."""
     x = ctx.value(node.input[0])
-    gate = hard_sigmoid_of(ctx, x, float(np.float32(1.0 / 6.0)), 0.5)
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, gate]))
+    attrs = {"alpha": float(np.float32(1.0 / 6.0)), "beta": 0.5}
+    ctx.bind(node.output[0], _unary(ctx, "HardSwish", x, attrs))
 
 
 @converter("PRelu", 1)
