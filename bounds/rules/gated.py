@@ -1,5 +1,6 @@
-"""Gated curves x g(x), g an S-shaped gate (GELU: x Phi(x), Swish: x sigmoid(a x)): convex on
-[-c, c] and concave outside, so f' decreases, increases, decreases on the three pieces.
+"""Gated curves x g(x), g an S-shaped gate (GELU: x Phi(x), Swish: x sigmoid(a x), Mish:
+x tanh(softplus(x))): convex on [-c, c] (Mish: on an interval [c0, c1] around 0) and concave
+outside, so f' decreases, increases, decreases on the three pieces.
 
 ``gated_curve`` builds the :class:`~bounds.rules.tangents.Curve` of such a function from f, f',
 a float64 error bound of f', f'' and c: the critical points of g = f - s x (the roots of f' = s
@@ -65,6 +66,14 @@ class SlopeInverse:
             lo = self.p0 if math.isfinite(self.p0) else self._cut(self.p1, -1.0)
             hi = self.p1 if math.isfinite(self.p1) else self._cut(self.p0, 1.0)
             x = torch.linspace(lo, hi, TABLE_POINTS, dtype=torch.float64)
+            # an outer piece: points dense at the inflection, where f'' vanishes and a root
+            # is hardest to place, sparse far out where f' is flat (Swish's and Mish's pieces
+            # reach exp's underflow near -745: uniformly, 0.36 apart)
+            t = torch.linspace(0.0, 1.0, TABLE_POINTS, dtype=torch.float64) ** 3
+            if not math.isfinite(self.p0):
+                x = hi - (hi - lo) * t.flip(0)
+            elif not math.isfinite(self.p1):
+                x = lo + (hi - lo) * t
             v = self.df(x)
             key = v if self.increasing else -v
             table = self._tables[str(device)] = (x.to(device), key.to(device))
@@ -113,10 +122,13 @@ class SlopeInverse:
         return x, torch.nan_to_num(slack, nan=math.inf)
 
 
-def gated_curve(name: str, f, df, df_err, ddf, c: float) -> Curve:
-    pieces = (SlopeInverse(df, df_err, ddf, -math.inf, -c, False),
-              SlopeInverse(df, df_err, ddf, -c, c, True),
-              SlopeInverse(df, df_err, ddf, c, math.inf, False))
+def gated_curve(name: str, f, df, df_err, ddf, c: float | tuple[float, float]) -> Curve:
+    """The curve of f, convex on [-c, c] (or on [c[0], c[1]]) and concave outside; ``df_err``
+    gives f' and a bound on its float64 error (``SlopeInverse``)."""
+    c_lo, c_hi = (-c, c) if isinstance(c, (int, float)) else c
+    pieces = (SlopeInverse(df, df_err, ddf, -math.inf, c_lo, False),
+              SlopeInverse(df, df_err, ddf, c_lo, c_hi, True),
+              SlopeInverse(df, df_err, ddf, c_hi, math.inf, False))
 
     def crit(s, l, u):
         points, slack = [], None
@@ -128,8 +140,8 @@ def gated_curve(name: str, f, df, df_err, ddf, c: float) -> Curve:
 
     def curvature(l, u):
         one = torch.ones_like(l)
-        convex = (l >= -c) & (u <= c)
-        concave = (u <= -c) | (l >= c)
+        convex = (l >= c_lo) & (u <= c_hi)
+        concave = (u <= c_lo) | (l >= c_hi)
         return torch.where(convex, one, torch.where(concave, -one, 0 * one))
 
     return Curve(name, f, df, crit, curvature)

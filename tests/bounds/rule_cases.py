@@ -144,6 +144,8 @@ NONLINEAR = [
     _unary("HardSwish", attrs={"alpha": float(np.float32(1 / 6)), "beta": 0.5}, opset=14,
            specials=(0.0, -3.0, 3.0, -1.5),
            numpy_ref=lambda x: x * np.clip(x * float(np.float32(1 / 6)) + 0.5, 0.0, 1.0)),
+    _unary("Mish", opset=18, specials=(0.0, -1.1924, -2.2564, 1.4905),
+           numpy_ref=lambda x: x * np.tanh(np.logaddexp(0.0, x))),
     _unary("Exp", domain=(-1e3, 60.0), numpy_ref=np.exp),
     # onnxruntime has no double Softplus kernel
     _unary("Softplus", specials=(0.0, -20.0, 20.0, -40.0),

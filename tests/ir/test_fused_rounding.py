@@ -1,13 +1,12 @@
 """Fused activations bound what onnxruntime computes for the decomposition they replace.
 
-``fuse_swish``, ``fuse_gelu`` and ``fuse_hard_swish`` replace several float32 operations (a
-sigmoid, tanh or clip, a polynomial, products) by one node whose rounding allowance is the
-fused op's (``Rounding.GENERIC_INPUT``). That is sound only if onnxruntime's float32 result of
-the whole decomposition stays within the allowance of the fused node around the exact value:
-measured here at 8000 float32 points from 1e-8 to 1e4 in magnitude, at every graph optimisation
-level
-(onnxruntime's own fusions, QuickGelu and FastGelu among them, compute differently); and
-onnxruntime's HardSwish kernel against the rule's real gate (alpha the float32 1/6)."""
+``fuse_swish``, ``fuse_gelu``, ``fuse_mish`` and ``fuse_hard_swish`` replace several float32
+operations (a sigmoid, tanh or clip, a polynomial, products) by one node whose rounding
+allowance is the fused op's (``Rounding.GENERIC_INPUT``). That is sound only if onnxruntime's
+float32 result of the whole decomposition stays within the allowance of the fused node around
+the exact value: measured here at 8000 float32 points from 1e-8 to 1e4 in magnitude, at every
+graph optimisation level (onnxruntime's own fusions, QuickGelu and FastGelu among them, compute
+differently); and onnxruntime's HardSwish and Mish kernels against their rules' real values."""
 
 from __future__ import annotations
 
@@ -41,6 +40,11 @@ def _nodes(form: str) -> tuple[list, dict]:
     if form == "quick_gelu":
         return ([n("Mul", ["x", "a"], ["ax"]), n("Sigmoid", ["ax"], ["s"]),
                  n("Mul", ["s", "x"], ["y"])], {"a": np.float32(1.702)})
+    if form == "mish_op":
+        return [n("Mish", ["x"], ["y"])], {}
+    if form == "mish":
+        return [n("Softplus", ["x"], ["s"]), n("Tanh", ["s"], ["t"]),
+                n("Mul", ["t", "x"], ["y"])], {}
     if form == "hard_swish_op":
         return [n("HardSwish", ["x"], ["y"])], {}
     if form == "hard_sigmoid":  # ONNX's default gate (alpha 0.2)
@@ -74,13 +78,14 @@ LEVELS = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel
 
 @pytest.mark.parametrize("form,op", [("silu", "Swish"), ("quick_gelu", "Swish"),
                                      ("gelu_erf", "Gelu"), ("gelu_tanh", "Gelu"),
+                                     ("mish_op", "Mish"), ("mish", "Mish"),
                                      ("hard_swish_op", "HardSwish"),
                                      ("hard_sigmoid", "HardSwish"),
                                      ("relu6_div", "HardSwish"), ("relu6_sixth", "HardSwish")])
 def test_runtime_decomposition_within_the_fused_allowance(form, op):
     nodes, consts = _nodes(form)
-    model = make_model(nodes, {"x": (1, N)}, ["y"], consts, opset=17 if "hard" not in form
-                       else 14)
+    opset = 18 if form == "mish_op" else 14 if "hard" in form else 17
+    model = make_model(nodes, {"x": (1, N)}, ["y"], consts, opset=opset)
     data = model.SerializeToString()
     graph = simplify_graph(import_proto(onnx.load_model_from_string(data), data,
                                         simplify=False).graph)

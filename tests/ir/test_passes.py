@@ -292,3 +292,21 @@ def test_hard_swish_lookalikes_stay_products(variant):
     raw, simple = _both(make_model(nodes, {"x": (1, 4)}, ["y"], consts, opset=13))
     assert "HardSwish" not in _ops(simple)
     _same(raw, simple, low=-8.0, high=8.0)
+
+
+@pytest.mark.parametrize("order", [("h", "t"), ("t", "h")])
+def test_mish_decomposition_fuses_and_a_lookalike_does_not(order):
+    def model(gate_of: str):
+        n = helper.make_node
+        return make_model([n("MatMul", ["x", "w"], ["h"]), n("MatMul", ["x", "w2"], ["h2"]),
+                           n("Softplus", [gate_of], ["s"]), n("Tanh", ["s"], ["t"]),
+                           n("Mul", list(order), ["y"])], {"x": (1, 4)}, ["y"],
+                          {"w": rand(4, 3), "w2": rand(4, 3, seed=4)}, opset=17)
+
+    raw, simple = _both(model("h"))
+    assert _ops(simple) == ["Linear", "Mish"]
+    _same(raw, simple, low=-6.0, high=6.0)
+    compare(model("h"), low=-6.0, high=6.0)
+    raw, simple = _both(model("h2"))
+    assert "Mish" not in _ops(simple)
+    _same(raw, simple, low=-6.0, high=6.0)

@@ -17,6 +17,7 @@
   of bounding a product of two perturbed values.
 * ``fuse_swish``: x * Sigmoid(x) (SiLU) and x * Sigmoid(a x), a > 0 a constant number, become
   one Swish node (alpha a), for the same reason.
+* ``fuse_mish``: x * Tanh(Softplus(x)) becomes one Mish node.
 * ``fuse_hard_swish``: x * HardSigmoid(x) and x * Clip(x + 3, 0, 6) / 6 (products and scalings
   in any order) become one HardSwish node.
 * ``drop_dead_nodes``: nodes that no output depends on.
@@ -344,6 +345,21 @@ def fuse_swish(graph: Graph) -> Graph:
     return drop_dead_nodes(rw.graph())
 
 
+def fuse_mish(graph: Graph) -> Graph:
+    rw = Rewriter(graph)
+    for node in rw.iter():
+        if node.op != "Mul" or node.consts or len(node.dynamic_inputs) != 2:
+            continue
+        for x, other in (node.inputs, node.inputs[::-1]):
+            tanh = rw.get(other)
+            soft = rw.get(tanh.inputs[0]) if tanh is not None and tanh.op == "Tanh" else None
+            if (soft is not None and soft.op == "Softplus" and soft.inputs[0] == x
+                    and rw.shape_of(x) == node.shape == tanh.shape):
+                rw.replace(node, Node(node.name, "Mish", (x,), node.shape))
+                break
+    return drop_dead_nodes(rw.graph())
+
+
 def _hard_swish_params(rw: Rewriter, node: Node) -> tuple[str, float, float] | None:
     """(x, alpha, beta) when ``node`` computes k x Clip(a x + b, 0, h) with k h = 1 (x *
     HardSigmoid(x); x * Relu6(x + 3) / 6 in any order): x clip(alpha x + beta, 0, 1) with
@@ -392,7 +408,7 @@ def drop_dead_nodes(graph: Graph) -> Graph:
     return Graph(graph.inputs, graph.outputs, tuple(reversed(keep)), graph.opset, graph.metadata)
 
 
-PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_hard_swish,
+PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_mish, fuse_hard_swish,
           fuse_affine_followers, fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
 
 

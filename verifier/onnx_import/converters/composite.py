@@ -1,5 +1,5 @@
 """Ops imported as compositions of IR ops the engines already bound: HardSigmoid,
-PRelu, Softsign, Selu, Celu, Mish, Swish (alpha <= 0; a Swish node otherwise), Ceil, Mod,
+PRelu, Softsign, Selu, Celu, Swish (alpha <= 0; a Swish node otherwise), Ceil, Mod,
 LogSoftmax, ThresholdedRelu, Shrink; ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
 ReduceLogSumExp, LpPool, GlobalLpPool (p = 1, 2); LayerNormalization, InstanceNormalization,
 MeanVarianceNormalization, LRN.
@@ -154,10 +154,9 @@ def swish(ctx: ConvertContext, node) -> None:
 
 @converter("Mish", 18)
 def mish(ctx: ConvertContext, node) -> None:
-    """x tanh(softplus(x))."""
+    """x tanh(softplus(x)): one node (``bounds.rules.mish``)."""
     x = ctx.value(node.input[0])
-    gate = _unary(ctx, "Tanh", _unary(ctx, "Softplus", x))
-    ctx.bind(node.output[0], emit_broadcast(ctx, "Mul", [x, gate]))
+    ctx.bind(node.output[0], _unary(ctx, "Mish", x))
 
 
 @converter("Ceil", 1)
