@@ -233,6 +233,44 @@ def mvn(b) -> None:
     b.set(b.node("Mul", [normed, scale], False), b.shape)
 
 
+def gated(b) -> None:
+    """x gate(x) as exporters write it, which the importer fuses into one curve op: SiLU and
+    QuickGelu products, GELU's erf and tanh decompositions, Mish and HardSwish as ops and as
+    products, Swish (opset 24)."""
+    form = str(b.rng.choice(["silu", "quick_gelu", "gelu_erf", "gelu_tanh", "mish", "mish_op",
+                             "hard_swish_op", "hard_sigmoid", "relu6", "swish_op"]))
+    x, n = b.cur, b.node
+    if form == "silu":
+        y = n("Mul", [x, n("Sigmoid", [x], False)], False)
+    elif form == "quick_gelu":
+        y = n("Mul", [n("Sigmoid", [n("Mul", [x, b.const(1.702)], False)], False), x], False)
+    elif form == "gelu_erf":
+        e = n("Erf", [n("Div", [x, b.const(2 ** 0.5)], False)], False)
+        p = n("Mul", [x, n("Add", [e, b.const(1.0)], False)], False)
+        y = n("Mul", [p, b.const(0.5)], False)
+    elif form == "gelu_tanh":
+        cube = n("Mul", [b.const(0.044715), n("Pow", [x, b.const(3.0)], False)], False)
+        v = n("Mul", [b.const((2 / np.pi) ** 0.5), n("Add", [x, cube], False)], False)
+        a = n("Add", [b.const(1.0), n("Tanh", [v], False)], False)
+        y = n("Mul", [n("Mul", [x, b.const(0.5)], False), a], False)
+    elif form == "mish":
+        y = n("Mul", [x, n("Tanh", [n("Softplus", [x], False)], False)], False)
+    elif form == "hard_sigmoid":
+        y = n("Mul", [x, n("HardSigmoid", [x], False, alpha=1 / 6, beta=0.5)], False)
+    elif form == "relu6":
+        g = n("Clip", [n("Add", [x, b.const(3.0)], False), b.const(0.0), b.const(6.0)], False)
+        y = n("Div", [n("Mul", [x, g], False), b.const(6.0)], False)
+    else:
+        op, since = {"mish_op": ("Mish", 18), "hard_swish_op": ("HardSwish", 14),
+                     "swish_op": ("Swish", 24)}[form]
+        b.opset = max(b.opset, since)
+        y = n(op, [x], False, **({"alpha": float(b.rng.choice([1.0, 0.7]))}
+                                 if op == "Swish" else {}))
+    if f"gated:{form}" not in b.ops:
+        b.ops.append(f"gated:{form}")
+    b.set(y, b.shape)
+
+
 VECTOR_MORE = {
     "mvn": (mvn, lambda s: s[1] >= 3),
     "recurrent": (recurrent, lambda s: s[1] >= 2),
@@ -245,4 +283,5 @@ VECTOR_MORE = {
     "einsum": (einsum, lambda s: True),
     "gather_elements": (gather_elements, lambda s: s[1] >= 2),
     "clip_dynamic": (clip_dynamic, lambda s: True),
+    "gated": (gated, lambda s: True),
 }
