@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from bounds.registry import Milp, OpRule, OpTraits, Rounding, Split
-from bounds.rules.common import TANGENT_ALPHA
+from bounds.registry import OpTraits, Rounding, Split
 from bounds.rules.gated import ERR_ULPS, gated_curve
-from bounds.rules.tangents import ibp_curve, relax_curve
+from bounds.rules.tangents import curve_rule
 
 
 def _gate(x):
@@ -80,22 +79,8 @@ INFLECTIONS = (_root(-4.0, 0.0), _root(0.0, 4.0))
 CURVE = gated_curve("Mish", _f, _df, _df_err, _ddf, INFLECTIONS)
 
 
-def _forward(node, args):
-    return _f(args[0])
-
-
-def _ibp(node, args):
-    return ibp_curve(CURVE, f"Mish node {node.name!r}", args[0])
-
-
-def _relax(node, lower, upper, alpha=None):
-    return relax_curve(CURVE, f"Mish node {node.name!r}", lower, upper, alpha)
-
-
 RULES = (
-    OpRule("Mish", forward=_forward, ibp=_ibp, relax=_relax,
-           traits=OpTraits(elementwise=True),
-           alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC_INPUT, milp=Milp("relaxed"),
-           split=Split("midpoint", "interval"),
-           doc="Mish x tanh(softplus(x)): exact IBP, chord/tangent planes"),
+    curve_rule("Mish", CURVE, _f, OpTraits(elementwise=True),
+               "Mish x tanh(softplus(x)): exact IBP, chord/tangent planes",
+               rounding=Rounding.GENERIC_INPUT, split=Split("midpoint", "interval")),
 )
