@@ -19,11 +19,13 @@ writes them):
   ``convnext``, ``convnextv2`` (global response normalisation), ``mobilevit``, ``resnet``,
   ``regnet``, ``poolformer``, ``levit`` (attention biases, Hardswish), ``mobilenetv1``,
   ``mobilenetv2``, ``segformer``, ``bit`` (weights standardised in the graph), ``focalnet``,
-  ``swiftformer``;
+  ``swiftformer``, ``efficientnet`` (SiLU, squeeze-and-excitation), ``mobilevitv2``
+  (separable attention), ``cvt`` (convolutional projections), ``pvt_v2``;
 * text, over input embeddings (8 tokens; the model's own embedding lookup is skipped, as
   robustness specs perturb embeddings): ``bert``, ``distilbert``, ``roberta``, ``electra``,
   ``deberta``, ``mpnet`` (relative position buckets), ``gpt2``, ``llama`` (RMSNorm, rotary
-  embeddings, gated SiLU), ``qwen2``.
+  embeddings, gated SiLU), ``qwen2``, ``mistral``, ``gemma`` (GeGLU with GELU's tanh
+  form), ``phi`` (gelu_new, partial rotary embeddings).
 
 Specs: the label at a point stays the argmax, over an L_inf ball of two radii at two
 points. Prints one line per instance and the counts and total seconds per model.
@@ -102,6 +104,31 @@ def _vision(t) -> dict:
         "swiftformer": (t.SwiftFormerForImageClassification,
                         t.SwiftFormerConfig(image_size=32, embed_dims=[16, 24, 32, 48],
                                             depths=[1, 1, 1, 1], **v)),
+        "efficientnet": (t.EfficientNetForImageClassification,
+                         t.EfficientNetConfig(image_size=32, width_coefficient=1.0,
+                                              depth_coefficient=1.0, hidden_dim=64,
+                                              kernel_sizes=[3, 3, 5], in_channels=[16, 8, 12],
+                                              out_channels=[8, 12, 16], strides=[1, 2, 2],
+                                              num_block_repeats=[1, 1, 1],
+                                              expand_ratios=[1, 2, 2], depthwise_padding=[],
+                                              **v)),
+        "mobilevitv2": (t.MobileViTV2ForImageClassification,
+                        t.MobileViTV2Config(image_size=32, patch_size=2, width_multiplier=0.25,
+                                            n_attn_blocks=[1, 1, 1], **v)),
+        "cvt": (t.CvtForImageClassification,
+                t.CvtConfig(patch_sizes=[7, 3], patch_stride=[4, 2], patch_padding=[2, 1],
+                            embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 1],
+                            mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0],
+                            drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0],
+                            qkv_bias=[True, True], cls_token=[False, True],
+                            qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3],
+                            padding_kv=[1, 1], stride_kv=[2, 2], padding_q=[1, 1],
+                            stride_q=[1, 1], **v)),
+        "pvt_v2": (t.PvtV2ForImageClassification,
+                   t.PvtV2Config(image_size=32, hidden_sizes=[16, 32], depths=[1, 1],
+                                 num_encoder_blocks=2, sr_ratios=[2, 1],
+                                 num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2],
+                                 mlp_ratios=[2, 2], **v)),
     }
 
 
@@ -126,14 +153,19 @@ def _text(t) -> dict:
                               num_labels=CLASSES, vocab_size=50, n_positions=32)),
         "llama": (t.LlamaForSequenceClassification, t.LlamaConfig(**decoder, **s)),
         "qwen2": (t.Qwen2ForSequenceClassification, t.Qwen2Config(**decoder, **s)),
+        "mistral": (t.MistralForSequenceClassification, t.MistralConfig(**decoder, **s)),
+        "gemma": (t.GemmaForSequenceClassification,
+                  t.GemmaConfig(head_dim=16, hidden_act="gelu_pytorch_tanh", **decoder, **s)),
+        "phi": (t.PhiForSequenceClassification, t.PhiConfig(**decoder, **s)),
     }
 
 
 VISION = ("vit", "deit", "beit", "dinov2", "swin", "hiera", "convnext", "convnextv2",
           "mobilevit", "resnet", "regnet", "poolformer", "levit", "mobilenetv1", "mobilenetv2",
-          "segformer", "bit", "focalnet", "swiftformer")
+          "segformer", "bit", "focalnet", "swiftformer", "efficientnet", "mobilevitv2", "cvt",
+          "pvt_v2")
 TEXT = ("bert", "distilbert", "roberta", "electra", "deberta", "mpnet", "gpt2", "llama",
-        "qwen2")
+        "qwen2", "mistral", "gemma", "phi")
 
 
 def _wrapped(family: str):

@@ -120,12 +120,16 @@ class Split:
     with beta-CROWN), "interval" (GenBaB: the children carry [l, p] and [p, u]), "operands"
     (GenBaB splits the operands of a product of two dynamic values) or "none" (not offered).
     ``tables``: the tables of point "table"; ``table_key(attrs)`` picks one for a node (the
-    only table's key by default)."""
+    only table's key by default). ``scale_of(attrs)``: s where the op is its table's curve
+    with the input scaled, f(x) = g(s x) / s (Swish at any alpha, SiLU's table): the table is
+    read at [s l, s u] and its point divided by s (planes and areas scale alike, so the
+    optimum maps onto the optimum)."""
 
     point: Literal["zero", "kinks", "table", "midpoint"]
     search: Literal["sign", "interval", "operands", "none"]
     tables: tuple[TableGrid, ...] = ()
     key_of: Callable[[Mapping], str] | None = None
+    scale_of: Callable[[Mapping], float] | None = None
 
     def table_key(self, attrs: Mapping | None = None) -> str | None:
         """The table key for a node with ``attrs`` (None: the op has no table)."""

@@ -204,8 +204,11 @@ def branch_points(op: str, lower: torch.Tensor, upper: torch.Tensor, *,
     table = (store or default_store()).get(table_key(op, attrs))
     if table is None or lower.numel() == 0:
         return strictly_inside(mid, lower, upper)
-    l, u = lower.to(F64), upper.to(F64)
+    # (the fraction t of [l, u] is the table's at [s l, s u]: the same fraction)
+    scale = split.scale_of(attrs or {}) if split is not None and split.scale_of else 1.0
+    l, u = lower.to(F64) * scale, upper.to(F64) * scale
     inside = (l >= table.lo) & (u <= table.hi) & (l < u)
     t = _interpolate(table, l, u).clamp(T_MIN, 1 - T_MIN)
+    l, u = lower.to(F64), upper.to(F64)
     p = torch.where(inside, l + t * (u - l), l + (u - l) / 2).to(dtype)
     return strictly_inside(p, lower, upper)

@@ -74,9 +74,9 @@ AFFINE_FIELDS = {"alpha": None, "split": None, "milp": Milp("affine")}
 STEP_FIELDS = {"alpha": None, "split": None, "milp": Milp("none"), "rounding": Rounding.EXACT}
 
 
-def table_split(*grids: TableGrid, key_of=None) -> Split:
+def table_split(*grids: TableGrid, key_of=None, scale_of=None) -> Split:
     """GenBaB's interval split at a looked-up point, with the op's tables."""
-    return Split("table", "interval", tables=grids, key_of=key_of)
+    return Split("table", "interval", tables=grids, key_of=key_of, scale_of=scale_of)
 
 
 def broadcast_shape(*shapes) -> torch.Size:

@@ -88,16 +88,15 @@ def _relax(node, lower, upper, alpha=None):
                        alpha)
 
 
-def _table_key(attrs) -> str:
-    # SiLU's table; another alpha has none of its own (its node splits at the midpoint)
-    alpha = float(attrs.get("alpha", 1.0))
-    return "Swish" if alpha == 1.0 else f"Swish:alpha={alpha!r}"
+def _input_scale(attrs) -> float:
+    # x sigmoid(a x) = g(a x) / a, g SiLU: SiLU's table read at a-scaled ends
+    return float(attrs.get("alpha", 1.0))
 
 
 RULES = (
     OpRule("Swish", forward=_forward, ibp=_ibp, relax=_relax,
            traits=OpTraits(elementwise=True),
            alpha=TANGENT_ALPHA, rounding=Rounding.GENERIC_INPUT, milp=Milp("relaxed"),
-           split=table_split(TableGrid("Swish", (("alpha", 1.0),)), key_of=_table_key),
+           split=table_split(TableGrid("Swish", (("alpha", 1.0),)), scale_of=_input_scale),
            doc="Swish / SiLU x sigmoid(alpha x): exact IBP, chord/tangent planes"),
 )

@@ -73,3 +73,28 @@ def test_lookup_equals_stored_point_on_grid_nodes():
     got = branch_points("Sigmoid", x[i], x[j], store=TableStore(DEFAULT_DIR))
     want = torch.from_numpy(points[i.numpy(), j.numpy()]).to(torch.float64)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.702, 0.5])
+def test_swish_at_another_alpha_reads_silu_table_at_scaled_ends(alpha):
+    """x sigmoid(a x) = g(a x) / a: SiLU's table read at [a l, a u] gives the optimum of the
+    op's own planes (``Split.scale_of``), as close as SiLU's lookups are to theirs."""
+    from bounds.graph import Node
+    from bounds.registry import rules
+
+    rule, attrs = rules().get("Swish"), {"alpha": alpha}
+    node = Node("swish", "Swish", ("x",), (1,), attrs=attrs)
+
+    def relax(lower, upper):
+        return rule.relax(node, lower, upper)
+
+    lower, upper = _sample_cells(SPECS["Swish"], 160, seed=7)
+    lower, upper = lower / alpha, upper / alpha  # inside the table's grid once scaled
+    p = branch_points("Swish", lower, upper, attrs=attrs)
+    assert ((p > lower) & (p < upper)).all()
+    _, best = optimise_points(relax, lower, upper)
+    got = split_area(relax, lower, upper, p)
+    mid = split_area(relax, lower, upper, (lower + upper) / 2)
+    excess = (got - best) / best.clamp(min=1e-9)
+    assert float(excess.quantile(0.9)) < 5e-3 and float(excess.max()) < 0.25
+    assert float(got.sum()) < 0.999 * float(mid.sum())
