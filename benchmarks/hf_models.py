@@ -10,9 +10,9 @@ torch==2.13.0 transformers onnx onnxruntime``); ``--nncert-python`` names the in
 has nncert's own, default this one. Each family is the library's own architecture at a small
 configuration (2-4 blocks, width 16-64, 5 classes; eager attention), trained for 150 steps
 with fixed seeds on synthetic data (a random linear teacher's labels, no download), exported
-by the TorchScript exporter at opset 17 (LayerNormalization as one node; GroupNorm,
-weight-standardised convolutions, relative position biases, window shifts as the library
-writes them):
+by the TorchScript exporter at opset 17 (18 for MobileViTV2's Col2Im; LayerNormalization as
+one node; GroupNorm, weight-standardised convolutions, relative position biases, window
+shifts as the library writes them):
 
 * vision, 3x32x32 inputs in [0, 1]: ``vit``, ``deit`` (class and distillation tokens),
   ``beit`` (relative position bias), ``dinov2``, ``swin`` (shifted windows), ``hiera``,
@@ -104,20 +104,22 @@ def _vision(t) -> dict:
         "swiftformer": (t.SwiftFormerForImageClassification,
                         t.SwiftFormerConfig(image_size=32, embed_dims=[16, 24, 32, 48],
                                             depths=[1, 1, 1, 1], **v)),
+        # (the head's width is round_filters(1280) = 128 at width 0.1, and must be hidden_dim)
         "efficientnet": (t.EfficientNetForImageClassification,
-                         t.EfficientNetConfig(image_size=32, width_coefficient=1.0,
-                                              depth_coefficient=1.0, hidden_dim=64,
-                                              kernel_sizes=[3, 3, 5], in_channels=[16, 8, 12],
-                                              out_channels=[8, 12, 16], strides=[1, 2, 2],
+                         t.EfficientNetConfig(image_size=32, width_coefficient=0.1,
+                                              depth_coefficient=1.0, hidden_dim=128,
+                                              kernel_sizes=[3, 3, 5], in_channels=[32, 16, 24],
+                                              out_channels=[16, 24, 40], strides=[1, 2, 2],
                                               num_block_repeats=[1, 1, 1],
                                               expand_ratios=[1, 2, 2], depthwise_padding=[],
                                               **v)),
         "mobilevitv2": (t.MobileViTV2ForImageClassification,
-                        t.MobileViTV2Config(image_size=32, patch_size=2, width_multiplier=0.25,
+                        t.MobileViTV2Config(image_size=32, patch_size=1, width_multiplier=0.25,
                                             n_attn_blocks=[1, 1, 1], **v)),
+        # (depth 2 in the last stage: the library indexes its drop-path rates by the stage)
         "cvt": (t.CvtForImageClassification,
                 t.CvtConfig(patch_sizes=[7, 3], patch_stride=[4, 2], patch_padding=[2, 1],
-                            embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 1],
+                            embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 2],
                             mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0],
                             drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0],
                             qkv_bias=[True, True], cls_token=[False, True],
@@ -164,6 +166,8 @@ VISION = ("vit", "deit", "beit", "dinov2", "swin", "hiera", "convnext", "convnex
           "mobilevit", "resnet", "regnet", "poolformer", "levit", "mobilenetv1", "mobilenetv2",
           "segformer", "bit", "focalnet", "swiftformer", "efficientnet", "mobilevitv2", "cvt",
           "pvt_v2")
+# MobileViTV2 folds its patches back (torch's fold: Col2Im, from opset 18)
+OPSETS = {"mobilevitv2": 18}
 TEXT = ("bert", "distilbert", "roberta", "electra", "deberta", "mpnet", "gpt2", "llama",
         "qwen2", "mistral", "gemma", "phi")
 
@@ -233,7 +237,8 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
         onnx_path = folder / f"hf_{family}.onnx"
         with torch.no_grad():
             torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
-                              opset_version=17, dynamo=False, input_names=["x"],
+                              opset_version=OPSETS.get(family, 17), dynamo=False,
+                              input_names=["x"],
                               output_names=["logits"])
         session = ort.InferenceSession(str(onnx_path))
         bounds = (0.0, 1.0) if kind == "vision" else (None, None)

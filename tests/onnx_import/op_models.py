@@ -553,6 +553,10 @@ OP_MODELS: dict = {
     "Celu": (lambda: one_node("Celu", X, opset=12, alpha=0.5), -2.0, 2.0),
     "Mish": (lambda: one_node("Mish", X, opset=18), -3.0, 3.0),
     "Swish": (lambda: one_node("Swish", X, opset=24, alpha=1.5), -4.0, 4.0),
+    # 2 channels of 2x3 blocks, strides (1, 2), dilation (2, 1), pads: a 5x6 image
+    "Col2Im": (lambda: one_node("Col2Im", {"x": (1, 12, 12)}, {"i": _i(5, 6), "b": _i(2, 3)},
+                                opset=18, strides=[1, 2], dilations=[2, 1],
+                                pads=[1, 0, 0, 1]), -1.0, 1.0),
     "Ceil": (_unary("Ceil"), -2.0, 2.0),
     "Mod": (lambda: one_node("Mod", X, {"d": np.array([0.7, -1.3, 0.25, 3.0], np.float32)},
                              fmod=1), -4.0, 4.0),

@@ -605,3 +605,14 @@ def test_a_conv_kernel_over_four_spatial_axes_is_refused_by_name():
     model = one_node("Conv", {"x": (1, 1, 3, 3, 3, 3)}, {"w": rand(1, 1, 2, 2, 2, 2)})
     with pytest.raises(UnsupportedOpError, match="'Conv'.*4 spatial axes"):
         import_proto(model, model.SerializeToString())
+
+
+def test_col2im_with_blocks_that_do_not_tile_the_image_is_refused_by_name():
+    from verifier.errors import ModelError
+
+    model = one_node("Col2Im", {"x": (1, 12, 8)}, {"i": np.array([5, 6], np.int64),
+                                                   "b": np.array([2, 3], np.int64)},
+                     opset=18, strides=[1, 2], dilations=[2, 1], pads=[1, 0, 0, 1])
+    with pytest.raises(ModelError, match=r"Col2Im node .*8 blocks, but the image \[5, 6\] "
+                                         r"holds \[4, 3\]"):
+        import_proto(model, model.SerializeToString())

@@ -1,4 +1,5 @@
-"""Conv, ConvTranspose (constant weights) and BatchNormalization (inference form).
+"""Conv, ConvTranspose (constant weights), Col2Im (a ConvTranspose with one-hot weights) and
+BatchNormalization (inference form).
 
 Padding is resolved here (auto_pad -> explicit ONNX-ordered pads) so the IR carries only
 ``pads``, ``strides``, ``dilations``, ``group`` (and ``output_padding`` for ConvTranspose).
@@ -155,6 +156,45 @@ def conv_transpose(ctx: ConvertContext, node) -> None:
 
 
 converter("ConvTranspose", 11)(conv_transpose)
+
+
+@converter("Col2Im", 18)
+def col2im(ctx: ConvertContext, node) -> None:
+    """Sliding blocks summed back into an image (torch's fold; MobileViTV2): [N, C k, L] with
+    k = prod(block_shape) entries per block and L blocks -> [N, C, *image_shape]. A
+    ConvTranspose of the blocks laid out on their grid, whose one-hot weights put entry
+    (c, offset) at that offset of channel c (group C), with the blocks' strides and
+    dilations, the pads cropped and the image's far end reached by output padding."""
+    x = ctx.value(node.input[0])
+    image, block = (ctx.value(node.input[i]) for i in (1, 2))
+    if isinstance(image, Dyn) or isinstance(block, Dyn):
+        raise unsupported(node, "an input-dependent image or block shape")
+    image, block = [int(v) for v in np.ravel(image)], [int(v) for v in np.ravel(block)]
+    n, k = len(block), int(np.prod(block))
+    strides = [int(v) for v in ctx.attr(node, "strides") or [1] * n]
+    dilations = [int(v) for v in ctx.attr(node, "dilations") or [1] * n]
+    pads = [int(v) for v in ctx.attr(node, "pads") or [0] * (2 * n)]
+    if x.rank != 3 or len(image) != n or x.shape[1] % k:
+        raise ModelError(f"Col2Im node {node.name!r}: input {x.shape} does not hold blocks of "
+                         f"{block} for an image {image}")
+    grid = [(image[i] + pads[i] + pads[i + n] - dilations[i] * (block[i] - 1) - 1)
+            // strides[i] + 1 for i in range(n)]
+    if int(np.prod(grid)) != x.shape[2] or min(grid) < 1:
+        raise ModelError(f"Col2Im node {node.name!r}: {x.shape[2]} blocks, but the image "
+                         f"{image} holds {grid}")
+    channels = x.shape[1] // k
+    weight = np.zeros((channels * k, 1, *block), np.float32)
+    for c in range(channels):
+        for j, offset in enumerate(np.ndindex(*block)):
+            weight[(c * k + j, 0, *offset)] = 1.0
+    full = [strides[i] * (grid[i] - 1) + dilations[i] * (block[i] - 1) + 1 for i in range(n)]
+    extra = [image[i] - (full[i] - pads[i] - pads[i + n]) for i in range(n)]
+    laid = ctx.emit("Reshape", [x], (x.shape[0], x.shape[1], *grid))
+    attrs = {"strides": tuple(strides), "dilations": tuple(dilations), "group": channels,
+             "pads": tuple(pads), "output_padding": tuple(extra)}
+    shape = (x.shape[0], channels, *image)
+    ctx.bind(node.output[0], ctx.emit("ConvTranspose", [laid, weight, None], shape, attrs,
+                                      hint="convt"))
 
 
 @converter("BatchNormalization", 1)
