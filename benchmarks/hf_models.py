@@ -10,9 +10,9 @@ torch==2.13.0 transformers onnx onnxruntime``); ``--nncert-python`` names the in
 has nncert's own, default this one. Each family is the library's own architecture at a small
 configuration (2-4 blocks, width 16-64, 5 classes; eager attention), trained for 150 steps
 with fixed seeds on synthetic data (a random linear teacher's labels, no download), exported
-by the TorchScript exporter at opset 17 (18 for MobileViTV2's Col2Im; LayerNormalization as
-one node; GroupNorm, weight-standardised convolutions, relative position biases, window
-shifts as the library writes them):
+by the TorchScript exporter at opset 17 (MobileViTV2's Col2Im: the dynamo exporter at 18;
+LayerNormalization as one node; GroupNorm, weight-standardised convolutions, relative position
+biases, window shifts as the library writes them):
 
 * vision, 3x32x32 inputs in [0, 1]: ``vit``, ``deit`` (class and distillation tokens),
   ``beit`` (relative position bias), ``dinov2``, ``swin`` (shifted windows), ``hiera``,
@@ -166,8 +166,10 @@ VISION = ("vit", "deit", "beit", "dinov2", "swin", "hiera", "convnext", "convnex
           "mobilevit", "resnet", "regnet", "poolformer", "levit", "mobilenetv1", "mobilenetv2",
           "segformer", "bit", "focalnet", "swiftformer", "efficientnet", "mobilevitv2", "cvt",
           "pvt_v2")
-# MobileViTV2 folds its patches back (torch's fold: Col2Im, from opset 18)
-OPSETS = {"mobilevitv2": 18}
+DEFAULT_EXPORT = {"opset_version": 17, "dynamo": False}
+# MobileViTV2 folds its patches back (torch's fold: Col2Im, from opset 18), which the
+# TorchScript exporter fails to translate: the dynamo exporter's
+EXPORTS = {"mobilevitv2": {"opset_version": 18, "dynamo": True}}
 TEXT = ("bert", "distilbert", "roberta", "electra", "deberta", "mpnet", "gpt2", "llama",
         "qwen2", "mistral", "gemma", "phi")
 
@@ -237,8 +239,7 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
         onnx_path = folder / f"hf_{family}.onnx"
         with torch.no_grad():
             torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
-                              opset_version=OPSETS.get(family, 17), dynamo=False,
-                              input_names=["x"],
+                              input_names=["x"], **EXPORTS.get(family, DEFAULT_EXPORT),
                               output_names=["logits"])
         session = ort.InferenceSession(str(onnx_path))
         bounds = (0.0, 1.0) if kind == "vision" else (None, None)
