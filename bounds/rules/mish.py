@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from bounds.registry import OpTraits, Rounding, Split
+from bounds.registry import OpTraits, Rounding, TableGrid
+from bounds.rules.common import table_split
 from bounds.rules.gated import ERR_ULPS, gated_curve
 from bounds.rules.tangents import curve_rule
 
@@ -82,5 +83,5 @@ CURVE = gated_curve("Mish", _f, _df, _df_err, _ddf, INFLECTIONS)
 RULES = (
     curve_rule("Mish", CURVE, _f, OpTraits(elementwise=True),
                "Mish x tanh(softplus(x)): exact IBP, chord/tangent planes",
-               rounding=Rounding.GENERIC_INPUT, split=Split("midpoint", "interval")),
+               rounding=Rounding.GENERIC_INPUT, split=table_split(TableGrid("Mish"))),
 )
