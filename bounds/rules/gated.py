@@ -20,15 +20,26 @@ from bounds.rules.tangents import Critical, Curve
 ERR_ULPS = 16 * torch.finfo(torch.float64).eps
 
 
-def sigmoid_gate_df_err(x, z, scale):
-    """f'(x) of x sigmoid(z(x)) and a bound on its float64 error, given z(x) and
-    ``scale`` = x z'(x): f' = sigma(z) + sigma(z) sigma(-z) x z' (sigma(z)(1 - sigma(z)) as
-    sigma(z) sigma(-z): no cancellation for z >> 0). Error: 16 ulps of both terms' magnitudes
-    and of their sensitivity to z's own rounding (|z| ulps, which move sigma(z) by
-    sigma(z) sigma(-z) |z| and the second term by its own size times |z|)."""
+def _sigmoid_gate_terms(z, scale):
+    """sigma(z), sigma(z) sigma(-z) and the second term of f' (see ``sigmoid_gate_df``)."""
     sg = torch.sigmoid(z)
     flat = sg * torch.sigmoid(-z)
-    bump = flat * scale
+    return sg, flat, flat * scale
+
+
+def sigmoid_gate_df(z, scale):
+    """f' of x sigmoid(z(x)), given z(x) and ``scale`` = x z'(x): f' = sigma(z) + sigma(z)
+    sigma(-z) x z' (sigma(z)(1 - sigma(z)) as sigma(z) sigma(-z): no cancellation for
+    z >> 0)."""
+    sg, _, bump = _sigmoid_gate_terms(z, scale)
+    return sg + bump
+
+
+def sigmoid_gate_df_err(z, scale):
+    """``sigmoid_gate_df`` and a bound on its float64 error: 16 ulps of both terms' magnitudes
+    and of their sensitivity to z's own rounding (|z| ulps, which move sigma(z) by
+    sigma(z) sigma(-z) |z| and the second term by its own size times |z|)."""
+    sg, flat, bump = _sigmoid_gate_terms(z, scale)
     return sg + bump, ERR_ULPS * (sg + bump.abs() + (flat + bump.abs()) * (1 + z.abs()))
 
 

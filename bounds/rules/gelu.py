@@ -18,7 +18,7 @@ import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding, TableGrid
 from bounds.rules.common import TANGENT_ALPHA, table_split
-from bounds.rules.gated import ERR_ULPS, gated_curve, sigmoid_gate_df_err
+from bounds.rules.gated import ERR_ULPS, gated_curve, sigmoid_gate_df, sigmoid_gate_df_err
 from bounds.rules.tangents import ibp_curve, relax_curve
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -53,13 +53,17 @@ def _tanh_f(x):
     return x * torch.sigmoid(2 * _tanh_arg(x))
 
 
+def _tanh_gate(x):
+    """The tanh form as x sigmoid(z): z = 2 v(x) and x z'(x)."""
+    return 2 * _tanh_arg(x), 2 * x * _K * (1 + 3 * _C3 * x * x)
+
+
 def _tanh_df_err(x):
-    """The tanh form's f'(x) and its error bound: x sigmoid(z), z = 2 v(x)."""
-    return sigmoid_gate_df_err(x, 2 * _tanh_arg(x), 2 * x * _K * (1 + 3 * _C3 * x * x))
+    return sigmoid_gate_df_err(*_tanh_gate(x))
 
 
 def _tanh_df(x):
-    return _tanh_df_err(x)[0]
+    return sigmoid_gate_df(*_tanh_gate(x))
 
 
 def _tanh_ddf(x):

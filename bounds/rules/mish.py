@@ -40,16 +40,22 @@ def _f(x):
     return x * _gate(x)[0]
 
 
+def _df_terms(x):
+    """f''s two terms: t and x (1 - t^2) sigma(x)."""
+    t, sech = _gate(x)
+    return t, x * sech * torch.sigmoid(x)
+
+
 def _df_err(x):
     """f'(x) and a bound on its float64 error: 16 ulps of both terms' magnitudes, the second
-    (x (1 - t^2) sigma(x)) also times 1 + |x| (its factors' exponentials)."""
-    t, sech = _gate(x)
-    bump = x * sech * torch.sigmoid(x)
+    also times 1 + |x| (its factors' exponentials)."""
+    t, bump = _df_terms(x)
     return t + bump, ERR_ULPS * (t.abs() + bump.abs() * (2 + x.abs()))
 
 
 def _df(x):
-    return _df_err(x)[0]
+    t, bump = _df_terms(x)
+    return t + bump
 
 
 def _ddf_factor(x, t=None):

@@ -23,7 +23,7 @@ import torch
 
 from bounds.registry import Milp, OpRule, OpTraits, Rounding, TableGrid
 from bounds.rules.common import TANGENT_ALPHA, table_split
-from bounds.rules.gated import gated_curve, sigmoid_gate_df_err
+from bounds.rules.gated import gated_curve, sigmoid_gate_df, sigmoid_gate_df_err
 from bounds.rules.tangents import Curve, ibp_curve, relax_curve
 
 
@@ -56,10 +56,10 @@ def curve(alpha: float) -> Curve:
         return x * torch.sigmoid(a * x)
 
     def df_err(x):
-        return sigmoid_gate_df_err(x, a * x, a * x)
+        return sigmoid_gate_df_err(a * x, a * x)
 
     def df(x):
-        return df_err(x)[0]
+        return sigmoid_gate_df(a * x, a * x)
 
     def ddf(x):
         z = a * x

@@ -179,9 +179,10 @@ def _scalar_operand(node: Node) -> float | None:
     return float(np.asarray(c).reshape(())) if np.asarray(c).size == 1 else None
 
 
-def _factors(rw: Rewriter, name: str, x: str, depth: int = 4):
+def _factors(rw: Rewriter, name: str, x: str, depth: int = 4) -> tuple[float, list[str]]:
     """``name`` as a product: (scalar constant, dynamic factors), descending through Mul nodes
-    (and Div by a constant) of ``x``'s shape but not into ``x`` itself; None if too deep."""
+    (and Div by a constant) of ``x``'s shape, but not into ``x`` itself nor below ``depth``
+    levels (what is left there is one factor)."""
     node = rw.get(name) if name != x else None
     if node is None or depth == 0 or node.shape != rw.shape_of(x) or not (
             node.op == "Mul" or (node.op == "Div" and 1 in node.consts)):
@@ -195,10 +196,19 @@ def _factors(rw: Rewriter, name: str, x: str, depth: int = 4):
     leaves = []
     for operand in node.dynamic_inputs:
         part = _factors(rw, operand, x, depth - 1)
-        if part is None:
-            return None
         const, leaves = const * part[0], leaves + part[1]
     return const, leaves
+
+
+def _gated_by(rw: Rewriter, node: Node, x: str) -> tuple[float, Node] | None:
+    """(k, g) when ``node`` is the product k x g of x, a scalar constant k and one other
+    value, g's node."""
+    const, leaves = _factors(rw, node.name, x)
+    others = [v for v in leaves if v != x]
+    if len(leaves) != 2 or len(others) != 1:
+        return None
+    gate = rw.get(others[0])
+    return None if gate is None else (const, gate)
 
 
 def _polynomial(rw: Rewriter, name: str, x: str, depth: int = 8) -> dict[int, float] | None:
@@ -278,12 +288,11 @@ def _gelu_form(rw: Rewriter, node: Node) -> tuple[str, str] | None:
     """(x, approximate) when ``node`` computes 0.5 x (1 + erf(x / sqrt 2)) or 0.5 x (1 +
     tanh(sqrt(2 / pi) (x + 0.044715 x^3))), in any order of the products and scalings."""
     for x in _product_candidates(rw, node):
-        parts = _factors(rw, node.name, x)
-        if parts is None or len(parts[1]) != 2 or x not in parts[1] or not _close(parts[0], 0.5):
+        found = _gated_by(rw, node, x)
+        if found is None or not _close(found[0], 0.5):
             continue
-        (one_plus,) = [v for v in parts[1] if v != x] or [None]
-        add = rw.get(one_plus) if one_plus is not None else None
-        if add is None or add.op != "Add" or not _const_scalar(add, 1.0):
+        add = found[1]
+        if add.op != "Add" or not _const_scalar(add, 1.0):
             continue
         gate = rw.get(add.dynamic_inputs[0])
         for op, poly, mode in _GELU_FORMS:
@@ -306,16 +315,28 @@ def _product_candidates(rw: Rewriter, node: Node, depth: int = 3) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def fuse_gelu(graph: Graph) -> Graph:
+Fused = tuple[str, str, dict]  # (x, the curve op of x, its attributes)
+
+
+def _fuse_curves(graph: Graph, ops: tuple[str, ...], match) -> Graph:
+    """Replace each node of ``ops`` that ``match(rw, node)`` reads as a curve of one value x
+    (-> (x, op, attrs) or None) by that one node, where x has the node's shape."""
     rw = Rewriter(graph)
     for node in rw.iter():
-        if node.op != "Mul":
-            continue
-        form = _gelu_form(rw, node)
-        if form is not None and rw.shape_of(form[0]) == node.shape:
-            x, mode = form
-            rw.replace(node, Node(node.name, "Gelu", (x,), node.shape, {"approximate": mode}))
+        found = match(rw, node) if node.op in ops else None
+        if found is not None and rw.shape_of(found[0]) == node.shape:
+            x, op, attrs = found
+            rw.replace(node, Node(node.name, op, (x,), node.shape, attrs))
     return drop_dead_nodes(rw.graph())
+
+
+def _gelu_match(rw: Rewriter, node: Node) -> Fused | None:
+    form = _gelu_form(rw, node)
+    return None if form is None else (form[0], "Gelu", {"approximate": form[1]})
+
+
+def fuse_gelu(graph: Graph) -> Graph:
+    return _fuse_curves(graph, ("Mul",), _gelu_match)
 
 
 def _swish_alpha(rw: Rewriter, x: str, gate: Node) -> float | None:
@@ -327,40 +348,45 @@ def _swish_alpha(rw: Rewriter, x: str, gate: Node) -> float | None:
         return 1.0
     scale = rw.get(gate.inputs[0])
     if (scale is None or scale.op != "Mul" or scale.dynamic_inputs != (x,)
-            or len(scale.consts) != 1 or scale.shape != gate.shape):
+            or scale.shape != gate.shape):
         return None
-    (c,) = scale.consts.values()
-    alpha = float(np.float32(np.asarray(c).reshape(-1)[0])) if np.asarray(c).size == 1 else 0.0
+    c = _scalar_operand(scale)
+    alpha = 0.0 if c is None else float(np.float32(c))
     return alpha if 0 < alpha < float("inf") else None
 
 
+def _product_pairs(node: Node):
+    """(x, other) both ways round for a product of two dynamic values; none otherwise."""
+    if node.consts or len(node.dynamic_inputs) != 2:
+        return ()
+    return (node.inputs, node.inputs[::-1])
+
+
+def _swish_match(rw: Rewriter, node: Node) -> Fused | None:
+    for x, other in _product_pairs(node):
+        gate = rw.get(other)
+        alpha = _swish_alpha(rw, x, gate) if gate is not None else None
+        if alpha is not None:
+            return x, "Swish", {"alpha": alpha}
+    return None
+
+
 def fuse_swish(graph: Graph) -> Graph:
-    rw = Rewriter(graph)
-    for node in rw.iter():
-        if node.op != "Mul" or node.consts or len(node.dynamic_inputs) != 2:
-            continue
-        for x, other in (node.inputs, node.inputs[::-1]):
-            gate = rw.get(other)
-            alpha = _swish_alpha(rw, x, gate) if gate is not None else None
-            if alpha is not None and rw.shape_of(x) == node.shape:
-                rw.replace(node, Node(node.name, "Swish", (x,), node.shape, {"alpha": alpha}))
-                break
-    return drop_dead_nodes(rw.graph())
+    return _fuse_curves(graph, ("Mul",), _swish_match)
+
+
+def _mish_match(rw: Rewriter, node: Node) -> Fused | None:
+    for x, other in _product_pairs(node):
+        tanh = rw.get(other)
+        soft = rw.get(tanh.inputs[0]) if tanh is not None and tanh.op == "Tanh" else None
+        if (soft is not None and soft.op == "Softplus" and soft.inputs[0] == x
+                and tanh.shape == node.shape):
+            return x, "Mish", {}
+    return None
 
 
 def fuse_mish(graph: Graph) -> Graph:
-    rw = Rewriter(graph)
-    for node in rw.iter():
-        if node.op != "Mul" or node.consts or len(node.dynamic_inputs) != 2:
-            continue
-        for x, other in (node.inputs, node.inputs[::-1]):
-            tanh = rw.get(other)
-            soft = rw.get(tanh.inputs[0]) if tanh is not None and tanh.op == "Tanh" else None
-            if (soft is not None and soft.op == "Softplus" and soft.inputs[0] == x
-                    and rw.shape_of(x) == node.shape == tanh.shape):
-                rw.replace(node, Node(node.name, "Mish", (x,), node.shape))
-                break
-    return drop_dead_nodes(rw.graph())
+    return _fuse_curves(graph, ("Mul",), _mish_match)
 
 
 def _hard_swish_params(rw: Rewriter, node: Node) -> tuple[str, float, float] | None:
@@ -368,16 +394,15 @@ def _hard_swish_params(rw: Rewriter, node: Node) -> tuple[str, float, float] | N
     HardSigmoid(x); x * Relu6(x + 3) / 6 in any order): x clip(alpha x + beta, 0, 1) with
     alpha = a / h > 0, beta = b / h."""
     for x in _product_candidates(rw, node):
-        parts = _factors(rw, node.name, x)
-        if parts is None or len(parts[1]) != 2 or x not in parts[1]:
+        found = _gated_by(rw, node, x)
+        if found is None:
             continue
-        (gate_name,) = [v for v in parts[1] if v != x] or [None]
-        gate = rw.get(gate_name) if gate_name is not None else None
-        if gate is None or gate.op != "Clip" or gate.attrs.get("min") != 0.0:
+        const, gate = found
+        if gate.op != "Clip" or gate.attrs.get("min") != 0.0:
             continue
         high = gate.attrs.get("max")
         if high is None or not (0 < float(high) < math.inf) or not _close(
-                parts[0] * float(high), 1.0):
+                const * float(high), 1.0):
             continue
         poly = _polynomial(rw, gate.inputs[0], x)
         if poly is None or set(poly) - {0, 1} or poly.get(1, 0.0) <= 0:
@@ -386,17 +411,14 @@ def _hard_swish_params(rw: Rewriter, node: Node) -> tuple[str, float, float] | N
     return None
 
 
+def _hard_swish_match(rw: Rewriter, node: Node) -> Fused | None:
+    found = _hard_swish_params(rw, node)
+    return None if found is None else (found[0], "HardSwish",
+                                       {"alpha": found[1], "beta": found[2]})
+
+
 def fuse_hard_swish(graph: Graph) -> Graph:
-    rw = Rewriter(graph)
-    for node in rw.iter():
-        if node.op not in ("Mul", "Div"):
-            continue
-        found = _hard_swish_params(rw, node)
-        if found is not None and rw.shape_of(found[0]) == node.shape:
-            x, alpha, beta = found
-            rw.replace(node, Node(node.name, "HardSwish", (x,), node.shape,
-                                  {"alpha": alpha, "beta": beta}))
-    return drop_dead_nodes(rw.graph())
+    return _fuse_curves(graph, ("Mul", "Div"), _hard_swish_match)
 
 
 def drop_dead_nodes(graph: Graph) -> Graph:

@@ -183,10 +183,8 @@ def col2im(ctx: ConvertContext, node) -> None:
         raise ModelError(f"Col2Im node {node.name!r}: {x.shape[2]} blocks, but the image "
                          f"{image} holds {grid}")
     channels = x.shape[1] // k
-    weight = np.zeros((channels * k, 1, *block), np.float32)
-    for c in range(channels):
-        for j, offset in enumerate(np.ndindex(*block)):
-            weight[(c * k + j, 0, *offset)] = 1.0
+    # entry j of a block (row-major offsets) lands at offset j: an identity per channel
+    weight = np.tile(np.eye(k, dtype=np.float32), (channels, 1)).reshape(channels * k, 1, *block)
     full = [strides[i] * (grid[i] - 1) + dilations[i] * (block[i] - 1) + 1 for i in range(n)]
     extra = [image[i] - (full[i] - pads[i] - pads[i + n]) for i in range(n)]
     laid = ctx.emit("Reshape", [x], (x.shape[0], x.shape[1], *grid))
