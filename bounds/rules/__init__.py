@@ -25,6 +25,7 @@ from bounds.rules import (
     softplus,
     swish,
     trees,
+    variance,
 )
 
 ALL_RULE_MODULES = (
@@ -51,5 +52,6 @@ ALL_RULE_MODULES = (
     grid_sample,
     scatter,
     slack,
+    variance,
     trees,
 )

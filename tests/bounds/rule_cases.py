@@ -497,6 +497,12 @@ STRUCTURED = [
     RuleCase("Slack", "Slack(x,s)", in_shape=(12,), out_shape=(6,), operands={0: (6,), 1: (6,)},
              attrs={"relative": 2.0**-10}, onnx_inputs=("x0", "x1"), nonlinear=False,
              numpy_ref=lambda x: _cut(x, (6, 6))[0].astype(np.float64)),
+    # v, floored by the least variance over x's box: no ONNX form (the IR pass puts it on a
+    # variance; tests/bounds/test_centred_variance.py checks the floor in onnxruntime)
+    RuleCase("CentredVariance", "CentredVariance(v,x)", in_shape=(9,), out_shape=(1, 1),
+             operands={0: (1, 1), 1: (1, 8)}, attrs={"axes": (1,)}, onnx_inputs=("x0", "x1"),
+             nonlinear=False, numpy_ref=lambda x: _cut(x, (1, 8))[0].reshape(
+                 -1, 1, 1).astype(np.float64)),
     # x[:6] with x[6:12] written at window floor(x[12]) + 0..1 (clamped to the axis), inside a
     # constant mask; the ONNX form (ScatterND of sliced Range indices) needs several nodes, so
     # tests/onnx_import/test_scatter_window.py checks the semantics in onnxruntime

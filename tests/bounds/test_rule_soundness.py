@@ -330,13 +330,14 @@ def _allowance(case: RuleCase, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 # ONNX node; their semantics are checked in onnxruntime by tests/onnx_import/test_dynamic_slice.py
 # and tests/onnx_import/test_scatter_window.py. PairArgMax exists only in rewritten graphs
 # (tests/bounds/test_argmax_pairs.py runs those against onnxruntime), and so does Slack
-# (LayerNormalization's variance: tests/onnx_import's normalisation cases); TreeLeaves is
+# (LayerNormalization's variance: tests/onnx_import's normalisation cases), and so does
+# CentredVariance (tests/bounds/test_centred_variance.py); TreeLeaves is
 # one part of a tree ensemble (tests/onnx_import/test_tree_ensembles.py); GridSample's cases
 # lack ONNX's batch axis on the grid (tests/onnx_import/test_grid_sample.py).
 @pytest.mark.parametrize("case", [c for c in CASES if c.numpy_ref is not None
                                   and c.op not in ("DynamicSlice", "ScatterWindow",
                                                    "PairArgMax", "Slack", "TreeLeaves",
-                                                   "GridSample")],
+                                                   "GridSample", "CentredVariance")],
                          ids=lambda c: c.label)
 def test_numpy_reference_matches_onnxruntime(case: RuleCase):
     """The numpy/scipy references mean what onnxruntime (float32, the deployed runtime) means."""

@@ -20,6 +20,9 @@
 * ``fuse_mish``: x * Tanh(Softplus(x)) becomes one Mish node.
 * ``fuse_hard_swish``: x * HardSigmoid(x) and x * Clip(x + 3, 0, 6) / 6 (products and scalings
   in any order) become one HardSwish node.
+* ``floor_variances``: a variance mean((x - mean x)^2) (the importer's normalisations, the
+  exporters' decomposed LayerNorms) gets a CentredVariance node that floors it at its least
+  value over x's box.
 * ``drop_dead_nodes``: nodes that no output depends on.
 """
 
@@ -421,6 +424,45 @@ def fuse_hard_swish(graph: Graph) -> Graph:
     return _fuse_curves(graph, ("Mul", "Div"), _hard_swish_match)
 
 
+def _centred_input(rw: Rewriter, node: Node) -> str | None:
+    """x where ``node`` is ReduceMean(d^2) (Pow 2, or Mul of d by itself) over some axes, with
+    d = x - ReduceMean(x) over the same axes (kept): a variance of x; None otherwise."""
+    if node.op != "ReduceMean" or not node.attrs.get("axes"):
+        return None
+    square = rw.get(node.inputs[0])
+    if square is None or not (
+            (square.op == "Pow" and square.attrs.get("exponent") == 2.0)
+            or (square.op == "Mul" and not square.consts
+                and square.inputs[0] == square.inputs[1])):
+        return None
+    centred = rw.get(square.inputs[0])
+    if centred is None or centred.op != "Sub" or centred.consts:
+        return None
+    x, mean = centred.inputs
+    mean_node = rw.get(mean)
+    if (mean_node is None or mean_node.op != "ReduceMean" or mean_node.inputs[0] != x
+            or tuple(mean_node.attrs.get("axes", ())) != tuple(node.attrs["axes"])
+            or not mean_node.attrs.get("keepdims") or rw.shape_of(x) != centred.shape):
+        return None
+    return x
+
+
+def floor_variances(graph: Graph) -> Graph:
+    """Each variance mean((x - mean x)^2) gets a CentredVariance node after it, which floors
+    it at its least value over x's box (``bounds.rules.variance``); the mean of squares keeps
+    its node under the name plus "/squares"."""
+    rw = Rewriter(graph)
+    for node in list(rw.iter()):
+        x = _centred_input(rw, node)
+        if x is None or any(c.op == "CentredVariance" for c in rw.consumers(node.name)):
+            continue
+        squares = Node(f"{node.name}/squares", node.op, node.inputs, node.shape, node.attrs,
+                       node.consts)
+        rw.replace(node, Node(node.name, "CentredVariance", (squares.name, x), node.shape,
+                              {"axes": tuple(node.attrs["axes"])}), before=[squares])
+    return rw.graph()
+
+
 def drop_dead_nodes(graph: Graph) -> Graph:
     live = {o.name for o in graph.outputs}
     keep = []
@@ -434,7 +476,8 @@ def drop_dead_nodes(graph: Graph) -> Graph:
 
 
 PASSES = (drop_noop_reshapes, clip_to_relu, fuse_gelu, fuse_swish, fuse_mish, fuse_hard_swish,
-          fuse_affine_followers, fold_input_normalisation, drop_noop_reshapes, drop_dead_nodes)
+          fuse_affine_followers, fold_input_normalisation, drop_noop_reshapes, floor_variances,
+          drop_dead_nodes)
 
 
 def simplify_graph(graph: Graph) -> Graph:
