@@ -1,5 +1,5 @@
 """More blocks of the unusual-model generator: the ops imported as compositions (LRN too),
-index maps, interpolation, quantisation, recurrent layers, TopK, MVN
+index maps, interpolation, quantisation, recurrent layers, TopK, MVN, LayerNorm
 (verifier/onnx_import/converters/:
 composite.py, rearrange.py, interpolation.py, quantize.py, einsum.py, recurrent.py,
 sorting.py). Merged into ``unusual_blocks``' tables; opset 13.
@@ -271,6 +271,31 @@ def gated(b) -> None:
     b.set(y, b.shape)
 
 
+def layer_norm(b) -> None:
+    """A LayerNorm over the vector: the op (opset 17), or as exporters decompose it: mean,
+    centring, the square as Pow or a product, the mean of squares, epsilon, Sqrt and a Div
+    (the variance floor of verifier/ir/passes.floor_variances), then scale and bias."""
+    n, x, node = b.shape[1], b.cur, b.node
+    eps = float(b.rng.choice([1e-5, 1e-3]))
+    scale = b.const(b.rng.uniform(0.5, 1.5, n).astype(F32))
+    bias = b.const((b.rng.normal(size=n) * 0.3).astype(F32))
+    form = str(b.rng.choice(["op", "pow", "mul"]))
+    if form == "op":
+        b.opset = max(b.opset, 17)
+        y = node("LayerNormalization", [x, scale, bias], False, axis=-1, epsilon=eps)
+    else:
+        d = node("Sub", [x, node("ReduceMean", [x], False, axes=[1], keepdims=1)], False)
+        sq = (node("Pow", [d, b.const(2.0)], False) if form == "pow"
+              else node("Mul", [d, d], False))
+        var = node("ReduceMean", [sq], False, axes=[1], keepdims=1)
+        std = node("Sqrt", [node("Add", [var, b.const(eps)], False)], False)
+        y = node("Add", [node("Mul", [node("Div", [d, std], False), scale], False), bias],
+                 False)
+    if f"layer_norm:{form}" not in b.ops:
+        b.ops.append(f"layer_norm:{form}")
+    b.set(y, b.shape)
+
+
 VECTOR_MORE = {
     "mvn": (mvn, lambda s: s[1] >= 3),
     "recurrent": (recurrent, lambda s: s[1] >= 2),
@@ -284,4 +309,5 @@ VECTOR_MORE = {
     "gather_elements": (gather_elements, lambda s: s[1] >= 2),
     "clip_dynamic": (clip_dynamic, lambda s: True),
     "gated": (gated, lambda s: True),
+    "layer_norm": (layer_norm, lambda s: s[1] >= 3),
 }

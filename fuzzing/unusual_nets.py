@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fuzzing.unusual_blocks import IMAGE_BLOCKS, VECTOR_BLOCKS
+from fuzzing.unusual_blocks import I64, IMAGE_BLOCKS, VECTOR_BLOCKS
 from fuzzing.unusual_blocks import batch_norm as blocks_batch_norm
 
 OPSET = 13
@@ -122,9 +122,28 @@ def _pick(b: Builder, blocks: dict, fits) -> str:
     return name
 
 
+# Reductions whose axes moved from an attribute to an input at opset 18 (ReduceSum at 13).
+_AXES_INPUT_AT_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                     "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare")
+
+
+def _axes_as_inputs(b: Builder) -> None:
+    """Blocks write reductions in the opset-13 form; where another block raised the model to
+    opset 18 or later, their ``axes`` attribute becomes the input it is there."""
+    for node in b.nodes:
+        if node.op_type not in _AXES_INPUT_AT_18:
+            continue
+        axes = [a for a in node.attribute if a.name == "axes"]
+        if axes:
+            node.attribute.remove(axes[0])
+            node.input.append(b.const(list(axes[0].ints), I64))
+
+
 def _to_proto(b: Builder, input_shape: tuple[int, ...], opset: int | None = None
               ) -> onnx.ModelProto:
     opset = b.opset if opset is None else opset
+    if opset >= 18:
+        _axes_as_inputs(b)
     graph = helper.make_graph(
         b.nodes, "unusual",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
