@@ -125,25 +125,30 @@ def _pick(b: Builder, blocks: dict, fits) -> str:
 # Reductions whose axes moved from an attribute to an input at opset 18 (ReduceSum at 13).
 _AXES_INPUT_AT_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                      "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare")
+# GridSample's mode names from opset 20 on.
+_GRID_MODES_AT_20 = {b"bilinear": b"linear", b"bicubic": b"cubic"}
 
 
-def _axes_as_inputs(b: Builder) -> None:
-    """Blocks write reductions in the opset-13 form; where another block raised the model to
-    opset 18 or later, their ``axes`` attribute becomes the input it is there."""
+def _to_opset(b: Builder, opset: int) -> None:
+    """Blocks write their nodes in the form of their own opset; where another block raised
+    the model's opset, the forms that changed take the newer one: reductions' ``axes``
+    become an input (18), GridSample's modes are renamed (20)."""
     for node in b.nodes:
-        if node.op_type not in _AXES_INPUT_AT_18:
-            continue
-        axes = [a for a in node.attribute if a.name == "axes"]
-        if axes:
-            node.attribute.remove(axes[0])
-            node.input.append(b.const(list(axes[0].ints), I64))
+        if opset >= 18 and node.op_type in _AXES_INPUT_AT_18:
+            axes = [a for a in node.attribute if a.name == "axes"]
+            if axes:
+                node.attribute.remove(axes[0])
+                node.input.append(b.const(list(axes[0].ints), I64))
+        if opset >= 20 and node.op_type == "GridSample":
+            for a in node.attribute:
+                if a.name == "mode":
+                    a.s = _GRID_MODES_AT_20.get(a.s, a.s)
 
 
 def _to_proto(b: Builder, input_shape: tuple[int, ...], opset: int | None = None
               ) -> onnx.ModelProto:
     opset = b.opset if opset is None else opset
-    if opset >= 18:
-        _axes_as_inputs(b)
+    _to_opset(b, opset)
     graph = helper.make_graph(
         b.nodes, "unusual",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],

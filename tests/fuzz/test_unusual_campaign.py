@@ -46,6 +46,25 @@ def test_every_block_builds_a_model_that_onnxruntime_runs(block):
     assert net.ops, block
 
 
+@pytest.mark.parametrize("image", ["grid_sample", "reduce_img"])
+def test_blocks_of_older_opsets_run_beside_newer_ones(image):
+    """A block that raises the opset (Swish: 24) beside blocks written in older forms (a
+    reduction's axes attribute, GridSample's "bilinear"): the model is upgraded to one valid
+    opset that onnxruntime runs (check_model, then ORT, refused it before)."""
+    blocks = (image, "layer_norm", "gated")
+    for seed in range(200):
+        try:
+            net = random_unusual_net(np.random.default_rng([SEED, seed]), blocks)
+        except ValueError:
+            continue
+        if "gated:swish_op" in net.ops and "layer_norm:op" not in net.ops:
+            break
+    else:
+        raise AssertionError("no seed drew the Swish op with a decomposed LayerNorm")
+    x = np.random.default_rng(0).uniform(-1, 1, (3, net.n_in))
+    assert np.all(np.isfinite(ort_outputs(net.onnx_bytes, x, net.input_shape)))
+
+
 def test_generation_is_deterministic():
     a, b = make_unusual_case(SEED, 7), make_unusual_case(SEED, 7)
     assert a.net.onnx_bytes == b.net.onnx_bytes and a.vnnlib == b.vnnlib and a.gz == b.gz
