@@ -31,6 +31,50 @@ def argmax_spec(center, radius: float, label: int, classes: int, low: float | No
     return "\n".join(lines) + "\n"
 
 
+def train_classifier(module, x, labels, steps: int) -> None:
+    """``steps`` Adam steps (lr 1e-3, batches of 32, seed 7) of cross-entropy on (x, labels)
+    (numpy arrays), then eval mode: the generated models' short training."""
+    import torch
+
+    torch.manual_seed(7)
+    data, target = torch.as_tensor(x), torch.as_tensor(labels)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    module.train()
+    for _ in range(steps):
+        batch = torch.randint(0, len(data), (32,))
+        loss = torch.nn.functional.cross_entropy(module(data[batch]), target[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.eval()
+
+
+_SCHEMAS = []  # the op libraries declared for a torchvision without its C++ ops, kept alive
+
+
+def import_torchvision():
+    """``torchvision`` imported (transformers imports it too, where installed). A wheel built
+    for CUDA torch imports on CPU torch only without its C++ ops, and torchvision 0.28 then
+    stops at registering fake kernels for ``nms``/``qnms``: those two ops' schemas are declared
+    (no kernels) and the import is tried again; the models used here need none of its ops."""
+    import torch
+
+    try:
+        import torchvision
+        return torchvision
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        del sys.modules[name]
+    library = torch.library.Library("torchvision", "FRAGMENT")
+    for op in ("nms", "qnms"):
+        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _SCHEMAS.append(library)
+    import torchvision
+    return torchvision
+
+
 def run(python: str, tree: str | None, onnx_path: Path, spec: Path, timeout: float
         ) -> tuple[str, float]:
     """(verdict, wall seconds) of one ``verify`` with PYTHONPATH=``tree`` (None: as is)."""
@@ -69,19 +113,41 @@ def run_instances(instances: list[tuple[str, Path, Path]], python: str, compare:
         print(f"{name} [{label}]: {dict(counts)} in {seconds[(name, label)]:.0f} s")
 
 
+def _first_per_model(instances: list, n: int) -> list:
+    """The first ``n`` instances of each model, in order."""
+    kept, seen = [], Counter()
+    for instance in instances:
+        seen[instance[0]] += 1
+        if seen[instance[0]] <= n:
+            kept.append(instance)
+    return kept
+
+
 def main(description: str, families: list[str], default_dir: str,
-         build: Callable[[list[str], Path], list[tuple[str, Path, Path]]],
-         default: list[str] | None = None) -> None:
+         build: Callable[..., list[tuple[str, Path, Path]]],
+         default: list[str] | None = None, exporters: bool = False) -> None:
     """The command line of a generated-instance benchmark: ``--families`` (of ``families``),
     ``--timeout``, ``--dir`` (where ``build(families, dir)`` writes the instances),
-    ``--compare`` (a baseline checkout) and ``--nncert-python``; ``default``: the families run
-    when none is named (all by default)."""
+    ``--first`` (each model's first N instances only), ``--compare`` (a baseline checkout) and
+    ``--nncert-python``; ``default``: the families run when none is named (all by default).
+    ``exporters``: also ``--exporter {default,dynamo}``, passed to ``build`` as ``exporter``
+    (``dynamo``: ``default_dir`` + ``-dynamo`` unless ``--dir`` is given)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--families", nargs="*", default=default or families, choices=families)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--dir", type=Path, default=Path(default_dir))
+    parser.add_argument("--dir", type=Path, default=None, help=f"default {default_dir}")
+    parser.add_argument("--first", type=int, default=None,
+                        help="each model's first N instances only (build order)")
     parser.add_argument("--compare", default=None, help="a baseline checkout (PYTHONPATH)")
     parser.add_argument("--nncert-python", default=sys.executable)
+    if exporters:
+        parser.add_argument("--exporter", choices=("default", "dynamo"), default="default",
+                            help="dynamo: every family by torch.onnx.export(dynamo=True) at "
+                                 "opset 18")
     args = parser.parse_args()
-    run_instances(build(args.families, args.dir), args.nncert_python, args.compare,
-                  args.timeout)
+    exporter = getattr(args, "exporter", "default")
+    folder = args.dir or Path(default_dir + ("-dynamo" if exporter == "dynamo" else ""))
+    instances = build(args.families, folder, **({"exporter": exporter} if exporters else {}))
+    if args.first is not None:
+        instances = _first_per_model(instances, args.first)
+    run_instances(instances, args.nncert_python, args.compare, args.timeout)

@@ -3,7 +3,8 @@ each instance verified by ``nncert verify`` in its own process, optionally again
 tree in the same run.
 
     python -m benchmarks.hf_models [--families vit deit swin ...] [--timeout 30]
-        [--dir /tmp/nncert-hf] [--compare /work/before] [--nncert-python PY]
+        [--dir /tmp/nncert-hf] [--first N] [--exporter {default,dynamo}]
+        [--compare /work/before] [--nncert-python PY]
 
 Needs ``transformers`` (not an nncert dependency: in a venv of its own, ``pip install
 torch==2.13.0 transformers onnx onnxruntime``); ``--nncert-python`` names the interpreter that
@@ -12,7 +13,8 @@ configuration (2-4 blocks, width 16-64, 5 classes; eager attention), trained for
 with fixed seeds on synthetic data (a random linear teacher's labels, no download), exported
 by the TorchScript exporter at opset 17 (MobileViTV2's Col2Im: the dynamo exporter at 18;
 LayerNormalization as one node; GroupNorm, weight-standardised convolutions, relative position
-biases, window shifts as the library writes them):
+biases, window shifts as the library writes them; ``--exporter dynamo``: every family by the
+dynamo exporter at 18, in /tmp/nncert-hf-dynamo by default):
 
 * vision, 3x32x32 inputs in [0, 1]: ``vit``, ``deit`` (class and distillation tokens),
   ``beit`` (relative position bias), ``dinov2``, ``swin`` (shifted windows), ``hiera``,
@@ -28,7 +30,8 @@ biases, window shifts as the library writes them):
   form), ``phi`` (gelu_new, partial rotary embeddings).
 
 Specs: the label at a point stays the argmax, over an L_inf ball of two radii at two
-points. Prints one line per instance and the counts and total seconds per model.
+points (``--first 1``: the first point's smaller radius only). Prints one line per
+instance and the counts and total seconds per model.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ VISION = ("vit", "deit", "beit", "dinov2", "swin", "hiera", "convnext", "convnex
           "segformer", "bit", "focalnet", "swiftformer", "efficientnet", "mobilevitv2", "cvt",
           "pvt_v2")
 DEFAULT_EXPORT = {"opset_version": 17, "dynamo": False}
+DYNAMO_EXPORT = {"opset_version": 18, "dynamo": True}  # --exporter dynamo: every family
 # MobileViTV2 folds its patches back (torch's fold: Col2Im, from opset 18), which the
 # TorchScript exporter fails to translate: the dynamo exporter's
 EXPORTS = {"mobilevitv2": {"opset_version": 18, "dynamo": True}}
@@ -177,6 +181,10 @@ TEXT = ("bert", "distilbert", "roberta", "electra", "deberta", "mpnet", "gpt2", 
 def _wrapped(family: str):
     """The family's model (eval mode) as a module from one float input to the logits."""
     import torch
+    try:  # transformers imports torchvision where it is installed (a CUDA wheel: see there)
+        fresh_runs.import_torchvision()
+    except ImportError:
+        pass
     import transformers
 
     kind = "vision" if family in VISION else "text"
@@ -207,24 +215,10 @@ def _data(family: str, kind: str, config, rng: np.random.Generator):
     return x, np.argmax((flat - flat.mean(0)) @ teacher, axis=1)
 
 
-def _train(module, x: np.ndarray, labels: np.ndarray) -> None:
-    import torch
-
-    torch.manual_seed(7)
-    data, target = torch.as_tensor(x), torch.as_tensor(labels)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    module.train()
-    for _ in range(TRAIN_STEPS):
-        batch = torch.randint(0, len(data), (32,))
-        loss = torch.nn.functional.cross_entropy(module(data[batch]), target[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    module.eval()
-
-
-def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
-    """(model name, onnx, vnnlib) per instance: two points, two radii per model."""
+def build(families: list[str], folder: Path, exporter: str = "default"
+          ) -> list[tuple[str, Path, Path]]:
+    """(model name, onnx, vnnlib) per instance: two points, two radii per model; ``exporter``
+    ``dynamo``: every family exported as ``DYNAMO_EXPORT``."""
     import onnxruntime as ort
     import torch
 
@@ -235,12 +229,12 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
         rng = np.random.default_rng(7)
         module, kind, config = _wrapped(family)
         x, labels = _data(family, kind, config, rng)
-        _train(module, x, labels)
+        fresh_runs.train_classifier(module, x, labels, TRAIN_STEPS)
         onnx_path = folder / f"hf_{family}.onnx"
+        export = DYNAMO_EXPORT if exporter == "dynamo" else EXPORTS.get(family, DEFAULT_EXPORT)
         with torch.no_grad():
             torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
-                              input_names=["x"], **EXPORTS.get(family, DEFAULT_EXPORT),
-                              output_names=["logits"])
+                              input_names=["x"], **export, output_names=["logits"])
         session = ort.InferenceSession(str(onnx_path))
         bounds = (0.0, 1.0) if kind == "vision" else (None, None)
         for k in (3, 50):
@@ -254,7 +248,8 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def main() -> None:
-    fresh_runs.main(__doc__.splitlines()[0], list(VISION + TEXT), "/tmp/nncert-hf", build)
+    fresh_runs.main(__doc__.splitlines()[0], list(VISION + TEXT), "/tmp/nncert-hf", build,
+                    exporters=True)
 
 
 if __name__ == "__main__":

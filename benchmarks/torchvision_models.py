@@ -3,21 +3,20 @@
 optionally against a baseline tree in the same run.
 
     python -m benchmarks.torchvision_models [--families mobilenet_v3_small vit ...]
-        [--timeout 30] [--dir /tmp/nncert-tv] [--compare /work/before] [--nncert-python PY]
+        [--timeout 30] [--dir /tmp/nncert-tv] [--first N] [--exporter {default,dynamo}]
+        [--compare /work/before] [--nncert-python PY]
 
 Needs ``torchvision`` (not an nncert dependency: in a venv of its own beside ``torch==2.13.0``,
 ``pip install --no-deps torchvision==0.28.0 pillow``, ``onnx``, ``onnxruntime``);
-``--nncert-python`` names the interpreter that has nncert's own, default this one. A
-torchvision wheel built for CUDA torch imports on CPU torch only without its C++ ops, and
-torchvision 0.28 then stops at registering fake kernels for ``nms``/``qnms``: this script
-declares those two ops' schemas (no kernels) and imports it again; the classification models
-use none of its C++ ops.
+``--nncert-python`` names the interpreter that has nncert's own, default this one (a
+torchvision wheel built for CUDA torch imports through ``fresh_runs.import_torchvision``).
 
 Each family is torchvision's own class at a small configuration (5 classes, 3x32x32 inputs in
 [0, 1]), trained for 150 steps with fixed seeds on synthetic data (a random linear teacher's
 labels, no download; BatchNorm statistics from that training, eval mode afterwards), exported
 by the TorchScript exporter at opset 17 (ViT: the dynamo exporter at opset 18, the
-TorchScript one failing on ``aten::_native_multi_head_attention``):
+TorchScript one failing on ``aten::_native_multi_head_attention``; ``--exporter dynamo``:
+every family by the dynamo exporter at 18, in /tmp/nncert-tv-dynamo by default):
 
 * ``mobilenet_v3_small``: ``MobileNetV3`` with the first, second, fourth and fifth blocks of
   the small setting at width 0.5 (ReLU and Hardswish, Hardsigmoid squeeze-excite), last
@@ -49,12 +48,12 @@ TorchScript one failing on ``aten::_native_multi_head_attention``):
   head dim 8 (MBConv, block and grid attention with relative position bias).
 
 Specs: the label at a point stays the argmax, over an L_inf ball of radii 0.002 and 0.01 at
-two points. Prints one line per instance and the counts and total seconds per model.
+two points (``--first 1``: the first point's smaller radius only). Prints one line per
+instance and the counts and total seconds per model.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,39 +68,16 @@ FAMILIES = ("mobilenet_v3_small", "mobilenet_v2", "shufflenet_v2", "squeezenet1_
             "googlenet", "densenet", "resnext", "regnet", "efficientnet_b0", "convnext",
             "swin_t", "swin_v2_t", "vit", "maxvit")
 DEFAULT_EXPORT = {"opset_version": 17, "dynamo": False}
+DYNAMO_EXPORT = {"opset_version": 18, "dynamo": True}  # --exporter dynamo: every family
 # torchvision's ViT calls nn.MultiheadAttention, which in eval mode under torch.no_grad takes
 # its fused path (aten::_native_multi_head_attention), which the TorchScript exporter does not
 # translate: the dynamo exporter's
 EXPORTS = {"vit": {"opset_version": 18, "dynamo": True}}
-_SCHEMAS = []  # the op libraries declared for a torchvision without its C++ ops, kept alive
-
-
-def _torchvision():
-    """``torchvision`` imported; where its C++ ops cannot load (a CUDA build beside CPU torch),
-    ``nms`` and ``qnms`` declared first so that its fake-kernel registrations succeed."""
-    import torch
-
-    try:
-        import torchvision
-        return torchvision
-    except RuntimeError as error:
-        if "torchvision::" not in str(error):
-            raise
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        del sys.modules[name]
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    for op in ("nms", "qnms"):
-        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _SCHEMAS.append(library)
-    import torchvision
-    return torchvision
-
-
 def _model(family: str):
     """The family's torchvision model at its small configuration."""
     from functools import partial
 
-    tv = _torchvision()
+    tv = fresh_runs.import_torchvision()
     m = tv.models
     if family == "mobilenet_v3_small":
         conf = partial(m.mobilenetv3.InvertedResidualConfig, width_mult=0.5)
@@ -164,24 +140,10 @@ def _data(rng: np.random.Generator):
     return x, np.argmax((flat - flat.mean(0)) @ teacher, axis=1)
 
 
-def _train(module, x: np.ndarray, labels: np.ndarray) -> None:
-    import torch
-
-    torch.manual_seed(7)
-    data, target = torch.as_tensor(x), torch.as_tensor(labels)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    module.train()
-    for _ in range(TRAIN_STEPS):
-        batch = torch.randint(0, len(data), (32,))
-        loss = torch.nn.functional.cross_entropy(module(data[batch]), target[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    module.eval()
-
-
-def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
-    """(model name, onnx, vnnlib) per instance: two points, two radii per model."""
+def build(families: list[str], folder: Path, exporter: str = "default"
+          ) -> list[tuple[str, Path, Path]]:
+    """(model name, onnx, vnnlib) per instance: two points, two radii per model; ``exporter``
+    ``dynamo``: every family exported as ``DYNAMO_EXPORT``."""
     import onnxruntime as ort
     import torch
 
@@ -192,12 +154,12 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
         rng = np.random.default_rng(7)
         module = _model(family)
         x, labels = _data(rng)
-        _train(module, x, labels)
+        fresh_runs.train_classifier(module, x, labels, TRAIN_STEPS)
         onnx_path = folder / f"tv_{family}.onnx"
+        export = DYNAMO_EXPORT if exporter == "dynamo" else EXPORTS.get(family, DEFAULT_EXPORT)
         with torch.no_grad():
             torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
-                              input_names=["x"], **EXPORTS.get(family, DEFAULT_EXPORT),
-                              output_names=["logits"])
+                              input_names=["x"], **export, output_names=["logits"])
         session = ort.InferenceSession(str(onnx_path))
         for k in (3, 50):
             scores = session.run(None, {"x": x[k:k + 1]})[0].reshape(-1)
@@ -210,7 +172,8 @@ def build(families: list[str], folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def main() -> None:
-    fresh_runs.main(__doc__.splitlines()[0], list(FAMILIES), "/tmp/nncert-tv", build)
+    fresh_runs.main(__doc__.splitlines()[0], list(FAMILIES), "/tmp/nncert-tv", build,
+                    exporters=True)
 
 
 if __name__ == "__main__":
