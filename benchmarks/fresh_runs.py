@@ -49,6 +49,28 @@ def train_classifier(module, x, labels, steps: int) -> None:
     module.eval()
 
 
+def export_instances(name: str, module, x, onnx_path: Path, export: dict, radii,
+                     classes: int, bounds: tuple = (None, None)) -> list[tuple[str, Path, Path]]:
+    """``module`` exported by torch.onnx (``export``: its keyword arguments) to ``onnx_path``,
+    and an argmax spec (``argmax_spec``, clipped to ``bounds``) at points 3 and 50 of ``x`` for
+    each radius: (name, onnx, vnnlib) per instance."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
+                          input_names=["x"], **export, output_names=["logits"])
+    session = ort.InferenceSession(str(onnx_path))
+    instances = []
+    for k in (3, 50):
+        scores = session.run(None, {"x": x[k:k + 1]})[0].reshape(-1)
+        for radius in radii:
+            spec = onnx_path.parent / f"{onnx_path.stem}_{k}_{radius}.vnnlib"
+            spec.write_text(argmax_spec(x[k], radius, int(scores.argmax()), classes, *bounds))
+            instances.append((name, onnx_path, spec))
+    return instances
+
+
 _SCHEMAS = []  # the op libraries declared for a torchvision without its C++ ops, kept alive
 
 

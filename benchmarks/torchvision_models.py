@@ -144,7 +144,6 @@ def build(families: list[str], folder: Path, exporter: str = "default"
           ) -> list[tuple[str, Path, Path]]:
     """(model name, onnx, vnnlib) per instance: two points, two radii per model; ``exporter``
     ``dynamo``: every family exported as ``DYNAMO_EXPORT``."""
-    import onnxruntime as ort
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,19 +154,10 @@ def build(families: list[str], folder: Path, exporter: str = "default"
         module = _model(family)
         x, labels = _data(rng)
         fresh_runs.train_classifier(module, x, labels, TRAIN_STEPS)
-        onnx_path = folder / f"tv_{family}.onnx"
         export = DYNAMO_EXPORT if exporter == "dynamo" else EXPORTS.get(family, DEFAULT_EXPORT)
-        with torch.no_grad():
-            torch.onnx.export(module, (torch.as_tensor(x[:1]),), str(onnx_path),
-                              input_names=["x"], **export, output_names=["logits"])
-        session = ort.InferenceSession(str(onnx_path))
-        for k in (3, 50):
-            scores = session.run(None, {"x": x[k:k + 1]})[0].reshape(-1)
-            for radius in RADII:
-                spec = folder / f"tv_{family}_{k}_{radius}.vnnlib"
-                spec.write_text(fresh_runs.argmax_spec(
-                    x[k], radius, int(np.argmax(scores)), CLASSES, 0.0, 1.0))
-                instances.append((f"tv_{family}", onnx_path, spec))
+        instances += fresh_runs.export_instances(
+            f"tv_{family}", module, x, folder / f"tv_{family}.onnx", export,
+            RADII, CLASSES, (0.0, 1.0))
     return instances
 
 
