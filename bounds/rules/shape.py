@@ -12,6 +12,8 @@ position (nearest-neighbour resizing is a gather) or None to keep the axis.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -133,6 +135,24 @@ def _reshape_backward(node, coef, args):
     return [coef.reshape(*coef.shape[:2], *static_shape(args[0]))], None
 
 
+def _index_map_backward(forward):
+    """The adjoint of a data-movement op whose other inputs are constants: each output
+    coefficient added to the input element it reads (``forward`` of the input's flat
+    positions says which), without autograd's zero forward."""
+
+    def backward(node, coef, args):
+        in_shape = static_shape(args[0])
+        numel = math.prod(in_shape)
+        positions = torch.arange(numel, device=coef.device).reshape(1, *in_shape)
+        read = forward(node, [positions, *args[1:]]).reshape(-1)
+        lead = coef.shape[:2]
+        spread = torch.zeros((*lead, numel), dtype=coef.dtype, device=coef.device).index_add(
+            2, read, coef.reshape(*lead, -1))
+        return [spread.reshape(*lead, *in_shape)] + [None] * (len(args) - 1), None
+
+    return backward
+
+
 def _transpose_backward(node, coef, args):
     """The inverse permutation of the coefficients (autograd's VJP of a zero forward cost
     7% of a Swin's intermediate pass)."""
@@ -145,8 +165,9 @@ RULES = (
     _rule("Reshape", _reshape, "reshape to the static shape", _reshape_backward, _MOVE),
     _rule("Transpose", _transpose, "permute axes", _transpose_backward, _MOVE),
     _rule("Concat", _concat, "concatenate along an axis"),
-    _rule("Slice", _slice, "strided slice", traits=_MOVE),
-    _rule("Gather", _gather, "select constant indices along an axis"),
+    _rule("Slice", _slice, "strided slice", _index_map_backward(_slice), _MOVE),
+    _rule("Gather", _gather, "select constant indices along an axis",
+          _index_map_backward(_gather)),
     _rule("Expand", _expand, "broadcast to the static shape"),
     _rule("Tile", _tile, "repeat along each axis"),
     _rule("Pad", _pad, "pad with a constant, by reflection or by the edge value"),

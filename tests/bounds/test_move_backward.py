@@ -1,5 +1,6 @@
-"""Direct backward steps of Transpose, ReduceSum and ReduceMean (``shape._transpose_backward``,
-``pooling._reduce_backward``): the numbers of autograd's VJP of the forward (which the engine
+"""Direct backward steps of Transpose, ReduceSum, ReduceMean, Slice and Gather
+(``shape._transpose_backward``, ``shape._index_map_backward``, ``pooling._reduce_backward``):
+the numbers of autograd's VJP of the forward (which the engine
 used before, through a zero forward), and the same gradient through them (alpha-CROWN's);
 bounds through them equal the VJP path's and enclose sampled outputs."""
 
@@ -26,13 +27,23 @@ CASES = [  # (op, input shape, output shape, attrs)
     ("ReduceMean", (1, 2, 3, 4), (1, 4), {"axes": (1, 2), "keepdims": 0}),
     ("ReduceSum", (1, 2, 3, 4), (1, 2, 1, 1), {"axes": (2, 3), "keepdims": 1}),
     ("ReduceSum", (1, 6, 5), (1, 5), {"axes": (1,), "keepdims": 0}),
+    ("Slice", (1, 4, 9), (1, 2, 4), {"axes": (1, 2), "starts": (1, 2), "ends": (3, 9),
+                                     "steps": (1, 2)}),
+    ("Slice", (1, 6, 5), (1, 3, 5), {"axes": (1,), "starts": (5,), "ends": (0,),
+                                     "steps": (-2,)}),
+    ("Gather", (1, 5, 4), (1, 6, 4), {"axis": 1}),
 ]
+GATHER_INDEX = torch.tensor([4, 0, 0, 2, 4, 1])  # repeats: their coefficients add up
+
+
+def _consts(op):
+    return [GATHER_INDEX] if op == "Gather" else []
 
 
 def _vjp(rule, node, in_shape, coef):
     b, s = coef.shape[:2]
     x = torch.zeros((b * s, *in_shape), dtype=coef.dtype, requires_grad=True)
-    out = rule.forward(node, [x])
+    out = rule.forward(node, [x, *_consts(node.op)])
     rows = coef.reshape(b * s, *node.shape)
     grad, = torch.autograd.grad((out * rows).sum(), [x], create_graph=coef.requires_grad)
     return grad.reshape(b, s, *in_shape)
@@ -47,12 +58,13 @@ def test_backward_is_the_vjp_and_so_is_its_gradient(case, dtype):
     g = torch.Generator().manual_seed(0)
     coef = torch.randn((2, 3, *out_shape), generator=g, dtype=dtype)
     x = torch.zeros((2, *in_shape), dtype=dtype)
-    coefs, offset = rule.backward(node, coef, [Interval(x, x)])
-    assert offset is None and coefs[0].is_contiguous()
+    args = [Interval(x, x), *_consts(op)]
+    coefs, offset = rule.backward(node, coef, args)
+    assert offset is None and coefs[0].is_contiguous() and len(coefs) == len(args)
     torch.testing.assert_close(coefs[0], _vjp(rule, node, in_shape, coef), rtol=0, atol=0)
     leaf = coef.clone().requires_grad_(True)
     weight = torch.randn((2, 3, *in_shape), generator=g, dtype=dtype)
-    direct, = torch.autograd.grad((rule.backward(node, leaf, [Interval(x, x)])[0][0]
+    direct, = torch.autograd.grad((rule.backward(node, leaf, args)[0][0]
                                    * weight).sum(), [leaf])
     reference, = torch.autograd.grad((_vjp(rule, node, in_shape, leaf) * weight).sum(), [leaf])
     torch.testing.assert_close(direct, reference)
