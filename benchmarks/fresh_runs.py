@@ -49,6 +49,35 @@ def train_classifier(module, x, labels, steps: int) -> None:
     module.eval()
 
 
+#: ``--exporter dynamo``: every family by torch.onnx's dynamo exporter (the default since torch
+#: 2.9) at opset 18
+DYNAMO_EXPORT = {"opset_version": 18, "dynamo": True}
+
+
+def build_families(families: list[str], folder: Path, prefix: str, make, steps: int,
+                   classes: int, exports: dict, exporter: str = "default"
+                   ) -> list[tuple[str, Path, Path]]:
+    """Each family made (``make(family, rng)`` -> module, inputs, labels, radii, input
+    bounds; torch and numpy seeded 7 first), trained ``steps`` steps, exported to
+    ``folder``/``prefix``_family.onnx with its specs: as ``exports[family]`` (its
+    torch.onnx.export arguments), or ``DYNAMO_EXPORT`` for every family with ``exporter``
+    "dynamo"."""
+    import numpy as np
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    instances = []
+    for family in families:
+        torch.manual_seed(7)
+        module, x, labels, radii, bounds = make(family, np.random.default_rng(7))
+        train_classifier(module, x, labels, steps)
+        name = f"{prefix}_{family}"
+        export = DYNAMO_EXPORT if exporter == "dynamo" else exports[family]
+        instances += export_instances(name, module, x, folder / f"{name}.onnx", export,
+                                      radii, classes, bounds)
+    return instances
+
+
 def export_instances(name: str, module, x, onnx_path: Path, export: dict, radii,
                      classes: int, bounds: tuple = (None, None)) -> list[tuple[str, Path, Path]]:
     """``module`` exported by torch.onnx (``export``: its keyword arguments) to ``onnx_path``,

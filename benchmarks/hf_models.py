@@ -170,7 +170,6 @@ VISION = ("vit", "deit", "beit", "dinov2", "swin", "hiera", "convnext", "convnex
           "segformer", "bit", "focalnet", "swiftformer", "efficientnet", "mobilevitv2", "cvt",
           "pvt_v2")
 DEFAULT_EXPORT = {"opset_version": 17, "dynamo": False}
-DYNAMO_EXPORT = {"opset_version": 18, "dynamo": True}  # --exporter dynamo: every family
 # MobileViTV2 folds its patches back (torch's fold: Col2Im, from opset 18), which the
 # TorchScript exporter fails to translate: the dynamo exporter's
 EXPORTS = {"mobilevitv2": {"opset_version": 18, "dynamo": True}}
@@ -215,25 +214,18 @@ def _data(family: str, kind: str, config, rng: np.random.Generator):
     return x, np.argmax((flat - flat.mean(0)) @ teacher, axis=1)
 
 
+def _make(family: str, rng: np.random.Generator):
+    module, kind, config = _wrapped(family)
+    x, labels = _data(family, kind, config, rng)
+    return module, x, labels, RADII[kind], (0.0, 1.0) if kind == "vision" else (None, None)
+
+
 def build(families: list[str], folder: Path, exporter: str = "default"
           ) -> list[tuple[str, Path, Path]]:
-    """(model name, onnx, vnnlib) per instance: two points, two radii per model; ``exporter``
-    ``dynamo``: every family exported as ``DYNAMO_EXPORT``."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    instances = []
-    for family in families:
-        torch.manual_seed(7)
-        rng = np.random.default_rng(7)
-        module, kind, config = _wrapped(family)
-        x, labels = _data(family, kind, config, rng)
-        fresh_runs.train_classifier(module, x, labels, TRAIN_STEPS)
-        export = DYNAMO_EXPORT if exporter == "dynamo" else EXPORTS.get(family, DEFAULT_EXPORT)
-        instances += fresh_runs.export_instances(
-            f"hf_{family}", module, x, folder / f"hf_{family}.onnx", export,
-            RADII[kind], CLASSES, (0.0, 1.0) if kind == "vision" else (None, None))
-    return instances
+    """(model name, onnx, vnnlib) per instance: two points, two radii per model."""
+    exports = {family: EXPORTS.get(family, DEFAULT_EXPORT) for family in families}
+    return fresh_runs.build_families(families, folder, "hf", _make, TRAIN_STEPS, CLASSES,
+                                     exports, exporter)
 
 
 def main() -> None:

@@ -68,7 +68,6 @@ FAMILIES = ("mobilenet_v3_small", "mobilenet_v2", "shufflenet_v2", "squeezenet1_
             "googlenet", "densenet", "resnext", "regnet", "efficientnet_b0", "convnext",
             "swin_t", "swin_v2_t", "vit", "maxvit")
 DEFAULT_EXPORT = {"opset_version": 17, "dynamo": False}
-DYNAMO_EXPORT = {"opset_version": 18, "dynamo": True}  # --exporter dynamo: every family
 # torchvision's ViT calls nn.MultiheadAttention, which in eval mode under torch.no_grad takes
 # its fused path (aten::_native_multi_head_attention), which the TorchScript exporter does not
 # translate: the dynamo exporter's
@@ -140,25 +139,17 @@ def _data(rng: np.random.Generator):
     return x, np.argmax((flat - flat.mean(0)) @ teacher, axis=1)
 
 
+def _make(family: str, rng: np.random.Generator):
+    x, labels = _data(rng)
+    return _model(family), x, labels, RADII, (0.0, 1.0)
+
+
 def build(families: list[str], folder: Path, exporter: str = "default"
           ) -> list[tuple[str, Path, Path]]:
-    """(model name, onnx, vnnlib) per instance: two points, two radii per model; ``exporter``
-    ``dynamo``: every family exported as ``DYNAMO_EXPORT``."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    instances = []
-    for family in families:
-        torch.manual_seed(7)
-        rng = np.random.default_rng(7)
-        module = _model(family)
-        x, labels = _data(rng)
-        fresh_runs.train_classifier(module, x, labels, TRAIN_STEPS)
-        export = DYNAMO_EXPORT if exporter == "dynamo" else EXPORTS.get(family, DEFAULT_EXPORT)
-        instances += fresh_runs.export_instances(
-            f"tv_{family}", module, x, folder / f"tv_{family}.onnx", export,
-            RADII, CLASSES, (0.0, 1.0))
-    return instances
+    """(model name, onnx, vnnlib) per instance: two points, two radii per model."""
+    exports = {family: EXPORTS.get(family, DEFAULT_EXPORT) for family in families}
+    return fresh_runs.build_families(families, folder, "tv", _make, TRAIN_STEPS, CLASSES,
+                                     exports, exporter)
 
 
 def main() -> None:

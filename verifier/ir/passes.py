@@ -452,7 +452,7 @@ def floor_variances(graph: Graph) -> Graph:
     it at its least value over x's box (``bounds.rules.variance``); the mean of squares keeps
     its node under the name plus "/squares"."""
     rw = Rewriter(graph)
-    for node in list(rw.iter()):
+    for node in rw.iter():
         x = _centred_input(rw, node)
         if x is None or any(c.op == "CentredVariance" for c in rw.consumers(node.name)):
             continue
