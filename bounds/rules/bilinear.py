@@ -60,12 +60,24 @@ def product_planes(coef: torch.Tensor, x: Interval, y: Interval, alpha=None):
     mag_y = torch.maximum(ly.abs(), uy.abs())
     b_lo = b_lo - eps * (b_lo.abs() + sx_lo.abs() * mag_x + sy_lo.abs() * mag_y).detach()
     b_up = b_up + eps * (b_up.abs() + sx_up.abs() * mag_x + sy_up.abs() * mag_y).detach()
+    # A+ lower + A- upper = A upper + A+ (lower - upper): five passes over the coefficients
+    # and two products, where the two signs' parts took twelve passes (a patch mask times the
+    # image, cctsdb's first Mul: 45 ms a step on 12288 pixels)
     pos = coef.clamp(min=0)
-    neg = coef - pos
-    cx = pos * sx_lo + neg * sx_up
-    cy = pos * sy_lo + neg * sy_up
-    offset = (pos * b_lo + neg * b_up).flatten(2).sum(-1)
+    cx = torch.addcmul(coef * sx_up, pos, sx_lo - sx_up)
+    cy = torch.addcmul(coef * sy_up, pos, sy_lo - sy_up)
+    offset = _sum_products(coef, b_up) + _sum_products(pos, b_lo - b_up)
     return cx, cy, offset
+
+
+def _sum_products(coef: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """sum over positions of coef [B, S, *shape] * plane (broadcastable, [B or 1, S or 1,
+    ...]): a batched matrix-vector product where the plane is one per domain."""
+    if plane.shape[1] != 1:
+        return (coef * plane).flatten(2).sum(-1)
+    b, s = coef.shape[:2]
+    per_domain = plane.expand(b, 1, *coef.shape[2:]).reshape(b, -1, 1)
+    return torch.bmm(coef.reshape(b, s, -1), per_domain).squeeze(-1)
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:

@@ -191,8 +191,21 @@ def _maxpool_backward(node, coef, args, alpha=None):
         return None, None
     idx, lead, lo, up = _pool_windows(node, x)
     b, s = coef.shape[:2]
-    win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
     hw = x.lower[0].numel() // lead
+    if alpha is None:  # two cells per window (``max_relax.default_cells``)
+        *parts, offset = max_relax.default_cells(coef.reshape(b, s, -1), lo, up)
+        # window r = (l, o) reads cell idx[o, k] of lead slice l: flat l hw + idx[o, k]. The
+        # chosen cells are never padding (-inf bounds are never the largest of a window with
+        # finite cells), so no sentinel column: the sum is the input's layout as it stands.
+        o = idx.shape[0]
+        base = torch.arange(lead, device=idx.device).repeat_interleave(o) * hw
+        reads = idx.repeat(lead, 1).unsqueeze(0).expand(lo.shape[0], -1, -1)  # [B, R, K]
+        out = torch.zeros((b, s, lead * hw), dtype=coef.dtype, device=coef.device)
+        for cell, value in parts:
+            at = base + reads.gather(-1, cell.unsqueeze(-1)).squeeze(-1)  # [B, R]
+            out.scatter_add_(-1, at.unsqueeze(1).expand(b, s, -1), value)
+        return [out.view(b, s, *x.lower.shape[1:])], offset
+    win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
     out = torch.zeros((b, s, lead, hw + 1), dtype=coef.dtype, device=coef.device)
     flat = idx.reshape(-1).expand(b, s, lead, -1)
     out = out.scatter_add(-1, flat, win.reshape(b, s, lead, -1))
@@ -225,7 +238,14 @@ def _reducemax_backward(node, coef, args, alpha=None):
     perm, kept, k = _reduce_layout(node, shape)
     lo, up = _reduce_windows(node, x)
     b, s = coef.shape[:2]
-    win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
+    if alpha is None:  # (``max_relax.default_cells``: no dense temporaries but the result)
+        *parts, offset = max_relax.default_cells(coef.reshape(b, s, -1), lo, up)
+        win = torch.zeros((b, s, *lo.shape[1:]), dtype=coef.dtype, device=coef.device)
+        for cell, value in parts:
+            win.scatter_add_(-1, cell.view(-1, 1, cell.shape[-1], 1).expand(b, s, -1, 1),
+                             value.unsqueeze(-1))
+    else:
+        win, offset = max_relax.max_backward(coef.reshape(b, s, -1), lo, up, alpha)
     moved = win.reshape(b, s, *kept, *[shape[p - 1] for p in perm[1 + len(kept):]])
     inverse = [0] * len(perm)
     for i, p in enumerate(perm):

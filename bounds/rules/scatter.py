@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from bounds.engine.box_dot import box_lower
 from bounds.registry import Milp, OpRule, OpTraits, Rounding, UnsupportedOpError
 from bounds.types import Interval
 
@@ -122,6 +123,14 @@ def _backward(node, coef, args, alpha=None):
     """Exact copies where membership is sure either way, the hull elsewhere (docstring)."""
     d, u, sure, maybe = _sets(node, args)
     lower, upper = _hull(d, u, sure, maybe)
+    if node.is_const(0) and node.is_const(1):
+        # only the starts move the output, and they get no coefficient: the step concretises
+        # the whole hull (equal to its constants where membership is sure either way), in
+        # the centred form's two products instead of a pass per part (cctsdb's patch mask:
+        # 85 ms a step on its 12288 pixels)
+        b, s = coef.shape[:2]
+        return [None] * 4, box_lower(coef.reshape(b, s, -1), lower.flatten(1),
+                                     upper.flatten(1))
     keep_d = (~maybe).unsqueeze(1).to(coef.dtype)
     keep_u = sure.unsqueeze(1).to(coef.dtype)
     rest = 1 - keep_d - keep_u

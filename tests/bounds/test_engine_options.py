@@ -111,8 +111,12 @@ def test_reuse_subset_equals_full_recompute_when_nothing_changed(seed, monkeypat
     for reuse in ({"lin0"}, {"lin0", "lin2"}, per_domain, True, False):
         again = _state(graph, box, given, reuse)
         for name, iv in full.bounds.items():
-            assert torch.equal(again.bounds[name].lower, iv.lower), (reuse, name)
-            assert torch.equal(again.bounds[name].upper, iv.upper), (reuse, name)
+            # (a pass over a subset of the domains runs the matrix products at other shapes,
+            # whose kernels may sum in another order: an ulp apart on AVX-512 machines)
+            for got, want in ((again.bounds[name].lower, iv.lower),
+                              (again.bounds[name].upper, iv.upper)):
+                torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14,
+                                           msg=lambda m, r=reuse, n=name: f"{r} {n}: {m}")
 
 
 def _split(bounds: dict, value: str, domain: int, active: bool) -> dict:

@@ -51,28 +51,29 @@ def _box(rng, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("fixed", [False, True], ids=["range", "fixed"])
-@pytest.mark.parametrize("const", ["none", "data", "updates"])
+@pytest.mark.parametrize("const", ["none", "data", "updates", "both"])
 def test_ibp_and_backward_enclose_sampled_points(fixed, const):
+    """(both constant: only the starts move the output, and the step concretises it)"""
     rng = np.random.default_rng(11 + fixed + 3 * len(const))
     batch, n_spec = 8, 3
     s_lo, s_hi = _start_box(rng, batch, fixed)
     boxes = [_box(rng, batch), _box(rng, batch)]
     mask = _mask(rng)
-    fixed_vals = {"data": 0, "updates": 1}
-    const_pos = fixed_vals.get(const)
-    value = torch.tensor(rng.normal(size=SHAPE), dtype=F64)
-    node = _node(mask, value.numpy() if const_pos == 0 else None,
-                 value.numpy() if const_pos == 1 else None)
-    args = [value if pos == const_pos else Interval(*boxes[pos]) for pos in (0, 1)]
+    const_at = {"none": (), "data": (0,), "updates": (1,), "both": (0, 1)}[const]
+    values = [torch.tensor(rng.normal(size=SHAPE), dtype=F64) for _ in range(2)]
+    node = _node(mask, values[0].numpy() if 0 in const_at else None,
+                 values[1].numpy() if 1 in const_at else None)
+    args = [values[pos] if pos in const_at else Interval(*boxes[pos]) for pos in (0, 1)]
     args += [Interval(s_lo, s_hi), torch.tensor(mask)]
     box = RULE.ibp(node, args)
     coef = torch.tensor(rng.normal(size=(batch, n_spec, *SHAPE)), dtype=F64)
     coefs, offset = RULE.backward(node, coef, args)
     assert coefs[2] is None and coefs[3] is None
+    assert all(coefs[pos] is None for pos in const_at)
     samples = [_points(rng, *boxes[0], 40), _points(rng, *boxes[1], 40),
                _points(rng, s_lo, s_hi, 40)]
     for d, u, s in zip(*samples, strict=True):
-        ins = [value if pos == const_pos else x for pos, x in ((0, d), (1, u))]
+        ins = [values[pos] if pos in const_at else x for pos, x in ((0, d), (1, u))]
         y = RULE.forward(node, [*ins, s, torch.tensor(mask)])
         assert torch.isfinite(y).all()
         assert (box.lower <= y).all() and (y <= box.upper).all()

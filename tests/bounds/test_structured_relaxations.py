@@ -271,3 +271,23 @@ def test_simplex_lower_falls_back_off_the_simplex():
                    torch.tensor([[[0.9, 0.9]]], dtype=torch.float64))  # sum of lowers > 1
     coef = torch.tensor([[[[1.0, -1.0]]]], dtype=torch.float64)
     assert abs(simplex_lower(coef, box, axis=1).item() - (0.6 - 0.9)) < 1e-12
+
+
+@pytest.mark.parametrize("label", [k for k in CASES if CASES[k][0] in ("MaxPool", "ReduceMax")])
+def test_window_max_default_step_is_its_dense_form(label):
+    """The default step's two cells per window (``max_relax.default_cells``) give the dense
+    step's numbers at the one-hot lower plane that ``initial_alpha`` reproduces: the same
+    coefficients and offsets, for one box shared by the rows' domains and for one per domain."""
+    from bounds.engine.alpha import STRUCTURED_ALPHA_OPS
+
+    rng, node, intervals, _, _ = _draw(label, 11, torch.float64)
+    rule = rules().get(node.op)
+    for boxes in (intervals, [Interval(i.lower[:1], i.upper[:1]) for i in intervals]):
+        s = 4
+        coef = torch.as_tensor(rng.normal(size=(N_BOXES, s, *node.shape)))
+        init = STRUCTURED_ALPHA_OPS[node.op][0](node, boxes, s).expand(N_BOXES, -1, -1, -1)
+        (sparse,), off = rule.backward(node, coef, boxes)
+        (dense,), dense_off = rule.backward(node, coef, boxes, alpha=init)
+        # (overlapping windows add their cells in another order: a few ulps of the sum)
+        torch.testing.assert_close(sparse, dense, rtol=1e-15, atol=1e-15 * coef.abs().max())
+        torch.testing.assert_close(off, dense_off, rtol=1e-15, atol=0)
