@@ -40,7 +40,12 @@ def test_children_bounds_from_parents_enclose_a_fresh_pass(seed, more):
         assert torch.equal(got.upper, kids.upper[lay.value])
     for name, want in fresh.bounds.items():
         got = from_parents.bounds[name]
-        assert bool((got.lower <= want.lower).all()) and bool((got.upper >= want.upper).all())
+        # (up to the float64 rounding of passes over batches of other sizes, whose products
+        # may sum in another order: an ulp or two where a child's bound equals its parent's,
+        # seen on an AVX-512 machine; the engines' final margin covers it)
+        ulps = 1e-14 * (1 + want.lower.abs() + want.upper.abs())
+        assert bool((got.lower <= want.lower + ulps).all())
+        assert bool((got.upper >= want.upper - ulps).all())
     # points of each child's region (its Relu phases) lie inside its bounds of every value
     x = torch.rand(4000, 4, dtype=torch.float64) * 2 - 1
     values = {k: v.flatten(1) for k, v in run_graph(graph, x, keep_all=True).items()}

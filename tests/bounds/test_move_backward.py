@@ -100,3 +100,40 @@ def test_bounds_through_the_steps_equal_the_vjp_path(method, monkeypatch):
     x = box.lower + (box.upper - box.lower) * torch.rand((500, 1, 4, 6), dtype=F64)
     y = run_graph(graph, x)[0].reshape(500, 2)
     assert bool((y[:, 0] - y[:, 1] >= direct.reshape(-1) - 1e-9).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_concat_step_is_the_vjp_with_the_constant_parts_offset(dtype):
+    """Concat of two dynamic inputs around a constant block: each input's coefficients are
+    autograd's VJP (to the bit), and the offset is A . f(0), the constant block's share."""
+    g = torch.Generator().manual_seed(5)
+    const = torch.randn((1, 2, 3), generator=g, dtype=dtype)
+    node = Node("n", "Concat", ("a", None, "b"), (1, 7, 3), {"axis": 1}, {1: const.numpy()})
+    rule = rules().get("Concat")
+    coef = torch.randn((2, 4, 1, 7, 3), generator=g, dtype=dtype)
+    args = [Interval(torch.zeros((2, 1, 1, 3), dtype=dtype), torch.zeros((2, 1, 1, 3),
+                                                                          dtype=dtype)),
+            const, Interval(torch.zeros((2, 1, 4, 3), dtype=dtype),
+                            torch.zeros((2, 1, 4, 3), dtype=dtype))]
+    coefs, offset = rule.backward(node, coef, args)
+    assert coefs[1] is None and all(c.is_contiguous() for c in (coefs[0], coefs[2]))
+    a = torch.zeros((8, 1, 1, 3), dtype=dtype, requires_grad=True)
+    b = torch.zeros((8, 1, 4, 3), dtype=dtype, requires_grad=True)
+    out = rule.forward(node, [a, const, b])
+    grads = torch.autograd.grad((out * coef.reshape(8, 1, 7, 3)).sum(), [a, b])
+    for got, want in zip((coefs[0], coefs[2]), grads, strict=True):
+        torch.testing.assert_close(got, want.reshape(got.shape), rtol=0, atol=0)
+    zero = out.detach()[:1]  # f(0): the constant block between zeros
+    torch.testing.assert_close(offset, (coef * zero).flatten(2).sum(-1))
+
+
+def test_slice_step_writes_the_slice_for_positive_steps():
+    """Several axes, a step of 2, starts past 0: the strided copy is the index map's sum."""
+    node = Node("n", "Slice", ("x",), (1, 2, 3), {"axes": (1, 2), "starts": (1, 1),
+                                                   "ends": (5, 7), "steps": (2, 2)})
+    coef = torch.randn((2, 3, 1, 2, 3), generator=torch.Generator().manual_seed(2), dtype=F64)
+    x = torch.zeros((2, 1, 6, 8), dtype=F64)
+    (direct,), offset = rules().get("Slice").backward(node, coef, [Interval(x, x)])
+    reference = _vjp(rules().get("Slice"), node, (1, 6, 8), coef)
+    assert offset is None
+    torch.testing.assert_close(direct, reference, rtol=0, atol=0)
