@@ -1,6 +1,6 @@
 """Shape ops: they only move, copy or select elements (Pad may add a constant), so they are
 affine and monotone: IBP applies the op to both ends; CROWN's backward step is a direct adjoint
-(Reshape, Transpose, Concat, Slice, Gather) or the engine's generic VJP of ``forward``.
+(Reshape, Transpose, Concat, Slice, Gather, Pad) or the engine's generic VJP of ``forward``.
 
 Attributes (set by the importer, axes refer to the static per-sample shape):
 Reshape(); Transpose(perm); Concat(axis); Slice(axes, starts, ends, steps) with starts/ends
@@ -154,6 +154,7 @@ def _index_map_backward(forward):
 
 
 _SLICE_BY_INDEX = _index_map_backward(_slice)
+_PAD_BY_INDEX = _index_map_backward(_pad)
 
 
 def _slice_backward(node, coef, args):
@@ -189,6 +190,32 @@ def _concat_backward(node, coef, args):
     return coefs, offset
 
 
+def _pad_backward(node, coef, args):
+    """Constant mode: the coefficients of the cells read from the input, copied into its
+    shape (a negative pad crops: the cells it drops get none), and value . (the padded
+    cells' coefficients) in the offset; edge, wrap and reflect modes: the index map (each
+    output cell reads one input cell)."""
+    if node.attrs.get("mode", "constant") != "constant":
+        return _PAD_BY_INDEX(node, coef, args)
+    in_shape = static_shape(args[0])
+    pads = [int(p) for p in node.attrs["pads"]]
+    rank = len(pads) // 2
+    read, written = [slice(None)] * 2, [slice(None)] * 2
+    for i in range(rank):
+        begin, end = pads[i], pads[i + rank]
+        kept = in_shape[i] - max(-begin, 0) - max(-end, 0)
+        read.append(slice(max(-begin, 0), max(-begin, 0) + kept))
+        written.append(slice(max(begin, 0), max(begin, 0) + kept))
+    out = coef.new_zeros((*coef.shape[:2], *in_shape))
+    out[tuple(read)] = coef[tuple(written)]
+    value = float(node.attrs.get("value", 0.0))
+    if value == 0.0:
+        return [out], None
+    padded = torch.ones(coef.shape[2:], dtype=coef.dtype, device=coef.device)
+    padded[tuple(written[2:])] = 0.0
+    return [out], value * sum_to_batch_spec(coef * padded)
+
+
 def _transpose_backward(node, coef, args):
     """The inverse permutation of the coefficients (autograd's VJP of a zero forward cost
     7% of a Swin's intermediate pass)."""
@@ -206,6 +233,7 @@ RULES = (
           _index_map_backward(_gather)),
     _rule("Expand", _expand, "broadcast to the static shape"),
     _rule("Tile", _tile, "repeat along each axis"),
-    _rule("Pad", _pad, "pad with a constant, by reflection or by the edge value"),
+    _rule("Pad", _pad, "pad with a constant, by reflection or by the edge value",
+          _pad_backward),
     _rule("Resize", _resize, "nearest-neighbour resize (a gather per axis)"),
 )
