@@ -108,6 +108,12 @@ def _global_avg(node, args):
     return x.mean(dim=tuple(range(3, x.dim())), keepdim=True)
 
 
+def _global_avg_backward(node, coef, args):
+    """Each coefficient spread over its channel's cells, divided by their count."""
+    in_shape = static_shape(args[0])
+    return [coef.expand(*coef.shape[:2], *in_shape) / math.prod(in_shape[2:])], None
+
+
 def _reduce(fn):
     def forward(node, args):
         x = args[0]
@@ -281,7 +287,8 @@ def _rule(op, forward, traits, doc, fields, backward=None, floor=None):
 
 RULES = (
     _rule("AveragePool", _avg_forward, _LINEAR, "window mean", _SUM, _avg_backward),
-    _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM),
+    _rule("GlobalAveragePool", _global_avg, _LINEAR, "mean over spatial axes", _SUM,
+          _global_avg_backward),
     _rule("MaxPool", _max_forward, _MONO, "window max; y >= sum lam x_k, y <= chord of "
           "max(x_j, m)", _WINDOW_MAX, _maxpool_backward),
     _rule("ReduceSum", _reduce_sum, _LINEAR, "sum over axes", _SUM, _reduce_backward(False),

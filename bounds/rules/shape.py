@@ -1,6 +1,6 @@
 """Shape ops: they only move, copy or select elements (Pad may add a constant), so they are
-affine and monotone: IBP applies the op to both ends; CROWN's backward step is a direct adjoint
-(Reshape, Transpose, Concat, Slice, Gather, Pad) or the engine's generic VJP of ``forward``.
+affine and monotone: IBP applies the op to both ends; CROWN's backward step is the op's adjoint,
+written directly (no autograd VJP of ``forward``).
 
 Attributes (set by the importer, axes refer to the static per-sample shape):
 Reshape(); Transpose(perm); Concat(axis); Slice(axes, starts, ends, steps) with starts/ends
@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from bounds.registry import OpRule, OpTraits, Rounding
-from bounds.rules.common import AFFINE_FIELDS, ibp_monotone, static_shape, sum_to_batch_spec
+from bounds.rules.common import (
+    AFFINE_FIELDS,
+    ibp_monotone,
+    reduce_to_operand,
+    static_shape,
+    sum_to_batch_spec,
+)
 
 _SHAPE = OpTraits(affine=True, monotone=True)
 # a permutation of coordinates, or a selection of distinct ones (Slice)
@@ -216,6 +222,23 @@ def _pad_backward(node, coef, args):
     return [out], value * sum_to_batch_spec(coef * padded)
 
 
+def _expand_backward(node, coef, args):
+    """The coefficients summed over the axes the input is broadcast along."""
+    return [reduce_to_operand(coef, static_shape(args[0]))], None
+
+
+def _tile_backward(node, coef, args):
+    """Each output axis of r copies of n cells read as (r, n): the copies' coefficients
+    summed."""
+    in_shape = static_shape(args[0])
+    repeats = [int(r) for r in node.attrs["repeats"]]
+    split = [size for r, n in zip(repeats, in_shape, strict=True) for size in (r, n)]
+    copies = tuple(2 + 2 * i for i, r in enumerate(repeats) if r != 1)
+    parts = coef.reshape(*coef.shape[:2], *split)
+    return [(parts.sum(dim=copies) if copies else parts).reshape(*coef.shape[:2], *in_shape)
+            ], None
+
+
 def _transpose_backward(node, coef, args):
     """The inverse permutation of the coefficients (autograd's VJP of a zero forward cost
     7% of a Swin's intermediate pass)."""
@@ -231,9 +254,10 @@ RULES = (
     _rule("Slice", _slice, "strided slice", _slice_backward, _MOVE),
     _rule("Gather", _gather, "select constant indices along an axis",
           _index_map_backward(_gather)),
-    _rule("Expand", _expand, "broadcast to the static shape"),
-    _rule("Tile", _tile, "repeat along each axis"),
+    _rule("Expand", _expand, "broadcast to the static shape", _expand_backward),
+    _rule("Tile", _tile, "repeat along each axis", _tile_backward),
     _rule("Pad", _pad, "pad with a constant, by reflection or by the edge value",
           _pad_backward),
-    _rule("Resize", _resize, "nearest-neighbour resize (a gather per axis)"),
+    _rule("Resize", _resize, "nearest-neighbour resize (a gather per axis)",
+          _index_map_backward(_resize)),
 )

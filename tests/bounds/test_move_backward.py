@@ -1,8 +1,9 @@
-"""Direct backward steps of Transpose, ReduceSum, ReduceMean, Slice and Gather
-(``shape._transpose_backward``, ``shape._index_map_backward``, ``pooling._reduce_backward``):
-the numbers of autograd's VJP of the forward (which the engine
-used before, through a zero forward), and the same gradient through them (alpha-CROWN's);
-bounds through them equal the VJP path's and enclose sampled outputs."""
+"""Direct backward steps of the data-movement and reduction ops (Transpose, ReduceSum,
+ReduceMean, Slice, Gather, Concat, Pad, Expand, Tile, Resize, GlobalAveragePool; in
+``bounds/rules/shape.py`` and ``pooling.py``): the numbers of autograd's VJP of the forward
+(which the engine used before, through a zero forward; to the bit where nothing is added up
+in another order), the zero forward's offset where constants enter, the same gradient through
+them (alpha-CROWN's); bounds through them equal the VJP path's and enclose sampled outputs."""
 
 from __future__ import annotations
 
@@ -168,3 +169,32 @@ def test_pad_step_is_the_vjp_with_the_fill_in_the_offset(case):
         assert offset is None
     else:
         torch.testing.assert_close(offset, (coef * zero.unsqueeze(1)).flatten(2).sum(-1))
+
+
+SPREAD_CASES = [  # (op, input shape, output shape, attrs): the adjoints that add copies up
+    ("Expand", (1, 1, 3, 1), (1, 4, 3, 5), {}),
+    ("Tile", (1, 2, 3), (2, 2, 9), {"repeats": (2, 1, 3)}),
+    ("Resize", (1, 2, 3), (1, 4, 6), {"indices": (None, (0, 0, 1, 1), (0, 0, 1, 1, 2, 2))}),
+    ("GlobalAveragePool", (1, 3, 4, 5), (1, 3, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("case", SPREAD_CASES, ids=lambda c: c[0])
+def test_spreading_steps_are_the_vjp(case):
+    """Expand, Tile, nearest Resize and GlobalAveragePool: autograd's VJP, up to the order in
+    which the copies' coefficients are added; and the same gradient through the step."""
+    op, in_shape, out_shape, attrs = case
+    node = Node("n", op, ("x",), out_shape, attrs)
+    rule = rules().get(op)
+    g = torch.Generator().manual_seed(6)
+    coef = torch.randn((2, 3, *out_shape), generator=g, dtype=F64)
+    x = torch.zeros((2, *in_shape), dtype=F64)
+    (direct,), offset = rule.backward(node, coef, [Interval(x, x)])
+    assert offset is None and direct.shape == (2, 3, *in_shape)
+    torch.testing.assert_close(direct, _vjp(rule, node, in_shape, coef), rtol=1e-14, atol=1e-14)
+    leaf = coef.clone().requires_grad_(True)
+    weight = torch.randn((2, 3, *in_shape), generator=g, dtype=F64)
+    grad, = torch.autograd.grad((rule.backward(node, leaf, [Interval(x, x)])[0][0]
+                                 * weight).sum(), [leaf])
+    reference, = torch.autograd.grad((_vjp(rule, node, in_shape, leaf) * weight).sum(), [leaf])
+    torch.testing.assert_close(grad, reference)
