@@ -138,22 +138,33 @@ def row_scale(length: int, absolute) -> torch.Tensor | None:
     # (a leading part of every row holding ``length`` nonzeros already settles it: no count
     # over whole rows, which cost a full pass over the coefficients at every weighted node)
     part = COUNT_PROBE * length
-    # (count_nonzero: one pass, where (values != 0).sum(-1) writes a mask and sums it as
-    # int64, three times slower)
     if part < values.shape[-1]:
-        nonzero = torch.count_nonzero(values[..., :part], dim=-1)
+        nonzero = _nonzeros(values[..., :part])
         short = nonzero < length
         if not bool(short.any()):
             return None
         # the rest of the rows the probe left short (e.g. neurons whose fields lie late in
-        # the value), the others keep their probe's count (>= length: the same factor 1)
-        nonzero[short] += torch.count_nonzero(values[short][..., part:], dim=-1)
+        # the value), the others keep their probe's count (>= length: the same factor 1);
+        # when most are short, whole rows in one pass rather than a copy of the short ones
+        # (rows of a Conv right behind a pool, each a few cells somewhere in the value)
+        if 2 * int(short.sum()) > short.numel():
+            nonzero = _nonzeros(values)
+        else:
+            nonzero[short] += _nonzeros(values[short][..., part:])
     else:
-        nonzero = torch.count_nonzero(values, dim=-1)
-    if int(nonzero.min()) >= length:
+        nonzero = _nonzeros(values)
+    if float(nonzero.min()) >= length:
         return None
-    n = nonzero.clamp(max=length).to(torch.float64) + 3
+    n = nonzero.clamp(max=length) + 3
     return (n * U32 / (1 - n * U32)) / gamma(length + 3)
+
+
+def _nonzeros(absolute: torch.Tensor) -> torch.Tensor:
+    """Nonzero entries per row of ``absolute`` (>= 0, finite: the range check before a
+    float32 step), as float64: the sum of their signs, exact below 2**53 entries, and 2-3
+    times faster on CPU than count_nonzero or a summed mask (one thread: 12 vs 25 ms on
+    259 x 24576 entries)."""
+    return absolute.detach().sign().sum(-1, dtype=torch.float64)
 
 
 def work_cast(node: Node, coef: torch.Tensor, work: torch.dtype) -> torch.Tensor:

@@ -333,3 +333,37 @@ def test_row_scale_equals_the_full_count_on_random_rows(seed):
         assert scale is None
     else:
         assert scale is not None and torch.equal(scale, expect)
+
+
+class _Forgetful(crown._DenseRows):
+    """A pass memory that never remembers: every float32 step counts its rows."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, 0)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_dense_rows_are_counted_once_per_pass(net, float32_everywhere, monkeypatch):
+    """Once every row of a pass is dense at a float32 step, later steps of no longer adjoint
+    length take the full allowance without counting (``crown._DenseRows``): fewer counts,
+    bounds no tighter than counting gives and (the rows only spread) no looser here."""
+    graph = net()
+    box = _box(graph, seed=3)
+    calls = {"n": 0}
+    real_scale = adjoint_precision.row_scale
+
+    def counting(*args):
+        calls["n"] += 1
+        return real_scale(*args)
+
+    monkeypatch.setattr(adjoint_precision, "row_scale", counting)
+    remembered = _bounds(graph, box, "crown")
+    counted_once = calls["n"]
+    calls["n"] = 0
+    monkeypatch.setattr(crown, "_DenseRows", _Forgetful)
+    forgetful = _bounds(graph, box, "crown")
+    assert counted_once <= calls["n"]
+    if net.__name__ == "_resnet_2d":  # (its deeper rows pass several Convs once dense)
+        assert counted_once < calls["n"]
+    assert bool((remembered <= forgetful).all())
+    torch.testing.assert_close(remembered, forgetful, rtol=1e-12, atol=1e-12)
