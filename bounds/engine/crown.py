@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -53,18 +53,6 @@ UNMEASURED_SHARE = 8
 VJP_PROBE_ELEMENTS = 1 << 21
 
 
-@dataclass
-class _DenseRows:
-    """The pass's memory of ``adjoint_precision.row_scale``: once every row holds at least k
-    nonzero coefficients at a float32 step, the later steps of adjoint length <= k take the
-    full allowance without counting again. Sound whatever the rows hold (the full allowance
-    is the bound for any count); as tight as counting unless a later step thins rows out
-    (coefficients only spread going back through convolutions). Counting read a slice of
-    every row at every Conv: 8% of a CROWN pass on cctsdb's patch CNN."""
-
-    length: int = 0
-
-
 @dataclass(frozen=True)
 class _Pass:
     """What one backward pass reads: the intermediate bounds, the alphas of the relaxations it
@@ -77,8 +65,6 @@ class _Pass:
     # own contribution over the input box (``_input_step``): the pass returns no input
     # coefficients; None: they are kept
     closes_input: str | None = None
-    # (looked up per pass: tests swap the class)
-    dense: _DenseRows = field(default_factory=lambda: _DenseRows())
 
     @property
     def use_alpha(self) -> bool:
@@ -533,7 +519,7 @@ def _step(p: _Pass, node: Node, a, total: torch.Tensor, pending: dict,
     centred = (None if node.name in concretize_at
                else _float32_adjoint(p, node, a, delta, absolute))
     if delta is not None:
-        total = total - _allowance(absolute, delta, centred, p.dense)
+        total = total - _allowance(absolute, delta, centred)
     if node.name in concretize_at:
         fn = concretize_at.get(node.name) if isinstance(concretize_at, Mapping) else None
         return total + (fn or windows.concretize)(a, p.inter.bounds[node.name])
@@ -571,19 +557,14 @@ def _absolute(a):
     return a.with_values(a.values.abs()) if isinstance(a, Patches) else a.abs()
 
 
-def _allowance(absolute, delta: torch.Tensor, centred: _Centred | None,
-               dense: _DenseRows) -> torch.Tensor:
+def _allowance(absolute, delta: torch.Tensor, centred: _Centred | None) -> torch.Tensor:
     """|a| . (delta + the float32 adjoint's error allowance, if any) ([B, S]), from
     ``absolute`` = |a|; rows with fewer nonzero coefficients than the adjoint's length take
-    the smaller error bound of their count (``adjoint_precision.row_scale``), unless the
-    pass found every row dense enough already (``dense``)."""
+    the smaller error bound of their count (``adjoint_precision.row_scale``)."""
     if centred is None:
         return _coef_dot(absolute, delta)
-    if centred.length <= dense.length:
-        return _coef_dot(absolute, centred.allowance)
     scale = adjoint_precision.row_scale(centred.length, absolute)
     if scale is None:
-        dense.length = centred.length
         return _coef_dot(absolute, centred.allowance)
     return _coef_dot(absolute, delta) + scale * _coef_dot(absolute, centred.spread)
 

@@ -312,16 +312,23 @@ def test_input_step_bounds_its_own_contribution(net, float32_everywhere, monkeyp
             assert bool((torch.cat([y, -y], 1) >= closed - 1e-9).all())
 
 
+@pytest.mark.parametrize("mostly_dense", [False, True], ids=["short", "dense"])
 @pytest.mark.parametrize("seed", range(4))
-def test_row_scale_equals_the_full_count_on_random_rows(seed):
+def test_row_scale_equals_the_full_count_on_random_rows(seed, mostly_dense):
     """Rows with nonzeros at random places (some all in the probe, some past it, some fewer
-    than k): the factor of each row's full count, dense and on windows' values."""
+    than k): the factor of each row's full count, dense and on windows' values; most rows
+    short in the probe (counted whole) or most dense there (the short ones counted on)."""
     g = torch.Generator().manual_seed(seed)
     k = 6
-    n = 3 * adjoint_precision.COUNT_PROBE * k
+    probe = adjoint_precision.COUNT_PROBE * k
+    n = 3 * probe
     values = torch.zeros((2, 9, n), dtype=F64)
     for b in range(2):
         for s in range(9):
+            if mostly_dense and s < 7:  # k nonzeros or more inside the probe
+                at = torch.randperm(probe, generator=g)[:k + s]
+                values[b, s, at] = torch.randn(k + s, generator=g, dtype=F64)
+                continue
             m = int(torch.randint(0, 2 * k, (1,), generator=g))
             at = torch.randperm(n, generator=g)[:m]
             values[b, s, at] = torch.randn(m, generator=g, dtype=F64)
@@ -333,37 +340,3 @@ def test_row_scale_equals_the_full_count_on_random_rows(seed):
         assert scale is None
     else:
         assert scale is not None and torch.equal(scale, expect)
-
-
-class _Forgetful(crown._DenseRows):
-    """A pass memory that never remembers: every float32 step counts its rows."""
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, 0)
-
-
-@pytest.mark.parametrize("net", NETS)
-def test_dense_rows_are_counted_once_per_pass(net, float32_everywhere, monkeypatch):
-    """Once every row of a pass is dense at a float32 step, later steps of no longer adjoint
-    length take the full allowance without counting (``crown._DenseRows``): fewer counts,
-    bounds no tighter than counting gives and (the rows only spread) no looser here."""
-    graph = net()
-    box = _box(graph, seed=3)
-    calls = {"n": 0}
-    real_scale = adjoint_precision.row_scale
-
-    def counting(*args):
-        calls["n"] += 1
-        return real_scale(*args)
-
-    monkeypatch.setattr(adjoint_precision, "row_scale", counting)
-    remembered = _bounds(graph, box, "crown")
-    counted_once = calls["n"]
-    calls["n"] = 0
-    monkeypatch.setattr(crown, "_DenseRows", _Forgetful)
-    forgetful = _bounds(graph, box, "crown")
-    assert counted_once <= calls["n"]
-    if net.__name__ == "_resnet_2d":  # (its deeper rows pass several Convs once dense)
-        assert counted_once < calls["n"]
-    assert bool((remembered <= forgetful).all())
-    torch.testing.assert_close(remembered, forgetful, rtol=1e-12, atol=1e-12)
