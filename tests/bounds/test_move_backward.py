@@ -34,6 +34,13 @@ CASES = [  # (op, input shape, output shape, attrs)
                                      "steps": (-2,)}),
     ("Gather", (1, 5, 4), (1, 6, 4), {"axis": 1}),
 ]
+# the adjoints that add copies up, in another order than autograd: equal up to rounding
+SPREAD_CASES = [
+    ("Expand", (1, 1, 3, 1), (1, 4, 3, 5), {}),
+    ("Tile", (1, 2, 3), (2, 2, 9), {"repeats": (2, 1, 3)}),
+    ("Resize", (1, 2, 3), (1, 4, 6), {"indices": (None, (0, 0, 1, 1), (0, 0, 1, 1, 2, 2))}),
+    ("GlobalAveragePool", (1, 3, 4, 5), (1, 3, 1, 1), {}),
+]
 GATHER_INDEX = torch.tensor([4, 0, 0, 2, 4, 1])  # repeats: their coefficients add up
 
 
@@ -51,7 +58,7 @@ def _vjp(rule, node, in_shape, coef):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}{c[1]}->{c[2]}")
+@pytest.mark.parametrize("case", CASES + SPREAD_CASES, ids=lambda c: f"{c[0]}{c[1]}->{c[2]}")
 def test_backward_is_the_vjp_and_so_is_its_gradient(case, dtype):
     op, in_shape, out_shape, attrs = case
     node = Node("n", op, ("x",), out_shape, attrs)
@@ -62,7 +69,8 @@ def test_backward_is_the_vjp_and_so_is_its_gradient(case, dtype):
     args = [Interval(x, x), *_consts(op)]
     coefs, offset = rule.backward(node, coef, args)
     assert offset is None and coefs[0].is_contiguous() and len(coefs) == len(args)
-    torch.testing.assert_close(coefs[0], _vjp(rule, node, in_shape, coef), rtol=0, atol=0)
+    ulps = 0.0 if case in CASES else 8 * torch.finfo(dtype).eps
+    torch.testing.assert_close(coefs[0], _vjp(rule, node, in_shape, coef), rtol=ulps, atol=ulps)
     leaf = coef.clone().requires_grad_(True)
     weight = torch.randn((2, 3, *in_shape), generator=g, dtype=dtype)
     direct, = torch.autograd.grad((rule.backward(node, leaf, args)[0][0]
@@ -170,31 +178,3 @@ def test_pad_step_is_the_vjp_with_the_fill_in_the_offset(case):
     else:
         torch.testing.assert_close(offset, (coef * zero.unsqueeze(1)).flatten(2).sum(-1))
 
-
-SPREAD_CASES = [  # (op, input shape, output shape, attrs): the adjoints that add copies up
-    ("Expand", (1, 1, 3, 1), (1, 4, 3, 5), {}),
-    ("Tile", (1, 2, 3), (2, 2, 9), {"repeats": (2, 1, 3)}),
-    ("Resize", (1, 2, 3), (1, 4, 6), {"indices": (None, (0, 0, 1, 1), (0, 0, 1, 1, 2, 2))}),
-    ("GlobalAveragePool", (1, 3, 4, 5), (1, 3, 1, 1), {}),
-]
-
-
-@pytest.mark.parametrize("case", SPREAD_CASES, ids=lambda c: c[0])
-def test_spreading_steps_are_the_vjp(case):
-    """Expand, Tile, nearest Resize and GlobalAveragePool: autograd's VJP, up to the order in
-    which the copies' coefficients are added; and the same gradient through the step."""
-    op, in_shape, out_shape, attrs = case
-    node = Node("n", op, ("x",), out_shape, attrs)
-    rule = rules().get(op)
-    g = torch.Generator().manual_seed(6)
-    coef = torch.randn((2, 3, *out_shape), generator=g, dtype=F64)
-    x = torch.zeros((2, *in_shape), dtype=F64)
-    (direct,), offset = rule.backward(node, coef, [Interval(x, x)])
-    assert offset is None and direct.shape == (2, 3, *in_shape)
-    torch.testing.assert_close(direct, _vjp(rule, node, in_shape, coef), rtol=1e-14, atol=1e-14)
-    leaf = coef.clone().requires_grad_(True)
-    weight = torch.randn((2, 3, *in_shape), generator=g, dtype=F64)
-    grad, = torch.autograd.grad((rule.backward(node, leaf, [Interval(x, x)])[0][0]
-                                 * weight).sum(), [leaf])
-    reference, = torch.autograd.grad((_vjp(rule, node, in_shape, leaf) * weight).sum(), [leaf])
-    torch.testing.assert_close(grad, reference)
