@@ -15,6 +15,7 @@ import torch
 
 from bounds.engine.alpha import optimize_alpha
 from bounds.engine.analysis import largest_numel, window_and_product_nodes
+from bounds.engine.box_dot import ends_terms
 from bounds.engine.crown import MAX_COEF_ELEMENTS, backward_bound
 from bounds.engine.deadline import DeadlineExceeded, note_bound_pass
 from bounds.engine.ibp import ibp_bounds, intersect
@@ -95,10 +96,12 @@ class SpecBounds:
 
 
 def ibp_lower(out: Interval, coef: torch.Tensor) -> torch.Tensor:
-    """Lower bound of coef [B, S, n_out] . y over the output interval ``out``: [B, S]."""
+    """Lower bound of coef [B, S, n_out] . y over the output interval ``out``: [B, S]
+    (``ends_terms``: an output unbounded on the side its coefficient does not read adds
+    nothing, where 0 * inf made the row NaN: cctsdb's IoU head, [-inf, inf] when its divisor
+    may be 0)."""
     lo, hi = out.lower.flatten(1).unsqueeze(1), out.upper.flatten(1).unsqueeze(1)
-    c = coef.flatten(2)
-    return (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
+    return ends_terms(coef.flatten(2), lo, hi).sum(-1)
 
 
 def structured_relaxations(graph: Graph) -> dict[str, Callable | None]:

@@ -62,14 +62,25 @@ def _neg_ibp(node, args):
     return Interval(-args[0].upper, -args[0].lower)
 
 
+def _times(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x * y for interval ends, with 0 * inf = 0: an infinite end stands for reals without
+    bound, and 0 times any real is 0 (IEEE's NaN there made [0, 1] * [-inf, inf] NaN, not
+    [-inf, inf]: cctsdb's IoU head, a 0/1 flag times a quotient whose divisor may be 0).
+    NaN operands stay NaN, and finite products keep their values and gradients."""
+    p = x * y
+    zero_times_inf = torch.isnan(p) & ((x == 0) | (y == 0))
+    return torch.where(zero_times_inf, torch.zeros((), dtype=p.dtype, device=p.device), p)
+
+
 def _product_ibp(a, b) -> Interval:
     """Interval product; constant operands are zero-width intervals."""
     if not isinstance(a, Interval) or not isinstance(b, Interval):
         x, c = (a, b) if isinstance(a, Interval) else (b, a)
-        lo, hi = x.lower * c, x.upper * c
+        lo, hi = _times(x.lower, c), _times(x.upper, c)
         return Interval(torch.minimum(lo, hi), torch.maximum(lo, hi))
     prods = torch.stack(torch.broadcast_tensors(
-        a.lower * b.lower, a.lower * b.upper, a.upper * b.lower, a.upper * b.upper))
+        _times(a.lower, b.lower), _times(a.lower, b.upper), _times(a.upper, b.lower),
+        _times(a.upper, b.upper)))
     return Interval(prods.amin(0), prods.amax(0))
 
 

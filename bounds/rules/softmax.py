@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 import torch
 
+from bounds.engine.box_dot import ends_terms
 from bounds.graph import Graph, Node
 from bounds.registry import Milp, OpRule, OpTraits, Rounding
 from bounds.rules.common import sum_to_batch_spec
@@ -99,7 +100,7 @@ def simplex_lower(coef: torch.Tensor, box: Interval, axis: int) -> torch.Tensor:
     c = coef.movedim(dim, -1)
     lo = box.lower.unsqueeze(1).movedim(dim, -1).expand_as(c)
     hi = box.upper.unsqueeze(1).movedim(dim, -1).expand_as(c)
-    plain = (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
+    plain = ends_terms(c, lo, hi).sum(-1)  # (no 0 * inf where the box is unbounded)
     if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
         return sum_to_batch_spec(plain)
     order = c.argsort(-1)

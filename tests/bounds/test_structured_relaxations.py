@@ -291,3 +291,46 @@ def test_window_max_default_step_is_its_dense_form(label):
         # (overlapping windows add their cells in another order: a few ulps of the sum)
         torch.testing.assert_close(sparse, dense, rtol=1e-15, atol=1e-15 * coef.abs().max())
         torch.testing.assert_close(off, dense_off, rtol=1e-15, atol=0)
+
+
+def test_products_with_unbounded_operands_have_no_nan():
+    """0 * inf is 0 between interval ends (an infinite end stands for unbounded reals): a 0/1
+    flag times a quotient whose divisor may be 0 (cctsdb's IoU head) is [-inf, inf], a zero
+    flag gives 0, and every end is the product's true infimum or supremum."""
+    inf = float("inf")
+    rule = rules().get("Mul")
+    node = Node("y", "Mul", ("a", "b"), (4,))
+
+    def iv(lo, hi):
+        return Interval(torch.tensor([lo], dtype=torch.float64),
+                        torch.tensor([hi], dtype=torch.float64))
+
+    a = iv([0.0, 0.0, 2.0, -1.0], [1.0, 0.0, 3.0, 0.0])
+    b = iv([-inf, -inf, 1.0, 5.0], [inf, inf, inf, inf])
+    out = rule.ibp(node, [a, b])
+    torch.testing.assert_close(out.lower, torch.tensor([[-inf, 0.0, 2.0, -inf]],
+                                                       dtype=torch.float64))
+    torch.testing.assert_close(out.upper, torch.tensor([[inf, 0.0, inf, 0.0]],
+                                                       dtype=torch.float64))
+    const = Node("y", "Mul", ("a", None), (4,), {}, {1: np.zeros(4)})
+    zero = rule.ibp(const, [b, torch.zeros(4, dtype=torch.float64)])
+    assert bool((zero.lower == 0).all()) and bool((zero.upper == 0).all())
+    nan = rule.ibp(node, [iv([float("nan")] * 4, [1.0] * 4), b])  # NaN stays NaN
+    assert bool(torch.isnan(nan.lower).all())
+
+
+def test_spec_rows_over_unbounded_outputs_have_no_nan():
+    """A spec row over an output unbounded on the side its coefficient does not read: the
+    interval bound of the row is finite or -inf, never NaN (it was 1 * -inf + 0 * inf)."""
+    from bounds.engine.spec_bounds import ibp_lower
+    from bounds.rules.softmax import simplex_lower
+
+    inf = float("inf")
+    out = Interval(torch.tensor([[-inf, 2.0, 0.0]], dtype=torch.float64),
+                   torch.tensor([[inf, 3.0, inf]], dtype=torch.float64))
+    coef = torch.tensor([[[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]],
+                        dtype=torch.float64)
+    torch.testing.assert_close(ibp_lower(out, coef),
+                               torch.tensor([[2.0, -inf, -3.0]], dtype=torch.float64))
+    simplex = simplex_lower(coef, Interval(out.lower, out.upper), 0)
+    assert not bool(torch.isnan(simplex).any())
