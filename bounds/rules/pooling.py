@@ -111,7 +111,7 @@ def _global_avg(node, args):
 def _global_avg_backward(node, coef, args):
     """Each coefficient spread over its channel's cells, divided by their count."""
     in_shape = static_shape(args[0])
-    return [coef.expand(*coef.shape[:2], *in_shape) / math.prod(in_shape[2:])], None
+    return [_spread(coef, in_shape, range(2, len(in_shape)), mean=True)], None
 
 
 def _reduce(fn):
@@ -137,12 +137,18 @@ def _reduce_backward(mean: bool):
         if not node.attrs["keepdims"]:
             for a in axes:
                 coef = coef.unsqueeze(a + 2)
-        spread = coef.expand(*coef.shape[:2], *in_shape)
-        if mean:
-            return [spread / math.prod(in_shape[a] for a in axes)], None
-        return [spread.contiguous()], None
+        return [_spread(coef, in_shape, axes, mean)], None
 
     return backward
+
+
+def _spread(coef, in_shape: tuple, axes, mean: bool) -> torch.Tensor:
+    """``coef`` [B, S, *kept shape] (size 1 on the reduced ``axes``) copied over the input's
+    ``in_shape``, divided by the reduced count for a mean."""
+    spread = coef.expand(*coef.shape[:2], *in_shape)
+    if mean:
+        return spread / math.prod(in_shape[a] for a in axes)
+    return spread.contiguous()
 
 
 _reduce_sum = _reduce(lambda x, d, k: x.sum(dim=d, keepdim=k))
